@@ -1,0 +1,106 @@
+//! The API's error contract.
+//!
+//! Every error is `{"error":{"type","code","message","param"}}` with a stable `code` a merchant's
+//! code can switch on. Client errors name the offending `param`; server errors get a generic
+//! message and a reference, while the cause chain goes to the log only (never to the client).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use depositd_core::store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is wrong; `param` names the field when there is one.
+    #[error("{message}")]
+    InvalidRequest { code: &'static str, message: String, param: Option<String> },
+    /// 401: no usable credentials.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// 403: credentials are fine but lack the scope.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, param: Option<String> },
+    /// 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_secs: u64 },
+    /// 503: a dependency (price feed, database) is unavailable; retrying later may work.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    /// 500: our fault. The source is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn invalid(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidRequest { code, message: message.into(), param: Some(param.into()) }
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::NotFound { code: "resource_missing", message: format!("no such {what}") }
+    }
+
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        ApiError::Internal(Box::new(error))
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<&str>) {
+        match self {
+            ApiError::InvalidRequest { code, param, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", code, param.as_deref())
+            }
+            ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, "authentication_error", code, None),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, "permission_error", code, None),
+            ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, "invalid_request_error", code, None),
+            ApiError::Conflict { code, param, .. } => (StatusCode::CONFLICT, "invalid_request_error", code, param.as_deref()),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", None),
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, "api_error", code, None),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", None),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    message: String,
+    param: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code, param) = self.parts();
+        let message = match &self {
+            ApiError::Internal(source) => {
+                let reference = uuid::Uuid::new_v4();
+                tracing::error!(%reference, error = %source, cause = ?source.source(), "request failed with an internal error");
+                format!("An internal error occurred (reference {reference}); it has been logged.")
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody { error: ErrorDetail { kind, code, message, param } };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs.max(1).into());
+        }
+        response
+    }
+}

@@ -1,0 +1,172 @@
+//! One supported chain, from `chains/<name>.toml`.
+
+use std::path::Path;
+
+use alloy::primitives::Address;
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::evm::parse_address;
+use crate::money::MAX_TOKEN_DECIMALS;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Unique lowercase name; equals the file stem. Used in the API (`"chain": "sepolia"`).
+    pub name: String,
+    pub chain_id: u64,
+    /// Tried in order: on errors or timeouts the watcher fails over to the next.
+    pub rpc_urls: Vec<String>,
+    /// Environment variable whose comma-separated value replaces `rpc_urls` (operators' own nodes).
+    pub rpc_urls_env: Option<String>,
+    /// WebSocket endpoint for `newHeads`; without one the watcher polls.
+    pub ws_url: Option<String>,
+    pub ws_url_env: Option<String>,
+    /// Blocks on top of a deposit's block before it is credited.
+    pub confirmations: u64,
+    pub block_time_ms: u64,
+    pub poll_interval_ms: u64,
+    /// Upper bound of the `eth_getLogs` block range (the watcher shrinks it when a provider objects).
+    pub max_block_range: u64,
+    /// First block to scan on a fresh database; `None` = the head at first start.
+    pub start_block: Option<u64>,
+    /// Testnets and dev chains hold no real value: keys for them are `dk_test_...`.
+    pub testnet: bool,
+    pub native: NativeAsset,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeAsset {
+    pub symbol: String,
+    pub decimals: u8,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub symbol: String,
+    /// Only `Transfer` logs emitted by this contract count: a look-alike with the same symbol does not.
+    #[serde(deserialize_with = "checked_address")]
+    pub address: Address,
+    pub decimals: u8,
+}
+
+/// An asset a chain accepts: its native coin or one of its allow-listed tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetRef<'a> {
+    pub symbol: &'a str,
+    pub decimals: u8,
+    /// `None` for the native coin.
+    pub token_address: Option<Address>,
+}
+
+impl ChainConfig {
+    pub fn load(path: &Path) -> Result<ChainConfig, ConfigError> {
+        let err = |message: String| ConfigError::ChainFile { path: path.to_owned(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut chain: ChainConfig = toml::from_str(&text).map_err(|e| err(e.message().to_owned() + &location(&text, e.span())))?;
+        chain.apply_env_overrides();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let problems = chain.problems(stem);
+        if problems.is_empty() { Ok(chain) } else { Err(err(problems.join("; "))) }
+    }
+
+    /// The native coin or the allow-listed token with this symbol (case-insensitive).
+    pub fn asset(&self, symbol: &str) -> Option<AssetRef<'_>> {
+        if self.native.symbol.eq_ignore_ascii_case(symbol) {
+            return Some(AssetRef { symbol: &self.native.symbol, decimals: self.native.decimals, token_address: None });
+        }
+        self.tokens.iter().find(|t| t.symbol.eq_ignore_ascii_case(symbol)).map(|t| AssetRef {
+            symbol: &t.symbol,
+            decimals: t.decimals,
+            token_address: Some(t.address),
+        })
+    }
+
+    pub fn asset_symbols(&self) -> Vec<&str> {
+        std::iter::once(self.native.symbol.as_str()).chain(self.tokens.iter().map(|t| t.symbol.as_str())).collect()
+    }
+
+    fn apply_env_overrides(&mut self) {
+        if let Some(urls) = self.rpc_urls_env.as_deref().and_then(|var| std::env::var(var).ok()) {
+            let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            if !urls.is_empty() {
+                self.rpc_urls = urls;
+            }
+        }
+        if let Some(ws) = self.ws_url_env.as_deref().and_then(|var| std::env::var(var).ok()) {
+            if !ws.trim().is_empty() {
+                self.ws_url = Some(ws.trim().to_owned());
+            }
+        }
+    }
+
+    fn problems(&self, stem: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.name != stem {
+            problems.push(format!("name: `{}` must equal the file name `{stem}`", self.name));
+        }
+        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            problems.push(format!("name: `{}` must be lowercase letters, digits and '-'", self.name));
+        }
+        if self.chain_id == 0 {
+            problems.push("chain_id: must not be 0".into());
+        }
+        if self.rpc_urls.is_empty() {
+            problems.push("rpc_urls: at least one RPC URL is required".into());
+        }
+        for url in &self.rpc_urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("rpc_urls: `{}` must be an http(s) URL", crate::secret::redact_url_password(url)));
+            }
+        }
+        if let Some(ws) = &self.ws_url {
+            if !(ws.starts_with("ws://") || ws.starts_with("wss://")) {
+                problems.push(format!("ws_url: `{}` must be a ws(s) URL", crate::secret::redact_url_password(ws)));
+            }
+        }
+        if self.confirmations == 0 {
+            problems.push("confirmations: must be at least 1 (0 would credit unmined or reorgable payments)".into());
+        }
+        if self.block_time_ms == 0 || self.poll_interval_ms == 0 {
+            problems.push("block_time_ms and poll_interval_ms: must be greater than 0".into());
+        }
+        if self.max_block_range == 0 {
+            problems.push("max_block_range: must be at least 1".into());
+        }
+        let mut symbols = vec![self.native.symbol.to_ascii_uppercase()];
+        for (asset, decimals) in std::iter::once((&self.native.symbol, self.native.decimals))
+            .chain(self.tokens.iter().map(|t| (&t.symbol, t.decimals)))
+        {
+            if decimals > MAX_TOKEN_DECIMALS {
+                problems.push(format!("{asset}: decimals {decimals} is above the supported {MAX_TOKEN_DECIMALS}"));
+            }
+            if asset.is_empty() || !asset.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                problems.push(format!("symbol `{asset}` must be ASCII letters and digits"));
+            }
+        }
+        for token in &self.tokens {
+            let upper = token.symbol.to_ascii_uppercase();
+            if symbols.contains(&upper) {
+                problems.push(format!("tokens: symbol `{}` appears twice", token.symbol));
+            }
+            symbols.push(upper);
+        }
+        problems
+    }
+}
+
+fn checked_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_address(&s).map_err(|e| serde::de::Error::custom(format!("address `{s}` {e}")))
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => format!(" (line {})", text[..span.start.min(text.len())].lines().count().max(1)),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,280 @@
+//! Configuration: layered settings and the per-chain files.
+//!
+//! Layers, later wins: the built-in `defaults.toml` (embedded), the operator's TOML file
+//! (`--config PATH`), then environment variables `DEPOSITD__SECTION__KEY`. Every struct rejects
+//! unknown keys, so a typo in a file or an environment variable is an error naming the key rather
+//! than a setting silently ignored.
+//!
+//! Chains come from `<chains.dir>/<name>.toml` for each name in `chains.enabled`; see
+//! `chains/README.md` for the format.
+
+mod chain;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use chain::{ChainConfig, NativeAsset, TokenConfig};
+
+use crate::secret::DatabaseUrl;
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// A configuration problem, worded for the operator: it names the file or key and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(String),
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    #[error("chain file {path}: {message}")]
+    ChainFile { path: PathBuf, message: String },
+}
+
+/// Everything the daemon is configured with: the settings and the enabled chains.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub chains: Vec<ChainConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub api: ApiSettings,
+    pub chains: ChainsSettings,
+    pub wallet: WalletSettings,
+    pub pricing: PricingSettings,
+    pub invoices: InvoiceSettings,
+    pub webhooks: WebhookSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://...`; the password never appears in logs (see [`DatabaseUrl`]).
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// Base URL payers and merchants use; `checkout_url` is `{public_url}/checkout/{id}`.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainsSettings {
+    pub dir: PathBuf,
+    pub enabled: Vec<String>,
+    pub default_chain: String,
+    pub default_asset: String,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletSettings {
+    pub mnemonic: Option<SecretString>,
+    pub mnemonic_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for WalletSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SecretString already redacts; say which source is configured, nothing more.
+        f.debug_struct("WalletSettings")
+            .field("mnemonic", &self.mnemonic.as_ref().map(|_| "[REDACTED]"))
+            .field("mnemonic_file", &self.mnemonic_file)
+            .finish()
+    }
+}
+
+impl WalletSettings {
+    /// The mnemonic from `wallet.mnemonic` or `wallet.mnemonic_file`; exactly one must be set.
+    pub fn mnemonic(&self) -> Result<SecretString, ConfigError> {
+        match (&self.mnemonic, &self.mnemonic_file) {
+            (Some(m), None) => Ok(m.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| SecretString::from(s.trim().to_owned()))
+                .map_err(|e| ConfigError::Invalid(vec![format!("wallet.mnemonic_file: cannot read {}: {e}", path.display())])),
+            (Some(_), Some(_)) => Err(ConfigError::Invalid(vec![
+                "wallet: set either mnemonic or mnemonic_file, not both".into(),
+            ])),
+            (None, None) => Err(ConfigError::Invalid(vec![
+                "wallet: no hot-wallet mnemonic; set DEPOSITD__WALLET__MNEMONIC or wallet.mnemonic_file".into(),
+            ])),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingSettings {
+    pub max_rate_age_secs: u64,
+    pub usd_pegged: Vec<String>,
+    /// Price of one unit of a currency or asset in USD. Keys are upper-cased on load.
+    #[serde(deserialize_with = "decimal_map")]
+    pub static_usd_rates: BTreeMap<String, Decimal>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceSettings {
+    pub default_expires_in_ms: u64,
+    pub max_expires_in_ms: u64,
+    #[serde(deserialize_with = "decimal")]
+    pub min_amount: Decimal,
+    #[serde(deserialize_with = "decimal")]
+    pub max_amount: Decimal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub allow_http: bool,
+    pub allow_private_targets: bool,
+}
+
+impl Config {
+    /// Loads and validates the configuration. `database_url` (from `--database-url` or
+    /// `DATABASE_URL`) overrides every other source of `database.url`.
+    pub fn load(file: Option<&Path>, database_url: Option<&str>) -> Result<Config, ConfigError> {
+        let settings = Settings::load(file, database_url)?;
+        let chains = settings.load_chains()?;
+        let config = Config { settings, chains };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn chain(&self, name: &str) -> Option<&ChainConfig> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.settings;
+        let mut problems = Vec::new();
+        let scheme = s.database.url.scheme();
+        if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
+            problems.push(format!(
+                "database.url: unsupported scheme `{scheme}` in {} (use sqlite://PATH or postgres://...)",
+                s.database.url
+            ));
+        }
+        if s.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".into());
+        }
+        if !(s.api.public_url.starts_with("http://") || s.api.public_url.starts_with("https://")) {
+            problems.push(format!("api.public_url: `{}` must start with http:// or https://", s.api.public_url));
+        }
+        if s.chains.enabled.is_empty() {
+            problems.push("chains.enabled: at least one chain must be enabled".into());
+        }
+        match self.chain(&s.chains.default_chain) {
+            None => problems.push(format!(
+                "chains.default_chain: `{}` is not one of the enabled chains {:?}",
+                s.chains.default_chain, s.chains.enabled
+            )),
+            Some(chain) if chain.asset(&s.chains.default_asset).is_none() => problems.push(format!(
+                "chains.default_asset: chain `{}` has no asset `{}` (it has {})",
+                chain.name,
+                s.chains.default_asset,
+                chain.asset_symbols().join(", ")
+            )),
+            Some(_) => {}
+        }
+        for (symbol, rate) in &s.pricing.static_usd_rates {
+            if *rate <= Decimal::ZERO {
+                problems.push(format!("pricing.static_usd_rates.{symbol}: must be greater than 0"));
+            }
+        }
+        let inv = &s.invoices;
+        if inv.min_amount <= Decimal::ZERO || inv.min_amount > inv.max_amount {
+            problems.push("invoices.min_amount: must be greater than 0 and at most invoices.max_amount".into());
+        }
+        if inv.default_expires_in_ms == 0 || inv.default_expires_in_ms > inv.max_expires_in_ms {
+            problems.push("invoices.default_expires_in_ms: must be between 1 and invoices.max_expires_in_ms".into());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+impl Settings {
+    fn load(file: Option<&Path>, database_url: Option<&str>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!("configuration file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("DEPOSITD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("chains.enabled")
+                .with_list_parse_key("pricing.usd_pegged"),
+        );
+        if let Some(url) = database_url {
+            builder = builder
+                .set_override("database.url", url)
+                .map_err(|e| ConfigError::Load(e.to_string()))?;
+        }
+        let raw = builder.build().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut settings: Settings = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.pricing.static_usd_rates = std::mem::take(&mut settings.pricing.static_usd_rates)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v))
+            .collect();
+        settings.pricing.usd_pegged.iter_mut().for_each(|s| s.make_ascii_uppercase());
+        Ok(settings)
+    }
+
+    fn load_chains(&self) -> Result<Vec<ChainConfig>, ConfigError> {
+        let mut chains: Vec<ChainConfig> = Vec::new();
+        for name in &self.chains.enabled {
+            let path = self.chains.dir.join(format!("{name}.toml"));
+            let chain = ChainConfig::load(&path)?;
+            if chains.iter().any(|c| c.chain_id == chain.chain_id) {
+                return Err(ConfigError::ChainFile {
+                    path,
+                    message: format!("chain_id {} is already used by another enabled chain", chain.chain_id),
+                });
+            }
+            chains.push(chain);
+        }
+        Ok(chains)
+    }
+}
+
+/// Decimals are written as strings (`"1.08"`) or integers; a float would already have lost
+/// exactness on its way through the TOML parser, so it is refused.
+pub(crate) fn parse_decimal_value(value: &toml::Value) -> Result<Decimal, String> {
+    match value {
+        toml::Value::String(s) => s.trim().parse::<Decimal>().map_err(|e| format!("`{s}` is not a decimal number: {e}")),
+        toml::Value::Integer(i) => Ok(Decimal::from(*i)),
+        toml::Value::Float(f) => Err(format!("{f} is a float; write exact decimals as strings, e.g. \"{f}\"")),
+        other => Err(format!("expected a decimal string, found {}", other.type_str())),
+    }
+}
+
+fn decimal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    parse_decimal_value(&value).map_err(serde::de::Error::custom)
+}
+
+fn decimal_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
+    let raw = BTreeMap::<String, toml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| parse_decimal_value(&v).map(|d| (k.clone(), d)).map_err(|e| serde::de::Error::custom(format!("{k}: {e}"))))
+        .collect()
+}

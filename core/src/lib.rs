@@ -1,0 +1,25 @@
+//! depositd's shared crate: the domain types, the configuration, the store and (later) the ledger.
+//!
+//! `watcher`, `settler` and `api` depend on this crate and never on each other; everything they
+//! share (what an invoice is, how money is represented, how the database is reached) lives here,
+//! once.
+//!
+//! # Layout
+//! - [`config`]: layered settings (defaults, TOML file, `DEPOSITD__SECTION__KEY` environment) and
+//!   the per-chain files in `chains/`, validated at start-up with messages that name the key.
+//! - [`evm`]: EVM address parsing with EIP-55 checks.
+//! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
+//!   `rust_decimal::Decimal`. Never a float.
+//! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
+//! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
+//!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
+//! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
+//! - [`time`]: the one clock the crate reads (epoch milliseconds).
+
+pub mod config;
+pub mod evm;
+pub mod money;
+pub mod secret;
+pub mod store;
+pub mod time;
+pub mod wallet;

@@ -1,0 +1,260 @@
+//! API keys: `dk_test_...` / `dk_live_...`, stored as SHA-256 hashes only, shown once.
+
+use std::fmt;
+
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::merchants::{Merchant, MerchantStatus};
+use super::{Conn, StoreError, parse_column};
+use crate::time::now_ms;
+
+/// Test keys work with testnets and the dev chain; live keys with mainnets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    Test,
+    Live,
+}
+
+impl KeyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyMode::Test => "test",
+            KeyMode::Live => "live",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            KeyMode::Test => "dk_test_",
+            KeyMode::Live => "dk_live_",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "test" => Ok(KeyMode::Test),
+            "live" => Ok(KeyMode::Live),
+            other => Err(format!("unknown key mode {other:?} (expected test or live)")),
+        }
+    }
+}
+
+/// What a key may do. Each merchant endpoint requires one scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    InvoicesRead,
+    InvoicesWrite,
+    PayoutsRead,
+    PayoutsWrite,
+    WebhooksRead,
+    WebhooksWrite,
+    /// Balances, ledger entries and deposits.
+    LedgerRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 7] = [
+        Scope::InvoicesRead,
+        Scope::InvoicesWrite,
+        Scope::PayoutsRead,
+        Scope::PayoutsWrite,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
+        Scope::LedgerRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::InvoicesRead => "invoices:read",
+            Scope::InvoicesWrite => "invoices:write",
+            Scope::PayoutsRead => "payouts:read",
+            Scope::PayoutsWrite => "payouts:write",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksWrite => "webhooks:write",
+            Scope::LedgerRead => "ledger:read",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
+            let known: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown scope {s:?} (known: {})", known.join(", "))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    /// `dk_test_1a2b3c4d`: enough for a human to tell keys apart, useless to an attacker.
+    pub display_prefix: String,
+    pub mode: KeyMode,
+    pub scopes: Vec<Scope>,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKey {
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    id: String,
+    merchant_id: String,
+    display_prefix: String,
+    mode: String,
+    scopes: String,
+    name: Option<String>,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = StoreError;
+    fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
+        Ok(ApiKey {
+            id: parse_column("api_keys.id", &row.id)?,
+            merchant_id: parse_column("api_keys.merchant_id", &row.merchant_id)?,
+            display_prefix: row.display_prefix,
+            mode: parse_column("api_keys.mode", &row.mode)?,
+            scopes: row.scopes.split_whitespace().map(|s| parse_column("api_keys.scopes", s)).collect::<Result<_, _>>()?,
+            name: row.name,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        })
+    }
+}
+
+/// The SHA-256 of a key, hex: what is stored and looked up.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Whether `key` has the shape of one of our keys (so a malformed one is refused before any lookup).
+pub fn is_well_formed(key: &str) -> bool {
+    let body = key.strip_prefix("dk_test_").or_else(|| key.strip_prefix("dk_live_"));
+    body.is_some_and(|b| b.len() == 48 && b.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+}
+
+/// Creates a key and returns it with the plaintext, which exists nowhere else afterwards.
+#[tracing::instrument(skip(conn))]
+pub async fn create(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    mode: KeyMode,
+    scopes: &[Scope],
+    name: Option<&str>,
+) -> Result<(ApiKey, SecretString), StoreError> {
+    let mut secret = [0u8; 24];
+    rand::rng().fill_bytes(&mut secret);
+    let plaintext = format!("{}{}", mode.prefix(), hex::encode(secret));
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let key = ApiKey {
+        id: Uuid::now_v7(),
+        merchant_id,
+        display_prefix: plaintext[..16].to_owned(),
+        mode,
+        scopes,
+        name: name.map(str::to_owned),
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    let scope_list: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (id, merchant_id, display_prefix, key_hash, mode, scopes, name, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(key.id.to_string())
+    .bind(merchant_id.to_string())
+    .bind(&key.display_prefix)
+    .bind(hash_key(&plaintext))
+    .bind(mode.as_str())
+    .bind(scope_list.join(" "))
+    .bind(&key.name)
+    .bind(key.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok((key, SecretString::from(plaintext)))
+}
+
+/// Why a presented key does not authenticate. The API answers 401 for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Malformed,
+    Unknown,
+    Revoked,
+    MerchantInactive,
+}
+
+/// Resolves a presented key to its record and merchant.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate(conn: &mut Conn, presented: &SecretString) -> Result<Result<(ApiKey, Merchant), KeyRejection>, StoreError> {
+    let presented = presented.expose_secret();
+    if !is_well_formed(presented) {
+        return Ok(Err(KeyRejection::Malformed));
+    }
+    let row: Option<ApiKeyRow> = sqlx::query_as(
+        "SELECT id, merchant_id, display_prefix, mode, scopes, name, created_at, revoked_at FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(hash_key(presented))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(key) = row.map(ApiKey::try_from).transpose()? else {
+        return Ok(Err(KeyRejection::Unknown));
+    };
+    if key.revoked_at.is_some() {
+        return Ok(Err(KeyRejection::Revoked));
+    }
+    let merchant = super::merchants::get(conn, key.merchant_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("api key {} belongs to a missing merchant", key.id)))?;
+    if merchant.status != MerchantStatus::Active {
+        return Ok(Err(KeyRejection::MerchantInactive));
+    }
+    Ok(Ok((key, merchant)))
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn list(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<ApiKey>, StoreError> {
+    let rows: Vec<ApiKeyRow> = sqlx::query_as(
+        "SELECT id, merchant_id, display_prefix, mode, scopes, name, created_at, revoked_at FROM api_keys \
+         WHERE merchant_id = $1 ORDER BY id",
+    )
+    .bind(merchant_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(ApiKey::try_from).collect()
+}
+
+/// Revokes a key; revoking an already revoked key keeps the first revocation time.
+#[tracing::instrument(skip(conn))]
+pub async fn revoke(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}

@@ -1,0 +1,72 @@
+//! Deposit addresses derived from the hot wallet at a fresh HD index each.
+
+use alloy::primitives::Address;
+use uuid::Uuid;
+
+use super::{Conn, StoreError, parse_column};
+use crate::time::now_ms;
+use crate::wallet::HdWallet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPurpose {
+    Invoice,
+    Static,
+}
+
+impl AddressPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddressPurpose::Invoice => "invoice",
+            AddressPurpose::Static => "static",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositAddress {
+    pub id: Uuid,
+    pub address: Address,
+    pub derivation_index: u64,
+}
+
+/// Allocates the next HD index and records its address. Call inside the transaction that creates
+/// the invoice or static address: if that rolls back, so does the allocation, and the counter row
+/// (locked until commit) guarantees no index is ever handed out twice.
+#[tracing::instrument(skip(conn, wallet))]
+pub async fn allocate(conn: &mut Conn, wallet: &HdWallet, purpose: AddressPurpose) -> Result<DepositAddress, StoreError> {
+    let (index,): (i64,) =
+        sqlx::query_as("UPDATE counters SET value = value + 1 WHERE name = 'deposit_address_index' RETURNING value")
+            .fetch_one(&mut *conn)
+            .await?;
+    let index = u64::try_from(index).map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?;
+    let address = wallet.deposit_address(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let deposit = DepositAddress { id: Uuid::now_v7(), address, derivation_index: index };
+    sqlx::query("INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(deposit.id.to_string())
+        .bind(address.to_checksum(None))
+        .bind(index as i64)
+        .bind(purpose.as_str())
+        .bind(now_ms())
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| StoreError::on_conflict(e, "deposit address"))?;
+    Ok(deposit)
+}
+
+/// Every deposit address ever allocated (the watcher's watched set is built from these).
+#[tracing::instrument(skip(conn))]
+pub async fn all(conn: &mut Conn) -> Result<Vec<DepositAddress>, StoreError> {
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, address, derivation_index FROM deposit_addresses ORDER BY derivation_index")
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter()
+        .map(|(id, address, index)| {
+            Ok(DepositAddress {
+                id: parse_column("deposit_addresses.id", &id)?,
+                address: parse_column("deposit_addresses.address", &address)?,
+                derivation_index: index as u64,
+            })
+        })
+        .collect()
+}

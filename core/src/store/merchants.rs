@@ -1,0 +1,154 @@
+//! Merchants: the operator's customers, who own API keys, invoices and balances.
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{Conn, StoreError, parse_column};
+use crate::time::now_ms;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    pub id: Uuid,
+    pub name: String,
+    /// Default title and footer of the checkout page (seed 001).
+    pub company_name: Option<String>,
+    pub status: MerchantStatus,
+    /// The operator's fee, percent of each paid amount.
+    pub fee_percent: Decimal,
+    /// A payment this many percent short still counts as paid.
+    pub payment_tolerance_percent: Decimal,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantStatus {
+    Active,
+    Disabled,
+}
+
+impl MerchantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MerchantStatus::Active => "active",
+            MerchantStatus::Disabled => "disabled",
+        }
+    }
+}
+
+impl std::str::FromStr for MerchantStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(MerchantStatus::Active),
+            "disabled" => Ok(MerchantStatus::Disabled),
+            other => Err(format!("unknown merchant status {other:?}")),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MerchantRow {
+    id: String,
+    name: String,
+    company_name: Option<String>,
+    status: String,
+    fee_percent: String,
+    payment_tolerance_percent: String,
+    created_at: i64,
+}
+
+impl TryFrom<MerchantRow> for Merchant {
+    type Error = StoreError;
+    fn try_from(row: MerchantRow) -> Result<Self, StoreError> {
+        Ok(Merchant {
+            id: parse_column("merchants.id", &row.id)?,
+            name: row.name,
+            company_name: row.company_name,
+            status: parse_column("merchants.status", &row.status)?,
+            fee_percent: parse_column("merchants.fee_percent", &row.fee_percent)?,
+            payment_tolerance_percent: parse_column("merchants.payment_tolerance_percent", &row.payment_tolerance_percent)?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, name, company_name, status, fee_percent, payment_tolerance_percent, created_at";
+
+#[derive(Debug, Clone)]
+pub struct NewMerchant {
+    pub name: String,
+    pub company_name: Option<String>,
+    pub fee_percent: Decimal,
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, StoreError> {
+    let merchant = Merchant {
+        id: Uuid::now_v7(),
+        name: new.name.clone(),
+        company_name: new.company_name.clone(),
+        status: MerchantStatus::Active,
+        fee_percent: new.fee_percent,
+        payment_tolerance_percent: Decimal::ZERO,
+        created_at: now_ms(),
+    };
+    sqlx::query(
+        "INSERT INTO merchants (id, name, company_name, status, fee_percent, payment_tolerance_percent, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(merchant.id.to_string())
+    .bind(&merchant.name)
+    .bind(&merchant.company_name)
+    .bind(merchant.status.as_str())
+    .bind(merchant.fee_percent.to_string())
+    .bind(merchant.payment_tolerance_percent.to_string())
+    .bind(merchant.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(merchant)
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<Merchant>, StoreError> {
+    let row: Option<MerchantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE id = $1")))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(Merchant::try_from).transpose()
+}
+
+/// Finds a merchant by id or, failing that, by exact name (for the CLI's `--merchant`).
+/// Several merchants with the same name make the name ambiguous: that is a conflict.
+#[tracing::instrument(skip(conn))]
+pub async fn find(conn: &mut Conn, id_or_name: &str) -> Result<Option<Merchant>, StoreError> {
+    if let Ok(id) = id_or_name.parse::<Uuid>() {
+        return get(conn, id).await;
+    }
+    let rows: Vec<MerchantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE name = $1 LIMIT 2")))
+        .bind(id_or_name)
+        .fetch_all(&mut *conn)
+        .await?;
+    match rows.len() {
+        0 => Ok(None),
+        1 => rows.into_iter().next().map(Merchant::try_from).transpose(),
+        _ => Err(StoreError::Conflict("merchant name (several merchants share it; use the id)")),
+    }
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn list(conn: &mut Conn) -> Result<Vec<Merchant>, StoreError> {
+    let rows: Vec<MerchantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants ORDER BY id")))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(Merchant::try_from).collect()
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn set_status(conn: &mut Conn, id: Uuid, status: MerchantStatus) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE merchants SET status = $1 WHERE id = $2")
+        .bind(status.as_str())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}

@@ -1,0 +1,255 @@
+//! The store: one data layer over SQLite (embedded default) and PostgreSQL (production).
+//!
+//! Both backends run through sqlx's `Any` driver, so each query is written once and business
+//! logic is never duplicated. The schema sticks to types both sides decode identically (TEXT,
+//! BIGINT); see the header of `migrations/*/..._initial.sql`. Where SQL really differs, the
+//! difference lives in [`Backend`] and nowhere else:
+//! - transactions on SQLite start with `BEGIN IMMEDIATE` (take the write lock up front, so two
+//!   writers queue on `busy_timeout` instead of failing on a lock upgrade);
+//! - row claiming uses `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer anyway.
+//!
+//! # Layout
+//! - this module: connecting, migrating, transactions, [`StoreError`].
+//! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`cursors`]: queries, one module per
+//!   table family, each a small async function taking a connection or transaction.
+
+pub mod api_keys;
+pub mod cursors;
+pub mod deposit_addresses;
+pub mod merchants;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+use crate::secret::DatabaseUrl;
+
+/// A transaction on either backend.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A connection on either backend (what query functions take: `&mut *tx` or `&mut *conn`).
+pub type Conn = sqlx::AnyConnection;
+
+#[cfg(feature = "sqlite")]
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+#[cfg(feature = "postgres")]
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {url} names the `{scheme}` backend, which is not supported (use sqlite://PATH or postgres://...)")]
+    UnsupportedBackend { scheme: String, url: String },
+    #[error("database URL {url} names the `{backend}` backend, which this build does not include (rebuild with --features {backend})")]
+    BackendNotCompiled { backend: &'static str, url: String },
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("a row already exists with this {0}")]
+    Conflict(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to [`StoreError::Conflict`], anything else unchanged.
+    pub fn on_conflict(error: sqlx::Error, what: &'static str) -> StoreError {
+        match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+            _ => StoreError::Database(error),
+        }
+    }
+}
+
+/// Which database is behind the pool: the one place backend differences are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn from_url(url: &DatabaseUrl) -> Result<Backend, StoreError> {
+        match url.scheme().as_str() {
+            "sqlite" => {
+                if cfg!(feature = "sqlite") {
+                    Ok(Backend::Sqlite)
+                } else {
+                    Err(StoreError::BackendNotCompiled { backend: "sqlite", url: url.redacted() })
+                }
+            }
+            "postgres" | "postgresql" => {
+                if cfg!(feature = "postgres") {
+                    Ok(Backend::Postgres)
+                } else {
+                    Err(StoreError::BackendNotCompiled { backend: "postgres", url: url.redacted() })
+                }
+            }
+            scheme => Err(StoreError::UnsupportedBackend { scheme: scheme.to_owned(), url: url.redacted() }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The statement that opens a read-write transaction.
+    fn begin_statement(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+
+    /// Suffix for a `SELECT` that claims rows for work several daemons share.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("Backend::from_url refuses backends that are not compiled in"),
+        }
+    }
+}
+
+/// The database: a connection pool and which backend it is. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (creating a SQLite file and its directory on first run). Does not migrate.
+    pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut connect_url = url.expose().to_owned();
+        if backend == Backend::Sqlite {
+            connect_url = prepare_sqlite_url(&connect_url)?;
+        }
+        let options = AnyConnectOptions::from_str(&connect_url)
+            .map_err(|source| StoreError::Connect { url: url.redacted(), source })?
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
+            .log_statements(tracing::log::LevelFilter::Trace);
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            // WAL lets readers proceed while one writer commits; NORMAL sync is durable across
+            // process crashes in WAL mode (only an OS crash can lose the last commits).
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies the embedded migrations for this backend (idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.backend.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Whether every embedded migration has been applied (for readiness checks).
+    pub async fn migrations_current(&self) -> Result<bool, StoreError> {
+        let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.pool)
+            .await
+            .or_else(|e| match &e {
+                // No migrations table yet: nothing applied.
+                sqlx::Error::Database(_) => Ok(Vec::new()),
+                _ => Err(e),
+            })?;
+        Ok(self.backend.migrator().iter().all(|m| applied.iter().any(|(v,)| *v == m.version)))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Opens a read-write transaction (see [`Backend::begin_statement`]).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Makes sure the SQLite file can be created: its directory exists and `mode=rwc` is set.
+fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url.split_once(':').map(|(_, r)| r).unwrap_or_default();
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
+    }
+    if query.split('&').any(|kv| kv.starts_with("mode=")) {
+        Ok(url.to_owned())
+    } else if query.is_empty() {
+        Ok(format!("{url}?mode=rwc"))
+    } else {
+        Ok(format!("{url}&mode=rwc"))
+    }
+}
+
+/// Parses a stored string column into a domain type, reporting corruption rather than panicking.
+pub(crate) fn parse_column<T: FromStr>(column: &'static str, value: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| StoreError::Corrupt(format!("{column} = {value:?}: {e}")))
+}

@@ -1,0 +1,144 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "depositd",
+    version,
+    about = "Self-hosted crypto payment daemon for EVM chains",
+    long_about = "Self-hosted crypto payment daemon for EVM chains.\n\n\
+        Merchants create invoices over an HTTP API; depositd watches the chains for the payments, \
+        credits a double-entry ledger, delivers signed webhooks and sends payouts from its hot wallet.\n\n\
+        Start here: `depositd dev` runs everything locally on SQLite and an anvil dev chain."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOptions {
+    /// Configuration file (TOML). Built-in defaults apply without one; DEPOSITD__SECTION__KEY
+    /// environment variables override both.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Database URL (sqlite://PATH or postgres://...), overriding the configured one.
+    #[arg(long, global = true, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: API and background workers (all by default).
+    Run(RunArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load and validate the configuration and chain files, then print a summary.
+    CheckConfig,
+    /// Manage merchants.
+    #[command(subcommand)]
+    Merchant(MerchantCommand),
+    /// Manage merchant API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Run a complete local environment: anvil dev chain, test tokens, demo merchant, daemon.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run only these components (comma-separated), e.g. for scale-out.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Component>,
+}
+
+/// A part of the daemon that `run --only` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Component {
+    /// The merchant HTTP API and health endpoints.
+    Api,
+}
+
+impl Component {
+    pub const ALL: [Component; 1] = [Component::Api];
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Create a merchant and print its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Shown on checkout pages by default.
+        #[arg(long)]
+        company_name: Option<String>,
+        /// The operator's fee in percent of each payment, e.g. 1.5.
+        #[arg(long, default_value = "0")]
+        fee_percent: rust_decimal::Decimal,
+    },
+    /// List merchants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key and print it. It is shown this once and stored only as a hash.
+    Create {
+        /// Merchant id or exact name.
+        #[arg(long)]
+        merchant: String,
+        /// Scopes to grant (repeat or comma-separate); default: all.
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// test (dk_test_, testnets and dev) or live (dk_live_, mainnets); default: test when
+        /// every enabled chain is a testnet, live otherwise.
+        #[arg(long)]
+        mode: Option<String>,
+        /// A label for humans.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a merchant's keys (prefixes only).
+    List {
+        #[arg(long)]
+        merchant: String,
+    },
+    /// Revoke a key by id.
+    Revoke { id: uuid::Uuid },
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the dev database, configuration, anvil state and dev.json live.
+    #[arg(long, default_value = "./data/dev", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// API port (default 8080, or a free one if taken).
+    #[arg(long)]
+    pub api_port: Option<u16>,
+    /// anvil port (default 8545, or a free one if taken).
+    #[arg(long)]
+    pub anvil_port: Option<u16>,
+    /// Seconds between anvil blocks.
+    #[arg(long, default_value_t = 1)]
+    pub block_time: u64,
+    /// Listen address for the API.
+    #[arg(long, default_value = "127.0.0.1", hide = true)]
+    pub host: std::net::IpAddr,
+}
+
+impl DevArgs {
+    pub fn api_addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.host, port)
+    }
+}

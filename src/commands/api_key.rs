@@ -1,0 +1,53 @@
+//! `depositd api-key create|list|revoke`.
+
+use anyhow::Context;
+use depositd_core::config::Config;
+use depositd_core::store::api_keys::{self, KeyMode, Scope};
+use depositd_core::store::merchants;
+use secrecy::ExposeSecret;
+
+use crate::cli::ApiKeyCommand;
+
+pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let store = super::open_store(config).await?;
+    let mut conn = store.pool().acquire().await?;
+    match command {
+        ApiKeyCommand::Create { merchant, scopes, mode, name } => {
+            let merchant = merchants::find(&mut conn, &merchant)
+                .await?
+                .with_context(|| format!("no merchant with id or name {merchant:?}"))?;
+            let scopes: Vec<Scope> = if scopes.is_empty() {
+                Scope::ALL.to_vec()
+            } else {
+                scopes.iter().map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg)).collect::<Result<_, _>>()?
+            };
+            let mode = match mode {
+                Some(mode) => mode.parse::<KeyMode>().map_err(anyhow::Error::msg)?,
+                None => default_mode(config),
+            };
+            let (key, plaintext) = api_keys::create(&mut conn, merchant.id, mode, &scopes, name.as_deref()).await?;
+            eprintln!("API key {} for merchant {} ({}); store it now, it is not shown again:", key.id, merchant.name, merchant.id);
+            println!("{}", plaintext.expose_secret());
+        }
+        ApiKeyCommand::List { merchant } => {
+            let merchant = merchants::find(&mut conn, &merchant)
+                .await?
+                .with_context(|| format!("no merchant with id or name {merchant:?}"))?;
+            for key in api_keys::list(&mut conn, merchant.id).await? {
+                let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+                let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}...\t{}\t{}", key.id, key.display_prefix, state, scopes.join(","));
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            api_keys::revoke(&mut conn, id).await.with_context(|| format!("cannot revoke API key {id}"))?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Test keys while every enabled chain is a testnet; live as soon as a mainnet is enabled.
+pub fn default_mode(config: &Config) -> KeyMode {
+    if config.chains.iter().all(|c| c.testnet) { KeyMode::Test } else { KeyMode::Live }
+}

@@ -1,0 +1,43 @@
+//! One module per subcommand.
+
+mod api_key;
+mod check_config;
+mod merchant;
+
+use anyhow::Context;
+use depositd_core::config::Config;
+use depositd_core::store::Store;
+
+use crate::cli::{Cli, Command, GlobalOptions};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Run(args) => {
+            let config = load_config(&global)?;
+            crate::daemon::run(config, &args.only, crate::daemon::shutdown_on_signal()).await
+        }
+        Command::Migrate => {
+            let config = load_config(&global)?;
+            let store = open_store(&config).await?;
+            println!("migrations applied ({} at {})", store.backend().name(), config.settings.database.url);
+            Ok(())
+        }
+        Command::CheckConfig => check_config::run(&global),
+        Command::Merchant(command) => merchant::run(&load_config(&global)?, command).await,
+        Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
+        Command::Dev(args) => crate::dev::run(args).await,
+    }
+}
+
+pub fn load_config(global: &GlobalOptions) -> anyhow::Result<Config> {
+    Ok(Config::load(global.config.as_deref(), global.database_url.as_deref())?)
+}
+
+/// Connects to the configured database and brings its schema up to date.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let db = &config.settings.database;
+    let store = Store::connect(&db.url, db.max_connections).await?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}

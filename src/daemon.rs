@@ -1,0 +1,95 @@
+//! `depositd run`: the selected components under one shutdown token.
+//!
+//! Every component is a task that runs until the token is cancelled. If one of them stops on its
+//! own (an error, or a panic), that is logged with the component's name and the others are shut
+//! down too: the daemon never runs half-alive.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use depositd_api::{AppState, Application};
+use depositd_core::config::Config;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Component;
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+            _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        }
+        trigger.cancel();
+    });
+    token
+}
+
+/// Runs `only` (all components when empty) until `shutdown` is cancelled.
+pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
+    let components: Vec<Component> = if only.is_empty() { Component::ALL.to_vec() } else { only.to_vec() };
+    let store = crate::commands::open_store(&config).await?;
+    let config = Arc::new(config);
+    let mut tasks: JoinSet<(Component, anyhow::Result<()>)> = JoinSet::new();
+
+    tracing::info!(components = ?components, database = store.backend().name(), "starting depositd");
+    for component in components {
+        match component {
+            Component::Api => {
+                let state = AppState { store: store.clone(), config: config.clone() };
+                let listen = config.settings.api.listen;
+                let app = Application::build(state, listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen} (api.listen)"))?;
+                let token = shutdown.clone();
+                tasks.spawn(async move { (Component::Api, app.run(token).await.map_err(anyhow::Error::from)) });
+            }
+        }
+    }
+
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (component, result) = match joined {
+            Ok(done) => done,
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "a component panicked; shutting down");
+                failure.get_or_insert_with(|| anyhow::anyhow!("a component panicked: {join_error}"));
+                shutdown.cancel();
+                continue;
+            }
+        };
+        match result {
+            Ok(()) if shutdown.is_cancelled() => tracing::info!(?component, "stopped"),
+            Ok(()) => {
+                tracing::error!(?component, "stopped unexpectedly; shutting down");
+                failure.get_or_insert_with(|| anyhow::anyhow!("{component:?} stopped unexpectedly"));
+                shutdown.cancel();
+            }
+            Err(error) => {
+                tracing::error!(?component, error = %format!("{error:#}"), "failed; shutting down");
+                failure.get_or_insert(error.context(format!("{component:?} failed")));
+                shutdown.cancel();
+            }
+        }
+    }
+    store.close().await;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,17 @@
+//! The `depositd` binary's library half: it wires the crates together. Kept as a library so the
+//! integration tests drive exactly what the binary runs.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap): subcommands and global options.
+//! - [`commands`]: one module per subcommand; each loads configuration, does its job, returns.
+//! - [`daemon`]: `depositd run`: starts the selected components under one shutdown token and
+//!   stops them all when a signal arrives or one of them fails.
+//! - [`dev`]: `depositd dev`: a local anvil chain with test tokens, a demo merchant, and the whole
+//!   daemon on SQLite; also the anvil launcher and token deployer the tests use.
+//! - [`telemetry`]: tracing setup (human or JSON output, `RUST_LOG` filtering).
+
+pub mod cli;
+pub mod commands;
+pub mod daemon;
+pub mod dev;
+pub mod telemetry;
