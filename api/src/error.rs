@@ -57,7 +57,9 @@ impl ApiError {
             ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, "authentication_error", code, None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, "permission_error", code, None),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, "invalid_request_error", code, None),
-            ApiError::Conflict { code, param, .. } => (StatusCode::CONFLICT, "invalid_request_error", code, param.as_deref()),
+            ApiError::Conflict { code, param, .. } => {
+                (StatusCode::CONFLICT, "invalid_request_error", code, param.as_deref())
+            }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", None),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, "api_error", code, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", None),

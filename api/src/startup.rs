@@ -30,8 +30,6 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let app = routes::router(self.state).layer(TraceLayer::new_for_http());
         tracing::info!(addr = %self.listener.local_addr()?, "API listening");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
     }
 }

@@ -66,9 +66,7 @@ impl BaseUnits {
         let scale = amount.scale() as u8;
         let ten = U256::from(10u8);
         let value = if decimals >= scale {
-            mantissa
-                .checked_mul(ten.pow(U256::from(decimals - scale)))
-                .ok_or(MoneyError::Overflow)?
+            mantissa.checked_mul(ten.pow(U256::from(decimals - scale))).ok_or(MoneyError::Overflow)?
         } else {
             let divisor = ten.pow(U256::from(scale - decimals));
             let (quotient, remainder) = mantissa.div_rem(divisor);
@@ -179,10 +177,7 @@ mod tests {
         // 1 / 3 USD priced in a 6-decimal token: never round in the payer's favour.
         assert_eq!(BaseUnits::from_decimal_round_up(dec("0.3333333333"), 6).unwrap(), BaseUnits::from(333_334));
         assert_eq!(BaseUnits::from_decimal_round_up(dec("0.000000"), 6).unwrap(), BaseUnits::ZERO);
-        assert_eq!(
-            BaseUnits::from_decimal_round_up(dec("1.5"), 18).unwrap().to_string(),
-            "1500000000000000000"
-        );
+        assert_eq!(BaseUnits::from_decimal_round_up(dec("1.5"), 18).unwrap().to_string(), "1500000000000000000");
         assert_eq!(BaseUnits::from_decimal_round_up(dec("-1"), 6), Err(MoneyError::Negative));
         assert_eq!(BaseUnits::from_decimal_round_up(dec("1"), 40), Err(MoneyError::UnsupportedDecimals(40)));
     }

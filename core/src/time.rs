@@ -5,8 +5,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the system clock is set before 1970");
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).expect("the system clock is set before 1970");
     i64::try_from(since.as_millis()).expect("epoch milliseconds fit in i64 until the year 292 million")
 }

@@ -49,10 +49,10 @@ impl HdWallet {
     pub fn from_mnemonic(phrase: &SecretString) -> Result<HdWallet, WalletError> {
         let normalized = phrase.expose_secret().split_whitespace().collect::<Vec<_>>().join(" ");
         let mnemonic = Mnemonic::<English>::new_from_phrase(&normalized).map_err(|_| WalletError::InvalidMnemonic)?;
-        let deposit_account = mnemonic
-            .derive_key(DEPOSIT_ACCOUNT_PATH, None)
-            .map_err(|e| WalletError::Derivation(e.to_string()))?;
-        let treasury_key = mnemonic.derive_key(TREASURY_PATH, None).map_err(|e| WalletError::Derivation(e.to_string()))?;
+        let deposit_account =
+            mnemonic.derive_key(DEPOSIT_ACCOUNT_PATH, None).map_err(|e| WalletError::Derivation(e.to_string()))?;
+        let treasury_key =
+            mnemonic.derive_key(TREASURY_PATH, None).map_err(|e| WalletError::Derivation(e.to_string()))?;
         let treasury_signing_key: &coins_bip32::ecdsa::SigningKey = treasury_key.as_ref();
         Ok(HdWallet {
             deposit_account_pub: deposit_account.verify_key(),
@@ -71,14 +71,20 @@ impl HdWallet {
 
     /// The deposit address at `m/44'/60'/0'/0/index`.
     pub fn deposit_address(&self, index: u64) -> Result<Address, WalletError> {
-        let child = self.deposit_account_pub.derive_child(non_hardened(index)?).map_err(|e| WalletError::Derivation(e.to_string()))?;
+        let child = self
+            .deposit_account_pub
+            .derive_child(non_hardened(index)?)
+            .map_err(|e| WalletError::Derivation(e.to_string()))?;
         let key: &coins_bip32::ecdsa::VerifyingKey = child.as_ref();
         Ok(Address::from_public_key(key))
     }
 
     /// The signer for the deposit address at `index` (sweeps and pass-through settlement).
     pub fn deposit_signer(&self, index: u64) -> Result<PrivateKeySigner, WalletError> {
-        let child = self.deposit_account.derive_child(non_hardened(index)?).map_err(|e| WalletError::Derivation(e.to_string()))?;
+        let child = self
+            .deposit_account
+            .derive_child(non_hardened(index)?)
+            .map_err(|e| WalletError::Derivation(e.to_string()))?;
         let key: &coins_bip32::ecdsa::SigningKey = child.as_ref();
         Ok(PrivateKeySigner::from_signing_key(key.clone()))
     }
@@ -90,10 +96,7 @@ impl HdWallet {
 }
 
 fn non_hardened(index: u64) -> Result<u32, WalletError> {
-    u32::try_from(index)
-        .ok()
-        .filter(|i| *i < coins_bip32::BIP32_HARDEN)
-        .ok_or(WalletError::IndexOutOfRange(index))
+    u32::try_from(index).ok().filter(|i| *i < coins_bip32::BIP32_HARDEN).ok_or(WalletError::IndexOutOfRange(index))
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
                 None => default_mode(config),
             };
             let (key, plaintext) = api_keys::create(&mut conn, merchant.id, mode, &scopes, name.as_deref()).await?;
-            eprintln!("API key {} for merchant {} ({}); store it now, it is not shown again:", key.id, merchant.name, merchant.id);
+            eprintln!(
+                "API key {} for merchant {} ({}); store it now, it is not shown again:",
+                key.id, merchant.name, merchant.id
+            );
             println!("{}", plaintext.expose_secret());
         }
         ApiKeyCommand::List { merchant } => {

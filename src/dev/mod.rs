@@ -79,14 +79,19 @@ mod checksummed_map {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let dir = prepare_dir(&args.data_dir)?;
-    let previous: Option<DevInfo> = std::fs::read(dir.join("dev.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let previous: Option<DevInfo> =
+        std::fs::read(dir.join("dev.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
 
     let anvil_port = anvil::preferred_or_free_port(args.anvil_port.unwrap_or(8545))?;
     let api_port = anvil::preferred_or_free_port(args.api_port.unwrap_or(8080))?;
     // Start in automine so deployment is instant, then switch to interval mining.
-    let chain = Anvil::spawn(AnvilOptions { port: anvil_port, block_time: None, state_file: Some(dir.join("anvil-state.json")) })
-        .await
-        .context("cannot start the dev chain")?;
+    let chain = Anvil::spawn(AnvilOptions {
+        port: anvil_port,
+        block_time: None,
+        state_file: Some(dir.join("anvil-state.json")),
+    })
+    .await
+    .context("cannot start the dev chain")?;
     let rpc_url = chain.rpc_url();
 
     let result = async {
@@ -124,7 +129,10 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reuses the tokens of a previous run when the (persisted) chain still has them.
-async fn ensure_tokens(rpc_url: &str, previous: Option<&DevInfo>) -> anyhow::Result<std::collections::BTreeMap<String, Address>> {
+async fn ensure_tokens(
+    rpc_url: &str,
+    previous: Option<&DevInfo>,
+) -> anyhow::Result<std::collections::BTreeMap<String, Address>> {
     if let Some(previous) = previous {
         let mut all_present = !previous.tokens.is_empty();
         for address in previous.tokens.values() {
@@ -137,9 +145,16 @@ async fn ensure_tokens(rpc_url: &str, previous: Option<&DevInfo>) -> anyhow::Res
     let payer: PrivateKeySigner = anvil::DEV_ACCOUNT_1_KEY.parse()?;
     let mut deployed = std::collections::BTreeMap::new();
     for (name, symbol) in [("USD Coin (dev)", "USDC"), ("Tether USD (dev)", "USDT")] {
-        let address =
-            tokens::deploy_and_mint(rpc_url, anvil::DEV_ACCOUNT_0_KEY, name, symbol, 6, &[payer.address()], U256::from(PAYER_MINT))
-                .await?;
+        let address = tokens::deploy_and_mint(
+            rpc_url,
+            anvil::DEV_ACCOUNT_0_KEY,
+            name,
+            symbol,
+            6,
+            &[payer.address()],
+            U256::from(PAYER_MINT),
+        )
+        .await?;
         deployed.insert(symbol.to_owned(), address);
     }
     Ok(deployed)
@@ -169,7 +184,12 @@ fn ensure_mnemonic(dir: &Path) -> anyhow::Result<SecretString> {
     Ok(mnemonic)
 }
 
-fn write_config(dir: &Path, api: std::net::SocketAddr, rpc_url: &str, tokens: &std::collections::BTreeMap<String, Address>) -> anyhow::Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    api: std::net::SocketAddr,
+    rpc_url: &str,
+    tokens: &std::collections::BTreeMap<String, Address>,
+) -> anyhow::Result<PathBuf> {
     let mut chain = format!(
         "# Written by `depositd dev`: the local anvil chain with the test tokens it deployed.\n\
          name = \"anvil\"\n\
@@ -184,7 +204,10 @@ fn write_config(dir: &Path, api: std::net::SocketAddr, rpc_url: &str, tokens: &s
          [native]\nsymbol = \"ETH\"\ndecimals = 18\n"
     );
     for (symbol, address) in tokens {
-        chain.push_str(&format!("\n[[tokens]]\nsymbol = \"{symbol}\"\naddress = \"{}\"\ndecimals = 6\n", address.to_checksum(None)));
+        chain.push_str(&format!(
+            "\n[[tokens]]\nsymbol = \"{symbol}\"\naddress = \"{}\"\ndecimals = 6\n",
+            address.to_checksum(None)
+        ));
     }
     std::fs::write(dir.join("chains/anvil.toml"), chain)?;
 
@@ -222,7 +245,11 @@ async fn ensure_demo_merchant(config: &Config, previous: Option<&DevInfo>) -> an
     }
     let merchant = merchants::insert(
         &mut conn,
-        &NewMerchant { name: "Demo Shop".into(), company_name: Some("Demo Shop".into()), fee_percent: rust_decimal::Decimal::ONE },
+        &NewMerchant {
+            name: "Demo Shop".into(),
+            company_name: Some("Demo Shop".into()),
+            fee_percent: rust_decimal::Decimal::ONE,
+        },
     )
     .await?;
     let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::ALL, Some("depositd dev")).await?;

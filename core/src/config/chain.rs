@@ -67,7 +67,8 @@ impl ChainConfig {
     pub fn load(path: &Path) -> Result<ChainConfig, ConfigError> {
         let err = |message: String| ConfigError::ChainFile { path: path.to_owned(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let mut chain: ChainConfig = toml::from_str(&text).map_err(|e| err(e.message().to_owned() + &location(&text, e.span())))?;
+        let mut chain: ChainConfig =
+            toml::from_str(&text).map_err(|e| err(e.message().to_owned() + &location(&text, e.span())))?;
         chain.apply_env_overrides();
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let problems = chain.problems(stem);
@@ -92,15 +93,16 @@ impl ChainConfig {
 
     fn apply_env_overrides(&mut self) {
         if let Some(urls) = self.rpc_urls_env.as_deref().and_then(|var| std::env::var(var).ok()) {
-            let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            let urls: Vec<String> =
+                urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
             if !urls.is_empty() {
                 self.rpc_urls = urls;
             }
         }
-        if let Some(ws) = self.ws_url_env.as_deref().and_then(|var| std::env::var(var).ok()) {
-            if !ws.trim().is_empty() {
-                self.ws_url = Some(ws.trim().to_owned());
-            }
+        if let Some(ws) = self.ws_url_env.as_deref().and_then(|var| std::env::var(var).ok())
+            && !ws.trim().is_empty()
+        {
+            self.ws_url = Some(ws.trim().to_owned());
         }
     }
 
@@ -109,7 +111,8 @@ impl ChainConfig {
         if self.name != stem {
             problems.push(format!("name: `{}` must equal the file name `{stem}`", self.name));
         }
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             problems.push(format!("name: `{}` must be lowercase letters, digits and '-'", self.name));
         }
         if self.chain_id == 0 {
@@ -120,13 +123,14 @@ impl ChainConfig {
         }
         for url in &self.rpc_urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!("rpc_urls: `{}` must be an http(s) URL", crate::secret::redact_url_password(url)));
+                problems
+                    .push(format!("rpc_urls: `{}` must be an http(s) URL", crate::secret::redact_url_password(url)));
             }
         }
-        if let Some(ws) = &self.ws_url {
-            if !(ws.starts_with("ws://") || ws.starts_with("wss://")) {
-                problems.push(format!("ws_url: `{}` must be a ws(s) URL", crate::secret::redact_url_password(ws)));
-            }
+        if let Some(ws) = &self.ws_url
+            && !(ws.starts_with("ws://") || ws.starts_with("wss://"))
+        {
+            problems.push(format!("ws_url: `{}` must be a ws(s) URL", crate::secret::redact_url_password(ws)));
         }
         if self.confirmations == 0 {
             problems.push("confirmations: must be at least 1 (0 would credit unmined or reorgable payments)".into());

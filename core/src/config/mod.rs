@@ -101,12 +101,14 @@ impl WalletSettings {
     pub fn mnemonic(&self) -> Result<SecretString, ConfigError> {
         match (&self.mnemonic, &self.mnemonic_file) {
             (Some(m), None) => Ok(m.clone()),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| SecretString::from(s.trim().to_owned()))
-                .map_err(|e| ConfigError::Invalid(vec![format!("wallet.mnemonic_file: cannot read {}: {e}", path.display())])),
-            (Some(_), Some(_)) => Err(ConfigError::Invalid(vec![
-                "wallet: set either mnemonic or mnemonic_file, not both".into(),
-            ])),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map(|s| SecretString::from(s.trim().to_owned())).map_err(|e| {
+                    ConfigError::Invalid(vec![format!("wallet.mnemonic_file: cannot read {}: {e}", path.display())])
+                })
+            }
+            (Some(_), Some(_)) => {
+                Err(ConfigError::Invalid(vec!["wallet: set either mnemonic or mnemonic_file, not both".into()]))
+            }
             (None, None) => Err(ConfigError::Invalid(vec![
                 "wallet: no hot-wallet mnemonic; set DEPOSITD__WALLET__MNEMONIC or wallet.mnemonic_file".into(),
             ])),
@@ -207,8 +209,8 @@ impl Config {
 
 impl Settings {
     fn load(file: Option<&Path>, database_url: Option<&str>) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::Load(format!("configuration file {} does not exist", path.display())));
@@ -225,12 +227,10 @@ impl Settings {
                 .with_list_parse_key("pricing.usd_pegged"),
         );
         if let Some(url) = database_url {
-            builder = builder
-                .set_override("database.url", url)
-                .map_err(|e| ConfigError::Load(e.to_string()))?;
+            builder = builder.set_override("database.url", url).map_err(|e| ConfigError::Load(e.to_string()))?;
         }
-        let raw = builder.build().map_err(|e| ConfigError::Load(e.to_string()))?;
-        let mut settings: Settings = raw.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let raw = builder.build().map_err(|e| ConfigError::Load(one_line(&e.to_string())))?;
+        let mut settings: Settings = raw.try_deserialize().map_err(|e| ConfigError::Load(one_line(&e.to_string())))?;
         settings.pricing.static_usd_rates = std::mem::take(&mut settings.pricing.static_usd_rates)
             .into_iter()
             .map(|(k, v)| (k.to_ascii_uppercase(), v))
@@ -256,11 +256,24 @@ impl Settings {
     }
 }
 
+/// Parser errors quote the offending source in a multi-line snippet; an operator's terminal and
+/// log lines want one line: keep the position and the reason, drop the snippet.
+fn one_line(message: &str) -> String {
+    let is_snippet = |line: &str| {
+        let t = line.trim_start();
+        t.starts_with('|')
+            || t.split_once(" |").is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    message.lines().map(str::trim).filter(|l| !l.is_empty() && !is_snippet(l)).collect::<Vec<_>>().join(": ")
+}
+
 /// Decimals are written as strings (`"1.08"`) or integers; a float would already have lost
 /// exactness on its way through the TOML parser, so it is refused.
 pub(crate) fn parse_decimal_value(value: &toml::Value) -> Result<Decimal, String> {
     match value {
-        toml::Value::String(s) => s.trim().parse::<Decimal>().map_err(|e| format!("`{s}` is not a decimal number: {e}")),
+        toml::Value::String(s) => {
+            s.trim().parse::<Decimal>().map_err(|e| format!("`{s}` is not a decimal number: {e}"))
+        }
         toml::Value::Integer(i) => Ok(Decimal::from(*i)),
         toml::Value::Float(f) => Err(format!("{f} is a float; write exact decimals as strings, e.g. \"{f}\"")),
         other => Err(format!("expected a decimal string, found {}", other.type_str())),
@@ -275,6 +288,20 @@ fn decimal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> 
 fn decimal_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
     let raw = BTreeMap::<String, toml::Value>::deserialize(d)?;
     raw.into_iter()
-        .map(|(k, v)| parse_decimal_value(&v).map(|d| (k.clone(), d)).map_err(|e| serde::de::Error::custom(format!("{k}: {e}"))))
+        .map(|(k, v)| {
+            parse_decimal_value(&v).map(|d| (k.clone(), d)).map_err(|e| serde::de::Error::custom(format!("{k}: {e}")))
+        })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parser_snippets_fold_into_one_line() {
+        let message = "TOML parse error at line 1, column 6\n  |\n1 | this is not toml\n  |      ^\nkey with no value, expected `=`\n in bad.toml";
+        assert_eq!(
+            super::one_line(message),
+            "TOML parse error at line 1, column 6: key with no value, expected `=`: in bad.toml"
+        );
+    }
 }

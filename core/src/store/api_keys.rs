@@ -137,7 +137,11 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             merchant_id: parse_column("api_keys.merchant_id", &row.merchant_id)?,
             display_prefix: row.display_prefix,
             mode: parse_column("api_keys.mode", &row.mode)?,
-            scopes: row.scopes.split_whitespace().map(|s| parse_column("api_keys.scopes", s)).collect::<Result<_, _>>()?,
+            scopes: row
+                .scopes
+                .split_whitespace()
+                .map(|s| parse_column("api_keys.scopes", s))
+                .collect::<Result<_, _>>()?,
             name: row.name,
             created_at: row.created_at,
             revoked_at: row.revoked_at,
@@ -210,7 +214,10 @@ pub enum KeyRejection {
 
 /// Resolves a presented key to its record and merchant.
 #[tracing::instrument(skip_all)]
-pub async fn authenticate(conn: &mut Conn, presented: &SecretString) -> Result<Result<(ApiKey, Merchant), KeyRejection>, StoreError> {
+pub async fn authenticate(
+    conn: &mut Conn,
+    presented: &SecretString,
+) -> Result<Result<(ApiKey, Merchant), KeyRejection>, StoreError> {
     let presented = presented.expose_secret();
     if !is_well_formed(presented) {
         return Ok(Err(KeyRejection::Malformed));

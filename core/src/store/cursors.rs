@@ -14,10 +14,11 @@ pub struct ChainCursor {
 
 #[tracing::instrument(skip(conn))]
 pub async fn get(conn: &mut Conn, chain_id: u64) -> Result<Option<ChainCursor>, StoreError> {
-    let row: Option<(i64, String)> = sqlx::query_as("SELECT block_number, block_hash FROM chain_cursors WHERE chain_id = $1")
-        .bind(chain_id as i64)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<(i64, String)> =
+        sqlx::query_as("SELECT block_number, block_hash FROM chain_cursors WHERE chain_id = $1")
+            .bind(chain_id as i64)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(row.map(|(block_number, block_hash)| ChainCursor { chain_id, block_number: block_number as u64, block_hash }))
 }
 

@@ -33,7 +33,11 @@ pub struct DepositAddress {
 /// the invoice or static address: if that rolls back, so does the allocation, and the counter row
 /// (locked until commit) guarantees no index is ever handed out twice.
 #[tracing::instrument(skip(conn, wallet))]
-pub async fn allocate(conn: &mut Conn, wallet: &HdWallet, purpose: AddressPurpose) -> Result<DepositAddress, StoreError> {
+pub async fn allocate(
+    conn: &mut Conn,
+    wallet: &HdWallet,
+    purpose: AddressPurpose,
+) -> Result<DepositAddress, StoreError> {
     let (index,): (i64,) =
         sqlx::query_as("UPDATE counters SET value = value + 1 WHERE name = 'deposit_address_index' RETURNING value")
             .fetch_one(&mut *conn)

@@ -66,7 +66,10 @@ impl TryFrom<MerchantRow> for Merchant {
             company_name: row.company_name,
             status: parse_column("merchants.status", &row.status)?,
             fee_percent: parse_column("merchants.fee_percent", &row.fee_percent)?,
-            payment_tolerance_percent: parse_column("merchants.payment_tolerance_percent", &row.payment_tolerance_percent)?,
+            payment_tolerance_percent: parse_column(
+                "merchants.payment_tolerance_percent",
+                &row.payment_tolerance_percent,
+            )?,
             created_at: row.created_at,
         })
     }
@@ -110,10 +113,11 @@ pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, Stor
 
 #[tracing::instrument(skip(conn))]
 pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<Merchant>, StoreError> {
-    let row: Option<MerchantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE id = $1")))
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<MerchantRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
     row.map(Merchant::try_from).transpose()
 }
 
@@ -124,10 +128,11 @@ pub async fn find(conn: &mut Conn, id_or_name: &str) -> Result<Option<Merchant>,
     if let Ok(id) = id_or_name.parse::<Uuid>() {
         return get(conn, id).await;
     }
-    let rows: Vec<MerchantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE name = $1 LIMIT 2")))
-        .bind(id_or_name)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows: Vec<MerchantRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE name = $1 LIMIT 2")))
+            .bind(id_or_name)
+            .fetch_all(&mut *conn)
+            .await?;
     match rows.len() {
         0 => Ok(None),
         1 => rows.into_iter().next().map(Merchant::try_from).transpose(),
@@ -137,9 +142,10 @@ pub async fn find(conn: &mut Conn, id_or_name: &str) -> Result<Option<Merchant>,
 
 #[tracing::instrument(skip(conn))]
 pub async fn list(conn: &mut Conn) -> Result<Vec<Merchant>, StoreError> {
-    let rows: Vec<MerchantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants ORDER BY id")))
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows: Vec<MerchantRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants ORDER BY id")))
+            .fetch_all(&mut *conn)
+            .await?;
     rows.into_iter().map(Merchant::try_from).collect()
 }
 

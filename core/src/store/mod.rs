@@ -40,9 +40,13 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database URL {url} names the `{scheme}` backend, which is not supported (use sqlite://PATH or postgres://...)")]
+    #[error(
+        "database URL {url} names the `{scheme}` backend, which is not supported (use sqlite://PATH or postgres://...)"
+    )]
     UnsupportedBackend { scheme: String, url: String },
-    #[error("database URL {url} names the `{backend}` backend, which this build does not include (rebuild with --features {backend})")]
+    #[error(
+        "database URL {url} names the `{backend}` backend, which this build does not include (rebuild with --features {backend})"
+    )]
     BackendNotCompiled { backend: &'static str, url: String },
     #[error("cannot connect to the database at {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
@@ -159,9 +163,8 @@ impl Store {
             .map_err(|source| StoreError::Connect { url: url.redacted(), source })?
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
             .log_statements(tracing::log::LevelFilter::Trace);
-        let mut pool_options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10));
+        let mut pool_options =
+            AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
             // WAL lets readers proceed while one writer commits; NORMAL sync is durable across
             // process crashes in WAL mode (only an OS crash can lose the last commits).
@@ -235,7 +238,8 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
         return Ok(url.to_owned());
     }
     if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.display().to_string(), source })?;
     }
     if query.split('&').any(|kv| kv.starts_with("mode=")) {
         Ok(url.to_owned())

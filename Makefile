@@ -1,0 +1,20 @@
+# The two commands a newcomer needs (see README.md):
+#   make dev    runs depositd on its embedded defaults: SQLite + a local anvil dev chain
+#   make test   runs the whole test suite (set TEST_POSTGRES_URL to include PostgreSQL)
+
+.PHONY: dev test lint
+
+# anvil comes from the npm registry (@foundry-rs/anvil, pinned in package.json / package-lock.json).
+node_modules/.bin/anvil: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+dev: node_modules/.bin/anvil
+	cargo run --bin depositd -- dev
+
+test: node_modules/.bin/anvil
+	cargo test --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings

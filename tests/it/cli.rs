@@ -1,0 +1,128 @@
+//! The real `depositd` executable: configuration and start-up errors are one clear line with a
+//! non-zero exit; secrets never reach the output.
+
+use std::process::Output;
+
+use crate::helpers::{TestDb, depositd};
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr).lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+}
+
+/// Asserts a failed run printed exactly one `error: ...` line containing `needle`.
+fn assert_one_line_error(output: &Output, needle: &str) {
+    assert!(!output.status.success(), "expected failure, got {:?}", output.status);
+    let lines = stderr_lines(output);
+    assert_eq!(lines.len(), 1, "expected one line of error, got {lines:#?}");
+    assert!(lines[0].starts_with("error: "), "{lines:?}");
+    assert!(lines[0].contains(needle), "{:?} does not mention {needle:?}", lines[0]);
+}
+
+#[test]
+fn a_missing_config_file_is_one_clear_error() {
+    let output = depositd().args(["--config", "/nonexistent/depositd.toml", "check-config"]).output().unwrap();
+    assert_one_line_error(&output, "/nonexistent/depositd.toml does not exist");
+}
+
+#[test]
+fn a_bad_config_file_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[api]\nlisten = \"not an address\"\n", "api.listen"),
+        ("[api]\nlistn = \"127.0.0.1:1\"\n", "unknown field `listn`"),
+        ("[pricing.static_usd_rates]\nEUR = 1.08\n", "write exact decimals as strings"),
+        ("[chains]\nenabled = [\"no-such-chain\"]\n", "no-such-chain.toml"),
+        ("[invoices]\nmin_amount = \"0\"\n", "invoices.min_amount"),
+        ("this is not toml", "cannot read configuration"),
+    ];
+    for (contents, needle) in cases {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, contents).unwrap();
+        let output = depositd().arg("--config").arg(&path).arg("check-config").output().unwrap();
+        assert_one_line_error(&output, needle);
+    }
+}
+
+#[test]
+fn environment_variables_override_and_typos_are_caught() {
+    let output = depositd().env("DEPOSITD__API__LISTEN", "0.0.0.0:9999").arg("check-config").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("listen 0.0.0.0:9999"));
+
+    let output = depositd().env("DEPOSITD__API__LISTN", "0.0.0.0:9999").arg("check-config").output().unwrap();
+    assert_one_line_error(&output, "unknown field `listn`");
+}
+
+#[test]
+fn bad_database_urls_are_one_clear_error_without_the_password() {
+    let output = depositd().args(["--database-url", "mysql://root:pw@127.0.0.1/x", "migrate"]).output().unwrap();
+    assert_one_line_error(&output, "unsupported scheme `mysql`");
+
+    // Nothing listens on port 1: unreachable. The password must not be echoed.
+    let output =
+        depositd().args(["--database-url", "postgres://app:hunter2secret@127.0.0.1:1/db", "migrate"]).output().unwrap();
+    assert_one_line_error(&output, "cannot connect to the database at postgres://app:***@127.0.0.1:1/db");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("hunter2secret"));
+
+    let output = depositd().env("DATABASE_URL", "sqlite:///proc/nope/depositd.db").arg("migrate").output().unwrap();
+    assert_one_line_error(&output, "/proc/nope");
+}
+
+#[test]
+fn a_missing_anvil_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        depositd().env("ANVIL_BIN", "/nonexistent/anvil").args(["dev", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert_one_line_error(&output, "npm ci");
+}
+
+#[test]
+fn the_mnemonic_never_reaches_the_output() {
+    let phrase = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+    let output = depositd().env("DEPOSITD__WALLET__MNEMONIC", phrase).arg("check-config").output().unwrap();
+    assert!(output.status.success());
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(all.contains("mnemonic configured"));
+    assert!(!all.contains("abandon"), "{all}");
+}
+
+/// merchant create, api-key create/list/revoke through the binary, on both backends.
+async fn merchant_and_key_commands(db: TestDb) {
+    let url = db.url.expose().to_owned();
+    let run = |args: &[&str]| depositd().arg("--database-url").arg(&url).args(args).output().unwrap();
+
+    let output = run(&["migrate"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(db.backend));
+
+    let output = run(&["merchant", "create", "--name", "Cli Shop", "--fee-percent", "1.25"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let merchant_id: uuid::Uuid = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+
+    let output = run(&["api-key", "create", "--merchant", "Cli Shop", "--scope", "invoices:read,invoices:write"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(key.starts_with("dk_test_"), "the default dev chain is a testnet: {key}");
+
+    let output = run(&["api-key", "list", "--merchant", &merchant_id.to_string()]);
+    let listing = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(listing.contains("active") && listing.contains("invoices:read,invoices:write"));
+    assert!(!listing.contains(&key), "list shows prefixes, never keys");
+    let key_id = listing.split('\t').next().unwrap().to_owned();
+
+    let output = run(&["api-key", "revoke", &key_id]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&run(&["api-key", "list", "--merchant", "Cli Shop"]).stdout).contains("revoked"));
+
+    assert_one_line_error(
+        &run(&["api-key", "create", "--merchant", "Nobody"]),
+        "no merchant with id or name \"Nobody\"",
+    );
+    assert_one_line_error(
+        &run(&["api-key", "create", "--merchant", "Cli Shop", "--scope", "root"]),
+        "unknown scope \"root\"",
+    );
+    assert_one_line_error(&run(&["merchant", "create", "--name", "X", "--fee-percent", "150"]), "--fee-percent");
+}
+
+crate::helpers::both_backends!(merchant_and_key_commands);

@@ -1,0 +1,96 @@
+//! `depositd dev` end to end: the real binary brings up anvil, the tokens, the demo merchant and
+//! the API, writes dev.json, and shuts everything down cleanly on Ctrl-C.
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use alloy::providers::ProviderBuilder;
+use depositd::dev::DevInfo;
+use depositd::dev::anvil::free_port;
+use depositd::dev::tokens::TestToken;
+
+use crate::helpers::depositd;
+
+#[tokio::test]
+async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api_port, anvil_port) = (free_port().unwrap(), free_port().unwrap());
+    let mut child = depositd()
+        .args(["dev", "--api-port", &api_port.to_string(), "--anvil-port", &anvil_port.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let dev_json = dir.path().join("dev.json");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let info: DevInfo = loop {
+        assert!(child.try_wait().unwrap().is_none(), "depositd dev exited early");
+        assert!(Instant::now() < deadline, "depositd dev did not come up within 90 s");
+        if let Ok(bytes) = std::fs::read(&dev_json) {
+            let info: DevInfo = serde_json::from_slice(&bytes).expect("dev.json is valid");
+            if client.get(format!("{}/healthz", info.api_url)).send().await.is_ok_and(|r| r.status() == 200) {
+                break info;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    assert_eq!(info.api_url, format!("http://127.0.0.1:{api_port}"));
+    assert_eq!(info.rpc_url, format!("http://127.0.0.1:{anvil_port}"));
+    assert_eq!((info.chain.as_str(), info.chain_id, info.confirmations), ("anvil", 31337, 2));
+    assert!(info.api_key.starts_with("dk_test_"));
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&dev_json).unwrap()).unwrap();
+    for field in [
+        "api_url",
+        "api_key",
+        "rpc_url",
+        "chain",
+        "chain_id",
+        "confirmations",
+        "tokens",
+        "payer_private_key",
+        "payer_address",
+    ] {
+        assert!(raw.get(field).is_some(), "dev.json lacks {field}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dev_json).unwrap().permissions().mode() & 0o777, 0o600, "dev.json holds keys");
+    }
+
+    // The tokens are real contracts on the real chain, and the payer holds them.
+    let provider = ProviderBuilder::new().connect_http(info.rpc_url.parse().unwrap());
+    for symbol in ["USDC", "USDT"] {
+        let token = TestToken::new(info.tokens[symbol], &provider);
+        assert_eq!(token.symbol().call().await.unwrap(), symbol);
+        assert_eq!(token.decimals().call().await.unwrap(), 6);
+        assert_eq!(token.balanceOf(info.payer_address).call().await.unwrap(), U256::from(1_000_000_000_000u64));
+    }
+
+    // The generated configuration works for other subcommands.
+    let config = dir.path().join("depositd.toml");
+    let output = depositd().arg("--config").arg(&config).arg("check-config").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("USDC"));
+
+    // Ctrl-C: everything stops, exit 0, anvil included.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "depositd dev did not stop within 30 s of SIGINT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status after SIGINT: {status:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", anvil_port)).is_err(), "anvil still listening after shutdown");
+    assert!(
+        client.get(format!("{}/healthz", info.api_url)).send().await.is_err(),
+        "API still answering after shutdown"
+    );
+}

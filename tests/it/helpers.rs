@@ -1,0 +1,170 @@
+//! Test support: fresh databases on both backends, the app on port 0, the real binary.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Once};
+
+use depositd_api::{AppState, Application};
+use depositd_core::config::Config;
+use depositd_core::secret::DatabaseUrl;
+use depositd_core::store::Store;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+static TRACING: Once = Once::new();
+
+pub fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            depositd::telemetry::init(depositd::telemetry::LogFormat::Human);
+        }
+    });
+}
+
+/// A fresh, empty database on one backend; removed when dropped.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/depositd.db", dir.path().display());
+        TestDb { url: DatabaseUrl::new(url), backend: "sqlite", _dir: Some(dir), pg_drop: None }
+    }
+
+    /// A fresh PostgreSQL database, or `None` (with a loud message) when PostgreSQL is not
+    /// configured outside CI. In CI (`CI` set) a missing or unreachable server fails the test.
+    pub async fn postgres() -> Option<TestDb> {
+        let Some(admin_url) = std::env::var("TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but TEST_POSTGRES_URL is not: the PostgreSQL half of the suite is required in CI"
+            );
+            eprintln!("\n*** SKIPPING PostgreSQL test: TEST_POSTGRES_URL is not set ***\n");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("depositd_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::AnyConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at TEST_POSTGRES_URL: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let (base, query) = match admin_url.split_once('?') {
+            Some((b, q)) => (b.to_owned(), format!("?{q}")),
+            None => (admin_url.clone(), String::new()),
+        };
+        let server = base.rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap_or(base);
+        Some(TestDb {
+            url: DatabaseUrl::new(format!("{server}/{name}{query}")),
+            backend: "postgres",
+            _dir: None,
+            pg_drop: Some((admin_url, name)),
+        })
+    }
+
+    /// Connects and migrates.
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&self.url, 8).await.expect("connect to test database");
+        store.migrate().await.expect("migrate test database");
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_drop.take() {
+            // Best effort, on a thread of its own: Drop cannot await on the test's runtime.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                runtime.block_on(async {
+                    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut admin)
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Runs a store test body against SQLite and against PostgreSQL, as two tests.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::helpers::init_tracing();
+                    super::$name($crate::helpers::TestDb::sqlite()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::helpers::init_tracing();
+                    if let Some(db) = $crate::helpers::TestDb::postgres().await {
+                        super::$name(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both_backends;
+
+/// The configuration tests start from: built-in defaults (whose `chains.dir` is the repository's
+/// `chains/`, cargo runs tests from the repository root) and the test database.
+pub fn test_config(db: &TestDb) -> Config {
+    Config::load(None, Some(db.url.expose())).expect("default configuration loads")
+}
+
+/// The API in-process on 127.0.0.1:0.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl TestApp {
+    pub async fn spawn(db: &TestDb) -> TestApp {
+        let store = db.store().await;
+        let config = Arc::new(test_config(db));
+        let state = AppState { store: store.clone(), config };
+        let app = Application::build(state, "127.0.0.1:0".parse().unwrap()).await.expect("bind");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        TestApp { addr, store, client: reqwest::Client::new(), shutdown }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The real `depositd` executable, with a clean environment for its configuration.
+pub fn depositd() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_depositd"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("DATABASE_URL").env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DEPOSITD__") {
+            command.env_remove(key);
+        }
+    }
+    command
+}

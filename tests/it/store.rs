@@ -1,0 +1,172 @@
+//! The store suite: every test runs on SQLite and on PostgreSQL.
+
+use std::collections::HashSet;
+
+use depositd_core::store::api_keys::{self, KeyMode, KeyRejection, Scope};
+use depositd_core::store::cursors::{self, ChainCursor};
+use depositd_core::store::deposit_addresses::{self, AddressPurpose};
+use depositd_core::store::merchants::{self, MerchantStatus, NewMerchant};
+use depositd_core::store::{Store, StoreError};
+use depositd_core::wallet::HdWallet;
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::helpers::{TestDb, both_backends};
+
+both_backends!(
+    migrations_apply_and_are_idempotent,
+    merchants_round_trip,
+    api_keys_authenticate_by_hash_only,
+    deposit_addresses_are_never_reused_under_concurrency,
+    chain_cursor_upserts,
+    unique_constraint_maps_to_conflict,
+);
+
+async fn new_merchant(store: &Store, name: &str) -> merchants::Merchant {
+    let mut conn = store.pool().acquire().await.unwrap();
+    merchants::insert(
+        &mut conn,
+        &NewMerchant { name: name.into(), company_name: None, fee_percent: Decimal::new(15, 1) },
+    )
+    .await
+    .unwrap()
+}
+
+async fn migrations_apply_and_are_idempotent(db: TestDb) {
+    let store = Store::connect(&db.url, 4).await.unwrap();
+    assert!(!store.migrations_current().await.unwrap(), "a fresh database has pending migrations");
+    store.migrate().await.unwrap();
+    assert!(store.migrations_current().await.unwrap());
+    // A second start (or `depositd migrate` on a running database) changes nothing.
+    store.migrate().await.unwrap();
+    let second = Store::connect(&db.url, 4).await.unwrap();
+    second.migrate().await.unwrap();
+    assert!(second.migrations_current().await.unwrap());
+    assert_eq!(store.backend().name(), db.backend);
+}
+
+async fn merchants_round_trip(db: TestDb) {
+    let store = db.store().await;
+    let created = new_merchant(&store, "Acme").await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    let loaded = merchants::get(&mut conn, created.id).await.unwrap().unwrap();
+    assert_eq!(loaded, created);
+    assert_eq!(loaded.fee_percent.to_string(), "1.5", "decimals survive storage exactly");
+    assert_eq!(merchants::find(&mut conn, "Acme").await.unwrap().unwrap().id, created.id);
+    assert_eq!(merchants::find(&mut conn, &created.id.to_string()).await.unwrap().unwrap().id, created.id);
+    assert!(merchants::find(&mut conn, "Nobody").await.unwrap().is_none());
+    drop(conn);
+    new_merchant(&store, "Acme").await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    assert!(
+        matches!(merchants::find(&mut conn, "Acme").await, Err(StoreError::Conflict(_))),
+        "ambiguous names are refused"
+    );
+    merchants::set_status(&mut conn, created.id, MerchantStatus::Disabled).await.unwrap();
+    assert_eq!(merchants::get(&mut conn, created.id).await.unwrap().unwrap().status, MerchantStatus::Disabled);
+    assert_eq!(merchants::list(&mut conn).await.unwrap().len(), 2);
+}
+
+async fn api_keys_authenticate_by_hash_only(db: TestDb) {
+    let store = db.store().await;
+    let merchant = new_merchant(&store, "Keys Inc").await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    let (key, plaintext) = api_keys::create(
+        &mut conn,
+        merchant.id,
+        KeyMode::Test,
+        &[Scope::InvoicesWrite, Scope::InvoicesRead],
+        Some("ci"),
+    )
+    .await
+    .unwrap();
+    let secret = plaintext.expose_secret();
+    assert!(secret.starts_with("dk_test_") && api_keys::is_well_formed(secret));
+    assert!(secret.starts_with(&key.display_prefix));
+
+    // Only the hash is stored: the plaintext appears in no column.
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT key_hash, display_prefix, scopes FROM api_keys").fetch_all(&mut *conn).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, api_keys::hash_key(secret));
+    assert!(rows.iter().all(|(a, b, c)| !a.contains(secret) && !b.contains(secret) && !c.contains(secret)));
+
+    let (found, owner) = api_keys::authenticate(&mut conn, &plaintext).await.unwrap().unwrap();
+    assert_eq!((found.id, owner.id), (key.id, merchant.id));
+    assert!(found.has_scope(Scope::InvoicesWrite) && !found.has_scope(Scope::PayoutsWrite));
+
+    let unknown = SecretString::from(format!("dk_test_{}", "0".repeat(48)));
+    assert_eq!(api_keys::authenticate(&mut conn, &unknown).await.unwrap().unwrap_err(), KeyRejection::Unknown);
+    let malformed = SecretString::from("sk_live_nope".to_owned());
+    assert_eq!(api_keys::authenticate(&mut conn, &malformed).await.unwrap().unwrap_err(), KeyRejection::Malformed);
+
+    merchants::set_status(&mut conn, merchant.id, MerchantStatus::Disabled).await.unwrap();
+    assert_eq!(
+        api_keys::authenticate(&mut conn, &plaintext).await.unwrap().unwrap_err(),
+        KeyRejection::MerchantInactive
+    );
+    merchants::set_status(&mut conn, merchant.id, MerchantStatus::Active).await.unwrap();
+
+    api_keys::revoke(&mut conn, key.id).await.unwrap();
+    assert_eq!(api_keys::authenticate(&mut conn, &plaintext).await.unwrap().unwrap_err(), KeyRejection::Revoked);
+    assert!(matches!(api_keys::revoke(&mut conn, uuid::Uuid::now_v7()).await, Err(StoreError::NotFound)));
+}
+
+async fn deposit_addresses_are_never_reused_under_concurrency(db: TestDb) {
+    let store = db.store().await;
+    let wallet = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (store, wallet) = (store.clone(), wallet.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let allocated = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
+            // Every third transaction rolls back: its allocation must vanish with it.
+            if i % 3 == 0 {
+                tx.rollback().await.unwrap();
+                None
+            } else {
+                tx.commit().await.unwrap();
+                Some(allocated)
+            }
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        committed.extend(task.await.unwrap());
+    }
+    assert_eq!(committed.len(), 16);
+    let indices: HashSet<u64> = committed.iter().map(|a| a.derivation_index).collect();
+    let addresses: HashSet<_> = committed.iter().map(|a| a.address).collect();
+    assert_eq!(indices.len(), 16, "no index handed out twice");
+    assert_eq!(addresses.len(), 16, "no address handed out twice");
+    for allocated in &committed {
+        assert_eq!(allocated.address, wallet.deposit_address(allocated.derivation_index).unwrap());
+    }
+    let mut conn = store.pool().acquire().await.unwrap();
+    let stored = deposit_addresses::all(&mut conn).await.unwrap();
+    assert_eq!(stored.len(), 16, "rolled-back allocations leave nothing behind");
+}
+
+async fn chain_cursor_upserts(db: TestDb) {
+    let store = db.store().await;
+    let mut tx = store.begin().await.unwrap();
+    assert!(cursors::get(&mut tx, 31337).await.unwrap().is_none());
+    let first = ChainCursor { chain_id: 31337, block_number: 10, block_hash: "0xaa".into() };
+    cursors::set(&mut tx, &first).await.unwrap();
+    let second = ChainCursor { chain_id: 31337, block_number: 11, block_hash: "0xbb".into() };
+    cursors::set(&mut tx, &second).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    assert_eq!(cursors::get(&mut conn, 31337).await.unwrap(), Some(second));
+    assert!(cursors::get(&mut conn, 1).await.unwrap().is_none());
+}
+
+async fn unique_constraint_maps_to_conflict(db: TestDb) {
+    let store = db.store().await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    let insert = "INSERT INTO counters (name, value) VALUES ('x', 1)";
+    sqlx::query(insert).execute(&mut *conn).await.unwrap();
+    let error = sqlx::query(insert).execute(&mut *conn).await.unwrap_err();
+    assert!(matches!(StoreError::on_conflict(error, "counter"), StoreError::Conflict("counter")));
+}
