@@ -4,9 +4,11 @@
 
 .PHONY: dev test lint
 
-# anvil comes from the npm registry (@foundry-rs/anvil, pinned in package.json / package-lock.json).
+# anvil comes from the npm registry (@foundry-rs/anvil, pinned exactly in package.json; the rest
+# locked by package-lock.json). `npm install`, not `npm ci`: npm 11 writes a lock without the other
+# platforms' optional anvil packages and its own `npm ci` then refuses that lock.
 node_modules/.bin/anvil: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund
 	@touch $@
 
 dev: node_modules/.bin/anvil

@@ -14,7 +14,7 @@ pub const DEV_ACCOUNT_0_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478c
 /// anvil's account 1: the dev payer.
 pub const DEV_ACCOUNT_1_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
 
-const INSTALL_HINT: &str = "install it with `npm ci` in the repository root (it pins @foundry-rs/anvil), \
+const INSTALL_HINT: &str = "install it with `npm install` in the repository root (it pins @foundry-rs/anvil), \
     or point ANVIL_BIN at an anvil binary";
 
 /// Finds the anvil binary: `ANVIL_BIN`, then `./node_modules/.bin/anvil`, then `PATH`.

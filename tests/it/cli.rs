@@ -73,7 +73,7 @@ fn a_missing_anvil_is_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let output =
         depositd().env("ANVIL_BIN", "/nonexistent/anvil").args(["dev", "--data-dir"]).arg(dir.path()).output().unwrap();
-    assert_one_line_error(&output, "npm ci");
+    assert_one_line_error(&output, "npm install");
 }
 
 #[test]
