@@ -68,10 +68,12 @@ pub struct RunArgs {
 pub enum Component {
     /// The merchant HTTP API and health endpoints.
     Api,
+    /// Moves unpaid invoices to `expired` at their `expires_at`.
+    Expiry,
 }
 
 impl Component {
-    pub const ALL: [Component; 1] = [Component::Api];
+    pub const ALL: [Component; 2] = [Component::Api, Component::Expiry];
 }
 
 #[derive(Debug, Subcommand)]

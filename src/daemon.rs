@@ -9,10 +9,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use depositd_api::{AppState, Application};
 use depositd_core::config::Config;
+use depositd_core::wallet::HdWallet;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Component;
+
+/// How often unpaid invoices are checked for expiry.
+const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
@@ -43,21 +47,30 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// Runs `only` (all components when empty) until `shutdown` is cancelled.
 pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken) -> anyhow::Result<()> {
     let components: Vec<Component> = if only.is_empty() { Component::ALL.to_vec() } else { only.to_vec() };
+    let mnemonic = config.settings.wallet.mnemonic()?;
+    let wallet = Arc::new(HdWallet::from_mnemonic(&mnemonic)?);
     let store = crate::commands::open_store(&config).await?;
     let config = Arc::new(config);
+    let state = AppState::new(store.clone(), config.clone(), wallet);
     let mut tasks: JoinSet<(Component, anyhow::Result<()>)> = JoinSet::new();
 
     tracing::info!(components = ?components, database = store.backend().name(), "starting depositd");
     for component in components {
         match component {
             Component::Api => {
-                let state = AppState { store: store.clone(), config: config.clone() };
                 let listen = config.settings.api.listen;
-                let app = Application::build(state, listen)
+                let app = Application::build(state.clone(), listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen} (api.listen)"))?;
                 let token = shutdown.clone();
                 tasks.spawn(async move { (Component::Api, app.run(token).await.map_err(anyhow::Error::from)) });
+            }
+            Component::Expiry => {
+                let (state, token) = (state.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    let result = depositd_api::expiry::run(state, EXPIRY_INTERVAL, token).await;
+                    (Component::Expiry, result.map_err(anyhow::Error::from))
+                });
             }
         }
     }

@@ -23,6 +23,10 @@ pub enum ApiError {
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    #[error("this endpoint does not support this method")]
+    MethodNotAllowed,
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
     #[error("{message}")]
     Conflict { code: &'static str, message: String, param: Option<String> },
     /// 429 with `Retry-After`.
@@ -57,6 +61,12 @@ impl ApiError {
             ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, "authentication_error", code, None),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, "permission_error", code, None),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, "invalid_request_error", code, None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", None)
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "payload_too_large", None)
+            }
             ApiError::Conflict { code, param, .. } => {
                 (StatusCode::CONFLICT, "invalid_request_error", code, param.as_deref())
             }

@@ -7,15 +7,25 @@
 //! # Layout
 //! - [`startup`]: [`Application`], which binds its listener (port 0 in tests) and serves until
 //!   a shutdown token fires.
-//! - [`state`]: [`AppState`], what every handler can reach (store, configuration).
+//! - [`state`]: [`AppState`], what every handler can reach (store, configuration, wallet,
+//!   pricing, session signing, rate limits).
 //! - [`error`]: [`ApiError`], the one mapping from failures to HTTP status and the stable JSON
 //!   error body `{"error":{"type","code","message","param"}}`.
+//! - [`auth`]: API-key authentication, scopes and the per-key rate limit.
+//! - [`extract`], [`validate`]: request parsing and field rules; every 400 names its `param`.
+//! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests.
+//! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
 //! - [`routes`]: handlers, one module per resource.
 
+pub mod auth;
 pub mod error;
+pub mod expiry;
+pub mod extract;
+pub mod idempotency;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod validate;
 
 pub use error::ApiError;
 pub use startup::Application;

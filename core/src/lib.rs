@@ -8,8 +8,10 @@
 //! - [`config`]: layered settings (defaults, TOML file, `DEPOSITD__SECTION__KEY` environment) and
 //!   the per-chain files in `chains/`, validated at start-up with messages that name the key.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
+//! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
+//! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
@@ -18,7 +20,9 @@
 
 pub mod config;
 pub mod evm;
+pub mod invoice;
 pub mod money;
+pub mod pricing;
 pub mod secret;
 pub mod store;
 pub mod time;

@@ -52,6 +52,19 @@ impl BaseUnits {
         self.0.checked_sub(other.0).map(BaseUnits)
     }
 
+    /// `percent` % of this amount, rounded down to a whole base unit (fees never round up
+    /// against the merchant). `percent` must be within 0..=100.
+    pub fn percent_floor(self, percent: Decimal) -> Result<BaseUnits, MoneyError> {
+        if percent.is_sign_negative() && !percent.is_zero() {
+            return Err(MoneyError::Negative);
+        }
+        // percent = mantissa / 10^scale, so the share is amount * mantissa / (100 * 10^scale).
+        let mantissa = U256::from(percent.mantissa().unsigned_abs());
+        let divisor = U256::from(100u8) * U256::from(10u8).pow(U256::from(percent.scale()));
+        let product = self.0.checked_mul(mantissa).ok_or(MoneyError::Overflow)?;
+        Ok(BaseUnits(product / divisor))
+    }
+
     /// `amount` whole tokens in base units, rounded **up** to the token's precision, so that
     /// rounding never makes a payer pay less than the price.
     pub fn from_decimal_round_up(amount: Decimal, decimals: u8) -> Result<BaseUnits, MoneyError> {
@@ -180,6 +193,15 @@ mod tests {
         assert_eq!(BaseUnits::from_decimal_round_up(dec("1.5"), 18).unwrap().to_string(), "1500000000000000000");
         assert_eq!(BaseUnits::from_decimal_round_up(dec("-1"), 6), Err(MoneyError::Negative));
         assert_eq!(BaseUnits::from_decimal_round_up(dec("1"), 40), Err(MoneyError::UnsupportedDecimals(40)));
+    }
+
+    #[test]
+    fn percentages_round_down() {
+        assert_eq!(BaseUnits::from(10_000_000).percent_floor(dec("1")).unwrap(), BaseUnits::from(100_000));
+        assert_eq!(BaseUnits::from(999).percent_floor(dec("1.5")).unwrap(), BaseUnits::from(14)); // 14.985
+        assert_eq!(BaseUnits::from(5).percent_floor(dec("0")).unwrap(), BaseUnits::ZERO);
+        assert_eq!(BaseUnits::from(5).percent_floor(dec("100")).unwrap(), BaseUnits::from(5));
+        assert_eq!(BaseUnits::from(5).percent_floor(dec("-1")), Err(MoneyError::Negative));
     }
 
     #[test]

@@ -89,6 +89,17 @@ impl HdWallet {
         Ok(PrivateKeySigner::from_signing_key(key.clone()))
     }
 
+    /// A 32-byte key for signing payment sessions, derived one-way from the deposit account key:
+    /// every daemon sharing the mnemonic agrees on it, and it reveals nothing about the keys.
+    pub fn session_key(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let key: &coins_bip32::ecdsa::SigningKey = self.deposit_account.as_ref();
+        let mut hasher = Sha256::new();
+        hasher.update(b"depositd/payment-session/v1");
+        hasher.update(key.to_bytes());
+        hasher.finalize().into()
+    }
+
     /// The treasury (hot wallet) signer, on its own account path.
     pub fn treasury(&self) -> &PrivateKeySigner {
         &self.treasury

@@ -108,6 +108,8 @@ CREATE TABLE invoices (
     callback_url                TEXT,
     questions                   TEXT,
     answers                     TEXT,
+    -- Payer-side session (seed 001): the token goes to the browser; its HMAC signature is derived.
+    session_token               TEXT NOT NULL,
     -- Pass-through settlement target (seed 001's receiver_override); NULL = credit the merchant balance.
     receiver_override_address   TEXT,
     -- Set when the invoice was auto-created for a deposit to a static address.
@@ -119,6 +121,7 @@ CREATE TABLE invoices (
 );
 CREATE UNIQUE INDEX invoices_merchant_external_id ON invoices (merchant_id, external_id);
 CREATE INDEX invoices_merchant_id ON invoices (merchant_id, id);
+CREATE INDEX invoices_merchant_customer ON invoices (merchant_id, customer_id, id);
 CREATE INDEX invoices_expiry ON invoices (status, expires_at);
 
 -- Every transfer seen to a watched address. The unique key makes crediting exactly-once:
@@ -332,6 +335,8 @@ CREATE TABLE idempotency_keys (
     state           TEXT NOT NULL CHECK (state IN ('in_progress', 'completed')),
     response_status BIGINT,
     response_body   TEXT,
+    -- While in_progress: the owner's lease; a crashed owner's claim can be taken over after it.
+    locked_until    BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
     expires_at      BIGINT NOT NULL,
     PRIMARY KEY (merchant_id, idempotency_key)

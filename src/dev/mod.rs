@@ -221,6 +221,7 @@ fn write_config(
          [wallet]\nmnemonic_file = \"{mnemonic}\"\n\n\
          # Fixed rates so every pricing path works offline: the price of one unit in USD.\n\
          [pricing.static_usd_rates]\nUSD = \"1\"\nUSDC = \"1\"\nUSDT = \"1\"\nETH = \"3000\"\nEUR = \"1.08\"\nUAH = \"0.024\"\n\n\
+         [invoices]\nallow_http_urls = true\n\n\
          # Dev receivers run on localhost over http.\n\
          [webhooks]\nallow_http = true\nallow_private_targets = true\n",
         config = dir.join("depositd.toml").display(),

@@ -4,9 +4,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 
 use depositd_api::{AppState, Application};
-use depositd_core::config::Config;
+use depositd_core::config::{Config, TokenConfig};
 use depositd_core::secret::DatabaseUrl;
 use depositd_core::store::Store;
+use depositd_core::store::api_keys::{self, KeyMode, Scope};
+use depositd_core::store::merchants::{self, Merchant, NewMerchant};
+use depositd_core::wallet::HdWallet;
+use rust_decimal::Decimal;
+use secrecy::ExposeSecret;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -120,35 +125,97 @@ macro_rules! both_backends {
 }
 pub(crate) use both_backends;
 
+/// Stand-in addresses for the dev chain's tokens in tests that never touch a chain.
+pub const TEST_USDC: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+pub const TEST_USDT: &str = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0";
+
 /// The configuration tests start from: built-in defaults (whose `chains.dir` is the repository's
-/// `chains/`, cargo runs tests from the repository root) and the test database.
+/// `chains/`; cargo runs tests from the repository root), the test database, USDC and USDT on the
+/// dev chain with USDC the default, the dev chain's fixed rates, and a fresh hot-wallet mnemonic.
 pub fn test_config(db: &TestDb) -> Config {
-    Config::load(None, Some(db.url.expose())).expect("default configuration loads")
+    let mut config = Config::load(None, Some(db.url.expose())).expect("default configuration loads");
+    let chain = &mut config.chains[0];
+    for (symbol, address) in [("USDC", TEST_USDC), ("USDT", TEST_USDT)] {
+        chain.tokens.push(TokenConfig { symbol: symbol.into(), address: address.parse().unwrap(), decimals: 6 });
+    }
+    config.settings.chains.default_asset = "USDC".into();
+    for (symbol, rate) in [("EUR", "1.08"), ("UAH", "0.024"), ("ETH", "3000")] {
+        config.settings.pricing.static_usd_rates.insert(symbol.into(), rate.parse().unwrap());
+    }
+    config.settings.wallet.mnemonic = Some(HdWallet::generate_mnemonic());
+    config
 }
 
 /// The API in-process on 127.0.0.1:0.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Store,
+    pub state: AppState,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
 }
 
 impl TestApp {
     pub async fn spawn(db: &TestDb) -> TestApp {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// Starts the app with the test configuration as changed by `adjust`.
+    pub async fn spawn_with(db: &TestDb, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let store = db.store().await;
-        let config = Arc::new(test_config(db));
-        let state = AppState { store: store.clone(), config };
-        let app = Application::build(state, "127.0.0.1:0".parse().unwrap()).await.expect("bind");
+        let mut config = test_config(db);
+        adjust(&mut config);
+        let wallet = Arc::new(HdWallet::from_mnemonic(&config.settings.wallet.mnemonic().unwrap()).unwrap());
+        let state = AppState::new(store.clone(), Arc::new(config), wallet);
+        let app = Application::build(state.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("bind");
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run(shutdown.clone()));
-        TestApp { addr, store, client: reqwest::Client::new(), shutdown }
+        TestApp { addr, store, state, client: reqwest::Client::new(), shutdown }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// A merchant (1% fee) and a key with `scopes`.
+    pub async fn merchant(&self, name: &str, scopes: &[Scope]) -> (Merchant, String) {
+        let mut conn = self.store.pool().acquire().await.unwrap();
+        let merchant = merchants::insert(
+            &mut conn,
+            &NewMerchant { name: name.into(), company_name: None, fee_percent: Decimal::ONE },
+        )
+        .await
+        .unwrap();
+        let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, scopes, None).await.unwrap();
+        (merchant, key.expose_secret().to_owned())
+    }
+
+    pub async fn create_invoice(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url("/api/v1/invoices")).header("x-api-key", key).json(&body).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
+        let response = self.client.get(self.url(path)).header("x-api-key", key).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+/// Asserts a JSON error response: status, `error.code` and `error.param`.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+    param: Option<&str>,
+) -> serde_json::Value {
+    let actual = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("error bodies are JSON");
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["param"].as_str(), param, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    body
 }
 
 impl Drop for TestApp {

@@ -9,4 +9,5 @@ mod api;
 mod cli;
 mod dev;
 mod helpers;
+mod invoices;
 mod store;

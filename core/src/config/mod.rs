@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use chain::{ChainConfig, NativeAsset, TokenConfig};
+pub use chain::{AssetRef, ChainConfig, NativeAsset, TokenConfig};
 
 use crate::secret::DatabaseUrl;
 
@@ -68,6 +68,8 @@ pub struct ApiSettings {
     pub listen: SocketAddr,
     /// Base URL payers and merchants use; `checkout_url` is `{public_url}/checkout/{id}`.
     pub public_url: String,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +137,8 @@ pub struct InvoiceSettings {
     pub min_amount: Decimal,
     #[serde(deserialize_with = "decimal")]
     pub max_amount: Decimal,
+    pub customer_rate_limit_per_minute: u32,
+    pub allow_http_urls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -174,6 +178,12 @@ impl Config {
         }
         if !(s.api.public_url.starts_with("http://") || s.api.public_url.starts_with("https://")) {
             problems.push(format!("api.public_url: `{}` must start with http:// or https://", s.api.public_url));
+        }
+        if s.api.rate_limit_per_second == 0 || s.api.rate_limit_burst == 0 {
+            problems.push("api.rate_limit_per_second and api.rate_limit_burst: must be at least 1".into());
+        }
+        if s.invoices.customer_rate_limit_per_minute == 0 {
+            problems.push("invoices.customer_rate_limit_per_minute: must be at least 1".into());
         }
         if s.chains.enabled.is_empty() {
             problems.push("chains.enabled: at least one chain must be enabled".into());

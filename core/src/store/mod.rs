@@ -10,12 +10,16 @@
 //!
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
-//! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`cursors`]: queries, one module per
-//!   table family, each a small async function taking a connection or transaction.
+//! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
+//!   [`idempotency`], [`cursors`]: queries, one module per table family, each a small async
+//!   function taking a connection or transaction.
 
 pub mod api_keys;
 pub mod cursors;
 pub mod deposit_addresses;
+pub mod events;
+pub mod idempotency;
+pub mod invoices;
 pub mod merchants;
 
 use std::path::Path;

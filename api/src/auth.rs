@@ -1,0 +1,87 @@
+//! Merchant authentication: `x-api-key: <key>` or `Authorization: Bearer <key>`, then the key's
+//! rate limit. Handlers take [`Authenticated`] and call [`Authenticated::require`] for their scope.
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use depositd_core::store::api_keys::{self, ApiKey, KeyRejection, Scope};
+use depositd_core::store::merchants::Merchant;
+use governor::clock::{Clock, DefaultClock};
+use secrecy::SecretString;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A request made with a valid key of an active merchant.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub key: ApiKey,
+    pub merchant: Merchant,
+}
+
+impl Authenticated {
+    /// 403 unless the key carries `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.key.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                code: "insufficient_scope",
+                message: format!("this API key lacks the `{scope}` scope"),
+            })
+        }
+    }
+}
+
+fn presented_key(headers: &HeaderMap) -> Result<SecretString, ApiError> {
+    let missing = || ApiError::Unauthenticated {
+        code: "missing_api_key",
+        message: "send your API key in the x-api-key header or as Authorization: Bearer <key>".into(),
+    };
+    let malformed =
+        || ApiError::Unauthenticated { code: "invalid_api_key", message: "the API key is malformed".into() };
+    if let Some(value) = headers.get("x-api-key") {
+        let key = value.to_str().map_err(|_| malformed())?.trim();
+        return if key.is_empty() { Err(missing()) } else { Ok(SecretString::from(key.to_owned())) };
+    }
+    if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| malformed())?;
+        let (scheme, key) = value.trim().split_once(' ').ok_or_else(malformed)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
+            return Err(malformed());
+        }
+        return Ok(SecretString::from(key.trim().to_owned()));
+    }
+    Err(missing())
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = presented_key(&parts.headers)?;
+        let mut conn = state
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(depositd_core::store::StoreError::from(e)))?;
+        let (key, merchant) = api_keys::authenticate(&mut conn, &presented).await?.map_err(|rejection| {
+            let (code, message) = match rejection {
+                KeyRejection::Malformed => ("invalid_api_key", "the API key is malformed"),
+                KeyRejection::Unknown => ("invalid_api_key", "the API key is not valid"),
+                KeyRejection::Revoked => ("api_key_revoked", "the API key has been revoked"),
+                KeyRejection::MerchantInactive => ("merchant_inactive", "the merchant account is not active"),
+            };
+            ApiError::Unauthenticated { code, message: message.into() }
+        })?;
+        if let Err(not_until) = state.limits.per_key.check_key(&key.id) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::RateLimited {
+                message: "too many requests for this API key; retry after the time in Retry-After".into(),
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+        Ok(Authenticated { key, merchant })
+    }
+}

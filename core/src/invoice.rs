@@ -1,0 +1,372 @@
+//! Invoices: the domain model and the merchant-facing resource.
+//!
+//! The resource ([`InvoiceResource`]) is built here, not in the API crate, because webhooks
+//! carry "the full resource as the API returns it" and the watcher emits them too.
+
+use std::fmt;
+
+use alloy::primitives::Address;
+use hmac::{Hmac, Mac};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::money::BaseUnits;
+
+/// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    /// Awaiting payment.
+    Pending,
+    /// A payment was seen and awaits confirmations.
+    Processing,
+    /// Confirmed payments cover the amount (within the merchant's tolerance).
+    Paid,
+    /// Not (fully) paid before `expires_at`. Late payments are still credited.
+    Expired,
+    /// Cancelled by the merchant before anything was paid.
+    Cancelled,
+    Refunded,
+    PartiallyRefunded,
+}
+
+impl InvoiceStatus {
+    pub const ALL: [InvoiceStatus; 7] = [
+        InvoiceStatus::Pending,
+        InvoiceStatus::Processing,
+        InvoiceStatus::Paid,
+        InvoiceStatus::Expired,
+        InvoiceStatus::Cancelled,
+        InvoiceStatus::Refunded,
+        InvoiceStatus::PartiallyRefunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Pending => "pending",
+            InvoiceStatus::Processing => "processing",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Expired => "expired",
+            InvoiceStatus::Cancelled => "cancelled",
+            InvoiceStatus::Refunded => "refunded",
+            InvoiceStatus::PartiallyRefunded => "partially_refunded",
+        }
+    }
+
+    /// Whether the invoice is finished (no further status change from payments except flags).
+    pub fn is_final(self) -> bool {
+        !matches!(self, InvoiceStatus::Pending | InvoiceStatus::Processing)
+    }
+}
+
+impl fmt::Display for InvoiceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for InvoiceStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        InvoiceStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            let known: Vec<_> = InvoiceStatus::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown status {s:?} (one of {})", known.join(", "))
+        })
+    }
+}
+
+/// Facts about how an invoice was paid, beside its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFlag {
+    Underpaid,
+    Overpaid,
+    PaidLate,
+}
+
+impl PaymentFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentFlag::Underpaid => "underpaid",
+            PaymentFlag::Overpaid => "overpaid",
+            PaymentFlag::PaidLate => "paid_late",
+        }
+    }
+}
+
+impl std::str::FromStr for PaymentFlag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "underpaid" => Ok(PaymentFlag::Underpaid),
+            "overpaid" => Ok(PaymentFlag::Overpaid),
+            "paid_late" => Ok(PaymentFlag::PaidLate),
+            other => Err(format!("unknown payment flag {other:?}")),
+        }
+    }
+}
+
+/// An invoice as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invoice {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub external_id: Option<String>,
+    pub status: InvoiceStatus,
+    pub payment_flags: Vec<PaymentFlag>,
+    /// The price, in `currency`.
+    pub amount: Decimal,
+    pub currency: String,
+    pub conversion_rate: Decimal,
+    pub chain: String,
+    pub chain_id: u64,
+    pub asset: String,
+    /// `None` for the chain's native coin.
+    pub token_address: Option<Address>,
+    pub decimals: u8,
+    pub deposit_address_id: Uuid,
+    pub address: Address,
+    /// What the payer sends.
+    pub amount_base_units: BaseUnits,
+    /// The operator's fee out of `amount_base_units`.
+    pub fee_base_units: BaseUnits,
+    /// What the merchant receives: `amount_base_units - fee_base_units` (seed 003's merchant_usdt).
+    pub merchant_amount_base_units: BaseUnits,
+    /// Sum of confirmed payments.
+    pub amount_paid_base_units: BaseUnits,
+    pub details: InvoiceDetails,
+    pub receiver_override_address: Option<Address>,
+    pub static_address_id: Option<Uuid>,
+    pub session_token: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// The merchant's optional, descriptive fields: stored and echoed, never interpreted by money paths.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvoiceDetails {
+    pub description: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub title: Option<String>,
+    pub footer: Option<String>,
+    pub return_url: Option<String>,
+    pub use_return_url: Option<bool>,
+    pub success_url: Option<String>,
+    pub fail_url: Option<String>,
+    pub callback_url: Option<String>,
+    pub questions: Option<Vec<String>>,
+}
+
+impl Invoice {
+    /// A fresh random payment-session token (256 bits, hex).
+    pub fn new_session_token() -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    }
+
+    /// What is still to pay (zero once paid or overpaid).
+    pub fn amount_due(&self) -> BaseUnits {
+        self.amount_base_units.checked_sub(self.amount_paid_base_units).unwrap_or(BaseUnits::ZERO)
+    }
+
+    /// EIP-681 link a wallet can open: an ERC-20 `transfer` call or a plain value transfer.
+    pub fn payment_uri(&self) -> String {
+        let to = self.address.to_checksum(None);
+        match self.token_address {
+            Some(token) => format!(
+                "ethereum:{}@{}/transfer?address={to}&uint256={}",
+                token.to_checksum(None),
+                self.chain_id,
+                self.amount_base_units
+            ),
+            None => format!("ethereum:{to}@{}?value={}", self.chain_id, self.amount_base_units),
+        }
+    }
+}
+
+/// Signs payment sessions: `signature = HMAC-SHA256(key, "{invoice_id}.{session_token}")`, hex.
+/// The key is derived from the hot wallet's seed, so every daemon on one database agrees.
+#[derive(Clone)]
+pub struct SessionSigner {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for SessionSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionSigner([REDACTED])")
+    }
+}
+
+impl SessionSigner {
+    pub fn new(key: [u8; 32]) -> SessionSigner {
+        SessionSigner { key }
+    }
+
+    pub fn sign(&self, invoice_id: Uuid, session_token: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(format!("{invoice_id}.{session_token}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Constant-time check of a presented signature.
+    pub fn verify(&self, invoice_id: Uuid, session_token: &str, signature: &str) -> bool {
+        let Ok(presented) = hex::decode(signature) else { return false };
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(format!("{invoice_id}.{session_token}").as_bytes());
+        mac.verify_slice(&presented).is_ok()
+    }
+}
+
+/// A deposit as shown in an invoice's `payments`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PaymentView {
+    pub id: Uuid,
+    pub tx_hash: String,
+    pub log_index: i64,
+    pub block_number: u64,
+    pub from_address: String,
+    pub amount: String,
+    pub amount_base_units: BaseUnits,
+    pub confirmations: u64,
+    pub state: String,
+    pub detected_at: i64,
+}
+
+/// `pay`: what the payer must do.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PayInstructions {
+    pub chain: String,
+    pub chain_id: u64,
+    pub asset: String,
+    pub token_address: Option<String>,
+    pub decimals: u8,
+    pub address: String,
+    /// In whole tokens, exact.
+    pub amount: String,
+    pub amount_base_units: BaseUnits,
+    pub payment_uri: String,
+}
+
+/// The invoice as the API returns it and as webhooks carry it. Timestamps are epoch seconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InvoiceResource {
+    pub object: &'static str,
+    pub id: Uuid,
+    pub external_id: Option<String>,
+    pub status: InvoiceStatus,
+    pub payment_flags: Vec<PaymentFlag>,
+    pub amount: String,
+    pub currency: String,
+    pub conversion_rate: String,
+    pub pay: PayInstructions,
+    /// Fee and merchant amount in whole tokens of the pay asset, and in base units.
+    pub fee: String,
+    pub fee_base_units: BaseUnits,
+    pub merchant_amount: String,
+    pub merchant_amount_base_units: BaseUnits,
+    pub amount_paid: String,
+    pub amount_paid_base_units: BaseUnits,
+    pub amount_due: String,
+    pub amount_due_base_units: BaseUnits,
+    pub payments: Vec<PaymentView>,
+    pub checkout_url: String,
+    pub session_token: String,
+    pub signature: String,
+    pub payment_session_headers: serde_json::Value,
+    pub description: Option<String>,
+    pub customer_id: Option<String>,
+    pub customer_email: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub title: Option<String>,
+    pub footer: Option<String>,
+    pub return_url: Option<String>,
+    pub use_return_url: Option<bool>,
+    pub success_url: Option<String>,
+    pub fail_url: Option<String>,
+    pub callback_url: Option<String>,
+    pub questions: Option<Vec<String>>,
+    pub receiver_override: bool,
+    pub receiver_override_address: Option<String>,
+    pub static_address_id: Option<Uuid>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl InvoiceResource {
+    /// Builds the resource. `public_url` is the API's base URL (for `checkout_url`).
+    pub fn build(
+        invoice: &Invoice,
+        payments: Vec<PaymentView>,
+        public_url: &str,
+        signer: &SessionSigner,
+    ) -> InvoiceResource {
+        let d = invoice.decimals;
+        let signature = signer.sign(invoice.id, &invoice.session_token);
+        let secs = |ms: i64| ms.div_euclid(1000);
+        let details = &invoice.details;
+        InvoiceResource {
+            object: "invoice",
+            id: invoice.id,
+            external_id: invoice.external_id.clone(),
+            status: invoice.status,
+            payment_flags: invoice.payment_flags.clone(),
+            amount: invoice.amount.normalize().to_string(),
+            currency: invoice.currency.clone(),
+            conversion_rate: invoice.conversion_rate.normalize().to_string(),
+            pay: PayInstructions {
+                chain: invoice.chain.clone(),
+                chain_id: invoice.chain_id,
+                asset: invoice.asset.clone(),
+                token_address: invoice.token_address.map(|a| a.to_checksum(None)),
+                decimals: d,
+                address: invoice.address.to_checksum(None),
+                amount: invoice.amount_base_units.to_display(d),
+                amount_base_units: invoice.amount_base_units,
+                payment_uri: invoice.payment_uri(),
+            },
+            fee: invoice.fee_base_units.to_display(d),
+            fee_base_units: invoice.fee_base_units,
+            merchant_amount: invoice.merchant_amount_base_units.to_display(d),
+            merchant_amount_base_units: invoice.merchant_amount_base_units,
+            amount_paid: invoice.amount_paid_base_units.to_display(d),
+            amount_paid_base_units: invoice.amount_paid_base_units,
+            amount_due: invoice.amount_due().to_display(d),
+            amount_due_base_units: invoice.amount_due(),
+            payments,
+            checkout_url: format!("{}/checkout/{}", public_url.trim_end_matches('/'), invoice.id),
+            payment_session_headers: serde_json::json!({
+                "x-session-token": invoice.session_token,
+                "x-signature": signature,
+            }),
+            session_token: invoice.session_token.clone(),
+            signature,
+            description: details.description.clone(),
+            customer_id: details.customer_id.clone(),
+            customer_email: details.customer_email.clone(),
+            metadata: details.metadata.clone(),
+            title: details.title.clone(),
+            footer: details.footer.clone(),
+            return_url: details.return_url.clone(),
+            use_return_url: details.use_return_url,
+            success_url: details.success_url.clone(),
+            fail_url: details.fail_url.clone(),
+            callback_url: details.callback_url.clone(),
+            questions: details.questions.clone(),
+            receiver_override: invoice.receiver_override_address.is_some(),
+            receiver_override_address: invoice.receiver_override_address.map(|a| a.to_checksum(None)),
+            static_address_id: invoice.static_address_id,
+            created_at: secs(invoice.created_at),
+            expires_at: secs(invoice.expires_at),
+            finished_at: invoice.finished_at.map(secs),
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The outbox: an event row is written in the same transaction as the change it reports, so a
+//! crash can neither lose an event nor announce a change that did not commit. Webhook delivery
+//! (issue 6) reads from here.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Conn, StoreError};
+use crate::time::now_ms;
+
+/// Records an event `{"id","type","created_at","data"}`; returns its id (stable across redeliveries).
+#[tracing::instrument(skip(conn, data))]
+pub async fn record<T: Serialize>(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    event_type: &str,
+    resource_type: &str,
+    resource_id: Uuid,
+    data: &T,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    let created_at = now_ms();
+    let payload = serde_json::json!({
+        "id": id,
+        "type": event_type,
+        "created_at": created_at.div_euclid(1000),
+        "data": data,
+    });
+    sqlx::query(
+        "INSERT INTO events (id, merchant_id, event_type, resource_type, resource_id, payload, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .bind(event_type)
+    .bind(resource_type)
+    .bind(resource_id.to_string())
+    .bind(payload.to_string())
+    .bind(created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// Event types recorded for a resource, oldest first (for tests and the events API).
+#[tracing::instrument(skip(conn))]
+pub async fn types_for(conn: &mut Conn, resource_id: Uuid) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT event_type FROM events WHERE resource_id = $1 ORDER BY id")
+        .bind(resource_id.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}

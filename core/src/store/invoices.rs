@@ -1,0 +1,336 @@
+//! Invoice rows.
+
+use uuid::Uuid;
+
+use super::{Conn, StoreError, parse_column};
+use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus, PaymentFlag, PaymentView};
+use crate::time::now_ms;
+
+const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amount, currency, conversion_rate, \
+    chain, chain_id, asset, token_address, decimals, deposit_address_id, address, amount_base_units, fee_base_units, \
+    merchant_amount_base_units, amount_paid_base_units, description, customer_id, customer_email, metadata, title, \
+    footer, return_url, use_return_url, success_url, fail_url, callback_url, questions, receiver_override_address, \
+    static_address_id, session_token, created_at, expires_at, finished_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct InvoiceRow {
+    id: String,
+    merchant_id: String,
+    external_id: Option<String>,
+    status: String,
+    payment_flags: String,
+    amount: String,
+    currency: String,
+    conversion_rate: String,
+    chain: String,
+    chain_id: i64,
+    asset: String,
+    token_address: Option<String>,
+    decimals: i64,
+    deposit_address_id: String,
+    address: String,
+    amount_base_units: String,
+    fee_base_units: String,
+    merchant_amount_base_units: String,
+    amount_paid_base_units: String,
+    description: Option<String>,
+    customer_id: Option<String>,
+    customer_email: Option<String>,
+    metadata: Option<String>,
+    title: Option<String>,
+    footer: Option<String>,
+    return_url: Option<String>,
+    use_return_url: Option<String>,
+    success_url: Option<String>,
+    fail_url: Option<String>,
+    callback_url: Option<String>,
+    questions: Option<String>,
+    receiver_override_address: Option<String>,
+    static_address_id: Option<String>,
+    session_token: String,
+    created_at: i64,
+    expires_at: i64,
+    finished_at: Option<i64>,
+    updated_at: i64,
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    value: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    value
+        .map(|v| serde_json::from_str(&v).map_err(|e| StoreError::Corrupt(format!("invoices.{column}: {e}"))))
+        .transpose()
+}
+
+impl TryFrom<InvoiceRow> for Invoice {
+    type Error = StoreError;
+    fn try_from(r: InvoiceRow) -> Result<Self, StoreError> {
+        Ok(Invoice {
+            id: parse_column("invoices.id", &r.id)?,
+            merchant_id: parse_column("invoices.merchant_id", &r.merchant_id)?,
+            external_id: r.external_id,
+            status: parse_column("invoices.status", &r.status)?,
+            payment_flags: r
+                .payment_flags
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(|f| parse_column("invoices.payment_flags", f))
+                .collect::<Result<_, _>>()?,
+            amount: parse_column("invoices.amount", &r.amount)?,
+            currency: r.currency,
+            conversion_rate: parse_column("invoices.conversion_rate", &r.conversion_rate)?,
+            chain: r.chain,
+            chain_id: r.chain_id as u64,
+            asset: r.asset,
+            token_address: r.token_address.map(|a| parse_column("invoices.token_address", &a)).transpose()?,
+            decimals: u8::try_from(r.decimals)
+                .map_err(|_| StoreError::Corrupt(format!("invoices.decimals {}", r.decimals)))?,
+            deposit_address_id: parse_column("invoices.deposit_address_id", &r.deposit_address_id)?,
+            address: parse_column("invoices.address", &r.address)?,
+            amount_base_units: parse_column("invoices.amount_base_units", &r.amount_base_units)?,
+            fee_base_units: parse_column("invoices.fee_base_units", &r.fee_base_units)?,
+            merchant_amount_base_units: parse_column(
+                "invoices.merchant_amount_base_units",
+                &r.merchant_amount_base_units,
+            )?,
+            amount_paid_base_units: parse_column("invoices.amount_paid_base_units", &r.amount_paid_base_units)?,
+            details: InvoiceDetails {
+                description: r.description,
+                customer_id: r.customer_id,
+                customer_email: r.customer_email,
+                metadata: json_column("metadata", r.metadata)?,
+                title: r.title,
+                footer: r.footer,
+                return_url: r.return_url,
+                use_return_url: r.use_return_url.map(|v| v == "true"),
+                success_url: r.success_url,
+                fail_url: r.fail_url,
+                callback_url: r.callback_url,
+                questions: json_column("questions", r.questions)?,
+            },
+            receiver_override_address: r
+                .receiver_override_address
+                .map(|a| parse_column("invoices.receiver_override_address", &a))
+                .transpose()?,
+            static_address_id: r
+                .static_address_id
+                .map(|a| parse_column("invoices.static_address_id", &a))
+                .transpose()?,
+            session_token: r.session_token,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            finished_at: r.finished_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+fn flags_column(flags: &[PaymentFlag]) -> String {
+    let mut flags: Vec<&str> = flags.iter().map(|f| f.as_str()).collect();
+    flags.sort_unstable();
+    flags.dedup();
+    flags.join(",")
+}
+
+/// Inserts a new invoice. A second invoice with the same `external_id` for the merchant is a
+/// [`StoreError::Conflict`].
+#[tracing::instrument(skip_all, fields(invoice_id = %invoice.id))]
+pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError> {
+    let d = &invoice.details;
+    let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38)"
+    )))
+    .bind(invoice.id.to_string())
+    .bind(invoice.merchant_id.to_string())
+    .bind(&invoice.external_id)
+    .bind(invoice.status.as_str())
+    .bind(flags_column(&invoice.payment_flags))
+    .bind(invoice.amount.to_string())
+    .bind(&invoice.currency)
+    .bind(invoice.conversion_rate.to_string())
+    .bind(&invoice.chain)
+    .bind(invoice.chain_id as i64)
+    .bind(&invoice.asset)
+    .bind(invoice.token_address.map(|a| a.to_checksum(None)))
+    .bind(invoice.decimals as i64)
+    .bind(invoice.deposit_address_id.to_string())
+    .bind(invoice.address.to_checksum(None))
+    .bind(invoice.amount_base_units)
+    .bind(invoice.fee_base_units)
+    .bind(invoice.merchant_amount_base_units)
+    .bind(invoice.amount_paid_base_units)
+    .bind(&d.description)
+    .bind(&d.customer_id)
+    .bind(&d.customer_email)
+    .bind(json(&d.metadata.clone().map(serde_json::Value::Object)))
+    .bind(&d.title)
+    .bind(&d.footer)
+    .bind(&d.return_url)
+    .bind(d.use_return_url.map(|v| v.to_string()))
+    .bind(&d.success_url)
+    .bind(&d.fail_url)
+    .bind(&d.callback_url)
+    .bind(json(&d.questions.as_ref().map(|q| serde_json::json!(q))))
+    .bind(invoice.receiver_override_address.map(|a| a.to_checksum(None)))
+    .bind(invoice.static_address_id.map(|a| a.to_string()))
+    .bind(&invoice.session_token)
+    .bind(invoice.created_at)
+    .bind(invoice.expires_at)
+    .bind(invoice.finished_at)
+    .bind(invoice.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StoreError::on_conflict(e, "external_id"))?;
+    Ok(())
+}
+
+/// One of a merchant's invoices (another merchant's id is simply not found).
+#[tracing::instrument(skip(conn))]
+pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Invoice>, StoreError> {
+    let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM invoices WHERE id = $1 AND merchant_id = $2"
+    )))
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Invoice::try_from).transpose()
+}
+
+/// Filters for listing; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceFilter {
+    pub status: Option<InvoiceStatus>,
+    pub external_id: Option<String>,
+    pub customer_id: Option<String>,
+    /// Epoch milliseconds, exclusive.
+    pub created_after: Option<i64>,
+    /// Cursor: only invoices older than this one (ids are time-ordered UUIDv7).
+    pub starting_after: Option<Uuid>,
+}
+
+/// Newest first, at most `limit` (the caller asks for one more to learn `has_more`).
+#[tracing::instrument(skip(conn))]
+pub async fn list(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    filter: &InvoiceFilter,
+    limit: u32,
+) -> Result<Vec<Invoice>, StoreError> {
+    // Each filter is a fixed clause that is neutral when its parameter is NULL, so the SQL text is
+    // constant (one prepared statement) and no value is ever spliced into it.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM invoices WHERE merchant_id = $1 \
+         AND ($2 IS NULL OR status = $2) \
+         AND ($3 IS NULL OR external_id = $3) \
+         AND ($4 IS NULL OR customer_id = $4) \
+         AND ($5 IS NULL OR created_at > $5) \
+         AND ($6 IS NULL OR id < $6) \
+         ORDER BY id DESC LIMIT $7"
+    );
+    let rows: Vec<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(merchant_id.to_string())
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(&filter.external_id)
+        .bind(&filter.customer_id)
+        .bind(filter.created_after)
+        .bind(filter.starting_after.map(|id| id.to_string()))
+        .bind(limit as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(Invoice::try_from).collect()
+}
+
+/// Moves a pending, unpaid invoice to `cancelled`. Returns false when it is not in that state.
+#[tracing::instrument(skip(conn))]
+pub async fn cancel(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE invoices SET status = 'cancelled', finished_at = $1, updated_at = $1 \
+         WHERE id = $2 AND merchant_id = $3 AND status = 'pending' AND amount_paid_base_units = '0' \
+         AND NOT EXISTS (SELECT 1 FROM deposits WHERE deposits.invoice_id = invoices.id AND deposits.state IN ('detected', 'confirmed'))",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves up to `batch` pending invoices whose `expires_at` has passed to `expired` and returns
+/// them. Invoices with a payment in flight (`processing`) are left to the watcher.
+#[tracing::instrument(skip(conn))]
+pub async fn expire_due(conn: &mut Conn, now: i64, batch: u32) -> Result<Vec<Invoice>, StoreError> {
+    let due: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM invoices WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(batch as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut expired = Vec::with_capacity(due.len());
+    for (id,) in due {
+        let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE invoices SET status = 'expired', finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status = 'pending' RETURNING {COLUMNS}"
+        )))
+        .bind(now)
+        .bind(&id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            expired.push(Invoice::try_from(row)?);
+        }
+    }
+    Ok(expired)
+}
+
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    id: String,
+    tx_hash: String,
+    log_index: i64,
+    block_number: i64,
+    from_address: String,
+    amount_base_units: String,
+    state: String,
+    detected_at: i64,
+}
+
+/// The deposits credited (or seen) for an invoice, oldest first, as the invoice resource shows them.
+#[tracing::instrument(skip(conn))]
+pub async fn payments(
+    conn: &mut Conn,
+    invoice: &Invoice,
+    head_block: Option<u64>,
+) -> Result<Vec<PaymentView>, StoreError> {
+    let rows: Vec<PaymentRow> = sqlx::query_as(
+        "SELECT id, tx_hash, log_index, block_number, from_address, amount_base_units, state, detected_at \
+         FROM deposits WHERE invoice_id = $1 ORDER BY block_number, log_index",
+    )
+    .bind(invoice.id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let amount: crate::money::BaseUnits = parse_column("deposits.amount_base_units", &row.amount_base_units)?;
+            let block = row.block_number as u64;
+            Ok(PaymentView {
+                id: parse_column("deposits.id", &row.id)?,
+                tx_hash: row.tx_hash,
+                log_index: row.log_index,
+                block_number: block,
+                from_address: row.from_address,
+                amount: amount.to_display(invoice.decimals),
+                amount_base_units: amount,
+                confirmations: head_block.map(|head| head.saturating_sub(block) + 1).unwrap_or(0),
+                state: row.state,
+                detected_at: row.detected_at.div_euclid(1000),
+            })
+        })
+        .collect()
+}
