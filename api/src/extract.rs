@@ -42,3 +42,56 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErro
         ApiError::InvalidRequest { code, message, param }
     })
 }
+
+/// Cursor pagination shared by every list endpoint: `limit` (1 to 100, default 20) and
+/// `starting_after` (an id; ids are time-ordered, lists are newest first).
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: u32,
+    pub starting_after: Option<uuid::Uuid>,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page { limit: 20, starting_after: None }
+    }
+}
+
+impl Page {
+    /// Takes `name=value` if it is a pagination parameter; returns false for any other name.
+    pub fn accept(&mut self, name: &str, value: &str) -> Result<bool, ApiError> {
+        match name {
+            "limit" => {
+                self.limit = value.parse().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
+                    ApiError::invalid("limit", "invalid_parameter", "limit must be an integer from 1 to 100")
+                })?;
+                Ok(true)
+            }
+            "starting_after" => {
+                self.starting_after = Some(value.parse().map_err(|_| {
+                    ApiError::invalid(
+                        "starting_after",
+                        "invalid_parameter",
+                        "starting_after must be an id from a previous page",
+                    )
+                })?);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The 400 for a query parameter an endpoint does not know.
+pub fn unknown_query_parameter(name: &str) -> ApiError {
+    ApiError::InvalidRequest {
+        code: "unknown_parameter",
+        message: format!("unknown query parameter {name:?}"),
+        param: Some(name.to_owned()),
+    }
+}
+
+/// A path id that must be a UUID.
+pub fn path_id(what: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid("id", "invalid_parameter", format!("{what} id {raw:?} is not a UUID")))
+}

@@ -13,6 +13,7 @@
 //!   `rust_decimal::Decimal`. Never a float.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
+//! - [`static_address`]: reusable deposit addresses and the resource the API shows.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
 //! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
@@ -24,6 +25,7 @@ pub mod invoice;
 pub mod money;
 pub mod pricing;
 pub mod secret;
+pub mod static_address;
 pub mod store;
 pub mod time;
 pub mod wallet;

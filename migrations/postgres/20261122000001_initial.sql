@@ -73,6 +73,7 @@ CREATE TABLE static_addresses (
     disabled_at         BIGINT
 );
 CREATE INDEX static_addresses_merchant ON static_addresses (merchant_id, id);
+CREATE INDEX static_addresses_customer ON static_addresses (merchant_id, customer_id);
 
 CREATE TABLE invoices (
     id                          TEXT PRIMARY KEY,
@@ -89,7 +90,8 @@ CREATE TABLE invoices (
     asset                       TEXT NOT NULL,
     token_address               TEXT,
     decimals                    BIGINT NOT NULL,
-    deposit_address_id          TEXT NOT NULL UNIQUE REFERENCES deposit_addresses(id),
+    -- Unique per invoice-created address; shared by the invoices auto-created for a static address.
+    deposit_address_id          TEXT NOT NULL REFERENCES deposit_addresses(id),
     address                     TEXT NOT NULL,
     amount_base_units           TEXT NOT NULL,
     fee_base_units              TEXT NOT NULL,
@@ -123,6 +125,7 @@ CREATE UNIQUE INDEX invoices_merchant_external_id ON invoices (merchant_id, exte
 CREATE INDEX invoices_merchant_id ON invoices (merchant_id, id);
 CREATE INDEX invoices_merchant_customer ON invoices (merchant_id, customer_id, id);
 CREATE INDEX invoices_expiry ON invoices (status, expires_at);
+CREATE INDEX invoices_deposit_address ON invoices (deposit_address_id);
 
 -- Every transfer seen to a watched address. The unique key makes crediting exactly-once:
 -- native transfers use log_index = -1 - (transaction index), which no real log index can take.

@@ -10,4 +10,5 @@ mod cli;
 mod dev;
 mod helpers;
 mod invoices;
+mod static_addresses;
 mod store;

@@ -248,17 +248,13 @@ pub async fn resource(state: &AppState, conn: &mut Conn, invoice: &Invoice) -> R
     Ok(InvoiceResource::build(invoice, payments, &state.config.settings.api.public_url, &state.sessions))
 }
 
-fn invoice_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid("id", "invalid_parameter", format!("invoice id {raw:?} is not a UUID")))
-}
-
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
-    let id = invoice_id(&id)?;
+    let id = extract::path_id("invoice", &id)?;
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
     let invoice =
         invoices::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("invoice"))?;
@@ -279,8 +275,11 @@ pub async fn list(
 ) -> Result<Json<InvoiceList>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let mut filter = InvoiceFilter::default();
-    let mut limit = 20u32;
+    let mut page = extract::Page::default();
     for (name, value) in &params {
+        if page.accept(name, value)? {
+            continue;
+        }
         match name.as_str() {
             "status" => {
                 filter.status =
@@ -298,25 +297,11 @@ pub async fn list(
                 })?;
                 filter.created_after = Some(secs.saturating_mul(1000).saturating_add(999));
             }
-            "limit" => {
-                limit = value.parse().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
-                    ApiError::invalid("limit", "invalid_parameter", "limit must be an integer from 1 to 100")
-                })?
-            }
-            "starting_after" => {
-                filter.starting_after = Some(value.parse().map_err(|_| {
-                    ApiError::invalid("starting_after", "invalid_parameter", "starting_after must be an invoice id")
-                })?)
-            }
-            other => {
-                return Err(ApiError::InvalidRequest {
-                    code: "unknown_parameter",
-                    message: format!("unknown query parameter {other:?}"),
-                    param: Some(other.to_owned()),
-                });
-            }
+            other => return Err(extract::unknown_query_parameter(other)),
         }
     }
+    filter.starting_after = page.starting_after;
+    let limit = page.limit;
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
     let mut found = invoices::list(&mut conn, auth.merchant.id, &filter, limit + 1).await?;
     let has_more = found.len() > limit as usize;
@@ -334,7 +319,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
-    let id = invoice_id(&id)?;
+    let id = extract::path_id("invoice", &id)?;
     let mut tx = state.store.begin().await?;
     let Some(before) = invoices::get(&mut tx, auth.merchant.id, id).await? else {
         return Err(ApiError::not_found("invoice"));

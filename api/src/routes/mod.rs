@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod invoices;
+pub mod static_addresses;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -20,6 +21,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/api/v1/invoices/{id}", get(invoices::get))
         .route("/api/v1/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/api/v1/static-addresses", post(static_addresses::create).get(static_addresses::list))
+        .route("/api/v1/static-addresses/{id}", get(static_addresses::get))
+        .route("/api/v1/static-addresses/{id}/disable", post(static_addresses::disable))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

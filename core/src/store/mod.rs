@@ -11,7 +11,7 @@
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
-//!   [`idempotency`], [`cursors`]: queries, one module per table family, each a small async
+//!   [`idempotency`], [`static_addresses`], [`cursors`]: queries, one module per table family, each a small async
 //!   function taking a connection or transaction.
 
 pub mod api_keys;
@@ -21,6 +21,7 @@ pub mod events;
 pub mod idempotency;
 pub mod invoices;
 pub mod merchants;
+pub mod static_addresses;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -1,0 +1,185 @@
+//! `POST /api/v1/static-addresses`, `GET /api/v1/static-addresses[/{id}]`,
+//! `POST /api/v1/static-addresses/{id}/disable`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
+use depositd_core::store::api_keys::Scope;
+use depositd_core::store::deposit_addresses::{self, AddressPurpose};
+use depositd_core::store::{StoreError, events, static_addresses};
+use depositd_core::time::now_ms;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::extract;
+use crate::idempotency::{self, Begin};
+use crate::state::AppState;
+use crate::validate;
+
+const CREATE_ENDPOINT: &str = "POST /api/v1/static-addresses";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStaticAddress {
+    pub customer_id: String,
+    pub chain: Option<String>,
+    pub asset: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub callback_url: Option<String>,
+}
+
+fn resource(state: &AppState, address: &StaticAddress) -> StaticAddressResource {
+    let token = state.config.chain(&address.chain).and_then(|c| c.asset(&address.asset)).and_then(|a| a.token_address);
+    StaticAddressResource::build(address, token)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::InvoicesWrite)?;
+    let value = extract::json_object(&super::body(body)?)?;
+    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(guard) => guard,
+    };
+    let request: CreateStaticAddress = extract::typed(value)?;
+    let settings = &state.config.settings;
+    let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
+    let chain_name = request.chain.unwrap_or_else(|| settings.chains.default_chain.clone());
+    let chain = state.config.chain(&chain_name).ok_or_else(|| {
+        ApiError::invalid("chain", "unsupported_chain", format!("chain {chain_name:?} is not enabled on this server"))
+    })?;
+    let asset_symbol = request.asset.unwrap_or_else(|| settings.chains.default_asset.clone());
+    let asset = chain.asset(&asset_symbol).ok_or_else(|| {
+        ApiError::invalid(
+            "asset",
+            "unsupported_asset",
+            format!("asset {asset_symbol:?} is not accepted on {}", chain.name),
+        )
+    })?;
+    let metadata = validate::metadata(request.metadata)?;
+    let callback_url = validate::url("callback_url", request.callback_url, settings.invoices.allow_http_urls)?;
+
+    let mut tx = state.store.begin().await?;
+    let deposit = deposit_addresses::allocate(&mut tx, &state.wallet, AddressPurpose::Static).await?;
+    let address = StaticAddress {
+        id: Uuid::now_v7(),
+        merchant_id: auth.merchant.id,
+        customer_id,
+        chain: chain.name.clone(),
+        chain_id: chain.chain_id,
+        asset: asset.symbol.to_owned(),
+        deposit_address_id: deposit.id,
+        address: deposit.address,
+        metadata,
+        callback_url,
+        status: StaticAddressStatus::Active,
+        created_at: now_ms(),
+        disabled_at: None,
+    };
+    static_addresses::insert(&mut tx, &address).await?;
+    let resource = StaticAddressResource::build(&address, asset.token_address);
+    events::record(&mut tx, address.merchant_id, "static_address.created", "static_address", address.id, &resource)
+        .await?;
+    let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
+    if let Some(guard) = &guard {
+        guard.complete(&mut tx, StatusCode::CREATED, &body).await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    if let Some(guard) = guard {
+        guard.disarm();
+    }
+    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<StaticAddressResource>, ApiError> {
+    auth.require(Scope::InvoicesRead)?;
+    let id = extract::path_id("static address", &id)?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let address = static_addresses::get(&mut conn, auth.merchant.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("static address"))?;
+    Ok(Json(resource(&state, &address)))
+}
+
+#[derive(Serialize)]
+pub struct StaticAddressList {
+    object: &'static str,
+    data: Vec<StaticAddressResource>,
+    has_more: bool,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<StaticAddressList>, ApiError> {
+    auth.require(Scope::InvoicesRead)?;
+    let mut page = extract::Page::default();
+    let (mut customer_id, mut status) = (None, None);
+    for (name, value) in &params {
+        if page.accept(name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "customer_id" => customer_id = Some(value.as_str()),
+            "status" => {
+                status = Some(value.parse().map_err(|e: String| ApiError::invalid("status", "invalid_parameter", e))?)
+            }
+            other => return Err(extract::unknown_query_parameter(other)),
+        }
+    }
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut found =
+        static_addresses::list(&mut conn, auth.merchant.id, customer_id, status, page.starting_after, page.limit + 1)
+            .await?;
+    let has_more = found.len() > page.limit as usize;
+    found.truncate(page.limit as usize);
+    let data = found.iter().map(|a| resource(&state, a)).collect();
+    Ok(Json(StaticAddressList { object: "list", data, has_more }))
+}
+
+pub async fn disable(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<StaticAddressResource>, ApiError> {
+    auth.require(Scope::InvoicesWrite)?;
+    let id = extract::path_id("static address", &id)?;
+    let mut tx = state.store.begin().await?;
+    let Some(before) = static_addresses::get(&mut tx, auth.merchant.id, id).await? else {
+        return Err(ApiError::not_found("static address"));
+    };
+    static_addresses::disable(&mut tx, auth.merchant.id, id).await?;
+    let address = static_addresses::get(&mut tx, auth.merchant.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("static address"))?;
+    let resource = resource(&state, &address);
+    if before.status == StaticAddressStatus::Active {
+        events::record(
+            &mut tx,
+            address.merchant_id,
+            "static_address.disabled",
+            "static_address",
+            address.id,
+            &resource,
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Json(resource))
+}

@@ -1,0 +1,204 @@
+//! Static address rows, and the paid invoice auto-created for each deposit to one.
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{Conn, StoreError, invoices, merchants, parse_column};
+use crate::config::AssetRef;
+use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus};
+use crate::money::BaseUnits;
+use crate::static_address::{StaticAddress, StaticAddressStatus};
+use crate::time::now_ms;
+
+const COLUMNS: &str = "id, merchant_id, customer_id, chain, chain_id, asset, deposit_address_id, address, metadata, \
+    callback_url, status, created_at, disabled_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    merchant_id: String,
+    customer_id: String,
+    chain: String,
+    chain_id: i64,
+    asset: String,
+    deposit_address_id: String,
+    address: String,
+    metadata: Option<String>,
+    callback_url: Option<String>,
+    status: String,
+    created_at: i64,
+    disabled_at: Option<i64>,
+}
+
+impl TryFrom<Row> for StaticAddress {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        Ok(StaticAddress {
+            id: parse_column("static_addresses.id", &r.id)?,
+            merchant_id: parse_column("static_addresses.merchant_id", &r.merchant_id)?,
+            customer_id: r.customer_id,
+            chain: r.chain,
+            chain_id: r.chain_id as u64,
+            asset: r.asset,
+            deposit_address_id: parse_column("static_addresses.deposit_address_id", &r.deposit_address_id)?,
+            address: parse_column("static_addresses.address", &r.address)?,
+            metadata: r
+                .metadata
+                .map(|m| {
+                    serde_json::from_str(&m).map_err(|e| StoreError::Corrupt(format!("static_addresses.metadata: {e}")))
+                })
+                .transpose()?,
+            callback_url: r.callback_url,
+            status: parse_column("static_addresses.status", &r.status)?,
+            created_at: r.created_at,
+            disabled_at: r.disabled_at,
+        })
+    }
+}
+
+#[tracing::instrument(skip_all, fields(static_address_id = %s.id))]
+pub async fn insert(conn: &mut Conn, s: &StaticAddress) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO static_addresses ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    )))
+    .bind(s.id.to_string())
+    .bind(s.merchant_id.to_string())
+    .bind(&s.customer_id)
+    .bind(&s.chain)
+    .bind(s.chain_id as i64)
+    .bind(&s.asset)
+    .bind(s.deposit_address_id.to_string())
+    .bind(s.address.to_checksum(None))
+    .bind(s.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()))
+    .bind(&s.callback_url)
+    .bind(s.status.as_str())
+    .bind(s.created_at)
+    .bind(s.disabled_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<StaticAddress>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM static_addresses WHERE id = $1 AND merchant_id = $2"
+    )))
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(StaticAddress::try_from).transpose()
+}
+
+/// The active static address at `address` on `chain_id`, if any (the watcher's lookup).
+#[tracing::instrument(skip(conn))]
+pub async fn find_active_by_address(
+    conn: &mut Conn,
+    chain_id: u64,
+    address: &str,
+) -> Result<Option<StaticAddress>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM static_addresses WHERE chain_id = $1 AND address = $2 AND status = 'active'"
+    )))
+    .bind(chain_id as i64)
+    .bind(address)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(StaticAddress::try_from).transpose()
+}
+
+/// Newest first; `starting_after` is a cursor (ids are time-ordered).
+#[tracing::instrument(skip(conn))]
+pub async fn list(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    customer_id: Option<&str>,
+    status: Option<StaticAddressStatus>,
+    starting_after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<StaticAddress>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM static_addresses WHERE merchant_id = $1 AND ($2 IS NULL OR customer_id = $2) \
+         AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+    )))
+    .bind(merchant_id.to_string())
+    .bind(customer_id)
+    .bind(status.map(|s| s.as_str()))
+    .bind(starting_after.map(|id| id.to_string()))
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(StaticAddress::try_from).collect()
+}
+
+/// Disables an address: later deposits are no longer credited to an auto-invoice. Idempotent.
+#[tracing::instrument(skip(conn))]
+pub async fn disable(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE static_addresses SET status = 'disabled', disabled_at = COALESCE(disabled_at, $1) WHERE id = $2 AND merchant_id = $3",
+    )
+    .bind(now_ms())
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Auto-creates the `paid` invoice for one confirmed deposit of `amount` to `static_address`.
+/// Call in the transaction that records the deposit, so the two commit together. The merchant's
+/// current fee applies; the invoice is priced in the deposited asset itself.
+#[tracing::instrument(skip_all, fields(static_address_id = %static_address.id))]
+pub async fn create_deposit_invoice(
+    conn: &mut Conn,
+    static_address: &StaticAddress,
+    asset: AssetRef<'_>,
+    amount: BaseUnits,
+) -> Result<Invoice, StoreError> {
+    let merchant = merchants::get(conn, static_address.merchant_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("static address {} has no merchant", static_address.id)))?;
+    let whole: Decimal = amount.to_display(asset.decimals).parse().map_err(|_| {
+        StoreError::Corrupt(format!("deposit of {amount} base units is too large for an invoice amount"))
+    })?;
+    let fee =
+        amount.percent_floor(merchant.fee_percent).map_err(|e| StoreError::Corrupt(format!("merchant fee: {e}")))?;
+    let now = now_ms();
+    let invoice = Invoice {
+        id: Uuid::now_v7(),
+        merchant_id: merchant.id,
+        external_id: None,
+        status: InvoiceStatus::Paid,
+        payment_flags: Vec::new(),
+        amount: whole,
+        currency: asset.symbol.to_owned(),
+        conversion_rate: Decimal::ONE,
+        chain: static_address.chain.clone(),
+        chain_id: static_address.chain_id,
+        asset: asset.symbol.to_owned(),
+        token_address: asset.token_address,
+        decimals: asset.decimals,
+        deposit_address_id: static_address.deposit_address_id,
+        address: static_address.address,
+        amount_base_units: amount,
+        fee_base_units: fee,
+        merchant_amount_base_units: amount.checked_sub(fee).unwrap_or_default(),
+        amount_paid_base_units: amount,
+        details: InvoiceDetails {
+            customer_id: Some(static_address.customer_id.clone()),
+            metadata: static_address.metadata.clone(),
+            callback_url: static_address.callback_url.clone(),
+            ..InvoiceDetails::default()
+        },
+        receiver_override_address: None,
+        static_address_id: Some(static_address.id),
+        session_token: Invoice::new_session_token(),
+        created_at: now,
+        expires_at: now,
+        finished_at: Some(now),
+        updated_at: now,
+    };
+    invoices::insert(conn, &invoice).await?;
+    Ok(invoice)
+}
