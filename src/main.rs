@@ -11,9 +11,21 @@ async fn main() -> std::process::ExitCode {
     match depositd::commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the whole context chain on one line: "cannot X: because Y: because Z".
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The cause chain on one line, "cannot X: because Y: because Z", skipping a cause whose text the
+/// previous message already contains (some libraries repeat their source in their own message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|previous| previous.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
 }

@@ -83,17 +83,25 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The error body of every failed request.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// `invalid_request_error`, `authentication_error`, `permission_error`, `rate_limit_error` or `api_error`.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     kind: &'a str,
+    /// Stable, machine-readable: switch on this.
+    #[schema(value_type = String)]
     code: &'a str,
+    /// For humans; may change.
     message: String,
+    /// The offending request field, when there is one.
+    #[schema(value_type = Option<String>)]
     param: Option<&'a str>,
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use depositd_core::store::idempotency::{self, Claim};
-use depositd_core::store::{Conn, Store};
+use depositd_core::store::{Conn, Store, Tx};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -123,4 +123,17 @@ pub async fn begin(
             }
         }
     }
+}
+
+/// Finishes a creating request: stores the response with the key (if any) in `tx`, commits, and
+/// answers 201 with exactly the stored bytes.
+pub async fn commit_created(guard: Option<IdempotencyGuard>, mut tx: Tx, body: String) -> Result<Response, ApiError> {
+    if let Some(guard) = &guard {
+        guard.complete(&mut tx, StatusCode::CREATED, &body).await?;
+    }
+    tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
+    if let Some(guard) = guard {
+        guard.disarm();
+    }
+    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }

@@ -15,6 +15,7 @@
 //! - [`extract`], [`validate`]: request parsing and field rules; every 400 names its `param`.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests.
 //! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
+//! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
 //! - [`routes`]: handlers, one module per resource.
 
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod expiry;
 pub mod extract;
 pub mod idempotency;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -1,8 +1,32 @@
 //! Field validation shared by the API's resources. Each function names its `param` in the error.
 
+use depositd_core::config::{AssetRef, ChainConfig, Config};
 use rust_decimal::Decimal;
 
 use crate::error::ApiError;
+
+/// The requested chain and asset (or the configured defaults): an enabled chain and an asset it accepts.
+pub fn chain_and_asset(
+    config: &Config,
+    chain: Option<String>,
+    asset: Option<String>,
+) -> Result<(&ChainConfig, AssetRef<'_>), ApiError> {
+    let defaults = &config.settings.chains;
+    let chain_name = chain.unwrap_or_else(|| defaults.default_chain.clone());
+    let chain = config.chain(&chain_name).ok_or_else(|| {
+        ApiError::invalid("chain", "unsupported_chain", format!("chain {chain_name:?} is not enabled on this server"))
+    })?;
+    let symbol = asset.unwrap_or_else(|| defaults.default_asset.clone());
+    let asset = chain.asset(&symbol).ok_or_else(|| {
+        let accepted = chain.asset_symbols().join(", ");
+        ApiError::invalid(
+            "asset",
+            "unsupported_asset",
+            format!("asset {symbol:?} is not accepted on {} (accepted: {accepted})", chain.name),
+        )
+    })?;
+    Ok((chain, asset))
+}
 
 /// An optional text field: if present, 1..=`max` characters without control characters.
 pub fn text(param: &str, value: Option<String>, max: usize) -> Result<Option<String>, ApiError> {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::money::BaseUnits;
 
 /// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Awaiting payment.
@@ -78,7 +78,7 @@ impl std::str::FromStr for InvoiceStatus {
 }
 
 /// Facts about how an invoice was paid, beside its status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentFlag {
     Underpaid,
@@ -226,7 +226,7 @@ impl SessionSigner {
 }
 
 /// A deposit as shown in an invoice's `payments`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PaymentView {
     pub id: Uuid,
     pub tx_hash: String,
@@ -241,7 +241,7 @@ pub struct PaymentView {
 }
 
 /// `pay`: what the payer must do.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PayInstructions {
     pub chain: String,
     pub chain_id: u64,
@@ -256,8 +256,10 @@ pub struct PayInstructions {
 }
 
 /// The invoice as the API returns it and as webhooks carry it. Timestamps are epoch seconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct InvoiceResource {
+    /// Always `invoice`.
+    #[schema(value_type = String)]
     pub object: &'static str,
     pub id: Uuid,
     pub external_id: Option<String>,
@@ -280,10 +282,13 @@ pub struct InvoiceResource {
     pub checkout_url: String,
     pub session_token: String,
     pub signature: String,
+    /// `{"x-session-token": ..., "x-signature": ...}` for browser calls to `/api/v1/payments/*`.
+    #[schema(value_type = Object)]
     pub payment_session_headers: serde_json::Value,
     pub description: Option<String>,
     pub customer_id: Option<String>,
     pub customer_email: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub title: Option<String>,
     pub footer: Option<String>,

@@ -153,6 +153,19 @@ impl<'de> Deserialize<'de> for BaseUnits {
     }
 }
 
+/// In the OpenAPI document: a string of decimal digits (JSON numbers cannot carry U256 exactly).
+impl utoipa::PartialSchema for BaseUnits {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,78}$"))
+            .description(Some("Token amount in base units (the token's smallest unit), as a decimal string"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for BaseUnits {}
+
 // Stored as TEXT on both backends: encode/decode through the string form.
 impl sqlx::Type<sqlx::Any> for BaseUnits {
     fn type_info() -> sqlx::any::AnyTypeInfo {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// Whether deposits to the address are still watched and credited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StaticAddressStatus {
     Active,
@@ -51,8 +51,10 @@ pub struct StaticAddress {
 }
 
 /// The static address as the API returns it and webhooks carry it. Timestamps are epoch seconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StaticAddressResource {
+    /// Always `static_address`.
+    #[schema(value_type = String)]
     pub object: &'static str,
     pub id: Uuid,
     pub customer_id: String,
@@ -63,6 +65,7 @@ pub struct StaticAddressResource {
     pub address: String,
     /// EIP-681 link without an amount: the payer chooses how much to deposit.
     pub payment_uri: String,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub callback_url: Option<String>,
     pub status: StaticAddressStatus,

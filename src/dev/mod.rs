@@ -283,6 +283,12 @@ fn print_quick_start(info: &DevInfo, dir: &Path) {
          \n  tokens       {tokens}\
          \n  payer        {payer}  (1,000,000 USDC and USDT; private key in dev.json)\
          \n  files        {dir}/dev.json, {dir}/depositd.toml\
+         \n\nCreate an invoice:\
+         \n  curl -s {api}/api/v1/invoices -H 'x-api-key: {key}' -H 'Idempotency-Key: my-order-1' \\\
+         \n       -H 'content-type: application/json' -d '{{\"amount\": \"19.99\", \"currency\": \"USD\"}}'\
+         \nPay it: send pay.amount of USDC to pay.address from the payer (import its key from dev.json into a\
+         \nwallet on network {rpc}, chain id {chain_id}; or `cast send` if you have Foundry). Follow it with\
+         \n  curl -s {api}/api/v1/invoices/<id> -H 'x-api-key: {key}'\
          \n\nOther commands against this instance: depositd --config {dir}/depositd.toml <command>\
          \nPress Ctrl-C to stop.\n",
         api = info.api_url,

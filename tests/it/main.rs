@@ -10,5 +10,6 @@ mod cli;
 mod dev;
 mod helpers;
 mod invoices;
+mod openapi;
 mod static_addresses;
 mod store;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
 use depositd_core::pricing::PricingError;
@@ -30,10 +30,11 @@ use crate::validate;
 const CREATE_ENDPOINT: &str = "POST /api/v1/invoices";
 
 /// The request body (seed 001 with the additions of seeds 003 and 004). Unknown fields are refused.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoice {
-    /// Decimal string or JSON number, in `currency`.
+    /// Decimal string (`"19.99"`) or JSON number, in `currency`; 0.01 to 100000099.99 by default.
+    #[schema(schema_with = crate::openapi::amount_schema)]
     pub amount: serde_json::Value,
     pub currency: Option<String>,
     pub asset: Option<String>,
@@ -41,8 +42,10 @@ pub struct CreateInvoice {
     pub description: Option<String>,
     pub customer_id: Option<String>,
     pub external_id: Option<String>,
+    /// At most 50 keys with string, number or boolean values, at most 5 KB serialized.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
-    /// Milliseconds.
+    /// Milliseconds, 1 to 2592000000 (30 days); default 12 hours.
     pub expires_in: Option<u64>,
     pub receiver_override: Option<bool>,
     pub receiver_override_address: Option<String>,
@@ -57,6 +60,21 @@ pub struct CreateInvoice {
     pub questions: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/invoices", tag = "invoices",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Safe retries: the same key and body replay the first response")),
+    request_body = CreateInvoice,
+    responses(
+        (status = 201, description = "Invoice created", body = InvoiceResource),
+        (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks invoices:write", body = crate::error::ErrorBody),
+        (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "An exchange rate is unavailable", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -97,36 +115,15 @@ pub async fn create(
     let resource = InvoiceResource::build(&invoice, Vec::new(), &state.config.settings.api.public_url, &state.sessions);
     events::record(&mut tx, invoice.merchant_id, "invoice.created", "invoice", invoice.id, &resource).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    if let Some(guard) = &guard {
-        guard.complete(&mut tx, StatusCode::CREATED, &body).await?;
-    }
-    tx.commit().await.map_err(StoreError::from)?;
-    if let Some(guard) = guard {
-        guard.disarm();
-    }
+    let response = idempotency::commit_created(guard, tx, body).await?;
     tracing::info!(invoice_id = %invoice.id, merchant_id = %invoice.merchant_id, "invoice created");
-    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(response)
 }
 
 /// Validates the request and prices it. The deposit address is filled in by the caller.
 fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> Result<Invoice, ApiError> {
     let settings = &state.config.settings;
-    let chain_name = req.chain.unwrap_or_else(|| settings.chains.default_chain.clone());
-    let chain = state.config.chain(&chain_name).ok_or_else(|| {
-        ApiError::invalid("chain", "unsupported_chain", format!("chain {chain_name:?} is not enabled on this server"))
-    })?;
-    let asset_symbol = req.asset.unwrap_or_else(|| settings.chains.default_asset.clone());
-    let asset = chain.asset(&asset_symbol).ok_or_else(|| {
-        ApiError::invalid(
-            "asset",
-            "unsupported_asset",
-            format!(
-                "asset {asset_symbol:?} is not accepted on {} (accepted: {})",
-                chain.name,
-                chain.asset_symbols().join(", ")
-            ),
-        )
-    })?;
+    let (chain, asset) = validate::chain_and_asset(&state.config, req.chain, req.asset)?;
     let currency = req.currency.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_else(|| "USD".into());
     let is_iso = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
     if !(is_iso || chain.asset(&currency).is_some()) || !state.pricer.knows(&currency) {
@@ -248,6 +245,15 @@ pub async fn resource(state: &AppState, conn: &mut Conn, invoice: &Invoice) -> R
     Ok(InvoiceResource::build(invoice, payments, &state.config.settings.api.public_url, &state.sessions))
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/invoices/{id}", tag = "invoices",
+    params(("id" = Uuid, Path, description = "Invoice id")),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceResource),
+        (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -261,13 +267,31 @@ pub async fn get(
     Ok(Json(resource(&state, &mut conn, &invoice).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct InvoiceList {
+    /// Always `list`.
+    #[schema(value_type = String)]
     object: &'static str,
     data: Vec<InvoiceResource>,
     has_more: bool,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/invoices", tag = "invoices",
+    params(
+        ("status" = Option<InvoiceStatus>, Query, description = "Only invoices in this status"),
+        ("external_id" = Option<String>, Query, description = "Only the invoice with this external id"),
+        ("customer_id" = Option<String>, Query, description = "Only this customer's invoices"),
+        ("created_after" = Option<i64>, Query, description = "Epoch seconds, exclusive"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Invoices, newest first", body = InvoiceList),
+        (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -313,6 +337,16 @@ pub async fn list(
     Ok(Json(InvoiceList { object: "list", data, has_more }))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/invoices/{id}/cancel", tag = "invoices",
+    params(("id" = Uuid, Path, description = "Invoice id")),
+    responses(
+        (status = 200, description = "The cancelled invoice", body = InvoiceResource),
+        (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
+        (status = 409, description = "Not pending, or something was paid", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     auth: Authenticated,

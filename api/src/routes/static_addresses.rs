@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::deposit_addresses::{self, AddressPurpose};
@@ -25,12 +25,13 @@ use crate::validate;
 
 const CREATE_ENDPOINT: &str = "POST /api/v1/static-addresses";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateStaticAddress {
     pub customer_id: String,
     pub chain: Option<String>,
     pub asset: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub callback_url: Option<String>,
 }
@@ -40,6 +41,17 @@ fn resource(state: &AppState, address: &StaticAddress) -> StaticAddressResource 
     StaticAddressResource::build(address, token)
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/static-addresses", tag = "static addresses",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Safe retries")),
+    request_body = CreateStaticAddress,
+    responses(
+        (status = 201, description = "Static address created", body = StaticAddressResource),
+        (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
+        (status = 409, description = "Idempotency conflict", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -55,18 +67,7 @@ pub async fn create(
     let request: CreateStaticAddress = extract::typed(value)?;
     let settings = &state.config.settings;
     let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
-    let chain_name = request.chain.unwrap_or_else(|| settings.chains.default_chain.clone());
-    let chain = state.config.chain(&chain_name).ok_or_else(|| {
-        ApiError::invalid("chain", "unsupported_chain", format!("chain {chain_name:?} is not enabled on this server"))
-    })?;
-    let asset_symbol = request.asset.unwrap_or_else(|| settings.chains.default_asset.clone());
-    let asset = chain.asset(&asset_symbol).ok_or_else(|| {
-        ApiError::invalid(
-            "asset",
-            "unsupported_asset",
-            format!("asset {asset_symbol:?} is not accepted on {}", chain.name),
-        )
-    })?;
+    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset)?;
     let metadata = validate::metadata(request.metadata)?;
     let callback_url = validate::url("callback_url", request.callback_url, settings.invoices.allow_http_urls)?;
 
@@ -92,16 +93,18 @@ pub async fn create(
     events::record(&mut tx, address.merchant_id, "static_address.created", "static_address", address.id, &resource)
         .await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    if let Some(guard) = &guard {
-        guard.complete(&mut tx, StatusCode::CREATED, &body).await?;
-    }
-    tx.commit().await.map_err(StoreError::from)?;
-    if let Some(guard) = guard {
-        guard.disarm();
-    }
-    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    idempotency::commit_created(guard, tx, body).await
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/static-addresses/{id}", tag = "static addresses",
+    params(("id" = Uuid, Path, description = "Static address id")),
+    responses(
+        (status = 200, description = "The static address", body = StaticAddressResource),
+        (status = 404, description = "No such static address", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -116,13 +119,26 @@ pub async fn get(
     Ok(Json(resource(&state, &address)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StaticAddressList {
+    /// Always `list`.
+    #[schema(value_type = String)]
     object: &'static str,
     data: Vec<StaticAddressResource>,
     has_more: bool,
 }
 
+#[utoipa::path(
+    get, path = "/api/v1/static-addresses", tag = "static addresses",
+    params(
+        ("customer_id" = Option<String>, Query, description = "Only this customer's addresses"),
+        ("status" = Option<StaticAddressStatus>, Query, description = "active or disabled"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+    ),
+    responses((status = 200, description = "Static addresses, newest first", body = StaticAddressList)),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -153,6 +169,15 @@ pub async fn list(
     Ok(Json(StaticAddressList { object: "list", data, has_more }))
 }
 
+#[utoipa::path(
+    post, path = "/api/v1/static-addresses/{id}/disable", tag = "static addresses",
+    params(("id" = Uuid, Path, description = "Static address id")),
+    responses(
+        (status = 200, description = "The disabled static address", body = StaticAddressResource),
+        (status = 404, description = "No such static address", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn disable(
     State(state): State<AppState>,
     auth: Authenticated,

@@ -29,9 +29,12 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, ConnectOptions, Executor};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 use crate::secret::DatabaseUrl;
+
+/// How long start-up waits for the database, and requests wait for a pooled connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A transaction on either backend.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -53,11 +56,16 @@ pub enum StoreError {
         "database URL {url} names the `{backend}` backend, which this build does not include (rebuild with --features {backend})"
     )]
     BackendNotCompiled { backend: &'static str, url: String },
-    #[error("cannot connect to the database at {url}: {source}")]
+    // Messages never repeat their source: `{:#}` (anyhow) and the logs print the chain.
+    #[error("cannot connect to the database at {url}")]
     Connect { url: String, source: sqlx::Error },
-    #[error("cannot create the database directory {path}: {source}")]
+    #[error(
+        "cannot connect to the database at {url}: no connection within {seconds} s (is the server running and reachable?)"
+    )]
+    ConnectTimeout { url: String, seconds: u64 },
+    #[error("cannot create the database directory {path}")]
     CreateDir { path: String, source: std::io::Error },
-    #[error("database migration failed: {0}")]
+    #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a row already exists with this {0}")]
     Conflict(&'static str),
@@ -168,8 +176,21 @@ impl Store {
             .map_err(|source| StoreError::Connect { url: url.redacted(), source })?
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1))
             .log_statements(tracing::log::LevelFilter::Trace);
+        // One direct attempt first: a pool reports every failure as "timed out", while a plain
+        // connection says why (refused, unknown host, bad password, no such database). sqlx itself
+        // retries a refused connection until its timeout and then also says only "timed out".
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, sqlx::AnyConnection::connect_with(&options))
+            .await
+            .map_err(|_| StoreError::ConnectTimeout { url: url.redacted(), seconds: CONNECT_TIMEOUT.as_secs() })?
+            .map_err(|source| match source {
+                sqlx::Error::PoolTimedOut => {
+                    StoreError::ConnectTimeout { url: url.redacted(), seconds: CONNECT_TIMEOUT.as_secs() }
+                }
+                source => StoreError::Connect { url: url.redacted(), source },
+            })?;
+        probe.close().await.ok();
         let mut pool_options =
-            AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(Duration::from_secs(10));
+            AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(CONNECT_TIMEOUT);
         if backend == Backend::Sqlite {
             // WAL lets readers proceed while one writer commits; NORMAL sync is durable across
             // process crashes in WAL mode (only an OS crash can lose the last commits).

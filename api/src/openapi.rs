@@ -1,0 +1,46 @@
+//! The OpenAPI 3.1 document, generated from the handlers and types (utoipa) and served at
+//! `GET /openapi.json`. A test validates real responses against it.
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{invoices, static_addresses};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "depositd merchant API", description = "Invoices, static addresses and (as they land) balances, ledger, payouts and webhooks."),
+    paths(
+        invoices::create, invoices::get, invoices::list, invoices::cancel,
+        static_addresses::create, static_addresses::get, static_addresses::list, static_addresses::disable,
+    ),
+    components(schemas(crate::error::ErrorBody, depositd_core::money::BaseUnits)),
+    modifiers(&SecuritySchemes)
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `amount`: a decimal string or a JSON number.
+pub fn amount_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[0-9]+(\.[0-9]+)?$")))
+        .item(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.01)))
+}
+
+/// The document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+}
