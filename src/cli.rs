@@ -88,6 +88,12 @@ pub enum MerchantCommand {
         /// The operator's fee in percent of each payment, e.g. 1.5.
         #[arg(long, default_value = "0")]
         fee_percent: rust_decimal::Decimal,
+        /// Smallest invoice amount (in the invoice currency); default: the server's invoices.min_amount.
+        #[arg(long)]
+        min_amount: Option<rust_decimal::Decimal>,
+        /// Largest invoice amount; default: the server's invoices.max_amount.
+        #[arg(long)]
+        max_amount: Option<rust_decimal::Decimal>,
     },
     /// List merchants.
     List,

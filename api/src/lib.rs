@@ -16,6 +16,7 @@
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests.
 //! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
+//! - [`price_feed`]: keeps the optional HTTP price feed's rates fresh for the pricer.
 //! - [`routes`]: handlers, one module per resource.
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod expiry;
 pub mod extract;
 pub mod idempotency;
 pub mod openapi;
+pub mod price_feed;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -38,31 +38,63 @@ pub struct Quote {
 }
 
 /// Prices invoices from the configured rates.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pricer {
     settings: PricingSettings,
+    /// The latest snapshot of the HTTP price feed, when one is configured.
+    feed: std::sync::RwLock<Option<FeedSnapshot>>,
+}
+
+/// Rates from the price feed, and when they were current.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedSnapshot {
+    /// Price of one unit in USD, by upper-case symbol.
+    pub usd_rates: std::collections::BTreeMap<String, Decimal>,
+    /// Epoch milliseconds the rates are as of (the feed's timestamp, else when they were fetched).
+    pub as_of_ms: i64,
 }
 
 impl Pricer {
     pub fn new(settings: PricingSettings) -> Pricer {
-        Pricer { settings }
+        Pricer { settings, feed: std::sync::RwLock::new(None) }
     }
 
-    /// The price of one unit of `symbol` in USD.
+    /// Replaces the feed snapshot (called by the feed refresher).
+    pub fn update_feed(&self, snapshot: FeedSnapshot) {
+        *self.feed.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(snapshot);
+    }
+
+    /// The price of one unit of `symbol` in USD. Order: the static table (fixed rates, as in dev
+    /// and tests), then the feed (refused when older than `max_rate_age_secs`), then USD pegs.
     pub fn usd_rate(&self, symbol: &str) -> Result<Decimal, PricingError> {
         let symbol = symbol.to_ascii_uppercase();
         if let Some(rate) = self.settings.static_usd_rates.get(&symbol) {
             return Ok(*rate);
         }
+        if let Some(feed) = self.feed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
+            && let Some(rate) = feed.usd_rates.get(&symbol)
+        {
+            let age_ms = crate::time::now_ms().saturating_sub(feed.as_of_ms);
+            let max_age_ms = i64::try_from(self.settings.max_rate_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            return if age_ms <= max_age_ms { Ok(*rate) } else { Err(PricingError::RateUnavailable(symbol)) };
+        }
         if symbol == "USD" || self.settings.usd_pegged.contains(&symbol) {
             return Ok(Decimal::ONE);
+        }
+        if self.settings.feed_url.is_some() && !self.feed_loaded() {
+            // The feed has not answered yet: it may well know this currency.
+            return Err(PricingError::RateUnavailable(symbol));
         }
         Err(PricingError::UnknownCurrency(symbol))
     }
 
-    /// Whether `symbol` can be used as an invoice currency.
+    fn feed_loaded(&self) -> bool {
+        self.feed.read().unwrap_or_else(|poisoned| poisoned.into_inner()).is_some()
+    }
+
+    /// Whether `symbol` can be priced at all (possibly not right now: see [`PricingError::RateUnavailable`]).
     pub fn knows(&self, symbol: &str) -> bool {
-        self.usd_rate(symbol).is_ok()
+        !matches!(self.usd_rate(symbol), Err(PricingError::UnknownCurrency(_)))
     }
 
     /// Prices `amount` of `currency` in `asset`.
@@ -103,6 +135,8 @@ mod tests {
             max_rate_age_secs: 300,
             usd_pegged: vec!["USDC".into()],
             static_usd_rates: rates,
+            feed_url: None,
+            feed_refresh_secs: 60,
         })
     }
 
@@ -138,6 +172,25 @@ mod tests {
         assert_eq!(quote.pay_amount, BaseUnits::from(12_345_678));
         // More precision than the token has is rounded up, never down.
         assert_eq!(pricer().quote(dec("0.0000001"), "USDC", USDC).unwrap().pay_amount, BaseUnits::from(1));
+    }
+
+    #[test]
+    fn feed_rates_are_used_while_fresh() {
+        let mut settings = pricer().settings.clone();
+        settings.feed_url = Some("https://rates.example/usd.json".into());
+        let pricer = Pricer::new(settings);
+        // Configured but not loaded yet: unavailable (503), not unknown (400).
+        assert_eq!(pricer.usd_rate("GBP"), Err(PricingError::RateUnavailable("GBP".into())));
+        let now = crate::time::now_ms();
+        let rates = [("GBP".to_owned(), dec("1.27")), ("EUR".to_owned(), dec("9"))].into_iter().collect();
+        pricer.update_feed(FeedSnapshot { usd_rates: rates, as_of_ms: now });
+        assert_eq!(pricer.usd_rate("gbp"), Ok(dec("1.27")));
+        assert_eq!(pricer.usd_rate("EUR"), Ok(dec("1.08")), "the static table wins");
+        assert_eq!(pricer.usd_rate("XYZ"), Err(PricingError::UnknownCurrency("XYZ".into())));
+        let stale = [("GBP".to_owned(), dec("1.27"))].into_iter().collect();
+        pricer.update_feed(FeedSnapshot { usd_rates: stale, as_of_ms: now - 301_000 });
+        assert_eq!(pricer.usd_rate("GBP"), Err(PricingError::RateUnavailable("GBP".into())));
+        assert!(pricer.knows("GBP"));
     }
 
     #[test]

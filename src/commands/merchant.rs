@@ -9,14 +9,29 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
     let store = super::open_store(config).await?;
     let mut conn = store.pool().acquire().await?;
     match command {
-        MerchantCommand::Create { name, company_name, fee_percent } => {
+        MerchantCommand::Create { name, company_name, fee_percent, min_amount, max_amount } => {
             let name = name.trim().to_owned();
             anyhow::ensure!(!name.is_empty() && name.len() <= 255, "--name must be 1 to 255 characters");
             anyhow::ensure!(
                 fee_percent >= rust_decimal::Decimal::ZERO && fee_percent < rust_decimal::Decimal::ONE_HUNDRED,
                 "--fee-percent must be at least 0 and below 100"
             );
-            let merchant = merchants::insert(&mut conn, &NewMerchant { name, company_name, fee_percent }).await?;
+            if let (Some(min), Some(max)) = (min_amount, max_amount) {
+                anyhow::ensure!(min <= max, "--min-amount must not exceed --max-amount");
+            }
+            let positive = |v: Option<rust_decimal::Decimal>| v.is_none_or(|v| v > rust_decimal::Decimal::ZERO);
+            anyhow::ensure!(
+                positive(min_amount) && positive(max_amount),
+                "--min-amount and --max-amount must be greater than 0"
+            );
+            let new = NewMerchant {
+                name,
+                company_name,
+                fee_percent,
+                min_invoice_amount: min_amount,
+                max_invoice_amount: max_amount,
+            };
+            let merchant = merchants::insert(&mut conn, &new).await?;
             println!("{}", merchant.id);
         }
         MerchantCommand::List => {

@@ -250,6 +250,8 @@ async fn ensure_demo_merchant(config: &Config, previous: Option<&DevInfo>) -> an
             name: "Demo Shop".into(),
             company_name: Some("Demo Shop".into()),
             fee_percent: rust_decimal::Decimal::ONE,
+            min_invoice_amount: None,
+            max_invoice_amount: None,
         },
     )
     .await?;

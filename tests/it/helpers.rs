@@ -183,7 +183,13 @@ impl TestApp {
         let mut conn = self.store.pool().acquire().await.unwrap();
         let merchant = merchants::insert(
             &mut conn,
-            &NewMerchant { name: name.into(), company_name: None, fee_percent: Decimal::ONE },
+            &NewMerchant {
+                name: name.into(),
+                company_name: None,
+                fee_percent: Decimal::ONE,
+                min_invoice_amount: None,
+                max_invoice_amount: None,
+            },
         )
         .await
         .unwrap();

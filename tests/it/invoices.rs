@@ -22,6 +22,8 @@ both_backends!(
     cancel_only_while_unpaid,
     expiry_moves_unpaid_invoices_to_expired,
     rate_limits_answer_429_with_retry_after,
+    a_price_feed_prices_while_fresh_and_refuses_when_stale,
+    merchant_amount_bounds_replace_the_defaults,
 );
 
 const ALL: &[Scope] = &Scope::ALL;
@@ -494,4 +496,112 @@ async fn rate_limits_answer_429_with_retry_after(db: TestDb) {
         );
     }
     assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+async fn a_price_feed_prices_while_fresh_and_refuses_when_stale(db: TestDb) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    // A real HTTP price feed on loopback whose timestamp the test controls.
+    let as_of = Arc::new(AtomicI64::new(depositd_core::time::now_ms() / 1000));
+    let served = as_of.clone();
+    let feed = axum::Router::new().route(
+        "/usd.json",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { axum::Json(json!({"timestamp": served.load(Ordering::SeqCst), "rates": {"GBP": "1.25"}})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let feed_url = format!("http://{}/usd.json", listener.local_addr().unwrap());
+    let feed_server = tokio::spawn(async move { axum::serve(listener, feed).await.unwrap() });
+
+    let app = TestApp::spawn_with(&db, |c| c.settings.pricing.feed_url = Some(feed_url.clone())).await;
+    let (_, key) = app.merchant("Feed", ALL).await;
+    // Before the first refresh the feed's currencies are unavailable (503), not unknown (400).
+    assert_error(
+        app.create_invoice(&key, json!({"amount": "10", "currency": "GBP"})).await,
+        503,
+        "rate_unavailable",
+        None,
+    )
+    .await;
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let refresher = tokio::spawn(depositd_api::price_feed::run(
+        app.state.pricer.clone(),
+        feed_url,
+        std::time::Duration::from_millis(50),
+        shutdown.clone(),
+    ));
+    let priced = loop {
+        let response = app.create_invoice(&key, json!({"amount": "10", "currency": "GBP"})).await;
+        if response.status() == 201 {
+            break response.json::<Value>().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(priced["pay"]["amount"], "12.5", "10 GBP at 1.25 USD");
+    assert_eq!(priced["conversion_rate"], "0.8");
+
+    // The feed reports rates older than max_rate_age_secs: refused, not guessed.
+    as_of.store(depositd_core::time::now_ms() / 1000 - 10_000, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_error(
+        app.create_invoice(&key, json!({"amount": "10", "currency": "GBP"})).await,
+        503,
+        "rate_unavailable",
+        None,
+    )
+    .await;
+    // Static-table currencies are unaffected.
+    assert_eq!(app.create_invoice(&key, json!({"amount": "10", "currency": "EUR"})).await.status(), 201);
+
+    // The feed goes away: the last (stale) snapshot stays refused.
+    feed_server.abort();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_error(
+        app.create_invoice(&key, json!({"amount": "10", "currency": "GBP"})).await,
+        503,
+        "rate_unavailable",
+        None,
+    )
+    .await;
+    shutdown.cancel();
+    refresher.await.unwrap();
+}
+
+async fn merchant_amount_bounds_replace_the_defaults(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    let merchant = depositd_core::store::merchants::insert(
+        &mut conn,
+        &depositd_core::store::merchants::NewMerchant {
+            name: "Bounded".into(),
+            company_name: None,
+            fee_percent: rust_decimal::Decimal::ZERO,
+            min_invoice_amount: Some("5".parse().unwrap()),
+            max_invoice_amount: Some("50".parse().unwrap()),
+        },
+    )
+    .await
+    .unwrap();
+    let (_, key) = api_keys::create(&mut conn, merchant.id, api_keys::KeyMode::Test, ALL, None).await.unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    for amount in ["4.99", "50.01"] {
+        let error = assert_error(
+            app.create_invoice(&key, json!({"amount": amount})).await,
+            400,
+            "amount_out_of_range",
+            Some("amount"),
+        )
+        .await;
+        assert!(error["error"]["message"].as_str().unwrap().contains("between 5 and 50"), "{error}");
+    }
+    let ok: Value = app.create_invoice(&key, json!({"amount": "50"})).await.json().await.unwrap();
+    assert_eq!(
+        (ok["fee"].as_str(), ok["merchant_amount"].as_str()),
+        (Some("0"), Some("50")),
+        "a 0% fee merchant keeps everything"
+    );
 }

@@ -26,7 +26,13 @@ async fn new_merchant(store: &Store, name: &str) -> merchants::Merchant {
     let mut conn = store.pool().acquire().await.unwrap();
     merchants::insert(
         &mut conn,
-        &NewMerchant { name: name.into(), company_name: None, fee_percent: Decimal::new(15, 1) },
+        &NewMerchant {
+            name: name.into(),
+            company_name: None,
+            fee_percent: Decimal::new(15, 1),
+            min_invoice_amount: None,
+            max_invoice_amount: None,
+        },
     )
     .await
     .unwrap()

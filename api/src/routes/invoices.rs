@@ -136,7 +136,8 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
         ));
     }
     let amount = validate::amount(&req.amount)?;
-    let (min, max) = (settings.invoices.min_amount, settings.invoices.max_amount);
+    let min = auth.merchant.min_invoice_amount.unwrap_or(settings.invoices.min_amount);
+    let max = auth.merchant.max_invoice_amount.unwrap_or(settings.invoices.max_amount);
     if amount < min || amount > max {
         return Err(ApiError::invalid(
             "amount",

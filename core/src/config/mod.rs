@@ -126,6 +126,9 @@ pub struct PricingSettings {
     /// Price of one unit of a currency or asset in USD. Keys are upper-cased on load.
     #[serde(deserialize_with = "decimal_map")]
     pub static_usd_rates: BTreeMap<String, Decimal>,
+    /// Optional HTTP price feed: `GET` answers `{"timestamp": <epoch s>, "rates": {"EUR": "1.08", ...}}`.
+    pub feed_url: Option<String>,
+    pub feed_refresh_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,6 +203,14 @@ impl Config {
                 chain.asset_symbols().join(", ")
             )),
             Some(_) => {}
+        }
+        if let Some(url) = &s.pricing.feed_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            problems.push(format!("pricing.feed_url: `{url}` must be an http(s) URL"));
+        }
+        if s.pricing.feed_refresh_secs == 0 || s.pricing.feed_refresh_secs >= s.pricing.max_rate_age_secs {
+            problems.push("pricing.feed_refresh_secs: must be at least 1 and below pricing.max_rate_age_secs".into());
         }
         for (symbol, rate) in &s.pricing.static_usd_rates {
             if *rate <= Decimal::ZERO {

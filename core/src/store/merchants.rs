@@ -17,6 +17,9 @@ pub struct Merchant {
     pub fee_percent: Decimal,
     /// A payment this many percent short still counts as paid.
     pub payment_tolerance_percent: Decimal,
+    /// Invoice amount bounds in the invoice currency; `None` = the server's defaults.
+    pub min_invoice_amount: Option<Decimal>,
+    pub max_invoice_amount: Option<Decimal>,
     pub created_at: i64,
 }
 
@@ -54,6 +57,8 @@ struct MerchantRow {
     status: String,
     fee_percent: String,
     payment_tolerance_percent: String,
+    min_invoice_amount: Option<String>,
+    max_invoice_amount: Option<String>,
     created_at: i64,
 }
 
@@ -70,18 +75,29 @@ impl TryFrom<MerchantRow> for Merchant {
                 "merchants.payment_tolerance_percent",
                 &row.payment_tolerance_percent,
             )?,
+            min_invoice_amount: row
+                .min_invoice_amount
+                .map(|v| parse_column("merchants.min_invoice_amount", &v))
+                .transpose()?,
+            max_invoice_amount: row
+                .max_invoice_amount
+                .map(|v| parse_column("merchants.max_invoice_amount", &v))
+                .transpose()?,
             created_at: row.created_at,
         })
     }
 }
 
-const COLUMNS: &str = "id, name, company_name, status, fee_percent, payment_tolerance_percent, created_at";
+const COLUMNS: &str = "id, name, company_name, status, fee_percent, payment_tolerance_percent, min_invoice_amount, \
+    max_invoice_amount, created_at";
 
 #[derive(Debug, Clone)]
 pub struct NewMerchant {
     pub name: String,
     pub company_name: Option<String>,
     pub fee_percent: Decimal,
+    pub min_invoice_amount: Option<Decimal>,
+    pub max_invoice_amount: Option<Decimal>,
 }
 
 #[tracing::instrument(skip(conn))]
@@ -93,11 +109,13 @@ pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, Stor
         status: MerchantStatus::Active,
         fee_percent: new.fee_percent,
         payment_tolerance_percent: Decimal::ZERO,
+        min_invoice_amount: new.min_invoice_amount,
+        max_invoice_amount: new.max_invoice_amount,
         created_at: now_ms(),
     };
     sqlx::query(
-        "INSERT INTO merchants (id, name, company_name, status, fee_percent, payment_tolerance_percent, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO merchants (id, name, company_name, status, fee_percent, payment_tolerance_percent, \
+         min_invoice_amount, max_invoice_amount, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(merchant.id.to_string())
     .bind(&merchant.name)
@@ -105,6 +123,8 @@ pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, Stor
     .bind(merchant.status.as_str())
     .bind(merchant.fee_percent.to_string())
     .bind(merchant.payment_tolerance_percent.to_string())
+    .bind(merchant.min_invoice_amount.map(|v| v.to_string()))
+    .bind(merchant.max_invoice_amount.map(|v| v.to_string()))
     .bind(merchant.created_at)
     .execute(&mut *conn)
     .await?;
