@@ -312,6 +312,17 @@ async fn idempotency_replays_conflicts_and_releases(db: TestDb) {
     assert_error(bad, 400, "invalid_amount", Some("amount")).await;
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(post("fix-and-retry", json!({"amount": "3"})).await.unwrap().status(), 201);
+    // The same key on another endpoint is a conflict too.
+    let elsewhere = app
+        .client
+        .post(app.url("/api/v1/static-addresses"))
+        .header("x-api-key", &key)
+        .header("Idempotency-Key", "123e4567-e89b-42d3-a456-556642440000")
+        .json(&json!({"customer_id": "c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(elsewhere, 409, "idempotency_conflict", Some("Idempotency-Key")).await;
     // A malformed key is refused.
     let response = post(&"k".repeat(300), json!({"amount": "3"})).await.unwrap();
     assert_error(response, 400, "invalid_idempotency_key", Some("Idempotency-Key")).await;
