@@ -70,10 +70,12 @@ pub enum Component {
     Api,
     /// Moves unpaid invoices to `expired` at their `expires_at`.
     Expiry,
+    /// One chain watcher per enabled chain: detects, confirms and credits payments.
+    Watcher,
 }
 
 impl Component {
-    pub const ALL: [Component; 2] = [Component::Api, Component::Expiry];
+    pub const ALL: [Component; 3] = [Component::Api, Component::Expiry, Component::Watcher];
 }
 
 #[derive(Debug, Subcommand)]

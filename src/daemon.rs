@@ -73,6 +73,20 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                     });
                 }
             }
+            Component::Watcher => {
+                for chain in &config.chains {
+                    let watcher = depositd_watcher::ChainWatcher::new(
+                        chain.clone(),
+                        store.clone(),
+                        config.settings.api.public_url.clone(),
+                        state.sessions.clone(),
+                    )?;
+                    let token = shutdown.clone();
+                    tasks.spawn(
+                        async move { (Component::Watcher, watcher.run(token).await.map_err(anyhow::Error::from)) },
+                    );
+                }
+            }
             Component::Expiry => {
                 let (state, token) = (state.clone(), shutdown.clone());
                 tasks.spawn(async move {

@@ -7,6 +7,9 @@
 //! # Layout
 //! - [`config`]: layered settings (defaults, TOML file, `DEPOSITD__SECTION__KEY` environment) and
 //!   the per-chain files in `chains/`, validated at start-up with messages that name the key.
+//! - [`crediting`]: the single entry point for what a detected, confirmed or reorged deposit does
+//!   to its invoice (status rules, outbox events).
+//! - [`deposit`]: the deposit resource webhooks and the API show.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
@@ -20,6 +23,8 @@
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
 
 pub mod config;
+pub mod crediting;
+pub mod deposit;
 pub mod evm;
 pub mod invoice;
 pub mod money;

@@ -13,3 +13,4 @@ mod invoices;
 mod openapi;
 mod static_addresses;
 mod store;
+mod watcher;

@@ -150,8 +150,14 @@ async fn deposit_addresses_are_never_reused_under_concurrency(db: TestDb) {
         assert_eq!(allocated.address, wallet.deposit_address(allocated.derivation_index).unwrap());
     }
     let mut conn = store.pool().acquire().await.unwrap();
-    let stored = deposit_addresses::all(&mut conn).await.unwrap();
+    let stored = deposit_addresses::since(&mut conn, None).await.unwrap();
     assert_eq!(stored.len(), 16, "rolled-back allocations leave nothing behind");
+    let last = stored[7].derivation_index;
+    assert_eq!(
+        deposit_addresses::since(&mut conn, Some(last)).await.unwrap(),
+        stored[8..].to_vec(),
+        "incremental loading"
+    );
 }
 
 async fn chain_cursor_upserts(db: TestDb) {

@@ -1,11 +1,24 @@
 //! depositd's chain watcher: one task per configured chain that finds payments to watched
-//! addresses and records them exactly once.
+//! addresses, confirms them, survives reorgs, and credits each exactly once.
 //!
-//! Not implemented yet (issue 4, "Chain watcher"). What it will do, so the rest of the workspace
-//! can be read against it: scan `Transfer` logs of allow-listed token contracts and native
-//! transfers, match recipients against the in-memory set of deposit addresses, write deposits and
-//! the chain cursor in one store transaction, follow confirmations, and unwind reorgs.
-//! `depositd run` does not list a watcher component until this crate provides one.
+//! Each step ([`ChainWatcher::tick`]): top up the watched set; read the head; if the next block
+//! does not build on the cursor's block, unwind the reorg; otherwise fetch the next range of
+//! blocks (at most `max_block_range`), verify they form one chain, query `Transfer` logs of the
+//! allow-listed token contracts (by contract and topic0, never by recipient: recipients are
+//! matched in memory) and check each log's block hash against the fetched header, scan the
+//! blocks' transactions for native transfers (successful receipts only), then write deposits,
+//! block hashes and the cursor in one transaction; finally confirm deposits that are deep enough
+//! through `depositd_core::crediting`, the single entry point for invoice state.
+//!
+//! Not yet here (issue 4 continues): RPC failover across `rpc_urls`, backoff honouring
+//! `Retry-After`, adaptive `eth_getLogs` ranges, WebSocket head following, metrics.
 //!
 //! # Layout
-//! Empty until issue 4 lands.
+//! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
+//! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses, refreshed by HD index.
+
+pub mod chain;
+pub mod watched;
+
+pub use chain::{ChainWatcher, WatchError};
+pub use watched::WatchedSet;

@@ -57,19 +57,36 @@ pub async fn allocate(
     Ok(deposit)
 }
 
-/// Every deposit address ever allocated (the watcher's watched set is built from these).
+/// A deposit address with what it was allocated for (the watcher's watched set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedAddress {
+    pub id: Uuid,
+    pub address: Address,
+    pub derivation_index: u64,
+    pub purpose: AddressPurpose,
+}
+
+/// Deposit addresses allocated after `after_index` (all when `None`), in index order: the watcher
+/// loads them all once and then only the new ones, so it learns addresses without a restart.
 #[tracing::instrument(skip(conn))]
-pub async fn all(conn: &mut Conn) -> Result<Vec<DepositAddress>, StoreError> {
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT id, address, derivation_index FROM deposit_addresses ORDER BY derivation_index")
-            .fetch_all(&mut *conn)
-            .await?;
+pub async fn since(conn: &mut Conn, after_index: Option<u64>) -> Result<Vec<WatchedAddress>, StoreError> {
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT id, address, derivation_index, purpose FROM deposit_addresses WHERE derivation_index > $1 ORDER BY derivation_index",
+    )
+    .bind(after_index.map(|i| i as i64).unwrap_or(-1))
+    .fetch_all(&mut *conn)
+    .await?;
     rows.into_iter()
-        .map(|(id, address, index)| {
-            Ok(DepositAddress {
+        .map(|(id, address, index, purpose)| {
+            Ok(WatchedAddress {
                 id: parse_column("deposit_addresses.id", &id)?,
                 address: parse_column("deposit_addresses.address", &address)?,
                 derivation_index: index as u64,
+                purpose: match purpose.as_str() {
+                    "invoice" => AddressPurpose::Invoice,
+                    "static" => AddressPurpose::Static,
+                    other => return Err(StoreError::Corrupt(format!("deposit_addresses.purpose {other:?}"))),
+                },
             })
         })
         .collect()

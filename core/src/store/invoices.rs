@@ -334,3 +334,44 @@ pub async fn payments(
         })
         .collect()
 }
+
+/// An invoice by id, whoever owns it (for the watcher; the API always scopes by merchant).
+#[tracing::instrument(skip(conn))]
+pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Invoice>, StoreError> {
+    let row: Option<InvoiceRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM invoices WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(Invoice::try_from).transpose()
+}
+
+/// The invoice created for a deposit address (static addresses have several: use `static_addresses`).
+#[tracing::instrument(skip(conn))]
+pub async fn by_deposit_address(conn: &mut Conn, deposit_address_id: Uuid) -> Result<Option<Invoice>, StoreError> {
+    let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM invoices WHERE deposit_address_id = $1 AND static_address_id IS NULL"
+    )))
+    .bind(deposit_address_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Invoice::try_from).transpose()
+}
+
+/// Writes the payment state of an invoice (status, flags, amount paid, finished time).
+#[tracing::instrument(skip_all, fields(invoice_id = %invoice.id))]
+pub async fn update_payment_state(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE invoices SET status = $1, payment_flags = $2, amount_paid_base_units = $3, finished_at = $4, updated_at = $5 \
+         WHERE id = $6",
+    )
+    .bind(invoice.status.as_str())
+    .bind(flags_column(&invoice.payment_flags))
+    .bind(invoice.amount_paid_base_units)
+    .bind(invoice.finished_at)
+    .bind(now_ms())
+    .bind(invoice.id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

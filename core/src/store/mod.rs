@@ -11,12 +11,14 @@
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
-//!   [`idempotency`], [`static_addresses`], [`cursors`]: queries, one module per table family, each a small async
+//!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`]: queries, one module per table family, each a small async
 //!   function taking a connection or transaction.
 
 pub mod api_keys;
+pub mod blocks;
 pub mod cursors;
 pub mod deposit_addresses;
+pub mod deposits;
 pub mod events;
 pub mod idempotency;
 pub mod invoices;

@@ -91,7 +91,22 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     row.map(StaticAddress::try_from).transpose()
 }
 
-/// The active static address at `address` on `chain_id`, if any (the watcher's lookup).
+/// The static address using a deposit address (the watcher's lookup).
+#[tracing::instrument(skip(conn))]
+pub async fn by_deposit_address(
+    conn: &mut Conn,
+    deposit_address_id: Uuid,
+) -> Result<Option<StaticAddress>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM static_addresses WHERE deposit_address_id = $1"
+    )))
+    .bind(deposit_address_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(StaticAddress::try_from).transpose()
+}
+
+/// The active static address at `address` on `chain_id`, if any.
 #[tracing::instrument(skip(conn))]
 pub async fn find_active_by_address(
     conn: &mut Conn,

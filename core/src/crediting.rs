@@ -1,0 +1,329 @@
+//! The single entry point for what a deposit does to an invoice: detection, confirmation, and a
+//! reorg taking it away. Every function runs inside the caller's transaction (the one that also
+//! moves the watcher's cursor) and records its events there (the outbox), so a state change and
+//! its announcement commit together. The ledger (issue 5) posts from here too.
+//!
+//! Status rules (the BTCPay model):
+//! - detected on a `pending` invoice -> `processing`;
+//! - confirmed payments >= amount -> `paid` (+ `overpaid` when above);
+//! - confirmed payments >= amount less the merchant's tolerance -> `paid` + `underpaid`;
+//! - less than that -> back to `pending` + `underpaid` (the payer can send the rest);
+//! - a payment after `expires_at` is credited and flagged `paid_late`: a late full payment makes
+//!   the invoice `paid`, a late partial one leaves it `expired`;
+//! - payments to a `paid`, `cancelled` or refunded invoice are credited and flagged, never lost.
+
+use rust_decimal::Decimal;
+
+use crate::config::ChainConfig;
+use crate::deposit::DepositResource;
+use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, PaymentFlag, SessionSigner};
+use crate::money::BaseUnits;
+use crate::store::deposits::{self, Deposit, DepositState};
+use crate::store::{Conn, StoreError, events, invoices, merchants, static_addresses};
+use crate::time::now_ms;
+
+/// What the crediting functions need to render resources for events.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub public_url: &'a str,
+    pub sessions: &'a SessionSigner,
+}
+
+impl Context<'_> {
+    fn resource(&self, invoice: &Invoice) -> InvoiceResource {
+        InvoiceResource::build(invoice, Vec::new(), self.public_url, self.sessions)
+    }
+}
+
+/// The payment state an invoice moves to, and the events that announce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub status: InvoiceStatus,
+    pub flags: Vec<PaymentFlag>,
+    pub finished_at: Option<i64>,
+    pub events: Vec<&'static str>,
+}
+
+/// Pure rule: the invoice after `paid_total` is confirmed (see the module doc).
+pub fn settle(
+    invoice: &Invoice,
+    paid_total: BaseUnits,
+    tolerance_percent: Decimal,
+    now: i64,
+    late: bool,
+) -> Settlement {
+    let amount = invoice.amount_base_units;
+    let shortfall_allowed =
+        amount.percent_floor(tolerance_percent.clamp(Decimal::ZERO, Decimal::ONE_HUNDRED)).unwrap_or_default();
+    let threshold = amount.checked_sub(shortfall_allowed).unwrap_or_default();
+    let mut flags: Vec<PaymentFlag> =
+        invoice.payment_flags.iter().copied().filter(|f| *f == PaymentFlag::PaidLate).collect();
+    if late {
+        flags.push(PaymentFlag::PaidLate);
+    }
+    let covered = paid_total >= threshold;
+    if paid_total > amount {
+        flags.push(PaymentFlag::Overpaid);
+    } else if paid_total < amount {
+        flags.push(PaymentFlag::Underpaid);
+    }
+    flags.sort();
+    flags.dedup();
+    let mut events = Vec::new();
+    let (status, finished_at) = match invoice.status {
+        InvoiceStatus::Pending | InvoiceStatus::Processing | InvoiceStatus::Expired if covered => {
+            events.push(if late { "invoice.paid_late" } else { "invoice.paid" });
+            (InvoiceStatus::Paid, Some(invoice.finished_at.unwrap_or(now)))
+        }
+        InvoiceStatus::Pending | InvoiceStatus::Processing => {
+            events.push("invoice.underpaid");
+            (InvoiceStatus::Pending, None)
+        }
+        // Expired and still short, or already finished: credit and flag, keep the status.
+        other => {
+            if late {
+                events.push("invoice.paid_late");
+            }
+            (other, invoice.finished_at)
+        }
+    };
+    if flags.contains(&PaymentFlag::Overpaid) && !invoice.payment_flags.contains(&PaymentFlag::Overpaid) {
+        events.push("invoice.overpaid");
+    }
+    Settlement { status, flags, finished_at, events }
+}
+
+/// A new deposit was seen (not yet confirmed).
+pub async fn on_detected(conn: &mut Conn, ctx: Context<'_>, deposit: &Deposit) -> Result<(), StoreError> {
+    let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
+    events::record(conn, merchant_id, "deposit.detected", "deposit", deposit.id, &DepositResource::build(deposit))
+        .await?;
+    if let Some(invoice_id) = deposit.invoice_id
+        && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
+        && invoice.status == InvoiceStatus::Pending
+    {
+        invoice.status = InvoiceStatus::Processing;
+        invoices::update_payment_state(conn, &invoice).await?;
+        events::record(conn, merchant_id, "invoice.processing", "invoice", invoice.id, &ctx.resource(&invoice)).await?;
+    }
+    Ok(())
+}
+
+/// A detected deposit reached its confirmations: credit it, exactly once.
+pub async fn on_confirmed(
+    conn: &mut Conn,
+    ctx: Context<'_>,
+    chain: &ChainConfig,
+    deposit: &Deposit,
+) -> Result<(), StoreError> {
+    if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Confirmed).await? {
+        return Ok(()); // Confirmed (or reorged) by someone else in the meantime.
+    }
+    let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
+    let mut confirmed = deposit.clone();
+    confirmed.state = DepositState::Confirmed;
+    confirmed.confirmed_at = Some(now_ms());
+
+    if let Some(static_id) = deposit.static_address_id {
+        let rail = static_addresses::get(conn, merchant_id, static_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("deposit {} names a missing static address", deposit.id)))?;
+        let asset = chain.asset(&deposit.asset).ok_or_else(|| {
+            StoreError::Corrupt(format!("asset {} is not configured on {}", deposit.asset, chain.name))
+        })?;
+        let invoice = static_addresses::create_deposit_invoice(conn, &rail, asset, deposit.amount).await?;
+        deposits::link_invoice(conn, deposit.id, invoice.id).await?;
+        confirmed.invoice_id = Some(invoice.id);
+        events::record(
+            conn,
+            merchant_id,
+            "deposit.confirmed",
+            "deposit",
+            deposit.id,
+            &DepositResource::build(&confirmed),
+        )
+        .await?;
+        let resource = ctx.resource(&invoice);
+        events::record(conn, merchant_id, "static_address.deposit", "static_address", static_id, &resource).await?;
+        events::record(conn, merchant_id, "invoice.paid", "invoice", invoice.id, &resource).await?;
+        return Ok(());
+    }
+
+    events::record(conn, merchant_id, "deposit.confirmed", "deposit", deposit.id, &DepositResource::build(&confirmed))
+        .await?;
+    let Some(invoice_id) = deposit.invoice_id else { return Ok(()) };
+    let Some(mut invoice) = invoices::get_any(conn, invoice_id).await? else {
+        return Err(StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)));
+    };
+    let merchant = merchants::get(conn, merchant_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("invoice {} has no merchant", invoice.id)))?;
+    let paid_total = invoice
+        .amount_paid_base_units
+        .checked_add(deposit.amount)
+        .ok_or_else(|| StoreError::Corrupt(format!("invoice {} paid total overflows", invoice.id)))?;
+    // Late is judged by the block's arrival (detection), not by how long confirmation took.
+    let late = deposit.detected_at > invoice.expires_at;
+    let mut outcome = settle(&invoice, paid_total, merchant.payment_tolerance_percent, now_ms(), late);
+    // A partial payment with more still confirming keeps the invoice processing.
+    if outcome.status == InvoiceStatus::Pending && deposits::invoice_has_detected(conn, invoice.id, deposit.id).await? {
+        outcome.status = InvoiceStatus::Processing;
+    }
+    invoice.status = outcome.status;
+    invoice.payment_flags = outcome.flags;
+    invoice.amount_paid_base_units = paid_total;
+    invoice.finished_at = outcome.finished_at;
+    invoices::update_payment_state(conn, &invoice).await?;
+    let resource = ctx.resource(&invoice);
+    for event in outcome.events {
+        events::record(conn, merchant_id, event, "invoice", invoice.id, &resource).await?;
+    }
+    Ok(())
+}
+
+/// A reorg removed the deposit's block. Unconfirmed: it goes back to waiting (it may reappear).
+/// Confirmed: its credit is reversed and `deposit.reversed` announces it; nothing is deleted.
+pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<(), StoreError> {
+    match deposit.state {
+        DepositState::Detected => {
+            if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Reorged).await? {
+                return Ok(());
+            }
+            if let Some(invoice_id) = deposit.invoice_id
+                && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
+                && invoice.status == InvoiceStatus::Processing
+                && !deposits::invoice_has_detected(conn, invoice_id, deposit.id).await?
+            {
+                invoice.status = InvoiceStatus::Pending;
+                invoices::update_payment_state(conn, &invoice).await?;
+            }
+            Ok(())
+        }
+        DepositState::Confirmed => {
+            if !deposits::transition(conn, deposit.id, DepositState::Confirmed, DepositState::Reversed).await? {
+                return Ok(());
+            }
+            tracing::error!(deposit_id = %deposit.id, tx_hash = %deposit.tx_hash, "a reorg deeper than the confirmations removed a credited deposit; reversing it");
+            let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
+            let mut reversed = deposit.clone();
+            reversed.state = DepositState::Reversed;
+            events::record(
+                conn,
+                merchant_id,
+                "deposit.reversed",
+                "deposit",
+                deposit.id,
+                &DepositResource::build(&reversed),
+            )
+            .await?;
+            if let Some(invoice_id) = deposit.invoice_id
+                && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
+            {
+                invoice.amount_paid_base_units =
+                    invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
+                if invoice.status == InvoiceStatus::Paid && invoice.amount_paid_base_units < invoice.amount_base_units {
+                    invoice.status =
+                        if now_ms() > invoice.expires_at { InvoiceStatus::Expired } else { InvoiceStatus::Pending };
+                    invoice.finished_at = None;
+                    if !invoice.payment_flags.contains(&PaymentFlag::Underpaid)
+                        && !invoice.amount_paid_base_units.is_zero()
+                    {
+                        invoice.payment_flags.push(PaymentFlag::Underpaid);
+                    }
+                }
+                invoice.payment_flags.retain(|f| {
+                    *f != PaymentFlag::Overpaid || invoice.amount_paid_base_units > invoice.amount_base_units
+                });
+                invoices::update_payment_state(conn, &invoice).await?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invoice::InvoiceDetails;
+
+    fn invoice(status: InvoiceStatus) -> Invoice {
+        Invoice {
+            id: uuid::Uuid::now_v7(),
+            merchant_id: uuid::Uuid::now_v7(),
+            external_id: None,
+            status,
+            payment_flags: vec![],
+            amount: Decimal::from(10),
+            currency: "USD".into(),
+            conversion_rate: Decimal::ONE,
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: "USDC".into(),
+            token_address: None,
+            decimals: 6,
+            deposit_address_id: uuid::Uuid::now_v7(),
+            address: Default::default(),
+            amount_base_units: BaseUnits::from(10_000_000),
+            fee_base_units: BaseUnits::ZERO,
+            merchant_amount_base_units: BaseUnits::from(10_000_000),
+            amount_paid_base_units: BaseUnits::ZERO,
+            details: InvoiceDetails::default(),
+            receiver_override_address: None,
+            static_address_id: None,
+            session_token: String::new(),
+            created_at: 0,
+            expires_at: 1000,
+            finished_at: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn exact_over_and_under_payments() {
+        let exact = settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(10_000_000), Decimal::ZERO, 5, false);
+        assert_eq!(
+            (exact.status, exact.flags.clone(), exact.events.clone()),
+            (InvoiceStatus::Paid, vec![], vec!["invoice.paid"])
+        );
+        assert_eq!(exact.finished_at, Some(5));
+
+        let over = settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(12_000_000), Decimal::ZERO, 5, false);
+        assert_eq!(
+            (over.status, over.flags, over.events),
+            (InvoiceStatus::Paid, vec![PaymentFlag::Overpaid], vec!["invoice.paid", "invoice.overpaid"])
+        );
+
+        let under = settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(4_000_000), Decimal::ZERO, 5, false);
+        assert_eq!(
+            (under.status, under.flags, under.events),
+            (InvoiceStatus::Pending, vec![PaymentFlag::Underpaid], vec!["invoice.underpaid"])
+        );
+    }
+
+    #[test]
+    fn tolerance_counts_a_slightly_short_payment_as_paid() {
+        let short =
+            settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(9_950_000), Decimal::new(1, 0), 5, false);
+        assert_eq!((short.status, short.flags), (InvoiceStatus::Paid, vec![PaymentFlag::Underpaid]));
+        let too_short =
+            settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(9_800_000), Decimal::new(1, 0), 5, false);
+        assert_eq!(too_short.status, InvoiceStatus::Pending);
+    }
+
+    #[test]
+    fn late_payments_are_credited_and_flagged() {
+        let late_full = settle(&invoice(InvoiceStatus::Expired), BaseUnits::from(10_000_000), Decimal::ZERO, 5, true);
+        assert_eq!(
+            (late_full.status, late_full.flags, late_full.events),
+            (InvoiceStatus::Paid, vec![PaymentFlag::PaidLate], vec!["invoice.paid_late"])
+        );
+        let late_partial = settle(&invoice(InvoiceStatus::Expired), BaseUnits::from(3_000_000), Decimal::ZERO, 5, true);
+        assert_eq!(
+            (late_partial.status, late_partial.flags),
+            (InvoiceStatus::Expired, vec![PaymentFlag::Underpaid, PaymentFlag::PaidLate])
+        );
+        let after_paid = settle(&invoice(InvoiceStatus::Paid), BaseUnits::from(15_000_000), Decimal::ZERO, 5, false);
+        assert_eq!((after_paid.status, after_paid.events), (InvoiceStatus::Paid, vec!["invoice.overpaid"]));
+    }
+}

@@ -1,0 +1,271 @@
+//! Deposits: every transfer seen to a watched address, keyed for exactly-once crediting by
+//! `(chain_id, tx_hash, log_index)`; native transfers use `log_index = -1 - transaction_index`.
+
+use uuid::Uuid;
+
+use super::{Conn, StoreError, parse_column};
+use crate::money::BaseUnits;
+use crate::time::now_ms;
+
+/// Where a deposit is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepositState {
+    /// Seen in a block, not yet buried under the chain's confirmations.
+    Detected,
+    /// Confirmed and credited.
+    Confirmed,
+    /// Its block left the canonical chain before confirmation; it may reappear.
+    Reorged,
+    /// It was confirmed, then a deeper reorg removed it: its credit was reversed.
+    Reversed,
+    /// Recorded but not credited (wrong chain or asset for the invoice, unrepresentable amount...).
+    Rejected,
+}
+
+impl DepositState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DepositState::Detected => "detected",
+            DepositState::Confirmed => "confirmed",
+            DepositState::Reorged => "reorged",
+            DepositState::Reversed => "reversed",
+            DepositState::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for DepositState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            DepositState::Detected,
+            DepositState::Confirmed,
+            DepositState::Reorged,
+            DepositState::Reversed,
+            DepositState::Rejected,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+        .ok_or_else(|| format!("unknown deposit state {s:?}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deposit {
+    pub id: Uuid,
+    pub chain_id: u64,
+    pub tx_hash: String,
+    pub log_index: i64,
+    pub block_number: u64,
+    pub block_hash: String,
+    pub from_address: String,
+    pub to_address: String,
+    /// `None` for native transfers.
+    pub token_address: Option<String>,
+    pub asset: String,
+    pub amount: BaseUnits,
+    pub state: DepositState,
+    pub reject_reason: Option<String>,
+    pub merchant_id: Option<Uuid>,
+    pub invoice_id: Option<Uuid>,
+    pub static_address_id: Option<Uuid>,
+    pub detected_at: i64,
+    pub confirmed_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, chain_id, tx_hash, log_index, block_number, block_hash, from_address, to_address, \
+    token_address, asset, amount_base_units, state, reject_reason, merchant_id, invoice_id, static_address_id, \
+    detected_at, confirmed_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    chain_id: i64,
+    tx_hash: String,
+    log_index: i64,
+    block_number: i64,
+    block_hash: String,
+    from_address: String,
+    to_address: String,
+    token_address: Option<String>,
+    asset: String,
+    amount_base_units: String,
+    state: String,
+    reject_reason: Option<String>,
+    merchant_id: Option<String>,
+    invoice_id: Option<String>,
+    static_address_id: Option<String>,
+    detected_at: i64,
+    confirmed_at: Option<i64>,
+}
+
+impl TryFrom<Row> for Deposit {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
+        Ok(Deposit {
+            id: parse_column("deposits.id", &r.id)?,
+            chain_id: r.chain_id as u64,
+            tx_hash: r.tx_hash,
+            log_index: r.log_index,
+            block_number: r.block_number as u64,
+            block_hash: r.block_hash,
+            from_address: r.from_address,
+            to_address: r.to_address,
+            token_address: r.token_address,
+            asset: r.asset,
+            amount: parse_column("deposits.amount_base_units", &r.amount_base_units)?,
+            state: parse_column("deposits.state", &r.state)?,
+            reject_reason: r.reject_reason,
+            merchant_id: uuid("deposits.merchant_id", r.merchant_id)?,
+            invoice_id: uuid("deposits.invoice_id", r.invoice_id)?,
+            static_address_id: uuid("deposits.static_address_id", r.static_address_id)?,
+            detected_at: r.detected_at,
+            confirmed_at: r.confirmed_at,
+        })
+    }
+}
+
+/// What happened when a transfer was recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// First sighting: a new row.
+    New(Deposit),
+    /// A deposit dropped by a reorg reappeared in the new chain: the same row, detected again.
+    Revived(Deposit),
+    /// Already known in a live state: nothing changed (a replayed range, a restart mid-range).
+    AlreadyKnown,
+}
+
+/// Records a transfer exactly once. `deposit.state` is `Detected` or `Rejected`.
+#[tracing::instrument(skip_all, fields(tx_hash = %deposit.tx_hash, log_index = deposit.log_index))]
+pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, StoreError> {
+    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO deposits ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $17) ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING"
+    )))
+    .bind(deposit.id.to_string())
+    .bind(deposit.chain_id as i64)
+    .bind(&deposit.tx_hash)
+    .bind(deposit.log_index)
+    .bind(deposit.block_number as i64)
+    .bind(&deposit.block_hash)
+    .bind(&deposit.from_address)
+    .bind(&deposit.to_address)
+    .bind(&deposit.token_address)
+    .bind(&deposit.asset)
+    .bind(deposit.amount)
+    .bind(deposit.state.as_str())
+    .bind(&deposit.reject_reason)
+    .bind(uuid(deposit.merchant_id))
+    .bind(uuid(deposit.invoice_id))
+    .bind(uuid(deposit.static_address_id))
+    .bind(deposit.detected_at)
+    .bind(deposit.confirmed_at)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(Recorded::New(deposit.clone()));
+    }
+    // Known already. Only a reorged one comes back to life, in its new block.
+    let revived: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE deposits SET state = 'detected', block_number = $1, block_hash = $2, updated_at = $3 \
+         WHERE chain_id = $4 AND tx_hash = $5 AND log_index = $6 AND state = 'reorged' RETURNING {COLUMNS}"
+    )))
+    .bind(deposit.block_number as i64)
+    .bind(&deposit.block_hash)
+    .bind(now_ms())
+    .bind(deposit.chain_id as i64)
+    .bind(&deposit.tx_hash)
+    .bind(deposit.log_index)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match revived {
+        Some(row) => Ok(Recorded::Revived(Deposit::try_from(row)?)),
+        None => Ok(Recorded::AlreadyKnown),
+    }
+}
+
+/// Detected deposits on `chain_id` in blocks up to `max_block` (those with enough confirmations).
+#[tracing::instrument(skip(conn))]
+pub async fn detected_up_to(conn: &mut Conn, chain_id: u64, max_block: u64) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deposits WHERE chain_id = $1 AND state = 'detected' AND block_number <= $2 \
+         ORDER BY block_number, log_index"
+    )))
+    .bind(chain_id as i64)
+    .bind(max_block as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
+}
+
+/// Live (detected or confirmed) deposits on `chain_id` in blocks above `block`: what a reorg to
+/// `block` removes.
+#[tracing::instrument(skip(conn))]
+pub async fn live_above(conn: &mut Conn, chain_id: u64, block: u64) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed') AND block_number > $2 \
+         ORDER BY block_number DESC, log_index DESC"
+    )))
+    .bind(chain_id as i64)
+    .bind(block as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
+}
+
+/// Moves a deposit from `from` to `to`; false when it was not in `from` (someone else did it).
+#[tracing::instrument(skip(conn))]
+pub async fn transition(conn: &mut Conn, id: Uuid, from: DepositState, to: DepositState) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let confirmed_at = (to == DepositState::Confirmed).then_some(now);
+    let done = sqlx::query(
+        "UPDATE deposits SET state = $1, confirmed_at = COALESCE($2, confirmed_at), updated_at = $3 WHERE id = $4 AND state = $5",
+    )
+    .bind(to.as_str())
+    .bind(confirmed_at)
+    .bind(now)
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Links a static-address deposit to the invoice auto-created for it.
+#[tracing::instrument(skip(conn))]
+pub async fn link_invoice(conn: &mut Conn, id: Uuid, invoice_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE deposits SET invoice_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(invoice_id.to_string())
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether the invoice has other deposits still awaiting confirmation.
+#[tracing::instrument(skip(conn))]
+pub async fn invoice_has_detected(conn: &mut Conn, invoice_id: Uuid, except: Uuid) -> Result<bool, StoreError> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT id FROM deposits WHERE invoice_id = $1 AND state = 'detected' AND id <> $2 LIMIT 1")
+            .bind(invoice_id.to_string())
+            .bind(except.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.is_some())
+}
+
+/// All deposits on a chain, oldest first (tests and the deposits API).
+#[tracing::instrument(skip(conn))]
+pub async fn all_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deposits WHERE chain_id = $1 ORDER BY block_number, log_index"
+    )))
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
+}

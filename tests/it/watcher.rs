@@ -1,0 +1,325 @@
+//! The watcher against a real anvil chain with real ERC-20 and native transfers, on both
+//! backends: detection, confirmations, adding up, over/under/late payment, static addresses,
+//! look-alike tokens, zero-value transfers, reorgs and restarts, with nothing credited twice.
+
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
+use depositd::dev::tokens::{self, TestToken};
+use depositd_core::config::{ChainConfig, TokenConfig};
+use depositd_core::store::api_keys::Scope;
+use depositd_core::store::{deposits, events};
+use depositd_watcher::ChainWatcher;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb, both_backends};
+
+both_backends!(
+    erc20_and_native_payments_confirm_exactly_once,
+    payments_add_up_and_over_under_late_are_flagged,
+    static_address_deposits_and_ignored_transfers,
+    a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing,
+);
+
+/// anvil (automine) with the dev tokens, a look-alike "USDC", and the payer holding all three.
+struct Chain {
+    anvil: Anvil,
+    usdc: Address,
+    usdt: Address,
+    fake_usdc: Address,
+}
+
+impl Chain {
+    async fn start() -> Chain {
+        let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
+        let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
+        let mint = U256::from(1_000_000_000_000u64);
+        let mut addresses = Vec::new();
+        for (name, symbol) in [("USD Coin", "USDC"), ("Tether", "USDT"), ("Fake USD Coin", "USDC")] {
+            let address =
+                tokens::deploy_and_mint(&anvil.rpc_url(), DEV_ACCOUNT_0_KEY, name, symbol, 6, &[payer.address()], mint)
+                    .await
+                    .unwrap();
+            addresses.push(address);
+        }
+        Chain { anvil, usdc: addresses[0], usdt: addresses[1], fake_usdc: addresses[2] }
+    }
+
+    fn config(&self, base: &ChainConfig) -> ChainConfig {
+        let mut chain = base.clone();
+        chain.rpc_urls = vec![self.anvil.rpc_url()];
+        chain.confirmations = 2;
+        chain.start_block = Some(0);
+        chain.tokens = vec![
+            TokenConfig { symbol: "USDC".into(), address: self.usdc, decimals: 6 },
+            TokenConfig { symbol: "USDT".into(), address: self.usdt, decimals: 6 },
+        ];
+        chain
+    }
+
+    fn payer(&self) -> impl Provider + Clone {
+        let signer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
+        ProviderBuilder::new().wallet(signer).connect_http(self.anvil.rpc_url().parse().unwrap())
+    }
+
+    async fn pay_token(&self, token: Address, to: &str, base_units: u64) {
+        let provider = self.payer();
+        let receipt = TestToken::new(token, &provider)
+            .transfer(to.parse().unwrap(), U256::from(base_units))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+    }
+
+    async fn pay_native(&self, to: &str, wei: u128) {
+        let tx = TransactionRequest::default().with_to(to.parse().unwrap()).with_value(U256::from(wei));
+        let receipt = self.payer().send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+        assert!(receipt.status());
+    }
+
+    async fn rpc(&self, method: &str, params: Value) -> Value {
+        let response: Value = reqwest::Client::new()
+            .post(self.anvil.rpc_url())
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(response.get("error").is_none(), "{method}: {response}");
+        response["result"].clone()
+    }
+
+    async fn mine(&self, blocks: u64) {
+        self.rpc("anvil_mine", json!([blocks])).await;
+    }
+}
+
+struct Setup {
+    chain: Chain,
+    app: TestApp,
+    key: String,
+    config: ChainConfig,
+}
+
+async fn setup(db: &TestDb) -> Setup {
+    let chain = Chain::start().await;
+    let mut config = None;
+    let app = TestApp::spawn_with(db, |c| {
+        c.chains[0] = chain.config(&c.chains[0]);
+        config = Some(c.chains[0].clone());
+    })
+    .await;
+    let (_, key) = app.merchant("Chain Shop", &Scope::ALL).await;
+    Setup { chain, app, key, config: config.unwrap() }
+}
+
+impl Setup {
+    fn watcher(&self) -> ChainWatcher {
+        ChainWatcher::new(
+            self.config.clone(),
+            self.app.store.clone(),
+            self.app.state.config.settings.api.public_url.clone(),
+            self.app.state.sessions.clone(),
+        )
+        .unwrap()
+    }
+
+    /// Runs the watcher until it has caught up with the head.
+    async fn catch_up(&self, watcher: &mut ChainWatcher) {
+        for _ in 0..100 {
+            if !watcher.tick().await.unwrap() {
+                return;
+            }
+        }
+        panic!("the watcher did not catch up");
+    }
+
+    async fn invoice(&self, body: Value) -> Value {
+        let response = self.app.create_invoice(&self.key, body).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    async fn get(&self, invoice: &Value) -> Value {
+        self.app.get_json(&self.key, &format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await.1
+    }
+
+    async fn events(&self, invoice: &Value) -> Vec<String> {
+        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        events::types_for(&mut conn, invoice["id"].as_str().unwrap().parse().unwrap()).await.unwrap()
+    }
+}
+
+fn address(invoice: &Value) -> &str {
+    invoice["pay"]["address"].as_str().unwrap()
+}
+
+async fn erc20_and_native_payments_confirm_exactly_once(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let usdc_invoice = s.invoice(json!({"amount": "19.99"})).await;
+    let eth_invoice = s.invoice(json!({"amount": "30", "asset": "ETH"})).await;
+
+    // automine: each transaction is its own block. With 2 confirmations a payment is credited
+    // once one more block is on top of its block.
+    s.chain.pay_token(s.chain.usdc, address(&usdc_invoice), 19_990_000).await;
+    s.catch_up(&mut watcher).await;
+    let usdc = s.get(&usdc_invoice).await;
+    assert_eq!(usdc["status"], "processing");
+    assert_eq!(usdc["payments"][0]["state"], "detected");
+    assert_eq!(usdc["payments"][0]["amount"], "19.99");
+    assert_eq!(usdc["payments"][0]["confirmations"], 1);
+
+    s.chain.pay_native(address(&eth_invoice), 10_000_000_000_000_000).await;
+    s.catch_up(&mut watcher).await;
+    assert_eq!(s.get(&usdc_invoice).await["status"], "paid");
+    assert_eq!(s.get(&eth_invoice).await["status"], "processing");
+
+    s.chain.mine(1).await;
+    s.catch_up(&mut watcher).await;
+    let usdc = s.get(&usdc_invoice).await;
+    assert_eq!(
+        (usdc["status"].as_str(), usdc["amount_paid"].as_str(), usdc["amount_due"].as_str()),
+        (Some("paid"), Some("19.99"), Some("0"))
+    );
+    assert_eq!(usdc["payment_flags"], json!([]));
+    assert_eq!(usdc["payments"][0]["state"], "confirmed");
+    assert!(usdc["finished_at"].is_i64());
+    let eth = s.get(&eth_invoice).await;
+    assert_eq!(
+        (eth["status"].as_str(), eth["amount_paid_base_units"].as_str()),
+        (Some("paid"), Some("10000000000000000"))
+    );
+    assert!(eth["payments"][0]["log_index"].as_i64().unwrap() < 0, "native transfers use a negative index");
+    assert_eq!(s.events(&usdc_invoice).await, ["invoice.created", "invoice.processing", "invoice.paid"]);
+
+    // Replaying everything from genesis (a restart with a lost cursor) credits nothing twice.
+    sqlx::query("DELETE FROM chain_cursors").execute(s.app.store.pool()).await.unwrap();
+    let mut fresh = s.watcher();
+    s.chain.mine(3).await;
+    s.catch_up(&mut fresh).await;
+    let again = s.get(&usdc_invoice).await;
+    assert_eq!((again["amount_paid"].as_str(), again["payments"].as_array().unwrap().len()), (Some("19.99"), 1));
+    assert_eq!(s.events(&usdc_invoice).await, ["invoice.created", "invoice.processing", "invoice.paid"]);
+}
+
+async fn payments_add_up_and_over_under_late_are_flagged(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let split = s.invoice(json!({"amount": "10"})).await;
+    let over = s.invoice(json!({"amount": "10", "asset": "USDT"})).await;
+    let late = s.invoice(json!({"amount": "5", "expires_in": 1})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert_eq!(depositd_api::expiry::expire_once(&s.app.state).await.unwrap(), 1);
+
+    s.chain.pay_token(s.chain.usdc, address(&split), 4_000_000).await;
+    s.chain.pay_token(s.chain.usdt, address(&over), 12_000_000).await;
+    s.chain.pay_token(s.chain.usdc, address(&late), 5_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+
+    let partial = s.get(&split).await;
+    assert_eq!((partial["status"].as_str(), partial["amount_due"].as_str()), (Some("pending"), Some("6")));
+    assert_eq!(partial["payment_flags"], json!(["underpaid"]));
+    let overpaid = s.get(&over).await;
+    assert_eq!((overpaid["status"].as_str(), overpaid["payment_flags"].clone()), (Some("paid"), json!(["overpaid"])));
+    let paid_late = s.get(&late).await;
+    assert_eq!(
+        (paid_late["status"].as_str(), paid_late["payment_flags"].clone()),
+        (Some("paid"), json!(["paid_late"]))
+    );
+    assert!(s.events(&late).await.contains(&"invoice.paid_late".to_owned()));
+
+    // The rest arrives: the two payments add up.
+    s.chain.pay_token(s.chain.usdc, address(&split), 6_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+    let done = s.get(&split).await;
+    assert_eq!(
+        (done["status"].as_str(), done["amount_paid"].as_str(), done["payment_flags"].clone()),
+        (Some("paid"), Some("10"), json!([]))
+    );
+    assert_eq!(done["payments"].as_array().unwrap().len(), 2);
+}
+
+async fn static_address_deposits_and_ignored_transfers(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let rail: Value = s
+        .app
+        .client
+        .post(s.app.url("/api/v1/static-addresses"))
+        .header("x-api-key", &s.key)
+        .json(&json!({"customer_id": "player-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rail_address = rail["address"].as_str().unwrap();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+
+    s.chain.pay_token(s.chain.usdc, rail_address, 7_000_000).await;
+    s.chain.pay_token(s.chain.usdc, rail_address, 3_000_000).await;
+    // Noise: a look-alike "USDC" and a zero-value transfer of the real one, to the invoice.
+    s.chain.pay_token(s.chain.fake_usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 0).await;
+    // A USDT payment to a USDC invoice is recorded but not credited.
+    s.chain.pay_token(s.chain.usdt, address(&invoice), 10_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+
+    let (_, paid) = s.app.get_json(&s.key, "/api/v1/invoices?customer_id=player-1").await;
+    let amounts: Vec<&str> = paid["data"].as_array().unwrap().iter().map(|i| i["amount"].as_str().unwrap()).collect();
+    assert_eq!(amounts, ["3", "7"], "one paid invoice per deposit, newest first");
+    assert!(
+        paid["data"].as_array().unwrap().iter().all(|i| i["status"] == "paid" && i["static_address_id"] == rail["id"])
+    );
+
+    let untouched = s.get(&invoice).await;
+    assert_eq!((untouched["status"].as_str(), untouched["amount_paid"].as_str()), (Some("pending"), Some("0")));
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let all = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
+    assert_eq!(all.len(), 3, "the look-alike and the zero-value transfer are not deposits: {all:#?}");
+    let rejected: Vec<_> = all.iter().filter(|d| d.state == deposits::DepositState::Rejected).collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].reject_reason.as_deref(), Some("paid in USDT but expected USDC"));
+}
+
+async fn a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.catch_up(&mut watcher).await;
+    assert_eq!(s.get(&invoice).await["status"], "processing");
+
+    // Replace the payment's block (the head) with an empty one, then grow the new chain.
+    s.chain.rpc("anvil_reorg", json!([1, []])).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    let dropped = s.get(&invoice).await;
+    assert_eq!((dropped["status"].as_str(), dropped["amount_paid"].as_str()), (Some("pending"), Some("0")));
+    assert_eq!(dropped["payments"][0]["state"], "reorged", "recorded, not deleted");
+
+    // Paid again for real; a new watcher (a restart) replays nothing twice.
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(2).await;
+    let mut restarted = s.watcher();
+    s.catch_up(&mut restarted).await;
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&invoice).await;
+    assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")));
+    let states: Vec<&str> = paid["payments"].as_array().unwrap().iter().map(|p| p["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["reorged", "confirmed"]);
+}

@@ -1,0 +1,433 @@
+//! One chain's watcher: scan, record, confirm, unwind reorgs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use alloy::consensus::Transaction as _;
+use alloy::network::TransactionResponse as _;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{Block, BlockNumberOrTag, Filter, Log};
+use alloy::sol_types::SolEvent;
+use depositd_core::config::ChainConfig;
+use depositd_core::crediting::{self, Context};
+use depositd_core::invoice::SessionSigner;
+use depositd_core::money::BaseUnits;
+use depositd_core::store::blocks::{self, BlockRef};
+use depositd_core::store::cursors::{self, ChainCursor};
+use depositd_core::store::deposit_addresses::AddressPurpose;
+use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
+use depositd_core::store::{Store, StoreError, invoices, static_addresses};
+use depositd_core::time::now_ms;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::watched::WatchedSet;
+
+alloy::sol! {
+    /// ERC-20 `Transfer`; only its topic0 is used, matching happens on the raw topics.
+    event Transfer(address indexed from, address indexed to, uint256 value);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("RPC call failed")]
+    Rpc(#[from] alloy::transports::TransportError),
+    #[error("the node returned inconsistent data: {0}")]
+    Inconsistent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A transfer to a watched address, found in a verified block.
+#[derive(Debug, Clone)]
+struct Found {
+    tx_hash: B256,
+    log_index: i64,
+    block_number: u64,
+    block_hash: B256,
+    from: Address,
+    to: Address,
+    token: Option<Address>,
+    amount: Result<BaseUnits, String>,
+}
+
+pub struct ChainWatcher {
+    chain: ChainConfig,
+    store: Store,
+    provider: DynProvider,
+    watched: WatchedSet,
+    public_url: String,
+    sessions: SessionSigner,
+}
+
+impl ChainWatcher {
+    pub fn new(
+        chain: ChainConfig,
+        store: Store,
+        public_url: String,
+        sessions: SessionSigner,
+    ) -> Result<ChainWatcher, WatchError> {
+        let url = chain
+            .rpc_urls
+            .first()
+            .ok_or_else(|| WatchError::Inconsistent(format!("chain {} has no RPC URL", chain.name)))?;
+        let url =
+            url.parse().map_err(|_| WatchError::Inconsistent(format!("chain {}: invalid RPC URL", chain.name)))?;
+        let provider = ProviderBuilder::new().connect_http(url).erased();
+        Ok(ChainWatcher { chain, store, provider, watched: WatchedSet::default(), public_url, sessions })
+    }
+
+    /// Runs until `shutdown`. Errors are logged and retried after the poll interval: the cursor
+    /// only moves past verified, fully recorded blocks, so a retry redoes exactly what is missing.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WatchError> {
+        let poll = Duration::from_millis(self.chain.poll_interval_ms);
+        tracing::info!(chain = %self.chain.name, chain_id = self.chain.chain_id, "watcher started");
+        loop {
+            let more = match self.tick().await {
+                Ok(more) => more,
+                Err(error) => {
+                    tracing::warn!(chain = %self.chain.name, error = %error, cause = ?std::error::Error::source(&error), "watcher step failed; retrying");
+                    false
+                }
+            };
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if !more {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+        }
+    }
+
+    fn ctx(&self) -> Context<'_> {
+        Context { public_url: &self.public_url, sessions: &self.sessions }
+    }
+
+    /// One step: top up the watched set, unwind a reorg or scan the next range, confirm what is
+    /// deep enough. Returns true when more blocks are waiting (backfill).
+    pub async fn tick(&mut self) -> Result<bool, WatchError> {
+        {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let added = self.watched.refresh(&mut conn).await?;
+            if added > 0 {
+                tracing::debug!(chain = %self.chain.name, added, total = self.watched.len(), "watched addresses loaded");
+            }
+        }
+        let head = self.provider.get_block_number().await?;
+        let cursor = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            cursors::get(&mut conn, self.chain.chain_id).await?
+        };
+        let from = match &cursor {
+            Some(c) => c.block_number + 1,
+            None => self.chain.start_block.unwrap_or(head),
+        };
+        if from > head {
+            self.confirm(head, cursor.as_ref().map(|c| c.block_number)).await?;
+            return Ok(false);
+        }
+        let to = head.min(from + self.chain.max_block_range.max(1) - 1);
+        let headers = self.fetch_blocks(from, to).await?;
+        if let Some(cursor) = &cursor
+            && headers[0].header.parent_hash.to_string() != cursor.block_hash
+        {
+            self.unwind_reorg(cursor).await?;
+            return Ok(true);
+        }
+        let found = self.scan(&headers).await?;
+        self.record(&headers, found).await?;
+        self.confirm(head, Some(to)).await?;
+        Ok(to < head)
+    }
+
+    /// Blocks `from..=to` with their transactions, checked to form one chain.
+    async fn fetch_blocks(&self, from: u64, to: u64) -> Result<Vec<Block>, WatchError> {
+        let mut blocks: Vec<Block> = Vec::with_capacity((to - from + 1) as usize);
+        for number in from..=to {
+            let block = self
+                .provider
+                .get_block_by_number(BlockNumberOrTag::Number(number))
+                .full()
+                .await?
+                .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing below the head")))?;
+            if let Some(previous) = blocks.last()
+                && block.header.parent_hash != previous.header.hash
+            {
+                return Err(WatchError::Inconsistent(format!("block {number} does not follow block {}", number - 1)));
+            }
+            blocks.push(block);
+        }
+        Ok(blocks)
+    }
+
+    /// Token `Transfer` logs (by contract and topic0 only; recipients matched here) and native
+    /// transfers to watched addresses in `blocks`. A log whose block hash differs from the block
+    /// we fetched means the node is lagging or mid-reorg: the whole range is refused.
+    async fn scan(&self, blocks: &[Block]) -> Result<Vec<Found>, WatchError> {
+        let (from, to) = (blocks[0].header.number, blocks[blocks.len() - 1].header.number);
+        let hashes: HashMap<u64, B256> = blocks.iter().map(|b| (b.header.number, b.header.hash)).collect();
+        let mut found = Vec::new();
+        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
+        if !tokens.is_empty() {
+            let filter =
+                Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).from_block(from).to_block(to);
+            for log in self.provider.get_logs(&filter).await? {
+                if let Some(transfer) = self.match_log(&log, &hashes)? {
+                    found.push(transfer);
+                }
+            }
+        }
+        for block in blocks {
+            for tx in block.transactions.txns() {
+                let Some(to) = tx.to() else { continue };
+                if tx.value().is_zero() || self.watched.get(&to).is_none() {
+                    continue;
+                }
+                let hash = tx.tx_hash();
+                let receipt = self
+                    .provider
+                    .get_transaction_receipt(hash)
+                    .await?
+                    .ok_or_else(|| WatchError::Inconsistent(format!("no receipt for {hash}")))?;
+                if !receipt.status() {
+                    continue; // Reverted: nothing moved.
+                }
+                let index =
+                    tx.transaction_index.ok_or_else(|| WatchError::Inconsistent(format!("{hash} has no index")))?;
+                found.push(Found {
+                    tx_hash: hash,
+                    log_index: -1 - index as i64,
+                    block_number: block.header.number,
+                    block_hash: block.header.hash,
+                    from: tx.from(),
+                    to,
+                    token: None,
+                    amount: Ok(BaseUnits(tx.value())),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    fn match_log(&self, log: &Log, hashes: &HashMap<u64, B256>) -> Result<Option<Found>, WatchError> {
+        let topics = log.topics();
+        if log.removed || topics.len() != 3 {
+            return Ok(None);
+        }
+        let to = Address::from_word(topics[2]);
+        if self.watched.get(&to).is_none() {
+            return Ok(None);
+        }
+        let (Some(number), Some(block_hash), Some(tx_hash), Some(index)) =
+            (log.block_number, log.block_hash, log.transaction_hash, log.log_index)
+        else {
+            return Err(WatchError::Inconsistent("a log without its position".into()));
+        };
+        if hashes.get(&number) != Some(&block_hash) {
+            return Err(WatchError::Inconsistent(format!(
+                "log in block {number} names another block hash than the header"
+            )));
+        }
+        let data = &log.data().data;
+        let amount = if data.len() == 32 {
+            Ok(BaseUnits(U256::from_be_slice(data)))
+        } else {
+            Err(format!("Transfer data is {} bytes, not a 32-byte uint256", data.len()))
+        };
+        if matches!(amount, Ok(a) if a.is_zero()) {
+            return Ok(None); // Zero-value transfers are address poisoning, not payments.
+        }
+        Ok(Some(Found {
+            tx_hash,
+            log_index: index as i64,
+            block_number: number,
+            block_hash,
+            from: Address::from_word(topics[1]),
+            to,
+            token: Some(log.address()),
+            amount,
+        }))
+    }
+
+    /// Records the range's transfers, its block hashes and the cursor in one transaction.
+    async fn record(&self, blocks: &[Block], found: Vec<Found>) -> Result<(), WatchError> {
+        let last = &blocks[blocks.len() - 1].header;
+        let mut tx = self.store.begin().await?;
+        for transfer in found {
+            let deposit = self.to_deposit(&mut tx, transfer).await?;
+            match deposits::record(&mut tx, &deposit).await? {
+                Recorded::New(d) | Recorded::Revived(d) if d.state == DepositState::Detected => {
+                    tracing::info!(chain = %self.chain.name, tx_hash = %d.tx_hash, amount = %d.amount, asset = %d.asset, "deposit detected");
+                    crediting::on_detected(&mut tx, self.ctx(), &d).await?;
+                }
+                Recorded::New(d) if d.state == DepositState::Rejected => {
+                    tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "transfer recorded as rejected");
+                }
+                _ => {}
+            }
+        }
+        let refs: Vec<BlockRef> = blocks
+            .iter()
+            .map(|b| BlockRef {
+                number: b.header.number,
+                hash: b.header.hash.to_string(),
+                parent_hash: b.header.parent_hash.to_string(),
+            })
+            .collect();
+        blocks::save(&mut tx, self.chain.chain_id, &refs).await?;
+        blocks::prune(&mut tx, self.chain.chain_id, None, last.number.saturating_sub(self.reorg_window())).await?;
+        cursors::set(
+            &mut tx,
+            &ChainCursor {
+                chain_id: self.chain.chain_id,
+                block_number: last.number,
+                block_hash: last.hash.to_string(),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Recent block hashes kept: well deeper than the confirmation depth.
+    fn reorg_window(&self) -> u64 {
+        (self.chain.confirmations * 4).max(128)
+    }
+
+    /// Resolves who a transfer is for, and whether it can be credited.
+    async fn to_deposit(&self, conn: &mut depositd_core::store::Conn, found: Found) -> Result<Deposit, WatchError> {
+        let watched = self.watched.get(&found.to).expect("only watched recipients are found").clone();
+        let asset = match found.token {
+            None => Some(self.chain.native.symbol.clone()),
+            Some(token) => self.chain.tokens.iter().find(|t| t.address == token).map(|t| t.symbol.clone()),
+        };
+        let mut deposit = Deposit {
+            id: Uuid::now_v7(),
+            chain_id: self.chain.chain_id,
+            tx_hash: found.tx_hash.to_string(),
+            log_index: found.log_index,
+            block_number: found.block_number,
+            block_hash: found.block_hash.to_string(),
+            from_address: found.from.to_checksum(None),
+            to_address: found.to.to_checksum(None),
+            token_address: found.token.map(|t| t.to_checksum(None)),
+            asset: asset.clone().unwrap_or_default(),
+            amount: found.amount.clone().unwrap_or_default(),
+            state: DepositState::Detected,
+            reject_reason: None,
+            merchant_id: None,
+            invoice_id: None,
+            static_address_id: None,
+            detected_at: now_ms(),
+            confirmed_at: None,
+        };
+        let expected: Option<(u64, String)> = match watched.purpose {
+            AddressPurpose::Invoice => match invoices::by_deposit_address(conn, watched.id).await? {
+                Some(invoice) => {
+                    deposit.merchant_id = Some(invoice.merchant_id);
+                    deposit.invoice_id = Some(invoice.id);
+                    Some((invoice.chain_id, invoice.asset))
+                }
+                None => None,
+            },
+            AddressPurpose::Static => match static_addresses::by_deposit_address(conn, watched.id).await? {
+                Some(rail) => {
+                    deposit.merchant_id = Some(rail.merchant_id);
+                    deposit.static_address_id = Some(rail.id);
+                    if rail.status != depositd_core::static_address::StaticAddressStatus::Active {
+                        deposit.reject_reason = Some("static address is disabled".into());
+                    }
+                    Some((rail.chain_id, rail.asset))
+                }
+                None => None,
+            },
+        };
+        let reason = match (&found.amount, expected) {
+            (Err(why), _) => Some(why.clone()),
+            (_, None) => Some("no invoice or static address owns this address".into()),
+            (_, Some((chain_id, _))) if chain_id != self.chain.chain_id => {
+                Some(format!("paid on chain {} but expected on chain {chain_id}", self.chain.chain_id))
+            }
+            (_, Some((_, expected_asset)))
+                if !asset.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&expected_asset)) =>
+            {
+                Some(format!(
+                    "paid in {} but expected {expected_asset}",
+                    asset.as_deref().unwrap_or("an unknown token")
+                ))
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason.or(deposit.reject_reason.take()) {
+            deposit.state = DepositState::Rejected;
+            deposit.reject_reason = Some(reason);
+        }
+        Ok(deposit)
+    }
+
+    /// Credits detected deposits that have `confirmations` blocks on top (and are at or below the
+    /// verified cursor).
+    async fn confirm(&self, head: u64, verified: Option<u64>) -> Result<(), WatchError> {
+        let Some(verified) = verified else { return Ok(()) };
+        let Some(deep_enough) = (head + 1).checked_sub(self.chain.confirmations) else { return Ok(()) };
+        let mut tx = self.store.begin().await?;
+        let due = deposits::detected_up_to(&mut tx, self.chain.chain_id, deep_enough.min(verified)).await?;
+        for deposit in &due {
+            crediting::on_confirmed(&mut tx, self.ctx(), &self.chain, deposit).await?;
+            tracing::info!(chain = %self.chain.name, tx_hash = %deposit.tx_hash, "deposit confirmed");
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// The block after the cursor does not build on it: walk back to the last block whose stored
+    /// hash is still canonical, undo every deposit above it, and move the cursor there.
+    async fn unwind_reorg(&self, cursor: &ChainCursor) -> Result<(), WatchError> {
+        let chain_id = self.chain.chain_id;
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let floor = cursor.block_number.saturating_sub(self.reorg_window());
+        let mut ancestor: Option<(u64, B256)> = None;
+        let mut number = cursor.block_number;
+        while number > floor {
+            number -= 1;
+            let Some(stored) = blocks::get(&mut conn, chain_id, number).await? else { break };
+            let canonical = self
+                .provider
+                .get_block_by_number(BlockNumberOrTag::Number(number))
+                .await?
+                .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing")))?;
+            if canonical.header.hash.to_string() == stored.hash {
+                ancestor = Some((number, canonical.header.hash));
+                break;
+            }
+        }
+        drop(conn);
+        let (ancestor, ancestor_hash) = match ancestor {
+            Some(found) => found,
+            None => {
+                // Deeper than the window: rescan from its floor; every deposit above is re-checked.
+                let canonical = self
+                    .provider
+                    .get_block_by_number(BlockNumberOrTag::Number(floor))
+                    .await?
+                    .ok_or_else(|| WatchError::Inconsistent(format!("block {floor} is missing")))?;
+                (floor, canonical.header.hash)
+            }
+        };
+        let depth = cursor.block_number - ancestor;
+        tracing::warn!(chain = %self.chain.name, depth, ancestor, "chain reorganisation: unwinding");
+        let mut tx = self.store.begin().await?;
+        for deposit in deposits::live_above(&mut tx, chain_id, ancestor).await? {
+            crediting::on_reorged(&mut tx, &deposit).await?;
+        }
+        blocks::prune(&mut tx, chain_id, Some(ancestor), 0).await?;
+        cursors::set(&mut tx, &ChainCursor { chain_id, block_number: ancestor, block_hash: ancestor_hash.to_string() })
+            .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+}
