@@ -71,6 +71,44 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
         assert_eq!(token.balanceOf(info.payer_address).call().await.unwrap(), U256::from(1_000_000_000_000u64));
     }
 
+    // The newcomer's path: create an invoice with the dev key, pay pay.amount of USDC from the
+    // payer, and watch the running daemon turn it to paid after the dev chain's confirmations.
+    let invoice: serde_json::Value = client
+        .post(format!("{}/api/v1/invoices", info.api_url))
+        .header("x-api-key", &info.api_key)
+        .header("Idempotency-Key", "dev-e2e-1")
+        .json(&serde_json::json!({"amount": "19.99", "currency": "USD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(invoice["pay"]["asset"], "USDC");
+    let payer: alloy::signers::local::PrivateKeySigner = info.payer_private_key.parse().unwrap();
+    let wallet = ProviderBuilder::new().wallet(payer).connect_http(info.rpc_url.parse().unwrap());
+    let amount: U256 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
+    let to = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
+    TestToken::new(info.tokens["USDC"], &wallet).transfer(to, amount).send().await.unwrap().get_receipt().await.unwrap();
+    let url = format!("{}/api/v1/invoices/{}", info.api_url, invoice["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let current: serde_json::Value =
+            client.get(&url).header("x-api-key", &info.api_key).send().await.unwrap().json().await.unwrap();
+        let status = current["status"].as_str().unwrap().to_owned();
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if status == "paid" {
+            assert_eq!(current["amount_paid"], "19.99");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dev invoice was not paid within 60 s (statuses seen: {seen:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(seen.contains(&"paid".to_owned()));
+
     // The generated configuration works for other subcommands.
     let config = dir.path().join("depositd.toml");
     let output = depositd().arg("--config").arg(&config).arg("check-config").output().unwrap();
