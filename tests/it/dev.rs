@@ -89,7 +89,14 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
     let wallet = ProviderBuilder::new().wallet(payer).connect_http(info.rpc_url.parse().unwrap());
     let amount: U256 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
     let to = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
-    TestToken::new(info.tokens["USDC"], &wallet).transfer(to, amount).send().await.unwrap().get_receipt().await.unwrap();
+    TestToken::new(info.tokens["USDC"], &wallet)
+        .transfer(to, amount)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
     let url = format!("{}/api/v1/invoices/{}", info.api_url, invoice["id"].as_str().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();

@@ -22,6 +22,7 @@ both_backends!(
     payments_add_up_and_over_under_late_are_flagged,
     static_address_deposits_and_ignored_transfers,
     a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing,
+    rpc_faults_and_failover_miss_no_deposit,
 );
 
 /// anvil (automine) with the dev tokens, a look-alike "USDC", and the payer holding all three.
@@ -322,4 +323,97 @@ async fn a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing(db: Test
     assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")));
     let states: Vec<&str> = paid["payments"].as_array().unwrap().iter().map(|p| p["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["reorged", "confirmed"]);
+}
+
+/// A JSON-RPC proxy in front of anvil that misbehaves on a schedule: 429 with Retry-After,
+/// answers slower than the watcher's timeout, malformed JSON, and an eth_getLogs range limit.
+async fn faulty_proxy(upstream: String, faults: std::sync::Arc<std::sync::atomic::AtomicU64>) -> String {
+    use std::sync::atomic::Ordering;
+    let client = reqwest::Client::new();
+    let handler = move |body: axum::body::Bytes| {
+        let (client, upstream, faults) = (client.clone(), upstream.clone(), faults.clone());
+        async move {
+            use axum::response::IntoResponse;
+            let n = faults.fetch_add(1, Ordering::SeqCst);
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if request["method"] == "eth_getLogs" {
+                let block = |key: &str| {
+                    u64::from_str_radix(
+                        request["params"][0][key].as_str().unwrap_or("0x0").trim_start_matches("0x"),
+                        16,
+                    )
+                    .unwrap_or(0)
+                };
+                if block("toBlock") - block("fromBlock") + 1 > 3 {
+                    let error = json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32005, "message": "query exceeds max block range 3"}});
+                    return axum::Json(error).into_response();
+                }
+            }
+            match n % 10 {
+                3 if n < 40 => {
+                    return (axum::http::StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down")
+                        .into_response();
+                }
+                5 => tokio::time::sleep(std::time::Duration::from_millis(700)).await,
+                7 => {
+                    return (axum::http::StatusCode::OK, [("content-type", "application/json")], "{not json")
+                        .into_response();
+                }
+                _ => {}
+            }
+            let answer =
+                client.post(&upstream).header("content-type", "application/json").body(body).send().await.unwrap();
+            (axum::http::StatusCode::OK, [("content-type", "application/json")], answer.bytes().await.unwrap())
+                .into_response()
+        }
+    };
+    let app = axum::Router::new().route("/", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
+    let mut s = setup(&db).await;
+    let faults = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let proxy = faulty_proxy(s.chain.anvil.rpc_url(), faults.clone()).await;
+    // The first endpoint is dead: every step starts by failing over.
+    let dead = format!("http://127.0.0.1:{}", depositd::dev::anvil::free_port().unwrap());
+    s.config.rpc_urls = vec![dead, proxy];
+    s.config.rpc_timeout_ms = 400;
+    s.config.max_block_range = 50;
+
+    let mut invoices = Vec::new();
+    for amount in ["1", "2", "3", "4", "5"] {
+        let invoice = s.invoice(json!({"amount": amount})).await;
+        s.chain.pay_token(s.chain.usdc, address(&invoice), amount.parse::<u64>().unwrap() * 1_000_000).await;
+        invoices.push(invoice);
+    }
+    s.chain.mine(2).await;
+
+    let mut watcher = s.watcher();
+    let mut failures = 0;
+    let mut caught_up = false;
+    for _ in 0..200 {
+        match watcher.tick().await {
+            Ok(false) => {
+                caught_up = true;
+                break;
+            }
+            Ok(true) => {}
+            Err(_) => failures += 1, // A step that ran out of retries is simply redone.
+        }
+    }
+    assert!(caught_up, "the watcher never caught up ({failures} failed steps)");
+    assert!(faults.load(std::sync::atomic::Ordering::SeqCst) > 20, "the proxy was exercised");
+    for (invoice, amount) in invoices.iter().zip(["1", "2", "3", "4", "5"]) {
+        let current = s.get(invoice).await;
+        assert_eq!(
+            (current["status"].as_str(), current["amount_paid"].as_str()),
+            (Some("paid"), Some(amount)),
+            "{current}"
+        );
+        assert_eq!(current["payments"].as_array().unwrap().len(), 1, "credited exactly once");
+    }
 }

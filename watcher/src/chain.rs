@@ -6,7 +6,7 @@ use std::time::Duration;
 use alloy::consensus::Transaction as _;
 use alloy::network::TransactionResponse as _;
 use alloy::primitives::{Address, B256, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::rpc::types::{Block, BlockNumberOrTag, Filter, Log};
 use alloy::sol_types::SolEvent;
 use depositd_core::config::ChainConfig;
@@ -22,6 +22,7 @@ use depositd_core::time::now_ms;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::rpc::ChainRpc;
 use crate::watched::WatchedSet;
 
 alloy::sol! {
@@ -33,6 +34,10 @@ alloy::sol! {
 pub enum WatchError {
     #[error("RPC call failed")]
     Rpc(#[from] alloy::transports::TransportError),
+    #[error("RPC call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("the provider refused the eth_getLogs block range as too large")]
+    RangeTooLarge { suggested: Option<u64> },
     #[error("the node returned inconsistent data: {0}")]
     Inconsistent(String),
     #[error(transparent)]
@@ -55,7 +60,11 @@ struct Found {
 pub struct ChainWatcher {
     chain: ChainConfig,
     store: Store,
-    provider: DynProvider,
+    rpc: ChainRpc,
+    /// Blocks per step: starts at `max_block_range`, shrinks when a provider objects, grows back.
+    range: u64,
+    /// Steps in a row that succeeded at the current range.
+    successes: u32,
     watched: WatchedSet,
     public_url: String,
     sessions: SessionSigner,
@@ -68,14 +77,18 @@ impl ChainWatcher {
         public_url: String,
         sessions: SessionSigner,
     ) -> Result<ChainWatcher, WatchError> {
-        let url = chain
-            .rpc_urls
-            .first()
-            .ok_or_else(|| WatchError::Inconsistent(format!("chain {} has no RPC URL", chain.name)))?;
-        let url =
-            url.parse().map_err(|_| WatchError::Inconsistent(format!("chain {}: invalid RPC URL", chain.name)))?;
-        let provider = ProviderBuilder::new().connect_http(url).erased();
-        Ok(ChainWatcher { chain, store, provider, watched: WatchedSet::default(), public_url, sessions })
+        let rpc = ChainRpc::new(&chain)?;
+        let range = chain.max_block_range.max(1);
+        Ok(ChainWatcher {
+            chain,
+            store,
+            rpc,
+            range,
+            successes: 0,
+            watched: WatchedSet::default(),
+            public_url,
+            sessions,
+        })
     }
 
     /// Runs until `shutdown`. Errors are logged and retried after the poll interval: the cursor
@@ -117,7 +130,7 @@ impl ChainWatcher {
                 tracing::debug!(chain = %self.chain.name, added, total = self.watched.len(), "watched addresses loaded");
             }
         }
-        let head = self.provider.get_block_number().await?;
+        let head = self.rpc.call("eth_blockNumber", |p| async move { p.get_block_number().await }).await?;
         let cursor = {
             let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
             cursors::get(&mut conn, self.chain.chain_id).await?
@@ -130,7 +143,7 @@ impl ChainWatcher {
             self.confirm(head, cursor.as_ref().map(|c| c.block_number)).await?;
             return Ok(false);
         }
-        let to = head.min(from + self.chain.max_block_range.max(1) - 1);
+        let to = head.min(from + self.range - 1);
         let headers = self.fetch_blocks(from, to).await?;
         if let Some(cursor) = &cursor
             && headers[0].header.parent_hash.to_string() != cursor.block_hash
@@ -138,8 +151,23 @@ impl ChainWatcher {
             self.unwind_reorg(cursor).await?;
             return Ok(true);
         }
-        let found = self.scan(&headers).await?;
+        let found = match self.scan(&headers).await {
+            Ok(found) => found,
+            Err(WatchError::RangeTooLarge { suggested }) => {
+                let shrunk = suggested.unwrap_or(self.range / 2).clamp(1, self.range.saturating_sub(1).max(1));
+                tracing::info!(chain = %self.chain.name, from = self.range, to = shrunk, "eth_getLogs range too large; shrinking");
+                self.range = shrunk;
+                self.successes = 0;
+                return Ok(true);
+            }
+            Err(other) => return Err(other),
+        };
         self.record(&headers, found).await?;
+        self.successes += 1;
+        if self.successes >= 5 && self.range < self.chain.max_block_range {
+            self.range = (self.range * 2).min(self.chain.max_block_range);
+            self.successes = 0;
+        }
         self.confirm(head, Some(to)).await?;
         Ok(to < head)
     }
@@ -149,9 +177,10 @@ impl ChainWatcher {
         let mut blocks: Vec<Block> = Vec::with_capacity((to - from + 1) as usize);
         for number in from..=to {
             let block = self
-                .provider
-                .get_block_by_number(BlockNumberOrTag::Number(number))
-                .full()
+                .rpc
+                .call("eth_getBlockByNumber", |p| async move {
+                    p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await
+                })
                 .await?
                 .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing below the head")))?;
             if let Some(previous) = blocks.last()
@@ -175,7 +204,14 @@ impl ChainWatcher {
         if !tokens.is_empty() {
             let filter =
                 Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).from_block(from).to_block(to);
-            for log in self.provider.get_logs(&filter).await? {
+            let logs = self
+                .rpc
+                .call("eth_getLogs", |p| {
+                    let filter = filter.clone();
+                    async move { p.get_logs(&filter).await }
+                })
+                .await?;
+            for log in logs {
                 if let Some(transfer) = self.match_log(&log, &hashes)? {
                     found.push(transfer);
                 }
@@ -189,8 +225,8 @@ impl ChainWatcher {
                 }
                 let hash = tx.tx_hash();
                 let receipt = self
-                    .provider
-                    .get_transaction_receipt(hash)
+                    .rpc
+                    .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
                     .await?
                     .ok_or_else(|| WatchError::Inconsistent(format!("no receipt for {hash}")))?;
                 if !receipt.status() {
@@ -396,8 +432,10 @@ impl ChainWatcher {
             number -= 1;
             let Some(stored) = blocks::get(&mut conn, chain_id, number).await? else { break };
             let canonical = self
-                .provider
-                .get_block_by_number(BlockNumberOrTag::Number(number))
+                .rpc
+                .call("eth_getBlockByNumber", |p| async move {
+                    p.get_block_by_number(BlockNumberOrTag::Number(number)).await
+                })
                 .await?
                 .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing")))?;
             if canonical.header.hash.to_string() == stored.hash {
@@ -411,8 +449,10 @@ impl ChainWatcher {
             None => {
                 // Deeper than the window: rescan from its floor; every deposit above is re-checked.
                 let canonical = self
-                    .provider
-                    .get_block_by_number(BlockNumberOrTag::Number(floor))
+                    .rpc
+                    .call("eth_getBlockByNumber", |p| async move {
+                        p.get_block_by_number(BlockNumberOrTag::Number(floor)).await
+                    })
                     .await?
                     .ok_or_else(|| WatchError::Inconsistent(format!("block {floor} is missing")))?;
                 (floor, canonical.header.hash)

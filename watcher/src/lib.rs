@@ -10,14 +10,18 @@
 //! block hashes and the cursor in one transaction; finally confirm deposits that are deep enough
 //! through `depositd_core::crediting`, the single entry point for invoice state.
 //!
-//! Not yet here (issue 4 continues): RPC failover across `rpc_urls`, backoff honouring
-//! `Retry-After`, adaptive `eth_getLogs` ranges, WebSocket head following, metrics.
+//! RPC calls fail over across the chain's `rpc_urls`, retry with backoff honouring `Retry-After`,
+//! and the step range shrinks when a provider says `eth_getLogs` asked for too much.
+//!
+//! Not yet here (issue 4 continues): WebSocket head following, metrics and alerts.
 //!
 //! # Layout
 //! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
+//! - [`rpc`]: [`rpc::ChainRpc`], failover, timeouts, retries and range-error recognition.
 //! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses, refreshed by HD index.
 
 pub mod chain;
+pub mod rpc;
 pub mod watched;
 
 pub use chain::{ChainWatcher, WatchError};

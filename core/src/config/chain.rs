@@ -28,6 +28,9 @@ pub struct ChainConfig {
     pub poll_interval_ms: u64,
     /// Upper bound of the `eth_getLogs` block range (the watcher shrinks it when a provider objects).
     pub max_block_range: u64,
+    /// How long one RPC call may take before the watcher fails over and retries.
+    #[serde(default = "default_rpc_timeout_ms")]
+    pub rpc_timeout_ms: u64,
     /// First block to scan on a fresh database; `None` = the head at first start.
     pub start_block: Option<u64>,
     /// Testnets and dev chains hold no real value: keys for them are `dk_test_...`.
@@ -138,6 +141,9 @@ impl ChainConfig {
         if self.block_time_ms == 0 || self.poll_interval_ms == 0 {
             problems.push("block_time_ms and poll_interval_ms: must be greater than 0".into());
         }
+        if self.rpc_timeout_ms == 0 {
+            problems.push("rpc_timeout_ms: must be greater than 0".into());
+        }
         if self.max_block_range == 0 {
             problems.push("max_block_range: must be at least 1".into());
         }
@@ -161,6 +167,10 @@ impl ChainConfig {
         }
         problems
     }
+}
+
+fn default_rpc_timeout_ms() -> u64 {
+    10_000
 }
 
 fn checked_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
