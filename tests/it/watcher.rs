@@ -23,6 +23,9 @@ both_backends!(
     static_address_deposits_and_ignored_transfers,
     a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing,
     rpc_faults_and_failover_miss_no_deposit,
+    a_reorg_that_moves_a_deposit_keeps_it_one_deposit,
+    a_deep_reorg_reverses_a_credited_deposit,
+    a_restart_mid_backfill_credits_once,
 );
 
 /// anvil (automine) with the dev tokens, a look-alike "USDC", and the payer holding all three.
@@ -416,4 +419,110 @@ async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
         );
         assert_eq!(current["payments"].as_array().unwrap().len(), 1, "credited exactly once");
     }
+}
+
+impl Chain {
+    /// Pays with a token transfer and returns the signed raw transaction (to replay it in a reorg).
+    async fn pay_token_raw(&self, token: Address, to: &str, base_units: u64) -> String {
+        let provider = self.payer();
+        let receipt = TestToken::new(token, &provider)
+            .transfer(to.parse().unwrap(), U256::from(base_units))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let raw = self.rpc("eth_getRawTransactionByHash", json!([receipt.transaction_hash])).await;
+        raw.as_str().unwrap().to_owned()
+    }
+}
+
+async fn a_reorg_that_moves_a_deposit_keeps_it_one_deposit(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    let raw = s.chain.pay_token_raw(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(1).await;
+    let before = s.get(&invoice).await;
+    s.catch_up(&mut watcher).await;
+    assert_eq!(s.get(&invoice).await["status"], "paid");
+    let old_block = s.get(&invoice).await["payments"][0]["block_number"].as_u64().unwrap();
+
+    // Replace the last two blocks; the payment is re-included one block later than before.
+    s.chain.rpc("anvil_reorg", json!([2, [[raw, 1]]])).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+    let after = s.get(&invoice).await;
+    assert_eq!((after["status"].as_str(), after["amount_paid"].as_str()), (Some("paid"), Some("10")), "{after}");
+    let payments = after["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 1, "the same (tx, log index) is the same deposit: {payments:#?}");
+    assert_eq!(payments[0]["state"], "confirmed");
+    assert_eq!(payments[0]["block_number"].as_u64().unwrap(), old_block + 1, "moved to its new block");
+    // It had 2 confirmations when the depth-2 reorg took it: its credit was reversed, then it was
+    // credited again in the new chain. Net: one credit, and the history says what happened.
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let deposit_id = payments[0]["id"].as_str().unwrap().parse().unwrap();
+    let history = events::types_for(&mut conn, deposit_id).await.unwrap();
+    assert_eq!(
+        history,
+        ["deposit.detected", "deposit.confirmed", "deposit.reversed", "deposit.detected", "deposit.confirmed"]
+    );
+    assert_eq!(before["status"], "pending");
+}
+
+async fn a_deep_reorg_reverses_a_credited_deposit(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    assert_eq!(s.get(&invoice).await["status"], "paid");
+
+    // A reorg deeper than the 2 confirmations takes the credited payment away.
+    s.chain.rpc("anvil_reorg", json!([5, []])).await;
+    s.chain.mine(1).await;
+    s.catch_up(&mut watcher).await;
+    let reversed = s.get(&invoice).await;
+    assert_eq!(
+        (reversed["status"].as_str(), reversed["amount_paid"].as_str()),
+        (Some("pending"), Some("0")),
+        "{reversed}"
+    );
+    assert_eq!(reversed["payments"][0]["state"], "reversed", "recorded, not deleted");
+    assert!(reversed["finished_at"].is_null());
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let deposit_id = reversed["payments"][0]["id"].as_str().unwrap().parse().unwrap();
+    let types = events::types_for(&mut conn, deposit_id).await.unwrap();
+    assert_eq!(types, ["deposit.detected", "deposit.confirmed", "deposit.reversed"]);
+}
+
+async fn a_restart_mid_backfill_credits_once(db: TestDb) {
+    let mut s = setup(&db).await;
+    s.config.max_block_range = 2;
+    let mut invoices = Vec::new();
+    for _ in 0..4 {
+        let invoice = s.invoice(json!({"amount": "1"})).await;
+        s.chain.pay_token(s.chain.usdc, address(&invoice), 1_000_000).await;
+        invoices.push(invoice);
+    }
+    s.chain.mine(2).await;
+    // Two short steps, then the process "dies" and a new one takes over from the cursor.
+    let mut first = s.watcher();
+    assert!(first.tick().await.unwrap(), "more to do after one 2-block step");
+    assert!(first.tick().await.unwrap());
+    drop(first);
+    let mut second = s.watcher();
+    s.catch_up(&mut second).await;
+    for invoice in &invoices {
+        let current = s.get(invoice).await;
+        assert_eq!(
+            (current["status"].as_str(), current["payments"].as_array().unwrap().len()),
+            (Some("paid"), 1),
+            "{current}"
+        );
+    }
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    assert_eq!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().len(), 4);
 }

@@ -131,7 +131,8 @@ impl TryFrom<Row> for Deposit {
 pub enum Recorded {
     /// First sighting: a new row.
     New(Deposit),
-    /// A deposit dropped by a reorg reappeared in the new chain: the same row, detected again.
+    /// A deposit a reorg took away (reorged or reversed) reappeared in the new chain: the same
+    /// row, detected again.
     Revived(Deposit),
     /// Already known in a live state: nothing changed (a replayed range, a restart mid-range).
     AlreadyKnown,
@@ -168,10 +169,12 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
     if inserted.rows_affected() == 1 {
         return Ok(Recorded::New(deposit.clone()));
     }
-    // Known already. Only a reorged one comes back to life, in its new block.
+    // Known already. Only one a reorg took away comes back to life, in its new block: `reorged`
+    // (never credited) or `reversed` (credited, then its credit reversed; it is credited again
+    // when it confirms in the new chain, so the net is still exactly one credit).
     let revived: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE deposits SET state = 'detected', block_number = $1, block_hash = $2, updated_at = $3 \
-         WHERE chain_id = $4 AND tx_hash = $5 AND log_index = $6 AND state = 'reorged' RETURNING {COLUMNS}"
+         WHERE chain_id = $4 AND tx_hash = $5 AND log_index = $6 AND state IN ('reorged', 'reversed') RETURNING {COLUMNS}"
     )))
     .bind(deposit.block_number as i64)
     .bind(&deposit.block_hash)
