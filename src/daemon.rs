@@ -51,7 +51,8 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
     let wallet = Arc::new(HdWallet::from_mnemonic(&mnemonic)?);
     let store = crate::commands::open_store(&config).await?;
     let config = Arc::new(config);
-    let state = AppState::new(store.clone(), config.clone(), wallet);
+    let metrics = depositd_core::metrics::Metrics::new();
+    let state = AppState::new(store.clone(), config.clone(), wallet, metrics.clone());
     let mut tasks: JoinSet<(Component, anyhow::Result<()>)> = JoinSet::new();
 
     tracing::info!(components = ?components, database = store.backend().name(), "starting depositd");
@@ -80,6 +81,7 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                         store.clone(),
                         config.settings.api.public_url.clone(),
                         state.sessions.clone(),
+                        metrics.clone(),
                     )?;
                     let token = shutdown.clone();
                     tasks.spawn(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use depositd_core::config::Config;
 use depositd_core::invoice::SessionSigner;
+use depositd_core::metrics::Metrics;
 use depositd_core::pricing::Pricer;
 use depositd_core::store::Store;
 use depositd_core::wallet::HdWallet;
@@ -21,10 +22,12 @@ pub struct AppState {
     pub pricer: Arc<Pricer>,
     pub sessions: SessionSigner,
     pub limits: Arc<RateLimits>,
+    /// The process's metrics, rendered at `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Arc<Config>, wallet: Arc<HdWallet>) -> AppState {
+    pub fn new(store: Store, config: Arc<Config>, wallet: Arc<HdWallet>, metrics: Metrics) -> AppState {
         let limits = Arc::new(RateLimits::new(&config));
         AppState {
             pricer: Arc::new(Pricer::new(config.settings.pricing.clone())),
@@ -33,6 +36,7 @@ impl AppState {
             config,
             wallet,
             limits,
+            metrics,
         }
     }
 }

@@ -109,17 +109,18 @@ pub async fn on_detected(conn: &mut Conn, ctx: Context<'_>, deposit: &Deposit) -
     Ok(())
 }
 
-/// A detected deposit reached its confirmations: credit it, exactly once.
+/// A detected deposit reached its confirmations: credit it, exactly once. Returns whether this
+/// call did it (false when another process got there first).
 pub async fn on_confirmed(
     conn: &mut Conn,
     ctx: Context<'_>,
     chain: &ChainConfig,
     deposit: &Deposit,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Confirmed).await? {
-        return Ok(()); // Confirmed (or reorged) by someone else in the meantime.
+        return Ok(false); // Confirmed (or reorged) by someone else in the meantime.
     }
-    let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
+    let Some(merchant_id) = deposit.merchant_id else { return Ok(true) };
     let mut confirmed = deposit.clone();
     confirmed.state = DepositState::Confirmed;
     confirmed.confirmed_at = Some(now_ms());
@@ -146,12 +147,12 @@ pub async fn on_confirmed(
         let resource = ctx.resource(&invoice);
         events::record(conn, merchant_id, "static_address.deposit", "static_address", static_id, &resource).await?;
         events::record(conn, merchant_id, "invoice.paid", "invoice", invoice.id, &resource).await?;
-        return Ok(());
+        return Ok(true);
     }
 
     events::record(conn, merchant_id, "deposit.confirmed", "deposit", deposit.id, &DepositResource::build(&confirmed))
         .await?;
-    let Some(invoice_id) = deposit.invoice_id else { return Ok(()) };
+    let Some(invoice_id) = deposit.invoice_id else { return Ok(true) };
     let Some(mut invoice) = invoices::get_any(conn, invoice_id).await? else {
         return Err(StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)));
     };
@@ -178,16 +179,17 @@ pub async fn on_confirmed(
     for event in outcome.events {
         events::record(conn, merchant_id, event, "invoice", invoice.id, &resource).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A reorg removed the deposit's block. Unconfirmed: it goes back to waiting (it may reappear).
 /// Confirmed: its credit is reversed and `deposit.reversed` announces it; nothing is deleted.
-pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<(), StoreError> {
+/// Returns the state the deposit entered, if this call moved it.
+pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<DepositState>, StoreError> {
     match deposit.state {
         DepositState::Detected => {
             if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Reorged).await? {
-                return Ok(());
+                return Ok(None);
             }
             if let Some(invoice_id) = deposit.invoice_id
                 && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
@@ -197,14 +199,14 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<(), StoreE
                 invoice.status = InvoiceStatus::Pending;
                 invoices::update_payment_state(conn, &invoice).await?;
             }
-            Ok(())
+            Ok(Some(DepositState::Reorged))
         }
         DepositState::Confirmed => {
             if !deposits::transition(conn, deposit.id, DepositState::Confirmed, DepositState::Reversed).await? {
-                return Ok(());
+                return Ok(None);
             }
             tracing::error!(deposit_id = %deposit.id, tx_hash = %deposit.tx_hash, "a reorg deeper than the confirmations removed a credited deposit; reversing it");
-            let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
+            let Some(merchant_id) = deposit.merchant_id else { return Ok(Some(DepositState::Reversed)) };
             let mut reversed = deposit.clone();
             reversed.state = DepositState::Reversed;
             events::record(
@@ -236,9 +238,9 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<(), StoreE
                 });
                 invoices::update_payment_state(conn, &invoice).await?;
             }
-            Ok(())
+            Ok(Some(DepositState::Reversed))
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`deposit`]: the deposit resource webhooks and the API show.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
+//! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
@@ -27,6 +28,7 @@ pub mod crediting;
 pub mod deposit;
 pub mod evm;
 pub mod invoice;
+pub mod metrics;
 pub mod money;
 pub mod pricing;
 pub mod secret;

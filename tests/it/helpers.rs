@@ -166,7 +166,7 @@ impl TestApp {
         let mut config = test_config(db);
         adjust(&mut config);
         let wallet = Arc::new(HdWallet::from_mnemonic(&config.settings.wallet.mnemonic().unwrap()).unwrap());
-        let state = AppState::new(store.clone(), Arc::new(config), wallet);
+        let state = AppState::new(store.clone(), Arc::new(config), wallet, depositd_core::metrics::Metrics::new());
         let app = Application::build(state.clone(), "127.0.0.1:0".parse().unwrap()).await.expect("bind");
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();

@@ -133,6 +133,7 @@ impl Setup {
             self.app.store.clone(),
             self.app.state.config.settings.api.public_url.clone(),
             self.app.state.sessions.clone(),
+            self.app.state.metrics.clone(),
         )
         .unwrap()
     }
@@ -155,6 +156,12 @@ impl Setup {
 
     async fn get(&self, invoice: &Value) -> Value {
         self.app.get_json(&self.key, &format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await.1
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self.app.client.get(self.app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+        response.text().await.unwrap()
     }
 
     async fn events(&self, invoice: &Value) -> Vec<String> {
@@ -298,6 +305,13 @@ async fn static_address_deposits_and_ignored_transfers(db: TestDb) {
     let rejected: Vec<_> = all.iter().filter(|d| d.state == deposits::DepositState::Rejected).collect();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].reject_reason.as_deref(), Some("paid in USDT but expected USDC"));
+    // The alert metric says so, with bounded labels.
+    let metrics = s.metrics().await;
+    assert!(metrics.contains(r#"depositd_deposits_rejected_total{chain="anvil",reason="wrong_asset"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"depositd_deposits_total{asset="USDC",chain="anvil",state="confirmed"} 2"#),
+        "{metrics}"
+    );
 }
 
 async fn a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing(db: TestDb) {
@@ -496,6 +510,10 @@ async fn a_deep_reorg_reverses_a_credited_deposit(db: TestDb) {
     let deposit_id = reversed["payments"][0]["id"].as_str().unwrap().parse().unwrap();
     let types = events::types_for(&mut conn, deposit_id).await.unwrap();
     assert_eq!(types, ["deposit.detected", "deposit.confirmed", "deposit.reversed"]);
+    let metrics = s.metrics().await;
+    assert!(metrics.contains(r#"depositd_deposits_total{asset="USDC",chain="anvil",state="reversed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"depositd_chain_reorgs_total{chain="anvil"} 1"#), "{metrics}");
+    assert!(metrics.contains("depositd_chain_reorg_depth_max{chain=\"anvil\"} "), "{metrics}");
 }
 
 async fn a_restart_mid_backfill_credits_once(db: TestDb) {

@@ -12,6 +12,7 @@ use alloy::sol_types::SolEvent;
 use depositd_core::config::ChainConfig;
 use depositd_core::crediting::{self, Context};
 use depositd_core::invoice::SessionSigner;
+use depositd_core::metrics::{Metrics, RejectReason};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::blocks::{self, BlockRef};
 use depositd_core::store::cursors::{self, ChainCursor};
@@ -68,6 +69,7 @@ pub struct ChainWatcher {
     watched: WatchedSet,
     public_url: String,
     sessions: SessionSigner,
+    metrics: Metrics,
 }
 
 impl ChainWatcher {
@@ -76,8 +78,9 @@ impl ChainWatcher {
         store: Store,
         public_url: String,
         sessions: SessionSigner,
+        metrics: Metrics,
     ) -> Result<ChainWatcher, WatchError> {
-        let rpc = ChainRpc::new(&chain)?;
+        let rpc = ChainRpc::new(&chain, metrics.clone())?;
         let range = chain.max_block_range.max(1);
         Ok(ChainWatcher {
             chain,
@@ -88,6 +91,7 @@ impl ChainWatcher {
             watched: WatchedSet::default(),
             public_url,
             sessions,
+            metrics,
         })
     }
 
@@ -131,6 +135,9 @@ impl ChainWatcher {
             }
         }
         let head = self.rpc.call("eth_blockNumber", |p| async move { p.get_block_number().await }).await?;
+        let chain_label = [self.chain.name.as_str()];
+        self.metrics.chain_head_block.with_label_values(&chain_label).set(head as i64);
+        self.metrics.chain_getlogs_range.with_label_values(&chain_label).set(self.range as i64);
         let cursor = {
             let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
             cursors::get(&mut conn, self.chain.chain_id).await?
@@ -293,15 +300,19 @@ impl ChainWatcher {
     async fn record(&self, blocks: &[Block], found: Vec<Found>) -> Result<(), WatchError> {
         let last = &blocks[blocks.len() - 1].header;
         let mut tx = self.store.begin().await?;
+        // Counted only once the transaction commits: a rolled-back step counts nothing.
+        let mut counts: Vec<(String, &'static str, Option<RejectReason>)> = Vec::new();
         for transfer in found {
-            let deposit = self.to_deposit(&mut tx, transfer).await?;
+            let (deposit, rejected) = self.to_deposit(&mut tx, transfer).await?;
             match deposits::record(&mut tx, &deposit).await? {
                 Recorded::New(d) | Recorded::Revived(d) if d.state == DepositState::Detected => {
                     tracing::info!(chain = %self.chain.name, tx_hash = %d.tx_hash, amount = %d.amount, asset = %d.asset, "deposit detected");
                     crediting::on_detected(&mut tx, self.ctx(), &d).await?;
+                    counts.push((d.asset.clone(), "detected", None));
                 }
                 Recorded::New(d) if d.state == DepositState::Rejected => {
                     tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "transfer recorded as rejected");
+                    counts.push((d.asset.clone(), "rejected", rejected));
                 }
                 _ => {}
             }
@@ -326,6 +337,14 @@ impl ChainWatcher {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        let chain = self.chain.name.as_str();
+        for (asset, state, reason) in counts {
+            self.metrics.deposits_total.with_label_values(&[chain, &asset, state]).inc();
+            if let Some(reason) = reason {
+                self.metrics.deposits_rejected_total.with_label_values(&[chain, reason.as_str()]).inc();
+            }
+        }
+        self.metrics.chain_processed_block.with_label_values(&[chain]).set(last.number as i64);
         Ok(())
     }
 
@@ -335,7 +354,11 @@ impl ChainWatcher {
     }
 
     /// Resolves who a transfer is for, and whether it can be credited.
-    async fn to_deposit(&self, conn: &mut depositd_core::store::Conn, found: Found) -> Result<Deposit, WatchError> {
+    async fn to_deposit(
+        &self,
+        conn: &mut depositd_core::store::Conn,
+        found: Found,
+    ) -> Result<(Deposit, Option<RejectReason>), WatchError> {
         let watched = self.watched.get(&found.to).expect("only watched recipients are found").clone();
         let asset = match found.token {
             None => Some(self.chain.native.symbol.clone()),
@@ -383,26 +406,26 @@ impl ChainWatcher {
             },
         };
         let reason = match (&found.amount, expected) {
-            (Err(why), _) => Some(why.clone()),
-            (_, None) => Some("no invoice or static address owns this address".into()),
-            (_, Some((chain_id, _))) if chain_id != self.chain.chain_id => {
-                Some(format!("paid on chain {} but expected on chain {chain_id}", self.chain.chain_id))
-            }
+            (Err(why), _) => Some((RejectReason::Undecodable, why.clone())),
+            (_, None) => Some((RejectReason::Unowned, "no invoice or static address owns this address".into())),
+            (_, Some((chain_id, _))) if chain_id != self.chain.chain_id => Some((
+                RejectReason::WrongChain,
+                format!("paid on chain {} but expected on chain {chain_id}", self.chain.chain_id),
+            )),
             (_, Some((_, expected_asset)))
                 if !asset.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&expected_asset)) =>
             {
-                Some(format!(
-                    "paid in {} but expected {expected_asset}",
-                    asset.as_deref().unwrap_or("an unknown token")
-                ))
+                let paid_in = asset.as_deref().unwrap_or("an unknown token");
+                Some((RejectReason::WrongAsset, format!("paid in {paid_in} but expected {expected_asset}")))
             }
-            _ => None,
+            _ => deposit.reject_reason.take().map(|text| (RejectReason::Disabled, text)),
         };
-        if let Some(reason) = reason.or(deposit.reject_reason.take()) {
+        let category = reason.as_ref().map(|(category, _)| *category);
+        if let Some((_, text)) = reason {
             deposit.state = DepositState::Rejected;
-            deposit.reject_reason = Some(reason);
+            deposit.reject_reason = Some(text);
         }
-        Ok(deposit)
+        Ok((deposit, category))
     }
 
     /// Credits detected deposits that have `confirmations` blocks on top (and are at or below the
@@ -412,11 +435,17 @@ impl ChainWatcher {
         let Some(deep_enough) = (head + 1).checked_sub(self.chain.confirmations) else { return Ok(()) };
         let mut tx = self.store.begin().await?;
         let due = deposits::detected_up_to(&mut tx, self.chain.chain_id, deep_enough.min(verified)).await?;
+        let mut confirmed = Vec::new();
         for deposit in &due {
-            crediting::on_confirmed(&mut tx, self.ctx(), &self.chain, deposit).await?;
-            tracing::info!(chain = %self.chain.name, tx_hash = %deposit.tx_hash, "deposit confirmed");
+            if crediting::on_confirmed(&mut tx, self.ctx(), &self.chain, deposit).await? {
+                tracing::info!(chain = %self.chain.name, tx_hash = %deposit.tx_hash, "deposit confirmed");
+                confirmed.push(deposit.asset.as_str());
+            }
         }
         tx.commit().await.map_err(StoreError::from)?;
+        for asset in confirmed {
+            self.metrics.deposits_total.with_label_values(&[self.chain.name.as_str(), asset, "confirmed"]).inc();
+        }
         Ok(())
     }
 
@@ -461,13 +490,23 @@ impl ChainWatcher {
         let depth = cursor.block_number - ancestor;
         tracing::warn!(chain = %self.chain.name, depth, ancestor, "chain reorganisation: unwinding");
         let mut tx = self.store.begin().await?;
+        let mut moved = Vec::new();
         for deposit in deposits::live_above(&mut tx, chain_id, ancestor).await? {
-            crediting::on_reorged(&mut tx, &deposit).await?;
+            if let Some(state) = crediting::on_reorged(&mut tx, &deposit).await? {
+                moved.push((deposit.asset.clone(), state.as_str()));
+            }
         }
         blocks::prune(&mut tx, chain_id, Some(ancestor), 0).await?;
         cursors::set(&mut tx, &ChainCursor { chain_id, block_number: ancestor, block_hash: ancestor_hash.to_string() })
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        let chain = self.chain.name.as_str();
+        self.metrics.chain_reorgs_total.with_label_values(&[chain]).inc();
+        let deepest = self.metrics.chain_reorg_depth_max.with_label_values(&[chain]);
+        deepest.set(deepest.get().max(depth as i64));
+        for (asset, state) in moved {
+            self.metrics.deposits_total.with_label_values(&[chain, &asset, state]).inc();
+        }
         Ok(())
     }
 }

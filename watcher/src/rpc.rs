@@ -10,6 +10,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::transports::{RpcError, TransportErrorKind, TransportResult};
 use backon::{ExponentialBuilder, Retryable};
 use depositd_core::config::ChainConfig;
+use depositd_core::metrics::Metrics;
 use depositd_core::secret::redact_url_password;
 
 use crate::chain::WatchError;
@@ -19,6 +20,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 pub struct ChainRpc {
     chain: String,
+    metrics: Metrics,
     endpoints: Vec<(String, DynProvider)>,
     active: AtomicUsize,
     timeout: Duration,
@@ -26,7 +28,7 @@ pub struct ChainRpc {
 }
 
 impl ChainRpc {
-    pub fn new(chain: &ChainConfig) -> Result<ChainRpc, WatchError> {
+    pub fn new(chain: &ChainConfig, metrics: Metrics) -> Result<ChainRpc, WatchError> {
         let mut endpoints = Vec::new();
         for url in &chain.rpc_urls {
             let parsed =
@@ -38,6 +40,7 @@ impl ChainRpc {
         }
         Ok(ChainRpc {
             chain: chain.name.clone(),
+            metrics,
             endpoints,
             active: AtomicUsize::new(0),
             timeout: Duration::from_millis(chain.rpc_timeout_ms),
@@ -68,6 +71,7 @@ impl ChainRpc {
                 // Only the first caller to see the failure moves the pointer.
                 if self.active.compare_exchange(index, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                     tracing::warn!(chain = %self.chain, from = %url, to = %self.endpoints[next].0, %error, "RPC failover");
+                    self.metrics.rpc_failovers_total.with_label_values(&[self.chain.as_str()]).inc();
                 }
             }
             Err(outcome)

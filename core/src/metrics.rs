@@ -1,0 +1,119 @@
+//! Prometheus metrics: one registry per process, typed handles for each component, and the text
+//! exposition served at `GET /metrics`. Label values are bounded sets (chain names, asset
+//! symbols, fixed state and reason words): never invoice ids or addresses.
+
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Why a transfer was recorded as rejected, as a bounded label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    WrongAsset,
+    WrongChain,
+    Unowned,
+    Undecodable,
+    Disabled,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::WrongAsset => "wrong_asset",
+            RejectReason::WrongChain => "wrong_chain",
+            RejectReason::Unowned => "unowned_address",
+            RejectReason::Undecodable => "undecodable_value",
+            RejectReason::Disabled => "static_address_disabled",
+        }
+    }
+}
+
+/// Every metric the daemon exports. Cheap to clone (handles share their storage).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Latest block number the node reports, per chain.
+    pub chain_head_block: IntGaugeVec,
+    /// Last block whose deposits are fully recorded, per chain.
+    pub chain_processed_block: IntGaugeVec,
+    /// Blocks per `eth_getLogs` step right now (shrinks when a provider objects).
+    pub chain_getlogs_range: IntGaugeVec,
+    /// Deposits by chain, asset and the state they entered: detected, confirmed, reorged,
+    /// reversed (alert: a credited payment was taken away), rejected.
+    pub deposits_total: IntCounterVec,
+    /// Rejected transfers by reason (alert: money arrived that nothing credits).
+    pub deposits_rejected_total: IntCounterVec,
+    /// Chain reorganisations unwound, and the deepest seen (blocks).
+    pub chain_reorgs_total: IntCounterVec,
+    pub chain_reorg_depth_max: IntGaugeVec,
+    /// RPC failovers from one endpoint to the next.
+    pub rpc_failovers_total: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+            registry.register(Box::new(metric.clone())).expect("metric names are unique");
+            metric
+        }
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        Metrics {
+            chain_head_block: gauge(
+                "depositd_chain_head_block",
+                "Latest block number reported by the node.",
+                &["chain"],
+            ),
+            chain_processed_block: gauge(
+                "depositd_chain_processed_block",
+                "Last block whose deposits are fully recorded.",
+                &["chain"],
+            ),
+            chain_getlogs_range: gauge("depositd_chain_getlogs_range", "Blocks per eth_getLogs step.", &["chain"]),
+            deposits_total: counter(
+                "depositd_deposits_total",
+                "Deposits by the state they entered.",
+                &["chain", "asset", "state"],
+            ),
+            deposits_rejected_total: counter(
+                "depositd_deposits_rejected_total",
+                "Transfers to watched addresses recorded but not credited, by reason.",
+                &["chain", "reason"],
+            ),
+            chain_reorgs_total: counter("depositd_chain_reorgs_total", "Chain reorganisations unwound.", &["chain"]),
+            chain_reorg_depth_max: gauge(
+                "depositd_chain_reorg_depth_max",
+                "Deepest reorganisation seen, in blocks.",
+                &["chain"],
+            ),
+            rpc_failovers_total: counter(
+                "depositd_rpc_failovers_total",
+                "RPC failovers to the next endpoint.",
+                &["chain"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
