@@ -26,6 +26,7 @@ both_backends!(
     a_reorg_that_moves_a_deposit_keeps_it_one_deposit,
     a_deep_reorg_reverses_a_credited_deposit,
     a_restart_mid_backfill_credits_once,
+    websocket_heads_wake_the_watcher,
 );
 
 /// anvil (automine) with the dev tokens, a look-alike "USDC", and the payer holding all three.
@@ -543,4 +544,30 @@ async fn a_restart_mid_backfill_credits_once(db: TestDb) {
     }
     let mut conn = s.app.store.pool().acquire().await.unwrap();
     assert_eq!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().len(), 4);
+}
+
+async fn websocket_heads_wake_the_watcher(db: TestDb) {
+    let mut s = setup(&db).await;
+    // Polling once a minute: only newHeads over the WebSocket can make this quick.
+    s.config.ws_url = Some(s.chain.anvil.ws_url());
+    s.config.poll_interval_ms = 60_000;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(s.watcher().run(shutdown.clone()));
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    // Let the watcher take its first step and subscribe before the payment lands.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if s.get(&invoice).await["status"] == "paid" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not paid: the WebSocket heads did not wake the watcher");
+        // New heads keep coming, as on a live chain.
+        s.chain.mine(1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
 }

@@ -100,6 +100,10 @@ impl ChainWatcher {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WatchError> {
         let poll = Duration::from_millis(self.chain.poll_interval_ms);
         tracing::info!(chain = %self.chain.name, chain_id = self.chain.chain_id, "watcher started");
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        if let Some(ws_url) = self.chain.ws_url.clone() {
+            tokio::spawn(crate::heads::follow(self.chain.name.clone(), ws_url, wake.clone(), shutdown.clone()));
+        }
         loop {
             let more = match self.tick().await {
                 Ok(more) => more,
@@ -115,6 +119,7 @@ impl ChainWatcher {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(poll) => {}
+                    _ = wake.notified() => {}
                 }
             }
         }

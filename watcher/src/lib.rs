@@ -13,14 +13,18 @@
 //! RPC calls fail over across the chain's `rpc_urls`, retry with backoff honouring `Retry-After`,
 //! and the step range shrinks when a provider says `eth_getLogs` asked for too much.
 //!
-//! Not yet here (issue 4 continues): WebSocket head following, metrics and alerts.
+//! With a `ws_url`, new heads arrive over WebSocket and wake the loop at once; polling at
+//! `poll_interval_ms` remains the fallback. Metrics (`core::metrics`) count deposits by state,
+//! rejections by reason, reorgs and failovers.
 //!
 //! # Layout
 //! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
+//! - [`heads`]: the WebSocket `newHeads` follower that wakes the loop.
 //! - [`rpc`]: [`rpc::ChainRpc`], failover, timeouts, retries and range-error recognition.
 //! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses, refreshed by HD index.
 
 pub mod chain;
+pub mod heads;
 pub mod rpc;
 pub mod watched;
 
