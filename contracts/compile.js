@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Compiles contracts/TestToken.sol with solc-js (offline, bundled soljson) and
-// writes contracts/build/TestToken.json as a Hardhat-style artifact.
+// Compiles each contract in CONTRACTS with solc-js (offline, bundled soljson) and writes
+// contracts/build/<Name>.json as a Hardhat-style artifact.
 // Run with `npm run compile-contracts`. The output is deterministic.
 "use strict";
 
@@ -8,12 +8,13 @@ const fs = require("fs");
 const path = require("path");
 const solc = require("solc");
 
-const CONTRACT_NAME = "TestToken";
-const SOURCE_NAME = "contracts/TestToken.sol";
+// TestToken: the dev chain's USDC/USDT. OddTransferToken: test-only malformed Transfer logs.
+const CONTRACTS = ["TestToken", "OddTransferToken"];
 const REPO_ROOT = path.resolve(__dirname, "..");
-const OUT_FILE = path.join(__dirname, "build", `${CONTRACT_NAME}.json`);
 
-function main() {
+function compile(CONTRACT_NAME) {
+  const SOURCE_NAME = `contracts/${CONTRACT_NAME}.sol`;
+  const OUT_FILE = path.join(__dirname, "build", `${CONTRACT_NAME}.json`);
   const source = fs.readFileSync(path.join(REPO_ROOT, SOURCE_NAME), "utf8");
 
   const input = {
@@ -72,6 +73,10 @@ function main() {
   console.log(
     `compiled ${SOURCE_NAME}:${CONTRACT_NAME} with solc ${solc.version()} -> ${path.relative(REPO_ROOT, OUT_FILE)}`,
   );
+}
+
+function main() {
+  for (const name of CONTRACTS) compile(name);
 }
 
 main();

@@ -27,6 +27,13 @@ both_backends!(
     a_deep_reorg_reverses_a_credited_deposit,
     a_restart_mid_backfill_credits_once,
     websocket_heads_wake_the_watcher,
+    an_unrepresentable_transfer_is_rejected_not_fatal,
+);
+
+alloy::sol!(
+    #[sol(rpc)]
+    OddTransferToken,
+    "contracts/build/OddTransferToken.json"
 );
 
 /// anvil (automine) with the dev tokens, a look-alike "USDC", and the payer holding all three.
@@ -570,4 +577,33 @@ async fn websocket_heads_wake_the_watcher(db: TestDb) {
     }
     shutdown.cancel();
     running.await.unwrap().unwrap();
+}
+
+async fn an_unrepresentable_transfer_is_rejected_not_fatal(db: TestDb) {
+    let mut s = setup(&db).await;
+    // An allow-listed token whose Transfer logs carry 64 bytes of data instead of one uint256.
+    let provider = s.chain.payer();
+    let odd = OddTransferToken::deploy(&provider).await.unwrap();
+    s.config.tokens.push(TokenConfig { symbol: "ODD".into(), address: *odd.address(), decimals: 6 });
+    let mut watcher = s.watcher();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    let to: Address = address(&invoice).parse().unwrap();
+    odd.emitOddTransfer(to).send().await.unwrap().get_receipt().await.unwrap();
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+
+    // The real payment is credited; the odd one is on record with its reason, and counted.
+    let paid = s.get(&invoice).await;
+    assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")));
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let all = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
+    let odd_deposit = all.iter().find(|d| d.asset == "ODD").expect("the odd transfer is recorded");
+    assert_eq!(odd_deposit.state, deposits::DepositState::Rejected);
+    assert_eq!(odd_deposit.reject_reason.as_deref(), Some("Transfer data is 64 bytes, not a 32-byte uint256"));
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"depositd_deposits_rejected_total{chain="anvil",reason="undecodable_value"} 1"#),
+        "{metrics}"
+    );
 }
