@@ -102,8 +102,9 @@ pub async fn on_detected(conn: &mut Conn, ctx: Context<'_>, deposit: &Deposit) -
         && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
         && invoice.status == InvoiceStatus::Pending
     {
+        let read = invoice.clone();
         invoice.status = InvoiceStatus::Processing;
-        invoices::update_payment_state(conn, &invoice).await?;
+        invoices::update_payment_state(conn, &read, &invoice).await?;
         events::record(conn, merchant_id, "invoice.processing", "invoice", invoice.id, &ctx.resource(&invoice)).await?;
     }
     Ok(())
@@ -156,6 +157,7 @@ pub async fn on_confirmed(
     let Some(mut invoice) = invoices::get_any(conn, invoice_id).await? else {
         return Err(StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)));
     };
+    let read = invoice.clone();
     let merchant = merchants::get(conn, merchant_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("invoice {} has no merchant", invoice.id)))?;
@@ -174,7 +176,7 @@ pub async fn on_confirmed(
     invoice.payment_flags = outcome.flags;
     invoice.amount_paid_base_units = paid_total;
     invoice.finished_at = outcome.finished_at;
-    invoices::update_payment_state(conn, &invoice).await?;
+    invoices::update_payment_state(conn, &read, &invoice).await?;
     let resource = ctx.resource(&invoice);
     for event in outcome.events {
         events::record(conn, merchant_id, event, "invoice", invoice.id, &resource).await?;
@@ -196,8 +198,9 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
                 && invoice.status == InvoiceStatus::Processing
                 && !deposits::invoice_has_detected(conn, invoice_id, deposit.id).await?
             {
+                let read = invoice.clone();
                 invoice.status = InvoiceStatus::Pending;
-                invoices::update_payment_state(conn, &invoice).await?;
+                invoices::update_payment_state(conn, &read, &invoice).await?;
             }
             Ok(Some(DepositState::Reorged))
         }
@@ -221,6 +224,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
             if let Some(invoice_id) = deposit.invoice_id
                 && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
             {
+                let read = invoice.clone();
                 invoice.amount_paid_base_units =
                     invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
                 if invoice.status == InvoiceStatus::Paid && invoice.amount_paid_base_units < invoice.amount_base_units {
@@ -236,7 +240,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
                 invoice.payment_flags.retain(|f| {
                     *f != PaymentFlag::Overpaid || invoice.amount_paid_base_units > invoice.amount_base_units
                 });
-                invoices::update_payment_state(conn, &invoice).await?;
+                invoices::update_payment_state(conn, &read, &invoice).await?;
             }
             Ok(Some(DepositState::Reversed))
         }

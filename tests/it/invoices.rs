@@ -24,6 +24,7 @@ both_backends!(
     rate_limits_answer_429_with_retry_after,
     a_price_feed_prices_while_fresh_and_refuses_when_stale,
     merchant_amount_bounds_replace_the_defaults,
+    a_payment_update_never_overwrites_a_concurrent_change,
 );
 
 const ALL: &[Scope] = &Scope::ALL;
@@ -615,4 +616,26 @@ async fn merchant_amount_bounds_replace_the_defaults(db: TestDb) {
         (Some("0"), Some("50")),
         "a 0% fee merchant keeps everything"
     );
+}
+
+async fn a_payment_update_never_overwrites_a_concurrent_change(db: TestDb) {
+    use depositd_core::invoice::InvoiceStatus;
+    use depositd_core::store::{StoreError, invoices};
+
+    let app = TestApp::spawn(&db).await;
+    let (merchant, key) = app.merchant("Racer", ALL).await;
+    let created: Value = app.create_invoice(&key, json!({"amount": "5", "expires_in": 1})).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().parse().unwrap();
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    // The watcher read the invoice while it was pending...
+    let read = invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap();
+    // ...then the expiry task expired it...
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(depositd_api::expiry::expire_once(&app.state).await.unwrap(), 1);
+    // ...so the watcher's write based on its stale read is refused, not applied.
+    let mut stale = read.clone();
+    stale.status = InvoiceStatus::Processing;
+    let error = invoices::update_payment_state(&mut conn, &read, &stale).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    assert_eq!(invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap().status, InvoiceStatus::Expired);
 }

@@ -358,12 +358,17 @@ pub async fn by_deposit_address(conn: &mut Conn, deposit_address_id: Uuid) -> Re
     row.map(Invoice::try_from).transpose()
 }
 
-/// Writes the payment state of an invoice (status, flags, amount paid, finished time).
+/// Writes the payment state of an invoice (status, flags, amount paid, finished time), but only
+/// if its status and amount paid are still what `read` saw: an optimistic lock. Between the read
+/// and this write another transaction (expiry, cancel, another daemon) may have changed it; on
+/// PostgreSQL's READ COMMITTED that would otherwise be a lost update. Such a race is a
+/// [`StoreError::Conflict`]: the caller's transaction rolls back and its (idempotent) step is
+/// redone with fresh data.
 #[tracing::instrument(skip_all, fields(invoice_id = %invoice.id))]
-pub async fn update_payment_state(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError> {
-    sqlx::query(
+pub async fn update_payment_state(conn: &mut Conn, read: &Invoice, invoice: &Invoice) -> Result<(), StoreError> {
+    let done = sqlx::query(
         "UPDATE invoices SET status = $1, payment_flags = $2, amount_paid_base_units = $3, finished_at = $4, updated_at = $5 \
-         WHERE id = $6",
+         WHERE id = $6 AND status = $7 AND amount_paid_base_units = $8",
     )
     .bind(invoice.status.as_str())
     .bind(flags_column(&invoice.payment_flags))
@@ -371,7 +376,9 @@ pub async fn update_payment_state(conn: &mut Conn, invoice: &Invoice) -> Result<
     .bind(invoice.finished_at)
     .bind(now_ms())
     .bind(invoice.id.to_string())
+    .bind(read.status.as_str())
+    .bind(read.amount_paid_base_units)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("invoice changed concurrently; retry")) }
 }
