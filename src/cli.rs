@@ -88,14 +88,17 @@ pub enum MerchantCommand {
         #[arg(long)]
         company_name: Option<String>,
         /// The operator's fee in percent of each payment, e.g. 1.5.
-        #[arg(long, default_value = "0")]
+        #[arg(long, default_value = "0", allow_negative_numbers = true)]
         fee_percent: rust_decimal::Decimal,
         /// Smallest invoice amount (in the invoice currency); default: the server's invoices.min_amount.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         min_amount: Option<rust_decimal::Decimal>,
         /// Largest invoice amount; default: the server's invoices.max_amount.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         max_amount: Option<rust_decimal::Decimal>,
+        /// A payment this many percent short of the amount still counts as paid (flagged underpaid).
+        #[arg(long, default_value = "0", allow_negative_numbers = true)]
+        payment_tolerance_percent: rust_decimal::Decimal,
     },
     /// List merchants.
     List,

@@ -9,7 +9,14 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
     let store = super::open_store(config).await?;
     let mut conn = store.pool().acquire().await?;
     match command {
-        MerchantCommand::Create { name, company_name, fee_percent, min_amount, max_amount } => {
+        MerchantCommand::Create {
+            name,
+            company_name,
+            fee_percent,
+            min_amount,
+            max_amount,
+            payment_tolerance_percent,
+        } => {
             let name = name.trim().to_owned();
             anyhow::ensure!(!name.is_empty() && name.len() <= 255, "--name must be 1 to 255 characters");
             anyhow::ensure!(
@@ -31,12 +38,27 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
                 min_invoice_amount: min_amount,
                 max_invoice_amount: max_amount,
             };
+            anyhow::ensure!(
+                payment_tolerance_percent >= rust_decimal::Decimal::ZERO
+                    && payment_tolerance_percent < rust_decimal::Decimal::ONE_HUNDRED,
+                "--payment-tolerance-percent must be at least 0 and below 100"
+            );
             let merchant = merchants::insert(&mut conn, &new).await?;
+            if !payment_tolerance_percent.is_zero() {
+                merchants::set_payment_tolerance(&mut conn, merchant.id, payment_tolerance_percent).await?;
+            }
             println!("{}", merchant.id);
         }
         MerchantCommand::List => {
             for m in merchants::list(&mut conn).await? {
-                println!("{}\t{}\t{}\tfee {}%", m.id, m.status.as_str(), m.name, m.fee_percent);
+                println!(
+                    "{}\t{}\t{}\tfee {}%\ttolerance {}%",
+                    m.id,
+                    m.status.as_str(),
+                    m.name,
+                    m.fee_percent,
+                    m.payment_tolerance_percent
+                );
             }
         }
     }

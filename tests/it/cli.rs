@@ -98,7 +98,16 @@ async fn merchant_and_key_commands(db: TestDb) {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains(db.backend));
 
-    let output = run(&["merchant", "create", "--name", "Cli Shop", "--fee-percent", "1.25"]);
+    let output = run(&[
+        "merchant",
+        "create",
+        "--name",
+        "Cli Shop",
+        "--fee-percent",
+        "1.25",
+        "--payment-tolerance-percent",
+        "0.5",
+    ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let merchant_id: uuid::Uuid = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
 
@@ -126,6 +135,12 @@ async fn merchant_and_key_commands(db: TestDb) {
         "unknown scope \"root\"",
     );
     assert_one_line_error(&run(&["merchant", "create", "--name", "X", "--fee-percent", "150"]), "--fee-percent");
+    assert_one_line_error(
+        &run(&["merchant", "create", "--name", "X", "--payment-tolerance-percent", "-1"]),
+        "tolerance",
+    );
+    let listing = String::from_utf8_lossy(&run(&["merchant", "list"]).stdout).to_string();
+    assert!(listing.contains("Cli Shop") && listing.contains("tolerance 0.5%"), "{listing}");
 }
 
 crate::helpers::both_backends!(merchant_and_key_commands);

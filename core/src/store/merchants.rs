@@ -178,3 +178,14 @@ pub async fn set_status(conn: &mut Conn, id: Uuid, status: MerchantStatus) -> Re
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
+
+/// Sets how many percent short a payment may be and still count as paid.
+#[tracing::instrument(skip(conn))]
+pub async fn set_payment_tolerance(conn: &mut Conn, id: Uuid, percent: Decimal) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE merchants SET payment_tolerance_percent = $1 WHERE id = $2")
+        .bind(percent.to_string())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
