@@ -35,11 +35,14 @@ pub fn shutdown_on_signal() -> CancellationToken {
         };
         #[cfg(not(unix))]
         let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-            _ = terminate => tracing::info!("SIGTERM received, shutting down"),
-        }
+        let signal = tokio::select! {
+            _ = ctrl_c => "SIGINT",
+            _ = terminate => "SIGTERM",
+        };
+        // Cancel before logging: shutdown must not depend on the log destination (a closed
+        // stderr pipe must not keep the daemon alive).
         trigger.cancel();
+        tracing::info!(signal, "shutting down");
     });
     token
 }
@@ -50,6 +53,7 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
     let mnemonic = config.settings.wallet.mnemonic()?;
     let wallet = Arc::new(HdWallet::from_mnemonic(&mnemonic)?);
     let store = crate::commands::open_store(&config).await?;
+    let _single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
     let config = Arc::new(config);
     let metrics = depositd_core::metrics::Metrics::new();
     let state = AppState::new(store.clone(), config.clone(), wallet, metrics.clone());

@@ -144,3 +144,70 @@ async fn merchant_and_key_commands(db: TestDb) {
 }
 
 crate::helpers::both_backends!(merchant_and_key_commands);
+
+/// A child process killed when dropped, so a failing assertion never leaves a daemon behind.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` and waits for "API listening" on its stderr, which is then drained in the
+/// background (as a log collector would) or, with `drain = false`, closed.
+fn start_daemon(mut command: std::process::Command, drain: bool) -> Daemon {
+    use std::io::BufRead;
+    let mut child = Daemon(command.stderr(std::process::Stdio::piped()).spawn().unwrap());
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let up = lines.by_ref().any(|line| line.is_ok_and(|l| l.contains("API listening")));
+    assert!(up, "the daemon did not start");
+    if drain {
+        std::thread::spawn(move || lines.for_each(drop));
+    }
+    child
+}
+
+/// Sends SIGTERM and waits (20 s at most) for a clean exit.
+fn terminate(daemon: &mut Daemon) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.0.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+}
+
+#[test]
+fn a_second_daemon_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/depositd.db", dir.path().display());
+    let daemon = || {
+        let mut command = depositd();
+        command
+            .args(["--database-url", &url, "run", "--only", "api"])
+            .env("DEPOSITD__API__LISTEN", "127.0.0.1:0")
+            .env("DEPOSITD__WALLET__MNEMONIC", "test test test test test test test test test test test junk")
+            .env("RUST_LOG", "info");
+        command
+    };
+    let mut first = start_daemon(daemon(), true);
+    let second = daemon().output().unwrap();
+    assert_one_line_error(&second, "is in use by another depositd daemon");
+    // Administrative commands still work beside the daemon.
+    let listing = depositd().args(["--database-url", &url, "merchant", "list"]).output().unwrap();
+    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+
+    terminate(&mut first);
+    // The lock went with the process: a new daemon starts. Its log pipe is then closed (a log
+    // collector going away), and SIGTERM must still stop it: shutdown never waits on logging.
+    let mut second = start_daemon(daemon(), false);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    terminate(&mut second);
+}

@@ -69,6 +69,11 @@ pub enum StoreError {
     CreateDir { path: String, source: std::io::Error },
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the SQLite database {url} is in use by another depositd daemon; SQLite serves one daemon \
+         process (use PostgreSQL to run several)"
+    )]
+    InUse { url: String },
     #[error("a row already exists with this {0}")]
     Conflict(&'static str),
     #[error("not found")]
@@ -252,9 +257,41 @@ impl Store {
         Ok(())
     }
 
+    /// On SQLite, takes an exclusive lock that lives as long as the returned guard: SQLite serves
+    /// one daemon process (two would watch and expire twice). Administrative commands do not take
+    /// it, so they can run next to a daemon. PostgreSQL needs no such lock and returns `None`.
+    pub fn lock_for_daemon(&self, url: &DatabaseUrl) -> Result<Option<DaemonLock>, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let rest = url.expose().split_once(':').map(|(_, r)| r).unwrap_or_default();
+        let path = rest.strip_prefix("//").unwrap_or(rest).split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Ok(None);
+        }
+        let lock_path = format!("{path}.daemon.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::CreateDir { path: lock_path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DaemonLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { url: url.redacted() }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::CreateDir { path: lock_path, source }),
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Held by a daemon running on SQLite; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: std::fs::File,
 }
 
 /// Makes sure the SQLite file can be created: its directory exists and `mode=rwc` is set.
