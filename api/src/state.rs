@@ -3,7 +3,8 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use depositd_core::config::Config;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use depositd_core::config::{ChainConfig, Config};
 use depositd_core::invoice::SessionSigner;
 use depositd_core::metrics::Metrics;
 use depositd_core::pricing::Pricer;
@@ -24,11 +25,21 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// The process's metrics, rendered at `GET /metrics`.
     pub metrics: Metrics,
+    /// One RPC client per enabled chain (its first URL), for readiness checks.
+    pub chain_rpcs: Arc<Vec<(ChainConfig, DynProvider)>>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>, wallet: Arc<HdWallet>, metrics: Metrics) -> AppState {
         let limits = Arc::new(RateLimits::new(&config));
+        let chain_rpcs = config
+            .chains
+            .iter()
+            .filter_map(|chain| {
+                let url = chain.rpc_urls.first()?.parse().ok()?;
+                Some((chain.clone(), ProviderBuilder::new().connect_http(url).erased()))
+            })
+            .collect();
         AppState {
             pricer: Arc::new(Pricer::new(config.settings.pricing.clone())),
             sessions: SessionSigner::new(wallet.session_key()),
@@ -37,6 +48,7 @@ impl AppState {
             wallet,
             limits,
             metrics,
+            chain_rpcs: Arc::new(chain_rpcs),
         }
     }
 }

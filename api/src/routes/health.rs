@@ -31,8 +31,8 @@ pub struct Check {
     detail: Option<String>,
 }
 
-/// Ready when the database answers and every migration is applied. (Chain RPC checks join this
-/// list with the watcher.)
+/// Ready when the database answers, every migration is applied, and each chain's RPC answers
+/// with its watcher at most `api.ready_max_lag_blocks` behind the head.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let mut checks = Vec::new();
     let database = state.store.ping().await;
@@ -51,6 +51,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             Err(_) => Some("cannot read the migrations table".into()),
         },
     });
+    for (chain, rpc) in state.chain_rpcs.iter() {
+        checks.push(chain_check(&state, chain, rpc).await);
+    }
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { ready, checks }))
@@ -59,4 +62,35 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+async fn chain_check(
+    state: &AppState,
+    chain: &depositd_core::config::ChainConfig,
+    rpc: &alloy::providers::DynProvider,
+) -> Check {
+    use alloy::providers::Provider;
+    let name = format!("chain:{}", chain.name);
+    let head = tokio::time::timeout(std::time::Duration::from_secs(3), rpc.get_block_number()).await;
+    let head = match head {
+        Ok(Ok(head)) => head,
+        _ => return Check { name, ok: false, detail: Some("the RPC endpoint does not answer".into()) },
+    };
+    let cursor = match state.store.pool().acquire().await {
+        Ok(mut conn) => depositd_core::store::cursors::get(&mut conn, chain.chain_id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let Some(cursor) = cursor else {
+        return Check { name, ok: false, detail: Some("the watcher has not processed a block yet".into()) };
+    };
+    let lag = head.saturating_sub(cursor.block_number);
+    let limit = state.config.settings.api.ready_max_lag_blocks;
+    if lag > limit {
+        return Check {
+            name,
+            ok: false,
+            detail: Some(format!("the watcher is {lag} blocks behind the head (limit {limit})")),
+        };
+    }
+    Check { name, ok: true, detail: None }
 }

@@ -70,6 +70,7 @@ pub struct ApiSettings {
     pub public_url: String,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    pub ready_max_lag_blocks: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
