@@ -1,5 +1,5 @@
-//! depositd's HTTP surface: the merchant API, health checks, and (as later issues land) the
-//! hosted checkout page, webhook delivery and `/metrics`.
+//! depositd's HTTP surface: the merchant API, health checks, `/metrics`, and (as later issues
+//! land) the hosted checkout page and webhook delivery.
 //!
 //! The crate depends on `depositd-core` only; it never calls the watcher or the settler. What
 //! they need to know (a new deposit address to watch, a payout to send) goes through the store.

@@ -32,8 +32,9 @@ const DEV_CONFIRMATIONS: u64 = 2;
 /// Each test token minted to the payer: 1,000,000 tokens of 6 decimals.
 const PAYER_MINT: u64 = 1_000_000_000_000;
 
-/// `DIR/dev.json`: what scripts and tests need to talk to a running dev instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `DIR/dev.json`: what scripts and tests need to talk to a running dev instance. Its `Debug`
+/// leaves out the API key and the payer's private key.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct DevInfo {
     pub api_url: String,
     pub api_key: String,
@@ -46,6 +47,21 @@ pub struct DevInfo {
     pub payer_private_key: String,
     #[serde(with = "checksummed")]
     pub payer_address: Address,
+}
+
+impl std::fmt::Debug for DevInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevInfo")
+            .field("api_url", &self.api_url)
+            .field("api_key", &"[REDACTED]")
+            .field("rpc_url", &self.rpc_url)
+            .field("chain", &self.chain)
+            .field("chain_id", &self.chain_id)
+            .field("tokens", &self.tokens)
+            .field("payer_private_key", &"[REDACTED]")
+            .field("payer_address", &self.payer_address)
+            .finish()
+    }
 }
 
 /// Addresses in `dev.json` are EIP-55 checksummed, as wallets and block explorers show them.
