@@ -44,8 +44,13 @@ pub enum Command {
     Run(RunArgs),
     /// Apply database migrations and exit.
     Migrate,
-    /// Load and validate the configuration and chain files, then print a summary.
-    CheckConfig,
+    /// Load and validate the configuration and chain files, check each chain against its RPC
+    /// (chain id, token contracts and their decimals), then print a summary.
+    CheckConfig {
+        /// Validate the files only; do not contact the chains.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Manage merchants.
     #[command(subcommand)]
     Merchant(MerchantCommand),

@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({} at {})", store.backend().name(), config.settings.database.url);
             Ok(())
         }
-        Command::CheckConfig => check_config::run(&global),
+        Command::CheckConfig { offline } => check_config::run(&global, offline).await,
         Command::Merchant(command) => merchant::run(&load_config(&global)?, command).await,
         Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
         Command::Dev(args) => crate::dev::run(args).await,

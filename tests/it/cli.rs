@@ -20,7 +20,8 @@ fn assert_one_line_error(output: &Output, needle: &str) {
 
 #[test]
 fn a_missing_config_file_is_one_clear_error() {
-    let output = depositd().args(["--config", "/nonexistent/depositd.toml", "check-config"]).output().unwrap();
+    let output =
+        depositd().args(["--config", "/nonexistent/depositd.toml", "check-config", "--offline"]).output().unwrap();
     assert_one_line_error(&output, "/nonexistent/depositd.toml does not exist");
 }
 
@@ -38,18 +39,20 @@ fn a_bad_config_file_names_the_key() {
     for (contents, needle) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, contents).unwrap();
-        let output = depositd().arg("--config").arg(&path).arg("check-config").output().unwrap();
+        let output = depositd().arg("--config").arg(&path).args(["check-config", "--offline"]).output().unwrap();
         assert_one_line_error(&output, needle);
     }
 }
 
 #[test]
 fn environment_variables_override_and_typos_are_caught() {
-    let output = depositd().env("DEPOSITD__API__LISTEN", "0.0.0.0:9999").arg("check-config").output().unwrap();
+    let output =
+        depositd().env("DEPOSITD__API__LISTEN", "0.0.0.0:9999").args(["check-config", "--offline"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("listen 0.0.0.0:9999"));
 
-    let output = depositd().env("DEPOSITD__API__LISTN", "0.0.0.0:9999").arg("check-config").output().unwrap();
+    let output =
+        depositd().env("DEPOSITD__API__LISTN", "0.0.0.0:9999").args(["check-config", "--offline"]).output().unwrap();
     assert_one_line_error(&output, "unknown field `listn`");
 }
 
@@ -82,7 +85,8 @@ fn a_missing_anvil_is_one_clear_error() {
 #[test]
 fn the_mnemonic_never_reaches_the_output() {
     let phrase = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-    let output = depositd().env("DEPOSITD__WALLET__MNEMONIC", phrase).arg("check-config").output().unwrap();
+    let output =
+        depositd().env("DEPOSITD__WALLET__MNEMONIC", phrase).args(["check-config", "--offline"]).output().unwrap();
     assert!(output.status.success());
     let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(all.contains("mnemonic configured"));

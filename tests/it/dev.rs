@@ -120,7 +120,27 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
     let config = dir.path().join("depositd.toml");
     let output = depositd().arg("--config").arg(&config).arg("check-config").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("USDC"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("USDC") && stdout.contains("chain anvil verified"), "{stdout}");
+    // A chain file that disagrees with the chain is one clear error naming the problem.
+    let original = std::fs::read_to_string(dir.path().join("chains/anvil.toml")).unwrap();
+    for (broken, expected) in [
+        (original.replacen("decimals = 6", "decimals = 18", 1), "reports 6 decimals, but the file says 18"),
+        (original.replace("chain_id = 31337", "chain_id = 1"), "serves chain id 31337, but the file says 1"),
+    ] {
+        let chains = tempfile::tempdir().unwrap();
+        std::fs::write(chains.path().join("anvil.toml"), broken).unwrap();
+        let output = depositd()
+            .arg("--config")
+            .arg(&config)
+            .env("DEPOSITD__CHAINS__DIR", chains.path())
+            .arg("check-config")
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected) && stderr.lines().count() == 1, "{stderr}");
+    }
 
     // Ctrl-C: everything stops, exit 0, anvil included.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
