@@ -2,7 +2,7 @@
 //! exposition served at `GET /metrics`. Label values are bounded sets (chain names, asset
 //! symbols, fixed state and reason words): never invoice ids or addresses.
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Why a transfer was recorded as rejected, as a bounded label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,13 @@ pub struct Metrics {
     pub chain_reorg_depth_max: IntGaugeVec,
     /// RPC failovers from one endpoint to the next.
     pub rpc_failovers_total: IntCounterVec,
+    /// API requests by route template (never the concrete path), method and status.
+    pub api_requests_total: IntCounterVec,
+    pub api_request_duration_seconds: HistogramVec,
+    /// Requests refused by a rate limit, by route template.
+    pub api_rate_limited_total: IntCounterVec,
+    /// Invoices created, by chain and pay asset.
+    pub invoices_created_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -105,6 +112,33 @@ impl Metrics {
                 "depositd_rpc_failovers_total",
                 "RPC failovers to the next endpoint.",
                 &["chain"],
+            ),
+            api_requests_total: counter(
+                "depositd_api_requests_total",
+                "API requests by route template, method and status.",
+                &["route", "method", "status"],
+            ),
+            api_request_duration_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "depositd_api_request_duration_seconds",
+                        "API request latency by route template.",
+                    )
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                    &["route"],
+                )
+                .expect("valid metric"),
+            ),
+            api_rate_limited_total: counter(
+                "depositd_api_rate_limited_total",
+                "Requests refused by a rate limit.",
+                &["route"],
+            ),
+            invoices_created_total: counter(
+                "depositd_invoices_created_total",
+                "Invoices created.",
+                &["chain", "asset"],
             ),
             registry,
         }

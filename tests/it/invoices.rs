@@ -508,6 +508,17 @@ async fn rate_limits_answer_429_with_retry_after(db: TestDb) {
         );
     }
     assert!(statuses.contains(&429), "{statuses:?}");
+
+    // The API's metrics count it all with bounded labels: the route template, never an id.
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"depositd_api_requests_total{method="POST",route="/api/v1/invoices",status="201"} 3"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"depositd_api_rate_limited_total{route="/api/v1/invoices"}"#), "{metrics}");
+    assert!(metrics.contains(r#"depositd_invoices_created_total{asset="USDC",chain="anvil"} 3"#), "{metrics}");
+    assert!(metrics.contains("depositd_api_request_duration_seconds_bucket"), "{metrics}");
+    assert!(!metrics.contains("greedy"), "customer ids are never labels");
 }
 
 async fn a_price_feed_prices_while_fresh_and_refuses_when_stale(db: TestDb) {

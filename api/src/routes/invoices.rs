@@ -116,6 +116,7 @@ pub async fn create(
     events::record(&mut tx, invoice.merchant_id, "invoice.created", "invoice", invoice.id, &resource).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     let response = idempotency::commit_created(guard, tx, body).await?;
+    state.metrics.invoices_created_total.with_label_values(&[&invoice.chain, &invoice.asset]).inc();
     tracing::info!(invoice_id = %invoice.id, merchant_id = %invoice.merchant_id, "invoice created");
     Ok(response)
 }

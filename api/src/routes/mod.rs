@@ -29,7 +29,33 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
+}
+
+/// Counts every request and times it, labelled by the matched route template
+/// (`/api/v1/invoices/{id}`), so label values stay a small fixed set; unmatched paths count as
+/// `unmatched`.
+async fn record_metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics.api_request_duration_seconds.with_label_values(&[&route]).observe(started.elapsed().as_secs_f64());
+    metrics.api_requests_total.with_label_values(&[&route, &method, response.status().as_str()]).inc();
+    if response.status() == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        metrics.api_rate_limited_total.with_label_values(&[&route]).inc();
+    }
+    response
 }
 
 async fn not_found() -> ApiError {
