@@ -146,12 +146,14 @@ pub struct Invoice {
     pub updated_at: i64,
 }
 
-/// The merchant's optional, descriptive fields: stored and echoed, never interpreted by money paths.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The merchant's optional, descriptive fields: stored and echoed (flattened into the invoice
+/// resource), never interpreted by money paths.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InvoiceDetails {
     pub description: Option<String>,
     pub customer_id: Option<String>,
     pub customer_email: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub title: Option<String>,
     pub footer: Option<String>,
@@ -285,19 +287,9 @@ pub struct InvoiceResource {
     /// `{"x-session-token": ..., "x-signature": ...}` for browser calls to `/api/v1/payments/*`.
     #[schema(value_type = Object)]
     pub payment_session_headers: serde_json::Value,
-    pub description: Option<String>,
-    pub customer_id: Option<String>,
-    pub customer_email: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    pub title: Option<String>,
-    pub footer: Option<String>,
-    pub return_url: Option<String>,
-    pub use_return_url: Option<bool>,
-    pub success_url: Option<String>,
-    pub fail_url: Option<String>,
-    pub callback_url: Option<String>,
-    pub questions: Option<Vec<String>>,
+    /// The merchant's descriptive fields, echoed as given.
+    #[serde(flatten)]
+    pub details: InvoiceDetails,
     pub receiver_override: bool,
     pub receiver_override_address: Option<String>,
     pub static_address_id: Option<Uuid>,
@@ -354,18 +346,7 @@ impl InvoiceResource {
             }),
             session_token: invoice.session_token.clone(),
             signature,
-            description: details.description.clone(),
-            customer_id: details.customer_id.clone(),
-            customer_email: details.customer_email.clone(),
-            metadata: details.metadata.clone(),
-            title: details.title.clone(),
-            footer: details.footer.clone(),
-            return_url: details.return_url.clone(),
-            use_return_url: details.use_return_url,
-            success_url: details.success_url.clone(),
-            fail_url: details.fail_url.clone(),
-            callback_url: details.callback_url.clone(),
-            questions: details.questions.clone(),
+            details: details.clone(),
             receiver_override: invoice.receiver_override_address.is_some(),
             receiver_override_address: invoice.receiver_override_address.map(|a| a.to_checksum(None)),
             static_address_id: invoice.static_address_id,
