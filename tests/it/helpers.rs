@@ -201,6 +201,16 @@ impl TestApp {
         self.client.post(self.url("/api/v1/invoices")).header("x-api-key", key).json(&body).send().await.unwrap()
     }
 
+    pub async fn create_static_address(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/static-addresses"))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_json(&self, key: &str, path: &str) -> (u16, serde_json::Value) {
         let response = self.client.get(self.url(path)).header("x-api-key", key).send().await.unwrap();
         let status = response.status().as_u16();

@@ -60,17 +60,7 @@ async fn real_responses_match_the_openapi_document() {
         .unwrap();
     assert_valid(&document, "InvoiceResource", &cancelled);
 
-    let rail: Value = app
-        .client
-        .post(app.url("/api/v1/static-addresses"))
-        .header("x-api-key", &key)
-        .json(&json!({"customer_id": "c"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rail: Value = app.create_static_address(&key, json!({"customer_id": "c"})).await.json().await.unwrap();
     assert_valid(&document, "StaticAddressResource", &rail);
     let (_, rails) = app.get_json(&key, "/api/v1/static-addresses").await;
     assert_valid(&document, "StaticAddressList", &rails);

@@ -11,11 +11,10 @@ both_backends!(create_list_disable, a_deposit_auto_creates_a_paid_invoice);
 async fn create_list_disable(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let (_, key) = app.merchant("Rails", &depositd_core::store::api_keys::Scope::ALL).await;
-    let post =
-        |body: Value| app.client.post(app.url("/api/v1/static-addresses")).header("x-api-key", &key).json(&body).send();
+    let post = |body: Value| app.create_static_address(&key, body);
 
     let created: Value =
-        post(json!({"customer_id": "cust-1", "metadata": {"tier": "gold"}})).await.unwrap().json().await.unwrap();
+        post(json!({"customer_id": "cust-1", "metadata": {"tier": "gold"}})).await.json().await.unwrap();
     assert_eq!(created["object"], "static_address");
     assert_eq!(
         (created["status"].as_str(), created["asset"].as_str(), created["chain_id"].as_u64()),
@@ -24,7 +23,7 @@ async fn create_list_disable(db: TestDb) {
     assert_eq!(created["token_address"], TEST_USDC);
     let address = created["address"].as_str().unwrap();
     assert_eq!(created["payment_uri"], format!("ethereum:{TEST_USDC}@31337/transfer?address={address}"));
-    let second: Value = post(json!({"customer_id": "cust-2", "asset": "ETH"})).await.unwrap().json().await.unwrap();
+    let second: Value = post(json!({"customer_id": "cust-2", "asset": "ETH"})).await.json().await.unwrap();
     assert_ne!(second["address"], created["address"], "each static address is its own HD address");
     assert_eq!(second["payment_uri"], format!("ethereum:{}@31337", second["address"].as_str().unwrap()));
 
@@ -56,23 +55,17 @@ async fn create_list_disable(db: TestDb) {
         ["static_address.created", "static_address.disabled"]
     );
 
-    assert_error(post(json!({})).await.unwrap(), 400, "parameter_missing", Some("customer_id")).await;
+    assert_error(post(json!({})).await, 400, "parameter_missing", Some("customer_id")).await;
+    assert_error(post(json!({"customer_id": "c", "asset": "DOGE"})).await, 400, "unsupported_asset", Some("asset"))
+        .await;
     assert_error(
-        post(json!({"customer_id": "c", "asset": "DOGE"})).await.unwrap(),
-        400,
-        "unsupported_asset",
-        Some("asset"),
-    )
-    .await;
-    assert_error(
-        post(json!({"customer_id": "c", "callback_url": "http://x.example"})).await.unwrap(),
+        post(json!({"customer_id": "c", "callback_url": "http://x.example"})).await,
         400,
         "invalid_url",
         Some("callback_url"),
     )
     .await;
-    assert_error(post(json!({"customer_id": "c", "memo": "x"})).await.unwrap(), 400, "unknown_parameter", Some("memo"))
-        .await;
+    assert_error(post(json!({"customer_id": "c", "memo": "x"})).await, 400, "unknown_parameter", Some("memo")).await;
 
     // Idempotent creation: the same key yields the same address.
     let idem = |body: Value| {
@@ -92,13 +85,8 @@ async fn a_deposit_auto_creates_a_paid_invoice(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let (merchant, key) = app.merchant("Top-ups", &depositd_core::store::api_keys::Scope::ALL).await;
     let created: Value = app
-        .client
-        .post(app.url("/api/v1/static-addresses"))
-        .header("x-api-key", &key)
-        .json(&json!({"customer_id": "player-9", "metadata": {"account": "A-9"}}))
-        .send()
+        .create_static_address(&key, json!({"customer_id": "player-9", "metadata": {"account": "A-9"}}))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -77,7 +77,8 @@ impl Chain {
         ProviderBuilder::new().wallet(signer).connect_http(self.anvil.rpc_url().parse().unwrap())
     }
 
-    async fn pay_token(&self, token: Address, to: &str, base_units: u64) {
+    /// Pays with a token transfer from the payer and returns the transaction hash.
+    async fn pay_token(&self, token: Address, to: &str, base_units: u64) -> alloy::primitives::B256 {
         let provider = self.payer();
         let receipt = TestToken::new(token, &provider)
             .transfer(to.parse().unwrap(), U256::from(base_units))
@@ -88,6 +89,7 @@ impl Chain {
             .await
             .unwrap();
         assert!(receipt.status());
+        receipt.transaction_hash
     }
 
     async fn pay_native(&self, to: &str, wei: u128) {
@@ -273,18 +275,8 @@ async fn payments_add_up_and_over_under_late_are_flagged(db: TestDb) {
 async fn static_address_deposits_and_ignored_transfers(db: TestDb) {
     let s = setup(&db).await;
     let mut watcher = s.watcher();
-    let rail: Value = s
-        .app
-        .client
-        .post(s.app.url("/api/v1/static-addresses"))
-        .header("x-api-key", &s.key)
-        .json(&json!({"customer_id": "player-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rail: Value =
+        s.app.create_static_address(&s.key, json!({"customer_id": "player-1"})).await.json().await.unwrap();
     let rail_address = rail["address"].as_str().unwrap();
     let invoice = s.invoice(json!({"amount": "10"})).await;
 
@@ -446,16 +438,8 @@ async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
 impl Chain {
     /// Pays with a token transfer and returns the signed raw transaction (to replay it in a reorg).
     async fn pay_token_raw(&self, token: Address, to: &str, base_units: u64) -> String {
-        let provider = self.payer();
-        let receipt = TestToken::new(token, &provider)
-            .transfer(to.parse().unwrap(), U256::from(base_units))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        let raw = self.rpc("eth_getRawTransactionByHash", json!([receipt.transaction_hash])).await;
+        let hash = self.pay_token(token, to, base_units).await;
+        let raw = self.rpc("eth_getRawTransactionByHash", json!([hash])).await;
         raw.as_str().unwrap().to_owned()
     }
 }
