@@ -57,6 +57,9 @@ pub enum Command {
     /// Manage merchant API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Reconcile the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Run a complete local environment: anvil dev chain, test tokens, demo merchant, daemon.
     Dev(DevArgs),
 }
@@ -77,10 +80,24 @@ pub enum Component {
     Expiry,
     /// One chain watcher per enabled chain: detects, confirms and credits payments.
     Watcher,
+    /// Reconciles the ledger every `ledger.verify_interval_secs` and exports the outcome.
+    Ledger,
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::Api, Component::Expiry, Component::Watcher];
+    pub const ALL: [Component; 4] = [Component::Api, Component::Expiry, Component::Watcher, Component::Ledger];
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check that every entry balances, stored balances equal their postings, no account is
+    /// negative, every confirmed deposit is credited exactly once and (unless --offline) that
+    /// on-chain balances cover what the ledger holds. Exits non-zero with a report when not.
+    Verify {
+        /// Skip the on-chain comparison.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +124,22 @@ pub enum MerchantCommand {
     },
     /// List merchants.
     List,
+    /// Set a merchant's fee for one asset: a percent of each payment plus a fixed part charged
+    /// once per invoice. Applies to invoices created from now on; existing invoices keep theirs.
+    SetFee {
+        /// Merchant id or exact name.
+        #[arg(long)]
+        merchant: String,
+        /// Asset symbol, e.g. USDC.
+        #[arg(long)]
+        asset: String,
+        /// Percent of each payment, 0 to 100.
+        #[arg(long, allow_negative_numbers = true)]
+        percent: rust_decimal::Decimal,
+        /// Fixed part in whole tokens, e.g. 0.30.
+        #[arg(long, default_value = "0", allow_negative_numbers = true)]
+        fixed: rust_decimal::Decimal,
+    },
 }
 
 #[derive(Debug, Subcommand)]

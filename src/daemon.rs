@@ -56,7 +56,7 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
     let _single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
     let config = Arc::new(config);
     let metrics = depositd_core::metrics::Metrics::new();
-    let state = AppState::new(store.clone(), config.clone(), wallet, metrics.clone());
+    let state = AppState::new(store.clone(), config.clone(), wallet.clone(), metrics.clone());
     let mut tasks: JoinSet<(Component, anyhow::Result<()>)> = JoinSet::new();
 
     tracing::info!(components = ?components, database = store.backend().name(), "starting depositd");
@@ -92,6 +92,20 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                         async move { (Component::Watcher, watcher.run(token).await.map_err(anyhow::Error::from)) },
                     );
                 }
+            }
+            Component::Ledger => {
+                let interval = config.settings.ledger.verify_interval_secs;
+                if interval == 0 {
+                    continue;
+                }
+                let (store, config, wallet, metrics, token) =
+                    (store.clone(), config.clone(), wallet.clone(), metrics.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    let period = std::time::Duration::from_secs(interval);
+                    let result =
+                        crate::reconcile::run_periodically(store, config, wallet, metrics, period, token).await;
+                    (Component::Ledger, result)
+                });
             }
             Component::Expiry => {
                 let (state, token) = (state.clone(), shutdown.clone());

@@ -8,10 +8,12 @@
 //!   stops them all when a signal arrives or one of them fails.
 //! - [`dev`]: `depositd dev`: a local anvil chain with test tokens, a demo merchant, and the whole
 //!   daemon on SQLite; also the anvil launcher and token deployer the tests use.
+//! - [`reconcile`]: ledger reconciliation, in the store and against each chain's balances.
 //! - [`telemetry`]: tracing setup (human or JSON output, `RUST_LOG` filtering).
 
 pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod dev;
+pub mod reconcile;
 pub mod telemetry;

@@ -58,6 +58,18 @@ impl Default for Page {
 }
 
 impl Page {
+    /// How many rows to fetch: one more than the page, to learn whether more follow.
+    pub fn fetch(&self) -> u32 {
+        self.limit + 1
+    }
+
+    /// Cuts rows fetched with [`Page::fetch`] to the page; the flag says whether more follow.
+    pub fn finish<T>(&self, mut rows: Vec<T>) -> (Vec<T>, bool) {
+        let has_more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        (rows, has_more)
+    }
+
     /// Takes `name=value` if it is a pagination parameter; returns false for any other name.
     pub fn accept(&mut self, name: &str, value: &str) -> Result<bool, ApiError> {
         match name {
@@ -94,4 +106,21 @@ pub fn unknown_query_parameter(name: &str) -> ApiError {
 /// A path id that must be a UUID.
 pub fn path_id(what: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid("id", "invalid_parameter", format!("{what} id {raw:?} is not a UUID")))
+}
+
+/// `created_after=<epoch seconds>` (exclusive), as the epoch milliseconds rows store: everything
+/// created after the end of that second.
+pub fn created_after(value: &str) -> Result<i64, ApiError> {
+    let secs: i64 = value.parse().map_err(|_| {
+        ApiError::invalid("created_after", "invalid_parameter", "created_after is epoch seconds (an integer)")
+    })?;
+    Ok(secs.saturating_mul(1000).saturating_add(999))
+}
+
+/// `chain=<name>`: an enabled chain's id, or a 400 naming the parameter.
+pub fn chain_id(config: &depositd_core::config::Config, value: &str) -> Result<u64, ApiError> {
+    config
+        .chain(value)
+        .map(|chain| chain.chain_id)
+        .ok_or_else(|| ApiError::invalid("chain", "unsupported_chain", format!("chain {value:?} is not enabled here")))
 }

@@ -5,14 +5,15 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{invoices, static_addresses};
+use crate::routes::{deposits, invoices, ledger, static_addresses};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "depositd merchant API", description = "Invoices, static addresses and (as they land) balances, ledger, payouts and webhooks."),
+    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger and deposits; payouts and webhooks as they land."),
     paths(
         invoices::create, invoices::get, invoices::list, invoices::cancel,
         static_addresses::create, static_addresses::get, static_addresses::list, static_addresses::disable,
+        ledger::balances, ledger::list, deposits::list, deposits::get,
     ),
     components(schemas(crate::error::ErrorBody, depositd_core::money::BaseUnits)),
     modifiers(&SecuritySchemes)

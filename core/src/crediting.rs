@@ -1,7 +1,9 @@
 //! The single entry point for what a deposit does to an invoice: detection, confirmation, and a
 //! reorg taking it away. Every function runs inside the caller's transaction (the one that also
 //! moves the watcher's cursor) and records its events there (the outbox), so a state change and
-//! its announcement commit together. The ledger (issue 5) posts from here too.
+//! its announcement commit together. The ledger posts from here too (`ledger::deposits`):
+//! pending on detection, credit and fee on confirmation, reversals when a reorg takes a deposit
+//! away, so the deposit's state and its money never disagree.
 //!
 //! Status rules (the BTCPay model):
 //! - detected on a `pending` invoice -> `processing`;
@@ -17,6 +19,7 @@ use rust_decimal::Decimal;
 use crate::config::ChainConfig;
 use crate::deposit::DepositResource;
 use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, PaymentFlag, SessionSigner};
+use crate::ledger::{self, deposits::CreditKind};
 use crate::money::BaseUnits;
 use crate::store::deposits::{self, Deposit, DepositState};
 use crate::store::{Conn, StoreError, events, invoices, merchants, static_addresses};
@@ -98,6 +101,7 @@ pub async fn on_detected(conn: &mut Conn, ctx: Context<'_>, deposit: &Deposit) -
     let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
     events::record(conn, merchant_id, "deposit.detected", "deposit", deposit.id, &DepositResource::build(deposit))
         .await?;
+    ledger::deposits::post_pending(conn, deposit).await?;
     if let Some(invoice_id) = deposit.invoice_id
         && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
         && invoice.status == InvoiceStatus::Pending
@@ -136,6 +140,7 @@ pub async fn on_confirmed(
         let invoice = static_addresses::create_deposit_invoice(conn, &rail, asset, deposit.amount).await?;
         deposits::link_invoice(conn, deposit.id, invoice.id).await?;
         confirmed.invoice_id = Some(invoice.id);
+        ledger::deposits::post_credit(conn, &confirmed, &invoice, CreditKind::Static, deposit.amount).await?;
         events::record(
             conn,
             merchant_id,
@@ -177,6 +182,8 @@ pub async fn on_confirmed(
     invoice.amount_paid_base_units = paid_total;
     invoice.finished_at = outcome.finished_at;
     invoices::update_payment_state(conn, &read, &invoice).await?;
+    let kind = if late { CreditKind::Late } else { CreditKind::Invoice };
+    ledger::deposits::post_credit(conn, &confirmed, &invoice, kind, paid_total).await?;
     let resource = ctx.resource(&invoice);
     for event in outcome.events {
         events::record(conn, merchant_id, event, "invoice", invoice.id, &resource).await?;
@@ -193,6 +200,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
             if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Reorged).await? {
                 return Ok(None);
             }
+            ledger::deposits::post_removal(conn, deposit).await?;
             if let Some(invoice_id) = deposit.invoice_id
                 && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
                 && invoice.status == InvoiceStatus::Processing
@@ -209,6 +217,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
                 return Ok(None);
             }
             tracing::error!(deposit_id = %deposit.id, tx_hash = %deposit.tx_hash, "a reorg deeper than the confirmations removed a credited deposit; reversing it");
+            ledger::deposits::post_removal(conn, deposit).await?;
             let Some(merchant_id) = deposit.merchant_id else { return Ok(Some(DepositState::Reversed)) };
             let mut reversed = deposit.clone();
             reversed.state = DepositState::Reversed;
@@ -274,6 +283,7 @@ mod tests {
             fee_base_units: BaseUnits::ZERO,
             merchant_amount_base_units: BaseUnits::from(10_000_000),
             amount_paid_base_units: BaseUnits::ZERO,
+            fee_schedule: Default::default(),
             details: InvoiceDetails::default(),
             receiver_override_address: None,
             static_address_id: None,

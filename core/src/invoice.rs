@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
 
 /// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
@@ -134,6 +135,9 @@ pub struct Invoice {
     pub fee_base_units: BaseUnits,
     /// What the merchant receives: `amount_base_units - fee_base_units` (seed 003's merchant_usdt).
     pub merchant_amount_base_units: BaseUnits,
+    /// The fee schedule the invoice was created under; the ledger charges by it (also on over,
+    /// partial and late payments), whatever the merchant's schedule is later.
+    pub fee_schedule: FeeSchedule,
     /// Sum of confirmed payments.
     pub amount_paid_base_units: BaseUnits,
     pub details: InvoiceDetails,
@@ -172,6 +176,15 @@ impl Invoice {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         hex::encode(bytes)
+    }
+
+    /// Sets the fee schedule and, from it, `fee_base_units` and `merchant_amount_base_units`.
+    pub fn apply_fee_schedule(&mut self, schedule: FeeSchedule) -> Result<(), crate::money::MoneyError> {
+        let fee = schedule.fee_on(self.amount_base_units)?;
+        self.fee_schedule = schedule;
+        self.fee_base_units = fee;
+        self.merchant_amount_base_units = self.amount_base_units.checked_sub(fee).unwrap_or_default();
+        Ok(())
     }
 
     /// What is still to pay (zero once paid or overpaid).

@@ -1,4 +1,4 @@
-//! depositd's shared crate: the domain types, the configuration, the store and (later) the ledger.
+//! depositd's shared crate: the domain types, the configuration, the store and the ledger.
 //!
 //! `watcher`, `settler` and `api` depend on this crate and never on each other; everything they
 //! share (what an invoice is, how money is represented, how the database is reached) lives here,
@@ -11,7 +11,9 @@
 //!   to its invoice (status rules, outbox events).
 //! - [`deposit`]: the deposit resource webhooks and the API show.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
+//! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
+//! - [`ledger`]: the double-entry ledger: accounts, posting, reversal, statements, reconciliation.
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
@@ -27,7 +29,9 @@ pub mod config;
 pub mod crediting;
 pub mod deposit;
 pub mod evm;
+pub mod fees;
 pub mod invoice;
+pub mod ledger;
 pub mod metrics;
 pub mod money;
 pub mod pricing;

@@ -2,7 +2,9 @@
 //! exposition served at `GET /metrics`. Label values are bounded sets (chain names, asset
 //! symbols, fixed state and reason words): never invoice ids or addresses.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Why a transfer was recorded as rejected, as a bounded label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,13 @@ pub struct Metrics {
     pub api_rate_limited_total: IntCounterVec,
     /// Invoices created, by chain and pay asset.
     pub invoices_created_total: IntCounterVec,
+    /// 1 when the last ledger reconciliation found nothing wrong, 0 when it found problems
+    /// (alert), -1 before the first run or when it could not run.
+    pub ledger_verify_ok: IntGauge,
+    /// Problems the last reconciliation found.
+    pub ledger_verify_problems: IntGauge,
+    /// When the last reconciliation finished (epoch seconds).
+    pub ledger_verify_timestamp_seconds: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +148,31 @@ impl Metrics {
                 "depositd_invoices_created_total",
                 "Invoices created.",
                 &["chain", "asset"],
+            ),
+            ledger_verify_ok: {
+                let gauge = register(
+                    &registry,
+                    IntGauge::new(
+                        "depositd_ledger_verify_ok",
+                        "1 when the last ledger reconciliation passed, 0 when it found problems, -1 before it ran.",
+                    )
+                    .expect("valid metric"),
+                );
+                gauge.set(-1);
+                gauge
+            },
+            ledger_verify_problems: register(
+                &registry,
+                IntGauge::new("depositd_ledger_verify_problems", "Problems found by the last ledger reconciliation.")
+                    .expect("valid metric"),
+            ),
+            ledger_verify_timestamp_seconds: register(
+                &registry,
+                IntGauge::new(
+                    "depositd_ledger_verify_timestamp_seconds",
+                    "When the last ledger reconciliation finished (epoch seconds).",
+                )
+                .expect("valid metric"),
             ),
             registry,
         }

@@ -68,13 +68,23 @@ impl BaseUnits {
     /// `amount` whole tokens in base units, rounded **up** to the token's precision, so that
     /// rounding never makes a payer pay less than the price.
     pub fn from_decimal_round_up(amount: Decimal, decimals: u8) -> Result<BaseUnits, MoneyError> {
+        Self::from_decimal(amount, decimals, true)
+    }
+
+    /// `amount` whole tokens in base units, rounded **down** (a fixed fee never rounds up against
+    /// the merchant).
+    pub fn from_decimal_round_down(amount: Decimal, decimals: u8) -> Result<BaseUnits, MoneyError> {
+        Self::from_decimal(amount, decimals, false)
+    }
+
+    fn from_decimal(amount: Decimal, decimals: u8, round_up: bool) -> Result<BaseUnits, MoneyError> {
         if amount.is_sign_negative() && !amount.is_zero() {
             return Err(MoneyError::Negative);
         }
         if decimals > MAX_TOKEN_DECIMALS {
             return Err(MoneyError::UnsupportedDecimals(decimals));
         }
-        // Decimal = mantissa / 10^scale; base units = mantissa * 10^decimals / 10^scale, ceiled.
+        // Decimal = mantissa / 10^scale; base units = mantissa * 10^decimals / 10^scale.
         let mantissa = U256::from(amount.mantissa().unsigned_abs());
         let scale = amount.scale() as u8;
         let ten = U256::from(10u8);
@@ -83,7 +93,7 @@ impl BaseUnits {
         } else {
             let divisor = ten.pow(U256::from(scale - decimals));
             let (quotient, remainder) = mantissa.div_rem(divisor);
-            if remainder.is_zero() { quotient } else { quotient + U256::from(1u8) }
+            if round_up && !remainder.is_zero() { quotient + U256::from(1u8) } else { quotient }
         };
         Ok(BaseUnits(value))
     }
@@ -206,6 +216,8 @@ mod tests {
         assert_eq!(BaseUnits::from_decimal_round_up(dec("1.5"), 18).unwrap().to_string(), "1500000000000000000");
         assert_eq!(BaseUnits::from_decimal_round_up(dec("-1"), 6), Err(MoneyError::Negative));
         assert_eq!(BaseUnits::from_decimal_round_up(dec("1"), 40), Err(MoneyError::UnsupportedDecimals(40)));
+        assert_eq!(BaseUnits::from_decimal_round_down(dec("0.3333333333"), 6).unwrap(), BaseUnits::from(333_333));
+        assert_eq!(BaseUnits::from_decimal_round_down(dec("0.30"), 6).unwrap(), BaseUnits::from(300_000));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use depositd_core::config::Config;
 use depositd_core::store::api_keys::{self, KeyMode, Scope};
-use depositd_core::store::merchants;
 use secrecy::ExposeSecret;
 
 use crate::cli::ApiKeyCommand;
@@ -13,9 +12,7 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
     let mut conn = store.pool().acquire().await?;
     match command {
         ApiKeyCommand::Create { merchant, scopes, mode, name } => {
-            let merchant = merchants::find(&mut conn, &merchant)
-                .await?
-                .with_context(|| format!("no merchant with id or name {merchant:?}"))?;
+            let merchant = super::find_merchant(&mut conn, &merchant).await?;
             let scopes: Vec<Scope> = if scopes.is_empty() {
                 Scope::ALL.to_vec()
             } else {
@@ -33,9 +30,7 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
             println!("{}", plaintext.expose_secret());
         }
         ApiKeyCommand::List { merchant } => {
-            let merchant = merchants::find(&mut conn, &merchant)
-                .await?
-                .with_context(|| format!("no merchant with id or name {merchant:?}"))?;
+            let merchant = super::find_merchant(&mut conn, &merchant).await?;
             for key in api_keys::list(&mut conn, merchant.id).await? {
                 let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
                 let state = if key.revoked_at.is_some() { "revoked" } else { "active" };

@@ -1,7 +1,7 @@
-//! `depositd merchant create|list`.
+//! `depositd merchant create|list|set-fee`.
 
 use depositd_core::config::Config;
-use depositd_core::store::merchants::{self, NewMerchant};
+use depositd_core::store::merchants::{self, AssetFee, NewMerchant};
 
 use crate::cli::MerchantCommand;
 
@@ -48,6 +48,25 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
                 merchants::set_payment_tolerance(&mut conn, merchant.id, payment_tolerance_percent).await?;
             }
             println!("{}", merchant.id);
+        }
+        MerchantCommand::SetFee { merchant, asset, percent, fixed } => {
+            depositd_core::fees::validate(percent, fixed).map_err(|e| anyhow::anyhow!("--percent/--fixed: {e}"))?;
+            let asset = asset.trim().to_ascii_uppercase();
+            anyhow::ensure!(
+                !asset.is_empty() && asset.len() <= 16 && asset.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'),
+                "--asset {asset:?} is not an asset symbol (letters, digits and dots, at most 16)"
+            );
+            let found = super::find_merchant(&mut conn, &merchant).await?;
+            merchants::set_asset_fee(&mut conn, found.id, &AssetFee { asset: asset.clone(), percent, fixed }).await?;
+            if !config.chains.iter().any(|c| c.asset(&asset).is_some()) {
+                eprintln!("warning: no enabled chain has an asset {asset}; the fee applies once one does");
+            }
+            println!(
+                "{}: {asset} fee {}% + {} {asset} per invoice",
+                found.name,
+                percent.normalize(),
+                fixed.normalize()
+            );
         }
         MerchantCommand::List => {
             for m in merchants::list(&mut conn).await? {

@@ -2,6 +2,7 @@
 
 mod api_key;
 mod check_config;
+mod ledger;
 mod merchant;
 
 use anyhow::Context;
@@ -26,12 +27,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { offline } => check_config::run(&global, offline).await,
         Command::Merchant(command) => merchant::run(&load_config(&global)?, command).await,
         Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
+        Command::Ledger(command) => ledger::run(&load_config(&global)?, command).await,
         Command::Dev(args) => crate::dev::run(args).await,
     }
 }
 
 pub fn load_config(global: &GlobalOptions) -> anyhow::Result<Config> {
     Ok(Config::load(global.config.as_deref(), global.database_url.as_deref())?)
+}
+
+/// The merchant named by `--merchant` (an id or an exact name), or a clear error.
+pub async fn find_merchant(
+    conn: &mut depositd_core::store::Conn,
+    id_or_name: &str,
+) -> anyhow::Result<depositd_core::store::merchants::Merchant> {
+    depositd_core::store::merchants::find(conn, id_or_name)
+        .await?
+        .with_context(|| format!("no merchant with id or name {id_or_name:?}"))
 }
 
 /// Connects to the configured database and brings its schema up to date.

@@ -145,6 +145,56 @@ async fn merchant_and_key_commands(db: TestDb) {
     );
     let listing = String::from_utf8_lossy(&run(&["merchant", "list"]).stdout).to_string();
     assert!(listing.contains("Cli Shop") && listing.contains("tolerance 0.5%"), "{listing}");
+
+    // Fees per asset: stored exactly, checked on the way in.
+    let output = run(&[
+        "merchant",
+        "set-fee",
+        "--merchant",
+        "Cli Shop",
+        "--asset",
+        "usdc",
+        "--percent",
+        "1.5",
+        "--fixed",
+        "0.30",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("USDC fee 1.5% + 0.3 USDC"));
+    // The default dev chain file has no tokens (depositd dev deploys them): said, not refused.
+    assert!(String::from_utf8_lossy(&output.stderr).contains("warning: no enabled chain has an asset USDC"));
+    let store = db.store().await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    let fees = depositd_core::store::merchants::asset_fees(&mut conn, merchant_id).await.unwrap();
+    assert_eq!(fees.len(), 1);
+    assert_eq!(
+        (fees[0].asset.as_str(), fees[0].percent.to_string(), fees[0].fixed.to_string()),
+        ("USDC", "1.5".into(), "0.3".into())
+    );
+    for (args, needle) in [
+        (vec!["--asset", "USDC", "--percent", "101"], "between 0 and 100"),
+        (vec!["--asset", "USDC", "--percent", "1", "--fixed", "-1"], "must not be negative"),
+        (vec!["--asset", "US DC", "--percent", "1"], "is not an asset symbol"),
+    ] {
+        let mut all = vec!["merchant", "set-fee", "--merchant", "Cli Shop"];
+        all.extend(args);
+        assert_one_line_error(&run(&all), needle);
+    }
+    assert_one_line_error(
+        &run(&["merchant", "set-fee", "--merchant", "Nobody", "--asset", "USDC", "--percent", "1"]),
+        "no merchant with id or name \"Nobody\"",
+    );
+
+    // An empty ledger reconciles (offline: no chain to ask).
+    let output = depositd()
+        .arg("--database-url")
+        .arg(&url)
+        .env("DEPOSITD__WALLET__MNEMONIC", "test test test test test test test test test test test junk")
+        .args(["ledger", "verify", "--offline"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("OK:"));
 }
 
 crate::helpers::both_backends!(merchant_and_key_commands);

@@ -142,6 +142,31 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
         assert!(stderr.contains(expected) && stderr.lines().count() == 1, "{stderr}");
     }
 
+    // The money side: the payment is a credit and a 1% fee in the ledger, the balance shows what
+    // is left, and `depositd ledger verify` reconciles it, against the chain too.
+    let invoice_id = invoice["id"].as_str().unwrap();
+    let get = |path: String| {
+        let request = client.get(format!("{}{path}", info.api_url)).header("x-api-key", &info.api_key);
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let ledger = get(format!("/api/v1/ledger?invoice_id={invoice_id}")).await;
+    let entries = ledger["data"].as_array().unwrap();
+    let types: Vec<&str> = entries.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["fee", "deposit_credit", "deposit_pending"], "{ledger}");
+    let posting = |entry: &serde_json::Value, account: &str| {
+        entry["postings"].as_array().unwrap().iter().find(|p| p["account"] == account).cloned().unwrap()
+    };
+    assert_eq!(posting(&entries[1], "available")["amount"], "19.99");
+    assert_eq!(posting(&entries[0], "available")["amount"], "-0.1999");
+    assert_eq!(posting(&entries[0], "available")["balance_after"], "19.7901");
+    let balances = get("/api/v1/balances".into()).await;
+    let usdc = balances["data"].as_array().unwrap().iter().find(|b| b["asset"] == "USDC").unwrap();
+    assert_eq!((usdc["available"].as_str(), usdc["pending"].as_str()), (Some("19.7901"), Some("0")), "{balances}");
+    let output = depositd().arg("--config").arg(&config).args(["ledger", "verify"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("OK:") && stdout.contains("anvil USDC: ledger holds 19.99"), "{stdout}");
+
     // Ctrl-C: everything stops, exit 0, anvil included.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

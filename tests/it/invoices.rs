@@ -25,6 +25,7 @@ both_backends!(
     a_price_feed_prices_while_fresh_and_refuses_when_stale,
     merchant_amount_bounds_replace_the_defaults,
     a_payment_update_never_overwrites_a_concurrent_change,
+    an_asset_fee_schedule_prices_new_invoices_only,
 );
 
 const ALL: &[Scope] = &Scope::ALL;
@@ -649,4 +650,39 @@ async fn a_payment_update_never_overwrites_a_concurrent_change(db: TestDb) {
     let error = invoices::update_payment_state(&mut conn, &read, &stale).await.unwrap_err();
     assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
     assert_eq!(invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap().status, InvoiceStatus::Expired);
+}
+
+async fn an_asset_fee_schedule_prices_new_invoices_only(db: TestDb) {
+    use depositd_core::store::merchants::{self, AssetFee};
+    let app = TestApp::spawn(&db).await;
+    let (merchant, key) = app.merchant("Fee Shop", ALL).await;
+    let before: Value = app.create_invoice(&key, json!({"amount": "10"})).await.json().await.unwrap();
+    assert_eq!((before["fee"].as_str(), before["merchant_amount"].as_str()), (Some("0.1"), Some("9.9")));
+
+    // 2.5% + 0.30 USDC from now on; ETH keeps the merchant's 1%.
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    let fee = AssetFee { asset: "USDC".into(), percent: "2.5".parse().unwrap(), fixed: "0.30".parse().unwrap() };
+    merchants::set_asset_fee(&mut conn, merchant.id, &fee).await.unwrap();
+    let after: Value = app.create_invoice(&key, json!({"amount": "10"})).await.json().await.unwrap();
+    assert_eq!((after["fee"].as_str(), after["merchant_amount"].as_str()), (Some("0.55"), Some("9.45")));
+    let eth: Value = app.create_invoice(&key, json!({"amount": "30", "asset": "ETH"})).await.json().await.unwrap();
+    assert_eq!(eth["fee"], "0.0001", "{eth}");
+    // The earlier invoice keeps the schedule it was created under.
+    let id = before["id"].as_str().unwrap();
+    let stored =
+        depositd_core::store::invoices::get(&mut conn, merchant.id, id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.fee_schedule.percent.to_string(), "1");
+    assert!(stored.fee_schedule.fixed.is_zero());
+    let (_, again) = app.get_json(&key, &format!("/api/v1/invoices/{id}")).await;
+    assert_eq!(again["fee"], "0.1");
+
+    // An amount the fee would swallow is refused, naming the amount.
+    let error = assert_error(
+        app.create_invoice(&key, json!({"amount": "0.30"})).await,
+        400,
+        "amount_out_of_range",
+        Some("amount"),
+    )
+    .await;
+    assert!(error["error"]["message"].as_str().unwrap().contains("does not cover the fee"), "{error}");
 }

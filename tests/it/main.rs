@@ -10,6 +10,7 @@ mod cli;
 mod dev;
 mod helpers;
 mod invoices;
+mod ledger;
 mod openapi;
 mod static_addresses;
 mod store;

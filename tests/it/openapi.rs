@@ -1,5 +1,6 @@
 //! `GET /openapi.json` describes the real responses: samples of them validate against its schemas.
 
+use depositd_core::ledger;
 use depositd_core::store::api_keys::Scope;
 use serde_json::{Value, json};
 
@@ -35,7 +36,7 @@ async fn real_responses_match_the_openapi_document() {
         assert!(document["paths"].get(path).is_some(), "{path} is documented");
     }
 
-    let (_, key) = app.merchant("Documented", &Scope::ALL).await;
+    let (merchant, key) = app.merchant("Documented", &Scope::ALL).await;
     let full = json!({"amount": "19.99", "description": "d", "customer_id": "c", "external_id": "e", "metadata": {"k": 1},
         "title": "t", "footer": "f", "customer_email": "a@b.example", "return_url": "https://x.example", "use_return_url": false,
         "callback_url": "https://x.example/h", "questions": ["q"], "receiver_override": true,
@@ -64,6 +65,41 @@ async fn real_responses_match_the_openapi_document() {
     assert_valid(&document, "StaticAddressResource", &rail);
     let (_, rails) = app.get_json(&key, "/api/v1/static-addresses").await;
     assert_valid(&document, "StaticAddressList", &rails);
+
+    // The ledger endpoints, with an entry to show.
+    let merchant_id = merchant.id;
+    let mut tx = app.store.begin().await.unwrap();
+    let amount = depositd_core::money::BaseUnits::from(1_500_000);
+    ledger::post(
+        &mut tx,
+        ledger::NewEntry {
+            entry_type: ledger::EntryType::DepositCredit,
+            idempotency_key: "openapi".into(),
+            refs: ledger::Refs { merchant_id: Some(merchant_id), ..Default::default() },
+            reverses: None,
+            memo: None,
+            legs: vec![
+                ledger::Leg::debit(ledger::Account::platform(ledger::AccountKind::Custody, 31337, "USDC"), amount),
+                ledger::Leg::credit(
+                    ledger::Account::merchant(merchant_id, ledger::AccountKind::Available, 31337, "USDC"),
+                    amount,
+                ),
+            ],
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    for path in ["/api/v1/balances", "/api/v1/ledger", "/api/v1/deposits", "/api/v1/deposits/{id}"] {
+        assert!(document["paths"].get(path).is_some(), "{path} is documented");
+    }
+    let (_, balances) = app.get_json(&key, "/api/v1/balances").await;
+    assert_valid(&document, "BalanceList", &balances);
+    let (_, entries) = app.get_json(&key, "/api/v1/ledger").await;
+    assert_eq!(entries["data"].as_array().unwrap().len(), 1, "{entries}");
+    assert_valid(&document, "LedgerEntryList", &entries);
+    let (_, deposits) = app.get_json(&key, "/api/v1/deposits").await;
+    assert_valid(&document, "DepositList", &deposits);
 
     let (_, error) = app.get_json(&key, "/api/v1/invoices?limit=0").await;
     assert_valid(&document, "ErrorBody", &error);

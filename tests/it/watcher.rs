@@ -174,6 +174,31 @@ impl Setup {
         response.text().await.unwrap()
     }
 
+    /// The full reconciliation (store and chain) passes; returns its report.
+    async fn reconciles(&self) -> String {
+        let state = &self.app.state;
+        let outcome = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+        assert!(outcome.is_ok(), "{}", outcome.render());
+        outcome.render()
+    }
+
+    /// The merchant's balance of `kind` in `asset`, in display units.
+    async fn balance(&self, asset: &str, kind: &str) -> String {
+        let (_, balances) = self.app.get_json(&self.key, "/api/v1/balances").await;
+        let row = balances["data"].as_array().unwrap().iter().find(|b| b["asset"] == asset).unwrap().clone();
+        row[kind].as_str().unwrap().to_owned()
+    }
+
+    /// The invoice's ledger entries, oldest first.
+    async fn ledger(&self, invoice: &Value) -> Vec<Value> {
+        let path = format!("/api/v1/ledger?invoice_id={}", invoice["id"].as_str().unwrap());
+        let (status, list) = self.app.get_json(&self.key, &path).await;
+        assert_eq!(status, 200, "{list}");
+        let mut entries = list["data"].as_array().unwrap().clone();
+        entries.reverse();
+        entries
+    }
+
     async fn events(&self, invoice: &Value) -> Vec<String> {
         let mut conn = self.app.store.pool().acquire().await.unwrap();
         events::types_for(&mut conn, invoice["id"].as_str().unwrap().parse().unwrap()).await.unwrap()
@@ -231,6 +256,32 @@ async fn erc20_and_native_payments_confirm_exactly_once(db: TestDb) {
     let again = s.get(&usdc_invoice).await;
     assert_eq!((again["amount_paid"].as_str(), again["payments"].as_array().unwrap().len()), (Some("19.99"), 1));
     assert_eq!(s.events(&usdc_invoice).await, ["invoice.created", "invoice.processing", "invoice.paid"]);
+
+    // The ledger: pending on detection, then credit and the merchant's 1% fee, once each even
+    // after the replay; balances say what is spendable; everything reconciles with the chain.
+    let types: Vec<String> =
+        s.ledger(&usdc_invoice).await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(types, ["deposit_pending", "deposit_credit", "fee"]);
+    assert_eq!(s.balance("USDC", "available").await, "19.7901");
+    assert_eq!(s.balance("ETH", "available").await, "0.0099");
+    assert_eq!(s.balance("USDC", "pending").await, "0");
+    let report = s.reconciles().await;
+    assert!(report.contains("anvil USDC: ledger holds 19.99"), "{report}");
+    // The deposits API: chain, confirmations and the entries the deposit caused.
+    let path = format!("/api/v1/deposits?invoice_id={}", usdc_invoice["id"].as_str().unwrap());
+    let (_, deposits) = s.app.get_json(&s.key, &path).await;
+    let deposit = &deposits["data"][0];
+    assert_eq!(
+        (deposit["state"].as_str(), deposit["chain"].as_str()),
+        (Some("confirmed"), Some("anvil")),
+        "{deposits}"
+    );
+    assert!(deposit["confirmations"].as_u64().unwrap() >= 2, "{deposit}");
+    let entry_types: Vec<&str> =
+        deposit["ledger_entries"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(entry_types, ["deposit_pending", "deposit_credit", "fee"]);
+    let (status, one) = s.app.get_json(&s.key, &format!("/api/v1/deposits/{}", deposit["id"].as_str().unwrap())).await;
+    assert_eq!((status, &one["tx_hash"]), (200, &deposit["tx_hash"]));
 }
 
 async fn payments_add_up_and_over_under_late_are_flagged(db: TestDb) {
@@ -502,6 +553,16 @@ async fn a_deep_reorg_reverses_a_credited_deposit(db: TestDb) {
     let deposit_id = reversed["payments"][0]["id"].as_str().unwrap().parse().unwrap();
     let types = events::types_for(&mut conn, deposit_id).await.unwrap();
     assert_eq!(types, ["deposit.detected", "deposit.confirmed", "deposit.reversed"]);
+    // In the ledger the reversal is three reversing entries, newest first, each pointing at what
+    // it undoes; nothing was deleted, and the balances are back to zero.
+    let entries = s.ledger(&invoice).await;
+    let types: Vec<&str> = entries.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["deposit_pending", "deposit_credit", "fee", "reversal", "reversal", "reversal"]);
+    for (reversal, original) in [(3, 2), (4, 1), (5, 0)] {
+        assert_eq!(entries[reversal]["reverses_entry_id"], entries[original]["id"]);
+    }
+    assert_eq!((s.balance("USDC", "available").await, s.balance("USDC", "pending").await), ("0".into(), "0".into()));
+    s.reconciles().await;
     let metrics = s.metrics().await;
     assert!(metrics.contains(r#"depositd_deposits_total{asset="USDC",chain="anvil",state="reversed"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"depositd_chain_reorgs_total{chain="anvil"} 1"#), "{metrics}");

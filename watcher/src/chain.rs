@@ -388,6 +388,7 @@ impl ChainWatcher {
             static_address_id: None,
             detected_at: now_ms(),
             confirmed_at: None,
+            generation: 0,
         };
         let expected: Option<(u64, String)> = match watched.purpose {
             AddressPurpose::Invoice => match invoices::by_deposit_address(conn, watched.id).await? {

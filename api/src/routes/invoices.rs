@@ -14,7 +14,7 @@ use depositd_core::pricing::PricingError;
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::deposit_addresses::{self, AddressPurpose};
 use depositd_core::store::invoices::{self, InvoiceFilter};
-use depositd_core::store::{Conn, StoreError, cursors, events};
+use depositd_core::store::{Conn, StoreError, cursors, events, merchants};
 use depositd_core::time::now_ms;
 use governor::clock::{Clock, DefaultClock};
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,19 @@ pub async fn create(
     }
 
     let mut tx = state.store.begin().await?;
+    let schedule = merchants::fee_schedule(&mut tx, &auth.merchant, &invoice.asset, invoice.decimals).await?;
+    invoice.apply_fee_schedule(schedule).map_err(|e| ApiError::internal(std::io::Error::other(format!("fee: {e}"))))?;
+    if invoice.merchant_amount_base_units.is_zero() {
+        return Err(ApiError::invalid(
+            "amount",
+            "amount_out_of_range",
+            format!(
+                "amount does not cover the fee ({} {})",
+                invoice.fee_base_units.to_display(invoice.decimals),
+                invoice.asset
+            ),
+        ));
+    }
     // The address is allocated last, just before the insert, so the counter row (locked until
     // commit on PostgreSQL) is held as briefly as possible.
     let deposit = deposit_addresses::allocate(&mut tx, &state.wallet, AddressPurpose::Invoice).await?;
@@ -156,11 +169,6 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
     if quote.pay_amount.is_zero() {
         return Err(ApiError::invalid("amount", "amount_out_of_range", "amount is too small to pay in this asset"));
     }
-    let fee = quote
-        .pay_amount
-        .percent_floor(auth.merchant.fee_percent)
-        .map_err(|e| ApiError::internal(std::io::Error::other(format!("merchant fee: {e}"))))?;
-    let merchant_amount = quote.pay_amount.checked_sub(fee).unwrap_or_default();
 
     let expires_in = match req.expires_in {
         None => settings.invoices.default_expires_in_ms,
@@ -226,9 +234,11 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
         deposit_address_id: Uuid::nil(),
         address: Default::default(),
         amount_base_units: quote.pay_amount,
-        fee_base_units: fee,
-        merchant_amount_base_units: merchant_amount,
+        // Set from the merchant's fee schedule by the caller (it needs the database).
+        fee_base_units: Default::default(),
+        merchant_amount_base_units: quote.pay_amount,
         amount_paid_base_units: Default::default(),
+        fee_schedule: Default::default(),
         details,
         receiver_override_address,
         static_address_id: None,
@@ -313,25 +323,13 @@ pub async fn list(
             }
             "external_id" => filter.external_id = Some(value.clone()),
             "customer_id" => filter.customer_id = Some(value.clone()),
-            "created_after" => {
-                let secs: i64 = value.parse().map_err(|_| {
-                    ApiError::invalid(
-                        "created_after",
-                        "invalid_parameter",
-                        "created_after is epoch seconds (an integer)",
-                    )
-                })?;
-                filter.created_after = Some(secs.saturating_mul(1000).saturating_add(999));
-            }
+            "created_after" => filter.created_after = Some(extract::created_after(value)?),
             other => return Err(extract::unknown_query_parameter(other)),
         }
     }
     filter.starting_after = page.starting_after;
-    let limit = page.limit;
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
-    let mut found = invoices::list(&mut conn, auth.merchant.id, &filter, limit + 1).await?;
-    let has_more = found.len() > limit as usize;
-    found.truncate(limit as usize);
+    let (found, has_more) = page.finish(invoices::list(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
     let mut data = Vec::with_capacity(found.len());
     for invoice in &found {
         data.push(resource(&state, &mut conn, invoice).await?);

@@ -1,7 +1,9 @@
 //! Request handlers, one module per resource, and the router that mounts them.
 
+pub mod deposits;
 pub mod health;
 pub mod invoices;
+pub mod ledger;
 pub mod static_addresses;
 
 use axum::Router;
@@ -26,6 +28,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/static-addresses", post(static_addresses::create).get(static_addresses::list))
         .route("/api/v1/static-addresses/{id}", get(static_addresses::get))
         .route("/api/v1/static-addresses/{id}/disable", post(static_addresses::disable))
+        .route("/api/v1/balances", get(ledger::balances))
+        .route("/api/v1/ledger", get(ledger::list))
+        .route("/api/v1/deposits", get(deposits::list))
+        .route("/api/v1/deposits/{id}", get(deposits::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

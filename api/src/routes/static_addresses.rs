@@ -160,11 +160,10 @@ pub async fn list(
         }
     }
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
-    let mut found =
-        static_addresses::list(&mut conn, auth.merchant.id, customer_id, status, page.starting_after, page.limit + 1)
+    let found =
+        static_addresses::list(&mut conn, auth.merchant.id, customer_id, status, page.starting_after, page.fetch())
             .await?;
-    let has_more = found.len() > page.limit as usize;
-    found.truncate(page.limit as usize);
+    let (found, has_more) = page.finish(found);
     let data = found.iter().map(|a| resource(&state, a)).collect();
     Ok(Json(StaticAddressList { object: "list", data, has_more }))
 }

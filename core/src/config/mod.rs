@@ -51,6 +51,7 @@ pub struct Settings {
     pub wallet: WalletSettings,
     pub pricing: PricingSettings,
     pub invoices: InvoiceSettings,
+    pub ledger: LedgerSettings,
     pub webhooks: WebhookSettings,
 }
 
@@ -143,6 +144,15 @@ pub struct InvoiceSettings {
     pub max_amount: Decimal,
     pub customer_rate_limit_per_minute: u32,
     pub allow_http_urls: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Seconds between the daemon's reconciliations; 0 = never.
+    pub verify_interval_secs: u64,
+    /// Whether reconciliation reads on-chain balances too.
+    pub verify_on_chain: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -71,11 +71,21 @@ pub struct Deposit {
     pub static_address_id: Option<Uuid>,
     pub detected_at: i64,
     pub confirmed_at: Option<i64>,
+    /// How many times a reorg took this deposit away and it came back. Each life posts to the
+    /// ledger under its own idempotency keys.
+    pub generation: i64,
 }
 
-const COLUMNS: &str = "id, chain_id, tx_hash, log_index, block_number, block_hash, from_address, to_address, \
-    token_address, asset, amount_base_units, state, reject_reason, merchant_id, invoice_id, static_address_id, \
-    detected_at, confirmed_at";
+/// The columns a new deposit is inserted with.
+macro_rules! insert_columns {
+    () => {
+        "id, chain_id, tx_hash, log_index, block_number, block_hash, from_address, to_address, token_address, asset, \
+         amount_base_units, state, reject_reason, merchant_id, invoice_id, static_address_id, detected_at, confirmed_at"
+    };
+}
+const COLUMNS: &str = insert_columns!();
+/// What `SELECT`s read: those and the generation (which starts at 0).
+const SELECT_COLUMNS: &str = concat!(insert_columns!(), ", generation");
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -97,6 +107,7 @@ struct Row {
     static_address_id: Option<String>,
     detected_at: i64,
     confirmed_at: Option<i64>,
+    generation: i64,
 }
 
 impl TryFrom<Row> for Deposit {
@@ -122,6 +133,7 @@ impl TryFrom<Row> for Deposit {
             static_address_id: uuid("deposits.static_address_id", r.static_address_id)?,
             detected_at: r.detected_at,
             confirmed_at: r.confirmed_at,
+            generation: r.generation,
         })
     }
 }
@@ -173,8 +185,9 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
     // (never credited) or `reversed` (credited, then its credit reversed; it is credited again
     // when it confirms in the new chain, so the net is still exactly one credit).
     let revived: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE deposits SET state = 'detected', block_number = $1, block_hash = $2, updated_at = $3 \
-         WHERE chain_id = $4 AND tx_hash = $5 AND log_index = $6 AND state IN ('reorged', 'reversed') RETURNING {COLUMNS}"
+        "UPDATE deposits SET state = 'detected', block_number = $1, block_hash = $2, updated_at = $3, \
+         generation = generation + 1 \
+         WHERE chain_id = $4 AND tx_hash = $5 AND log_index = $6 AND state IN ('reorged', 'reversed') RETURNING {SELECT_COLUMNS}"
     )))
     .bind(deposit.block_number as i64)
     .bind(&deposit.block_hash)
@@ -194,7 +207,7 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
 #[tracing::instrument(skip(conn))]
 pub async fn detected_up_to(conn: &mut Conn, chain_id: u64, max_block: u64) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deposits WHERE chain_id = $1 AND state = 'detected' AND block_number <= $2 \
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND state = 'detected' AND block_number <= $2 \
          ORDER BY block_number, log_index"
     )))
     .bind(chain_id as i64)
@@ -209,7 +222,7 @@ pub async fn detected_up_to(conn: &mut Conn, chain_id: u64, max_block: u64) -> R
 #[tracing::instrument(skip(conn))]
 pub async fn live_above(conn: &mut Conn, chain_id: u64, block: u64) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed') AND block_number > $2 \
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed') AND block_number > $2 \
          ORDER BY block_number DESC, log_index DESC"
     )))
     .bind(chain_id as i64)
@@ -265,10 +278,74 @@ pub async fn invoice_has_detected(conn: &mut Conn, invoice_id: Uuid, except: Uui
 #[tracing::instrument(skip(conn))]
 pub async fn all_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM deposits WHERE chain_id = $1 ORDER BY block_number, log_index"
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 ORDER BY block_number, log_index"
     )))
     .bind(chain_id as i64)
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter().map(Deposit::try_from).collect()
+}
+
+/// Filters for a merchant's deposit list; each is neutral when `None`.
+#[derive(Debug, Clone, Default)]
+pub struct DepositFilter {
+    pub state: Option<DepositState>,
+    pub invoice_id: Option<Uuid>,
+    pub chain_id: Option<u64>,
+    /// Cursor: deposits detected before this one (ids are time-ordered).
+    pub starting_after: Option<Uuid>,
+}
+
+/// A merchant's deposits, newest first, at most `limit`.
+#[tracing::instrument(skip(conn))]
+pub async fn list_for_merchant(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    filter: &DepositFilter,
+    limit: u32,
+) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE merchant_id = $1 \
+         AND ($2 IS NULL OR state = $2) \
+         AND ($3 IS NULL OR invoice_id = $3) \
+         AND ($4 IS NULL OR chain_id = $4) \
+         AND ($5 IS NULL OR id < $5) \
+         ORDER BY id DESC LIMIT $6"
+    )))
+    .bind(merchant_id.to_string())
+    .bind(filter.state.map(|s| s.as_str()))
+    .bind(filter.invoice_id.map(|id| id.to_string()))
+    .bind(filter.chain_id.map(|c| c as i64))
+    .bind(filter.starting_after.map(|id| id.to_string()))
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
+}
+
+/// One of a merchant's deposits (another merchant's is simply not found).
+#[tracing::instrument(skip(conn))]
+pub async fn get_for_merchant(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Deposit>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE id = $1 AND merchant_id = $2"
+    )))
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Deposit::try_from).transpose()
+}
+
+/// Distinct addresses on `chain_id` that received live (detected or confirmed) deposits: where
+/// the ledger's custody sits on chain.
+#[tracing::instrument(skip(conn))]
+pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT to_address FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed') \
+         AND merchant_id IS NOT NULL ORDER BY to_address",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(a,)| a).collect())
 }

@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::{Conn, StoreError, parse_column};
+use crate::fees::FeeSchedule;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus, PaymentFlag, PaymentView};
 use crate::time::now_ms;
 
@@ -10,7 +11,7 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
     chain, chain_id, asset, token_address, decimals, deposit_address_id, address, amount_base_units, fee_base_units, \
     merchant_amount_base_units, amount_paid_base_units, description, customer_id, customer_email, metadata, title, \
     footer, return_url, use_return_url, success_url, fail_url, callback_url, questions, receiver_override_address, \
-    static_address_id, session_token, created_at, expires_at, finished_at, updated_at";
+    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units";
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
@@ -52,6 +53,8 @@ struct InvoiceRow {
     expires_at: i64,
     finished_at: Option<i64>,
     updated_at: i64,
+    fee_percent: String,
+    fee_fixed_base_units: String,
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -95,6 +98,10 @@ impl TryFrom<InvoiceRow> for Invoice {
                 &r.merchant_amount_base_units,
             )?,
             amount_paid_base_units: parse_column("invoices.amount_paid_base_units", &r.amount_paid_base_units)?,
+            fee_schedule: FeeSchedule {
+                percent: parse_column("invoices.fee_percent", &r.fee_percent)?,
+                fixed: parse_column("invoices.fee_fixed_base_units", &r.fee_fixed_base_units)?,
+            },
             details: InvoiceDetails {
                 description: r.description,
                 customer_id: r.customer_id,
@@ -141,7 +148,7 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38)"
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40)"
     )))
     .bind(invoice.id.to_string())
     .bind(invoice.merchant_id.to_string())
@@ -181,6 +188,8 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(invoice.expires_at)
     .bind(invoice.finished_at)
     .bind(invoice.updated_at)
+    .bind(invoice.fee_schedule.percent.to_string())
+    .bind(invoice.fee_schedule.fixed)
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::on_conflict(e, "external_id"))?;

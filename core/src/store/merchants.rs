@@ -4,6 +4,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::{Conn, StoreError, parse_column};
+use crate::fees::FeeSchedule;
+use crate::money::BaseUnits;
 use crate::time::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,4 +190,79 @@ pub async fn set_payment_tolerance(conn: &mut Conn, id: Uuid, percent: Decimal) 
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// A merchant's fee setting for one asset symbol, as the operator entered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetFee {
+    pub asset: String,
+    pub percent: Decimal,
+    /// In whole tokens.
+    pub fixed: Decimal,
+}
+
+/// Sets (or replaces) the merchant's fee for `asset`. Validate with [`crate::fees::validate`] first.
+#[tracing::instrument(skip(conn))]
+pub async fn set_asset_fee(conn: &mut Conn, merchant_id: Uuid, fee: &AssetFee) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO merchant_fees (merchant_id, asset, fee_percent, fee_fixed, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (merchant_id, asset) DO UPDATE SET fee_percent = $3, fee_fixed = $4, updated_at = $5",
+    )
+    .bind(merchant_id.to_string())
+    .bind(&fee.asset)
+    .bind(fee.percent.normalize().to_string())
+    .bind(fee.fixed.normalize().to_string())
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => StoreError::Database(e),
+    })?;
+    Ok(())
+}
+
+/// The merchant's per-asset fee settings.
+#[tracing::instrument(skip(conn))]
+pub async fn asset_fees(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<AssetFee>, StoreError> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT asset, fee_percent, fee_fixed FROM merchant_fees WHERE merchant_id = $1 ORDER BY asset")
+            .bind(merchant_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.into_iter()
+        .map(|(asset, percent, fixed)| {
+            Ok(AssetFee {
+                asset,
+                percent: parse_column("merchant_fees.fee_percent", &percent)?,
+                fixed: parse_column("merchant_fees.fee_fixed", &fixed)?,
+            })
+        })
+        .collect()
+}
+
+/// The schedule a new invoice of `merchant` in `asset` (with `decimals`) is created under: the
+/// asset's own setting, else the merchant's percent with no fixed part.
+#[tracing::instrument(skip(conn, merchant), fields(merchant_id = %merchant.id))]
+pub async fn fee_schedule(
+    conn: &mut Conn,
+    merchant: &Merchant,
+    asset: &str,
+    decimals: u8,
+) -> Result<FeeSchedule, StoreError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT fee_percent, fee_fixed FROM merchant_fees WHERE merchant_id = $1 AND asset = $2")
+            .bind(merchant.id.to_string())
+            .bind(asset)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((percent, fixed)) = row else {
+        return Ok(FeeSchedule { percent: merchant.fee_percent, fixed: BaseUnits::ZERO });
+    };
+    let fixed: Decimal = parse_column("merchant_fees.fee_fixed", &fixed)?;
+    Ok(FeeSchedule {
+        percent: parse_column("merchant_fees.fee_percent", &percent)?,
+        fixed: BaseUnits::from_decimal_round_down(fixed, decimals)
+            .map_err(|e| StoreError::Corrupt(format!("merchant_fees.fee_fixed = {fixed}: {e}")))?,
+    })
 }

@@ -143,6 +143,20 @@ impl Backend {
         }
     }
 
+    /// The backend a connection talks to (for code that is handed a connection, not the store).
+    pub fn of(conn: &Conn) -> Backend {
+        if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite }
+    }
+
+    /// Suffix for a `SELECT` that locks the rows it reads until the transaction ends. SQLite needs
+    /// none: a write transaction (`BEGIN IMMEDIATE`) already excludes every other writer.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// Suffix for a `SELECT` that claims rows for work several daemons share.
     pub fn skip_locked(self) -> &'static str {
         match self {

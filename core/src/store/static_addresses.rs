@@ -163,7 +163,7 @@ pub async fn disable(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<boo
 
 /// Auto-creates the `paid` invoice for one confirmed deposit of `amount` to `static_address`.
 /// Call in the transaction that records the deposit, so the two commit together. The merchant's
-/// current fee applies; the invoice is priced in the deposited asset itself.
+/// current fee schedule for the asset applies; the invoice is priced in the deposited asset itself.
 #[tracing::instrument(skip_all, fields(static_address_id = %static_address.id))]
 pub async fn create_deposit_invoice(
     conn: &mut Conn,
@@ -177,10 +177,8 @@ pub async fn create_deposit_invoice(
     let whole: Decimal = amount.to_display(asset.decimals).parse().map_err(|_| {
         StoreError::Corrupt(format!("deposit of {amount} base units is too large for an invoice amount"))
     })?;
-    let fee =
-        amount.percent_floor(merchant.fee_percent).map_err(|e| StoreError::Corrupt(format!("merchant fee: {e}")))?;
     let now = now_ms();
-    let invoice = Invoice {
+    let mut invoice = Invoice {
         id: Uuid::now_v7(),
         merchant_id: merchant.id,
         external_id: None,
@@ -197,9 +195,10 @@ pub async fn create_deposit_invoice(
         deposit_address_id: static_address.deposit_address_id,
         address: static_address.address,
         amount_base_units: amount,
-        fee_base_units: fee,
-        merchant_amount_base_units: amount.checked_sub(fee).unwrap_or_default(),
+        fee_base_units: BaseUnits::ZERO,
+        merchant_amount_base_units: amount,
         amount_paid_base_units: amount,
+        fee_schedule: Default::default(),
         details: InvoiceDetails {
             customer_id: Some(static_address.customer_id.clone()),
             metadata: static_address.metadata.clone(),
@@ -214,6 +213,8 @@ pub async fn create_deposit_invoice(
         finished_at: Some(now),
         updated_at: now,
     };
+    let schedule = merchants::fee_schedule(conn, &merchant, asset.symbol, asset.decimals).await?;
+    invoice.apply_fee_schedule(schedule).map_err(|e| StoreError::Corrupt(format!("merchant fee: {e}")))?;
     invoices::insert(conn, &invoice).await?;
     Ok(invoice)
 }

@@ -1,0 +1,139 @@
+//! `GET /api/v1/deposits` and `GET /api/v1/deposits/{id}`: every transfer seen to the merchant's
+//! addresses, with its confirmations and the ledger entries it caused.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use depositd_core::deposit::DepositResource;
+use depositd_core::ledger::statements::{self, EntryFilter};
+use depositd_core::store::api_keys::Scope;
+use depositd_core::store::deposits::{self, Deposit, DepositFilter, DepositState};
+use depositd_core::store::{Conn, StoreError, cursors};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::ledger::{LedgerEntryResource, describe};
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::extract;
+use crate::state::AppState;
+
+/// A deposit as the deposits API shows it: the resource webhooks carry, plus where it stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DepositView {
+    #[serde(flatten)]
+    deposit: DepositResource,
+    chain: Option<String>,
+    /// Blocks on top of the deposit's block, counting it (0 once a reorg took it away).
+    confirmations: u64,
+    /// Every ledger entry the deposit caused, oldest first (reversals included: nothing is deleted).
+    ledger_entries: Vec<LedgerEntryResource>,
+}
+
+/// At most this many ledger entries are shown per deposit (a deposit posts three per life).
+const ENTRIES_PER_DEPOSIT: u32 = 100;
+
+async fn view(state: &AppState, conn: &mut Conn, merchant_id: Uuid, deposit: Deposit) -> Result<DepositView, ApiError> {
+    let head = cursors::get(conn, deposit.chain_id).await?.map(|c| c.block_number);
+    let live = matches!(deposit.state, DepositState::Detected | DepositState::Confirmed);
+    let confirmations = match head {
+        Some(head) if live && head >= deposit.block_number => head - deposit.block_number + 1,
+        _ => 0,
+    };
+    let filter = EntryFilter { deposit_id: Some(deposit.id), ..EntryFilter::default() };
+    let mut entries = statements::entries(conn, merchant_id, &filter, ENTRIES_PER_DEPOSIT).await?;
+    entries.reverse();
+    let (chain, _) = describe(&state.config, deposit.chain_id, &deposit.asset);
+    Ok(DepositView {
+        deposit: DepositResource::build(&deposit),
+        chain,
+        confirmations,
+        ledger_entries: entries.into_iter().map(|e| LedgerEntryResource::build(&state.config, e)).collect(),
+    })
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/deposits/{id}", tag = "ledger",
+    params(("id" = Uuid, Path, description = "Deposit id")),
+    responses(
+        (status = 200, description = "The deposit", body = DepositView),
+        (status = 404, description = "No such deposit", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<DepositView>, ApiError> {
+    auth.require(Scope::LedgerRead)?;
+    let id = extract::path_id("deposit", &id)?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let deposit = deposits::get_for_merchant(&mut conn, auth.merchant.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deposit"))?;
+    Ok(Json(view(&state, &mut conn, auth.merchant.id, deposit).await?))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DepositList {
+    /// Always `list`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    data: Vec<DepositView>,
+    has_more: bool,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/deposits", tag = "ledger",
+    params(
+        ("state" = Option<String>, Query, description = "`detected`, `confirmed`, `reorged`, `reversed` or `rejected`"),
+        ("invoice_id" = Option<Uuid>, Query, description = "Only this invoice's deposits"),
+        ("chain" = Option<String>, Query, description = "Only deposits on this chain"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Deposits, newest first", body = DepositList),
+        (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<DepositList>, ApiError> {
+    auth.require(Scope::LedgerRead)?;
+    let mut filter = DepositFilter::default();
+    let mut page = extract::Page::default();
+    for (name, value) in &params {
+        if page.accept(name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "state" => {
+                filter.state =
+                    Some(value.parse().map_err(|e: String| ApiError::invalid("state", "invalid_parameter", e))?)
+            }
+            "invoice_id" => {
+                filter.invoice_id =
+                    Some(value.parse().map_err(|_| {
+                        ApiError::invalid("invoice_id", "invalid_parameter", "invoice_id must be a UUID")
+                    })?)
+            }
+            "chain" => filter.chain_id = Some(extract::chain_id(&state.config, value)?),
+            other => return Err(extract::unknown_query_parameter(other)),
+        }
+    }
+    filter.starting_after = page.starting_after;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let (found, has_more) =
+        page.finish(deposits::list_for_merchant(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
+    let mut data = Vec::with_capacity(found.len());
+    for deposit in found {
+        data.push(view(&state, &mut conn, auth.merchant.id, deposit).await?);
+    }
+    Ok(Json(DepositList { object: "list", data, has_more }))
+}

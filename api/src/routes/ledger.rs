@@ -1,0 +1,379 @@
+//! `GET /api/v1/balances` and `GET /api/v1/ledger` (JSON, or CSV for accountants).
+//!
+//! Amounts come twice: exact base units (decimal strings, U256-safe) and display units with the
+//! asset's decimals. A posting's amount is signed from the merchant's side: positive when it
+//! raises the account's balance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use depositd_core::config::Config;
+use depositd_core::ledger::statements::{self, EntryFilter, MerchantEntry};
+use depositd_core::ledger::{AccountKind, EntryType, Posting};
+use depositd_core::money::BaseUnits;
+use depositd_core::store::StoreError;
+use depositd_core::store::api_keys::Scope;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::extract;
+use crate::state::AppState;
+
+/// How a chain id and asset symbol are shown: the chain's name and the asset's decimals, when
+/// the asset is still configured (a ledger outlives configuration changes).
+pub(crate) fn describe(config: &Config, chain_id: u64, asset: &str) -> (Option<String>, Option<u8>) {
+    match config.chains.iter().find(|c| c.chain_id == chain_id) {
+        Some(chain) => (Some(chain.name.clone()), chain.asset(asset).map(|a| a.decimals)),
+        None => (None, None),
+    }
+}
+
+/// A signed amount: `-` when it lowers the balance.
+fn signed(amount: BaseUnits, negative: bool, decimals: Option<u8>) -> (String, Option<String>) {
+    let sign = if negative && !amount.is_zero() { "-" } else { "" };
+    (format!("{sign}{amount}"), decimals.map(|d| format!("{sign}{}", amount.to_display(d))))
+}
+
+// === balances ===
+
+/// One asset's balances.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Balance {
+    /// Always `balance`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    chain: Option<String>,
+    chain_id: u64,
+    asset: String,
+    decimals: Option<u8>,
+    /// Spendable: confirmed credits less fees, reservations and payouts.
+    available: Option<String>,
+    available_base_units: BaseUnits,
+    /// Detected, awaiting confirmations: shown, not spendable.
+    pending: Option<String>,
+    pending_base_units: BaseUnits,
+    /// Held for payouts in flight.
+    reserved: Option<String>,
+    reserved_base_units: BaseUnits,
+    /// Receiver-override settlements awaiting forwarding on chain.
+    in_transit: Option<String>,
+    in_transit_base_units: BaseUnits,
+    /// Owed to the platform after a reversal the available balance could not cover.
+    receivable: Option<String>,
+    receivable_base_units: BaseUnits,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BalanceList {
+    /// Always `list`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    data: Vec<Balance>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/balances", tag = "ledger",
+    responses(
+        (status = 200, description = "Balances per chain and asset (every configured asset, zero when unused)", body = BalanceList),
+        (status = 403, description = "The key lacks ledger:read", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn balances(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<BalanceList>, ApiError> {
+    auth.require(Scope::LedgerRead)?;
+    if let Some(name) = params.keys().next() {
+        return Err(extract::unknown_query_parameter(name));
+    }
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut per_asset: BTreeMap<(u64, String), BTreeMap<AccountKind, BaseUnits>> = BTreeMap::new();
+    for chain in &state.config.chains {
+        for symbol in chain.asset_symbols() {
+            per_asset.entry((chain.chain_id, symbol.to_owned())).or_default();
+        }
+    }
+    for account in statements::balances(&mut conn, auth.merchant.id).await? {
+        per_asset.entry((account.chain_id, account.asset)).or_default().insert(account.kind, account.balance);
+    }
+    let data = per_asset
+        .into_iter()
+        .map(|((chain_id, asset), kinds)| {
+            let (chain, decimals) = describe(&state.config, chain_id, &asset);
+            let amount = |kind| kinds.get(&kind).copied().unwrap_or_default();
+            let display = |kind| decimals.map(|d| amount(kind).to_display(d));
+            Balance {
+                object: "balance",
+                chain,
+                chain_id,
+                decimals,
+                available: display(AccountKind::Available),
+                available_base_units: amount(AccountKind::Available),
+                pending: display(AccountKind::Pending),
+                pending_base_units: amount(AccountKind::Pending),
+                reserved: display(AccountKind::Reserved),
+                reserved_base_units: amount(AccountKind::Reserved),
+                in_transit: display(AccountKind::InTransit),
+                in_transit_base_units: amount(AccountKind::InTransit),
+                receivable: display(AccountKind::Receivable),
+                receivable_base_units: amount(AccountKind::Receivable),
+                asset,
+            }
+        })
+        .collect();
+    Ok(Json(BalanceList { object: "list", data }))
+}
+
+// === ledger ===
+
+/// A posting to one of the merchant's accounts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PostingView {
+    account: AccountKind,
+    chain: Option<String>,
+    chain_id: u64,
+    asset: String,
+    decimals: Option<u8>,
+    /// Signed: positive raises the account's balance.
+    amount: Option<String>,
+    /// Signed integer string of base units.
+    amount_base_units: String,
+    /// The account's running balance right after this entry.
+    balance_after: Option<String>,
+    balance_after_base_units: BaseUnits,
+}
+
+/// A journal entry as the merchant sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LedgerEntryResource {
+    /// Always `ledger_entry`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    id: Uuid,
+    #[serde(rename = "type")]
+    entry_type: EntryType,
+    /// Epoch seconds.
+    created_at: i64,
+    invoice_id: Option<Uuid>,
+    deposit_id: Option<Uuid>,
+    payout_id: Option<Uuid>,
+    transaction_id: Option<Uuid>,
+    /// The entry this one reverses.
+    reverses_entry_id: Option<Uuid>,
+    memo: Option<String>,
+    postings: Vec<PostingView>,
+}
+
+impl LedgerEntryResource {
+    pub(crate) fn build(config: &Config, merchant_entry: MerchantEntry) -> LedgerEntryResource {
+        let MerchantEntry { entry, postings } = merchant_entry;
+        LedgerEntryResource {
+            object: "ledger_entry",
+            id: entry.id,
+            entry_type: entry.entry_type,
+            created_at: entry.created_at.div_euclid(1000),
+            invoice_id: entry.refs.invoice_id,
+            deposit_id: entry.refs.deposit_id,
+            payout_id: entry.refs.payout_id,
+            transaction_id: entry.refs.transaction_id,
+            reverses_entry_id: entry.reverses,
+            memo: entry.memo,
+            postings: postings.into_iter().map(|p| posting_view(config, p)).collect(),
+        }
+    }
+}
+
+fn posting_view(config: &Config, p: Posting) -> PostingView {
+    let (chain, decimals) = describe(config, p.account.chain_id, &p.account.asset);
+    let lowers = p.side != p.account.kind.normal_side();
+    let (amount_base_units, amount) = signed(p.amount, lowers, decimals);
+    PostingView {
+        account: p.account.kind,
+        chain,
+        chain_id: p.account.chain_id,
+        asset: p.account.asset,
+        decimals,
+        amount,
+        amount_base_units,
+        balance_after: decimals.map(|d| p.balance_after.to_display(d)),
+        balance_after_base_units: p.balance_after,
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LedgerEntryList {
+    /// Always `list`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    data: Vec<LedgerEntryResource>,
+    has_more: bool,
+}
+
+/// CSV export reads the ledger in pages of this many entries.
+const CSV_PAGE: u32 = 500;
+
+#[utoipa::path(
+    get, path = "/api/v1/ledger", tag = "ledger",
+    params(
+        ("asset" = Option<String>, Query, description = "Only entries touching this asset symbol"),
+        ("chain" = Option<String>, Query, description = "Only entries touching this chain"),
+        ("type" = Option<EntryType>, Query, description = "Only entries of this type"),
+        ("invoice_id" = Option<Uuid>, Query, description = "Only this invoice's entries"),
+        ("deposit_id" = Option<Uuid>, Query, description = "Only this deposit's entries"),
+        ("created_after" = Option<i64>, Query, description = "Epoch seconds, exclusive"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20 (CSV: every matching entry unless given)"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`; `Accept: text/csv` also selects CSV"),
+    ),
+    responses(
+        (status = 200, description = "The merchant's entries, newest first, with postings to the merchant's accounts; as CSV one row per posting",
+         content((LedgerEntryList = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks ledger:read", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::LedgerRead)?;
+    let mut filter = EntryFilter::default();
+    let mut page = extract::Page::default();
+    let mut limit_given = false;
+    let mut as_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/csv")));
+    for (name, value) in &params {
+        if page.accept(name, value)? {
+            limit_given |= name == "limit";
+            continue;
+        }
+        match name.as_str() {
+            "asset" => filter.asset = Some(value.trim().to_ascii_uppercase()),
+            "chain" => filter.chain_id = Some(extract::chain_id(&state.config, value)?),
+            "type" => {
+                filter.entry_type =
+                    Some(value.parse().map_err(|e: String| ApiError::invalid("type", "invalid_parameter", e))?)
+            }
+            "invoice_id" => filter.invoice_id = Some(query_id("invoice_id", value)?),
+            "deposit_id" => filter.deposit_id = Some(query_id("deposit_id", value)?),
+            "created_after" => filter.created_after = Some(extract::created_after(value)?),
+            "format" => {
+                as_csv = match value.as_str() {
+                    "csv" => true,
+                    "json" => false,
+                    _ => return Err(ApiError::invalid("format", "invalid_parameter", "format is `json` or `csv`")),
+                }
+            }
+            other => return Err(extract::unknown_query_parameter(other)),
+        }
+    }
+    filter.starting_after = page.starting_after;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    if !as_csv {
+        let (found, has_more) =
+            page.finish(statements::entries(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
+        let data = found.into_iter().map(|e| LedgerEntryResource::build(&state.config, e)).collect();
+        return Ok(Json(LedgerEntryList { object: "list", data, has_more }).into_response());
+    }
+
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record([
+            "entry_id",
+            "created_at",
+            "type",
+            "chain",
+            "chain_id",
+            "asset",
+            "account",
+            "amount",
+            "amount_base_units",
+            "balance_after",
+            "balance_after_base_units",
+            "invoice_id",
+            "deposit_id",
+            "payout_id",
+            "transaction_id",
+            "reverses_entry_id",
+            "memo",
+        ])
+        .map_err(ApiError::internal)?;
+    let mut remaining = if limit_given { page.limit } else { u32::MAX };
+    while remaining > 0 {
+        let batch = statements::entries(&mut conn, auth.merchant.id, &filter, remaining.min(CSV_PAGE)).await?;
+        let Some(last) = batch.last().map(|e| e.entry.id) else { break };
+        remaining = remaining.saturating_sub(batch.len() as u32);
+        let full = batch.len() as u32 == CSV_PAGE;
+        for merchant_entry in batch {
+            write_csv_rows(&mut writer, &state.config, merchant_entry)?;
+        }
+        if !full {
+            break;
+        }
+        filter.starting_after = Some(last);
+    }
+    let body = writer.into_inner().map_err(|e| ApiError::internal(e.into_error()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"ledger.csv\""),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// One CSV row per posting to the merchant's accounts.
+fn write_csv_rows(
+    writer: &mut csv::Writer<Vec<u8>>,
+    config: &Config,
+    merchant_entry: MerchantEntry,
+) -> Result<(), ApiError> {
+    let entry = &merchant_entry.entry;
+    let created_at = time::OffsetDateTime::from_unix_timestamp(entry.created_at.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let id = |v: Option<Uuid>| v.map(|v| v.to_string()).unwrap_or_default();
+    for posting in &merchant_entry.postings {
+        let view = posting_view(config, posting.clone());
+        writer
+            .write_record([
+                entry.id.to_string(),
+                created_at.clone(),
+                entry.entry_type.to_string(),
+                view.chain.unwrap_or_default(),
+                view.chain_id.to_string(),
+                view.asset,
+                view.account.to_string(),
+                view.amount.unwrap_or_default(),
+                view.amount_base_units,
+                view.balance_after.unwrap_or_default(),
+                view.balance_after_base_units.to_string(),
+                id(entry.refs.invoice_id),
+                id(entry.refs.deposit_id),
+                id(entry.refs.payout_id),
+                id(entry.refs.transaction_id),
+                id(entry.reverses),
+                entry.memo.clone().unwrap_or_default(),
+            ])
+            .map_err(ApiError::internal)?;
+    }
+    Ok(())
+}
+
+fn query_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
+    value.parse().map_err(|_| ApiError::invalid(param, "invalid_parameter", format!("{param} must be a UUID")))
+}

@@ -1,0 +1,173 @@
+//! What a deposit's life posts. Called from `crate::crediting` only, inside the transaction that
+//! moves the deposit's state, so the ledger and the deposit never disagree.
+//!
+//! - detected: `deposit_pending`, custody -> the merchant's `pending`;
+//! - confirmed: `deposit_credit` (`late_deposit`, `static_deposit`), `pending` -> `available`
+//!   (or -> `in_transit` for a receiver-override invoice, which is forwarded on chain, not
+//!   credited), then `fee`, that account -> the platform's `fee_revenue`;
+//! - taken away by a reorg: every live entry of the deposit is reversed, newest first.
+//!
+//! Keys carry the deposit's generation (`deposit_credit:<id>:<generation>`), so a deposit that
+//! a reorg took away and that came back posts again, once per life.
+
+use uuid::Uuid;
+
+use super::{Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side, post, reverse};
+use crate::invoice::Invoice;
+use crate::money::BaseUnits;
+use crate::store::deposits::Deposit;
+use crate::store::{Conn, StoreError, parse_column};
+
+fn merchant_of(deposit: &Deposit) -> Result<Uuid, LedgerError> {
+    deposit.merchant_id.ok_or_else(|| LedgerError::Malformed {
+        key: deposit.id.to_string(),
+        reason: "the deposit has no merchant".into(),
+    })
+}
+
+/// A detected deposit shows as pending. Idempotent per generation.
+pub async fn post_pending(conn: &mut Conn, deposit: &Deposit) -> Result<Posted, LedgerError> {
+    let merchant_id = merchant_of(deposit)?;
+    post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::DepositPending,
+            idempotency_key: format!("deposit_pending:{}:{}", deposit.id, deposit.generation),
+            refs: Refs {
+                merchant_id: Some(merchant_id),
+                invoice_id: deposit.invoice_id,
+                deposit_id: Some(deposit.id),
+                ..Refs::default()
+            },
+            reverses: None,
+            memo: None,
+            legs: vec![
+                Leg::debit(Account::platform(AccountKind::Custody, deposit.chain_id, &deposit.asset), deposit.amount),
+                Leg::credit(
+                    Account::merchant(merchant_id, AccountKind::Pending, deposit.chain_id, &deposit.asset),
+                    deposit.amount,
+                ),
+            ],
+        },
+    )
+    .await
+}
+
+/// Which kind of credit a confirmed deposit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditKind {
+    Invoice,
+    Late,
+    Static,
+}
+
+/// A confirmed deposit to `invoice`: credit it and charge the fee growth. `paid_total` is the
+/// invoice's confirmed total including this deposit.
+pub async fn post_credit(
+    conn: &mut Conn,
+    deposit: &Deposit,
+    invoice: &Invoice,
+    kind: CreditKind,
+    paid_total: BaseUnits,
+) -> Result<(), LedgerError> {
+    let merchant_id = merchant_of(deposit)?;
+    // A deposit detected before the ledger existed (or in the same range) has no pending entry yet.
+    post_pending(conn, deposit).await?;
+    let (chain_id, asset) = (deposit.chain_id, deposit.asset.as_str());
+    let target =
+        if invoice.receiver_override_address.is_some() { AccountKind::InTransit } else { AccountKind::Available };
+    let refs = Refs {
+        merchant_id: Some(merchant_id),
+        invoice_id: Some(invoice.id),
+        deposit_id: Some(deposit.id),
+        ..Refs::default()
+    };
+    let entry_type = match kind {
+        CreditKind::Invoice => EntryType::DepositCredit,
+        CreditKind::Late => EntryType::LateDeposit,
+        CreditKind::Static => EntryType::StaticDeposit,
+    };
+    post(
+        conn,
+        NewEntry {
+            entry_type,
+            idempotency_key: format!("deposit_credit:{}:{}", deposit.id, deposit.generation),
+            refs: refs.clone(),
+            reverses: None,
+            memo: None,
+            legs: vec![
+                Leg::debit(Account::merchant(merchant_id, AccountKind::Pending, chain_id, asset), deposit.amount),
+                Leg::credit(Account::merchant(merchant_id, target, chain_id, asset), deposit.amount),
+            ],
+        },
+    )
+    .await?;
+
+    let due = invoice.fee_schedule.fee_on(paid_total).map_err(|e| LedgerError::Malformed {
+        key: format!("fee:{}", deposit.id),
+        reason: format!("fee on {paid_total}: {e}"),
+    })?;
+    let charged = fee_charged(conn, invoice.id).await?;
+    let fee = due.checked_sub(charged).unwrap_or_default();
+    if fee.is_zero() {
+        return Ok(());
+    }
+    post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::Fee,
+            idempotency_key: format!("fee:{}:{}", deposit.id, deposit.generation),
+            refs,
+            reverses: None,
+            memo: None,
+            legs: vec![
+                Leg::debit(Account::merchant(merchant_id, target, chain_id, asset), fee),
+                Leg::credit(Account::platform(AccountKind::FeeRevenue, chain_id, asset), fee),
+            ],
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The fee charged on an invoice so far: net credits to `fee_revenue` by its entries (fees less
+/// their reversals).
+pub async fn fee_charged(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.direction, p.amount_base_units FROM ledger_postings p \
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
+         WHERE e.invoice_id = $1 AND a.kind = 'fee_revenue'",
+    )
+    .bind(invoice_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut credits, mut debits) = (BaseUnits::ZERO, BaseUnits::ZERO);
+    for (direction, amount) in rows {
+        let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
+        let side: Side = parse_column("ledger_postings.direction", &direction)?;
+        let total = if side == Side::Credit { &mut credits } else { &mut debits };
+        *total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+    }
+    credits
+        .checked_sub(debits)
+        .ok_or_else(|| StoreError::Corrupt(format!("invoice {invoice_id} has negative fees")).into())
+}
+
+/// A reorg took the deposit away: reverse each of its entries not yet reversed, newest first
+/// (the fee before the credit before the pending), so every step is covered.
+pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Vec<Posted>, LedgerError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT e.id FROM ledger_entries e WHERE e.deposit_id = $1 AND e.entry_type <> 'reversal' \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id) ORDER BY e.id DESC",
+    )
+    .bind(deposit.id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut posted = Vec::with_capacity(rows.len());
+    for (id,) in rows {
+        let id: Uuid = parse_column("ledger_entries.id", &id)?;
+        let memo = format!("a chain reorganisation removed transaction {}", deposit.tx_hash);
+        posted.push(reverse(conn, id, Some(memo)).await?);
+    }
+    Ok(posted)
+}

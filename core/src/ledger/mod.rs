@@ -1,0 +1,814 @@
+//! The double-entry ledger: every movement of money is one journal entry of two or more postings
+//! that balance per asset, written once and never changed.
+//!
+//! - **Accounts** are keyed by owner (a merchant or the platform), kind and asset (chain + token
+//!   symbol). Each kind has a normal side ([`AccountKind::normal_side`]): a merchant's
+//!   `available`, `pending`, `reserved` and `in_transit` and the platform's `fee_revenue` are what
+//!   the platform owes (credit-normal); `custody` (funds at deposit addresses), `hot_wallet`,
+//!   `network_fees` (gas spent) and a merchant's `receivable` (what a merchant owes after a reversal
+//!   it could not cover) are what the platform holds or spent (debit-normal).
+//! - **Balances never go negative** in their normal direction, for any account: [`post`] locks the
+//!   accounts it touches (in one global order, so concurrent entries cannot deadlock), checks,
+//!   and only then writes anything. A refused entry leaves no trace.
+//! - **Exactly once**: every entry carries an idempotency key naming its cause; posting the same
+//!   key again returns the first entry and changes nothing.
+//! - **Append-only**: corrections are [`reverse`] entries that point at what they reverse (each
+//!   entry can be reversed once, enforced by a unique index).
+//! - Amounts are U256 base units stored as decimal strings; arithmetic is checked.
+//!
+//! # Layout
+//! - this module: accounts, entry types, [`post`] (the one way anything is written), [`reverse`].
+//! - [`deposits`]: what a deposit's life posts: pending on detection, credit and fee on
+//!   confirmation, reversals when a reorg takes it away.
+//! - [`statements`]: balances and entries as the merchant API and the CSV export show them.
+//! - [`verify`]: reconciliation (`depositd ledger verify`, and the daemon's periodic check).
+
+pub mod deposits;
+pub mod statements;
+pub mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::money::BaseUnits;
+use crate::store::{Backend, Conn, StoreError, parse_column};
+use crate::time::now_ms;
+
+/// Which side of an account a posting is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Debit => "debit",
+            Side::Credit => "credit",
+        }
+    }
+
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Debit => Side::Credit,
+            Side::Credit => Side::Debit,
+        }
+    }
+}
+
+impl std::str::FromStr for Side {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "debit" => Ok(Side::Debit),
+            "credit" => Ok(Side::Credit),
+            other => Err(format!("unknown posting direction {other:?}")),
+        }
+    }
+}
+
+/// What an account holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A merchant's spendable funds.
+    Available,
+    /// A merchant's detected, not yet confirmed deposits: shown, not spendable.
+    Pending,
+    /// A merchant's funds held for payouts in flight.
+    Reserved,
+    /// A merchant's pass-through (receiver override) settlements awaiting forwarding on chain.
+    InTransit,
+    /// What a merchant owes: the part of a reversal its available balance could not cover.
+    Receivable,
+    /// The platform's fees earned.
+    FeeRevenue,
+    /// Funds at deposit addresses (invoice and static), not yet swept.
+    Custody,
+    /// Funds in the treasury (hot wallet).
+    HotWallet,
+    /// Gas the platform has spent.
+    NetworkFees,
+}
+
+impl AccountKind {
+    pub const ALL: [AccountKind; 9] = [
+        AccountKind::Available,
+        AccountKind::Pending,
+        AccountKind::Reserved,
+        AccountKind::InTransit,
+        AccountKind::Receivable,
+        AccountKind::FeeRevenue,
+        AccountKind::Custody,
+        AccountKind::HotWallet,
+        AccountKind::NetworkFees,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Available => "available",
+            AccountKind::Pending => "pending",
+            AccountKind::Reserved => "reserved",
+            AccountKind::InTransit => "in_transit",
+            AccountKind::Receivable => "receivable",
+            AccountKind::FeeRevenue => "fee_revenue",
+            AccountKind::Custody => "custody",
+            AccountKind::HotWallet => "hot_wallet",
+            AccountKind::NetworkFees => "network_fees",
+        }
+    }
+
+    /// The side a posting must be on to increase the balance.
+    pub fn normal_side(self) -> Side {
+        match self {
+            AccountKind::Available
+            | AccountKind::Pending
+            | AccountKind::Reserved
+            | AccountKind::InTransit
+            | AccountKind::FeeRevenue => Side::Credit,
+            AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
+                Side::Debit
+            }
+        }
+    }
+
+    /// Whether accounts of this kind belong to a merchant (else to the platform).
+    pub fn is_merchant(self) -> bool {
+        matches!(
+            self,
+            AccountKind::Available
+                | AccountKind::Pending
+                | AccountKind::Reserved
+                | AccountKind::InTransit
+                | AccountKind::Receivable
+        )
+    }
+}
+
+impl fmt::Display for AccountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AccountKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AccountKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| format!("unknown account kind {s:?}"))
+    }
+}
+
+/// Why an entry was posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    /// A deposit was detected: it shows as pending.
+    DepositPending,
+    /// A deposit to an invoice confirmed: pending becomes available.
+    DepositCredit,
+    /// The same, for a payment that arrived after the invoice expired.
+    LateDeposit,
+    /// The same, for a deposit to a static address.
+    StaticDeposit,
+    /// The operator's fee on a payment.
+    Fee,
+    PayoutReserve,
+    PayoutSent,
+    PayoutReleased,
+    PassthroughSettlement,
+    Refund,
+    /// Undoes the entry it points at.
+    Reversal,
+    Sweep,
+    Gas,
+}
+
+impl EntryType {
+    pub const ALL: [EntryType; 13] = [
+        EntryType::DepositPending,
+        EntryType::DepositCredit,
+        EntryType::LateDeposit,
+        EntryType::StaticDeposit,
+        EntryType::Fee,
+        EntryType::PayoutReserve,
+        EntryType::PayoutSent,
+        EntryType::PayoutReleased,
+        EntryType::PassthroughSettlement,
+        EntryType::Refund,
+        EntryType::Reversal,
+        EntryType::Sweep,
+        EntryType::Gas,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::DepositPending => "deposit_pending",
+            EntryType::DepositCredit => "deposit_credit",
+            EntryType::LateDeposit => "late_deposit",
+            EntryType::StaticDeposit => "static_deposit",
+            EntryType::Fee => "fee",
+            EntryType::PayoutReserve => "payout_reserve",
+            EntryType::PayoutSent => "payout_sent",
+            EntryType::PayoutReleased => "payout_released",
+            EntryType::PassthroughSettlement => "passthrough_settlement",
+            EntryType::Refund => "refund",
+            EntryType::Reversal => "reversal",
+            EntryType::Sweep => "sweep",
+            EntryType::Gas => "gas",
+        }
+    }
+
+    /// The entries that credit a confirmed deposit (exactly one live one per confirmed deposit).
+    pub const CREDITS: [EntryType; 3] = [EntryType::DepositCredit, EntryType::LateDeposit, EntryType::StaticDeposit];
+}
+
+impl fmt::Display for EntryType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EntryType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EntryType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let known: Vec<_> = EntryType::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown entry type {s:?} (one of {})", known.join(", "))
+        })
+    }
+}
+
+/// Whose an account is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    Platform,
+    Merchant(Uuid),
+}
+
+impl Owner {
+    /// The stored form: `platform` or the merchant id.
+    pub fn key(self) -> String {
+        match self {
+            Owner::Platform => "platform".to_owned(),
+            Owner::Merchant(id) => id.to_string(),
+        }
+    }
+
+    fn parse(value: &str) -> Result<Owner, StoreError> {
+        if value == "platform" {
+            Ok(Owner::Platform)
+        } else {
+            Ok(Owner::Merchant(parse_column("ledger_accounts.owner", value)?))
+        }
+    }
+}
+
+/// An account: owner, kind and asset (a token symbol on a chain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Account {
+    pub owner: Owner,
+    pub kind: AccountKind,
+    pub chain_id: u64,
+    pub asset: String,
+}
+
+impl Account {
+    pub fn merchant(merchant_id: Uuid, kind: AccountKind, chain_id: u64, asset: &str) -> Account {
+        Account { owner: Owner::Merchant(merchant_id), kind, chain_id, asset: asset.to_owned() }
+    }
+
+    pub fn platform(kind: AccountKind, chain_id: u64, asset: &str) -> Account {
+        Account { owner: Owner::Platform, kind, chain_id, asset: asset.to_owned() }
+    }
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.owner {
+            Owner::Platform => write!(f, "platform {} {} on chain {}", self.kind, self.asset, self.chain_id),
+            Owner::Merchant(id) => {
+                write!(f, "merchant {id} {} {} on chain {}", self.kind, self.asset, self.chain_id)
+            }
+        }
+    }
+}
+
+/// One line of an entry to be posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub account: Account,
+    pub side: Side,
+    pub amount: BaseUnits,
+    /// For a leg that lowers a balance: when the account holds less than `amount`, take what
+    /// it holds and post the rest, on the same side, to this kind of account of the same owner
+    /// (a reversal the merchant's `available` cannot cover becomes `receivable`).
+    pub shortfall_to: Option<AccountKind>,
+}
+
+impl Leg {
+    pub fn debit(account: Account, amount: BaseUnits) -> Leg {
+        Leg { account, side: Side::Debit, amount, shortfall_to: None }
+    }
+
+    pub fn credit(account: Account, amount: BaseUnits) -> Leg {
+        Leg { account, side: Side::Credit, amount, shortfall_to: None }
+    }
+}
+
+/// What an entry is about (every field optional; a merchant's entries name the merchant).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs {
+    pub merchant_id: Option<Uuid>,
+    pub invoice_id: Option<Uuid>,
+    pub deposit_id: Option<Uuid>,
+    pub payout_id: Option<Uuid>,
+    pub transaction_id: Option<Uuid>,
+}
+
+/// An entry to post.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub entry_type: EntryType,
+    /// Names the cause, e.g. `deposit_credit:<deposit id>:<generation>`: one cause, one entry.
+    pub idempotency_key: String,
+    pub refs: Refs,
+    pub reverses: Option<Uuid>,
+    pub memo: Option<String>,
+    pub legs: Vec<Leg>,
+}
+
+/// The outcome of [`post`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    /// Written now.
+    New(Uuid),
+    /// The idempotency key was posted before: that entry, unchanged.
+    AlreadyPosted(Uuid),
+}
+
+impl Posted {
+    pub fn id(self) -> Uuid {
+        match self {
+            Posted::New(id) | Posted::AlreadyPosted(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// A programming error: the entry is malformed (unbalanced, empty, zero amounts...).
+    #[error("ledger entry {key} is malformed: {reason}")]
+    Malformed { key: String, reason: String },
+    /// The entry would take an account below zero; nothing was written.
+    #[error("insufficient funds in {account}: it holds {balance} base units, the entry takes {needed}")]
+    InsufficientFunds { account: Account, balance: BaseUnits, needed: BaseUnits },
+    #[error("no ledger entry {0}")]
+    EntryNotFound(Uuid),
+    #[error("ledger entry {0} cannot be reversed: {1}")]
+    NotReversible(Uuid, &'static str),
+    #[error("a ledger balance overflowed 256 bits")]
+    Overflow,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for LedgerError {
+    fn from(error: sqlx::Error) -> Self {
+        LedgerError::Store(StoreError::from(error))
+    }
+}
+
+impl From<LedgerError> for StoreError {
+    /// For callers on the store's error type (the watcher's crediting): a refused posting there
+    /// means stored data contradicts itself, which is corruption, never a client error.
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::Store(e) => e,
+            other => StoreError::Corrupt(format!("ledger: {other}")),
+        }
+    }
+}
+
+/// Checks an entry's shape: at least two legs, no zero amounts, debits equal credits per asset,
+/// merchant kinds owned by merchants, and shortfall targets that grow on the leg's side.
+fn check_shape(entry: &NewEntry) -> Result<(), LedgerError> {
+    let malformed = |reason: String| LedgerError::Malformed { key: entry.idempotency_key.clone(), reason };
+    if entry.legs.len() < 2 {
+        return Err(malformed("an entry needs at least two postings".into()));
+    }
+    let mut sums: BTreeMap<(u64, &str), (BaseUnits, BaseUnits)> = BTreeMap::new();
+    for leg in &entry.legs {
+        if leg.amount.is_zero() {
+            return Err(malformed(format!("a zero posting to {}", leg.account)));
+        }
+        if leg.account.kind.is_merchant() != matches!(leg.account.owner, Owner::Merchant(_)) {
+            return Err(malformed(format!("{} cannot be owned that way", leg.account)));
+        }
+        if let Some(kind) = leg.shortfall_to
+            && (kind.normal_side() != leg.side
+                || kind.is_merchant() != leg.account.kind.is_merchant()
+                || leg.side == leg.account.kind.normal_side())
+        {
+            return Err(malformed(format!("shortfall of {} cannot go to {kind}", leg.account)));
+        }
+        let sum = sums.entry((leg.account.chain_id, leg.account.asset.as_str())).or_default();
+        let side = if leg.side == Side::Debit { &mut sum.0 } else { &mut sum.1 };
+        *side = side.checked_add(leg.amount).ok_or(LedgerError::Overflow)?;
+    }
+    if let Some(((chain_id, asset), (debits, credits))) = sums.iter().find(|(_, (d, c))| d != c) {
+        return Err(malformed(format!("{asset} on chain {chain_id}: debits {debits} != credits {credits}")));
+    }
+    Ok(())
+}
+
+/// An account row, locked for this transaction.
+struct Locked {
+    id: String,
+    balance: BaseUnits,
+    changed: bool,
+}
+
+impl Locked {
+    /// Applies a posting; `None` when it would go below zero.
+    fn apply(&mut self, kind: AccountKind, side: Side, amount: BaseUnits) -> Option<()> {
+        self.balance = if side == kind.normal_side() {
+            self.balance.checked_add(amount)?
+        } else {
+            self.balance.checked_sub(amount)?
+        };
+        self.changed = true;
+        Some(())
+    }
+}
+
+/// Finds the account row, creating it at zero, and locks it until the transaction ends.
+async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, LedgerError> {
+    let select = format!(
+        "SELECT id, balance_base_units FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND chain_id = $3 \
+         AND asset = $4{}",
+        Backend::of(conn).for_update()
+    );
+    for attempt in 0..2 {
+        let row: Option<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
+            .bind(account.owner.key())
+            .bind(account.kind.as_str())
+            .bind(account.chain_id as i64)
+            .bind(&account.asset)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some((id, balance)) = row {
+            return Ok(Locked {
+                id,
+                balance: parse_column("ledger_accounts.balance_base_units", &balance)?,
+                changed: false,
+            });
+        }
+        if attempt == 0 {
+            sqlx::query(
+                "INSERT INTO ledger_accounts (id, owner, kind, chain_id, asset, balance_base_units, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, '0', $6) ON CONFLICT (owner, kind, chain_id, asset) DO NOTHING",
+            )
+            .bind(Uuid::now_v7().to_string())
+            .bind(account.owner.key())
+            .bind(account.kind.as_str())
+            .bind(account.chain_id as i64)
+            .bind(&account.asset)
+            .bind(now_ms())
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Err(StoreError::Corrupt(format!("ledger account {account} vanished after it was created")).into())
+}
+
+/// The id of the entry posted under `key`, if any.
+async fn entry_by_key(conn: &mut Conn, key: &str) -> Result<Option<Uuid>, LedgerError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM ledger_entries WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(id,)| parse_column("ledger_entries.id", &id)).transpose()?)
+}
+
+/// Posts an entry in the caller's transaction: all of it or (on any error) nothing. Posting an
+/// idempotency key a second time returns [`Posted::AlreadyPosted`] and writes nothing.
+#[tracing::instrument(skip(conn, entry), fields(key = %entry.idempotency_key, entry_type = %entry.entry_type))]
+pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerError> {
+    check_shape(&entry)?;
+    if let Some(id) = entry_by_key(conn, &entry.idempotency_key).await? {
+        return Ok(Posted::AlreadyPosted(id));
+    }
+    // Lock every account the entry may touch, in one global order.
+    let mut touched: BTreeSet<Account> = BTreeSet::new();
+    for leg in &entry.legs {
+        touched.insert(leg.account.clone());
+        if let Some(kind) = leg.shortfall_to {
+            touched.insert(Account { kind, ..leg.account.clone() });
+        }
+    }
+    let mut accounts: BTreeMap<Account, Locked> = BTreeMap::new();
+    for account in touched {
+        let locked = lock_account(conn, &account).await?;
+        accounts.insert(account, locked);
+    }
+
+    // Increases first, then decreases, so only the entry's net effect must be covered.
+    let (increases, decreases): (Vec<&Leg>, Vec<&Leg>) =
+        entry.legs.iter().partition(|leg| leg.side == leg.account.kind.normal_side());
+    let mut postings: BTreeMap<(Account, Side), BaseUnits> = BTreeMap::new();
+    let mut add_posting = |account: &Account, side: Side, amount: BaseUnits| -> Result<(), LedgerError> {
+        let total = postings.entry((account.clone(), side)).or_default();
+        *total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        Ok(())
+    };
+    for leg in increases {
+        let locked = accounts.get_mut(&leg.account).expect("locked above");
+        locked.apply(leg.account.kind, leg.side, leg.amount).ok_or(LedgerError::Overflow)?;
+        add_posting(&leg.account, leg.side, leg.amount)?;
+    }
+    for leg in decreases {
+        let locked = accounts.get_mut(&leg.account).expect("locked above");
+        let balance = locked.balance;
+        if balance >= leg.amount {
+            locked.apply(leg.account.kind, leg.side, leg.amount).expect("covered");
+            add_posting(&leg.account, leg.side, leg.amount)?;
+            continue;
+        }
+        let Some(kind) = leg.shortfall_to else {
+            return Err(LedgerError::InsufficientFunds { account: leg.account.clone(), balance, needed: leg.amount });
+        };
+        if !balance.is_zero() {
+            locked.apply(leg.account.kind, leg.side, balance).expect("covered");
+            add_posting(&leg.account, leg.side, balance)?;
+        }
+        let rest = leg.amount.checked_sub(balance).expect("balance < amount");
+        let target = Account { kind, ..leg.account.clone() };
+        accounts.get_mut(&target).expect("locked above").apply(kind, leg.side, rest).ok_or(LedgerError::Overflow)?;
+        add_posting(&target, leg.side, rest)?;
+    }
+
+    // Checked: now write. A concurrent poster of the same key (PostgreSQL) makes the insert a no-op.
+    let id = Uuid::now_v7();
+    let now = now_ms();
+    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
+    let inserted = sqlx::query(
+        "INSERT INTO ledger_entries (id, entry_type, idempotency_key, reverses_entry_id, merchant_id, invoice_id, \
+         deposit_id, payout_id, transaction_id, memo, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(entry.entry_type.as_str())
+    .bind(&entry.idempotency_key)
+    .bind(uuid(entry.reverses))
+    .bind(uuid(entry.refs.merchant_id))
+    .bind(uuid(entry.refs.invoice_id))
+    .bind(uuid(entry.refs.deposit_id))
+    .bind(uuid(entry.refs.payout_id))
+    .bind(uuid(entry.refs.transaction_id))
+    .bind(&entry.memo)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            LedgerError::NotReversible(entry.reverses.unwrap_or_default(), "it has been reversed already")
+        }
+        _ => LedgerError::from(e),
+    })?;
+    if inserted.rows_affected() == 0 {
+        let existing = entry_by_key(conn, &entry.idempotency_key).await?;
+        return Ok(Posted::AlreadyPosted(existing.ok_or_else(|| {
+            StoreError::Corrupt(format!("ledger entry {} conflicted but is not there", entry.idempotency_key))
+        })?));
+    }
+    for ((account, side), amount) in &postings {
+        let locked = &accounts[account];
+        sqlx::query(
+            "INSERT INTO ledger_postings (entry_id, account_id, direction, amount_base_units, balance_after) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.to_string())
+        .bind(&locked.id)
+        .bind(side.as_str())
+        .bind(*amount)
+        .bind(locked.balance)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for locked in accounts.values().filter(|l| l.changed) {
+        sqlx::query("UPDATE ledger_accounts SET balance_base_units = $1, updated_at = $2 WHERE id = $3")
+            .bind(locked.balance)
+            .bind(now)
+            .bind(&locked.id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Posted::New(id))
+}
+
+/// A stored entry's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: Uuid,
+    pub entry_type: EntryType,
+    pub idempotency_key: String,
+    pub reverses: Option<Uuid>,
+    pub refs: Refs,
+    pub memo: Option<String>,
+    pub created_at: i64,
+}
+
+const ENTRY_COLUMNS: &str = "id, entry_type, idempotency_key, reverses_entry_id, merchant_id, invoice_id, deposit_id, \
+    payout_id, transaction_id, memo, created_at";
+
+type EntryRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+fn entry_from_row(r: EntryRow) -> Result<Entry, StoreError> {
+    let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
+    Ok(Entry {
+        id: parse_column("ledger_entries.id", &r.0)?,
+        entry_type: parse_column("ledger_entries.entry_type", &r.1)?,
+        idempotency_key: r.2,
+        reverses: uuid("ledger_entries.reverses_entry_id", r.3)?,
+        refs: Refs {
+            merchant_id: uuid("ledger_entries.merchant_id", r.4)?,
+            invoice_id: uuid("ledger_entries.invoice_id", r.5)?,
+            deposit_id: uuid("ledger_entries.deposit_id", r.6)?,
+            payout_id: uuid("ledger_entries.payout_id", r.7)?,
+            transaction_id: uuid("ledger_entries.transaction_id", r.8)?,
+        },
+        memo: r.9,
+        created_at: r.10,
+    })
+}
+
+/// A stored posting with its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub entry_id: Uuid,
+    pub account: Account,
+    pub side: Side,
+    pub amount: BaseUnits,
+    /// The account's balance right after the entry.
+    pub balance_after: BaseUnits,
+}
+
+type PostingRow = (String, String, String, i64, String, String, String, String);
+
+const POSTING_COLUMNS: &str = "p.entry_id, a.owner, a.kind, a.chain_id, a.asset, p.direction, p.amount_base_units, \
+    p.balance_after";
+
+fn posting_from_row(r: PostingRow) -> Result<Posting, StoreError> {
+    Ok(Posting {
+        entry_id: parse_column("ledger_postings.entry_id", &r.0)?,
+        account: Account {
+            owner: Owner::parse(&r.1)?,
+            kind: parse_column("ledger_accounts.kind", &r.2)?,
+            chain_id: r.3 as u64,
+            asset: r.4,
+        },
+        side: parse_column("ledger_postings.direction", &r.5)?,
+        amount: parse_column("ledger_postings.amount_base_units", &r.6)?,
+        balance_after: parse_column("ledger_postings.balance_after", &r.7)?,
+    })
+}
+
+/// One entry with all its postings.
+#[tracing::instrument(skip(conn))]
+pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posting>)>, StoreError> {
+    let row: Option<EntryRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let postings: Vec<PostingRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {POSTING_COLUMNS} FROM ledger_postings p JOIN ledger_accounts a ON a.id = p.account_id \
+         WHERE p.entry_id = $1 ORDER BY a.kind, p.direction"
+    )))
+    .bind(id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some((entry_from_row(row)?, postings.into_iter().map(posting_from_row).collect::<Result<_, _>>()?)))
+}
+
+/// Posts the mirror image of entry `id` as a `reversal` that points at it (idempotent: an
+/// entry is reversed once). Where the mirror lowers a merchant's `available` below zero, the
+/// rest goes to the merchant's `receivable` instead: a reversal is never refused for want of
+/// funds, and no balance goes negative.
+#[tracing::instrument(skip(conn))]
+pub async fn reverse(conn: &mut Conn, id: Uuid, memo: Option<String>) -> Result<Posted, LedgerError> {
+    let key = format!("reversal:{id}");
+    if let Some(existing) = entry_by_key(conn, &key).await? {
+        return Ok(Posted::AlreadyPosted(existing));
+    }
+    let (original, postings) = entry(conn, id).await?.ok_or(LedgerError::EntryNotFound(id))?;
+    if original.entry_type == EntryType::Reversal {
+        return Err(LedgerError::NotReversible(id, "a reversal is not reversed; post the movement anew"));
+    }
+    let legs = postings
+        .into_iter()
+        .map(|p| {
+            let side = p.side.opposite();
+            let shortfall_to =
+                (p.account.kind == AccountKind::Available && side == Side::Debit).then_some(AccountKind::Receivable);
+            Leg { account: p.account, side, amount: p.amount, shortfall_to }
+        })
+        .collect();
+    post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::Reversal,
+            idempotency_key: key,
+            refs: original.refs,
+            reverses: Some(id),
+            memo: memo.or_else(|| Some(format!("reverses {} {}", original.entry_type, original.id))),
+            legs,
+        },
+    )
+    .await
+}
+
+/// The balance of one account (zero when it has never been posted to).
+#[tracing::instrument(skip(conn))]
+pub async fn balance(conn: &mut Conn, account: &Account) -> Result<BaseUnits, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT balance_base_units FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND chain_id = $3 AND asset = $4",
+    )
+    .bind(account.owner.key())
+    .bind(account.kind.as_str())
+    .bind(account.chain_id as i64)
+    .bind(&account.asset)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(b,)| parse_column("ledger_accounts.balance_base_units", &b)).transpose().map(Option::unwrap_or_default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(kind: AccountKind, side: Side, amount: u64) -> Leg {
+        let account = if kind.is_merchant() {
+            Account::merchant(Uuid::nil(), kind, 1, "USDC")
+        } else {
+            Account::platform(kind, 1, "USDC")
+        };
+        Leg { account, side, amount: BaseUnits::from(amount), shortfall_to: None }
+    }
+
+    fn entry(legs: Vec<Leg>) -> NewEntry {
+        NewEntry {
+            entry_type: EntryType::Fee,
+            idempotency_key: "k".into(),
+            refs: Refs::default(),
+            reverses: None,
+            memo: None,
+            legs,
+        }
+    }
+
+    #[test]
+    fn entries_must_balance_per_asset() {
+        let ok = entry(vec![leg(AccountKind::Custody, Side::Debit, 5), leg(AccountKind::Pending, Side::Credit, 5)]);
+        assert!(check_shape(&ok).is_ok());
+        let unbalanced =
+            entry(vec![leg(AccountKind::Custody, Side::Debit, 5), leg(AccountKind::Pending, Side::Credit, 4)]);
+        assert!(matches!(check_shape(&unbalanced), Err(LedgerError::Malformed { .. })));
+        let mut other_asset = leg(AccountKind::Pending, Side::Credit, 5);
+        other_asset.account.asset = "USDT".into();
+        assert!(check_shape(&entry(vec![leg(AccountKind::Custody, Side::Debit, 5), other_asset])).is_err());
+        assert!(check_shape(&entry(vec![leg(AccountKind::Custody, Side::Debit, 0)])).is_err());
+        let zero = entry(vec![leg(AccountKind::Custody, Side::Debit, 0), leg(AccountKind::Pending, Side::Credit, 0)]);
+        assert!(check_shape(&zero).is_err());
+    }
+
+    #[test]
+    fn owners_and_shortfalls_are_checked() {
+        let mut wrong_owner = leg(AccountKind::Available, Side::Credit, 5);
+        wrong_owner.account.owner = Owner::Platform;
+        assert!(check_shape(&entry(vec![leg(AccountKind::Custody, Side::Debit, 5), wrong_owner])).is_err());
+        let mut bad_shortfall = leg(AccountKind::Available, Side::Debit, 5);
+        bad_shortfall.shortfall_to = Some(AccountKind::Pending); // would shrink pending, not grow a debt
+        assert!(check_shape(&entry(vec![bad_shortfall, leg(AccountKind::FeeRevenue, Side::Credit, 5)])).is_err());
+        let mut good_shortfall = leg(AccountKind::Available, Side::Debit, 5);
+        good_shortfall.shortfall_to = Some(AccountKind::Receivable);
+        assert!(check_shape(&entry(vec![good_shortfall, leg(AccountKind::Pending, Side::Credit, 5)])).is_ok());
+    }
+}

@@ -1,0 +1,25 @@
+//! `depositd ledger verify`.
+
+use std::sync::Arc;
+
+use depositd_core::config::Config;
+use depositd_core::wallet::HdWallet;
+
+use crate::cli::LedgerCommand;
+
+pub async fn run(config: &Config, command: LedgerCommand) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Verify { offline } => {
+            let store = super::open_store(config).await?;
+            let wallet = Arc::new(HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?);
+            let outcome = crate::reconcile::reconcile(&store, config, &wallet, !offline).await?;
+            print!("{}", outcome.render());
+            anyhow::ensure!(
+                outcome.is_ok(),
+                "the ledger does not reconcile ({} problem(s))",
+                outcome.report.problems.len()
+            );
+            Ok(())
+        }
+    }
+}
