@@ -8,7 +8,7 @@ use std::time::Duration;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use anyhow::Context;
-use depositd_core::config::Config;
+use depositd_core::config::{ChainConfig, Config};
 use depositd_core::ledger::verify::{self, Report};
 use depositd_core::metrics::Metrics;
 use depositd_core::money::BaseUnits;
@@ -33,11 +33,25 @@ pub struct Reconciliation {
     pub report: Report,
     /// One line per asset compared on chain: held by the ledger vs found on chain.
     pub on_chain: Vec<String>,
+    /// Chains whose balances could not be read (RPC down): not a verdict, but not a pass.
+    pub unchecked: Vec<String>,
 }
 
 impl Reconciliation {
+    /// Nothing wrong and everything checked.
     pub fn is_ok(&self) -> bool {
-        self.report.is_ok()
+        self.report.is_ok() && self.unchecked.is_empty()
+    }
+
+    /// The metric's value: 1 passed, 0 found problems, -1 could not check everything.
+    pub fn gauge(&self) -> i64 {
+        if !self.report.is_ok() {
+            0
+        } else if !self.unchecked.is_empty() {
+            -1
+        } else {
+            1
+        }
     }
 
     /// The readable report `depositd ledger verify` prints.
@@ -50,7 +64,12 @@ impl Reconciliation {
         for line in &self.on_chain {
             out.push_str(&format!("on chain: {line}\n"));
         }
-        if r.problems.is_empty() {
+        for line in &self.unchecked {
+            out.push_str(&format!("NOT CHECKED on chain: {line}\n"));
+        }
+        if r.problems.is_empty() && !self.unchecked.is_empty() {
+            out.push_str("no problems in the ledger itself, but the chains above could not be compared\n");
+        } else if r.problems.is_empty() {
             out.push_str(
                 "OK: every entry balances, every balance equals its postings, none is negative, every \
                            confirmed deposit is credited exactly once",
@@ -69,65 +88,90 @@ impl Reconciliation {
     }
 }
 
-/// Runs every check; with `on_chain`, also compares balances on each enabled chain.
+/// Runs every check; with `on_chain`, also compares balances on each enabled chain. The store is
+/// read in one snapshot and the chains after it: funds reach a chain before the ledger counts
+/// them, so the later reading can show more than the snapshot holds, not less.
 pub async fn reconcile(
     store: &Store,
     config: &Config,
     wallet: &HdWallet,
     on_chain: bool,
 ) -> anyhow::Result<Reconciliation> {
-    let mut conn = store.pool().acquire().await?;
-    let mut report = verify::verify(&mut conn).await?;
-    let mut lines = Vec::new();
+    let mut snapshot = store.begin_snapshot().await?;
+    let mut report = verify::verify(&mut snapshot).await?;
+    let mut custody: Vec<(&ChainConfig, Vec<String>)> = Vec::new();
     if on_chain {
         for chain in &config.chains {
-            let held: Vec<(String, BaseUnits)> = report
-                .held
-                .iter()
-                .filter(|((chain_id, _), amount)| *chain_id == chain.chain_id && !amount.is_zero())
-                .map(|((_, asset), amount)| (asset.clone(), *amount))
-                .collect();
-            if held.is_empty() {
-                continue;
-            }
-            let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
-            let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
-            let mut owners: Vec<Address> = Vec::new();
-            for address in deposits::custody_addresses(&mut conn, chain.chain_id).await? {
-                owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);
-            }
-            owners.push(wallet.treasury().address());
-            for (asset, held) in held {
-                let Some(asset_ref) = chain.asset(&asset) else {
-                    report.problems.push(format!(
-                        "the ledger holds {held} base units of {asset} on {}, which is no longer configured",
-                        chain.name
-                    ));
-                    continue;
-                };
-                let found = on_chain_total(&provider, asset_ref.token_address, &owners)
-                    .await
-                    .with_context(|| format!("reading {asset} balances on {}", chain.name))?;
-                let d = asset_ref.decimals;
-                lines.push(format!(
-                    "{} {asset}: ledger holds {}, {} addresses hold {}",
-                    chain.name,
-                    held.to_display(d),
-                    owners.len(),
-                    found.to_display(d)
-                ));
-                if found < held {
-                    report.problems.push(format!(
-                        "on {} the ledger holds {} {asset} at deposit addresses and the hot wallet, but they hold only {}",
-                        chain.name,
-                        held.to_display(d),
-                        found.to_display(d)
-                    ));
-                }
-            }
+            custody.push((chain, deposits::custody_addresses(&mut snapshot, chain.chain_id).await?));
         }
     }
-    Ok(Reconciliation { report, on_chain: lines })
+    snapshot.rollback().await?;
+    let mut lines = Vec::new();
+    let mut unchecked = Vec::new();
+    for (chain, addresses) in custody {
+        let held: Vec<(String, BaseUnits)> = report
+            .held
+            .iter()
+            .filter(|((chain_id, _), amount)| *chain_id == chain.chain_id && !amount.is_zero())
+            .map(|((_, asset), amount)| (asset.clone(), *amount))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        match compare_chain(chain, wallet, &addresses, &held, &mut report.problems).await {
+            Ok(mut compared) => lines.append(&mut compared),
+            Err(error) => unchecked.push(format!("{}: {error:#}", chain.name)),
+        }
+    }
+    Ok(Reconciliation { report, on_chain: lines, unchecked })
+}
+
+/// Compares one chain's on-chain balances with what the ledger holds there; shortfalls go to
+/// `problems`, a line per asset is returned.
+async fn compare_chain(
+    chain: &ChainConfig,
+    wallet: &HdWallet,
+    addresses: &[String],
+    held: &[(String, BaseUnits)],
+    problems: &mut Vec<String>,
+) -> anyhow::Result<Vec<String>> {
+    let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
+    let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
+    let mut owners: Vec<Address> = Vec::with_capacity(addresses.len() + 1);
+    for address in addresses {
+        owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);
+    }
+    owners.push(wallet.treasury().address());
+    let mut lines = Vec::new();
+    for (asset, held) in held {
+        let Some(asset_ref) = chain.asset(asset) else {
+            problems.push(format!(
+                "the ledger holds {held} base units of {asset} on {}, which is no longer configured",
+                chain.name
+            ));
+            continue;
+        };
+        let found = on_chain_total(&provider, asset_ref.token_address, &owners)
+            .await
+            .with_context(|| format!("reading {asset} balances"))?;
+        let d = asset_ref.decimals;
+        lines.push(format!(
+            "{} {asset}: ledger holds {}, {} addresses hold {}",
+            chain.name,
+            held.to_display(d),
+            owners.len(),
+            found.to_display(d)
+        ));
+        if found < *held {
+            problems.push(format!(
+                "on {} the ledger holds {} {asset} at deposit addresses and the hot wallet, but they hold only {}",
+                chain.name,
+                held.to_display(d),
+                found.to_display(d)
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 async fn on_chain_total(
@@ -162,10 +206,12 @@ pub async fn run_periodically(
     loop {
         match reconcile(&store, &config, &wallet, on_chain).await {
             Ok(outcome) => {
-                metrics.ledger_verify_ok.set(i64::from(outcome.is_ok()));
+                metrics.ledger_verify_ok.set(outcome.gauge());
                 metrics.ledger_verify_problems.set(outcome.report.problems.len() as i64);
                 if outcome.is_ok() {
                     tracing::info!(entries = outcome.report.entries, "ledger reconciled");
+                } else if outcome.report.is_ok() {
+                    tracing::warn!(unchecked = ?outcome.unchecked, "ledger reconciled, but not against every chain");
                 } else {
                     tracing::error!(problems = ?outcome.report.problems, "ledger reconciliation found problems");
                 }

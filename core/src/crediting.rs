@@ -122,7 +122,7 @@ pub async fn on_confirmed(
     chain: &ChainConfig,
     deposit: &Deposit,
 ) -> Result<bool, StoreError> {
-    if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Confirmed).await? {
+    if !deposits::transition(conn, deposit, DepositState::Detected, DepositState::Confirmed).await? {
         return Ok(false); // Confirmed (or reorged) by someone else in the meantime.
     }
     let Some(merchant_id) = deposit.merchant_id else { return Ok(true) };
@@ -140,7 +140,7 @@ pub async fn on_confirmed(
         let invoice = static_addresses::create_deposit_invoice(conn, &rail, asset, deposit.amount).await?;
         deposits::link_invoice(conn, deposit.id, invoice.id).await?;
         confirmed.invoice_id = Some(invoice.id);
-        ledger::deposits::post_credit(conn, &confirmed, &invoice, CreditKind::Static, deposit.amount).await?;
+        ledger::deposits::post_credit(conn, &confirmed, &invoice, CreditKind::Static).await?;
         events::record(
             conn,
             merchant_id,
@@ -183,7 +183,7 @@ pub async fn on_confirmed(
     invoice.finished_at = outcome.finished_at;
     invoices::update_payment_state(conn, &read, &invoice).await?;
     let kind = if late { CreditKind::Late } else { CreditKind::Invoice };
-    ledger::deposits::post_credit(conn, &confirmed, &invoice, kind, paid_total).await?;
+    ledger::deposits::post_credit(conn, &confirmed, &invoice, kind).await?;
     let resource = ctx.resource(&invoice);
     for event in outcome.events {
         events::record(conn, merchant_id, event, "invoice", invoice.id, &resource).await?;
@@ -197,7 +197,7 @@ pub async fn on_confirmed(
 pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<DepositState>, StoreError> {
     match deposit.state {
         DepositState::Detected => {
-            if !deposits::transition(conn, deposit.id, DepositState::Detected, DepositState::Reorged).await? {
+            if !deposits::transition(conn, deposit, DepositState::Detected, DepositState::Reorged).await? {
                 return Ok(None);
             }
             ledger::deposits::post_removal(conn, deposit).await?;
@@ -213,7 +213,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
             Ok(Some(DepositState::Reorged))
         }
         DepositState::Confirmed => {
-            if !deposits::transition(conn, deposit.id, DepositState::Confirmed, DepositState::Reversed).await? {
+            if !deposits::transition(conn, deposit, DepositState::Confirmed, DepositState::Reversed).await? {
                 return Ok(None);
             }
             tracing::error!(deposit_id = %deposit.id, tx_hash = %deposit.tx_hash, "a reorg deeper than the confirmations removed a credited deposit; reversing it");

@@ -15,9 +15,14 @@ pub async fn run(config: &Config, command: LedgerCommand) -> anyhow::Result<()> 
             let outcome = crate::reconcile::reconcile(&store, config, &wallet, !offline).await?;
             print!("{}", outcome.render());
             anyhow::ensure!(
-                outcome.is_ok(),
+                outcome.report.is_ok(),
                 "the ledger does not reconcile ({} problem(s))",
                 outcome.report.problems.len()
+            );
+            anyhow::ensure!(
+                outcome.unchecked.is_empty(),
+                "the ledger could not be compared with {} chain(s); --offline checks the ledger alone",
+                outcome.unchecked.len()
             );
             Ok(())
         }

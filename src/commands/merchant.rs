@@ -51,7 +51,14 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
         }
         MerchantCommand::SetFee { merchant, asset, percent, fixed } => {
             depositd_core::fees::validate(percent, fixed).map_err(|e| anyhow::anyhow!("--percent/--fixed: {e}"))?;
-            let asset = asset.trim().to_ascii_uppercase();
+            // The symbol as a chain configures it (`usdc` sets USDC's fee; `USDe` stays `USDe`).
+            let asset = config
+                .chains
+                .iter()
+                .flat_map(|c| c.asset_symbols())
+                .find(|s| s.eq_ignore_ascii_case(asset.trim()))
+                .map(str::to_owned)
+                .unwrap_or_else(|| asset.trim().to_ascii_uppercase());
             anyhow::ensure!(
                 !asset.is_empty() && asset.len() <= 16 && asset.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'),
                 "--asset {asset:?} is not an asset symbol (letters, digits and dots, at most 16)"

@@ -260,7 +260,7 @@ pub async fn list(
             continue;
         }
         match name.as_str() {
-            "asset" => filter.asset = Some(value.trim().to_ascii_uppercase()),
+            "asset" => filter.asset = Some(value.trim().to_owned()),
             "chain" => filter.chain_id = Some(extract::chain_id(&state.config, value)?),
             "type" => {
                 filter.entry_type =

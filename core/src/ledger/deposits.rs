@@ -61,14 +61,15 @@ pub enum CreditKind {
     Static,
 }
 
-/// A confirmed deposit to `invoice`: credit it and charge the fee growth. `paid_total` is the
-/// invoice's confirmed total including this deposit.
+/// A confirmed deposit to `invoice`: credit it and charge the growth of the fee on everything
+/// the ledger has credited to the invoice (payments confirmed before the ledger existed were
+/// never credited here and carry no fee here either). A deposit never pays more fee than it
+/// brings, so the fee is always covered by the credit just posted.
 pub async fn post_credit(
     conn: &mut Conn,
     deposit: &Deposit,
     invoice: &Invoice,
     kind: CreditKind,
-    paid_total: BaseUnits,
 ) -> Result<(), LedgerError> {
     let merchant_id = merchant_of(deposit)?;
     // A deposit detected before the ledger existed (or in the same range) has no pending entry yet.
@@ -103,12 +104,13 @@ pub async fn post_credit(
     )
     .await?;
 
-    let due = invoice.fee_schedule.fee_on(paid_total).map_err(|e| LedgerError::Malformed {
+    let credited = credited_total(conn, invoice.id).await?;
+    let due = invoice.fee_schedule.fee_on(credited).map_err(|e| LedgerError::Malformed {
         key: format!("fee:{}", deposit.id),
-        reason: format!("fee on {paid_total}: {e}"),
+        reason: format!("fee on {credited}: {e}"),
     })?;
     let charged = fee_charged(conn, invoice.id).await?;
-    let fee = due.checked_sub(charged).unwrap_or_default();
+    let fee = due.checked_sub(charged).unwrap_or_default().min(deposit.amount);
     if fee.is_zero() {
         return Ok(());
     }
@@ -128,6 +130,27 @@ pub async fn post_credit(
     )
     .await?;
     Ok(())
+}
+
+/// What the ledger has credited to an invoice and not reversed: the sum of its live credit
+/// entries (each moves one deposit out of `pending`).
+pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT p.amount_base_units FROM ledger_postings p \
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
+         WHERE e.invoice_id = $1 AND e.entry_type IN ('deposit_credit', 'late_deposit', 'static_deposit') \
+         AND a.kind = 'pending' AND p.direction = 'debit' \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)",
+    )
+    .bind(invoice_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut total = BaseUnits::ZERO;
+    for (amount,) in rows {
+        let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
+        total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+    }
+    Ok(total)
 }
 
 /// The fee charged on an invoice so far: net credits to `fee_revenue` by its entries (fees less

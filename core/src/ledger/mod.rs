@@ -8,7 +8,7 @@
 //!   `network_fees` (gas spent) and a merchant's `receivable` (what a merchant owes after a reversal
 //!   it could not cover) are what the platform holds or spent (debit-normal).
 //! - **Balances never go negative** in their normal direction, for any account: [`post`] locks the
-//!   accounts it touches (in one global order, so concurrent entries cannot deadlock), checks,
+//!   accounts it touches (in one global order, so two single entries cannot deadlock), checks,
 //!   and only then writes anything. A refused entry leaves no trace.
 //! - **Exactly once**: every entry carries an idempotency key naming its cause; posting the same
 //!   key again returns the first entry and changes nothing.

@@ -47,7 +47,7 @@ pub async fn balances(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<AccountB
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
     pub entry_type: Option<EntryType>,
-    /// Entries with a posting to the merchant's accounts in this asset symbol...
+    /// Entries with a posting to the merchant's accounts in this asset symbol (any case)...
     pub asset: Option<String>,
     /// ...and/or on this chain.
     pub chain_id: Option<u64>,
@@ -84,7 +84,7 @@ pub async fn entries(
          AND ($6 IS NULL OR e.id < $6) \
          AND (($7 IS NULL AND $8 IS NULL) OR EXISTS (SELECT 1 FROM ledger_postings p \
               JOIN ledger_accounts a ON a.id = p.account_id WHERE p.entry_id = e.id AND a.owner = $1 \
-              AND ($7 IS NULL OR a.asset = $7) AND ($8 IS NULL OR a.chain_id = $8))) \
+              AND ($7 IS NULL OR UPPER(a.asset) = UPPER($7)) AND ($8 IS NULL OR a.chain_id = $8))) \
          ORDER BY e.id DESC LIMIT $9"
     );
     let rows: Vec<EntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))

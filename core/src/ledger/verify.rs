@@ -9,6 +9,8 @@
 //!    other deposit none.
 //!
 //! Postings are read in pages, so memory stays bounded by the number of accounts, not entries.
+//! Run it in one snapshot (`Store::begin_snapshot`): otherwise entries committed between its
+//! queries would look like mismatches.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -232,19 +232,27 @@ pub async fn live_above(conn: &mut Conn, chain_id: u64, block: u64) -> Result<Ve
     rows.into_iter().map(Deposit::try_from).collect()
 }
 
-/// Moves a deposit from `from` to `to`; false when it was not in `from` (someone else did it).
-#[tracing::instrument(skip(conn))]
-pub async fn transition(conn: &mut Conn, id: Uuid, from: DepositState, to: DepositState) -> Result<bool, StoreError> {
+/// Moves a deposit from `from` to `to`; false when it was not in `from` in the life (generation)
+/// the caller read (someone else moved it, or a reorg took it away and it came back since).
+#[tracing::instrument(skip(conn, deposit), fields(deposit_id = %deposit.id))]
+pub async fn transition(
+    conn: &mut Conn,
+    deposit: &Deposit,
+    from: DepositState,
+    to: DepositState,
+) -> Result<bool, StoreError> {
     let now = now_ms();
     let confirmed_at = (to == DepositState::Confirmed).then_some(now);
     let done = sqlx::query(
-        "UPDATE deposits SET state = $1, confirmed_at = COALESCE($2, confirmed_at), updated_at = $3 WHERE id = $4 AND state = $5",
+        "UPDATE deposits SET state = $1, confirmed_at = COALESCE($2, confirmed_at), updated_at = $3 \
+         WHERE id = $4 AND state = $5 AND generation = $6",
     )
     .bind(to.as_str())
     .bind(confirmed_at)
     .bind(now)
-    .bind(id.to_string())
+    .bind(deposit.id.to_string())
     .bind(from.as_str())
+    .bind(deposit.generation)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

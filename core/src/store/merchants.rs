@@ -250,12 +250,14 @@ pub async fn fee_schedule(
     asset: &str,
     decimals: u8,
 ) -> Result<FeeSchedule, StoreError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT fee_percent, fee_fixed FROM merchant_fees WHERE merchant_id = $1 AND asset = $2")
-            .bind(merchant.id.to_string())
-            .bind(asset)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT fee_percent, fee_fixed FROM merchant_fees WHERE merchant_id = $1 AND UPPER(asset) = UPPER($2) \
+             ORDER BY asset = $2 DESC LIMIT 1",
+    )
+    .bind(merchant.id.to_string())
+    .bind(asset)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some((percent, fixed)) = row else {
         return Ok(FeeSchedule { percent: merchant.fee_percent, fixed: BaseUnits::ZERO });
     };

@@ -148,6 +148,16 @@ impl Backend {
         if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite }
     }
 
+    /// The statement that opens a read-only transaction seeing one consistent snapshot (for
+    /// checks that read many tables while writers carry on). SQLite in WAL mode keeps the
+    /// snapshot of a deferred transaction's first read until it ends.
+    fn snapshot_statement(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN",
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        }
+    }
+
     /// Suffix for a `SELECT` that locks the rows it reads until the transaction ends. SQLite needs
     /// none: a write transaction (`BEGIN IMMEDIATE`) already excludes every other writer.
     pub fn for_update(self) -> &'static str {
@@ -263,6 +273,12 @@ impl Store {
     /// Opens a read-write transaction (see [`Backend::begin_statement`]).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+    }
+
+    /// Opens a read-only transaction over one consistent snapshot (see
+    /// [`Backend::snapshot_statement`]); end it with `rollback`.
+    pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin_with(self.backend.snapshot_statement()).await?)
     }
 
     /// Checks the database answers (for `/readyz`).
