@@ -82,10 +82,13 @@ pub enum Component {
     Watcher,
     /// Reconciles the ledger every `ledger.verify_interval_secs` and exports the outcome.
     Ledger,
+    /// Delivers webhooks from the queue (several daemons share it on PostgreSQL).
+    Webhooks,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [Component::Api, Component::Expiry, Component::Watcher, Component::Ledger];
+    pub const ALL: [Component; 5] =
+        [Component::Api, Component::Expiry, Component::Watcher, Component::Ledger, Component::Webhooks];
 }
 
 #[derive(Debug, Subcommand)]

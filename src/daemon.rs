@@ -107,6 +107,18 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                     (Component::Ledger, result)
                 });
             }
+            Component::Webhooks => {
+                let deliverer = depositd_api::delivery::Deliverer::new(
+                    store.clone(),
+                    &wallet,
+                    config.settings.webhooks.clone(),
+                    metrics.clone(),
+                );
+                let token = shutdown.clone();
+                tasks.spawn(
+                    async move { (Component::Webhooks, deliverer.run(token).await.map_err(anyhow::Error::from)) },
+                );
+            }
             Component::Expiry => {
                 let (state, token) = (state.clone(), shutdown.clone());
                 tasks.spawn(async move {

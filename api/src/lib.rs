@@ -1,5 +1,5 @@
-//! depositd's HTTP surface: the merchant API, health checks, `/metrics`, and (as later issues
-//! land) the hosted checkout page and webhook delivery.
+//! depositd's HTTP surface: the merchant API, health checks, `/metrics`, and webhook delivery
+//! (and, as a later issue lands, the hosted checkout page).
 //!
 //! The crate depends on `depositd-core` only; it never calls the watcher or the settler. What
 //! they need to know (a new deposit address to watch, a payout to send) goes through the store.
@@ -18,8 +18,12 @@
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
 //! - [`price_feed`]: keeps the optional HTTP price feed's rates fresh for the pricer.
 //! - [`routes`]: handlers, one module per resource.
+//! - [`delivery`]: the webhook worker: claims due deliveries, signs (Standard Webhooks), POSTs,
+//!   records every attempt, retries on a schedule, disables endpoints that are gone.
+//! - [`ssrf`]: the guard that keeps deliveries off internal addresses (DNS-pinned).
 
 pub mod auth;
+pub mod delivery;
 pub mod error;
 pub mod expiry;
 pub mod extract;
@@ -27,6 +31,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod price_feed;
 pub mod routes;
+pub mod ssrf;
 pub mod startup;
 pub mod state;
 pub mod validate;

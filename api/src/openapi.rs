@@ -5,15 +5,17 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{deposits, invoices, ledger, static_addresses};
+use crate::routes::{deposits, invoices, ledger, static_addresses, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger and deposits; payouts and webhooks as they land."),
+    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, webhook endpoints and events; payouts as they land."),
     paths(
         invoices::create, invoices::get, invoices::list, invoices::cancel,
         static_addresses::create, static_addresses::get, static_addresses::list, static_addresses::disable,
         ledger::balances, ledger::list, deposits::list, deposits::get,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
+        webhooks::rotate_callback_secret, webhooks::list_events, webhooks::get_event, webhooks::redeliver,
     ),
     components(schemas(crate::error::ErrorBody, depositd_core::money::BaseUnits)),
     modifiers(&SecuritySchemes)

@@ -25,6 +25,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// The process's metrics, rendered at `GET /metrics`.
     pub metrics: Metrics,
+    /// Seals and opens webhook signing secrets.
+    pub webhook_secrets: depositd_core::webhooks::SecretBox,
     /// One RPC client per enabled chain (its first URL), for readiness checks.
     pub chain_rpcs: Arc<Vec<(ChainConfig, DynProvider)>>,
 }
@@ -43,6 +45,7 @@ impl AppState {
         AppState {
             pricer: Arc::new(Pricer::new(config.settings.pricing.clone())),
             sessions: SessionSigner::new(wallet.session_key()),
+            webhook_secrets: depositd_core::webhooks::SecretBox::new(wallet.webhook_secrets_key()),
             store,
             config,
             wallet,

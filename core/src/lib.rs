@@ -22,6 +22,7 @@
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
+//! - [`webhooks`]: event types, signing secrets (encrypted at rest) and Standard Webhooks signatures.
 //! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
 
@@ -40,3 +41,4 @@ pub mod static_address;
 pub mod store;
 pub mod time;
 pub mod wallet;
+pub mod webhooks;

@@ -3,7 +3,7 @@
 //! symbols, fixed state and reason words): never invoice ids or addresses.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Why a transfer was recorded as rejected, as a bounded label value.
@@ -62,6 +62,15 @@ pub struct Metrics {
     pub ledger_verify_problems: IntGauge,
     /// When the last reconciliation finished (epoch seconds).
     pub ledger_verify_timestamp_seconds: IntGauge,
+    /// Webhook delivery attempts by result: succeeded, http_error, network_error, refused (SSRF
+    /// guard), gone (410).
+    pub webhook_attempts_total: IntCounterVec,
+    pub webhook_attempt_duration_seconds: Histogram,
+    /// Deliveries waiting (due or not), and how long the oldest has waited (alert: stuck).
+    pub webhook_queue_depth: IntGauge,
+    pub webhook_oldest_pending_age_seconds: IntGauge,
+    /// Endpoints disabled, by reason: gone (410) or failing (retries exhausted).
+    pub webhook_endpoints_disabled_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -173,6 +182,40 @@ impl Metrics {
                     "When the last ledger reconciliation finished (epoch seconds).",
                 )
                 .expect("valid metric"),
+            ),
+            webhook_attempts_total: counter(
+                "depositd_webhook_attempts_total",
+                "Webhook delivery attempts by result.",
+                &["result"],
+            ),
+            webhook_attempt_duration_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "depositd_webhook_attempt_duration_seconds",
+                        "Webhook delivery attempt latency.",
+                    )
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0]),
+                )
+                .expect("valid metric"),
+            ),
+            webhook_queue_depth: register(
+                &registry,
+                IntGauge::new("depositd_webhook_queue_depth", "Webhook deliveries waiting to be sent.")
+                    .expect("valid metric"),
+            ),
+            webhook_oldest_pending_age_seconds: register(
+                &registry,
+                IntGauge::new(
+                    "depositd_webhook_oldest_pending_age_seconds",
+                    "Age of the oldest undelivered webhook, in seconds (0 when none waits).",
+                )
+                .expect("valid metric"),
+            ),
+            webhook_endpoints_disabled_total: counter(
+                "depositd_webhook_endpoints_disabled_total",
+                "Webhook endpoints disabled by depositd, by reason.",
+                &["reason"],
             ),
             registry,
         }

@@ -100,6 +100,17 @@ impl HdWallet {
         hasher.finalize().into()
     }
 
+    /// The key that encrypts webhook signing secrets at rest, derived like [`Self::session_key`]
+    /// (every daemon with the same mnemonic can read what another stored).
+    pub fn webhook_secrets_key(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let key: &coins_bip32::ecdsa::SigningKey = self.deposit_account.as_ref();
+        let mut hasher = Sha256::new();
+        hasher.update(b"depositd/webhook-secrets/v1");
+        hasher.update(key.to_bytes());
+        hasher.finalize().into()
+    }
+
     /// The treasury (hot wallet) signer, on its own account path.
     pub fn treasury(&self) -> &PrivateKeySigner {
         &self.treasury

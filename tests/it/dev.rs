@@ -71,6 +71,20 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
         assert_eq!(token.balanceOf(info.payer_address).call().await.unwrap(), U256::from(1_000_000_000_000u64));
     }
 
+    // The merchant registers a webhook endpoint (dev allows a local http receiver).
+    let receiver = crate::webhooks::Receiver::start().await;
+    let endpoint: serde_json::Value = client
+        .post(format!("{}/api/v1/webhook-endpoints", info.api_url))
+        .header("x-api-key", &info.api_key)
+        .json(&serde_json::json!({"url": receiver.url("/hooks"), "enabled_events": ["invoice.processing", "invoice.paid"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = endpoint["secret"].as_str().expect("the endpoint's secret is shown at creation").to_owned();
+
     // The newcomer's path: create an invoice with the dev key, pay pay.amount of USDC from the
     // payer, and watch the running daemon turn it to paid after the dev chain's confirmations.
     let invoice: serde_json::Value = client
@@ -115,6 +129,16 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(seen.contains(&"paid".to_owned()));
+
+    // The daemon's webhook worker delivered processing, then paid, and the official Standard
+    // Webhooks library verifies both.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !receiver.hits().iter().any(|h| h.event_type() == "invoice.paid") {
+        assert!(Instant::now() < deadline, "invoice.paid was not delivered within 20 s: {:?}", receiver.hits());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hits = receiver.hits();
+    assert_eq!(crate::webhooks::verify_official(&secret, &hits), ["invoice.processing", "invoice.paid"]);
 
     // The generated configuration works for other subcommands.
     let config = dir.path().join("depositd.toml");

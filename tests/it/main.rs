@@ -15,3 +15,4 @@ mod openapi;
 mod static_addresses;
 mod store;
 mod watcher;
+mod webhooks;

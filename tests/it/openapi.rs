@@ -27,7 +27,8 @@ fn assert_valid(document: &Value, component: &str, instance: &Value) {
 #[tokio::test]
 async fn real_responses_match_the_openapi_document() {
     let db = TestDb::sqlite();
-    let app = TestApp::spawn(&db).await;
+    // Internal targets allowed: registering an endpoint then makes no DNS lookup (no network here).
+    let app = TestApp::spawn_with(&db, |c| c.settings.webhooks.allow_private_targets = true).await;
     let document: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1");
     for path in
@@ -100,6 +101,27 @@ async fn real_responses_match_the_openapi_document() {
     assert_valid(&document, "LedgerEntryList", &entries);
     let (_, deposits) = app.get_json(&key, "/api/v1/deposits").await;
     assert_valid(&document, "DepositList", &deposits);
+
+    // Webhook endpoints and events.
+    let endpoint: Value = app
+        .client
+        .post(app.url("/api/v1/webhook-endpoints"))
+        .header("x-api-key", &key)
+        .json(&json!({"url": "https://hooks.example.com/x", "enabled_events": ["invoice.paid"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_valid(&document, "WebhookEndpointResource", &endpoint);
+    let (_, endpoints) = app.get_json(&key, "/api/v1/webhook-endpoints").await;
+    assert_valid(&document, "WebhookEndpointList", &endpoints);
+    let (_, events) = app.get_json(&key, "/api/v1/events").await;
+    assert!(!events["data"].as_array().unwrap().is_empty(), "{events}");
+    assert_valid(&document, "EventList", &events);
+    let (_, event) = app.get_json(&key, &format!("/api/v1/events/{}", events["data"][0]["id"].as_str().unwrap())).await;
+    assert_valid(&document, "EventResource", &event);
 
     let (_, error) = app.get_json(&key, "/api/v1/invoices?limit=0").await;
     assert_valid(&document, "ErrorBody", &error);

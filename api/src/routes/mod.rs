@@ -5,6 +5,7 @@ pub mod health;
 pub mod invoices;
 pub mod ledger;
 pub mod static_addresses;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +33,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ledger", get(ledger::list))
         .route("/api/v1/deposits", get(deposits::list))
         .route("/api/v1/deposits/{id}", get(deposits::get))
+        .route("/api/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
+        .route("/api/v1/webhook-endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/api/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/api/v1/callback-secret", post(webhooks::rotate_callback_secret))
+        .route("/api/v1/events", get(webhooks::list_events))
+        .route("/api/v1/events/{id}", get(webhooks::get_event))
+        .route("/api/v1/events/{id}/redeliver", post(webhooks::redeliver))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

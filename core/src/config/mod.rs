@@ -158,8 +158,16 @@ pub struct LedgerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
+    /// Endpoints may be plain http (dev only).
     pub allow_http: bool,
+    /// Endpoints may resolve to loopback, private and link-local addresses (dev only).
     pub allow_private_targets: bool,
+    /// Seconds before each retry; its length is the number of retries.
+    pub retry_schedule_secs: Vec<u64>,
+    pub request_timeout_secs: u64,
+    pub secret_rotation_grace_secs: u64,
+    pub concurrency: u32,
+    pub poll_interval_ms: u64,
 }
 
 impl Config {
@@ -186,6 +194,15 @@ impl Config {
                 "database.url: unsupported scheme `{scheme}` in {} (use sqlite://PATH or postgres://...)",
                 s.database.url
             ));
+        }
+        if s.webhooks.retry_schedule_secs.is_empty() {
+            problems.push("webhooks.retry_schedule_secs: give at least one retry delay".into());
+        }
+        if s.webhooks.request_timeout_secs == 0 || s.webhooks.concurrency == 0 || s.webhooks.poll_interval_ms == 0 {
+            problems.push(
+                "webhooks.request_timeout_secs, webhooks.concurrency and webhooks.poll_interval_ms must be at least 1"
+                    .into(),
+            );
         }
         if s.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());

@@ -1,6 +1,8 @@
 //! The outbox: an event row is written in the same transaction as the change it reports, so a
-//! crash can neither lose an event nor announce a change that did not commit. Webhook delivery
-//! (issue 6) reads from here.
+//! crash can neither lose an event nor announce a change that did not commit. Recording an event
+//! also queues its webhook deliveries (`store::webhooks::enqueue`), in the same transaction: to
+//! the merchant's endpoints that want the type, and to the resource's own `callback_url` (the
+//! invoice and static address resources carry one).
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -39,6 +41,8 @@ pub async fn record<T: Serialize>(
     .bind(created_at)
     .execute(&mut *conn)
     .await?;
+    let callback_url = payload["data"]["callback_url"].as_str();
+    super::webhooks::enqueue(conn, merchant_id, id, event_type, callback_url).await?;
     Ok(id)
 }
 

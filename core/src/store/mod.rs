@@ -11,7 +11,8 @@
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
-//!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`]: queries, one module per table family, each a small async
+//!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
+//!   the delivery queue): queries, one module per table family, each a small async
 //!   function taking a connection or transaction.
 
 pub mod api_keys;
@@ -24,6 +25,7 @@ pub mod idempotency;
 pub mod invoices;
 pub mod merchants;
 pub mod static_addresses;
+pub mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

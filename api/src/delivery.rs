@@ -1,0 +1,357 @@
+//! The webhook delivery worker: claims due deliveries from the queue (`store::webhooks`), signs
+//! them (Standard Webhooks, `core::webhooks`), POSTs them through the SSRF guard, and records
+//! every attempt.
+//!
+//! - Deliveries to one URL go out one after another in the order the events happened; only a
+//!   retry can overtake a later event, so receivers should still rely on `created_at` and the
+//!   resource's status rather than on arrival order.
+//! - A 2xx answer is success. Redirects are never followed (a 3xx is a failure like any other).
+//! - `410 Gone` disables the endpoint at once. Anything else is retried after
+//!   `webhooks.retry_schedule_secs[n]` (jittered by +-10%); when the schedule is spent the
+//!   delivery has failed, and an endpoint with no success since the delivery was queued is
+//!   disabled, announced by a `webhook_endpoint.disabled` event.
+//! - Every write is conditional on the worker's lease, so two workers (two daemons on PostgreSQL)
+//!   never record the same attempt twice, and a worker that stalled past its lease writes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use depositd_core::config::WebhookSettings;
+use depositd_core::metrics::Metrics;
+use depositd_core::store::webhooks::{self, Attempt, CallbackSecret, Claimed, Outcome};
+use depositd_core::store::{Store, StoreError, events};
+use depositd_core::time::now_ms;
+use depositd_core::wallet::HdWallet;
+use depositd_core::webhooks::{SecretBox, generate_secret, signature_header};
+use rand::Rng;
+use secrecy::SecretString;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ssrf::{self, GuardedResolver};
+
+/// How long a claim lasts: well beyond one attempt's timeout.
+const LEASE_MARGIN_MS: i64 = 45_000;
+/// How much of a receiver's answer is kept with the attempt.
+const RESPONSE_BODY_LIMIT: usize = 1024;
+
+/// Delivers webhooks. Cheap to clone; one per daemon runs [`Deliverer::run`].
+#[derive(Clone)]
+pub struct Deliverer {
+    store: Store,
+    client: reqwest::Client,
+    secrets: SecretBox,
+    settings: Arc<WebhookSettings>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer").finish_non_exhaustive()
+    }
+}
+
+/// How one HTTP attempt went.
+struct Sent {
+    attempt: Attempt,
+    result: &'static str,
+    status: Option<u16>,
+}
+
+impl Deliverer {
+    pub fn new(store: Store, wallet: &HdWallet, settings: WebhookSettings, metrics: Metrics) -> Deliverer {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(Duration::from_secs(settings.request_timeout_secs))
+            .dns_resolver(Arc::new(GuardedResolver { allow_internal: settings.allow_private_targets }))
+            .user_agent(concat!("depositd-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the webhook HTTP client builds");
+        Deliverer {
+            store,
+            client,
+            secrets: SecretBox::new(wallet.webhook_secrets_key()),
+            settings: Arc::new(settings),
+            metrics,
+        }
+    }
+
+    /// The sealer endpoint secrets are stored with (the API seals new ones with it).
+    pub fn secret_box(&self) -> &SecretBox {
+        &self.secrets
+    }
+
+    /// Delivers until `shutdown`; deliveries in flight finish first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        loop {
+            let handled = match self.tick().await {
+                Ok(n) => n,
+                Err(error) => {
+                    tracing::warn!(error = %error, "webhook queue unavailable; retrying");
+                    0
+                }
+            };
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if handled == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(idle) => {}
+                }
+            }
+        }
+    }
+
+    /// Claims one batch of due deliveries and delivers them concurrently; returns how many.
+    pub async fn tick(&self) -> Result<usize, StoreError> {
+        let lease_ms = (self.settings.request_timeout_secs as i64) * 1000 + LEASE_MARGIN_MS;
+        let mut tx = self.store.begin().await?;
+        let claimed = webhooks::claim_due(&mut tx, lease_ms, self.settings.concurrency).await?;
+        tx.commit().await?;
+        let count = claimed.len();
+        // One task per URL, delivering in the order the events happened (ids are time-ordered);
+        // URLs are served concurrently. Only a retry can then overtake a later event.
+        let mut by_url: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+        for delivery in claimed {
+            by_url.entry(delivery.url.clone()).or_default().push(delivery);
+        }
+        let mut running = JoinSet::new();
+        for (_, mut queue) in by_url {
+            queue.sort_by_key(|d| d.id);
+            let this = self.clone();
+            running.spawn(async move {
+                for delivery in queue {
+                    if let Err(error) = this.deliver(&delivery).await {
+                        // The lease runs out and the delivery is claimed again: nothing is lost.
+                        tracing::warn!(delivery_id = %delivery.id, error = %error, "could not record a webhook attempt");
+                    }
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
+        self.update_queue_metrics().await;
+        Ok(count)
+    }
+
+    async fn update_queue_metrics(&self) {
+        let Ok(mut conn) = self.store.pool().acquire().await else { return };
+        if let Ok((depth, oldest)) = webhooks::queue_stats(&mut conn).await {
+            self.metrics.webhook_queue_depth.set(depth);
+            let age = oldest.map(|t| (now_ms() - t).max(0) / 1000).unwrap_or(0);
+            self.metrics.webhook_oldest_pending_age_seconds.set(age);
+        }
+    }
+
+    /// One attempt at one delivery, recorded.
+    async fn deliver(&self, claimed: &Claimed) -> Result<(), StoreError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let endpoint = match claimed.endpoint_id {
+            Some(id) => match webhooks::endpoint_by_id(&mut conn, id).await? {
+                Some(endpoint) if endpoint.enabled => Some(endpoint),
+                _ => {
+                    drop(conn);
+                    let attempt = Attempt {
+                        attempted_at: now_ms(),
+                        status_code: None,
+                        latency_ms: 0,
+                        response_body: None,
+                        error: Some("the endpoint was disabled or deleted".into()),
+                    };
+                    let mut tx = self.store.begin().await?;
+                    webhooks::finish_attempt(&mut tx, claimed, &attempt, Outcome::Failed).await?;
+                    tx.commit().await?;
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        let secrets = match &endpoint {
+            Some(e) => self.signing_secrets(
+                &e.secret_sealed,
+                e.previous_secret_sealed.as_deref(),
+                e.previous_secret_expires_at,
+            )?,
+            None => {
+                let secret = self.callback_secret(&mut conn, claimed.merchant_id).await?;
+                self.signing_secrets(&secret.sealed, secret.previous_sealed.as_deref(), secret.previous_expires_at)?
+            }
+        };
+        drop(conn);
+
+        let sent = self.send(claimed, &secrets).await;
+        self.metrics.webhook_attempts_total.with_label_values(&[sent.result]).inc();
+        self.metrics.webhook_attempt_duration_seconds.observe(sent.attempt.latency_ms as f64 / 1000.0);
+
+        let schedule = &self.settings.retry_schedule_secs;
+        let gone = sent.status == Some(410);
+        let outcome = if sent.result == "succeeded" {
+            Outcome::Succeeded
+        } else if gone {
+            Outcome::Failed
+        } else if let Some(delay) = schedule.get(claimed.attempt_count as usize) {
+            let jitter = rand::rng().random_range(0.9..=1.1);
+            Outcome::RetryAt(now_ms() + (*delay as f64 * 1000.0 * jitter) as i64)
+        } else {
+            Outcome::Failed
+        };
+        let mut tx = self.store.begin().await?;
+        if !webhooks::finish_attempt(&mut tx, claimed, &sent.attempt, outcome).await? {
+            tracing::warn!(delivery_id = %claimed.id, "lost the lease on a webhook delivery; its attempt is not recorded");
+            return Ok(());
+        }
+        if let (Some(endpoint), Outcome::Failed) = (&endpoint, outcome) {
+            let failing = endpoint.last_success_at.is_none_or(|t| t < claimed.created_at);
+            let reason = if gone {
+                Some(("gone", "the endpoint answered 410 Gone".to_owned()))
+            } else if failing {
+                Some(("failing", format!("every delivery attempt failed for {} retries", schedule.len())))
+            } else {
+                None
+            };
+            if let Some((label, reason)) = reason
+                && webhooks::disable_endpoint(&mut tx, endpoint.id, &reason).await?
+            {
+                self.metrics.webhook_endpoints_disabled_total.with_label_values(&[label]).inc();
+                let resource = serde_json::json!({
+                    "object": "webhook_endpoint", "id": endpoint.id, "url": endpoint.url,
+                    "status": "disabled", "disabled_reason": reason,
+                });
+                events::record(
+                    &mut tx,
+                    endpoint.merchant_id,
+                    "webhook_endpoint.disabled",
+                    "webhook_endpoint",
+                    endpoint.id,
+                    &resource,
+                )
+                .await?;
+                tracing::warn!(endpoint_id = %endpoint.id, %reason, "webhook endpoint disabled");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The secrets a delivery is signed with: the current one, and the previous one during its
+    /// grace period.
+    fn signing_secrets(
+        &self,
+        sealed: &str,
+        previous: Option<&str>,
+        previous_expires_at: Option<i64>,
+    ) -> Result<Vec<SecretString>, StoreError> {
+        let open = |s: &str| self.secrets.open(s).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let mut secrets = vec![open(sealed)?];
+        if let (Some(previous), Some(until)) = (previous, previous_expires_at)
+            && until > now_ms()
+        {
+            secrets.push(open(previous)?);
+        }
+        Ok(secrets)
+    }
+
+    /// The merchant's callback secret, created on first use (the merchant learns it by rotating).
+    async fn callback_secret(
+        &self,
+        conn: &mut depositd_core::store::Conn,
+        merchant_id: uuid::Uuid,
+    ) -> Result<CallbackSecret, StoreError> {
+        if let Some(secret) = webhooks::callback_secret(conn, merchant_id).await? {
+            return Ok(secret);
+        }
+        let fresh = CallbackSecret {
+            sealed: self.secrets.seal(&generate_secret()),
+            previous_sealed: None,
+            previous_expires_at: None,
+        };
+        webhooks::put_callback_secret(conn, merchant_id, &fresh, true).await?;
+        webhooks::callback_secret(conn, merchant_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the callback secret vanished".into()))
+    }
+
+    /// The HTTP attempt itself; never an error, always an [`Attempt`] to record.
+    async fn send(&self, claimed: &Claimed, secrets: &[SecretString]) -> Sent {
+        let attempted_at = now_ms();
+        let started = Instant::now();
+        let failed = |result: &'static str, error: String| Sent {
+            attempt: Attempt {
+                attempted_at,
+                status_code: None,
+                latency_ms: started.elapsed().as_millis() as i64,
+                response_body: None,
+                error: Some(error),
+            },
+            result,
+            status: None,
+        };
+        let url = match url::Url::parse(&claimed.url) {
+            Ok(url) => url,
+            Err(e) => return failed("refused", format!("invalid URL: {e}")),
+        };
+        if let Err(refused) = ssrf::check_url(&url, self.settings.allow_http, self.settings.allow_private_targets) {
+            return failed("refused", format!("refused: {refused}"));
+        }
+        let timestamp = now_ms().div_euclid(1000);
+        let id = claimed.event_id.to_string();
+        let signature = match signature_header(secrets, &id, timestamp, &claimed.payload) {
+            Ok(signature) => signature,
+            Err(e) => return failed("refused", e.to_string()),
+        };
+        let request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(claimed.payload.clone());
+        match request.send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let mut body = Vec::new();
+                while body.len() < RESPONSE_BODY_LIMIT {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                        _ => break,
+                    }
+                }
+                body.truncate(RESPONSE_BODY_LIMIT);
+                let success = (200..300).contains(&status);
+                Sent {
+                    attempt: Attempt {
+                        attempted_at,
+                        status_code: Some(status),
+                        latency_ms: started.elapsed().as_millis() as i64,
+                        response_body: Some(String::from_utf8_lossy(&body).into_owned()),
+                        error: (!success).then(|| format!("the endpoint answered {status}")),
+                    },
+                    result: if success {
+                        "succeeded"
+                    } else if status == 410 {
+                        "gone"
+                    } else {
+                        "http_error"
+                    },
+                    status: Some(status),
+                }
+            }
+            Err(error) => {
+                // The chain of causes says why (refused by the guard, timed out, connection refused).
+                let mut message = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(cause) = source {
+                    message.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                let result =
+                    if message.contains("webhooks only go to public addresses") { "refused" } else { "network_error" };
+                failed(result, message)
+            }
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! Webhook endpoints (`/api/v1/webhook-endpoints`), the callback signing secret
+//! (`/api/v1/callback-secret`) and events (`/api/v1/events`).
+//!
+//! A signing secret is shown exactly twice in its life: when it is created and when it replaces
+//! another (rotation). It is stored sealed and never returned otherwise.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use depositd_core::store::api_keys::Scope;
+use depositd_core::store::webhooks::{self, CallbackSecret, Endpoint, EventFilter, EventRecord};
+use depositd_core::store::{Conn, StoreError};
+use depositd_core::time::now_ms;
+use depositd_core::webhooks::{EVENT_TYPES, generate_secret};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{extract, ssrf, validate};
+
+/// An endpoint as the API shows it. (No `Debug`: it can carry a freshly shown secret.)
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookEndpointResource {
+    /// Always `webhook_endpoint`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    id: Uuid,
+    url: String,
+    description: Option<String>,
+    /// Event types delivered; empty means all.
+    enabled_events: Vec<String>,
+    /// `enabled` or `disabled`.
+    #[schema(value_type = String)]
+    status: &'static str,
+    disabled_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    /// The signing secret (`whsec_...`): only in the answer that created or rotated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    /// Until when deliveries also carry the previous secret's signature (epoch seconds).
+    previous_secret_expires_at: Option<i64>,
+}
+
+impl WebhookEndpointResource {
+    fn build(e: &Endpoint, secret: Option<String>) -> WebhookEndpointResource {
+        WebhookEndpointResource {
+            object: "webhook_endpoint",
+            id: e.id,
+            url: e.url.clone(),
+            description: e.description.clone(),
+            enabled_events: e.enabled_events.clone(),
+            status: if e.enabled { "enabled" } else { "disabled" },
+            disabled_reason: e.disabled_reason.clone(),
+            created_at: e.created_at.div_euclid(1000),
+            updated_at: e.updated_at.div_euclid(1000),
+            secret,
+            previous_secret_expires_at: e
+                .previous_secret_expires_at
+                .filter(|t| *t > now_ms())
+                .map(|t| t.div_euclid(1000)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookEndpoint {
+    /// https (http only where the operator allows it); must resolve to a public address.
+    url: String,
+    /// Event types to deliver; omitted or empty = all.
+    enabled_events: Option<Vec<String>>,
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhookEndpoint {
+    url: Option<String>,
+    enabled_events: Option<Vec<String>>,
+    description: Option<String>,
+    /// `true` re-enables an endpoint depositd disabled; `false` pauses it.
+    enabled: Option<bool>,
+}
+
+/// A URL an endpoint may have: well-formed, https unless allowed, and not internal.
+async fn endpoint_url(state: &AppState, value: String) -> Result<String, ApiError> {
+    let settings = &state.config.settings.webhooks;
+    let value = validate::url("url", Some(value), settings.allow_http)?.unwrap_or_default();
+    let parsed = url::Url::parse(&value).map_err(|e| ApiError::invalid("url", "invalid_url", e.to_string()))?;
+    ssrf::check_url_resolving(&parsed, settings.allow_http, settings.allow_private_targets)
+        .await
+        .map_err(|refused| ApiError::invalid("url", "url_not_allowed", format!("url: {refused}")))?;
+    Ok(value)
+}
+
+fn event_types(value: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let types = value.unwrap_or_default();
+    for (i, t) in types.iter().enumerate() {
+        if !EVENT_TYPES.contains(&t.as_str()) {
+            return Err(ApiError::invalid(
+                format!("enabled_events[{i}]"),
+                "invalid_event_type",
+                format!("{t:?} is not an event type (one of {})", EVENT_TYPES.join(", ")),
+            ));
+        }
+    }
+    let mut types = types;
+    types.sort();
+    types.dedup();
+    Ok(types)
+}
+
+fn description(value: Option<String>) -> Result<Option<String>, ApiError> {
+    validate::text("description", value, 255)
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints", tag = "webhooks",
+    request_body = CreateWebhookEndpoint,
+    responses(
+        (status = 201, description = "Created; `secret` is shown this once", body = WebhookEndpointResource),
+        (status = 400, description = "Invalid or refused URL, unknown event type", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::WebhooksWrite)?;
+    let request: CreateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let now = now_ms();
+    let secret = generate_secret();
+    let endpoint = Endpoint {
+        id: Uuid::now_v7(),
+        merchant_id: auth.merchant.id,
+        url: endpoint_url(&state, request.url).await?,
+        description: description(request.description)?,
+        enabled_events: event_types(request.enabled_events)?,
+        enabled: true,
+        disabled_reason: None,
+        secret_sealed: state.webhook_secrets.seal(&secret),
+        previous_secret_sealed: None,
+        previous_secret_expires_at: None,
+        last_success_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    webhooks::insert_endpoint(&mut conn, &endpoint).await?;
+    tracing::info!(endpoint_id = %endpoint.id, merchant_id = %endpoint.merchant_id, "webhook endpoint created");
+    let resource = WebhookEndpointResource::build(&endpoint, Some(secret.expose_secret().to_owned()));
+    Ok((StatusCode::CREATED, Json(resource)).into_response())
+}
+
+/// The merchant's endpoint named in the path, or 400/404.
+async fn load(conn: &mut Conn, auth: &Authenticated, id: &str) -> Result<Endpoint, ApiError> {
+    let id = extract::path_id("webhook endpoint", id)?;
+    webhooks::get_endpoint(conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("webhook endpoint"))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "The endpoint (without its secret)", body = WebhookEndpointResource),
+        (status = 404, description = "No such endpoint", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookEndpointResource>, ApiError> {
+    auth.require(Scope::WebhooksRead)?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let endpoint = load(&mut conn, &auth, &id).await?;
+    Ok(Json(WebhookEndpointResource::build(&endpoint, None)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookEndpointList {
+    /// Always `list`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    data: Vec<WebhookEndpointResource>,
+    has_more: bool,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/webhook-endpoints", tag = "webhooks",
+    params(
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+    ),
+    responses((status = 200, description = "Endpoints, newest first", body = WebhookEndpointList)),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<WebhookEndpointList>, ApiError> {
+    auth.require(Scope::WebhooksRead)?;
+    let mut page = extract::Page::default();
+    for (name, value) in &params {
+        if !page.accept(name, value)? {
+            return Err(extract::unknown_query_parameter(name));
+        }
+    }
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let found = webhooks::list_endpoints(&mut conn, auth.merchant.id, page.starting_after, page.fetch()).await?;
+    let (found, has_more) = page.finish(found);
+    let data = found.iter().map(|e| WebhookEndpointResource::build(e, None)).collect();
+    Ok(Json(WebhookEndpointList { object: "list", data, has_more }))
+}
+
+#[utoipa::path(
+    patch, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Endpoint id")),
+    request_body = UpdateWebhookEndpoint,
+    responses(
+        (status = 200, description = "The updated endpoint", body = WebhookEndpointResource),
+        (status = 400, description = "Invalid field", body = crate::error::ErrorBody),
+        (status = 404, description = "No such endpoint", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<WebhookEndpointResource>, ApiError> {
+    auth.require(Scope::WebhooksWrite)?;
+    let request: UpdateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut endpoint = load(&mut conn, &auth, &id).await?;
+    if let Some(url) = request.url {
+        endpoint.url = endpoint_url(&state, url).await?;
+    }
+    if request.enabled_events.is_some() {
+        endpoint.enabled_events = event_types(request.enabled_events)?;
+    }
+    if request.description.is_some() {
+        endpoint.description = description(request.description)?;
+    }
+    match request.enabled {
+        Some(true) => {
+            endpoint.enabled = true;
+            endpoint.disabled_reason = None;
+        }
+        Some(false) => {
+            endpoint.enabled = false;
+            endpoint.disabled_reason = Some("disabled by the merchant".into());
+        }
+        None => {}
+    }
+    webhooks::update_endpoint(&mut conn, &endpoint).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::not_found("webhook endpoint"),
+        other => other.into(),
+    })?;
+    Ok(Json(WebhookEndpointResource::build(&endpoint, None)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deleted {
+    id: Uuid,
+    /// Always `webhook_endpoint`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    deleted: bool,
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "Deleted; pending deliveries to it are dropped", body = Deleted),
+        (status = 404, description = "No such endpoint", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>, ApiError> {
+    auth.require(Scope::WebhooksWrite)?;
+    let id = extract::path_id("webhook endpoint", &id)?;
+    let mut tx = state.store.begin().await?;
+    if !webhooks::delete_endpoint(&mut tx, auth.merchant.id, id).await? {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Json(Deleted { id, object: "webhook_endpoint", deleted: true }))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Endpoint id")),
+    responses(
+        (status = 200, description = "A new secret (shown this once); for webhooks.secret_rotation_grace_secs deliveries carry both signatures", body = WebhookEndpointResource),
+        (status = 404, description = "No such endpoint", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookEndpointResource>, ApiError> {
+    auth.require(Scope::WebhooksWrite)?;
+    let mut tx = state.store.begin().await?;
+    let mut endpoint = load(&mut tx, &auth, &id).await?;
+    let secret = generate_secret();
+    endpoint.previous_secret_sealed =
+        Some(std::mem::replace(&mut endpoint.secret_sealed, state.webhook_secrets.seal(&secret)));
+    endpoint.previous_secret_expires_at = Some(grace_until(&state));
+    webhooks::update_endpoint(&mut tx, &endpoint).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Json(WebhookEndpointResource::build(&endpoint, Some(secret.expose_secret().to_owned()))))
+}
+
+fn grace_until(state: &AppState) -> i64 {
+    now_ms() + (state.config.settings.webhooks.secret_rotation_grace_secs as i64) * 1000
+}
+
+/// The callback signing secret, as shown when it is (re)created. (No `Debug`: it is a secret.)
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallbackSecretResource {
+    /// Always `callback_secret`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    /// Signs deliveries to invoices' and static addresses' `callback_url`: shown this once.
+    secret: String,
+    previous_secret_expires_at: Option<i64>,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/callback-secret", tag = "webhooks",
+    responses((status = 200, description = "A new callback signing secret, shown this once; the previous one keeps signing during the grace period", body = CallbackSecretResource)),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn rotate_callback_secret(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<CallbackSecretResource>, ApiError> {
+    auth.require(Scope::WebhooksWrite)?;
+    let mut tx = state.store.begin().await?;
+    let previous = webhooks::callback_secret(&mut tx, auth.merchant.id).await?;
+    let secret = generate_secret();
+    let expires = previous.as_ref().map(|_| grace_until(&state));
+    let stored = CallbackSecret {
+        sealed: state.webhook_secrets.seal(&secret),
+        previous_sealed: previous.map(|p| p.sealed),
+        previous_expires_at: expires,
+    };
+    webhooks::put_callback_secret(&mut tx, auth.merchant.id, &stored, false).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Json(CallbackSecretResource {
+        object: "callback_secret",
+        secret: secret.expose_secret().to_owned(),
+        previous_secret_expires_at: expires.map(|t| t.div_euclid(1000)),
+    }))
+}
+
+// === events ===
+
+/// One delivery of an event, with its attempts when asked for one event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryView {
+    id: Uuid,
+    /// `None` for a delivery to the resource's `callback_url`.
+    endpoint_id: Option<Uuid>,
+    url: String,
+    /// `pending`, `succeeded` or `failed`.
+    state: String,
+    attempt_count: u32,
+    /// Epoch seconds.
+    next_attempt_at: Option<i64>,
+    delivered_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<Vec<AttemptView>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    /// Epoch milliseconds.
+    attempted_at: i64,
+    status_code: Option<u16>,
+    latency_ms: i64,
+    /// The first KB of the answer.
+    response_body: Option<String>,
+    error: Option<String>,
+}
+
+/// An event: exactly what was delivered, and how delivery went.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventResource {
+    /// Always `event`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    id: Uuid,
+    #[serde(rename = "type")]
+    event_type: String,
+    created_at: i64,
+    resource_type: String,
+    resource_id: Uuid,
+    /// The resource as it was when the event happened.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+    deliveries: Vec<DeliveryView>,
+}
+
+async fn event_resource(conn: &mut Conn, event: EventRecord, with_attempts: bool) -> Result<EventResource, ApiError> {
+    let payload: serde_json::Value = serde_json::from_str(&event.payload)
+        .map_err(|e| ApiError::internal(StoreError::Corrupt(format!("events.payload: {e}"))))?;
+    let mut deliveries = Vec::new();
+    for d in webhooks::deliveries(conn, event.id).await? {
+        let attempts = if with_attempts {
+            Some(
+                webhooks::attempts(conn, d.id)
+                    .await?
+                    .into_iter()
+                    .map(|a| AttemptView {
+                        attempted_at: a.attempted_at,
+                        status_code: a.status_code,
+                        latency_ms: a.latency_ms,
+                        response_body: a.response_body,
+                        error: a.error,
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        deliveries.push(DeliveryView {
+            id: d.id,
+            endpoint_id: d.endpoint_id,
+            url: d.url,
+            next_attempt_at: (d.state == "pending").then(|| d.next_attempt_at.div_euclid(1000)),
+            state: d.state,
+            attempt_count: d.attempt_count,
+            delivered_at: d.delivered_at.map(|t| t.div_euclid(1000)),
+            attempts,
+        });
+    }
+    Ok(EventResource {
+        object: "event",
+        id: event.id,
+        event_type: event.event_type,
+        created_at: event.created_at.div_euclid(1000),
+        resource_type: event.resource_type,
+        resource_id: event.resource_id,
+        data: payload["data"].clone(),
+        deliveries,
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    /// Always `list`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    data: Vec<EventResource>,
+    has_more: bool,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/events", tag = "webhooks",
+    params(
+        ("type" = Option<String>, Query, description = "Only events of this type"),
+        ("resource_id" = Option<Uuid>, Query, description = "Only events about this invoice, deposit, ..."),
+        ("delivery_state" = Option<String>, Query, description = "Events with a delivery `pending`, `succeeded` or `failed`"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Events, newest first", body = EventList),
+        (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<EventList>, ApiError> {
+    auth.require(Scope::WebhooksRead)?;
+    let mut filter = EventFilter::default();
+    let mut page = extract::Page::default();
+    for (name, value) in &params {
+        if page.accept(name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "type" => {
+                if !EVENT_TYPES.contains(&value.as_str()) {
+                    return Err(ApiError::invalid(
+                        "type",
+                        "invalid_event_type",
+                        format!("{value:?} is not an event type"),
+                    ));
+                }
+                filter.event_type = Some(value.clone());
+            }
+            "resource_id" => {
+                filter.resource_id =
+                    Some(value.parse().map_err(|_| {
+                        ApiError::invalid("resource_id", "invalid_parameter", "resource_id must be a UUID")
+                    })?)
+            }
+            "delivery_state" => {
+                if !["pending", "succeeded", "failed"].contains(&value.as_str()) {
+                    return Err(ApiError::invalid(
+                        "delivery_state",
+                        "invalid_parameter",
+                        "delivery_state is `pending`, `succeeded` or `failed`",
+                    ));
+                }
+                filter.delivery_state = Some(value.clone());
+            }
+            other => return Err(extract::unknown_query_parameter(other)),
+        }
+    }
+    filter.starting_after = page.starting_after;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let (found, has_more) =
+        page.finish(webhooks::list_events(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
+    let mut data = Vec::with_capacity(found.len());
+    for event in found {
+        data.push(event_resource(&mut conn, event, false).await?);
+    }
+    Ok(Json(EventList { object: "list", data, has_more }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/events/{id}", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Event id")),
+    responses(
+        (status = 200, description = "The event with every delivery attempt", body = EventResource),
+        (status = 404, description = "No such event", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn get_event(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<EventResource>, ApiError> {
+    auth.require(Scope::WebhooksRead)?;
+    let id = extract::path_id("event", &id)?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let event =
+        webhooks::get_event(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    Ok(Json(event_resource(&mut conn, event, true).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/events/{id}/redeliver", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "Event id")),
+    responses(
+        (status = 202, description = "Queued again, with the same event id and payload", body = EventResource),
+        (status = 404, description = "No such event", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn redeliver(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::WebhooksWrite)?;
+    let id = extract::path_id("event", &id)?;
+    let mut tx = state.store.begin().await?;
+    let event =
+        webhooks::get_event(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    webhooks::redeliver(&mut tx, &event, auth.merchant.id).await?;
+    let resource = event_resource(&mut tx, event, false).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((StatusCode::ACCEPTED, Json(resource)).into_response())
+}

@@ -1,0 +1,635 @@
+//! Webhook endpoints and the delivery queue.
+//!
+//! [`enqueue`] runs inside the transaction that records an event (see `store::events`), so a
+//! delivery exists exactly when its event does. Workers [`claim_due`] deliveries under a lease
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so daemons share the queue without taking the same
+//! row), and every later write is conditional on that lease: a worker whose lease ran out can no
+//! longer change the delivery another worker now owns.
+
+use uuid::Uuid;
+
+use super::{Backend, Conn, StoreError, parse_column};
+use crate::time::now_ms;
+
+/// A merchant's registered endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types it receives; empty = every type.
+    pub enabled_events: Vec<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    /// The signing secret, sealed (`webhooks::SecretBox`).
+    pub secret_sealed: String,
+    /// The secret before the last rotation, also signed with until `previous_secret_expires_at`.
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Sealed secrets are not secrets in the clear, but there is no reason to print them either.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("url", &self.url)
+            .field("enabled_events", &self.enabled_events)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Whether it receives `event_type`.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.enabled && (self.enabled_events.is_empty() || self.enabled_events.iter().any(|e| e == event_type))
+    }
+}
+
+const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, enabled_events, status, disabled_reason, \
+    secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at, last_success_at, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    merchant_id: String,
+    url: String,
+    description: Option<String>,
+    enabled_events: String,
+    status: String,
+    disabled_reason: Option<String>,
+    secret_ciphertext: String,
+    previous_secret_ciphertext: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    last_success_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = StoreError;
+    fn try_from(r: EndpointRow) -> Result<Self, StoreError> {
+        Ok(Endpoint {
+            id: parse_column("webhook_endpoints.id", &r.id)?,
+            merchant_id: parse_column("webhook_endpoints.merchant_id", &r.merchant_id)?,
+            url: r.url,
+            description: r.description,
+            enabled_events: serde_json::from_str(&r.enabled_events)
+                .map_err(|e| StoreError::Corrupt(format!("webhook_endpoints.enabled_events: {e}")))?,
+            enabled: r.status == "enabled",
+            disabled_reason: r.disabled_reason,
+            secret_sealed: r.secret_ciphertext,
+            previous_secret_sealed: r.previous_secret_ciphertext,
+            previous_secret_expires_at: r.previous_secret_expires_at,
+            last_success_at: r.last_success_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+fn status(enabled: bool) -> &'static str {
+    if enabled { "enabled" } else { "disabled" }
+}
+
+#[tracing::instrument(skip_all, fields(endpoint_id = %e.id))]
+pub async fn insert_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    )))
+    .bind(e.id.to_string())
+    .bind(e.merchant_id.to_string())
+    .bind(&e.url)
+    .bind(&e.description)
+    .bind(serde_json::json!(e.enabled_events).to_string())
+    .bind(status(e.enabled))
+    .bind(&e.disabled_reason)
+    .bind(&e.secret_sealed)
+    .bind(&e.previous_secret_sealed)
+    .bind(e.previous_secret_expires_at)
+    .bind(e.last_success_at)
+    .bind(e.created_at)
+    .bind(e.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes every changeable field back (url, description, events, status, secrets).
+#[tracing::instrument(skip_all, fields(endpoint_id = %e.id))]
+pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints SET url = $1, description = $2, enabled_events = $3, status = $4, \
+         disabled_reason = $5, secret_ciphertext = $6, previous_secret_ciphertext = $7, \
+         previous_secret_expires_at = $8, updated_at = $9 WHERE id = $10 AND merchant_id = $11 AND deleted_at IS NULL",
+    )
+    .bind(&e.url)
+    .bind(&e.description)
+    .bind(serde_json::json!(e.enabled_events).to_string())
+    .bind(status(e.enabled))
+    .bind(&e.disabled_reason)
+    .bind(&e.secret_sealed)
+    .bind(&e.previous_secret_sealed)
+    .bind(e.previous_secret_expires_at)
+    .bind(now_ms())
+    .bind(e.id.to_string())
+    .bind(e.merchant_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// One of a merchant's endpoints (deleted ones are not found).
+#[tracing::instrument(skip(conn))]
+pub async fn get_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
+    let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
+    )))
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Endpoint::try_from).transpose()
+}
+
+/// Any endpoint by id, deleted or not (for the delivery worker).
+#[tracing::instrument(skip(conn))]
+pub async fn endpoint_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
+    let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL"
+    )))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Endpoint::try_from).transpose()
+}
+
+/// A merchant's endpoints, newest first.
+#[tracing::instrument(skip(conn))]
+pub async fn list_endpoints(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    starting_after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Endpoint>, StoreError> {
+    let rows: Vec<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL \
+         AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(merchant_id.to_string())
+    .bind(starting_after.map(|id| id.to_string()))
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Endpoint::try_from).collect()
+}
+
+/// Deletes an endpoint: it receives nothing more, and its pending deliveries are dropped (as
+/// failed); the rows stay as history. False when there was no such endpoint.
+#[tracing::instrument(skip(conn))]
+pub async fn delete_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints SET deleted_at = $1, status = 'disabled', disabled_reason = 'deleted', updated_at = $1 \
+         WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    drop_pending(conn, id, now).await?;
+    Ok(true)
+}
+
+/// Marks an endpoint's pending deliveries failed (it was deleted or disabled: they go nowhere).
+async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'failed', updated_at = $1 WHERE endpoint_id = $2 AND state = 'pending'",
+    )
+    .bind(now)
+    .bind(endpoint_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Queues `event_id` for every enabled endpoint of the merchant that wants its type, and for
+/// the resource's own `callback_url` if it has one. Call in the event's transaction.
+#[tracing::instrument(skip(conn))]
+pub async fn enqueue(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    event_id: Uuid,
+    event_type: &str,
+    callback_url: Option<&str>,
+) -> Result<(), StoreError> {
+    let rows: Vec<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled' \
+         AND deleted_at IS NULL"
+    )))
+    .bind(merchant_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let now = now_ms();
+    let mut targets: Vec<(Option<Uuid>, String)> = Vec::new();
+    for row in rows {
+        let endpoint = Endpoint::try_from(row)?;
+        if endpoint.wants(event_type) {
+            targets.push((Some(endpoint.id), endpoint.url));
+        }
+    }
+    if let Some(url) = callback_url {
+        targets.push((None, url.to_owned()));
+    }
+    for (endpoint_id, url) in targets {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, url, state, attempt_count, next_attempt_at, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5) ON CONFLICT (event_id, url) DO NOTHING",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(event_id.to_string())
+        .bind(endpoint_id.map(|id| id.to_string()))
+        .bind(url)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A delivery a worker holds until `lease`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub merchant_id: Uuid,
+    pub endpoint_id: Option<Uuid>,
+    pub url: String,
+    /// Attempts made before this one.
+    pub attempt_count: u32,
+    /// The claim: every write about this delivery is conditional on it.
+    pub lease: i64,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// Claims up to `limit` due deliveries for `lease_ms`. Call in a transaction of its own.
+#[tracing::instrument(skip(conn))]
+pub async fn claim_due(conn: &mut Conn, lease_ms: i64, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+    let now = now_ms();
+    let lease = now + lease_ms;
+    let skip_locked = Backend::of(conn).skip_locked();
+    let claimed: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_deliveries SET locked_until = $1, updated_at = $2 WHERE id IN (\
+           SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $2 \
+           AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at, id LIMIT $3{skip_locked}) \
+         AND state = 'pending' AND (locked_until IS NULL OR locked_until < $2) RETURNING id"
+    )))
+    .bind(lease)
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(claimed.len());
+    for (id,) in claimed {
+        let row: (String, String, Option<String>, String, i64, String, String, i64) = sqlx::query_as(
+            "SELECT d.id, d.event_id, d.endpoint_id, d.url, d.attempt_count, e.merchant_id, e.payload, d.created_at \
+             FROM webhook_deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = $1",
+        )
+        .bind(&id)
+        .fetch_one(&mut *conn)
+        .await?;
+        out.push(Claimed {
+            id: parse_column("webhook_deliveries.id", &row.0)?,
+            event_id: parse_column("webhook_deliveries.event_id", &row.1)?,
+            endpoint_id: row.2.map(|e| parse_column("webhook_deliveries.endpoint_id", &e)).transpose()?,
+            url: row.3,
+            attempt_count: row.4 as u32,
+            merchant_id: parse_column("events.merchant_id", &row.5)?,
+            lease,
+            payload: row.6,
+            created_at: row.7,
+        });
+    }
+    Ok(out)
+}
+
+/// One HTTP attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempted_at: i64,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    /// At most a few KB of what the receiver answered.
+    pub response_body: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Try again at this time (epoch ms).
+    RetryAt(i64),
+    /// Given up (retries exhausted, 410 Gone, endpoint gone).
+    Failed,
+}
+
+/// Records the attempt and moves the delivery, if the worker still holds the lease. Returns
+/// false when the lease was lost (nothing is written then).
+#[tracing::instrument(skip(conn, attempt))]
+pub async fn finish_attempt(
+    conn: &mut Conn,
+    claimed: &Claimed,
+    attempt: &Attempt,
+    outcome: Outcome,
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let (state, next, delivered) = match outcome {
+        Outcome::Succeeded => ("succeeded", now, Some(now)),
+        Outcome::RetryAt(at) => ("pending", at, None),
+        Outcome::Failed => ("failed", now, None),
+    };
+    let moved = sqlx::query(
+        "UPDATE webhook_deliveries SET state = $1, attempt_count = attempt_count + 1, next_attempt_at = $2, \
+         locked_until = NULL, delivered_at = $3, updated_at = $4 WHERE id = $5 AND locked_until = $6 AND state = 'pending'",
+    )
+    .bind(state)
+    .bind(next)
+    .bind(delivered)
+    .bind(now)
+    .bind(claimed.id.to_string())
+    .bind(claimed.lease)
+    .execute(&mut *conn)
+    .await?;
+    if moved.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO webhook_attempts (id, delivery_id, attempted_at, status_code, latency_ms, response_body, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(claimed.id.to_string())
+    .bind(attempt.attempted_at)
+    .bind(attempt.status_code.map(i64::from))
+    .bind(attempt.latency_ms)
+    .bind(&attempt.response_body)
+    .bind(&attempt.error)
+    .execute(&mut *conn)
+    .await?;
+    if let (Some(endpoint_id), Outcome::Succeeded) = (claimed.endpoint_id, outcome) {
+        sqlx::query("UPDATE webhook_endpoints SET last_success_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(endpoint_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Disables an endpoint (410 Gone, or failing for days) and drops its pending deliveries.
+/// Returns false when it was already disabled.
+#[tracing::instrument(skip(conn))]
+pub async fn disable_endpoint(conn: &mut Conn, id: Uuid, reason: &str) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $1, updated_at = $2 \
+         WHERE id = $3 AND status = 'enabled'",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    drop_pending(conn, id, now).await?;
+    Ok(true)
+}
+
+// === the events API ===
+
+/// An event with its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: Uuid,
+    pub event_type: String,
+    pub resource_type: String,
+    pub resource_id: Uuid,
+    /// `{"id","type","created_at","data"}` exactly as delivered.
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// A delivery of an event to one URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub endpoint_id: Option<Uuid>,
+    pub url: String,
+    pub state: String,
+    pub attempt_count: u32,
+    pub next_attempt_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// Filters for [`list_events`]; each is neutral when `None`.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub event_type: Option<String>,
+    pub resource_id: Option<Uuid>,
+    /// Events with at least one delivery in this state (`pending`, `succeeded`, `failed`).
+    pub delivery_state: Option<String>,
+    pub starting_after: Option<Uuid>,
+}
+
+type EventRow = (String, String, String, String, String, i64);
+
+fn event_from_row(r: EventRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: parse_column("events.id", &r.0)?,
+        event_type: r.1,
+        resource_type: r.2,
+        resource_id: parse_column("events.resource_id", &r.3)?,
+        payload: r.4,
+        created_at: r.5,
+    })
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn list_events(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    filter: &EventFilter,
+    limit: u32,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT id, event_type, resource_type, resource_id, payload, created_at FROM events e WHERE merchant_id = $1 \
+         AND ($2 IS NULL OR event_type = $2) AND ($3 IS NULL OR resource_id = $3) AND ($4 IS NULL OR id < $4) \
+         AND ($5 IS NULL OR EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = $5)) \
+         ORDER BY id DESC LIMIT $6",
+    )
+    .bind(merchant_id.to_string())
+    .bind(&filter.event_type)
+    .bind(filter.resource_id.map(|id| id.to_string()))
+    .bind(filter.starting_after.map(|id| id.to_string()))
+    .bind(&filter.delivery_state)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(event_from_row).collect()
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn get_event(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+    let row: Option<EventRow> = sqlx::query_as(
+        "SELECT id, event_type, resource_type, resource_id, payload, created_at FROM events WHERE id = $1 AND merchant_id = $2",
+    )
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(event_from_row).transpose()
+}
+
+type DeliveryRow = (String, Option<String>, String, String, i64, i64, Option<i64>);
+
+#[tracing::instrument(skip(conn))]
+pub async fn deliveries(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Delivery>, StoreError> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT id, endpoint_id, url, state, attempt_count, next_attempt_at, delivered_at FROM webhook_deliveries \
+         WHERE event_id = $1 ORDER BY id",
+    )
+    .bind(event_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Delivery {
+                id: parse_column("webhook_deliveries.id", &r.0)?,
+                endpoint_id: r.1.map(|e| parse_column("webhook_deliveries.endpoint_id", &e)).transpose()?,
+                url: r.2,
+                state: r.3,
+                attempt_count: r.4 as u32,
+                next_attempt_at: r.5,
+                delivered_at: r.6,
+            })
+        })
+        .collect()
+}
+
+type AttemptRow = (i64, Option<i64>, i64, Option<String>, Option<String>);
+
+#[tracing::instrument(skip(conn))]
+pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
+    let rows: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT attempted_at, status_code, latency_ms, response_body, error FROM webhook_attempts \
+         WHERE delivery_id = $1 ORDER BY id",
+    )
+    .bind(delivery_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Attempt {
+            attempted_at: r.0,
+            status_code: r.1.and_then(|c| u16::try_from(c).ok()),
+            latency_ms: r.2,
+            response_body: r.3,
+            error: r.4,
+        })
+        .collect())
+}
+
+/// Redelivers an event: its deliveries start over (due now, a fresh retry schedule; earlier
+/// attempts stay recorded), and
+/// endpoints that want it but never had it get one. The event keeps its id and payload.
+#[tracing::instrument(skip(conn))]
+pub async fn redeliver(conn: &mut Conn, event: &EventRecord, merchant_id: Uuid) -> Result<(), StoreError> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = $1, locked_until = NULL, \
+         updated_at = $1 WHERE event_id = $2 AND (endpoint_id IS NULL OR endpoint_id IN \
+           (SELECT id FROM webhook_endpoints WHERE status = 'enabled' AND deleted_at IS NULL))",
+    )
+    .bind(now)
+    .bind(event.id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    enqueue(conn, merchant_id, event.id, &event.event_type, None).await
+}
+
+/// Queue figures for metrics: pending deliveries and the creation time of the oldest.
+#[tracing::instrument(skip(conn))]
+pub async fn queue_stats(conn: &mut Conn) -> Result<(i64, Option<i64>), StoreError> {
+    let (count, oldest): (i64, Option<i64>) =
+        sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE state = 'pending'")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok((count, oldest))
+}
+
+/// A merchant's callback signing secret, sealed: current, and the previous one with its expiry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackSecret {
+    pub sealed: String,
+    pub previous_sealed: Option<String>,
+    pub previous_expires_at: Option<i64>,
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn callback_secret(conn: &mut Conn, merchant_id: Uuid) -> Result<Option<CallbackSecret>, StoreError> {
+    let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at \
+         FROM merchant_callback_secrets WHERE merchant_id = $1",
+    )
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(sealed, previous_sealed, previous_expires_at)| CallbackSecret {
+        sealed,
+        previous_sealed,
+        previous_expires_at,
+    }))
+}
+
+/// Stores the merchant's callback secret. With `only_if_absent`, keeps an existing one (for the
+/// worker creating a first secret concurrently with another) and returns whether it wrote.
+#[tracing::instrument(skip(conn, secret))]
+pub async fn put_callback_secret(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    secret: &CallbackSecret,
+    only_if_absent: bool,
+) -> Result<bool, StoreError> {
+    let on_conflict = if only_if_absent {
+        "DO NOTHING"
+    } else {
+        "DO UPDATE SET secret_ciphertext = $2, previous_secret_ciphertext = $3, previous_secret_expires_at = $4, \
+         updated_at = $5"
+    };
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO merchant_callback_secrets (merchant_id, secret_ciphertext, previous_secret_ciphertext, \
+         previous_secret_expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) {on_conflict}"
+    )))
+    .bind(merchant_id.to_string())
+    .bind(&secret.sealed)
+    .bind(&secret.previous_sealed)
+    .bind(secret.previous_expires_at)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
