@@ -55,8 +55,26 @@ impl std::fmt::Debug for Deliverer {
 /// How one HTTP attempt went.
 struct Sent {
     attempt: Attempt,
+    /// The metric label: succeeded, http_error, network_error, refused, gone, error.
     result: &'static str,
     status: Option<u16>,
+}
+
+impl Sent {
+    /// An attempt that got no HTTP answer.
+    fn failed(attempted_at: i64, started: Instant, result: &'static str, error: String) -> Sent {
+        Sent {
+            attempt: Attempt {
+                attempted_at,
+                status_code: None,
+                latency_ms: started.elapsed().as_millis() as i64,
+                response_body: None,
+                error: Some(error),
+            },
+            result,
+            status: None,
+        }
+    }
 }
 
 impl Deliverer {
@@ -113,22 +131,30 @@ impl Deliverer {
         let claimed = webhooks::claim_due(&mut tx, lease_ms, self.settings.concurrency).await?;
         tx.commit().await?;
         let count = claimed.len();
-        // One task per URL, delivering in the order the events happened (ids are time-ordered);
-        // URLs are served concurrently. Only a retry can then overtake a later event.
-        let mut by_url: BTreeMap<String, Vec<Claimed>> = BTreeMap::new();
+        // One delivery per destination per tick, the oldest event first (ids are time-ordered):
+        // a destination gets its events in order, only a retry overtakes a later one, and a tick
+        // lasts at most one request timeout, well inside the lease. The rest are released for the
+        // next tick, which follows at once.
+        let mut by_destination: BTreeMap<(Option<uuid::Uuid>, String), Vec<Claimed>> = BTreeMap::new();
         for delivery in claimed {
-            by_url.entry(delivery.url.clone()).or_default().push(delivery);
+            let url = if delivery.endpoint_id.is_some() { String::new() } else { delivery.url.clone() };
+            by_destination.entry((delivery.endpoint_id, url)).or_default().push(delivery);
         }
         let mut running = JoinSet::new();
-        for (_, mut queue) in by_url {
+        for (_, mut queue) in by_destination {
             queue.sort_by_key(|d| d.id);
+            let first = queue.remove(0);
+            if !queue.is_empty() {
+                let mut conn = self.store.pool().acquire().await?;
+                for later in &queue {
+                    webhooks::release(&mut conn, later).await?;
+                }
+            }
             let this = self.clone();
             running.spawn(async move {
-                for delivery in queue {
-                    if let Err(error) = this.deliver(&delivery).await {
-                        // The lease runs out and the delivery is claimed again: nothing is lost.
-                        tracing::warn!(delivery_id = %delivery.id, error = %error, "could not record a webhook attempt");
-                    }
+                if let Err(error) = this.deliver(&first).await {
+                    // The lease runs out and the delivery is claimed again: nothing is lost.
+                    tracing::warn!(delivery_id = %first.id, error = %error, "could not record a webhook attempt");
                 }
             });
         }
@@ -169,20 +195,26 @@ impl Deliverer {
             },
             None => None,
         };
+        // A secret that cannot be opened (the mnemonic changed) is a failed attempt like any other:
+        // recorded, retried on the schedule, never a silent loop.
         let secrets = match &endpoint {
             Some(e) => self.signing_secrets(
                 &e.secret_sealed,
                 e.previous_secret_sealed.as_deref(),
                 e.previous_secret_expires_at,
-            )?,
+            ),
             None => {
                 let secret = self.callback_secret(&mut conn, claimed.merchant_id).await?;
-                self.signing_secrets(&secret.sealed, secret.previous_sealed.as_deref(), secret.previous_expires_at)?
+                self.signing_secrets(&secret.sealed, secret.previous_sealed.as_deref(), secret.previous_expires_at)
             }
         };
         drop(conn);
-
-        let sent = self.send(claimed, &secrets).await;
+        // An endpoint's deliveries go to its URL as it is now, not as it was when queued.
+        let url = endpoint.as_ref().map_or(claimed.url.as_str(), |e| e.url.as_str());
+        let sent = match secrets {
+            Ok(secrets) => self.send(claimed, url, &secrets).await,
+            Err(error) => Sent::failed(now_ms(), Instant::now(), "error", error.to_string()),
+        };
         self.metrics.webhook_attempts_total.with_label_values(&[sent.result]).inc();
         self.metrics.webhook_attempt_duration_seconds.observe(sent.attempt.latency_ms as f64 / 1000.0);
 
@@ -275,21 +307,11 @@ impl Deliverer {
     }
 
     /// The HTTP attempt itself; never an error, always an [`Attempt`] to record.
-    async fn send(&self, claimed: &Claimed, secrets: &[SecretString]) -> Sent {
+    async fn send(&self, claimed: &Claimed, url: &str, secrets: &[SecretString]) -> Sent {
         let attempted_at = now_ms();
         let started = Instant::now();
-        let failed = |result: &'static str, error: String| Sent {
-            attempt: Attempt {
-                attempted_at,
-                status_code: None,
-                latency_ms: started.elapsed().as_millis() as i64,
-                response_body: None,
-                error: Some(error),
-            },
-            result,
-            status: None,
-        };
-        let url = match url::Url::parse(&claimed.url) {
+        let failed = |result: &'static str, error: String| Sent::failed(attempted_at, started, result, error);
+        let url = match url::Url::parse(url) {
             Ok(url) => url,
             Err(e) => return failed("refused", format!("invalid URL: {e}")),
         };

@@ -13,6 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
+/// A DNS answer slower than this counts as none.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether a delivery to `ip` would reach somewhere other than the public internet.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
@@ -28,8 +31,18 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (segments[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible ::a.b.c.d (deprecated)
                 || (segments[0] == 0x64 && segments[1] == 0xff9b && is_internal_v4(embedded_v4(v6))) // NAT64
                 || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
+                || (segments[0] == 0x2001 && segments[1] == 0) // Teredo 2001::/32
+                || (segments[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+                || segments[..4] == [0x100, 0, 0, 0] // discard 100::/64
+                || (segments[0] == 0x2002 && is_internal_v4(six_to_four_v4(v6))) // 6to4 around an internal IPv4
         }
     }
+}
+
+/// The IPv4 address a 6to4 address (2002:AABB:CCDD::/48) wraps.
+fn six_to_four_v4(v6: Ipv6Addr) -> Ipv4Addr {
+    let o = v6.octets();
+    Ipv4Addr::new(o[2], o[3], o[4], o[5])
 }
 
 fn embedded_v4(v6: Ipv6Addr) -> Ipv4Addr {
@@ -96,8 +109,11 @@ pub async fn check_url_resolving(url: &Url, allow_http: bool, allow_internal: bo
 }
 
 async fn resolve_public(host: &str, allow_internal: bool) -> Result<Vec<SocketAddr>, Refused> {
-    let resolved: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, 0)).await.map_err(|_| Refused::Unresolvable(host.to_owned()))?.collect();
+    let lookup = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, 0)));
+    let resolved: Vec<SocketAddr> = match lookup.await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        _ => return Err(Refused::Unresolvable(host.to_owned())),
+    };
     if resolved.is_empty() {
         return Err(Refused::Unresolvable(host.to_owned()));
     }
@@ -146,10 +162,13 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:8.8.8.8",
             "64:ff9b::10.0.0.1",
+            "2002:7f00:1::",
+            "2001::1",
+            "fec0::1",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal} is internal");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::8.8.8.8"] {
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::8.8.8.8", "2002:808:808::"] {
             assert!(!is_internal(public.parse().unwrap()), "{public} is public");
         }
     }

@@ -7,6 +7,7 @@ ALTER TABLE webhook_endpoints ADD COLUMN last_success_at BIGINT;
 
 ALTER TABLE webhook_deliveries ADD COLUMN delivered_at BIGINT;
 CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, state);
 CREATE INDEX events_merchant_type ON events (merchant_id, event_type, id);
 
 -- The secret that signs deliveries to per-invoice and per-static-address callback_urls (seed

@@ -230,6 +230,9 @@ async fn endpoints_are_managed_and_secrets_shown_once(db: TestDb) {
     assert!(rotated["previous_secret_expires_at"].is_i64());
     let (_, list) = s.app.get_json(&s.key, "/api/v1/webhook-endpoints").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    // One destination, one endpoint.
+    let twin = s.post("/api/v1/webhook-endpoints", json!({"url": "https://hooks.example.com/depositd"})).await;
+    assert_error(twin, 409, "url_in_use", Some("url")).await;
 
     // Bad input: precise 400s naming the field.
     for (body, code, param) in [
@@ -407,7 +410,7 @@ async fn callback_urls_receive_their_resources_events(db: TestDb) {
 async fn events_are_listed_and_redelivered_with_the_same_id(db: TestDb) {
     let s = setup(&db, permissive).await;
     let receiver = Receiver::start().await;
-    s.endpoint(&receiver.url("/hook"), &["invoice.created", "invoice.cancelled"]).await;
+    let (endpoint_id, _) = s.endpoint(&receiver.url("/hook"), &["invoice.created", "invoice.cancelled"]).await;
     let invoice = s.invoice(json!({"amount": "5"})).await;
     let id = invoice["id"].as_str().unwrap();
     let cancel = s.post(&format!("/api/v1/invoices/{id}/cancel"), json!({})).await;
@@ -432,11 +435,23 @@ async fn events_are_listed_and_redelivered_with_the_same_id(db: TestDb) {
     }
 
     let created_id = all["data"][1]["id"].as_str().unwrap();
+    // The endpoint moves; a redelivery goes to where it is now, and only there.
+    let moved = s
+        .app
+        .client
+        .patch(s.app.url(&format!("/api/v1/webhook-endpoints/{endpoint_id}")))
+        .header("x-api-key", &s.key)
+        .json(&json!({"url": receiver.url("/moved")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
     let redelivered = s.post(&format!("/api/v1/events/{created_id}/redeliver"), json!({})).await;
     assert_eq!(redelivered.status(), 202);
     s.drain(&worker).await;
     let hits = receiver.hits();
     assert_eq!(hits.len(), 3);
+    assert_eq!(hits[2].path, "/moved");
     assert_eq!(hits[2].headers["webhook-id"], created_id, "a redelivery keeps the event id");
     assert_eq!(hits[2].body, hits[0].body, "and the payload");
     let response = s.post(&format!("/api/v1/events/{}/redeliver", uuid::Uuid::now_v7()), json!({})).await;

@@ -86,8 +86,33 @@ pub struct UpdateWebhookEndpoint {
     url: Option<String>,
     enabled_events: Option<Vec<String>>,
     description: Option<String>,
-    /// `true` re-enables an endpoint depositd disabled; `false` pauses it.
+    /// `true` (re-)enables the endpoint; `false` disables it: meanwhile events are not queued for
+    /// it and its pending deliveries are dropped (redeliver them from `/api/v1/events`).
     enabled: Option<bool>,
+}
+
+/// Endpoints a merchant may have: every event goes to each, so there is a bound.
+const MAX_ENDPOINTS: i64 = 16;
+
+/// Refuses a URL another of the merchant's endpoints has (one destination, one delivery), and an
+/// endpoint beyond [`MAX_ENDPOINTS`].
+async fn check_usage(conn: &mut Conn, auth: &Authenticated, url: &str, except: Option<Uuid>) -> Result<(), ApiError> {
+    let (count, taken) = webhooks::endpoint_usage(conn, auth.merchant.id, url, except).await?;
+    if taken {
+        return Err(ApiError::Conflict {
+            code: "url_in_use",
+            message: "another of your webhook endpoints has this url".into(),
+            param: Some("url".into()),
+        });
+    }
+    if except.is_none() && count >= MAX_ENDPOINTS {
+        return Err(ApiError::Conflict {
+            code: "too_many_endpoints",
+            message: format!("at most {MAX_ENDPOINTS} webhook endpoints; delete one first"),
+            param: None,
+        });
+    }
+    Ok(())
 }
 
 /// A URL an endpoint may have: well-formed, https unless allowed, and not internal.
@@ -155,8 +180,10 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
-    webhooks::insert_endpoint(&mut conn, &endpoint).await?;
+    let mut tx = state.store.begin().await?;
+    check_usage(&mut tx, &auth, &endpoint.url, None).await?;
+    webhooks::insert_endpoint(&mut tx, &endpoint).await?;
+    tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(endpoint_id = %endpoint.id, merchant_id = %endpoint.merchant_id, "webhook endpoint created");
     let resource = WebhookEndpointResource::build(&endpoint, Some(secret.expose_secret().to_owned()));
     Ok((StatusCode::CREATED, Json(resource)).into_response())
@@ -244,10 +271,16 @@ pub async fn update(
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let request: UpdateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
-    let mut endpoint = load(&mut conn, &auth, &id).await?;
-    if let Some(url) = request.url {
-        endpoint.url = endpoint_url(&state, url).await?;
+    // Checked before the row is locked: a DNS lookup must not hold a lock.
+    let new_url = match request.url {
+        Some(url) => Some(endpoint_url(&state, url).await?),
+        None => None,
+    };
+    let mut tx = state.store.begin().await?;
+    let mut endpoint = load(&mut tx, &auth, &id).await?;
+    if let Some(url) = new_url {
+        check_usage(&mut tx, &auth, &url, Some(endpoint.id)).await?;
+        endpoint.url = url;
     }
     if request.enabled_events.is_some() {
         endpoint.enabled_events = event_types(request.enabled_events)?;
@@ -266,10 +299,8 @@ pub async fn update(
         }
         None => {}
     }
-    webhooks::update_endpoint(&mut conn, &endpoint).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("webhook endpoint"),
-        other => other.into(),
-    })?;
+    webhooks::update_endpoint(&mut tx, &endpoint).await.map_err(not_found_endpoint)?;
+    tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(WebhookEndpointResource::build(&endpoint, None)))
 }
 
@@ -327,9 +358,16 @@ pub async fn rotate_secret(
     endpoint.previous_secret_sealed =
         Some(std::mem::replace(&mut endpoint.secret_sealed, state.webhook_secrets.seal(&secret)));
     endpoint.previous_secret_expires_at = Some(grace_until(&state));
-    webhooks::update_endpoint(&mut tx, &endpoint).await?;
+    webhooks::update_endpoint(&mut tx, &endpoint).await.map_err(not_found_endpoint)?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(WebhookEndpointResource::build(&endpoint, Some(secret.expose_secret().to_owned()))))
+}
+
+fn not_found_endpoint(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found("webhook endpoint"),
+        other => other.into(),
+    }
 }
 
 fn grace_until(state: &AppState) -> i64 {

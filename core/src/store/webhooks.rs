@@ -145,11 +145,14 @@ pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
-/// One of a merchant's endpoints (deleted ones are not found).
+/// One of a merchant's endpoints (deleted ones are not found). In a transaction the row stays
+/// locked until it ends (PostgreSQL), so a read-modify-write cannot undo a concurrent rotation
+/// or the worker disabling the endpoint.
 #[tracing::instrument(skip(conn))]
 pub async fn get_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
+    let for_update = Backend::of(conn).for_update();
     let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL{for_update}"
     )))
     .bind(id.to_string())
     .bind(merchant_id.to_string())
@@ -168,6 +171,27 @@ pub async fn endpoint_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<Endpoint
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Endpoint::try_from).transpose()
+}
+
+/// How many live endpoints the merchant has, and whether one of them (other than `except`)
+/// already has `url`.
+#[tracing::instrument(skip(conn, url))]
+pub async fn endpoint_usage(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    url: &str,
+    except: Option<Uuid>,
+) -> Result<(i64, bool), StoreError> {
+    let (count, same): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(CASE WHEN url = $2 AND ($3 IS NULL OR id <> $3) THEN 1 END) FROM webhook_endpoints \
+         WHERE merchant_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(merchant_id.to_string())
+    .bind(url)
+    .bind(except.map(|id| id.to_string()))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((count, same > 0))
 }
 
 /// A merchant's endpoints, newest first.
@@ -225,7 +249,7 @@ async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<()
 
 /// Queues `event_id` for every enabled endpoint of the merchant that wants its type, and for
 /// the resource's own `callback_url` if it has one. Call in the event's transaction.
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, callback_url))]
 pub async fn enqueue(
     conn: &mut Conn,
     merchant_id: Uuid,
@@ -252,9 +276,13 @@ pub async fn enqueue(
         targets.push((None, url.to_owned()));
     }
     for (endpoint_id, url) in targets {
+        // One delivery per event and endpoint (and per event for the callback URL), whatever
+        // URL the endpoint has had meanwhile; the worker sends to its current URL.
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, url, state, attempt_count, next_attempt_at, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5) ON CONFLICT (event_id, url) DO NOTHING",
+             created_at, updated_at) SELECT $1, $2, $3, $4, 'pending', 0, $5, $5, $5 WHERE NOT EXISTS \
+             (SELECT 1 FROM webhook_deliveries WHERE event_id = $2 AND ((endpoint_id IS NULL AND $3 IS NULL) OR endpoint_id = $3)) \
+             ON CONFLICT (event_id, url) DO NOTHING",
         )
         .bind(Uuid::now_v7().to_string())
         .bind(event_id.to_string())
@@ -347,7 +375,7 @@ pub enum Outcome {
 
 /// Records the attempt and moves the delivery, if the worker still holds the lease. Returns
 /// false when the lease was lost (nothing is written then).
-#[tracing::instrument(skip(conn, attempt))]
+#[tracing::instrument(skip_all, fields(delivery_id = %claimed.id))]
 pub async fn finish_attempt(
     conn: &mut Conn,
     claimed: &Claimed,
@@ -396,6 +424,17 @@ pub async fn finish_attempt(
             .await?;
     }
     Ok(true)
+}
+
+/// Gives up a claim without an attempt (the worker sends one delivery per URL at a time).
+#[tracing::instrument(skip_all, fields(delivery_id = %claimed.id))]
+pub async fn release(conn: &mut Conn, claimed: &Claimed) -> Result<(), StoreError> {
+    sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE id = $1 AND locked_until = $2")
+        .bind(claimed.id.to_string())
+        .bind(claimed.lease)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Disables an endpoint (410 Gone, or failing for days) and drops its pending deliveries.
@@ -556,7 +595,7 @@ pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>
 /// Redelivers an event: its deliveries start over (due now, a fresh retry schedule; earlier
 /// attempts stay recorded), and
 /// endpoints that want it but never had it get one. The event keeps its id and payload.
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, event), fields(event_id = %event.id))]
 pub async fn redeliver(conn: &mut Conn, event: &EventRecord, merchant_id: Uuid) -> Result<(), StoreError> {
     let now = now_ms();
     sqlx::query(
@@ -589,12 +628,14 @@ pub struct CallbackSecret {
     pub previous_expires_at: Option<i64>,
 }
 
+/// The merchant's callback secret; in a transaction, locked until it ends (as [`get_endpoint`]).
 #[tracing::instrument(skip(conn))]
 pub async fn callback_secret(conn: &mut Conn, merchant_id: Uuid) -> Result<Option<CallbackSecret>, StoreError> {
-    let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+    let for_update = Backend::of(conn).for_update();
+    let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at \
-         FROM merchant_callback_secrets WHERE merchant_id = $1",
-    )
+         FROM merchant_callback_secrets WHERE merchant_id = $1{for_update}"
+    )))
     .bind(merchant_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
