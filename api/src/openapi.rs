@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{deposits, invoices, ledger, static_addresses, webhooks};
+use crate::routes::{deposits, invoices, ledger, payments, static_addresses, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use crate::routes::{deposits, invoices, ledger, static_addresses, webhooks};
         ledger::balances, ledger::list, deposits::list, deposits::get,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::rotate_callback_secret, webhooks::list_events, webhooks::get_event, webhooks::redeliver,
+        payments::get, payments::answer,
     ),
     components(schemas(crate::error::ErrorBody, depositd_core::money::BaseUnits)),
     modifiers(&SecuritySchemes)

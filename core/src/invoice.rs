@@ -167,6 +167,8 @@ pub struct InvoiceDetails {
     pub fail_url: Option<String>,
     pub callback_url: Option<String>,
     pub questions: Option<Vec<String>>,
+    /// The payer's answers to `questions`, in order, given on the checkout page.
+    pub answers: Option<Vec<String>>,
 }
 
 impl Invoice {

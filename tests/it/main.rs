@@ -12,6 +12,7 @@ mod helpers;
 mod invoices;
 mod ledger;
 mod openapi;
+mod payments;
 mod static_addresses;
 mod store;
 mod watcher;

@@ -215,6 +215,7 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
         fail_url: validate::url("fail_url", req.fail_url, allow_http)?,
         callback_url: validate::url("callback_url", req.callback_url, allow_http)?,
         questions: validate::questions(req.questions)?,
+        answers: None,
     };
     let now = now_ms();
     Ok(Invoice {

@@ -4,6 +4,7 @@ pub mod deposits;
 pub mod health;
 pub mod invoices;
 pub mod ledger;
+pub mod payments;
 pub mod static_addresses;
 pub mod webhooks;
 
@@ -33,6 +34,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ledger", get(ledger::list))
         .route("/api/v1/deposits", get(deposits::list))
         .route("/api/v1/deposits/{id}", get(deposits::get))
+        .route("/api/v1/payments/{id}", get(payments::get))
+        .route("/api/v1/payments/{id}/answers", post(payments::answer))
         .route("/api/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhook-endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/api/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret))

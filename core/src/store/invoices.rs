@@ -11,7 +11,7 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
     chain, chain_id, asset, token_address, decimals, deposit_address_id, address, amount_base_units, fee_base_units, \
     merchant_amount_base_units, amount_paid_base_units, description, customer_id, customer_email, metadata, title, \
     footer, return_url, use_return_url, success_url, fail_url, callback_url, questions, receiver_override_address, \
-    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units";
+    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units, answers";
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
@@ -55,6 +55,7 @@ struct InvoiceRow {
     updated_at: i64,
     fee_percent: String,
     fee_fixed_base_units: String,
+    answers: Option<String>,
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -115,6 +116,7 @@ impl TryFrom<InvoiceRow> for Invoice {
                 fail_url: r.fail_url,
                 callback_url: r.callback_url,
                 questions: json_column("questions", r.questions)?,
+                answers: json_column("answers", r.answers)?,
             },
             receiver_override_address: r
                 .receiver_override_address
@@ -148,7 +150,7 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40)"
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41)"
     )))
     .bind(invoice.id.to_string())
     .bind(invoice.merchant_id.to_string())
@@ -190,6 +192,7 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(invoice.updated_at)
     .bind(invoice.fee_schedule.percent.to_string())
     .bind(invoice.fee_schedule.fixed)
+    .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::on_conflict(e, "external_id"))?;
@@ -390,4 +393,16 @@ pub async fn update_payment_state(conn: &mut Conn, read: &Invoice, invoice: &Inv
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("invoice changed concurrently; retry")) }
+}
+
+/// Stores the payer's answers to the invoice's questions (validated by the caller).
+#[tracing::instrument(skip(conn, answers))]
+pub async fn set_answers(conn: &mut Conn, id: Uuid, answers: &[String]) -> Result<(), StoreError> {
+    sqlx::query("UPDATE invoices SET answers = $1, updated_at = $2 WHERE id = $3")
+        .bind(serde_json::json!(answers).to_string())
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

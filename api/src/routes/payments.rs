@@ -1,0 +1,208 @@
+//! The payer's API (seed 001): `GET /api/v1/payments/{invoice_id}` and
+//! `POST /api/v1/payments/{invoice_id}/answers`, for browser code on the checkout page.
+//!
+//! No API key: the invoice's `session_token` and its `signature` (HMAC with a server key) come as
+//! `x-session-token` and `x-signature`. A wrong, missing or another invoice's session is one and the
+//! same 401, so invoice ids cannot be probed. What a payer sees is only what paying needs: no
+//! metadata, no customer data, no fees or merchant settings.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use depositd_core::invoice::{Invoice, InvoiceStatus, PayInstructions, PaymentFlag};
+use depositd_core::store::{StoreError, cursors, invoices, merchants};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract;
+use crate::state::AppState;
+
+/// Answers are at most this long each (bytes).
+const MAX_ANSWER_BYTES: usize = 512;
+
+fn unauthorized() -> ApiError {
+    ApiError::Unauthenticated {
+        code: "invalid_session",
+        message: "send the invoice's session_token as x-session-token and its signature as x-signature".into(),
+    }
+}
+
+/// The invoice, when the request carries its valid payment session.
+async fn authorize(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Invoice, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let (Some(token), Some(signature)) = (header("x-session-token"), header("x-signature")) else {
+        return Err(unauthorized());
+    };
+    let id: Uuid = id.parse().map_err(|_| unauthorized())?;
+    // The signature proves the server issued this token for this invoice id (constant-time).
+    if !state.sessions.verify(id, token, signature) {
+        return Err(unauthorized());
+    }
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    match invoices::get_any(&mut conn, id).await? {
+        Some(invoice) if invoice.session_token == token => Ok(invoice),
+        _ => Err(unauthorized()),
+    }
+}
+
+/// What the payer sees.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PaymentSession {
+    /// Always `payment_session`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    invoice_id: Uuid,
+    status: InvoiceStatus,
+    payment_flags: Vec<PaymentFlag>,
+    /// The invoice's title and footer, or the merchant's company name.
+    title: Option<String>,
+    footer: Option<String>,
+    description: Option<String>,
+    /// The price, in `currency`.
+    amount: String,
+    currency: String,
+    pay: PayInstructions,
+    amount_paid: String,
+    amount_due: String,
+    amount_due_base_units: depositd_core::money::BaseUnits,
+    /// Confirmations of the least confirmed payment still waiting (0 when none waits).
+    confirmations: u64,
+    required_confirmations: u64,
+    /// Epoch seconds.
+    expires_at: i64,
+    questions: Option<Vec<String>>,
+    answered: bool,
+    /// Where to send the payer once paid (when the merchant allows a redirect).
+    return_url: Option<String>,
+    /// Where to send the payer once the invoice expired unpaid.
+    fail_url: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/payments/{invoice_id}", tag = "payments",
+    params(
+        ("invoice_id" = Uuid, Path, description = "Invoice id"),
+        ("x-session-token" = String, Header, description = "The invoice's session_token"),
+        ("x-signature" = String, Header, description = "The invoice's signature"),
+    ),
+    responses(
+        (status = 200, description = "What the payer may see", body = PaymentSession),
+        (status = 401, description = "Missing or wrong session", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<PaymentSession>, ApiError> {
+    let invoice = authorize(&state, &headers, &id).await?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
+    let company = merchant.map(|m| m.company_name.unwrap_or(m.name));
+    let head = cursors::get(&mut conn, invoice.chain_id).await?.map(|c| c.block_number);
+    let payments = invoices::payments(&mut conn, &invoice, head).await?;
+    let confirmations = payments.iter().filter(|p| p.state == "detected").map(|p| p.confirmations).min().unwrap_or(0);
+    let required = state.config.chains.iter().find(|c| c.chain_id == invoice.chain_id).map_or(0, |c| c.confirmations);
+    let d = &invoice.details;
+    let redirect_allowed = d.use_return_url != Some(false);
+    let resource = depositd_core::invoice::InvoiceResource::build(
+        &invoice,
+        Vec::new(),
+        &state.config.settings.api.public_url,
+        &state.sessions,
+    );
+    Ok(Json(PaymentSession {
+        object: "payment_session",
+        invoice_id: invoice.id,
+        status: invoice.status,
+        payment_flags: invoice.payment_flags.clone(),
+        title: d.title.clone().or_else(|| company.clone()),
+        footer: d.footer.clone().or(company),
+        description: d.description.clone(),
+        amount: resource.amount,
+        currency: invoice.currency.clone(),
+        pay: resource.pay,
+        amount_paid: resource.amount_paid,
+        amount_due: resource.amount_due,
+        amount_due_base_units: invoice.amount_due(),
+        confirmations,
+        required_confirmations: required,
+        expires_at: invoice.expires_at.div_euclid(1000),
+        questions: d.questions.clone(),
+        answered: d.answers.is_some(),
+        return_url: (invoice.status == InvoiceStatus::Paid && redirect_allowed)
+            .then(|| d.return_url.clone().or_else(|| d.success_url.clone()))
+            .flatten(),
+        fail_url: (invoice.status == InvoiceStatus::Expired).then(|| d.fail_url.clone()).flatten(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answers {
+    /// One answer per question, in order.
+    answers: Vec<String>,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/payments/{invoice_id}/answers", tag = "payments",
+    params(
+        ("invoice_id" = Uuid, Path, description = "Invoice id"),
+        ("x-session-token" = String, Header, description = "The invoice's session_token"),
+        ("x-signature" = String, Header, description = "The invoice's signature"),
+    ),
+    request_body = Answers,
+    responses(
+        (status = 200, description = "Stored; the payment session as it now stands", body = PaymentSession),
+        (status = 400, description = "Answers do not fit the questions", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or wrong session", body = crate::error::ErrorBody),
+        (status = 409, description = "The invoice has no questions, or is finished", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn answer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<PaymentSession>, ApiError> {
+    let invoice = authorize(&state, &headers, &id).await?;
+    let request: Answers = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let questions = invoice.details.questions.clone().unwrap_or_default();
+    if questions.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "no_questions",
+            message: "this invoice asks no questions".into(),
+            param: None,
+        });
+    }
+    if matches!(invoice.status, InvoiceStatus::Cancelled | InvoiceStatus::Expired) {
+        return Err(ApiError::Conflict {
+            code: "invoice_finished",
+            message: format!("the invoice is {}", invoice.status),
+            param: None,
+        });
+    }
+    if request.answers.len() != questions.len() {
+        return Err(ApiError::invalid(
+            "answers",
+            "invalid_parameter",
+            format!("answers must have one entry per question ({})", questions.len()),
+        ));
+    }
+    for (i, answer) in request.answers.iter().enumerate() {
+        if answer.trim().is_empty() || answer.len() > MAX_ANSWER_BYTES || answer.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                format!("answers[{i}]"),
+                "invalid_parameter",
+                format!("answers[{i}] must be 1 to {MAX_ANSWER_BYTES} bytes of text"),
+            ));
+        }
+    }
+    let answers: Vec<String> = request.answers.iter().map(|a| a.trim().to_owned()).collect();
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    invoices::set_answers(&mut conn, invoice.id, &answers).await?;
+    drop(conn);
+    get(State(state), headers, Path(id)).await
+}
