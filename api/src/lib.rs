@@ -1,5 +1,5 @@
-//! depositd's HTTP surface: the merchant API, health checks, `/metrics`, and webhook delivery
-//! (and, as a later issue lands, the hosted checkout page).
+//! depositd's HTTP surface: the merchant API, the hosted checkout page, health checks, `/metrics`,
+//! and webhook delivery.
 //!
 //! The crate depends on `depositd-core` only; it never calls the watcher or the settler. What
 //! they need to know (a new deposit address to watch, a payout to send) goes through the store.
@@ -18,6 +18,8 @@
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
 //! - [`price_feed`]: keeps the optional HTTP price feed's rates fresh for the pricer.
 //! - [`routes`]: handlers, one module per resource.
+//! - `routes::checkout` and `routes::payments`: the hosted checkout page and the payer session API
+//!   it polls (`session_token` + `signature`, no API key).
 //! - [`delivery`]: the webhook worker: claims due deliveries, signs (Standard Webhooks), POSTs,
 //!   records every attempt, retries on a schedule, disables endpoints that are gone.
 //! - [`ssrf`]: the guard that keeps deliveries off internal addresses (DNS-pinned).

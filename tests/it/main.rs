@@ -6,6 +6,7 @@
 //! they fail. Logs are muted unless `TEST_LOG` is set.
 
 mod api;
+mod checkout;
 mod cli;
 mod dev;
 mod helpers;

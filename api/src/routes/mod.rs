@@ -1,5 +1,6 @@
 //! Request handlers, one module per resource, and the router that mounts them.
 
+pub mod checkout;
 pub mod deposits;
 pub mod health;
 pub mod invoices;
@@ -34,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ledger", get(ledger::list))
         .route("/api/v1/deposits", get(deposits::list))
         .route("/api/v1/deposits/{id}", get(deposits::get))
+        .route("/checkout/{id}", get(checkout::page))
+        .route("/checkout/assets/{name}", get(checkout::asset))
         .route("/api/v1/payments/{id}", get(payments::get))
         .route("/api/v1/payments/{id}/answers", post(payments::answer))
         .route("/api/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
