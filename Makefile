@@ -1,6 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make dev    runs depositd on its embedded defaults: SQLite + a local anvil dev chain
-#   make test   runs the whole test suite (set TEST_POSTGRES_URL to include PostgreSQL)
+#   make test   runs the whole test suite (set TEST_POSTGRES_URL to include PostgreSQL; the browser
+#               test needs Debian's chromium, which .ci/run installs)
 
 .PHONY: dev test lint
 
@@ -14,8 +15,10 @@ node_modules/.bin/anvil: package.json package-lock.json
 dev: node_modules/.bin/anvil
 	cargo run --bin depositd -- dev
 
+# The Rust suite, then the checkout page in a real browser (it drives the binary cargo just built).
 test: node_modules/.bin/anvil
 	cargo test --workspace
+	node --test tests/browser/
 
 lint:
 	cargo fmt --all -- --check
