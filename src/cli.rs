@@ -127,6 +127,16 @@ pub enum MerchantCommand {
     },
     /// List merchants.
     List,
+    /// Set the origins (https://shop.example.com) whose browser code may call the payer API for
+    /// the merchant's invoices (CORS). No --origin clears them: only the hosted page may.
+    SetCheckoutOrigins {
+        /// Merchant id or exact name.
+        #[arg(long)]
+        merchant: String,
+        /// scheme://host[:port], repeatable.
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
     /// Set a merchant's fee for one asset: a percent of each payment plus a fixed part charged
     /// once per invoice. Applies to invoices created from now on; existing invoices keep theirs.
     SetFee {

@@ -75,6 +75,29 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
                 fixed.normalize()
             );
         }
+        MerchantCommand::SetCheckoutOrigins { merchant, origins } => {
+            let mut checked = Vec::with_capacity(origins.len());
+            for origin in &origins {
+                let url = url::Url::parse(origin).map_err(|e| anyhow::anyhow!("--origin {origin:?}: {e}"))?;
+                // An origin is exactly scheme://host[:port]: what a browser sends in `Origin`.
+                let normalized = url.origin().ascii_serialization();
+                anyhow::ensure!(
+                    matches!(url.scheme(), "https" | "http")
+                        && url.path() == "/"
+                        && url.query().is_none()
+                        && origin.trim_end_matches('/') == normalized,
+                    "--origin {origin:?} must be scheme://host[:port] with nothing after it (e.g. {normalized})"
+                );
+                checked.push(normalized);
+            }
+            let found = super::find_merchant(&mut conn, &merchant).await?;
+            merchants::set_checkout_origins(&mut conn, found.id, &checked).await?;
+            println!(
+                "{}: checkout origins {}",
+                found.name,
+                if checked.is_empty() { "none".into() } else { checked.join(", ") }
+            );
+        }
         MerchantCommand::List => {
             for m in merchants::list(&mut conn).await? {
                 println!(

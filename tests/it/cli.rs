@@ -185,6 +185,20 @@ async fn merchant_and_key_commands(db: TestDb) {
         "no merchant with id or name \"Nobody\"",
     );
 
+    // Checkout origins for the payer API's CORS: exact origins only.
+    let output =
+        run(&["merchant", "set-checkout-origins", "--merchant", "Cli Shop", "--origin", "https://shop.example.com"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let origins =
+        depositd_core::store::merchants::checkout_origins_for_invoice(&mut conn, uuid::Uuid::now_v7()).await.unwrap();
+    assert!(origins.is_empty(), "no invoice, no origins");
+    for bad in ["https://shop.example.com/checkout", "shop.example.com", "ftp://shop.example.com"] {
+        assert_one_line_error(
+            &run(&["merchant", "set-checkout-origins", "--merchant", "Cli Shop", "--origin", bad]),
+            "--origin",
+        );
+    }
+
     // An empty ledger reconciles (offline: no chain to ask).
     let output = depositd()
         .arg("--database-url")

@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};
 
-both_backends!(the_payer_sees_what_paying_needs_and_nothing_else, answers_are_checked_against_the_questions);
+both_backends!(
+    the_payer_sees_what_paying_needs_and_nothing_else,
+    answers_are_checked_against_the_questions,
+    cors_only_for_the_merchants_checkout_origins,
+);
 
 async fn session_get(app: &TestApp, id: &str, token: Option<&str>, signature: Option<&str>) -> reqwest::Response {
     let mut request = app.client.get(app.url(&format!("/api/v1/payments/{id}")));
@@ -153,4 +157,82 @@ async fn answers_are_checked_against_the_questions(db: TestDb) {
         .await
         .unwrap();
     assert_error(response, 401, "invalid_session", None).await;
+}
+
+async fn cors_only_for_the_merchants_checkout_origins(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, key) = app.merchant("Cors Shop", &Scope::ALL).await;
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    depositd_core::store::merchants::set_checkout_origins(&mut conn, merchant.id, &["https://shop.example.com".into()])
+        .await
+        .unwrap();
+    let invoice: Value = app.create_invoice(&key, json!({"amount": "5"})).await.json().await.unwrap();
+    let (id, token, signature) = session(&invoice);
+    let path = format!("/api/v1/payments/{id}");
+    let allowed_origin = |response: &reqwest::Response| {
+        response.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    // The merchant's own shop: the preflight and the request are allowed, for that origin only.
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url(&path))
+        .header("origin", "https://shop.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "x-session-token,x-signature")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(allowed_origin(&preflight).as_deref(), Some("https://shop.example.com"));
+    let allowed_headers = preflight.headers()["access-control-allow-headers"].to_str().unwrap().to_owned();
+    assert!(
+        allowed_headers.contains("x-session-token") && allowed_headers.contains("x-signature"),
+        "{allowed_headers}"
+    );
+    let read = app
+        .client
+        .get(app.url(&path))
+        .header("origin", "https://shop.example.com")
+        .header("x-session-token", token)
+        .header("x-signature", signature)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((read.status().as_u16(), allowed_origin(&read).as_deref()), (200, Some("https://shop.example.com")));
+
+    // Any other site: no CORS grant, so a browser will not let its code read the session.
+    for origin in ["https://evil.example.net", "http://shop.example.com", "https://shop.example.com.evil.net"] {
+        let read = app
+            .client
+            .get(app.url(&path))
+            .header("origin", origin)
+            .header("x-session-token", token)
+            .header("x-signature", signature)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allowed_origin(&read), None, "{origin}");
+    }
+    // Another merchant's invoice does not inherit this merchant's origins.
+    let (_, other_key) = app.merchant("Other Cors Shop", &Scope::ALL).await;
+    let other: Value = app.create_invoice(&other_key, json!({"amount": "5"})).await.json().await.unwrap();
+    let read = app
+        .client
+        .get(app.url(&format!("/api/v1/payments/{}", other["id"].as_str().unwrap())))
+        .header("origin", "https://shop.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed_origin(&read), None);
+    // The merchant API never answers CORS.
+    let read = app
+        .client
+        .get(app.url("/api/v1/invoices"))
+        .header("origin", "https://shop.example.com")
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed_origin(&read), None);
 }

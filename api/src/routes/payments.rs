@@ -19,6 +19,46 @@ use crate::error::ApiError;
 use crate::extract;
 use crate::state::AppState;
 
+/// The payer routes, with CORS for exactly the origins the invoice's merchant configured
+/// (`depositd merchant set-checkout-origins`): a shop's own page may embed the payment flow,
+/// no other site may read a payer's session, and the merchant API gets no CORS at all.
+pub fn router(store: depositd_core::store::Store) -> axum::Router<AppState> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = AllowOrigin::async_predicate(move |origin, parts| {
+        let store = store.clone();
+        let invoice = parts
+            .uri
+            .path()
+            .strip_prefix("/api/v1/payments/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|id| id.parse::<Uuid>().ok());
+        async move {
+            let (Some(invoice), Ok(origin)) = (invoice, origin.to_str()) else { return false };
+            let Ok(mut conn) = store.pool().acquire().await else { return false };
+            merchants::checkout_origins_for_invoice(&mut conn, invoice)
+                .await
+                .is_ok_and(|origins| origins.iter().any(|o| o == origin))
+        }
+    });
+    let cors = CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            HeaderName::from_static("x-session-token"),
+            HeaderName::from_static("x-signature"),
+            HeaderName::from_static("content-type"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    // OPTIONS is routed explicitly, so a preflight reaches the CORS layer (which answers it)
+    // instead of the router's 405 for unknown methods.
+    let preflight = || async { axum::http::StatusCode::NO_CONTENT };
+    axum::Router::new()
+        .route("/api/v1/payments/{id}", axum::routing::get(get).options(preflight))
+        .route("/api/v1/payments/{id}/answers", axum::routing::post(answer).options(preflight))
+        .layer(cors)
+}
+
 /// Answers are at most this long each (bytes).
 const MAX_ANSWER_BYTES: usize = 512;
 

@@ -268,3 +268,32 @@ pub async fn fee_schedule(
             .map_err(|e| StoreError::Corrupt(format!("merchant_fees.fee_fixed = {fixed}: {e}")))?,
     })
 }
+
+/// Sets the origins whose browser code may call the payer API for the merchant's invoices.
+#[tracing::instrument(skip(conn))]
+pub async fn set_checkout_origins(conn: &mut Conn, id: Uuid, origins: &[String]) -> Result<(), StoreError> {
+    let value = (!origins.is_empty()).then(|| serde_json::json!(origins).to_string());
+    let done = sqlx::query("UPDATE merchants SET checkout_origins = $1 WHERE id = $2")
+        .bind(value)
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// The checkout origins of the merchant who owns `invoice_id` (empty when none or no invoice).
+#[tracing::instrument(skip(conn))]
+pub async fn checkout_origins_for_invoice(conn: &mut Conn, invoice_id: Uuid) -> Result<Vec<String>, StoreError> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT m.checkout_origins FROM invoices i JOIN merchants m ON m.id = i.merchant_id WHERE i.id = $1",
+    )
+    .bind(invoice_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row.and_then(|(origins,)| origins) {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("merchants.checkout_origins: {e}")))
+        }
+        None => Ok(Vec::new()),
+    }
+}
