@@ -20,11 +20,17 @@
     return url + (url.includes("?") ? "&" : "?") + "invoice_id=" + encodeURIComponent(invoice);
   }
 
+  // Once the invoice is finished there is nothing more to send: hide the pay instructions.
+  function closePayment() {
+    document.querySelectorAll("[data-while-open]").forEach((el) => { el.hidden = true; });
+  }
+
   function render(s) {
     expiresAt = s.expires_at * 1000;
     document.getElementById("amount-due").textContent = s.amount_due === "0" ? s.pay.amount : s.amount_due;
     if (s.status === "paid") {
       finished = true;
+      closePayment();
       show("Paid. Thank you!", "paid");
       if (s.return_url) {
         nextEl.hidden = false;
@@ -33,6 +39,7 @@
       }
     } else if (s.status === "expired") {
       finished = true;
+      closePayment();
       show("This payment request has expired.", "warn");
       if (s.fail_url) {
         nextEl.hidden = false;
@@ -44,6 +51,7 @@
       }
     } else if (s.status === "cancelled") {
       finished = true;
+      closePayment();
       show("This payment request was cancelled.", "warn");
     } else if (s.status === "processing") {
       show("Payment detected: " + s.confirmations + " of " + s.required_confirmations + " confirmations.");

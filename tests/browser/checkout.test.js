@@ -116,6 +116,7 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
 
     await page.waitForSelector("#status.paid", { timeout: 60_000 });
     assert.match(await page.textContent("#status"), /Paid/);
+    assert.equal(await page.isVisible("#address"), false, "nothing more to send: the address is hidden");
     fs.mkdirSync(path.join(root, "test-artifacts"), { recursive: true });
     await page.screenshot({ path: path.join(root, "test-artifacts", "checkout-paid.png"), fullPage: true });
     await page.waitForURL(/\/done\?invoice_id=/, { timeout: 15_000 });

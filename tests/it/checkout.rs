@@ -71,6 +71,17 @@ async fn the_checkout_page_shows_what_to_pay_and_loads_nothing_from_elsewhere(db
         let text = asset.text().await.unwrap();
         assert!(!text.contains("http://") && !text.contains("https://"), "{path} loads nothing from elsewhere");
     }
+    // A finished invoice shows no pay instructions.
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/api/v1/invoices/{id}/cancel")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let html = app.client.get(app.url(&format!("/checkout/{id}"))).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("was cancelled") && html.contains("data-while-open hidden"), "{html}");
     for path in ["/checkout/not-an-id", &format!("/checkout/{}", uuid::Uuid::now_v7()), "/checkout/assets/other.js"] {
         let missing = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(missing.status(), 404, "{path}");

@@ -41,6 +41,8 @@ struct CheckoutPage {
     qr_svg: String,
     status: &'static str,
     status_text: String,
+    /// Paid, expired or cancelled: the pay instructions are not shown (nothing more to send).
+    finished: bool,
     expires_at: i64,
     expires_at_iso: String,
     questions: Vec<String>,
@@ -119,6 +121,7 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resu
         payment_uri,
         status: invoice.status.as_str(),
         status_text,
+        finished: invoice.status.is_final(),
         expires_at: invoice.expires_at.div_euclid(1000),
         expires_at_iso,
         questions: d.questions.clone().unwrap_or_default(),
