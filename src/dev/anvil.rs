@@ -26,6 +26,21 @@ pub fn locate() -> anyhow::Result<PathBuf> {
         }
         bail!("ANVIL_BIN={} does not exist; {INSTALL_HINT}", path.display());
     }
+    // The npm package installs the real binary as an optional per-platform package, and a Node
+    // shim as .bin/anvil. Run the binary itself: a signal sent to the shim (kill on drop, SIGTERM
+    // to save state) would not reach the chain, which would outlive us.
+    if let Ok(packages) = std::fs::read_dir("node_modules/@foundry-rs") {
+        let mut binaries: Vec<PathBuf> = packages
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("anvil-"))
+            .map(|entry| entry.path().join("bin").join("anvil"))
+            .filter(|binary| binary.is_file())
+            .collect();
+        binaries.sort();
+        if let Some(binary) = binaries.into_iter().next() {
+            return Ok(binary);
+        }
+    }
     let local = Path::new("node_modules/.bin/anvil");
     if local.is_file() {
         return Ok(local.to_path_buf());
@@ -38,7 +53,10 @@ pub fn locate() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("anvil not found (looked at $ANVIL_BIN, ./node_modules/.bin/anvil and $PATH); {INSTALL_HINT}")
+    bail!(
+        "anvil not found (looked at $ANVIL_BIN, ./node_modules/@foundry-rs/anvil-*/bin/anvil, ./node_modules/.bin/anvil \
+         and $PATH); {INSTALL_HINT}"
+    )
 }
 
 /// How to start anvil.
