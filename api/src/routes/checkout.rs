@@ -83,7 +83,7 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resu
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
     let Some(invoice) = invoices::get_any(&mut conn, id).await? else { return Ok(not_found()) };
     let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
-    let company = merchant.map(|m| m.company_name.unwrap_or(m.name)).unwrap_or_default();
+    let company = merchant.as_ref().map(|m| m.display_name().to_owned()).unwrap_or_default();
     let d = &invoice.details;
     let due = invoice.amount_due();
     let status_text = match invoice.status {
@@ -98,10 +98,7 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resu
         }
         InvoiceStatus::Pending => "Waiting for payment...".to_owned(),
     };
-    let expires_at_iso = time::OffsetDateTime::from_unix_timestamp(invoice.expires_at.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let expires_at_iso = super::rfc3339(invoice.expires_at);
     let payment_uri = invoice.payment_uri();
     let page = CheckoutPage {
         invoice_id: invoice.id,

@@ -342,10 +342,7 @@ fn write_csv_rows(
     merchant_entry: MerchantEntry,
 ) -> Result<(), ApiError> {
     let entry = &merchant_entry.entry;
-    let created_at = time::OffsetDateTime::from_unix_timestamp(entry.created_at.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let created_at = super::rfc3339(entry.created_at);
     let id = |v: Option<Uuid>| v.map(|v| v.to_string()).unwrap_or_default();
     for posting in &merchant_entry.postings {
         let view = posting_view(config, posting.clone());

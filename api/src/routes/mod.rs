@@ -94,3 +94,12 @@ pub fn body(
         _ => ApiError::InvalidRequest { code: "invalid_body", message: rejection.body_text(), param: None },
     })
 }
+
+/// Epoch milliseconds as an RFC 3339 UTC timestamp (second precision), for people and
+/// spreadsheets (the JSON API itself uses epoch seconds).
+pub(crate) fn rfc3339(epoch_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch_ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}

@@ -140,7 +140,7 @@ pub async fn get(
     let invoice = authorize(&state, &headers, &id).await?;
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
     let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
-    let company = merchant.map(|m| m.company_name.unwrap_or(m.name));
+    let company = merchant.as_ref().map(|m| m.display_name().to_owned());
     let head = cursors::get(&mut conn, invoice.chain_id).await?.map(|c| c.block_number);
     let payments = invoices::payments(&mut conn, &invoice, head).await?;
     let confirmations = payments.iter().filter(|p| p.state == "detected").map(|p| p.confirmations).min().unwrap_or(0);

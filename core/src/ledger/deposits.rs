@@ -12,7 +12,9 @@
 
 use uuid::Uuid;
 
-use super::{Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side, post, reverse};
+use super::{
+    Account, AccountKind, CREDIT_TYPES_SQL, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side, post, reverse,
+};
 use crate::invoice::Invoice;
 use crate::money::BaseUnits;
 use crate::store::deposits::Deposit;
@@ -135,13 +137,13 @@ pub async fn post_credit(
 /// What the ledger has credited to an invoice and not reversed: the sum of its live credit
 /// entries (each moves one deposit out of `pending`).
 pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT p.amount_base_units FROM ledger_postings p \
          JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
-         WHERE e.invoice_id = $1 AND e.entry_type IN ('deposit_credit', 'late_deposit', 'static_deposit') \
+         WHERE e.invoice_id = $1 AND e.entry_type IN {CREDIT_TYPES_SQL} \
          AND a.kind = 'pending' AND p.direction = 'debit' \
-         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)",
-    )
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)"
+    )))
     .bind(invoice_id.to_string())
     .fetch_all(&mut *conn)
     .await?;

@@ -9,7 +9,8 @@
 //!   it could not cover) are what the platform holds or spent (debit-normal).
 //! - **Balances never go negative** in their normal direction, for any account: [`post`] locks the
 //!   accounts it touches (in one global order, so two single entries cannot deadlock), checks,
-//!   and only then writes anything. A refused entry leaves no trace.
+//!   and only then writes the entry. A refused entry writes no entry, posting or balance (at most
+//!   it has created the empty accounts it looked for).
 //! - **Exactly once**: every entry carries an idempotency key naming its cause; posting the same
 //!   key again returns the first entry and changes nothing.
 //! - **Append-only**: corrections are [`reverse`] entries that point at what they reverse (each
@@ -221,10 +222,12 @@ impl EntryType {
             EntryType::Gas => "gas",
         }
     }
-
-    /// The entries that credit a confirmed deposit (exactly one live one per confirmed deposit).
-    pub const CREDITS: [EntryType; 3] = [EntryType::DepositCredit, EntryType::LateDeposit, EntryType::StaticDeposit];
 }
+
+/// The entry types that credit a confirmed deposit (exactly one live one per confirmed deposit),
+/// as the SQL list the queries that count and sum credits use (a unit test keeps it in step with
+/// [`EntryType`]).
+pub(crate) const CREDIT_TYPES_SQL: &str = "('deposit_credit', 'late_deposit', 'static_deposit')";
 
 impl fmt::Display for EntryType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,7 +261,7 @@ impl Owner {
         }
     }
 
-    fn parse(value: &str) -> Result<Owner, StoreError> {
+    pub(crate) fn parse(value: &str) -> Result<Owner, StoreError> {
         if value == "platform" {
             Ok(Owner::Platform)
         } else {
@@ -494,8 +497,9 @@ async fn entry_by_key(conn: &mut Conn, key: &str) -> Result<Option<Uuid>, Ledger
     Ok(row.map(|(id,)| parse_column("ledger_entries.id", &id)).transpose()?)
 }
 
-/// Posts an entry in the caller's transaction: all of it or (on any error) nothing. Posting an
-/// idempotency key a second time returns [`Posted::AlreadyPosted`] and writes nothing.
+/// Posts an entry in the caller's transaction: all of it, or (on any error) no entry, posting or
+/// balance change (the caller rolls back). Posting an idempotency key a second time returns
+/// [`Posted::AlreadyPosted`] and writes nothing.
 #[tracing::instrument(skip(conn, entry), fields(key = %entry.idempotency_key, entry_type = %entry.entry_type))]
 pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerError> {
     check_shape(&entry)?;
@@ -797,6 +801,13 @@ mod tests {
         assert!(check_shape(&entry(vec![leg(AccountKind::Custody, Side::Debit, 0)])).is_err());
         let zero = entry(vec![leg(AccountKind::Custody, Side::Debit, 0), leg(AccountKind::Pending, Side::Credit, 0)]);
         assert!(check_shape(&zero).is_err());
+    }
+
+    #[test]
+    fn the_credit_types_list_names_the_credit_entry_types() {
+        let names =
+            [EntryType::DepositCredit, EntryType::LateDeposit, EntryType::StaticDeposit].map(|t| format!("'{t}'"));
+        assert_eq!(CREDIT_TYPES_SQL, format!("({})", names.join(", ")));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Account, AccountKind, Owner};
+use super::{Account, AccountKind, CREDIT_TYPES_SQL, Owner};
 use crate::money::BaseUnits;
 use crate::store::{Conn, StoreError, parse_column};
 
@@ -78,11 +78,7 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
             .await?;
     let mut accounts: HashMap<String, (Account, BaseUnits)> = HashMap::with_capacity(account_rows.len());
     for (id, owner, kind, chain_id, asset, balance) in account_rows {
-        let owner = if owner == "platform" {
-            Owner::Platform
-        } else {
-            Owner::Merchant(parse_column("ledger_accounts.owner", &owner)?)
-        };
+        let owner = Owner::parse(&owner)?;
         let account =
             Account { owner, kind: parse_column("ledger_accounts.kind", &kind)?, chain_id: chain_id as u64, asset };
         accounts.insert(id, (account, parse_column("ledger_accounts.balance_base_units", &balance)?));
@@ -173,12 +169,12 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
     }
 
     // 3: confirmed deposits are credited exactly once, the others not at all.
-    let deposits: Vec<(String, String, String, i64)> = sqlx::query_as(
+    let deposits: Vec<(String, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT d.id, d.state, d.tx_hash, (SELECT COUNT(*) FROM ledger_entries e WHERE e.deposit_id = d.id \
-         AND e.entry_type IN ('deposit_credit', 'late_deposit', 'static_deposit') \
+         AND e.entry_type IN {CREDIT_TYPES_SQL} \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)) \
-         FROM deposits d WHERE d.merchant_id IS NOT NULL AND d.state <> 'rejected'",
-    )
+         FROM deposits d WHERE d.merchant_id IS NOT NULL AND d.state <> 'rejected'"
+    )))
     .fetch_all(&mut *conn)
     .await?;
     report.deposits = deposits.len() as u64;

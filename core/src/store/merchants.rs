@@ -25,6 +25,14 @@ pub struct Merchant {
     pub created_at: i64,
 }
 
+impl Merchant {
+    /// The name payers see (checkout title and footer by default, seed 001): the company name,
+    /// else the merchant's name.
+    pub fn display_name(&self) -> &str {
+        self.company_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MerchantStatus {
     Active,
