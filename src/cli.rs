@@ -60,6 +60,9 @@ pub enum Command {
     /// Reconcile the ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// The hot wallet (treasury): fund it, resume a paused signer.
+    #[command(subcommand)]
+    Treasury(TreasuryCommand),
     /// Run a complete local environment: anvil dev chain, test tokens, demo merchant, daemon.
     Dev(DevArgs),
 }
@@ -84,11 +87,19 @@ pub enum Component {
     Ledger,
     /// Delivers webhooks from the queue (several daemons share it on PostgreSQL).
     Webhooks,
+    /// One settler per enabled chain: sweeps, pass-through forwards, payouts, fee bumps.
+    Settler,
 }
 
 impl Component {
-    pub const ALL: [Component; 5] =
-        [Component::Api, Component::Expiry, Component::Watcher, Component::Ledger, Component::Webhooks];
+    pub const ALL: [Component; 6] = [
+        Component::Api,
+        Component::Expiry,
+        Component::Watcher,
+        Component::Ledger,
+        Component::Webhooks,
+        Component::Settler,
+    ];
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +111,31 @@ pub enum LedgerCommand {
         /// Skip the on-chain comparison.
         #[arg(long)]
         offline: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TreasuryCommand {
+    /// Print the treasury's address (send gas money there, then record it with `fund`).
+    Address,
+    /// Record money sent to the treasury from outside (gas for sweeps and payouts) in the ledger,
+    /// after checking the transaction on chain: confirmed, successful, paying the treasury.
+    Fund {
+        /// Chain name, e.g. sepolia.
+        #[arg(long)]
+        chain: String,
+        /// The funding transaction's hash.
+        #[arg(long)]
+        tx: String,
+    },
+    /// Resume a signer the settler paused because a transaction it did not sign used its nonce.
+    /// Look at that transaction first: the signer's key was used outside depositd.
+    ResumeSigner {
+        #[arg(long)]
+        chain: String,
+        /// The paused signer's address.
+        #[arg(long)]
+        address: String,
     },
 }
 

@@ -119,6 +119,23 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                     async move { (Component::Webhooks, deliverer.run(token).await.map_err(anyhow::Error::from)) },
                 );
             }
+            Component::Settler => {
+                for chain in &config.chains {
+                    let settler = depositd_settler::Settler::new(
+                        chain.clone(),
+                        store.clone(),
+                        wallet.clone(),
+                        config.settings.settler.clone(),
+                        config.settings.api.public_url.clone(),
+                        state.sessions.clone(),
+                        metrics.clone(),
+                    )?;
+                    let token = shutdown.clone();
+                    tasks.spawn(
+                        async move { (Component::Settler, settler.run(token).await.map_err(anyhow::Error::from)) },
+                    );
+                }
+            }
             Component::Expiry => {
                 let (state, token) = (state.clone(), shutdown.clone());
                 tasks.spawn(async move {

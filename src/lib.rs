@@ -10,6 +10,8 @@
 //!   daemon on SQLite; also the anvil launcher and token deployer the tests use.
 //! - [`reconcile`]: ledger reconciliation, in the store and against each chain's balances.
 //! - [`telemetry`]: tracing setup (human or JSON output, `RUST_LOG` filtering).
+//! - [`treasury`]: recording the operator's funding of the hot wallet (checked on chain), resuming
+//!   a paused signer.
 
 pub mod cli;
 pub mod commands;
@@ -17,3 +19,4 @@ pub mod daemon;
 pub mod dev;
 pub mod reconcile;
 pub mod telemetry;
+pub mod treasury;

@@ -3,6 +3,7 @@
 //! ledger says the platform holds. Run by `depositd ledger verify` and periodically by the
 //! daemon's `ledger` component, which exports the outcome as metrics.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -12,6 +13,7 @@ use depositd_core::config::{ChainConfig, Config};
 use depositd_core::ledger::verify::{self, Report};
 use depositd_core::metrics::Metrics;
 use depositd_core::money::BaseUnits;
+use depositd_core::store::chain_txs::{self, Purpose};
 use depositd_core::store::{Store, deposits};
 use depositd_core::time::now_ms;
 use depositd_core::wallet::HdWallet;
@@ -99,16 +101,18 @@ pub async fn reconcile(
 ) -> anyhow::Result<Reconciliation> {
     let mut snapshot = store.begin_snapshot().await?;
     let mut report = verify::verify(&mut snapshot).await?;
-    let mut custody: Vec<(&ChainConfig, Vec<String>)> = Vec::new();
+    let mut custody: Vec<(&ChainConfig, Vec<String>, BTreeMap<String, BaseUnits>)> = Vec::new();
     if on_chain {
         for chain in &config.chains {
-            custody.push((chain, deposits::custody_addresses(&mut snapshot, chain.chain_id).await?));
+            let addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
+            let leaving = in_flight_outflow(&mut snapshot, chain).await?;
+            custody.push((chain, addresses, leaving));
         }
     }
     snapshot.rollback().await?;
     let mut lines = Vec::new();
     let mut unchecked = Vec::new();
-    for (chain, addresses) in custody {
+    for (chain, addresses, leaving) in custody {
         let held: Vec<(String, BaseUnits)> = report
             .held
             .iter()
@@ -118,7 +122,7 @@ pub async fn reconcile(
         if held.is_empty() {
             continue;
         }
-        match compare_chain(chain, wallet, &addresses, &held, &mut report.problems).await {
+        match compare_chain(chain, wallet, &addresses, &held, &leaving, &mut report.problems).await {
             Ok(mut compared) => lines.append(&mut compared),
             Err(error) => unchecked.push(format!("{}: {error:#}", chain.name)),
         }
@@ -126,13 +130,34 @@ pub async fn reconcile(
     Ok(Reconciliation { report, on_chain: lines, unchecked })
 }
 
-/// Compares one chain's on-chain balances with what the ledger holds there; shortfalls go to
-/// `problems`, a line per asset is returned.
+/// What the settler's unconfirmed transactions may already have taken from our addresses on
+/// chain before the ledger records it: payments out (payouts, refunds, forwards) and every
+/// transaction's gas budget. Moves between deposit addresses and the treasury stay ours.
+async fn in_flight_outflow(
+    snapshot: &mut depositd_core::store::Conn,
+    chain: &ChainConfig,
+) -> anyhow::Result<BTreeMap<String, BaseUnits>> {
+    let mut leaving: BTreeMap<String, BaseUnits> = BTreeMap::new();
+    let overflow = || anyhow::anyhow!("in-flight amounts overflow");
+    for tx in chain_txs::in_flight(snapshot, chain.chain_id).await? {
+        if matches!(tx.purpose, Purpose::Payout | Purpose::Refund | Purpose::Passthrough) {
+            let total = leaving.entry(tx.asset.clone()).or_default();
+            *total = total.checked_add(tx.value).ok_or_else(overflow)?;
+        }
+        let total = leaving.entry(chain.native.symbol.clone()).or_default();
+        *total = total.checked_add(tx.max_gas_cost).ok_or_else(overflow)?;
+    }
+    Ok(leaving)
+}
+
+/// Compares one chain's on-chain balances with what the ledger holds there (less what transactions
+/// in flight may have taken already); shortfalls go to `problems`, a line per asset is returned.
 async fn compare_chain(
     chain: &ChainConfig,
     wallet: &HdWallet,
     addresses: &[String],
     held: &[(String, BaseUnits)],
+    leaving: &BTreeMap<String, BaseUnits>,
     problems: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
     let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
@@ -162,7 +187,11 @@ async fn compare_chain(
             owners.len(),
             found.to_display(d)
         ));
-        if found < *held {
+        let in_flight = leaving.get(asset).copied().unwrap_or_default();
+        if !in_flight.is_zero() {
+            lines.push(format!("{} {asset}: up to {} in flight", chain.name, in_flight.to_display(d)));
+        }
+        if found.checked_add(in_flight).unwrap_or(found) < *held {
             problems.push(format!(
                 "on {} the ledger holds {} {asset} at deposit addresses and the hot wallet, but they hold only {}",
                 chain.name,

@@ -18,6 +18,8 @@
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
 //! - [`price_feed`]: keeps the optional HTTP price feed's rates fresh for the pricer.
 //! - [`routes`]: handlers, one module per resource.
+//! - `routes::payouts`: payouts and refunds: created with their chain transaction's intent and
+//!   the ledger reservation in one transaction, cancellable until the settler signs them.
 //! - `routes::checkout` and `routes::payments`: the hosted checkout page and the payer session API
 //!   it polls (`session_token` + `signature`, no API key).
 //! - [`delivery`]: the webhook worker: claims due deliveries, signs (Standard Webhooks), POSTs,

@@ -5,11 +5,11 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{deposits, invoices, ledger, payments, static_addresses, webhooks};
+use crate::routes::{deposits, invoices, ledger, payments, payouts, static_addresses, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, webhook endpoints and events; payouts as they land."),
+    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, payouts and refunds, webhook endpoints and events."),
     paths(
         invoices::create, invoices::get, invoices::list, invoices::cancel,
         static_addresses::create, static_addresses::get, static_addresses::list, static_addresses::disable,
@@ -17,8 +17,12 @@ use crate::routes::{deposits, invoices, ledger, payments, static_addresses, webh
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::rotate_callback_secret, webhooks::list_events, webhooks::get_event, webhooks::redeliver,
         payments::get, payments::answer,
+        payouts::create, payouts::get, payouts::list, payouts::cancel, payouts::create_refund,
     ),
-    components(schemas(crate::error::ErrorBody, depositd_core::money::BaseUnits)),
+    components(schemas(
+        crate::error::ErrorBody, depositd_core::money::BaseUnits, depositd_core::payout::PayoutResource,
+        payouts::CreatePayout, payouts::CreateRefund, payouts::PayoutList,
+    )),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;

@@ -12,11 +12,13 @@
 //! - [`deposit`]: the deposit resource webhooks and the API show.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
 //! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
+//! - [`gas`]: EIP-1559 gas prices: first fees, budgets, replacements, a native payout's reserve.
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
 //! - [`ledger`]: the double-entry ledger: accounts, posting, reversal, statements, reconciliation.
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
+//! - [`payout`]: the payout and refund resource the API and webhooks show.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
@@ -31,10 +33,12 @@ pub mod crediting;
 pub mod deposit;
 pub mod evm;
 pub mod fees;
+pub mod gas;
 pub mod invoice;
 pub mod ledger;
 pub mod metrics;
 pub mod money;
+pub mod payout;
 pub mod pricing;
 pub mod secret;
 pub mod static_address;

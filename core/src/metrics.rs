@@ -71,6 +71,20 @@ pub struct Metrics {
     pub webhook_oldest_pending_age_seconds: IntGauge,
     /// Endpoints disabled, by reason: gone (410) or failing (retries exhausted).
     pub webhook_endpoints_disabled_total: IntCounterVec,
+    /// Outgoing transactions that reached a final state, by chain, purpose (payout, refund, sweep,
+    /// gas_topup, passthrough) and state (confirmed, failed).
+    pub settler_transactions_total: IntCounterVec,
+    /// Replacements of transactions not mined in time.
+    pub settler_fee_bumps_total: IntCounterVec,
+    /// Transactions not mined that cannot be bumped further (at their budget or the fee cap).
+    pub settler_stuck_transactions: IntGaugeVec,
+    /// Intents waiting because the ledger's hot wallet cannot cover them (alert: fund the
+    /// treasury, `depositd treasury fund`).
+    pub settler_waiting_for_funds: IntGaugeVec,
+    /// Nonces the chain shows used by transactions depositd did not sign, per chain (alert).
+    pub settler_nonce_drift: IntGaugeVec,
+    /// Signers paused until an operator has looked (alert).
+    pub settler_signers_paused: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -216,6 +230,36 @@ impl Metrics {
                 "depositd_webhook_endpoints_disabled_total",
                 "Webhook endpoints disabled by depositd, by reason.",
                 &["reason"],
+            ),
+            settler_transactions_total: counter(
+                "depositd_settler_transactions_total",
+                "Outgoing transactions that reached a final state, by purpose and state.",
+                &["chain", "purpose", "state"],
+            ),
+            settler_fee_bumps_total: counter(
+                "depositd_settler_fee_bumps_total",
+                "Transactions replaced with higher fees.",
+                &["chain"],
+            ),
+            settler_stuck_transactions: gauge(
+                "depositd_settler_stuck_transactions",
+                "Unmined transactions that cannot be bumped further.",
+                &["chain"],
+            ),
+            settler_waiting_for_funds: gauge(
+                "depositd_settler_waiting_for_funds",
+                "Transactions waiting for the hot wallet's ledger balance to cover them.",
+                &["chain"],
+            ),
+            settler_nonce_drift: gauge(
+                "depositd_settler_nonce_drift",
+                "Nonces used on chain by transactions depositd did not sign.",
+                &["chain"],
+            ),
+            settler_signers_paused: gauge(
+                "depositd_settler_signers_paused",
+                "Signers paused after an outside transaction used their nonce.",
+                &["chain"],
             ),
             registry,
         }

@@ -37,6 +37,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "payout.sent",
     "payout.confirmed",
     "payout.failed",
+    "payout.cancelled",
     "settlement.forwarded",
     "webhook_endpoint.disabled",
 ];

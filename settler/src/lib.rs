@@ -1,10 +1,195 @@
-//! depositd's settler: the hot wallet that moves money on chain (sweeps, pass-through settlement,
-//! payouts and refunds) with crash-safe nonces and fee bumping.
+//! depositd's settler: the hot wallet that moves money on chain. One [`Settler`] per chain plans
+//! sweeps and pass-through forwards, signs and broadcasts payouts, replaces stuck transactions and
+//! posts what each confirmed (or failed) transaction did to the ledger.
 //!
-//! Not implemented yet (issue 7, "Settler"). The schema it needs (`chain_transactions`,
-//! `chain_transaction_attempts`, `signer_nonces`, `payouts`) is in the initial migration, and the
-//! treasury key comes from `depositd_core::wallet`. `depositd run` does not list a settler
-//! component until this crate provides one.
+//! The rule above all: a crash at any instant never sends a payment twice and never loses track
+//! of one. Every outgoing transaction is a row (`intent`) before it is anything else; the nonce,
+//! the signed bytes and their hash are stored in one database transaction (`signed`) before the
+//! first broadcast; after a restart, whatever is signed is rebroadcast from its stored bytes, so a
+//! payment has exactly one nonce and a nonce exactly one payment. A signer's nonces are assigned
+//! under a lock on its `signer_nonces` row, so daemons sharing a database never interleave them.
 //!
 //! # Layout
-//! Empty until issue 7 lands.
+//! - this module: [`Settler`], its loop and one [`Settler::tick`], [`SettleError`], crash points
+//!   for the crash tests.
+//! - [`rpc`]: RPC calls with timeouts, retries and endpoint failover.
+//! - [`txm`]: the transaction manager: signing with nonces, broadcasting, receipts,
+//!   confirmations, fee bumps, rebroadcasts, nonce reconciliation at start-up.
+//! - [`planner`]: which deposit addresses to sweep or forward, their gas top-ups.
+//! - [`outcome`]: what a confirmed or failed transaction does to the ledger, payouts, invoices and
+//!   webhooks.
+
+pub mod outcome;
+pub mod planner;
+pub mod rpc;
+pub mod txm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use alloy::providers::Provider;
+use alloy::signers::local::PrivateKeySigner;
+use depositd_core::config::{ChainConfig, SettlerSettings};
+use depositd_core::gas::{self, Fees};
+use depositd_core::invoice::SessionSigner;
+use depositd_core::ledger::LedgerError;
+use depositd_core::metrics::Metrics;
+use depositd_core::store::{Store, StoreError, chain_txs, deposit_addresses};
+use depositd_core::wallet::HdWallet;
+use tokio_util::sync::CancellationToken;
+
+use crate::rpc::Rpc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("{what} failed: {message}")]
+    Rpc { what: &'static str, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// A test's crash point was reached: the settler stops exactly there, as a killed process would.
+    #[error("crash point {0:?} reached")]
+    Crashed(CrashPoint),
+}
+
+/// Where a crash test stops the settler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After the intent exists, before it is signed.
+    BeforeSign,
+    /// After the signed transaction is stored, before it is broadcast.
+    AfterSign,
+    /// After the broadcast, before the broadcast is recorded.
+    AfterBroadcast,
+}
+
+/// One chain's settler.
+pub struct Settler {
+    pub(crate) chain: ChainConfig,
+    pub(crate) store: Store,
+    pub(crate) rpc: Rpc,
+    pub(crate) wallet: Arc<HdWallet>,
+    pub(crate) settings: SettlerSettings,
+    pub(crate) public_url: String,
+    pub(crate) sessions: SessionSigner,
+    pub(crate) metrics: Metrics,
+    crash_at: Option<CrashPoint>,
+    nonces_checked: bool,
+}
+
+impl Settler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        chain: ChainConfig,
+        store: Store,
+        wallet: Arc<HdWallet>,
+        settings: SettlerSettings,
+        public_url: String,
+        sessions: SessionSigner,
+        metrics: Metrics,
+    ) -> Result<Settler, SettleError> {
+        let rpc = Rpc::new(&chain)?;
+        Ok(Settler {
+            chain,
+            store,
+            rpc,
+            wallet,
+            settings,
+            public_url,
+            sessions,
+            metrics,
+            crash_at: None,
+            nonces_checked: false,
+        })
+    }
+
+    /// For the crash tests: stop at `point` the next time it is reached.
+    #[doc(hidden)]
+    pub fn crash_at(&mut self, point: Option<CrashPoint>) {
+        self.crash_at = point;
+    }
+
+    pub(crate) fn crash_point(&self, point: CrashPoint) -> Result<(), SettleError> {
+        if self.crash_at == Some(point) { Err(SettleError::Crashed(point)) } else { Ok(()) }
+    }
+
+    /// Runs until `shutdown`; a failed step is logged and retried after the poll interval (all
+    /// state is in the database, so a retry continues exactly where the step stopped).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SettleError> {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        tracing::info!(chain = %self.chain.name, treasury = %self.treasury_address(), "settler started");
+        loop {
+            if let Err(error) = self.tick().await {
+                tracing::warn!(chain = %self.chain.name, %error, "settler step failed; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// One step: read fees, check what is in flight (receipts, confirmations, bumps), plan sweeps
+    /// and forwards, sign and broadcast what is ready.
+    pub async fn tick(&mut self) -> Result<(), SettleError> {
+        let head = self.rpc.head().await?;
+        let fees = self.refresh_fees().await?;
+        if !self.nonces_checked {
+            self.reconcile_nonces().await?;
+            self.nonces_checked = true;
+        }
+        self.monitor(head, fees).await?;
+        self.plan(fees).await?;
+        self.sign_ready(fees, head).await?;
+        Ok(())
+    }
+
+    /// Today's fees, also stored for the API (a native payout's fee reserve).
+    async fn refresh_fees(&self) -> Result<Fees, SettleError> {
+        let block = self
+            .rpc
+            .call("eth_getBlockByNumber", |p| async move {
+                p.get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest).await
+            })
+            .await?
+            .ok_or_else(|| SettleError::Rpc { what: "eth_getBlockByNumber", message: "no latest block".into() })?;
+        let base = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
+        let tip = self
+            .rpc
+            .call("eth_maxPriorityFeePerGas", |p| async move { p.get_max_priority_fee_per_gas().await })
+            .await?;
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        chain_txs::store_fee_estimate(&mut conn, self.chain.chain_id, base, tip).await?;
+        Ok(gas::current(base, tip, self.settings.max_fee_per_gas_cap))
+    }
+
+    pub fn treasury_address(&self) -> Address {
+        self.wallet.treasury().address()
+    }
+
+    /// The key that signs for `address`: the treasury or one of our deposit addresses.
+    pub(crate) async fn signer_for(&self, address: &str) -> Result<PrivateKeySigner, SettleError> {
+        if address == self.treasury_address().to_checksum(None) {
+            return Ok(self.wallet.treasury().clone());
+        }
+        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let index = deposit_addresses::index_of(&mut conn, address)
+            .await?
+            .ok_or_else(|| SettleError::Signing(format!("{address} is neither the treasury nor a deposit address")))?;
+        self.wallet.deposit_signer(index).map_err(|e| SettleError::Signing(e.to_string()))
+    }
+
+    pub(crate) fn native_symbol(&self) -> &str {
+        &self.chain.native.symbol
+    }
+
+    pub(crate) fn decimals_of(&self, asset: &str) -> u8 {
+        self.chain.asset(asset).map(|a| a.decimals).unwrap_or(18)
+    }
+}

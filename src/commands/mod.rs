@@ -4,6 +4,7 @@ mod api_key;
 mod check_config;
 mod ledger;
 mod merchant;
+mod treasury;
 
 use anyhow::Context;
 use depositd_core::config::Config;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merchant(command) => merchant::run(&load_config(&global)?, command).await,
         Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
         Command::Ledger(command) => ledger::run(&load_config(&global)?, command).await,
+        Command::Treasury(command) => treasury::run(&load_config(&global)?, command).await,
         Command::Dev(args) => crate::dev::run(args).await,
     }
 }

@@ -6,7 +6,8 @@
 //!    them to the dev payer (anvil's account 1);
 //! 3. writes `DIR/depositd.toml`, `DIR/chains/anvil.toml` and a generated hot-wallet mnemonic
 //!    (`DIR/mnemonic`), so any other subcommand can use `--config DIR/depositd.toml`;
-//! 4. creates a demo merchant and API key (once), writes `DIR/dev.json` for scripts;
+//! 4. creates a demo merchant and API key (once), funds the treasury with 10 test ETH for gas
+//!    (recorded in the ledger as operator funding), writes `DIR/dev.json` for scripts;
 //! 5. runs the whole daemon on SQLite (`DIR/depositd.db`) until Ctrl-C, then stops anvil.
 
 pub mod anvil;
@@ -29,6 +30,8 @@ use anvil::{Anvil, AnvilOptions};
 
 /// Confirmations on the dev chain: 2 shows "processing" for a block before "paid".
 const DEV_CONFIRMATIONS: u64 = 2;
+/// What the dev treasury is funded with for gas (10 ETH), when it holds less than a tenth of it.
+pub const DEV_TREASURY_FUNDING: u128 = 10_000_000_000_000_000_000;
 /// Each test token minted to the payer: 1,000,000 tokens of 6 decimals.
 const PAYER_MINT: u64 = 1_000_000_000_000;
 
@@ -112,12 +115,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let result = async {
         let tokens = ensure_tokens(&rpc_url, previous.as_ref()).await?;
-        set_interval_mining(&rpc_url, args.block_time).await?;
         let mnemonic = ensure_mnemonic(&dir)?;
-        HdWallet::from_mnemonic(&mnemonic).context("the dev mnemonic is invalid")?;
+        let wallet = HdWallet::from_mnemonic(&mnemonic).context("the dev mnemonic is invalid")?;
         let config_path = write_config(&dir, args.api_addr(api_port), &rpc_url, &tokens)?;
         let config = Config::load(Some(&config_path), None).context("the generated dev configuration is invalid")?;
         let api_key = ensure_demo_merchant(&config, previous.as_ref()).await?;
+        let store = crate::commands::open_store(&config).await?;
+        let chain_config = config.chain("anvil").context("the dev configuration has no anvil chain")?;
+        fund_treasury(&store, chain_config, wallet.treasury().address(), DEV_TREASURY_FUNDING).await?;
+        store.close().await;
+        set_interval_mining(&rpc_url, args.block_time).await?;
         let payer: PrivateKeySigner = anvil::DEV_ACCOUNT_1_KEY.parse()?;
         let info = DevInfo {
             api_url: config.settings.api.public_url.clone(),
@@ -137,6 +144,31 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .await;
     chain.shutdown().await;
     result
+}
+
+/// Funds the treasury with `wei` from anvil's account 0 when it holds less than a tenth of that,
+/// mines the confirmations (the chain must be automining), and records the funding in the ledger
+/// as `depositd treasury fund` does.
+pub async fn fund_treasury(
+    store: &depositd_core::store::Store,
+    chain: &depositd_core::config::ChainConfig,
+    treasury: Address,
+    wei: u128,
+) -> anyhow::Result<()> {
+    use alloy::network::TransactionBuilder;
+    use alloy::providers::{Provider, ProviderBuilder};
+    let rpc_url = chain.rpc_urls.first().context("the chain has no RPC URL")?;
+    let funder: PrivateKeySigner = anvil::DEV_ACCOUNT_0_KEY.parse()?;
+    let provider = ProviderBuilder::new().wallet(funder).connect_http(rpc_url.parse()?);
+    if provider.get_balance(treasury).await? >= U256::from(wei / 10) {
+        return Ok(());
+    }
+    let request = alloy::rpc::types::TransactionRequest::default().with_to(treasury).with_value(U256::from(wei));
+    let receipt = provider.send_transaction(request).await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "funding the treasury reverted");
+    provider.raw_request::<_, serde_json::Value>("anvil_mine".into(), (chain.confirmations,)).await?;
+    crate::treasury::record_funding(store, chain, treasury, &format!("{:#x}", receipt.transaction_hash)).await?;
+    Ok(())
 }
 
 fn prepare_dir(dir: &Path) -> anyhow::Result<PathBuf> {

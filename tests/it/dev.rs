@@ -191,6 +191,72 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("OK:") && stdout.contains("anvil USDC: ledger holds 19.99"), "{stdout}");
 
+    // The settler: a payout created with the dev key arrives at its destination (once the sweep
+    // has brought the payment into the treasury), and a pass-through invoice's merchant amount
+    // lands at the merchant's own address; the ledger still reconciles with the chain.
+    let post = |path: &str, key: &str, body: serde_json::Value| {
+        let request = client
+            .post(format!("{}{path}", info.api_url))
+            .header("x-api-key", &info.api_key)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let destination = alloy::signers::local::PrivateKeySigner::random().address();
+    let (status, payout) = post(
+        "/api/v1/payouts",
+        "dev-e2e-payout",
+        serde_json::json!({"asset": "USDC", "amount": "5", "destination": destination.to_checksum(None)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{payout}");
+    let own_wallet = alloy::signers::local::PrivateKeySigner::random().address();
+    let (status, forwarded) = post(
+        "/api/v1/invoices",
+        "dev-e2e-passthrough",
+        serde_json::json!({"amount": "10", "currency": "USD", "receiver_override": true,
+            "receiver_override_address": own_wallet.to_checksum(None)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{forwarded}");
+    let to = forwarded["pay"]["address"].as_str().unwrap().parse().unwrap();
+    let amount: U256 = forwarded["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
+    TestToken::new(info.tokens["USDC"], &wallet)
+        .transfer(to, amount)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let usdc = TestToken::new(info.tokens["USDC"], &provider);
+    let merchant_amount: U256 = forwarded["merchant_amount_base_units"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let payout_now = get(format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+        let paid_out = usdc.balanceOf(destination).call().await.unwrap();
+        let passed_through = usdc.balanceOf(own_wallet).call().await.unwrap();
+        let open = get(format!("/api/v1/ledger?invoice_id={}", forwarded["id"].as_str().unwrap())).await;
+        let settled = open["data"].as_array().unwrap().iter().any(|e| e["type"] == "passthrough_settlement");
+        if payout_now["status"] == "confirmed" && settled {
+            assert_eq!(paid_out, U256::from(5_000_000u64));
+            assert_eq!(passed_through, merchant_amount);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "payout {payout_now} / pass-through {passed_through} of {merchant_amount} not settled within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let output = depositd().arg("--config").arg(&config).args(["ledger", "verify"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+
     // Ctrl-C: everything stops, exit 0, anvil included.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -251,3 +251,19 @@ pub fn depositd() -> std::process::Command {
     }
     command
 }
+
+/// One JSON-RPC call to anvil (its own methods: `anvil_mine`, `evm_setAutomine`, ...); panics on
+/// an error answer.
+pub async fn anvil_rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(response.get("error").is_none(), "{method}: {response}");
+    response["result"].clone()
+}

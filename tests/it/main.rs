@@ -14,6 +14,8 @@ mod invoices;
 mod ledger;
 mod openapi;
 mod payments;
+mod payouts_api;
+mod settler;
 mod static_addresses;
 mod store;
 mod watcher;

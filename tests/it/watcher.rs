@@ -99,17 +99,7 @@ impl Chain {
     }
 
     async fn rpc(&self, method: &str, params: Value) -> Value {
-        let response: Value = reqwest::Client::new()
-            .post(self.anvil.rpc_url())
-            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(response.get("error").is_none(), "{method}: {response}");
-        response["result"].clone()
+        crate::helpers::anvil_rpc(&self.anvil.rpc_url(), method, params).await
     }
 
     async fn mine(&self, blocks: u64) {

@@ -6,6 +6,7 @@ pub mod health;
 pub mod invoices;
 pub mod ledger;
 pub mod payments;
+pub mod payouts;
 pub mod static_addresses;
 pub mod webhooks;
 
@@ -28,6 +29,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/api/v1/invoices/{id}", get(invoices::get))
         .route("/api/v1/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/api/v1/invoices/{id}/refunds", post(payouts::create_refund))
+        .route("/api/v1/payouts", post(payouts::create).get(payouts::list))
+        .route("/api/v1/payouts/{id}", get(payouts::get))
+        .route("/api/v1/payouts/{id}/cancel", post(payouts::cancel))
         .route("/api/v1/static-addresses", post(static_addresses::create).get(static_addresses::list))
         .route("/api/v1/static-addresses/{id}", get(static_addresses::get))
         .route("/api/v1/static-addresses/{id}/disable", post(static_addresses::disable))

@@ -53,6 +53,7 @@ pub struct Settings {
     pub invoices: InvoiceSettings,
     pub ledger: LedgerSettings,
     pub webhooks: WebhookSettings,
+    pub settler: SettlerSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +171,29 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlerSettings {
+    /// How often each chain's settler plans, signs, broadcasts and checks its transactions.
+    pub poll_interval_ms: u64,
+    /// A transaction not mined this many blocks after its broadcast is replaced with higher fees.
+    pub bump_after_blocks: u64,
+    /// How much each replacement raises both fees, in percent (at least 10: nodes refuse less).
+    pub bump_percent: u64,
+    /// The highest `max_fee_per_gas` (wei, an integer string) any transaction may bid.
+    #[serde(deserialize_with = "integer_string")]
+    pub max_fee_per_gas_cap: u128,
+    /// A transaction's gas budget is this many times the fee it is first signed with (capped by
+    /// `max_fee_per_gas_cap`): what a payout reserves and a gas top-up sends, so bumps are covered.
+    pub fee_budget_multiplier: u64,
+    /// A payout is refused (503) when the settler's last fee reading is older than this.
+    pub fee_estimate_max_age_secs: u64,
+    /// The smallest amount (whole units, by asset symbol) worth sweeping from a deposit address;
+    /// assets not listed are swept whenever their value exceeds the sweep's gas.
+    #[serde(deserialize_with = "decimal_map")]
+    pub sweep_min: BTreeMap<String, Decimal>,
+}
+
 impl Config {
     /// Loads and validates the configuration. `database_url` (from `--database-url` or
     /// `DATABASE_URL`) overrides every other source of `database.url`.
@@ -203,6 +227,15 @@ impl Config {
                 "webhooks.request_timeout_secs, webhooks.concurrency and webhooks.poll_interval_ms must be at least 1"
                     .into(),
             );
+        }
+        if s.settler.bump_percent < 10 {
+            problems.push("settler.bump_percent: must be at least 10 (nodes refuse smaller replacements)".into());
+        }
+        if s.settler.fee_budget_multiplier < 1 || s.settler.poll_interval_ms == 0 {
+            problems.push("settler.fee_budget_multiplier and settler.poll_interval_ms: must be at least 1".into());
+        }
+        if s.settler.max_fee_per_gas_cap == 0 {
+            problems.push("settler.max_fee_per_gas_cap: must be greater than 0".into());
         }
         if s.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
@@ -341,6 +374,18 @@ fn decimal_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String
             parse_decimal_value(&v).map(|d| (k.clone(), d)).map_err(|e| serde::de::Error::custom(format!("{k}: {e}")))
         })
         .collect()
+}
+
+/// A non-negative integer given as a string of digits (wei do not fit TOML's 64-bit integers)
+/// or as a TOML integer.
+fn integer_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => {
+            s.trim().parse::<u128>().map_err(|_| serde::de::Error::custom(format!("`{s}` is not a whole number")))
+        }
+        toml::Value::Integer(i) if i >= 0 => Ok(i as u128),
+        other => Err(serde::de::Error::custom(format!("expected a whole number as a string, found {other}"))),
+    }
 }
 
 #[cfg(test)]

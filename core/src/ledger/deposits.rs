@@ -158,12 +158,22 @@ pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUni
 /// The fee charged on an invoice so far: net credits to `fee_revenue` by its entries (fees less
 /// their reversals).
 pub async fn fee_charged(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
+    invoice_net_credit(conn, invoice_id, AccountKind::FeeRevenue).await
+}
+
+/// Net credits (credits less debits) to accounts of `kind` by an invoice's entries.
+pub async fn invoice_net_credit(
+    conn: &mut Conn,
+    invoice_id: Uuid,
+    kind: AccountKind,
+) -> Result<BaseUnits, LedgerError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT p.direction, p.amount_base_units FROM ledger_postings p \
          JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
-         WHERE e.invoice_id = $1 AND a.kind = 'fee_revenue'",
+         WHERE e.invoice_id = $1 AND a.kind = $2",
     )
     .bind(invoice_id.to_string())
+    .bind(kind.as_str())
     .fetch_all(&mut *conn)
     .await?;
     let (mut credits, mut debits) = (BaseUnits::ZERO, BaseUnits::ZERO);
@@ -175,7 +185,7 @@ pub async fn fee_charged(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits,
     }
     credits
         .checked_sub(debits)
-        .ok_or_else(|| StoreError::Corrupt(format!("invoice {invoice_id} has negative fees")).into())
+        .ok_or_else(|| StoreError::Corrupt(format!("invoice {invoice_id} has a negative net {kind}")).into())
 }
 
 /// A reorg took the deposit away: reverse each of its entries not yet reversed, newest first

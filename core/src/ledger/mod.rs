@@ -21,10 +21,13 @@
 //! - this module: accounts, entry types, [`post`] (the one way anything is written), [`reverse`].
 //! - [`deposits`]: what a deposit's life posts: pending on detection, credit and fee on
 //!   confirmation, reversals when a reorg takes it away.
+//! - [`settlement`]: what moving money on chain posts: payout reservations and releases, sweeps,
+//!   gas top-ups, pass-through forwarding, gas, treasury funding.
 //! - [`statements`]: balances and entries as the merchant API and the CSV export show them.
 //! - [`verify`]: reconciliation (`depositd ledger verify`, and the daemon's periodic check).
 
 pub mod deposits;
+pub mod settlement;
 pub mod statements;
 pub mod verify;
 
@@ -94,10 +97,13 @@ pub enum AccountKind {
     HotWallet,
     /// Gas the platform has spent.
     NetworkFees,
+    /// What the operator put into the treasury from outside (gas money): recorded by
+    /// `depositd treasury fund` against the funding transaction.
+    OperatorCapital,
 }
 
 impl AccountKind {
-    pub const ALL: [AccountKind; 9] = [
+    pub const ALL: [AccountKind; 10] = [
         AccountKind::Available,
         AccountKind::Pending,
         AccountKind::Reserved,
@@ -107,6 +113,7 @@ impl AccountKind {
         AccountKind::Custody,
         AccountKind::HotWallet,
         AccountKind::NetworkFees,
+        AccountKind::OperatorCapital,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +127,7 @@ impl AccountKind {
             AccountKind::Custody => "custody",
             AccountKind::HotWallet => "hot_wallet",
             AccountKind::NetworkFees => "network_fees",
+            AccountKind::OperatorCapital => "operator_capital",
         }
     }
 
@@ -130,7 +138,8 @@ impl AccountKind {
             | AccountKind::Pending
             | AccountKind::Reserved
             | AccountKind::InTransit
-            | AccountKind::FeeRevenue => Side::Credit,
+            | AccountKind::FeeRevenue
+            | AccountKind::OperatorCapital => Side::Credit,
             AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
                 Side::Debit
             }
@@ -177,19 +186,29 @@ pub enum EntryType {
     StaticDeposit,
     /// The operator's fee on a payment.
     Fee,
+    /// A payout's amount and network fee reserve move from available to reserved.
     PayoutReserve,
+    /// A payout confirmed on chain: its reserve leaves the hot wallet (the unused fee reserve
+    /// returns to available).
     PayoutSent,
+    /// A payout that failed or was cancelled: its reserve returns to available.
     PayoutReleased,
+    /// A pass-through invoice's money forwarded on chain to the merchant's own address.
     PassthroughSettlement,
+    /// A refund (a payout linked to an invoice) confirmed on chain.
     Refund,
     /// Undoes the entry it points at.
     Reversal,
+    /// Funds consolidated from a deposit address into the hot wallet.
     Sweep,
+    /// Gas spent, or native coin moved to a deposit address to pay for it (a top-up).
     Gas,
+    /// The operator funded the treasury from outside (gas money).
+    TreasuryFunding,
 }
 
 impl EntryType {
-    pub const ALL: [EntryType; 13] = [
+    pub const ALL: [EntryType; 14] = [
         EntryType::DepositPending,
         EntryType::DepositCredit,
         EntryType::LateDeposit,
@@ -203,6 +222,7 @@ impl EntryType {
         EntryType::Reversal,
         EntryType::Sweep,
         EntryType::Gas,
+        EntryType::TreasuryFunding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -220,6 +240,7 @@ impl EntryType {
             EntryType::Reversal => "reversal",
             EntryType::Sweep => "sweep",
             EntryType::Gas => "gas",
+            EntryType::TreasuryFunding => "treasury_funding",
         }
     }
 }
@@ -730,8 +751,10 @@ pub async fn reverse(conn: &mut Conn, id: Uuid, memo: Option<String>) -> Result<
         .into_iter()
         .map(|p| {
             let side = p.side.opposite();
-            let shortfall_to =
-                (p.account.kind == AccountKind::Available && side == Side::Debit).then_some(AccountKind::Receivable);
+            // What a merchant no longer holds (spent, or forwarded on chain) it owes.
+            let shortfall_to = (matches!(p.account.kind, AccountKind::Available | AccountKind::InTransit)
+                && side == Side::Debit)
+                .then_some(AccountKind::Receivable);
             Leg { account: p.account, side, amount: p.amount, shortfall_to }
         })
         .collect();

@@ -91,3 +91,12 @@ pub async fn since(conn: &mut Conn, after_index: Option<u64>) -> Result<Vec<Watc
         })
         .collect()
 }
+
+/// The HD index of one of our deposit addresses (EIP-55 form), `None` when it is not ours.
+pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT derivation_index FROM deposit_addresses WHERE address = $1")
+        .bind(address)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(i,)| i as u64))
+}

@@ -357,3 +357,31 @@ pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<Str
     .await?;
     Ok(rows.into_iter().map(|(a,)| a).collect())
 }
+
+/// Deposit addresses on a chain holding confirmed deposits that no confirmed sweep or forward
+/// from that address has followed yet: what the settler plans for.
+pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT d.to_address FROM deposits d WHERE d.chain_id = $1 AND d.state = 'confirmed' \
+         AND d.merchant_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM chain_transactions t \
+         WHERE t.chain_id = d.chain_id AND t.signer_address = d.to_address AND t.state = 'confirmed' \
+         AND t.purpose IN ('sweep', 'passthrough') AND t.created_at > d.confirmed_at) ORDER BY d.to_address",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(a,)| a).collect())
+}
+
+/// Every confirmed deposit to an address on a chain.
+pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND to_address = $2 AND state = 'confirmed' \
+         AND merchant_id IS NOT NULL"
+    )))
+    .bind(chain_id as i64)
+    .bind(address)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
+}

@@ -12,11 +12,12 @@
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
 //!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
-//!   the delivery queue): queries, one module per table family, each a small async
+//!   the delivery queue), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces): queries, one module per table family, each a small async
 //!   function taking a connection or transaction.
 
 pub mod api_keys;
 pub mod blocks;
+pub mod chain_txs;
 pub mod cursors;
 pub mod deposit_addresses;
 pub mod deposits;
@@ -24,6 +25,7 @@ pub mod events;
 pub mod idempotency;
 pub mod invoices;
 pub mod merchants;
+pub mod payouts;
 pub mod static_addresses;
 pub mod webhooks;
 

@@ -1,0 +1,636 @@
+//! `POST /api/v1/payouts`, `GET /api/v1/payouts/{id}`, `GET /api/v1/payouts`,
+//! `POST /api/v1/payouts/{id}/cancel` and `POST /api/v1/invoices/{id}/refunds`.
+//!
+//! A payout (or refund) is created in one database transaction with the chain transaction's
+//! intent that will send it and the ledger reservation that pays for it (`payout_reserve`:
+//! available -> reserved, amount plus the network fee reserve of a native payout). The settler
+//! signs and sends it from the treasury; until it is signed the merchant can cancel it, which
+//! releases the reservation in the same way.
+
+use std::collections::HashMap;
+
+use alloy::primitives::Address;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use depositd_core::evm::parse_address;
+use depositd_core::gas;
+use depositd_core::invoice::Invoice;
+use depositd_core::ledger::LedgerError;
+use depositd_core::ledger::settlement;
+use depositd_core::money::BaseUnits;
+use depositd_core::payout::PayoutResource;
+use depositd_core::store::api_keys::Scope;
+use depositd_core::store::chain_txs::{self, ChainTx, Purpose, TxState};
+use depositd_core::store::payouts::{self, Payout, PayoutKind, PayoutStatus};
+use depositd_core::store::{Conn, StoreError, events, invoices};
+use depositd_core::time::now_ms;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::extract;
+use crate::idempotency::{self, Begin, IdempotencyGuard};
+use crate::state::AppState;
+use crate::validate;
+
+const CREATE_ENDPOINT: &str = "POST /api/v1/payouts";
+const REFUND_ENDPOINT: &str = "POST /api/v1/invoices/{id}/refunds";
+
+/// The request body of a payout. Unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePayout {
+    /// An enabled chain; default: the server's default chain.
+    pub chain: Option<String>,
+    /// An asset accepted on the chain (`ETH`, `USDC`...).
+    pub asset: String,
+    /// Decimal string in whole units of the asset (`"12.5"`), more than zero, with at most the
+    /// asset's decimals. JSON numbers are refused (money is never a float).
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub amount: serde_json::Value,
+    /// The recipient: a 0x address (mixed case must be a valid EIP-55 checksum; never the zero address).
+    pub destination: String,
+    /// Your reference, unique among your payouts; 1 to 128 characters.
+    pub external_id: Option<String>,
+    /// At most 50 keys with string, number or boolean values, at most 5 KB serialized.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The request body of a refund: the invoice gives the chain and asset. Unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefund {
+    /// Decimal string in whole units of the invoice's asset, more than zero, at most what was paid
+    /// and not yet refunded.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$")]
+    pub amount: serde_json::Value,
+    /// Where the refund goes: a 0x address (mixed case must be a valid EIP-55 checksum).
+    pub address: String,
+    /// Your reference, unique among your payouts and refunds; 1 to 128 characters.
+    pub external_id: Option<String>,
+    /// At most 50 keys with string, number or boolean values, at most 5 KB serialized.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A validated payout or refund, ready to be stored.
+struct Outgoing {
+    kind: PayoutKind,
+    /// The invoice a refund returns money for (its paid amount bounds the refund).
+    refund_of: Option<Invoice>,
+    chain: String,
+    chain_id: u64,
+    asset: String,
+    decimals: u8,
+    token_address: Option<Address>,
+    amount: BaseUnits,
+    destination: Address,
+    external_id: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An amount in whole units of an asset with `decimals`: a plain decimal string, more than zero,
+/// with at most `decimals` places; converted to base units exactly (no float, no rounding, the
+/// whole U256 range).
+fn amount(value: &serde_json::Value, decimals: u8, asset: &str) -> Result<BaseUnits, ApiError> {
+    let invalid = |message: String| ApiError::invalid("amount", "invalid_amount", message);
+    let serde_json::Value::String(text) = value else {
+        return Err(invalid(format!(
+            "amount must be a decimal string of whole {asset} such as \"1.5\" (JSON numbers are not accepted)"
+        )));
+    };
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || (text.contains('.') && fraction.is_empty()) {
+        return Err(invalid(
+            "amount must be a plain positive decimal such as \"1.5\" (no sign, exponent or separators)".into(),
+        ));
+    }
+    if fraction.len() > usize::from(decimals) {
+        return Err(invalid(format!("amount has {} decimal places; {asset} has at most {decimals}", fraction.len())));
+    }
+    let base = format!("{whole}{fraction:0<width$}", width = usize::from(decimals));
+    let base = base.trim_start_matches('0');
+    let units: BaseUnits = if base.is_empty() {
+        BaseUnits::ZERO
+    } else {
+        base.parse().map_err(|_| invalid("amount is too large".into()))?
+    };
+    if units.is_zero() {
+        return Err(ApiError::invalid("amount", "amount_out_of_range", "amount must be more than zero"));
+    }
+    Ok(units)
+}
+
+/// A destination address (`param` names the field).
+fn destination(param: &str, value: &str) -> Result<Address, ApiError> {
+    parse_address(value.trim()).map_err(|e| ApiError::invalid(param, "invalid_address", format!("{param} {e}")))
+}
+
+fn metadata_column(metadata: &Option<serde_json::Map<String, serde_json::Value>>) -> Option<String> {
+    metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string())
+}
+
+fn ledger_error(error: LedgerError) -> ApiError {
+    match error {
+        LedgerError::Store(e) => e.into(),
+        other => ApiError::internal(other),
+    }
+}
+
+/// What a native payout reserves for its network fee, from the settler's latest fee reading;
+/// 503 when there is none or it is stale (the reserve could be too small).
+async fn native_fee_reserve(
+    state: &AppState,
+    conn: &mut Conn,
+    chain: &str,
+    chain_id: u64,
+) -> Result<BaseUnits, ApiError> {
+    let settler = &state.config.settings.settler;
+    let max_age_ms = i64::try_from(settler.fee_estimate_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    match chain_txs::fee_estimate(conn, chain_id).await? {
+        Some((base_fee, tip, updated_at)) if now_ms().saturating_sub(updated_at) <= max_age_ms => {
+            Ok(gas::native_payout_fee_reserve(base_fee, tip, settler))
+        }
+        Some(_) => Err(ApiError::Unavailable {
+            code: "fee_estimate_unavailable",
+            message: format!(
+                "the network fee estimate for {chain} is older than {} seconds, so the fee reserve cannot be \
+                 computed; retry shortly",
+                settler.fee_estimate_max_age_secs
+            ),
+        }),
+        None => Err(ApiError::Unavailable {
+            code: "fee_estimate_unavailable",
+            message: format!("there is no network fee estimate for {chain} yet; retry shortly"),
+        }),
+    }
+}
+
+/// Refunds of `invoice` still promised (not failed or cancelled), in base units.
+async fn refunded(conn: &mut Conn, invoice: &Invoice) -> Result<BaseUnits, ApiError> {
+    let mut total = BaseUnits::ZERO;
+    for refund in payouts::refunds_of(conn, invoice.id).await? {
+        total = total.checked_add(refund.amount).ok_or_else(|| ApiError::internal(LedgerError::Overflow))?;
+    }
+    Ok(total)
+}
+
+/// 400 unless `amount` fits in what `invoice` was paid less `refunded` (which may include it).
+fn check_refundable(invoice: &Invoice, refunded: BaseUnits, amount: BaseUnits) -> Result<(), ApiError> {
+    let paid = invoice.amount_paid_base_units;
+    let remaining = paid.checked_sub(refunded).unwrap_or_default();
+    if amount > remaining {
+        let show = |v: BaseUnits| format!("{} {}", v.to_display(invoice.decimals), invoice.asset);
+        return Err(ApiError::invalid(
+            "amount",
+            "refund_exceeds_paid",
+            format!(
+                "the refund of {} exceeds what can still be refunded: {} ({} paid, {} refunded or being refunded)",
+                show(amount),
+                show(remaining),
+                show(paid),
+                show(refunded)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a validated payout or refund with its chain intent and reservation, records
+/// `payout.created`, and answers 201 (stored with the idempotency key, if any).
+async fn create_outgoing(
+    state: &AppState,
+    auth: &Authenticated,
+    guard: Option<IdempotencyGuard>,
+    out: Outgoing,
+) -> Result<Response, ApiError> {
+    let mut tx = state.store.begin().await?;
+    if let Some(invoice) = &out.refund_of {
+        // Checked again after the reservation (below), which serializes a merchant's refunds.
+        let already = refunded(&mut tx, invoice).await?;
+        check_refundable(invoice, already, out.amount)?;
+    }
+    let fee_reserve = match out.token_address {
+        None => native_fee_reserve(state, &mut tx, &out.chain, out.chain_id).await?,
+        // A token payout's gas is paid by the operator.
+        Some(_) => BaseUnits::ZERO,
+    };
+    let purpose = match out.kind {
+        PayoutKind::Payout => Purpose::Payout,
+        PayoutKind::Refund => Purpose::Refund,
+    };
+    let treasury = state.wallet.treasury().address().to_checksum(None);
+    let mut intent = ChainTx::intent(
+        out.chain_id,
+        treasury,
+        purpose,
+        out.destination.to_checksum(None),
+        &out.asset,
+        out.amount,
+        out.token_address.map(|a| a.to_checksum(None)),
+        fee_reserve,
+    );
+    let now = now_ms();
+    let payout = Payout {
+        id: Uuid::now_v7(),
+        merchant_id: auth.merchant.id,
+        kind: out.kind,
+        external_id: out.external_id.clone(),
+        invoice_id: out.refund_of.as_ref().map(|i| i.id),
+        chain_id: out.chain_id,
+        asset: out.asset.clone(),
+        amount: out.amount,
+        fee_reserve,
+        network_fee: None,
+        destination: out.destination.to_checksum(None),
+        status: PayoutStatus::Pending,
+        metadata: metadata_column(&out.metadata),
+        transaction_id: Some(intent.id),
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    intent.payout_id = Some(payout.id);
+    intent.merchant_id = Some(payout.merchant_id);
+    intent.invoice_id = payout.invoice_id;
+
+    payouts::insert(&mut tx, &payout).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict {
+            code: "external_id_conflict",
+            message: "a payout or refund with this external_id already exists".into(),
+            param: Some("external_id".into()),
+        },
+        other => other.into(),
+    })?;
+    chain_txs::insert_intent(&mut tx, &intent).await?;
+    settlement::reserve_payout(&mut tx, &payout).await.map_err(|e| match e {
+        LedgerError::InsufficientFunds { balance, .. } => {
+            let show = |v: BaseUnits| format!("{} {}", v.to_display(out.decimals), out.asset);
+            let needed = out.amount.checked_add(fee_reserve).unwrap_or(out.amount);
+            ApiError::invalid(
+                "amount",
+                "insufficient_funds",
+                format!(
+                    "insufficient available balance: {} is available, the {} needs {} ({} plus a network fee \
+                     reserve of {})",
+                    show(balance),
+                    out.kind.as_str(),
+                    show(needed),
+                    show(out.amount),
+                    show(fee_reserve)
+                ),
+            )
+        }
+        other => ledger_error(other),
+    })?;
+    if let Some(invoice) = &out.refund_of {
+        // The reservation locked the merchant's balance: concurrent refunds are now in order, and
+        // the sum includes this one.
+        let promised = refunded(&mut tx, invoice).await?;
+        let others = promised.checked_sub(out.amount).unwrap_or_default();
+        check_refundable(invoice, others, out.amount)?;
+    }
+    let resource = PayoutResource::build(&payout, &out.chain, out.decimals, None);
+    events::record(&mut tx, payout.merchant_id, "payout.created", "payout", payout.id, &resource).await?;
+    let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
+    let response = idempotency::commit_created(guard, tx, body).await?;
+    tracing::info!(
+        payout_id = %payout.id,
+        merchant_id = %payout.merchant_id,
+        kind = payout.kind.as_str(),
+        chain = %out.chain,
+        asset = %out.asset,
+        "payout created"
+    );
+    Ok(response)
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/payouts", tag = "payouts",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Safe retries: the same key and body replay the first response")),
+    request_body = CreatePayout,
+    responses(
+        (status = 201, description = "Payout created; its amount and network fee reserve are held from the available balance", body = PayoutResource),
+        (status = 400, description = "Invalid parameters, or insufficient_funds", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks payouts:write", body = crate::error::ErrorBody),
+        (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "No recent network fee estimate (fee_estimate_unavailable)", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::PayoutsWrite)?;
+    let value = extract::json_object(&super::body(body)?)?;
+    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(guard) => guard,
+    };
+    let request: CreatePayout = extract::typed(value)?;
+    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
+    let out = Outgoing {
+        kind: PayoutKind::Payout,
+        refund_of: None,
+        chain: chain.name.clone(),
+        chain_id: chain.chain_id,
+        asset: asset.symbol.to_owned(),
+        decimals: asset.decimals,
+        token_address: asset.token_address,
+        amount: amount(&request.amount, asset.decimals, asset.symbol)?,
+        destination: destination("destination", &request.destination)?,
+        external_id: validate::text("external_id", request.external_id, 128)?,
+        metadata: validate::metadata(request.metadata)?,
+    };
+    create_outgoing(&state, &auth, guard, out).await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/invoices/{id}/refunds", tag = "payouts",
+    params(
+        ("id" = Uuid, Path, description = "Invoice id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Safe retries: the same key, invoice and body replay the first response"),
+    ),
+    request_body = CreateRefund,
+    responses(
+        (status = 201, description = "Refund created (a payout of kind refund); its amount and network fee reserve are held from the available balance", body = PayoutResource),
+        (status = 400, description = "Invalid parameters, invoice_not_paid, refund_exceeds_paid or insufficient_funds", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks payouts:write", body = crate::error::ErrorBody),
+        (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
+        (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
+        (status = 503, description = "No recent network fee estimate (fee_estimate_unavailable)", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn create_refund(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    auth.require(Scope::PayoutsWrite)?;
+    let invoice_id = extract::path_id("invoice", &id)?;
+    let value = extract::json_object(&super::body(body)?)?;
+    // The key covers the invoice too: the same key and body for another invoice is a conflict,
+    // never a replay of the first invoice's refund.
+    let claimed = serde_json::json!({ "invoice_id": invoice_id, "body": value });
+    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, REFUND_ENDPOINT, &claimed).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Proceed(guard) => guard,
+    };
+    let request: CreateRefund = extract::typed(value)?;
+    let invoice = {
+        let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+        invoices::get(&mut conn, auth.merchant.id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
+    };
+    let amount = amount(&request.amount, invoice.decimals, &invoice.asset)?;
+    let destination = destination("address", &request.address)?;
+    let external_id = validate::text("external_id", request.external_id, 128)?;
+    let metadata = validate::metadata(request.metadata)?;
+    if state.config.chain(&invoice.chain).and_then(|c| c.asset(&invoice.asset)).is_none() {
+        return Err(ApiError::InvalidRequest {
+            code: "unsupported_asset",
+            message: format!("{} on {} is no longer enabled on this server", invoice.asset, invoice.chain),
+            param: None,
+        });
+    }
+    if invoice.amount_paid_base_units.is_zero() {
+        return Err(ApiError::InvalidRequest {
+            code: "invoice_not_paid",
+            message: format!(
+                "nothing has been paid to this invoice (it is {}): there is nothing to refund",
+                invoice.status
+            ),
+            param: None,
+        });
+    }
+    let out = Outgoing {
+        kind: PayoutKind::Refund,
+        chain: invoice.chain.clone(),
+        chain_id: invoice.chain_id,
+        asset: invoice.asset.clone(),
+        decimals: invoice.decimals,
+        token_address: invoice.token_address,
+        amount,
+        destination,
+        external_id,
+        metadata,
+        refund_of: Some(invoice),
+    };
+    create_outgoing(&state, &auth, guard, out).await
+}
+
+/// The hash of a payout's transaction: the mined one, else its latest signed attempt.
+async fn tx_hash(conn: &mut Conn, transaction_id: Uuid) -> Result<Option<String>, ApiError> {
+    let Some(tx) = chain_txs::get(conn, transaction_id).await? else { return Ok(None) };
+    if tx.mined_tx_hash.is_some() {
+        return Ok(tx.mined_tx_hash);
+    }
+    Ok(chain_txs::attempts(conn, transaction_id).await?.pop().map(|a| a.tx_hash))
+}
+
+/// The payout resource, with its chain's name and asset's decimals from the configuration.
+pub async fn resource(state: &AppState, conn: &mut Conn, payout: &Payout) -> Result<PayoutResource, ApiError> {
+    let (Some(chain), Some(decimals)) = super::ledger::describe(&state.config, payout.chain_id, &payout.asset) else {
+        return Err(ApiError::internal(std::io::Error::other(format!(
+            "payout {}: {} on chain {} is no longer configured, so its amount cannot be shown",
+            payout.id, payout.asset, payout.chain_id
+        ))));
+    };
+    let hash = match payout.transaction_id {
+        Some(id) => tx_hash(conn, id).await?,
+        None => None,
+    };
+    Ok(PayoutResource::build(payout, &chain, decimals, hash))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/payouts/{id}", tag = "payouts",
+    params(("id" = Uuid, Path, description = "Payout (or refund) id")),
+    responses(
+        (status = 200, description = "The payout", body = PayoutResource),
+        (status = 403, description = "The key lacks payouts:read", body = crate::error::ErrorBody),
+        (status = 404, description = "No such payout", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<PayoutResource>, ApiError> {
+    auth.require(Scope::PayoutsRead)?;
+    let id = extract::path_id("payout", &id)?;
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let payout = payouts::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
+    Ok(Json(resource(&state, &mut conn, &payout).await?))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PayoutList {
+    /// Always `list`.
+    #[schema(value_type = String)]
+    object: &'static str,
+    data: Vec<PayoutResource>,
+    has_more: bool,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/payouts", tag = "payouts",
+    params(
+        ("status" = Option<String>, Query, description = "Only payouts in this status: pending, submitted, confirmed, failed or cancelled"),
+        ("invoice_id" = Option<Uuid>, Query, description = "Only the refunds of this invoice"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Payouts and refunds, newest first", body = PayoutList),
+        (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks payouts:read", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<PayoutList>, ApiError> {
+    auth.require(Scope::PayoutsRead)?;
+    let mut page = extract::Page::default();
+    let (mut status, mut invoice_id) = (None, None);
+    for (name, value) in &params {
+        if page.accept(name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "status" => {
+                status = Some(
+                    value.parse::<PayoutStatus>().map_err(|e| ApiError::invalid("status", "invalid_parameter", e))?,
+                )
+            }
+            "invoice_id" => {
+                invoice_id = Some(value.parse::<Uuid>().map_err(|_| {
+                    ApiError::invalid("invoice_id", "invalid_parameter", format!("invoice_id {value:?} is not a UUID"))
+                })?)
+            }
+            other => return Err(extract::unknown_query_parameter(other)),
+        }
+    }
+    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let found =
+        payouts::list(&mut conn, auth.merchant.id, status, invoice_id, page.starting_after, page.fetch()).await?;
+    let (found, has_more) = page.finish(found);
+    let mut data = Vec::with_capacity(found.len());
+    for payout in &found {
+        data.push(resource(&state, &mut conn, payout).await?);
+    }
+    Ok(Json(PayoutList { object: "list", data, has_more }))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/payouts/{id}/cancel", tag = "payouts",
+    params(("id" = Uuid, Path, description = "Payout (or refund) id")),
+    responses(
+        (status = 200, description = "The cancelled payout; its reservation is back in the available balance", body = PayoutResource),
+        (status = 403, description = "The key lacks payouts:write", body = crate::error::ErrorBody),
+        (status = 404, description = "No such payout", body = crate::error::ErrorBody),
+        (status = 409, description = "Already signed or finished (payout_not_cancellable)", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<PayoutResource>, ApiError> {
+    auth.require(Scope::PayoutsWrite)?;
+    let id = extract::path_id("payout", &id)?;
+    let not_cancellable = |state: String| ApiError::Conflict {
+        code: "payout_not_cancellable",
+        message: format!(
+            "only a pending payout whose transaction is not yet signed can be cancelled; this one is {state}"
+        ),
+        param: None,
+    };
+    let mut tx = state.store.begin().await?;
+    let Some(before) = payouts::get(&mut tx, auth.merchant.id, id).await? else {
+        return Err(ApiError::not_found("payout"));
+    };
+    let Some(transaction_id) = before.transaction_id else {
+        return Err(not_cancellable(before.status.as_str().to_owned()));
+    };
+    // The settler signs under the same lock: once we hold it, the intent stays an intent.
+    let chain_tx = chain_txs::lock(&mut tx, transaction_id).await?.ok_or_else(|| {
+        ApiError::from(StoreError::Corrupt(format!("payout {id} names a missing transaction {transaction_id}")))
+    })?;
+    let payout = payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
+    if payout.status != PayoutStatus::Pending {
+        return Err(not_cancellable(payout.status.as_str().to_owned()));
+    }
+    if chain_tx.state != TxState::Intent {
+        return Err(not_cancellable(format!("pending, but its transaction is already {}", chain_tx.state)));
+    }
+    if !chain_txs::set_failed(&mut tx, transaction_id, TxState::Intent, "cancelled").await?
+        || !payouts::transition(
+            &mut tx,
+            id,
+            PayoutStatus::Pending,
+            PayoutStatus::Cancelled,
+            None,
+            Some("cancelled by the merchant"),
+        )
+        .await?
+    {
+        return Err(not_cancellable("changing state concurrently".into()));
+    }
+    settlement::release_payout(&mut tx, &payout, BaseUnits::ZERO, "cancelled").await.map_err(ledger_error)?;
+    let payout = payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
+    let resource = resource(&state, &mut tx, &payout).await?;
+    events::record(&mut tx, payout.merchant_id, "payout.cancelled", "payout", payout.id, &resource).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(payout_id = %payout.id, merchant_id = %payout.merchant_id, "payout cancelled");
+    Ok(Json(resource))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_and_bounded_by_the_assets_decimals() {
+        let ok = |s: &str, d: u8| amount(&serde_json::json!(s), d, "X").unwrap().to_string();
+        assert_eq!(ok("1.5", 6), "1500000");
+        assert_eq!(ok("0.000001", 6), "1");
+        assert_eq!(ok("007", 0), "7");
+        assert_eq!(ok("1.000000000000000001", 18), "1000000000000000001");
+        assert_eq!(
+            ok("123456789012345678901234567890.123456789012345678", 18),
+            "123456789012345678901234567890123456789012345678"
+        );
+        for bad in ["0.0000001", "-1", "1e3", "1,5", "", ".5", "1.", "1.2.3", "0x10", " "] {
+            assert!(amount(&serde_json::json!(bad), 6, "X").is_err(), "{bad:?} must be refused");
+        }
+        for zero in ["0", "0.000"] {
+            let error = amount(&serde_json::json!(zero), 6, "X").unwrap_err();
+            assert!(matches!(error, ApiError::InvalidRequest { code: "amount_out_of_range", .. }), "{zero}");
+        }
+        assert!(amount(&serde_json::json!(1.5), 6, "X").is_err());
+        assert!(amount(&serde_json::json!(1), 6, "X").is_err());
+        // Beyond 256 bits.
+        assert!(amount(&serde_json::json!("9".repeat(80)), 0, "X").is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! What moving money on chain posts. Called by the API (a payout's reservation) and the settler
+//! (when an outgoing transaction is confirmed or fails), each inside the transaction that moves the
+//! payout's or the transaction's state, so the ledger and the chain's record never disagree.
+//!
+//! - payout created: `payout_reserve`, available -> reserved (amount + network fee reserve);
+//! - payout confirmed: `payout_sent` (`refund` for a refund), reserved -> hot wallet (amount +
+//!   gas for a native payout, whose unused fee reserve returns to available);
+//! - payout failed or cancelled: `payout_released`, reserved -> available (less the gas a mined,
+//!   failed native payout still cost);
+//! - gas top-up: `gas`, hot wallet -> custody (native coin moved to a deposit address);
+//! - sweep: `sweep`, custody -> hot wallet; pass-through: `passthrough_settlement`, the
+//!   merchant's in_transit -> custody (the money left custody for the merchant's address);
+//! - gas the operator pays (everything but native payouts): `gas`, payer account -> network_fees;
+//! - the operator funds the treasury: `treasury_funding`, operator_capital -> hot wallet.
+//!
+//! Keys name the payout or transaction, so each posts once however often the settler retries.
+
+use uuid::Uuid;
+
+use super::{Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, post};
+use crate::money::BaseUnits;
+use crate::store::chain_txs::ChainTx;
+use crate::store::payouts::{Payout, PayoutKind};
+
+fn payout_refs(p: &Payout) -> Refs {
+    Refs {
+        merchant_id: Some(p.merchant_id),
+        invoice_id: p.invoice_id,
+        payout_id: Some(p.id),
+        transaction_id: p.transaction_id,
+        ..Refs::default()
+    }
+}
+
+fn tx_refs(tx: &ChainTx) -> Refs {
+    Refs {
+        merchant_id: tx.merchant_id,
+        invoice_id: tx.invoice_id,
+        payout_id: tx.payout_id,
+        transaction_id: Some(tx.id),
+        ..Refs::default()
+    }
+}
+
+fn reserve_total(p: &Payout) -> Result<BaseUnits, LedgerError> {
+    p.amount.checked_add(p.fee_reserve).ok_or(LedgerError::Overflow)
+}
+
+/// Holds a new payout's amount and fee reserve. Refused with `InsufficientFunds` when the
+/// merchant's available balance cannot cover it.
+pub async fn reserve_payout(conn: &mut crate::store::Conn, p: &Payout) -> Result<Posted, LedgerError> {
+    let total = reserve_total(p)?;
+    post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::PayoutReserve,
+            idempotency_key: format!("payout_reserve:{}", p.id),
+            refs: payout_refs(p),
+            reverses: None,
+            memo: None,
+            legs: vec![
+                Leg::debit(Account::merchant(p.merchant_id, AccountKind::Available, p.chain_id, &p.asset), total),
+                Leg::credit(Account::merchant(p.merchant_id, AccountKind::Reserved, p.chain_id, &p.asset), total),
+            ],
+        },
+    )
+    .await
+}
+
+/// Returns a failed or cancelled payout's reservation, less `charged` (the gas a mined, failed
+/// native payout cost, which left the hot wallet).
+pub async fn release_payout(
+    conn: &mut crate::store::Conn,
+    p: &Payout,
+    charged: BaseUnits,
+    memo: &str,
+) -> Result<Posted, LedgerError> {
+    let total = reserve_total(p)?;
+    let back = total.checked_sub(charged).ok_or(LedgerError::Overflow)?;
+    let mut legs =
+        vec![Leg::debit(Account::merchant(p.merchant_id, AccountKind::Reserved, p.chain_id, &p.asset), total)];
+    if !back.is_zero() {
+        legs.push(Leg::credit(Account::merchant(p.merchant_id, AccountKind::Available, p.chain_id, &p.asset), back));
+    }
+    if !charged.is_zero() {
+        legs.push(Leg::credit(Account::platform(AccountKind::HotWallet, p.chain_id, &p.asset), charged));
+    }
+    post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::PayoutReleased,
+            idempotency_key: format!("payout_released:{}", p.id),
+            refs: payout_refs(p),
+            reverses: None,
+            memo: Some(memo.to_owned()),
+            legs,
+        },
+    )
+    .await
+}
+
+/// A payout confirmed on chain. `merchant_gas` is the gas the merchant pays (native payouts: the
+/// actual cost, at most the fee reserve; token payouts: zero).
+pub async fn payout_sent(
+    conn: &mut crate::store::Conn,
+    p: &Payout,
+    merchant_gas: BaseUnits,
+) -> Result<Posted, LedgerError> {
+    let total = reserve_total(p)?;
+    let left_hot_wallet = p.amount.checked_add(merchant_gas).ok_or(LedgerError::Overflow)?;
+    let back = total.checked_sub(left_hot_wallet).ok_or(LedgerError::Overflow)?;
+    let mut legs = vec![
+        Leg::debit(Account::merchant(p.merchant_id, AccountKind::Reserved, p.chain_id, &p.asset), total),
+        Leg::credit(Account::platform(AccountKind::HotWallet, p.chain_id, &p.asset), left_hot_wallet),
+    ];
+    if !back.is_zero() {
+        legs.push(Leg::credit(Account::merchant(p.merchant_id, AccountKind::Available, p.chain_id, &p.asset), back));
+    }
+    let entry_type = match p.kind {
+        PayoutKind::Payout => EntryType::PayoutSent,
+        PayoutKind::Refund => EntryType::Refund,
+    };
+    post(
+        conn,
+        NewEntry {
+            entry_type,
+            idempotency_key: format!("payout_sent:{}", p.id),
+            refs: payout_refs(p),
+            reverses: None,
+            memo: None,
+            legs,
+        },
+    )
+    .await
+}
+
+/// Gas the operator paid for `tx`, from `payer` (hot wallet or custody) in the native coin.
+pub async fn operator_gas(
+    conn: &mut crate::store::Conn,
+    tx: &ChainTx,
+    native: &str,
+    payer: AccountKind,
+    gas: BaseUnits,
+) -> Result<Option<Posted>, LedgerError> {
+    if gas.is_zero() {
+        return Ok(None);
+    }
+    let posted = post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::Gas,
+            idempotency_key: format!("gas:{}", tx.id),
+            refs: tx_refs(tx),
+            reverses: None,
+            memo: Some(format!("network fee of a {} transaction", tx.purpose.as_str())),
+            legs: vec![
+                Leg::debit(Account::platform(AccountKind::NetworkFees, tx.chain_id, native), gas),
+                Leg::credit(Account::platform(payer, tx.chain_id, native), gas),
+            ],
+        },
+    )
+    .await?;
+    Ok(Some(posted))
+}
+
+/// A confirmed movement between the hot wallet and custody, or out of custody to a merchant.
+pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Posted, LedgerError> {
+    use crate::store::chain_txs::Purpose;
+    let (chain_id, asset) = (tx.chain_id, tx.asset.as_str());
+    let (entry_type, key, debit) = match tx.purpose {
+        Purpose::GasTopup => (EntryType::Gas, "gas_topup", Account::platform(AccountKind::Custody, chain_id, asset)),
+        Purpose::Sweep => (EntryType::Sweep, "sweep", Account::platform(AccountKind::HotWallet, chain_id, asset)),
+        Purpose::Passthrough => {
+            let merchant_id = tx.merchant_id.ok_or_else(|| LedgerError::Malformed {
+                key: tx.id.to_string(),
+                reason: "a pass-through transaction names no merchant".into(),
+            })?;
+            (
+                EntryType::PassthroughSettlement,
+                "passthrough",
+                Account::merchant(merchant_id, AccountKind::InTransit, chain_id, asset),
+            )
+        }
+        Purpose::Payout | Purpose::Refund => {
+            return Err(LedgerError::Malformed {
+                key: tx.id.to_string(),
+                reason: "payouts post through payout_sent".into(),
+            });
+        }
+    };
+    let credit = match tx.purpose {
+        Purpose::GasTopup => Account::platform(AccountKind::HotWallet, chain_id, asset),
+        _ => Account::platform(AccountKind::Custody, chain_id, asset),
+    };
+    post(
+        conn,
+        NewEntry {
+            entry_type,
+            idempotency_key: format!("{key}:{}", tx.id),
+            refs: tx_refs(tx),
+            reverses: None,
+            memo: tx.mined_tx_hash.as_ref().map(|h| format!("transaction {h}")),
+            legs: vec![Leg::debit(debit, tx.value), Leg::credit(credit, tx.value)],
+        },
+    )
+    .await
+}
+
+/// The operator funded the treasury with `amount` of `asset` in transaction `tx_hash`.
+pub async fn treasury_funding(
+    conn: &mut crate::store::Conn,
+    chain_id: u64,
+    asset: &str,
+    amount: BaseUnits,
+    tx_hash: &str,
+) -> Result<Posted, LedgerError> {
+    post(
+        conn,
+        NewEntry {
+            entry_type: EntryType::TreasuryFunding,
+            idempotency_key: format!("treasury_funding:{chain_id}:{tx_hash}:{asset}"),
+            refs: Refs { transaction_id: None, ..Refs::default() },
+            reverses: None,
+            memo: Some(format!("transaction {tx_hash}")),
+            legs: vec![
+                Leg::debit(Account::platform(AccountKind::HotWallet, chain_id, asset), amount),
+                Leg::credit(Account::platform(AccountKind::OperatorCapital, chain_id, asset), amount),
+            ],
+        },
+    )
+    .await
+}
+
+/// What is still to be forwarded for a pass-through invoice: its net `in_transit`.
+pub async fn in_transit_of(conn: &mut crate::store::Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
+    super::deposits::invoice_net_credit(conn, invoice_id, AccountKind::InTransit).await
+}

@@ -1,0 +1,614 @@
+//! Outgoing transactions (`chain_transactions`), their signed attempts and the signers' nonces.
+//!
+//! A transaction is a row before it is anything else: an `intent` (why, what, to whom), then
+//! `signed` (nonce assigned, raw bytes stored, in one database transaction), `broadcast`, `mined`,
+//! and finally `confirmed` or `failed`. Every state change is conditional on the state it leaves,
+//! so two processes never both move one transaction.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use super::{Backend, Conn, StoreError, parse_column};
+use crate::money::BaseUnits;
+use crate::time::now_ms;
+
+/// Why a transaction is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    Payout,
+    Refund,
+    Sweep,
+    GasTopup,
+    Passthrough,
+}
+
+impl Purpose {
+    pub const ALL: [Purpose; 5] =
+        [Purpose::Payout, Purpose::Refund, Purpose::Sweep, Purpose::GasTopup, Purpose::Passthrough];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Payout => "payout",
+            Purpose::Refund => "refund",
+            Purpose::Sweep => "sweep",
+            Purpose::GasTopup => "gas_topup",
+            Purpose::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl FromStr for Purpose {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Purpose::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown purpose {s:?}"))
+    }
+}
+
+/// Where a transaction is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxState {
+    Intent,
+    Signed,
+    Broadcast,
+    Mined,
+    Confirmed,
+    Failed,
+}
+
+impl TxState {
+    pub const ALL: [TxState; 6] =
+        [TxState::Intent, TxState::Signed, TxState::Broadcast, TxState::Mined, TxState::Confirmed, TxState::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxState::Intent => "intent",
+            TxState::Signed => "signed",
+            TxState::Broadcast => "broadcast",
+            TxState::Mined => "mined",
+            TxState::Confirmed => "confirmed",
+            TxState::Failed => "failed",
+        }
+    }
+
+    /// Not yet confirmed or failed.
+    pub fn is_open(self) -> bool {
+        !matches!(self, TxState::Confirmed | TxState::Failed)
+    }
+}
+
+impl fmt::Display for TxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TxState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TxState::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+/// One outgoing transaction. Addresses are stored EIP-55 checksummed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainTx {
+    pub id: Uuid,
+    pub chain_id: u64,
+    pub signer_address: String,
+    pub purpose: Purpose,
+    pub payout_id: Option<Uuid>,
+    pub invoice_id: Option<Uuid>,
+    pub merchant_id: Option<Uuid>,
+    /// The recipient of the value (for a token: the token's recipient, not the contract).
+    pub to_address: String,
+    /// The asset symbol moved.
+    pub asset: String,
+    pub value: BaseUnits,
+    /// `None` for the native coin.
+    pub token_address: Option<String>,
+    pub state: TxState,
+    pub nonce: Option<u64>,
+    /// Must be confirmed before this one is signed.
+    pub depends_on: Option<Uuid>,
+    /// The most gas this transaction may cost, in the native coin's base units.
+    pub max_gas_cost: BaseUnits,
+    pub mined_tx_hash: Option<String>,
+    pub mined_block: Option<u64>,
+    /// What its gas cost, once mined.
+    pub gas_cost: Option<BaseUnits>,
+    pub failure_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ChainTx {
+    /// A new intent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn intent(
+        chain_id: u64,
+        signer_address: String,
+        purpose: Purpose,
+        to_address: String,
+        asset: &str,
+        value: BaseUnits,
+        token_address: Option<String>,
+        max_gas_cost: BaseUnits,
+    ) -> ChainTx {
+        let now = now_ms();
+        ChainTx {
+            id: Uuid::now_v7(),
+            chain_id,
+            signer_address,
+            purpose,
+            payout_id: None,
+            invoice_id: None,
+            merchant_id: None,
+            to_address,
+            asset: asset.to_owned(),
+            value,
+            token_address,
+            state: TxState::Intent,
+            nonce: None,
+            depends_on: None,
+            max_gas_cost,
+            mined_tx_hash: None,
+            mined_block: None,
+            gas_cost: None,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, chain_id, signer_address, purpose, payout_id, invoice_id, merchant_id, to_address, asset, \
+    value_base_units, token_address, state, nonce, depends_on, max_gas_cost_base_units, mined_tx_hash, mined_block, \
+    gas_cost_base_units, failure_reason, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    chain_id: i64,
+    signer_address: String,
+    purpose: String,
+    payout_id: Option<String>,
+    invoice_id: Option<String>,
+    merchant_id: Option<String>,
+    to_address: String,
+    asset: String,
+    value_base_units: String,
+    token_address: Option<String>,
+    state: String,
+    nonce: Option<i64>,
+    depends_on: Option<String>,
+    max_gas_cost_base_units: String,
+    mined_tx_hash: Option<String>,
+    mined_block: Option<i64>,
+    gas_cost_base_units: Option<String>,
+    failure_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<Row> for ChainTx {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
+        Ok(ChainTx {
+            id: parse_column("chain_transactions.id", &r.id)?,
+            chain_id: r.chain_id as u64,
+            signer_address: r.signer_address,
+            purpose: parse_column("chain_transactions.purpose", &r.purpose)?,
+            payout_id: uuid("chain_transactions.payout_id", r.payout_id)?,
+            invoice_id: uuid("chain_transactions.invoice_id", r.invoice_id)?,
+            merchant_id: uuid("chain_transactions.merchant_id", r.merchant_id)?,
+            to_address: r.to_address,
+            asset: r.asset,
+            value: parse_column("chain_transactions.value_base_units", &r.value_base_units)?,
+            token_address: r.token_address,
+            state: parse_column("chain_transactions.state", &r.state)?,
+            nonce: r.nonce.map(|n| n as u64),
+            depends_on: uuid("chain_transactions.depends_on", r.depends_on)?,
+            max_gas_cost: parse_column("chain_transactions.max_gas_cost_base_units", &r.max_gas_cost_base_units)?,
+            mined_tx_hash: r.mined_tx_hash,
+            mined_block: r.mined_block.map(|b| b as u64),
+            gas_cost: r
+                .gas_cost_base_units
+                .map(|v| parse_column("chain_transactions.gas_cost_base_units", &v))
+                .transpose()?,
+            failure_reason: r.failure_reason,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+fn rows(rows: Vec<Row>) -> Result<Vec<ChainTx>, StoreError> {
+    rows.into_iter().map(ChainTx::try_from).collect()
+}
+
+/// Records an intent (in the caller's transaction, with whatever it is for).
+pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreError> {
+    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO chain_transactions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'intent', NULL, \
+         $12, $13, NULL, NULL, NULL, NULL, $14, $14)"
+    )))
+    .bind(tx.id.to_string())
+    .bind(tx.chain_id as i64)
+    .bind(&tx.signer_address)
+    .bind(tx.purpose.as_str())
+    .bind(uuid(tx.payout_id))
+    .bind(uuid(tx.invoice_id))
+    .bind(uuid(tx.merchant_id))
+    .bind(&tx.to_address)
+    .bind(&tx.asset)
+    .bind(tx.value)
+    .bind(&tx.token_address)
+    .bind(uuid(tx.depends_on))
+    .bind(tx.max_gas_cost)
+    .bind(tx.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
+    let row: Option<Row> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM chain_transactions WHERE id = $1")))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(ChainTx::try_from).transpose()
+}
+
+/// Reads and locks a transaction until the caller's transaction ends.
+pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
+    let backend = Backend::of(conn);
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE id = $1{}",
+        backend.for_update()
+    )))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(ChainTx::try_from).transpose()
+}
+
+/// Intents on a chain in creation order, with their dependency's state (`None`: no dependency).
+pub async fn intents(conn: &mut Conn, chain_id: u64) -> Result<Vec<(ChainTx, Option<TxState>)>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state = 'intent' ORDER BY created_at, id"
+    )))
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(found.len());
+    for tx in rows(found)? {
+        let dependency = match tx.depends_on {
+            Some(id) => Some(
+                get(conn, id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("transaction {} depends on a missing one", tx.id)))?
+                    .state,
+            ),
+            None => None,
+        };
+        out.push((tx, dependency));
+    }
+    Ok(out)
+}
+
+/// Signed, broadcast or mined transactions on a chain: what the chain must be asked about.
+pub async fn in_flight(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state IN ('signed', 'broadcast', 'mined') \
+         ORDER BY signer_address, nonce"
+    )))
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(found)
+}
+
+/// Every transaction a signer sent or will send, and every gas top-up to it: what its known
+/// balance is computed from.
+pub async fn touching(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<ChainTx>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND (signer_address = $2 \
+         OR (to_address = $2 AND purpose = 'gas_topup'))"
+    )))
+    .bind(chain_id as i64)
+    .bind(address)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(found)
+}
+
+/// Open (not confirmed, not failed) transactions on a chain.
+pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state NOT IN ('confirmed', 'failed')"
+    )))
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(found)
+}
+
+pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<ChainTx>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE payout_id = $1 ORDER BY created_at DESC LIMIT 1"
+    )))
+    .bind(payout_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(ChainTx::try_from).transpose()
+}
+
+/// Moves a transaction from `from` to `to` with the given columns; false when it was not in
+/// `from` (someone else moved it).
+pub async fn transition(conn: &mut Conn, id: Uuid, from: TxState, to: TxState) -> Result<bool, StoreError> {
+    let done = sqlx::query("UPDATE chain_transactions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
+        .bind(to.as_str())
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(from.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The chain included one of its attempts.
+pub async fn set_mined(
+    conn: &mut Conn,
+    id: Uuid,
+    from: TxState,
+    tx_hash: &str,
+    block: u64,
+    gas_cost: BaseUnits,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE chain_transactions SET state = 'mined', mined_tx_hash = $1, mined_block = $2, gas_cost_base_units = $3, \
+         updated_at = $4 WHERE id = $5 AND state = $6",
+    )
+    .bind(tx_hash)
+    .bind(block as i64)
+    .bind(gas_cost)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A reorg took its block away: it is waiting to be mined again.
+pub async fn set_unmined(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE chain_transactions SET state = 'broadcast', mined_tx_hash = NULL, mined_block = NULL, \
+         gas_cost_base_units = NULL, updated_at = $1 WHERE id = $2 AND state = 'mined'",
+    )
+    .bind(now_ms())
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_failed(conn: &mut Conn, id: Uuid, from: TxState, reason: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE chain_transactions SET state = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3 AND state = $4",
+    )
+    .bind(reason)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One signed version of a transaction. Fee bumps add attempts with the same nonce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: Uuid,
+    pub transaction_id: Uuid,
+    pub tx_hash: String,
+    /// The signed transaction, `0x`-hex: rebroadcast as is after a restart.
+    pub raw_tx: String,
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+    pub gas_limit: u64,
+    pub broadcast_at: Option<i64>,
+    pub broadcast_block: Option<u64>,
+    pub created_at: i64,
+}
+
+type AttemptRow = (String, String, String, String, String, String, String, Option<i64>, Option<i64>, i64);
+
+fn attempt(r: AttemptRow) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        id: parse_column("chain_transaction_attempts.id", &r.0)?,
+        transaction_id: parse_column("chain_transaction_attempts.transaction_id", &r.1)?,
+        tx_hash: r.2,
+        raw_tx: r.3,
+        max_fee_per_gas: parse_column("chain_transaction_attempts.max_fee_per_gas", &r.4)?,
+        max_priority_fee_per_gas: parse_column("chain_transaction_attempts.max_priority_fee_per_gas", &r.5)?,
+        gas_limit: parse_column("chain_transaction_attempts.gas_limit", &r.6)?,
+        broadcast_at: r.7,
+        broadcast_block: r.8.map(|b| b as u64),
+        created_at: r.9,
+    })
+}
+
+/// A transaction's attempts, oldest first.
+pub async fn attempts(conn: &mut Conn, transaction_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
+    let found: Vec<AttemptRow> = sqlx::query_as(
+        "SELECT id, transaction_id, tx_hash, raw_tx, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, \
+         broadcast_at, broadcast_block, created_at FROM chain_transaction_attempts WHERE transaction_id = $1 \
+         ORDER BY created_at, id",
+    )
+    .bind(transaction_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    found.into_iter().map(attempt).collect()
+}
+
+pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO chain_transaction_attempts (id, transaction_id, tx_hash, raw_tx, max_fee_per_gas, \
+         max_priority_fee_per_gas, gas_limit, broadcast_at, broadcast_block, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)",
+    )
+    .bind(a.id.to_string())
+    .bind(a.transaction_id.to_string())
+    .bind(&a.tx_hash)
+    .bind(&a.raw_tx)
+    .bind(a.max_fee_per_gas.to_string())
+    .bind(a.max_priority_fee_per_gas.to_string())
+    .bind(a.gas_limit.to_string())
+    .bind(a.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The nonce is assigned and the first attempt stored: `intent` -> `signed`, in one statement
+/// pair inside the caller's transaction.
+pub async fn set_signed(
+    conn: &mut Conn,
+    id: Uuid,
+    nonce: u64,
+    max_gas_cost: BaseUnits,
+    first: &Attempt,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE chain_transactions SET state = 'signed', nonce = $1, max_gas_cost_base_units = $4, updated_at = $2 \
+         WHERE id = $3 AND state = 'intent'",
+    )
+    .bind(nonce as i64)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .bind(max_gas_cost)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    insert_attempt(conn, first).await?;
+    Ok(true)
+}
+
+/// An attempt went out (the first broadcast of it; later rebroadcasts keep the first time).
+pub async fn set_broadcast(conn: &mut Conn, attempt_id: Uuid, block: u64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE chain_transaction_attempts SET broadcast_at = $1, broadcast_block = $2 WHERE id = $3 \
+         AND broadcast_at IS NULL",
+    )
+    .bind(now_ms())
+    .bind(block as i64)
+    .bind(attempt_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A signer's next nonce, locked until the caller's transaction ends: `(next_nonce, paused_reason)`.
+pub async fn lock_nonce(
+    conn: &mut Conn,
+    chain_id: u64,
+    signer: &str,
+) -> Result<Option<(u64, Option<String>)>, StoreError> {
+    let backend = Backend::of(conn);
+    let row: Option<(i64, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT next_nonce, paused_reason FROM signer_nonces WHERE chain_id = $1 AND signer_address = $2{}",
+        backend.for_update()
+    )))
+    .bind(chain_id as i64)
+    .bind(signer)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(n, p)| (n as u64, p)))
+}
+
+/// Creates a signer's nonce row at the chain's pending nonce (no-op when it exists).
+pub async fn init_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce: u64) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signer_nonces (chain_id, signer_address, next_nonce) VALUES ($1, $2, $3) \
+         ON CONFLICT (chain_id, signer_address) DO NOTHING",
+    )
+    .bind(chain_id as i64)
+    .bind(signer)
+    .bind(next_nonce as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_next_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce: u64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE signer_nonces SET next_nonce = $1 WHERE chain_id = $2 AND signer_address = $3")
+        .bind(next_nonce as i64)
+        .bind(chain_id as i64)
+        .bind(signer)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Pauses (`Some(reason)`) or resumes (`None`) a signer.
+pub async fn set_paused(conn: &mut Conn, chain_id: u64, signer: &str, reason: Option<&str>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE signer_nonces SET paused_reason = $1 WHERE chain_id = $2 AND signer_address = $3")
+        .bind(reason)
+        .bind(chain_id as i64)
+        .bind(signer)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Every signer with a nonce row on a chain: `(address, next_nonce, paused_reason)`.
+pub async fn signers(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
+    let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT signer_address, next_nonce, paused_reason FROM signer_nonces WHERE chain_id = $1 ORDER BY signer_address",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(a, n, p)| (a, n as u64, p)).collect())
+}
+
+/// Recent fees on a chain, as the settler last saw them: `(base_fee, priority_fee, updated_at)`.
+pub async fn fee_estimate(conn: &mut Conn, chain_id: u64) -> Result<Option<(u128, u128, i64)>, StoreError> {
+    let row: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT base_fee_per_gas, max_priority_fee_per_gas, updated_at FROM chain_fee_estimates WHERE chain_id = $1",
+    )
+    .bind(chain_id as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|(base, tip, at)| {
+        Ok((
+            parse_column("chain_fee_estimates.base_fee_per_gas", &base)?,
+            parse_column("chain_fee_estimates.max_priority_fee_per_gas", &tip)?,
+            at,
+        ))
+    })
+    .transpose()
+}
+
+pub async fn store_fee_estimate(conn: &mut Conn, chain_id: u64, base: u128, tip: u128) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO chain_fee_estimates (chain_id, base_fee_per_gas, max_priority_fee_per_gas, updated_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (chain_id) DO UPDATE SET base_fee_per_gas = excluded.base_fee_per_gas, \
+         max_priority_fee_per_gas = excluded.max_priority_fee_per_gas, updated_at = excluded.updated_at",
+    )
+    .bind(chain_id as i64)
+    .bind(base.to_string())
+    .bind(tip.to_string())
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Payouts and refunds (`payouts`): money a merchant sends out of its available balance.
+
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use super::{Conn, StoreError, parse_column};
+use crate::money::BaseUnits;
+use crate::time::now_ms;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayoutKind {
+    Payout,
+    Refund,
+}
+
+impl PayoutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutKind::Payout => "payout",
+            PayoutKind::Refund => "refund",
+        }
+    }
+}
+
+impl FromStr for PayoutKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "payout" => Ok(PayoutKind::Payout),
+            "refund" => Ok(PayoutKind::Refund),
+            other => Err(format!("unknown payout kind {other:?}")),
+        }
+    }
+}
+
+/// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
+/// `failed` (its reservation released) / `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayoutStatus {
+    Pending,
+    Submitted,
+    Confirmed,
+    Failed,
+    Cancelled,
+}
+
+impl PayoutStatus {
+    pub const ALL: [PayoutStatus; 5] = [
+        PayoutStatus::Pending,
+        PayoutStatus::Submitted,
+        PayoutStatus::Confirmed,
+        PayoutStatus::Failed,
+        PayoutStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayoutStatus::Pending => "pending",
+            PayoutStatus::Submitted => "submitted",
+            PayoutStatus::Confirmed => "confirmed",
+            PayoutStatus::Failed => "failed",
+            PayoutStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for PayoutStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PayoutStatus::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let known: Vec<_> = PayoutStatus::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown payout status {s:?} (one of {})", known.join(", "))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payout {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub kind: PayoutKind,
+    pub external_id: Option<String>,
+    pub invoice_id: Option<Uuid>,
+    pub chain_id: u64,
+    pub asset: String,
+    pub amount: BaseUnits,
+    /// Reserved for the network fee (native payouts; token payouts' gas is the operator's).
+    pub fee_reserve: BaseUnits,
+    /// The network fee charged, once confirmed or failed on chain.
+    pub network_fee: Option<BaseUnits>,
+    /// EIP-55 checksummed.
+    pub destination: String,
+    pub status: PayoutStatus,
+    /// JSON object, as the merchant sent it.
+    pub metadata: Option<String>,
+    pub transaction_id: Option<Uuid>,
+    pub failure_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str = "id, merchant_id, kind, external_id, invoice_id, chain_id, asset, amount_base_units, \
+    fee_reserve_base_units, network_fee_base_units, destination, status, metadata, transaction_id, failure_reason, \
+    created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: String,
+    merchant_id: String,
+    kind: String,
+    external_id: Option<String>,
+    invoice_id: Option<String>,
+    chain_id: i64,
+    asset: String,
+    amount_base_units: String,
+    fee_reserve_base_units: String,
+    network_fee_base_units: Option<String>,
+    destination: String,
+    status: String,
+    metadata: Option<String>,
+    transaction_id: Option<String>,
+    failure_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<Row> for Payout {
+    type Error = StoreError;
+    fn try_from(r: Row) -> Result<Self, StoreError> {
+        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
+        Ok(Payout {
+            id: parse_column("payouts.id", &r.id)?,
+            merchant_id: parse_column("payouts.merchant_id", &r.merchant_id)?,
+            kind: parse_column("payouts.kind", &r.kind)?,
+            external_id: r.external_id,
+            invoice_id: uuid("payouts.invoice_id", r.invoice_id)?,
+            chain_id: r.chain_id as u64,
+            asset: r.asset,
+            amount: parse_column("payouts.amount_base_units", &r.amount_base_units)?,
+            fee_reserve: parse_column("payouts.fee_reserve_base_units", &r.fee_reserve_base_units)?,
+            network_fee: r
+                .network_fee_base_units
+                .map(|v| parse_column("payouts.network_fee_base_units", &v))
+                .transpose()?,
+            destination: r.destination,
+            status: parse_column("payouts.status", &r.status)?,
+            metadata: r.metadata,
+            transaction_id: uuid("payouts.transaction_id", r.transaction_id)?,
+            failure_reason: r.failure_reason,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// Inserts a payout; a second payout with the merchant's `external_id` is a conflict.
+pub async fn insert(conn: &mut Conn, p: &Payout) -> Result<(), StoreError> {
+    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO payouts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    )))
+    .bind(p.id.to_string())
+    .bind(p.merchant_id.to_string())
+    .bind(p.kind.as_str())
+    .bind(&p.external_id)
+    .bind(uuid(p.invoice_id))
+    .bind(p.chain_id as i64)
+    .bind(&p.asset)
+    .bind(p.amount)
+    .bind(p.fee_reserve)
+    .bind(p.network_fee.map(|f| f.to_string()))
+    .bind(&p.destination)
+    .bind(p.status.as_str())
+    .bind(&p.metadata)
+    .bind(uuid(p.transaction_id))
+    .bind(&p.failure_reason)
+    .bind(p.created_at)
+    .bind(p.updated_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StoreError::on_conflict(e, "payout external_id"))?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Payout>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payouts WHERE id = $1 AND merchant_id = $2"
+    )))
+    .bind(id.to_string())
+    .bind(merchant_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(Payout::try_from).transpose()
+}
+
+pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Payout>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payouts WHERE id = $1")))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(Payout::try_from).transpose()
+}
+
+/// A merchant's payouts, newest first, after the cursor `starting_after`.
+pub async fn list(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    status: Option<PayoutStatus>,
+    invoice_id: Option<Uuid>,
+    starting_after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Payout>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payouts WHERE merchant_id = $1 AND ($2 IS NULL OR status = $2) \
+         AND ($3 IS NULL OR invoice_id = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+    )))
+    .bind(merchant_id.to_string())
+    .bind(status.map(|s| s.as_str()))
+    .bind(invoice_id.map(|i| i.to_string()))
+    .bind(starting_after.map(|i| i.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    found.into_iter().map(Payout::try_from).collect()
+}
+
+/// Refunds of an invoice that are not failed or cancelled: what is promised back already.
+pub async fn refunds_of(conn: &mut Conn, invoice_id: Uuid) -> Result<Vec<Payout>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM payouts WHERE invoice_id = $1 AND kind = 'refund' AND status NOT IN ('failed', 'cancelled')"
+    )))
+    .bind(invoice_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    found.into_iter().map(Payout::try_from).collect()
+}
+
+/// Moves a payout from `from` to `to`; false when it was not in `from`.
+pub async fn transition(
+    conn: &mut Conn,
+    id: Uuid,
+    from: PayoutStatus,
+    to: PayoutStatus,
+    network_fee: Option<BaseUnits>,
+    failure_reason: Option<&str>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE payouts SET status = $1, network_fee_base_units = COALESCE($2, network_fee_base_units), \
+         failure_reason = COALESCE($3, failure_reason), updated_at = $4 WHERE id = $5 AND status = $6",
+    )
+    .bind(to.as_str())
+    .bind(network_fee.map(|f| f.to_string()))
+    .bind(failure_reason)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .bind(from.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,524 @@
+//! The transaction manager: intents become signed transactions with a nonce, signed transactions
+//! are broadcast, and what is in flight is followed to a final state.
+//!
+//! - **Signing** happens in one database transaction that locks the signer's nonce row, checks
+//!   the intent is still an intent (a cancellation may have won), stores the signed bytes and
+//!   hash, and advances the nonce. Nothing is broadcast before that commit, so a restart finds
+//!   every transaction that may be on the wire.
+//! - **Following**: each signed, broadcast or mined transaction's attempts are looked up (newest
+//!   first); the one the chain included wins. Deep enough, it is confirmed (or failed, for a
+//!   receipt with status 0) together with what that does ([`crate::outcome`]). Not mined after
+//!   `bump_after_blocks`, it is replaced with higher fees within its budget; otherwise its
+//!   latest attempt is rebroadcast (a node may have dropped it).
+//! - **Nonces**: at start-up each signer's stored nonce is compared with the chain. A chain that
+//!   shows more nonces used than depositd ever assigned means someone else sent from that key: the
+//!   signer is paused and the drift reported, never papered over.
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::Encodable2718;
+use alloy::network::{TransactionBuilder, TxSignerSync};
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256, hex};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use depositd_core::gas::{self, Fees};
+use depositd_core::ledger::{self, Account, AccountKind};
+use depositd_core::money::BaseUnits;
+use depositd_core::store::chain_txs::{self, Attempt, ChainTx, Purpose, TxState};
+use depositd_core::store::{Conn, StoreError};
+use depositd_core::time::now_ms;
+use uuid::Uuid;
+
+use crate::{CrashPoint, SettleError, Settler, outcome};
+
+alloy::sol! {
+    function transfer(address to, uint256 amount) returns (bool);
+}
+
+/// Node answers to a broadcast that mean the transaction (or one with its nonce) is known
+/// already: nothing to do, the receipts will tell.
+const KNOWN: [&str; 6] = [
+    "already known",
+    "known transaction",
+    "already imported",
+    "nonce too low",
+    "replacement transaction underpriced",
+    "transaction already exists",
+];
+
+/// What a transaction calls: `(to, value, input)`.
+pub(crate) fn call_of(tx: &ChainTx) -> Result<(Address, U256, Bytes), SettleError> {
+    let recipient: Address = tx
+        .to_address
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed recipient", tx.id)))?;
+    match &tx.token_address {
+        None => Ok((recipient, tx.value.0, Bytes::new())),
+        Some(token) => {
+            let token: Address = token
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed token", tx.id)))?;
+            let input = transferCall { to: recipient, amount: tx.value.0 }.abi_encode();
+            Ok((token, U256::ZERO, input.into()))
+        }
+    }
+}
+
+fn u128_of(value: BaseUnits) -> u128 {
+    u128::try_from(value.0).unwrap_or(u128::MAX)
+}
+
+impl Settler {
+    /// Gas for `tx` sent from `from` (token transfers get a fifth more: their cost depends on
+    /// storage that may change before they are mined).
+    pub(crate) async fn estimate_gas(&self, from: Address, tx: &ChainTx) -> Result<u64, SettleError> {
+        let (to, value, input) = call_of(tx)?;
+        let request = TransactionRequest::default().with_from(from).with_to(to).with_value(value).with_input(input);
+        let gas = self.rpc.once("eth_estimateGas", |p| async move { p.estimate_gas(request).await }).await?;
+        Ok(if tx.token_address.is_some() { gas + gas / 5 } else { gas })
+    }
+
+    /// Signs every intent that is ready: no dependency, or a confirmed one.
+    pub(crate) async fn sign_ready(&mut self, fees: Fees, head: u64) -> Result<(), SettleError> {
+        let intents = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::intents(&mut conn, self.chain.chain_id).await?
+        };
+        let mut waiting = 0;
+        for (tx, dependency) in intents {
+            match dependency {
+                Some(TxState::Failed) => {
+                    self.fail_intent(&tx, "the gas top-up it waited for failed").await?;
+                    continue;
+                }
+                Some(TxState::Confirmed) | None => {}
+                Some(_) => continue,
+            }
+            match self.sign_one(&tx, fees, head).await {
+                Ok(true) => {}
+                Ok(false) => waiting += 1,
+                Err(error @ SettleError::Crashed(_)) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), %error, "cannot sign yet; will retry");
+                }
+            }
+        }
+        self.metrics.settler_waiting_for_funds.with_label_values(&[self.chain.name.as_str()]).set(waiting);
+        Ok(())
+    }
+
+    /// An intent that can never be signed: failed, with what that means for its purpose.
+    async fn fail_intent(&self, tx: &ChainTx, reason: &str) -> Result<(), SettleError> {
+        let mut db = self.store.begin().await?;
+        if chain_txs::set_failed(&mut db, tx.id, TxState::Intent, reason).await? {
+            outcome::failed(&mut db, self, tx, None, reason).await?;
+        }
+        db.commit().await.map_err(StoreError::from)?;
+        tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed before signing");
+        Ok(())
+    }
+
+    /// Signs one intent and broadcasts it. `Ok(false)`: it waits (the treasury's recorded funds
+    /// do not cover it yet, or its signer is paused).
+    async fn sign_one(&mut self, tx: &ChainTx, fees: Fees, head: u64) -> Result<bool, SettleError> {
+        self.crash_point(CrashPoint::BeforeSign)?;
+        let signer = self.signer_for(&tx.signer_address).await?;
+        let from = signer.address();
+        let gas_limit = self.estimate_gas(from, tx).await?;
+        let max_gas_cost = if tx.max_gas_cost.is_zero() {
+            let budget =
+                gas::budget_per_gas(fees, self.settings.fee_budget_multiplier, self.settings.max_fee_per_gas_cap);
+            BaseUnits(U256::from(budget) * U256::from(gas_limit))
+        } else {
+            tx.max_gas_cost
+        };
+        let per_gas = u128_of(max_gas_cost) / u128::from(gas_limit.max(1));
+        let first = Fees {
+            max_fee_per_gas: fees.max_fee_per_gas.min(per_gas),
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas.min(per_gas),
+        };
+        let is_treasury = tx.signer_address == self.treasury_address().to_checksum(None);
+        let pending_nonce = self
+            .rpc
+            .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(from).pending().await })
+            .await?;
+
+        let mut db = self.store.begin().await?;
+        chain_txs::init_nonce(&mut db, self.chain.chain_id, &tx.signer_address, pending_nonce).await?;
+        let (nonce, paused) = chain_txs::lock_nonce(&mut db, self.chain.chain_id, &tx.signer_address)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a nonce row vanished inside its transaction".into()))?;
+        if let Some(reason) = paused {
+            tracing::warn!(chain = %self.chain.name, signer = %tx.signer_address, reason, "signer is paused; not signing");
+            return Ok(false);
+        }
+        match chain_txs::lock(&mut db, tx.id).await? {
+            Some(current) if current.state == TxState::Intent => {}
+            _ => return Ok(true), // cancelled, or signed by another daemon
+        }
+        if is_treasury && !self.treasury_covers(&mut db, tx, max_gas_cost).await? {
+            return Ok(false);
+        }
+        let attempt = self.sign_attempt(&signer, tx, nonce, gas_limit, first)?;
+        chain_txs::set_signed(&mut db, tx.id, nonce, max_gas_cost, &attempt).await?;
+        chain_txs::set_next_nonce(&mut db, self.chain.chain_id, &tx.signer_address, nonce + 1).await?;
+        db.commit().await.map_err(StoreError::from)?;
+        tracing::info!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), nonce, tx_hash = %attempt.tx_hash, "transaction signed");
+
+        self.crash_point(CrashPoint::AfterSign)?;
+        let mut signed = tx.clone();
+        signed.state = TxState::Signed;
+        signed.nonce = Some(nonce);
+        self.broadcast(&signed, &attempt, head).await?;
+        Ok(true)
+    }
+
+    /// Whether the hot wallet's ledger balance, less what its other unconfirmed transactions may
+    /// still take, covers `tx` (its value and its gas budget). Read under the treasury's nonce
+    /// lock, so two signings cannot both count the same funds.
+    async fn treasury_covers(&self, db: &mut Conn, tx: &ChainTx, max_gas_cost: BaseUnits) -> Result<bool, SettleError> {
+        let native = self.native_symbol().to_owned();
+        let mut needed: Vec<(String, BaseUnits)> = vec![(tx.asset.clone(), tx.value), (native.clone(), max_gas_cost)];
+        for other in chain_txs::in_flight(db, self.chain.chain_id).await? {
+            if other.signer_address != tx.signer_address {
+                continue;
+            }
+            needed.push((other.asset.clone(), other.value));
+            needed.push((native.clone(), other.max_gas_cost));
+        }
+        let mut totals: std::collections::BTreeMap<String, BaseUnits> = Default::default();
+        for (asset, amount) in needed {
+            let total = totals.entry(asset).or_default();
+            *total = total.checked_add(amount).ok_or(ledger::LedgerError::Overflow)?;
+        }
+        for (asset, total) in totals {
+            let account = Account::platform(AccountKind::HotWallet, self.chain.chain_id, &asset);
+            let held = ledger::balance(db, &account).await?;
+            if held < total {
+                tracing::warn!(
+                    chain = %self.chain.name, transaction_id = %tx.id, asset, held = %held, needed = %total,
+                    "the hot wallet's recorded funds do not cover this transaction yet (sweeps pending, or fund \
+                     the treasury and record it with `depositd treasury fund`)"
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn sign_attempt(
+        &self,
+        signer: &PrivateKeySigner,
+        tx: &ChainTx,
+        nonce: u64,
+        gas_limit: u64,
+        fees: Fees,
+    ) -> Result<Attempt, SettleError> {
+        let (to, value, input) = call_of(tx)?;
+        let mut unsigned = TxEip1559 {
+            chain_id: self.chain.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            to: TxKind::Call(to),
+            value,
+            access_list: Default::default(),
+            input,
+        };
+        let signature = signer.sign_transaction_sync(&mut unsigned).map_err(|e| SettleError::Signing(e.to_string()))?;
+        let envelope = TxEnvelope::from(unsigned.into_signed(signature));
+        Ok(Attempt {
+            id: Uuid::now_v7(),
+            transaction_id: tx.id,
+            tx_hash: format!("{:#x}", envelope.tx_hash()),
+            raw_tx: hex::encode_prefixed(envelope.encoded_2718()),
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            gas_limit,
+            broadcast_at: None,
+            broadcast_block: None,
+            created_at: now_ms(),
+        })
+    }
+
+    /// Sends an attempt's stored bytes; the first time, records it (and a payout becomes
+    /// `submitted`). A refusal is logged and retried by the next check.
+    async fn broadcast(&self, tx: &ChainTx, attempt: &Attempt, head: u64) -> Result<(), SettleError> {
+        if !self.send_raw(attempt).await {
+            return Ok(());
+        }
+        self.crash_point(CrashPoint::AfterBroadcast)?;
+        let mut db = self.store.begin().await?;
+        chain_txs::set_broadcast(&mut db, attempt.id, head).await?;
+        if tx.state == TxState::Signed
+            && chain_txs::transition(&mut db, tx.id, TxState::Signed, TxState::Broadcast).await?
+        {
+            outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
+        }
+        db.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Sends raw bytes; true when the node accepted them or knows them already.
+    async fn send_raw(&self, attempt: &Attempt) -> bool {
+        let raw = match hex::decode(&attempt.raw_tx) {
+            Ok(raw) => raw,
+            Err(_) => {
+                tracing::error!(attempt_id = %attempt.id, "stored raw transaction is not hex");
+                return false;
+            }
+        };
+        match self
+            .rpc
+            .once("eth_sendRawTransaction", |p| async move { p.send_raw_transaction(&raw).await.map(|_| ()) })
+            .await
+        {
+            Ok(()) => true,
+            Err(SettleError::Rpc { message, .. }) if KNOWN.iter().any(|k| message.to_ascii_lowercase().contains(k)) => {
+                tracing::debug!(tx_hash = %attempt.tx_hash, message, "broadcast: already known");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(chain = %self.chain.name, tx_hash = %attempt.tx_hash, %error, "broadcast refused; will retry");
+                false
+            }
+        }
+    }
+
+    /// Follows every signed, broadcast or mined transaction one step.
+    pub(crate) async fn monitor(&mut self, head: u64, fees: Fees) -> Result<(), SettleError> {
+        let in_flight = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::in_flight(&mut conn, self.chain.chain_id).await?
+        };
+        let mut stuck = 0;
+        for tx in in_flight {
+            match self.follow(&tx, head, fees).await {
+                Ok(Followed::Stuck) => stuck += 1,
+                Ok(_) => {}
+                Err(error @ SettleError::Crashed(_)) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, %error, "cannot follow transaction; will retry");
+                }
+            }
+        }
+        self.metrics.settler_stuck_transactions.with_label_values(&[self.chain.name.as_str()]).set(stuck);
+        Ok(())
+    }
+
+    async fn follow(&self, tx: &ChainTx, head: u64, fees: Fees) -> Result<Followed, SettleError> {
+        let attempts = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::attempts(&mut conn, tx.id).await?
+        };
+        let Some(latest) = attempts.last().cloned() else {
+            return Err(StoreError::Corrupt(format!("transaction {} is {} with no attempt", tx.id, tx.state)).into());
+        };
+        let nonce = tx.nonce.ok_or_else(|| StoreError::Corrupt(format!("transaction {} has no nonce", tx.id)))?;
+        let signer: Address = tx
+            .signer_address
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed signer", tx.id)))?;
+        // The nonce is read before the receipts: a transaction mined in between shows a receipt.
+        let used = self
+            .rpc
+            .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(signer).latest().await })
+            .await?;
+        let mut included = None;
+        for attempt in attempts.iter().rev() {
+            let hash: B256 = attempt
+                .tx_hash
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("attempt {} has a malformed hash", attempt.id)))?;
+            if let Some(receipt) = self
+                .rpc
+                .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
+                .await?
+            {
+                included = Some((attempt.clone(), receipt));
+                break;
+            }
+        }
+
+        let Some((attempt, receipt)) = included else {
+            if tx.state == TxState::Mined {
+                let mut db = self.store.begin().await?;
+                chain_txs::set_unmined(&mut db, tx.id).await?;
+                db.commit().await.map_err(StoreError::from)?;
+                tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, "a reorg took a mined transaction away; rebroadcasting");
+            }
+            if used > nonce {
+                self.nonce_taken(tx, used).await?;
+                return Ok(Followed::Failed);
+            }
+            return match latest.broadcast_block {
+                None => {
+                    self.broadcast(tx, &latest, head).await?;
+                    Ok(Followed::Pending)
+                }
+                Some(sent) if head.saturating_sub(sent) >= self.settings.bump_after_blocks => {
+                    self.bump(tx, &latest, fees, head).await
+                }
+                Some(_) => {
+                    self.send_raw(&latest).await;
+                    Ok(Followed::Pending)
+                }
+            };
+        };
+
+        let block = receipt.block_number.unwrap_or(head);
+        let gas_cost = BaseUnits(U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price));
+        let mut db = self.store.begin().await?;
+        let mut current = tx.clone();
+        if tx.state != TxState::Mined
+            || tx.mined_tx_hash.as_deref() != Some(attempt.tx_hash.as_str())
+            || tx.mined_block != Some(block)
+        {
+            if tx.state == TxState::Mined {
+                chain_txs::set_unmined(&mut db, tx.id).await?;
+            }
+            if tx.state == TxState::Signed {
+                // Broadcast before a crash kept it from being recorded.
+                chain_txs::set_broadcast(&mut db, attempt.id, head).await?;
+                if chain_txs::transition(&mut db, tx.id, TxState::Signed, TxState::Broadcast).await? {
+                    outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
+                }
+            }
+            chain_txs::set_mined(&mut db, tx.id, TxState::Broadcast, &attempt.tx_hash, block, gas_cost).await?;
+            current.state = TxState::Mined;
+            current.mined_tx_hash = Some(attempt.tx_hash.clone());
+            current.mined_block = Some(block);
+            current.gas_cost = Some(gas_cost);
+        }
+        let deep_enough = block + self.chain.confirmations <= head + 1;
+        let followed = if !deep_enough {
+            Followed::Pending
+        } else if receipt.status() {
+            chain_txs::transition(&mut db, tx.id, TxState::Mined, TxState::Confirmed).await?;
+            current.state = TxState::Confirmed;
+            outcome::confirmed(&mut db, self, &current).await?;
+            Followed::Confirmed
+        } else {
+            chain_txs::set_failed(&mut db, tx.id, TxState::Mined, "reverted on chain").await?;
+            current.state = TxState::Failed;
+            outcome::failed(&mut db, self, &current, Some(gas_cost), "the transaction reverted on chain").await?;
+            Followed::Failed
+        };
+        db.commit().await.map_err(StoreError::from)?;
+        match followed {
+            Followed::Confirmed => {
+                tracing::info!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), tx_hash = %attempt.tx_hash, block, "transaction confirmed");
+                self.count(tx.purpose, "confirmed");
+            }
+            Followed::Failed => {
+                tracing::error!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), tx_hash = %attempt.tx_hash, "transaction reverted on chain");
+                self.count(tx.purpose, "failed");
+            }
+            _ => {}
+        }
+        Ok(followed)
+    }
+
+    fn count(&self, purpose: Purpose, state: &str) {
+        self.metrics
+            .settler_transactions_total
+            .with_label_values(&[self.chain.name.as_str(), purpose.as_str(), state])
+            .inc();
+    }
+
+    /// The chain used this transaction's nonce for something depositd did not sign: the payment
+    /// did not happen (it fails, its reservation is released) and the signer is paused.
+    async fn nonce_taken(&self, tx: &ChainTx, used: u64) -> Result<(), SettleError> {
+        let reason = format!(
+            "nonce {} of {} was used by a transaction depositd did not sign",
+            tx.nonce.unwrap_or_default(),
+            tx.signer_address
+        );
+        let mut db = self.store.begin().await?;
+        if chain_txs::set_failed(&mut db, tx.id, tx.state, &reason).await? {
+            outcome::failed(&mut db, self, tx, None, &reason).await?;
+        }
+        chain_txs::set_paused(&mut db, self.chain.chain_id, &tx.signer_address, Some(&reason)).await?;
+        db.commit().await.map_err(StoreError::from)?;
+        tracing::error!(chain = %self.chain.name, transaction_id = %tx.id, chain_nonce = used, reason, "outside transaction detected; signer paused");
+        self.count(tx.purpose, "failed");
+        Ok(())
+    }
+
+    /// Replaces an unmined transaction with higher fees (same nonce), within its budget.
+    async fn bump(&self, tx: &ChainTx, latest: &Attempt, fees: Fees, head: u64) -> Result<Followed, SettleError> {
+        let limit = u128_of(tx.max_gas_cost) / u128::from(latest.gas_limit.max(1));
+        let previous =
+            Fees { max_fee_per_gas: latest.max_fee_per_gas, max_priority_fee_per_gas: latest.max_priority_fee_per_gas };
+        let Some(next) = gas::bumped(previous, fees, self.settings.bump_percent, limit) else {
+            tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, max_fee_per_gas = latest.max_fee_per_gas, "transaction not mined and at its fee budget; waiting");
+            self.send_raw(latest).await;
+            return Ok(Followed::Stuck);
+        };
+        let signer = self.signer_for(&tx.signer_address).await?;
+        let nonce = tx.nonce.ok_or_else(|| StoreError::Corrupt(format!("transaction {} has no nonce", tx.id)))?;
+        let attempt = self.sign_attempt(&signer, tx, nonce, latest.gas_limit, next)?;
+        {
+            let mut db = self.store.begin().await?;
+            chain_txs::insert_attempt(&mut db, &attempt).await?;
+            db.commit().await.map_err(StoreError::from)?;
+        }
+        self.metrics.settler_fee_bumps_total.with_label_values(&[self.chain.name.as_str()]).inc();
+        tracing::info!(
+            chain = %self.chain.name, transaction_id = %tx.id, nonce, from = latest.max_fee_per_gas,
+            to = next.max_fee_per_gas, tx_hash = %attempt.tx_hash, "transaction not mined in time; replaced with higher fees"
+        );
+        self.broadcast(tx, &attempt, head).await?;
+        Ok(Followed::Pending)
+    }
+
+    /// Start-up check of every signer's stored nonce against the chain.
+    pub(crate) async fn reconcile_nonces(&self) -> Result<(), SettleError> {
+        let signers = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::signers(&mut conn, self.chain.chain_id).await?
+        };
+        let (mut drift, mut paused) = (0i64, 0i64);
+        for (address, next, paused_reason) in signers {
+            if let Some(reason) = paused_reason {
+                tracing::error!(chain = %self.chain.name, signer = %address, reason, "signer is paused until an operator resolves it");
+                paused += 1;
+                continue;
+            }
+            let parsed: Address =
+                address.parse().map_err(|_| StoreError::Corrupt(format!("signer {address} is malformed")))?;
+            let used = self
+                .rpc
+                .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(parsed).latest().await })
+                .await?;
+            if used > next {
+                let reason = format!(
+                    "the chain shows {used} transactions from {address} but depositd assigned only {next} nonces: \
+                     someone else sent from this key"
+                );
+                let mut db = self.store.begin().await?;
+                chain_txs::set_paused(&mut db, self.chain.chain_id, &address, Some(&reason)).await?;
+                db.commit().await.map_err(StoreError::from)?;
+                tracing::error!(chain = %self.chain.name, signer = %address, reason, "nonce drift; signer paused");
+                drift += (used - next) as i64;
+                paused += 1;
+            } else if used < next {
+                tracing::info!(chain = %self.chain.name, signer = %address, chain_nonce = used, next, "signed transactions not yet mined; they are rebroadcast");
+            }
+        }
+        self.metrics.settler_nonce_drift.with_label_values(&[self.chain.name.as_str()]).set(drift);
+        self.metrics.settler_signers_paused.with_label_values(&[self.chain.name.as_str()]).set(paused);
+        Ok(())
+    }
+}
+
+/// Where one follow-up step left a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    Pending,
+    Stuck,
+    Confirmed,
+    Failed,
+}

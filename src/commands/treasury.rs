@@ -1,0 +1,40 @@
+//! `depositd treasury address|fund|resume-signer`.
+
+use anyhow::Context;
+use depositd_core::config::Config;
+use depositd_core::evm::parse_address;
+use depositd_core::wallet::HdWallet;
+
+use crate::cli::TreasuryCommand;
+
+pub async fn run(config: &Config, command: TreasuryCommand) -> anyhow::Result<()> {
+    let wallet = HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?;
+    let treasury = wallet.treasury().address();
+    let chain_named = |name: &str| {
+        config.chain(name).with_context(|| format!("chain {name:?} is not enabled (chains.enabled)")).cloned()
+    };
+    match command {
+        TreasuryCommand::Address => {
+            println!("{}", treasury.to_checksum(None));
+            Ok(())
+        }
+        TreasuryCommand::Fund { chain, tx } => {
+            let chain = chain_named(&chain)?;
+            let store = super::open_store(config).await?;
+            for funding in crate::treasury::record_funding(&store, &chain, treasury, &tx).await? {
+                let decimals = chain.asset(&funding.asset).map(|a| a.decimals).unwrap_or(18);
+                let what = if funding.new { "recorded" } else { "already recorded" };
+                println!("{what}: {} {} from {tx}", funding.amount.to_display(decimals), funding.asset);
+            }
+            Ok(())
+        }
+        TreasuryCommand::ResumeSigner { chain, address } => {
+            let chain = chain_named(&chain)?;
+            let address = parse_address(&address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+            let store = super::open_store(config).await?;
+            let nonce = crate::treasury::resume_signer(&store, &chain, address).await?;
+            println!("{} resumed on {} at nonce {nonce}", address.to_checksum(None), chain.name);
+            Ok(())
+        }
+    }
+}

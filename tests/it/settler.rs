@@ -1,0 +1,534 @@
+//! The settler against a real anvil chain, on both backends: token and native sweeps (with gas
+//! top-ups), payouts and refunds sent and confirmed with the ledger right, pass-through invoices
+//! forwarded exactly, a stuck transaction replaced with higher fees, an outside send detected,
+//! and a crash at each step of sending that still pays exactly once with no nonce gap.
+
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
+use depositd::dev::tokens::{self, TestToken};
+use depositd_core::config::{ChainConfig, TokenConfig};
+use depositd_core::store::api_keys::Scope;
+use depositd_core::store::chain_txs::{self, Purpose, TxState};
+use depositd_core::store::events;
+use depositd_settler::{CrashPoint, SettleError, Settler};
+use depositd_watcher::ChainWatcher;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb, both_backends};
+
+both_backends!(
+    token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right,
+    native_deposits_are_swept_and_a_native_payout_charges_the_real_gas,
+    a_pass_through_invoice_forwards_the_merchant_amount_exactly,
+    a_refund_returns_money_and_marks_the_invoice,
+    a_stuck_transaction_is_replaced_with_higher_fees,
+    a_crash_at_any_step_pays_exactly_once_with_no_nonce_gap,
+    an_outside_send_from_the_treasury_pauses_it,
+);
+
+const CONFIRMATIONS: u64 = 2;
+
+struct Setup {
+    anvil: Anvil,
+    usdc: Address,
+    app: TestApp,
+    key: String,
+    chain: ChainConfig,
+}
+
+async fn setup(db: &TestDb) -> Setup {
+    let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
+    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
+    let usdc = tokens::deploy_and_mint(
+        &anvil.rpc_url(),
+        DEV_ACCOUNT_0_KEY,
+        "USD Coin",
+        "USDC",
+        6,
+        &[payer.address()],
+        U256::from(1_000_000_000_000u64),
+    )
+    .await
+    .unwrap();
+    let mut chain = None;
+    let app = TestApp::spawn_with(db, |c| {
+        let base = &mut c.chains[0];
+        base.rpc_urls = vec![anvil.rpc_url()];
+        base.confirmations = CONFIRMATIONS;
+        base.start_block = Some(0);
+        base.tokens = vec![TokenConfig { symbol: "USDC".into(), address: usdc, decimals: 6 }];
+        c.settings.settler.bump_after_blocks = 2;
+        chain = Some(base.clone());
+    })
+    .await;
+    let chain = chain.unwrap();
+    let treasury = app.state.wallet.treasury().address();
+    depositd::dev::fund_treasury(&app.store, &chain, treasury, 10_000_000_000_000_000_000).await.unwrap();
+    let (_, key) = app.merchant("Settler Shop", &Scope::ALL).await;
+    Setup { anvil, usdc, app, key, chain }
+}
+
+impl Setup {
+    fn provider(&self) -> impl Provider + Clone {
+        ProviderBuilder::new().connect_http(self.anvil.rpc_url().parse().unwrap())
+    }
+
+    fn payer(&self) -> impl Provider + Clone {
+        let signer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
+        ProviderBuilder::new().wallet(signer).connect_http(self.anvil.rpc_url().parse().unwrap())
+    }
+
+    fn watcher(&self) -> ChainWatcher {
+        let state = &self.app.state;
+        ChainWatcher::new(
+            self.chain.clone(),
+            self.app.store.clone(),
+            state.config.settings.api.public_url.clone(),
+            state.sessions.clone(),
+            state.metrics.clone(),
+        )
+        .unwrap()
+    }
+
+    fn settler(&self) -> Settler {
+        let state = &self.app.state;
+        Settler::new(
+            self.chain.clone(),
+            self.app.store.clone(),
+            state.wallet.clone(),
+            state.config.settings.settler.clone(),
+            state.config.settings.api.public_url.clone(),
+            state.sessions.clone(),
+            state.metrics.clone(),
+        )
+        .unwrap()
+    }
+
+    fn treasury(&self) -> Address {
+        self.app.state.wallet.treasury().address()
+    }
+
+    async fn rpc(&self, method: &str, params: Value) -> Value {
+        crate::helpers::anvil_rpc(&self.anvil.rpc_url(), method, params).await
+    }
+
+    async fn mine(&self, blocks: u64) {
+        self.rpc("anvil_mine", json!([blocks])).await;
+    }
+
+    /// Watcher, settler, one more block; until `done` holds (at most 40 rounds).
+    async fn run_until<F, Fut>(&self, watcher: &mut ChainWatcher, settler: &mut Settler, what: &str, done: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..40 {
+            while watcher.tick().await.unwrap() {}
+            settler.tick().await.unwrap();
+            if done().await {
+                return;
+            }
+            self.mine(1).await;
+        }
+        panic!("gave up waiting for: {what}");
+    }
+
+    async fn invoice(&self, body: Value) -> Value {
+        let response = self.app.create_invoice(&self.key, body).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.app.get_json(&self.key, path).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    async fn post(&self, path: &str, idempotency_key: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .app
+            .client
+            .post(self.app.url(path))
+            .header("x-api-key", &self.key)
+            .header("idempotency-key", idempotency_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn payout(&self, body: Value) -> Value {
+        let (status, payout) = self.post("/api/v1/payouts", &uuid::Uuid::now_v7().to_string(), body).await;
+        assert_eq!(status, 201, "{payout}");
+        payout
+    }
+
+    async fn pay_usdc(&self, to: &str, base_units: u64) {
+        let receipt = TestToken::new(self.usdc, self.payer())
+            .transfer(to.parse().unwrap(), U256::from(base_units))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(receipt.status());
+    }
+
+    async fn pay_native(&self, to: &str, wei: u128) {
+        let tx = TransactionRequest::default().with_to(to.parse().unwrap()).with_value(U256::from(wei));
+        let receipt = self.payer().send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+        assert!(receipt.status());
+    }
+
+    async fn usdc_of(&self, owner: Address) -> U256 {
+        TestToken::new(self.usdc, self.provider()).balanceOf(owner).call().await.unwrap()
+    }
+
+    async fn eth_of(&self, owner: Address) -> U256 {
+        self.provider().get_balance(owner).await.unwrap()
+    }
+
+    /// The merchant's balance of `kind` in `asset`, as the API shows it.
+    async fn balance(&self, asset: &str, kind: &str) -> String {
+        let balances = self.get("/api/v1/balances").await;
+        let row = balances["data"].as_array().unwrap().iter().find(|b| b["asset"] == asset).cloned();
+        row.map(|r| r[kind].as_str().unwrap().to_owned()).unwrap_or_else(|| "0".into())
+    }
+
+    async fn reconciles(&self) {
+        let state = &self.app.state;
+        let outcome = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+        assert!(outcome.is_ok(), "{}", outcome.render());
+    }
+
+    async fn payout_status(&self, payout: &Value) -> String {
+        let body = self.get(&format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+        body["status"].as_str().unwrap().to_owned()
+    }
+
+    async fn transactions(&self) -> Vec<chain_txs::ChainTx> {
+        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut all =
+            chain_txs::touching(&mut conn, self.chain.chain_id, &self.treasury().to_checksum(None)).await.unwrap();
+        all.sort_by_key(|t| t.nonce);
+        all
+    }
+
+    /// No outgoing transaction is open (every one confirmed or failed).
+    async fn all_settled(&self) -> bool {
+        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        chain_txs::open(&mut conn, self.chain.chain_id).await.unwrap().is_empty()
+    }
+
+    async fn event_types(&self, resource_id: &str) -> Vec<String> {
+        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        events::types_for(&mut conn, resource_id.parse().unwrap()).await.unwrap()
+    }
+
+    /// The treasury's nonces: every one the chain used is one depositd assigned, in order.
+    async fn assert_no_nonce_gap(&self) {
+        let treasury = self.treasury();
+        let used = self.provider().get_transaction_count(treasury).await.unwrap();
+        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let signers = chain_txs::signers(&mut conn, self.chain.chain_id).await.unwrap();
+        let (_, next, paused) =
+            signers.iter().find(|(a, _, _)| *a == treasury.to_checksum(None)).expect("the treasury signed").clone();
+        assert_eq!(paused, None);
+        assert_eq!(next, used, "stored next nonce equals the chain's");
+        let mut nonces: Vec<u64> = self
+            .transactions()
+            .await
+            .into_iter()
+            .filter(|t| t.signer_address == treasury.to_checksum(None))
+            .filter_map(|t| t.nonce)
+            .collect();
+        nonces.sort();
+        assert_eq!(nonces, (0..used).collect::<Vec<_>>(), "one transaction per nonce, no gap");
+    }
+}
+
+/// A paid USDC invoice for `amount` whole USDC, confirmed and credited.
+async fn paid_usdc_invoice(s: &Setup, watcher: &mut ChainWatcher, amount: &str, units: u64) -> Value {
+    let invoice = s.invoice(json!({"amount": amount, "currency": "USD", "asset": "USDC"})).await;
+    s.pay_usdc(invoice["pay"]["address"].as_str().unwrap(), units).await;
+    s.mine(CONFIRMATIONS).await;
+    while watcher.tick().await.unwrap() {}
+    let body = s.get(&format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await;
+    assert_eq!(body["status"], "paid", "{body}");
+    body
+}
+
+async fn token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let invoice = paid_usdc_invoice(&s, &mut watcher, "100", 100_000_000).await;
+    let address: Address = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
+    assert_eq!(s.balance("USDC", "available").await, "99"); // 1% fee
+
+    // Sweep: a gas top-up from the treasury, then the whole token balance to the treasury.
+    s.run_until(&mut watcher, &mut settler, "the USDC sweep", || async {
+        s.usdc_of(address).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    assert_eq!(s.usdc_of(s.treasury()).await, U256::from(100_000_000u64));
+    let purposes: Vec<Purpose> = s.transactions().await.iter().map(|t| t.purpose).collect();
+    assert_eq!(purposes, vec![Purpose::GasTopup], "the treasury signed only the top-up");
+    s.reconciles().await;
+
+    // A payout of 40 USDC to a fresh address.
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "40", "destination": destination.to_checksum(None)})).await;
+    assert_eq!(payout["status"], "pending");
+    assert_eq!(s.balance("USDC", "available").await, "59");
+    assert_eq!(s.balance("USDC", "reserved").await, "40");
+    s.run_until(&mut watcher, &mut settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" })
+        .await;
+    assert_eq!(s.usdc_of(destination).await, U256::from(40_000_000u64), "exactly the amount, once");
+    assert_eq!(s.balance("USDC", "available").await, "59");
+    assert_eq!(s.balance("USDC", "reserved").await, "0");
+    let body = s.get(&format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+    assert!(body["tx_hash"].as_str().is_some_and(|h| h.len() == 66), "{body}");
+    assert_eq!(
+        s.event_types(payout["id"].as_str().unwrap()).await,
+        vec!["payout.created", "payout.sent", "payout.confirmed"]
+    );
+    s.reconciles().await;
+    s.assert_no_nonce_gap().await;
+}
+
+async fn native_deposits_are_swept_and_a_native_payout_charges_the_real_gas(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    // 3000 USD at 3000 USD/ETH: 1 ETH.
+    let invoice = s.invoice(json!({"amount": "3000", "currency": "USD", "asset": "ETH"})).await;
+    let address: Address = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
+    s.pay_native(invoice["pay"]["address"].as_str().unwrap(), 1_000_000_000_000_000_000).await;
+    s.mine(CONFIRMATIONS).await;
+    let treasury_before = s.eth_of(s.treasury()).await;
+    s.run_until(&mut watcher, &mut settler, "the ETH sweep", || async {
+        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let swept = chain_txs::touching(&mut conn, s.chain.chain_id, &address.to_checksum(None)).await.unwrap();
+        swept.iter().any(|t| t.purpose == Purpose::Sweep && t.state == TxState::Confirmed)
+    })
+    .await;
+    // The balance less its exact fee: what stays behind is the unused part of the gas budget.
+    let gained = s.eth_of(s.treasury()).await - treasury_before;
+    let left = s.eth_of(address).await;
+    assert!(gained > U256::from(990_000_000_000_000_000u64), "swept {gained}");
+    assert!(left < U256::from(10_000_000_000_000_000u64), "left {left}");
+    s.reconciles().await;
+
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "ETH", "amount": "0.5", "destination": destination.to_checksum(None)})).await;
+    let reserve: U256 = payout["network_fee_reserve_base_units"].as_str().unwrap().parse().unwrap();
+    assert!(!reserve.is_zero());
+    s.run_until(&mut watcher, &mut settler, "the ETH payout", || async {
+        s.payout_status(&payout).await == "confirmed"
+    })
+    .await;
+    assert_eq!(s.eth_of(destination).await, U256::from(500_000_000_000_000_000u64));
+    let body = s.get(&format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+    let charged: U256 = body["network_fee_base_units"].as_str().unwrap().parse().unwrap();
+    let receipt = s
+        .provider()
+        .get_transaction_receipt(body["tx_hash"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(charged, U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price), "the real gas");
+    assert!(charged <= reserve);
+    // 1 ETH less the 1% fee, the payout and its real gas.
+    let expected = U256::from(990_000_000_000_000_000u64) - U256::from(500_000_000_000_000_000u64) - charged;
+    let available = s.balance("ETH", "available").await;
+    assert_eq!(available, depositd_core::money::BaseUnits(expected).to_display(18));
+    assert_eq!(s.balance("ETH", "reserved").await, "0");
+    s.reconciles().await;
+    s.assert_no_nonce_gap().await;
+}
+
+async fn a_pass_through_invoice_forwards_the_merchant_amount_exactly(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let merchant_wallet = PrivateKeySigner::random().address();
+    let invoice = s
+        .invoice(json!({
+            "amount": "50", "currency": "USD", "asset": "USDC",
+            "receiver_override": true, "receiver_override_address": merchant_wallet.to_checksum(None),
+        }))
+        .await;
+    let merchant_amount: U256 = invoice["merchant_amount_base_units"].as_str().unwrap().parse().unwrap();
+    let fee: U256 = invoice["fee_base_units"].as_str().unwrap().parse().unwrap();
+    assert_eq!(merchant_amount + fee, U256::from(50_000_000u64));
+    s.pay_usdc(invoice["pay"]["address"].as_str().unwrap(), 50_000_000).await;
+    s.mine(CONFIRMATIONS).await;
+    s.run_until(&mut watcher, &mut settler, "the forward", || async {
+        s.event_types(invoice["id"].as_str().unwrap()).await.contains(&"invoice.paid".to_owned())
+            && s.all_settled().await
+            && !s.usdc_of(merchant_wallet).await.is_zero()
+            && s.usdc_of(invoice["pay"]["address"].as_str().unwrap().parse().unwrap()).await.is_zero()
+    })
+    .await;
+    assert_eq!(s.usdc_of(merchant_wallet).await, merchant_amount, "the merchant amount, exactly");
+    assert_eq!(s.usdc_of(s.treasury()).await, fee, "the fee, exactly");
+    assert_eq!(s.balance("USDC", "available").await, "0", "pass-through never grows the spendable balance");
+    assert_eq!(s.balance("USDC", "in_transit").await, "0");
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let forwarded: Vec<chain_txs::ChainTx> =
+        chain_txs::touching(&mut conn, s.chain.chain_id, invoice["pay"]["address"].as_str().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.purpose == Purpose::Passthrough)
+            .collect();
+    assert_eq!(forwarded.len(), 1);
+    let tx_id = forwarded[0].id.to_string();
+    assert_eq!(s.event_types(&tx_id).await, vec!["settlement.forwarded"]);
+    drop(conn);
+    s.reconciles().await;
+}
+
+async fn a_refund_returns_money_and_marks_the_invoice(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let invoice = paid_usdc_invoice(&s, &mut watcher, "20", 20_000_000).await;
+    let id = invoice["id"].as_str().unwrap();
+    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
+    let before = s.usdc_of(payer.address()).await;
+    let (status, refund) = s
+        .post(
+            &format!("/api/v1/invoices/{id}/refunds"),
+            "refund-1",
+            json!({"amount": "5", "address": payer.address().to_checksum(None)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{refund}");
+    s.run_until(&mut watcher, &mut settler, "the refund", || async { s.payout_status(&refund).await == "confirmed" })
+        .await;
+    assert_eq!(s.usdc_of(payer.address()).await - before, U256::from(5_000_000u64));
+    let body = s.get(&format!("/api/v1/invoices/{id}")).await;
+    assert_eq!(body["status"], "partially_refunded", "{body}");
+    assert!(s.event_types(id).await.contains(&"invoice.refunded".to_owned()));
+    s.reconciles().await;
+}
+
+async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    paid_usdc_invoice(&s, &mut watcher, "30", 30_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+
+    // Mining by hand from here, with blocks whose base fee is just above the first bid.
+    s.rpc("evm_setAutomine", json!([false])).await;
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "10", "destination": destination.to_checksum(None)})).await;
+    settler.tick().await.unwrap();
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let first = chain_txs::attempts(&mut conn, tx.id).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let too_low = first[0].max_fee_per_gas + 1;
+    for _ in 0..2 {
+        s.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{too_low:#x}")])).await;
+        s.mine(1).await;
+        settler.tick().await.unwrap();
+    }
+    let attempts = chain_txs::attempts(&mut conn, tx.id).await.unwrap();
+    assert_eq!(attempts.len(), 2, "replaced once after 2 blocks");
+    let (old, new) = (&attempts[0], &attempts[1]);
+    assert!(new.max_fee_per_gas > old.max_fee_per_gas + old.max_fee_per_gas / 10, "+10% and 1 wei");
+    assert!(new.max_priority_fee_per_gas > old.max_priority_fee_per_gas + old.max_priority_fee_per_gas / 10);
+    drop(conn);
+    s.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{too_low:#x}")])).await;
+    s.mine(1).await;
+    s.rpc("evm_setAutomine", json!([true])).await;
+    s.run_until(&mut watcher, &mut settler, "the replaced payout", || async {
+        s.payout_status(&payout).await == "confirmed"
+    })
+    .await;
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    assert_eq!(tx.mined_tx_hash.as_deref(), Some(attempts[1].tx_hash.as_str()), "the replacement was mined");
+    assert_eq!(s.usdc_of(destination).await, U256::from(10_000_000u64), "paid once");
+    s.reconciles().await;
+    s.assert_no_nonce_gap().await;
+}
+
+async fn a_crash_at_any_step_pays_exactly_once_with_no_nonce_gap(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    paid_usdc_invoice(&s, &mut watcher, "60", 60_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    for point in [CrashPoint::BeforeSign, CrashPoint::AfterSign, CrashPoint::AfterBroadcast] {
+        let destination = PrivateKeySigner::random().address();
+        let payout =
+            s.payout(json!({"asset": "USDC", "amount": "7", "destination": destination.to_checksum(None)})).await;
+        let mut crashing = s.settler();
+        crashing.crash_at(Some(point));
+        let crashed = crashing.tick().await;
+        assert!(matches!(crashed, Err(SettleError::Crashed(p)) if p == point), "{point:?}: {crashed:?}");
+        drop(crashing);
+        // A fresh settler, as after a restart.
+        let mut restarted = s.settler();
+        s.run_until(&mut watcher, &mut restarted, "the payout after a crash", || async {
+            s.payout_status(&payout).await == "confirmed"
+        })
+        .await;
+        for _ in 0..3 {
+            restarted.tick().await.unwrap();
+            s.mine(1).await;
+        }
+        assert_eq!(s.usdc_of(destination).await, U256::from(7_000_000u64), "{point:?}: paid exactly once");
+        s.assert_no_nonce_gap().await;
+    }
+    assert_eq!(s.balance("USDC", "available").await, "38.4"); // 60 less 1% less 3 x 7
+    s.reconciles().await;
+}
+
+async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    paid_usdc_invoice(&s, &mut watcher, "10", 10_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    // Someone with the treasury key sends from it behind depositd's back.
+    let key = s.app.state.wallet.treasury().clone();
+    let outsider = ProviderBuilder::new().wallet(key).connect_http(s.anvil.rpc_url().parse().unwrap());
+    let tx = TransactionRequest::default().with_to(PrivateKeySigner::random().address()).with_value(U256::from(1u64));
+    assert!(outsider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap().status());
+
+    let mut restarted = s.settler();
+    restarted.tick().await.unwrap();
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let signers = chain_txs::signers(&mut conn, s.chain.chain_id).await.unwrap();
+    let (_, _, paused) = signers.iter().find(|(a, _, _)| *a == s.treasury().to_checksum(None)).unwrap();
+    assert!(paused.as_deref().is_some_and(|r| r.contains("someone else sent")), "{paused:?}");
+    drop(conn);
+    let metrics = s.app.state.metrics.render();
+    assert!(metrics.contains("depositd_settler_nonce_drift{chain=\"anvil\"} 1"), "{metrics}");
+
+    // Nothing is signed with it until an operator resumes it.
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "1", "destination": destination.to_checksum(None)})).await;
+    restarted.tick().await.unwrap();
+    assert_eq!(s.payout_status(&payout).await, "pending");
+    depositd::treasury::resume_signer(&s.app.store, &s.chain, s.treasury()).await.unwrap();
+    s.run_until(&mut watcher, &mut restarted, "the payout after resuming", || async {
+        s.payout_status(&payout).await == "confirmed"
+    })
+    .await;
+    assert_eq!(s.usdc_of(destination).await, U256::from(1_000_000u64));
+}
