@@ -9,11 +9,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use depositd_api::{AppState, Application};
 use depositd_core::config::Config;
+use depositd_core::store::leases::Lease;
 use depositd_core::wallet::HdWallet;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Component;
+
+/// How long a watcher's or settler's lease outlives its last renewal: after a holder dies, another
+/// daemon takes over within this time.
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often unpaid invoices are checked for expiry.
 const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -58,6 +63,9 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
     let metrics = depositd_core::metrics::Metrics::new();
     let state = AppState::new(store.clone(), config.clone(), wallet.clone(), metrics.clone());
     let mut tasks: JoinSet<(Component, anyhow::Result<()>)> = JoinSet::new();
+    // This process's name in leases: one watcher and one settler per chain across daemons.
+    let holder = uuid::Uuid::now_v7();
+    let lease = |name: String| Lease::new(store.clone(), name, holder, LEASE_TTL);
 
     tracing::info!(components = ?components, database = store.backend().name(), "starting depositd");
     for component in components {
@@ -86,7 +94,8 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                         config.settings.api.public_url.clone(),
                         state.sessions.clone(),
                         metrics.clone(),
-                    )?;
+                    )?
+                    .with_lease(lease(format!("watcher:{}", chain.name)));
                     let token = shutdown.clone();
                     tasks.spawn(
                         async move { (Component::Watcher, watcher.run(token).await.map_err(anyhow::Error::from)) },
@@ -129,7 +138,8 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                         config.settings.api.public_url.clone(),
                         state.sessions.clone(),
                         metrics.clone(),
-                    )?;
+                    )?
+                    .with_lease(lease(format!("settler:{}", chain.name)));
                     let token = shutdown.clone();
                     tasks.spawn(
                         async move { (Component::Settler, settler.run(token).await.map_err(anyhow::Error::from)) },

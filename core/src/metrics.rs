@@ -85,6 +85,8 @@ pub struct Metrics {
     pub settler_nonce_drift: IntGaugeVec,
     /// Signers paused until an operator has looked (alert).
     pub settler_signers_paused: IntGaugeVec,
+    /// 1 while this process holds the named lease (`watcher:<chain>`, `settler:<chain>`), else 0.
+    pub lease_held: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -260,6 +262,11 @@ impl Metrics {
                 "depositd_settler_signers_paused",
                 "Signers paused after an outside transaction used their nonce.",
                 &["chain"],
+            ),
+            lease_held: gauge(
+                "depositd_lease_held",
+                "1 while this process holds the lease (one watcher and one settler per chain).",
+                &["lease"],
             ),
             registry,
         }

@@ -35,6 +35,7 @@ use depositd_core::gas::{self, Fees};
 use depositd_core::invoice::SessionSigner;
 use depositd_core::ledger::LedgerError;
 use depositd_core::metrics::Metrics;
+use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, chain_txs, deposit_addresses};
 use depositd_core::wallet::HdWallet;
 use tokio_util::sync::CancellationToken;
@@ -81,6 +82,7 @@ pub struct Settler {
     pub(crate) metrics: Metrics,
     crash_at: Option<CrashPoint>,
     nonces_checked: bool,
+    lease: Option<Lease>,
 }
 
 impl Settler {
@@ -106,7 +108,14 @@ impl Settler {
             metrics,
             crash_at: None,
             nonces_checked: false,
+            lease: None,
         })
+    }
+
+    /// Runs only while holding `lease` (several daemons on one database: one settler per chain).
+    pub fn with_lease(mut self, lease: Lease) -> Settler {
+        self.lease = Some(lease);
+        self
     }
 
     /// For the crash tests: stop at `point` the next time it is reached.
@@ -124,12 +133,33 @@ impl Settler {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SettleError> {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         tracing::info!(chain = %self.chain.name, treasury = %self.treasury_address(), "settler started");
+        let mut leading = self.lease.is_none();
         loop {
-            if let Err(error) = self.tick().await {
+            let held = match &self.lease {
+                None => true,
+                Some(lease) => lease.hold().await.unwrap_or_else(|error| {
+                    tracing::warn!(chain = %self.chain.name, %error, "cannot renew the settler lease");
+                    false
+                }),
+            };
+            if held != leading {
+                let name = self.lease.as_ref().map(|l| l.name().to_owned()).unwrap_or_default();
+                tracing::info!(chain = %self.chain.name, lease = name, held, "settler lease changed hands");
+                self.metrics.lease_held.with_label_values(&[name.as_str()]).set(i64::from(held));
+                // A new holder checks nonces again: another process signed meanwhile.
+                self.nonces_checked &= !held;
+                leading = held;
+            }
+            if held && let Err(error) = self.tick().await {
                 tracing::warn!(chain = %self.chain.name, %error, "settler step failed; retrying");
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    if let Some(lease) = &self.lease {
+                        let _ = lease.release().await;
+                    }
+                    return Ok(());
+                }
                 _ = tokio::time::sleep(poll) => {}
             }
         }

@@ -214,7 +214,7 @@ async fn merchant_and_key_commands(db: TestDb) {
 crate::helpers::both_backends!(merchant_and_key_commands);
 
 /// A child process killed when dropped, so a failing assertion never leaves a daemon behind.
-struct Daemon(std::process::Child);
+pub(crate) struct Daemon(pub(crate) std::process::Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -225,7 +225,7 @@ impl Drop for Daemon {
 
 /// Starts `command` and waits for "API listening" on its stderr, which is then drained in the
 /// background (as a log collector would) or, with `drain = false`, closed.
-fn start_daemon(mut command: std::process::Command, drain: bool) -> Daemon {
+pub(crate) fn start_daemon(mut command: std::process::Command, drain: bool) -> Daemon {
     use std::io::BufRead;
     let mut child = Daemon(command.stderr(std::process::Stdio::piped()).spawn().unwrap());
     let mut lines = std::io::BufReader::new(child.0.stderr.take().unwrap()).lines();

@@ -15,6 +15,7 @@ mod ledger;
 mod openapi;
 mod payments;
 mod payouts_api;
+mod scale_out;
 mod settler;
 mod static_addresses;
 mod store;

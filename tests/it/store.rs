@@ -20,6 +20,7 @@ both_backends!(
     deposit_addresses_are_never_reused_under_concurrency,
     chain_cursor_upserts,
     unique_constraint_maps_to_conflict,
+    a_lease_has_one_holder_until_it_expires_or_is_released,
 );
 
 async fn new_merchant(store: &Store, name: &str) -> merchants::Merchant {
@@ -181,4 +182,26 @@ async fn unique_constraint_maps_to_conflict(db: TestDb) {
     sqlx::query(insert).execute(&mut *conn).await.unwrap();
     let error = sqlx::query(insert).execute(&mut *conn).await.unwrap_err();
     assert!(matches!(StoreError::on_conflict(error, "counter"), StoreError::Conflict("counter")));
+}
+
+async fn a_lease_has_one_holder_until_it_expires_or_is_released(db: TestDb) {
+    use depositd_core::store::leases::Lease;
+    let store = db.store().await;
+    let ttl = std::time::Duration::from_millis(300);
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let first = Lease::new(store.clone(), "watcher:test", a, ttl);
+    let second = Lease::new(store.clone(), "watcher:test", b, ttl);
+    let other = Lease::new(store.clone(), "settler:test", b, ttl);
+    assert!(first.hold().await.unwrap());
+    assert!(!second.hold().await.unwrap(), "held by another");
+    assert!(other.hold().await.unwrap(), "leases are independent by name");
+    assert!(first.hold().await.unwrap(), "renewal");
+    // The holder stops renewing: after the time to live the other takes over, and the first cannot
+    // take it back while the second renews.
+    tokio::time::sleep(ttl * 2).await;
+    assert!(second.hold().await.unwrap());
+    assert!(!first.hold().await.unwrap());
+    // A release hands over at once.
+    second.release().await.unwrap();
+    assert!(first.hold().await.unwrap());
 }

@@ -18,6 +18,7 @@ use depositd_core::store::blocks::{self, BlockRef};
 use depositd_core::store::cursors::{self, ChainCursor};
 use depositd_core::store::deposit_addresses::AddressPurpose;
 use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
+use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, invoices, static_addresses};
 use depositd_core::time::now_ms;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,7 @@ pub struct ChainWatcher {
     public_url: String,
     sessions: SessionSigner,
     metrics: Metrics,
+    lease: Option<Lease>,
 }
 
 impl ChainWatcher {
@@ -92,6 +94,7 @@ impl ChainWatcher {
             public_url,
             sessions,
             metrics,
+            lease: None,
         })
     }
 
@@ -104,7 +107,28 @@ impl ChainWatcher {
         if let Some(ws_url) = self.chain.ws_url.clone() {
             tokio::spawn(crate::heads::follow(self.chain.name.clone(), ws_url, wake.clone(), shutdown.clone()));
         }
+        let mut leading = self.lease.is_none();
         loop {
+            if let Some(lease) = &self.lease {
+                let held = match lease.hold().await {
+                    Ok(held) => held,
+                    Err(error) => {
+                        tracing::warn!(chain = %self.chain.name, %error, "cannot renew the watcher lease");
+                        false
+                    }
+                };
+                if held != leading {
+                    tracing::info!(chain = %self.chain.name, lease = lease.name(), held, "watcher lease changed hands");
+                    self.metrics.lease_held.with_label_values(&[lease.name()]).set(i64::from(held));
+                    leading = held;
+                }
+                if !held {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(poll) => continue,
+                    }
+                }
+            }
             let more = match self.tick().await {
                 Ok(more) => more,
                 Err(error) => {
@@ -113,15 +137,33 @@ impl ChainWatcher {
                 }
             };
             if shutdown.is_cancelled() {
+                self.release_lease().await;
                 return Ok(());
             }
             if !more {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => {
+                        self.release_lease().await;
+                        return Ok(());
+                    }
                     _ = tokio::time::sleep(poll) => {}
                     _ = wake.notified() => {}
                 }
             }
+        }
+    }
+
+    /// Runs only while holding `lease` (several daemons on one database: one watcher per chain).
+    pub fn with_lease(mut self, lease: Lease) -> ChainWatcher {
+        self.lease = Some(lease);
+        self
+    }
+
+    async fn release_lease(&self) {
+        if let Some(lease) = &self.lease
+            && let Err(error) = lease.release().await
+        {
+            tracing::warn!(chain = %self.chain.name, %error, "cannot release the watcher lease");
         }
     }
 

@@ -12,7 +12,7 @@
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
 //!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
-//!   the delivery queue), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces): queries, one module per table family, each a small async
+//!   the delivery queue), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time): queries, one module per table family, each a small async
 //!   function taking a connection or transaction.
 
 pub mod api_keys;
@@ -24,6 +24,7 @@ pub mod deposits;
 pub mod events;
 pub mod idempotency;
 pub mod invoices;
+pub mod leases;
 pub mod merchants;
 pub mod payouts;
 pub mod static_addresses;
