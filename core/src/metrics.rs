@@ -3,7 +3,8 @@
 //! symbols, fixed state and reason words): never invoice ids or addresses.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Why a transfer was recorded as rejected, as a bounded label value.
@@ -85,6 +86,9 @@ pub struct Metrics {
     pub settler_nonce_drift: IntGaugeVec,
     /// Signers paused until an operator has looked (alert).
     pub settler_signers_paused: IntGaugeVec,
+    /// The treasury's native-coin balance on chain, in whole units (monitoring only; the ledger
+    /// counts in exact base units). Alert when it runs low: sweeps and payouts need gas.
+    pub hot_wallet_balance: GaugeVec,
     /// 1 while this process holds the named lease (`watcher:<chain>`, `settler:<chain>`), else 0.
     pub lease_held: IntGaugeVec,
 }
@@ -262,6 +266,17 @@ impl Metrics {
                 "depositd_settler_signers_paused",
                 "Signers paused after an outside transaction used their nonce.",
                 &["chain"],
+            ),
+            hot_wallet_balance: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "depositd_hot_wallet_balance",
+                        "The treasury's balance on chain, in whole units of the asset.",
+                    ),
+                    &["chain", "asset"],
+                )
+                .expect("valid metric"),
             ),
             lease_held: gauge(
                 "depositd_lease_held",

@@ -196,6 +196,14 @@ impl Settler {
             .await?;
         let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
         chain_txs::store_fee_estimate(&mut conn, self.chain.chain_id, base, tip).await?;
+        let treasury = self.treasury_address();
+        if let Ok(balance) = self.rpc.call("eth_getBalance", |p| async move { p.get_balance(treasury).await }).await {
+            let whole = depositd_core::money::BaseUnits(balance).to_display(self.chain.native.decimals);
+            self.metrics
+                .hot_wallet_balance
+                .with_label_values(&[self.chain.name.as_str(), self.chain.native.symbol.as_str()])
+                .set(whole.parse().unwrap_or(f64::NAN));
+        }
         Ok(gas::current(base, tip, self.settings.max_fee_per_gas_cap))
     }
 

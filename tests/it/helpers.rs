@@ -267,3 +267,32 @@ pub async fn anvil_rpc(url: &str, method: &str, params: serde_json::Value) -> se
     assert!(response.get("error").is_none(), "{method}: {response}");
     response["result"].clone()
 }
+
+/// `promtool check metrics` (Prometheus's own linter) accepts `exposition`. promtool comes from
+/// Debian's `prometheus` package, which `.ci/run` installs; without it the check is skipped
+/// loudly, except under CI where it is required.
+pub fn assert_promtool_accepts(exposition: &str) {
+    use std::io::Write;
+    let spawned = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(_) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus); the exposition was not linted");
+            return;
+        }
+        Err(error) => panic!("promtool is required under CI: {error}"),
+    };
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics refused the exposition:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -9,6 +9,7 @@ mod api;
 mod checkout;
 mod cli;
 mod dev;
+mod docker;
 mod helpers;
 mod invoices;
 mod ledger;

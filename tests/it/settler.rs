@@ -301,6 +301,14 @@ async fn token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right(db
     );
     s.reconciles().await;
     s.assert_no_nonce_gap().await;
+
+    // With deposits, sweeps and a payout behind it, the exposition passes Prometheus's linter.
+    let response = s.app.client.get(s.app.url("/metrics")).send().await.unwrap();
+    let exposition = response.text().await.unwrap();
+    for metric in ["depositd_deposits_total", "depositd_settler_transactions_total", "depositd_api_requests_total"] {
+        assert!(exposition.contains(metric), "{metric} missing");
+    }
+    crate::helpers::assert_promtool_accepts(&exposition);
 }
 
 async fn native_deposits_are_swept_and_a_native_payout_charges_the_real_gas(db: TestDb) {
