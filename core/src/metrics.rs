@@ -49,6 +49,21 @@ pub struct Metrics {
     pub chain_reorg_depth_max: IntGaugeVec,
     /// RPC failovers from one endpoint to the next.
     pub rpc_failovers_total: IntCounterVec,
+    /// RPC calls by chain, endpoint (its position in the chain file's list: URLs can carry API
+    /// keys, so they are never labels), method and result (ok, error, timeout).
+    pub rpc_requests_total: IntCounterVec,
+    pub rpc_request_duration_seconds: HistogramVec,
+    /// Blocks and `Transfer` logs the watcher has scanned.
+    pub chain_blocks_scanned_total: IntCounterVec,
+    pub chain_logs_scanned_total: IntCounterVec,
+    /// How far the watcher's last processed block is behind the head, in blocks and in seconds
+    /// (now less that block's timestamp).
+    pub chain_lag_blocks: IntGaugeVec,
+    pub chain_lag_seconds: IntGaugeVec,
+    /// From a deposit's block timestamp to its detection.
+    pub deposit_detection_seconds: HistogramVec,
+    /// Invoices by status (counted when /metrics is scraped).
+    pub invoices_by_status: IntGaugeVec,
     /// API requests by route template (never the concrete path), method and status.
     pub api_requests_total: IntCounterVec,
     pub api_request_duration_seconds: HistogramVec,
@@ -151,6 +166,53 @@ impl Metrics {
                 "RPC failovers to the next endpoint.",
                 &["chain"],
             ),
+            rpc_requests_total: counter(
+                "depositd_rpc_requests_total",
+                "RPC calls by chain, endpoint position, method and result.",
+                &["chain", "endpoint", "method", "result"],
+            ),
+            rpc_request_duration_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("depositd_rpc_request_duration_seconds", "RPC call latency.")
+                        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                    &["chain", "endpoint", "method"],
+                )
+                .expect("valid metric"),
+            ),
+            chain_blocks_scanned_total: counter(
+                "depositd_chain_blocks_scanned_total",
+                "Blocks the watcher has scanned.",
+                &["chain"],
+            ),
+            chain_logs_scanned_total: counter(
+                "depositd_chain_logs_scanned_total",
+                "Transfer logs of allow-listed tokens the watcher has scanned.",
+                &["chain"],
+            ),
+            chain_lag_blocks: gauge(
+                "depositd_chain_lag_blocks",
+                "Blocks between the head and the last processed block.",
+                &["chain"],
+            ),
+            chain_lag_seconds: gauge(
+                "depositd_chain_lag_seconds",
+                "Seconds since the last processed block's timestamp.",
+                &["chain"],
+            ),
+            deposit_detection_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "depositd_deposit_detection_seconds",
+                        "From a deposit's block timestamp to its detection.",
+                    )
+                    .buckets(vec![0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]),
+                    &["chain"],
+                )
+                .expect("valid metric"),
+            ),
+            invoices_by_status: gauge("depositd_invoices", "Invoices by status.", &["status"]),
             api_requests_total: counter(
                 "depositd_api_requests_total",
                 "API requests by route template, method and status.",

@@ -305,7 +305,17 @@ async fn token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right(db
     // With deposits, sweeps and a payout behind it, the exposition passes Prometheus's linter.
     let response = s.app.client.get(s.app.url("/metrics")).send().await.unwrap();
     let exposition = response.text().await.unwrap();
-    for metric in ["depositd_deposits_total", "depositd_settler_transactions_total", "depositd_api_requests_total"] {
+    for metric in [
+        "depositd_deposits_total",
+        "depositd_settler_transactions_total",
+        "depositd_api_requests_total",
+        "depositd_rpc_requests_total{chain=\"anvil\",endpoint=\"0\",method=\"eth_getLogs\",result=\"ok\"}",
+        "depositd_chain_blocks_scanned_total",
+        "depositd_chain_logs_scanned_total",
+        "depositd_deposit_detection_seconds_bucket",
+        "depositd_invoices{status=\"paid\"} 1",
+        "depositd_hot_wallet_balance{asset=\"ETH\",chain=\"anvil\"}",
+    ] {
         assert!(exposition.contains(metric), "{metric} missing");
     }
     crate::helpers::assert_promtool_accepts(&exposition);

@@ -217,6 +217,11 @@ impl ChainWatcher {
             Err(other) => return Err(other),
         };
         self.record(&headers, found).await?;
+        let last = &headers[headers.len() - 1];
+        self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(headers.len() as u64);
+        self.metrics.chain_lag_blocks.with_label_values(&chain_label).set(head.saturating_sub(to) as i64);
+        let age = (now_ms() / 1000).saturating_sub(last.header.timestamp as i64).max(0);
+        self.metrics.chain_lag_seconds.with_label_values(&chain_label).set(age);
         self.successes += 1;
         if self.successes >= 5 && self.range < self.chain.max_block_range {
             self.range = (self.range * 2).min(self.chain.max_block_range);
@@ -265,6 +270,10 @@ impl ChainWatcher {
                     async move { p.get_logs(&filter).await }
                 })
                 .await?;
+            self.metrics
+                .chain_logs_scanned_total
+                .with_label_values(&[self.chain.name.as_str()])
+                .inc_by(logs.len() as u64);
             for log in logs {
                 if let Some(transfer) = self.match_log(&log, &hashes)? {
                     found.push(transfer);
@@ -349,13 +358,19 @@ impl ChainWatcher {
         let mut tx = self.store.begin().await?;
         // Counted only once the transaction commits: a rolled-back step counts nothing.
         let mut counts: Vec<(String, &'static str, Option<RejectReason>)> = Vec::new();
+        let mut delays: Vec<f64> = Vec::new();
+        let timestamps: HashMap<u64, u64> = blocks.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         for transfer in found {
+            let block_time = timestamps.get(&transfer.block_number).copied();
             let (deposit, rejected) = self.to_deposit(&mut tx, transfer).await?;
             match deposits::record(&mut tx, &deposit).await? {
                 Recorded::New(d) | Recorded::Revived(d) if d.state == DepositState::Detected => {
                     tracing::info!(chain = %self.chain.name, tx_hash = %d.tx_hash, amount = %d.amount, asset = %d.asset, "deposit detected");
                     crediting::on_detected(&mut tx, self.ctx(), &d).await?;
                     counts.push((d.asset.clone(), "detected", None));
+                    if let Some(at) = block_time {
+                        delays.push((now_ms() as f64 / 1000.0 - at as f64).max(0.0));
+                    }
                 }
                 Recorded::New(d) if d.state == DepositState::Rejected => {
                     tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "transfer recorded as rejected");
@@ -390,6 +405,9 @@ impl ChainWatcher {
             if let Some(reason) = reason {
                 self.metrics.deposits_rejected_total.with_label_values(&[chain, reason.as_str()]).inc();
             }
+        }
+        for delay in delays {
+            self.metrics.deposit_detection_seconds.with_label_values(&[chain]).observe(delay);
         }
         self.metrics.chain_processed_block.with_label_values(&[chain]).set(last.number as i64);
         Ok(())

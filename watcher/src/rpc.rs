@@ -59,7 +59,21 @@ impl ChainRpc {
         let attempt = || async {
             let index = self.active.load(Ordering::Relaxed) % self.endpoints.len();
             let (url, provider) = &self.endpoints[index];
-            let outcome = match tokio::time::timeout(self.timeout, call(provider.clone())).await {
+            let endpoint = index.to_string();
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(self.timeout, call(provider.clone())).await;
+            let labels = [self.chain.as_str(), endpoint.as_str(), what];
+            self.metrics
+                .rpc_request_duration_seconds
+                .with_label_values(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let word = match &result {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            };
+            self.metrics.rpc_requests_total.with_label_values(&[labels[0], labels[1], labels[2], word]).inc();
+            let outcome = match result {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => classify(error),
                 Err(_) => Attempt::Retry { error: WatchError::Timeout(self.timeout), retry_after: None },

@@ -406,3 +406,8 @@ pub async fn set_answers(conn: &mut Conn, id: Uuid, answers: &[String]) -> Resul
         .await?;
     Ok(())
 }
+
+/// How many invoices are in each status (for the `depositd_invoices` gauge).
+pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(sqlx::query_as("SELECT status, COUNT(*) FROM invoices GROUP BY status").fetch_all(&mut *conn).await?)
+}
