@@ -62,6 +62,9 @@ pub struct Metrics {
     pub chain_lag_seconds: IntGaugeVec,
     /// From a deposit's block timestamp to its detection.
     pub deposit_detection_seconds: HistogramVec,
+    /// From the block that gave a deposit its last confirmation to its credit (the invoice's
+    /// `invoice.paid` event is written in the same transaction).
+    pub deposit_confirmation_to_credit_seconds: HistogramVec,
     /// Invoices by status (counted when /metrics is scraped).
     pub invoices_by_status: IntGaugeVec,
     /// API requests by route template (never the concrete path), method and status.
@@ -208,6 +211,18 @@ impl Metrics {
                         "From a deposit's block timestamp to its detection.",
                     )
                     .buckets(vec![0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0]),
+                    &["chain"],
+                )
+                .expect("valid metric"),
+            ),
+            deposit_confirmation_to_credit_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "depositd_deposit_confirmation_to_credit_seconds",
+                        "From the confirming block's timestamp to the deposit's credit and invoice.paid event.",
+                    )
+                    .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
                     &["chain"],
                 )
                 .expect("valid metric"),

@@ -313,6 +313,7 @@ async fn token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right(db
         "depositd_chain_blocks_scanned_total",
         "depositd_chain_logs_scanned_total",
         "depositd_deposit_detection_seconds_bucket",
+        "depositd_deposit_confirmation_to_credit_seconds_count{chain=\"anvil\"} 1",
         "depositd_invoices{status=\"paid\"} 1",
         "depositd_hot_wallet_balance{asset=\"ETH\",chain=\"anvil\"}",
     ] {

@@ -72,6 +72,8 @@ pub struct ChainWatcher {
     sessions: SessionSigner,
     metrics: Metrics,
     lease: Option<Lease>,
+    /// Timestamps of the blocks the last step scanned (for the confirmation latency metric).
+    recent_timestamps: HashMap<u64, u64>,
 }
 
 impl ChainWatcher {
@@ -95,6 +97,7 @@ impl ChainWatcher {
             sessions,
             metrics,
             lease: None,
+            recent_timestamps: HashMap::new(),
         })
     }
 
@@ -217,6 +220,7 @@ impl ChainWatcher {
             Err(other) => return Err(other),
         };
         self.record(&headers, found).await?;
+        self.recent_timestamps = headers.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let last = &headers[headers.len() - 1];
         self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(headers.len() as u64);
         self.metrics.chain_lag_blocks.with_label_values(&chain_label).set(head.saturating_sub(to) as i64);
@@ -505,12 +509,23 @@ impl ChainWatcher {
         for deposit in &due {
             if crediting::on_confirmed(&mut tx, self.ctx(), &self.chain, deposit).await? {
                 tracing::info!(chain = %self.chain.name, tx_hash = %deposit.tx_hash, "deposit confirmed");
-                confirmed.push(deposit.asset.as_str());
+                // From the block that gave it its last confirmation, when that block is one this
+                // step scanned (live operation; a backfill confirms old blocks and says nothing).
+                let confirming = deposit.block_number + self.chain.confirmations.saturating_sub(1);
+                let delay =
+                    self.recent_timestamps.get(&confirming).map(|at| (now_ms() as f64 / 1000.0 - *at as f64).max(0.0));
+                confirmed.push((deposit.asset.as_str(), delay));
             }
         }
         tx.commit().await.map_err(StoreError::from)?;
-        for asset in confirmed {
+        for (asset, delay) in confirmed {
             self.metrics.deposits_total.with_label_values(&[self.chain.name.as_str(), asset, "confirmed"]).inc();
+            if let Some(delay) = delay {
+                self.metrics
+                    .deposit_confirmation_to_credit_seconds
+                    .with_label_values(&[self.chain.name.as_str()])
+                    .observe(delay);
+            }
         }
         Ok(())
     }
