@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use depositd_core::config::ChainConfig;
 use depositd_core::ledger::{Posted, settlement};
 use depositd_core::money::BaseUnits;
-use depositd_core::store::{Store, chain_txs};
+use depositd_core::store::{Store, chain_txs, deposit_addresses};
 
 alloy::sol! {
     event Transfer(address indexed from, address indexed to, uint256 value);
@@ -61,6 +61,16 @@ pub async fn record_funding(
         .context("cannot read the transaction")?
         .with_context(|| format!("transaction {tx_hash} vanished"))?;
 
+    {
+        // Money depositd moved itself (a sweep into the treasury) is not the operator's capital.
+        let mut conn = store.pool().acquire().await?;
+        let sender = tx.inner.signer().to_checksum(None);
+        if chain_txs::is_ours(&mut conn, &format!("{hash:#x}")).await?
+            || deposit_addresses::index_of(&mut conn, &sender).await?.is_some()
+        {
+            bail!("transaction {tx_hash} was sent by depositd itself (a sweep), not funding from outside");
+        }
+    }
     let mut found: Vec<(String, BaseUnits)> = Vec::new();
     if tx.inner.to() == Some(treasury) && !tx.inner.value().is_zero() {
         found.push((chain.native.symbol.clone(), BaseUnits(tx.inner.value())));
@@ -88,19 +98,24 @@ pub async fn record_funding(
     Ok(recorded)
 }
 
-/// Resumes a signer paused after an outside transaction used its nonce: its next nonce becomes
-/// the chain's, and signing resumes. Returns the adopted nonce.
-pub async fn resume_signer(store: &Store, chain: &ChainConfig, signer: Address) -> anyhow::Result<u64> {
-    let url = chain.rpc_urls.first().context("the chain has no RPC URL")?;
-    let provider = ProviderBuilder::new().connect_http(url.parse().context("invalid RPC URL")?);
-    let pending = provider.get_transaction_count(signer).pending().await.context("cannot read the nonce")?;
-    let address = signer.to_checksum(None);
-    let mut db = store.begin().await?;
-    let Some((next, _)) = chain_txs::lock_nonce(&mut db, chain.chain_id, &address).await? else {
-        bail!("{address} has never signed on {}", chain.name);
-    };
-    chain_txs::set_next_nonce(&mut db, chain.chain_id, &address, pending.max(next)).await?;
-    chain_txs::set_paused(&mut db, chain.chain_id, &address, None).await?;
-    db.commit().await.context("cannot commit")?;
-    Ok(pending.max(next))
+/// Resumes a signer paused after a transaction it did not sign used its nonce: the settler fails
+/// (and releases) what that outside transaction replaced, adopts the chain's nonce and signs again.
+/// Returns the adopted nonce.
+pub async fn resume_signer(
+    store: &Store,
+    config: &depositd_core::config::Config,
+    wallet: std::sync::Arc<depositd_core::wallet::HdWallet>,
+    chain: &ChainConfig,
+    signer: Address,
+) -> anyhow::Result<u64> {
+    let settler = depositd_settler::Settler::new(
+        chain.clone(),
+        store.clone(),
+        wallet.clone(),
+        config.settings.settler.clone(),
+        config.settings.api.public_url.clone(),
+        depositd_core::invoice::SessionSigner::new(wallet.session_key()),
+        depositd_core::metrics::Metrics::new(),
+    )?;
+    Ok(settler.resume_signer(signer).await?)
 }

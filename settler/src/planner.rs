@@ -25,7 +25,7 @@ use depositd_core::ledger::settlement;
 use depositd_core::money::BaseUnits;
 use depositd_core::store::chain_txs::{self, ChainTx, Purpose, TxState};
 use depositd_core::store::deposits::{self, Deposit};
-use depositd_core::store::{StoreError, invoices};
+use depositd_core::store::{Conn, StoreError, invoices};
 use uuid::Uuid;
 
 use crate::{SettleError, Settler};
@@ -62,6 +62,9 @@ pub fn known_balances(
     Ok(known)
 }
 
+/// An address's known balances and its pass-through duty, if any.
+type AddressState = (BTreeMap<String, BaseUnits>, Option<(Uuid, Uuid, String, Address, BaseUnits)>);
+
 impl Settler {
     /// Plans every address that holds confirmed deposits not yet followed by a sweep or forward.
     pub(crate) async fn plan(&mut self, fees: Fees) -> Result<(), SettleError> {
@@ -86,6 +89,30 @@ impl Settler {
             .unwrap_or(BaseUnits::ZERO)
     }
 
+    /// What a plan for `address` is made from: its known balances and, for a pass-through
+    /// invoice's address, `(invoice, merchant, asset, destination, unforwarded)`. `None` while any
+    /// transaction of the address (or a top-up to it) is open.
+    async fn address_state(&self, conn: &mut Conn, address: &str) -> Result<Option<AddressState>, SettleError> {
+        let chain_id = self.chain.chain_id;
+        let touching = chain_txs::touching(conn, chain_id, address).await?;
+        if touching.iter().any(|t| t.state.is_open()) {
+            return Ok(None);
+        }
+        let confirmed = deposits::confirmed_at(conn, chain_id, address).await?;
+        let known = known_balances(address, self.native_symbol(), &confirmed, &touching)?;
+        let mut passthrough = None;
+        for invoice_id in confirmed.iter().filter_map(|d| d.invoice_id) {
+            if let Some(invoice) = invoices::get_any(conn, invoice_id).await?
+                && let Some(destination) = invoice.receiver_override_address
+            {
+                let unforwarded = settlement::in_transit_of(conn, invoice.id).await?;
+                passthrough = Some((invoice.id, invoice.merchant_id, invoice.asset.clone(), destination, unforwarded));
+                break;
+            }
+        }
+        Ok(Some((known, passthrough)))
+    }
+
     async fn plan_address(&self, address: &str, fees: Fees) -> Result<(), SettleError> {
         let chain_id = self.chain.chain_id;
         let native = self.native_symbol().to_owned();
@@ -93,26 +120,11 @@ impl Settler {
         let from: Address =
             address.parse().map_err(|_| StoreError::Corrupt(format!("deposit address {address} is malformed")))?;
 
-        let (known, passthrough) = {
+        let Some((known, passthrough)) = ({
             let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
-            let touching = chain_txs::touching(&mut conn, chain_id, address).await?;
-            if touching.iter().any(|t| t.state.is_open()) {
-                return Ok(());
-            }
-            let confirmed = deposits::confirmed_at(&mut conn, chain_id, address).await?;
-            let known = known_balances(address, &native, &confirmed, &touching)?;
-            let mut passthrough = None;
-            for invoice_id in confirmed.iter().filter_map(|d| d.invoice_id) {
-                if let Some(invoice) = invoices::get_any(&mut conn, invoice_id).await?
-                    && let Some(destination) = invoice.receiver_override_address
-                {
-                    let unforwarded = settlement::in_transit_of(&mut conn, invoice.id).await?;
-                    passthrough =
-                        Some((invoice.id, invoice.merchant_id, invoice.asset.clone(), destination, unforwarded));
-                    break;
-                }
-            }
-            (known, passthrough)
+            self.address_state(&mut conn, address).await?
+        }) else {
+            return Ok(());
         };
 
         let budget = gas::budget_per_gas(fees, self.settings.fee_budget_multiplier, self.settings.max_fee_per_gas_cap);
@@ -192,8 +204,10 @@ impl Settler {
         let mut db = self.store.begin().await?;
         chain_txs::init_nonce(&mut db, chain_id, address, 0).await?;
         chain_txs::lock_nonce(&mut db, chain_id, address).await?;
-        if chain_txs::touching(&mut db, chain_id, address).await?.iter().any(|t| t.state.is_open()) {
-            return Ok(()); // another daemon planned it meanwhile
+        // Planned on a reading taken before the lock: if anything changed since (another daemon
+        // planned, a plan completed, a deposit confirmed), plan again next time.
+        if self.address_state(&mut db, address).await? != Some((known, passthrough)) {
+            return Ok(());
         }
         let depends_on: Option<Uuid> = topup.as_ref().map(|t| t.id);
         if let Some(t) = &topup {

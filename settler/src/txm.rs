@@ -38,11 +38,12 @@ alloy::sol! {
 
 /// Node answers to a broadcast that mean the transaction (or one with its nonce) is known
 /// already: nothing to do, the receipts will tell.
-const KNOWN: [&str; 6] = [
+/// ("nonce too low" is not among them: it may mean another transaction took the nonce, which
+/// the follow-up step tells apart from our own being mined.)
+const KNOWN: [&str; 5] = [
     "already known",
     "known transaction",
     "already imported",
-    "nonce too low",
     "replacement transaction underpriced",
     "transaction already exists",
 ];
@@ -126,6 +127,19 @@ impl Settler {
         let signer = self.signer_for(&tx.signer_address).await?;
         let from = signer.address();
         let gas_limit = self.estimate_gas(from, tx).await?;
+        if matches!(tx.purpose, Purpose::Payout | Purpose::Refund)
+            && tx.token_address.is_none()
+            && gas_limit > gas::NATIVE_TRANSFER_GAS
+        {
+            // Its fee reserve covers a plain transfer; a contract recipient would outbid it.
+            let reason = format!(
+                "the destination needs {gas_limit} gas to receive the coin; native payouts go to plain accounts \
+                 (a transfer costs {})",
+                gas::NATIVE_TRANSFER_GAS
+            );
+            self.fail_intent(tx, &reason).await?;
+            return Ok(true);
+        }
         let max_gas_cost = if tx.max_gas_cost.is_zero() {
             let budget =
                 gas::budget_per_gas(fees, self.settings.fee_budget_multiplier, self.settings.max_fee_per_gas_cap);
@@ -139,13 +153,15 @@ impl Settler {
             max_priority_fee_per_gas: fees.max_priority_fee_per_gas.min(per_gas),
         };
         let is_treasury = tx.signer_address == self.treasury_address().to_checksum(None);
-        let pending_nonce = self
+        // A signer's first nonce is the chain's count of its mined transactions: an outside
+        // transaction still pending is not counted, so a dropped one cannot leave a gap.
+        let mined_nonce = self
             .rpc
-            .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(from).pending().await })
+            .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(from).latest().await })
             .await?;
 
         let mut db = self.store.begin().await?;
-        chain_txs::init_nonce(&mut db, self.chain.chain_id, &tx.signer_address, pending_nonce).await?;
+        chain_txs::init_nonce(&mut db, self.chain.chain_id, &tx.signer_address, mined_nonce).await?;
         let (nonce, paused) = chain_txs::lock_nonce(&mut db, self.chain.chain_id, &tx.signer_address)
             .await?
             .ok_or_else(|| StoreError::Corrupt("a nonce row vanished inside its transaction".into()))?;
@@ -175,23 +191,39 @@ impl Settler {
     }
 
     /// Whether the hot wallet's ledger balance, less what its other unconfirmed transactions may
-    /// still take, covers `tx` (its value and its gas budget). Read under the treasury's nonce
-    /// lock, so two signings cannot both count the same funds.
+    /// still take, covers `tx` (its value and its gas budget); and, for gas the operator pays
+    /// (everything but a native payout's, which its reserve covers), whether the operator's own
+    /// native funds (capital put in, plus fees earned, less gas spent) cover it beside the gas
+    /// already committed: merchants' coin never pays the operator's gas. Read under the
+    /// treasury's nonce lock, so two signings cannot both count the same funds.
     async fn treasury_covers(&self, db: &mut Conn, tx: &ChainTx, max_gas_cost: BaseUnits) -> Result<bool, SettleError> {
         let native = self.native_symbol().to_owned();
+        let operator_pays =
+            |t: &ChainTx| !(matches!(t.purpose, Purpose::Payout | Purpose::Refund) && t.token_address.is_none());
+        let operator_share = |t: &ChainTx, gas: BaseUnits| {
+            let value = if t.purpose == Purpose::GasTopup { t.value } else { BaseUnits::ZERO };
+            gas.checked_add(value).unwrap_or(gas)
+        };
         let mut needed: Vec<(String, BaseUnits)> = vec![(tx.asset.clone(), tx.value), (native.clone(), max_gas_cost)];
+        let mut operator_needed = if operator_pays(tx) { operator_share(tx, max_gas_cost) } else { BaseUnits::ZERO };
         for other in chain_txs::in_flight(db, self.chain.chain_id).await? {
             if other.signer_address != tx.signer_address {
                 continue;
             }
             needed.push((other.asset.clone(), other.value));
             needed.push((native.clone(), other.max_gas_cost));
+            if operator_pays(&other) {
+                operator_needed = operator_needed
+                    .checked_add(operator_share(&other, other.max_gas_cost))
+                    .ok_or(ledger::LedgerError::Overflow)?;
+            }
         }
         let mut totals: std::collections::BTreeMap<String, BaseUnits> = Default::default();
         for (asset, amount) in needed {
             let total = totals.entry(asset).or_default();
             *total = total.checked_add(amount).ok_or(ledger::LedgerError::Overflow)?;
         }
+        let platform = |kind| Account::platform(kind, self.chain.chain_id, &native);
         for (asset, total) in totals {
             let account = Account::platform(AccountKind::HotWallet, self.chain.chain_id, &asset);
             let held = ledger::balance(db, &account).await?;
@@ -200,6 +232,20 @@ impl Settler {
                     chain = %self.chain.name, transaction_id = %tx.id, asset, held = %held, needed = %total,
                     "the hot wallet's recorded funds do not cover this transaction yet (sweeps pending, or fund \
                      the treasury and record it with `depositd treasury fund`)"
+                );
+                return Ok(false);
+            }
+        }
+        if !operator_needed.is_zero() {
+            let capital = ledger::balance(db, &platform(AccountKind::OperatorCapital)).await?;
+            let earned = ledger::balance(db, &platform(AccountKind::FeeRevenue)).await?;
+            let spent = ledger::balance(db, &platform(AccountKind::NetworkFees)).await?;
+            let own = capital.checked_add(earned).unwrap_or(capital).checked_sub(spent).unwrap_or_default();
+            if own < operator_needed {
+                tracing::warn!(
+                    chain = %self.chain.name, transaction_id = %tx.id, own = %own, needed = %operator_needed,
+                    "the operator's own funds do not cover this gas: fund the treasury and record it with \
+                     `depositd treasury fund`"
                 );
                 return Ok(false);
             }
@@ -247,6 +293,11 @@ impl Settler {
     /// `submitted`). A refusal is logged and retried by the next check.
     async fn broadcast(&self, tx: &ChainTx, attempt: &Attempt, head: u64) -> Result<(), SettleError> {
         if !self.send_raw(attempt).await {
+            // Refused (too low a fee, a node in trouble): start its clock anyway, so that it is
+            // repriced after `bump_after_blocks` like one the node accepted and never mined.
+            let mut db = self.store.begin().await?;
+            chain_txs::set_broadcast(&mut db, attempt.id, head).await?;
+            db.commit().await.map_err(StoreError::from)?;
             return Ok(());
         }
         self.crash_point(CrashPoint::AfterBroadcast)?;
@@ -350,8 +401,11 @@ impl Settler {
                 tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, "a reorg took a mined transaction away; rebroadcasting");
             }
             if used > nonce {
-                self.nonce_taken(tx, used).await?;
-                return Ok(Followed::Failed);
+                // Another transaction may have taken the nonce, or a node behind the others
+                // answered the receipt lookup: not a verdict to release money on. Stop signing
+                // with this key and let an operator look (`depositd treasury resume-signer`).
+                self.nonce_conflict(tx, used).await?;
+                return Ok(Followed::Stuck);
             }
             return match latest.broadcast_block {
                 None => {
@@ -371,6 +425,10 @@ impl Settler {
         let block = receipt.block_number.unwrap_or(head);
         let gas_cost = BaseUnits(U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price));
         let mut db = self.store.begin().await?;
+        match chain_txs::lock(&mut db, tx.id).await? {
+            Some(locked) if locked.state == tx.state => {}
+            _ => return Ok(Followed::Pending), // moved by another process meanwhile
+        }
         let mut current = tx.clone();
         if tx.state != TxState::Mined
             || tx.mined_tx_hash.as_deref() != Some(attempt.tx_hash.as_str())
@@ -386,7 +444,9 @@ impl Settler {
                     outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
                 }
             }
-            chain_txs::set_mined(&mut db, tx.id, TxState::Broadcast, &attempt.tx_hash, block, gas_cost).await?;
+            if !chain_txs::set_mined(&mut db, tx.id, TxState::Broadcast, &attempt.tx_hash, block, gas_cost).await? {
+                return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
+            }
             current.state = TxState::Mined;
             current.mined_tx_hash = Some(attempt.tx_hash.clone());
             current.mined_block = Some(block);
@@ -396,12 +456,16 @@ impl Settler {
         let followed = if !deep_enough {
             Followed::Pending
         } else if receipt.status() {
-            chain_txs::transition(&mut db, tx.id, TxState::Mined, TxState::Confirmed).await?;
+            if !chain_txs::transition(&mut db, tx.id, TxState::Mined, TxState::Confirmed).await? {
+                return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
+            }
             current.state = TxState::Confirmed;
             outcome::confirmed(&mut db, self, &current).await?;
             Followed::Confirmed
         } else {
-            chain_txs::set_failed(&mut db, tx.id, TxState::Mined, "reverted on chain").await?;
+            if !chain_txs::set_failed(&mut db, tx.id, TxState::Mined, "reverted on chain").await? {
+                return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
+            }
             current.state = TxState::Failed;
             outcome::failed(&mut db, self, &current, Some(gas_cost), "the transaction reverted on chain").await?;
             Followed::Failed
@@ -428,23 +492,87 @@ impl Settler {
             .inc();
     }
 
-    /// The chain used this transaction's nonce for something depositd did not sign: the payment
-    /// did not happen (it fails, its reservation is released) and the signer is paused.
-    async fn nonce_taken(&self, tx: &ChainTx, used: u64) -> Result<(), SettleError> {
+    /// The chain shows this transaction's nonce used, but none of its attempts mined: pause the
+    /// signer and report. Nothing is failed or released on this reading alone.
+    async fn nonce_conflict(&self, tx: &ChainTx, used: u64) -> Result<(), SettleError> {
         let reason = format!(
-            "nonce {} of {} was used by a transaction depositd did not sign",
+            "nonce {} of {} shows as used but none of transaction {}'s attempts is mined: another transaction \
+             may have used the key",
             tx.nonce.unwrap_or_default(),
-            tx.signer_address
+            tx.signer_address,
+            tx.id
         );
         let mut db = self.store.begin().await?;
-        if chain_txs::set_failed(&mut db, tx.id, tx.state, &reason).await? {
-            outcome::failed(&mut db, self, tx, None, &reason).await?;
-        }
         chain_txs::set_paused(&mut db, self.chain.chain_id, &tx.signer_address, Some(&reason)).await?;
         db.commit().await.map_err(StoreError::from)?;
-        tracing::error!(chain = %self.chain.name, transaction_id = %tx.id, chain_nonce = used, reason, "outside transaction detected; signer paused");
-        self.count(tx.purpose, "failed");
+        tracing::error!(chain = %self.chain.name, transaction_id = %tx.id, chain_nonce = used, reason, "signer paused");
+        self.metrics.settler_signers_paused.with_label_values(&[self.chain.name.as_str()]).set(1);
         Ok(())
+    }
+
+    /// An operator looked at a paused signer: fail (and release) each of its transactions whose
+    /// nonce the chain used at a confirmed depth while none of its attempts has a receipt, adopt
+    /// the chain's nonce and resume signing. Returns the signer's next nonce.
+    pub async fn resume_signer(&self, signer: Address) -> Result<u64, SettleError> {
+        let address = signer.to_checksum(None);
+        let head = self.rpc.head().await?;
+        let deep = (head + 1).saturating_sub(self.chain.confirmations);
+        let used_deep = self
+            .rpc
+            .call("eth_getTransactionCount", |p| async move {
+                p.get_transaction_count(signer).block_id(alloy::eips::BlockId::number(deep)).await
+            })
+            .await?;
+        let in_flight = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::in_flight(&mut conn, self.chain.chain_id).await?
+        };
+        for tx in in_flight.iter().filter(|t| t.signer_address == address && t.state != TxState::Mined) {
+            let Some(nonce) = tx.nonce else { continue };
+            if nonce >= used_deep {
+                continue;
+            }
+            let attempts = {
+                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                chain_txs::attempts(&mut conn, tx.id).await?
+            };
+            let mut mined = false;
+            for attempt in &attempts {
+                let hash: B256 = attempt
+                    .tx_hash
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("attempt {} has a malformed hash", attempt.id)))?;
+                mined |= self
+                    .rpc
+                    .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
+                    .await?
+                    .is_some();
+            }
+            if mined {
+                continue; // the next follow-up step records it
+            }
+            let reason = format!("nonce {nonce} was used by a transaction depositd did not sign");
+            let mut db = self.store.begin().await?;
+            if chain_txs::set_failed(&mut db, tx.id, tx.state, &reason).await? {
+                outcome::failed(&mut db, self, tx, None, &reason).await?;
+            }
+            db.commit().await.map_err(StoreError::from)?;
+            tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed: its nonce was taken");
+            self.count(tx.purpose, "failed");
+        }
+        let pending = self
+            .rpc
+            .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(signer).pending().await })
+            .await?;
+        let mut db = self.store.begin().await?;
+        let Some((next, _)) = chain_txs::lock_nonce(&mut db, self.chain.chain_id, &address).await? else {
+            return Err(SettleError::Config(format!("{address} has never signed on {}", self.chain.name)));
+        };
+        let adopted = pending.max(next);
+        chain_txs::set_next_nonce(&mut db, self.chain.chain_id, &address, adopted).await?;
+        chain_txs::set_paused(&mut db, self.chain.chain_id, &address, None).await?;
+        db.commit().await.map_err(StoreError::from)?;
+        Ok(adopted)
     }
 
     /// Replaces an unmined transaction with higher fees (same nonce), within its budget.

@@ -32,7 +32,8 @@ pub async fn run(config: &Config, command: TreasuryCommand) -> anyhow::Result<()
             let chain = chain_named(&chain)?;
             let address = parse_address(&address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
             let store = super::open_store(config).await?;
-            let nonce = crate::treasury::resume_signer(&store, &chain, address).await?;
+            let wallet = std::sync::Arc::new(wallet);
+            let nonce = crate::treasury::resume_signer(&store, config, wallet, &chain, address).await?;
             println!("{} resumed on {} at nonce {nonce}", address.to_checksum(None), chain.name);
             Ok(())
         }

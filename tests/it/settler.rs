@@ -28,6 +28,8 @@ both_backends!(
     a_stuck_transaction_is_replaced_with_higher_fees,
     a_crash_at_any_step_pays_exactly_once_with_no_nonce_gap,
     an_outside_send_from_the_treasury_pauses_it,
+    a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment,
+    an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_an_operator_looks,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -544,10 +546,112 @@ async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
     let payout = s.payout(json!({"asset": "USDC", "amount": "1", "destination": destination.to_checksum(None)})).await;
     restarted.tick().await.unwrap();
     assert_eq!(s.payout_status(&payout).await, "pending");
-    depositd::treasury::resume_signer(&s.app.store, &s.chain, s.treasury()).await.unwrap();
+    restarted.resume_signer(s.treasury()).await.unwrap();
     s.run_until(&mut watcher, &mut restarted, "the payout after resuming", || async {
         s.payout_status(&payout).await == "confirmed"
     })
     .await;
     assert_eq!(s.usdc_of(destination).await, U256::from(1_000_000u64));
+}
+
+async fn a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let merchant_wallet = PrivateKeySigner::random().address();
+    let invoice = s
+        .invoice(json!({
+            "amount": "300", "currency": "USD", "asset": "ETH",
+            "receiver_override": true, "receiver_override_address": merchant_wallet.to_checksum(None),
+        }))
+        .await;
+    let id = invoice["id"].as_str().unwrap().to_owned();
+    let address = invoice["pay"]["address"].as_str().unwrap().to_owned();
+    let amount: u128 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
+    let merchant_amount: U256 = invoice["merchant_amount_base_units"].as_str().unwrap().parse().unwrap();
+    s.pay_native(&address, amount).await;
+    s.mine(CONFIRMATIONS).await;
+    s.run_until(&mut watcher, &mut settler, "the native forward", || async {
+        !s.eth_of(merchant_wallet).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    // More blocks: the watcher has seen the top-up and the forwards, and credited nothing more.
+    for _ in 0..4 {
+        s.mine(1).await;
+        while watcher.tick().await.unwrap() {}
+        settler.tick().await.unwrap();
+    }
+    assert_eq!(s.eth_of(merchant_wallet).await, merchant_amount, "the merchant amount, exactly");
+    let body = s.get(&format!("/api/v1/invoices/{id}")).await;
+    assert_eq!(body["status"], "paid");
+    assert_eq!(body["payment_flags"], json!([]), "the top-up is not an overpayment: {body}");
+    assert_eq!(body["payments"].as_array().unwrap().len(), 1, "{body}");
+    assert!(!s.event_types(&id).await.contains(&"invoice.overpaid".to_owned()));
+    assert_eq!(s.balance("ETH", "in_transit").await, "0");
+    assert_eq!(s.balance("ETH", "available").await, "0");
+    s.reconciles().await;
+}
+
+async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_an_operator_looks(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    paid_usdc_invoice(&s, &mut watcher, "20", 20_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    assert_eq!(s.balance("USDC", "available").await, "19.8");
+
+    // The payout is signed and waits in the pool; someone with the treasury key replaces it.
+    s.rpc("evm_setAutomine", json!([false])).await;
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "4", "destination": destination.to_checksum(None)})).await;
+    settler.tick().await.unwrap();
+    assert_eq!(s.payout_status(&payout).await, "submitted");
+    let ours = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let key = s.app.state.wallet.treasury().clone();
+    let outsider = ProviderBuilder::new().wallet(key).connect_http(s.anvil.rpc_url().parse().unwrap());
+    let replacement = TransactionRequest::default()
+        .with_to(PrivateKeySigner::random().address())
+        .with_value(U256::from(1u64))
+        .with_nonce(ours.nonce.unwrap())
+        .with_gas_limit(21_000)
+        .with_max_fee_per_gas(500_000_000_000)
+        .with_max_priority_fee_per_gas(100_000_000_000);
+    let pending = outsider.send_transaction(replacement).await.unwrap();
+    s.mine(1).await;
+    s.rpc("evm_setAutomine", json!([true])).await;
+    assert!(pending.get_receipt().await.unwrap().status());
+
+    // The settler sees the nonce used and none of its attempts mined: it stops signing, releases
+    // nothing, and says so.
+    settler.tick().await.unwrap();
+    assert_eq!(s.payout_status(&payout).await, "submitted", "no verdict on one reading");
+    assert_eq!(s.balance("USDC", "reserved").await, "4");
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let signers = chain_txs::signers(&mut conn, s.chain.chain_id).await.unwrap();
+    drop(conn);
+    assert!(signers.iter().any(|(a, _, p)| *a == s.treasury().to_checksum(None) && p.is_some()));
+
+    // The operator looks and resumes the signer: the payout that never happened fails, its
+    // reservation comes back, and payouts flow again.
+    s.mine(CONFIRMATIONS).await;
+    settler.resume_signer(s.treasury()).await.unwrap();
+    assert_eq!(s.payout_status(&payout).await, "failed");
+    assert_eq!(s.balance("USDC", "reserved").await, "0");
+    assert_eq!(s.balance("USDC", "available").await, "19.8");
+    assert!(s.usdc_of(destination).await.is_zero());
+    let next = s.payout(json!({"asset": "USDC", "amount": "2", "destination": destination.to_checksum(None)})).await;
+    s.run_until(&mut watcher, &mut settler, "the next payout", || async {
+        s.payout_status(&next).await == "confirmed"
+    })
+    .await;
+    assert_eq!(s.usdc_of(destination).await, U256::from(2_000_000u64));
+    // The outside transaction's gas left the treasury behind the ledger's back: reconciliation
+    // says so (the tokens all add up).
+    let state = &s.app.state;
+    let outcome = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+    let report = outcome.render();
+    assert!(!outcome.is_ok(), "{report}");
+    assert_eq!(outcome.report.problems.len(), 1, "{report}");
+    assert!(outcome.report.problems[0].contains(" ETH at deposit addresses and the hot wallet"), "{report}");
 }

@@ -15,6 +15,7 @@ use depositd_core::invoice::SessionSigner;
 use depositd_core::metrics::{Metrics, RejectReason};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::blocks::{self, BlockRef};
+use depositd_core::store::chain_txs;
 use depositd_core::store::cursors::{self, ChainCursor};
 use depositd_core::store::deposit_addresses::AddressPurpose;
 use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
@@ -365,6 +366,12 @@ impl ChainWatcher {
         let mut delays: Vec<f64> = Vec::new();
         let timestamps: HashMap<u64, u64> = blocks.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         for transfer in found {
+            // The treasury's gas top-ups to deposit addresses are depositd's own money moving,
+            // not payments.
+            if transfer.token.is_none() && chain_txs::is_gas_topup(&mut tx, &format!("{:#x}", transfer.tx_hash)).await?
+            {
+                continue;
+            }
             let block_time = timestamps.get(&transfer.block_number).copied();
             let (deposit, rejected) = self.to_deposit(&mut tx, transfer).await?;
             match deposits::record(&mut tx, &deposit).await? {

@@ -580,6 +580,28 @@ pub async fn signers(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, u64,
     Ok(rows.into_iter().map(|(a, n, p)| (a, n as u64, p)).collect())
 }
 
+/// Whether `tx_hash` is one of depositd's own gas top-ups (native coin the treasury sends to a
+/// deposit address to pay for its sweep or forward): such a transfer is not a payment.
+pub async fn is_gas_topup(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT 1 FROM chain_transaction_attempts a JOIN chain_transactions t ON t.id = a.transaction_id \
+         WHERE a.tx_hash = $1 AND t.purpose = 'gas_topup'",
+    )
+    .bind(tx_hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Whether `tx_hash` is a transaction depositd signed (any purpose).
+pub async fn is_ours(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM chain_transaction_attempts WHERE tx_hash = $1")
+        .bind(tx_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Recent fees on a chain, as the settler last saw them: `(base_fee, priority_fee, updated_at)`.
 pub async fn fee_estimate(conn: &mut Conn, chain_id: u64) -> Result<Option<(u128, u128, i64)>, StoreError> {
     let row: Option<(String, String, i64)> = sqlx::query_as(

@@ -359,13 +359,19 @@ pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<Str
 }
 
 /// Deposit addresses on a chain holding confirmed deposits that no confirmed sweep or forward
-/// from that address has followed yet: what the settler plans for.
+/// from that address has followed yet, or whose last sweep or forward failed: what the settler
+/// plans for (a failed plan is planned again, never forgotten).
 pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT d.to_address FROM deposits d WHERE d.chain_id = $1 AND d.state = 'confirmed' \
-         AND d.merchant_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM chain_transactions t \
+         AND d.merchant_id IS NOT NULL AND (NOT EXISTS (SELECT 1 FROM chain_transactions t \
          WHERE t.chain_id = d.chain_id AND t.signer_address = d.to_address AND t.state = 'confirmed' \
-         AND t.purpose IN ('sweep', 'passthrough') AND t.created_at > d.confirmed_at) ORDER BY d.to_address",
+         AND t.purpose IN ('sweep', 'passthrough') AND t.created_at > d.confirmed_at) \
+         OR EXISTS (SELECT 1 FROM chain_transactions f WHERE f.chain_id = d.chain_id \
+         AND f.signer_address = d.to_address AND f.state = 'failed' AND f.purpose IN ('sweep', 'passthrough') \
+         AND NOT EXISTS (SELECT 1 FROM chain_transactions c WHERE c.chain_id = f.chain_id \
+         AND c.signer_address = f.signer_address AND c.state = 'confirmed' \
+         AND c.purpose IN ('sweep', 'passthrough') AND c.created_at > f.created_at))) ORDER BY d.to_address",
     )
     .bind(chain_id as i64)
     .fetch_all(&mut *conn)
