@@ -383,11 +383,7 @@ impl Settler {
                 .tx_hash
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("attempt {} has a malformed hash", attempt.id)))?;
-            if let Some(receipt) = self
-                .rpc
-                .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
-                .await?
-            {
+            if let Some(receipt) = self.receipt(hash).await? {
                 included = Some((attempt.clone(), receipt));
                 break;
             }
@@ -422,8 +418,7 @@ impl Settler {
             };
         };
 
-        let block = receipt.block_number.unwrap_or(head);
-        let gas_cost = BaseUnits(U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price));
+        let (block, gas_cost) = (receipt.block, receipt.gas_cost);
         let mut db = self.store.begin().await?;
         match chain_txs::lock(&mut db, tx.id).await? {
             Some(locked) if locked.state == tx.state => {}
@@ -455,7 +450,7 @@ impl Settler {
         let deep_enough = block + self.chain.confirmations <= head + 1;
         let followed = if !deep_enough {
             Followed::Pending
-        } else if receipt.status() {
+        } else if receipt.succeeded {
             if !chain_txs::transition(&mut db, tx.id, TxState::Mined, TxState::Confirmed).await? {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
             }
@@ -483,6 +478,33 @@ impl Settler {
             _ => {}
         }
         Ok(followed)
+    }
+
+    /// A transaction's receipt, read as JSON so that rollups' extra fees are seen: OP-stack chains
+    /// charge an L1 data fee (`l1Fee`) on top of `gasUsed` x `effectiveGasPrice`.
+    async fn receipt(&self, hash: B256) -> Result<Option<Receipt>, SettleError> {
+        let raw: Option<serde_json::Value> = self
+            .rpc
+            .call("eth_getTransactionReceipt", |p| async move {
+                p.raw_request("eth_getTransactionReceipt".into(), (hash,)).await
+            })
+            .await?;
+        let Some(raw) = raw else { return Ok(None) };
+        let field = |name: &str| -> Result<U256, SettleError> {
+            raw.get(name)
+                .and_then(|v| v.as_str())
+                .and_then(|v| U256::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                .ok_or_else(|| SettleError::Rpc {
+                    what: "eth_getTransactionReceipt",
+                    message: format!("no {name} in {raw}"),
+                })
+        };
+        let block = u64::try_from(field("blockNumber")?).unwrap_or(u64::MAX);
+        let mut gas_cost = field("gasUsed")? * field("effectiveGasPrice")?;
+        if raw.get("l1Fee").is_some_and(|v| !v.is_null()) {
+            gas_cost += field("l1Fee")?;
+        }
+        Ok(Some(Receipt { block, succeeded: field("status")? == U256::from(1u8), gas_cost: BaseUnits(gas_cost) }))
     }
 
     fn count(&self, purpose: Purpose, state: &str) {
@@ -542,11 +564,7 @@ impl Settler {
                     .tx_hash
                     .parse()
                     .map_err(|_| StoreError::Corrupt(format!("attempt {} has a malformed hash", attempt.id)))?;
-                mined |= self
-                    .rpc
-                    .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
-                    .await?
-                    .is_some();
+                mined |= self.receipt(hash).await?.is_some();
             }
             if mined {
                 continue; // the next follow-up step records it
@@ -640,6 +658,14 @@ impl Settler {
         self.metrics.settler_signers_paused.with_label_values(&[self.chain.name.as_str()]).set(paused);
         Ok(())
     }
+}
+
+/// What a receipt says: where the transaction was mined, whether it succeeded, and what it cost
+/// (every fee the chain charged, in the native coin's base units).
+struct Receipt {
+    block: u64,
+    succeeded: bool,
+    gas_cost: BaseUnits,
 }
 
 /// Where one follow-up step left a transaction.
