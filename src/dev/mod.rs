@@ -339,6 +339,11 @@ fn print_quick_start(info: &DevInfo, dir: &Path) {
          \nPay it: send pay.amount of USDC to pay.address from the payer (import its key from dev.json into a\
          \nwallet on network {rpc}, chain id {chain_id}; or `cast send` if you have Foundry). Follow it with\
          \n  curl -s {api}/api/v1/invoices/<id> -H 'x-api-key: {key}'\
+         \nOnce paid (and swept into the treasury, a few blocks later), pay out to any address:\
+         \n  curl -s {api}/api/v1/payouts -H 'x-api-key: {key}' -H 'Idempotency-Key: my-payout-1' \\\
+         \n       -H 'content-type: application/json' -d '{{\"asset\": \"USDC\", \"amount\": \"5\", \"destination\": \"0x...\"}}'\
+         \nAdd \"receiver_override\": true, \"receiver_override_address\": \"0x...\" to an invoice to have it\
+         \nforwarded there (less the fee) once paid. Check the books: depositd --config {dir}/depositd.toml ledger verify\
          \n\nOther commands against this instance: depositd --config {dir}/depositd.toml <command>\
          \nPress Ctrl-C to stop.\n",
         api = info.api_url,
