@@ -61,7 +61,7 @@ mod tests {
         let first = Fees { max_fee_per_gas: 1_000, max_priority_fee_per_gas: 100 };
         let next = bumped(first, first, 10, u128::MAX).unwrap();
         assert_eq!(next, Fees { max_fee_per_gas: 1_101, max_priority_fee_per_gas: 111 });
-        assert!(next.max_fee_per_gas * 10 >= first.max_fee_per_gas * 11 + 1);
+        assert!(next.max_fee_per_gas > first.max_fee_per_gas + first.max_fee_per_gas / 10, "+10% and 1 wei");
         // Today's fees win when they are higher.
         let now = Fees { max_fee_per_gas: 5_000, max_priority_fee_per_gas: 300 };
         assert_eq!(bumped(first, now, 10, u128::MAX).unwrap(), now);
