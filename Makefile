@@ -3,7 +3,7 @@
 #   make test   runs the whole test suite (set TEST_POSTGRES_URL to include PostgreSQL; the browser
 #               test needs Debian's chromium, which .ci/run installs)
 
-.PHONY: dev test lint
+.PHONY: dev test lint bench
 
 # anvil comes from the npm registry (@foundry-rs/anvil, pinned exactly in package.json; the rest
 # locked by package-lock.json). `npm install`, not `npm ci`: npm 11 writes a lock without the other
@@ -23,3 +23,9 @@ test: node_modules/.bin/anvil
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The benchmark harness (bench/): starts its own anvil and databases (PostgreSQL at
+# BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/postgres), prints the figures and
+# writes them to BENCHMARKS.md.
+bench: node_modules/.bin/anvil
+	cargo run --release -p depositd-bench -- all

@@ -1,0 +1,540 @@
+//! Benchmark 1: watcher catch-up against the node's log-fetch limit.
+//!
+//! A chain of `--blocks` blocks carrying `--transfers` ERC-20 transfers of two allow-listed tokens
+//! (USDC, USDT) plus `--noise-percent` transfers of a look-alike "USDC" that is not allow-listed
+//! (some of them to watched addresses), `--watched-percent` of the allow-listed ones paying
+//! invoices at watched addresses, with `--watched` addresses in the watched set. Then, on the same
+//! chain and over the same block ranges:
+//! - the **limit**: a client that only fetches the allow-listed `Transfer` logs (`eth_getLogs` by
+//!   contract and topic0, exactly the watcher's filter) and discards them;
+//! - the **watcher**: the real [`ChainWatcher`], ticked until its cursor reaches the head, on each
+//!   backend, after which every watched deposit must be recorded and credited.
+//!
+//! The limit runs before and after each watcher run; the fastest limit run is the reference.
+
+use std::time::{Duration, Instant};
+
+use alloy::primitives::U256;
+use anyhow::{Context, bail};
+use clap::Parser;
+use depositd_core::invoice::SessionSigner;
+use depositd_core::metrics::Metrics;
+use depositd_core::wallet::HdWallet;
+use depositd_watcher::{ChainWatcher, WatchedSet};
+use serde_json::json;
+
+use crate::Global;
+use crate::chain::{BenchChain, ChainFile, Transfer, cheap_address, sign_all};
+use crate::daemon::RunDir;
+use crate::db::{Backend, BenchDb};
+use crate::profile::{self, Perf};
+use crate::report::{Section, Table, Target};
+use crate::rpc::quantity;
+use crate::seed::{self, ApiClient, InProcessApi};
+use crate::stats::{count, rate, secs};
+use crate::sys::{CpuMeter, pid_with_port_argument};
+
+/// keccak256("Transfer(address,address,uint256)").
+const TRANSFER_TOPIC: &str = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
+/// The watcher must reach this share of the limit's logs/s.
+const TARGET_SHARE: f64 = 0.8;
+const ADDRESS_SEED: u64 = 0x5eed_0001;
+const STRANGER_SEED: u64 = 0x5eed_0002;
+/// Distinct recipients of the transfers that pay no watched address. They repeat, as exchanges'
+/// and contracts' addresses do on real chains; anvil's block production slows as its state grows,
+/// and 100,000 fresh holders would make the chain take minutes longer to generate.
+const STRANGERS: u64 = 2_000;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WatcherArgs {
+    /// Blocks in the generated chain.
+    #[arg(long, default_value_t = 2_000)]
+    pub blocks: u64,
+    /// Allow-listed ERC-20 transfers in it (USDC and USDT, half each).
+    #[arg(long, default_value_t = 100_000)]
+    pub transfers: u64,
+    /// Addresses in the watched set (each with an invoice).
+    #[arg(long, default_value_t = 100_000)]
+    pub watched: u64,
+    /// Percent of the allow-listed transfers that pay watched addresses.
+    #[arg(long, default_value_t = 1.0)]
+    pub watched_percent: f64,
+    /// Look-alike "USDC" transfers (not allow-listed), as a percent of the allow-listed ones.
+    #[arg(long, default_value_t = 5.0)]
+    pub noise_percent: f64,
+    /// Blocks per eth_getLogs request (the chain file's max_block_range), for the watcher and the limit.
+    #[arg(long, default_value_t = 1_000)]
+    pub range: u64,
+    /// Backends to run the watcher on.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Parser)]
+struct Defaults {
+    #[command(flatten)]
+    args: WatcherArgs,
+}
+
+impl Default for WatcherArgs {
+    fn default() -> Self {
+        Defaults::parse_from(["watcher"]).args
+    }
+}
+
+impl WatcherArgs {
+    pub fn quick() -> WatcherArgs {
+        WatcherArgs { blocks: 100, transfers: 2_000, watched: 2_000, range: 50, ..WatcherArgs::default() }
+    }
+}
+
+struct Plan {
+    blocks: Vec<Vec<Transfer>>,
+    watched_payments: u64,
+    noise: u64,
+    noise_to_watched: u64,
+}
+
+/// Lays the transfers out over the blocks. Watched payment `w` pays the invoice at HD index
+/// `2 + w * step + w % 2` (indices 0 and 1 are the API-made templates; even indices hold USDC
+/// invoices, odd ones USDT) in full; the other transfers go to [`STRANGERS`] addresses nobody
+/// watches.
+fn plan(args: &WatcherArgs, chain: &BenchChain, templates: &[seed::Template]) -> anyhow::Result<Plan> {
+    let payments = ((args.transfers as f64) * args.watched_percent / 100.0).round() as u64;
+    let noise = ((args.transfers as f64) * args.noise_percent / 100.0).round() as u64;
+    let stride = args.transfers.checked_div(payments).map_or(u64::MAX, |s| s.max(1));
+    let step = args.watched.saturating_sub(3).checked_div(payments).unwrap_or(0) & !1;
+    if payments > 0 && step < 2 {
+        bail!(
+            "--watched {} is too small for {payments} watched payments (need at least {})",
+            args.watched,
+            3 + 2 * payments
+        );
+    }
+    let tokens = [chain.token("USDC"), chain.token("USDT")];
+    let lookalike = chain.lookalike.context("the look-alike token")?;
+    let mut blocks: Vec<Vec<Transfer>> = Vec::with_capacity(args.blocks as usize);
+    let mut noise_to_watched = 0;
+    for b in 0..args.blocks {
+        let mut block = Vec::new();
+        for t in (b * args.transfers / args.blocks)..((b + 1) * args.transfers / args.blocks) {
+            block.push(if t % stride == 0 && t / stride < payments {
+                let w = t / stride;
+                let index = 2 + w * step + w % 2;
+                Transfer {
+                    token: tokens[(index % 2) as usize],
+                    to: cheap_address(ADDRESS_SEED, index),
+                    amount: templates[(index % 2) as usize].amount_base_units,
+                }
+            } else {
+                Transfer {
+                    token: tokens[(t % 2) as usize],
+                    to: cheap_address(STRANGER_SEED, t % STRANGERS),
+                    amount: U256::from(1 + t % 1_000_000),
+                }
+            });
+        }
+        // The look-alike's transfers go in among the real ones; every tenth "pays" a watched
+        // invoice in full, which the watcher must ignore.
+        for n in (b * noise / args.blocks)..((b + 1) * noise / args.blocks) {
+            let to = if n % 10 == 0 {
+                noise_to_watched += 1;
+                cheap_address(ADDRESS_SEED, 2 + n % args.watched.saturating_sub(2).max(1))
+            } else {
+                cheap_address(STRANGER_SEED, n % STRANGERS)
+            };
+            let at = (n as usize * 7919) % (block.len() + 1);
+            block.insert(at, Transfer { token: lookalike, to, amount: U256::from(10_000_000u64) });
+        }
+        blocks.push(block);
+    }
+    Ok(Plan { blocks, watched_payments: payments, noise, noise_to_watched })
+}
+
+/// One pass of the limit client over `from..=to`: (seconds, logs).
+async fn limit_pass(chain: &BenchChain, from: u64, to: u64, range: u64) -> anyhow::Result<(Duration, u64)> {
+    let addresses: Vec<String> = chain.tokens.iter().map(|(_, a)| a.to_checksum(None)).collect();
+    let mut logs = 0u64;
+    let mut spent = Duration::ZERO;
+    let mut start = from;
+    while start <= to {
+        let end = to.min(start + range - 1);
+        let params = json!([{
+            "fromBlock": quantity(start), "toBlock": quantity(end),
+            "address": addresses, "topics": [TRANSFER_TOPIC],
+        }]);
+        let began = Instant::now();
+        let body = chain.rpc.call_raw("eth_getLogs", params).await?;
+        spent += began.elapsed();
+        // Counted after the clock stops: the limit only fetches.
+        if body.is_error() {
+            bail!("eth_getLogs failed: {}", body.text());
+        }
+        logs += body.count(b"\"logIndex\"") as u64;
+        start = end + 1;
+    }
+    Ok((spent, logs))
+}
+
+/// One backend's database, seeded and ready for the watcher.
+struct Prepared {
+    backend: Backend,
+    _db: BenchDb,
+    store: depositd_core::store::Store,
+    config: depositd_core::config::Config,
+    _run: RunDir,
+    templates: Vec<seed::Template>,
+    seed_time: Duration,
+    load_watched: Duration,
+}
+
+async fn prepare(
+    global: &Global,
+    args: &WatcherArgs,
+    chain: &BenchChain,
+    backend: Backend,
+) -> anyhow::Result<Prepared> {
+    let db = BenchDb::create(backend, &global.postgres_url, "watcher").await?;
+    let store = db.store(16).await?;
+    let key = seed::merchant(&store).await?;
+    // start_block is set once the chain exists (below); the in-process API only needs the tokens.
+    let chain_file = chain.chain_file(&ChainFile {
+        confirmations: 1,
+        poll_interval_ms: 500,
+        max_block_range: args.range,
+        websocket: false,
+        start_block: 0,
+    });
+    let run = RunDir::new(db.url(), &chain_file, &[])?;
+    let config = run.config()?;
+    let templates = {
+        let api = InProcessApi::start(config.clone(), store.clone()).await?;
+        seed::templates(&ApiClient::new(&api.base, key), &store, &["USDC", "USDT"]).await?
+    };
+    eprintln!("  {}: seeding {} watched addresses with invoices", backend.label(), count(args.watched));
+    let seed_time =
+        seed::watch_many(&store, &templates, 2, args.watched.saturating_sub(2), |i| cheap_address(ADDRESS_SEED, i))
+            .await?;
+    let load_watched = {
+        let mut conn = store.pool().acquire().await?;
+        let began = Instant::now();
+        let mut set = WatchedSet::default();
+        set.refresh(&mut conn).await?;
+        anyhow::ensure!(set.len() as u64 == args.watched, "the watched set has {} addresses", set.len());
+        began.elapsed()
+    };
+    Ok(Prepared { backend, _db: db, store, config, _run: run, templates, seed_time, load_watched })
+}
+
+struct WatcherRun {
+    backend: Backend,
+    elapsed: Duration,
+    ticks: u64,
+    load_watched: Duration,
+    seed_time: Duration,
+    rpc: Vec<(&'static str, f64, u64)>,
+    recorded: i64,
+    ignored_recorded: i64,
+    paid: i64,
+    cpu: String,
+    profile: Vec<String>,
+}
+
+async fn watcher_pass(
+    chain: &BenchChain,
+    prepared: Prepared,
+    first: u64,
+    profile_it: bool,
+) -> anyhow::Result<WatcherRun> {
+    let Prepared { backend, store, config, .. } = &prepared;
+    let wallet = HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?;
+    let metrics = Metrics::new();
+    let mut chain_config = config.chains.first().context("the anvil chain")?.clone();
+    chain_config.start_block = Some(first);
+    let mut watcher = ChainWatcher::new(
+        chain_config,
+        store.clone(),
+        config.settings.api.public_url.clone(),
+        SessionSigner::new(wallet.session_key()),
+        metrics.clone(),
+    )?;
+    let anvil_pid = pid_with_port_argument("anvil", chain.anvil.port());
+    let pids: Vec<(&str, u32)> = anvil_pid.map(|p| ("anvil", p)).into_iter().collect();
+    let perf = Perf::start(profile_it, &std::iter::once(std::process::id()).chain(anvil_pid).collect::<Vec<_>>()).await;
+    eprintln!("  {}: watcher catching up", backend.label());
+    let meter = CpuMeter::start(&pids);
+    let began = Instant::now();
+    let mut ticks = 0u64;
+    loop {
+        ticks += 1;
+        if !watcher.tick().await.context("a watcher step failed")? {
+            break;
+        }
+        if began.elapsed() > Duration::from_secs(1800) {
+            bail!("the watcher did not catch up within 30 minutes");
+        }
+    }
+    let elapsed = began.elapsed();
+    let cpu = meter.stop().describe();
+    let profile = match perf {
+        Some(perf) => perf.finish(14).await,
+        None => Vec::new(),
+    };
+    let methods = ["eth_blockNumber", "eth_getBlockByNumber", "eth_getLogs", "eth_getTransactionReceipt"];
+    let rpc = methods
+        .iter()
+        .map(|m| {
+            let h = metrics.rpc_request_duration_seconds.with_label_values(&["anvil", "0", m]);
+            (*m, h.get_sample_sum(), h.get_sample_count())
+        })
+        .collect();
+    let lookalike = chain.lookalike.map(|a| a.to_checksum(None)).unwrap_or_default();
+    let (recorded,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deposits WHERE state IN ('detected', 'confirmed')")
+        .fetch_one(store.pool())
+        .await?;
+    let (ignored_recorded,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deposits WHERE token_address = $1")
+        .bind(&lookalike)
+        .fetch_one(store.pool())
+        .await?;
+    let (paid,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM invoices WHERE status = 'paid'").fetch_one(store.pool()).await?;
+    store.close().await;
+    Ok(WatcherRun {
+        backend: *backend,
+        elapsed,
+        ticks,
+        load_watched: prepared.load_watched,
+        seed_time: prepared.seed_time,
+        rpc,
+        recorded,
+        ignored_recorded,
+        paid,
+        cpu,
+        profile,
+    })
+}
+
+pub async fn run(global: &Global, args: &WatcherArgs) -> anyhow::Result<Section> {
+    anyhow::ensure!(args.blocks > 0 && args.range > 0 && args.transfers > 0, "sizes must be positive");
+    anyhow::ensure!(!args.backends.is_empty(), "--backends names no backend");
+    eprintln!(
+        "watcher: {} blocks, {} transfers (+{}% look-alike), {} watched, range {}",
+        count(args.blocks),
+        count(args.transfers),
+        args.noise_percent,
+        count(args.watched),
+        count(args.range)
+    );
+    let chain = BenchChain::start(&["USDC", "USDT"], true).await?;
+    let mut prepared = Vec::new();
+    for backend in &args.backends {
+        prepared.push(prepare(global, args, &chain, *backend).await?);
+    }
+    let templates = prepared[0].templates.clone();
+    for p in &prepared {
+        let same = p.templates.iter().zip(&templates).all(|(a, b)| a.amount_base_units == b.amount_base_units);
+        anyhow::ensure!(same, "the template invoices differ between databases");
+    }
+
+    let generation = Instant::now();
+    let plan = plan(args, &chain, &templates)?;
+    let flat: Vec<Transfer> = plan.blocks.iter().flatten().copied().collect();
+    let nonce = chain.nonce(chain.payer.address()).await?;
+    eprintln!("  signing {} transactions", count(flat.len() as u64));
+    let signed = sign_all(&chain.payer, nonce, &flat)?;
+    let mut raw_blocks = Vec::with_capacity(plan.blocks.len());
+    let mut rest = signed.into_iter();
+    for block in &plan.blocks {
+        raw_blocks.push(rest.by_ref().take(block.len()).collect::<Vec<String>>());
+    }
+    let signing = generation.elapsed();
+    eprintln!("  sending and mining {} blocks", count(args.blocks));
+    let (first, last) = chain.mine_blocks(&raw_blocks).await?;
+    let generated = generation.elapsed();
+    eprintln!("  chain generated in {}", secs(generated));
+
+    let mut limits: Vec<(Duration, u64)> = Vec::new();
+    let pass = limit_pass(&chain, first, last, args.range).await?;
+    anyhow::ensure!(pass.1 == args.transfers, "the limit client saw {} logs, expected {}", pass.1, args.transfers);
+    limits.push(pass);
+    let mut runs = Vec::new();
+    for (i, p) in prepared.into_iter().enumerate() {
+        let profile_it = !global.no_profile && i == 0;
+        runs.push(watcher_pass(&chain, p, first, profile_it).await?);
+        limits.push(limit_pass(&chain, first, last, args.range).await?);
+    }
+    chain.anvil.shutdown().await;
+
+    let best = limits.iter().map(|(d, _)| *d).min().unwrap_or_default();
+    let logs_per_second = |d: Duration| args.transfers as f64 / d.as_secs_f64().max(1e-9);
+    let blocks_per_second = |d: Duration| args.blocks as f64 / d.as_secs_f64().max(1e-9);
+    let limit_rate = logs_per_second(best);
+
+    let mut section = Section { title: "1. Watcher catch-up".into(), ..Section::default() };
+    section.setup = vec![
+        format!(
+            "Chain: {} blocks (numbers {first} to {last}) carrying {} allow-listed ERC-20 transfers (USDC and USDT, \
+             the project's `TestToken`, one transfer per transaction) and {} transfers of a look-alike \"USDC\" \
+             contract that is not allow-listed ({} of them \"paying\" watched invoices in full, which must be \
+             ignored). Made as {} pre-signed EIP-1559 transactions (signed on every core in {}), sent to anvil in \
+             one JSON-RPC batch per block with automine off, each batch then mined with `anvil_mine`: {} in all.",
+            count(args.blocks),
+            count(args.transfers),
+            count(plan.noise),
+            count(plan.noise_to_watched),
+            count(flat.len() as u64),
+            secs(signing),
+            secs(generated)
+        ),
+        format!(
+            "The transfers that pay no watched invoice go to {} addresses nobody watches: recipients repeat, as \
+             exchanges' and contracts' addresses do on real chains (anvil produces blocks more slowly as its state \
+             grows, and 100,000 fresh holders made generation take over three minutes instead of one).",
+            count(STRANGERS)
+        ),
+        format!(
+            "Watched set: {} addresses, each with a pending 10 USD invoice ({} of the transfers, {}%, pay one \
+             of them in full). Two template invoices were made by the real API; the other {} addresses and invoices \
+             were copied from them with multi-row `INSERT ... SELECT` statements. Those addresses are derived cheaply \
+             (keccak256 of a seed and the index), not by HD derivation: the watcher only matches them.",
+            count(args.watched),
+            count(plan.watched_payments),
+            args.watched_percent,
+            count(args.watched.saturating_sub(2))
+        ),
+        format!(
+            "Both clients scan blocks {first}..{last} in ranges of {} blocks (the chain file's `max_block_range`). \
+             The limit posts `eth_getLogs` (the allow-listed contracts, topic0 = `Transfer`, the watcher's own \
+             filter) and only reads the answer; it ran {} times, before and after each watcher run, and the \
+             fastest pass is the reference. The watcher is the real `ChainWatcher` in this process, `tick()`ed until \
+             its cursor reached the head, with confirmations = 1 so every payment is also credited and its invoice \
+             marked paid during the catch-up.",
+            count(args.range),
+            limits.len()
+        ),
+    ];
+    let mut table = Table::new(&["client", "seconds", "blocks/s", "transfer logs/s", "share of the limit", "recorded"]);
+    for (i, (d, logs)) in limits.iter().enumerate() {
+        table.row(vec![
+            format!("limit: `eth_getLogs` only, pass {}", i + 1),
+            format!("{:.2}", d.as_secs_f64()),
+            rate(blocks_per_second(*d)),
+            rate(*logs as f64 / d.as_secs_f64().max(1e-9)),
+            format!("{:.0}%", 100.0 * best.as_secs_f64() / d.as_secs_f64().max(1e-9)),
+            format!("{} logs", count(*logs)),
+        ]);
+    }
+    for r in &runs {
+        let share = logs_per_second(r.elapsed) / limit_rate;
+        table.row(vec![
+            format!("**watcher, {}**", r.backend.label()),
+            format!("{:.2}", r.elapsed.as_secs_f64()),
+            rate(blocks_per_second(r.elapsed)),
+            rate(logs_per_second(r.elapsed)),
+            format!("**{:.0}%**", share * 100.0),
+            format!(
+                "{} of {} deposits, {} invoices paid",
+                count(r.recorded as u64),
+                count(plan.watched_payments),
+                count(r.paid as u64)
+            ),
+        ]);
+    }
+    section.tables.push(table);
+
+    let mut breakdown = Table::new(&[
+        "watcher run",
+        "eth_getBlockByNumber",
+        "eth_getLogs",
+        "eth_blockNumber",
+        "eth_getTransactionReceipt",
+        "everything else (store, matching, crediting)",
+        "ticks",
+    ]);
+    for r in &runs {
+        let cell = |name: &str| {
+            r.rpc
+                .iter()
+                .find(|(m, _, _)| *m == name)
+                .map(|(_, sum, n)| format!("{:.2} s ({} calls)", sum, count(*n)))
+                .unwrap_or_default()
+        };
+        let rpc_total: f64 = r.rpc.iter().map(|(_, s, _)| s).sum();
+        breakdown.row(vec![
+            r.backend.label().into(),
+            cell("eth_getBlockByNumber"),
+            cell("eth_getLogs"),
+            cell("eth_blockNumber"),
+            cell("eth_getTransactionReceipt"),
+            format!("{:.2} s", (r.elapsed.as_secs_f64() - rpc_total).max(0.0)),
+            count(r.ticks),
+        ]);
+    }
+    section.tables.push(breakdown);
+
+    for r in &runs {
+        anyhow::ensure!(
+            r.recorded as u64 == plan.watched_payments && r.ignored_recorded == 0,
+            "watcher on {}: {} deposits recorded (expected {}), {} from the look-alike",
+            r.backend.label(),
+            r.recorded,
+            plan.watched_payments,
+            r.ignored_recorded
+        );
+        section.notes.push(format!(
+            "{}: seeding the {} watched addresses and invoices took {}; loading them into the watched set (part of \
+             the first tick) takes {}. {} during the catch-up. Every watched payment was recorded and credited; \
+             nothing from the look-alike contract was recorded.",
+            r.backend.label(),
+            count(args.watched),
+            secs(r.seed_time),
+            secs(r.load_watched),
+            r.cpu
+        ));
+    }
+    let worst = runs.iter().map(|r| logs_per_second(r.elapsed) / limit_rate).fold(f64::INFINITY, f64::min);
+    let blocks_share: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let (sum, n) = r
+                .rpc
+                .iter()
+                .find(|(m, _, _)| *m == "eth_getBlockByNumber")
+                .map(|(_, s, n)| (*s, *n))
+                .unwrap_or_default();
+            format!(
+                "on {} {:.0}% of the watcher's time is `eth_getBlockByNumber` ({} sequential calls for full blocks, {:.1} ms each)",
+                r.backend.label(),
+                100.0 * sum / r.elapsed.as_secs_f64().max(1e-9),
+                count(n),
+                1000.0 * sum / (n.max(1) as f64)
+            )
+        })
+        .collect();
+    let met = worst >= TARGET_SHARE;
+    section.targets.push(Target {
+        goal: format!("watcher at least {:.0}% of the limit's logs/s", TARGET_SHARE * 100.0),
+        measured: runs
+            .iter()
+            .map(|r| format!("{:.0}% on {}", 100.0 * logs_per_second(r.elapsed) / limit_rate, r.backend.label()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        met,
+        bound: (!met).then(|| {
+            format!(
+                "The limit fetches {} logs/s; the watcher also fetches every block of the range with its full \
+                 transactions, one `eth_getBlockByNumber` after another, to verify the range's hashes and to find \
+                 native transfers: {}. See the breakdown table and the profile in section 1.",
+                rate(limit_rate),
+                blocks_share.join("; ")
+            )
+        }),
+    });
+    if let Some(r) = runs.first() {
+        section.notes.push(profile::note(
+            &format!("Profile of the {} watcher run (this process and anvil)", r.backend.label()),
+            &r.profile,
+        ));
+    }
+    Ok(section)
+}
