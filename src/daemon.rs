@@ -77,6 +77,11 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                     .with_context(|| format!("cannot listen on {listen} (api.listen)"))?;
                 let token = shutdown.clone();
                 tasks.spawn(async move { (Component::Api, app.run(token).await.map_err(anyhow::Error::from)) });
+                let (filling, token) = (state.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    depositd_api::address_pool::run(filling, token).await;
+                    (Component::Api, Ok(()))
+                });
                 if let Some(url) = config.settings.pricing.feed_url.clone() {
                     let (pricer, token) = (state.pricer.clone(), shutdown.clone());
                     let interval = std::time::Duration::from_secs(config.settings.pricing.feed_refresh_secs);

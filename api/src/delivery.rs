@@ -116,9 +116,12 @@ impl Deliverer {
                 return Ok(());
             }
             if handled == 0 {
+                // Woken at once by a commit in this process that queued deliveries; the poll
+                // finds those queued by other daemons and retries falling due.
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(idle) => {}
+                    _ = self.store.deliveries_queued() => {}
                 }
             }
         }

@@ -15,6 +15,7 @@
 //! - [`extract`], [`validate`]: request parsing and field rules; every 400 names its `param`.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests.
 //! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
+//! - [`address_pool`]: the background task that keeps invoice addresses derived ahead of time.
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
 //! - [`price_feed`]: keeps the optional HTTP price feed's rates fresh for the pricer.
 //! - [`routes`]: handlers, one module per resource.
@@ -26,6 +27,7 @@
 //!   records every attempt, retries on a schedule, disables endpoints that are gone.
 //! - [`ssrf`]: the guard that keeps deliveries off internal addresses (DNS-pinned).
 
+pub mod address_pool;
 pub mod auth;
 pub mod delivery;
 pub mod error;

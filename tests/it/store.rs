@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use depositd_core::store::address_pool;
 use depositd_core::store::api_keys::{self, KeyMode, KeyRejection, Scope};
 use depositd_core::store::cursors::{self, ChainCursor};
 use depositd_core::store::deposit_addresses::{self, AddressPurpose};
@@ -18,6 +19,7 @@ both_backends!(
     merchants_round_trip,
     api_keys_authenticate_by_hash_only,
     deposit_addresses_are_never_reused_under_concurrency,
+    pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_once,
     chain_cursor_upserts,
     unique_constraint_maps_to_conflict,
     a_lease_has_one_holder_until_it_expires_or_is_released,
@@ -204,4 +206,74 @@ async fn a_lease_has_one_holder_until_it_expires_or_is_released(db: TestDb) {
     // A release hands over at once.
     second.release().await.unwrap();
     assert!(first.hold().await.unwrap());
+}
+
+async fn pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_once(db: TestDb) {
+    let store = db.store().await;
+    let wallet = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
+    // Three refills race (three daemons): each claims its own indices or stands back.
+    let (a, b, c) = tokio::join!(
+        address_pool::refill(&store, &wallet, AddressPurpose::Invoice, 5),
+        address_pool::refill(&store, &wallet, AddressPurpose::Invoice, 5),
+        address_pool::refill(&store, &wallet, AddressPurpose::Invoice, 5),
+    );
+    let pooled_total = a.unwrap() + b.unwrap() + c.unwrap();
+    assert!(pooled_total >= 5, "at least one refill succeeds");
+    let mut conn = store.pool().acquire().await.unwrap();
+    assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap(), pooled_total);
+    assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Static).await.unwrap(), 0);
+    // The watcher's view holds every pooled address already, each the wallet's own.
+    let watched = deposit_addresses::since(&mut conn, None).await.unwrap();
+    assert_eq!(watched.len() as u64, pooled_total);
+    let indices: HashSet<u64> = watched.iter().map(|a| a.derivation_index).collect();
+    assert_eq!(indices.len() as u64, pooled_total, "no index pooled twice");
+    for address in &watched {
+        assert_eq!(address.address, wallet.deposit_address(address.derivation_index).unwrap());
+    }
+    drop(conn);
+
+    // A claim that rolls back returns its address to the pool.
+    let mut tx = store.begin().await.unwrap();
+    let first = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
+    assert_eq!(first.derivation_index, watched[0].derivation_index, "the pool hands out its lowest index first");
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let again = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
+    assert_eq!(again, first);
+    tx.rollback().await.unwrap();
+
+    // More concurrent creations than pooled addresses: the pool runs dry, the rest fall back to
+    // the counter, and no address is handed out twice.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let (store, wallet) = (store.clone(), wallet.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let allocated = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
+            if i % 3 == 0 {
+                tx.rollback().await.unwrap();
+                None
+            } else {
+                tx.commit().await.unwrap();
+                Some(allocated)
+            }
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        committed.extend(task.await.unwrap());
+    }
+    assert_eq!(committed.len(), 20);
+    let indices: HashSet<u64> = committed.iter().map(|a| a.derivation_index).collect();
+    assert_eq!(indices.len(), 20, "no index handed out twice");
+    for allocated in &committed {
+        assert_eq!(allocated.address, wallet.deposit_address(allocated.derivation_index).unwrap());
+    }
+    let mut conn = store.pool().acquire().await.unwrap();
+    let left = address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap();
+    let stored = deposit_addresses::since(&mut conn, None).await.unwrap();
+    assert_eq!(stored.len() as u64, 20 + left, "every row is handed out once or still pooled");
+    let from_pool =
+        committed.iter().filter(|a| watched.iter().any(|w| w.derivation_index == a.derivation_index)).count();
+    assert_eq!(from_pool as u64 + left, pooled_total, "each pooled address is handed out or still pooled");
 }

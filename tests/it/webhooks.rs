@@ -28,6 +28,7 @@ both_backends!(
     callback_urls_receive_their_resources_events,
     events_are_listed_and_redelivered_with_the_same_id,
     two_workers_never_deliver_the_same_event_twice,
+    a_committed_delivery_is_sent_without_waiting_for_the_poll,
 );
 
 /// One request the receiver got.
@@ -481,4 +482,30 @@ async fn two_workers_never_deliver_the_same_event_twice(db: TestDb) {
     let total = ids.len();
     ids.dedup();
     assert_eq!((total, ids.len()), (30, 30), "every event delivered exactly once");
+}
+
+async fn a_committed_delivery_is_sent_without_waiting_for_the_poll(db: TestDb) {
+    // The worker polls its queue once an hour here: only the wake-up from the commit that queued
+    // the delivery can get it out within the test's lifetime.
+    let s = setup(&db, |config| {
+        permissive(config);
+        config.settings.webhooks.poll_interval_ms = 3_600_000;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    s.endpoint(&receiver.url("/hook"), &["invoice.created"]).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(s.worker().run(shutdown.clone()));
+    for round in 1..=3 {
+        let invoice = s.invoice(json!({"amount": format!("{round}")})).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while receiver.hits().len() < round {
+            assert!(std::time::Instant::now() < deadline, "delivery {round} was not sent without a poll");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let body: Value = serde_json::from_str(&receiver.hits()[round - 1].body).unwrap();
+        assert_eq!(body["data"]["id"], invoice["id"]);
+    }
+    shutdown.cancel();
+    worker.await.unwrap().unwrap();
 }

@@ -145,6 +145,8 @@ pub struct InvoiceSettings {
     pub max_amount: Decimal,
     pub customer_rate_limit_per_minute: u32,
     pub allow_http_urls: bool,
+    /// Invoice addresses kept derived ahead of time (0 = derive each at creation).
+    pub address_pool_size: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +220,9 @@ impl Config {
                 "database.url: unsupported scheme `{scheme}` in {} (use sqlite://PATH or postgres://...)",
                 s.database.url
             ));
+        }
+        if s.invoices.address_pool_size > 100_000 {
+            problems.push("invoices.address_pool_size: at most 100000".into());
         }
         if s.webhooks.retry_schedule_secs.is_empty() {
             problems.push("webhooks.retry_schedule_secs: give at least one retry delay".into());

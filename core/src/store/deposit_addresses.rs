@@ -29,15 +29,19 @@ pub struct DepositAddress {
     pub derivation_index: u64,
 }
 
-/// Allocates the next HD index and records its address. Call inside the transaction that creates
-/// the invoice or static address: if that rolls back, so does the allocation, and the counter row
-/// (locked until commit) guarantees no index is ever handed out twice.
+/// Hands out a deposit address: a pooled one when there is one (see [`super::address_pool`]),
+/// else the next HD index, recorded now. Call inside the transaction that creates the invoice or
+/// static address: if that rolls back, so does the allocation, and the counter row (locked until
+/// commit) guarantees no index is ever handed out twice.
 #[tracing::instrument(skip(conn, wallet))]
 pub async fn allocate(
     conn: &mut Conn,
     wallet: &HdWallet,
     purpose: AddressPurpose,
 ) -> Result<DepositAddress, StoreError> {
+    if let Some(pooled) = super::address_pool::claim(conn, purpose).await? {
+        return Ok(pooled);
+    }
     let (index,): (i64,) =
         sqlx::query_as("UPDATE counters SET value = value + 1 WHERE name = 'deposit_address_index' RETURNING value")
             .fetch_one(&mut *conn)
@@ -90,6 +94,55 @@ pub async fn since(conn: &mut Conn, after_index: Option<u64>) -> Result<Vec<Watc
             })
         })
         .collect()
+}
+
+/// Up to `limit` deposit addresses allocated after `after_index` (from the first when `None`),
+/// in index order, as `(derivation_index, address)`. The watcher loads its set a page at a time,
+/// so even millions of addresses are never all held as rows at once.
+#[tracing::instrument(skip(conn))]
+pub async fn page_after(
+    conn: &mut Conn,
+    after_index: Option<u64>,
+    limit: u32,
+) -> Result<Vec<(u64, Address)>, StoreError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT derivation_index, address FROM deposit_addresses WHERE derivation_index > $1 ORDER BY derivation_index LIMIT $2",
+    )
+    .bind(after_index.map(|i| i as i64).unwrap_or(-1))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(index, address)| {
+            let index =
+                u64::try_from(index).map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?;
+            Ok((index, parse_column("deposit_addresses.address", &address)?))
+        })
+        .collect()
+}
+
+/// One of our deposit addresses with what it was allocated for, `None` when it is not ours. The
+/// watcher keeps only the addresses in memory and asks for the rest when a transfer reaches one.
+pub async fn watched(conn: &mut Conn, address: Address) -> Result<Option<WatchedAddress>, StoreError> {
+    let row: Option<(String, i64, String)> =
+        sqlx::query_as("SELECT id, derivation_index, purpose FROM deposit_addresses WHERE address = $1")
+            .bind(address.to_checksum(None))
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|(id, index, purpose)| {
+        Ok(WatchedAddress {
+            id: parse_column("deposit_addresses.id", &id)?,
+            address,
+            derivation_index: u64::try_from(index)
+                .map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?,
+            purpose: match purpose.as_str() {
+                "invoice" => AddressPurpose::Invoice,
+                "static" => AddressPurpose::Static,
+                other => return Err(StoreError::Corrupt(format!("deposit_addresses.purpose {other:?}"))),
+            },
+        })
+    })
+    .transpose()
 }
 
 /// The HD index of one of our deposit addresses (EIP-55 form), `None` when it is not ours.

@@ -5,16 +5,19 @@
 //! BIGINT); see the header of `migrations/*/..._initial.sql`. Where SQL really differs, the
 //! difference lives in [`Backend`] and nowhere else:
 //! - transactions on SQLite start with `BEGIN IMMEDIATE` (take the write lock up front, so two
-//!   writers queue on `busy_timeout` instead of failing on a lock upgrade);
+//!   writers never fail on a lock upgrade), and the writers of one process queue for it on an
+//!   in-process lock first: SQLite's own busy handler waits by sleeping and polling, which leaves
+//!   the write lock idle while the writers that want it are asleep;
 //! - row claiming uses `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer anyway.
 //!
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
-//! - [`merchants`], [`api_keys`], [`deposit_addresses`], [`invoices`], [`events`] (the outbox),
+//! - [`merchants`], [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox),
 //!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
 //!   the delivery queue), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time): queries, one module per table family, each a small async
 //!   function taking a connection or transaction.
 
+pub mod address_pool;
 pub mod api_keys;
 pub mod blocks;
 pub mod chain_txs;
@@ -32,7 +35,10 @@ pub mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
@@ -42,9 +48,59 @@ use crate::secret::DatabaseUrl;
 
 /// How long start-up waits for the database, and requests wait for a pooled connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a SQLite writer waits for its turn (in-process) or the file's write lock (another
+/// process, SQLite's `busy_timeout`) before giving up.
+const SQLITE_WRITE_WAIT: Duration = Duration::from_secs(10);
 
-/// A transaction on either backend.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A transaction on either backend: derefs to the connection (pass `&mut tx` where a query
+/// function takes `&mut Conn`). On SQLite a read-write transaction holds the process's write
+/// turn until it ends; committing one that queued webhook deliveries wakes the delivery worker.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    signals: Arc<Signals>,
+    /// The webhook queue generation when the transaction began (see [`Tx::commit`]).
+    queued_at_begin: u64,
+    _write_turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    /// Commits. When webhook deliveries were queued anywhere in this process since the
+    /// transaction began (certainly when this transaction queued some), the delivery worker is
+    /// woken: a delivery goes out as soon as it is committed rather than at the worker's next poll.
+    /// A wake for another transaction's deliveries costs one empty claim.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let Tx { inner, signals, queued_at_begin, _write_turn } = self;
+        inner.commit().await?;
+        drop(_write_turn);
+        if webhooks::queue_generation() != queued_at_begin {
+            signals.deliveries_queued.notify_one();
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.inner
+    }
+}
+
+/// What the store's users signal to each other within one process.
+#[derive(Debug, Default)]
+struct Signals {
+    deliveries_queued: Notify,
+}
 /// A connection on either backend (what query functions take: `&mut *tx` or `&mut *conn`).
 pub type Conn = sqlx::AnyConnection;
 
@@ -85,6 +141,8 @@ pub enum StoreError {
     NotFound,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("no turn to write to the SQLite database within {} s", SQLITE_WRITE_WAIT.as_secs())]
+    WriteTurnTimeout,
     #[error(transparent)]
     Database(sqlx::Error),
 }
@@ -197,6 +255,9 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: one read-write transaction of this process at a time.
+    write_turn: Option<Arc<Mutex<()>>>,
+    signals: Arc<Signals>,
 }
 
 impl Store {
@@ -245,7 +306,8 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Connect { url: url.redacted(), source })?;
-        Ok(Store { pool, backend })
+        let write_turn = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Store { pool, backend, write_turn, signals: Arc::default() })
     }
 
     /// Applies the embedded migrations for this backend (idempotent).
@@ -275,15 +337,34 @@ impl Store {
         &self.pool
     }
 
-    /// Opens a read-write transaction (see [`Backend::begin_statement`]).
+    /// Opens a read-write transaction (see [`Backend::begin_statement`]). On SQLite it first
+    /// waits for this process's write turn; a task must not open a second one while it holds one.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with(self.backend.begin_statement()).await?)
+        let write_turn = match &self.write_turn {
+            Some(turn) => Some(
+                tokio::time::timeout(SQLITE_WRITE_WAIT, turn.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::WriteTurnTimeout)?,
+            ),
+            None => None,
+        };
+        let queued_at_begin = webhooks::queue_generation();
+        let inner = self.pool.begin_with(self.backend.begin_statement()).await?;
+        Ok(Tx { inner, signals: self.signals.clone(), queued_at_begin, _write_turn: write_turn })
     }
 
     /// Opens a read-only transaction over one consistent snapshot (see
     /// [`Backend::snapshot_statement`]); end it with `rollback`.
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
-        Ok(self.pool.begin_with(self.backend.snapshot_statement()).await?)
+        let inner = self.pool.begin_with(self.backend.snapshot_statement()).await?;
+        Ok(Tx { inner, signals: self.signals.clone(), queued_at_begin: 0, _write_turn: None })
+    }
+
+    /// Resolves when a transaction of this process that queued webhook deliveries has committed
+    /// since the last call returned (at once when one has); the delivery worker waits on it
+    /// between polls.
+    pub async fn deliveries_queued(&self) {
+        self.signals.deliveries_queued.notified().await
     }
 
     /// Checks the database answers (for `/readyz`).

@@ -6,6 +6,8 @@
 //! row), and every later write is conditional on that lease: a worker whose lease ran out can no
 //! longer change the delivery another worker now owns.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use uuid::Uuid;
 
 use super::{Backend, Conn, StoreError, parse_column};
@@ -247,6 +249,15 @@ async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<()
     Ok(())
 }
 
+/// Bumped whenever deliveries are queued in this process (before they commit); a transaction
+/// that sees it moved between its begin and its commit wakes the delivery worker (see
+/// [`super::Tx::commit`]).
+static QUEUE_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn queue_generation() -> u64 {
+    QUEUE_GENERATION.load(Ordering::Relaxed)
+}
+
 /// Queues `event_id` for every enabled endpoint of the merchant that wants its type, and for
 /// the resource's own `callback_url` if it has one. Call in the event's transaction.
 #[tracing::instrument(skip(conn, callback_url))]
@@ -274,6 +285,9 @@ pub async fn enqueue(
     }
     if let Some(url) = callback_url {
         targets.push((None, url.to_owned()));
+    }
+    if !targets.is_empty() {
+        QUEUE_GENERATION.fetch_add(1, Ordering::Relaxed);
     }
     for (endpoint_id, url) in targets {
         // One delivery per event and endpoint (and per event for the callback URL), whatever
