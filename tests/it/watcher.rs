@@ -11,8 +11,9 @@ use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1
 use depositd::dev::tokens::{self, TestToken};
 use depositd_core::config::{ChainConfig, TokenConfig};
 use depositd_core::store::api_keys::Scope;
+use depositd_core::store::cursors;
 use depositd_core::store::{deposits, events};
-use depositd_watcher::ChainWatcher;
+use depositd_watcher::{ChainWatcher, WatchError};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, both_backends};
@@ -28,6 +29,8 @@ both_backends!(
     a_restart_mid_backfill_credits_once,
     websocket_heads_wake_the_watcher,
     an_unrepresentable_transfer_is_rejected_not_fatal,
+    a_long_range_fetched_concurrently_records_every_deposit,
+    a_range_that_does_not_hold_together_is_refused,
 );
 
 alloy::sol!(
@@ -641,4 +644,121 @@ async fn an_unrepresentable_transfer_is_rejected_not_fatal(db: TestDb) {
         metrics.contains(r#"depositd_deposits_rejected_total{chain="anvil",reason="undecodable_value"} 1"#),
         "{metrics}"
     );
+}
+
+async fn a_long_range_fetched_concurrently_records_every_deposit(db: TestDb) {
+    let mut s = setup(&db).await;
+    // Fewer calls in flight than blocks in the range: the blocks arrive in several waves, and
+    // the receipts of the native transfers too.
+    s.config.rpc_concurrency = 3;
+    let mut paid = Vec::new();
+    for round in 0..4u64 {
+        let usdc = s.invoice(json!({"amount": (round + 1).to_string()})).await;
+        s.chain.pay_token(s.chain.usdc, address(&usdc), (round + 1) * 1_000_000).await;
+        paid.push((usdc, (round + 1).to_string()));
+        s.chain.mine(5).await;
+        let eth = s.invoice(json!({"amount": "30", "asset": "ETH"})).await;
+        s.chain.pay_native(address(&eth), 10_000_000_000_000_000).await;
+        paid.push((eth, "0.01".to_owned())); // 30 USD at 3,000 USD/ETH, paid in ETH.
+        s.chain.mine(3).await;
+    }
+    s.chain.mine(2).await;
+    let head = s.chain.rpc("eth_blockNumber", json!([])).await;
+    let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(head > 40, "a range of many blocks: {head}");
+
+    // One step covers the whole chain (max_block_range is far above the head).
+    let mut watcher = s.watcher();
+    assert!(!watcher.tick().await.unwrap(), "one step scans blocks 0..={head}");
+    for (invoice, amount) in &paid {
+        let current = s.get(invoice).await;
+        assert_eq!(
+            (current["status"].as_str(), current["amount_paid"].as_str()),
+            (Some("paid"), Some(amount.as_str())),
+            "{current}"
+        );
+        assert_eq!(current["payments"].as_array().unwrap().len(), 1, "credited exactly once");
+    }
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    assert_eq!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().len(), 8);
+    let cursor = cursors::get(&mut conn, 31337).await.unwrap().unwrap();
+    assert_eq!(cursor.block_number, head);
+    let metrics = s.metrics().await;
+    let scanned = format!("depositd_chain_blocks_scanned_total{{chain=\"anvil\"}} {}", head + 1);
+    assert!(metrics.contains(&scanned), "{metrics}");
+}
+
+/// A JSON-RPC proxy in front of anvil that tampers with answers while `mode` says so: 1 = every
+/// `eth_getLogs` log names another block hash than its block's; 2 = block `target`'s header names
+/// another parent. 0 passes everything through.
+async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomic::AtomicU64>, target: u64) -> String {
+    use std::sync::atomic::Ordering;
+    let client = reqwest::Client::new();
+    let other_hash = format!("0x{}", "11".repeat(32));
+    let handler = move |body: axum::body::Bytes| {
+        let (client, upstream, mode, other_hash) = (client.clone(), upstream.clone(), mode.clone(), other_hash.clone());
+        async move {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let answer =
+                client.post(&upstream).header("content-type", "application/json").body(body).send().await.unwrap();
+            let mut answer: Value = answer.json().await.unwrap();
+            match (mode.load(Ordering::SeqCst), request["method"].as_str()) {
+                (1, Some("eth_getLogs")) => {
+                    for log in answer["result"].as_array_mut().into_iter().flatten() {
+                        log["blockHash"] = json!(other_hash);
+                    }
+                }
+                (2, Some("eth_getBlockByNumber")) if answer["result"]["number"] == json!(format!("{target:#x}")) => {
+                    answer["result"]["parentHash"] = json!(other_hash);
+                }
+                _ => {}
+            }
+            axum::Json(answer)
+        }
+    };
+    let app = axum::Router::new().route("/", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
+    use std::sync::atomic::Ordering;
+    let mut s = setup(&db).await;
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(4).await;
+    let payment = s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(4).await;
+    let receipt = s.chain.rpc("eth_getTransactionReceipt", json!([payment])).await;
+    let paid_in = u64::from_str_radix(receipt["blockNumber"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), paid_in).await];
+    s.config.rpc_concurrency = 4;
+    let mut watcher = s.watcher();
+
+    // The payment's log names a block hash the fetched header does not have.
+    mode.store(1, Ordering::SeqCst);
+    match watcher.tick().await {
+        Err(WatchError::Inconsistent(why)) => assert!(why.contains("another block hash"), "{why}"),
+        other => panic!("a log from another block was accepted: {other:?}"),
+    }
+    // The payment's block does not build on the block before it.
+    mode.store(2, Ordering::SeqCst);
+    match watcher.tick().await {
+        Err(WatchError::Inconsistent(why)) => assert!(why.contains("does not follow"), "{why}"),
+        other => panic!("a broken chain of blocks was accepted: {other:?}"),
+    }
+    {
+        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        assert!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().is_empty(), "nothing recorded");
+        assert!(cursors::get(&mut conn, 31337).await.unwrap().is_none(), "the cursor did not move");
+    }
+    assert_eq!(s.get(&invoice).await["status"], "pending");
+
+    // Honest answers again: the same range is scanned and the payment credited once.
+    mode.store(0, Ordering::SeqCst);
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&invoice).await;
+    assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
 }

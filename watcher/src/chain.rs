@@ -22,6 +22,8 @@ use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
 use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, invoices, static_addresses};
 use depositd_core::time::now_ms;
+use futures::future::{BoxFuture, FutureExt as _};
+use futures::stream::{self, StreamExt as _, TryStreamExt as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -202,20 +204,24 @@ impl ChainWatcher {
             return Ok(false);
         }
         let to = head.min(from + self.range - 1);
-        let headers = self.fetch_blocks(from, to).await?;
+        let (headers, logs) = match self.fetch_range(from, to).await {
+            Ok(fetched) => fetched,
+            Err(WatchError::RangeTooLarge { suggested }) => {
+                self.shrink_range(suggested);
+                return Ok(true);
+            }
+            Err(other) => return Err(other),
+        };
         if let Some(cursor) = &cursor
             && headers[0].header.parent_hash.to_string() != cursor.block_hash
         {
             self.unwind_reorg(cursor).await?;
             return Ok(true);
         }
-        let found = match self.scan(&headers).await {
+        let found = match self.scan(&headers, logs).await {
             Ok(found) => found,
             Err(WatchError::RangeTooLarge { suggested }) => {
-                let shrunk = suggested.unwrap_or(self.range / 2).clamp(1, self.range.saturating_sub(1).max(1));
-                tracing::info!(chain = %self.chain.name, from = self.range, to = shrunk, "eth_getLogs range too large; shrinking");
-                self.range = shrunk;
-                self.successes = 0;
+                self.shrink_range(suggested);
                 return Ok(true);
             }
             Err(other) => return Err(other),
@@ -236,73 +242,106 @@ impl ChainWatcher {
         Ok(to < head)
     }
 
-    /// Blocks `from..=to` with their transactions, checked to form one chain.
+    /// A provider said the `eth_getLogs` range was too large: use the range it suggests, or half.
+    fn shrink_range(&mut self, suggested: Option<u64>) {
+        let shrunk = suggested.unwrap_or(self.range / 2).clamp(1, self.range.saturating_sub(1).max(1));
+        tracing::info!(chain = %self.chain.name, from = self.range, to = shrunk, "eth_getLogs range too large; shrinking");
+        self.range = shrunk;
+        self.successes = 0;
+    }
+
+    /// How many RPC calls of one step may be in flight at once.
+    fn concurrency(&self) -> usize {
+        usize::try_from(self.chain.rpc_concurrency).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Blocks `from..=to` (checked to form one chain) and the allow-listed tokens' `Transfer`
+    /// logs in that range, fetched at the same time. The logs are checked against the blocks'
+    /// hashes by [`Self::scan`], once both have arrived.
+    async fn fetch_range(&self, from: u64, to: u64) -> Result<(Vec<Block>, Vec<Log>), WatchError> {
+        tokio::try_join!(self.fetch_blocks(from, to), self.fetch_logs(from, to))
+    }
+
+    /// Blocks `from..=to` with their transactions, fetched `rpc_concurrency` at a time (each call
+    /// with the RPC layer's failover and retries), then checked in order to form one chain.
     async fn fetch_blocks(&self, from: u64, to: u64) -> Result<Vec<Block>, WatchError> {
-        let mut blocks: Vec<Block> = Vec::with_capacity((to - from + 1) as usize);
-        for number in from..=to {
-            let block = self
-                .rpc
-                .call("eth_getBlockByNumber", |p| async move {
-                    p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await
-                })
-                .await?
-                .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing below the head")))?;
-            if let Some(previous) = blocks.last()
-                && block.header.parent_hash != previous.header.hash
-            {
+        // The futures are made up front and boxed: a stream that maps to borrowing futures is too
+        // general for the compiler to prove the watcher's task `Send`.
+        let fetches: Vec<BoxFuture<'_, Result<Block, WatchError>>> =
+            (from..=to).map(|number| self.fetch_block(number).boxed()).collect();
+        let blocks: Vec<Block> = stream::iter(fetches).buffered(self.concurrency()).try_collect().await?;
+        for (number, pair) in (from + 1..).zip(blocks.windows(2)) {
+            if pair[1].header.number != number || pair[1].header.parent_hash != pair[0].header.hash {
                 return Err(WatchError::Inconsistent(format!("block {number} does not follow block {}", number - 1)));
             }
-            blocks.push(block);
+        }
+        if blocks.first().map(|b| b.header.number) != Some(from) {
+            return Err(WatchError::Inconsistent(format!("the node did not return block {from} when asked for it")));
         }
         Ok(blocks)
     }
 
-    /// Token `Transfer` logs (by contract and topic0 only; recipients matched here) and native
-    /// transfers to watched addresses in `blocks`. A log whose block hash differs from the block
-    /// we fetched means the node is lagging or mid-reorg: the whole range is refused.
-    async fn scan(&self, blocks: &[Block]) -> Result<Vec<Found>, WatchError> {
-        let (from, to) = (blocks[0].header.number, blocks[blocks.len() - 1].header.number);
+    /// Block `number` with its transactions.
+    async fn fetch_block(&self, number: u64) -> Result<Block, WatchError> {
+        self.rpc
+            .call("eth_getBlockByNumber", |p| async move {
+                p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await
+            })
+            .await?
+            .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing below the head")))
+    }
+
+    /// Whether transaction `hash` succeeded (a reverted transaction moved nothing).
+    async fn succeeded(&self, hash: B256) -> Result<bool, WatchError> {
+        let receipt = self
+            .rpc
+            .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
+            .await?
+            .ok_or_else(|| WatchError::Inconsistent(format!("no receipt for {hash}")))?;
+        Ok(receipt.status())
+    }
+
+    /// `Transfer` logs of the allow-listed token contracts in `from..=to` (by contract and topic0
+    /// only: recipients are matched in memory); none when the chain has no tokens.
+    async fn fetch_logs(&self, from: u64, to: u64) -> Result<Vec<Log>, WatchError> {
+        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter =
+            Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).from_block(from).to_block(to);
+        self.rpc
+            .call("eth_getLogs", |p| {
+                let filter = filter.clone();
+                async move { p.get_logs(&filter).await }
+            })
+            .await
+    }
+
+    /// Token transfers (from `logs`, the range's `Transfer` logs) and native transfers to watched
+    /// addresses in `blocks`. A log whose block hash differs from the block we fetched means the
+    /// node is lagging or mid-reorg: the whole range is refused. The receipts of native transfers
+    /// are fetched `rpc_concurrency` at a time.
+    async fn scan(&self, blocks: &[Block], logs: Vec<Log>) -> Result<Vec<Found>, WatchError> {
         let hashes: HashMap<u64, B256> = blocks.iter().map(|b| (b.header.number, b.header.hash)).collect();
         let mut found = Vec::new();
-        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
-        if !tokens.is_empty() {
-            let filter =
-                Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).from_block(from).to_block(to);
-            let logs = self
-                .rpc
-                .call("eth_getLogs", |p| {
-                    let filter = filter.clone();
-                    async move { p.get_logs(&filter).await }
-                })
-                .await?;
-            self.metrics
-                .chain_logs_scanned_total
-                .with_label_values(&[self.chain.name.as_str()])
-                .inc_by(logs.len() as u64);
-            for log in logs {
-                if let Some(transfer) = self.match_log(&log, &hashes)? {
-                    found.push(transfer);
-                }
+        self.metrics.chain_logs_scanned_total.with_label_values(&[self.chain.name.as_str()]).inc_by(logs.len() as u64);
+        for log in logs {
+            if let Some(transfer) = self.match_log(&log, &hashes)? {
+                found.push(transfer);
             }
         }
+        let mut candidates = Vec::new();
         for block in blocks {
             for tx in block.transactions.txns() {
                 let Some(to) = tx.to() else { continue };
-                if tx.value().is_zero() || self.watched.get(&to).is_none() {
+                if tx.value().is_zero() || !self.watched.contains(&to) {
                     continue;
                 }
                 let hash = tx.tx_hash();
-                let receipt = self
-                    .rpc
-                    .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
-                    .await?
-                    .ok_or_else(|| WatchError::Inconsistent(format!("no receipt for {hash}")))?;
-                if !receipt.status() {
-                    continue; // Reverted: nothing moved.
-                }
                 let index =
                     tx.transaction_index.ok_or_else(|| WatchError::Inconsistent(format!("{hash} has no index")))?;
-                found.push(Found {
+                candidates.push(Found {
                     tx_hash: hash,
                     log_index: -1 - index as i64,
                     block_number: block.header.number,
@@ -314,6 +353,11 @@ impl ChainWatcher {
                 });
             }
         }
+        let receipts: Vec<BoxFuture<'_, Result<bool, WatchError>>> =
+            candidates.iter().map(|c| self.succeeded(c.tx_hash).boxed()).collect();
+        let succeeded: Vec<bool> = stream::iter(receipts).buffered(self.concurrency()).try_collect().await?;
+        // A reverted transaction moved nothing.
+        found.extend(candidates.into_iter().zip(succeeded).filter(|(_, ok)| *ok).map(|(candidate, _)| candidate));
         Ok(found)
     }
 
@@ -323,7 +367,7 @@ impl ChainWatcher {
             return Ok(None);
         }
         let to = Address::from_word(topics[2]);
-        if self.watched.get(&to).is_none() {
+        if !self.watched.contains(&to) {
             return Ok(None);
         }
         let (Some(number), Some(block_hash), Some(tx_hash), Some(index)) =

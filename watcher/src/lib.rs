@@ -1,14 +1,15 @@
 //! depositd's chain watcher: one task per configured chain that finds payments to watched
 //! addresses, confirms them, survives reorgs, and credits each exactly once.
 //!
-//! Each step ([`ChainWatcher::tick`]): top up the watched set; read the head; if the next block
-//! does not build on the cursor's block, unwind the reorg; otherwise fetch the next range of
-//! blocks (at most `max_block_range`), verify they form one chain, query `Transfer` logs of the
-//! allow-listed token contracts (by contract and topic0, never by recipient: recipients are
-//! matched in memory) and check each log's block hash against the fetched header, scan the
-//! blocks' transactions for native transfers (successful receipts only), then write deposits,
-//! block hashes and the cursor in one transaction; finally confirm deposits that are deep enough
-//! through `depositd_core::crediting`, the single entry point for invoice state.
+//! Each step ([`ChainWatcher::tick`]): top up the watched set; read the head; fetch the next range
+//! of blocks (at most `max_block_range`, `rpc_concurrency` calls in flight) and, at the same time,
+//! the `Transfer` logs of the allow-listed token contracts in it (by contract and topic0, never by
+//! recipient: recipients are matched in memory); verify the blocks form one chain; if the first
+//! does not build on the cursor's block, unwind the reorg; otherwise check each log's block hash
+//! against the fetched header, scan the blocks' transactions for native transfers (successful
+//! receipts only, also fetched concurrently), then write deposits, block hashes and the cursor in
+//! one transaction; finally confirm deposits that are deep enough through
+//! `depositd_core::crediting`, the single entry point for invoice state.
 //!
 //! RPC calls fail over across the chain's `rpc_urls`, retry with backoff honouring `Retry-After`,
 //! and the step range shrinks when a provider says `eth_getLogs` asked for too much.

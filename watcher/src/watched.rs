@@ -32,6 +32,10 @@ impl WatchedSet {
         self.by_address.get(address)
     }
 
+    pub fn contains(&self, address: &Address) -> bool {
+        self.by_address.contains_key(address)
+    }
+
     pub fn len(&self) -> usize {
         self.by_address.len()
     }

@@ -31,6 +31,10 @@ pub struct ChainConfig {
     /// How long one RPC call may take before the watcher fails over and retries.
     #[serde(default = "default_rpc_timeout_ms")]
     pub rpc_timeout_ms: u64,
+    /// How many RPC calls of one step the watcher has in flight at once (the range's blocks, its
+    /// `eth_getLogs`, the receipts of native transfers).
+    #[serde(default = "default_rpc_concurrency")]
+    pub rpc_concurrency: u64,
     /// First block to scan on a fresh database; `None` = the head at first start.
     pub start_block: Option<u64>,
     /// Testnets and dev chains hold no real value: keys for them are `dk_test_...`.
@@ -144,6 +148,9 @@ impl ChainConfig {
         if self.rpc_timeout_ms == 0 {
             problems.push("rpc_timeout_ms: must be greater than 0".into());
         }
+        if self.rpc_concurrency == 0 {
+            problems.push("rpc_concurrency: must be at least 1".into());
+        }
         if self.max_block_range == 0 {
             problems.push("max_block_range: must be at least 1".into());
         }
@@ -171,6 +178,10 @@ impl ChainConfig {
 
 fn default_rpc_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_rpc_concurrency() -> u64 {
+    8
 }
 
 fn checked_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
