@@ -13,7 +13,7 @@ use depositd_core::config::{ChainConfig, TokenConfig};
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::cursors;
 use depositd_core::store::{deposits, events};
-use depositd_watcher::{ChainWatcher, WatchError};
+use depositd_watcher::{ChainWatcher, WatchError, WatchedSet};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, both_backends};
@@ -31,6 +31,7 @@ both_backends!(
     an_unrepresentable_transfer_is_rejected_not_fatal,
     a_long_range_fetched_concurrently_records_every_deposit,
     a_range_that_does_not_hold_together_is_refused,
+    the_watched_set_loads_in_pages,
 );
 
 alloy::sol!(
@@ -761,4 +762,59 @@ async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
     s.catch_up(&mut watcher).await;
     let paid = s.get(&invoice).await;
     assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
+}
+
+async fn the_watched_set_loads_in_pages(db: TestDb) {
+    let s = setup(&db).await;
+    let mut invoices = Vec::new();
+    for _ in 0..5 {
+        invoices.push(s.invoice(json!({"amount": "1"})).await);
+    }
+    let rail: Value =
+        s.app.create_static_address(&s.key, json!({"customer_id": "player-1"})).await.json().await.unwrap();
+    let rail_address = rail["address"].as_str().unwrap().to_owned();
+    let mut ours: Vec<Address> = invoices.iter().map(|i| address(i).parse().unwrap()).collect();
+    ours.push(rail_address.parse().unwrap());
+    let count = |pool: &sqlx::AnyPool| {
+        let pool = pool.clone();
+        async move {
+            let (rows,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM deposit_addresses").fetch_one(&pool).await.unwrap();
+            rows as usize
+        }
+    };
+
+    // Two addresses per query: loading six or more takes several pages, and loads every one.
+    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut set = WatchedSet::with_page_size(2);
+    let stored = count(s.app.store.pool()).await;
+    assert!(stored >= 6, "{stored}");
+    assert_eq!(set.refresh(&mut conn).await.unwrap(), stored);
+    assert_eq!(set.len(), stored);
+    assert!(ours.iter().all(|a| set.contains(a)), "every page was loaded");
+    assert!(!set.contains(&Address::ZERO));
+    // Then only what is new.
+    let later = s.invoice(json!({"amount": "1"})).await;
+    let added = set.refresh(&mut conn).await.unwrap();
+    assert!(added >= 1 && set.len() == stored + added, "{added}");
+    assert!(set.contains(&address(&later).parse().unwrap()));
+    drop(conn);
+
+    // A watcher loading its set two addresses at a time finds payments to addresses of its first
+    // and last pages, to an invoice and to the static address.
+    s.chain.pay_token(s.chain.usdc, address(&invoices[0]), 1_000_000).await;
+    s.chain.pay_token(s.chain.usdc, address(&later), 1_000_000).await;
+    s.chain.pay_token(s.chain.usdc, &rail_address, 2_000_000).await;
+    s.chain.mine(2).await;
+    let mut watcher = s.watcher().with_watched_page_size(2);
+    s.catch_up(&mut watcher).await;
+    for invoice in [&invoices[0], &later] {
+        let paid = s.get(invoice).await;
+        assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
+    }
+    let (_, rail_invoices) = s.app.get_json(&s.key, "/api/v1/invoices?customer_id=player-1").await;
+    let amounts: Vec<&str> =
+        rail_invoices["data"].as_array().unwrap().iter().map(|i| i["amount"].as_str().unwrap()).collect();
+    assert_eq!(amounts, ["2"], "{rail_invoices}");
+    assert_eq!(s.get(&invoices[1]).await["status"], "pending");
 }

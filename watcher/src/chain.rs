@@ -17,7 +17,7 @@ use depositd_core::money::BaseUnits;
 use depositd_core::store::blocks::{self, BlockRef};
 use depositd_core::store::chain_txs;
 use depositd_core::store::cursors::{self, ChainCursor};
-use depositd_core::store::deposit_addresses::AddressPurpose;
+use depositd_core::store::deposit_addresses::{self, AddressPurpose};
 use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
 use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, invoices, static_addresses};
@@ -157,6 +157,13 @@ impl ChainWatcher {
                 }
             }
         }
+    }
+
+    /// Loads the watched set `page_size` addresses per query (default
+    /// [`crate::watched::DEFAULT_PAGE_SIZE`]).
+    pub fn with_watched_page_size(mut self, page_size: u32) -> ChainWatcher {
+        self.watched = WatchedSet::with_page_size(page_size);
+        self
     }
 
     /// Runs only while holding `lease` (several daemons on one database: one watcher per chain).
@@ -479,7 +486,10 @@ impl ChainWatcher {
         conn: &mut depositd_core::store::Conn,
         found: Found,
     ) -> Result<(Deposit, Option<RejectReason>), WatchError> {
-        let watched = self.watched.get(&found.to).expect("only watched recipients are found").clone();
+        // Only watched recipients are found, and every watched address has its row.
+        let watched = deposit_addresses::watched(conn, found.to)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("watched address {} has no deposit_addresses row", found.to)))?;
         let asset = match found.token {
             None => Some(self.chain.native.symbol.clone()),
             Some(token) => self.chain.tokens.iter().find(|t| t.address == token).map(|t| t.symbol.clone()),

@@ -22,7 +22,8 @@
 //! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
 //! - [`heads`]: the WebSocket `newHeads` follower that wakes the loop.
 //! - [`rpc`]: [`rpc::ChainRpc`], failover, timeouts, retries and range-error recognition.
-//! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses, refreshed by HD index.
+//! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses (addresses only), loaded
+//!   and refreshed by HD index a page at a time.
 
 pub mod chain;
 pub mod heads;
