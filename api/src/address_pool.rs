@@ -49,9 +49,6 @@ pub async fn fill(state: &AppState, size: u64) -> Result<u64, StoreError> {
     while left < size {
         let batch = (size - left).min(BATCH);
         let stored = address_pool::refill(&state.store, &state.wallet, AddressPurpose::Invoice, batch).await?;
-        if stored == 0 {
-            break;
-        }
         left += stored;
         added += stored;
     }

@@ -3,8 +3,8 @@
 //!
 //! Allocating an HD index bumps one counter row, which a transaction holds until it commits:
 //! allocating inside each invoice's transaction makes creations commit one at a time. The pool
-//! moves that work out of the request: [`refill`] derives a batch of addresses outside any
-//! transaction, then claims their indices with one conditional counter update and stores them
+//! moves that work out of the request: [`refill`] derives a batch of addresses, normally outside
+//! any transaction, then claims their indices with one conditional counter update and stores them
 //! with `pooled = 1`, all in one short transaction; [`claim`] hands one out inside the invoice's
 //! transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent creations take different
 //! rows). A rolled-back claim puts the address back. When the pool is empty,
@@ -25,8 +25,8 @@ use crate::wallet::HdWallet;
 
 /// Rows per INSERT statement when storing a batch.
 const INSERT_CHUNK: usize = 100;
-/// Conditional counter updates tried before a refill gives up (another process keeps winning).
-const CAS_ATTEMPTS: usize = 5;
+/// Optimistic refills tried before one holds the counter row while it derives.
+const OPTIMISTIC_ATTEMPTS: u32 = 3;
 
 /// Takes a pooled address for `purpose`, if there is one. Call inside the transaction that
 /// creates the resource: if it rolls back, the address is pooled again.
@@ -61,61 +61,83 @@ pub async fn pooled(conn: &mut Conn, purpose: AddressPurpose) -> Result<u64, Sto
     Ok(count.max(0) as u64)
 }
 
-/// Derives `count` new addresses for `purpose` and pools them; returns how many were added (0
-/// when other processes kept allocating indices meanwhile; the next refill tries again).
+/// Derives `count` new addresses for `purpose` and pools them; returns how many were added.
+///
+/// First optimistically: read the counter, derive outside any transaction, then claim the indices
+/// only if the counter has not moved meanwhile. Under load with an empty pool, creations falling
+/// back to the counter move it all the time, so after a few lost races the last attempt holds the
+/// counter row while it derives: slower for that moment, but the pool always gets refilled.
 pub async fn refill(store: &Store, wallet: &HdWallet, purpose: AddressPurpose, count: u64) -> Result<u64, StoreError> {
     if count == 0 {
         return Ok(0);
     }
-    for _ in 0..CAS_ATTEMPTS {
+    for attempt in 1..=OPTIMISTIC_ATTEMPTS {
         let (current,): (i64,) = sqlx::query_as("SELECT value FROM counters WHERE name = 'deposit_address_index'")
             .fetch_one(store.pool())
             .await?;
-        let first = u64::try_from(current + 1)
-            .map_err(|_| StoreError::Corrupt(format!("deposit address counter {current}")))?;
-        let last = first + count - 1;
-        // Deriving costs an elliptic-curve multiplication per address: off the async threads and
-        // outside the transaction.
-        let deriving = wallet.clone();
-        let addresses: Vec<(u64, Address)> = tokio::task::spawn_blocking(move || {
-            (first..=last).map(|index| deriving.deposit_address(index).map(|a| (index, a))).collect::<Result<_, _>>()
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("address derivation stopped: {e}")))?
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-
+        let addresses = derive(wallet, current, count).await?;
         let mut tx = store.begin().await?;
         let moved = sqlx::query("UPDATE counters SET value = $1 WHERE name = 'deposit_address_index' AND value = $2")
-            .bind(last as i64)
+            .bind(current + count as i64)
             .bind(current)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if moved == 0 {
-            tx.rollback().await?;
-            continue; // Another allocation came first: derive the indices after it.
+        if moved == 1 {
+            store_pooled(&mut tx, purpose, &addresses).await?;
+            tx.commit().await?;
+            return Ok(count);
         }
-        let now = now_ms();
-        for chunk in addresses.chunks(INSERT_CHUNK) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, $1, ${}, 1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5))
-                .collect();
-            let sql = format!(
-                "INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at, pooled) VALUES {}",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(purpose.as_str());
-            for (index, address) in chunk {
-                query = query
-                    .bind(Uuid::now_v7().to_string())
-                    .bind(address.to_checksum(None))
-                    .bind(*index as i64)
-                    .bind(now);
-            }
-            query.execute(&mut *tx).await.map_err(|e| StoreError::on_conflict(e, "deposit address"))?;
-        }
-        tx.commit().await?;
-        return Ok(count);
+        tx.rollback().await?;
+        tracing::debug!(attempt, "the address counter moved while deriving; deriving again");
     }
-    Ok(0)
+    let mut tx = store.begin().await?;
+    let (last,): (i64,) =
+        sqlx::query_as("UPDATE counters SET value = value + $1 WHERE name = 'deposit_address_index' RETURNING value")
+            .bind(count as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+    let addresses = derive(wallet, last - count as i64, count).await?;
+    store_pooled(&mut tx, purpose, &addresses).await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// The `count` addresses after index `current`. Deriving costs an elliptic-curve multiplication
+/// per address: it runs off the async threads.
+async fn derive(wallet: &HdWallet, current: i64, count: u64) -> Result<Vec<(u64, Address)>, StoreError> {
+    let first =
+        u64::try_from(current + 1).map_err(|_| StoreError::Corrupt(format!("deposit address counter {current}")))?;
+    let last = first + count - 1;
+    let wallet = wallet.clone();
+    tokio::task::spawn_blocking(move || {
+        (first..=last).map(|index| wallet.deposit_address(index).map(|a| (index, a))).collect::<Result<_, _>>()
+    })
+    .await
+    .map_err(|e| StoreError::Corrupt(format!("address derivation stopped: {e}")))?
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+async fn store_pooled(
+    conn: &mut Conn,
+    purpose: AddressPurpose,
+    addresses: &[(u64, Address)],
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for chunk in addresses.chunks(INSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, $1, ${}, 1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5))
+            .collect();
+        let sql = format!(
+            "INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at, pooled) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(purpose.as_str());
+        for (index, address) in chunk {
+            query =
+                query.bind(Uuid::now_v7().to_string()).bind(address.to_checksum(None)).bind(*index as i64).bind(now);
+        }
+        query.execute(&mut *conn).await.map_err(|e| StoreError::on_conflict(e, "deposit address"))?;
+    }
+    Ok(())
 }
