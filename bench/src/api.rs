@@ -202,6 +202,8 @@ struct BackendResult {
     invoices: i64,
     /// The strace diagnostic run: its creations/s and the syscalls that took the most time.
     syscalls: Option<(f64, Vec<profile::SyscallRow>)>,
+    /// The daemon's `invoices.address_pool_size`.
+    address_pool_size: u64,
 }
 
 async fn backend_runs(
@@ -223,6 +225,7 @@ async fn backend_runs(
         start_block: chain.rpc.block_number().await?,
     });
     let run = RunDir::new(db.url(), &chain_file, &[])?;
+    let address_pool_size = run.config()?.settings.invoices.address_pool_size;
     let mut daemon = Daemon::spawn(bin, &run, &["api"])?;
     daemon.wait_healthy(Duration::from_secs(60)).await?;
     let api = ApiClient::new(&daemon.api_url, key);
@@ -284,7 +287,7 @@ async fn backend_runs(
     if global.verbose {
         eprintln!("  daemon log kept in {}", run.keep().display());
     }
-    Ok(BackendResult { backend, measured, invoices, syscalls })
+    Ok(BackendResult { backend, measured, invoices, syscalls, address_pool_size })
 }
 
 pub async fn run(global: &Global, args: &ApiArgs, bin: &std::path::Path) -> anyhow::Result<Section> {
@@ -304,12 +307,14 @@ pub async fn run(global: &Global, args: &ApiArgs, bin: &std::path::Path) -> anyh
     section.setup = vec![
         format!(
             "The real daemon, `depositd run --only api`, on a fresh database per backend (per-key rate limits raised \
-             out of the way, everything else as shipped: `database.max_connections` = 16, `RUST_LOG=info`). The load \
-             generator runs in the harness on the same {cores} cores, a closed loop of N workers over keep-alive \
-             connections: invoice creation `POST /api/v1/invoices` `{CREATE_BODY}` with a new `Idempotency-Key` \
-             each, {} s per concurrency (after a 2 s warm-up), then `GET /api/v1/invoices/{{id}}` of created \
-             invoices, {} s per concurrency.",
-            args.duration, args.read_duration
+             out of the way, everything else as shipped: `database.max_connections` = 16, \
+             `invoices.address_pool_size` = {}, `RUST_LOG=info`). The load generator runs in the harness on the same \
+             {cores} cores, a closed loop of N workers over keep-alive connections: invoice creation \
+             `POST /api/v1/invoices` `{CREATE_BODY}` with a new `Idempotency-Key` each, {} s per concurrency (after \
+             a 2 s warm-up), then `GET /api/v1/invoices/{{id}}` of created invoices, {} s per concurrency.",
+            results.first().map_or(0, |r| r.address_pool_size),
+            args.duration,
+            args.read_duration
         ),
         "Latency is measured by the client (request sent to body read); *server mean* is the daemon's own \
          `depositd_api_request_duration_seconds` over the same interval. CPU is in cores (1.0 = one core busy the \
@@ -438,52 +443,89 @@ pub async fn run(global: &Global, args: &ApiArgs, bin: &std::path::Path) -> anyh
 
 /// What bounds creation on one backend, from this run's own figures.
 fn creation_bound(r: &BackendResult, m: &Measured, per_second: f64, cores: usize) -> String {
+    let per_creation_ms = 1000.0 / per_second.max(1e-9);
     let mut text = format!(
-        "Each creation takes {} inside the daemon on average; one completes every {:.2} ms.",
+        "Each creation takes {} inside the daemon on average; one completes every {per_creation_ms:.2} ms. Each is \
+         two write transactions (the idempotency claim; then a deposit address claimed from the pool derived ahead \
+         of time, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so that concurrent creations take different rows, the invoice, its `invoice.created` event and the idempotency record written): the addresses are \
+         derived and their HD indices taken by the API component's pool task, in its own transactions, so \
+         creations do not wait on the HD counter row while the pool has addresses.",
         ms(m.server_mean_ms),
-        1000.0 / per_second.max(1e-9)
     );
-    let saturated = m.cpu.machine_busy >= 0.85 * cores as f64;
-    if saturated {
+    // Who used the CPU, largest first.
+    let mut users: Vec<(String, f64)> = m
+        .cpu
+        .processes
+        .iter()
+        .filter(|(name, cores)| *cores > 0.0 && (name != "postgres" || m.backend == Backend::Postgres))
+        .map(|(name, cores)| {
+            let label = match name.as_str() {
+                "depositd" => {
+                    let kernel = m.cpu.kernel.iter().find(|(n, _)| n == "depositd").map(|(_, c)| *c).unwrap_or(0.0);
+                    format!("the daemon {cores:.2} ({kernel:.2} of it in the kernel)")
+                }
+                "postgres" => format!("PostgreSQL {cores:.2}"),
+                other => format!("{other} {cores:.2}"),
+            };
+            (label, *cores)
+        })
+        .collect();
+    users.push((format!("the load generator (the harness) {:.2}", m.cpu.harness), m.cpu.harness));
+    users.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let users: Vec<String> = users.into_iter().map(|(label, _)| label).collect();
+    let sharing =
+        if m.backend == Backend::Postgres { "the load generator and PostgreSQL" } else { "the load generator" };
+    if m.cpu.machine_busy >= 0.85 * cores as f64 {
         text.push_str(&format!(
-            " The {cores} cores were busy ({:.2}): {}, so CPU is the limit here; the profile below shows where it goes.",
+            " The machine was busy {:.2} of {cores} cores: creations are CPU-bound on this {cores}-core machine, which \
+             the daemon shares with {sharing}. In cores: {} (the profile below shows where the daemon's time goes).",
             m.cpu.machine_busy,
-            m.cpu.describe()
+            users.join(", ")
         ));
     } else {
         text.push_str(&format!(
-            " The {cores} cores were not saturated (busy {:.2}): creations wait on each other rather than on CPU. \
-             Each is two write transactions (the idempotency claim; then the HD counter row bumped, the deposit \
-             address, the invoice, its `invoice.created` event and the idempotency record written), and creations \
-             serialize on the single HD counter row by design (an index is never handed out twice).",
-            m.cpu.machine_busy
+            " The {cores} cores were not saturated (busy {:.2}; in cores: {}): creations wait on something other \
+             than CPU.",
+            m.cpu.machine_busy,
+            users.join(", ")
         ));
-        if m.backend == Backend::Sqlite
-            && let Some((_, rows)) = &r.syscalls
+    }
+    if m.backend == Backend::Sqlite {
+        text.push_str(&format!(
+            " On SQLite one write transaction commits at a time, by SQLite's design (a single writer; `BEGIN \
+             IMMEDIATE` takes the write lock up front), and the daemon's write transactions queue for their turn on \
+             an in-process lock before they begin; at two write transactions per creation, this rate is one write \
+             transaction every {:.2} ms.",
+            per_creation_ms / 2.0
+        ));
+        if let Some((_, rows)) = &r.syscalls
             && let Some((name, share, calls, usecs)) = rows.first()
             && name == "clock_nanosleep"
         {
             text.push_str(&format!(
-                " On SQLite only one transaction writes at a time (`BEGIN IMMEDIATE`), and a connection that finds \
-                 the write lock taken sleeps and retries (SQLite's busy handler under `busy_timeout`): in the \
-                 diagnostic run {:.0}% of the daemon's system-call time was `clock_nanosleep` ({} calls, {:.1} ms \
-                 each), so the lock often sits free while the writers that want it are asleep; hence the p50 of a \
-                 few milliseconds beside a p99 of hundreds.",
+                " In the diagnostic run under strace, {:.0}% of the daemon's system-call time was `clock_nanosleep` \
+                 ({} calls, {:.1} ms each), which is how SQLite's busy handler waits for a write lock another \
+                 connection holds.",
                 share * 100.0,
                 count(*calls),
                 *usecs as f64 / 1000.0
             ));
         }
-        if m.backend == Backend::Postgres && !m.waits.is_empty() {
-            let top: Vec<String> =
-                m.waits.iter().take(3).map(|(state, share)| format!("{state} {:.0}%", share * 100.0)).collect();
-            text.push_str(&format!(
-                " PostgreSQL's sessions were: {} (see the sessions table). A session waiting on `Lock: transactionid` \
-                 waits for a row another open transaction has updated; the only row every creation updates is the \
-                 HD counter, which each creation's transaction holds from the allocation to its commit, so \
-                 creations go through one at a time.",
-                top.join(", ")
-            ));
+    }
+    if m.backend == Backend::Postgres && !m.waits.is_empty() {
+        let top: Vec<String> =
+            m.waits.iter().take(3).map(|(state, share)| format!("{state} {:.0}%", share * 100.0)).collect();
+        text.push_str(&format!(" PostgreSQL's sessions were: {} (see the sessions table).", top.join(", ")));
+        match m.waits.first().map(|(state, _)| state.as_str()) {
+            Some(state) if state.ends_with("Lock: transactionid") => text.push_str(
+                " Most samples found a session waiting on `Lock: transactionid`: waiting for another open \
+                 transaction to end, because it needs a row that transaction has written or locked.",
+            ),
+            Some("idle (no request)") => text.push_str(
+                " Most samples found a session idle, with no statement from the daemon to run: the database waited \
+                 on the daemon more than the daemon on it.",
+            ),
+            _ => {}
         }
     }
     text
