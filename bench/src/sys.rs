@@ -31,11 +31,13 @@ impl Machine {
         let memory_mib = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) / 1024;
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
         let date = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "unknown date".into());
-        // Read-only git plumbing: neither command writes the index or anything else.
+        // Neither command writes the index or anything else. `git diff` compares contents where
+        // the index's stat cache is stale (a file rewritten unchanged, as `cargo fmt` does), which
+        // `git diff-index` would report as a change.
         let commit = match output("git", &["rev-parse", "--short", "HEAD"]) {
             Some(hash) => {
                 let clean = Command::new("git")
-                    .args(["diff-index", "--quiet", "HEAD", "--"])
+                    .args(["diff", "--quiet", "HEAD", "--"])
                     .status()
                     .map(|s| s.success())
                     .unwrap_or(true);
