@@ -20,6 +20,7 @@ both_backends!(
     api_keys_authenticate_by_hash_only,
     deposit_addresses_are_never_reused_under_concurrency,
     pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_once,
+    a_pool_from_another_mnemonic_is_never_handed_out,
     chain_cursor_upserts,
     unique_constraint_maps_to_conflict,
     a_lease_has_one_holder_until_it_expires_or_is_released,
@@ -299,4 +300,30 @@ async fn pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_
     let distinct: HashSet<u64> = everything.iter().map(|a| a.derivation_index).collect();
     assert_eq!((everything.len(), distinct.len()), (stored.len() + 80, stored.len() + 80));
     assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap(), left + 40);
+}
+
+async fn a_pool_from_another_mnemonic_is_never_handed_out(db: TestDb) {
+    let store = db.store().await;
+    let (wallet, other) = (
+        HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap(),
+        HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap(),
+    );
+    // The pool was filled by a daemon with another mnemonic (replaced since, or misconfigured).
+    assert_eq!(address_pool::refill(&store, &other, AddressPurpose::Invoice, 5).await.unwrap(), 5);
+    let mut tx = store.begin().await.unwrap();
+    let mine = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(mine.address, wallet.deposit_address(mine.derivation_index).unwrap(), "this wallet's own address");
+    assert_eq!(mine.derivation_index, 5, "above the retired pool's indices");
+    let mut conn = store.pool().acquire().await.unwrap();
+    assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap(), 0, "the pool is retired");
+    assert_eq!(deposit_addresses::since(&mut conn, None).await.unwrap().len(), 6, "retired addresses stay watched");
+    drop(conn);
+    // Refilled from this wallet, the pool hands out again.
+    address_pool::refill(&store, &wallet, AddressPurpose::Invoice, 3).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let pooled = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(pooled.derivation_index, 6);
+    assert_eq!(pooled.address, wallet.deposit_address(6).unwrap());
 }

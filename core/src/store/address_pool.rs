@@ -30,7 +30,39 @@ const OPTIMISTIC_ATTEMPTS: u32 = 3;
 
 /// Takes a pooled address for `purpose`, if there is one. Call inside the transaction that
 /// creates the resource: if it rolls back, the address is pooled again.
-pub async fn claim(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<DepositAddress>, StoreError> {
+///
+/// The address must be `wallet`'s own at its index: one derived from another mnemonic (the
+/// operator replaced it, or a misconfigured daemon shares the database) would take payments only
+/// that mnemonic can sweep. Then every pooled address is retired (`pooled = 2`: still watched,
+/// never handed out) with the claim's transaction, and `None` returns: the caller derives its
+/// own, and the pool is refilled from this wallet.
+pub async fn claim(
+    conn: &mut Conn,
+    purpose: AddressPurpose,
+    wallet: &HdWallet,
+) -> Result<Option<DepositAddress>, StoreError> {
+    let Some(claimed) = take(conn, purpose).await? else {
+        return Ok(None);
+    };
+    let own = wallet.deposit_address(claimed.derivation_index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if own == claimed.address {
+        return Ok(Some(claimed));
+    }
+    let retired = sqlx::query("UPDATE deposit_addresses SET pooled = 2 WHERE pooled = 1 OR id = $1")
+        .bind(claimed.id.to_string())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    tracing::error!(
+        index = claimed.derivation_index,
+        retired,
+        "a pooled deposit address was derived from another mnemonic than this daemon's; the pool is retired \
+         (do all daemons on this database use the same wallet?)"
+    );
+    Ok(None)
+}
+
+async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<DepositAddress>, StoreError> {
     let skip_locked = Backend::of(conn).skip_locked();
     let row: Option<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE deposit_addresses SET pooled = 0, created_at = $1 WHERE pooled = 1 AND id = \

@@ -39,7 +39,7 @@ pub async fn allocate(
     wallet: &HdWallet,
     purpose: AddressPurpose,
 ) -> Result<DepositAddress, StoreError> {
-    if let Some(pooled) = super::address_pool::claim(conn, purpose).await? {
+    if let Some(pooled) = super::address_pool::claim(conn, purpose, wallet).await? {
         return Ok(pooled);
     }
     let (index,): (i64,) =
