@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -42,15 +41,9 @@ pub struct ApiArgs {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Parser)]
-struct Defaults {
-    #[command(flatten)]
-    args: ApiArgs,
-}
-
 impl Default for ApiArgs {
     fn default() -> Self {
-        Defaults::parse_from(["api"]).args
+        crate::default_args("api")
     }
 }
 

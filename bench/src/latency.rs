@@ -19,7 +19,6 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use anyhow::{Context, bail};
 use axum::extract::{Request, State};
-use clap::Parser;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -67,15 +66,9 @@ pub struct LatencyArgs {
     pub backend: Backend,
 }
 
-#[derive(Parser)]
-struct Defaults {
-    #[command(flatten)]
-    args: LatencyArgs,
-}
-
 impl Default for LatencyArgs {
     fn default() -> Self {
-        Defaults::parse_from(["latency"]).args
+        crate::default_args("latency")
     }
 }
 

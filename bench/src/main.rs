@@ -69,6 +69,13 @@ struct Cli {
     command: Command,
 }
 
+/// A benchmark's arguments with every flag at its default, as `depositd-bench <name>` alone would
+/// parse them (the `all` run and the quick run start from these).
+pub fn default_args<A: clap::Args + clap::FromArgMatches>(name: &'static str) -> A {
+    let matches = A::augment_args(clap::Command::new(name)).get_matches_from([name]);
+    A::from_arg_matches(&matches).expect("a benchmark's defaults parse")
+}
+
 /// Options every benchmark shares.
 #[derive(Debug, Clone, Args)]
 pub struct Global {

@@ -10,8 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-
 use alloy::primitives::Address;
 use depositd_watcher::watched::DEFAULT_PAGE_SIZE;
 
@@ -41,15 +39,9 @@ pub struct ScaleArgs {
     pub settle_secs: u64,
 }
 
-#[derive(Parser)]
-struct Defaults {
-    #[command(flatten)]
-    args: ScaleArgs,
-}
-
 impl Default for ScaleArgs {
     fn default() -> Self {
-        Defaults::parse_from(["scale"]).args
+        crate::default_args("scale")
     }
 }
 

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use anyhow::{Context, bail};
-use clap::Parser;
 use depositd_core::invoice::SessionSigner;
 use depositd_core::metrics::Metrics;
 use depositd_core::wallet::HdWallet;
@@ -70,15 +69,9 @@ pub struct WatcherArgs {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Parser)]
-struct Defaults {
-    #[command(flatten)]
-    args: WatcherArgs,
-}
-
 impl Default for WatcherArgs {
     fn default() -> Self {
-        Defaults::parse_from(["watcher"]).args
+        crate::default_args("watcher")
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use depositd_core::store::address_pool;
 use depositd_core::store::api_keys::{self, KeyMode, KeyRejection, Scope};
 use depositd_core::store::cursors::{self, ChainCursor};
-use depositd_core::store::deposit_addresses::{self, AddressPurpose};
+use depositd_core::store::deposit_addresses::{self, AddressPurpose, DepositAddress};
 use depositd_core::store::merchants::{self, MerchantStatus, NewMerchant};
 use depositd_core::store::{Store, StoreError};
 use depositd_core::wallet::HdWallet;
@@ -122,16 +122,15 @@ async fn api_keys_authenticate_by_hash_only(db: TestDb) {
     assert!(matches!(api_keys::revoke(&mut conn, uuid::Uuid::now_v7()).await, Err(StoreError::NotFound)));
 }
 
-async fn deposit_addresses_are_never_reused_under_concurrency(db: TestDb) {
-    let store = db.store().await;
-    let wallet = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
+/// `count` invoice address allocations at once, each in its own transaction; every third rolls
+/// back (its allocation must vanish with it). Returns the committed ones.
+async fn allocate_concurrently(store: &Store, wallet: &HdWallet, count: usize) -> Vec<DepositAddress> {
     let mut tasks = Vec::new();
-    for i in 0..24 {
+    for i in 0..count {
         let (store, wallet) = (store.clone(), wallet.clone());
         tasks.push(tokio::spawn(async move {
             let mut tx = store.begin().await.unwrap();
             let allocated = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
-            // Every third transaction rolls back: its allocation must vanish with it.
             if i % 3 == 0 {
                 tx.rollback().await.unwrap();
                 None
@@ -145,6 +144,13 @@ async fn deposit_addresses_are_never_reused_under_concurrency(db: TestDb) {
     for task in tasks {
         committed.extend(task.await.unwrap());
     }
+    committed
+}
+
+async fn deposit_addresses_are_never_reused_under_concurrency(db: TestDb) {
+    let store = db.store().await;
+    let wallet = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
+    let committed = allocate_concurrently(&store, &wallet, 24).await;
     assert_eq!(committed.len(), 16);
     let indices: HashSet<u64> = committed.iter().map(|a| a.derivation_index).collect();
     let addresses: HashSet<_> = committed.iter().map(|a| a.address).collect();
@@ -245,25 +251,7 @@ async fn pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_
 
     // More concurrent creations than pooled addresses: the pool runs dry, the rest fall back to
     // the counter, and no address is handed out twice.
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let (store, wallet) = (store.clone(), wallet.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tx = store.begin().await.unwrap();
-            let allocated = deposit_addresses::allocate(&mut tx, &wallet, AddressPurpose::Invoice).await.unwrap();
-            if i % 3 == 0 {
-                tx.rollback().await.unwrap();
-                None
-            } else {
-                tx.commit().await.unwrap();
-                Some(allocated)
-            }
-        }));
-    }
-    let mut committed = Vec::new();
-    for task in tasks {
-        committed.extend(task.await.unwrap());
-    }
+    let committed = allocate_concurrently(&store, &wallet, 30).await;
     assert_eq!(committed.len(), 20);
     let indices: HashSet<u64> = committed.iter().map(|a| a.derivation_index).collect();
     assert_eq!(indices.len(), 20, "no index handed out twice");

@@ -18,9 +18,9 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50_000;
 #[derive(Debug)]
 pub struct WatchedSet {
     addresses: AddressSet,
-    /// The highest HD index loaded; the next refresh asks only for newer ones. Indices are
-    /// handed out under the counter row's lock, so they commit in index order: an address with a
-    /// lower index than this one cannot appear later.
+    /// The highest HD index loaded; the next refresh asks only for newer ones. Addresses are
+    /// stored under the counter row's lock (directly, or ahead of time in the address pool), so
+    /// they commit in index order: an address with a lower index than this one cannot appear later.
     last_index: Option<u64>,
     page_size: u32,
 }
