@@ -12,7 +12,13 @@
 //! - less than that -> back to `pending` + `underpaid` (the payer can send the rest);
 //! - a payment after `expires_at` is credited and flagged `paid_late`: a late full payment makes
 //!   the invoice `paid`, a late partial one leaves it `expired`;
-//! - payments to a `paid`, `cancelled` or refunded invoice are credited and flagged, never lost.
+//! - payments to a `paid`, `cancelled` or refunded invoice are credited and flagged, never lost;
+//! - a confirmed payment a reorg takes away is reversed: the invoice's paid amount goes down, a
+//!   `paid` invoice it no longer covers goes back to `pending` (or `expired`), and flags follow
+//!   what is still paid (nothing paid: no `underpaid`, `overpaid` or `paid_late`);
+//! - a static address's deposit creates its invoice (`paid`) when it confirms; a reorg that takes
+//!   the deposit away cancels that invoice, and the deposit's return pays the same invoice again:
+//!   one invoice per deposit, one `invoice.paid` per life of the deposit.
 
 use rust_decimal::Decimal;
 
@@ -137,8 +143,29 @@ pub async fn on_confirmed(
         let asset = chain.asset(&deposit.asset).ok_or_else(|| {
             StoreError::Corrupt(format!("asset {} is not configured on {}", deposit.asset, chain.name))
         })?;
-        let invoice = static_addresses::create_deposit_invoice(conn, &rail, asset, deposit.amount).await?;
-        deposits::link_invoice(conn, deposit.id, invoice.id).await?;
+        let invoice = match deposit.invoice_id {
+            // A later life of a deposit a reorg took away: it pays its own invoice again (same id),
+            // so a merchant who deduplicates on invoice ids sees one payment.
+            Some(invoice_id) => {
+                let mut invoice = invoices::get_any(conn, invoice_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)))?;
+                let read = invoice.clone();
+                invoice.status = InvoiceStatus::Paid;
+                invoice.amount_paid_base_units = read
+                    .amount_paid_base_units
+                    .checked_add(deposit.amount)
+                    .ok_or_else(|| StoreError::Corrupt(format!("invoice {} paid total overflows", invoice.id)))?;
+                invoice.finished_at = Some(now_ms());
+                invoices::update_payment_state(conn, &read, &invoice).await?;
+                invoice
+            }
+            None => {
+                let invoice = static_addresses::create_deposit_invoice(conn, &rail, asset, deposit.amount).await?;
+                deposits::link_invoice(conn, deposit.id, invoice.id).await?;
+                invoice
+            }
+        };
         confirmed.invoice_id = Some(invoice.id);
         ledger::deposits::post_credit(conn, &confirmed, &invoice, CreditKind::Static).await?;
         events::record(
@@ -234,20 +261,28 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
                 && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
             {
                 let read = invoice.clone();
-                invoice.amount_paid_base_units =
-                    invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
-                if invoice.status == InvoiceStatus::Paid && invoice.amount_paid_base_units < invoice.amount_base_units {
+                let paid = invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
+                invoice.amount_paid_base_units = paid;
+                if invoice.static_address_id.is_some() && paid.is_zero() {
+                    // A static address's invoice exists for its deposit alone: with the deposit
+                    // gone there is nothing to collect (not an expired request for payment). If
+                    // the deposit returns, it pays this invoice again.
+                    invoice.status = InvoiceStatus::Cancelled;
+                    invoice.finished_at = Some(now_ms());
+                } else if invoice.status == InvoiceStatus::Paid && paid < invoice.amount_base_units {
                     invoice.status =
                         if now_ms() > invoice.expires_at { InvoiceStatus::Expired } else { InvoiceStatus::Pending };
                     invoice.finished_at = None;
-                    if !invoice.payment_flags.contains(&PaymentFlag::Underpaid)
-                        && !invoice.amount_paid_base_units.is_zero()
-                    {
+                    if !invoice.payment_flags.contains(&PaymentFlag::Underpaid) && !paid.is_zero() {
                         invoice.payment_flags.push(PaymentFlag::Underpaid);
                     }
                 }
-                invoice.payment_flags.retain(|f| {
-                    *f != PaymentFlag::Overpaid || invoice.amount_paid_base_units > invoice.amount_base_units
+                // Flags describe what is still paid: nothing paid is neither under- nor over- nor
+                // late-paid.
+                let amount = invoice.amount_base_units;
+                invoice.payment_flags.retain(|f| match f {
+                    PaymentFlag::Overpaid => paid > amount,
+                    PaymentFlag::Underpaid | PaymentFlag::PaidLate => !paid.is_zero(),
                 });
                 invoices::update_payment_state(conn, &read, &invoice).await?;
             }
