@@ -58,7 +58,15 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
     let mnemonic = config.settings.wallet.mnemonic()?;
     let wallet = Arc::new(HdWallet::from_mnemonic(&mnemonic)?);
     let store = crate::commands::open_store(&config).await?;
-    let _single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
+    let single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
+    if single_daemon.is_some() {
+        // The only daemon this database can have: a killed predecessor's leases are free now,
+        // not after their time to live.
+        let freed = Lease::expire_all(&store).await?;
+        if freed > 0 {
+            tracing::info!(leases = freed, "took over the leases of a daemon that stopped without releasing them");
+        }
+    }
     let config = Arc::new(config);
     let metrics = depositd_core::metrics::Metrics::new();
     let state = AppState::new(store.clone(), config.clone(), wallet.clone(), metrics.clone());

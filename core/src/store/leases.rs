@@ -63,4 +63,13 @@ impl Lease {
             .await?;
         Ok(())
     }
+
+    /// Expires every lease at once. Only for a process that knows no other daemon can hold one:
+    /// the daemon on SQLite, holding the database's exclusive daemon lock, at start-up. A holder
+    /// SIGKILLed a moment ago left its leases to run out; nobody else can be using them.
+    pub async fn expire_all(store: &Store) -> Result<u64, StoreError> {
+        let mut conn = store.pool().acquire().await?;
+        let done = sqlx::query("UPDATE leases SET expires_at = 0 WHERE expires_at > 0").execute(&mut *conn).await?;
+        Ok(done.rows_affected())
+    }
 }
