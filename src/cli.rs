@@ -63,8 +63,25 @@ pub enum Command {
     /// The hot wallet (treasury): fund it, resume a paused signer.
     #[command(subcommand)]
     Treasury(TreasuryCommand),
+    /// Scan a range of blocks the watcher already passed again and record the payments it missed
+    /// (idempotent: what was recorded stays recorded once). Find such ranges with `ledger verify`,
+    /// which names addresses holding more than the ledger explains.
+    Rescan(RescanArgs),
     /// Run a complete local environment: anvil dev chain, test tokens, demo merchant, daemon.
     Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RescanArgs {
+    /// Chain name, e.g. sepolia.
+    #[arg(long)]
+    pub chain: String,
+    /// First block to scan.
+    #[arg(long)]
+    pub from: u64,
+    /// Last block to scan (at most the watcher's cursor).
+    #[arg(long)]
+    pub to: u64,
 }
 
 #[derive(Debug, Args)]

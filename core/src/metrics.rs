@@ -56,6 +56,7 @@ pub struct Metrics {
     /// Blocks and `Transfer` logs the watcher has scanned.
     pub chain_blocks_scanned_total: IntCounterVec,
     pub chain_logs_scanned_total: IntCounterVec,
+    pub chain_logs_rechecked_blocks_total: IntCounterVec,
     /// How far the watcher's last processed block is behind the head, in blocks and in seconds
     /// (now less that block's timestamp).
     pub chain_lag_blocks: IntGaugeVec,
@@ -97,6 +98,9 @@ pub struct Metrics {
     pub settler_fee_bumps_total: IntCounterVec,
     /// Transactions not mined that cannot be bumped further (at their budget or the fee cap).
     pub settler_stuck_transactions: IntGaugeVec,
+    /// Transactions planned longer ago than `settler.stall_alert_secs` and still not mined, by
+    /// why (alert).
+    pub settler_stalled_transactions: IntGaugeVec,
     /// Intents waiting because the ledger's hot wallet cannot cover them (alert: fund the
     /// treasury, `depositd treasury fund`).
     pub settler_waiting_for_funds: IntGaugeVec,
@@ -191,6 +195,12 @@ impl Metrics {
             chain_logs_scanned_total: counter(
                 "depositd_chain_logs_scanned_total",
                 "Transfer logs of allow-listed tokens the watcher has scanned.",
+                &["chain"],
+            ),
+            chain_logs_rechecked_blocks_total: counter(
+                "depositd_chain_logs_rechecked_blocks_total",
+                "Blocks whose logsBloom promised a watched Transfer that the range's eth_getLogs answer lacked, \
+                 asked again by block hash (a lagging node, or a bloom false positive).",
                 &["chain"],
             ),
             chain_lag_blocks: gauge(
@@ -328,6 +338,11 @@ impl Metrics {
                 "depositd_settler_stuck_transactions",
                 "Unmined transactions that cannot be bumped further.",
                 &["chain"],
+            ),
+            settler_stalled_transactions: gauge(
+                "depositd_settler_stalled_transactions",
+                "Transactions planned more than settler.stall_alert_secs ago and not mined yet, by reason.",
+                &["chain", "reason"],
             ),
             settler_waiting_for_funds: gauge(
                 "depositd_settler_waiting_for_funds",

@@ -4,6 +4,7 @@ mod api_key;
 mod check_config;
 mod ledger;
 mod merchant;
+mod rescan;
 mod treasury;
 
 use anyhow::Context;
@@ -30,6 +31,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
         Command::Ledger(command) => ledger::run(&load_config(&global)?, command).await,
         Command::Treasury(command) => treasury::run(&load_config(&global)?, command).await,
+        Command::Rescan(args) => rescan::run(&load_config(&global)?, args).await,
         Command::Dev(args) => crate::dev::run(args).await,
     }
 }

@@ -32,6 +32,10 @@ both_backends!(
     a_long_range_fetched_concurrently_records_every_deposit,
     a_range_that_does_not_hold_together_is_refused,
     the_watched_set_loads_in_pages,
+    a_lagging_nodes_empty_logs_lose_no_deposit,
+    a_static_deposit_back_after_a_deep_reorg_pays_its_own_invoice_again,
+    a_reversed_partial_payment_leaves_no_underpaid_flag,
+    rescan_records_a_missed_deposit_once,
 );
 
 alloy::sol!(
@@ -691,7 +695,10 @@ async fn a_long_range_fetched_concurrently_records_every_deposit(db: TestDb) {
 
 /// A JSON-RPC proxy in front of anvil that tampers with answers while `mode` says so: 1 = every
 /// `eth_getLogs` log names another block hash than its block's; 2 = block `target`'s header names
-/// another parent. 0 passes everything through.
+/// another parent; 3 = a lagging node behind a load balancer: every `eth_getLogs` over a block
+/// range answers "no logs" (by block hash, EIP-234, it answers truly); 4 = the same, and by block
+/// hash it answers as geth does for a block it lacks ("unknown block"). 0 passes everything
+/// through.
 async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomic::AtomicU64>, target: u64) -> String {
     use std::sync::atomic::Ordering;
     let client = reqwest::Client::new();
@@ -711,6 +718,12 @@ async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomi
                 }
                 (2, Some("eth_getBlockByNumber")) if answer["result"]["number"] == json!(format!("{target:#x}")) => {
                     answer["result"]["parentHash"] = json!(other_hash);
+                }
+                (3 | 4, Some("eth_getLogs")) if request["params"][0].get("blockHash").is_none() => {
+                    answer["result"] = json!([]);
+                }
+                (4, Some("eth_getLogs")) => {
+                    answer = json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32000, "message": "unknown block"}});
                 }
                 _ => {}
             }
@@ -817,4 +830,168 @@ async fn the_watched_set_loads_in_pages(db: TestDb) {
         rail_invoices["data"].as_array().unwrap().iter().map(|i| i["amount"].as_str().unwrap()).collect();
     assert_eq!(amounts, ["2"], "{rail_invoices}");
     assert_eq!(s.get(&invoices[1]).await["status"], "pending");
+}
+
+async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
+    use std::sync::atomic::Ordering;
+    let mut s = setup(&db).await;
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), 0).await];
+    let mut watcher = s.watcher();
+
+    // Every range answer says "no logs": the blocks' blooms say otherwise, and the payment is
+    // found by asking for its block by hash.
+    mode.store(3, Ordering::SeqCst);
+    let first = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(2).await;
+    s.chain.pay_token(s.chain.usdc, address(&first), 10_000_000).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&first).await;
+    assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")), "{paid}");
+    assert_eq!(paid["payments"].as_array().unwrap().len(), 1, "{paid}");
+    let metrics = s.metrics().await;
+    let rechecked = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"depositd_chain_logs_rechecked_blocks_total{chain="anvil"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(rechecked >= 1, "the suspect block was asked again by hash: {metrics}");
+
+    // A node that cannot answer by hash either: the watcher does not move past the payment.
+    mode.store(4, Ordering::SeqCst);
+    let second = s.invoice(json!({"amount": "5"})).await;
+    s.chain.pay_token(s.chain.usdc, address(&second), 5_000_000).await;
+    let before_payment = {
+        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number
+    };
+    s.chain.mine(3).await;
+    for _ in 0..2 {
+        assert!(watcher.tick().await.is_err(), "a range whose logs cannot be vouched for is refused");
+    }
+    {
+        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let cursor = cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number;
+        assert_eq!(cursor, before_payment, "the cursor stayed before the payment's block");
+    }
+    assert_eq!(s.get(&second).await["status"], "pending");
+
+    // The node catches up: the payment is credited, once.
+    mode.store(0, Ordering::SeqCst);
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&second).await;
+    assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
+    s.reconciles().await;
+}
+
+async fn a_static_deposit_back_after_a_deep_reorg_pays_its_own_invoice_again(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let rail: Value =
+        s.app.create_static_address(&s.key, json!({"customer_id": "player-9"})).await.json().await.unwrap();
+    let rail_address = rail["address"].as_str().unwrap().to_owned();
+    let raw = s.chain.pay_token_raw(s.chain.usdc, &rail_address, 7_000_000).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    let before = s.app.get_json(&s.key, "/api/v1/invoices?customer_id=player-9").await.1["data"].clone();
+    assert_eq!(before.as_array().unwrap().len(), 1, "{before}");
+    let invoice_id = before[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(before[0]["status"], "paid");
+    let credited = s.balance("USDC", "available").await;
+
+    // A reorg deeper than the confirmations takes the deposit away: its invoice is cancelled,
+    // not left "expired" with nothing paid.
+    s.chain.rpc("anvil_reorg", json!([5, []])).await;
+    s.chain.mine(1).await;
+    s.catch_up(&mut watcher).await;
+    let gone = s.app.get_json(&s.key, "/api/v1/invoices?customer_id=player-9").await.1["data"].clone();
+    assert_eq!(gone.as_array().unwrap().len(), 1, "{gone}");
+    assert_eq!((gone[0]["status"].as_str(), gone[0]["amount_paid"].as_str()), (Some("cancelled"), Some("0")), "{gone}");
+
+    // The same transaction is mined again: it pays the same invoice, not a second one.
+    s.chain.rpc("anvil_reorg", json!([1, [[raw, 0]]])).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    let back = s.app.get_json(&s.key, "/api/v1/invoices?customer_id=player-9").await.1["data"].clone();
+    assert_eq!(back.as_array().unwrap().len(), 1, "one invoice per deposit: {back}");
+    assert_eq!(back[0]["id"].as_str(), Some(invoice_id.as_str()), "the same invoice");
+    assert_eq!((back[0]["status"].as_str(), back[0]["amount_paid"].as_str()), (Some("paid"), Some("7")), "{back}");
+    let events = s.events(&back[0]).await;
+    let paid = events.iter().filter(|e| *e == "invoice.paid").count();
+    assert_eq!(paid, 2, "one invoice.paid per life of the deposit: {events:?}");
+    assert_eq!(s.balance("USDC", "available").await, credited, "credited once, net");
+    s.reconciles().await;
+}
+
+async fn a_reversed_partial_payment_leaves_no_underpaid_flag(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 4_000_000).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    let partial = s.get(&invoice).await;
+    assert_eq!(partial["status"], "pending");
+    assert_eq!(partial["payment_flags"], json!(["underpaid"]), "{partial}");
+
+    s.chain.rpc("anvil_reorg", json!([5, []])).await;
+    s.chain.mine(1).await;
+    s.catch_up(&mut watcher).await;
+    let reversed = s.get(&invoice).await;
+    assert_eq!(
+        (reversed["status"].as_str(), reversed["amount_paid"].as_str()),
+        (Some("pending"), Some("0")),
+        "{reversed}"
+    );
+    assert_eq!(reversed["payment_flags"], json!([]), "nothing is paid, so nothing is underpaid: {reversed}");
+}
+
+async fn rescan_records_a_missed_deposit_once(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.watcher();
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(1).await;
+    s.catch_up(&mut watcher).await;
+    let start = {
+        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number
+    };
+    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(3).await;
+    // The watcher "misses" the payment: its cursor is moved past it as a lying node would have.
+    let head = s.chain.rpc("eth_blockNumber", json!([])).await;
+    let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let block = s.chain.rpc("eth_getBlockByNumber", json!([format!("{head:#x}"), false])).await;
+    {
+        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        cursors::set(
+            &mut conn,
+            &cursors::ChainCursor {
+                chain_id: 31337,
+                block_number: head,
+                block_hash: block["hash"].as_str().unwrap().to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    s.catch_up(&mut watcher).await;
+    assert_eq!(s.get(&invoice).await["status"], "pending", "missed");
+
+    // A rescan above the cursor is refused; one of the missed range records the payment, and a
+    // second one changes nothing.
+    let mut rescanner = s.watcher();
+    let refused = rescanner.rescan(start, head + 10).await.unwrap_err();
+    assert!(refused.to_string().contains("cursor"), "{refused}");
+    let done = rescanner.rescan(start, head).await.unwrap();
+    assert_eq!((done.transfers, done.recorded), (1, 1), "{done:?}");
+    let again = rescanner.rescan(start, head).await.unwrap();
+    assert_eq!((again.transfers, again.recorded), (1, 0), "{again:?}");
+    s.chain.mine(1).await;
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&invoice).await;
+    assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
+    s.reconciles().await;
 }

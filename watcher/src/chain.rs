@@ -45,8 +45,22 @@ pub enum WatchError {
     RangeTooLarge { suggested: Option<u64> },
     #[error("the node returned inconsistent data: {0}")]
     Inconsistent(String),
+    /// A request the watcher will not carry out (a rescan of blocks it has not verified).
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What [`ChainWatcher::rescan`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rescanned {
+    /// Blocks scanned.
+    pub blocks: u64,
+    /// Transfers to watched addresses found in them.
+    pub transfers: u64,
+    /// Of those, the ones not recorded before (recorded now).
+    pub recorded: u64,
 }
 
 /// A transfer to a watched address, found in a verified block.
@@ -249,6 +263,105 @@ impl ChainWatcher {
         Ok(to < head)
     }
 
+    /// Scans blocks `from..=to` again and records what the watcher missed there (an operator's
+    /// repair, `depositd rescan`). Idempotent: a transfer recorded before stays recorded once
+    /// (deposits are unique by transaction and log index), a missed one is recorded now, as
+    /// detected (late, if its invoice expired meanwhile); the watcher's next step confirms it.
+    /// Only blocks the watcher has already verified (at or below its cursor) can be rescanned,
+    /// and each block must still be the one the watcher recorded where it kept its hash: a
+    /// rescan never records from a block the chain may still take away unnoticed. The cursor and
+    /// the stored block hashes are not touched.
+    pub async fn rescan(&mut self, from: u64, to: u64) -> Result<Rescanned, WatchError> {
+        if from > to {
+            return Err(WatchError::Refused(format!("--from {from} is above --to {to}")));
+        }
+        let cursor = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            self.watched.refresh(&mut conn).await?;
+            cursors::get(&mut conn, self.chain.chain_id).await?
+        };
+        let Some(cursor) = cursor else {
+            return Err(WatchError::Refused(format!(
+                "the watcher has not scanned {} yet: nothing to rescan",
+                self.chain.name
+            )));
+        };
+        if to > cursor.block_number {
+            return Err(WatchError::Refused(format!(
+                "block {to} is above the watcher's cursor ({}): the watcher has not scanned it yet; rescan up to {} at most",
+                cursor.block_number, cursor.block_number
+            )));
+        }
+        let mut outcome = Rescanned::default();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start + self.range - 1);
+            let (headers, logs) = match self.fetch_range(start, end).await {
+                Ok(fetched) => fetched,
+                Err(WatchError::RangeTooLarge { suggested }) => {
+                    self.shrink_range(suggested);
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            {
+                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                for block in &headers {
+                    if let Some(stored) = blocks::get(&mut conn, self.chain.chain_id, block.header.number).await?
+                        && stored.hash != block.header.hash.to_string()
+                    {
+                        return Err(WatchError::Refused(format!(
+                            "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
+                             unwound yet): try again in a few blocks",
+                            block.header.number
+                        )));
+                    }
+                }
+            }
+            let found = match self.scan(&headers, logs).await {
+                Ok(found) => found,
+                Err(WatchError::RangeTooLarge { suggested }) => {
+                    self.shrink_range(suggested);
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            outcome.blocks += headers.len() as u64;
+            outcome.transfers += found.len() as u64;
+            outcome.recorded += self.record_transfers(found).await?;
+            start = end + 1;
+        }
+        Ok(outcome)
+    }
+
+    /// Records transfers found by a rescan (without moving the cursor); returns how many were
+    /// new.
+    async fn record_transfers(&self, found: Vec<Found>) -> Result<u64, WatchError> {
+        let mut tx = self.store.begin().await?;
+        let mut recorded = 0;
+        for transfer in found {
+            if transfer.token.is_none() && chain_txs::is_gas_topup(&mut tx, &format!("{:#x}", transfer.tx_hash)).await?
+            {
+                continue;
+            }
+            let (deposit, _) = self.to_deposit(&mut tx, transfer).await?;
+            match deposits::record(&mut tx, &deposit).await? {
+                Recorded::New(d) | Recorded::Revived(d) if d.state == DepositState::Detected => {
+                    tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, amount = %d.amount, asset = %d.asset, block = d.block_number, "rescan found a missed deposit");
+                    crediting::on_detected(&mut tx, self.ctx(), &d).await?;
+                    recorded += 1;
+                }
+                Recorded::New(d) => {
+                    tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "rescan found a missed transfer; recorded as rejected");
+                    recorded += 1;
+                }
+                _ => {}
+            }
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(recorded)
+    }
+
     /// A provider said the `eth_getLogs` range was too large: use the range it suggests, or half.
     fn shrink_range(&mut self, suggested: Option<u64>) {
         let shrunk = suggested.unwrap_or(self.range / 2).clamp(1, self.range.saturating_sub(1).max(1));
@@ -331,6 +444,7 @@ impl ChainWatcher {
     /// are fetched `rpc_concurrency` at a time.
     async fn scan(&self, blocks: &[Block], logs: Vec<Log>) -> Result<Vec<Found>, WatchError> {
         let hashes: HashMap<u64, B256> = blocks.iter().map(|b| (b.header.number, b.header.hash)).collect();
+        let logs = self.complete_logs(blocks, logs).await?;
         let mut found = Vec::new();
         self.metrics.chain_logs_scanned_total.with_label_values(&[self.chain.name.as_str()]).inc_by(logs.len() as u64);
         for log in logs {
@@ -366,6 +480,79 @@ impl ChainWatcher {
         // A reverted transaction moved nothing.
         found.extend(candidates.into_iter().zip(succeeded).filter(|(_, ok)| *ok).map(|(candidate, _)| candidate));
         Ok(found)
+    }
+
+    /// Guards against an `eth_getLogs` answer that does not cover the whole range (a node a few
+    /// blocks behind the one that served the headers answers "no logs" for blocks it does not
+    /// have yet, go-ethereum issue 24078). Every block's `logsBloom` says whether it may hold a
+    /// `Transfer` of an allow-listed token (a bloom has no false negatives); a block whose bloom
+    /// says it may while the range's answer has no log in it is asked again by its hash (EIP-234),
+    /// which a node that lacks the block answers with an error, never with an empty list. What the
+    /// by-hash answers return is added to the range's logs (a bloom's false positive returns
+    /// nothing, which is then the truth about that block).
+    async fn complete_logs(&self, blocks: &[Block], mut logs: Vec<Log>) -> Result<Vec<Log>, WatchError> {
+        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
+        if tokens.is_empty() {
+            return Ok(logs);
+        }
+        // A log from another block than the header we hold (a node on another fork) refuses the
+        // whole range, before any block is judged by what the answer holds.
+        let headers: HashMap<u64, B256> = blocks.iter().map(|b| (b.header.number, b.header.hash)).collect();
+        for log in &logs {
+            if let (Some(number), Some(hash)) = (log.block_number, log.block_hash)
+                && headers.get(&number).is_some_and(|header| *header != hash)
+            {
+                return Err(WatchError::Inconsistent(format!(
+                    "log in block {number} names another block hash than the header"
+                )));
+            }
+        }
+        let answered: std::collections::HashSet<B256> = logs.iter().filter_map(|log| log.block_hash).collect();
+        let topic = [Transfer::SIGNATURE_HASH];
+        let suspect: Vec<B256> = blocks
+            .iter()
+            .filter(|block| !answered.contains(&block.header.hash))
+            .filter(|block| tokens.iter().any(|token| block.header.logs_bloom.contains_raw_log(*token, &topic)))
+            .map(|block| block.header.hash)
+            .collect();
+        if suspect.is_empty() {
+            return Ok(logs);
+        }
+        self.metrics
+            .chain_logs_rechecked_blocks_total
+            .with_label_values(&[self.chain.name.as_str()])
+            .inc_by(suspect.len() as u64);
+        let fetches: Vec<BoxFuture<'_, Result<Vec<Log>, WatchError>>> =
+            suspect.iter().map(|hash| self.fetch_logs_at(*hash).boxed()).collect();
+        let rechecked: Vec<Vec<Log>> = stream::iter(fetches).buffered(self.concurrency()).try_collect().await?;
+        let recovered: usize = rechecked.iter().map(Vec::len).sum();
+        if recovered > 0 {
+            tracing::warn!(
+                chain = %self.chain.name, blocks = suspect.len(), logs = recovered,
+                "eth_getLogs answered without logs that blocks' blooms promise (a lagging node?); recovered them by block hash"
+            );
+        }
+        for (hash, block_logs) in suspect.iter().zip(rechecked) {
+            if block_logs.iter().any(|log| log.block_hash != Some(*hash)) {
+                return Err(WatchError::Inconsistent(format!(
+                    "eth_getLogs for block {hash} returned another block's logs"
+                )));
+            }
+            logs.extend(block_logs);
+        }
+        Ok(logs)
+    }
+
+    /// The allow-listed tokens' `Transfer` logs of the block with hash `hash` (EIP-234).
+    async fn fetch_logs_at(&self, hash: B256) -> Result<Vec<Log>, WatchError> {
+        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
+        let filter = Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).at_block_hash(hash);
+        self.rpc
+            .call("eth_getLogs", |p| {
+                let filter = filter.clone();
+                async move { p.get_logs(&filter).await }
+            })
+            .await
     }
 
     fn match_log(&self, log: &Log, hashes: &HashMap<u64, B256>) -> Result<Option<Found>, WatchError> {

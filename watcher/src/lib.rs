@@ -30,5 +30,5 @@ pub mod heads;
 pub mod rpc;
 pub mod watched;
 
-pub use chain::{ChainWatcher, WatchError};
+pub use chain::{ChainWatcher, Rescanned, WatchError};
 pub use watched::WatchedSet;
