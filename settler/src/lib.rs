@@ -82,6 +82,8 @@ pub struct Settler {
     pub(crate) metrics: Metrics,
     crash_at: Option<CrashPoint>,
     nonces_checked: bool,
+    /// Stalled transactions already logged (each is logged once).
+    stalls_reported: std::collections::HashSet<uuid::Uuid>,
     lease: Option<Lease>,
 }
 
@@ -108,6 +110,7 @@ impl Settler {
             metrics,
             crash_at: None,
             nonces_checked: false,
+            stalls_reported: Default::default(),
             lease: None,
         })
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::transports::TransportResult;
+use alloy::transports::{RpcError, TransportResult};
 use backon::{ExponentialBuilder, Retryable};
 use depositd_core::config::ChainConfig;
 
@@ -66,19 +66,51 @@ impl Rpc {
             .await
     }
 
-    /// One try, no retry: for calls whose error answer is itself the information (a broadcast
-    /// the node refuses, a gas estimate that reverts).
+    /// For calls whose error answer is itself the information (a broadcast the node refuses, a
+    /// gas estimate that reverts): a JSON-RPC error answer is returned at once, never retried;
+    /// a failure to get an answer at all (a timeout, an HTTP error such as 429 or 5xx, a body
+    /// that is not JSON-RPC) is retried like [`Rpc::call`], on the next endpoint. Repeating a
+    /// broadcast is safe: the same signed bytes are the same transaction.
     pub async fn once<T, F, Fut>(&self, what: &'static str, call: F) -> Result<T, SettleError>
     where
-        F: FnOnce(DynProvider) -> Fut,
+        F: Fn(DynProvider) -> Fut,
         Fut: Future<Output = TransportResult<T>>,
     {
-        let index = self.active.load(Ordering::Relaxed) % self.endpoints.len();
-        match tokio::time::timeout(self.timeout, call(self.endpoints[index].clone())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(SettleError::Rpc { what, message: error.to_string() }),
-            Err(_) => Err(SettleError::Rpc { what, message: format!("timed out after {:?}", self.timeout) }),
+        enum Failure {
+            Answer(SettleError),
+            NoAnswer(SettleError),
         }
+        let attempt = || async {
+            let index = self.active.load(Ordering::Relaxed) % self.endpoints.len();
+            let failure = match tokio::time::timeout(self.timeout, call(self.endpoints[index].clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error @ RpcError::ErrorResp(_))) => {
+                    return Err(Failure::Answer(SettleError::Rpc { what, message: error.to_string() }));
+                }
+                Ok(Err(error)) => SettleError::Rpc { what, message: error.to_string() },
+                Err(_) => SettleError::Rpc { what, message: format!("timed out after {:?}", self.timeout) },
+            };
+            let _ = self.active.compare_exchange(
+                index,
+                (index + 1) % self.endpoints.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            Err(Failure::NoAnswer(failure))
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(3)
+                    .with_jitter(),
+            )
+            .when(|failure| matches!(failure, Failure::NoAnswer(_)))
+            .await
+            .map_err(|failure| match failure {
+                Failure::Answer(error) | Failure::NoAnswer(error) => error,
+            })
     }
 
     pub async fn head(&self) -> Result<u64, SettleError> {

@@ -76,7 +76,13 @@ impl Settler {
     pub(crate) async fn estimate_gas(&self, from: Address, tx: &ChainTx) -> Result<u64, SettleError> {
         let (to, value, input) = call_of(tx)?;
         let request = TransactionRequest::default().with_from(from).with_to(to).with_value(value).with_input(input);
-        let gas = self.rpc.once("eth_estimateGas", |p| async move { p.estimate_gas(request).await }).await?;
+        let gas = self
+            .rpc
+            .once("eth_estimateGas", |p| {
+                let request = request.clone();
+                async move { p.estimate_gas(request).await }
+            })
+            .await?;
         Ok(if tx.token_address.is_some() { gas + gas / 5 } else { gas })
     }
 
@@ -87,6 +93,7 @@ impl Settler {
             chain_txs::intents(&mut conn, self.chain.chain_id).await?
         };
         let mut waiting = 0;
+        let mut unsent: Vec<(ChainTx, Stall)> = Vec::new();
         for (tx, dependency) in intents {
             match dependency {
                 Some(TxState::Failed) => {
@@ -94,19 +101,57 @@ impl Settler {
                     continue;
                 }
                 Some(TxState::Confirmed) | None => {}
-                Some(_) => continue,
+                Some(_) => {
+                    unsent.push((tx, Stall::WaitingForDependency));
+                    continue;
+                }
             }
             match self.sign_one(&tx, fees, head).await {
-                Ok(true) => {}
-                Ok(false) => waiting += 1,
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    if why == Stall::WaitingForFunds {
+                        waiting += 1;
+                    }
+                    unsent.push((tx, why));
+                }
                 Err(error @ SettleError::Crashed(_)) => return Err(error),
                 Err(error) => {
                     tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), %error, "cannot sign yet; will retry");
+                    unsent.push((tx, Stall::CannotSign));
                 }
             }
         }
         self.metrics.settler_waiting_for_funds.with_label_values(&[self.chain.name.as_str()]).set(waiting);
+        self.report_stalls(&Stall::UNSIGNED, &unsent);
         Ok(())
+    }
+
+    /// Sets `depositd_settler_stalled_transactions` for the `kinds` of stall one phase judges,
+    /// from that phase's unsent transactions; logs each transaction once when it crosses
+    /// `settler.stall_alert_secs`.
+    fn report_stalls(&mut self, kinds: &[Stall], unsent: &[(ChainTx, Stall)]) {
+        let threshold = i64::try_from(self.settings.stall_alert_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let now = now_ms();
+        for kind in kinds {
+            let stalled: Vec<&ChainTx> = unsent
+                .iter()
+                .filter(|(tx, why)| why == kind && now.saturating_sub(tx.created_at) > threshold)
+                .map(|(tx, _)| tx)
+                .collect();
+            for tx in &stalled {
+                if self.stalls_reported.insert(tx.id) {
+                    tracing::error!(
+                        chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(),
+                        reason = kind.as_str(), age_secs = now.saturating_sub(tx.created_at) / 1000,
+                        "transaction stalled: planned long ago and still not mined"
+                    );
+                }
+            }
+            self.metrics
+                .settler_stalled_transactions
+                .with_label_values(&[self.chain.name.as_str(), kind.as_str()])
+                .set(stalled.len() as i64);
+        }
     }
 
     /// An intent that can never be signed: failed, with what that means for its purpose.
@@ -120,9 +165,9 @@ impl Settler {
         Ok(())
     }
 
-    /// Signs one intent and broadcasts it. `Ok(false)`: it waits (the treasury's recorded funds
-    /// do not cover it yet, or its signer is paused).
-    async fn sign_one(&mut self, tx: &ChainTx, fees: Fees, head: u64) -> Result<bool, SettleError> {
+    /// Signs one intent and broadcasts it. `Ok(Some(why))`: it waits (the treasury's recorded
+    /// funds do not cover it yet, or its signer is paused).
+    async fn sign_one(&mut self, tx: &ChainTx, fees: Fees, head: u64) -> Result<Option<Stall>, SettleError> {
         self.crash_point(CrashPoint::BeforeSign)?;
         let signer = self.signer_for(&tx.signer_address).await?;
         let from = signer.address();
@@ -138,7 +183,7 @@ impl Settler {
                 gas::NATIVE_TRANSFER_GAS
             );
             self.fail_intent(tx, &reason).await?;
-            return Ok(true);
+            return Ok(None);
         }
         let max_gas_cost = if tx.max_gas_cost.is_zero() {
             let budget =
@@ -167,14 +212,14 @@ impl Settler {
             .ok_or_else(|| StoreError::Corrupt("a nonce row vanished inside its transaction".into()))?;
         if let Some(reason) = paused {
             tracing::warn!(chain = %self.chain.name, signer = %tx.signer_address, reason, "signer is paused; not signing");
-            return Ok(false);
+            return Ok(Some(Stall::SignerPaused));
         }
         match chain_txs::lock(&mut db, tx.id).await? {
             Some(current) if current.state == TxState::Intent => {}
-            _ => return Ok(true), // cancelled, or signed by another daemon
+            _ => return Ok(None), // cancelled, or signed by another daemon
         }
         if is_treasury && !self.treasury_covers(&mut db, tx, max_gas_cost).await? {
-            return Ok(false);
+            return Ok(Some(Stall::WaitingForFunds));
         }
         let attempt = self.sign_attempt(&signer, tx, nonce, gas_limit, first)?;
         chain_txs::set_signed(&mut db, tx.id, nonce, max_gas_cost, &attempt).await?;
@@ -187,7 +232,7 @@ impl Settler {
         signed.state = TxState::Signed;
         signed.nonce = Some(nonce);
         self.broadcast(&signed, &attempt, head).await?;
-        Ok(true)
+        Ok(None)
     }
 
     /// Whether the hot wallet's ledger balance, less what its other unconfirmed transactions may
@@ -323,7 +368,10 @@ impl Settler {
         };
         match self
             .rpc
-            .once("eth_sendRawTransaction", |p| async move { p.send_raw_transaction(&raw).await.map(|_| ()) })
+            .once("eth_sendRawTransaction", |p| {
+                let raw = raw.clone();
+                async move { p.send_raw_transaction(&raw).await.map(|_| ()) }
+            })
             .await
         {
             Ok(()) => true,
@@ -338,15 +386,40 @@ impl Settler {
         }
     }
 
-    /// Follows every signed, broadcast or mined transaction one step.
+    /// Follows every signed, broadcast or mined transaction one step. First, every transaction no
+    /// node has accepted yet (its broadcast was refused or lost) is sent again, in nonce order: a
+    /// signer's later nonces cannot be mined before it, so it must not wait for its turn in the
+    /// slower follow-up pass below.
     pub(crate) async fn monitor(&mut self, head: u64, fees: Fees) -> Result<(), SettleError> {
-        let in_flight = {
+        let load = || async {
             let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
-            chain_txs::in_flight(&mut conn, self.chain.chain_id).await?
+            chain_txs::in_flight(&mut conn, self.chain.chain_id).await.map_err(SettleError::from)
         };
+        let mut in_flight = load().await?;
+        if in_flight.iter().any(|tx| tx.state == TxState::Signed) {
+            for tx in in_flight.iter().filter(|tx| tx.state == TxState::Signed) {
+                match self.resend(tx, head).await {
+                    Ok(()) => {}
+                    Err(error @ SettleError::Crashed(_)) => return Err(error),
+                    Err(error) => {
+                        tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, %error, "cannot resend transaction; will retry");
+                    }
+                }
+            }
+            in_flight = load().await?;
+        }
         let mut stuck = 0;
+        let mut unsent: Vec<(ChainTx, Stall)> = Vec::new();
         for tx in in_flight {
-            match self.follow(&tx, head, fees).await {
+            let followed = self.follow(&tx, head, fees).await;
+            let why = match &followed {
+                Ok(Followed::Confirmed | Followed::Failed | Followed::Mined) => None,
+                Ok(_) if tx.state == TxState::Signed => Some(Stall::NotAccepted),
+                Ok(Followed::Stuck) => Some(Stall::Stuck),
+                Ok(Followed::Pending) => Some(Stall::NotMined),
+                Err(_) => Some(Stall::CannotFollow),
+            };
+            match followed {
                 Ok(Followed::Stuck) => stuck += 1,
                 Ok(_) => {}
                 Err(error @ SettleError::Crashed(_)) => return Err(error),
@@ -354,9 +427,26 @@ impl Settler {
                     tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, %error, "cannot follow transaction; will retry");
                 }
             }
+            if let Some(why) = why {
+                unsent.push((tx, why));
+            }
         }
         self.metrics.settler_stuck_transactions.with_label_values(&[self.chain.name.as_str()]).set(stuck);
+        self.report_stalls(&Stall::SIGNED, &unsent);
         Ok(())
+    }
+
+    /// Sends a signed transaction's latest attempt again (recording it as broadcast once a node
+    /// takes it).
+    async fn resend(&self, tx: &ChainTx, head: u64) -> Result<(), SettleError> {
+        let attempts = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::attempts(&mut conn, tx.id).await?
+        };
+        let latest = attempts
+            .last()
+            .ok_or_else(|| StoreError::Corrupt(format!("transaction {} is {} with no attempt", tx.id, tx.state)))?;
+        self.broadcast(tx, latest, head).await
     }
 
     async fn follow(&self, tx: &ChainTx, head: u64, fees: Fees) -> Result<Followed, SettleError> {
@@ -449,7 +539,7 @@ impl Settler {
         }
         let deep_enough = block + self.chain.confirmations <= head + 1;
         let followed = if !deep_enough {
-            Followed::Pending
+            Followed::Mined
         } else if receipt.succeeded {
             if !chain_txs::transition(&mut db, tx.id, TxState::Mined, TxState::Confirmed).await? {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
@@ -672,7 +762,51 @@ struct Receipt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Followed {
     Pending,
+    /// Included, not yet deep enough.
+    Mined,
     Stuck,
     Confirmed,
     Failed,
+}
+
+/// Why a transaction is not mined yet: the `reason` of `depositd_settler_stalled_transactions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// An intent whose gas top-up is not confirmed yet.
+    WaitingForDependency,
+    /// An intent the hot wallet's recorded funds (or the operator's own) do not cover.
+    WaitingForFunds,
+    /// An intent whose signer is paused (nonce drift: `depositd treasury resume-signer`).
+    SignerPaused,
+    /// An intent that failed to sign (gas estimate or nonce read failed).
+    CannotSign,
+    /// Signed, but no node has accepted its broadcast.
+    NotAccepted,
+    /// Accepted and not mined yet.
+    NotMined,
+    /// Not mined and at its fee budget, or its nonce taken by another transaction.
+    Stuck,
+    /// Its receipts could not be read.
+    CannotFollow,
+}
+
+impl Stall {
+    /// What `sign_ready` judges.
+    const UNSIGNED: [Stall; 4] =
+        [Stall::WaitingForDependency, Stall::WaitingForFunds, Stall::SignerPaused, Stall::CannotSign];
+    /// What `monitor` judges.
+    const SIGNED: [Stall; 4] = [Stall::NotAccepted, Stall::NotMined, Stall::Stuck, Stall::CannotFollow];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Stall::WaitingForDependency => "waiting_for_gas_topup",
+            Stall::WaitingForFunds => "waiting_for_funds",
+            Stall::SignerPaused => "signer_paused",
+            Stall::CannotSign => "cannot_sign",
+            Stall::NotAccepted => "broadcast_refused",
+            Stall::NotMined => "not_mined",
+            Stall::Stuck => "stuck",
+            Stall::CannotFollow => "cannot_follow",
+        }
+    }
 }

@@ -30,6 +30,7 @@ both_backends!(
     an_outside_send_from_the_treasury_pauses_it,
     a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment,
     an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_an_operator_looks,
+    a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -654,4 +655,101 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
     assert!(!outcome.is_ok(), "{report}");
     assert_eq!(outcome.report.problems.len(), 1, "{report}");
     assert!(outcome.report.problems[0].contains(" ETH at deposit addresses and the hot wallet"), "{report}");
+}
+
+/// A JSON-RPC proxy in front of anvil that answers the next `refuse` calls of
+/// `eth_sendRawTransaction` with HTTP 503 (without forwarding them), as a provider in trouble
+/// does; everything else passes through.
+async fn refusing_proxy(upstream: String, refuse: std::sync::Arc<std::sync::atomic::AtomicU64>) -> String {
+    use std::sync::atomic::Ordering;
+    let client = reqwest::Client::new();
+    let handler = move |body: axum::body::Bytes| {
+        let (client, upstream, refuse) = (client.clone(), upstream.clone(), refuse.clone());
+        async move {
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if request["method"] == "eth_sendRawTransaction"
+                && refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+            {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable").into_response();
+            }
+            let answer =
+                client.post(&upstream).header("content-type", "application/json").body(body).send().await.unwrap();
+            let answer: Value = answer.json().await.unwrap();
+            axum::Json(answer).into_response()
+        }
+    };
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route("/", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(db: TestDb) {
+    use std::sync::atomic::Ordering;
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    paid_usdc_invoice(&s, &mut watcher, "60", 60_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    let refuse = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut chain = s.chain.clone();
+    chain.rpc_urls = vec![refusing_proxy(s.anvil.rpc_url(), refuse.clone()).await];
+    let state = &s.app.state;
+    let mut settings = state.config.settings.settler.clone();
+    settings.stall_alert_secs = 0; // every unmined transaction counts as stalled, to see the metric
+    let mut settler = Settler::new(
+        chain,
+        s.app.store.clone(),
+        state.wallet.clone(),
+        settings,
+        state.config.settings.api.public_url.clone(),
+        state.sessions.clone(),
+        state.metrics.clone(),
+    )
+    .unwrap();
+    let used = || async { s.provider().get_transaction_count(s.treasury()).await.unwrap() };
+    let start = used().await;
+
+    // One refusal: the broadcast is tried again within the same step (anvil mines on arrival).
+    let first = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "5", "destination": first.to_checksum(None)})).await;
+    refuse.store(1, Ordering::SeqCst);
+    settler.tick().await.unwrap();
+    assert_eq!(refuse.load(Ordering::SeqCst), 0, "the proxy refused once");
+    assert_eq!(used().await, start + 1, "the payout went out in the step that signed it");
+    assert_eq!(s.payout_status(&payout).await, "submitted");
+
+    // Refused through every retry: it stays signed, counted as stalled, and the next step sends
+    // it first, before the payout signed after it, so neither waits.
+    let second = PrivateKeySigner::random().address();
+    let refused = s.payout(json!({"asset": "USDC", "amount": "6", "destination": second.to_checksum(None)})).await;
+    refuse.store(100, Ordering::SeqCst);
+    settler.tick().await.unwrap();
+    settler.tick().await.unwrap();
+    assert_eq!(used().await, start + 1, "nothing got through");
+    let metrics = s.app.client.get(s.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"depositd_settler_stalled_transactions{chain="anvil",reason="broadcast_refused"} 1"#),
+        "{metrics}"
+    );
+    refuse.store(0, Ordering::SeqCst);
+    let third = PrivateKeySigner::random().address();
+    let later = s.payout(json!({"asset": "USDC", "amount": "7", "destination": third.to_checksum(None)})).await;
+    settler.tick().await.unwrap();
+    assert_eq!(used().await, start + 3, "the refused payout and the one after it are both mined after one step");
+    s.run_until(&mut watcher, &mut settler, "the payouts", || async {
+        s.payout_status(&payout).await == "confirmed"
+            && s.payout_status(&refused).await == "confirmed"
+            && s.payout_status(&later).await == "confirmed"
+    })
+    .await;
+    for (destination, amount) in [(first, 5_000_000u64), (second, 6_000_000), (third, 7_000_000)] {
+        assert_eq!(s.usdc_of(destination).await, U256::from(amount), "paid exactly once");
+    }
+    s.assert_no_nonce_gap().await;
+    s.reconciles().await;
 }

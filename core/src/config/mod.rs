@@ -180,6 +180,9 @@ pub struct SettlerSettings {
     pub poll_interval_ms: u64,
     /// A transaction not mined this many blocks after its broadcast is replaced with higher fees.
     pub bump_after_blocks: u64,
+    /// A transaction not mined this many seconds after it was planned is reported as stalled
+    /// (`depositd_settler_stalled_transactions{reason}`) and logged as an error.
+    pub stall_alert_secs: u64,
     /// How much each replacement raises both fees, in percent (at least 10: nodes refuse less).
     pub bump_percent: u64,
     /// The highest `max_fee_per_gas` (wei, an integer string) any transaction may bid.
