@@ -1,6 +1,6 @@
 # The two commands a newcomer needs (see README.md):
 #   make dev    runs depositd on its embedded defaults: SQLite + a local anvil dev chain
-#   make test   runs the whole test suite (set TEST_POSTGRES_URL to include PostgreSQL; the browser
+#   make test   runs the whole test suite on SQLite and PostgreSQL (TEST_POSTGRES_URL, default the local server; the browser
 #               test needs Debian's chromium, which .ci/run installs)
 
 .PHONY: dev test lint bench

@@ -1,9 +1,10 @@
 //! depositd's integration tests: one binary, real parts only (SQLite files, PostgreSQL databases,
 //! anvil, the real HTTP server and the real `depositd` executable).
 //!
-//! PostgreSQL tests need `TEST_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432/postgres`);
-//! each test gets a fresh database. Without it they are skipped loudly, unless `CI` is set, where
-//! they fail. Logs are muted unless `TEST_LOG` is set.
+//! PostgreSQL tests use the server at `TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test gets a fresh database, and an
+//! unreachable server fails them (never a skip reported as a pass). Logs are muted unless
+//! `TEST_LOG` is set.
 
 mod api;
 mod checkout;

@@ -23,7 +23,7 @@ use crate::webhooks::Receiver;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies() {
     crate::helpers::init_tracing();
-    let Some(db) = TestDb::postgres().await else { return };
+    let db = TestDb::postgres().await;
     let anvil = Anvil::spawn(AnvilOptions { block_time: Some(1), ..AnvilOptions::default() }).await.unwrap();
     let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
     let usdc = tokens::deploy_and_mint(
