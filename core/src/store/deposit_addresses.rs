@@ -153,3 +153,20 @@ pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, Sto
         .await?;
     Ok(row.map(|(i,)| i as u64))
 }
+
+/// The deposit addresses the reconciliation reads on `chain_id`: every one handed out (invoice
+/// and static; a missed deposit can be at one with no recorded deposit at all), and every other
+/// one (pooled, or retired from another mnemonic's pool) that a recorded transfer reached. A
+/// pooled address nothing ever paid was given to no payer and is not read.
+#[tracing::instrument(skip(conn))]
+pub async fn reconciled(conn: &mut Conn, chain_id: u64) -> Result<Vec<Address>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT a.address FROM deposit_addresses a WHERE a.pooled = 0 \
+         OR EXISTS (SELECT 1 FROM deposits d WHERE d.chain_id = $1 AND d.to_address = a.address) \
+         ORDER BY a.derivation_index",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(|(address,)| parse_column("deposit_addresses.address", &address)).collect()
+}
