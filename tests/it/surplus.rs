@@ -16,14 +16,19 @@ use depositd::reconcile::{self, Reconciliation, Surplus};
 use depositd_core::config::{ChainConfig, TokenConfig};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::api_keys::Scope;
+use depositd_core::store::chain_txs::{self, Purpose, TxState};
 use depositd_core::store::cursors::{self, ChainCursor};
+use depositd_settler::Settler;
 use depositd_watcher::ChainWatcher;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, both_backends, depositd};
 
-both_backends!(a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount);
+both_backends!(
+    a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount,
+    sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains,
+);
 
 const CONFIRMATIONS: u64 = 2;
 
@@ -82,6 +87,45 @@ impl Setup {
             state.metrics.clone(),
         )
         .unwrap()
+    }
+
+    fn settler(&self) -> Settler {
+        let state = &self.app.state;
+        Settler::new(
+            self.chain.clone(),
+            self.app.store.clone(),
+            state.wallet.clone(),
+            state.config.settings.settler.clone(),
+            state.config.settings.api.public_url.clone(),
+            state.sessions.clone(),
+            state.metrics.clone(),
+        )
+        .unwrap()
+    }
+
+    fn provider(&self) -> impl Provider + Clone {
+        ProviderBuilder::new().connect_http(self.anvil.rpc_url().parse().unwrap())
+    }
+
+    /// The settler alone (the watcher stands still), one block a round, until every outgoing
+    /// transaction of `address` is confirmed and it has a confirmed sweep.
+    async fn settle(&self, settler: &mut Settler, address: &str) -> Vec<chain_txs::ChainTx> {
+        for _ in 0..40 {
+            settler.tick().await.unwrap();
+            let mut conn = self.app.store.pool().acquire().await.unwrap();
+            let txs = chain_txs::touching(&mut conn, self.chain.chain_id, address).await.unwrap();
+            if txs.iter().any(|t| t.purpose == Purpose::Sweep) && txs.iter().all(|t| t.state == TxState::Confirmed) {
+                return txs;
+            }
+            drop(conn);
+            self.mine(1).await;
+        }
+        panic!("gave up waiting for the sweep of {address}");
+    }
+
+    async fn cursor(&self) -> u64 {
+        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        cursors::get(&mut conn, self.chain.chain_id).await.unwrap().unwrap().block_number
     }
 
     async fn mine(&self, blocks: u64) {
@@ -289,4 +333,65 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
     assert!(!ok, "{text}");
     assert!(text.contains(&format!("{missed} holds 7 USDC (7000000 base units) unexplained")), "{text}");
     assert!(text.contains(&format!("known but uncredited: anvil {wrong} holds 5 USDT")), "{text}");
+}
+
+async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(db: TestDb) {
+    let s = setup(&db).await;
+    let treasury = s.app.state.wallet.treasury().address();
+    depositd::dev::fund_treasury(&s.app.store, &s.chain, treasury, 10_000_000_000_000_000_000).await.unwrap();
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+
+    // A USDC payment, recorded and confirmed; then the watcher stops while the settler tops the
+    // address up with gas and sweeps it. The balances are read at the watcher's cursor, where the
+    // USDC is still at the address although the ledger has swept it: the sweep mined after the
+    // cursor explains it.
+    let (_, token_address) = s.invoice("USDC", "20").await;
+    s.pay_token(s.usdc, &token_address, 20_000_000).await;
+    s.watch(&mut watcher).await;
+    let txs = s.settle(&mut settler, &token_address).await;
+    let cursor = s.cursor().await;
+    assert!(
+        txs.iter().all(|t| t.mined_block.is_some_and(|b| b > cursor)),
+        "the sweep and its top-up were mined after the cursor {cursor}: {txs:?}"
+    );
+    let outcome = s.reconcile().await;
+    assert!(outcome.is_ok(), "{}", outcome.render());
+    assert_eq!(surplus(&outcome, "USDC").block, cursor);
+    assert!(surplus(&outcome, "USDC").holders.is_empty(), "{}", outcome.render());
+
+    // The watcher catches up. The top-up sent the sweep's whole gas budget and the sweep burned
+    // less: native dust stays at the address, explained to the wei by the ledger's custody.
+    while watcher.tick().await.unwrap() {}
+    let dust = s.provider().get_balance(address(&token_address)).await.unwrap();
+    assert!(!dust.is_zero(), "the top-up's unused budget stays behind");
+    let outcome = s.reconcile().await;
+    assert!(outcome.is_ok(), "{}", outcome.render());
+    assert!(surplus(&outcome, "ETH").holders.is_empty(), "{}", outcome.render());
+    assert!(surplus(&outcome, "USDC").holders.is_empty(), "{}", outcome.render());
+
+    // A native payment swept less its gas budget leaves the unused budget the same way.
+    let (_, native_address) = s.invoice("ETH", "3000").await; // 1 ETH at 3000 USD
+    s.pay_native(&native_address, 1_000_000_000_000_000_000).await;
+    s.watch(&mut watcher).await;
+    s.settle(&mut settler, &native_address).await;
+    s.mine(CONFIRMATIONS).await;
+    while watcher.tick().await.unwrap() {}
+    let left = s.provider().get_balance(address(&native_address)).await.unwrap();
+    assert!(!left.is_zero() && left < U256::from(10_000_000_000_000_000u64), "left {left}");
+    let outcome = s.reconcile().await;
+    assert!(outcome.is_ok(), "{}", outcome.render());
+    assert!(surplus(&outcome, "ETH").holders.is_empty(), "{}", outcome.render());
+
+    // The same dust one wei larger than the ledger explains is unexplained, to the wei: the
+    // explanation above was exact, not generous.
+    s.pay_native(&native_address, 1).await;
+    s.skip_to_head().await;
+    let outcome = s.reconcile().await;
+    assert_eq!(
+        surplus(&outcome, "ETH").holders,
+        vec![(address(&native_address), BaseUnits::from(1u64))],
+        "{}",
+        outcome.render()
+    );
+    assert!(outcome.is_ok(), "one wei is within the dust allowance: {}", outcome.render());
 }
