@@ -32,8 +32,10 @@
 //!   they are listed per address and never fail the check.
 //!
 //! The balances are read at the watcher's cursor (the last block whose deposits are fully
-//! recorded, from the same snapshot), or the node's head if that is lower, so a payment in a block
-//! the watcher has not scanned yet is not mistaken for a missed one. Only a **surplus** counts:
+//! recorded, from the same snapshot; by its hash, so a reorg the watcher has not processed yet
+//! cannot pass another fork's payments off as missed ones), or at the node's head if that is a
+//! little lower, so a payment in a block the watcher has not scanned yet is not mistaken for a
+//! missed one. It costs one balance query per address and asset (16 in flight), every run. Only a **surplus** counts:
 //! `on chain - (ledger + in flight)`, of which the rejected transfers explain what they can;
 //! the rest is **unexplained**. Effects that only lower a balance (an L2's data fee beyond the
 //! receipt's gas, a payment on its way out) are the cover check's business and never fail this
@@ -223,8 +225,8 @@ impl Reconciliation {
 
 /// What the surplus check reads for one chain from the store's snapshot.
 struct SurplusInputs {
-    /// The watcher's cursor; `None` before it scanned the chain.
-    cursor: Option<u64>,
+    /// The watcher's cursor (number and hash); `None` before it scanned the chain.
+    cursor: Option<(u64, String)>,
     addresses: Vec<Address>,
     custody: CustodyByAddress,
     rejected: Vec<(String, String, BaseUnits)>,
@@ -260,19 +262,16 @@ pub async fn reconcile(
             let custody_addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
             let in_flight = chain_txs::in_flight(&mut snapshot, chain.chain_id).await?;
             let leaving = in_flight_outflow(&in_flight, chain)?;
-            let cursor = cursors::get(&mut snapshot, chain.chain_id).await?.map(|c| c.block_number);
+            let cursor = cursors::get(&mut snapshot, chain.chain_id).await?.map(|c| (c.block_number, c.block_hash));
+            let floor = cursor.as_ref().map_or(0, |c| c.0).saturating_sub(LAG_WINDOW);
             let surplus = SurplusInputs {
                 cursor,
                 addresses: deposit_addresses::reconciled(&mut snapshot, chain.chain_id).await?,
                 custody: verify::custody_by_address(&mut snapshot, chain.chain_id).await?,
                 rejected: deposits::rejected_on_chain(&mut snapshot, chain.chain_id).await?,
                 topups_in_flight: in_flight.into_iter().filter(|t| t.purpose == Purpose::GasTopup).collect(),
-                settled_recently: chain_txs::settled_by_deposit_addresses_above(
-                    &mut snapshot,
-                    chain.chain_id,
-                    cursor.unwrap_or(0).saturating_sub(LAG_WINDOW),
-                )
-                .await?,
+                settled_recently: chain_txs::settled_by_deposit_addresses_above(&mut snapshot, chain.chain_id, floor)
+                    .await?,
             };
             inputs.push(ChainInputs { chain, custody_addresses, leaving, surplus });
         }
@@ -296,7 +295,7 @@ pub async fn reconcile(
             }
         }
         report.problems.extend(surplus_inputs.custody.unattributed.iter().cloned());
-        let Some(cursor) = surplus_inputs.cursor else {
+        let Some(cursor) = surplus_inputs.cursor.clone() else {
             surplus_skipped.push(format!("{}: the watcher has not scanned it yet", chain.name));
             continue;
         };
@@ -355,11 +354,13 @@ fn explanations(
 }
 
 /// The surplus check on one chain (see the module doc): every asset at every deposit address,
-/// read at the watcher's cursor (or the head, when the node is a little behind it).
+/// read at the watcher's cursor block, by its hash (so a reorg the watcher has not processed yet
+/// cannot show another chain's payments as missed ones; a node that no longer has the block makes
+/// the chain unchecked, not failed), or at the head when the node is a little behind the cursor.
 async fn check_surplus(
     chain: &ChainConfig,
     settings: &depositd_core::config::LedgerSettings,
-    cursor: u64,
+    (cursor, cursor_hash): (u64, String),
     inputs: &SurplusInputs,
 ) -> anyhow::Result<Vec<Surplus>> {
     let provider = connect(chain)?;
@@ -368,6 +369,12 @@ async fn check_surplus(
     if cursor - block > LAG_WINDOW {
         anyhow::bail!("the node's head {head} is more than {LAG_WINDOW} blocks behind the watcher's cursor {cursor}");
     }
+    let at = if block == cursor {
+        let hash = cursor_hash.parse().with_context(|| format!("stored cursor hash {cursor_hash}"))?;
+        BlockId::hash(hash)
+    } else {
+        BlockId::number(block)
+    };
     let explained = explanations(chain, inputs, block)?;
     let mut assets: Vec<(String, Option<Address>, u8)> =
         vec![(chain.native.symbol.clone(), None, chain.native.decimals)];
@@ -375,7 +382,7 @@ async fn check_surplus(
     let mut found = Vec::with_capacity(assets.len());
     let none = Explained::default();
     for (asset, token, decimals) in assets {
-        let balances = balances_at(&provider, token, &inputs.addresses, BlockId::number(block))
+        let balances = balances_at(&provider, token, &inputs.addresses, at)
             .await
             .with_context(|| format!("reading {asset} balances at block {block}"))?;
         let mut s = Surplus {

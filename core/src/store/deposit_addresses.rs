@@ -160,13 +160,14 @@ pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, Sto
 /// pooled address nothing ever paid was given to no payer and is not read.
 #[tracing::instrument(skip(conn))]
 pub async fn reconciled(conn: &mut Conn, chain_id: u64) -> Result<Vec<Address>, StoreError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT a.address FROM deposit_addresses a WHERE a.pooled = 0 \
-         OR EXISTS (SELECT 1 FROM deposits d WHERE d.chain_id = $1 AND d.to_address = a.address) \
-         ORDER BY a.derivation_index",
+    // Only a rejected transfer can reach an address no invoice or static address owns.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT address, derivation_index FROM deposit_addresses WHERE pooled = 0 \
+         UNION SELECT address, derivation_index FROM deposit_addresses WHERE address IN \
+         (SELECT to_address FROM deposits WHERE chain_id = $1 AND state = 'rejected') ORDER BY 2",
     )
     .bind(chain_id as i64)
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter().map(|(address,)| parse_column("deposit_addresses.address", &address)).collect()
+    rows.into_iter().map(|(address, _)| parse_column("deposit_addresses.address", &address)).collect()
 }
