@@ -18,6 +18,7 @@ use depositd_core::money::BaseUnits;
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::chain_txs::{self, Purpose, TxState};
 use depositd_core::store::cursors::{self, ChainCursor};
+use depositd_core::store::deposit_addresses::AddressPurpose;
 use depositd_settler::Settler;
 use depositd_watcher::ChainWatcher;
 use secrecy::ExposeSecret;
@@ -333,6 +334,30 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
     assert!(!ok, "{text}");
     assert!(text.contains(&format!("{missed} holds 7 USDC (7000000 base units) unexplained")), "{text}");
     assert!(text.contains(&format!("known but uncredited: anvil {wrong} holds 5 USDT")), "{text}");
+
+    // A pooled address no invoice owns is not read while nothing paid it; once a transfer the
+    // watcher recorded (rejected: unowned) reached it, it is, and that transfer explains itself.
+    let state = &s.app.state;
+    let stored = depositd_core::store::address_pool::refill(&state.store, &state.wallet, AddressPurpose::Invoice, 1)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    let pooled: (String,) = sqlx::query_as("SELECT address FROM deposit_addresses WHERE pooled = 1")
+        .fetch_one(s.app.store.pool())
+        .await
+        .unwrap();
+    let before = surplus(&s.reconcile().await, "USDT").addresses;
+    s.pay_token(s.usdt, &pooled.0, 3_000_000).await;
+    s.watch(&mut watcher).await;
+    let outcome = s.reconcile().await;
+    let usdt = surplus(&outcome, "USDT");
+    assert_eq!(usdt.addresses, before + 1, "{}", outcome.render());
+    assert!(usdt.holders.is_empty(), "{}", outcome.render());
+    assert!(
+        usdt.known_uncredited.contains(&(address(&pooled.0), BaseUnits::from(3_000_000u64))),
+        "{}",
+        outcome.render()
+    );
 }
 
 async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(db: TestDb) {
