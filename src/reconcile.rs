@@ -1,20 +1,64 @@
 //! Ledger reconciliation in full: the store's own checks (`depositd_core::ledger::verify`) and,
-//! against each chain, that what sits at deposit addresses and in the hot wallet covers what the
-//! ledger says the platform holds. Run by `depositd ledger verify` and periodically by the
-//! daemon's `ledger` component, which exports the outcome as metrics.
+//! against each chain, two comparisons with what is really there. Run by `depositd ledger verify`
+//! and periodically by the daemon's `ledger` component, which exports the outcome as metrics.
+//!
+//! # Cover: the chain holds at least what the ledger says
+//! What sits at deposit addresses and in the hot wallet (read at the latest block) must cover the
+//! ledger's custody and hot wallet, less what the settler's unconfirmed transactions may already
+//! have taken.
+//!
+//! # Surplus: the ledger explains what the deposit addresses hold
+//! A deposit the watcher missed is money at a deposit address that the ledger never heard of;
+//! the cover check cannot see it. So every deposit address handed out (and every pooled one a
+//! recorded transfer reached) is read in every configured asset, and compared, address by
+//! address, with what explains its balance. What **explains** the balance of asset `X` at address
+//! `A`, all in exact base units:
+//!
+//! - **the ledger**: the platform's `custody` postings attributed to `A`
+//!   ([`verify::custody_by_address`]): live deposits to `A` (detected ones are already posted as
+//!   pending, confirmed ones stay in custody until swept) and confirmed gas top-ups to `A`, less
+//!   confirmed sweeps and forwards from `A`, the gas every mined one burned, and reversals. These
+//!   are the very postings that make up the ledger's custody balance, split by address; a custody
+//!   posting naming no deposit or transaction is itself a problem. Native dust is explained
+//!   exactly: a top-up sends the gas budget, the transaction burns less, and the ledger keeps the
+//!   difference in custody (top-up in, actual gas out); a native sweep leaves its unused budget
+//!   the same way.
+//! - **in flight**: gas top-ups to `A` signed but not yet confirmed (they may have landed), and
+//!   what the ledger took out of `A` for sweeps and forwards mined after the block the balances are
+//!   read at (the chain there still shows it). Outgoing transactions not yet confirmed only lower
+//!   the balance, so they need no allowance.
+//! - **known but uncredited**: transfers the watcher recorded as `rejected` (wrong asset or chain,
+//!   an unowned pooled address, a disabled static address). They are not in the ledger by design;
+//!   they are listed per address and never fail the check.
+//!
+//! The balances are read at the watcher's cursor (the last block whose deposits are fully
+//! recorded, from the same snapshot; by its hash, so a reorg the watcher has not processed yet
+//! cannot pass another fork's payments off as missed ones), or at the node's head if that is a
+//! little lower, so a payment in a block the watcher has not scanned yet is not mistaken for a
+//! missed one. It costs one balance query per address and asset (16 in flight), every run. Only a **surplus** counts:
+//! `on chain - (ledger + in flight)`, of which the rejected transfers explain what they can;
+//! the rest is **unexplained**. Effects that only lower a balance (an L2's data fee beyond the
+//! receipt's gas, a payment on its way out) are the cover check's business and never fail this
+//! one. Per chain and asset, the unexplained total fails the check when it is more than the
+//! asset's dust allowance (`ledger.unexplained_dust`, whole units by symbol; none for an asset not
+//! listed), and the problem names every address holding unexplained money with its amount (the
+//! operator then runs `depositd rescan` over the blocks that paid it). The hot wallet is not
+//! checked for a surplus: operator funding it before `depositd treasury fund` records it is no
+//! missed payment.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use alloy::eips::BlockId;
 use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use anyhow::Context;
 use depositd_core::config::{ChainConfig, Config};
-use depositd_core::ledger::verify::{self, Report};
+use depositd_core::ledger::verify::{self, Assessment, CustodyByAddress, Explained, Report};
 use depositd_core::metrics::Metrics;
 use depositd_core::money::BaseUnits;
-use depositd_core::store::chain_txs::{self, Purpose};
-use depositd_core::store::{Store, deposits};
+use depositd_core::store::chain_txs::{self, ChainTx, Purpose, TxState};
+use depositd_core::store::{Store, cursors, deposit_addresses, deposits};
 use depositd_core::time::now_ms;
 use depositd_core::wallet::HdWallet;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +72,57 @@ alloy::sol! {
 
 /// How long one balance query may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Balance queries in flight at once.
+const READ_CONCURRENCY: usize = 16;
+/// How far the node's head may be below the watcher's cursor for the surplus check to read at
+/// the head instead (what the ledger took out in those blocks is loaded for the allowance).
+const LAG_WINDOW: u64 = 256;
+/// Addresses a surplus problem names; the report's lines name them all.
+const NAMED_IN_PROBLEM: usize = 20;
+
+/// The surplus check's finding for one asset on one chain.
+#[derive(Debug, Clone)]
+pub struct Surplus {
+    pub chain: String,
+    pub asset: String,
+    pub decimals: u8,
+    /// The block the balances were read at.
+    pub block: u64,
+    /// Deposit addresses read.
+    pub addresses: usize,
+    /// Money at the deposit addresses nothing recorded explains, in total...
+    pub unexplained: BaseUnits,
+    /// ...and per address, largest first.
+    pub holders: Vec<(Address, BaseUnits)>,
+    /// Surpluses the rejected transfers account for, per address.
+    pub known_uncredited: Vec<(Address, BaseUnits)>,
+    /// The allowance (`ledger.unexplained_dust`).
+    pub dust: BaseUnits,
+}
+
+impl Surplus {
+    /// More unexplained money than dust: the check fails.
+    pub fn fails(&self) -> bool {
+        self.unexplained > self.dust
+    }
+
+    fn amount(&self, amount: BaseUnits) -> String {
+        format!("{} {} ({amount} base units)", amount.to_display(self.decimals), self.asset)
+    }
+
+    fn holders_text(&self, limit: usize) -> String {
+        let mut named: Vec<String> = self
+            .holders
+            .iter()
+            .take(limit)
+            .map(|(address, amount)| format!("{address} holds {} unexplained", self.amount(*amount)))
+            .collect();
+        if self.holders.len() > limit {
+            named.push(format!("and {} more address(es)", self.holders.len() - limit));
+        }
+        named.join("; ")
+    }
+}
 
 /// The store's report and the on-chain findings.
 #[derive(Debug, Default)]
@@ -37,6 +132,10 @@ pub struct Reconciliation {
     pub on_chain: Vec<String>,
     /// Chains whose balances could not be read (RPC down): not a verdict, but not a pass.
     pub unchecked: Vec<String>,
+    /// The surplus check, per chain and asset read.
+    pub surplus: Vec<Surplus>,
+    /// Chains the surplus check skipped, and why (the watcher has not scanned them yet).
+    pub surplus_skipped: Vec<String>,
 }
 
 impl Reconciliation {
@@ -66,6 +165,37 @@ impl Reconciliation {
         for line in &self.on_chain {
             out.push_str(&format!("on chain: {line}\n"));
         }
+        for s in &self.surplus {
+            if s.holders.is_empty() {
+                out.push_str(&format!(
+                    "surplus: {} {} at block {}: {} deposit address(es) read, none holds more than the ledger explains\n",
+                    s.chain, s.asset, s.block, s.addresses
+                ));
+            } else {
+                out.push_str(&format!(
+                    "surplus: {} {} at block {}: {} at {} of {} deposit address(es) beyond what the ledger explains \
+                     (dust allowance {}): {}\n",
+                    s.chain,
+                    s.asset,
+                    s.block,
+                    s.amount(s.unexplained),
+                    s.holders.len(),
+                    s.addresses,
+                    s.dust.to_display(s.decimals),
+                    s.holders_text(usize::MAX)
+                ));
+            }
+            for (address, amount) in &s.known_uncredited {
+                out.push_str(&format!(
+                    "known but uncredited: {} {address} holds {} from transfers recorded as rejected\n",
+                    s.chain,
+                    s.amount(*amount)
+                ));
+            }
+        }
+        for line in &self.surplus_skipped {
+            out.push_str(&format!("surplus not checked: {line}\n"));
+        }
         for line in &self.unchecked {
             out.push_str(&format!("NOT CHECKED on chain: {line}\n"));
         }
@@ -79,6 +209,9 @@ impl Reconciliation {
             if !self.on_chain.is_empty() {
                 out.push_str(", and on-chain funds cover what the ledger holds");
             }
+            if !self.surplus.is_empty() {
+                out.push_str(", and the deposit addresses hold nothing beyond dust that the ledger does not explain");
+            }
             out.push('\n');
         } else {
             out.push_str(&format!("{} PROBLEM(S):\n", r.problems.len()));
@@ -90,9 +223,31 @@ impl Reconciliation {
     }
 }
 
+/// What the surplus check reads for one chain from the store's snapshot.
+struct SurplusInputs {
+    /// The watcher's cursor (number and hash); `None` before it scanned the chain.
+    cursor: Option<(u64, String)>,
+    addresses: Vec<Address>,
+    custody: CustodyByAddress,
+    rejected: Vec<(String, String, BaseUnits)>,
+    /// Open gas top-ups (to deposit addresses).
+    topups_in_flight: Vec<ChainTx>,
+    /// Sweeps and forwards settled in blocks above `cursor - LAG_WINDOW`.
+    settled_recently: Vec<ChainTx>,
+}
+
+/// Everything the on-chain comparisons of one chain read from the snapshot.
+struct ChainInputs<'a> {
+    chain: &'a ChainConfig,
+    custody_addresses: Vec<String>,
+    leaving: BTreeMap<String, BaseUnits>,
+    surplus: SurplusInputs,
+}
+
 /// Runs every check; with `on_chain`, also compares balances on each enabled chain. The store is
 /// read in one snapshot and the chains after it: funds reach a chain before the ledger counts
-/// them, so the later reading can show more than the snapshot holds, not less.
+/// them, so the later reading can show more than the snapshot holds, not less (the surplus check
+/// reads at the snapshot's cursor for that reason).
 pub async fn reconcile(
     store: &Store,
     config: &Config,
@@ -101,45 +256,170 @@ pub async fn reconcile(
 ) -> anyhow::Result<Reconciliation> {
     let mut snapshot = store.begin_snapshot().await?;
     let mut report = verify::verify(&mut snapshot).await?;
-    let mut custody: Vec<(&ChainConfig, Vec<String>, BTreeMap<String, BaseUnits>)> = Vec::new();
+    let mut inputs: Vec<ChainInputs> = Vec::new();
     if on_chain {
         for chain in &config.chains {
-            let addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
-            let leaving = in_flight_outflow(&mut snapshot, chain).await?;
-            custody.push((chain, addresses, leaving));
+            let custody_addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
+            let in_flight = chain_txs::in_flight(&mut snapshot, chain.chain_id).await?;
+            let leaving = in_flight_outflow(&in_flight, chain)?;
+            let cursor = cursors::get(&mut snapshot, chain.chain_id).await?.map(|c| (c.block_number, c.block_hash));
+            let floor = cursor.as_ref().map_or(0, |c| c.0).saturating_sub(LAG_WINDOW);
+            let surplus = SurplusInputs {
+                cursor,
+                addresses: deposit_addresses::reconciled(&mut snapshot, chain.chain_id).await?,
+                custody: verify::custody_by_address(&mut snapshot, chain.chain_id).await?,
+                rejected: deposits::rejected_on_chain(&mut snapshot, chain.chain_id).await?,
+                topups_in_flight: in_flight.into_iter().filter(|t| t.purpose == Purpose::GasTopup).collect(),
+                settled_recently: chain_txs::settled_by_deposit_addresses_above(&mut snapshot, chain.chain_id, floor)
+                    .await?,
+            };
+            inputs.push(ChainInputs { chain, custody_addresses, leaving, surplus });
         }
     }
     snapshot.rollback().await?;
     let mut lines = Vec::new();
     let mut unchecked = Vec::new();
-    for (chain, addresses, leaving) in custody {
+    let mut surplus = Vec::new();
+    let mut surplus_skipped = Vec::new();
+    for ChainInputs { chain, custody_addresses, leaving, surplus: surplus_inputs } in inputs {
         let held: Vec<(String, BaseUnits)> = report
             .held
             .iter()
             .filter(|((chain_id, _), amount)| *chain_id == chain.chain_id && !amount.is_zero())
             .map(|((_, asset), amount)| (asset.clone(), *amount))
             .collect();
-        if held.is_empty() {
-            continue;
+        if !held.is_empty() {
+            match compare_chain(chain, wallet, &custody_addresses, &held, &leaving, &mut report.problems).await {
+                Ok(mut compared) => lines.append(&mut compared),
+                Err(error) => unchecked.push(format!("{}: {error:#}", chain.name)),
+            }
         }
-        match compare_chain(chain, wallet, &addresses, &held, &leaving, &mut report.problems).await {
-            Ok(mut compared) => lines.append(&mut compared),
-            Err(error) => unchecked.push(format!("{}: {error:#}", chain.name)),
+        report.problems.extend(surplus_inputs.custody.unattributed.iter().cloned());
+        let Some(cursor) = surplus_inputs.cursor.clone() else {
+            surplus_skipped.push(format!("{}: the watcher has not scanned it yet", chain.name));
+            continue;
+        };
+        match check_surplus(chain, &config.settings.ledger, cursor, &surplus_inputs).await {
+            Ok(found) => {
+                for s in &found {
+                    if s.fails() {
+                        report.problems.push(format!(
+                            "on {} the deposit addresses hold {} beyond what the ledger, the transactions in flight \
+                             and the rejected transfers explain (at block {}, dust allowance {}): {}",
+                            s.chain,
+                            s.amount(s.unexplained),
+                            s.block,
+                            s.dust.to_display(s.decimals),
+                            s.holders_text(NAMED_IN_PROBLEM)
+                        ));
+                    }
+                }
+                surplus.extend(found);
+            }
+            Err(error) => unchecked.push(format!("{} (surplus check): {error:#}", chain.name)),
         }
     }
-    Ok(Reconciliation { report, on_chain: lines, unchecked })
+    Ok(Reconciliation { report, on_chain: lines, unchecked, surplus, surplus_skipped })
+}
+
+/// What explains each (address, asset) on one chain when balances are read at `block`.
+fn explanations(
+    chain: &ChainConfig,
+    inputs: &SurplusInputs,
+    block: u64,
+) -> anyhow::Result<BTreeMap<(Address, String), Explained>> {
+    let overflow = || anyhow::anyhow!("explained amounts overflow 256 bits");
+    let mut at = inputs.custody.at.clone();
+    let native = chain.native.symbol.clone();
+    let mut add = |address: &str, asset: &str, amount: BaseUnits, rejected: bool| -> anyhow::Result<()> {
+        let address: Address = address.parse().with_context(|| format!("stored address {address}"))?;
+        let e = at.entry((address, asset.to_owned())).or_default();
+        let total = if rejected { &mut e.rejected } else { &mut e.in_flight };
+        *total = total.checked_add(amount).ok_or_else(overflow)?;
+        Ok(())
+    };
+    for (to, asset, amount) in &inputs.rejected {
+        add(to, asset, *amount, true)?;
+    }
+    for t in &inputs.topups_in_flight {
+        add(&t.to_address, &native, t.value, false)?;
+    }
+    for t in inputs.settled_recently.iter().filter(|t| t.mined_block.is_some_and(|b| b > block)) {
+        if t.state == TxState::Confirmed {
+            add(&t.signer_address, &t.asset, t.value, false)?;
+        }
+        add(&t.signer_address, &native, t.gas_cost.unwrap_or_default(), false)?;
+    }
+    Ok(at)
+}
+
+/// The surplus check on one chain (see the module doc): every asset at every deposit address,
+/// read at the watcher's cursor block, by its hash (so a reorg the watcher has not processed yet
+/// cannot show another chain's payments as missed ones; a node that no longer has the block makes
+/// the chain unchecked, not failed), or at the head when the node is a little behind the cursor.
+async fn check_surplus(
+    chain: &ChainConfig,
+    settings: &depositd_core::config::LedgerSettings,
+    (cursor, cursor_hash): (u64, String),
+    inputs: &SurplusInputs,
+) -> anyhow::Result<Vec<Surplus>> {
+    let provider = connect(chain)?;
+    let head = tokio::time::timeout(RPC_TIMEOUT, provider.get_block_number()).await??;
+    let block = cursor.min(head);
+    if cursor - block > LAG_WINDOW {
+        anyhow::bail!("the node's head {head} is more than {LAG_WINDOW} blocks behind the watcher's cursor {cursor}");
+    }
+    let at = if block == cursor {
+        let hash = cursor_hash.parse().with_context(|| format!("stored cursor hash {cursor_hash}"))?;
+        BlockId::hash(hash)
+    } else {
+        BlockId::number(block)
+    };
+    let explained = explanations(chain, inputs, block)?;
+    let mut assets: Vec<(String, Option<Address>, u8)> =
+        vec![(chain.native.symbol.clone(), None, chain.native.decimals)];
+    assets.extend(chain.tokens.iter().map(|t| (t.symbol.clone(), Some(t.address), t.decimals)));
+    let mut found = Vec::with_capacity(assets.len());
+    let none = Explained::default();
+    for (asset, token, decimals) in assets {
+        let balances = balances_at(&provider, token, &inputs.addresses, at)
+            .await
+            .with_context(|| format!("reading {asset} balances at block {block}"))?;
+        let mut s = Surplus {
+            chain: chain.name.clone(),
+            asset: asset.clone(),
+            decimals,
+            block,
+            addresses: inputs.addresses.len(),
+            unexplained: BaseUnits::ZERO,
+            holders: Vec::new(),
+            known_uncredited: Vec::new(),
+            dust: settings.unexplained_dust(&asset, decimals),
+        };
+        for (address, balance) in inputs.addresses.iter().zip(balances) {
+            let why = explained.get(&(*address, asset.clone())).unwrap_or(&none);
+            let Assessment { unexplained, known_uncredited, .. } = why.assess(BaseUnits(balance));
+            if !known_uncredited.is_zero() {
+                s.known_uncredited.push((*address, known_uncredited));
+            }
+            if !unexplained.is_zero() {
+                s.unexplained = s.unexplained.checked_add(unexplained).context("unexplained amounts overflow")?;
+                s.holders.push((*address, unexplained));
+            }
+        }
+        s.holders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        found.push(s);
+    }
+    Ok(found)
 }
 
 /// What the settler's unconfirmed transactions may already have taken from our addresses on
 /// chain before the ledger records it: payments out (payouts, refunds, forwards) and every
 /// transaction's gas budget. Moves between deposit addresses and the treasury stay ours.
-async fn in_flight_outflow(
-    snapshot: &mut depositd_core::store::Conn,
-    chain: &ChainConfig,
-) -> anyhow::Result<BTreeMap<String, BaseUnits>> {
+fn in_flight_outflow(in_flight: &[ChainTx], chain: &ChainConfig) -> anyhow::Result<BTreeMap<String, BaseUnits>> {
     let mut leaving: BTreeMap<String, BaseUnits> = BTreeMap::new();
     let overflow = || anyhow::anyhow!("in-flight amounts overflow");
-    for tx in chain_txs::in_flight(snapshot, chain.chain_id).await? {
+    for tx in in_flight {
         if matches!(tx.purpose, Purpose::Payout | Purpose::Refund | Purpose::Passthrough) {
             let total = leaving.entry(tx.asset.clone()).or_default();
             *total = total.checked_add(tx.value).ok_or_else(overflow)?;
@@ -160,8 +440,7 @@ async fn compare_chain(
     leaving: &BTreeMap<String, BaseUnits>,
     problems: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
-    let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
-    let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
+    let provider = connect(chain)?;
     let mut owners: Vec<Address> = Vec::with_capacity(addresses.len() + 1);
     for address in addresses {
         owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);
@@ -203,23 +482,78 @@ async fn compare_chain(
     Ok(lines)
 }
 
+/// A provider on the chain's first RPC URL (never printed: it may carry a key).
+fn connect(chain: &ChainConfig) -> anyhow::Result<DynProvider> {
+    let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
+    let url = url.parse().map_err(|_| anyhow::anyhow!("chain {}'s RPC URL does not parse", chain.name))?;
+    Ok(ProviderBuilder::new().connect_http(url).erased())
+}
+
+/// One owner's balance of the native coin (`token` `None`) or a token, at `block`.
+async fn balance_of(
+    provider: &DynProvider,
+    token: Option<Address>,
+    owner: Address,
+    block: BlockId,
+) -> anyhow::Result<U256> {
+    Ok(match token {
+        None => tokio::time::timeout(RPC_TIMEOUT, provider.get_balance(owner).block_id(block)).await??,
+        Some(token) => {
+            let contract = Erc20Balance::new(token, provider.clone());
+            tokio::time::timeout(RPC_TIMEOUT, contract.balanceOf(owner).block(block).call()).await??
+        }
+    })
+}
+
+/// Every owner's balance at `block`, in `owners`' order, [`READ_CONCURRENCY`] queries at a time.
+async fn balances_at(
+    provider: &DynProvider,
+    token: Option<Address>,
+    owners: &[Address],
+    block: BlockId,
+) -> anyhow::Result<Vec<U256>> {
+    let mut out = Vec::with_capacity(owners.len());
+    for chunk in owners.chunks(READ_CONCURRENCY) {
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, owner) in chunk.iter().copied().enumerate() {
+            let provider = provider.clone();
+            reads.spawn(async move { (i, balance_of(&provider, token, owner, block).await) });
+        }
+        let mut got = vec![U256::ZERO; chunk.len()];
+        while let Some(joined) = reads.join_next().await {
+            let (i, balance) = joined?;
+            got[i] = balance.with_context(|| format!("balance of {}", chunk[i]))?;
+        }
+        out.extend(got);
+    }
+    Ok(out)
+}
+
 async fn on_chain_total(
     provider: &DynProvider,
     token: Option<Address>,
     owners: &[Address],
 ) -> anyhow::Result<BaseUnits> {
     let mut total = U256::ZERO;
-    for owner in owners {
-        let balance = match token {
-            None => tokio::time::timeout(RPC_TIMEOUT, provider.get_balance(*owner)).await??,
-            Some(token) => {
-                let contract = Erc20Balance::new(token, provider.clone());
-                tokio::time::timeout(RPC_TIMEOUT, contract.balanceOf(*owner).call()).await??
-            }
-        };
+    for balance in balances_at(provider, token, owners, BlockId::latest()).await? {
         total = total.checked_add(balance).context("balances overflow 256 bits")?;
     }
     Ok(BaseUnits(total))
+}
+
+/// Exports an outcome as the `ledger` component's metrics.
+pub fn export(metrics: &Metrics, outcome: &Reconciliation) {
+    metrics.ledger_verify_ok.set(outcome.gauge());
+    metrics.ledger_verify_problems.set(outcome.report.problems.len() as i64);
+    for s in &outcome.surplus {
+        let labels = [s.chain.as_str(), s.asset.as_str()];
+        metrics
+            .ledger_unexplained_balance
+            .with_label_values(&labels)
+            .set(s.unexplained.to_display(s.decimals).parse().unwrap_or(f64::NAN));
+        let named = if s.fails() { s.holders.len() } else { 0 };
+        metrics.ledger_unexplained_addresses.with_label_values(&labels).set(named as i64);
+    }
 }
 
 /// The daemon's `ledger` component: reconciles every `interval` and exports the outcome.
@@ -235,8 +569,7 @@ pub async fn run_periodically(
     loop {
         match reconcile(&store, &config, &wallet, on_chain).await {
             Ok(outcome) => {
-                metrics.ledger_verify_ok.set(outcome.gauge());
-                metrics.ledger_verify_problems.set(outcome.report.problems.len() as i64);
+                export(&metrics, &outcome);
                 if outcome.is_ok() {
                     tracing::info!(entries = outcome.report.entries, "ledger reconciled");
                 } else if outcome.report.is_ok() {

@@ -82,6 +82,13 @@ pub struct Metrics {
     pub ledger_verify_problems: IntGauge,
     /// When the last reconciliation finished (epoch seconds).
     pub ledger_verify_timestamp_seconds: IntGauge,
+    /// Per chain and asset: what the deposit addresses held beyond what the ledger, the
+    /// transactions in flight and the rejected transfers explain, at the last reconciliation, in
+    /// whole units (monitoring only; the check itself is exact).
+    pub ledger_unexplained_balance: GaugeVec,
+    /// Per chain and asset: deposit addresses the last reconciliation named for holding
+    /// unexplained money (0 while the total is within the dust allowance). Alert: a missed deposit.
+    pub ledger_unexplained_addresses: IntGaugeVec,
     /// Webhook delivery attempts by result: succeeded, http_error, network_error, refused (SSRF
     /// guard), gone (410).
     pub webhook_attempts_total: IntCounterVec,
@@ -289,6 +296,22 @@ impl Metrics {
                     "When the last ledger reconciliation finished (epoch seconds).",
                 )
                 .expect("valid metric"),
+            ),
+            ledger_unexplained_balance: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "depositd_ledger_unexplained_balance",
+                        "What deposit addresses hold beyond what the ledger explains, in whole units of the asset.",
+                    ),
+                    &["chain", "asset"],
+                )
+                .expect("valid metric"),
+            ),
+            ledger_unexplained_addresses: gauge(
+                "depositd_ledger_unexplained_addresses",
+                "Deposit addresses holding money the ledger does not explain, beyond the dust allowance.",
+                &["chain", "asset"],
             ),
             webhook_attempts_total: counter(
                 "depositd_webhook_attempts_total",

@@ -21,5 +21,6 @@ mod scale_out;
 mod settler;
 mod static_addresses;
 mod store;
+mod surplus;
 mod watcher;
 mod webhooks;

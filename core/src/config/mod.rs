@@ -156,6 +156,22 @@ pub struct LedgerSettings {
     pub verify_interval_secs: u64,
     /// Whether reconciliation reads on-chain balances too.
     pub verify_on_chain: bool,
+    /// Per asset symbol (on every chain), in whole units: how much money the deposit addresses
+    /// may hold beyond what the ledger explains before reconciliation fails. An asset not listed
+    /// has none: any unexplained amount fails.
+    #[serde(deserialize_with = "decimal_map")]
+    pub unexplained_dust: BTreeMap<String, Decimal>,
+}
+
+impl LedgerSettings {
+    /// The dust allowance for `asset` in base units (symbols match case-insensitively).
+    pub fn unexplained_dust(&self, asset: &str, decimals: u8) -> crate::money::BaseUnits {
+        self.unexplained_dust
+            .iter()
+            .find(|(symbol, _)| symbol.eq_ignore_ascii_case(asset))
+            .and_then(|(_, dust)| crate::money::BaseUnits::from_decimal_round_down(*dust, decimals).ok())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

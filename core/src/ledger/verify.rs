@@ -14,6 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use alloy::primitives::{Address, U256};
+
 use super::{Account, AccountKind, CREDIT_TYPES_SQL, Owner};
 use crate::money::BaseUnits;
 use crate::store::{Conn, StoreError, parse_column};
@@ -187,4 +189,158 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
         }
     }
     Ok(report)
+}
+
+/// The ledger's custody on one chain split by deposit address, per `(address, asset)`.
+#[derive(Debug, Clone, Default)]
+pub struct CustodyByAddress {
+    pub at: BTreeMap<(Address, String), Explained>,
+    /// Custody postings whose entry names neither a deposit nor a transaction, so no address:
+    /// each is a problem (every custody movement has one or the other).
+    pub unattributed: Vec<String>,
+}
+
+/// What explains the balance of one asset at one deposit address (see the surplus check in
+/// `src/reconcile.rs`). All exact base units.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Explained {
+    /// Custody postings attributed to the address: what came in (live deposits, gas top-ups)...
+    pub ledger_in: BaseUnits,
+    /// ...and what went out (sweeps, forwards, the gas they burned, reversals).
+    pub ledger_out: BaseUnits,
+    /// What may be there although the ledger does not count it yet or any more: gas top-ups in
+    /// flight to the address, and what the ledger has taken out for sweeps and forwards mined
+    /// after the block the balance is read at.
+    pub in_flight: BaseUnits,
+    /// Transfers the watcher recorded as rejected: known, deliberately not credited.
+    pub rejected: BaseUnits,
+}
+
+/// One address's balance against what explains it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assessment {
+    pub on_chain: BaseUnits,
+    /// The most the ledger and the transactions in flight explain.
+    pub explained: BaseUnits,
+    /// The part of the surplus the rejected transfers account for.
+    pub known_uncredited: BaseUnits,
+    /// The rest: money nothing depositd recorded accounts for (a missed deposit).
+    pub unexplained: BaseUnits,
+}
+
+impl Explained {
+    /// What the ledger holds at the address (never below zero: a ledger that took more out than
+    /// it put in explains nothing there, and the cover check reports any shortfall).
+    pub fn by_ledger(&self) -> BaseUnits {
+        self.ledger_in.checked_sub(self.ledger_out).unwrap_or_default()
+    }
+
+    /// Compares `on_chain` with what explains it. Only a surplus counts: a balance below what
+    /// the ledger explains (gas an L2 charges beyond the receipt, a payment in flight) is the
+    /// cover check's business, so effects that only lower a balance never fail this one.
+    pub fn assess(&self, on_chain: BaseUnits) -> Assessment {
+        let explained = self.by_ledger().checked_add(self.in_flight).unwrap_or(BaseUnits(U256::MAX));
+        let surplus = on_chain.checked_sub(explained).unwrap_or_default();
+        let known_uncredited = surplus.min(self.rejected);
+        let unexplained = surplus.checked_sub(known_uncredited).unwrap_or_default();
+        Assessment { on_chain, explained, known_uncredited, unexplained }
+    }
+}
+
+/// Splits the platform's custody on `chain_id` by address: a deposit's postings belong to the
+/// address it paid, a gas top-up's to the address it went to, a sweep's or forward's (and their
+/// gas) to the address that signed it. Reversals carry their original's references, so they land
+/// where the original did. Read in the same snapshot as [`verify`].
+#[tracing::instrument(skip(conn))]
+pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<CustodyByAddress, StoreError> {
+    type Row = (String, String, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
+    let mut out = CustodyByAddress::default();
+    let overflow = || StoreError::Corrupt("a custody sum overflowed 256 bits".into());
+    let mut cursor = (String::new(), String::new(), String::new());
+    loop {
+        let page: Vec<Row> = sqlx::query_as(
+            "SELECT p.entry_id, p.account_id, p.direction, p.amount_base_units, a.asset, d.to_address, t.purpose, \
+             t.signer_address, t.to_address FROM ledger_postings p \
+             JOIN ledger_accounts a ON a.id = p.account_id JOIN ledger_entries e ON e.id = p.entry_id \
+             LEFT JOIN deposits d ON d.id = e.deposit_id LEFT JOIN chain_transactions t ON t.id = e.transaction_id \
+             WHERE a.owner = 'platform' AND a.kind = 'custody' AND a.chain_id = $1 \
+             AND (p.entry_id > $2 OR (p.entry_id = $2 AND (p.account_id > $3 \
+             OR (p.account_id = $3 AND p.direction > $4)))) \
+             ORDER BY p.entry_id, p.account_id, p.direction LIMIT $5",
+        )
+        .bind(chain_id as i64)
+        .bind(&cursor.0)
+        .bind(&cursor.1)
+        .bind(&cursor.2)
+        .bind(PAGE)
+        .fetch_all(&mut *conn)
+        .await?;
+        let done = (page.len() as i64) < PAGE;
+        for (entry_id, account_id, direction, amount, asset, deposit_to, purpose, signer, tx_to) in page {
+            let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
+            let side: super::Side = parse_column("ledger_postings.direction", &direction)?;
+            let address = match (deposit_to, purpose.as_deref()) {
+                (Some(to), _) => Some(to),
+                (None, Some("gas_topup")) => tx_to,
+                (None, Some(_)) => signer,
+                (None, None) => None,
+            };
+            match address {
+                Some(address) => {
+                    let address: Address = parse_column("deposit address", &address)?;
+                    let at = out.at.entry((address, asset)).or_default();
+                    let total = if side == super::Side::Debit { &mut at.ledger_in } else { &mut at.ledger_out };
+                    *total = total.checked_add(amount).ok_or_else(overflow)?;
+                }
+                None => out.unattributed.push(format!(
+                    "entry {entry_id} posts {amount} base units of {asset} to custody on chain {chain_id} but names \
+                     no deposit or transaction, so no address"
+                )),
+            }
+            cursor = (entry_id, account_id, direction);
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn units(n: u64) -> BaseUnits {
+        BaseUnits::from(n)
+    }
+
+    #[test]
+    fn only_a_surplus_beyond_the_ledger_and_in_flight_is_unexplained() {
+        let at = Explained { ledger_in: units(100), ledger_out: units(30), in_flight: units(5), rejected: units(0) };
+        assert_eq!(at.by_ledger(), units(70));
+        // Exactly what is explained, or less (gas beyond the receipt, a payment leaving): nothing.
+        for balance in [75, 70, 0] {
+            assert_eq!(at.assess(units(balance)).unexplained, units(0), "balance {balance}");
+        }
+        let found = at.assess(units(82));
+        assert_eq!((found.explained, found.known_uncredited, found.unexplained), (units(75), units(0), units(7)));
+    }
+
+    #[test]
+    fn rejected_transfers_explain_what_they_can_and_no_more() {
+        let at = Explained { ledger_in: units(10), ledger_out: units(0), in_flight: units(0), rejected: units(4) };
+        let found = at.assess(units(14));
+        assert_eq!((found.known_uncredited, found.unexplained), (units(4), units(0)));
+        let found = at.assess(units(20));
+        assert_eq!((found.known_uncredited, found.unexplained), (units(4), units(6)));
+        let found = at.assess(units(12));
+        assert_eq!((found.known_uncredited, found.unexplained), (units(2), units(0)));
+    }
+
+    #[test]
+    fn a_ledger_that_took_out_more_than_it_put_in_explains_nothing() {
+        let at = Explained { ledger_in: units(10), ledger_out: units(25), in_flight: units(0), rejected: units(0) };
+        assert_eq!(at.by_ledger(), units(0));
+        assert_eq!(at.assess(units(3)).unexplained, units(3));
+    }
 }

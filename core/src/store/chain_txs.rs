@@ -338,6 +338,24 @@ pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreE
     rows(found)
 }
 
+/// Sweeps and forwards (what deposit addresses sign) confirmed or failed in a block above
+/// `block`: the ledger has posted what they took, a balance read at `block` still shows it.
+pub async fn settled_by_deposit_addresses_above(
+    conn: &mut Conn,
+    chain_id: u64,
+    block: u64,
+) -> Result<Vec<ChainTx>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state IN ('confirmed', 'failed') \
+         AND purpose IN ('sweep', 'passthrough') AND mined_block > $2"
+    )))
+    .bind(chain_id as i64)
+    .bind(block as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(found)
+}
+
 pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE payout_id = $1 ORDER BY created_at DESC LIMIT 1"

@@ -153,3 +153,21 @@ pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, Sto
         .await?;
     Ok(row.map(|(i,)| i as u64))
 }
+
+/// The deposit addresses the reconciliation reads on `chain_id`: every one handed out (invoice
+/// and static; a missed deposit can be at one with no recorded deposit at all), and every other
+/// one (pooled, or retired from another mnemonic's pool) that a recorded transfer reached. A
+/// pooled address nothing ever paid was given to no payer and is not read.
+#[tracing::instrument(skip(conn))]
+pub async fn reconciled(conn: &mut Conn, chain_id: u64) -> Result<Vec<Address>, StoreError> {
+    // Only a rejected transfer can reach an address no invoice or static address owns.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT address, derivation_index FROM deposit_addresses WHERE pooled = 0 \
+         UNION SELECT address, derivation_index FROM deposit_addresses WHERE address IN \
+         (SELECT to_address FROM deposits WHERE chain_id = $1 AND state = 'rejected') ORDER BY 2",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(|(address, _)| parse_column("deposit_addresses.address", &address)).collect()
+}

@@ -391,3 +391,18 @@ pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Resu
     .await?;
     rows.into_iter().map(Deposit::try_from).collect()
 }
+
+/// Transfers on a chain recorded as `rejected` (wrong asset or chain, an unowned or disabled
+/// address): known, never credited, still at the address. `(to_address, asset, amount)` each.
+pub async fn rejected_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, String, BaseUnits)>, StoreError> {
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT to_address, asset, amount_base_units FROM deposits WHERE chain_id = $1 AND state = 'rejected' \
+         ORDER BY to_address",
+    )
+    .bind(chain_id as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(to, asset, amount)| Ok((to, asset, parse_column("deposits.amount_base_units", &amount)?)))
+        .collect()
+}
