@@ -151,12 +151,16 @@ pub async fn on_confirmed(
                     .await?
                     .ok_or_else(|| StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)))?;
                 let read = invoice.clone();
-                invoice.status = InvoiceStatus::Paid;
+                // One refunded before the reorg keeps its refund status (the refund was paid out)
+                // and is not announced as paid again.
+                if invoice.status == InvoiceStatus::Cancelled {
+                    invoice.status = InvoiceStatus::Paid;
+                    invoice.finished_at = Some(now_ms());
+                }
                 invoice.amount_paid_base_units = read
                     .amount_paid_base_units
                     .checked_add(deposit.amount)
                     .ok_or_else(|| StoreError::Corrupt(format!("invoice {} paid total overflows", invoice.id)))?;
-                invoice.finished_at = Some(now_ms());
                 invoices::update_payment_state(conn, &read, &invoice).await?;
                 invoice
             }
@@ -179,7 +183,9 @@ pub async fn on_confirmed(
         .await?;
         let resource = ctx.resource(&invoice);
         events::record(conn, merchant_id, "static_address.deposit", "static_address", static_id, &resource).await?;
-        events::record(conn, merchant_id, "invoice.paid", "invoice", invoice.id, &resource).await?;
+        if invoice.status == InvoiceStatus::Paid {
+            events::record(conn, merchant_id, "invoice.paid", "invoice", invoice.id, &resource).await?;
+        }
         return Ok(true);
     }
 
@@ -263,7 +269,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
                 let read = invoice.clone();
                 let paid = invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
                 invoice.amount_paid_base_units = paid;
-                if invoice.static_address_id.is_some() && paid.is_zero() {
+                if invoice.static_address_id.is_some() && paid.is_zero() && invoice.status == InvoiceStatus::Paid {
                     // A static address's invoice exists for its deposit alone: with the deposit
                     // gone there is nothing to collect (not an expired request for payment). If
                     // the deposit returns, it pays this invoice again.

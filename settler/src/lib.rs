@@ -152,6 +152,16 @@ impl Settler {
                 // A new holder checks nonces again: another process signed meanwhile.
                 self.nonces_checked &= !held;
                 leading = held;
+                if !held {
+                    // The holder reports stalls now; a figure left here would go stale.
+                    for kind in txm::Stall::UNSIGNED.iter().chain(&txm::Stall::SIGNED) {
+                        self.metrics
+                            .settler_stalled_transactions
+                            .with_label_values(&[self.chain.name.as_str(), kind.as_str()])
+                            .set(0);
+                    }
+                    self.stalls_reported.clear();
+                }
             }
             if held && let Err(error) = self.tick().await {
                 tracing::warn!(chain = %self.chain.name, %error, "settler step failed; retrying");

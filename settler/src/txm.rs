@@ -335,15 +335,16 @@ impl Settler {
     }
 
     /// Sends an attempt's stored bytes; the first time, records it (and a payout becomes
-    /// `submitted`). A refusal is logged and retried by the next check.
-    async fn broadcast(&self, tx: &ChainTx, attempt: &Attempt, head: u64) -> Result<(), SettleError> {
+    /// `submitted`). A refusal is logged and retried by the next check. Returns whether a node
+    /// took it.
+    async fn broadcast(&self, tx: &ChainTx, attempt: &Attempt, head: u64) -> Result<bool, SettleError> {
         if !self.send_raw(attempt).await {
             // Refused (too low a fee, a node in trouble): start its clock anyway, so that it is
             // repriced after `bump_after_blocks` like one the node accepted and never mined.
             let mut db = self.store.begin().await?;
             chain_txs::set_broadcast(&mut db, attempt.id, head).await?;
             db.commit().await.map_err(StoreError::from)?;
-            return Ok(());
+            return Ok(false);
         }
         self.crash_point(CrashPoint::AfterBroadcast)?;
         let mut db = self.store.begin().await?;
@@ -354,7 +355,7 @@ impl Settler {
             outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
         }
         db.commit().await.map_err(StoreError::from)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Sends raw bytes; true when the node accepted them or knows them already.
@@ -396,12 +397,25 @@ impl Settler {
             chain_txs::in_flight(&mut conn, self.chain.chain_id).await.map_err(SettleError::from)
         };
         let mut in_flight = load().await?;
+        // Sent (or tried) this step already: the follow-up pass does not send them again.
+        let mut sent = std::collections::HashSet::new();
         if in_flight.iter().any(|tx| tx.state == TxState::Signed) {
+            // A signer whose transaction no node took this step: its later nonces cannot be
+            // mined before it, so they wait for the next step rather than each burning retries.
+            let mut refused_signers = std::collections::HashSet::new();
             for tx in in_flight.iter().filter(|tx| tx.state == TxState::Signed) {
+                sent.insert(tx.id);
+                if refused_signers.contains(&tx.signer_address) {
+                    continue;
+                }
                 match self.resend(tx, head).await {
-                    Ok(()) => {}
+                    Ok(true) => {}
+                    Ok(false) => {
+                        refused_signers.insert(tx.signer_address.clone());
+                    }
                     Err(error @ SettleError::Crashed(_)) => return Err(error),
                     Err(error) => {
+                        refused_signers.insert(tx.signer_address.clone());
                         tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, %error, "cannot resend transaction; will retry");
                     }
                 }
@@ -411,11 +425,11 @@ impl Settler {
         let mut stuck = 0;
         let mut unsent: Vec<(ChainTx, Stall)> = Vec::new();
         for tx in in_flight {
-            let followed = self.follow(&tx, head, fees).await;
+            let followed = self.follow(&tx, head, fees, sent.contains(&tx.id)).await;
             let why = match &followed {
                 Ok(Followed::Confirmed | Followed::Failed | Followed::Mined) => None,
-                Ok(_) if tx.state == TxState::Signed => Some(Stall::NotAccepted),
                 Ok(Followed::Stuck) => Some(Stall::Stuck),
+                Ok(_) if tx.state == TxState::Signed => Some(Stall::NotAccepted),
                 Ok(Followed::Pending) => Some(Stall::NotMined),
                 Err(_) => Some(Stall::CannotFollow),
             };
@@ -438,7 +452,7 @@ impl Settler {
 
     /// Sends a signed transaction's latest attempt again (recording it as broadcast once a node
     /// takes it).
-    async fn resend(&self, tx: &ChainTx, head: u64) -> Result<(), SettleError> {
+    async fn resend(&self, tx: &ChainTx, head: u64) -> Result<bool, SettleError> {
         let attempts = {
             let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
             chain_txs::attempts(&mut conn, tx.id).await?
@@ -449,7 +463,9 @@ impl Settler {
         self.broadcast(tx, latest, head).await
     }
 
-    async fn follow(&self, tx: &ChainTx, head: u64, fees: Fees) -> Result<Followed, SettleError> {
+    /// Follows one transaction a step: its receipts, confirmations, a bump when it is due, or
+    /// sending its latest attempt again (unless `sent`: this step sent it already).
+    async fn follow(&self, tx: &ChainTx, head: u64, fees: Fees, sent: bool) -> Result<Followed, SettleError> {
         let attempts = {
             let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
             chain_txs::attempts(&mut conn, tx.id).await?
@@ -494,15 +510,18 @@ impl Settler {
                 return Ok(Followed::Stuck);
             }
             return match latest.broadcast_block {
+                None if sent => Ok(Followed::Pending),
                 None => {
                     self.broadcast(tx, &latest, head).await?;
                     Ok(Followed::Pending)
                 }
-                Some(sent) if head.saturating_sub(sent) >= self.settings.bump_after_blocks => {
+                Some(at) if head.saturating_sub(at) >= self.settings.bump_after_blocks => {
                     self.bump(tx, &latest, fees, head).await
                 }
                 Some(_) => {
-                    self.send_raw(&latest).await;
+                    if !sent {
+                        self.send_raw(&latest).await;
+                    }
                     Ok(Followed::Pending)
                 }
             };
@@ -792,10 +811,10 @@ pub(crate) enum Stall {
 
 impl Stall {
     /// What `sign_ready` judges.
-    const UNSIGNED: [Stall; 4] =
+    pub(crate) const UNSIGNED: [Stall; 4] =
         [Stall::WaitingForDependency, Stall::WaitingForFunds, Stall::SignerPaused, Stall::CannotSign];
     /// What `monitor` judges.
-    const SIGNED: [Stall; 4] = [Stall::NotAccepted, Stall::NotMined, Stall::Stuck, Stall::CannotFollow];
+    pub(crate) const SIGNED: [Stall; 4] = [Stall::NotAccepted, Stall::NotMined, Stall::Stuck, Stall::CannotFollow];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {

@@ -696,9 +696,10 @@ async fn a_long_range_fetched_concurrently_records_every_deposit(db: TestDb) {
 /// A JSON-RPC proxy in front of anvil that tampers with answers while `mode` says so: 1 = every
 /// `eth_getLogs` log names another block hash than its block's; 2 = block `target`'s header names
 /// another parent; 3 = a lagging node behind a load balancer: every `eth_getLogs` over a block
-/// range answers "no logs" (by block hash, EIP-234, it answers truly); 4 = the same, and by block
-/// hash it answers as geth does for a block it lacks ("unknown block"). 0 passes everything
-/// through.
+/// range answers "no logs" (by block hash, EIP-234, it answers truly); 4 = the same, and it does
+/// not have the blocks at all: by hash it answers as geth does ("unknown block"), and it has no
+/// receipts; 5 = range and by-hash answers both say "no logs" (as some clients answer an unknown
+/// block hash), receipts are true. 0 passes everything through.
 async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomic::AtomicU64>, target: u64) -> String {
     use std::sync::atomic::Ordering;
     let client = reqwest::Client::new();
@@ -719,11 +720,17 @@ async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomi
                 (2, Some("eth_getBlockByNumber")) if answer["result"]["number"] == json!(format!("{target:#x}")) => {
                     answer["result"]["parentHash"] = json!(other_hash);
                 }
-                (3 | 4, Some("eth_getLogs")) if request["params"][0].get("blockHash").is_none() => {
+                (3..=5, Some("eth_getLogs")) if request["params"][0].get("blockHash").is_none() => {
                     answer["result"] = json!([]);
                 }
                 (4, Some("eth_getLogs")) => {
                     answer = json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32000, "message": "unknown block"}});
+                }
+                (4, Some("eth_getBlockReceipts")) => {
+                    answer["result"] = Value::Null;
+                }
+                (5, Some("eth_getLogs")) => {
+                    answer["result"] = json!([]);
                 }
                 _ => {}
             }
@@ -859,7 +866,17 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
         .unwrap_or(0);
     assert!(rechecked >= 1, "the suspect block was asked again by hash: {metrics}");
 
-    // A node that cannot answer by hash either: the watcher does not move past the payment.
+    // By hash it says "no logs" too, as some clients answer for a block they lack: the block's
+    // receipts show the payment.
+    mode.store(5, Ordering::SeqCst);
+    let third = s.invoice(json!({"amount": "3"})).await;
+    s.chain.pay_token(s.chain.usdc, address(&third), 3_000_000).await;
+    s.chain.mine(3).await;
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&third).await;
+    assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
+
+    // A node that does not have the blocks at all: the watcher does not move past the payment.
     mode.store(4, Ordering::SeqCst);
     let second = s.invoice(json!({"amount": "5"})).await;
     s.chain.pay_token(s.chain.usdc, address(&second), 5_000_000).await;
@@ -960,12 +977,23 @@ async fn rescan_records_a_missed_deposit_once(db: TestDb) {
     };
     s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(3).await;
-    // The watcher "misses" the payment: its cursor is moved past it as a lying node would have.
+    // The watcher "misses" the payment: it records the blocks and moves its cursor past them
+    // with no deposit, as a node that lied about their logs would have made it do.
     let head = s.chain.rpc("eth_blockNumber", json!([])).await;
     let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let block = s.chain.rpc("eth_getBlockByNumber", json!([format!("{head:#x}"), false])).await;
     {
         let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut refs = Vec::new();
+        for number in start + 1..=head {
+            let b = s.chain.rpc("eth_getBlockByNumber", json!([format!("{number:#x}"), false])).await;
+            refs.push(depositd_core::store::blocks::BlockRef {
+                number,
+                hash: b["hash"].as_str().unwrap().to_owned(),
+                parent_hash: b["parentHash"].as_str().unwrap().to_owned(),
+            });
+        }
+        depositd_core::store::blocks::save(&mut conn, 31337, &refs).await.unwrap();
         cursors::set(
             &mut conn,
             &cursors::ChainCursor {
@@ -979,6 +1007,12 @@ async fn rescan_records_a_missed_deposit_once(db: TestDb) {
     }
     s.catch_up(&mut watcher).await;
     assert_eq!(s.get(&invoice).await["status"], "pending", "missed");
+    // Reconciliation finds it: the address holds money the ledger does not explain.
+    let state = &s.app.state;
+    let found = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+    assert!(!found.is_ok(), "the missed deposit fails the check: {}", found.render());
+    let report = found.render();
+    assert!(report.contains(address(&invoice)), "the address is named: {report}");
 
     // A rescan above the cursor is refused; one of the missed range records the payment, and a
     // second one changes nothing.

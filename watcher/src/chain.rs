@@ -328,23 +328,57 @@ impl ChainWatcher {
             };
             outcome.blocks += headers.len() as u64;
             outcome.transfers += found.len() as u64;
-            outcome.recorded += self.record_transfers(found).await?;
+            outcome.recorded += self.record_transfers(found, &headers).await?;
             start = end + 1;
         }
         Ok(outcome)
     }
 
     /// Records transfers found by a rescan (without moving the cursor); returns how many were
-    /// new.
-    async fn record_transfers(&self, found: Vec<Found>) -> Result<u64, WatchError> {
+    /// new. The checks [`Self::rescan`] made before fetching are made again inside the recording
+    /// transaction, with the cursor row locked, so a reorg the watcher unwinds meanwhile can never
+    /// leave a deposit from an orphaned block behind: every block must be at or below the
+    /// cursor, and within the stored-hash window its stored hash must be there and equal.
+    /// A deposit found late is dated by its block, so a payment made in time is not "late".
+    async fn record_transfers(&self, found: Vec<Found>, blocks: &[Block]) -> Result<u64, WatchError> {
+        let timestamps: HashMap<u64, u64> = blocks.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let mut tx = self.store.begin().await?;
+        let cursor = cursors::get_locked(&mut tx, self.chain.chain_id)
+            .await?
+            .ok_or_else(|| WatchError::Refused(format!("the watcher's cursor on {} vanished", self.chain.name)))?;
+        let window_floor = cursor.block_number.saturating_sub(self.reorg_window());
+        for block in blocks {
+            let number = block.header.number;
+            if number > cursor.block_number {
+                return Err(WatchError::Refused(format!(
+                    "block {number} is above the watcher's cursor ({}) now: a reorganisation was unwound meanwhile; \
+                     try again",
+                    cursor.block_number
+                )));
+            }
+            let stored = blocks::get(&mut tx, self.chain.chain_id, number).await?;
+            match stored {
+                Some(stored) if stored.hash == block.header.hash.to_string() => {}
+                None if number <= window_floor => {}
+                _ => {
+                    return Err(WatchError::Refused(format!(
+                        "block {number} is not the one the watcher recorded (a reorganisation the watcher has not \
+                         unwound yet): try again in a few blocks"
+                    )));
+                }
+            }
+        }
         let mut recorded = 0;
         for transfer in found {
             if transfer.token.is_none() && chain_txs::is_gas_topup(&mut tx, &format!("{:#x}", transfer.tx_hash)).await?
             {
                 continue;
             }
-            let (deposit, _) = self.to_deposit(&mut tx, transfer).await?;
+            let block_time = timestamps.get(&transfer.block_number).map(|secs| *secs as i64 * 1000);
+            let (mut deposit, _) = self.to_deposit(&mut tx, transfer).await?;
+            if let Some(at) = block_time {
+                deposit.detected_at = at;
+            }
             match deposits::record(&mut tx, &deposit).await? {
                 Recorded::New(d) | Recorded::Revived(d) if d.state == DepositState::Detected => {
                     tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, amount = %d.amount, asset = %d.asset, block = d.block_number, "rescan found a missed deposit");
@@ -486,10 +520,8 @@ impl ChainWatcher {
     /// blocks behind the one that served the headers answers "no logs" for blocks it does not
     /// have yet, go-ethereum issue 24078). Every block's `logsBloom` says whether it may hold a
     /// `Transfer` of an allow-listed token (a bloom has no false negatives); a block whose bloom
-    /// says it may while the range's answer has no log in it is asked again by its hash (EIP-234),
-    /// which a node that lacks the block answers with an error, never with an empty list. What the
-    /// by-hash answers return is added to the range's logs (a bloom's false positive returns
-    /// nothing, which is then the truth about that block).
+    /// says it may while the range's answer has no log in it is asked again ([`Self::fetch_logs_at`]).
+    /// What the re-asks return is added to the range's logs.
     async fn complete_logs(&self, blocks: &[Block], mut logs: Vec<Log>) -> Result<Vec<Log>, WatchError> {
         let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
         if tokens.is_empty() {
@@ -509,11 +541,10 @@ impl ChainWatcher {
         }
         let answered: std::collections::HashSet<B256> = logs.iter().filter_map(|log| log.block_hash).collect();
         let topic = [Transfer::SIGNATURE_HASH];
-        let suspect: Vec<B256> = blocks
+        let suspect: Vec<&Block> = blocks
             .iter()
             .filter(|block| !answered.contains(&block.header.hash))
             .filter(|block| tokens.iter().any(|token| block.header.logs_bloom.contains_raw_log(*token, &topic)))
-            .map(|block| block.header.hash)
             .collect();
         if suspect.is_empty() {
             return Ok(logs);
@@ -523,7 +554,7 @@ impl ChainWatcher {
             .with_label_values(&[self.chain.name.as_str()])
             .inc_by(suspect.len() as u64);
         let fetches: Vec<BoxFuture<'_, Result<Vec<Log>, WatchError>>> =
-            suspect.iter().map(|hash| self.fetch_logs_at(*hash).boxed()).collect();
+            suspect.iter().map(|block| self.fetch_logs_at(block).boxed()).collect();
         let rechecked: Vec<Vec<Log>> = stream::iter(fetches).buffered(self.concurrency()).try_collect().await?;
         let recovered: usize = rechecked.iter().map(Vec::len).sum();
         if recovered > 0 {
@@ -532,8 +563,9 @@ impl ChainWatcher {
                 "eth_getLogs answered without logs that blocks' blooms promise (a lagging node?); recovered them by block hash"
             );
         }
-        for (hash, block_logs) in suspect.iter().zip(rechecked) {
-            if block_logs.iter().any(|log| log.block_hash != Some(*hash)) {
+        for (block, block_logs) in suspect.iter().zip(rechecked) {
+            let hash = block.header.hash;
+            if block_logs.iter().any(|log| log.block_hash != Some(hash)) {
                 return Err(WatchError::Inconsistent(format!(
                     "eth_getLogs for block {hash} returned another block's logs"
                 )));
@@ -543,16 +575,60 @@ impl ChainWatcher {
         Ok(logs)
     }
 
-    /// The allow-listed tokens' `Transfer` logs of the block with hash `hash` (EIP-234).
-    async fn fetch_logs_at(&self, hash: B256) -> Result<Vec<Log>, WatchError> {
+    /// The allow-listed tokens' `Transfer` logs of `block`, asked by its hash (EIP-234). geth
+    /// answers that with an error for a block it does not have, but other clients (and older
+    /// versions) answer an unknown hash with an empty list, so an empty or refused answer is not
+    /// taken as given: the block's receipts settle it. All of them (one per transaction), their
+    /// blooms adding up to the header's, prove what the block holds, whichever node answers; a
+    /// node without the block has no receipts for it, and the step fails and is retried.
+    async fn fetch_logs_at(&self, block: &Block) -> Result<Vec<Log>, WatchError> {
+        let hash = block.header.hash;
         let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
-        let filter = Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).at_block_hash(hash);
-        self.rpc
+        let filter =
+            Filter::new().address(tokens.clone()).event_signature(Transfer::SIGNATURE_HASH).at_block_hash(hash);
+        let by_hash = self
+            .rpc
             .call("eth_getLogs", |p| {
                 let filter = filter.clone();
                 async move { p.get_logs(&filter).await }
             })
-            .await
+            .await;
+        match by_hash {
+            Ok(logs) if !logs.is_empty() => return Ok(logs),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!(chain = %self.chain.name, block = block.header.number, %error, "eth_getLogs by block hash refused; reading the block's receipts");
+            }
+        }
+        let receipts =
+            self.rpc
+                .call("eth_getBlockReceipts", |p| async move {
+                    p.get_block_receipts(alloy::eips::BlockId::hash(hash)).await
+                })
+                .await?
+                .ok_or_else(|| WatchError::Inconsistent(format!("the node has no receipts for block {hash}")))?;
+        if receipts.len() != block.transactions.len() {
+            return Err(WatchError::Inconsistent(format!(
+                "block {hash} has {} transactions but the node returned {} receipts",
+                block.transactions.len(),
+                receipts.len()
+            )));
+        }
+        let mut bloom = alloy::primitives::Bloom::default();
+        for receipt in &receipts {
+            bloom.accrue_bloom(receipt.inner.logs_bloom());
+        }
+        if bloom != block.header.logs_bloom {
+            return Err(WatchError::Inconsistent(format!(
+                "the receipts of block {hash} do not add up to its logsBloom"
+            )));
+        }
+        Ok(receipts
+            .iter()
+            .flat_map(|receipt| receipt.inner.logs())
+            .filter(|log| tokens.contains(&log.address()) && log.topics().first() == Some(&Transfer::SIGNATURE_HASH))
+            .cloned()
+            .collect())
     }
 
     fn match_log(&self, log: &Log, hashes: &HashMap<u64, B256>) -> Result<Option<Found>, WatchError> {

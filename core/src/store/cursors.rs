@@ -22,6 +22,21 @@ pub async fn get(conn: &mut Conn, chain_id: u64) -> Result<Option<ChainCursor>, 
     Ok(row.map(|(block_number, block_hash)| ChainCursor { chain_id, block_number: block_number as u64, block_hash }))
 }
 
+/// The cursor, its row locked until the caller's transaction ends (PostgreSQL; on SQLite the
+/// write transaction already excludes every other writer): for work that must not interleave
+/// with the watcher moving it.
+#[tracing::instrument(skip(conn))]
+pub async fn get_locked(conn: &mut Conn, chain_id: u64) -> Result<Option<ChainCursor>, StoreError> {
+    let for_update = super::Backend::of(conn).for_update();
+    let row: Option<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT block_number, block_hash FROM chain_cursors WHERE chain_id = $1{for_update}"
+    )))
+    .bind(chain_id as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(block_number, block_hash)| ChainCursor { chain_id, block_number: block_number as u64, block_hash }))
+}
+
 /// Moves the cursor. Call in the same transaction as the deposits found up to this block.
 #[tracing::instrument(skip(conn))]
 pub async fn set(conn: &mut Conn, cursor: &ChainCursor) -> Result<(), StoreError> {
