@@ -124,3 +124,27 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<depositd_core::payout::PayoutError> for ApiError {
+    fn from(error: depositd_core::payout::PayoutError) -> Self {
+        use depositd_core::payout::PayoutError;
+        match error {
+            PayoutError::ExternalIdTaken => ApiError::Conflict {
+                code: "external_id_conflict",
+                message: error.to_string(),
+                param: Some("external_id".into()),
+            },
+            PayoutError::InsufficientFunds(message) => ApiError::invalid("amount", "insufficient_funds", message),
+            PayoutError::RefundExceedsPaid(message) => ApiError::invalid("amount", "refund_exceeds_paid", message),
+            PayoutError::FeeEstimateUnavailable(message) => {
+                ApiError::Unavailable { code: "fee_estimate_unavailable", message }
+            }
+            PayoutError::NotCancellable(message) => {
+                ApiError::Conflict { code: "payout_not_cancellable", message, param: None }
+            }
+            PayoutError::NotFound => ApiError::not_found("payout"),
+            PayoutError::Store(e) => e.into(),
+            PayoutError::Ledger(e) => ApiError::internal(e),
+        }
+    }
+}

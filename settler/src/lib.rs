@@ -236,11 +236,18 @@ impl Settler {
         self.wallet.deposit_signer(index).map_err(|e| SettleError::Signing(e.to_string()))
     }
 
-    pub(crate) fn native_symbol(&self) -> &str {
-        &self.chain.native.symbol
+    /// What the payout lifecycle and the outcome of a transaction need to know of this chain.
+    pub(crate) fn payout_ctx(&self) -> depositd_core::payout::Context<'_> {
+        depositd_core::payout::Context {
+            chain: &self.chain,
+            settler: &self.settings,
+            treasury: self.treasury_address(),
+            public_url: &self.public_url,
+            sessions: &self.sessions,
+        }
     }
 
-    pub(crate) fn decimals_of(&self, asset: &str) -> u8 {
-        self.chain.asset(asset).map(|a| a.decimals).unwrap_or(18)
+    pub(crate) fn native_symbol(&self) -> &str {
+        &self.chain.native.symbol
     }
 }

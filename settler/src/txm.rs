@@ -158,7 +158,7 @@ impl Settler {
     async fn fail_intent(&self, tx: &ChainTx, reason: &str) -> Result<(), SettleError> {
         let mut db = self.store.begin().await?;
         if chain_txs::set_failed(&mut db, tx.id, TxState::Intent, reason).await? {
-            outcome::failed(&mut db, self, tx, None, reason).await?;
+            outcome::failed(&mut db, self.payout_ctx(), tx, None, reason).await?;
         }
         db.commit().await.map_err(StoreError::from)?;
         tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed before signing");
@@ -352,7 +352,7 @@ impl Settler {
         if tx.state == TxState::Signed
             && chain_txs::transition(&mut db, tx.id, TxState::Signed, TxState::Broadcast).await?
         {
-            outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
+            outcome::submitted(&mut db, self.payout_ctx(), tx, &attempt.tx_hash).await?;
         }
         db.commit().await.map_err(StoreError::from)?;
         Ok(true)
@@ -545,7 +545,7 @@ impl Settler {
                 // Broadcast before a crash kept it from being recorded.
                 chain_txs::set_broadcast(&mut db, attempt.id, head).await?;
                 if chain_txs::transition(&mut db, tx.id, TxState::Signed, TxState::Broadcast).await? {
-                    outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
+                    outcome::submitted(&mut db, self.payout_ctx(), tx, &attempt.tx_hash).await?;
                 }
             }
             if !chain_txs::set_mined(&mut db, tx.id, TxState::Broadcast, &attempt.tx_hash, block, gas_cost).await? {
@@ -564,14 +564,15 @@ impl Settler {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
             }
             current.state = TxState::Confirmed;
-            outcome::confirmed(&mut db, self, &current).await?;
+            outcome::confirmed(&mut db, self.payout_ctx(), &current).await?;
             Followed::Confirmed
         } else {
             if !chain_txs::set_failed(&mut db, tx.id, TxState::Mined, "reverted on chain").await? {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
             }
             current.state = TxState::Failed;
-            outcome::failed(&mut db, self, &current, Some(gas_cost), "the transaction reverted on chain").await?;
+            outcome::failed(&mut db, self.payout_ctx(), &current, Some(gas_cost), "the transaction reverted on chain")
+                .await?;
             Followed::Failed
         };
         db.commit().await.map_err(StoreError::from)?;
@@ -681,7 +682,7 @@ impl Settler {
             let reason = format!("nonce {nonce} was used by a transaction depositd did not sign");
             let mut db = self.store.begin().await?;
             if chain_txs::set_failed(&mut db, tx.id, tx.state, &reason).await? {
-                outcome::failed(&mut db, self, tx, None, &reason).await?;
+                outcome::failed(&mut db, self.payout_ctx(), tx, None, &reason).await?;
             }
             db.commit().await.map_err(StoreError::from)?;
             tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed: its nonce was taken");
