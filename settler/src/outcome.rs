@@ -5,7 +5,7 @@
 //! lifecycle's ([`depositd_core::payout`]); sweeps, gas top-ups and pass-through forwards are
 //! the settler's own.
 
-use depositd_core::ledger::{AccountKind, settlement};
+use depositd_core::ledger::{AccountKind, Posted, settlement};
 use depositd_core::money::BaseUnits;
 use depositd_core::payout::{self, Context};
 use depositd_core::store::chain_txs::{ChainTx, Purpose};
@@ -53,9 +53,10 @@ pub(crate) async fn confirmed(db: &mut Conn, ctx: Context<'_>, tx: &ChainTx) -> 
             settlement::operator_gas(db, tx, native, AccountKind::Custody, gas).await?;
         }
         Purpose::Passthrough => {
-            settlement::movement(db, tx).await?;
+            let posted = settlement::movement(db, tx).await?;
             settlement::operator_gas(db, tx, native, AccountKind::Custody, gas).await?;
-            if let Some(merchant_id) = tx.merchant_id {
+            // Confirmed again after a deep reorg took it away: announced once.
+            if let (Some(merchant_id), Posted::New(_)) = (tx.merchant_id, posted) {
                 let resource = SettlementResource {
                     object: "settlement",
                     id: tx.id,
