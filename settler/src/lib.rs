@@ -12,7 +12,6 @@
 //! # Layout
 //! - this module: [`Settler`], its loop and one [`Settler::tick`], [`SettleError`], crash points
 //!   for the crash tests.
-//! - [`rpc`]: RPC calls with timeouts, retries and endpoint failover.
 //! - [`txm`]: the transaction manager: signing with nonces, broadcasting, receipts,
 //!   confirmations, fee bumps, rebroadcasts, nonce reconciliation at start-up.
 //! - [`planner`]: which deposit addresses to sweep or forward, their gas top-ups.
@@ -21,7 +20,6 @@
 
 pub mod outcome;
 pub mod planner;
-pub mod rpc;
 pub mod txm;
 
 use std::sync::Arc;
@@ -38,14 +36,16 @@ use depositd_core::metrics::Metrics;
 use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, chain_txs, deposit_addresses};
 use depositd_core::wallet::HdWallet;
+use depositd_rpc::{ChainRpc, Policy, RpcError};
 use tokio_util::sync::CancellationToken;
-
-use crate::rpc::Rpc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// A node's answer that says less than it must (a receipt without its gas figures).
     #[error("{what} failed: {message}")]
-    Rpc { what: &'static str, message: String },
+    BadAnswer { what: &'static str, message: String },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -58,6 +58,15 @@ pub enum SettleError {
     #[error("crash point {0:?} reached")]
     Crashed(CrashPoint),
 }
+
+/// A settler step is retried every poll interval, so a call gives up sooner than the watcher's:
+/// three retries, at most 2 s apart, and a `Retry-After` honoured up to that same 2 s.
+const RPC_POLICY: Policy = Policy {
+    retries: 3,
+    max_delay: Duration::from_secs(2),
+    max_retry_after: Duration::from_secs(2),
+    range_errors: false,
+};
 
 /// Where a crash test stops the settler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +83,7 @@ pub enum CrashPoint {
 pub struct Settler {
     pub(crate) chain: ChainConfig,
     pub(crate) store: Store,
-    pub(crate) rpc: Rpc,
+    pub(crate) rpc: ChainRpc,
     pub(crate) wallet: Arc<HdWallet>,
     pub(crate) settings: SettlerSettings,
     pub(crate) public_url: String,
@@ -98,7 +107,7 @@ impl Settler {
         sessions: SessionSigner,
         metrics: Metrics,
     ) -> Result<Settler, SettleError> {
-        let rpc = Rpc::new(&chain)?;
+        let rpc = ChainRpc::new(&chain, metrics.clone())?.with_policy(RPC_POLICY);
         Ok(Settler {
             chain,
             store,
@@ -201,7 +210,10 @@ impl Settler {
                 p.get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest).await
             })
             .await?
-            .ok_or_else(|| SettleError::Rpc { what: "eth_getBlockByNumber", message: "no latest block".into() })?;
+            .ok_or_else(|| SettleError::BadAnswer {
+                what: "eth_getBlockByNumber",
+                message: "no latest block".into(),
+            })?;
         let base = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
         let tip = self
             .rpc

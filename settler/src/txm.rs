@@ -28,6 +28,7 @@ use depositd_core::money::BaseUnits;
 use depositd_core::store::chain_txs::{self, Attempt, ChainTx, Purpose, TxState};
 use depositd_core::store::{Conn, StoreError};
 use depositd_core::time::now_ms;
+use depositd_rpc::RpcError;
 use uuid::Uuid;
 
 use crate::{CrashPoint, SettleError, Settler, outcome};
@@ -376,7 +377,7 @@ impl Settler {
             .await
         {
             Ok(()) => true,
-            Err(SettleError::Rpc { message, .. }) if KNOWN.iter().any(|k| message.to_ascii_lowercase().contains(k)) => {
+            Err(RpcError::Failed { message, .. }) if KNOWN.iter().any(|k| message.to_ascii_lowercase().contains(k)) => {
                 tracing::debug!(tx_hash = %attempt.tx_hash, message, "broadcast: already known");
                 true
             }
@@ -669,7 +670,7 @@ impl Settler {
             raw.get(name)
                 .and_then(|v| v.as_str())
                 .and_then(|v| U256::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-                .ok_or_else(|| SettleError::Rpc {
+                .ok_or_else(|| SettleError::BadAnswer {
                     what: "eth_getTransactionReceipt",
                     message: format!("no {name} in {raw}"),
                 })

@@ -22,12 +22,12 @@ use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
 use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, invoices, static_addresses};
 use depositd_core::time::now_ms;
+use depositd_rpc::{ChainRpc, Policy, RpcError};
 use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::{self, StreamExt as _, TryStreamExt as _};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::rpc::ChainRpc;
 use crate::watched::WatchedSet;
 
 alloy::sol! {
@@ -37,10 +37,9 @@ alloy::sol! {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("RPC call failed")]
-    Rpc(#[from] alloy::transports::TransportError),
-    #[error("RPC call timed out after {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Rpc(RpcError),
+    /// [`RpcError::RangeTooLarge`], lifted out: the step shrinks its range.
     #[error("the provider refused the eth_getLogs block range as too large")]
     RangeTooLarge { suggested: Option<u64> },
     #[error("the node returned inconsistent data: {0}")]
@@ -50,6 +49,15 @@ pub enum WatchError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RpcError> for WatchError {
+    fn from(error: RpcError) -> WatchError {
+        match error {
+            RpcError::RangeTooLarge { suggested } => WatchError::RangeTooLarge { suggested },
+            other => WatchError::Rpc(other),
+        }
+    }
 }
 
 /// What [`ChainWatcher::rescan`] did.
@@ -101,7 +109,8 @@ impl ChainWatcher {
         sessions: SessionSigner,
         metrics: Metrics,
     ) -> Result<ChainWatcher, WatchError> {
-        let rpc = ChainRpc::new(&chain, metrics.clone())?;
+        let rpc =
+            ChainRpc::new(&chain, metrics.clone())?.with_policy(Policy { range_errors: true, ..Policy::default() });
         let range = chain.max_block_range.max(1);
         Ok(ChainWatcher {
             chain,
@@ -470,6 +479,7 @@ impl ChainWatcher {
                 async move { p.get_logs(&filter).await }
             })
             .await
+            .map_err(WatchError::from)
     }
 
     /// Token transfers (from `logs`, the range's `Transfer` logs) and native transfers to watched

@@ -27,7 +27,6 @@
 
 pub mod chain;
 pub mod heads;
-pub mod rpc;
 pub mod watched;
 
 pub use chain::{ChainWatcher, Rescanned, WatchError};
