@@ -16,6 +16,8 @@
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
 //! - [`invoicing`]: the one place an invoice is made (validated, priced, fee, address, event),
 //!   whichever API shape asked for it.
+//! - [`leased`]: the loop of a component that works a chain only while it holds the chain's lease
+//!   (the watcher's and the settler's).
 //! - [`ledger`]: the double-entry ledger: accounts, posting, reversal, statements, reconciliation.
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
@@ -39,6 +41,7 @@ pub mod fees;
 pub mod gas;
 pub mod invoice;
 pub mod invoicing;
+pub mod leased;
 pub mod ledger;
 pub mod metrics;
 pub mod money;

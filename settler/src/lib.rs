@@ -31,6 +31,7 @@ use alloy::signers::local::PrivateKeySigner;
 use depositd_core::config::{ChainConfig, SettlerSettings};
 use depositd_core::gas::{self, Fees};
 use depositd_core::invoice::SessionSigner;
+use depositd_core::leased::{LeasedLoop, LeasedWork};
 use depositd_core::ledger::LedgerError;
 use depositd_core::metrics::Metrics;
 use depositd_core::store::leases::Lease;
@@ -143,48 +144,17 @@ impl Settler {
     /// Runs until `shutdown`; a failed step is logged and retried after the poll interval (all
     /// state is in the database, so a retry continues exactly where the step stopped).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SettleError> {
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
         tracing::info!(chain = %self.chain.name, treasury = %self.treasury_address(), "settler started");
-        let mut leading = self.lease.is_none();
-        loop {
-            let held = match &self.lease {
-                None => true,
-                Some(lease) => lease.hold().await.unwrap_or_else(|error| {
-                    tracing::warn!(chain = %self.chain.name, %error, "cannot renew the settler lease");
-                    false
-                }),
-            };
-            if held != leading {
-                let name = self.lease.as_ref().map(|l| l.name().to_owned()).unwrap_or_default();
-                tracing::info!(chain = %self.chain.name, lease = name, held, "settler lease changed hands");
-                self.metrics.lease_held.with_label_values(&[name.as_str()]).set(i64::from(held));
-                // A new holder checks nonces again: another process signed meanwhile.
-                self.nonces_checked &= !held;
-                leading = held;
-                if !held {
-                    // The holder reports stalls now; a figure left here would go stale.
-                    for kind in txm::Stall::UNSIGNED.iter().chain(&txm::Stall::SIGNED) {
-                        self.metrics
-                            .settler_stalled_transactions
-                            .with_label_values(&[self.chain.name.as_str(), kind.as_str()])
-                            .set(0);
-                    }
-                    self.stalls_reported.clear();
-                }
-            }
-            if held && let Err(error) = self.tick().await {
-                tracing::warn!(chain = %self.chain.name, %error, "settler step failed; retrying");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    if let Some(lease) = &self.lease {
-                        let _ = lease.release().await;
-                    }
-                    return Ok(());
-                }
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
+        let leased = LeasedLoop {
+            component: "settler",
+            chain: self.chain.name.clone(),
+            lease: self.lease.clone(),
+            poll: Duration::from_millis(self.settings.poll_interval_ms),
+            wake: None,
+            metrics: self.metrics.clone(),
+        };
+        leased.run(&mut self, shutdown).await;
+        Ok(())
     }
 
     /// One step: read fees, check what is in flight (receipts, confirmations, bumps), plan sweeps
@@ -261,5 +231,30 @@ impl Settler {
 
     pub(crate) fn native_symbol(&self) -> &str {
         &self.chain.native.symbol
+    }
+}
+
+/// The settler's step under its chain's lease.
+impl LeasedWork for Settler {
+    type Error = SettleError;
+
+    async fn step(&mut self) -> Result<bool, SettleError> {
+        self.tick().await.map(|()| false)
+    }
+
+    fn lease_changed(&mut self, held: bool) {
+        if held {
+            // A new holder checks nonces again: another process signed meanwhile.
+            self.nonces_checked = false;
+        } else {
+            // The holder reports stalls now; a figure left here would go stale.
+            for kind in txm::Stall::UNSIGNED.iter().chain(&txm::Stall::SIGNED) {
+                self.metrics
+                    .settler_stalled_transactions
+                    .with_label_values(&[self.chain.name.as_str(), kind.as_str()])
+                    .set(0);
+            }
+            self.stalls_reported.clear();
+        }
     }
 }

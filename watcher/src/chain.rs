@@ -1,6 +1,7 @@
 //! One chain's watcher: scan, record, confirm, unwind reorgs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::consensus::Transaction as _;
@@ -12,6 +13,7 @@ use alloy::sol_types::SolEvent;
 use depositd_core::config::ChainConfig;
 use depositd_core::crediting::{self, Context};
 use depositd_core::invoice::SessionSigner;
+use depositd_core::leased::{LeasedLoop, LeasedWork};
 use depositd_core::metrics::{Metrics, RejectReason};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::blocks::{self, BlockRef};
@@ -25,6 +27,7 @@ use depositd_core::time::now_ms;
 use depositd_rpc::{ChainRpc, Policy, RpcError};
 use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::{self, StreamExt as _, TryStreamExt as _};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -129,57 +132,23 @@ impl ChainWatcher {
 
     /// Runs until `shutdown`. Errors are logged and retried after the poll interval: the cursor
     /// only moves past verified, fully recorded blocks, so a retry redoes exactly what is missing.
+    /// While blocks are waiting (a backfill) steps follow each other without a pause.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WatchError> {
-        let poll = Duration::from_millis(self.chain.poll_interval_ms);
         tracing::info!(chain = %self.chain.name, chain_id = self.chain.chain_id, "watcher started");
-        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wake = Arc::new(Notify::new());
         if let Some(ws_url) = self.chain.ws_url.clone() {
             tokio::spawn(crate::heads::follow(self.chain.name.clone(), ws_url, wake.clone(), shutdown.clone()));
         }
-        let mut leading = self.lease.is_none();
-        loop {
-            if let Some(lease) = &self.lease {
-                let held = match lease.hold().await {
-                    Ok(held) => held,
-                    Err(error) => {
-                        tracing::warn!(chain = %self.chain.name, %error, "cannot renew the watcher lease");
-                        false
-                    }
-                };
-                if held != leading {
-                    tracing::info!(chain = %self.chain.name, lease = lease.name(), held, "watcher lease changed hands");
-                    self.metrics.lease_held.with_label_values(&[lease.name()]).set(i64::from(held));
-                    leading = held;
-                }
-                if !held {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(poll) => continue,
-                    }
-                }
-            }
-            let more = match self.tick().await {
-                Ok(more) => more,
-                Err(error) => {
-                    tracing::warn!(chain = %self.chain.name, error = %error, cause = ?std::error::Error::source(&error), "watcher step failed; retrying");
-                    false
-                }
-            };
-            if shutdown.is_cancelled() {
-                self.release_lease().await;
-                return Ok(());
-            }
-            if !more {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        self.release_lease().await;
-                        return Ok(());
-                    }
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = wake.notified() => {}
-                }
-            }
-        }
+        let leased = LeasedLoop {
+            component: "watcher",
+            chain: self.chain.name.clone(),
+            lease: self.lease.clone(),
+            poll: Duration::from_millis(self.chain.poll_interval_ms),
+            wake: Some(wake),
+            metrics: self.metrics.clone(),
+        };
+        leased.run(&mut self, shutdown).await;
+        Ok(())
     }
 
     /// Loads the watched set `page_size` addresses per query (default
@@ -193,14 +162,6 @@ impl ChainWatcher {
     pub fn with_lease(mut self, lease: Lease) -> ChainWatcher {
         self.lease = Some(lease);
         self
-    }
-
-    async fn release_lease(&self) {
-        if let Some(lease) = &self.lease
-            && let Err(error) = lease.release().await
-        {
-            tracing::warn!(chain = %self.chain.name, %error, "cannot release the watcher lease");
-        }
     }
 
     fn ctx(&self) -> Context<'_> {
@@ -923,5 +884,14 @@ impl ChainWatcher {
             self.metrics.deposits_total.with_label_values(&[chain, &asset, state]).inc();
         }
         Ok(())
+    }
+}
+
+/// The watcher's step under its chain's lease: `tick`, which says whether more blocks wait.
+impl LeasedWork for ChainWatcher {
+    type Error = WatchError;
+
+    async fn step(&mut self) -> Result<bool, WatchError> {
+        self.tick().await
     }
 }
