@@ -83,9 +83,9 @@ struct Endpoint {
     provider: DynProvider,
     /// The URL as logs and errors may show it.
     shown: String,
-    /// The URL as configured and as parsed (the form the HTTP client prints in its errors): the
-    /// text to take out of any error message.
-    secret_forms: [String; 2],
+    /// The URL as configured, as parsed, and as parsed without userinfo (the form the HTTP client
+    /// prints in its errors), longest first: the text to take out of any error message.
+    secret_forms: Vec<String>,
 }
 
 /// One chain's endpoints, tried in turn.
@@ -114,7 +114,13 @@ impl ChainRpc {
             let parsed: Url = url
                 .parse()
                 .map_err(|_| RpcError::Config(format!("chain {}: an RPC URL is not a valid URL", chain.name)))?;
-            let secret_forms = [parsed.as_str().to_owned(), url.clone()];
+            // reqwest's errors name the URL parsed and without its userinfo.
+            let mut bare = parsed.clone();
+            let _ = bare.set_username("");
+            let _ = bare.set_password(None);
+            let mut secret_forms = vec![parsed.as_str().to_owned(), bare.as_str().to_owned(), url.clone()];
+            secret_forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+            secret_forms.dedup();
             endpoints.push(Endpoint {
                 provider: ProviderBuilder::new().connect_http(parsed).erased(),
                 shown: redact_url_password(url),
@@ -278,5 +284,128 @@ impl ChainRpc {
             }
         }
         message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use alloy::providers::Provider;
+    use depositd_core::config::{ChainConfig, NativeAsset};
+    use depositd_core::metrics::Metrics;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn chain(rpc_urls: Vec<String>) -> ChainConfig {
+        ChainConfig {
+            name: "test".into(),
+            chain_id: 1,
+            rpc_urls,
+            rpc_urls_env: None,
+            ws_url: None,
+            ws_url_env: None,
+            confirmations: 1,
+            block_time_ms: 1000,
+            poll_interval_ms: 1000,
+            max_block_range: 100,
+            rpc_timeout_ms: 2000,
+            rpc_concurrency: 1,
+            start_block: None,
+            testnet: true,
+            native: NativeAsset { symbol: "ETH".into(), decimals: 18 },
+            tokens: Vec::new(),
+        }
+    }
+
+    const QUICK: Policy = Policy {
+        retries: 2,
+        max_delay: Duration::from_millis(10),
+        max_retry_after: Duration::from_millis(10),
+        range_errors: false,
+    };
+
+    /// An HTTP endpoint that answers every request with the JSON-RPC error `message`; returns its
+    /// URL and how many requests it has had.
+    async fn refusing_node(message: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                // One request per connection (`Connection: close`): read until the body is in.
+                while !String::from_utf8_lossy(&request).contains("\"jsonrpc\"") || !request.ends_with(b"}") {
+                    let n = socket.read(&mut buffer).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let text = String::from_utf8_lossy(&request);
+                let id: String =
+                    text.split("\"id\":").nth(1).unwrap_or("0").chars().take_while(|c| c.is_ascii_digit()).collect();
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32000,"message":"{message}"}}}}"#);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, requests)
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_retried_by_call_and_final_for_once() {
+        let (url, requests) = refusing_node("nonce too low").await;
+        let rpc = ChainRpc::new(&chain(vec![url]), Metrics::new()).unwrap().with_policy(QUICK);
+        let error = rpc.call("eth_blockNumber", |p| async move { p.get_block_number().await }).await.unwrap_err();
+        assert!(matches!(&error, RpcError::Failed { message, .. } if message.contains("nonce too low")), "{error}");
+        assert_eq!(requests.swap(0, Ordering::SeqCst), 1 + QUICK.retries);
+        let error = rpc.once("eth_blockNumber", |p| async move { p.get_block_number().await }).await.unwrap_err();
+        assert!(matches!(&error, RpcError::Failed { message, .. } if message.contains("nonce too low")), "{error}");
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "an answer is never asked again");
+    }
+
+    #[tokio::test]
+    async fn a_range_error_ends_the_call_only_for_a_caller_that_shrinks_its_range() {
+        let (url, requests) = refusing_node("query exceeds max block range 1000").await;
+        let rpc = ChainRpc::new(&chain(vec![url.clone()]), Metrics::new())
+            .unwrap()
+            .with_policy(Policy { range_errors: true, ..QUICK });
+        let error = rpc.call("eth_getLogs", |p| async move { p.get_block_number().await }).await.unwrap_err();
+        assert!(matches!(error, RpcError::RangeTooLarge { suggested: Some(1000) }), "{error}");
+        assert_eq!(requests.swap(0, Ordering::SeqCst), 1);
+        let rpc = ChainRpc::new(&chain(vec![url]), Metrics::new()).unwrap().with_policy(QUICK);
+        let error = rpc.call("eth_getLogs", |p| async move { p.get_block_number().await }).await.unwrap_err();
+        assert!(matches!(error, RpcError::Failed { .. }), "{error}");
+        assert_eq!(requests.load(Ordering::SeqCst), 1 + QUICK.retries);
+    }
+
+    #[tokio::test]
+    async fn failures_fail_over_and_errors_never_show_a_url_s_secret() {
+        // Nothing listens on port 1: every try fails to connect, and reqwest names the URL.
+        let secret = "http://user:hunter2@127.0.0.1:1/v3/key";
+        let (url, requests) = refusing_node("nonce too low").await;
+        let metrics = Metrics::new();
+        let rpc = ChainRpc::new(&chain(vec![secret.into(), url]), metrics.clone()).unwrap().with_policy(QUICK);
+        let error = rpc.once("eth_blockNumber", |p| async move { p.get_block_number().await }).await.unwrap_err();
+        assert!(matches!(&error, RpcError::Failed { message, .. } if message.contains("nonce too low")), "{error}");
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "the second endpoint answered");
+        assert_eq!(metrics.rpc_failovers_total.with_label_values(&["test"]).get(), 1);
+
+        let rpc = ChainRpc::new(&chain(vec![secret.into()]), Metrics::new()).unwrap().with_policy(QUICK);
+        let error = rpc.call("eth_blockNumber", |p| async move { p.get_block_number().await }).await.unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let allowed = redact_url_password(secret);
+        assert!(shown.replace(&allowed, "").find("127.0.0.1:1").is_none(), "only the shown form: {shown}");
     }
 }
