@@ -10,8 +10,9 @@
 //! under a lock on its `signer_nonces` row, so daemons sharing a database never interleave them.
 //!
 //! # Layout
-//! - this module: [`Settler`], its loop and one [`Settler::tick`], [`SettleError`], crash points
-//!   for the crash tests.
+//! - this module: [`Settler`], one [`Settler::tick`] (run under the chain's lease by
+//!   `depositd_core::leased`), its RPC policy for `depositd_rpc::ChainRpc`, [`SettleError`],
+//!   crash points for the crash tests.
 //! - [`txm`]: the transaction manager: signing with nonces, broadcasting, receipts,
 //!   confirmations, fee bumps, rebroadcasts, nonce reconciliation at start-up.
 //! - [`planner`]: which deposit addresses to sweep or forward, their gas top-ups.
