@@ -145,6 +145,15 @@ impl Chain {
         }
         let _guard = self.lock.lock().await;
         let hash = self.must("eth_sendTransaction", json!([tx])).await;
+        // automine mines it, but not necessarily before eth_sendTransaction answers.
+        for _ in 0..100 {
+            let receipt = self.must("eth_getTransactionReceipt", json!([hash])).await;
+            if !receipt.is_null() {
+                assert_eq!(receipt["status"], "0x1", "payment {hash} reverted");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         hash.as_str().unwrap().to_owned()
     }
 
@@ -482,10 +491,6 @@ async fn run(db: TestDb) {
             kills += 1;
             next_kill = Instant::now() + Duration::from_millis(rng.range(10_000, 22_000));
         }
-        if Instant::now() >= next_reorg {
-            reorgs.push(reorg(&chain, &payers, &mut rng).await);
-            next_reorg = Instant::now() + Duration::from_millis(rng.range(6_000, 14_000));
-        }
         let payer = payers[rng.range(0, payers.len() as u64 - 1) as usize];
         // Second parts of split payments come some time later.
         if !rest_due.is_empty() && rng.chance(0.3) {
@@ -550,6 +555,11 @@ async fn run(db: TestDb) {
             }
             payments.push(p);
         }
+        // Reorganise just after a payment, so that the blocks replaced hold some.
+        if Instant::now() >= next_reorg {
+            reorgs.push(reorg(&chain, &payers, &mut rng).await);
+            next_reorg = Instant::now() + Duration::from_millis(rng.range(5_000, 12_000));
+        }
         tokio::time::sleep(Duration::from_millis(rng.range(200, 900))).await;
     }
     // Split payments still owed their second part get it now, before the faults stop.
@@ -566,17 +576,19 @@ async fn run(db: TestDb) {
     }
     let chaos_took = chaos_began.elapsed();
     eprintln!(
-        "chaos [{}]: {} invoices, {} static deposits, {kills} kills, {} reorgs ({}), proxy: {} requests, faults {}",
+        "chaos [{}]: {} invoices, {} static deposits, {kills} kills, {} reorgs ({}), proxy: {} requests, faults {}; calls {}",
         db.backend,
         payments.len(),
         static_sent.len(),
         reorgs.len(),
         reorgs.join("; "),
         proxy.requests(),
-        proxy.stats().render()
+        proxy.stats().render(false),
+        proxy.stats().render(true)
     );
 
     // What the chain holds: read once, now that no payer sends and nothing reorganises.
+    chain.must("anvil_mine", json!([1])).await;
     let mut watched: HashMap<Address, String> = HashMap::new(); // address -> asset
     for p in &payments {
         watched.insert(p.address, p.asset.clone());

@@ -76,7 +76,7 @@ impl Default for Faults {
             truncated: 0.02,
             hang: 0.01,
             hang_for: Duration::from_millis(2_500),
-            lagging_logs: 0.10,
+            lagging_logs: 0.15,
             lag_blocks: 3,
             head_backwards: 0.05,
             head_back_max: 3,
@@ -89,21 +89,23 @@ impl Default for Faults {
 /// What the proxy did, by fault.
 #[derive(Debug, Default)]
 pub struct Stats {
-    counts: Mutex<BTreeMap<&'static str, u64>>,
+    counts: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
-    fn bump(&self, what: &'static str) {
-        *self.counts.lock().unwrap().entry(what).or_default() += 1;
+    fn bump(&self, what: &str) {
+        *self.counts.lock().unwrap().entry(what.to_owned()).or_default() += 1;
     }
 
     pub fn get(&self, what: &str) -> u64 {
         self.counts.lock().unwrap().get(what).copied().unwrap_or(0)
     }
 
-    pub fn render(&self) -> String {
+    /// The faults injected (`calls: false`) or the calls seen, by method (`calls: true`).
+    pub fn render(&self, calls: bool) -> String {
         let counts = self.counts.lock().unwrap();
-        counts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        let shown = counts.iter().filter(|(k, _)| k.starts_with("call:") == calls);
+        shown.map(|(k, v)| format!("{}={v}", k.trim_start_matches("call:"))).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -191,6 +193,7 @@ impl Inner {
 
     /// A local answer for one call when a per-call fault hits it, or `None` to pass it on.
     async fn fault_for(&self, call: &Value) -> Option<Value> {
+        self.stats.bump(&format!("call:{}", call["method"].as_str().unwrap_or("?")));
         let id = call.get("id").cloned().unwrap_or(Value::Null);
         let f = &self.faults;
         match call["method"].as_str()? {
