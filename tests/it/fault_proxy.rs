@@ -80,7 +80,7 @@ impl Default for Faults {
             lag_blocks: 3,
             head_backwards: 0.05,
             head_back_max: 3,
-            range_limited: 0.5,
+            range_limited: 1.0,
             range_limit: 100,
         }
     }
