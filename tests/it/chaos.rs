@@ -652,15 +652,51 @@ async fn run(db: TestDb) {
     );
     let log_path = runner.log.clone();
     runner.kill();
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for failure in &failures {
+        *tally.entry(category(failure)).or_default() += 1;
+    }
+    let tally: Vec<String> = tally.iter().map(|(what, n)| format!("{n} {what}")).collect();
     assert!(
         failures.is_empty(),
-        "chaos [{}] with CHAOS_SEED={seed}: {} problem(s) (daemon log: {}):\n  - {}",
+        "chaos [{}] with CHAOS_SEED={seed}: {} problem(s) against {} canonical transfers: {} (daemon log: {}):\n  - {}",
         db.backend,
         failures.len(),
+        truth.len(),
+        tally.join(", "),
         log_path.display(),
         failures.join("\n  - ")
     );
     drop(anvil);
+}
+
+/// What kind of problem a failure line reports, for the summary.
+fn category(failure: &str) -> &'static str {
+    if failure.starts_with("canonical payment never recorded") {
+        "canonical payments never recorded (lost)"
+    } else if failure.starts_with("canonical payment") {
+        "canonical payments recorded wrongly"
+    } else if failure.contains("not on the canonical chain") {
+        "deposits live from an orphaned block"
+    } else if failure.starts_with("pass-through") {
+        "pass-through forwards wrong or missing"
+    } else if failure.contains("static") {
+        "static-address invoices wrong"
+    } else if failure.contains("invoice") && failure.contains("expected") {
+        "invoices with the wrong status, amount paid or flags"
+    } else if failure.contains("balance is") {
+        "balances wrong"
+    } else if failure.contains("settler transaction") {
+        "settlement unfinished"
+    } else if failure.contains("ledger verify") {
+        "ledger verify failures"
+    } else if failure.contains("exited on its own") {
+        "daemon crashes"
+    } else if failure.contains("never injected") || failure.contains("too little chaos") {
+        "faults the run never injected"
+    } else {
+        "other"
+    }
 }
 
 /// Pays `amount` of `asset` to `to`; the transaction hash.
