@@ -11,7 +11,7 @@
 //! 90) is how long the chaos lasts, `CHAOS_SETTLE_SECS` (default 120) how long the daemon gets to
 //! settle once it stops. The daemon's log is kept in the temp directory (path printed).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ async fn sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
     crate::helpers::init_tracing();
-    let Some(db) = TestDb::postgres().await else { return };
+    let db = TestDb::postgres().await;
     let _one = ONE_AT_A_TIME.lock().await;
     run(db).await;
 }
@@ -473,6 +473,7 @@ async fn run(db: TestDb) {
     let mut payments: Vec<Payment> = Vec::new();
     let mut static_sent: Vec<(Address, String, U256)> = Vec::new();
     let mut rest_due: Vec<(usize, U256)> = Vec::new(); // split payments' second parts
+    let mut last_paid: Option<String>;
     let mut failures: Vec<String> = Vec::new();
     let (mut kills, mut reorgs) = (0u32, Vec::<String>::new());
     let chaos_began = Instant::now();
@@ -508,7 +509,7 @@ async fn run(db: TestDb) {
             } else {
                 U256::from(rng.range(100, 5_000)) * U256::from(10_000u64)
             };
-            pay(&chain, &tokens, payer, &asset, address, amount).await;
+            last_paid = Some(pay(&chain, &tokens, payer, &asset, address, amount).await);
             static_sent.push((address, asset, amount));
         } else {
             let kind = match roll {
@@ -550,6 +551,7 @@ async fn run(db: TestDb) {
                 Kind::Over => amount * U256::from(rng.range(101, 130)) / U256::from(100u64),
             };
             p.sent.push(pay(&chain, &tokens, payer, asset, p.address, first).await);
+            last_paid = p.sent.last().cloned();
             if kind == Kind::Split {
                 rest_due.push((payments.len(), amount - first));
             }
@@ -557,8 +559,8 @@ async fn run(db: TestDb) {
         }
         // Reorganise just after a payment, so that the blocks replaced hold some.
         if Instant::now() >= next_reorg {
-            reorgs.push(reorg(&chain, &payers, &mut rng).await);
-            next_reorg = Instant::now() + Duration::from_millis(rng.range(5_000, 12_000));
+            reorgs.push(reorg(&chain, &payers, &mut rng, last_paid.as_deref()).await);
+            next_reorg = Instant::now() + Duration::from_millis(rng.range(4_000, 9_000));
         }
         tokio::time::sleep(Duration::from_millis(rng.range(200, 900))).await;
     }
@@ -637,6 +639,23 @@ async fn run(db: TestDb) {
             truth.len()
         ));
     }
+    // How much of the reorg handling the run exercised, from the daemon's own records.
+    let deposits = api.all("/api/v1/deposits?chain=anvil").await;
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    let mut recredited = (0, 0); // (deposits credited again after a reversal, of them static)
+    for d in &deposits {
+        *states.entry(d["state"].as_str().unwrap().to_owned()).or_default() += 1;
+        let entries = d["ledger_entries"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let reversed = entries.iter().any(|e| e["type"] == "reversal");
+        if reversed && d["state"] == "confirmed" {
+            recredited.0 += 1;
+            recredited.1 += usize::from(!d["static_address_id"].is_null());
+        }
+    }
+    eprintln!(
+        "chaos [{}]: deposits by state {states:?}; {} credited again after a reorg took them away ({} static)",
+        db.backend, recredited.0, recredited.1
+    );
     let by_kind = payments.iter().fold(BTreeMap::<String, usize>::new(), |mut m, p| {
         *m.entry(format!("{:?}", p.kind)).or_default() += 1;
         m
@@ -707,48 +726,79 @@ async fn pay(chain: &Chain, tokens: &Tokens, payer: Address, asset: &str, to: Ad
     }
 }
 
-/// Replaces the last 1..=5 blocks. Each payer's transactions in them are re-included (in order,
-/// in the same or the next block) or dropped, by a coin flip per payer; the daemon's own
-/// transactions are dropped and left to the settler to send again.
-async fn reorg(chain: &Chain, payers: &[Address], rng: &mut Rng) -> String {
+/// Replaces the last 1..=5 blocks. Each sender's transactions in them (payers' and the daemon's
+/// alike) are re-included, in order, in the same or the next block, as a network re-mines what
+/// an orphaned block held, or dropped, as anvil does, by a coin flip per sender: what the daemon
+/// sent and lost, its settler has to send again.
+///
+/// The last payment is buried under 0 to 3 more blocks first (automine off: nothing else is
+/// mined meanwhile, the daemon's transactions wait in the pool), and the daemon given a moment to
+/// see (and perhaps credit) it, so that a reorg deeper than the confirmations takes away money the
+/// daemon already credited; the reorg then reaches at least as deep as that payment.
+async fn reorg(chain: &Chain, payers: &[Address], rng: &mut Rng, last_paid: Option<&str>) -> String {
     let _guard = chain.lock.lock().await;
+    // No blocks but ours meanwhile: the daemon's transactions wait in the pool.
+    chain.must("evm_setAutomine", json!([false])).await;
+    let bury = rng.range(0, 3);
+    if bury > 0 {
+        chain.must("anvil_mine", json!([bury])).await;
+    }
+    tokio::time::sleep(Duration::from_millis(rng.range(300, 2_500))).await;
     let head = hex_u64(&chain.must("eth_blockNumber", json!([])).await).unwrap();
-    let depth = rng.range(1, 5);
+    let paid_depth = match last_paid {
+        Some(hash) => {
+            let receipt = chain.must("eth_getTransactionReceipt", json!([hash])).await;
+            hex_u64(&receipt["blockNumber"]).map_or(1, |n| head.saturating_sub(n) + 1)
+        }
+        None => 1,
+    };
+    let depth = rng.range(paid_depth.clamp(1, 5), 5);
     let first = head + 1 - depth;
-    let mut by_sender: BTreeMap<Address, Vec<(u64, String)>> = BTreeMap::new();
+    let mut by_sender: BTreeMap<Address, Vec<(bool, u64, String)>> = BTreeMap::new();
     let mut others = 0;
     for number in first..=head {
         let block = chain.must("eth_getBlockByNumber", json!([format!("{number:#x}"), true])).await;
         for tx in block["transactions"].as_array().unwrap() {
             let from = addr(&tx["from"]);
-            if payers.contains(&from) {
-                by_sender.entry(from).or_default().push((number - first, tx["hash"].as_str().unwrap().to_owned()));
-            } else {
+            let payer = payers.contains(&from);
+            if !payer {
                 others += 1;
             }
+            let entry = by_sender.entry(from).or_default();
+            entry.push((payer, number - first, tx["hash"].as_str().unwrap().to_owned()));
         }
     }
     let mut include = Vec::new();
-    let (mut kept, mut dropped) = (0, 0);
+    let (mut kept, mut dropped, mut others_kept) = (0, 0, 0);
     for txs in by_sender.values() {
         if rng.chance(0.5) {
             let shift = rng.range(0, 1);
-            for (offset, hash) in txs {
+            for (payer, offset, hash) in txs {
                 let raw = chain.must("eth_getRawTransactionByHash", json!([hash])).await;
                 include.push(json!([raw, (offset + shift).min(depth - 1)]));
-                kept += 1;
+                if *payer {
+                    kept += 1;
+                } else {
+                    others_kept += 1;
+                }
             }
         } else {
-            dropped += txs.len();
+            dropped += txs.iter().filter(|(payer, _, _)| *payer).count();
         }
     }
-    if let Err(e) = chain.rpc("anvil_reorg", json!([depth, include])).await {
+    let reorged = chain.rpc("anvil_reorg", json!([depth, include])).await;
+    if let Err(e) = reorged {
         eprintln!("chaos: anvil_reorg with re-included transactions refused ({e}); dropping them all");
         chain.must("anvil_reorg", json!([depth, []])).await;
         dropped += kept;
         kept = 0;
+        others_kept = 0;
     }
-    format!("depth {depth} at {head}: {kept} payments kept, {dropped} dropped, {others} others dropped")
+    chain.must("evm_setAutomine", json!([true])).await;
+    format!(
+        "depth {depth} at {head}: payments {kept} kept {dropped} dropped, the daemon's {others_kept} kept {} dropped",
+        others - others_kept
+    )
 }
 
 /// Every transfer to a watched address on the canonical chain: token `Transfer` logs of the
@@ -1041,12 +1091,32 @@ async fn check(
     // Settlement finished: no outgoing transaction still open.
     let mut conn = store.pool().acquire().await.unwrap();
     let open = chain_txs::open(&mut conn, 31337).await.unwrap();
-    let open_summary: BTreeSet<String> = open
-        .iter()
-        .map(|t| format!("{:?} {:?} {} {} to {}", t.purpose, t.state, t.value, t.asset, t.to_address))
-        .collect();
     if !open.is_empty() {
-        problems.push(format!("{} settler transaction(s) still open: {open_summary:?}", open.len()));
+        // Per signer: where the chain's nonce stands, and what depositd recorded at that nonce.
+        let mut signers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for t in &open {
+            let nonce = t.nonce.map_or("-".to_owned(), |n| n.to_string());
+            signers.entry(t.signer_address.clone()).or_default().push(format!(
+                "{:?} {:?} nonce {nonce} {} {} to {}",
+                t.purpose, t.state, t.value, t.asset, t.to_address
+            ));
+        }
+        let mut lines = Vec::new();
+        for (signer, txs) in signers {
+            let on_chain = hex_u64(&chain.must("eth_getTransactionCount", json!([signer, "latest"])).await).unwrap();
+            let at_gap: Vec<String> = chain_txs::touching(&mut conn, 31337, &signer)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|t| t.signer_address == signer && t.nonce == Some(on_chain))
+                .map(|t| format!("{:?} {:?} mined in {:?} as {:?}", t.purpose, t.state, t.mined_block, t.mined_tx_hash))
+                .collect();
+            lines.push(format!(
+                "signer {signer}: chain nonce {on_chain}, depositd's transaction at that nonce {at_gap:?}; open: {}",
+                txs.join("; ")
+            ));
+        }
+        problems.push(format!("{} settler transaction(s) still open:\n      {}", open.len(), lines.join("\n      ")));
     }
     problems
 }
