@@ -1,10 +1,12 @@
 //! The chaos test (issue 16): the real `depositd run` binary behind a fault-injecting JSON-RPC
 //! proxy (`fault_proxy.rs`), paid in every way the API offers while it is SIGKILLed and restarted
-//! and anvil reorganises at depth 1 to 5. Then the faults stop, the daemon is given time to settle,
-//! and what it says is checked against what the chain says: every canonical payment recorded
-//! exactly once and credited, nothing credited from an orphaned block, every invoice's status and
-//! amount paid right, every pass-through forwarded exactly, balances equal to credits less fees,
-//! and `depositd ledger verify` passes.
+//! and anvil reorganises at depth 1 to 5 (a reorg at depth >= `confirmations` never drops a payer's
+//! payment, only depositd's own transactions: losing credited money needs issue 21's suspense
+//! account; see `reorg`). Then the faults stop, the daemon is given time to settle, and what it
+//! says is checked against what the chain says: every canonical payment recorded exactly once and
+//! credited, nothing credited from an orphaned block, every invoice's status and amount paid right,
+//! every pass-through forwarded exactly, balances equal to credits less fees, and `depositd ledger
+//! verify` passes.
 //!
 //! Seeded: `CHAOS_SEED` (default 16) picks payments, amounts, kill and reorg moments and the
 //! proxy's faults; the seed is printed first so a failure can be replayed. `CHAOS_SECS` (default
@@ -726,10 +728,20 @@ async fn pay(chain: &Chain, tokens: &Tokens, payer: Address, asset: &str, to: Ad
     }
 }
 
-/// Replaces the last 1..=5 blocks. Each sender's transactions in them (payers' and the daemon's
-/// alike) are re-included, in order, in the same or the next block, as a network re-mines what
-/// an orphaned block held, or dropped, as anvil does, by a coin flip per sender: what the daemon
-/// sent and lost, its settler has to send again.
+/// Replaces the last 1..=5 blocks. Each sender's transactions in them are re-included, in order, in
+/// the same or the next block, as a network re-mines what an orphaned block held, or dropped, as
+/// anvil does, by a coin flip per sender: what the daemon sent and lost, its settler has to send
+/// again.
+///
+/// Scope (issue 21): a reorg as deep as the chain's `confirmations` or deeper can reach a deposit
+/// the daemon has already credited, swept into the treasury or forwarded to a pass-through
+/// merchant. If such a reorg dropped the payer's payment, that money would be gone from the
+/// chain but already spent by depositd; handling that loss needs a suspense account, which is
+/// issue 21 and not in this version. So a reorg at depth >= `confirmations` always re-includes
+/// every payer transaction (in order; it may still move a block later, so deposits are reversed
+/// and credited again), and only depositd's own transactions (treasury and deposit-address
+/// signers: sweeps, top-ups, forwards, payouts) are dropped or re-included by the coin flip.
+/// Shallower reorgs flip the coin for payers too: nothing in them was credited yet.
 ///
 /// The last payment is buried under 0 to 3 more blocks first (automine off: nothing else is
 /// mined meanwhile, the daemon's transactions wait in the pool), and the daemon given a moment to
@@ -753,9 +765,13 @@ async fn reorg(chain: &Chain, payers: &[Address], rng: &mut Rng, last_paid: Opti
         None => 1,
     };
     let depth = rng.range(paid_depth.clamp(1, 5), 5);
+    // Deep enough to reach a credited deposit: payers' payments must survive (issue 21).
+    let deep = depth >= CONFIRMATIONS;
     let first = head + 1 - depth;
-    let mut by_sender: BTreeMap<Address, Vec<(bool, u64, String)>> = BTreeMap::new();
+    // Per sender: (is a payer, block offset, position in the replaced blocks, hash).
+    let mut by_sender: BTreeMap<Address, Vec<(bool, u64, usize, String)>> = BTreeMap::new();
     let mut others = 0;
+    let mut position = 0;
     for number in first..=head {
         let block = chain.must("eth_getBlockByNumber", json!([format!("{number:#x}"), true])).await;
         for tx in block["transactions"].as_array().unwrap() {
@@ -765,38 +781,63 @@ async fn reorg(chain: &Chain, payers: &[Address], rng: &mut Rng, last_paid: Opti
                 others += 1;
             }
             let entry = by_sender.entry(from).or_default();
-            entry.push((payer, number - first, tx["hash"].as_str().unwrap().to_owned()));
+            entry.push((payer, number - first, position, tx["hash"].as_str().unwrap().to_owned()));
+            position += 1;
         }
     }
-    let mut include = Vec::new();
-    let (mut kept, mut dropped, mut others_kept) = (0, 0, 0);
+    // (block offset, original position, raw transaction, is a payer)
+    let mut include: Vec<(u64, usize, Value, bool)> = Vec::new();
+    let mut dropped = 0;
     for txs in by_sender.values() {
-        if rng.chance(0.5) {
+        let payer = txs[0].0;
+        if (deep && payer) || rng.chance(0.5) {
             let shift = rng.range(0, 1);
-            for (payer, offset, hash) in txs {
+            for (payer, offset, position, hash) in txs {
                 let raw = chain.must("eth_getRawTransactionByHash", json!([hash])).await;
-                include.push(json!([raw, (offset + shift).min(depth - 1)]));
-                if *payer {
-                    kept += 1;
-                } else {
-                    others_kept += 1;
-                }
+                include.push(((offset + shift).min(depth - 1), *position, raw, *payer));
             }
         } else {
-            dropped += txs.iter().filter(|(payer, _, _)| *payer).count();
+            dropped += txs.iter().filter(|(payer, ..)| *payer).count();
         }
     }
-    let reorged = chain.rpc("anvil_reorg", json!([depth, include])).await;
+    // In the order they were first mined, block by block.
+    include.sort_by_key(|(offset, position, ..)| (*offset, *position));
+    let listed = |txs: &[(u64, usize, Value, bool)]| -> Value {
+        txs.iter().map(|(offset, _, raw, _)| json!([raw, offset])).collect()
+    };
+    let mut kept = include.iter().filter(|(.., payer)| *payer).count();
+    let mut others_kept = include.len() - kept;
+    let reorged = chain.rpc("anvil_reorg", json!([depth, listed(&include)])).await;
     if let Err(e) = reorged {
-        eprintln!("chaos: anvil_reorg with re-included transactions refused ({e}); dropping them all");
-        chain.must("anvil_reorg", json!([depth, []])).await;
-        dropped += kept;
-        kept = 0;
-        others_kept = 0;
+        if deep {
+            // The payers' payments alone, where they were: they were valid there before.
+            eprintln!("chaos: anvil_reorg with re-included transactions refused ({e}); re-including the payers' only");
+            let payers_only: Vec<_> = by_sender
+                .values()
+                .flatten()
+                .filter(|(payer, ..)| *payer)
+                .map(|(_, offset, position, hash)| (*offset, *position, hash))
+                .collect();
+            let mut again = Vec::new();
+            for (offset, position, hash) in payers_only {
+                let raw = chain.must("eth_getRawTransactionByHash", json!([hash])).await;
+                again.push((offset, position, raw, true));
+            }
+            again.sort_by_key(|(offset, position, ..)| (*offset, *position));
+            chain.must("anvil_reorg", json!([depth, listed(&again)])).await;
+            others_kept = 0;
+        } else {
+            eprintln!("chaos: anvil_reorg with re-included transactions refused ({e}); dropping them all");
+            chain.must("anvil_reorg", json!([depth, []])).await;
+            dropped += kept;
+            kept = 0;
+            others_kept = 0;
+        }
     }
     chain.must("evm_setAutomine", json!([true])).await;
     format!(
-        "depth {depth} at {head}: payments {kept} kept {dropped} dropped, the daemon's {others_kept} kept {} dropped",
+        "depth {depth}{} at {head}: payments {kept} kept {dropped} dropped, the daemon's {others_kept} kept {} dropped",
+        if deep { " (deep)" } else { "" },
         others - others_kept
     )
 }
