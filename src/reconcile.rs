@@ -161,7 +161,7 @@ async fn compare_chain(
     problems: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
     let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
-    let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
+    let provider = ProviderBuilder::new().connect_http(url.expose().parse()?).erased();
     let mut owners: Vec<Address> = Vec::with_capacity(addresses.len() + 1);
     for address in addresses {
         owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);

@@ -39,7 +39,7 @@ pub async fn record_funding(
 ) -> anyhow::Result<Vec<Funding>> {
     let hash: B256 = tx_hash.parse().with_context(|| format!("{tx_hash:?} is not a transaction hash"))?;
     let url = chain.rpc_urls.first().context("the chain has no RPC URL")?;
-    let provider = ProviderBuilder::new().connect_http(url.parse().context("invalid RPC URL")?);
+    let provider = ProviderBuilder::new().connect_http(url.expose().parse().context("invalid RPC URL")?);
     let receipt = provider
         .get_transaction_receipt(hash)
         .await

@@ -24,6 +24,7 @@ impl Rpc {
         let mut endpoints = Vec::new();
         for url in &chain.rpc_urls {
             let parsed = url
+                .expose()
                 .parse()
                 .map_err(|_| SettleError::Config(format!("chain {}: an RPC URL is not a valid URL", chain.name)))?;
             endpoints.push(ProviderBuilder::new().connect_http(parsed).erased());
@@ -44,7 +45,10 @@ impl Rpc {
             let index = self.active.load(Ordering::Relaxed) % self.endpoints.len();
             let outcome = match tokio::time::timeout(self.timeout, call(self.endpoints[index].clone())).await {
                 Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) => SettleError::Rpc { what, message: error.to_string() },
+                // Transport errors quote the URL they failed on, key and all.
+                Ok(Err(error)) => {
+                    SettleError::Rpc { what, message: depositd_core::secret::redact_urls(&error.to_string()) }
+                }
                 Err(_) => SettleError::Rpc { what, message: format!("timed out after {:?}", self.timeout) },
             };
             let _ = self.active.compare_exchange(

@@ -17,6 +17,7 @@ mod openapi;
 mod payments;
 mod payouts_api;
 mod scale_out;
+mod secrets;
 mod settler;
 mod static_addresses;
 mod store;

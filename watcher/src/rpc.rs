@@ -11,7 +11,6 @@ use alloy::transports::{RpcError, TransportErrorKind, TransportResult};
 use backon::{ExponentialBuilder, Retryable};
 use depositd_core::config::ChainConfig;
 use depositd_core::metrics::Metrics;
-use depositd_core::secret::redact_url_password;
 
 use crate::chain::WatchError;
 
@@ -31,9 +30,11 @@ impl ChainRpc {
     pub fn new(chain: &ChainConfig, metrics: Metrics) -> Result<ChainRpc, WatchError> {
         let mut endpoints = Vec::new();
         for url in &chain.rpc_urls {
-            let parsed =
-                url.parse().map_err(|_| WatchError::Inconsistent(format!("chain {}: invalid RPC URL", chain.name)))?;
-            endpoints.push((redact_url_password(url), ProviderBuilder::new().connect_http(parsed).erased()));
+            let parsed = url
+                .expose()
+                .parse()
+                .map_err(|_| WatchError::Inconsistent(format!("chain {}: invalid RPC URL", chain.name)))?;
+            endpoints.push((url.redacted(), ProviderBuilder::new().connect_http(parsed).erased()));
         }
         if endpoints.is_empty() {
             return Err(WatchError::Inconsistent(format!("chain {} has no RPC URL", chain.name)));

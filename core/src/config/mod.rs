@@ -215,7 +215,10 @@ impl Config {
         let s = &self.settings;
         let mut problems = Vec::new();
         let scheme = s.database.url.scheme();
-        if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
+        if scheme.is_empty() {
+            problems
+                .push(format!("database.url: {} is not a URL (use sqlite://PATH or postgres://...)", s.database.url));
+        } else if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
             problems.push(format!(
                 "database.url: unsupported scheme `{scheme}` in {} (use sqlite://PATH or postgres://...)",
                 s.database.url
