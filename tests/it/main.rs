@@ -10,6 +10,7 @@ mod checkout;
 mod cli;
 mod dev;
 mod docker;
+mod hardening;
 mod helpers;
 mod invoices;
 mod ledger;

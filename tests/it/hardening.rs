@@ -1,0 +1,202 @@
+//! What an outside probe of the API found (issue 17), against the real server: slow and idle
+//! clients, and throttled failed authentication.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use depositd_core::config::Config;
+use depositd_core::store::api_keys::Scope;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, TestDb, assert_error, both_backends};
+
+both_backends!(failed_authentication_is_throttled_by_client_address);
+
+/// Slow-client limits small enough to watch them work.
+fn quick_timeouts(config: &mut Config) {
+    config.settings.api.header_read_timeout_secs = 2;
+    config.settings.api.body_read_timeout_secs = 2;
+    config.settings.api.idle_timeout_secs = 2;
+}
+
+/// Reads until the server closes the connection (or `limit` passes); returns what it sent and
+/// how long that took.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break, // reset
+        }
+        assert!(started.elapsed() < limit, "the server kept the connection open for {limit:?}");
+    }
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with(&db, quick_timeouts).await;
+    let addr = app.addr;
+    tokio::task::spawn_blocking(move || {
+        // Headers one line a second, never finished: closed by the header-read timeout.
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let started = Instant::now();
+        let mut closed = false;
+        for i in 0..10 {
+            std::thread::sleep(Duration::from_secs(1));
+            if stream.write_all(format!("X-Slow-{i}: still coming\r\n").as_bytes()).is_err() {
+                closed = true;
+                break;
+            }
+        }
+        let (received, _) = read_until_closed(&mut stream, Duration::from_secs(10));
+        assert!(closed || started.elapsed() < Duration::from_secs(12), "headers dribbled for {:?}", started.elapsed());
+        assert!(!received.contains("200 OK"), "a request whose head never finished was answered: {received}");
+        assert!(started.elapsed() < Duration::from_secs(6), "cut off after {:?}", started.elapsed());
+
+        // An idle socket that never sends a byte.
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let (received, took) = read_until_closed(&mut stream, Duration::from_secs(8));
+        assert!(received.is_empty(), "{received}");
+        assert!(took >= Duration::from_millis(1500), "closed too early: {took:?}");
+
+        // A kept-alive connection after its response.
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (received, took) = read_until_closed(&mut stream, Duration::from_secs(8));
+        assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+        assert!(took >= Duration::from_millis(1500), "closed too early: {took:?}");
+
+        // A body that stops short: a JSON 408 and the connection closed.
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(
+                b"POST /api/v1/invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100\r\nx-api-key: dk_test_nope\r\n\r\n{\"amount\":",
+            )
+            .unwrap();
+        let (received, took) = read_until_closed(&mut stream, Duration::from_secs(8));
+        assert!(received.starts_with("HTTP/1.1 408"), "{received}");
+        let body = &received[received.find("\r\n\r\n").unwrap() + 4..];
+        let body: Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| {
+            // A chunked body: the JSON is between the chunk sizes.
+            serde_json::from_str(body.lines().nth(1).unwrap_or_default()).unwrap()
+        });
+        assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+        assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(6), "{took:?}");
+    })
+    .await
+    .unwrap();
+    // Those were the slow ones; everyone else is served.
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+/// The real binary under a 256-file limit: 300 idle sockets neither exhaust its descriptors nor
+/// keep `/healthz` from answering.
+#[test]
+fn idle_sockets_cannot_exhaust_the_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let port = depositd::dev::anvil::free_port().unwrap();
+    let stderr = dir.path().join("stderr.log");
+    let mut command = crate::helpers::depositd();
+    command
+        .arg("--database-url")
+        .arg(format!("sqlite://{}/depositd.db", dir.path().display()))
+        .args(["run", "--only", "api"])
+        .env("DEPOSITD__API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("DEPOSITD__API__IDLE_TIMEOUT_SECS", "2")
+        .env("DEPOSITD__API__HEADER_READ_TIMEOUT_SECS", "3")
+        .env("DEPOSITD__WALLET__MNEMONIC", "test test test test test test test test test test test junk")
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 256, 256)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let _daemon = crate::cli::Daemon(command.spawn().unwrap());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let healthz = |timeout: Duration| -> Option<String> {
+        let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+        stream.set_read_timeout(Some(timeout)).unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while healthz(Duration::from_secs(1)).is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not start: {}", std::fs::read_to_string(&stderr).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let response = healthz(Duration::from_secs(15));
+    let response = response.unwrap_or_else(|| {
+        panic!(
+            "/healthz did not answer within 15 s with 300 idle sockets open: {}",
+            std::fs::read_to_string(&stderr).unwrap()
+        )
+    });
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(started.elapsed() < Duration::from_secs(10), "/healthz took {:?}", started.elapsed());
+    drop(idle);
+    let logs = std::fs::read_to_string(&stderr).unwrap();
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    assert!(logs.contains("api.max_connections lowered to fit the open-file limit"), "{logs}");
+}
+
+async fn failed_authentication_is_throttled_by_client_address(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (_, key) = app.merchant("Throttled Shop", &Scope::ALL).await;
+    let unknown = || {
+        let hex = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        format!("dk_test_{}", &hex[..48])
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let (client, url, presented) = (app.client.clone(), app.url("/api/v1/invoices"), unknown());
+        tasks.push(tokio::spawn(async move { client.get(url).header("x-api-key", presented).send().await.unwrap() }));
+    }
+    let (mut unauthorized, mut throttled, mut retry_after) = (0, 0, 0u64);
+    for task in tasks {
+        let response = task.await.unwrap();
+        match response.status().as_u16() {
+            401 => unauthorized += 1,
+            429 => {
+                throttled += 1;
+                retry_after = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(retry_after >= 1);
+                assert_error(response, 429, "rate_limited", None).await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    eprintln!("300 unknown keys: {unauthorized} x 401, {throttled} x 429");
+    // At most four times the allowance (30) in flight at once from an address with no failures.
+    assert!(unauthorized <= 150 && throttled >= 150, "{unauthorized} x 401, {throttled} x 429");
+
+    // The same address is refused even with a good key until Retry-After; another is not.
+    let response = app.client.get(app.url("/api/v1/invoices")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let other =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let response = other.get(app.url("/api/v1/invoices")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(response.status(), 200, "another address is not throttled");
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let response = app.client.get(app.url("/api/v1/invoices")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(response.status(), 200, "after Retry-After the address is served again");
+}
