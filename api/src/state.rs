@@ -136,7 +136,9 @@ impl AuthFailures {
         let budget = if failed_lately { bucket.tokens } else { self.capacity * CLEAN_CONCURRENCY };
         let free = budget - f64::from(bucket.pending);
         if free < 1.0 {
-            return Err(Duration::from_secs_f64((1.0 - free) / self.per_second));
+            // Until a token has refilled; lookups in flight end within moments.
+            let wait = if bucket.tokens < 1.0 { (1.0 - bucket.tokens) / self.per_second } else { 1.0 };
+            return Err(Duration::from_secs_f64(wait));
         }
         bucket.pending += 1;
         Ok(AuthAttempt { failures: self, client, failed: false })
@@ -147,7 +149,7 @@ impl AuthFailures {
         if let Some(bucket) = buckets.get_mut(&client) {
             bucket.pending = bucket.pending.saturating_sub(1);
             if failed {
-                bucket.tokens -= 1.0;
+                bucket.tokens = (bucket.tokens - 1.0).max(0.0);
             }
         }
     }
