@@ -1,37 +1,133 @@
 //! Request bodies: JSON parsed with the path of any offending field, so every 400 names its `param`.
+//!
+//! A body is read twice: [`json_object`] checks the document as written (one object, no key twice
+//! in any object, no number in exponent form) and returns it as a [`serde_json::Value`] (what
+//! idempotency compares); [`typed`] then deserializes the request type from the same bytes, so
+//! fields that need a number's exact text (amounts, as [`serde_json::value::RawValue`]) get it
+//! rather than its nearest `f64`.
 
+use std::collections::HashSet;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-/// Parses a request body into JSON, refusing anything that is not one JSON object.
+/// Parses a request body into JSON, refusing anything that is not one JSON object, and any
+/// duplicated key or exponent-form number in it.
 pub fn json_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest {
+    let not_json = |e: serde_json::Error| ApiError::InvalidRequest {
         code: "invalid_json",
         message: format!("the request body is not valid JSON: {e}"),
         param: None,
-    })?;
-    if !value.is_object() {
+    };
+    let raw: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    if !raw.get().starts_with('{') {
         return Err(ApiError::InvalidRequest {
             code: "invalid_json",
             message: "the request body must be a JSON object".into(),
             param: None,
         });
     }
-    Ok(value)
+    check_document(raw, &mut String::new())?;
+    serde_json::from_str(raw.get()).map_err(not_json)
 }
 
-/// Deserializes a request type, mapping serde's errors to a 400 that names the field.
-pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+/// The entries of one JSON object in document order, duplicates kept.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// Walks the document as written: serde_json's `Value` keeps the last of duplicated keys and
+/// turns numbers into `f64`, so both are checked here, on the text.
+fn check_document(raw: &RawValue, path: &mut String) -> Result<(), ApiError> {
+    let text = raw.get();
+    let internal = |e: serde_json::Error| ApiError::internal(e);
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let entries: Entries = serde_json::from_str(text).map_err(internal)?;
+            let mut seen = HashSet::new();
+            for (key, value) in entries.0 {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key);
+                if !seen.insert(key) {
+                    return Err(ApiError::InvalidRequest {
+                        code: "duplicate_key",
+                        message: format!("{path} appears more than once in the request body"),
+                        param: Some(path.clone()),
+                    });
+                }
+                check_document(value, path)?;
+                path.truncate(len);
+            }
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(internal)?;
+            for (i, item) in items.into_iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_document(item, path)?;
+                path.truncate(len);
+            }
+        }
+        Some(b'-' | b'0'..=b'9') if text.contains(['e', 'E']) => {
+            let param = if path.is_empty() { None } else { Some(path.clone()) };
+            return Err(ApiError::InvalidRequest {
+                code: "invalid_number",
+                message: format!(
+                    "{}: {text} is in exponent form; write numbers out in plain decimal digits",
+                    param.as_deref().unwrap_or("number")
+                ),
+                param,
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Deserializes a request type from a body [`json_object`] has accepted, mapping serde's errors
+/// to a 400 that names the field.
+pub fn typed<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let message = error.inner().to_string();
+        // serde_json adds where in the text it was; the param says where in the document.
+        let inner = error.inner();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let message = inner.to_string();
+        let message = message.strip_suffix(&position).unwrap_or(&message).to_owned();
         // Missing and unknown fields are reported at the parent; serde names them in backticks.
         let named = message.split('`').nth(1).map(str::to_owned);
         let (code, param) = if message.starts_with("unknown field") {
             ("unknown_parameter", named)
         } else if message.starts_with("missing field") {
             ("parameter_missing", named)
+        } else if message.starts_with("duplicate field") {
+            ("duplicate_key", named)
         } else {
             ("invalid_parameter", Some(path.clone()).filter(|p| p != "."))
         };
@@ -41,6 +137,34 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErro
         };
         ApiError::InvalidRequest { code, message, param }
     })
+}
+
+/// The `{id}` (or other single) segment of a route, as text: an undecodable segment (`%ff` is
+/// not UTF-8) is the JSON 400 every other bad id gets, not axum's plain-text rejection.
+#[derive(Debug, Clone)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(rejection) => {
+                let param = parts
+                    .extensions
+                    .get::<axum::extract::MatchedPath>()
+                    .and_then(|p| p.as_str().split('{').nth(1)?.split('}').next().map(str::to_owned))
+                    .unwrap_or_else(|| "id".to_owned());
+                tracing::debug!(%param, rejection = %rejection.body_text(), "undecodable path segment");
+                Err(ApiError::invalid(
+                    param.clone(),
+                    "invalid_parameter",
+                    format!("{param} in the path is not valid percent-encoded UTF-8 text"),
+                ))
+            }
+        }
+    }
 }
 
 /// Cursor pagination shared by every list endpoint: `limit` (1 to 100, default 20) and

@@ -2,6 +2,7 @@
 
 use depositd_core::config::{AssetRef, ChainConfig, Config};
 use rust_decimal::Decimal;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
@@ -42,14 +43,22 @@ pub fn text(param: &str, value: Option<String>, max: usize) -> Result<Option<Str
 }
 
 /// A money amount: a decimal string (`"19.99"`) or a JSON number, positive, at most 18 decimals.
-pub fn amount(value: &serde_json::Value) -> Result<Decimal, ApiError> {
+/// A number is read from its text as written, never through `f64`: `0.1234567890123456789` is
+/// that decimal exactly.
+pub fn amount(value: &RawValue) -> Result<Decimal, ApiError> {
     let invalid = |message: &str| ApiError::invalid("amount", "invalid_amount", message.to_owned());
-    let text = match value {
-        serde_json::Value::String(s) => s.trim().to_owned(),
-        // serde_json prints the shortest form that reads back as the same f64: "19.99" for 19.99.
-        serde_json::Value::Number(n) => n.to_string(),
+    let raw = value.get().trim();
+    let text = match raw.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(raw)
+            .map_err(|_| invalid("amount is not a valid JSON string"))?
+            .trim()
+            .to_owned(),
+        Some(b'-' | b'0'..=b'9') => raw.to_owned(),
         _ => return Err(invalid("amount must be a decimal string such as \"19.99\" or a number")),
     };
+    if text.contains(['e', 'E']) {
+        return Err(invalid("amount must not be in exponent form (such as 1e2); write it as a plain decimal"));
+    }
     let plain =
         !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && text.matches('.').count() <= 1;
     if !plain {
@@ -98,6 +107,19 @@ pub fn url(param: &str, value: Option<String>, allow_http: bool) -> Result<Optio
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format!("{param} must have a host")));
     }
+    Ok(Some(value))
+}
+
+/// A URL depositd will POST events to (a `callback_url`): [`url`], then the delivery SSRF
+/// guard's checks that need no DNS (scheme, literal internal addresses, `localhost` names), under
+/// the same `webhooks.allow_private_targets` switch deliveries obey, refused with the error
+/// webhook endpoints get. A host name is checked again where it is resolved, at delivery.
+pub fn callback_url(param: &str, value: Option<String>, config: &Config) -> Result<Option<String>, ApiError> {
+    let Some(value) = url(param, value, config.settings.invoices.allow_http_urls)? else { return Ok(None) };
+    let parsed = url::Url::parse(&value).map_err(|e| ApiError::invalid(param, "invalid_url", e.to_string()))?;
+    // The scheme was checked just above, under the invoices' own http switch.
+    crate::ssrf::check_url(&parsed, true, config.settings.webhooks.allow_private_targets)
+        .map_err(|refused| ApiError::invalid(param, "url_not_allowed", format!("{param}: {refused}")))?;
     Ok(Some(value))
 }
 
@@ -152,20 +174,25 @@ mod tests {
 
     #[test]
     fn amounts() {
-        assert_eq!(amount(&serde_json::json!("19.99")).unwrap().to_string(), "19.99");
-        assert_eq!(amount(&serde_json::json!(19.99)).unwrap().to_string(), "19.99");
-        assert_eq!(amount(&serde_json::json!(100)).unwrap().to_string(), "100");
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        assert_eq!(amount(&raw(r#""19.99""#)).unwrap().to_string(), "19.99");
+        assert_eq!(amount(&raw("19.99")).unwrap().to_string(), "19.99");
+        assert_eq!(amount(&raw("100")).unwrap().to_string(), "100");
+        assert_eq!(amount(&raw("12.345678901234567891")).unwrap().to_string(), "12.345678901234567891");
         for bad in [
-            serde_json::json!("-1"),
-            serde_json::json!("1e3"),
-            serde_json::json!("1,000"),
-            serde_json::json!(""),
-            serde_json::json!(null),
-            serde_json::json!(true),
-            serde_json::json!(-5),
-            serde_json::json!("1.2.3"),
+            "0.1234567890123456789",
+            r#""-1""#,
+            r#""1e3""#,
+            "1e2",
+            "1E2",
+            r#""1,000""#,
+            r#""""#,
+            "null",
+            "true",
+            "-5",
+            r#""1.2.3""#,
         ] {
-            assert!(amount(&bad).is_err(), "{bad} must be refused");
+            assert!(amount(&raw(bad)).is_err(), "{bad} must be refused");
         }
     }
 

@@ -1,5 +1,6 @@
 //! What an outside probe of the API found (issue 17), against the real server: slow and idle
-//! clients, and throttled failed authentication.
+//! clients, exact JSON numbers and duplicate keys, undecodable path ids, throttled failed
+//! authentication, and `callback_url`s aimed at internal addresses.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -7,11 +8,16 @@ use std::time::{Duration, Instant};
 
 use depositd_core::config::Config;
 use depositd_core::store::api_keys::Scope;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};
 
-both_backends!(failed_authentication_is_throttled_by_client_address);
+both_backends!(
+    json_numbers_are_exact_and_keys_unique,
+    undecodable_path_ids_get_the_json_error_on_every_id_route,
+    failed_authentication_is_throttled_by_client_address,
+    internal_callback_urls_are_refused_at_creation,
+);
 
 /// Slow-client limits small enough to watch them work.
 fn quick_timeouts(config: &mut Config) {
@@ -159,6 +165,123 @@ fn idle_sockets_cannot_exhaust_the_file_limit() {
     assert!(logs.contains("api.max_connections lowered to fit the open-file limit"), "{logs}");
 }
 
+async fn post_raw(app: &TestApp, key: &str, path: &str, body: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn json_numbers_are_exact_and_keys_unique(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (_, key) = app.merchant("Exact Shop", &Scope::ALL).await;
+
+    // 18 decimal places, more than an f64 holds: kept to the last digit.
+    let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": 12.345678901234567891}"#).await;
+    assert_eq!(response.status(), 201);
+    let invoice: Value = response.json().await.unwrap();
+    assert_eq!(invoice["amount"], "12.345678901234567891", "{invoice}");
+    let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": 19.99}"#).await;
+    let invoice: Value = response.json().await.unwrap();
+    assert_eq!(invoice["amount"], "19.99", "{invoice}");
+
+    // 19 places: refused, not rounded to 0.12345678901234568.
+    let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": 0.1234567890123456789}"#).await;
+    let body = assert_error(response, 400, "invalid_amount", Some("amount")).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("decimal places"), "{body}");
+
+    for exponent in ["1e2", "1E2", "1.5e1", "100e-1"] {
+        let response = post_raw(&app, &key, "/api/v1/invoices", &format!(r#"{{"amount": {exponent}}}"#)).await;
+        let body = assert_error(response, 400, "invalid_number", Some("amount")).await;
+        assert!(body["error"]["message"].as_str().unwrap().contains("exponent"), "{body}");
+    }
+    let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": "5", "expires_in": 6e4}"#).await;
+    assert_error(response, 400, "invalid_number", Some("expires_in")).await;
+
+    // Duplicated keys, at the top and inside objects, on every kind of body.
+    let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": "5", "amount": "500"}"#).await;
+    let body = assert_error(response, 400, "duplicate_key", Some("amount")).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("more than once"), "{body}");
+    let response =
+        post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": "5", "metadata": {"order": 1, "order": 2}}"#).await;
+    assert_error(response, 400, "duplicate_key", Some("metadata.order")).await;
+    let response =
+        post_raw(&app, &key, "/api/v1/static-addresses", r#"{"customer_id": "c1", "customer_id": "c2"}"#).await;
+    assert_error(response, 400, "duplicate_key", Some("customer_id")).await;
+    let response = post_raw(
+        &app,
+        &key,
+        "/api/v1/webhook-endpoints",
+        r#"{"url": "https://a.example/h", "url": "https://b.example/h"}"#,
+    )
+    .await;
+    assert_error(response, 400, "duplicate_key", Some("url")).await;
+    let response = post_raw(
+        &app,
+        &key,
+        "/api/v1/payouts",
+        r#"{"asset": "USDC", "amount": "1", "amount": "1000", "destination": "0x0"}"#,
+    )
+    .await;
+    assert_error(response, 400, "duplicate_key", Some("amount")).await;
+
+    // Nothing of the refused requests was created.
+    let (_, list) = app.get_json(&key, "/api/v1/invoices").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
+}
+
+/// Every `{...}` route of the OpenAPI document (and the router's undocumented ones), with a
+/// segment that decodes to invalid UTF-8.
+async fn undecodable_path_ids_get_the_json_error_on_every_id_route(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (_, key) = app.merchant("Path Shop", &Scope::ALL).await;
+    let document: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut routes: Vec<(String, String)> = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        if !path.contains('{') {
+            continue;
+        }
+        for method in operations.as_object().unwrap().keys() {
+            routes.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    assert!(routes.len() >= 16, "the document lists the id routes: {routes:?}");
+    for extra in ["/checkout/{id}", "/checkout/assets/{name}"] {
+        routes.push(("GET".into(), extra.into()));
+    }
+    for (method, template) in routes {
+        let mut path = String::new();
+        let mut param = String::new();
+        let mut rest = template.as_str();
+        while let Some(open) = rest.find('{') {
+            let close = rest.find('}').unwrap();
+            path.push_str(&rest[..open]);
+            path.push_str("%ff");
+            param = rest[open + 1..close].to_owned();
+            rest = &rest[close + 1..];
+        }
+        path.push_str(rest);
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .header("x-api-key", &key)
+            .header("x-session-token", "t")
+            .header("x-signature", "s")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("application/json"), "{method} {path}: {content_type}");
+        let body = assert_error(response, 400, "invalid_parameter", Some(&param)).await;
+        assert!(!body["error"]["message"].as_str().unwrap().contains('\u{fffd}'), "{body}");
+    }
+}
+
 async fn failed_authentication_is_throttled_by_client_address(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let (_, key) = app.merchant("Throttled Shop", &Scope::ALL).await;
@@ -201,4 +324,35 @@ async fn failed_authentication_is_throttled_by_client_address(db: TestDb) {
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     let response = app.client.get(app.url("/api/v1/invoices")).header("x-api-key", &key).send().await.unwrap();
     assert_eq!(response.status(), 200, "after Retry-After the address is served again");
+}
+
+async fn internal_callback_urls_are_refused_at_creation(db: TestDb) {
+    let app = TestApp::spawn_with(&db, |c| c.settings.invoices.allow_http_urls = true).await;
+    let (_, key) = app.merchant("Callback Shop", &Scope::ALL).await;
+    for url in [
+        "http://127.0.0.1:9/callback",
+        "http://localhost:9/callback",
+        "https://169.254.169.254/latest/meta-data",
+        "http://[::1]/callback",
+        "http://10.0.0.1/callback",
+        "http://[::ffff:127.0.0.1]/callback",
+    ] {
+        let response = app.create_invoice(&key, json!({"amount": "5", "callback_url": url})).await;
+        let body = assert_error(response, 400, "url_not_allowed", Some("callback_url")).await;
+        assert!(body["error"]["message"].as_str().unwrap().contains("public addresses"), "{body}");
+        let response = app.create_static_address(&key, json!({"customer_id": "c", "callback_url": url})).await;
+        assert_error(response, 400, "url_not_allowed", Some("callback_url")).await;
+    }
+    // The same switch that lets deliveries reach private targets lets them be set.
+    let app = TestApp::spawn_with(&db, |c| {
+        c.settings.invoices.allow_http_urls = true;
+        c.settings.webhooks.allow_private_targets = true;
+    })
+    .await;
+    let (_, key) = app.merchant("Dev Shop", &Scope::ALL).await;
+    let response = app.create_invoice(&key, json!({"amount": "5", "callback_url": "http://127.0.0.1:9/cb"})).await;
+    assert_eq!(response.status(), 201);
+    let response =
+        app.create_static_address(&key, json!({"customer_id": "c", "callback_url": "http://localhost:9/cb"})).await;
+    assert_eq!(response.status(), 201);
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use depositd_core::deposit::DepositResource;
 use depositd_core::ledger::statements::{self, EntryFilter};
 use depositd_core::store::api_keys::Scope;
@@ -17,6 +17,7 @@ use super::ledger::{LedgerEntryResource, describe};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::PathId;
 use crate::state::AppState;
 
 /// A deposit as the deposits API shows it: the resource webhooks carry, plus where it stands.
@@ -65,7 +66,7 @@ async fn view(state: &AppState, conn: &mut Conn, merchant_id: Uuid, deposit: Dep
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<DepositView>, ApiError> {
     auth.require(Scope::LedgerRead)?;
     let id = extract::path_id("deposit", &id)?;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::evm::parse_address;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::PathId;
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::validate;
@@ -35,7 +36,7 @@ const CREATE_ENDPOINT: &str = "POST /api/v1/invoices";
 pub struct CreateInvoice {
     /// Decimal string (`"19.99"`) or JSON number, in `currency`; 0.01 to 100000099.99 by default.
     #[schema(schema_with = crate::openapi::amount_schema)]
-    pub amount: serde_json::Value,
+    pub amount: Box<serde_json::value::RawValue>,
     pub currency: Option<String>,
     pub asset: Option<String>,
     pub chain: Option<String>,
@@ -82,12 +83,13 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
-    let value = extract::json_object(&super::body(body)?)?;
+    let body = super::body(body)?;
+    let value = extract::json_object(&body)?;
     let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
         Begin::Replay(response) => return Ok(response),
         Begin::Proceed(guard) => guard,
     };
-    let request: CreateInvoice = extract::typed(value)?;
+    let request: CreateInvoice = extract::typed(&body)?;
     let mut invoice = build_invoice(&state, &auth, request)?;
     if let Some(customer) = &invoice.details.customer_id
         && let Err(not_until) = state.limits.per_customer.check_key(&(auth.merchant.id, customer.clone()))
@@ -213,7 +215,7 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
         use_return_url: req.use_return_url,
         success_url: validate::url("success_url", req.success_url, allow_http)?,
         fail_url: validate::url("fail_url", req.fail_url, allow_http)?,
-        callback_url: validate::url("callback_url", req.callback_url, allow_http)?,
+        callback_url: validate::callback_url("callback_url", req.callback_url, &state.config)?,
         questions: validate::questions(req.questions)?,
         answers: None,
     };
@@ -270,7 +272,7 @@ pub async fn resource(state: &AppState, conn: &mut Conn, invoice: &Invoice) -> R
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let id = extract::path_id("invoice", &id)?;
@@ -351,7 +353,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
     let id = extract::path_id("invoice", &id)?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use depositd_core::store::api_keys::Scope;
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::extract::PathId;
 use crate::state::AppState;
 use crate::{extract, ssrf, validate};
 
@@ -162,7 +163,9 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
-    let request: CreateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let body = super::body(body)?;
+    extract::json_object(&body)?;
+    let request: CreateWebhookEndpoint = extract::typed(&body)?;
     let now = now_ms();
     let secret = generate_secret();
     let endpoint = Endpoint {
@@ -207,7 +210,7 @@ async fn load(conn: &mut Conn, auth: &Authenticated, id: &str) -> Result<Endpoin
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
@@ -266,11 +269,13 @@ pub async fn list(
 pub async fn update(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
-    let request: UpdateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let body = super::body(body)?;
+    extract::json_object(&body)?;
+    let request: UpdateWebhookEndpoint = extract::typed(&body)?;
     // Checked before the row is locked: a DNS lookup must not hold a lock.
     let new_url = match request.url {
         Some(url) => Some(endpoint_url(&state, url).await?),
@@ -325,7 +330,7 @@ pub struct Deleted {
 pub async fn delete(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Deleted>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let id = extract::path_id("webhook endpoint", &id)?;
@@ -349,7 +354,7 @@ pub async fn delete(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let mut tx = state.store.begin().await?;
@@ -595,7 +600,7 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EventResource>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let id = extract::path_id("event", &id)?;
@@ -617,7 +622,7 @@ pub async fn get_event(
 pub async fn redeliver(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let id = extract::path_id("event", &id)?;
