@@ -167,6 +167,56 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// The query string as name -> value: a name given twice is a 400 `duplicate_parameter` (not
+/// "the last one wins"), and an undecodable query the JSON 400 rather than axum's plain text.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let undecodable = || ApiError::InvalidRequest {
+            code: "invalid_parameter",
+            message: "the query string is not valid percent-encoded UTF-8".into(),
+            param: None,
+        };
+        // application/x-www-form-urlencoded, decoded strictly (axum's Query replaces bad bytes).
+        let decode = |text: &str| -> Result<String, ApiError> {
+            let text = text.replace('+', " ");
+            percent_encoding::percent_decode_str(&text).decode_utf8().map(|s| s.into_owned()).map_err(|_| undecodable())
+        };
+        let mut params = std::collections::HashMap::new();
+        for pair in parts.uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (name, value) = (decode(name)?, decode(value)?);
+            if params.contains_key(&name) {
+                return Err(ApiError::invalid(
+                    name.clone(),
+                    "duplicate_parameter",
+                    format!("query parameter {name:?} is given more than once"),
+                ));
+            }
+            params.insert(name, value);
+        }
+        Ok(QueryParams(params))
+    }
+}
+
+/// An optional whole number that may be written `479` or `479.0` (JSON does not tell them
+/// apart, and neither does the OpenAPI document's `integer`); `479.5` is refused.
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(53) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("expected a whole number of at least 0, found {number}"))),
+    }
+}
+
 /// Cursor pagination shared by every list endpoint: `limit` (1 to 100, default 20) and
 /// `starting_after` (an id; ids are time-ordered, lists are newest first).
 #[derive(Debug, Clone, Copy)]

@@ -99,6 +99,11 @@ pub fn url(param: &str, value: Option<String>, allow_http: bool) -> Result<Optio
     if value.len() > 2048 {
         return Err(invalid(format!("{param} is longer than 2048 characters")));
     }
+    // What the OpenAPI document states: printable ASCII only (no spaces or control characters,
+    // which URL parsers would silently drop or encode; international host names in punycode).
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(format!("{param} must be printable ASCII without spaces (percent-encode the rest)")));
+    }
     let parsed = url::Url::parse(&value).map_err(|e| invalid(format!("{param} is not a valid URL: {e}")))?;
     let scheme_ok = parsed.scheme() == "https" || (allow_http && parsed.scheme() == "http");
     if !scheme_ok {
@@ -106,6 +111,22 @@ pub fn url(param: &str, value: Option<String>, allow_http: bool) -> Result<Optio
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format!("{param} must have a host")));
+    }
+    // A host name is DNS labels of letters, digits and inner hyphens, the last one starting with
+    // a letter (URL parsers take far more: `a*` is a host to them).
+    if let Some(url::Host::Domain(name)) = parsed.host() {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let labels: Vec<&str> = name.split('.').collect();
+        let last_ok = labels.last().is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()));
+        if !labels.iter().all(|l| label_ok(l)) || !last_ok {
+            return Err(invalid(format!("{param} has no valid host name")));
+        }
     }
     Ok(Some(value))
 }
@@ -203,5 +224,10 @@ mod tests {
         assert!(url("u", Some("http://localhost:3000/ok".into()), true).is_ok());
         assert!(url("u", Some("javascript:alert(1)".into()), true).is_err());
         assert!(url("u", Some("not a url".into()), true).is_err());
+        assert!(url("u", Some("https://shop.example/a b".into()), true).is_err());
+        assert!(url("u", Some("https://a*/".into()), true).is_err());
+        assert!(url("u", Some("https://a.1b/".into()), true).is_err());
+        assert!(url("u", Some("http://127.0.0.1:9/ok".into()), true).is_ok());
+        assert!(url("u", Some("https://shop.example/\u{e9}".into()), true).is_err());
     }
 }

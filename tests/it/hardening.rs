@@ -17,6 +17,7 @@ both_backends!(
     undecodable_path_ids_get_the_json_error_on_every_id_route,
     failed_authentication_is_throttled_by_client_address,
     internal_callback_urls_are_refused_at_creation,
+    queries_and_urls_are_as_strict_as_the_document,
 );
 
 /// Slow-client limits small enough to watch them work.
@@ -355,4 +356,36 @@ async fn internal_callback_urls_are_refused_at_creation(db: TestDb) {
     let response =
         app.create_static_address(&key, json!({"customer_id": "c", "callback_url": "http://localhost:9/cb"})).await;
     assert_eq!(response.status(), 201);
+}
+
+/// What the OpenAPI document states and schemathesis holds the server to: a query parameter once,
+/// a query that decodes, a URL of printable ASCII with a real host name, a whole number written
+/// `60000.0`, a ledger asset that exists.
+async fn queries_and_urls_are_as_strict_as_the_document(db: TestDb) {
+    let app = TestApp::spawn_with(&db, |c| c.settings.invoices.allow_http_urls = true).await;
+    let (_, key) = app.merchant("Strict Shop", &Scope::ALL).await;
+    let get = |path: &str| app.client.get(app.url(path)).header("x-api-key", &key).send();
+    assert_error(get("/api/v1/invoices?limit=1&limit=2").await.unwrap(), 400, "duplicate_parameter", Some("limit"))
+        .await;
+    assert_error(get("/api/v1/ledger?asset=USDC&asset=ETH").await.unwrap(), 400, "duplicate_parameter", Some("asset"))
+        .await;
+    let response = get("/api/v1/invoices?customer_id=%ff").await.unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert_error(response, 400, "invalid_parameter", None).await;
+    assert_error(get("/api/v1/ledger?asset=nope").await.unwrap(), 400, "unsupported_asset", Some("asset")).await;
+    assert_eq!(get("/api/v1/ledger?asset=USDC").await.unwrap().status(), 200);
+
+    for url in ["https://shop.example/a b", "https://shop.example/caf\u{e9}", "https://a*/x", "https://shop.1x/"] {
+        let response = app.create_invoice(&key, json!({"amount": "5", "success_url": url})).await;
+        assert_error(response, 400, "invalid_url", Some("success_url")).await;
+    }
+    let response = app
+        .create_invoice(
+            &key,
+            json!({"amount": "5", "success_url": "https://Shop.example:8443/done?o=1#x", "expires_in": 60000.0}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": "5", "expires_in": 60000.5}"#).await;
+    assert_error(response, 400, "invalid_parameter", Some("expires_in")).await;
 }

@@ -1,11 +1,9 @@
 //! `POST /api/v1/invoices`, `GET /api/v1/invoices/{id}`, `GET /api/v1/invoices`,
 //! `POST /api/v1/invoices/{id}/cancel`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::evm::parse_address;
@@ -23,7 +21,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
-use crate::extract::PathId;
+use crate::extract::{PathId, QueryParams};
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::validate;
@@ -47,6 +45,7 @@ pub struct CreateInvoice {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// Milliseconds, 1 to 2592000000 (30 days); default 12 hours.
+    #[serde(default, deserialize_with = "crate::extract::optional_whole_number")]
     pub expires_in: Option<u64>,
     pub receiver_override: Option<bool>,
     pub receiver_override_address: Option<String>,
@@ -310,7 +309,7 @@ pub struct InvoiceList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<InvoiceList>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let mut filter = InvoiceFilter::default();

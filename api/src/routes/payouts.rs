@@ -7,12 +7,10 @@
 //! signs and sends it from the treasury; until it is signed the merchant can cancel it, which
 //! releases the reservation in the same way.
 
-use std::collections::HashMap;
-
 use alloy::primitives::Address;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::evm::parse_address;
@@ -33,7 +31,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
-use crate::extract::PathId;
+use crate::extract::{PathId, QueryParams};
 use crate::idempotency::{self, Begin, IdempotencyGuard};
 use crate::state::AppState;
 use crate::validate;
@@ -510,7 +508,7 @@ pub struct PayoutList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<PayoutList>, ApiError> {
     auth.require(Scope::PayoutsRead)?;
     let mut page = extract::Page::default();

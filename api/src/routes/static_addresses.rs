@@ -1,11 +1,9 @@
 //! `POST /api/v1/static-addresses`, `GET /api/v1/static-addresses[/{id}]`,
 //! `POST /api/v1/static-addresses/{id}/disable`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
@@ -19,7 +17,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
-use crate::extract::PathId;
+use crate::extract::{PathId, QueryParams};
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::validate;
@@ -143,7 +141,7 @@ pub struct StaticAddressList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<StaticAddressList>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let mut page = extract::Page::default();

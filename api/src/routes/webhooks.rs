@@ -4,11 +4,9 @@
 //! A signing secret is shown exactly twice in its life: when it is created and when it replaces
 //! another (rotation). It is stored sealed and never returned otherwise.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use depositd_core::store::api_keys::Scope;
@@ -22,7 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract::PathId;
+use crate::extract::{PathId, QueryParams};
 use crate::state::AppState;
 use crate::{extract, ssrf, validate};
 
@@ -154,6 +152,7 @@ fn description(value: Option<String>) -> Result<Option<String>, ApiError> {
     responses(
         (status = 201, description = "Created; `secret` is shown this once", body = WebhookEndpointResource),
         (status = 400, description = "Invalid or refused URL, unknown event type", body = crate::error::ErrorBody),
+        (status = 409, description = "Another of your endpoints has this url, or you have the most endpoints allowed", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -239,7 +238,7 @@ pub struct WebhookEndpointList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<WebhookEndpointList>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let mut page = extract::Page::default();
@@ -263,6 +262,7 @@ pub async fn list(
         (status = 200, description = "The updated endpoint", body = WebhookEndpointResource),
         (status = 400, description = "Invalid field", body = crate::error::ErrorBody),
         (status = 404, description = "No such endpoint", body = crate::error::ErrorBody),
+        (status = 409, description = "Another of your endpoints has this url", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -538,7 +538,7 @@ pub struct EventList {
 pub async fn list_events(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<EventList>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let mut filter = EventFilter::default();
