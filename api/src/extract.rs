@@ -15,9 +15,35 @@ use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
+/// A body [`json_object_exact`] accepted: the JSON, and the number literals in it that a
+/// [`serde_json::Value`] (an `f64`) does not hold exactly.
+pub struct Checked {
+    pub value: serde_json::Value,
+    inexact_numbers: Vec<String>,
+}
+
+impl Checked {
+    /// What an `Idempotency-Key` is claimed with: the canonical JSON, and the exact text of any
+    /// number the JSON rounds, so that two amounts one rounding apart are two requests (a
+    /// replay of one for the other would be another amount). Bodies without such numbers
+    /// fingerprint as their JSON alone.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        if self.inexact_numbers.is_empty() {
+            self.value.clone()
+        } else {
+            serde_json::json!({"body": self.value, "exact_numbers": self.inexact_numbers})
+        }
+    }
+}
+
 /// Parses a request body into JSON, refusing anything that is not one JSON object, and any
 /// duplicated key or exponent-form number in it.
 pub fn json_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    json_object_exact(body).map(|checked| checked.value)
+}
+
+/// [`json_object`], keeping what it needs to tell apart numbers the JSON rounds to one.
+pub fn json_object_exact(body: &[u8]) -> Result<Checked, ApiError> {
     let not_json = |e: serde_json::Error| ApiError::InvalidRequest {
         code: "invalid_json",
         message: format!("the request body is not valid JSON: {e}"),
@@ -31,8 +57,16 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
             param: None,
         });
     }
-    check_document(raw, &mut String::new())?;
-    serde_json::from_str(raw.get()).map_err(not_json)
+    let mut inexact_numbers = Vec::new();
+    check_document(raw, &mut String::new(), &mut inexact_numbers)?;
+    Ok(Checked { value: serde_json::from_str(raw.get()).map_err(not_json)?, inexact_numbers })
+}
+
+/// Whether `f64` holds the number `text` (a JSON number without exponent) exactly.
+fn exact_in_f64(text: &str) -> bool {
+    let Ok(exact) = text.parse::<rust_decimal::Decimal>() else { return false };
+    let Some(held) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) else { return false };
+    held.to_string().parse::<rust_decimal::Decimal>().is_ok_and(|held| held == exact)
 }
 
 /// The entries of one JSON object in document order, duplicates kept.
@@ -60,7 +94,7 @@ impl<'de> serde::Deserialize<'de> for Entries<'de> {
 
 /// Walks the document as written: serde_json's `Value` keeps the last of duplicated keys and
 /// turns numbers into `f64`, so both are checked here, on the text.
-fn check_document(raw: &RawValue, path: &mut String) -> Result<(), ApiError> {
+fn check_document(raw: &RawValue, path: &mut String, inexact: &mut Vec<String>) -> Result<(), ApiError> {
     let text = raw.get();
     let internal = |e: serde_json::Error| ApiError::internal(e);
     match text.as_bytes().first() {
@@ -80,7 +114,7 @@ fn check_document(raw: &RawValue, path: &mut String) -> Result<(), ApiError> {
                         param: Some(path.clone()),
                     });
                 }
-                check_document(value, path)?;
+                check_document(value, path, inexact)?;
                 path.truncate(len);
             }
         }
@@ -89,7 +123,7 @@ fn check_document(raw: &RawValue, path: &mut String) -> Result<(), ApiError> {
             for (i, item) in items.into_iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                check_document(item, path)?;
+                check_document(item, path, inexact)?;
                 path.truncate(len);
             }
         }
@@ -104,6 +138,7 @@ fn check_document(raw: &RawValue, path: &mut String) -> Result<(), ApiError> {
                 param,
             });
         }
+        Some(b'-' | b'0'..=b'9') if !exact_in_f64(text) => inexact.push(format!("{path}={text}")),
         _ => {}
     }
     Ok(())

@@ -190,6 +190,23 @@ async fn json_numbers_are_exact_and_keys_unique(db: TestDb) {
     let invoice: Value = response.json().await.unwrap();
     assert_eq!(invoice["amount"], "19.99", "{invoice}");
 
+    // The same Idempotency-Key with an amount one f64 rounding away is another request, not a
+    // replay of the first invoice; the same text again is the replay.
+    let keyed = |amount: &'static str| {
+        app.client
+            .post(app.url("/api/v1/invoices"))
+            .header("x-api-key", &key)
+            .header("Idempotency-Key", "exact-1")
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"amount": {amount}}}"#))
+            .send()
+    };
+    let first: Value = keyed("12.345678901234567891").await.unwrap().json().await.unwrap();
+    let again: Value = keyed("12.345678901234567891").await.unwrap().json().await.unwrap();
+    assert_eq!(first["id"], again["id"], "{again}");
+    assert_error(keyed("12.345678901234567892").await.unwrap(), 409, "idempotency_conflict", Some("Idempotency-Key"))
+        .await;
+
     // 19 places: refused, not rounded to 0.12345678901234568.
     let response = post_raw(&app, &key, "/api/v1/invoices", r#"{"amount": 0.1234567890123456789}"#).await;
     let body = assert_error(response, 400, "invalid_amount", Some("amount")).await;
@@ -232,7 +249,7 @@ async fn json_numbers_are_exact_and_keys_unique(db: TestDb) {
 
     // Nothing of the refused requests was created.
     let (_, list) = app.get_json(&key, "/api/v1/invoices").await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{list}");
 }
 
 /// Every `{...}` route of the OpenAPI document (and the router's undocumented ones), with a

@@ -83,11 +83,14 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
     let body = super::body(body)?;
-    let value = extract::json_object(&body)?;
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
+    let checked = extract::json_object_exact(&body)?;
+    let guard =
+        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
+            .await?
+        {
+            Begin::Replay(response) => return Ok(response),
+            Begin::Proceed(guard) => guard,
+        };
     let request: CreateInvoice = extract::typed(&body)?;
     let mut invoice = build_invoice(&state, &auth, request)?;
     if let Some(customer) = &invoice.details.customer_id

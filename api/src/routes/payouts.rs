@@ -334,11 +334,14 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     auth.require(Scope::PayoutsWrite)?;
     let body = super::body(body)?;
-    let value = extract::json_object(&body)?;
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
+    let checked = extract::json_object_exact(&body)?;
+    let guard =
+        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
+            .await?
+        {
+            Begin::Replay(response) => return Ok(response),
+            Begin::Proceed(guard) => guard,
+        };
     let request: CreatePayout = extract::typed(&body)?;
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
     let out = Outgoing {
@@ -385,10 +388,10 @@ pub async fn create_refund(
     auth.require(Scope::PayoutsWrite)?;
     let invoice_id = extract::path_id("invoice", &id)?;
     let body = super::body(body)?;
-    let value = extract::json_object(&body)?;
+    let checked = extract::json_object_exact(&body)?;
     // The key covers the invoice too: the same key and body for another invoice is a conflict,
     // never a replay of the first invoice's refund.
-    let claimed = serde_json::json!({ "invoice_id": invoice_id, "body": value });
+    let claimed = serde_json::json!({ "invoice_id": invoice_id, "body": checked.fingerprint() });
     let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, REFUND_ENDPOINT, &claimed).await? {
         Begin::Replay(response) => return Ok(response),
         Begin::Proceed(guard) => guard,

@@ -59,11 +59,14 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
     let body = super::body(body)?;
-    let value = extract::json_object(&body)?;
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
+    let checked = extract::json_object_exact(&body)?;
+    let guard =
+        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
+            .await?
+        {
+            Begin::Replay(response) => return Ok(response),
+            Begin::Proceed(guard) => guard,
+        };
     let request: CreateStaticAddress = extract::typed(&body)?;
     let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset)?;
