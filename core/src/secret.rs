@@ -146,6 +146,21 @@ pub fn redact_url(url: &str) -> String {
         Some((_, host)) => (true, host),
         None => (false, authority),
     };
+    // Only something shaped like a host (and port) is shown: in a malformed URL (a `/` inside
+    // the password, say) the "host" could be part of a secret.
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, _)) if !name.ends_with(']') && name.contains(':') => (host, ""),
+        Some((name, port)) => (name, port),
+        None => (host, ""),
+    };
+    let name_ok = !name.is_empty()
+        && (name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            || (name.starts_with('[')
+                && name.ends_with(']')
+                && name[1..name.len() - 1].bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')));
+    if !name_ok || !port.bytes().all(|b| b.is_ascii_digit()) || port.len() > 5 {
+        return format!("{scheme}://…");
+    }
     if had_userinfo || !(tail.is_empty() || tail == "/") {
         format!("{scheme}://{host}/…")
     } else {
@@ -376,6 +391,9 @@ mod tests {
         assert_eq!(RpcUrl::new("http://127.0.0.1:8545/").redacted(), "http://127.0.0.1:8545");
         assert_eq!(RpcUrl::new("wss://node.example/ws/KEY").redacted(), "wss://node.example/…");
         assert_eq!(RpcUrl::new("not a url KEY").redacted(), "…");
+        assert_eq!(RpcUrl::new("https://user:pa/ssKEY@host/").redacted(), "https://…");
+        assert_eq!(RpcUrl::new("https://user:KEY@[::1]:8545/x").redacted(), "https://[::1]:8545/…");
+        assert_eq!(RpcUrl::new("https://KEY:x/").redacted(), "https://…");
     }
 
     #[test]
