@@ -48,7 +48,7 @@ key="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["api_key
 echo "--- schemathesis $SCHEMATHESIS_VERSION: $EXAMPLES examples per operation, seed $SEED"
 SCHEMATHESIS_HOOKS=tests/schemathesis/hooks.py "$venv/bin/schemathesis" --config-file tests/schemathesis/schemathesis.toml run "http://127.0.0.1:$api_port/openapi.json" \
   --header "x-api-key: $key" \
-  --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 \
+  --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 --generation-database none \
   --phases examples,coverage,fuzzing \
   --checks all \
   --no-color "$@"
