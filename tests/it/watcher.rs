@@ -70,7 +70,7 @@ impl Chain {
 
     fn config(&self, base: &ChainConfig) -> ChainConfig {
         let mut chain = base.clone();
-        chain.rpc_urls = vec![self.anvil.rpc_url()];
+        chain.rpc_urls = vec![self.anvil.rpc_url().into()];
         chain.confirmations = 2;
         chain.start_block = Some(0);
         chain.tokens = vec![
@@ -446,7 +446,7 @@ async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
     let proxy = faulty_proxy(s.chain.anvil.rpc_url(), faults.clone()).await;
     // The first endpoint is dead: every step starts by failing over.
     let dead = format!("http://127.0.0.1:{}", depositd::dev::anvil::free_port().unwrap());
-    s.config.rpc_urls = vec![dead, proxy];
+    s.config.rpc_urls = vec![dead.into(), proxy.into()];
     s.config.rpc_timeout_ms = 400;
     s.config.max_block_range = 50;
 
@@ -599,7 +599,7 @@ async fn a_restart_mid_backfill_credits_once(db: TestDb) {
 async fn websocket_heads_wake_the_watcher(db: TestDb) {
     let mut s = setup(&db).await;
     // Polling once a minute: only newHeads over the WebSocket can make this quick.
-    s.config.ws_url = Some(s.chain.anvil.ws_url());
+    s.config.ws_url = Some(s.chain.anvil.ws_url().into());
     s.config.poll_interval_ms = 60_000;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(s.watcher().run(shutdown.clone()));
@@ -754,7 +754,7 @@ async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
     let receipt = s.chain.rpc("eth_getTransactionReceipt", json!([payment])).await;
     let paid_in = u64::from_str_radix(receipt["blockNumber"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let mode = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), paid_in).await];
+    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), paid_in).await.into()];
     s.config.rpc_concurrency = 4;
     let mut watcher = s.watcher();
 
@@ -843,7 +843,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
     use std::sync::atomic::Ordering;
     let mut s = setup(&db).await;
     let mode = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), 0).await];
+    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), 0).await.into()];
     let mut watcher = s.watcher();
 
     // Every range answer says "no logs": the blocks' blooms say otherwise, and the payment is
