@@ -514,15 +514,16 @@ async fn a_reorg_that_moves_a_deposit_keeps_it_one_deposit(db: TestDb) {
     assert_eq!(payments.len(), 1, "the same (tx, log index) is the same deposit: {payments:#?}");
     assert_eq!(payments[0]["state"], "confirmed");
     assert_eq!(payments[0]["block_number"].as_u64().unwrap(), old_block + 1, "moved to its new block");
-    // It had 2 confirmations when the depth-2 reorg took it: its credit was reversed, then it was
-    // credited again in the new chain. Net: one credit, and the history says what happened.
+    // It had 2 confirmations when the depth-2 reorg moved it: the new chain holds the same
+    // transfer at the same position, so it keeps its one credit in its new block; no reversal is
+    // posted or announced (reversing could take money already swept).
     let mut conn = s.app.store.pool().acquire().await.unwrap();
     let deposit_id = payments[0]["id"].as_str().unwrap().parse().unwrap();
     let history = events::types_for(&mut conn, deposit_id).await.unwrap();
-    assert_eq!(
-        history,
-        ["deposit.detected", "deposit.confirmed", "deposit.reversed", "deposit.detected", "deposit.confirmed"]
-    );
+    assert_eq!(history, ["deposit.detected", "deposit.confirmed"]);
+    let entries = s.ledger(&after).await;
+    let types: Vec<&str> = entries.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["deposit_pending", "deposit_credit", "fee"], "credited once, nothing reversed");
     assert_eq!(before["status"], "pending");
 }
 
