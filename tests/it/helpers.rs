@@ -54,14 +54,12 @@ impl TestDb {
             .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
         sqlx::any::install_default_drivers();
         let name = format!("depositd_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot reach PostgreSQL at TEST_POSTGRES_URL (default {DEFAULT_POSTGRES_URL}): {e}; start it, or \
+        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot reach PostgreSQL at TEST_POSTGRES_URL (default {DEFAULT_POSTGRES_URL}): {e}; start it, or \
                      point TEST_POSTGRES_URL at a server"
-                )
-            });
+            )
+        });
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
@@ -184,7 +182,7 @@ impl TestApp {
 
     /// A merchant (1% fee) and a key with `scopes`.
     pub async fn merchant(&self, name: &str, scopes: &[Scope]) -> (Merchant, String) {
-        let mut conn = self.store.pool().acquire().await.unwrap();
+        let mut conn = self.store.conn().await.unwrap();
         let merchant = merchants::insert(
             &mut conn,
             &NewMerchant {

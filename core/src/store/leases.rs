@@ -38,7 +38,7 @@ impl Lease {
     pub async fn hold(&self) -> Result<bool, StoreError> {
         let now = now_ms();
         let expires_at = now + self.ttl.as_millis() as i64;
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.conn().await?;
         let done = sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
@@ -55,7 +55,7 @@ impl Lease {
 
     /// Gives the lease up (a clean shutdown), so another process takes over at once.
     pub async fn release(&self) -> Result<(), StoreError> {
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.conn().await?;
         sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2")
             .bind(&self.name)
             .bind(&self.holder)
@@ -68,7 +68,7 @@ impl Lease {
     /// the daemon on SQLite, holding the database's exclusive daemon lock, at start-up. A holder
     /// SIGKILLed a moment ago left its leases to run out; nobody else can be using them.
     pub async fn expire_all(store: &Store) -> Result<u64, StoreError> {
-        let mut conn = store.pool().acquire().await?;
+        let mut conn = store.conn().await?;
         let done = sqlx::query("UPDATE leases SET expires_at = 0 WHERE expires_at > 0").execute(&mut *conn).await?;
         Ok(done.rows_affected())
     }

@@ -103,6 +103,9 @@ struct Signals {
 }
 /// A connection on either backend (what query functions take: `&mut *tx` or `&mut *conn`).
 pub type Conn = sqlx::AnyConnection;
+/// A connection borrowed from the pool (see [`Store::conn`]); derefs to [`Conn`], returns to the
+/// pool when dropped.
+pub type PooledConn = sqlx::pool::PoolConnection<sqlx::Any>;
 
 #[cfg(feature = "sqlite")]
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -335,6 +338,12 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A connection from the pool, for reads and single statements outside a transaction; waits
+    /// at most [`CONNECT_TIMEOUT`] for one.
+    pub async fn conn(&self) -> Result<PooledConn, StoreError> {
+        Ok(self.pool.acquire().await?)
     }
 
     /// Opens a read-write transaction (see [`Backend::begin_statement`]). On SQLite it first
