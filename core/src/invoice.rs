@@ -14,98 +14,43 @@ use uuid::Uuid;
 
 use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 
-/// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InvoiceStatus {
-    /// Awaiting payment.
-    Pending,
-    /// A payment was seen and awaits confirmations.
-    Processing,
-    /// Confirmed payments cover the amount (within the merchant's tolerance).
-    Paid,
-    /// Not (fully) paid before `expires_at`. Late payments are still credited.
-    Expired,
-    /// Cancelled by the merchant before anything was paid.
-    Cancelled,
-    Refunded,
-    PartiallyRefunded,
+text_enum! {
+    /// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum InvoiceStatus as "status" {
+        /// Awaiting payment.
+        Pending = "pending",
+        /// A payment was seen and awaits confirmations.
+        Processing = "processing",
+        /// Confirmed payments cover the amount (within the merchant's tolerance).
+        Paid = "paid",
+        /// Not (fully) paid before `expires_at`. Late payments are still credited.
+        Expired = "expired",
+        /// Cancelled by the merchant before anything was paid.
+        Cancelled = "cancelled",
+        Refunded = "refunded",
+        PartiallyRefunded = "partially_refunded",
+    }
 }
 
 impl InvoiceStatus {
-    pub const ALL: [InvoiceStatus; 7] = [
-        InvoiceStatus::Pending,
-        InvoiceStatus::Processing,
-        InvoiceStatus::Paid,
-        InvoiceStatus::Expired,
-        InvoiceStatus::Cancelled,
-        InvoiceStatus::Refunded,
-        InvoiceStatus::PartiallyRefunded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InvoiceStatus::Pending => "pending",
-            InvoiceStatus::Processing => "processing",
-            InvoiceStatus::Paid => "paid",
-            InvoiceStatus::Expired => "expired",
-            InvoiceStatus::Cancelled => "cancelled",
-            InvoiceStatus::Refunded => "refunded",
-            InvoiceStatus::PartiallyRefunded => "partially_refunded",
-        }
-    }
-
     /// Whether the invoice is finished (no further status change from payments except flags).
     pub fn is_final(self) -> bool {
         !matches!(self, InvoiceStatus::Pending | InvoiceStatus::Processing)
     }
 }
 
-impl fmt::Display for InvoiceStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for InvoiceStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        InvoiceStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = InvoiceStatus::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown status {s:?} (one of {})", known.join(", "))
-        })
-    }
-}
-
-/// Facts about how an invoice was paid, beside its status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentFlag {
-    Underpaid,
-    Overpaid,
-    PaidLate,
-}
-
-impl PaymentFlag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentFlag::Underpaid => "underpaid",
-            PaymentFlag::Overpaid => "overpaid",
-            PaymentFlag::PaidLate => "paid_late",
-        }
-    }
-}
-
-impl std::str::FromStr for PaymentFlag {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "underpaid" => Ok(PaymentFlag::Underpaid),
-            "overpaid" => Ok(PaymentFlag::Overpaid),
-            "paid_late" => Ok(PaymentFlag::PaidLate),
-            other => Err(format!("unknown payment flag {other:?}")),
-        }
+text_enum! {
+    /// Facts about how an invoice was paid, beside its status.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PaymentFlag as "payment flag" {
+        Underpaid = "underpaid",
+        Overpaid = "overpaid",
+        PaidLate = "paid_late",
     }
 }
 

@@ -39,23 +39,19 @@ use uuid::Uuid;
 
 use crate::money::BaseUnits;
 use crate::store::{Backend, Conn, StoreError, parse_column};
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-/// Which side of an account a posting is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Side {
-    Debit,
-    Credit,
+text_enum! {
+    /// Which side of an account a posting is on.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Side as "posting direction" {
+        Debit = "debit",
+        Credit = "credit",
+    }
 }
 
 impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Debit => "debit",
-            Side::Credit => "credit",
-        }
-    }
-
     pub fn opposite(self) -> Side {
         match self {
             Side::Debit => Side::Credit,
@@ -64,73 +60,36 @@ impl Side {
     }
 }
 
-impl std::str::FromStr for Side {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "debit" => Ok(Side::Debit),
-            "credit" => Ok(Side::Credit),
-            other => Err(format!("unknown posting direction {other:?}")),
-        }
+text_enum! {
+    /// What an account holds.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AccountKind as "account kind" {
+        /// A merchant's spendable funds.
+        Available = "available",
+        /// A merchant's detected, not yet confirmed deposits: shown, not spendable.
+        Pending = "pending",
+        /// A merchant's funds held for payouts in flight.
+        Reserved = "reserved",
+        /// A merchant's pass-through (receiver override) settlements awaiting forwarding on chain.
+        InTransit = "in_transit",
+        /// What a merchant owes: the part of a reversal its available balance could not cover.
+        Receivable = "receivable",
+        /// The platform's fees earned.
+        FeeRevenue = "fee_revenue",
+        /// Funds at deposit addresses (invoice and static), not yet swept.
+        Custody = "custody",
+        /// Funds in the treasury (hot wallet).
+        HotWallet = "hot_wallet",
+        /// Gas the platform has spent.
+        NetworkFees = "network_fees",
+        /// What the operator put into the treasury from outside (gas money): recorded by
+        /// `depositd treasury fund` against the funding transaction.
+        OperatorCapital = "operator_capital",
     }
-}
-
-/// What an account holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountKind {
-    /// A merchant's spendable funds.
-    Available,
-    /// A merchant's detected, not yet confirmed deposits: shown, not spendable.
-    Pending,
-    /// A merchant's funds held for payouts in flight.
-    Reserved,
-    /// A merchant's pass-through (receiver override) settlements awaiting forwarding on chain.
-    InTransit,
-    /// What a merchant owes: the part of a reversal its available balance could not cover.
-    Receivable,
-    /// The platform's fees earned.
-    FeeRevenue,
-    /// Funds at deposit addresses (invoice and static), not yet swept.
-    Custody,
-    /// Funds in the treasury (hot wallet).
-    HotWallet,
-    /// Gas the platform has spent.
-    NetworkFees,
-    /// What the operator put into the treasury from outside (gas money): recorded by
-    /// `depositd treasury fund` against the funding transaction.
-    OperatorCapital,
 }
 
 impl AccountKind {
-    pub const ALL: [AccountKind; 10] = [
-        AccountKind::Available,
-        AccountKind::Pending,
-        AccountKind::Reserved,
-        AccountKind::InTransit,
-        AccountKind::Receivable,
-        AccountKind::FeeRevenue,
-        AccountKind::Custody,
-        AccountKind::HotWallet,
-        AccountKind::NetworkFees,
-        AccountKind::OperatorCapital,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountKind::Available => "available",
-            AccountKind::Pending => "pending",
-            AccountKind::Reserved => "reserved",
-            AccountKind::InTransit => "in_transit",
-            AccountKind::Receivable => "receivable",
-            AccountKind::FeeRevenue => "fee_revenue",
-            AccountKind::Custody => "custody",
-            AccountKind::HotWallet => "hot_wallet",
-            AccountKind::NetworkFees => "network_fees",
-            AccountKind::OperatorCapital => "operator_capital",
-        }
-    }
-
     /// The side a posting must be on to increase the balance.
     pub fn normal_side(self) -> Side {
         match self {
@@ -159,89 +118,40 @@ impl AccountKind {
     }
 }
 
-impl fmt::Display for AccountKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for AccountKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AccountKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| format!("unknown account kind {s:?}"))
-    }
-}
-
-/// Why an entry was posted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EntryType {
-    /// A deposit was detected: it shows as pending.
-    DepositPending,
-    /// A deposit to an invoice confirmed: pending becomes available.
-    DepositCredit,
-    /// The same, for a payment that arrived after the invoice expired.
-    LateDeposit,
-    /// The same, for a deposit to a static address.
-    StaticDeposit,
-    /// The operator's fee on a payment.
-    Fee,
-    /// A payout's amount and network fee reserve move from available to reserved.
-    PayoutReserve,
-    /// A payout confirmed on chain: its reserve leaves the hot wallet (the unused fee reserve
-    /// returns to available).
-    PayoutSent,
-    /// A payout that failed or was cancelled: its reserve returns to available.
-    PayoutReleased,
-    /// A pass-through invoice's money forwarded on chain to the merchant's own address.
-    PassthroughSettlement,
-    /// A refund (a payout linked to an invoice) confirmed on chain.
-    Refund,
-    /// Undoes the entry it points at.
-    Reversal,
-    /// Funds consolidated from a deposit address into the hot wallet.
-    Sweep,
-    /// Gas spent, or native coin moved to a deposit address to pay for it (a top-up).
-    Gas,
-    /// The operator funded the treasury from outside (gas money).
-    TreasuryFunding,
-}
-
-impl EntryType {
-    pub const ALL: [EntryType; 14] = [
-        EntryType::DepositPending,
-        EntryType::DepositCredit,
-        EntryType::LateDeposit,
-        EntryType::StaticDeposit,
-        EntryType::Fee,
-        EntryType::PayoutReserve,
-        EntryType::PayoutSent,
-        EntryType::PayoutReleased,
-        EntryType::PassthroughSettlement,
-        EntryType::Refund,
-        EntryType::Reversal,
-        EntryType::Sweep,
-        EntryType::Gas,
-        EntryType::TreasuryFunding,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryType::DepositPending => "deposit_pending",
-            EntryType::DepositCredit => "deposit_credit",
-            EntryType::LateDeposit => "late_deposit",
-            EntryType::StaticDeposit => "static_deposit",
-            EntryType::Fee => "fee",
-            EntryType::PayoutReserve => "payout_reserve",
-            EntryType::PayoutSent => "payout_sent",
-            EntryType::PayoutReleased => "payout_released",
-            EntryType::PassthroughSettlement => "passthrough_settlement",
-            EntryType::Refund => "refund",
-            EntryType::Reversal => "reversal",
-            EntryType::Sweep => "sweep",
-            EntryType::Gas => "gas",
-            EntryType::TreasuryFunding => "treasury_funding",
-        }
+text_enum! {
+    /// Why an entry was posted.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum EntryType as "entry type" {
+        /// A deposit was detected: it shows as pending.
+        DepositPending = "deposit_pending",
+        /// A deposit to an invoice confirmed: pending becomes available.
+        DepositCredit = "deposit_credit",
+        /// The same, for a payment that arrived after the invoice expired.
+        LateDeposit = "late_deposit",
+        /// The same, for a deposit to a static address.
+        StaticDeposit = "static_deposit",
+        /// The operator's fee on a payment.
+        Fee = "fee",
+        /// A payout's amount and network fee reserve move from available to reserved.
+        PayoutReserve = "payout_reserve",
+        /// A payout confirmed on chain: its reserve leaves the hot wallet (the unused fee reserve
+        /// returns to available).
+        PayoutSent = "payout_sent",
+        /// A payout that failed or was cancelled: its reserve returns to available.
+        PayoutReleased = "payout_released",
+        /// A pass-through invoice's money forwarded on chain to the merchant's own address.
+        PassthroughSettlement = "passthrough_settlement",
+        /// A refund (a payout linked to an invoice) confirmed on chain.
+        Refund = "refund",
+        /// Undoes the entry it points at.
+        Reversal = "reversal",
+        /// Funds consolidated from a deposit address into the hot wallet.
+        Sweep = "sweep",
+        /// Gas spent, or native coin moved to a deposit address to pay for it (a top-up).
+        Gas = "gas",
+        /// The operator funded the treasury from outside (gas money).
+        TreasuryFunding = "treasury_funding",
     }
 }
 
@@ -249,22 +159,6 @@ impl EntryType {
 /// as the SQL list the queries that count and sum credits use (a unit test keeps it in step with
 /// [`EntryType`]).
 pub(crate) const CREDIT_TYPES_SQL: &str = "('deposit_credit', 'late_deposit', 'static_deposit')";
-
-impl fmt::Display for EntryType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for EntryType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EntryType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = EntryType::ALL.iter().map(|t| t.as_str()).collect();
-            format!("unknown entry type {s:?} (one of {})", known.join(", "))
-        })
-    }
-}
 
 /// Whose an account is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,7 +1,5 @@
 //! API keys: `dk_test_...` / `dk_live_...`, stored as SHA-256 hashes only, shown once.
 
-use std::fmt;
-
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -9,23 +7,19 @@ use uuid::Uuid;
 
 use super::merchants::{Merchant, MerchantStatus};
 use super::{Conn, StoreError, parse_column};
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-/// Test keys work with testnets and the dev chain; live keys with mainnets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyMode {
-    Test,
-    Live,
+text_enum! {
+    /// Test keys work with testnets and the dev chain; live keys with mainnets.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum KeyMode as "key mode" {
+        Test = "test",
+        Live = "live",
+    }
 }
 
 impl KeyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyMode::Test => "test",
-            KeyMode::Live => "live",
-        }
-    }
-
     fn prefix(self) -> &'static str {
         match self {
             KeyMode::Test => "dk_test_",
@@ -34,67 +28,18 @@ impl KeyMode {
     }
 }
 
-impl std::str::FromStr for KeyMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "test" => Ok(KeyMode::Test),
-            "live" => Ok(KeyMode::Live),
-            other => Err(format!("unknown key mode {other:?} (expected test or live)")),
-        }
-    }
-}
-
-/// What a key may do. Each merchant endpoint requires one scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scope {
-    InvoicesRead,
-    InvoicesWrite,
-    PayoutsRead,
-    PayoutsWrite,
-    WebhooksRead,
-    WebhooksWrite,
-    /// Balances, ledger entries and deposits.
-    LedgerRead,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 7] = [
-        Scope::InvoicesRead,
-        Scope::InvoicesWrite,
-        Scope::PayoutsRead,
-        Scope::PayoutsWrite,
-        Scope::WebhooksRead,
-        Scope::WebhooksWrite,
-        Scope::LedgerRead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::InvoicesRead => "invoices:read",
-            Scope::InvoicesWrite => "invoices:write",
-            Scope::PayoutsRead => "payouts:read",
-            Scope::PayoutsWrite => "payouts:write",
-            Scope::WebhooksRead => "webhooks:read",
-            Scope::WebhooksWrite => "webhooks:write",
-            Scope::LedgerRead => "ledger:read",
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown scope {s:?} (known: {})", known.join(", "))
-        })
+text_enum! {
+    /// What a key may do. Each merchant endpoint requires one scope.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Scope as "scope" {
+        InvoicesRead = "invoices:read",
+        InvoicesWrite = "invoices:write",
+        PayoutsRead = "payouts:read",
+        PayoutsWrite = "payouts:write",
+        WebhooksRead = "webhooks:read",
+        WebhooksWrite = "webhooks:write",
+        /// Balances, ledger entries and deposits.
+        LedgerRead = "ledger:read",
     }
 }
 

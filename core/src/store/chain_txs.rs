@@ -5,89 +5,42 @@
 //! and finally `confirmed` or `failed`. Every state change is conditional on the state it leaves,
 //! so two processes never both move one transaction.
 
-use std::fmt;
-use std::str::FromStr;
-
 use uuid::Uuid;
 
 use super::{Backend, Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-/// Why a transaction is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Purpose {
-    Payout,
-    Refund,
-    Sweep,
-    GasTopup,
-    Passthrough,
-}
-
-impl Purpose {
-    pub const ALL: [Purpose; 5] =
-        [Purpose::Payout, Purpose::Refund, Purpose::Sweep, Purpose::GasTopup, Purpose::Passthrough];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Payout => "payout",
-            Purpose::Refund => "refund",
-            Purpose::Sweep => "sweep",
-            Purpose::GasTopup => "gas_topup",
-            Purpose::Passthrough => "passthrough",
-        }
+text_enum! {
+    /// Why a transaction is sent.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Purpose as "purpose" {
+        Payout = "payout",
+        Refund = "refund",
+        Sweep = "sweep",
+        GasTopup = "gas_topup",
+        Passthrough = "passthrough",
     }
 }
 
-impl FromStr for Purpose {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Purpose::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown purpose {s:?}"))
+text_enum! {
+    /// Where a transaction is in its life.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum TxState as "state" {
+        Intent = "intent",
+        Signed = "signed",
+        Broadcast = "broadcast",
+        Mined = "mined",
+        Confirmed = "confirmed",
+        Failed = "failed",
     }
-}
-
-/// Where a transaction is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TxState {
-    Intent,
-    Signed,
-    Broadcast,
-    Mined,
-    Confirmed,
-    Failed,
 }
 
 impl TxState {
-    pub const ALL: [TxState; 6] =
-        [TxState::Intent, TxState::Signed, TxState::Broadcast, TxState::Mined, TxState::Confirmed, TxState::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxState::Intent => "intent",
-            TxState::Signed => "signed",
-            TxState::Broadcast => "broadcast",
-            TxState::Mined => "mined",
-            TxState::Confirmed => "confirmed",
-            TxState::Failed => "failed",
-        }
-    }
-
     /// Not yet confirmed or failed.
     pub fn is_open(self) -> bool {
         !matches!(self, TxState::Confirmed | TxState::Failed)
-    }
-}
-
-impl fmt::Display for TxState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TxState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TxState::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
     }
 }
 

@@ -4,21 +4,15 @@ use alloy::primitives::Address;
 use uuid::Uuid;
 
 use super::{Conn, StoreError, parse_column};
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 use crate::wallet::HdWallet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressPurpose {
-    Invoice,
-    Static,
-}
-
-impl AddressPurpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AddressPurpose::Invoice => "invoice",
-            AddressPurpose::Static => "static",
-        }
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum AddressPurpose as "address purpose" {
+        Invoice = "invoice",
+        Static = "static",
     }
 }
 

@@ -5,48 +5,23 @@ use uuid::Uuid;
 
 use super::{Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-/// Where a deposit is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DepositState {
-    /// Seen in a block, not yet buried under the chain's confirmations.
-    Detected,
-    /// Confirmed and credited.
-    Confirmed,
-    /// Its block left the canonical chain before confirmation; it may reappear.
-    Reorged,
-    /// It was confirmed, then a deeper reorg removed it: its credit was reversed.
-    Reversed,
-    /// Recorded but not credited (wrong chain or asset for the invoice, unrepresentable amount...).
-    Rejected,
-}
-
-impl DepositState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DepositState::Detected => "detected",
-            DepositState::Confirmed => "confirmed",
-            DepositState::Reorged => "reorged",
-            DepositState::Reversed => "reversed",
-            DepositState::Rejected => "rejected",
-        }
-    }
-}
-
-impl std::str::FromStr for DepositState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            DepositState::Detected,
-            DepositState::Confirmed,
-            DepositState::Reorged,
-            DepositState::Reversed,
-            DepositState::Rejected,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-        .ok_or_else(|| format!("unknown deposit state {s:?}"))
+text_enum! {
+    /// Where a deposit is in its life.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DepositState as "deposit state" {
+        /// Seen in a block, not yet buried under the chain's confirmations.
+        Detected = "detected",
+        /// Confirmed and credited.
+        Confirmed = "confirmed",
+        /// Its block left the canonical chain before confirmation; it may reappear.
+        Reorged = "reorged",
+        /// It was confirmed, then a deeper reorg removed it: its credit was reversed.
+        Reversed = "reversed",
+        /// Recorded but not credited (wrong chain or asset for the invoice, unrepresentable amount...).
+        Rejected = "rejected",
     }
 }
 

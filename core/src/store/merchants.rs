@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,29 +34,11 @@ impl Merchant {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MerchantStatus {
-    Active,
-    Disabled,
-}
-
-impl MerchantStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MerchantStatus::Active => "active",
-            MerchantStatus::Disabled => "disabled",
-        }
-    }
-}
-
-impl std::str::FromStr for MerchantStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(MerchantStatus::Active),
-            "disabled" => Ok(MerchantStatus::Disabled),
-            other => Err(format!("unknown merchant status {other:?}")),
-        }
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum MerchantStatus as "merchant status" {
+        Active = "active",
+        Disabled = "disabled",
     }
 }
 

@@ -151,8 +151,13 @@ pub enum StoreError {
 }
 
 impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode (a stored enum word, id or amount that is not one) is
+    /// corrupt data, not a database failure.
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Database(error)
+        match error {
+            sqlx::Error::ColumnDecode { index, source } => StoreError::Corrupt(format!("column {index}: {source}")),
+            error => StoreError::Database(error),
+        }
     }
 }
 

@@ -1,77 +1,30 @@
 //! Payouts and refunds (`payouts`): money a merchant sends out of its available balance.
 
-use std::str::FromStr;
-
 use uuid::Uuid;
 
 use super::{Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayoutKind {
-    Payout,
-    Refund,
-}
-
-impl PayoutKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayoutKind::Payout => "payout",
-            PayoutKind::Refund => "refund",
-        }
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum PayoutKind as "payout kind" {
+        Payout = "payout",
+        Refund = "refund",
     }
 }
 
-impl FromStr for PayoutKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "payout" => Ok(PayoutKind::Payout),
-            "refund" => Ok(PayoutKind::Refund),
-            other => Err(format!("unknown payout kind {other:?}")),
-        }
-    }
-}
-
-/// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
-/// `failed` (its reservation released) / `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayoutStatus {
-    Pending,
-    Submitted,
-    Confirmed,
-    Failed,
-    Cancelled,
-}
-
-impl PayoutStatus {
-    pub const ALL: [PayoutStatus; 5] = [
-        PayoutStatus::Pending,
-        PayoutStatus::Submitted,
-        PayoutStatus::Confirmed,
-        PayoutStatus::Failed,
-        PayoutStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayoutStatus::Pending => "pending",
-            PayoutStatus::Submitted => "submitted",
-            PayoutStatus::Confirmed => "confirmed",
-            PayoutStatus::Failed => "failed",
-            PayoutStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for PayoutStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PayoutStatus::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = PayoutStatus::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown payout status {s:?} (one of {})", known.join(", "))
-        })
+text_enum! {
+    /// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
+    /// `failed` (its reservation released) / `cancelled`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum PayoutStatus as "payout status" {
+        Pending = "pending",
+        Submitted = "submitted",
+        Confirmed = "confirmed",
+        Failed = "failed",
+        Cancelled = "cancelled",
     }
 }
 
