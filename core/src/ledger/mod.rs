@@ -364,6 +364,7 @@ impl Locked {
 }
 
 /// Finds the account row, creating it at zero, and locks it until the transaction ends.
+#[tracing::instrument(skip_all, fields(account = %account))]
 async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, LedgerError> {
     let select = format!(
         "SELECT id, balance_base_units FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND chain_id = $3 \
@@ -404,6 +405,7 @@ async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, Ledg
 }
 
 /// The id of the entry posted under `key`, if any.
+#[tracing::instrument(skip(conn))]
 async fn entry_by_key(conn: &mut Conn, key: &str) -> Result<Option<Uuid>, LedgerError> {
     let row: Option<(String,)> = sqlx::query_as("SELECT id FROM ledger_entries WHERE idempotency_key = $1")
         .bind(key)

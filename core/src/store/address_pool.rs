@@ -36,6 +36,7 @@ const OPTIMISTIC_ATTEMPTS: u32 = 3;
 /// that mnemonic can sweep. Then every pooled address is retired (`pooled = 2`: still watched,
 /// never handed out) with the claim's transaction, and `None` returns: the caller derives its
 /// own, and the pool is refilled from this wallet.
+#[tracing::instrument(skip(conn, wallet))]
 pub async fn claim(
     conn: &mut Conn,
     purpose: AddressPurpose,
@@ -62,6 +63,7 @@ pub async fn claim(
     Ok(None)
 }
 
+#[tracing::instrument(skip(conn))]
 async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<DepositAddress>, StoreError> {
     let skip_locked = Backend::of(conn).skip_locked();
     let row: Option<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -85,6 +87,7 @@ async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<Deposit
 }
 
 /// How many addresses for `purpose` are pooled and not yet handed out.
+#[tracing::instrument(skip(conn))]
 pub async fn pooled(conn: &mut Conn, purpose: AddressPurpose) -> Result<u64, StoreError> {
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deposit_addresses WHERE pooled = 1 AND purpose = $1")
         .bind(purpose.as_str())
@@ -99,6 +102,7 @@ pub async fn pooled(conn: &mut Conn, purpose: AddressPurpose) -> Result<u64, Sto
 /// only if the counter has not moved meanwhile. Under load with an empty pool, creations falling
 /// back to the counter move it all the time, so after a few lost races the last attempt holds the
 /// counter row while it derives: slower for that moment, but the pool always gets refilled.
+#[tracing::instrument(skip(store, wallet))]
 pub async fn refill(store: &Store, wallet: &HdWallet, purpose: AddressPurpose, count: u64) -> Result<u64, StoreError> {
     if count == 0 {
         return Ok(0);
@@ -137,6 +141,7 @@ pub async fn refill(store: &Store, wallet: &HdWallet, purpose: AddressPurpose, c
 
 /// The `count` addresses after index `current`. Deriving costs an elliptic-curve multiplication
 /// per address: it runs off the async threads.
+#[tracing::instrument(skip(wallet))]
 async fn derive(wallet: &HdWallet, current: i64, count: u64) -> Result<Vec<(u64, Address)>, StoreError> {
     let first =
         u64::try_from(current + 1).map_err(|_| StoreError::Corrupt(format!("deposit address counter {current}")))?;
@@ -150,6 +155,7 @@ async fn derive(wallet: &HdWallet, current: i64, count: u64) -> Result<Vec<(u64,
     .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+#[tracing::instrument(skip(conn, addresses), fields(count = addresses.len()))]
 async fn store_pooled(
     conn: &mut Conn,
     purpose: AddressPurpose,

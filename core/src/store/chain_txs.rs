@@ -183,6 +183,7 @@ fn rows(rows: Vec<Row>) -> Result<Vec<ChainTx>, StoreError> {
 }
 
 /// Records an intent (in the caller's transaction, with whatever it is for).
+#[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
 pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreError> {
     let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -208,6 +209,7 @@ pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreErr
     Ok(())
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let row: Option<Row> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM chain_transactions WHERE id = $1")))
@@ -218,6 +220,7 @@ pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreErro
 }
 
 /// Reads and locks a transaction until the caller's transaction ends.
+#[tracing::instrument(skip(conn))]
 pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let backend = Backend::of(conn);
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -231,6 +234,7 @@ pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreErr
 }
 
 /// Intents on a chain in creation order, with their dependency's state (`None`: no dependency).
+#[tracing::instrument(skip(conn))]
 pub async fn intents(conn: &mut Conn, chain_id: u64) -> Result<Vec<(ChainTx, Option<TxState>)>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state = 'intent' ORDER BY created_at, id"
@@ -255,6 +259,7 @@ pub async fn intents(conn: &mut Conn, chain_id: u64) -> Result<Vec<(ChainTx, Opt
 }
 
 /// Signed, broadcast or mined transactions on a chain: what the chain must be asked about.
+#[tracing::instrument(skip(conn))]
 pub async fn in_flight(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state IN ('signed', 'broadcast', 'mined') \
@@ -268,6 +273,7 @@ pub async fn in_flight(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, S
 
 /// Every transaction a signer sent or will send, and every gas top-up to it: what its known
 /// balance is computed from.
+#[tracing::instrument(skip(conn))]
 pub async fn touching(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<ChainTx>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND (signer_address = $2 \
@@ -281,6 +287,7 @@ pub async fn touching(conn: &mut Conn, chain_id: u64, address: &str) -> Result<V
 }
 
 /// Open (not confirmed, not failed) transactions on a chain.
+#[tracing::instrument(skip(conn))]
 pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state NOT IN ('confirmed', 'failed')"
@@ -293,6 +300,7 @@ pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreE
 
 /// Sweeps and forwards (what deposit addresses sign) confirmed or failed in a block above
 /// `block`: the ledger has posted what they took, a balance read at `block` still shows it.
+#[tracing::instrument(skip(conn))]
 pub async fn settled_by_deposit_addresses_above(
     conn: &mut Conn,
     chain_id: u64,
@@ -309,6 +317,7 @@ pub async fn settled_by_deposit_addresses_above(
     rows(found)
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE payout_id = $1 ORDER BY created_at DESC LIMIT 1"
@@ -321,6 +330,7 @@ pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<Chain
 
 /// Moves a transaction from `from` to `to` with the given columns; false when it was not in
 /// `from` (someone else moved it).
+#[tracing::instrument(skip(conn))]
 pub async fn transition(conn: &mut Conn, id: Uuid, from: TxState, to: TxState) -> Result<bool, StoreError> {
     let done = sqlx::query("UPDATE chain_transactions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
         .bind(to.as_str())
@@ -333,6 +343,7 @@ pub async fn transition(conn: &mut Conn, id: Uuid, from: TxState, to: TxState) -
 }
 
 /// The chain included one of its attempts.
+#[tracing::instrument(skip(conn))]
 pub async fn set_mined(
     conn: &mut Conn,
     id: Uuid,
@@ -357,6 +368,7 @@ pub async fn set_mined(
 }
 
 /// A reorg took its block away: it is waiting to be mined again.
+#[tracing::instrument(skip(conn))]
 pub async fn set_unmined(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE chain_transactions SET state = 'broadcast', mined_tx_hash = NULL, mined_block = NULL, \
@@ -369,6 +381,7 @@ pub async fn set_unmined(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> 
     Ok(done.rows_affected() == 1)
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn set_failed(conn: &mut Conn, id: Uuid, from: TxState, reason: &str) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE chain_transactions SET state = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3 AND state = $4",
@@ -416,6 +429,7 @@ fn attempt(r: AttemptRow) -> Result<Attempt, StoreError> {
 }
 
 /// A transaction's attempts, oldest first.
+#[tracing::instrument(skip(conn))]
 pub async fn attempts(conn: &mut Conn, transaction_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
     let found: Vec<AttemptRow> = sqlx::query_as(
         "SELECT id, transaction_id, tx_hash, raw_tx, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, \
@@ -428,6 +442,7 @@ pub async fn attempts(conn: &mut Conn, transaction_id: Uuid) -> Result<Vec<Attem
     found.into_iter().map(attempt).collect()
 }
 
+#[tracing::instrument(skip_all, fields(transaction_id = %a.transaction_id, attempt_id = %a.id))]
 pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO chain_transaction_attempts (id, transaction_id, tx_hash, raw_tx, max_fee_per_gas, \
@@ -449,6 +464,7 @@ pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreErr
 
 /// The nonce is assigned and the first attempt stored: `intent` -> `signed`, in one statement
 /// pair inside the caller's transaction.
+#[tracing::instrument(skip(conn, first), fields(attempt_id = %first.id))]
 pub async fn set_signed(
     conn: &mut Conn,
     id: Uuid,
@@ -474,6 +490,7 @@ pub async fn set_signed(
 }
 
 /// An attempt went out (the first broadcast of it; later rebroadcasts keep the first time).
+#[tracing::instrument(skip(conn))]
 pub async fn set_broadcast(conn: &mut Conn, attempt_id: Uuid, block: u64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE chain_transaction_attempts SET broadcast_at = $1, broadcast_block = $2 WHERE id = $3 \
@@ -488,6 +505,7 @@ pub async fn set_broadcast(conn: &mut Conn, attempt_id: Uuid, block: u64) -> Res
 }
 
 /// A signer's next nonce, locked until the caller's transaction ends: `(next_nonce, paused_reason)`.
+#[tracing::instrument(skip(conn))]
 pub async fn lock_nonce(
     conn: &mut Conn,
     chain_id: u64,
@@ -506,6 +524,7 @@ pub async fn lock_nonce(
 }
 
 /// Creates a signer's nonce row at the chain's pending nonce (no-op when it exists).
+#[tracing::instrument(skip(conn))]
 pub async fn init_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce: u64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO signer_nonces (chain_id, signer_address, next_nonce) VALUES ($1, $2, $3) \
@@ -519,6 +538,7 @@ pub async fn init_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce
     Ok(())
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn set_next_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce: u64) -> Result<(), StoreError> {
     sqlx::query("UPDATE signer_nonces SET next_nonce = $1 WHERE chain_id = $2 AND signer_address = $3")
         .bind(next_nonce as i64)
@@ -530,6 +550,7 @@ pub async fn set_next_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_n
 }
 
 /// Pauses (`Some(reason)`) or resumes (`None`) a signer.
+#[tracing::instrument(skip(conn))]
 pub async fn set_paused(conn: &mut Conn, chain_id: u64, signer: &str, reason: Option<&str>) -> Result<(), StoreError> {
     sqlx::query("UPDATE signer_nonces SET paused_reason = $1 WHERE chain_id = $2 AND signer_address = $3")
         .bind(reason)
@@ -541,6 +562,7 @@ pub async fn set_paused(conn: &mut Conn, chain_id: u64, signer: &str, reason: Op
 }
 
 /// Every signer with a nonce row on a chain: `(address, next_nonce, paused_reason)`.
+#[tracing::instrument(skip(conn))]
 pub async fn signers(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
     let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
         "SELECT signer_address, next_nonce, paused_reason FROM signer_nonces WHERE chain_id = $1 ORDER BY signer_address",
@@ -553,6 +575,7 @@ pub async fn signers(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, u64,
 
 /// Whether `tx_hash` is one of depositd's own gas top-ups (native coin the treasury sends to a
 /// deposit address to pay for its sweep or forward): such a transfer is not a payment.
+#[tracing::instrument(skip(conn))]
 pub async fn is_gas_topup(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT 1 FROM chain_transaction_attempts a JOIN chain_transactions t ON t.id = a.transaction_id \
@@ -565,6 +588,7 @@ pub async fn is_gas_topup(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreE
 }
 
 /// Whether `tx_hash` is a transaction depositd signed (any purpose).
+#[tracing::instrument(skip(conn))]
 pub async fn is_ours(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM chain_transaction_attempts WHERE tx_hash = $1")
         .bind(tx_hash)
@@ -574,6 +598,7 @@ pub async fn is_ours(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError>
 }
 
 /// Recent fees on a chain, as the settler last saw them: `(base_fee, priority_fee, updated_at)`.
+#[tracing::instrument(skip(conn))]
 pub async fn fee_estimate(conn: &mut Conn, chain_id: u64) -> Result<Option<(u128, u128, i64)>, StoreError> {
     let row: Option<(String, String, i64)> = sqlx::query_as(
         "SELECT base_fee_per_gas, max_priority_fee_per_gas, updated_at FROM chain_fee_estimates WHERE chain_id = $1",
@@ -591,6 +616,7 @@ pub async fn fee_estimate(conn: &mut Conn, chain_id: u64) -> Result<Option<(u128
     .transpose()
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn store_fee_estimate(conn: &mut Conn, chain_id: u64, base: u128, tip: u128) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO chain_fee_estimates (chain_id, base_fee_per_gas, max_priority_fee_per_gas, updated_at) \

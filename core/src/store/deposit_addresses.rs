@@ -117,6 +117,7 @@ pub async fn page_after(
 
 /// One of our deposit addresses with what it was allocated for, `None` when it is not ours. The
 /// watcher keeps only the addresses in memory and asks for the rest when a transfer reaches one.
+#[tracing::instrument(skip(conn))]
 pub async fn watched(conn: &mut Conn, address: Address) -> Result<Option<WatchedAddress>, StoreError> {
     let row: Option<(String, i64, String)> =
         sqlx::query_as("SELECT id, derivation_index, purpose FROM deposit_addresses WHERE address = $1")
@@ -140,6 +141,7 @@ pub async fn watched(conn: &mut Conn, address: Address) -> Result<Option<Watched
 }
 
 /// The HD index of one of our deposit addresses (EIP-55 form), `None` when it is not ours.
+#[tracing::instrument(skip(conn))]
 pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT derivation_index FROM deposit_addresses WHERE address = $1")
         .bind(address)

@@ -336,6 +336,7 @@ pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<Str
 /// Deposit addresses on a chain holding confirmed deposits that no confirmed sweep or forward
 /// from that address has followed yet, or whose last sweep or forward failed: what the settler
 /// plans for (a failed plan is planned again, never forgotten).
+#[tracing::instrument(skip(conn))]
 pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT d.to_address FROM deposits d WHERE d.chain_id = $1 AND d.state = 'confirmed' \
@@ -355,6 +356,7 @@ pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<S
 }
 
 /// Every confirmed deposit to an address on a chain.
+#[tracing::instrument(skip(conn))]
 pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND to_address = $2 AND state = 'confirmed' \
@@ -369,6 +371,7 @@ pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Resu
 
 /// Transfers on a chain recorded as `rejected` (wrong asset or chain, an unowned or disabled
 /// address): known, never credited, still at the address. `(to_address, asset, amount)` each.
+#[tracing::instrument(skip(conn))]
 pub async fn rejected_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, String, BaseUnits)>, StoreError> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT to_address, asset, amount_base_units FROM deposits WHERE chain_id = $1 AND state = 'rejected' \

@@ -314,7 +314,7 @@ struct PaymentRow {
 }
 
 /// The deposits credited (or seen) for an invoice, oldest first, as the invoice resource shows them.
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, invoice), fields(invoice_id = %invoice.id))]
 pub async fn payments(
     conn: &mut Conn,
     invoice: &Invoice,
@@ -408,6 +408,7 @@ pub async fn set_answers(conn: &mut Conn, id: Uuid, answers: &[String]) -> Resul
 }
 
 /// How many invoices are in each status (for the `depositd_invoices` gauge).
+#[tracing::instrument(skip(conn))]
 pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as("SELECT status, COUNT(*) FROM invoices GROUP BY status").fetch_all(&mut *conn).await?)
 }

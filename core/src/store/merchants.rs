@@ -93,7 +93,7 @@ pub struct NewMerchant {
     pub max_invoice_amount: Option<Decimal>,
 }
 
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, new), fields(name = %new.name))]
 pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, StoreError> {
     let merchant = Merchant {
         id: Uuid::now_v7(),

@@ -68,6 +68,7 @@ impl Tx {
     /// transaction began (certainly when this transaction queued some), the delivery worker is
     /// woken: a delivery goes out as soon as it is committed rather than at the worker's next poll.
     /// A wake for another transaction's deliveries costs one empty claim.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Tx { inner, signals, queued_at_begin, _write_turn } = self;
         inner.commit().await?;
@@ -78,6 +79,7 @@ impl Tx {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
     }
@@ -270,6 +272,7 @@ pub struct Store {
 
 impl Store {
     /// Connects to `url` (creating a SQLite file and its directory on first run). Does not migrate.
+    #[tracing::instrument(skip(url))]
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
@@ -319,12 +322,14 @@ impl Store {
     }
 
     /// Applies the embedded migrations for this backend (idempotent).
+    #[tracing::instrument(skip(self), fields(backend = self.backend.name()))]
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.backend.migrator().run(&self.pool).await?;
         Ok(())
     }
 
     /// Whether every embedded migration has been applied (for readiness checks).
+    #[tracing::instrument(skip(self))]
     pub async fn migrations_current(&self) -> Result<bool, StoreError> {
         let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_all(&self.pool)
@@ -347,12 +352,14 @@ impl Store {
 
     /// A connection from the pool, for reads and single statements outside a transaction; waits
     /// at most [`CONNECT_TIMEOUT`] for one.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn conn(&self) -> Result<PooledConn, StoreError> {
         Ok(self.pool.acquire().await?)
     }
 
     /// Opens a read-write transaction (see [`Backend::begin_statement`]). On SQLite it first
     /// waits for this process's write turn; a task must not open a second one while it holds one.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let write_turn = match &self.write_turn {
             Some(turn) => Some(
@@ -369,6 +376,7 @@ impl Store {
 
     /// Opens a read-only transaction over one consistent snapshot (see
     /// [`Backend::snapshot_statement`]); end it with `rollback`.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
         let inner = self.pool.begin_with(self.backend.snapshot_statement()).await?;
         Ok(Tx { inner, signals: self.signals.clone(), queued_at_begin: 0, _write_turn: None })
@@ -382,6 +390,7 @@ impl Store {
     }
 
     /// Checks the database answers (for `/readyz`).
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -413,6 +422,7 @@ impl Store {
         }
     }
 
+    #[tracing::instrument(skip(self))]
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -108,6 +108,7 @@ impl TryFrom<Row> for Payout {
 }
 
 /// Inserts a payout; a second payout with the merchant's `external_id` is a conflict.
+#[tracing::instrument(skip_all, fields(payout_id = %p.id))]
 pub async fn insert(conn: &mut Conn, p: &Payout) -> Result<(), StoreError> {
     let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -136,6 +137,7 @@ pub async fn insert(conn: &mut Conn, p: &Payout) -> Result<(), StoreError> {
     Ok(())
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Payout>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payouts WHERE id = $1 AND merchant_id = $2"
@@ -147,6 +149,7 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     row.map(Payout::try_from).transpose()
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Payout>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payouts WHERE id = $1")))
         .bind(id.to_string())
@@ -156,6 +159,7 @@ pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Payout>, StoreE
 }
 
 /// A merchant's payouts, newest first, after the cursor `starting_after`.
+#[tracing::instrument(skip(conn))]
 pub async fn list(
     conn: &mut Conn,
     merchant_id: Uuid,
@@ -179,6 +183,7 @@ pub async fn list(
 }
 
 /// Refunds of an invoice that are not failed or cancelled: what is promised back already.
+#[tracing::instrument(skip(conn))]
 pub async fn refunds_of(conn: &mut Conn, invoice_id: Uuid) -> Result<Vec<Payout>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payouts WHERE invoice_id = $1 AND kind = 'refund' AND status NOT IN ('failed', 'cancelled')"
@@ -190,6 +195,7 @@ pub async fn refunds_of(conn: &mut Conn, invoice_id: Uuid) -> Result<Vec<Payout>
 }
 
 /// Moves a payout from `from` to `to`; false when it was not in `from`.
+#[tracing::instrument(skip(conn))]
 pub async fn transition(
     conn: &mut Conn,
     id: Uuid,

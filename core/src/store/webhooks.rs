@@ -238,6 +238,7 @@ pub async fn delete_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Re
 }
 
 /// Marks an endpoint's pending deliveries failed (it was deleted or disabled: they go nowhere).
+#[tracing::instrument(skip(conn))]
 async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE webhook_deliveries SET state = 'failed', updated_at = $1 WHERE endpoint_id = $2 AND state = 'pending'",
