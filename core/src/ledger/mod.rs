@@ -38,6 +38,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::money::BaseUnits;
+use crate::store::codec::{Text, opt};
 use crate::store::{Backend, Conn, StoreError, parse_column};
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
@@ -546,36 +547,36 @@ pub struct Entry {
 const ENTRY_COLUMNS: &str = "id, entry_type, idempotency_key, reverses_entry_id, merchant_id, invoice_id, deposit_id, \
     payout_id, transaction_id, memo, created_at";
 
-type EntryRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-);
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    id: Text<Uuid>,
+    entry_type: EntryType,
+    idempotency_key: String,
+    reverses_entry_id: Option<Text<Uuid>>,
+    merchant_id: Option<Text<Uuid>>,
+    invoice_id: Option<Text<Uuid>>,
+    deposit_id: Option<Text<Uuid>>,
+    payout_id: Option<Text<Uuid>>,
+    transaction_id: Option<Text<Uuid>>,
+    memo: Option<String>,
+    created_at: i64,
+}
 
 fn entry_from_row(r: EntryRow) -> Result<Entry, StoreError> {
-    let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
     Ok(Entry {
-        id: parse_column("ledger_entries.id", &r.0)?,
-        entry_type: parse_column("ledger_entries.entry_type", &r.1)?,
-        idempotency_key: r.2,
-        reverses: uuid("ledger_entries.reverses_entry_id", r.3)?,
+        id: r.id.0,
+        entry_type: r.entry_type,
+        idempotency_key: r.idempotency_key,
+        reverses: opt(r.reverses_entry_id),
         refs: Refs {
-            merchant_id: uuid("ledger_entries.merchant_id", r.4)?,
-            invoice_id: uuid("ledger_entries.invoice_id", r.5)?,
-            deposit_id: uuid("ledger_entries.deposit_id", r.6)?,
-            payout_id: uuid("ledger_entries.payout_id", r.7)?,
-            transaction_id: uuid("ledger_entries.transaction_id", r.8)?,
+            merchant_id: opt(r.merchant_id),
+            invoice_id: opt(r.invoice_id),
+            deposit_id: opt(r.deposit_id),
+            payout_id: opt(r.payout_id),
+            transaction_id: opt(r.transaction_id),
         },
-        memo: r.9,
-        created_at: r.10,
+        memo: r.memo,
+        created_at: r.created_at,
     })
 }
 
@@ -590,23 +591,29 @@ pub struct Posting {
     pub balance_after: BaseUnits,
 }
 
-type PostingRow = (String, String, String, i64, String, String, String, String);
+#[derive(sqlx::FromRow)]
+struct PostingRow {
+    entry_id: Text<Uuid>,
+    /// `platform` or the merchant's id (see [`Owner::parse`]).
+    owner: String,
+    kind: AccountKind,
+    chain_id: i64,
+    asset: String,
+    direction: Side,
+    amount_base_units: Text<BaseUnits>,
+    balance_after: Text<BaseUnits>,
+}
 
 const POSTING_COLUMNS: &str = "p.entry_id, a.owner, a.kind, a.chain_id, a.asset, p.direction, p.amount_base_units, \
     p.balance_after";
 
 fn posting_from_row(r: PostingRow) -> Result<Posting, StoreError> {
     Ok(Posting {
-        entry_id: parse_column("ledger_postings.entry_id", &r.0)?,
-        account: Account {
-            owner: Owner::parse(&r.1)?,
-            kind: parse_column("ledger_accounts.kind", &r.2)?,
-            chain_id: r.3 as u64,
-            asset: r.4,
-        },
-        side: parse_column("ledger_postings.direction", &r.5)?,
-        amount: parse_column("ledger_postings.amount_base_units", &r.6)?,
-        balance_after: parse_column("ledger_postings.balance_after", &r.7)?,
+        entry_id: r.entry_id.0,
+        account: Account { owner: Owner::parse(&r.owner)?, kind: r.kind, chain_id: r.chain_id as u64, asset: r.asset },
+        side: r.direction,
+        amount: r.amount_base_units.0,
+        balance_after: r.balance_after.0,
     })
 }
 

@@ -10,7 +10,8 @@ use super::{
     entry_from_row, posting_from_row,
 };
 use crate::money::BaseUnits;
-use crate::store::{Conn, StoreError, parse_column};
+use crate::store::codec::Text;
+use crate::store::{Conn, StoreError};
 
 /// One of a merchant's accounts and its balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,23 +25,29 @@ pub struct AccountBalance {
 /// Every account the merchant has, by chain, asset and kind.
 #[tracing::instrument(skip(conn))]
 pub async fn balances(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<AccountBalance>, StoreError> {
-    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        kind: AccountKind,
+        chain_id: i64,
+        asset: String,
+        balance_base_units: Text<BaseUnits>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT kind, chain_id, asset, balance_base_units FROM ledger_accounts WHERE owner = $1 \
          ORDER BY chain_id, asset, kind",
     )
     .bind(merchant_id.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
-        .map(|(kind, chain_id, asset, balance)| {
-            Ok(AccountBalance {
-                kind: parse_column("ledger_accounts.kind", &kind)?,
-                chain_id: chain_id as u64,
-                asset,
-                balance: parse_column("ledger_accounts.balance_base_units", &balance)?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| AccountBalance {
+            kind: r.kind,
+            chain_id: r.chain_id as u64,
+            asset: r.asset,
+            balance: r.balance_base_units.0,
         })
-        .collect()
+        .collect())
 }
 
 /// Filters for [`entries`]; each is neutral when `None`.

@@ -7,6 +7,7 @@
 
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
@@ -122,64 +123,59 @@ const COLUMNS: &str = "id, chain_id, signer_address, purpose, payout_id, invoice
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
+    id: Text<Uuid>,
     chain_id: i64,
     signer_address: String,
-    purpose: String,
-    payout_id: Option<String>,
-    invoice_id: Option<String>,
-    merchant_id: Option<String>,
+    purpose: Purpose,
+    payout_id: Option<Text<Uuid>>,
+    invoice_id: Option<Text<Uuid>>,
+    merchant_id: Option<Text<Uuid>>,
     to_address: String,
     asset: String,
-    value_base_units: String,
+    value_base_units: Text<BaseUnits>,
     token_address: Option<String>,
-    state: String,
+    state: TxState,
     nonce: Option<i64>,
-    depends_on: Option<String>,
-    max_gas_cost_base_units: String,
+    depends_on: Option<Text<Uuid>>,
+    max_gas_cost_base_units: Text<BaseUnits>,
     mined_tx_hash: Option<String>,
     mined_block: Option<i64>,
-    gas_cost_base_units: Option<String>,
+    gas_cost_base_units: Option<Text<BaseUnits>>,
     failure_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
 
-impl TryFrom<Row> for ChainTx {
-    type Error = StoreError;
-    fn try_from(r: Row) -> Result<Self, StoreError> {
-        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
-        Ok(ChainTx {
-            id: parse_column("chain_transactions.id", &r.id)?,
+impl From<Row> for ChainTx {
+    fn from(r: Row) -> Self {
+        ChainTx {
+            id: r.id.0,
             chain_id: r.chain_id as u64,
             signer_address: r.signer_address,
-            purpose: parse_column("chain_transactions.purpose", &r.purpose)?,
-            payout_id: uuid("chain_transactions.payout_id", r.payout_id)?,
-            invoice_id: uuid("chain_transactions.invoice_id", r.invoice_id)?,
-            merchant_id: uuid("chain_transactions.merchant_id", r.merchant_id)?,
+            purpose: r.purpose,
+            payout_id: opt(r.payout_id),
+            invoice_id: opt(r.invoice_id),
+            merchant_id: opt(r.merchant_id),
             to_address: r.to_address,
             asset: r.asset,
-            value: parse_column("chain_transactions.value_base_units", &r.value_base_units)?,
+            value: r.value_base_units.0,
             token_address: r.token_address,
-            state: parse_column("chain_transactions.state", &r.state)?,
+            state: r.state,
             nonce: r.nonce.map(|n| n as u64),
-            depends_on: uuid("chain_transactions.depends_on", r.depends_on)?,
-            max_gas_cost: parse_column("chain_transactions.max_gas_cost_base_units", &r.max_gas_cost_base_units)?,
+            depends_on: opt(r.depends_on),
+            max_gas_cost: r.max_gas_cost_base_units.0,
             mined_tx_hash: r.mined_tx_hash,
             mined_block: r.mined_block.map(|b| b as u64),
-            gas_cost: r
-                .gas_cost_base_units
-                .map(|v| parse_column("chain_transactions.gas_cost_base_units", &v))
-                .transpose()?,
+            gas_cost: opt(r.gas_cost_base_units),
             failure_reason: r.failure_reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
-        })
+        }
     }
 }
 
 fn rows(rows: Vec<Row>) -> Result<Vec<ChainTx>, StoreError> {
-    rows.into_iter().map(ChainTx::try_from).collect()
+    Ok(rows.into_iter().map(ChainTx::from).collect())
 }
 
 /// Records an intent (in the caller's transaction, with whatever it is for).
@@ -216,7 +212,7 @@ pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreErro
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
             .await?;
-    row.map(ChainTx::try_from).transpose()
+    Ok(row.map(ChainTx::from))
 }
 
 /// Reads and locks a transaction until the caller's transaction ends.
@@ -230,7 +226,7 @@ pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreErr
     .bind(id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(ChainTx::try_from).transpose()
+    Ok(row.map(ChainTx::from))
 }
 
 /// Intents on a chain in creation order, with their dependency's state (`None`: no dependency).
@@ -325,7 +321,7 @@ pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<Chain
     .bind(payout_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(ChainTx::try_from).transpose()
+    Ok(row.map(ChainTx::from))
 }
 
 /// Moves a transaction from `from` to `to` with the given columns; false when it was not in
@@ -411,21 +407,35 @@ pub struct Attempt {
     pub created_at: i64,
 }
 
-type AttemptRow = (String, String, String, String, String, String, String, Option<i64>, Option<i64>, i64);
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: Text<Uuid>,
+    transaction_id: Text<Uuid>,
+    tx_hash: String,
+    raw_tx: String,
+    max_fee_per_gas: Text<u128>,
+    max_priority_fee_per_gas: Text<u128>,
+    gas_limit: Text<u64>,
+    broadcast_at: Option<i64>,
+    broadcast_block: Option<i64>,
+    created_at: i64,
+}
 
-fn attempt(r: AttemptRow) -> Result<Attempt, StoreError> {
-    Ok(Attempt {
-        id: parse_column("chain_transaction_attempts.id", &r.0)?,
-        transaction_id: parse_column("chain_transaction_attempts.transaction_id", &r.1)?,
-        tx_hash: r.2,
-        raw_tx: r.3,
-        max_fee_per_gas: parse_column("chain_transaction_attempts.max_fee_per_gas", &r.4)?,
-        max_priority_fee_per_gas: parse_column("chain_transaction_attempts.max_priority_fee_per_gas", &r.5)?,
-        gas_limit: parse_column("chain_transaction_attempts.gas_limit", &r.6)?,
-        broadcast_at: r.7,
-        broadcast_block: r.8.map(|b| b as u64),
-        created_at: r.9,
-    })
+impl From<AttemptRow> for Attempt {
+    fn from(r: AttemptRow) -> Self {
+        Attempt {
+            id: r.id.0,
+            transaction_id: r.transaction_id.0,
+            tx_hash: r.tx_hash,
+            raw_tx: r.raw_tx,
+            max_fee_per_gas: r.max_fee_per_gas.0,
+            max_priority_fee_per_gas: r.max_priority_fee_per_gas.0,
+            gas_limit: r.gas_limit.0,
+            broadcast_at: r.broadcast_at,
+            broadcast_block: r.broadcast_block.map(|b| b as u64),
+            created_at: r.created_at,
+        }
+    }
 }
 
 /// A transaction's attempts, oldest first.
@@ -439,7 +449,7 @@ pub async fn attempts(conn: &mut Conn, transaction_id: Uuid) -> Result<Vec<Attem
     .bind(transaction_id.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    found.into_iter().map(attempt).collect()
+    Ok(found.into_iter().map(Attempt::from).collect())
 }
 
 #[tracing::instrument(skip_all, fields(transaction_id = %a.transaction_id, attempt_id = %a.id))]

@@ -3,6 +3,7 @@
 use alloy::primitives::Address;
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::{Conn, StoreError, parse_column};
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
@@ -64,30 +65,36 @@ pub struct WatchedAddress {
     pub purpose: AddressPurpose,
 }
 
+#[derive(sqlx::FromRow)]
+struct WatchedRow {
+    id: Text<Uuid>,
+    address: Text<Address>,
+    derivation_index: i64,
+    purpose: AddressPurpose,
+}
+
+impl From<WatchedRow> for WatchedAddress {
+    fn from(r: WatchedRow) -> Self {
+        WatchedAddress {
+            id: r.id.0,
+            address: r.address.0,
+            derivation_index: r.derivation_index as u64,
+            purpose: r.purpose,
+        }
+    }
+}
+
 /// Deposit addresses allocated after `after_index` (all when `None`), in index order: the watcher
 /// loads them all once and then only the new ones, so it learns addresses without a restart.
 #[tracing::instrument(skip(conn))]
 pub async fn since(conn: &mut Conn, after_index: Option<u64>) -> Result<Vec<WatchedAddress>, StoreError> {
-    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+    let rows: Vec<WatchedRow> = sqlx::query_as(
         "SELECT id, address, derivation_index, purpose FROM deposit_addresses WHERE derivation_index > $1 ORDER BY derivation_index",
     )
     .bind(after_index.map(|i| i as i64).unwrap_or(-1))
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
-        .map(|(id, address, index, purpose)| {
-            Ok(WatchedAddress {
-                id: parse_column("deposit_addresses.id", &id)?,
-                address: parse_column("deposit_addresses.address", &address)?,
-                derivation_index: index as u64,
-                purpose: match purpose.as_str() {
-                    "invoice" => AddressPurpose::Invoice,
-                    "static" => AddressPurpose::Static,
-                    other => return Err(StoreError::Corrupt(format!("deposit_addresses.purpose {other:?}"))),
-                },
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(WatchedAddress::from).collect())
 }
 
 /// Up to `limit` deposit addresses allocated after `after_index` (from the first when `None`),
@@ -119,22 +126,18 @@ pub async fn page_after(
 /// watcher keeps only the addresses in memory and asks for the rest when a transfer reaches one.
 #[tracing::instrument(skip(conn))]
 pub async fn watched(conn: &mut Conn, address: Address) -> Result<Option<WatchedAddress>, StoreError> {
-    let row: Option<(String, i64, String)> =
+    let row: Option<(Text<Uuid>, i64, AddressPurpose)> =
         sqlx::query_as("SELECT id, derivation_index, purpose FROM deposit_addresses WHERE address = $1")
             .bind(address.to_checksum(None))
             .fetch_optional(&mut *conn)
             .await?;
-    row.map(|(id, index, purpose)| {
+    row.map(|(Text(id), index, purpose)| {
         Ok(WatchedAddress {
-            id: parse_column("deposit_addresses.id", &id)?,
+            id,
             address,
             derivation_index: u64::try_from(index)
                 .map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?,
-            purpose: match purpose.as_str() {
-                "invoice" => AddressPurpose::Invoice,
-                "static" => AddressPurpose::Static,
-                other => return Err(StoreError::Corrupt(format!("deposit_addresses.purpose {other:?}"))),
-            },
+            purpose,
         })
     })
     .transpose()

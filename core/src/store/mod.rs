@@ -21,6 +21,7 @@ pub mod address_pool;
 pub mod api_keys;
 pub mod blocks;
 pub mod chain_txs;
+pub mod codec;
 pub mod cursors;
 pub mod deposit_addresses;
 pub mod deposits;

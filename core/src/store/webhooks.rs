@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
 use crate::time::now_ms;
 
@@ -509,17 +510,27 @@ pub struct EventFilter {
     pub starting_after: Option<Uuid>,
 }
 
-type EventRow = (String, String, String, String, String, i64);
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: Text<Uuid>,
+    event_type: String,
+    resource_type: String,
+    resource_id: Text<Uuid>,
+    payload: String,
+    created_at: i64,
+}
 
-fn event_from_row(r: EventRow) -> Result<EventRecord, StoreError> {
-    Ok(EventRecord {
-        id: parse_column("events.id", &r.0)?,
-        event_type: r.1,
-        resource_type: r.2,
-        resource_id: parse_column("events.resource_id", &r.3)?,
-        payload: r.4,
-        created_at: r.5,
-    })
+impl From<EventRow> for EventRecord {
+    fn from(r: EventRow) -> Self {
+        EventRecord {
+            id: r.id.0,
+            event_type: r.event_type,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id.0,
+            payload: r.payload,
+            created_at: r.created_at,
+        }
+    }
 }
 
 #[tracing::instrument(skip(conn))]
@@ -543,7 +554,7 @@ pub async fn list_events(
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter().map(event_from_row).collect()
+    Ok(rows.into_iter().map(EventRecord::from).collect())
 }
 
 #[tracing::instrument(skip(conn))]
@@ -555,10 +566,19 @@ pub async fn get_event(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<O
     .bind(merchant_id.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(event_from_row).transpose()
+    Ok(row.map(EventRecord::from))
 }
 
-type DeliveryRow = (String, Option<String>, String, String, i64, i64, Option<i64>);
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: Text<Uuid>,
+    endpoint_id: Option<Text<Uuid>>,
+    url: String,
+    state: String,
+    attempt_count: i64,
+    next_attempt_at: i64,
+    delivered_at: Option<i64>,
+}
 
 #[tracing::instrument(skip(conn))]
 pub async fn deliveries(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Delivery>, StoreError> {
@@ -569,22 +589,28 @@ pub async fn deliveries(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Delivery>
     .bind(event_id.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(Delivery {
-                id: parse_column("webhook_deliveries.id", &r.0)?,
-                endpoint_id: r.1.map(|e| parse_column("webhook_deliveries.endpoint_id", &e)).transpose()?,
-                url: r.2,
-                state: r.3,
-                attempt_count: r.4 as u32,
-                next_attempt_at: r.5,
-                delivered_at: r.6,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| Delivery {
+            id: r.id.0,
+            endpoint_id: opt(r.endpoint_id),
+            url: r.url,
+            state: r.state,
+            attempt_count: r.attempt_count as u32,
+            next_attempt_at: r.next_attempt_at,
+            delivered_at: r.delivered_at,
         })
-        .collect()
+        .collect())
 }
 
-type AttemptRow = (i64, Option<i64>, i64, Option<String>, Option<String>);
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempted_at: i64,
+    status_code: Option<i64>,
+    latency_ms: i64,
+    response_body: Option<String>,
+    error: Option<String>,
+}
 
 #[tracing::instrument(skip(conn))]
 pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
@@ -598,11 +624,11 @@ pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>
     Ok(rows
         .into_iter()
         .map(|r| Attempt {
-            attempted_at: r.0,
-            status_code: r.1.and_then(|c| u16::try_from(c).ok()),
-            latency_ms: r.2,
-            response_body: r.3,
-            error: r.4,
+            attempted_at: r.attempted_at,
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            latency_ms: r.latency_ms,
+            response_body: r.response_body,
+            error: r.error,
         })
         .collect())
 }
