@@ -5,6 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::merchants::{Merchant, MerchantStatus};
 use super::{Conn, StoreError, parse_column};
 use crate::text_enum::text_enum;
@@ -64,10 +65,10 @@ impl ApiKey {
 
 #[derive(sqlx::FromRow)]
 struct ApiKeyRow {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     display_prefix: String,
-    mode: String,
+    mode: KeyMode,
     scopes: String,
     name: Option<String>,
     created_at: i64,
@@ -78,10 +79,10 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     type Error = StoreError;
     fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
         Ok(ApiKey {
-            id: parse_column("api_keys.id", &row.id)?,
-            merchant_id: parse_column("api_keys.merchant_id", &row.merchant_id)?,
+            id: row.id.0,
+            merchant_id: row.merchant_id.0,
             display_prefix: row.display_prefix,
-            mode: parse_column("api_keys.mode", &row.mode)?,
+            mode: row.mode,
             scopes: row
                 .scopes
                 .split_whitespace()

@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
@@ -64,7 +65,7 @@ const SELECT_COLUMNS: &str = concat!(insert_columns!(), ", generation");
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
+    id: Text<Uuid>,
     chain_id: i64,
     tx_hash: String,
     log_index: i64,
@@ -74,12 +75,12 @@ struct Row {
     to_address: String,
     token_address: Option<String>,
     asset: String,
-    amount_base_units: String,
-    state: String,
+    amount_base_units: Text<BaseUnits>,
+    state: DepositState,
     reject_reason: Option<String>,
-    merchant_id: Option<String>,
-    invoice_id: Option<String>,
-    static_address_id: Option<String>,
+    merchant_id: Option<Text<Uuid>>,
+    invoice_id: Option<Text<Uuid>>,
+    static_address_id: Option<Text<Uuid>>,
     detected_at: i64,
     confirmed_at: Option<i64>,
     generation: i64,
@@ -88,9 +89,8 @@ struct Row {
 impl TryFrom<Row> for Deposit {
     type Error = StoreError;
     fn try_from(r: Row) -> Result<Self, StoreError> {
-        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
         Ok(Deposit {
-            id: parse_column("deposits.id", &r.id)?,
+            id: r.id.0,
             chain_id: r.chain_id as u64,
             tx_hash: r.tx_hash,
             log_index: r.log_index,
@@ -100,12 +100,12 @@ impl TryFrom<Row> for Deposit {
             to_address: r.to_address,
             token_address: r.token_address,
             asset: r.asset,
-            amount: parse_column("deposits.amount_base_units", &r.amount_base_units)?,
-            state: parse_column("deposits.state", &r.state)?,
+            amount: r.amount_base_units.0,
+            state: r.state,
             reject_reason: r.reject_reason,
-            merchant_id: uuid("deposits.merchant_id", r.merchant_id)?,
-            invoice_id: uuid("deposits.invoice_id", r.invoice_id)?,
-            static_address_id: uuid("deposits.static_address_id", r.static_address_id)?,
+            merchant_id: opt(r.merchant_id),
+            invoice_id: opt(r.invoice_id),
+            static_address_id: opt(r.static_address_id),
             detected_at: r.detected_at,
             confirmed_at: r.confirmed_at,
             generation: r.generation,

@@ -1,10 +1,14 @@
 //! Invoice rows.
 
+use alloy::primitives::Address;
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus, PaymentFlag, PaymentView};
+use crate::money::BaseUnits;
 use crate::time::now_ms;
 
 const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amount, currency, conversion_rate, \
@@ -15,25 +19,25 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     external_id: Option<String>,
-    status: String,
+    status: InvoiceStatus,
     payment_flags: String,
-    amount: String,
+    amount: Text<Decimal>,
     currency: String,
-    conversion_rate: String,
+    conversion_rate: Text<Decimal>,
     chain: String,
     chain_id: i64,
     asset: String,
-    token_address: Option<String>,
+    token_address: Option<Text<Address>>,
     decimals: i64,
-    deposit_address_id: String,
-    address: String,
-    amount_base_units: String,
-    fee_base_units: String,
-    merchant_amount_base_units: String,
-    amount_paid_base_units: String,
+    deposit_address_id: Text<Uuid>,
+    address: Text<Address>,
+    amount_base_units: Text<BaseUnits>,
+    fee_base_units: Text<BaseUnits>,
+    merchant_amount_base_units: Text<BaseUnits>,
+    amount_paid_base_units: Text<BaseUnits>,
     description: Option<String>,
     customer_id: Option<String>,
     customer_email: Option<String>,
@@ -46,15 +50,15 @@ struct InvoiceRow {
     fail_url: Option<String>,
     callback_url: Option<String>,
     questions: Option<String>,
-    receiver_override_address: Option<String>,
-    static_address_id: Option<String>,
+    receiver_override_address: Option<Text<Address>>,
+    static_address_id: Option<Text<Uuid>>,
     session_token: String,
     created_at: i64,
     expires_at: i64,
     finished_at: Option<i64>,
     updated_at: i64,
-    fee_percent: String,
-    fee_fixed_base_units: String,
+    fee_percent: Text<Decimal>,
+    fee_fixed_base_units: Text<BaseUnits>,
     answers: Option<String>,
 }
 
@@ -71,38 +75,32 @@ impl TryFrom<InvoiceRow> for Invoice {
     type Error = StoreError;
     fn try_from(r: InvoiceRow) -> Result<Self, StoreError> {
         Ok(Invoice {
-            id: parse_column("invoices.id", &r.id)?,
-            merchant_id: parse_column("invoices.merchant_id", &r.merchant_id)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
             external_id: r.external_id,
-            status: parse_column("invoices.status", &r.status)?,
+            status: r.status,
             payment_flags: r
                 .payment_flags
                 .split(',')
                 .filter(|f| !f.is_empty())
                 .map(|f| parse_column("invoices.payment_flags", f))
                 .collect::<Result<_, _>>()?,
-            amount: parse_column("invoices.amount", &r.amount)?,
+            amount: r.amount.0,
             currency: r.currency,
-            conversion_rate: parse_column("invoices.conversion_rate", &r.conversion_rate)?,
+            conversion_rate: r.conversion_rate.0,
             chain: r.chain,
             chain_id: r.chain_id as u64,
             asset: r.asset,
-            token_address: r.token_address.map(|a| parse_column("invoices.token_address", &a)).transpose()?,
+            token_address: opt(r.token_address),
             decimals: u8::try_from(r.decimals)
                 .map_err(|_| StoreError::Corrupt(format!("invoices.decimals {}", r.decimals)))?,
-            deposit_address_id: parse_column("invoices.deposit_address_id", &r.deposit_address_id)?,
-            address: parse_column("invoices.address", &r.address)?,
-            amount_base_units: parse_column("invoices.amount_base_units", &r.amount_base_units)?,
-            fee_base_units: parse_column("invoices.fee_base_units", &r.fee_base_units)?,
-            merchant_amount_base_units: parse_column(
-                "invoices.merchant_amount_base_units",
-                &r.merchant_amount_base_units,
-            )?,
-            amount_paid_base_units: parse_column("invoices.amount_paid_base_units", &r.amount_paid_base_units)?,
-            fee_schedule: FeeSchedule {
-                percent: parse_column("invoices.fee_percent", &r.fee_percent)?,
-                fixed: parse_column("invoices.fee_fixed_base_units", &r.fee_fixed_base_units)?,
-            },
+            deposit_address_id: r.deposit_address_id.0,
+            address: r.address.0,
+            amount_base_units: r.amount_base_units.0,
+            fee_base_units: r.fee_base_units.0,
+            merchant_amount_base_units: r.merchant_amount_base_units.0,
+            amount_paid_base_units: r.amount_paid_base_units.0,
+            fee_schedule: FeeSchedule { percent: r.fee_percent.0, fixed: r.fee_fixed_base_units.0 },
             details: InvoiceDetails {
                 description: r.description,
                 customer_id: r.customer_id,
@@ -118,14 +116,8 @@ impl TryFrom<InvoiceRow> for Invoice {
                 questions: json_column("questions", r.questions)?,
                 answers: json_column("answers", r.answers)?,
             },
-            receiver_override_address: r
-                .receiver_override_address
-                .map(|a| parse_column("invoices.receiver_override_address", &a))
-                .transpose()?,
-            static_address_id: r
-                .static_address_id
-                .map(|a| parse_column("invoices.static_address_id", &a))
-                .transpose()?,
+            receiver_override_address: opt(r.receiver_override_address),
+            static_address_id: opt(r.static_address_id),
             session_token: r.session_token,
             created_at: r.created_at,
             expires_at: r.expires_at,

@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
@@ -44,14 +45,14 @@ text_enum! {
 
 #[derive(sqlx::FromRow)]
 struct MerchantRow {
-    id: String,
+    id: Text<Uuid>,
     name: String,
     company_name: Option<String>,
-    status: String,
-    fee_percent: String,
-    payment_tolerance_percent: String,
-    min_invoice_amount: Option<String>,
-    max_invoice_amount: Option<String>,
+    status: MerchantStatus,
+    fee_percent: Text<Decimal>,
+    payment_tolerance_percent: Text<Decimal>,
+    min_invoice_amount: Option<Text<Decimal>>,
+    max_invoice_amount: Option<Text<Decimal>>,
     created_at: i64,
 }
 
@@ -59,23 +60,14 @@ impl TryFrom<MerchantRow> for Merchant {
     type Error = StoreError;
     fn try_from(row: MerchantRow) -> Result<Self, StoreError> {
         Ok(Merchant {
-            id: parse_column("merchants.id", &row.id)?,
+            id: row.id.0,
             name: row.name,
             company_name: row.company_name,
-            status: parse_column("merchants.status", &row.status)?,
-            fee_percent: parse_column("merchants.fee_percent", &row.fee_percent)?,
-            payment_tolerance_percent: parse_column(
-                "merchants.payment_tolerance_percent",
-                &row.payment_tolerance_percent,
-            )?,
-            min_invoice_amount: row
-                .min_invoice_amount
-                .map(|v| parse_column("merchants.min_invoice_amount", &v))
-                .transpose()?,
-            max_invoice_amount: row
-                .max_invoice_amount
-                .map(|v| parse_column("merchants.max_invoice_amount", &v))
-                .transpose()?,
+            status: row.status,
+            fee_percent: row.fee_percent.0,
+            payment_tolerance_percent: row.payment_tolerance_percent.0,
+            min_invoice_amount: opt(row.min_invoice_amount),
+            max_invoice_amount: opt(row.max_invoice_amount),
             created_at: row.created_at,
         })
     }

@@ -2,7 +2,8 @@
 
 use uuid::Uuid;
 
-use super::{Conn, StoreError, parse_column};
+use super::codec::{Text, opt};
+use super::{Conn, StoreError};
 use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
@@ -59,20 +60,20 @@ const COLUMNS: &str = "id, merchant_id, kind, external_id, invoice_id, chain_id,
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
-    merchant_id: String,
-    kind: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
+    kind: PayoutKind,
     external_id: Option<String>,
-    invoice_id: Option<String>,
+    invoice_id: Option<Text<Uuid>>,
     chain_id: i64,
     asset: String,
-    amount_base_units: String,
-    fee_reserve_base_units: String,
-    network_fee_base_units: Option<String>,
+    amount_base_units: Text<BaseUnits>,
+    fee_reserve_base_units: Text<BaseUnits>,
+    network_fee_base_units: Option<Text<BaseUnits>>,
     destination: String,
-    status: String,
+    status: PayoutStatus,
     metadata: Option<String>,
-    transaction_id: Option<String>,
+    transaction_id: Option<Text<Uuid>>,
     failure_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
@@ -81,25 +82,21 @@ struct Row {
 impl TryFrom<Row> for Payout {
     type Error = StoreError;
     fn try_from(r: Row) -> Result<Self, StoreError> {
-        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
         Ok(Payout {
-            id: parse_column("payouts.id", &r.id)?,
-            merchant_id: parse_column("payouts.merchant_id", &r.merchant_id)?,
-            kind: parse_column("payouts.kind", &r.kind)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
+            kind: r.kind,
             external_id: r.external_id,
-            invoice_id: uuid("payouts.invoice_id", r.invoice_id)?,
+            invoice_id: opt(r.invoice_id),
             chain_id: r.chain_id as u64,
             asset: r.asset,
-            amount: parse_column("payouts.amount_base_units", &r.amount_base_units)?,
-            fee_reserve: parse_column("payouts.fee_reserve_base_units", &r.fee_reserve_base_units)?,
-            network_fee: r
-                .network_fee_base_units
-                .map(|v| parse_column("payouts.network_fee_base_units", &v))
-                .transpose()?,
+            amount: r.amount_base_units.0,
+            fee_reserve: r.fee_reserve_base_units.0,
+            network_fee: opt(r.network_fee_base_units),
             destination: r.destination,
-            status: parse_column("payouts.status", &r.status)?,
+            status: r.status,
             metadata: r.metadata,
-            transaction_id: uuid("payouts.transaction_id", r.transaction_id)?,
+            transaction_id: opt(r.transaction_id),
             failure_reason: r.failure_reason,
             created_at: r.created_at,
             updated_at: r.updated_at,

@@ -1,9 +1,11 @@
 //! Static address rows, and the paid invoice auto-created for each deposit to one.
 
+use alloy::primitives::Address;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{Conn, StoreError, invoices, merchants, parse_column};
+use super::codec::Text;
+use super::{Conn, StoreError, invoices, merchants};
 use crate::config::AssetRef;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus};
 use crate::money::BaseUnits;
@@ -15,17 +17,17 @@ const COLUMNS: &str = "id, merchant_id, customer_id, chain, chain_id, asset, dep
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     customer_id: String,
     chain: String,
     chain_id: i64,
     asset: String,
-    deposit_address_id: String,
-    address: String,
+    deposit_address_id: Text<Uuid>,
+    address: Text<Address>,
     metadata: Option<String>,
     callback_url: Option<String>,
-    status: String,
+    status: StaticAddressStatus,
     created_at: i64,
     disabled_at: Option<i64>,
 }
@@ -34,14 +36,14 @@ impl TryFrom<Row> for StaticAddress {
     type Error = StoreError;
     fn try_from(r: Row) -> Result<Self, StoreError> {
         Ok(StaticAddress {
-            id: parse_column("static_addresses.id", &r.id)?,
-            merchant_id: parse_column("static_addresses.merchant_id", &r.merchant_id)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
             customer_id: r.customer_id,
             chain: r.chain,
             chain_id: r.chain_id as u64,
             asset: r.asset,
-            deposit_address_id: parse_column("static_addresses.deposit_address_id", &r.deposit_address_id)?,
-            address: parse_column("static_addresses.address", &r.address)?,
+            deposit_address_id: r.deposit_address_id.0,
+            address: r.address.0,
             metadata: r
                 .metadata
                 .map(|m| {
@@ -49,7 +51,7 @@ impl TryFrom<Row> for StaticAddress {
                 })
                 .transpose()?,
             callback_url: r.callback_url,
-            status: parse_column("static_addresses.status", &r.status)?,
+            status: r.status,
             created_at: r.created_at,
             disabled_at: r.disabled_at,
         })

@@ -60,8 +60,8 @@ const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, enabled_event
 
 #[derive(sqlx::FromRow)]
 struct EndpointRow {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     url: String,
     description: Option<String>,
     enabled_events: String,
@@ -79,8 +79,8 @@ impl TryFrom<EndpointRow> for Endpoint {
     type Error = StoreError;
     fn try_from(r: EndpointRow) -> Result<Self, StoreError> {
         Ok(Endpoint {
-            id: parse_column("webhook_endpoints.id", &r.id)?,
-            merchant_id: parse_column("webhook_endpoints.merchant_id", &r.merchant_id)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
             url: r.url,
             description: r.description,
             enabled_events: serde_json::from_str(&r.enabled_events)
