@@ -16,23 +16,28 @@ use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
 
+/// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    /// Awaiting payment.
+    Pending,
+    /// A payment was seen and awaits confirmations.
+    Processing,
+    /// Confirmed payments cover the amount (within the merchant's tolerance).
+    Paid,
+    /// Not (fully) paid before `expires_at`. Late payments are still credited.
+    Expired,
+    /// Cancelled by the merchant before anything was paid.
+    Cancelled,
+    Refunded,
+    PartiallyRefunded,
+}
+
 text_enum! {
-    /// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum InvoiceStatus as "status" {
-        /// Awaiting payment.
-        Pending = "pending",
-        /// A payment was seen and awaits confirmations.
-        Processing = "processing",
-        /// Confirmed payments cover the amount (within the merchant's tolerance).
-        Paid = "paid",
-        /// Not (fully) paid before `expires_at`. Late payments are still credited.
-        Expired = "expired",
-        /// Cancelled by the merchant before anything was paid.
-        Cancelled = "cancelled",
-        Refunded = "refunded",
-        PartiallyRefunded = "partially_refunded",
+    InvoiceStatus as "status" {
+        Pending = "pending", Processing = "processing", Paid = "paid", Expired = "expired", Cancelled = "cancelled",
+        Refunded = "refunded", PartiallyRefunded = "partially_refunded",
     }
 }
 
@@ -43,16 +48,16 @@ impl InvoiceStatus {
     }
 }
 
-text_enum! {
-    /// Facts about how an invoice was paid, beside its status.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum PaymentFlag as "payment flag" {
-        Underpaid = "underpaid",
-        Overpaid = "overpaid",
-        PaidLate = "paid_late",
-    }
+/// Facts about how an invoice was paid, beside its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFlag {
+    Underpaid,
+    Overpaid,
+    PaidLate,
 }
+
+text_enum! { PaymentFlag as "payment flag" { Underpaid = "underpaid", Overpaid = "overpaid", PaidLate = "paid_late" } }
 
 /// An invoice as stored.
 #[derive(Debug, Clone, PartialEq)]

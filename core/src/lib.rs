@@ -24,8 +24,8 @@
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
-//! - [`text_enum`]: enums stored as TEXT: each variant's stored word, declared once, gives
-//!   `as_str`, `FromStr`, `ALL` and the sqlx codec.
+//! - [`text_enum`]: enums stored as TEXT: one word table per enum gives `as_str`, `FromStr`,
+//!   `ALL` and the sqlx codec.
 //! - [`webhooks`]: event types, signing secrets (encrypted at rest) and Standard Webhooks signatures.
 //! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).

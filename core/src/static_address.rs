@@ -6,15 +6,15 @@ use alloy::primitives::Address;
 use serde::Serialize;
 use uuid::Uuid;
 
-text_enum! {
-    /// Whether deposits to the address are still watched and credited.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum StaticAddressStatus as "status" {
-        Active = "active",
-        Disabled = "disabled",
-    }
+/// Whether deposits to the address are still watched and credited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StaticAddressStatus {
+    Active,
+    Disabled,
 }
+
+text_enum! { StaticAddressStatus as "status" { Active = "active", Disabled = "disabled" } }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticAddress {

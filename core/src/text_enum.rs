@@ -1,11 +1,11 @@
-//! Enums stored as TEXT: one declaration gives the stored word of each variant, and from it
+//! Enums stored as TEXT: one word table per enum gives the stored word of each variant, and from it
 //! `ALL`, `as_str`, `Display`, `FromStr` and the sqlx codec for the `Any` driver.
 //!
 //! The stored words are the database's contract: existing rows must read back, so a word is
 //! never changed once released (add a variant instead).
 //!
 //! sqlx's `Any` driver has no public type-info constructor; custom types forward to the impls of
-//! `str` (what sqlx's own derives do, and what its maintainers point to: launchbadge/sqlx#3599).
+//! `str` (what sqlx's own derives do, and what its maintainers advise in sqlx issue #3599).
 //! A value that is not one of the words fails to decode; the store reports that as
 //! [`StoreError::Corrupt`](crate::store::StoreError::Corrupt).
 
@@ -28,37 +28,32 @@ pub trait TextEnum: Copy + Sized + 'static {
     }
 }
 
-/// Declares an enum whose variants are stored as the given words:
+/// Gives an enum the stored word of each variant, and from that table `ALL`, `as_str`,
+/// [`TextEnum`], `Display` (the word), `FromStr` (`Err = String`) and sqlx `Type`/`Encode`/`Decode`
+/// for `Any` as TEXT:
 ///
 /// ```ignore
-/// text_enum! {
-///     /// Where a deposit is in its life.
-///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-///     pub enum DepositState as "deposit state" {
-///         /// Seen in a block, not yet confirmed.
-///         Detected = "detected",
-///         Confirmed = "confirmed",
-///     }
+/// /// Where a deposit is in its life.
+/// #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// pub enum DepositState {
+///     /// Seen in a block, not yet confirmed.
+///     Detected,
+///     Confirmed,
 /// }
+///
+/// text_enum! { DepositState as "deposit state" { Detected = "detected", Confirmed = "confirmed" } }
 /// ```
 ///
-/// The name after `as` is what parse errors call a value. Gives the enum an inherent
-/// `const ALL: [Self; N]` and `fn as_str(self)`, [`TextEnum`], `Display` (the word), `FromStr`
-/// (`Err = String`) and sqlx `Type`/`Encode`/`Decode` for `Any` as TEXT.
+/// The name after `as` is what parse errors call a value. The compiler holds the table to the
+/// enum: a variant left out is a non-exhaustive `as_str`, one named twice an unreachable pattern.
 macro_rules! text_enum {
     (
-        $(#[$meta:meta])*
-        $vis:vis enum $name:ident as $what:literal {
-            $( $(#[$vmeta:meta])* $variant:ident = $word:literal ),+ $(,)?
+        $name:ident as $what:literal {
+            $( $variant:ident = $word:literal ),+ $(,)?
         }
     ) => {
-        $(#[$meta])*
-        $vis enum $name {
-            $( $(#[$vmeta])* $variant, )+
-        }
-
         impl $name {
-            /// Every variant, in declaration order.
+            /// Every variant, in the order of the word table.
             pub const ALL: [$name; [$($word),+].len()] = [$($name::$variant),+];
 
             /// The word stored for this value.
@@ -125,13 +120,13 @@ pub(crate) use text_enum;
 mod tests {
     use super::TextEnum;
 
-    text_enum! {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        enum Colour as "colour" {
-            Red = "red",
-            DarkBlue = "dark_blue",
-        }
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Colour {
+        Red,
+        DarkBlue,
     }
+
+    text_enum! { Colour as "colour" { Red = "red", DarkBlue = "dark_blue" } }
 
     #[test]
     fn words_round_trip_and_unknown_words_name_the_known_ones() {

@@ -43,14 +43,14 @@ use crate::store::{Backend, Conn, StoreError, parse_column};
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-text_enum! {
-    /// Which side of an account a posting is on.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-    pub enum Side as "posting direction" {
-        Debit = "debit",
-        Credit = "credit",
-    }
+/// Which side of an account a posting is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Debit,
+    Credit,
 }
+
+text_enum! { Side as "posting direction" { Debit = "debit", Credit = "credit" } }
 
 impl Side {
     pub fn opposite(self) -> Side {
@@ -61,32 +61,38 @@ impl Side {
     }
 }
 
+/// What an account holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A merchant's spendable funds.
+    Available,
+    /// A merchant's detected, not yet confirmed deposits: shown, not spendable.
+    Pending,
+    /// A merchant's funds held for payouts in flight.
+    Reserved,
+    /// A merchant's pass-through (receiver override) settlements awaiting forwarding on chain.
+    InTransit,
+    /// What a merchant owes: the part of a reversal its available balance could not cover.
+    Receivable,
+    /// The platform's fees earned.
+    FeeRevenue,
+    /// Funds at deposit addresses (invoice and static), not yet swept.
+    Custody,
+    /// Funds in the treasury (hot wallet).
+    HotWallet,
+    /// Gas the platform has spent.
+    NetworkFees,
+    /// What the operator put into the treasury from outside (gas money): recorded by
+    /// `depositd treasury fund` against the funding transaction.
+    OperatorCapital,
+}
+
 text_enum! {
-    /// What an account holds.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum AccountKind as "account kind" {
-        /// A merchant's spendable funds.
-        Available = "available",
-        /// A merchant's detected, not yet confirmed deposits: shown, not spendable.
-        Pending = "pending",
-        /// A merchant's funds held for payouts in flight.
-        Reserved = "reserved",
-        /// A merchant's pass-through (receiver override) settlements awaiting forwarding on chain.
-        InTransit = "in_transit",
-        /// What a merchant owes: the part of a reversal its available balance could not cover.
-        Receivable = "receivable",
-        /// The platform's fees earned.
-        FeeRevenue = "fee_revenue",
-        /// Funds at deposit addresses (invoice and static), not yet swept.
-        Custody = "custody",
-        /// Funds in the treasury (hot wallet).
-        HotWallet = "hot_wallet",
-        /// Gas the platform has spent.
-        NetworkFees = "network_fees",
-        /// What the operator put into the treasury from outside (gas money): recorded by
-        /// `depositd treasury fund` against the funding transaction.
-        OperatorCapital = "operator_capital",
+    AccountKind as "account kind" {
+        Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
+        Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
+        NetworkFees = "network_fees", OperatorCapital = "operator_capital",
     }
 }
 
@@ -119,40 +125,47 @@ impl AccountKind {
     }
 }
 
+/// Why an entry was posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    /// A deposit was detected: it shows as pending.
+    DepositPending,
+    /// A deposit to an invoice confirmed: pending becomes available.
+    DepositCredit,
+    /// The same, for a payment that arrived after the invoice expired.
+    LateDeposit,
+    /// The same, for a deposit to a static address.
+    StaticDeposit,
+    /// The operator's fee on a payment.
+    Fee,
+    /// A payout's amount and network fee reserve move from available to reserved.
+    PayoutReserve,
+    /// A payout confirmed on chain: its reserve leaves the hot wallet (the unused fee reserve
+    /// returns to available).
+    PayoutSent,
+    /// A payout that failed or was cancelled: its reserve returns to available.
+    PayoutReleased,
+    /// A pass-through invoice's money forwarded on chain to the merchant's own address.
+    PassthroughSettlement,
+    /// A refund (a payout linked to an invoice) confirmed on chain.
+    Refund,
+    /// Undoes the entry it points at.
+    Reversal,
+    /// Funds consolidated from a deposit address into the hot wallet.
+    Sweep,
+    /// Gas spent, or native coin moved to a deposit address to pay for it (a top-up).
+    Gas,
+    /// The operator funded the treasury from outside (gas money).
+    TreasuryFunding,
+}
+
 text_enum! {
-    /// Why an entry was posted.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum EntryType as "entry type" {
-        /// A deposit was detected: it shows as pending.
-        DepositPending = "deposit_pending",
-        /// A deposit to an invoice confirmed: pending becomes available.
-        DepositCredit = "deposit_credit",
-        /// The same, for a payment that arrived after the invoice expired.
-        LateDeposit = "late_deposit",
-        /// The same, for a deposit to a static address.
-        StaticDeposit = "static_deposit",
-        /// The operator's fee on a payment.
-        Fee = "fee",
-        /// A payout's amount and network fee reserve move from available to reserved.
-        PayoutReserve = "payout_reserve",
-        /// A payout confirmed on chain: its reserve leaves the hot wallet (the unused fee reserve
-        /// returns to available).
-        PayoutSent = "payout_sent",
-        /// A payout that failed or was cancelled: its reserve returns to available.
-        PayoutReleased = "payout_released",
-        /// A pass-through invoice's money forwarded on chain to the merchant's own address.
-        PassthroughSettlement = "passthrough_settlement",
-        /// A refund (a payout linked to an invoice) confirmed on chain.
-        Refund = "refund",
-        /// Undoes the entry it points at.
-        Reversal = "reversal",
-        /// Funds consolidated from a deposit address into the hot wallet.
-        Sweep = "sweep",
-        /// Gas spent, or native coin moved to a deposit address to pay for it (a top-up).
-        Gas = "gas",
-        /// The operator funded the treasury from outside (gas money).
-        TreasuryFunding = "treasury_funding",
+    EntryType as "entry type" {
+        DepositPending = "deposit_pending", DepositCredit = "deposit_credit", LateDeposit = "late_deposit",
+        StaticDeposit = "static_deposit", Fee = "fee", PayoutReserve = "payout_reserve", PayoutSent = "payout_sent",
+        PayoutReleased = "payout_released", PassthroughSettlement = "passthrough_settlement", Refund = "refund",
+        Reversal = "reversal", Sweep = "sweep", Gas = "gas", TreasuryFunding = "treasury_funding",
     }
 }
 

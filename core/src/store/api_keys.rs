@@ -11,14 +11,14 @@ use super::{Conn, StoreError, parse_column};
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-text_enum! {
-    /// Test keys work with testnets and the dev chain; live keys with mainnets.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum KeyMode as "key mode" {
-        Test = "test",
-        Live = "live",
-    }
+/// Test keys work with testnets and the dev chain; live keys with mainnets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    Test,
+    Live,
 }
+
+text_enum! { KeyMode as "key mode" { Test = "test", Live = "live" } }
 
 impl KeyMode {
     fn prefix(self) -> &'static str {
@@ -29,17 +29,23 @@ impl KeyMode {
     }
 }
 
+/// What a key may do. Each merchant endpoint requires one scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    InvoicesRead,
+    InvoicesWrite,
+    PayoutsRead,
+    PayoutsWrite,
+    WebhooksRead,
+    WebhooksWrite,
+    /// Balances, ledger entries and deposits.
+    LedgerRead,
+}
+
 text_enum! {
-    /// What a key may do. Each merchant endpoint requires one scope.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-    pub enum Scope as "scope" {
-        InvoicesRead = "invoices:read",
-        InvoicesWrite = "invoices:write",
-        PayoutsRead = "payouts:read",
-        PayoutsWrite = "payouts:write",
-        WebhooksRead = "webhooks:read",
-        WebhooksWrite = "webhooks:write",
-        /// Balances, ledger entries and deposits.
+    Scope as "scope" {
+        InvoicesRead = "invoices:read", InvoicesWrite = "invoices:write", PayoutsRead = "payouts:read",
+        PayoutsWrite = "payouts:write", WebhooksRead = "webhooks:read", WebhooksWrite = "webhooks:write",
         LedgerRead = "ledger:read",
     }
 }

@@ -13,27 +13,36 @@ use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-text_enum! {
-    /// Why a transaction is sent.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum Purpose as "purpose" {
-        Payout = "payout",
-        Refund = "refund",
-        Sweep = "sweep",
-        GasTopup = "gas_topup",
-        Passthrough = "passthrough",
-    }
+/// Why a transaction is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    Payout,
+    Refund,
+    Sweep,
+    GasTopup,
+    Passthrough,
 }
 
 text_enum! {
-    /// Where a transaction is in its life.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum TxState as "state" {
-        Intent = "intent",
-        Signed = "signed",
-        Broadcast = "broadcast",
-        Mined = "mined",
-        Confirmed = "confirmed",
+    Purpose as "purpose" {
+        Payout = "payout", Refund = "refund", Sweep = "sweep", GasTopup = "gas_topup", Passthrough = "passthrough",
+    }
+}
+
+/// Where a transaction is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxState {
+    Intent,
+    Signed,
+    Broadcast,
+    Mined,
+    Confirmed,
+    Failed,
+}
+
+text_enum! {
+    TxState as "state" {
+        Intent = "intent", Signed = "signed", Broadcast = "broadcast", Mined = "mined", Confirmed = "confirmed",
         Failed = "failed",
     }
 }

@@ -9,13 +9,13 @@ use crate::text_enum::text_enum;
 use crate::time::now_ms;
 use crate::wallet::HdWallet;
 
-text_enum! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum AddressPurpose as "address purpose" {
-        Invoice = "invoice",
-        Static = "static",
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressPurpose {
+    Invoice,
+    Static,
 }
+
+text_enum! { AddressPurpose as "address purpose" { Invoice = "invoice", Static = "static" } }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepositAddress {

@@ -9,19 +9,24 @@ use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
+/// Where a deposit is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepositState {
+    /// Seen in a block, not yet buried under the chain's confirmations.
+    Detected,
+    /// Confirmed and credited.
+    Confirmed,
+    /// Its block left the canonical chain before confirmation; it may reappear.
+    Reorged,
+    /// It was confirmed, then a deeper reorg removed it: its credit was reversed.
+    Reversed,
+    /// Recorded but not credited (wrong chain or asset for the invoice, unrepresentable amount...).
+    Rejected,
+}
+
 text_enum! {
-    /// Where a deposit is in its life.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum DepositState as "deposit state" {
-        /// Seen in a block, not yet buried under the chain's confirmations.
-        Detected = "detected",
-        /// Confirmed and credited.
-        Confirmed = "confirmed",
-        /// Its block left the canonical chain before confirmation; it may reappear.
-        Reorged = "reorged",
-        /// It was confirmed, then a deeper reorg removed it: its credit was reversed.
-        Reversed = "reversed",
-        /// Recorded but not credited (wrong chain or asset for the invoice, unrepresentable amount...).
+    DepositState as "deposit state" {
+        Detected = "detected", Confirmed = "confirmed", Reorged = "reorged", Reversed = "reversed",
         Rejected = "rejected",
     }
 }

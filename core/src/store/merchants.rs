@@ -35,13 +35,13 @@ impl Merchant {
     }
 }
 
-text_enum! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum MerchantStatus as "merchant status" {
-        Active = "active",
-        Disabled = "disabled",
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MerchantStatus {
+    Active,
+    Disabled,
 }
+
+text_enum! { MerchantStatus as "merchant status" { Active = "active", Disabled = "disabled" } }
 
 #[derive(sqlx::FromRow)]
 struct MerchantRow {

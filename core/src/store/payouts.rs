@@ -8,23 +8,28 @@ use crate::money::BaseUnits;
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
-text_enum! {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum PayoutKind as "payout kind" {
-        Payout = "payout",
-        Refund = "refund",
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayoutKind {
+    Payout,
+    Refund,
+}
+
+text_enum! { PayoutKind as "payout kind" { Payout = "payout", Refund = "refund" } }
+
+/// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
+/// `failed` (its reservation released) / `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayoutStatus {
+    Pending,
+    Submitted,
+    Confirmed,
+    Failed,
+    Cancelled,
 }
 
 text_enum! {
-    /// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
-    /// `failed` (its reservation released) / `cancelled`.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-    pub enum PayoutStatus as "payout status" {
-        Pending = "pending",
-        Submitted = "submitted",
-        Confirmed = "confirmed",
-        Failed = "failed",
+    PayoutStatus as "payout status" {
+        Pending = "pending", Submitted = "submitted", Confirmed = "confirmed", Failed = "failed",
         Cancelled = "cancelled",
     }
 }
