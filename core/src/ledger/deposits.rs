@@ -17,6 +17,7 @@ use super::{
 };
 use crate::invoice::Invoice;
 use crate::money::BaseUnits;
+use crate::store::codec::Text;
 use crate::store::deposits::Deposit;
 use crate::store::{Conn, StoreError, parse_column};
 
@@ -147,7 +148,7 @@ pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUni
          AND a.kind = 'pending' AND p.direction = 'debit' \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)"
     )))
-    .bind(invoice_id.to_string())
+    .bind(Text(invoice_id))
     .fetch_all(&mut *conn)
     .await?;
     let mut total = BaseUnits::ZERO;
@@ -177,8 +178,8 @@ pub async fn invoice_net_credit(
          JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
          WHERE e.invoice_id = $1 AND a.kind = $2",
     )
-    .bind(invoice_id.to_string())
-    .bind(kind.as_str())
+    .bind(Text(invoice_id))
+    .bind(kind)
     .fetch_all(&mut *conn)
     .await?;
     let (mut credits, mut debits) = (BaseUnits::ZERO, BaseUnits::ZERO);
@@ -201,7 +202,7 @@ pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Vec<Post
         "SELECT e.id FROM ledger_entries e WHERE e.deposit_id = $1 AND e.entry_type <> 'reversal' \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id) ORDER BY e.id DESC",
     )
-    .bind(deposit.id.to_string())
+    .bind(Text(deposit.id))
     .fetch_all(&mut *conn)
     .await?;
     let mut posted = Vec::with_capacity(rows.len());

@@ -388,7 +388,7 @@ async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, Ledg
     for attempt in 0..2 {
         let row: Option<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
             .bind(account.owner.key())
-            .bind(account.kind.as_str())
+            .bind(account.kind)
             .bind(account.chain_id as i64)
             .bind(&account.asset)
             .fetch_optional(&mut *conn)
@@ -407,7 +407,7 @@ async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, Ledg
             )
             .bind(Uuid::now_v7().to_string())
             .bind(account.owner.key())
-            .bind(account.kind.as_str())
+            .bind(account.kind)
             .bind(account.chain_id as i64)
             .bind(&account.asset)
             .bind(now_ms())
@@ -489,21 +489,20 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
     // Checked: now write. A concurrent poster of the same key (PostgreSQL) makes the insert a no-op.
     let id = Uuid::now_v7();
     let now = now_ms();
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     let inserted = sqlx::query(
         "INSERT INTO ledger_entries (id, entry_type, idempotency_key, reverses_entry_id, merchant_id, invoice_id, \
          deposit_id, payout_id, transaction_id, memo, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .bind(id.to_string())
-    .bind(entry.entry_type.as_str())
+    .bind(Text(id))
+    .bind(entry.entry_type)
     .bind(&entry.idempotency_key)
-    .bind(uuid(entry.reverses))
-    .bind(uuid(entry.refs.merchant_id))
-    .bind(uuid(entry.refs.invoice_id))
-    .bind(uuid(entry.refs.deposit_id))
-    .bind(uuid(entry.refs.payout_id))
-    .bind(uuid(entry.refs.transaction_id))
+    .bind(entry.reverses.map(Text))
+    .bind(entry.refs.merchant_id.map(Text))
+    .bind(entry.refs.invoice_id.map(Text))
+    .bind(entry.refs.deposit_id.map(Text))
+    .bind(entry.refs.payout_id.map(Text))
+    .bind(entry.refs.transaction_id.map(Text))
     .bind(&entry.memo)
     .bind(now)
     .execute(&mut *conn)
@@ -526,9 +525,9 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
             "INSERT INTO ledger_postings (entry_id, account_id, direction, amount_base_units, balance_after) \
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(id.to_string())
+        .bind(Text(id))
         .bind(&locked.id)
-        .bind(side.as_str())
+        .bind(side)
         .bind(*amount)
         .bind(locked.balance)
         .execute(&mut *conn)
@@ -635,7 +634,7 @@ fn posting_from_row(r: PostingRow) -> Result<Posting, StoreError> {
 pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posting>)>, StoreError> {
     let row: Option<EntryRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
     let Some(row) = row else { return Ok(None) };
@@ -643,7 +642,7 @@ pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posti
         "SELECT {POSTING_COLUMNS} FROM ledger_postings p JOIN ledger_accounts a ON a.id = p.account_id \
          WHERE p.entry_id = $1 ORDER BY a.kind, p.direction"
     )))
-    .bind(id.to_string())
+    .bind(Text(id))
     .fetch_all(&mut *conn)
     .await?;
     Ok(Some((entry_from_row(row)?, postings.into_iter().map(posting_from_row).collect::<Result<_, _>>()?)))
@@ -695,7 +694,7 @@ pub async fn balance(conn: &mut Conn, account: &Account) -> Result<BaseUnits, St
         "SELECT balance_base_units FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND chain_id = $3 AND asset = $4",
     )
     .bind(account.owner.key())
-    .bind(account.kind.as_str())
+    .bind(account.kind)
     .bind(account.chain_id as i64)
     .bind(&account.asset)
     .fetch_optional(&mut *conn)

@@ -18,6 +18,7 @@
 use alloy::primitives::Address;
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::deposit_addresses::{AddressPurpose, DepositAddress};
 use super::{Backend, Conn, Store, StoreError, parse_column};
 use crate::time::now_ms;
@@ -50,7 +51,7 @@ pub async fn claim(
         return Ok(Some(claimed));
     }
     let retired = sqlx::query("UPDATE deposit_addresses SET pooled = 2 WHERE pooled = 1 OR id = $1")
-        .bind(claimed.id.to_string())
+        .bind(Text(claimed.id))
         .execute(&mut *conn)
         .await?
         .rows_affected();
@@ -72,7 +73,7 @@ async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<Deposit
          RETURNING id, address, derivation_index"
     )))
     .bind(now_ms())
-    .bind(purpose.as_str())
+    .bind(purpose)
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|(id, address, index)| {
@@ -90,7 +91,7 @@ async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<Deposit
 #[tracing::instrument(skip(conn))]
 pub async fn pooled(conn: &mut Conn, purpose: AddressPurpose) -> Result<u64, StoreError> {
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deposit_addresses WHERE pooled = 1 AND purpose = $1")
-        .bind(purpose.as_str())
+        .bind(purpose)
         .fetch_one(&mut *conn)
         .await?;
     Ok(count.max(0) as u64)
@@ -170,7 +171,7 @@ async fn store_pooled(
             "INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at, pooled) VALUES {}",
             values.join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(purpose.as_str());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(purpose);
         for (index, address) in chunk {
             query =
                 query.bind(Uuid::now_v7().to_string()).bind(address.to_checksum(None)).bind(*index as i64).bind(now);

@@ -142,11 +142,11 @@ pub async fn create(
         "INSERT INTO api_keys (id, merchant_id, display_prefix, key_hash, mode, scopes, name, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(key.id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(key.id))
+    .bind(Text(merchant_id))
     .bind(&key.display_prefix)
     .bind(hash_key(&plaintext))
-    .bind(mode.as_str())
+    .bind(mode)
     .bind(scope_list.join(" "))
     .bind(&key.name)
     .bind(key.created_at)
@@ -201,7 +201,7 @@ pub async fn list(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<ApiKey>, Sto
         "SELECT id, merchant_id, display_prefix, mode, scopes, name, created_at, revoked_at FROM api_keys \
          WHERE merchant_id = $1 ORDER BY id",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter().map(ApiKey::try_from).collect()
@@ -212,7 +212,7 @@ pub async fn list(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<ApiKey>, Sto
 pub async fn revoke(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
     let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(now_ms())
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }

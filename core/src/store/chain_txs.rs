@@ -190,23 +190,22 @@ fn rows(rows: Vec<Row>) -> Result<Vec<ChainTx>, StoreError> {
 /// Records an intent (in the caller's transaction, with whatever it is for).
 #[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
 pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreError> {
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO chain_transactions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'intent', NULL, \
          $12, $13, NULL, NULL, NULL, NULL, $14, $14)"
     )))
-    .bind(tx.id.to_string())
+    .bind(Text(tx.id))
     .bind(tx.chain_id as i64)
     .bind(&tx.signer_address)
-    .bind(tx.purpose.as_str())
-    .bind(uuid(tx.payout_id))
-    .bind(uuid(tx.invoice_id))
-    .bind(uuid(tx.merchant_id))
+    .bind(tx.purpose)
+    .bind(tx.payout_id.map(Text))
+    .bind(tx.invoice_id.map(Text))
+    .bind(tx.merchant_id.map(Text))
     .bind(&tx.to_address)
     .bind(&tx.asset)
     .bind(tx.value)
     .bind(&tx.token_address)
-    .bind(uuid(tx.depends_on))
+    .bind(tx.depends_on.map(Text))
     .bind(tx.max_gas_cost)
     .bind(tx.created_at)
     .execute(&mut *conn)
@@ -218,7 +217,7 @@ pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreErr
 pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let row: Option<Row> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM chain_transactions WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
     Ok(row.map(ChainTx::from))
@@ -232,7 +231,7 @@ pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreErr
         "SELECT {COLUMNS} FROM chain_transactions WHERE id = $1{}",
         backend.for_update()
     )))
-    .bind(id.to_string())
+    .bind(Text(id))
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(ChainTx::from))
@@ -327,7 +326,7 @@ pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<Chain
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE payout_id = $1 ORDER BY created_at DESC LIMIT 1"
     )))
-    .bind(payout_id.to_string())
+    .bind(Text(payout_id))
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(ChainTx::from))
@@ -338,10 +337,10 @@ pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<Chain
 #[tracing::instrument(skip(conn))]
 pub async fn transition(conn: &mut Conn, id: Uuid, from: TxState, to: TxState) -> Result<bool, StoreError> {
     let done = sqlx::query("UPDATE chain_transactions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
-        .bind(to.as_str())
+        .bind(to)
         .bind(now_ms())
-        .bind(id.to_string())
-        .bind(from.as_str())
+        .bind(Text(id))
+        .bind(from)
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -365,8 +364,8 @@ pub async fn set_mined(
     .bind(block as i64)
     .bind(gas_cost)
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(from.as_str())
+    .bind(Text(id))
+    .bind(from)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -380,7 +379,7 @@ pub async fn set_unmined(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> 
          gas_cost_base_units = NULL, updated_at = $1 WHERE id = $2 AND state = 'mined'",
     )
     .bind(now_ms())
-    .bind(id.to_string())
+    .bind(Text(id))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -393,8 +392,8 @@ pub async fn set_failed(conn: &mut Conn, id: Uuid, from: TxState, reason: &str) 
     )
     .bind(reason)
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(from.as_str())
+    .bind(Text(id))
+    .bind(from)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -455,7 +454,7 @@ pub async fn attempts(conn: &mut Conn, transaction_id: Uuid) -> Result<Vec<Attem
          broadcast_at, broadcast_block, created_at FROM chain_transaction_attempts WHERE transaction_id = $1 \
          ORDER BY created_at, id",
     )
-    .bind(transaction_id.to_string())
+    .bind(Text(transaction_id))
     .fetch_all(&mut *conn)
     .await?;
     Ok(found.into_iter().map(Attempt::from).collect())
@@ -468,13 +467,13 @@ pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreErr
          max_priority_fee_per_gas, gas_limit, broadcast_at, broadcast_block, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)",
     )
-    .bind(a.id.to_string())
-    .bind(a.transaction_id.to_string())
+    .bind(Text(a.id))
+    .bind(Text(a.transaction_id))
     .bind(&a.tx_hash)
     .bind(&a.raw_tx)
-    .bind(a.max_fee_per_gas.to_string())
-    .bind(a.max_priority_fee_per_gas.to_string())
-    .bind(a.gas_limit.to_string())
+    .bind(Text(a.max_fee_per_gas))
+    .bind(Text(a.max_priority_fee_per_gas))
+    .bind(Text(a.gas_limit))
     .bind(a.created_at)
     .execute(&mut *conn)
     .await?;
@@ -497,7 +496,7 @@ pub async fn set_signed(
     )
     .bind(nonce as i64)
     .bind(now_ms())
-    .bind(id.to_string())
+    .bind(Text(id))
     .bind(max_gas_cost)
     .execute(&mut *conn)
     .await?;
@@ -517,7 +516,7 @@ pub async fn set_broadcast(conn: &mut Conn, attempt_id: Uuid, block: u64) -> Res
     )
     .bind(now_ms())
     .bind(block as i64)
-    .bind(attempt_id.to_string())
+    .bind(Text(attempt_id))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -643,8 +642,8 @@ pub async fn store_fee_estimate(conn: &mut Conn, chain_id: u64, base: u128, tip:
          max_priority_fee_per_gas = excluded.max_priority_fee_per_gas, updated_at = excluded.updated_at",
     )
     .bind(chain_id as i64)
-    .bind(base.to_string())
-    .bind(tip.to_string())
+    .bind(Text(base))
+    .bind(Text(tip))
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;

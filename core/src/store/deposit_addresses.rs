@@ -45,10 +45,10 @@ pub async fn allocate(
     let address = wallet.deposit_address(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let deposit = DepositAddress { id: Uuid::now_v7(), address, derivation_index: index };
     sqlx::query("INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(deposit.id.to_string())
+        .bind(Text(deposit.id))
         .bind(address.to_checksum(None))
         .bind(index as i64)
-        .bind(purpose.as_str())
+        .bind(purpose)
         .bind(now_ms())
         .execute(&mut *conn)
         .await

@@ -133,12 +133,11 @@ pub enum Recorded {
 /// Records a transfer exactly once. `deposit.state` is `Detected` or `Rejected`.
 #[tracing::instrument(skip_all, fields(tx_hash = %deposit.tx_hash, log_index = deposit.log_index))]
 pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, StoreError> {
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deposits ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $17) ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING"
     )))
-    .bind(deposit.id.to_string())
+    .bind(Text(deposit.id))
     .bind(deposit.chain_id as i64)
     .bind(&deposit.tx_hash)
     .bind(deposit.log_index)
@@ -149,11 +148,11 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
     .bind(&deposit.token_address)
     .bind(&deposit.asset)
     .bind(deposit.amount)
-    .bind(deposit.state.as_str())
+    .bind(deposit.state)
     .bind(&deposit.reject_reason)
-    .bind(uuid(deposit.merchant_id))
-    .bind(uuid(deposit.invoice_id))
-    .bind(uuid(deposit.static_address_id))
+    .bind(deposit.merchant_id.map(Text))
+    .bind(deposit.invoice_id.map(Text))
+    .bind(deposit.static_address_id.map(Text))
     .bind(deposit.detected_at)
     .bind(deposit.confirmed_at)
     .execute(&mut *conn)
@@ -227,11 +226,11 @@ pub async fn transition(
         "UPDATE deposits SET state = $1, confirmed_at = COALESCE($2, confirmed_at), updated_at = $3 \
          WHERE id = $4 AND state = $5 AND generation = $6",
     )
-    .bind(to.as_str())
+    .bind(to)
     .bind(confirmed_at)
     .bind(now)
-    .bind(deposit.id.to_string())
-    .bind(from.as_str())
+    .bind(Text(deposit.id))
+    .bind(from)
     .bind(deposit.generation)
     .execute(&mut *conn)
     .await?;
@@ -242,9 +241,9 @@ pub async fn transition(
 #[tracing::instrument(skip(conn))]
 pub async fn link_invoice(conn: &mut Conn, id: Uuid, invoice_id: Uuid) -> Result<(), StoreError> {
     sqlx::query("UPDATE deposits SET invoice_id = $1, updated_at = $2 WHERE id = $3")
-        .bind(invoice_id.to_string())
+        .bind(Text(invoice_id))
         .bind(now_ms())
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -255,8 +254,8 @@ pub async fn link_invoice(conn: &mut Conn, id: Uuid, invoice_id: Uuid) -> Result
 pub async fn invoice_has_detected(conn: &mut Conn, invoice_id: Uuid, except: Uuid) -> Result<bool, StoreError> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT id FROM deposits WHERE invoice_id = $1 AND state = 'detected' AND id <> $2 LIMIT 1")
-            .bind(invoice_id.to_string())
-            .bind(except.to_string())
+            .bind(Text(invoice_id))
+            .bind(Text(except))
             .fetch_optional(&mut *conn)
             .await?;
     Ok(row.is_some())
@@ -300,11 +299,11 @@ pub async fn list_for_merchant(
          AND ($5 IS NULL OR id < $5) \
          ORDER BY id DESC LIMIT $6"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(filter.state.map(|s| s.as_str()))
-    .bind(filter.invoice_id.map(|id| id.to_string()))
+    .bind(filter.invoice_id.map(Text))
     .bind(filter.chain_id.map(|c| c as i64))
-    .bind(filter.starting_after.map(|id| id.to_string()))
+    .bind(filter.starting_after.map(Text))
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
@@ -317,8 +316,8 @@ pub async fn get_for_merchant(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> R
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SELECT_COLUMNS} FROM deposits WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Deposit::try_from).transpose()

@@ -144,20 +144,20 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
          $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41)"
     )))
-    .bind(invoice.id.to_string())
-    .bind(invoice.merchant_id.to_string())
+    .bind(Text(invoice.id))
+    .bind(Text(invoice.merchant_id))
     .bind(&invoice.external_id)
-    .bind(invoice.status.as_str())
+    .bind(invoice.status)
     .bind(flags_column(&invoice.payment_flags))
-    .bind(invoice.amount.to_string())
+    .bind(Text(invoice.amount))
     .bind(&invoice.currency)
-    .bind(invoice.conversion_rate.to_string())
+    .bind(Text(invoice.conversion_rate))
     .bind(&invoice.chain)
     .bind(invoice.chain_id as i64)
     .bind(&invoice.asset)
     .bind(invoice.token_address.map(|a| a.to_checksum(None)))
     .bind(invoice.decimals as i64)
-    .bind(invoice.deposit_address_id.to_string())
+    .bind(Text(invoice.deposit_address_id))
     .bind(invoice.address.to_checksum(None))
     .bind(invoice.amount_base_units)
     .bind(invoice.fee_base_units)
@@ -170,19 +170,19 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(&d.title)
     .bind(&d.footer)
     .bind(&d.return_url)
-    .bind(d.use_return_url.map(|v| v.to_string()))
+    .bind(d.use_return_url.map(Text))
     .bind(&d.success_url)
     .bind(&d.fail_url)
     .bind(&d.callback_url)
     .bind(json(&d.questions.as_ref().map(|q| serde_json::json!(q))))
     .bind(invoice.receiver_override_address.map(|a| a.to_checksum(None)))
-    .bind(invoice.static_address_id.map(|a| a.to_string()))
+    .bind(invoice.static_address_id.map(Text))
     .bind(&invoice.session_token)
     .bind(invoice.created_at)
     .bind(invoice.expires_at)
     .bind(invoice.finished_at)
     .bind(invoice.updated_at)
-    .bind(invoice.fee_schedule.percent.to_string())
+    .bind(Text(invoice.fee_schedule.percent))
     .bind(invoice.fee_schedule.fixed)
     .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
     .execute(&mut *conn)
@@ -197,8 +197,8 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM invoices WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Invoice::try_from).transpose()
@@ -236,12 +236,12 @@ pub async fn list(
          ORDER BY id DESC LIMIT $7"
     );
     let rows: Vec<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(merchant_id.to_string())
+        .bind(Text(merchant_id))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.external_id)
         .bind(&filter.customer_id)
         .bind(filter.created_after)
-        .bind(filter.starting_after.map(|id| id.to_string()))
+        .bind(filter.starting_after.map(Text))
         .bind(limit as i64)
         .fetch_all(&mut *conn)
         .await?;
@@ -258,8 +258,8 @@ pub async fn cancel(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool
          AND NOT EXISTS (SELECT 1 FROM deposits WHERE deposits.invoice_id = invoices.id AND deposits.state IN ('detected', 'confirmed'))",
     )
     .bind(now)
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -316,7 +316,7 @@ pub async fn payments(
         "SELECT id, tx_hash, log_index, block_number, from_address, amount_base_units, state, detected_at \
          FROM deposits WHERE invoice_id = $1 ORDER BY block_number, log_index",
     )
-    .bind(invoice.id.to_string())
+    .bind(Text(invoice.id))
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter()
@@ -344,7 +344,7 @@ pub async fn payments(
 pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Invoice>, StoreError> {
     let row: Option<InvoiceRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM invoices WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
     row.map(Invoice::try_from).transpose()
@@ -356,7 +356,7 @@ pub async fn by_deposit_address(conn: &mut Conn, deposit_address_id: Uuid) -> Re
     let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM invoices WHERE deposit_address_id = $1 AND static_address_id IS NULL"
     )))
-    .bind(deposit_address_id.to_string())
+    .bind(Text(deposit_address_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Invoice::try_from).transpose()
@@ -374,13 +374,13 @@ pub async fn update_payment_state(conn: &mut Conn, read: &Invoice, invoice: &Inv
         "UPDATE invoices SET status = $1, payment_flags = $2, amount_paid_base_units = $3, finished_at = $4, updated_at = $5 \
          WHERE id = $6 AND status = $7 AND amount_paid_base_units = $8",
     )
-    .bind(invoice.status.as_str())
+    .bind(invoice.status)
     .bind(flags_column(&invoice.payment_flags))
     .bind(invoice.amount_paid_base_units)
     .bind(invoice.finished_at)
     .bind(now_ms())
-    .bind(invoice.id.to_string())
-    .bind(read.status.as_str())
+    .bind(Text(invoice.id))
+    .bind(read.status)
     .bind(read.amount_paid_base_units)
     .execute(&mut *conn)
     .await?;
@@ -393,7 +393,7 @@ pub async fn set_answers(conn: &mut Conn, id: Uuid, answers: &[String]) -> Resul
     sqlx::query("UPDATE invoices SET answers = $1, updated_at = $2 WHERE id = $3")
         .bind(serde_json::json!(answers).to_string())
         .bind(now_ms())
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     Ok(())

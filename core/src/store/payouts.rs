@@ -112,24 +112,23 @@ impl TryFrom<Row> for Payout {
 /// Inserts a payout; a second payout with the merchant's `external_id` is a conflict.
 #[tracing::instrument(skip_all, fields(payout_id = %p.id))]
 pub async fn insert(conn: &mut Conn, p: &Payout) -> Result<(), StoreError> {
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO payouts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     )))
-    .bind(p.id.to_string())
-    .bind(p.merchant_id.to_string())
-    .bind(p.kind.as_str())
+    .bind(Text(p.id))
+    .bind(Text(p.merchant_id))
+    .bind(p.kind)
     .bind(&p.external_id)
-    .bind(uuid(p.invoice_id))
+    .bind(p.invoice_id.map(Text))
     .bind(p.chain_id as i64)
     .bind(&p.asset)
     .bind(p.amount)
     .bind(p.fee_reserve)
-    .bind(p.network_fee.map(|f| f.to_string()))
+    .bind(p.network_fee.map(Text))
     .bind(&p.destination)
-    .bind(p.status.as_str())
+    .bind(p.status)
     .bind(&p.metadata)
-    .bind(uuid(p.transaction_id))
+    .bind(p.transaction_id.map(Text))
     .bind(&p.failure_reason)
     .bind(p.created_at)
     .bind(p.updated_at)
@@ -144,8 +143,8 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payouts WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Payout::try_from).transpose()
@@ -154,7 +153,7 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
 #[tracing::instrument(skip(conn))]
 pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Payout>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payouts WHERE id = $1")))
-        .bind(id.to_string())
+        .bind(Text(id))
         .fetch_optional(&mut *conn)
         .await?;
     row.map(Payout::try_from).transpose()
@@ -174,10 +173,10 @@ pub async fn list(
         "SELECT {COLUMNS} FROM payouts WHERE merchant_id = $1 AND ($2 IS NULL OR status = $2) \
          AND ($3 IS NULL OR invoice_id = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(status.map(|s| s.as_str()))
-    .bind(invoice_id.map(|i| i.to_string()))
-    .bind(starting_after.map(|i| i.to_string()))
+    .bind(invoice_id.map(Text))
+    .bind(starting_after.map(Text))
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await?;
@@ -190,7 +189,7 @@ pub async fn refunds_of(conn: &mut Conn, invoice_id: Uuid) -> Result<Vec<Payout>
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payouts WHERE invoice_id = $1 AND kind = 'refund' AND status NOT IN ('failed', 'cancelled')"
     )))
-    .bind(invoice_id.to_string())
+    .bind(Text(invoice_id))
     .fetch_all(&mut *conn)
     .await?;
     found.into_iter().map(Payout::try_from).collect()
@@ -210,12 +209,12 @@ pub async fn transition(
         "UPDATE payouts SET status = $1, network_fee_base_units = COALESCE($2, network_fee_base_units), \
          failure_reason = COALESCE($3, failure_reason), updated_at = $4 WHERE id = $5 AND status = $6",
     )
-    .bind(to.as_str())
-    .bind(network_fee.map(|f| f.to_string()))
+    .bind(to)
+    .bind(network_fee.map(Text))
     .bind(failure_reason)
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(from.as_str())
+    .bind(Text(id))
+    .bind(from)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

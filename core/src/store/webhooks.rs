@@ -106,8 +106,8 @@ pub async fn insert_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     )))
-    .bind(e.id.to_string())
-    .bind(e.merchant_id.to_string())
+    .bind(Text(e.id))
+    .bind(Text(e.merchant_id))
     .bind(&e.url)
     .bind(&e.description)
     .bind(serde_json::json!(e.enabled_events).to_string())
@@ -141,8 +141,8 @@ pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     .bind(&e.previous_secret_sealed)
     .bind(e.previous_secret_expires_at)
     .bind(now_ms())
-    .bind(e.id.to_string())
-    .bind(e.merchant_id.to_string())
+    .bind(Text(e.id))
+    .bind(Text(e.merchant_id))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -157,8 +157,8 @@ pub async fn get_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Resul
     let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL{for_update}"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Endpoint::try_from).transpose()
@@ -170,7 +170,7 @@ pub async fn endpoint_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<Endpoint
     let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL"
     )))
-    .bind(id.to_string())
+    .bind(Text(id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Endpoint::try_from).transpose()
@@ -189,9 +189,9 @@ pub async fn endpoint_usage(
         "SELECT COUNT(*), COUNT(CASE WHEN url = $2 AND ($3 IS NULL OR id <> $3) THEN 1 END) FROM webhook_endpoints \
          WHERE merchant_id = $1 AND deleted_at IS NULL",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(url)
-    .bind(except.map(|id| id.to_string()))
+    .bind(except.map(Text))
     .fetch_one(&mut *conn)
     .await?;
     Ok((count, same > 0))
@@ -209,8 +209,8 @@ pub async fn list_endpoints(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL \
          AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     )))
-    .bind(merchant_id.to_string())
-    .bind(starting_after.map(|id| id.to_string()))
+    .bind(Text(merchant_id))
+    .bind(starting_after.map(Text))
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
@@ -227,8 +227,8 @@ pub async fn delete_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Re
          WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
     )
     .bind(now)
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
@@ -245,7 +245,7 @@ async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<()
         "UPDATE webhook_deliveries SET state = 'failed', updated_at = $1 WHERE endpoint_id = $2 AND state = 'pending'",
     )
     .bind(now)
-    .bind(endpoint_id.to_string())
+    .bind(Text(endpoint_id))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -274,7 +274,7 @@ pub async fn enqueue(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled' \
          AND deleted_at IS NULL"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_all(&mut *conn)
     .await?;
     let now = now_ms();
@@ -301,8 +301,8 @@ pub async fn enqueue(
              ON CONFLICT (event_id, url) DO NOTHING",
         )
         .bind(Uuid::now_v7().to_string())
-        .bind(event_id.to_string())
-        .bind(endpoint_id.map(|id| id.to_string()))
+        .bind(Text(event_id))
+        .bind(endpoint_id.map(Text))
         .bind(url)
         .bind(now)
         .execute(&mut *conn)
@@ -412,7 +412,7 @@ pub async fn finish_attempt(
     .bind(next)
     .bind(delivered)
     .bind(now)
-    .bind(claimed.id.to_string())
+    .bind(Text(claimed.id))
     .bind(claimed.lease)
     .execute(&mut *conn)
     .await?;
@@ -424,7 +424,7 @@ pub async fn finish_attempt(
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(Uuid::now_v7().to_string())
-    .bind(claimed.id.to_string())
+    .bind(Text(claimed.id))
     .bind(attempt.attempted_at)
     .bind(attempt.status_code.map(i64::from))
     .bind(attempt.latency_ms)
@@ -435,7 +435,7 @@ pub async fn finish_attempt(
     if let (Some(endpoint_id), Outcome::Succeeded) = (claimed.endpoint_id, outcome) {
         sqlx::query("UPDATE webhook_endpoints SET last_success_at = $1 WHERE id = $2")
             .bind(now)
-            .bind(endpoint_id.to_string())
+            .bind(Text(endpoint_id))
             .execute(&mut *conn)
             .await?;
     }
@@ -446,7 +446,7 @@ pub async fn finish_attempt(
 #[tracing::instrument(skip_all, fields(delivery_id = %claimed.id))]
 pub async fn release(conn: &mut Conn, claimed: &Claimed) -> Result<(), StoreError> {
     sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE id = $1 AND locked_until = $2")
-        .bind(claimed.id.to_string())
+        .bind(Text(claimed.id))
         .bind(claimed.lease)
         .execute(&mut *conn)
         .await?;
@@ -464,7 +464,7 @@ pub async fn disable_endpoint(conn: &mut Conn, id: Uuid, reason: &str) -> Result
     )
     .bind(reason)
     .bind(now)
-    .bind(id.to_string())
+    .bind(Text(id))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
@@ -546,10 +546,10 @@ pub async fn list_events(
          AND ($5 IS NULL OR EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = $5)) \
          ORDER BY id DESC LIMIT $6",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(&filter.event_type)
-    .bind(filter.resource_id.map(|id| id.to_string()))
-    .bind(filter.starting_after.map(|id| id.to_string()))
+    .bind(filter.resource_id.map(Text))
+    .bind(filter.starting_after.map(Text))
     .bind(&filter.delivery_state)
     .bind(limit as i64)
     .fetch_all(&mut *conn)
@@ -562,8 +562,8 @@ pub async fn get_event(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<O
     let row: Option<EventRow> = sqlx::query_as(
         "SELECT id, event_type, resource_type, resource_id, payload, created_at FROM events WHERE id = $1 AND merchant_id = $2",
     )
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(EventRecord::from))
@@ -586,7 +586,7 @@ pub async fn deliveries(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Delivery>
         "SELECT id, endpoint_id, url, state, attempt_count, next_attempt_at, delivered_at FROM webhook_deliveries \
          WHERE event_id = $1 ORDER BY id",
     )
-    .bind(event_id.to_string())
+    .bind(Text(event_id))
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -618,7 +618,7 @@ pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>
         "SELECT attempted_at, status_code, latency_ms, response_body, error FROM webhook_attempts \
          WHERE delivery_id = $1 ORDER BY id",
     )
-    .bind(delivery_id.to_string())
+    .bind(Text(delivery_id))
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -645,7 +645,7 @@ pub async fn redeliver(conn: &mut Conn, event: &EventRecord, merchant_id: Uuid) 
            (SELECT id FROM webhook_endpoints WHERE status = 'enabled' AND deleted_at IS NULL))",
     )
     .bind(now)
-    .bind(event.id.to_string())
+    .bind(Text(event.id))
     .execute(&mut *conn)
     .await?;
     enqueue(conn, merchant_id, event.id, &event.event_type, None).await
@@ -677,7 +677,7 @@ pub async fn callback_secret(conn: &mut Conn, merchant_id: Uuid) -> Result<Optio
         "SELECT secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at \
          FROM merchant_callback_secrets WHERE merchant_id = $1{for_update}"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(|(sealed, previous_sealed, previous_expires_at)| CallbackSecret {
@@ -706,7 +706,7 @@ pub async fn put_callback_secret(
         "INSERT INTO merchant_callback_secrets (merchant_id, secret_ciphertext, previous_secret_ciphertext, \
          previous_secret_expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) {on_conflict}"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(&secret.sealed)
     .bind(&secret.previous_sealed)
     .bind(secret.previous_expires_at)
