@@ -32,7 +32,7 @@ pub trait TextEnum: Copy + Sized + 'static {
 /// [`TextEnum`], `Display` (the word), `FromStr` (`Err = String`) and sqlx `Type`/`Encode`/`Decode`
 /// for `Any` as TEXT:
 ///
-/// ```ignore
+/// ```text
 /// /// Where a deposit is in its life.
 /// #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// pub enum DepositState {
