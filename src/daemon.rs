@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use depositd_api::{AppState, Application};
 use depositd_core::config::Config;
+use depositd_core::store::Store;
 use depositd_core::store::leases::Lease;
 use depositd_core::wallet::HdWallet;
 use tokio::task::JoinSet;
@@ -57,7 +58,7 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
     let components: Vec<Component> = if only.is_empty() { Component::ALL.to_vec() } else { only.to_vec() };
     let mnemonic = config.settings.wallet.mnemonic()?;
     let wallet = Arc::new(HdWallet::from_mnemonic(&mnemonic)?);
-    let store = crate::commands::open_store(&config).await?;
+    let store = open_store(&config).await?;
     let single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
     if single_daemon.is_some() {
         // The only daemon this database can have: a killed predecessor's leases are free now,
@@ -199,4 +200,12 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Connects to the configured database and brings its schema up to date.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let db = &config.settings.database;
+    let store = Store::connect(&db.url, db.max_connections).await?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
 }

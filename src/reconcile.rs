@@ -47,11 +47,13 @@
 //! missed payment.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::eips::BlockId;
 use alloy::primitives::{Address, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::Provider;
+use alloy::transports::TransportErrorKind;
 use anyhow::Context;
 use depositd_core::config::{ChainConfig, Config};
 use depositd_core::ledger::verify::{self, Assessment, CustodyByAddress, Explained, Report};
@@ -61,6 +63,7 @@ use depositd_core::store::chain_txs::{self, ChainTx, Purpose, TxState};
 use depositd_core::store::{Store, cursors, deposit_addresses, deposits};
 use depositd_core::time::now_ms;
 use depositd_core::wallet::HdWallet;
+use depositd_rpc::ChainRpc;
 use tokio_util::sync::CancellationToken;
 
 alloy::sol! {
@@ -70,8 +73,6 @@ alloy::sol! {
     }
 }
 
-/// How long one balance query may take.
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Balance queries in flight at once.
 const READ_CONCURRENCY: usize = 16;
 /// How far the node's head may be below the watcher's cursor for the surplus check to read at
@@ -363,8 +364,8 @@ async fn check_surplus(
     (cursor, cursor_hash): (u64, String),
     inputs: &SurplusInputs,
 ) -> anyhow::Result<Vec<Surplus>> {
-    let provider = connect(chain)?;
-    let head = tokio::time::timeout(RPC_TIMEOUT, provider.get_block_number()).await??;
+    let rpc = connect(chain)?;
+    let head = rpc.head().await?;
     let block = cursor.min(head);
     if cursor - block > LAG_WINDOW {
         anyhow::bail!("the node's head {head} is more than {LAG_WINDOW} blocks behind the watcher's cursor {cursor}");
@@ -382,7 +383,7 @@ async fn check_surplus(
     let mut found = Vec::with_capacity(assets.len());
     let none = Explained::default();
     for (asset, token, decimals) in assets {
-        let balances = balances_at(&provider, token, &inputs.addresses, at)
+        let balances = balances_at(&rpc, token, &inputs.addresses, at)
             .await
             .with_context(|| format!("reading {asset} balances at block {block}"))?;
         let mut s = Surplus {
@@ -440,7 +441,7 @@ async fn compare_chain(
     leaving: &BTreeMap<String, BaseUnits>,
     problems: &mut Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
-    let provider = connect(chain)?;
+    let rpc = connect(chain)?;
     let mut owners: Vec<Address> = Vec::with_capacity(addresses.len() + 1);
     for address in addresses {
         owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);
@@ -455,7 +456,7 @@ async fn compare_chain(
             ));
             continue;
         };
-        let found = on_chain_total(&provider, asset_ref.token_address, &owners)
+        let found = on_chain_total(&rpc, asset_ref.token_address, &owners)
             .await
             .with_context(|| format!("reading {asset} balances"))?;
         let d = asset_ref.decimals;
@@ -482,32 +483,31 @@ async fn compare_chain(
     Ok(lines)
 }
 
-/// A provider on the chain's first RPC URL (never printed: it may carry a key).
-fn connect(chain: &ChainConfig) -> anyhow::Result<DynProvider> {
-    let url = chain.rpc_urls.first().with_context(|| format!("chain {} has no RPC URL", chain.name))?;
-    let url = url.parse().map_err(|_| anyhow::anyhow!("chain {}'s RPC URL does not parse", chain.name))?;
-    Ok(ProviderBuilder::new().connect_http(url).erased())
+/// The chain's RPC client (failover across its `rpc_urls`; errors never show a URL's secret).
+fn connect(chain: &ChainConfig) -> anyhow::Result<Arc<ChainRpc>> {
+    Ok(Arc::new(ChainRpc::new(chain, Metrics::new())?))
 }
 
-/// One owner's balance of the native coin (`token` `None`) or a token, at `block`.
-async fn balance_of(
-    provider: &DynProvider,
-    token: Option<Address>,
-    owner: Address,
-    block: BlockId,
-) -> anyhow::Result<U256> {
+/// One owner's balance of the native coin (`token` `None`) or a token, at `block`. A node's error
+/// answer (it lacks the block) is final; a failure to get an answer moves to the next endpoint.
+async fn balance_of(rpc: &ChainRpc, token: Option<Address>, owner: Address, block: BlockId) -> anyhow::Result<U256> {
     Ok(match token {
-        None => tokio::time::timeout(RPC_TIMEOUT, provider.get_balance(owner).block_id(block)).await??,
+        None => rpc.once("eth_getBalance", |p| async move { p.get_balance(owner).block_id(block).await }).await?,
         Some(token) => {
-            let contract = Erc20Balance::new(token, provider.clone());
-            tokio::time::timeout(RPC_TIMEOUT, contract.balanceOf(owner).block(block).call()).await??
+            rpc.once("eth_call", |p| async move {
+                Erc20Balance::new(token, p).balanceOf(owner).block(block).call().await.map_err(|error| match error {
+                    alloy::contract::Error::TransportError(error) => error,
+                    other => TransportErrorKind::custom(other),
+                })
+            })
+            .await?
         }
     })
 }
 
 /// Every owner's balance at `block`, in `owners`' order, [`READ_CONCURRENCY`] queries at a time.
 async fn balances_at(
-    provider: &DynProvider,
+    rpc: &Arc<ChainRpc>,
     token: Option<Address>,
     owners: &[Address],
     block: BlockId,
@@ -516,8 +516,8 @@ async fn balances_at(
     for chunk in owners.chunks(READ_CONCURRENCY) {
         let mut reads = tokio::task::JoinSet::new();
         for (i, owner) in chunk.iter().copied().enumerate() {
-            let provider = provider.clone();
-            reads.spawn(async move { (i, balance_of(&provider, token, owner, block).await) });
+            let rpc = rpc.clone();
+            reads.spawn(async move { (i, balance_of(&rpc, token, owner, block).await) });
         }
         let mut got = vec![U256::ZERO; chunk.len()];
         while let Some(joined) = reads.join_next().await {
@@ -529,13 +529,9 @@ async fn balances_at(
     Ok(out)
 }
 
-async fn on_chain_total(
-    provider: &DynProvider,
-    token: Option<Address>,
-    owners: &[Address],
-) -> anyhow::Result<BaseUnits> {
+async fn on_chain_total(rpc: &Arc<ChainRpc>, token: Option<Address>, owners: &[Address]) -> anyhow::Result<BaseUnits> {
     let mut total = U256::ZERO;
-    for balance in balances_at(provider, token, owners, BlockId::latest()).await? {
+    for balance in balances_at(rpc, token, owners, BlockId::latest()).await? {
         total = total.checked_add(balance).context("balances overflow 256 bits")?;
     }
     Ok(BaseUnits(total))

@@ -8,13 +8,15 @@
 
 use alloy::consensus::Transaction as _;
 use alloy::primitives::{Address, B256};
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::sol_types::SolEvent;
 use anyhow::{Context, bail, ensure};
 use depositd_core::config::ChainConfig;
 use depositd_core::ledger::{Posted, settlement};
+use depositd_core::metrics::Metrics;
 use depositd_core::money::BaseUnits;
 use depositd_core::store::{Store, chain_txs, deposit_addresses};
+use depositd_rpc::ChainRpc;
 
 alloy::sol! {
     event Transfer(address indexed from, address indexed to, uint256 value);
@@ -38,15 +40,14 @@ pub async fn record_funding(
     tx_hash: &str,
 ) -> anyhow::Result<Vec<Funding>> {
     let hash: B256 = tx_hash.parse().with_context(|| format!("{tx_hash:?} is not a transaction hash"))?;
-    let url = chain.rpc_urls.first().context("the chain has no RPC URL")?;
-    let provider = ProviderBuilder::new().connect_http(url.parse().context("invalid RPC URL")?);
-    let receipt = provider
-        .get_transaction_receipt(hash)
+    let rpc = ChainRpc::new(chain, Metrics::new())?;
+    let receipt = rpc
+        .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
         .await
         .context("cannot read the receipt")?
         .with_context(|| format!("transaction {tx_hash} is not mined on {}", chain.name))?;
     ensure!(receipt.status(), "transaction {tx_hash} failed on chain; it funded nothing");
-    let head = provider.get_block_number().await.context("cannot read the head block")?;
+    let head = rpc.head().await.context("cannot read the head block")?;
     let block = receipt.block_number.context("the receipt has no block number")?;
     ensure!(
         block + chain.confirmations <= head + 1,
@@ -55,8 +56,8 @@ pub async fn record_funding(
         chain.confirmations,
         chain.name
     );
-    let tx = provider
-        .get_transaction_by_hash(hash)
+    let tx = rpc
+        .call("eth_getTransactionByHash", |p| async move { p.get_transaction_by_hash(hash).await })
         .await
         .context("cannot read the transaction")?
         .with_context(|| format!("transaction {tx_hash} vanished"))?;

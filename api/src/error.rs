@@ -124,3 +124,56 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<depositd_core::payout::PayoutError> for ApiError {
+    fn from(error: depositd_core::payout::PayoutError) -> Self {
+        use depositd_core::payout::PayoutError;
+        match error {
+            PayoutError::ExternalIdTaken => ApiError::Conflict {
+                code: "external_id_conflict",
+                message: error.to_string(),
+                param: Some("external_id".into()),
+            },
+            PayoutError::InsufficientFunds(message) => ApiError::invalid("amount", "insufficient_funds", message),
+            PayoutError::RefundExceedsPaid(message) => ApiError::invalid("amount", "refund_exceeds_paid", message),
+            PayoutError::FeeEstimateUnavailable(message) => {
+                ApiError::Unavailable { code: "fee_estimate_unavailable", message }
+            }
+            PayoutError::NotCancellable(message) => {
+                ApiError::Conflict { code: "payout_not_cancellable", message, param: None }
+            }
+            PayoutError::NotFound => ApiError::not_found("payout"),
+            PayoutError::Store(e) => e.into(),
+            PayoutError::Ledger(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<depositd_core::invoicing::InvoicingError> for ApiError {
+    fn from(error: depositd_core::invoicing::InvoicingError) -> Self {
+        use depositd_core::invoicing::InvoicingError;
+        let param = error.param();
+        let code = match &error {
+            InvoicingError::UnsupportedChain(_) => "unsupported_chain",
+            InvoicingError::UnsupportedAsset { .. } => "unsupported_asset",
+            InvoicingError::UnsupportedCurrency(_) => "unsupported_currency",
+            InvoicingError::AmountOutOfRange(_) => "amount_out_of_range",
+            InvoicingError::InvalidExpiry(_) => "invalid_parameter",
+            InvoicingError::RateUnavailable(_) => {
+                return ApiError::Unavailable { code: "rate_unavailable", message: error.to_string() };
+            }
+            InvoicingError::ExternalIdTaken => {
+                return ApiError::Conflict {
+                    code: "external_id_conflict",
+                    message: error.to_string(),
+                    param: param.map(str::to_owned),
+                };
+            }
+            InvoicingError::Store(_) => {
+                let InvoicingError::Store(e) = error else { unreachable!() };
+                return e.into();
+            }
+        };
+        ApiError::InvalidRequest { code, message: error.to_string(), param: param.map(str::to_owned) }
+    }
+}

@@ -56,6 +56,18 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// What the invoicing lifecycle needs of this process.
+    pub fn invoicing(&self) -> depositd_core::invoicing::Context<'_> {
+        depositd_core::invoicing::Context {
+            config: &self.config,
+            pricer: &self.pricer,
+            wallet: &self.wallet,
+            sessions: &self.sessions,
+        }
+    }
+}
+
 /// In-process token buckets. (Each daemon limits on its own; with N API instances behind a load
 /// balancer the effective limit is up to N times the configured one.)
 pub struct RateLimits {

@@ -11,21 +11,7 @@ pub fn chain_and_asset(
     chain: Option<String>,
     asset: Option<String>,
 ) -> Result<(&ChainConfig, AssetRef<'_>), ApiError> {
-    let defaults = &config.settings.chains;
-    let chain_name = chain.unwrap_or_else(|| defaults.default_chain.clone());
-    let chain = config.chain(&chain_name).ok_or_else(|| {
-        ApiError::invalid("chain", "unsupported_chain", format!("chain {chain_name:?} is not enabled on this server"))
-    })?;
-    let symbol = asset.unwrap_or_else(|| defaults.default_asset.clone());
-    let asset = chain.asset(&symbol).ok_or_else(|| {
-        let accepted = chain.asset_symbols().join(", ");
-        ApiError::invalid(
-            "asset",
-            "unsupported_asset",
-            format!("asset {symbol:?} is not accepted on {} (accepted: {accepted})", chain.name),
-        )
-    })?;
-    Ok((chain, asset))
+    Ok(depositd_core::invoicing::resolve_asset(config, chain.as_deref(), asset.as_deref())?)
 }
 
 /// An optional text field: if present, 1..=`max` characters without control characters.

@@ -14,11 +14,16 @@
 //! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
 //! - [`gas`]: EIP-1559 gas prices: first fees, budgets, replacements, a native payout's reserve.
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
+//! - [`invoicing`]: the one place an invoice is made (validated, priced, fee, address, event),
+//!   whichever API shape asked for it.
+//! - [`leased`]: the loop of a component that works a chain only while it holds the chain's lease
+//!   (the watcher's and the settler's).
 //! - [`ledger`]: the double-entry ledger: accounts, posting, reversal, statements, reconciliation.
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
-//! - [`payout`]: the payout and refund resource the API and webhooks show.
+//! - [`payout`]: payouts and refunds: the resource, and their lifecycle (create, cancel, sent,
+//!   confirmed, failed) for the API and the settler alike.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
@@ -37,6 +42,8 @@ pub mod evm;
 pub mod fees;
 pub mod gas;
 pub mod invoice;
+pub mod invoicing;
+pub mod leased;
 pub mod ledger;
 pub mod metrics;
 pub mod money;

@@ -31,6 +31,11 @@ pub enum MoneyError {
     Negative,
     #[error("a token with {0} decimals is not supported (at most {MAX_TOKEN_DECIMALS})")]
     UnsupportedDecimals(u8),
+    /// Not a plain decimal: a sign, an exponent, separators, a bare `.`.
+    #[error("`{0}` is not a plain positive decimal such as \"1.5\" (no sign, exponent or separators)")]
+    NotADecimal(String),
+    #[error("the amount has {places} decimal places; the asset has at most {decimals}")]
+    TooPrecise { places: usize, decimals: u8 },
 }
 
 /// A token amount in the token's smallest unit (wei for ETH, 10^-6 USDC for USDC).
@@ -96,6 +101,28 @@ impl BaseUnits {
             if round_up && !remainder.is_zero() { quotient + U256::from(1u8) } else { quotient }
         };
         Ok(BaseUnits(value))
+    }
+
+    /// Parses an amount in whole tokens written as a plain decimal (`"1.5"`, at most `decimals`
+    /// places) into base units, exactly: no float, no rounding, the whole U256 range. The inverse
+    /// of [`BaseUnits::to_display`]. Surrounding whitespace is ignored; zero is allowed (callers
+    /// that need more than zero say so).
+    pub fn from_whole_units(text: &str, decimals: u8) -> Result<BaseUnits, MoneyError> {
+        let text = text.trim();
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || (text.contains('.') && fraction.is_empty()) {
+            return Err(MoneyError::NotADecimal(text.to_owned()));
+        }
+        if fraction.len() > usize::from(decimals) {
+            return Err(MoneyError::TooPrecise { places: fraction.len(), decimals });
+        }
+        let base = format!("{whole}{fraction:0<width$}", width = usize::from(decimals));
+        let base = base.trim_start_matches('0');
+        if base.is_empty() {
+            return Ok(BaseUnits::ZERO);
+        }
+        base.parse().map_err(|_| MoneyError::Overflow)
     }
 
     /// The amount in whole tokens as an exact decimal string without trailing zeros

@@ -10,9 +10,9 @@
 //! under a lock on its `signer_nonces` row, so daemons sharing a database never interleave them.
 //!
 //! # Layout
-//! - this module: [`Settler`], its loop and one [`Settler::tick`], [`SettleError`], crash points
-//!   for the crash tests.
-//! - [`rpc`]: RPC calls with timeouts, retries and endpoint failover.
+//! - this module: [`Settler`], one [`Settler::tick`] (run under the chain's lease by
+//!   `depositd_core::leased`), its RPC policy for `depositd_rpc::ChainRpc`, [`SettleError`],
+//!   crash points for the crash tests.
 //! - [`txm`]: the transaction manager: signing with nonces, broadcasting, receipts,
 //!   confirmations, fee bumps, rebroadcasts, nonce reconciliation at start-up.
 //! - [`planner`]: which deposit addresses to sweep or forward, their gas top-ups.
@@ -21,7 +21,6 @@
 
 pub mod outcome;
 pub mod planner;
-pub mod rpc;
 pub mod txm;
 
 use std::sync::Arc;
@@ -33,19 +32,22 @@ use alloy::signers::local::PrivateKeySigner;
 use depositd_core::config::{ChainConfig, SettlerSettings};
 use depositd_core::gas::{self, Fees};
 use depositd_core::invoice::SessionSigner;
+use depositd_core::leased::{LeasedLoop, LeasedWork};
 use depositd_core::ledger::LedgerError;
 use depositd_core::metrics::Metrics;
 use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, chain_txs, deposit_addresses};
 use depositd_core::wallet::HdWallet;
+use depositd_rpc::{ChainRpc, Policy, RpcError};
 use tokio_util::sync::CancellationToken;
-
-use crate::rpc::Rpc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// A node's answer that says less than it must (a receipt without its gas figures).
     #[error("{what} failed: {message}")]
-    Rpc { what: &'static str, message: String },
+    BadAnswer { what: &'static str, message: String },
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -58,6 +60,15 @@ pub enum SettleError {
     #[error("crash point {0:?} reached")]
     Crashed(CrashPoint),
 }
+
+/// A settler step is retried every poll interval, so a call gives up sooner than the watcher's:
+/// three retries, at most 2 s apart, and a `Retry-After` honoured up to that same 2 s.
+const RPC_POLICY: Policy = Policy {
+    retries: 3,
+    max_delay: Duration::from_secs(2),
+    max_retry_after: Duration::from_secs(2),
+    range_errors: false,
+};
 
 /// Where a crash test stops the settler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +85,7 @@ pub enum CrashPoint {
 pub struct Settler {
     pub(crate) chain: ChainConfig,
     pub(crate) store: Store,
-    pub(crate) rpc: Rpc,
+    pub(crate) rpc: ChainRpc,
     pub(crate) wallet: Arc<HdWallet>,
     pub(crate) settings: SettlerSettings,
     pub(crate) public_url: String,
@@ -98,7 +109,7 @@ impl Settler {
         sessions: SessionSigner,
         metrics: Metrics,
     ) -> Result<Settler, SettleError> {
-        let rpc = Rpc::new(&chain)?;
+        let rpc = ChainRpc::new(&chain, metrics.clone())?.with_policy(RPC_POLICY);
         Ok(Settler {
             chain,
             store,
@@ -134,48 +145,17 @@ impl Settler {
     /// Runs until `shutdown`; a failed step is logged and retried after the poll interval (all
     /// state is in the database, so a retry continues exactly where the step stopped).
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SettleError> {
-        let poll = Duration::from_millis(self.settings.poll_interval_ms);
         tracing::info!(chain = %self.chain.name, treasury = %self.treasury_address(), "settler started");
-        let mut leading = self.lease.is_none();
-        loop {
-            let held = match &self.lease {
-                None => true,
-                Some(lease) => lease.hold().await.unwrap_or_else(|error| {
-                    tracing::warn!(chain = %self.chain.name, %error, "cannot renew the settler lease");
-                    false
-                }),
-            };
-            if held != leading {
-                let name = self.lease.as_ref().map(|l| l.name().to_owned()).unwrap_or_default();
-                tracing::info!(chain = %self.chain.name, lease = name, held, "settler lease changed hands");
-                self.metrics.lease_held.with_label_values(&[name.as_str()]).set(i64::from(held));
-                // A new holder checks nonces again: another process signed meanwhile.
-                self.nonces_checked &= !held;
-                leading = held;
-                if !held {
-                    // The holder reports stalls now; a figure left here would go stale.
-                    for kind in txm::Stall::UNSIGNED.iter().chain(&txm::Stall::SIGNED) {
-                        self.metrics
-                            .settler_stalled_transactions
-                            .with_label_values(&[self.chain.name.as_str(), kind.as_str()])
-                            .set(0);
-                    }
-                    self.stalls_reported.clear();
-                }
-            }
-            if held && let Err(error) = self.tick().await {
-                tracing::warn!(chain = %self.chain.name, %error, "settler step failed; retrying");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    if let Some(lease) = &self.lease {
-                        let _ = lease.release().await;
-                    }
-                    return Ok(());
-                }
-                _ = tokio::time::sleep(poll) => {}
-            }
-        }
+        let leased = LeasedLoop {
+            component: "settler",
+            chain: self.chain.name.clone(),
+            lease: self.lease.clone(),
+            poll: Duration::from_millis(self.settings.poll_interval_ms),
+            wake: None,
+            metrics: self.metrics.clone(),
+        };
+        leased.run(&mut self, shutdown).await;
+        Ok(())
     }
 
     /// One step: read fees, check what is in flight (receipts, confirmations, bumps), plan sweeps
@@ -201,7 +181,10 @@ impl Settler {
                 p.get_block_by_number(alloy::rpc::types::BlockNumberOrTag::Latest).await
             })
             .await?
-            .ok_or_else(|| SettleError::Rpc { what: "eth_getBlockByNumber", message: "no latest block".into() })?;
+            .ok_or_else(|| SettleError::BadAnswer {
+                what: "eth_getBlockByNumber",
+                message: "no latest block".into(),
+            })?;
         let base = u128::from(block.header.base_fee_per_gas.unwrap_or(0));
         let tip = self
             .rpc
@@ -236,11 +219,43 @@ impl Settler {
         self.wallet.deposit_signer(index).map_err(|e| SettleError::Signing(e.to_string()))
     }
 
+    /// What the payout lifecycle and the outcome of a transaction need to know of this chain.
+    pub(crate) fn payout_ctx(&self) -> depositd_core::payout::Context<'_> {
+        depositd_core::payout::Context {
+            chain: &self.chain,
+            settler: &self.settings,
+            treasury: self.treasury_address(),
+            public_url: &self.public_url,
+            sessions: &self.sessions,
+        }
+    }
+
     pub(crate) fn native_symbol(&self) -> &str {
         &self.chain.native.symbol
     }
+}
 
-    pub(crate) fn decimals_of(&self, asset: &str) -> u8 {
-        self.chain.asset(asset).map(|a| a.decimals).unwrap_or(18)
+/// The settler's step under its chain's lease.
+impl LeasedWork for Settler {
+    type Error = SettleError;
+
+    async fn step(&mut self) -> Result<bool, SettleError> {
+        self.tick().await.map(|()| false)
+    }
+
+    fn lease_changed(&mut self, held: bool) {
+        if held {
+            // A new holder checks nonces again: another process signed meanwhile.
+            self.nonces_checked = false;
+        } else {
+            // The holder reports stalls now; a figure left here would go stale.
+            for kind in txm::Stall::UNSIGNED.iter().chain(&txm::Stall::SIGNED) {
+                self.metrics
+                    .settler_stalled_transactions
+                    .with_label_values(&[self.chain.name.as_str(), kind.as_str()])
+                    .set(0);
+            }
+            self.stalls_reported.clear();
+        }
     }
 }

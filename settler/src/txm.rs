@@ -28,6 +28,7 @@ use depositd_core::money::BaseUnits;
 use depositd_core::store::chain_txs::{self, Attempt, ChainTx, Purpose, TxState};
 use depositd_core::store::{Conn, StoreError};
 use depositd_core::time::now_ms;
+use depositd_rpc::RpcError;
 use uuid::Uuid;
 
 use crate::{CrashPoint, SettleError, Settler, outcome};
@@ -158,7 +159,7 @@ impl Settler {
     async fn fail_intent(&self, tx: &ChainTx, reason: &str) -> Result<(), SettleError> {
         let mut db = self.store.begin().await?;
         if chain_txs::set_failed(&mut db, tx.id, TxState::Intent, reason).await? {
-            outcome::failed(&mut db, self, tx, None, reason).await?;
+            outcome::failed(&mut db, self.payout_ctx(), tx, None, reason).await?;
         }
         db.commit().await.map_err(StoreError::from)?;
         tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed before signing");
@@ -352,7 +353,7 @@ impl Settler {
         if tx.state == TxState::Signed
             && chain_txs::transition(&mut db, tx.id, TxState::Signed, TxState::Broadcast).await?
         {
-            outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
+            outcome::submitted(&mut db, self.payout_ctx(), tx, &attempt.tx_hash).await?;
         }
         db.commit().await.map_err(StoreError::from)?;
         Ok(true)
@@ -376,7 +377,7 @@ impl Settler {
             .await
         {
             Ok(()) => true,
-            Err(SettleError::Rpc { message, .. }) if KNOWN.iter().any(|k| message.to_ascii_lowercase().contains(k)) => {
+            Err(RpcError::Failed { message, .. }) if KNOWN.iter().any(|k| message.to_ascii_lowercase().contains(k)) => {
                 tracing::debug!(tx_hash = %attempt.tx_hash, message, "broadcast: already known");
                 true
             }
@@ -396,6 +397,7 @@ impl Settler {
             let mut conn = self.store.conn().await?;
             chain_txs::in_flight(&mut conn, self.chain.chain_id).await.map_err(SettleError::from)
         };
+        self.recheck_confirmed(head).await?;
         let mut in_flight = load().await?;
         // Sent (or tried) this step already: the follow-up pass does not send them again.
         let mut sent = std::collections::HashSet::new();
@@ -447,6 +449,70 @@ impl Settler {
         }
         self.metrics.settler_stuck_transactions.with_label_values(&[self.chain.name.as_str()]).set(stuck);
         self.report_stalls(&Stall::SIGNED, &unsent);
+        Ok(())
+    }
+
+    /// A reorg deeper than the confirmations can take a confirmed transaction away; its signer's
+    /// later nonces then wait for ever. For every signer with a transaction confirmed in the last
+    /// `max(4 x confirmations, 16)` blocks, the chain's count of its mined transactions is read;
+    /// a confirmed transaction at or above that count whose receipt is gone (two readings, so a
+    /// node that lags on one does not decide) goes back to `broadcast` and its mined bytes are
+    /// sent again: same nonce, same bytes, so it can only be the same payment. What it posted to
+    /// the ledger stays (keyed by the transaction), and counts once when it is mined again.
+    async fn recheck_confirmed(&self, head: u64) -> Result<(), SettleError> {
+        let depth = self.chain.confirmations.saturating_mul(4).max(16);
+        let recent = {
+            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            chain_txs::confirmed_since(&mut conn, self.chain.chain_id, head.saturating_sub(depth)).await?
+        };
+        let mut used_by: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for tx in &recent {
+            let (Some(nonce), Some(mined_hash)) = (tx.nonce, tx.mined_tx_hash.as_deref()) else { continue };
+            let used = match used_by.get(&tx.signer_address) {
+                Some(used) => *used,
+                None => {
+                    let signer: Address = tx
+                        .signer_address
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed signer", tx.id)))?;
+                    let used =
+                        self.rpc
+                            .call("eth_getTransactionCount", |p| async move {
+                                p.get_transaction_count(signer).latest().await
+                            })
+                            .await?;
+                    used_by.insert(tx.signer_address.clone(), used);
+                    used
+                }
+            };
+            if nonce < used {
+                continue;
+            }
+            let hash: B256 = mined_hash
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed mined hash", tx.id)))?;
+            if self.receipt(hash).await?.is_some() {
+                continue; // the nonce reading lagged; the receipt is there
+            }
+            let attempts = {
+                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                chain_txs::attempts(&mut conn, tx.id).await?
+            };
+            let mut db = self.store.begin().await?;
+            let moved = chain_txs::set_unconfirmed(&mut db, tx.id).await?;
+            db.commit().await.map_err(StoreError::from)?;
+            if !moved {
+                continue;
+            }
+            tracing::error!(
+                chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), nonce,
+                tx_hash = mined_hash, "a reorg deeper than the confirmations took a confirmed transaction away; sending it again"
+            );
+            self.count(tx.purpose, "reorged");
+            if let Some(mined) = attempts.iter().find(|a| a.tx_hash == mined_hash) {
+                self.send_raw(mined).await;
+            }
+        }
         Ok(())
     }
 
@@ -545,7 +611,7 @@ impl Settler {
                 // Broadcast before a crash kept it from being recorded.
                 chain_txs::set_broadcast(&mut db, attempt.id, head).await?;
                 if chain_txs::transition(&mut db, tx.id, TxState::Signed, TxState::Broadcast).await? {
-                    outcome::submitted(&mut db, self, tx, &attempt.tx_hash).await?;
+                    outcome::submitted(&mut db, self.payout_ctx(), tx, &attempt.tx_hash).await?;
                 }
             }
             if !chain_txs::set_mined(&mut db, tx.id, TxState::Broadcast, &attempt.tx_hash, block, gas_cost).await? {
@@ -564,14 +630,15 @@ impl Settler {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
             }
             current.state = TxState::Confirmed;
-            outcome::confirmed(&mut db, self, &current).await?;
+            outcome::confirmed(&mut db, self.payout_ctx(), &current).await?;
             Followed::Confirmed
         } else {
             if !chain_txs::set_failed(&mut db, tx.id, TxState::Mined, "reverted on chain").await? {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
             }
             current.state = TxState::Failed;
-            outcome::failed(&mut db, self, &current, Some(gas_cost), "the transaction reverted on chain").await?;
+            outcome::failed(&mut db, self.payout_ctx(), &current, Some(gas_cost), "the transaction reverted on chain")
+                .await?;
             Followed::Failed
         };
         db.commit().await.map_err(StoreError::from)?;
@@ -603,7 +670,7 @@ impl Settler {
             raw.get(name)
                 .and_then(|v| v.as_str())
                 .and_then(|v| U256::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-                .ok_or_else(|| SettleError::Rpc {
+                .ok_or_else(|| SettleError::BadAnswer {
                     what: "eth_getTransactionReceipt",
                     message: format!("no {name} in {raw}"),
                 })
@@ -681,7 +748,7 @@ impl Settler {
             let reason = format!("nonce {nonce} was used by a transaction depositd did not sign");
             let mut db = self.store.begin().await?;
             if chain_txs::set_failed(&mut db, tx.id, tx.state, &reason).await? {
-                outcome::failed(&mut db, self, tx, None, &reason).await?;
+                outcome::failed(&mut db, self.payout_ctx(), tx, None, &reason).await?;
             }
             db.commit().await.map_err(StoreError::from)?;
             tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed: its nonce was taken");

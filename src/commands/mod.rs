@@ -9,7 +9,6 @@ mod treasury;
 
 use anyhow::Context;
 use depositd_core::config::Config;
-use depositd_core::store::Store;
 
 use crate::cli::{Cli, Command, GlobalOptions};
 
@@ -22,7 +21,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = load_config(&global)?;
-            let store = open_store(&config).await?;
+            let store = crate::daemon::open_store(&config).await?;
             println!("migrations applied ({} at {})", store.backend().name(), config.settings.database.url);
             Ok(())
         }
@@ -48,12 +47,4 @@ pub async fn find_merchant(
     depositd_core::store::merchants::find(conn, id_or_name)
         .await?
         .with_context(|| format!("no merchant with id or name {id_or_name:?}"))
-}
-
-/// Connects to the configured database and brings its schema up to date.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let db = &config.settings.database;
-    let store = Store::connect(&db.url, db.max_connections).await?;
-    store.migrate().await.context("cannot migrate the database")?;
-    Ok(store)
 }

@@ -120,7 +120,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let config_path = write_config(&dir, args.api_addr(api_port), &rpc_url, &tokens)?;
         let config = Config::load(Some(&config_path), None).context("the generated dev configuration is invalid")?;
         let api_key = ensure_demo_merchant(&config, previous.as_ref()).await?;
-        let store = crate::commands::open_store(&config).await?;
+        let store = crate::daemon::open_store(&config).await?;
         let chain_config = config.chain("anvil").context("the dev configuration has no anvil chain")?;
         fund_treasury(&store, chain_config, wallet.treasury().address(), DEV_TREASURY_FUNDING).await?;
         store.close().await;
@@ -284,7 +284,7 @@ fn write_config(
 
 /// The demo merchant's key: the previous run's when it still works, else a new merchant and key.
 async fn ensure_demo_merchant(config: &Config, previous: Option<&DevInfo>) -> anyhow::Result<SecretString> {
-    let store = crate::commands::open_store(config).await?;
+    let store = crate::daemon::open_store(config).await?;
     let mut conn = store.conn().await?;
     if let Some(previous) = previous {
         let key = SecretString::from(previous.api_key.clone());

@@ -7,10 +7,12 @@
 //! `TEST_LOG` is set.
 
 mod api;
+mod chaos;
 mod checkout;
 mod cli;
 mod dev;
 mod docker;
+mod fault_proxy;
 mod helpers;
 mod invoices;
 mod ledger;

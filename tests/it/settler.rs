@@ -31,6 +31,7 @@ both_backends!(
     a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment,
     an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_an_operator_looks,
     a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces,
+    a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -750,6 +751,53 @@ async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(
     for (destination, amount) in [(first, 5_000_000u64), (second, 6_000_000), (third, 7_000_000)] {
         assert_eq!(s.usdc_of(destination).await, U256::from(amount), "paid exactly once");
     }
+    s.assert_no_nonce_gap().await;
+    s.reconciles().await;
+}
+
+async fn a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    paid_usdc_invoice(&s, &mut watcher, "60", 60_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.mine(6).await;
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "9", "destination": destination.to_checksum(None)})).await;
+    s.run_until(&mut watcher, &mut settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" })
+        .await;
+    assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64));
+    s.mine(2).await;
+    let used = s.provider().get_transaction_count(s.treasury()).await.unwrap();
+
+    // A reorg deeper than the confirmations replaces the payout's block and those after it with
+    // empty ones: the payout is gone from the chain, though depositd had confirmed it.
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let head = s.provider().get_block_number().await.unwrap();
+    let depth = head - tx.mined_block.unwrap() + 1;
+    assert!(depth > CONFIRMATIONS, "deeper than the confirmations ({depth})");
+    s.rpc("anvil_reorg", json!([depth, []])).await;
+    assert_eq!(s.usdc_of(destination).await, U256::ZERO, "the reorg took the payout away");
+    assert_eq!(s.provider().get_transaction_count(s.treasury()).await.unwrap(), used - 1);
+
+    // The settler notices, sends the same transaction again, and it confirms: paid once.
+    s.run_until(&mut watcher, &mut settler, "the payout again", || async {
+        !s.usdc_of(destination).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    for _ in 0..3 {
+        settler.tick().await.unwrap();
+        s.mine(1).await;
+    }
+    assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64), "paid exactly once");
+    assert_eq!(s.payout_status(&payout).await, "confirmed");
+    let events = s.event_types(payout["id"].as_str().unwrap()).await;
+    let confirmed = events.iter().filter(|e| *e == "payout.confirmed").count();
+    assert_eq!(confirmed, 1, "announced once: {events:?}");
+    let again = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    assert_eq!(again.nonce, tx.nonce, "the same nonce");
     s.assert_no_nonce_gap().await;
     s.reconciles().await;
 }

@@ -1,6 +1,7 @@
 //! One chain's watcher: scan, record, confirm, unwind reorgs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::consensus::Transaction as _;
@@ -12,6 +13,7 @@ use alloy::sol_types::SolEvent;
 use depositd_core::config::ChainConfig;
 use depositd_core::crediting::{self, Context};
 use depositd_core::invoice::SessionSigner;
+use depositd_core::leased::{LeasedLoop, LeasedWork};
 use depositd_core::metrics::{Metrics, RejectReason};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::blocks::{self, BlockRef};
@@ -22,12 +24,13 @@ use depositd_core::store::deposits::{self, Deposit, DepositState, Recorded};
 use depositd_core::store::leases::Lease;
 use depositd_core::store::{Store, StoreError, invoices, static_addresses};
 use depositd_core::time::now_ms;
+use depositd_rpc::{ChainRpc, Policy, RpcError};
 use futures::future::{BoxFuture, FutureExt as _};
 use futures::stream::{self, StreamExt as _, TryStreamExt as _};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::rpc::ChainRpc;
 use crate::watched::WatchedSet;
 
 alloy::sol! {
@@ -37,10 +40,9 @@ alloy::sol! {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("RPC call failed")]
-    Rpc(#[from] alloy::transports::TransportError),
-    #[error("RPC call timed out after {0:?}")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Rpc(RpcError),
+    /// [`RpcError::RangeTooLarge`], lifted out: the step shrinks its range.
     #[error("the provider refused the eth_getLogs block range as too large")]
     RangeTooLarge { suggested: Option<u64> },
     #[error("the node returned inconsistent data: {0}")]
@@ -50,6 +52,15 @@ pub enum WatchError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RpcError> for WatchError {
+    fn from(error: RpcError) -> WatchError {
+        match error {
+            RpcError::RangeTooLarge { suggested } => WatchError::RangeTooLarge { suggested },
+            other => WatchError::Rpc(other),
+        }
+    }
 }
 
 /// What [`ChainWatcher::rescan`] did.
@@ -101,7 +112,8 @@ impl ChainWatcher {
         sessions: SessionSigner,
         metrics: Metrics,
     ) -> Result<ChainWatcher, WatchError> {
-        let rpc = ChainRpc::new(&chain, metrics.clone())?;
+        let rpc =
+            ChainRpc::new(&chain, metrics.clone())?.with_policy(Policy { range_errors: true, ..Policy::default() });
         let range = chain.max_block_range.max(1);
         Ok(ChainWatcher {
             chain,
@@ -120,57 +132,23 @@ impl ChainWatcher {
 
     /// Runs until `shutdown`. Errors are logged and retried after the poll interval: the cursor
     /// only moves past verified, fully recorded blocks, so a retry redoes exactly what is missing.
+    /// While blocks are waiting (a backfill) steps follow each other without a pause.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WatchError> {
-        let poll = Duration::from_millis(self.chain.poll_interval_ms);
         tracing::info!(chain = %self.chain.name, chain_id = self.chain.chain_id, "watcher started");
-        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wake = Arc::new(Notify::new());
         if let Some(ws_url) = self.chain.ws_url.clone() {
             tokio::spawn(crate::heads::follow(self.chain.name.clone(), ws_url, wake.clone(), shutdown.clone()));
         }
-        let mut leading = self.lease.is_none();
-        loop {
-            if let Some(lease) = &self.lease {
-                let held = match lease.hold().await {
-                    Ok(held) => held,
-                    Err(error) => {
-                        tracing::warn!(chain = %self.chain.name, %error, "cannot renew the watcher lease");
-                        false
-                    }
-                };
-                if held != leading {
-                    tracing::info!(chain = %self.chain.name, lease = lease.name(), held, "watcher lease changed hands");
-                    self.metrics.lease_held.with_label_values(&[lease.name()]).set(i64::from(held));
-                    leading = held;
-                }
-                if !held {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(poll) => continue,
-                    }
-                }
-            }
-            let more = match self.tick().await {
-                Ok(more) => more,
-                Err(error) => {
-                    tracing::warn!(chain = %self.chain.name, error = %error, cause = ?std::error::Error::source(&error), "watcher step failed; retrying");
-                    false
-                }
-            };
-            if shutdown.is_cancelled() {
-                self.release_lease().await;
-                return Ok(());
-            }
-            if !more {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        self.release_lease().await;
-                        return Ok(());
-                    }
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = wake.notified() => {}
-                }
-            }
-        }
+        let leased = LeasedLoop {
+            component: "watcher",
+            chain: self.chain.name.clone(),
+            lease: self.lease.clone(),
+            poll: Duration::from_millis(self.chain.poll_interval_ms),
+            wake: Some(wake),
+            metrics: self.metrics.clone(),
+        };
+        leased.run(&mut self, shutdown).await;
+        Ok(())
     }
 
     /// Loads the watched set `page_size` addresses per query (default
@@ -184,14 +162,6 @@ impl ChainWatcher {
     pub fn with_lease(mut self, lease: Lease) -> ChainWatcher {
         self.lease = Some(lease);
         self
-    }
-
-    async fn release_lease(&self) {
-        if let Some(lease) = &self.lease
-            && let Err(error) = lease.release().await
-        {
-            tracing::warn!(chain = %self.chain.name, %error, "cannot release the watcher lease");
-        }
     }
 
     fn ctx(&self) -> Context<'_> {
@@ -470,6 +440,7 @@ impl ChainWatcher {
                 async move { p.get_logs(&filter).await }
             })
             .await
+            .map_err(WatchError::from)
     }
 
     /// Token transfers (from `logs`, the range's `Transfer` logs) and native transfers to watched
@@ -913,5 +884,14 @@ impl ChainWatcher {
             self.metrics.deposits_total.with_label_values(&[chain, &asset, state]).inc();
         }
         Ok(())
+    }
+}
+
+/// The watcher's step under its chain's lease: `tick`, which says whether more blocks wait.
+impl LeasedWork for ChainWatcher {
+    type Error = WatchError;
+
+    async fn step(&mut self) -> Result<bool, WatchError> {
+        self.tick().await
     }
 }

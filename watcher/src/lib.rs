@@ -11,8 +11,10 @@
 //! one transaction; finally confirm deposits that are deep enough through
 //! `depositd_core::crediting`, the single entry point for invoice state.
 //!
-//! RPC calls fail over across the chain's `rpc_urls`, retry with backoff honouring `Retry-After`,
-//! and the step range shrinks when a provider says `eth_getLogs` asked for too much.
+//! RPC calls go through `depositd_rpc::ChainRpc` (failover across the chain's `rpc_urls`, retries
+//! with backoff honouring `Retry-After`), and the step range shrinks when a provider says
+//! `eth_getLogs` asked for too much. The loop runs under the chain's lease through
+//! `depositd_core::leased`, stepping again at once while blocks are waiting.
 //!
 //! With a `ws_url`, new heads arrive over WebSocket and wake the loop at once; polling at
 //! `poll_interval_ms` remains the fallback. Metrics (`core::metrics`) count deposits by state,
@@ -21,13 +23,11 @@
 //! # Layout
 //! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
 //! - [`heads`]: the WebSocket `newHeads` follower that wakes the loop.
-//! - [`rpc`]: [`rpc::ChainRpc`], failover, timeouts, retries and range-error recognition.
 //! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses (addresses only), loaded
 //!   and refreshed by HD index a page at a time.
 
 pub mod chain;
 pub mod heads;
-pub mod rpc;
 pub mod watched;
 
 pub use chain::{ChainWatcher, Rescanned, WatchError};

@@ -10,15 +10,12 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
-use depositd_core::pricing::PricingError;
+use depositd_core::invoicing::{self, InvoiceRequest};
 use depositd_core::store::api_keys::Scope;
-use depositd_core::store::deposit_addresses::{self, AddressPurpose};
 use depositd_core::store::invoices::{self, InvoiceFilter};
-use depositd_core::store::{Conn, StoreError, cursors, events, merchants};
-use depositd_core::time::now_ms;
+use depositd_core::store::{Conn, StoreError, cursors, events};
 use governor::clock::{Clock, DefaultClock};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
@@ -88,8 +85,8 @@ pub async fn create(
         Begin::Proceed(guard) => guard,
     };
     let request: CreateInvoice = extract::typed(value)?;
-    let mut invoice = build_invoice(&state, &auth, request)?;
-    if let Some(customer) = &invoice.details.customer_id
+    let request = parse(&state, request)?;
+    if let Some(customer) = &request.details.customer_id
         && let Err(not_until) = state.limits.per_customer.check_key(&(auth.merchant.id, customer.clone()))
     {
         return Err(ApiError::RateLimited {
@@ -97,36 +94,8 @@ pub async fn create(
             retry_after_secs: not_until.wait_time_from(DefaultClock::default().now()).as_secs_f64().ceil() as u64,
         });
     }
-
     let mut tx = state.store.begin().await?;
-    let schedule = merchants::fee_schedule(&mut tx, &auth.merchant, &invoice.asset, invoice.decimals).await?;
-    invoice.apply_fee_schedule(schedule).map_err(|e| ApiError::internal(std::io::Error::other(format!("fee: {e}"))))?;
-    if invoice.merchant_amount_base_units.is_zero() {
-        return Err(ApiError::invalid(
-            "amount",
-            "amount_out_of_range",
-            format!(
-                "amount does not cover the fee ({} {})",
-                invoice.fee_base_units.to_display(invoice.decimals),
-                invoice.asset
-            ),
-        ));
-    }
-    // The address is allocated last, just before the insert, so the counter row (locked until
-    // commit on PostgreSQL) is held as briefly as possible.
-    let deposit = deposit_addresses::allocate(&mut tx, &state.wallet, AddressPurpose::Invoice).await?;
-    invoice.deposit_address_id = deposit.id;
-    invoice.address = deposit.address;
-    invoices::insert(&mut tx, &invoice).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::Conflict {
-            code: "external_id_conflict",
-            message: "an invoice with this external_id already exists".into(),
-            param: Some("external_id".into()),
-        },
-        other => other.into(),
-    })?;
-    let resource = InvoiceResource::build(&invoice, Vec::new(), &state.config.settings.api.public_url, &state.sessions);
-    events::record(&mut tx, invoice.merchant_id, "invoice.created", "invoice", invoice.id, &resource).await?;
+    let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     let response = idempotency::commit_created(guard, tx, body).await?;
     state.metrics.invoices_created_total.with_label_values(&[&invoice.chain, &invoice.asset]).inc();
@@ -134,53 +103,9 @@ pub async fn create(
     Ok(response)
 }
 
-/// Validates the request and prices it. The deposit address is filled in by the caller.
-fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> Result<Invoice, ApiError> {
-    let settings = &state.config.settings;
-    let (chain, asset) = validate::chain_and_asset(&state.config, req.chain, req.asset)?;
-    let currency = req.currency.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_else(|| "USD".into());
-    let is_iso = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
-    if !(is_iso || chain.asset(&currency).is_some()) || !state.pricer.knows(&currency) {
-        return Err(ApiError::invalid(
-            "currency",
-            "unsupported_currency",
-            format!(
-                "currency {currency:?} is not supported (an ISO 4217 code with a configured rate, or an accepted asset)"
-            ),
-        ));
-    }
-    let amount = validate::amount(&req.amount)?;
-    let min = auth.merchant.min_invoice_amount.unwrap_or(settings.invoices.min_amount);
-    let max = auth.merchant.max_invoice_amount.unwrap_or(settings.invoices.max_amount);
-    if amount < min || amount > max {
-        return Err(ApiError::invalid(
-            "amount",
-            "amount_out_of_range",
-            format!("amount must be between {min} and {max} {currency}"),
-        ));
-    }
-    let quote = state.pricer.quote(amount, &currency, asset).map_err(|e| match e {
-        PricingError::RateUnavailable(_) => ApiError::Unavailable { code: "rate_unavailable", message: e.to_string() },
-        PricingError::UnknownCurrency(_) => ApiError::invalid("currency", "unsupported_currency", e.to_string()),
-        PricingError::Overflow | PricingError::Money(_) => {
-            ApiError::invalid("amount", "amount_out_of_range", e.to_string())
-        }
-    })?;
-    if quote.pay_amount.is_zero() {
-        return Err(ApiError::invalid("amount", "amount_out_of_range", "amount is too small to pay in this asset"));
-    }
-
-    let expires_in = match req.expires_in {
-        None => settings.invoices.default_expires_in_ms,
-        Some(ms) if (1..=settings.invoices.max_expires_in_ms).contains(&ms) => ms,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "expires_in",
-                "invalid_parameter",
-                format!("expires_in is milliseconds between 1 and {}", settings.invoices.max_expires_in_ms),
-            ));
-        }
-    };
+/// Seed 001's request, field by field, into the invoicing lifecycle's terms (its limits, its
+/// URL rules); the amount, currency, chain, asset and expiry are judged by `invoicing::create`.
+fn parse(state: &AppState, req: CreateInvoice) -> Result<InvoiceRequest, ApiError> {
     let receiver_override_address = match (req.receiver_override.unwrap_or(false), req.receiver_override_address) {
         (true, Some(address)) => Some(parse_address(&address).map_err(|e| {
             ApiError::invalid("receiver_override_address", "invalid_address", format!("receiver_override_address {e}"))
@@ -201,7 +126,7 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
         }
         (false, None) => None,
     };
-    let allow_http = settings.invoices.allow_http_urls;
+    let allow_http = state.config.settings.invoices.allow_http_urls;
     let details = InvoiceDetails {
         description: validate::text("description", req.description, 255)?,
         customer_id: validate::text("customer_id", req.customer_id, 128)?,
@@ -217,37 +142,15 @@ fn build_invoice(state: &AppState, auth: &Authenticated, req: CreateInvoice) -> 
         questions: validate::questions(req.questions)?,
         answers: None,
     };
-    let now = now_ms();
-    Ok(Invoice {
-        id: Uuid::now_v7(),
-        merchant_id: auth.merchant.id,
-        external_id: validate::text("external_id", req.external_id, 128)?,
-        status: InvoiceStatus::Pending,
-        payment_flags: Vec::new(),
-        amount: amount.normalize(),
-        currency,
-        conversion_rate: quote.conversion_rate,
-        chain: chain.name.clone(),
-        chain_id: chain.chain_id,
-        asset: asset.symbol.to_owned(),
-        token_address: asset.token_address,
-        decimals: asset.decimals,
-        deposit_address_id: Uuid::nil(),
-        address: Default::default(),
-        amount_base_units: quote.pay_amount,
-        // Set from the merchant's fee schedule by the caller (it needs the database).
-        fee_base_units: Default::default(),
-        merchant_amount_base_units: quote.pay_amount,
-        amount_paid_base_units: Default::default(),
-        fee_schedule: Default::default(),
-        details,
+    Ok(InvoiceRequest {
+        amount: validate::amount(&req.amount)?,
+        currency: req.currency,
+        chain: req.chain,
+        asset: req.asset,
+        expires_in_ms: req.expires_in,
         receiver_override_address,
-        static_address_id: None,
-        session_token: Invoice::new_session_token(),
-        created_at: now,
-        expires_at: now + expires_in as i64,
-        finished_at: None,
-        updated_at: now,
+        external_id: validate::text("external_id", req.external_id, 128)?,
+        details,
     })
 }
 

@@ -15,18 +15,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use depositd_core::config::ChainConfig;
 use depositd_core::evm::parse_address;
-use depositd_core::gas;
-use depositd_core::invoice::Invoice;
-use depositd_core::ledger::LedgerError;
-use depositd_core::ledger::settlement;
-use depositd_core::money::BaseUnits;
-use depositd_core::payout::PayoutResource;
+use depositd_core::money::{BaseUnits, MoneyError};
+use depositd_core::payout::{self, NewPayout, PayoutResource};
 use depositd_core::store::api_keys::Scope;
-use depositd_core::store::chain_txs::{self, ChainTx, Purpose, TxState};
+use depositd_core::store::chain_txs;
 use depositd_core::store::payouts::{self, Payout, PayoutKind, PayoutStatus};
-use depositd_core::store::{Conn, StoreError, events, invoices};
-use depositd_core::time::now_ms;
+use depositd_core::store::{Conn, StoreError, invoices};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -78,22 +74,6 @@ pub struct CreateRefund {
     pub metadata: Option<serde_json::Value>,
 }
 
-/// A validated payout or refund, ready to be stored.
-struct Outgoing {
-    kind: PayoutKind,
-    /// The invoice a refund returns money for (its paid amount bounds the refund).
-    refund_of: Option<Invoice>,
-    chain: String,
-    chain_id: u64,
-    asset: String,
-    decimals: u8,
-    token_address: Option<Address>,
-    amount: BaseUnits,
-    destination: Address,
-    external_id: Option<String>,
-    metadata: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
 /// An amount in whole units of an asset with `decimals`: a plain decimal string, more than zero,
 /// with at most `decimals` places; converted to base units exactly (no float, no rounding, the
 /// whole U256 range).
@@ -104,24 +84,15 @@ fn amount(value: &serde_json::Value, decimals: u8, asset: &str) -> Result<BaseUn
             "amount must be a decimal string of whole {asset} such as \"1.5\" (JSON numbers are not accepted)"
         )));
     };
-    let text = text.trim();
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || (text.contains('.') && fraction.is_empty()) {
-        return Err(invalid(
-            "amount must be a plain positive decimal such as \"1.5\" (no sign, exponent or separators)".into(),
-        ));
-    }
-    if fraction.len() > usize::from(decimals) {
-        return Err(invalid(format!("amount has {} decimal places; {asset} has at most {decimals}", fraction.len())));
-    }
-    let base = format!("{whole}{fraction:0<width$}", width = usize::from(decimals));
-    let base = base.trim_start_matches('0');
-    let units: BaseUnits = if base.is_empty() {
-        BaseUnits::ZERO
-    } else {
-        base.parse().map_err(|_| invalid("amount is too large".into()))?
-    };
+    let units = BaseUnits::from_whole_units(text, decimals).map_err(|e| match e {
+        MoneyError::NotADecimal(_) => {
+            invalid("amount must be a plain positive decimal such as \"1.5\" (no sign, exponent or separators)".into())
+        }
+        MoneyError::TooPrecise { places, decimals } => {
+            invalid(format!("amount has {places} decimal places; {asset} has at most {decimals}"))
+        }
+        _ => invalid("amount is too large".into()),
+    })?;
     if units.is_zero() {
         return Err(ApiError::invalid("amount", "amount_out_of_range", "amount must be more than zero"));
     }
@@ -133,183 +104,29 @@ fn destination(param: &str, value: &str) -> Result<Address, ApiError> {
     parse_address(value.trim()).map_err(|e| ApiError::invalid(param, "invalid_address", format!("{param} {e}")))
 }
 
-fn metadata_column(metadata: &Option<serde_json::Map<String, serde_json::Value>>) -> Option<String> {
-    metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string())
-}
-
-fn ledger_error(error: LedgerError) -> ApiError {
-    match error {
-        LedgerError::Store(e) => e.into(),
-        other => ApiError::internal(other),
+/// The payout lifecycle's context on `chain`.
+fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payout::Context<'a> {
+    payout::Context {
+        chain,
+        settler: &state.config.settings.settler,
+        treasury: state.wallet.treasury().address(),
+        public_url: &state.config.settings.api.public_url,
+        sessions: &state.sessions,
     }
 }
 
-/// What a native payout reserves for its network fee, from the settler's latest fee reading;
-/// 503 when there is none or it is stale (the reserve could be too small).
-async fn native_fee_reserve(
-    state: &AppState,
-    conn: &mut Conn,
-    chain: &str,
-    chain_id: u64,
-) -> Result<BaseUnits, ApiError> {
-    let settler = &state.config.settings.settler;
-    let max_age_ms = i64::try_from(settler.fee_estimate_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    match chain_txs::fee_estimate(conn, chain_id).await? {
-        Some((base_fee, tip, updated_at)) if now_ms().saturating_sub(updated_at) <= max_age_ms => {
-            Ok(gas::native_payout_fee_reserve(base_fee, tip, settler))
-        }
-        Some(_) => Err(ApiError::Unavailable {
-            code: "fee_estimate_unavailable",
-            message: format!(
-                "the network fee estimate for {chain} is older than {} seconds, so the fee reserve cannot be \
-                 computed; retry shortly",
-                settler.fee_estimate_max_age_secs
-            ),
-        }),
-        None => Err(ApiError::Unavailable {
-            code: "fee_estimate_unavailable",
-            message: format!("there is no network fee estimate for {chain} yet; retry shortly"),
-        }),
-    }
-}
-
-/// Refunds of `invoice` still promised (not failed or cancelled), in base units.
-async fn refunded(conn: &mut Conn, invoice: &Invoice) -> Result<BaseUnits, ApiError> {
-    let mut total = BaseUnits::ZERO;
-    for refund in payouts::refunds_of(conn, invoice.id).await? {
-        total = total.checked_add(refund.amount).ok_or_else(|| ApiError::internal(LedgerError::Overflow))?;
-    }
-    Ok(total)
-}
-
-/// 400 unless `amount` fits in what `invoice` was paid less `refunded` (which may include it).
-fn check_refundable(invoice: &Invoice, refunded: BaseUnits, amount: BaseUnits) -> Result<(), ApiError> {
-    let paid = invoice.amount_paid_base_units;
-    let remaining = paid.checked_sub(refunded).unwrap_or_default();
-    if amount > remaining {
-        let show = |v: BaseUnits| format!("{} {}", v.to_display(invoice.decimals), invoice.asset);
-        return Err(ApiError::invalid(
-            "amount",
-            "refund_exceeds_paid",
-            format!(
-                "the refund of {} exceeds what can still be refunded: {} ({} paid, {} refunded or being refunded)",
-                show(amount),
-                show(remaining),
-                show(paid),
-                show(refunded)
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Stores a validated payout or refund with its chain intent and reservation, records
-/// `payout.created`, and answers 201 (stored with the idempotency key, if any).
+/// Creates a validated payout or refund (`depositd_core::payout::create`) and answers 201
+/// (stored with the idempotency key, if any, in the same transaction).
 async fn create_outgoing(
     state: &AppState,
-    auth: &Authenticated,
     guard: Option<IdempotencyGuard>,
-    out: Outgoing,
+    chain: &ChainConfig,
+    new: NewPayout,
 ) -> Result<Response, ApiError> {
     let mut tx = state.store.begin().await?;
-    if let Some(invoice) = &out.refund_of {
-        // Checked again after the reservation (below), which serializes a merchant's refunds.
-        let already = refunded(&mut tx, invoice).await?;
-        check_refundable(invoice, already, out.amount)?;
-    }
-    let fee_reserve = match out.token_address {
-        None => native_fee_reserve(state, &mut tx, &out.chain, out.chain_id).await?,
-        // A token payout's gas is paid by the operator.
-        Some(_) => BaseUnits::ZERO,
-    };
-    let purpose = match out.kind {
-        PayoutKind::Payout => Purpose::Payout,
-        PayoutKind::Refund => Purpose::Refund,
-    };
-    let treasury = state.wallet.treasury().address().to_checksum(None);
-    let mut intent = ChainTx::intent(
-        out.chain_id,
-        treasury,
-        purpose,
-        out.destination.to_checksum(None),
-        &out.asset,
-        out.amount,
-        out.token_address.map(|a| a.to_checksum(None)),
-        fee_reserve,
-    );
-    let now = now_ms();
-    let payout = Payout {
-        id: Uuid::now_v7(),
-        merchant_id: auth.merchant.id,
-        kind: out.kind,
-        external_id: out.external_id.clone(),
-        invoice_id: out.refund_of.as_ref().map(|i| i.id),
-        chain_id: out.chain_id,
-        asset: out.asset.clone(),
-        amount: out.amount,
-        fee_reserve,
-        network_fee: None,
-        destination: out.destination.to_checksum(None),
-        status: PayoutStatus::Pending,
-        metadata: metadata_column(&out.metadata),
-        transaction_id: Some(intent.id),
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-    };
-    intent.payout_id = Some(payout.id);
-    intent.merchant_id = Some(payout.merchant_id);
-    intent.invoice_id = payout.invoice_id;
-
-    payouts::insert(&mut tx, &payout).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::Conflict {
-            code: "external_id_conflict",
-            message: "a payout or refund with this external_id already exists".into(),
-            param: Some("external_id".into()),
-        },
-        other => other.into(),
-    })?;
-    chain_txs::insert_intent(&mut tx, &intent).await?;
-    settlement::reserve_payout(&mut tx, &payout).await.map_err(|e| match e {
-        LedgerError::InsufficientFunds { balance, .. } => {
-            let show = |v: BaseUnits| format!("{} {}", v.to_display(out.decimals), out.asset);
-            let needed = out.amount.checked_add(fee_reserve).unwrap_or(out.amount);
-            ApiError::invalid(
-                "amount",
-                "insufficient_funds",
-                format!(
-                    "insufficient available balance: {} is available, the {} needs {} ({} plus a network fee \
-                     reserve of {})",
-                    show(balance),
-                    out.kind.as_str(),
-                    show(needed),
-                    show(out.amount),
-                    show(fee_reserve)
-                ),
-            )
-        }
-        other => ledger_error(other),
-    })?;
-    if let Some(invoice) = &out.refund_of {
-        // The reservation locked the merchant's balance: concurrent refunds are now in order, and
-        // the sum includes this one.
-        let promised = refunded(&mut tx, invoice).await?;
-        let others = promised.checked_sub(out.amount).unwrap_or_default();
-        check_refundable(invoice, others, out.amount)?;
-    }
-    let resource = PayoutResource::build(&payout, &out.chain, out.decimals, None);
-    events::record(&mut tx, payout.merchant_id, "payout.created", "payout", payout.id, &resource).await?;
+    let (_, resource) = payout::create(&mut tx, payout_ctx(state, chain), new).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    let response = idempotency::commit_created(guard, tx, body).await?;
-    tracing::info!(
-        payout_id = %payout.id,
-        merchant_id = %payout.merchant_id,
-        kind = payout.kind.as_str(),
-        chain = %out.chain,
-        asset = %out.asset,
-        "payout created"
-    );
-    Ok(response)
+    idempotency::commit_created(guard, tx, body).await
 }
 
 #[utoipa::path(
@@ -341,11 +158,10 @@ pub async fn create(
     };
     let request: CreatePayout = extract::typed(value)?;
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
-    let out = Outgoing {
+    let new = NewPayout {
         kind: PayoutKind::Payout,
+        merchant_id: auth.merchant.id,
         refund_of: None,
-        chain: chain.name.clone(),
-        chain_id: chain.chain_id,
         asset: asset.symbol.to_owned(),
         decimals: asset.decimals,
         token_address: asset.token_address,
@@ -354,7 +170,7 @@ pub async fn create(
         external_id: validate::text("external_id", request.external_id, 128)?,
         metadata: validate::metadata(request.metadata)?,
     };
-    create_outgoing(&state, &auth, guard, out).await
+    create_outgoing(&state, guard, chain, new).await
 }
 
 #[utoipa::path(
@@ -401,13 +217,13 @@ pub async fn create_refund(
     let destination = destination("address", &request.address)?;
     let external_id = validate::text("external_id", request.external_id, 128)?;
     let metadata = validate::metadata(request.metadata)?;
-    if state.config.chain(&invoice.chain).and_then(|c| c.asset(&invoice.asset)).is_none() {
+    let Some(chain) = state.config.chain(&invoice.chain).filter(|c| c.asset(&invoice.asset).is_some()) else {
         return Err(ApiError::InvalidRequest {
             code: "unsupported_asset",
             message: format!("{} on {} is no longer enabled on this server", invoice.asset, invoice.chain),
             param: None,
         });
-    }
+    };
     if invoice.amount_paid_base_units.is_zero() {
         return Err(ApiError::InvalidRequest {
             code: "invoice_not_paid",
@@ -418,10 +234,9 @@ pub async fn create_refund(
             param: None,
         });
     }
-    let out = Outgoing {
+    let new = NewPayout {
         kind: PayoutKind::Refund,
-        chain: invoice.chain.clone(),
-        chain_id: invoice.chain_id,
+        merchant_id: auth.merchant.id,
         asset: invoice.asset.clone(),
         decimals: invoice.decimals,
         token_address: invoice.token_address,
@@ -431,7 +246,7 @@ pub async fn create_refund(
         metadata,
         refund_of: Some(invoice),
     };
-    create_outgoing(&state, &auth, guard, out).await
+    create_outgoing(&state, guard, chain, new).await
 }
 
 /// The hash of a payout's transaction: the mined one, else its latest signed attempt.
@@ -559,50 +374,16 @@ pub async fn cancel(
 ) -> Result<Json<PayoutResource>, ApiError> {
     auth.require(Scope::PayoutsWrite)?;
     let id = extract::path_id("payout", &id)?;
-    let not_cancellable = |state: String| ApiError::Conflict {
-        code: "payout_not_cancellable",
-        message: format!(
-            "only a pending payout whose transaction is not yet signed can be cancelled; this one is {state}"
-        ),
-        param: None,
-    };
     let mut tx = state.store.begin().await?;
-    let Some(before) = payouts::get(&mut tx, auth.merchant.id, id).await? else {
-        return Err(ApiError::not_found("payout"));
-    };
-    let Some(transaction_id) = before.transaction_id else {
-        return Err(not_cancellable(before.status.as_str().to_owned()));
-    };
-    // The settler signs under the same lock: once we hold it, the intent stays an intent.
-    let chain_tx = chain_txs::lock(&mut tx, transaction_id).await?.ok_or_else(|| {
-        ApiError::from(StoreError::Corrupt(format!("payout {id} names a missing transaction {transaction_id}")))
+    let found = payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
+    let chain = state.config.chains.iter().find(|c| c.chain_id == found.chain_id).ok_or_else(|| {
+        ApiError::internal(std::io::Error::other(format!(
+            "payout {id}: chain {} is no longer configured",
+            found.chain_id
+        )))
     })?;
-    let payout = payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
-    if payout.status != PayoutStatus::Pending {
-        return Err(not_cancellable(payout.status.as_str().to_owned()));
-    }
-    if chain_tx.state != TxState::Intent {
-        return Err(not_cancellable(format!("pending, but its transaction is already {}", chain_tx.state)));
-    }
-    if !chain_txs::set_failed(&mut tx, transaction_id, TxState::Intent, "cancelled").await?
-        || !payouts::transition(
-            &mut tx,
-            id,
-            PayoutStatus::Pending,
-            PayoutStatus::Cancelled,
-            None,
-            Some("cancelled by the merchant"),
-        )
-        .await?
-    {
-        return Err(not_cancellable("changing state concurrently".into()));
-    }
-    settlement::release_payout(&mut tx, &payout, BaseUnits::ZERO, "cancelled").await.map_err(ledger_error)?;
-    let payout = payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
-    let resource = resource(&state, &mut tx, &payout).await?;
-    events::record(&mut tx, payout.merchant_id, "payout.cancelled", "payout", payout.id, &resource).await?;
+    let (_, resource) = payout::cancel(&mut tx, payout_ctx(&state, chain), auth.merchant.id, id).await?;
     tx.commit().await.map_err(StoreError::from)?;
-    tracing::info!(payout_id = %payout.id, merchant_id = %payout.merchant_id, "payout cancelled");
     Ok(Json(resource))
 }
 

@@ -290,6 +290,37 @@ pub async fn touching(conn: &mut Conn, chain_id: u64, address: &str) -> Result<V
     rows(found)
 }
 
+/// Transactions on a chain confirmed in a block at or above `min_block`, by signer and nonce: the
+/// ones a reorg deeper than the confirmations could still take away.
+#[tracing::instrument(skip(conn))]
+pub async fn confirmed_since(conn: &mut Conn, chain_id: u64, min_block: u64) -> Result<Vec<ChainTx>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state = 'confirmed' AND mined_block >= $2 \
+         ORDER BY signer_address, nonce"
+    )))
+    .bind(chain_id as i64)
+    .bind(min_block as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(found)
+}
+
+/// A confirmed transaction a reorg deeper than the confirmations took away goes back to
+/// `broadcast` (its mined hash, block and gas forgotten; its ledger entries stay, keyed by the
+/// transaction, and count once when it is mined again). True when this call moved it.
+#[tracing::instrument(skip(conn))]
+pub async fn set_unconfirmed(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE chain_transactions SET state = 'broadcast', mined_tx_hash = NULL, mined_block = NULL, \
+         gas_cost_base_units = NULL, updated_at = $1 WHERE id = $2 AND state = 'confirmed'",
+    )
+    .bind(now_ms())
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Open (not confirmed, not failed) transactions on a chain.
 #[tracing::instrument(skip(conn))]
 pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {

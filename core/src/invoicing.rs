@@ -1,0 +1,209 @@
+//! Invoicing: the one place an invoice is made. Every route that creates one (whichever API
+//! shape it speaks) parses its own request into an [`InvoiceRequest`] and calls [`create`],
+//! which validates it against the server's and the merchant's rules, prices it, applies the
+//! merchant's fee schedule, claims a deposit address and writes the invoice with its
+//! `invoice.created` event, in the caller's transaction. It returns a complete invoice or a
+//! typed [`InvoicingError`], never a half-built one.
+//!
+//! What is the transport's and what is the core's: field names, types, text limits and URL
+//! rules belong to each API shape (they differ between the reference docs); the amount bounds,
+//! currencies, chains and assets, expiry bounds, the price, the fee and the address are the
+//! product's, and are decided here.
+
+use alloy::primitives::Address;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::config::{AssetRef, ChainConfig, Config};
+use crate::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, SessionSigner};
+use crate::pricing::{Pricer, PricingError};
+use crate::store::deposit_addresses::{self, AddressPurpose};
+use crate::store::merchants::{self, Merchant};
+use crate::store::{Conn, StoreError, events, invoices};
+use crate::time::now_ms;
+use crate::wallet::HdWallet;
+
+/// What invoicing needs besides the transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub config: &'a Config,
+    pub pricer: &'a Pricer,
+    pub wallet: &'a HdWallet,
+    pub sessions: &'a SessionSigner,
+}
+
+/// A request for an invoice, parsed by the transport (its text fields already checked against
+/// that API shape's limits).
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceRequest {
+    /// The price, in `currency` (major units, exact).
+    pub amount: Decimal,
+    /// An ISO 4217 code or an accepted asset's symbol; default USD.
+    pub currency: Option<String>,
+    /// Default: the server's default chain and asset.
+    pub chain: Option<String>,
+    pub asset: Option<String>,
+    /// Lifetime in milliseconds; default `invoices.default_expires_in_ms`.
+    pub expires_in_ms: Option<u64>,
+    /// Pass-through: the merchant's own address the payment is forwarded to.
+    pub receiver_override_address: Option<Address>,
+    pub external_id: Option<String>,
+    pub details: InvoiceDetails,
+}
+
+/// Why an invoice was not made. Each names the request field at fault ([`InvoicingError::param`]),
+/// except `Store`, which is ours.
+#[derive(Debug, thiserror::Error)]
+pub enum InvoicingError {
+    #[error("chain {0:?} is not enabled on this server")]
+    UnsupportedChain(String),
+    #[error("asset {asset:?} is not accepted on {chain} (accepted: {accepted})")]
+    UnsupportedAsset { asset: String, chain: String, accepted: String },
+    #[error("currency {0:?} is not supported (an ISO 4217 code with a configured rate, or an accepted asset)")]
+    UnsupportedCurrency(String),
+    /// Outside the merchant's bounds, too small to pay, or not covering the fee.
+    #[error("{0}")]
+    AmountOutOfRange(String),
+    #[error("{0}")]
+    InvalidExpiry(String),
+    /// The rate for the currency is not available right now (a price feed behind).
+    #[error("{0}")]
+    RateUnavailable(String),
+    #[error("an invoice with this external_id already exists")]
+    ExternalIdTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl InvoicingError {
+    /// The request field at fault (in [`InvoiceRequest`]'s terms).
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            InvoicingError::UnsupportedChain(_) => Some("chain"),
+            InvoicingError::UnsupportedAsset { .. } => Some("asset"),
+            InvoicingError::UnsupportedCurrency(_) => Some("currency"),
+            InvoicingError::AmountOutOfRange(_) => Some("amount"),
+            InvoicingError::InvalidExpiry(_) => Some("expires_in"),
+            InvoicingError::ExternalIdTaken => Some("external_id"),
+            InvoicingError::RateUnavailable(_) | InvoicingError::Store(_) => None,
+        }
+    }
+}
+
+/// The chain and asset a request names (or the server's defaults).
+pub fn resolve_asset<'a>(
+    config: &'a Config,
+    chain: Option<&str>,
+    asset: Option<&str>,
+) -> Result<(&'a ChainConfig, AssetRef<'a>), InvoicingError> {
+    let defaults = &config.settings.chains;
+    let chain_name = chain.unwrap_or(&defaults.default_chain);
+    let chain = config.chain(chain_name).ok_or_else(|| InvoicingError::UnsupportedChain(chain_name.to_owned()))?;
+    let symbol = asset.unwrap_or(&defaults.default_asset);
+    let asset = chain.asset(symbol).ok_or_else(|| InvoicingError::UnsupportedAsset {
+        asset: symbol.to_owned(),
+        chain: chain.name.clone(),
+        accepted: chain.asset_symbols().join(", "),
+    })?;
+    Ok((chain, asset))
+}
+
+/// Validates and prices `request` for `merchant`: everything that needs no database.
+fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Result<Invoice, InvoicingError> {
+    let settings = &ctx.config.settings;
+    let (chain, asset) = resolve_asset(ctx.config, request.chain.as_deref(), request.asset.as_deref())?;
+    let currency = request.currency.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_else(|| "USD".into());
+    let is_iso = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
+    if !(is_iso || chain.asset(&currency).is_some()) || !ctx.pricer.knows(&currency) {
+        return Err(InvoicingError::UnsupportedCurrency(currency));
+    }
+    let amount = request.amount;
+    let min = merchant.min_invoice_amount.unwrap_or(settings.invoices.min_amount);
+    let max = merchant.max_invoice_amount.unwrap_or(settings.invoices.max_amount);
+    if amount < min || amount > max {
+        return Err(InvoicingError::AmountOutOfRange(format!("amount must be between {min} and {max} {currency}")));
+    }
+    let quote = ctx.pricer.quote(amount, &currency, asset).map_err(|e| match e {
+        PricingError::RateUnavailable(_) => InvoicingError::RateUnavailable(e.to_string()),
+        PricingError::UnknownCurrency(_) => InvoicingError::UnsupportedCurrency(currency.clone()),
+        PricingError::Overflow | PricingError::Money(_) => InvoicingError::AmountOutOfRange(e.to_string()),
+    })?;
+    if quote.pay_amount.is_zero() {
+        return Err(InvoicingError::AmountOutOfRange("amount is too small to pay in this asset".into()));
+    }
+    let expires_in = match request.expires_in_ms {
+        None => settings.invoices.default_expires_in_ms,
+        Some(ms) if (1..=settings.invoices.max_expires_in_ms).contains(&ms) => ms,
+        Some(_) => {
+            return Err(InvoicingError::InvalidExpiry(format!(
+                "expires_in is milliseconds between 1 and {}",
+                settings.invoices.max_expires_in_ms
+            )));
+        }
+    };
+    let now = now_ms();
+    Ok(Invoice {
+        id: Uuid::now_v7(),
+        merchant_id: merchant.id,
+        external_id: request.external_id,
+        status: InvoiceStatus::Pending,
+        payment_flags: Vec::new(),
+        amount: amount.normalize(),
+        currency,
+        conversion_rate: quote.conversion_rate,
+        chain: chain.name.clone(),
+        chain_id: chain.chain_id,
+        asset: asset.symbol.to_owned(),
+        token_address: asset.token_address,
+        decimals: asset.decimals,
+        deposit_address_id: Uuid::nil(),
+        address: Default::default(),
+        amount_base_units: quote.pay_amount,
+        fee_base_units: Default::default(),
+        merchant_amount_base_units: quote.pay_amount,
+        amount_paid_base_units: Default::default(),
+        fee_schedule: Default::default(),
+        details: request.details,
+        receiver_override_address: request.receiver_override_address,
+        static_address_id: None,
+        session_token: Invoice::new_session_token(),
+        created_at: now,
+        expires_at: now + expires_in as i64,
+        finished_at: None,
+        updated_at: now,
+    })
+}
+
+/// Makes merchant `merchant`'s invoice for `request` in the caller's transaction (see the module
+/// doc), and returns it with the resource `invoice.created` announced.
+pub async fn create(
+    conn: &mut Conn,
+    ctx: Context<'_>,
+    merchant: &Merchant,
+    request: InvoiceRequest,
+) -> Result<(Invoice, InvoiceResource), InvoicingError> {
+    let mut invoice = price(ctx, merchant, request)?;
+    let schedule = merchants::fee_schedule(conn, merchant, &invoice.asset, invoice.decimals).await?;
+    invoice
+        .apply_fee_schedule(schedule)
+        .map_err(|e| InvoicingError::AmountOutOfRange(format!("the fee cannot be applied to this amount: {e}")))?;
+    if invoice.merchant_amount_base_units.is_zero() {
+        return Err(InvoicingError::AmountOutOfRange(format!(
+            "amount does not cover the fee ({} {})",
+            invoice.fee_base_units.to_display(invoice.decimals),
+            invoice.asset
+        )));
+    }
+    // The address is claimed last, just before the insert, so the counter row (locked until
+    // commit on PostgreSQL) is held as briefly as possible.
+    let deposit = deposit_addresses::allocate(conn, ctx.wallet, AddressPurpose::Invoice).await?;
+    invoice.deposit_address_id = deposit.id;
+    invoice.address = deposit.address;
+    invoices::insert(conn, &invoice).await.map_err(|e| match e {
+        StoreError::Conflict(_) => InvoicingError::ExternalIdTaken,
+        other => other.into(),
+    })?;
+    let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
+    events::record(conn, invoice.merchant_id, "invoice.created", "invoice", invoice.id, &resource).await?;
+    Ok((invoice, resource))
+}
