@@ -462,7 +462,7 @@ impl Settler {
     async fn recheck_confirmed(&self, head: u64) -> Result<(), SettleError> {
         let depth = self.chain.confirmations.saturating_mul(4).max(16);
         let recent = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::confirmed_since(&mut conn, self.chain.chain_id, head.saturating_sub(depth)).await?
         };
         let mut used_by: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
@@ -495,7 +495,7 @@ impl Settler {
                 continue; // the nonce reading lagged; the receipt is there
             }
             let attempts = {
-                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.store.conn().await?;
                 chain_txs::attempts(&mut conn, tx.id).await?
             };
             let mut db = self.store.begin().await?;
