@@ -11,7 +11,8 @@ async fn main() -> std::process::ExitCode {
     match depositd::commands::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", one_line(&error));
+            // Errors of HTTP libraries quote the URL they failed on, RPC keys and all.
+            eprintln!("error: {}", depositd_core::secret::redact_urls(&one_line(&error)));
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,7 +1,9 @@
 //! Merchant authentication: `x-api-key: <key>` or `Authorization: Bearer <key>`, then the key's
 //! rate limit. Handlers take [`Authenticated`] and call [`Authenticated::require`] for their scope.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use depositd_core::store::api_keys::{self, ApiKey, KeyRejection, Scope};
@@ -59,24 +61,47 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let presented = presented_key(&parts.headers)?;
-        let mut conn = state.store.conn().await.map_err(ApiError::internal)?;
-        let (key, merchant) = api_keys::authenticate(&mut conn, &presented).await?.map_err(|rejection| {
-            let (code, message) = match rejection {
-                KeyRejection::Malformed => ("invalid_api_key", "the API key is malformed"),
-                KeyRejection::Unknown => ("invalid_api_key", "the API key is not valid"),
-                KeyRejection::Revoked => ("api_key_revoked", "the API key has been revoked"),
-                KeyRejection::MerchantInactive => ("merchant_inactive", "the merchant account is not active"),
-            };
-            ApiError::Unauthenticated { code, message: message.into() }
-        })?;
-        if let Err(not_until) = state.limits.per_key.check_key(&key.id) {
+        // Failed authentications are limited per client address, before any key lookup.
+        let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let attempt = match client.map(|ip| state.limits.auth_failures.begin(ip)) {
+            Some(Err(wait)) => {
+                return Err(ApiError::RateLimited {
+                    message: "too many failed authentications from this address; retry after the time in Retry-After"
+                        .into(),
+                    retry_after_secs: wait.as_secs_f64().ceil() as u64,
+                });
+            }
+            Some(Ok(attempt)) => Some(attempt),
+            None => None,
+        };
+        let result = authenticate(parts, state).await;
+        if let (Err(ApiError::Unauthenticated { .. }), Some(attempt)) = (&result, attempt) {
+            attempt.failed();
+        }
+        let authenticated = result?;
+        if let Err(not_until) = state.limits.per_key.check_key(&authenticated.key.id) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(ApiError::RateLimited {
                 message: "too many requests for this API key; retry after the time in Retry-After".into(),
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
             });
         }
-        Ok(Authenticated { key, merchant })
+        Ok(authenticated)
     }
+}
+
+/// The presented key, looked up: the key and its active merchant, or a 401.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, ApiError> {
+    let presented = presented_key(&parts.headers)?;
+    let mut conn = state.store.conn().await.map_err(ApiError::internal)?;
+    let (key, merchant) = api_keys::authenticate(&mut conn, &presented).await?.map_err(|rejection| {
+        let (code, message) = match rejection {
+            KeyRejection::Malformed => ("invalid_api_key", "the API key is malformed"),
+            KeyRejection::Unknown => ("invalid_api_key", "the API key is not valid"),
+            KeyRejection::Revoked => ("api_key_revoked", "the API key has been revoked"),
+            KeyRejection::MerchantInactive => ("merchant_inactive", "the merchant account is not active"),
+        };
+        ApiError::Unauthenticated { code, message: message.into() }
+    })?;
+    Ok(Authenticated { key, merchant })
 }

@@ -27,6 +27,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 408: the body did not arrive in time (slow or stalled client); the connection is closed.
+    #[error("the request body did not arrive within {seconds} seconds")]
+    RequestTimeout { seconds: u64 },
     #[error("{message}")]
     Conflict { code: &'static str, message: String, param: Option<String> },
     /// 429 with `Retry-After`.
@@ -66,6 +69,9 @@ impl ApiError {
             }
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "payload_too_large", None)
+            }
+            ApiError::RequestTimeout { .. } => {
+                (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request_timeout", None)
             }
             ApiError::Conflict { code, param, .. } => {
                 (StatusCode::CONFLICT, "invalid_request_error", code, param.as_deref())

@@ -1,37 +1,168 @@
 //! Request bodies: JSON parsed with the path of any offending field, so every 400 names its `param`.
+//!
+//! A body is read twice: [`json_object`] checks the document as written (one object, no key twice
+//! in any object, no number in exponent form) and returns it as a [`serde_json::Value`] (what
+//! idempotency compares); [`typed`] then deserializes the request type from the same bytes, so
+//! fields that need a number's exact text (amounts, as [`serde_json::value::RawValue`]) get it
+//! rather than its nearest `f64`.
 
+use std::collections::HashSet;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
-/// Parses a request body into JSON, refusing anything that is not one JSON object.
+/// A body [`json_object_exact`] accepted: the JSON, and the number literals in it that a
+/// [`serde_json::Value`] (an `f64`) does not hold exactly.
+pub struct Checked {
+    pub value: serde_json::Value,
+    inexact_numbers: Vec<String>,
+}
+
+impl Checked {
+    /// What an `Idempotency-Key` is claimed with: the canonical JSON, and the exact text of any
+    /// number the JSON rounds, so that two amounts one rounding apart are two requests (a
+    /// replay of one for the other would be another amount). Bodies without such numbers
+    /// fingerprint as their JSON alone.
+    pub fn fingerprint(&self) -> serde_json::Value {
+        if self.inexact_numbers.is_empty() {
+            self.value.clone()
+        } else {
+            serde_json::json!({"body": self.value, "exact_numbers": self.inexact_numbers})
+        }
+    }
+}
+
+/// Parses a request body into JSON, refusing anything that is not one JSON object, and any
+/// duplicated key or exponent-form number in it.
 pub fn json_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::InvalidRequest {
+    json_object_exact(body).map(|checked| checked.value)
+}
+
+/// [`json_object`], keeping what it needs to tell apart numbers the JSON rounds to one.
+pub fn json_object_exact(body: &[u8]) -> Result<Checked, ApiError> {
+    let not_json = |e: serde_json::Error| ApiError::InvalidRequest {
         code: "invalid_json",
         message: format!("the request body is not valid JSON: {e}"),
         param: None,
-    })?;
-    if !value.is_object() {
+    };
+    let raw: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    if !raw.get().starts_with('{') {
         return Err(ApiError::InvalidRequest {
             code: "invalid_json",
             message: "the request body must be a JSON object".into(),
             param: None,
         });
     }
-    Ok(value)
+    let mut inexact_numbers = Vec::new();
+    check_document(raw, &mut String::new(), &mut inexact_numbers)?;
+    Ok(Checked { value: serde_json::from_str(raw.get()).map_err(not_json)?, inexact_numbers })
 }
 
-/// Deserializes a request type, mapping serde's errors to a 400 that names the field.
-pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+/// Whether `f64` holds the number `text` (a JSON number without exponent) exactly.
+fn exact_in_f64(text: &str) -> bool {
+    let Ok(exact) = text.parse::<rust_decimal::Decimal>() else { return false };
+    let Some(held) = text.parse::<f64>().ok().and_then(serde_json::Number::from_f64) else { return false };
+    held.to_string().parse::<rust_decimal::Decimal>().is_ok_and(|held| held == exact)
+}
+
+/// The entries of one JSON object in document order, duplicates kept.
+struct Entries<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// Walks the document as written: serde_json's `Value` keeps the last of duplicated keys and
+/// turns numbers into `f64`, so both are checked here, on the text.
+fn check_document(raw: &RawValue, path: &mut String, inexact: &mut Vec<String>) -> Result<(), ApiError> {
+    let text = raw.get();
+    let internal = |e: serde_json::Error| ApiError::internal(e);
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let entries: Entries = serde_json::from_str(text).map_err(internal)?;
+            let mut seen = HashSet::new();
+            for (key, value) in entries.0 {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key);
+                if !seen.insert(key) {
+                    return Err(ApiError::InvalidRequest {
+                        code: "duplicate_key",
+                        message: format!("{path} appears more than once in the request body"),
+                        param: Some(path.clone()),
+                    });
+                }
+                check_document(value, path, inexact)?;
+                path.truncate(len);
+            }
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(internal)?;
+            for (i, item) in items.into_iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_document(item, path, inexact)?;
+                path.truncate(len);
+            }
+        }
+        Some(b'-' | b'0'..=b'9') if text.contains(['e', 'E']) => {
+            let param = if path.is_empty() { None } else { Some(path.clone()) };
+            return Err(ApiError::InvalidRequest {
+                code: "invalid_number",
+                message: format!(
+                    "{}: {text} is in exponent form; write numbers out in plain decimal digits",
+                    param.as_deref().unwrap_or("number")
+                ),
+                param,
+            });
+        }
+        Some(b'-' | b'0'..=b'9') if !exact_in_f64(text) => inexact.push(format!("{path}={text}")),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Deserializes a request type from a body [`json_object`] has accepted, mapping serde's errors
+/// to a 400 that names the field.
+pub fn typed<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
-        let message = error.inner().to_string();
+        // serde_json adds where in the text it was; the param says where in the document.
+        let inner = error.inner();
+        let position = format!(" at line {} column {}", inner.line(), inner.column());
+        let message = inner.to_string();
+        let message = message.strip_suffix(&position).unwrap_or(&message).to_owned();
         // Missing and unknown fields are reported at the parent; serde names them in backticks.
         let named = message.split('`').nth(1).map(str::to_owned);
         let (code, param) = if message.starts_with("unknown field") {
             ("unknown_parameter", named)
         } else if message.starts_with("missing field") {
             ("parameter_missing", named)
+        } else if message.starts_with("duplicate field") {
+            ("duplicate_key", named)
         } else {
             ("invalid_parameter", Some(path.clone()).filter(|p| p != "."))
         };
@@ -41,6 +172,84 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiErro
         };
         ApiError::InvalidRequest { code, message, param }
     })
+}
+
+/// The `{id}` (or other single) segment of a route, as text: an undecodable segment (`%ff` is
+/// not UTF-8) is the JSON 400 every other bad id gets, not axum's plain-text rejection.
+#[derive(Debug, Clone)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(rejection) => {
+                let param = parts
+                    .extensions
+                    .get::<axum::extract::MatchedPath>()
+                    .and_then(|p| p.as_str().split('{').nth(1)?.split('}').next().map(str::to_owned))
+                    .unwrap_or_else(|| "id".to_owned());
+                tracing::debug!(%param, rejection = %rejection.body_text(), "undecodable path segment");
+                Err(ApiError::invalid(
+                    param.clone(),
+                    "invalid_parameter",
+                    format!("{param} in the path is not valid percent-encoded UTF-8 text"),
+                ))
+            }
+        }
+    }
+}
+
+/// The query string as name -> value: a name given twice is a 400 `duplicate_parameter` (not
+/// "the last one wins"), and an undecodable query the JSON 400 rather than axum's plain text.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let undecodable = || ApiError::InvalidRequest {
+            code: "invalid_parameter",
+            message: "the query string is not valid percent-encoded UTF-8".into(),
+            param: None,
+        };
+        // application/x-www-form-urlencoded, decoded strictly (axum's Query replaces bad bytes).
+        let decode = |text: &str| -> Result<String, ApiError> {
+            let text = text.replace('+', " ");
+            percent_encoding::percent_decode_str(&text).decode_utf8().map(|s| s.into_owned()).map_err(|_| undecodable())
+        };
+        let mut params = std::collections::HashMap::new();
+        for pair in parts.uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (name, value) = (decode(name)?, decode(value)?);
+            if params.contains_key(&name) {
+                return Err(ApiError::invalid(
+                    name.clone(),
+                    "duplicate_parameter",
+                    format!("query parameter {name:?} is given more than once"),
+                ));
+            }
+            params.insert(name, value);
+        }
+        Ok(QueryParams(params))
+    }
+}
+
+/// An optional whole number that may be written `479` or `479.0` (JSON does not tell them
+/// apart, and neither does the OpenAPI document's `integer`); `479.5` is refused.
+pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(53) => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!("expected a whole number of at least 0, found {number}"))),
+    }
 }
 
 /// Cursor pagination shared by every list endpoint: `limit` (1 to 100, default 20) and

@@ -5,6 +5,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
 use utoipa::{Modify, OpenApi};
 
+use depositd_core::config::Config;
+use depositd_core::webhooks::EVENT_TYPES;
+
 use crate::routes::{deposits, invoices, ledger, payments, payouts, static_addresses, webhooks};
 
 #[derive(OpenApi)]
@@ -48,7 +51,343 @@ pub fn amount_schema() -> impl Into<RefOr<Schema>> {
         .item(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.01)))
 }
 
-/// The document as JSON.
+/// The document as JSON, with what the derive cannot say added (see [`tighten`]).
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes")
+    let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    tighten(&mut document);
+    document
+}
+
+/// The document this server serves: [`document`] with the chains, assets and currencies it is
+/// configured with as enums.
+pub fn document_for(config: &Config) -> serde_json::Value {
+    let mut document = document();
+    let chains: Vec<&str> = config.chains.iter().map(|c| c.name.as_str()).collect();
+    let mut assets: Vec<String> =
+        config.chains.iter().flat_map(|c| c.asset_symbols()).map(str::to_owned).collect::<Vec<_>>();
+    assets.sort();
+    assets.dedup();
+    // What the pricer can price without a feed: the static rates, USD-pegged assets, the assets.
+    let currencies: Option<Vec<String>> = config.settings.pricing.feed_url.is_none().then(|| {
+        let pricing = &config.settings.pricing;
+        let mut currencies: Vec<String> = pricing.static_usd_rates.keys().cloned().collect();
+        currencies.extend(pricing.usd_pegged.iter().cloned());
+        currencies.extend(assets.iter().cloned());
+        currencies.sort();
+        currencies.dedup();
+        currencies
+    });
+    for_each_schema_property(&mut document, &mut |name, schema| match name {
+        "chain" => set_enum(schema, &chains),
+        "asset" => set_enum(schema, &assets),
+        "currency" => {
+            if let Some(currencies) = &currencies {
+                set_enum(schema, currencies)
+            }
+        }
+        _ => {}
+    });
+    let scheme = |allow_http: bool| if allow_http { "https?" } else { "https" };
+    let url_pattern = |allow_http: bool| {
+        format!(
+            "^{}://(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\\.)*[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?::[1-9][0-9]{{0,3}})?(?:[/?#][!-~]*)?$",
+            scheme(allow_http)
+        )
+    };
+    let (page_urls, endpoint_urls) =
+        (url_pattern(config.settings.invoices.allow_http_urls), url_pattern(config.settings.webhooks.allow_http));
+    let max_expires_in = config.settings.invoices.max_expires_in_ms;
+    if let Some(schemas) =
+        document.get_mut("components").and_then(|c| c.get_mut("schemas")).and_then(|s| s.as_object_mut())
+    {
+        for (name, schema) in schemas.iter_mut() {
+            if !REQUESTS.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { continue };
+            for (field, property) in properties.iter_mut() {
+                match field.as_str() {
+                    "return_url" | "success_url" | "fail_url" | "callback_url" => {
+                        property["pattern"] = page_urls.clone().into();
+                        property["maxLength"] = 2048.into();
+                    }
+                    "url" => {
+                        property["pattern"] = endpoint_urls.clone().into();
+                        property["maxLength"] = 2048.into();
+                    }
+                    "expires_in" => {
+                        property["minimum"] = 1.into();
+                        property["maximum"] = max_expires_in.into();
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for_each_parameter(&mut document, &mut |_, _, parameter| match parameter["name"].as_str() {
+        Some("chain") => set_enum_at(parameter, &chains),
+        Some("asset") => set_enum_at(parameter, &assets),
+        _ => {}
+    });
+    document
+}
+
+const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// What the handlers' annotations leave out, applied to every operation alike:
+/// - the errors every authenticated request can get (400 for a bad path id, query or body; 401;
+///   403 for a missing scope; 429 from the per-key and failed-authentication limits), and 400/401
+///   on the payer session routes;
+/// - `limit` as the integer 1 to 100 it is, ids as UUID patterns, the `Idempotency-Key` format;
+/// - enums for the query parameters that take a fixed set of words;
+/// - query parameters are absent or a value, never `null`.
+fn tighten(document: &mut serde_json::Value) {
+    let error = serde_json::json!({
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    });
+    let with = |description: &str| {
+        let mut response = error.clone();
+        response["description"] = description.into();
+        response
+    };
+    let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(operations) = item.as_object_mut() else { continue };
+        for (_, operation) in operations.iter_mut() {
+            let api_key = operation.get("security").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty());
+            let session = path.starts_with("/api/v1/payments/");
+            let mut add = |status: &str, description: &str| {
+                let responses =
+                    operation.get_mut("responses").and_then(|r| r.as_object_mut()).expect("operations have responses");
+                responses.entry(status).or_insert_with(|| with(description));
+            };
+            if api_key || session {
+                add(
+                    "400",
+                    "Invalid request: a path id, query parameter, header or body field (the error's `param` names it)",
+                );
+                add(
+                    "401",
+                    if session { "No valid session for this invoice" } else { "Missing, invalid or revoked API key" },
+                );
+            }
+            if api_key {
+                add("403", "The API key lacks the scope this endpoint needs");
+                add(
+                    "429",
+                    "Rate limited (per API key, or too many failed authentications from this address); see Retry-After",
+                );
+            }
+        }
+    }
+    for_each_parameter(document, &mut |path, _, parameter| {
+        let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+        let location = parameter["in"].as_str().unwrap_or_default().to_owned();
+        let Some(schema) = parameter.get_mut("schema") else { return };
+        if location == "query" {
+            drop_null(schema);
+        }
+        if schema["format"] == "uuid" {
+            schema["pattern"] = UUID_PATTERN.into();
+        }
+        match (location.as_str(), name.as_str()) {
+            ("query", "limit") => {
+                *schema = serde_json::json!({"type": "integer", "minimum": 1, "maximum": 100, "default": 20});
+            }
+            ("header", "Idempotency-Key") => {
+                *schema = serde_json::json!({
+                    "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"
+                });
+                parameter["description"] = "1 to 255 visible ASCII characters. Safe retries: the same key and body \
+                    replay the first response; the same key with another body is a 409"
+                    .into();
+            }
+            ("query", "delivery_state") => set_enum(schema, &["pending", "succeeded", "failed"]),
+            ("query", "format") => set_enum(schema, &["json", "csv"]),
+            ("query", "type") if path == "/api/v1/events" => set_enum(schema, EVENT_TYPES),
+            ("query", "state") if path == "/api/v1/deposits" => {
+                set_enum(schema, &["detected", "confirmed", "reorged", "reversed", "rejected"])
+            }
+            ("query", "status") if path == "/api/v1/payouts" => {
+                set_enum(schema, &["pending", "submitted", "confirmed", "failed", "cancelled"])
+            }
+            _ => {}
+        }
+    });
+    for_each_schema_property(document, &mut |name, schema| {
+        if name == "enabled_events"
+            && let Some(items) = schema.get_mut("items")
+        {
+            set_enum(items, EVENT_TYPES);
+        }
+    });
+    if let Some(schemas) =
+        document.get_mut("components").and_then(|c| c.get_mut("schemas")).and_then(|s| s.as_object_mut())
+    {
+        for (name, schema) in schemas.iter_mut() {
+            if REQUESTS.contains(&name.as_str()) {
+                request_rules(name, schema);
+            }
+        }
+    }
+}
+
+/// The request bodies, whose fields get the server's rules.
+const REQUESTS: &[&str] = &[
+    "CreateInvoice",
+    "CreateStaticAddress",
+    "CreatePayout",
+    "CreateRefund",
+    "CreateWebhookEndpoint",
+    "UpdateWebhookEndpoint",
+    "Answers",
+];
+
+/// Text the server takes: no control characters but tab and newline (`validate::text`).
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
+/// A decimal amount at least 0.01 with at most 18 places, below 100000000.
+const INVOICE_AMOUNT_PATTERN: &str = "^(?:[1-9][0-9]{0,7}(?:\\.[0-9]{1,18})?|0?\\.(?:[1-9][0-9]?|0[1-9])[0-9]{0,16}|0\\.(?:[1-9][0-9]?|0[1-9])[0-9]{0,16})$";
+/// A positive decimal amount of whole tokens (at most 6 places: every asset has at least 6).
+const TOKEN_AMOUNT_PATTERN: &str = "^(?=[0-9.]*[1-9])[0-9]{1,30}(?:\\.[0-9]{1,6})?$";
+
+fn request_rules(name: &str, schema: &mut serde_json::Value) {
+    let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else { return };
+    for (field, property) in properties.iter_mut() {
+        let text = |property: &mut serde_json::Value, max: u64| {
+            property["minLength"] = 1.into();
+            property["maxLength"] = max.into();
+            property["pattern"] = TEXT_PATTERN.into();
+        };
+        match field.as_str() {
+            "description" | "title" | "footer" => text(property, 255),
+            "customer_id" | "external_id" => text(property, 128),
+            "customer_email" => {
+                property["maxLength"] = 255.into();
+                property["pattern"] = "^[^@\\s\\u0000-\\u001F\\u007F-\\u009F]+@[^@\\s.\\u0000-\\u001F\\u007F-\\u009F][^@\\s\\u0000-\\u001F\\u007F-\\u009F]*\\.[^@\\s\\u0000-\\u001F\\u007F-\\u009F]*[^@\\s.\\u0000-\\u001F\\u007F-\\u009F]$".into();
+            }
+            "receiver_override_address" | "destination" | "address" => {
+                property["format"] = "evm-address".into();
+                property["minLength"] = 42.into();
+                property["maxLength"] = 42.into();
+                let description = property["description"].as_str().unwrap_or_default().to_owned();
+                property["description"] = format!(
+                    "{description} `evm-address`: 0x and 40 hex digits, all lowercase, all uppercase or a valid EIP-55 \
+                     checksum; never the zero address"
+                )
+                .trim_start()
+                .into();
+            }
+            "metadata" => {
+                *property = serde_json::json!({
+                    "type": ["object", "null"],
+                    "description": "At most 50 keys of 1 to 40 characters with string, number or boolean values, at most 5 KB serialized",
+                    "maxProperties": 50,
+                    "propertyNames": {"minLength": 1, "maxLength": 40},
+                    "additionalProperties": {"type": ["string", "number", "boolean"]}
+                });
+            }
+            "questions" => {
+                property["maxItems"] = 5.into();
+                if let Some(items) = property.get_mut("items") {
+                    items["minLength"] = 1.into();
+                    items["maxLength"] = 100.into();
+                    items["pattern"] = "[^\\s]".into();
+                }
+            }
+            "answers" => {
+                if let Some(items) = property.get_mut("items") {
+                    items["minLength"] = 1.into();
+                    items["maxLength"] = 500.into();
+                    items["pattern"] = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$".into();
+                }
+            }
+            "amount" if name == "CreateInvoice" => {
+                *property = serde_json::json!({
+                    "description": "A decimal string or JSON number in `currency`, 0.01 to 100000099.99 by default (a merchant may have its own bounds)",
+                    "oneOf": [
+                        {"type": "string", "pattern": INVOICE_AMOUNT_PATTERN},
+                        {"type": "number", "minimum": 0.01, "maximum": 99999999}
+                    ]
+                });
+            }
+            "amount" => {
+                property["pattern"] = TOKEN_AMOUNT_PATTERN.into();
+            }
+            _ => {}
+        }
+    }
+    if name == "CreateInvoice" {
+        // receiver_override and receiver_override_address come together or not at all.
+        schema["if"] = serde_json::json!({"properties": {"receiver_override": {"const": true}}, "required": ["receiver_override"]});
+        schema["then"] = serde_json::json!({"required": ["receiver_override_address"], "properties": {"receiver_override_address": {"type": "string"}}});
+        schema["else"] = serde_json::json!({"properties": {"receiver_override_address": {"type": "null"}}});
+    }
+}
+
+/// Every parameter of every operation, with its path and method.
+fn for_each_parameter(document: &mut serde_json::Value, f: &mut dyn FnMut(&str, &str, &mut serde_json::Value)) {
+    let Some(paths) = document.get_mut("paths").and_then(|p| p.as_object_mut()) else { return };
+    for (path, item) in paths.iter_mut() {
+        let Some(operations) = item.as_object_mut() else { continue };
+        for (method, operation) in operations.iter_mut() {
+            if let Some(parameters) = operation.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+                for parameter in parameters {
+                    f(path, method, parameter);
+                }
+            }
+        }
+    }
+}
+
+/// Every property of every component schema (request and response bodies), by name.
+fn for_each_schema_property(document: &mut serde_json::Value, f: &mut dyn FnMut(&str, &mut serde_json::Value)) {
+    fn walk(schema: &mut serde_json::Value, f: &mut dyn FnMut(&str, &mut serde_json::Value)) {
+        if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for (name, property) in properties.iter_mut() {
+                f(name, property);
+                walk(property, f);
+            }
+        }
+        for key in ["allOf", "oneOf", "anyOf"] {
+            if let Some(items) = schema.get_mut(key).and_then(|i| i.as_array_mut()) {
+                items.iter_mut().for_each(|item| walk(item, f));
+            }
+        }
+    }
+    if let Some(schemas) =
+        document.get_mut("components").and_then(|c| c.get_mut("schemas")).and_then(|s| s.as_object_mut())
+    {
+        for schema in schemas.values_mut() {
+            walk(schema, f);
+        }
+    }
+}
+
+/// `schema` (a string, possibly nullable) may only be one of `values` (or null where it was).
+fn set_enum<S: AsRef<str>>(schema: &mut serde_json::Value, values: &[S]) {
+    let mut values: Vec<serde_json::Value> = values.iter().map(|v| v.as_ref().into()).collect();
+    let nullable = schema["type"].as_array().is_some_and(|t| t.iter().any(|t| t == "null"));
+    if nullable {
+        values.push(serde_json::Value::Null);
+    }
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("enum".into(), values.into());
+    }
+}
+
+/// [`set_enum`] on a parameter's schema.
+fn set_enum_at<S: AsRef<str>>(parameter: &mut serde_json::Value, values: &[S]) {
+    if let Some(schema) = parameter.get_mut("schema") {
+        set_enum(schema, values);
+    }
+}
+
+/// `["string", "null"]` -> `"string"`.
+fn drop_null(schema: &mut serde_json::Value) {
+    if let Some(types) = schema["type"].as_array() {
+        let kept: Vec<serde_json::Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        if kept.len() == 1 {
+            schema["type"] = kept[0].clone();
+        }
+    }
 }

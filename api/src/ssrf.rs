@@ -75,13 +75,16 @@ pub enum Refused {
     NoHost,
     #[error("{0} is an internal address (loopback, private, link-local...); webhooks only go to public addresses")]
     Internal(IpAddr),
+    #[error("{0} is a loopback name; webhooks only go to public addresses")]
+    LoopbackName(String),
     #[error("{0} resolves only to internal addresses; webhooks only go to public addresses")]
     ResolvesInternal(String),
     #[error("{0} does not resolve")]
     Unresolvable(String),
 }
 
-/// The checks that need no DNS: scheme, and a literal IP host.
+/// The checks that need no DNS: scheme, a literal IP host, and `localhost` names (RFC 6761:
+/// `localhost` and `*.localhost` are loopback whatever a resolver says).
 pub fn check_url(url: &Url, allow_http: bool, allow_internal: bool) -> Result<(), Refused> {
     if !(url.scheme() == "https" || (allow_http && url.scheme() == "http")) {
         return Err(Refused::Scheme);
@@ -89,7 +92,13 @@ pub fn check_url(url: &Url, allow_http: bool, allow_internal: bool) -> Result<()
     let ip = match url.host().ok_or(Refused::NoHost)? {
         Host::Ipv4(ip) => IpAddr::V4(ip),
         Host::Ipv6(ip) => IpAddr::V6(ip),
-        Host::Domain(_) => return Ok(()),
+        Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if !allow_internal && (name == "localhost" || name.ends_with(".localhost")) {
+                return Err(Refused::LoopbackName(name));
+            }
+            return Ok(());
+        }
     };
     if !allow_internal && is_internal(ip) {
         return Err(Refused::Internal(ip));
@@ -184,5 +193,9 @@ mod tests {
         );
         assert!(matches!(check_url(&url("https://[::ffff:7f00:1]/"), false, false), Err(Refused::Internal(_))));
         assert!(check_url(&url("https://127.0.0.1/"), false, true).is_ok(), "allowed when the operator says so");
+        for name in ["https://localhost/", "https://LocalHost./x", "https://api.localhost:8443/"] {
+            assert!(matches!(check_url(&url(name), false, false), Err(Refused::LoopbackName(_))), "{name}");
+            assert!(check_url(&url(name), false, true).is_ok(), "{name} allowed when the operator says so");
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! What every request handler can reach.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use depositd_core::config::{ChainConfig, Config};
@@ -38,7 +41,7 @@ impl AppState {
             .chains
             .iter()
             .filter_map(|chain| {
-                let url = chain.rpc_urls.first()?.parse().ok()?;
+                let url = chain.rpc_urls.first()?.expose().parse().ok()?;
                 Some((chain.clone(), ProviderBuilder::new().connect_http(url).erased()))
             })
             .collect();
@@ -75,6 +78,8 @@ pub struct RateLimits {
     pub per_key: DefaultKeyedRateLimiter<Uuid>,
     /// Invoice creation per (merchant, customer_id).
     pub per_customer: DefaultKeyedRateLimiter<(Uuid, String)>,
+    /// Failed authentications per client address: see [`AuthFailures`].
+    pub auth_failures: AuthFailures,
 }
 
 impl RateLimits {
@@ -87,6 +92,104 @@ impl RateLimits {
         RateLimits {
             per_key: DefaultKeyedRateLimiter::keyed(per_key),
             per_customer: DefaultKeyedRateLimiter::keyed(per_customer),
+            auth_failures: AuthFailures::new(api.auth_failures_per_minute),
         }
+    }
+}
+
+/// A token bucket per client address for failed authentications: `per_minute` of them at once,
+/// refilled evenly over a minute. Each lookup in progress holds a token until it ends (given back
+/// if the key was good), so a burst of concurrent bad keys costs a bounded number of lookups
+/// (the allowance, or four times it from an address that had not failed before the burst); an
+/// address with no token left is refused before any lookup.
+pub struct AuthFailures {
+    capacity: f64,
+    per_second: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    pending: u32,
+}
+
+/// How many times its allowance an address that has not failed lately may have in flight.
+const CLEAN_CONCURRENCY: f64 = 4.0;
+
+/// Addresses tracked above which full, idle buckets are dropped.
+const AUTH_BUCKETS_CLEANUP: usize = 10_000;
+
+impl AuthFailures {
+    fn new(per_minute: u32) -> AuthFailures {
+        let capacity = f64::from(per_minute.max(1));
+        AuthFailures { capacity, per_second: capacity / 60.0, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes a token for a lookup from `client`, or says how long until one is free.
+    pub fn begin(&self, client: IpAddr) -> Result<AuthAttempt<'_>, Duration> {
+        let client = canonical(client);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= AUTH_BUCKETS_CLEANUP {
+            let (capacity, per_second) = (self.capacity, self.per_second);
+            buckets.retain(|_, b| {
+                b.pending > 0 || b.tokens + now.duration_since(b.at).as_secs_f64() * per_second < capacity
+            });
+        }
+        let bucket = buckets.entry(client).or_insert(Bucket { tokens: self.capacity, at: now, pending: 0 });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_second).min(self.capacity);
+        bucket.at = now;
+        // Lookups in flight count against what the address has left; one that has not failed
+        // lately may have more of them at once (a busy client with a good key is not held back,
+        // a first burst of bad keys is still bounded).
+        let failed_lately = bucket.tokens < self.capacity;
+        let budget = if failed_lately { bucket.tokens } else { self.capacity * CLEAN_CONCURRENCY };
+        let free = budget - f64::from(bucket.pending);
+        if free < 1.0 {
+            // Until a token has refilled; lookups in flight end within moments.
+            let wait = if bucket.tokens < 1.0 { (1.0 - bucket.tokens) / self.per_second } else { 1.0 };
+            return Err(Duration::from_secs_f64(wait));
+        }
+        bucket.pending += 1;
+        Ok(AuthAttempt { failures: self, client, failed: false })
+    }
+
+    fn finish(&self, client: IpAddr, failed: bool) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(&client) {
+            bucket.pending = bucket.pending.saturating_sub(1);
+            if failed {
+                bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+            }
+        }
+    }
+}
+
+/// One authentication in progress; dropped without [`AuthAttempt::failed`], its token returns.
+pub struct AuthAttempt<'a> {
+    failures: &'a AuthFailures,
+    client: IpAddr,
+    failed: bool,
+}
+
+impl AuthAttempt<'_> {
+    pub fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for AuthAttempt<'_> {
+    fn drop(&mut self) {
+        self.failures.finish(self.client, self.failed);
+    }
+}
+
+/// An IPv4 client seen through an IPv4-mapped IPv6 socket is the same client.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }

@@ -2,6 +2,7 @@
 
 use depositd_core::config::{AssetRef, ChainConfig, Config};
 use rust_decimal::Decimal;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
 
@@ -28,14 +29,22 @@ pub fn text(param: &str, value: Option<String>, max: usize) -> Result<Option<Str
 }
 
 /// A money amount: a decimal string (`"19.99"`) or a JSON number, positive, at most 18 decimals.
-pub fn amount(value: &serde_json::Value) -> Result<Decimal, ApiError> {
+/// A number is read from its text as written, never through `f64`: `0.1234567890123456789` is
+/// that decimal exactly.
+pub fn amount(value: &RawValue) -> Result<Decimal, ApiError> {
     let invalid = |message: &str| ApiError::invalid("amount", "invalid_amount", message.to_owned());
-    let text = match value {
-        serde_json::Value::String(s) => s.trim().to_owned(),
-        // serde_json prints the shortest form that reads back as the same f64: "19.99" for 19.99.
-        serde_json::Value::Number(n) => n.to_string(),
+    let raw = value.get().trim();
+    let text = match raw.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(raw)
+            .map_err(|_| invalid("amount is not a valid JSON string"))?
+            .trim()
+            .to_owned(),
+        Some(b'-' | b'0'..=b'9') => raw.to_owned(),
         _ => return Err(invalid("amount must be a decimal string such as \"19.99\" or a number")),
     };
+    if text.contains(['e', 'E']) {
+        return Err(invalid("amount must not be in exponent form (such as 1e2); write it as a plain decimal"));
+    }
     let plain =
         !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') && text.matches('.').count() <= 1;
     if !plain {
@@ -76,6 +85,11 @@ pub fn url(param: &str, value: Option<String>, allow_http: bool) -> Result<Optio
     if value.len() > 2048 {
         return Err(invalid(format!("{param} is longer than 2048 characters")));
     }
+    // What the OpenAPI document states: printable ASCII only (no spaces or control characters,
+    // which URL parsers would silently drop or encode; international host names in punycode).
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(format!("{param} must be printable ASCII without spaces (percent-encode the rest)")));
+    }
     let parsed = url::Url::parse(&value).map_err(|e| invalid(format!("{param} is not a valid URL: {e}")))?;
     let scheme_ok = parsed.scheme() == "https" || (allow_http && parsed.scheme() == "http");
     if !scheme_ok {
@@ -84,6 +98,35 @@ pub fn url(param: &str, value: Option<String>, allow_http: bool) -> Result<Optio
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid(format!("{param} must have a host")));
     }
+    // A host name is DNS labels of letters, digits and inner hyphens, the last one starting with
+    // a letter (URL parsers take far more: `a*` is a host to them).
+    if let Some(url::Host::Domain(name)) = parsed.host() {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let labels: Vec<&str> = name.split('.').collect();
+        let last_ok = labels.last().is_some_and(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()));
+        if !labels.iter().all(|l| label_ok(l)) || !last_ok {
+            return Err(invalid(format!("{param} has no valid host name")));
+        }
+    }
+    Ok(Some(value))
+}
+
+/// A URL depositd will POST events to (a `callback_url`): [`url`], then the delivery SSRF
+/// guard's checks that need no DNS (scheme, literal internal addresses, `localhost` names), under
+/// the same `webhooks.allow_private_targets` switch deliveries obey, refused with the error
+/// webhook endpoints get. A host name is checked again where it is resolved, at delivery.
+pub fn callback_url(param: &str, value: Option<String>, config: &Config) -> Result<Option<String>, ApiError> {
+    let Some(value) = url(param, value, config.settings.invoices.allow_http_urls)? else { return Ok(None) };
+    let parsed = url::Url::parse(&value).map_err(|e| ApiError::invalid(param, "invalid_url", e.to_string()))?;
+    // The scheme was checked just above, under the invoices' own http switch.
+    crate::ssrf::check_url(&parsed, true, config.settings.webhooks.allow_private_targets)
+        .map_err(|refused| ApiError::invalid(param, "url_not_allowed", format!("{param}: {refused}")))?;
     Ok(Some(value))
 }
 
@@ -138,20 +181,25 @@ mod tests {
 
     #[test]
     fn amounts() {
-        assert_eq!(amount(&serde_json::json!("19.99")).unwrap().to_string(), "19.99");
-        assert_eq!(amount(&serde_json::json!(19.99)).unwrap().to_string(), "19.99");
-        assert_eq!(amount(&serde_json::json!(100)).unwrap().to_string(), "100");
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        assert_eq!(amount(&raw(r#""19.99""#)).unwrap().to_string(), "19.99");
+        assert_eq!(amount(&raw("19.99")).unwrap().to_string(), "19.99");
+        assert_eq!(amount(&raw("100")).unwrap().to_string(), "100");
+        assert_eq!(amount(&raw("12.345678901234567891")).unwrap().to_string(), "12.345678901234567891");
         for bad in [
-            serde_json::json!("-1"),
-            serde_json::json!("1e3"),
-            serde_json::json!("1,000"),
-            serde_json::json!(""),
-            serde_json::json!(null),
-            serde_json::json!(true),
-            serde_json::json!(-5),
-            serde_json::json!("1.2.3"),
+            "0.1234567890123456789",
+            r#""-1""#,
+            r#""1e3""#,
+            "1e2",
+            "1E2",
+            r#""1,000""#,
+            r#""""#,
+            "null",
+            "true",
+            "-5",
+            r#""1.2.3""#,
         ] {
-            assert!(amount(&bad).is_err(), "{bad} must be refused");
+            assert!(amount(&raw(bad)).is_err(), "{bad} must be refused");
         }
     }
 
@@ -162,5 +210,10 @@ mod tests {
         assert!(url("u", Some("http://localhost:3000/ok".into()), true).is_ok());
         assert!(url("u", Some("javascript:alert(1)".into()), true).is_err());
         assert!(url("u", Some("not a url".into()), true).is_err());
+        assert!(url("u", Some("https://shop.example/a b".into()), true).is_err());
+        assert!(url("u", Some("https://a*/".into()), true).is_err());
+        assert!(url("u", Some("https://a.1b/".into()), true).is_err());
+        assert!(url("u", Some("http://127.0.0.1:9/ok".into()), true).is_ok());
+        assert!(url("u", Some("https://shop.example/\u{e9}".into()), true).is_err());
     }
 }

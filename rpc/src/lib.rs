@@ -10,7 +10,7 @@
 //! end a call (the watcher shrinks its `eth_getLogs` range instead).
 //!
 //! RPC URLs are secrets (providers put API keys in them): logs, errors and labels only ever show
-//! what `depositd_core::secret::redact_url_password` makes of a URL, and metrics name an endpoint
+//! what `depositd_core::secret::redact_url` makes of a URL, and metrics name an endpoint
 //! by its position in the chain's list.
 //!
 //! # Layout
@@ -29,12 +29,11 @@ use alloy::transports::{TransportErrorKind, TransportResult};
 use backon::{ExponentialBuilder, Retryable};
 use depositd_core::config::ChainConfig;
 use depositd_core::metrics::Metrics;
-use depositd_core::secret::redact_url_password;
 
 pub use range::range_too_large;
 
 /// Why a call (or building the client) failed. Messages never carry more of a URL than
-/// `redact_url_password` shows.
+/// `redact_url` shows.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     /// The last try's failure: the node's JSON-RPC error answer, an HTTP error, a body that is
@@ -112,18 +111,19 @@ impl ChainRpc {
         let mut endpoints = Vec::new();
         for url in &chain.rpc_urls {
             let parsed: Url = url
+                .expose()
                 .parse()
                 .map_err(|_| RpcError::Config(format!("chain {}: an RPC URL is not a valid URL", chain.name)))?;
             // reqwest's errors name the URL parsed and without its userinfo.
             let mut bare = parsed.clone();
             let _ = bare.set_username("");
             let _ = bare.set_password(None);
-            let mut secret_forms = vec![parsed.as_str().to_owned(), bare.as_str().to_owned(), url.clone()];
+            let mut secret_forms = vec![parsed.as_str().to_owned(), bare.as_str().to_owned(), url.expose().to_owned()];
             secret_forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
             secret_forms.dedup();
             endpoints.push(Endpoint {
                 provider: ProviderBuilder::new().connect_http(parsed).erased(),
-                shown: redact_url_password(url),
+                shown: url.redacted(),
                 secret_forms,
             });
         }
@@ -298,12 +298,13 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use depositd_core::secret::redact_url;
 
     fn chain(rpc_urls: Vec<String>) -> ChainConfig {
         ChainConfig {
             name: "test".into(),
             chain_id: 1,
-            rpc_urls,
+            rpc_urls: rpc_urls.into_iter().map(Into::into).collect(),
             rpc_urls_env: None,
             ws_url: None,
             ws_url_env: None,
@@ -405,7 +406,7 @@ mod tests {
         let error = rpc.call("eth_blockNumber", |p| async move { p.get_block_number().await }).await.unwrap_err();
         let shown = format!("{error} {error:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        let allowed = redact_url_password(secret);
+        let allowed = redact_url(secret);
         assert!(shown.replace(&allowed, "").find("127.0.0.1:1").is_none(), "only the shown form: {shown}");
     }
 }

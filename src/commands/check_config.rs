@@ -6,7 +6,6 @@ use std::time::Duration;
 use alloy::providers::{Provider, ProviderBuilder};
 use anyhow::Context;
 use depositd_core::config::ChainConfig;
-use depositd_core::secret::redact_url_password;
 
 use crate::cli::GlobalOptions;
 
@@ -31,10 +30,11 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     println!("  api:      listen {}, public URL {}", s.api.listen, s.api.public_url);
     for chain in &config.chains {
         println!(
-            "  chain {} (id {}): {} RPC URL(s), {} confirmations, assets {}",
+            "  chain {} (id {}): {} RPC URL(s) ({}), {} confirmations, assets {}",
             chain.name,
             chain.chain_id,
             chain.rpc_urls.len(),
+            chain.rpc_urls.iter().map(|url| url.redacted()).collect::<Vec<_>>().join(", "),
             chain.confirmations,
             chain.asset_symbols().join(", ")
         );
@@ -55,9 +55,9 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
 async fn verify_chain(chain: &ChainConfig) -> anyhow::Result<()> {
     const TIMEOUT: Duration = Duration::from_secs(10);
     let url = chain.rpc_urls.first().context("no RPC URL")?;
-    let shown = redact_url_password(url);
+    let shown = url.redacted();
     let provider =
-        ProviderBuilder::new().connect_http(url.parse().with_context(|| format!("invalid RPC URL {shown}"))?);
+        ProviderBuilder::new().connect_http(url.expose().parse().with_context(|| format!("invalid RPC URL {shown}"))?);
     let chain_id = tokio::time::timeout(TIMEOUT, provider.get_chain_id())
         .await
         .map_err(|_| anyhow::anyhow!("RPC {shown} did not answer within {TIMEOUT:?}"))?

@@ -159,7 +159,7 @@ pub async fn fund_treasury(
     use alloy::providers::{Provider, ProviderBuilder};
     let rpc_url = chain.rpc_urls.first().context("the chain has no RPC URL")?;
     let funder: PrivateKeySigner = anvil::DEV_ACCOUNT_0_KEY.parse()?;
-    let provider = ProviderBuilder::new().wallet(funder).connect_http(rpc_url.parse()?);
+    let provider = ProviderBuilder::new().wallet(funder).connect_http(rpc_url.expose().parse()?);
     if provider.get_balance(treasury).await? >= U256::from(wei / 10) {
         return Ok(());
     }

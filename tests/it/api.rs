@@ -10,7 +10,8 @@ async fn health_and_readiness(db: TestDb) {
 
     let port = free_port().unwrap();
     let chain = Anvil::spawn(AnvilOptions { port, ..Default::default() }).await.unwrap();
-    let app = TestApp::spawn_with(&db, |c| c.chains[0].rpc_urls = vec![format!("http://127.0.0.1:{port}")]).await;
+    let app =
+        TestApp::spawn_with(&db, |c| c.chains[0].rpc_urls = vec![format!("http://127.0.0.1:{port}").into()]).await;
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let body: serde_json::Value = health.json().await.unwrap();

@@ -134,3 +134,66 @@ async fn real_responses_match_the_openapi_document() {
     broken["status"] = json!("shipped");
     assert!(!schema_for(&document, "InvoiceResource").is_valid(&broken));
 }
+
+/// The document is as strict as the server (issue 17): the errors every operation can return,
+/// `limit`'s bounds, the Idempotency-Key format, the enums, minimum lengths. (The schemathesis run
+/// in tests/schemathesis/ fuzzes the rest against the real daemon.)
+#[tokio::test]
+async fn the_document_says_what_the_server_refuses() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db).await;
+    let document: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let statuses: &[&str] = if path.starts_with("/api/v1/payments/") {
+                &["400", "401"]
+            } else {
+                assert!(operation["security"].as_array().is_some_and(|s| !s.is_empty()), "{method} {path}");
+                &["400", "401", "403", "429"]
+            };
+            for status in statuses {
+                let response = &responses.get(*status).unwrap_or_else(|| panic!("{method} {path} lacks {status}"));
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let schema = &parameter["schema"];
+                match parameter["name"].as_str().unwrap() {
+                    "limit" => {
+                        assert_eq!((&schema["minimum"], &schema["maximum"]), (&json!(1), &json!(100)), "{path}")
+                    }
+                    "Idempotency-Key" => {
+                        assert_eq!(schema["maxLength"], 255, "{path}");
+                        assert_eq!(schema["pattern"], "^[!-~]+$", "{path}");
+                    }
+                    "id" | "invoice_id" | "starting_after" | "resource_id" | "deposit_id" => {
+                        assert!(schema["pattern"].as_str().is_some_and(|p| p.contains("[0-9a-fA-F]{8}")), "{path}")
+                    }
+                    "chain" => assert_eq!(schema["enum"], json!(["anvil"]), "{path}"),
+                    "asset" => assert_eq!(schema["enum"], json!(["ETH", "USDC", "USDT"]), "{path}"),
+                    "status" | "state" | "delivery_state" | "format" | "type" => {
+                        let values = schema["enum"].as_array().or_else(|| {
+                            let reference = schema["$ref"].as_str()?.rsplit('/').next()?;
+                            document["components"]["schemas"][reference]["enum"].as_array()
+                        });
+                        assert!(values.is_some_and(|v| !v.is_empty()), "{method} {path} {parameter}");
+                    }
+                    _ => {}
+                }
+                assert!(parameter["in"] != "query" || !schema["type"].is_array(), "query parameters are never null");
+            }
+            operations += 1;
+        }
+    }
+    assert!(operations >= 29, "{operations}");
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(schemas["CreateStaticAddress"]["properties"]["customer_id"]["minLength"], 1);
+    assert_eq!(schemas["CreateInvoice"]["properties"]["external_id"]["minLength"], 1);
+    assert_eq!(schemas["CreateInvoice"]["properties"]["chain"]["enum"], json!(["anvil", null]));
+    let events = schemas["CreateWebhookEndpoint"]["properties"]["enabled_events"]["items"]["enum"].as_array().unwrap();
+    assert!(events.contains(&json!("invoice.paid")) && events.contains(&json!("payout.sent")));
+}

@@ -61,7 +61,7 @@ async fn setup(db: &TestDb) -> Setup {
     let mut chain = None;
     let app = TestApp::spawn_with(db, |c| {
         let base = &mut c.chains[0];
-        base.rpc_urls = vec![anvil.rpc_url()];
+        base.rpc_urls = vec![anvil.rpc_url().into()];
         base.confirmations = CONFIRMATIONS;
         base.start_block = Some(0);
         base.tokens = vec![TokenConfig { symbol: "USDC".into(), address: usdc, decimals: 6 }];
@@ -698,7 +698,7 @@ async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(
     .await;
     let refuse = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut chain = s.chain.clone();
-    chain.rpc_urls = vec![refusing_proxy(s.anvil.rpc_url(), refuse.clone()).await];
+    chain.rpc_urls = vec![refusing_proxy(s.anvil.rpc_url(), refuse.clone()).await.into()];
     let state = &s.app.state;
     let mut settings = state.config.settings.settler.clone();
     settings.stall_alert_secs = 0; // every unmined transaction counts as stalled, to see the metric

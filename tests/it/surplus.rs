@@ -58,7 +58,7 @@ async fn setup(db: &TestDb) -> Setup {
     let mut chain = None;
     let app = TestApp::spawn_with(db, |c| {
         let base = &mut c.chains[0];
-        base.rpc_urls = vec![anvil.rpc_url()];
+        base.rpc_urls = vec![anvil.rpc_url().into()];
         base.confirmations = CONFIRMATIONS;
         base.start_block = Some(0);
         base.tokens = vec![

@@ -363,10 +363,22 @@ async fn internal_targets_are_refused(db: TestDb) {
         let response = s.post("/api/v1/webhook-endpoints", json!({"url": url})).await;
         assert_error(response, 400, "url_not_allowed", Some("url")).await;
     }
-    // A callback URL on loopback (callback URLs are checked at delivery): the guard refuses to
-    // connect, and the receiver never hears a thing.
+    // A callback URL on loopback is refused when it is set (tests/it/hardening.rs) and again at
+    // delivery: here it was set while the operator allowed private targets, and the worker runs
+    // after they were disallowed. The guard refuses to connect, and the receiver never hears a thing.
     let receiver = Receiver::start().await;
-    s.invoice(json!({"amount": "5", "callback_url": receiver.url("/callback")})).await;
+    let response =
+        s.app.create_invoice(&s.key, json!({"amount": "5", "callback_url": receiver.url("/callback")})).await;
+    assert_error(response, 400, "url_not_allowed", Some("callback_url")).await;
+    let allowing = TestApp::spawn_with(&db, |c| {
+        c.settings.webhooks.allow_http = true;
+        c.settings.webhooks.allow_private_targets = true;
+        c.settings.invoices.allow_http_urls = true;
+    })
+    .await;
+    let response =
+        allowing.create_invoice(&s.key, json!({"amount": "5", "callback_url": receiver.url("/callback")})).await;
+    assert_eq!(response.status(), 201);
     s.drain(&s.worker()).await;
     assert!(receiver.hits().is_empty(), "nothing reached the internal address");
     let (_, events) = s.app.get_json(&s.key, "/api/v1/events?type=invoice.created").await;

@@ -825,6 +825,54 @@ impl ChainWatcher {
         Ok(())
     }
 
+    /// Where the new chain holds `deposit`'s transfer, if it moved to another block above
+    /// `ancestor` at the same position: its receipt names a block other than the deposit's, the
+    /// header at that number has that hash (one node's consistent view, and not the old one),
+    /// the transaction succeeded, and the transfer is at the same log index (tokens: the same
+    /// token, recipient and amount) or transaction index (native). Anything else is `None`,
+    /// and the deposit is unwound as before.
+    async fn moved_to(&self, deposit: &Deposit, ancestor: u64) -> Result<Option<(u64, B256)>, WatchError> {
+        let hash: B256 = deposit
+            .tx_hash
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("deposit {} has a malformed tx hash", deposit.id)))?;
+        let Some(receipt) = self
+            .rpc
+            .call("eth_getTransactionReceipt", |p| async move { p.get_transaction_receipt(hash).await })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (Some(number), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else { return Ok(None) };
+        if !receipt.status() || number <= ancestor || block_hash.to_string() == deposit.block_hash {
+            return Ok(None);
+        }
+        let header =
+            self.rpc
+                .call("eth_getBlockByNumber", |p| async move {
+                    p.get_block_by_number(BlockNumberOrTag::Number(number)).await
+                })
+                .await?;
+        if header.map(|b| b.header.hash) != Some(block_hash) {
+            return Ok(None);
+        }
+        let same_place = if deposit.log_index < 0 {
+            receipt.transaction_index.map(|i| -1 - i as i64) == Some(deposit.log_index)
+        } else {
+            receipt.inner.logs().iter().any(|log| {
+                let topics = log.topics();
+                log.log_index == Some(deposit.log_index as u64)
+                    && Some(log.address().to_checksum(None)) == deposit.token_address
+                    && topics.first() == Some(&Transfer::SIGNATURE_HASH)
+                    && topics.len() == 3
+                    && Address::from_word(topics[2]).to_checksum(None) == deposit.to_address
+                    && log.data().data.len() == 32
+                    && BaseUnits(U256::from_be_slice(&log.data().data)) == deposit.amount
+            })
+        };
+        Ok(same_place.then_some((number, block_hash)))
+    }
+
     /// The block after the cursor does not build on it: walk back to the last block whose stored
     /// hash is still canonical, undo every deposit above it, and move the cursor there.
     async fn unwind_reorg(&self, cursor: &ChainCursor) -> Result<(), WatchError> {
@@ -865,9 +913,29 @@ impl ChainWatcher {
         };
         let depth = cursor.block_number - ancestor;
         tracing::warn!(chain = %self.chain.name, depth, ancestor, "chain reorganisation: unwinding");
+        // A credited deposit whose transaction the new chain still holds, at the same position,
+        // only moved: it keeps its credit (reversing it could take money already swept, and
+        // would announce a reversal that did not happen). The new chain is read before the
+        // transaction that unwinds.
+        let live = {
+            let mut conn = self.store.conn().await?;
+            deposits::live_above(&mut conn, chain_id, ancestor).await?
+        };
+        let mut relocated = HashMap::new();
+        for deposit in live.iter().filter(|d| d.state == DepositState::Confirmed) {
+            if let Some(place) = self.moved_to(deposit, ancestor).await? {
+                relocated.insert(deposit.id, place);
+            }
+        }
         let mut tx = self.store.begin().await?;
         let mut moved = Vec::new();
         for deposit in deposits::live_above(&mut tx, chain_id, ancestor).await? {
+            if let Some((number, hash)) = relocated.get(&deposit.id)
+                && deposits::relocate(&mut tx, deposit.id, *number, &hash.to_string()).await?
+            {
+                tracing::warn!(chain = %self.chain.name, tx_hash = %deposit.tx_hash, from = deposit.block_number, to = number, "a reorg moved a credited deposit to another block; it stays credited");
+                continue;
+            }
             if let Some(state) = crediting::on_reorged(&mut tx, &deposit).await? {
                 moved.push((deposit.asset.clone(), state.as_str()));
             }

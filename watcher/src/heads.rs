@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
-use depositd_core::secret::redact_url_password;
+use depositd_core::secret::RpcUrl;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 /// Runs until `shutdown`, calling `wake.notify_one()` for every new head.
-pub async fn follow(chain: String, ws_url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let shown_url = redact_url_password(&ws_url);
+pub async fn follow(chain: String, ws_url: RpcUrl, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let shown_url = ws_url.redacted();
     let mut delay = Duration::from_secs(1);
     loop {
-        match ProviderBuilder::new().connect_ws(WsConnect::new(ws_url.clone())).await {
+        match ProviderBuilder::new().connect_ws(WsConnect::new(ws_url.expose())).await {
             Ok(provider) => match provider.subscribe_blocks().await {
                 Ok(mut heads) => {
                     tracing::info!(%chain, url = %shown_url, "following new heads over WebSocket");

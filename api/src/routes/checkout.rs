@@ -7,7 +7,7 @@
 //! and under a Content-Security-Policy that allows only its own origin.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use depositd_core::invoice::{InvoiceStatus, PaymentFlag};
@@ -15,6 +15,7 @@ use depositd_core::store::{invoices, merchants};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::extract::PathId;
 use crate::state::AppState;
 
 /// Only this origin's scripts, styles and API; no frames, no plugins, no base-URI tricks.
@@ -78,7 +79,7 @@ fn qr_svg(data: &str) -> Result<String, ApiError> {
         .unwrap_or_default())
 }
 
-pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let Ok(id) = id.parse::<Uuid>() else { return Ok(not_found()) };
     let mut conn = state.store.conn().await?;
     let Some(invoice) = invoices::get_any(&mut conn, id).await? else { return Ok(not_found()) };
@@ -128,7 +129,7 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resu
 }
 
 /// `GET /checkout/assets/{name}`: the page's stylesheet and script, compiled into the binary.
-pub async fn asset(Path(name): Path<String>) -> Response {
+pub async fn asset(PathId(name): PathId) -> Response {
     let (body, content_type) = match name.as_str() {
         "checkout.css" => (include_str!("../../assets/checkout.css"), "text/css; charset=utf-8"),
         "checkout.js" => (include_str!("../../assets/checkout.js"), "text/javascript; charset=utf-8"),

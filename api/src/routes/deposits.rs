@@ -1,10 +1,8 @@
 //! `GET /api/v1/deposits` and `GET /api/v1/deposits/{id}`: every transfer seen to the merchant's
 //! addresses, with its confirmations and the ledger entries it caused.
 
-use std::collections::HashMap;
-
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use depositd_core::deposit::DepositResource;
 use depositd_core::ledger::statements::{self, EntryFilter};
 use depositd_core::store::api_keys::Scope;
@@ -17,6 +15,7 @@ use super::ledger::{LedgerEntryResource, describe};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::{PathId, QueryParams};
 use crate::state::AppState;
 
 /// A deposit as the deposits API shows it: the resource webhooks carry, plus where it stands.
@@ -65,7 +64,7 @@ async fn view(state: &AppState, conn: &mut Conn, merchant_id: Uuid, deposit: Dep
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<DepositView>, ApiError> {
     auth.require(Scope::LedgerRead)?;
     let id = extract::path_id("deposit", &id)?;
@@ -103,7 +102,7 @@ pub struct DepositList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<DepositList>, ApiError> {
     auth.require(Scope::LedgerRead)?;
     let mut filter = DepositFilter::default();

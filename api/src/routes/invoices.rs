@@ -1,11 +1,9 @@
 //! `POST /api/v1/invoices`, `GET /api/v1/invoices/{id}`, `GET /api/v1/invoices`,
 //! `POST /api/v1/invoices/{id}/cancel`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::evm::parse_address;
@@ -20,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::{PathId, QueryParams};
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::validate;
@@ -32,7 +31,7 @@ const CREATE_ENDPOINT: &str = "POST /api/v1/invoices";
 pub struct CreateInvoice {
     /// Decimal string (`"19.99"`) or JSON number, in `currency`; 0.01 to 100000099.99 by default.
     #[schema(schema_with = crate::openapi::amount_schema)]
-    pub amount: serde_json::Value,
+    pub amount: Box<serde_json::value::RawValue>,
     pub currency: Option<String>,
     pub asset: Option<String>,
     pub chain: Option<String>,
@@ -43,6 +42,7 @@ pub struct CreateInvoice {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// Milliseconds, 1 to 2592000000 (30 days); default 12 hours.
+    #[serde(default, deserialize_with = "crate::extract::optional_whole_number")]
     pub expires_in: Option<u64>,
     pub receiver_override: Option<bool>,
     pub receiver_override_address: Option<String>,
@@ -79,12 +79,16 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
-    let value = extract::json_object(&super::body(body)?)?;
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
-    let request: CreateInvoice = extract::typed(value)?;
+    let body = super::body(body)?;
+    let checked = extract::json_object_exact(&body)?;
+    let guard =
+        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
+            .await?
+        {
+            Begin::Replay(response) => return Ok(response),
+            Begin::Proceed(guard) => guard,
+        };
+    let request: CreateInvoice = extract::typed(&body)?;
     let request = parse(&state, request)?;
     if let Some(customer) = &request.details.customer_id
         && let Err(not_until) = state.limits.per_customer.check_key(&(auth.merchant.id, customer.clone()))
@@ -138,7 +142,7 @@ fn parse(state: &AppState, req: CreateInvoice) -> Result<InvoiceRequest, ApiErro
         use_return_url: req.use_return_url,
         success_url: validate::url("success_url", req.success_url, allow_http)?,
         fail_url: validate::url("fail_url", req.fail_url, allow_http)?,
-        callback_url: validate::url("callback_url", req.callback_url, allow_http)?,
+        callback_url: validate::callback_url("callback_url", req.callback_url, &state.config)?,
         questions: validate::questions(req.questions)?,
         answers: None,
     };
@@ -173,7 +177,7 @@ pub async fn resource(state: &AppState, conn: &mut Conn, invoice: &Invoice) -> R
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let id = extract::path_id("invoice", &id)?;
@@ -211,7 +215,7 @@ pub struct InvoiceList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<InvoiceList>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let mut filter = InvoiceFilter::default();
@@ -254,7 +258,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
     let id = extract::path_id("invoice", &id)?;

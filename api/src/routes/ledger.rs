@@ -4,10 +4,10 @@
 //! asset's decimals. A posting's amount is signed from the merchant's side: positive when it
 //! raises the account's balance.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use depositd_core::config::Config;
@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::QueryParams;
 use crate::state::AppState;
 
 /// How a chain id and asset symbol are shown: the chain's name and the asset's decimals, when
@@ -86,7 +87,7 @@ pub struct BalanceList {
 pub async fn balances(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<BalanceList>, ApiError> {
     auth.require(Scope::LedgerRead)?;
     if let Some(name) = params.keys().next() {
@@ -243,7 +244,7 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::LedgerRead)?;
     let mut filter = EntryFilter::default();
@@ -259,7 +260,18 @@ pub async fn list(
             continue;
         }
         match name.as_str() {
-            "asset" => filter.asset = Some(value.trim().to_owned()),
+            "asset" => {
+                // One of the enabled chains' symbols, as configured (what entries are stored under).
+                let known = state.config.chains.iter().any(|c| c.asset_symbols().contains(&value.as_str()));
+                if !known {
+                    return Err(ApiError::invalid(
+                        "asset",
+                        "unsupported_asset",
+                        format!("asset {value:?} is not an asset of an enabled chain"),
+                    ));
+                }
+                filter.asset = Some(value.clone());
+            }
             "chain" => filter.chain_id = Some(extract::chain_id(&state.config, value)?),
             "type" => {
                 filter.entry_type =

@@ -24,7 +24,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(|| async { axum::Json(crate::openapi::document()) }))
+        .route("/openapi.json", get(openapi))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/api/v1/invoices/{id}", get(invoices::get))
@@ -80,6 +80,11 @@ async fn record_metrics(
         metrics.api_rate_limited_total.with_label_values(&[&route]).inc();
     }
     response
+}
+
+/// The OpenAPI document for this server's configuration (its chains and assets as enums).
+async fn openapi(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(crate::openapi::document_for(&state.config))
 }
 
 async fn not_found() -> ApiError {

@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use depositd_core::invoice::{Invoice, InvoiceStatus, PayInstructions, PaymentFlag};
 use depositd_core::store::{cursors, invoices, merchants};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::PathId;
 use crate::state::AppState;
 
 /// The payer routes, with CORS for exactly the origins the invoice's merchant configured
@@ -54,8 +55,8 @@ pub fn router(store: depositd_core::store::Store) -> axum::Router<AppState> {
     // instead of the router's 405 for unknown methods.
     let preflight = || async { axum::http::StatusCode::NO_CONTENT };
     axum::Router::new()
-        .route("/api/v1/payments/{id}", axum::routing::get(get).options(preflight))
-        .route("/api/v1/payments/{id}/answers", axum::routing::post(answer).options(preflight))
+        .route("/api/v1/payments/{invoice_id}", axum::routing::get(get).options(preflight))
+        .route("/api/v1/payments/{invoice_id}/answers", axum::routing::post(answer).options(preflight))
         .layer(cors)
 }
 
@@ -135,7 +136,7 @@ pub struct PaymentSession {
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<PaymentSession>, ApiError> {
     let invoice = authorize(&state, &headers, &id).await?;
     let mut conn = state.store.conn().await?;
@@ -204,11 +205,13 @@ pub struct Answers {
 pub async fn answer(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<PaymentSession>, ApiError> {
     let invoice = authorize(&state, &headers, &id).await?;
-    let request: Answers = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let body = super::body(body)?;
+    extract::json_object(&body)?;
+    let request: Answers = extract::typed(&body)?;
     let questions = invoice.details.questions.clone().unwrap_or_default();
     if questions.is_empty() {
         return Err(ApiError::Conflict {
@@ -244,5 +247,5 @@ pub async fn answer(
     let mut conn = state.store.conn().await?;
     invoices::set_answers(&mut conn, invoice.id, &answers).await?;
     drop(conn);
-    get(State(state), headers, Path(id)).await
+    get(State(state), headers, PathId(id)).await
 }

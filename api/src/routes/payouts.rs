@@ -7,12 +7,10 @@
 //! signs and sends it from the treasury; until it is signed the merchant can cancel it, which
 //! releases the reservation in the same way.
 
-use std::collections::HashMap;
-
 use alloy::primitives::Address;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::config::ChainConfig;
@@ -29,6 +27,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::{PathId, QueryParams};
 use crate::idempotency::{self, Begin, IdempotencyGuard};
 use crate::state::AppState;
 use crate::validate;
@@ -151,12 +150,16 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::PayoutsWrite)?;
-    let value = extract::json_object(&super::body(body)?)?;
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
-    let request: CreatePayout = extract::typed(value)?;
+    let body = super::body(body)?;
+    let checked = extract::json_object_exact(&body)?;
+    let guard =
+        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
+            .await?
+        {
+            Begin::Replay(response) => return Ok(response),
+            Begin::Proceed(guard) => guard,
+        };
+    let request: CreatePayout = extract::typed(&body)?;
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
     let new = NewPayout {
         kind: PayoutKind::Payout,
@@ -194,21 +197,22 @@ pub async fn create(
 pub async fn create_refund(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::PayoutsWrite)?;
     let invoice_id = extract::path_id("invoice", &id)?;
-    let value = extract::json_object(&super::body(body)?)?;
+    let body = super::body(body)?;
+    let checked = extract::json_object_exact(&body)?;
     // The key covers the invoice too: the same key and body for another invoice is a conflict,
     // never a replay of the first invoice's refund.
-    let claimed = serde_json::json!({ "invoice_id": invoice_id, "body": value });
+    let claimed = serde_json::json!({ "invoice_id": invoice_id, "body": checked.fingerprint() });
     let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, REFUND_ENDPOINT, &claimed).await? {
         Begin::Replay(response) => return Ok(response),
         Begin::Proceed(guard) => guard,
     };
-    let request: CreateRefund = extract::typed(value)?;
+    let request: CreateRefund = extract::typed(&body)?;
     let invoice = {
         let mut conn = state.store.conn().await?;
         invoices::get(&mut conn, auth.merchant.id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
@@ -286,7 +290,7 @@ pub async fn resource(state: &AppState, conn: &mut Conn, payout: &Payout) -> Res
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<PayoutResource>, ApiError> {
     auth.require(Scope::PayoutsRead)?;
     let id = extract::path_id("payout", &id)?;
@@ -322,7 +326,7 @@ pub struct PayoutList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<PayoutList>, ApiError> {
     auth.require(Scope::PayoutsRead)?;
     let mut page = extract::Page::default();
@@ -370,7 +374,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<PayoutResource>, ApiError> {
     auth.require(Scope::PayoutsWrite)?;
     let id = extract::path_id("payout", &id)?;

@@ -1,11 +1,9 @@
 //! `POST /api/v1/static-addresses`, `GET /api/v1/static-addresses[/{id}]`,
 //! `POST /api/v1/static-addresses/{id}/disable`.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
@@ -19,6 +17,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract;
+use crate::extract::{PathId, QueryParams};
 use crate::idempotency::{self, Begin};
 use crate::state::AppState;
 use crate::validate;
@@ -59,17 +58,20 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
-    let value = extract::json_object(&super::body(body)?)?;
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &value).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
-    let request: CreateStaticAddress = extract::typed(value)?;
-    let settings = &state.config.settings;
+    let body = super::body(body)?;
+    let checked = extract::json_object_exact(&body)?;
+    let guard =
+        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
+            .await?
+        {
+            Begin::Replay(response) => return Ok(response),
+            Begin::Proceed(guard) => guard,
+        };
+    let request: CreateStaticAddress = extract::typed(&body)?;
     let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset)?;
     let metadata = validate::metadata(request.metadata)?;
-    let callback_url = validate::url("callback_url", request.callback_url, settings.invoices.allow_http_urls)?;
+    let callback_url = validate::callback_url("callback_url", request.callback_url, &state.config)?;
 
     let mut tx = state.store.begin().await?;
     let deposit = deposit_addresses::allocate(&mut tx, &state.wallet, AddressPurpose::Static).await?;
@@ -108,7 +110,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<StaticAddressResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let id = extract::path_id("static address", &id)?;
@@ -142,7 +144,7 @@ pub struct StaticAddressList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<StaticAddressList>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let mut page = extract::Page::default();
@@ -180,7 +182,7 @@ pub async fn list(
 pub async fn disable(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<StaticAddressResource>, ApiError> {
     auth.require(Scope::InvoicesWrite)?;
     let id = extract::path_id("static address", &id)?;

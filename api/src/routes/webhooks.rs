@@ -4,11 +4,9 @@
 //! A signing secret is shown exactly twice in its life: when it is created and when it replaces
 //! another (rotation). It is stored sealed and never returned otherwise.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use depositd_core::store::api_keys::Scope;
@@ -22,6 +20,7 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::extract::{PathId, QueryParams};
 use crate::state::AppState;
 use crate::{extract, ssrf, validate};
 
@@ -153,6 +152,7 @@ fn description(value: Option<String>) -> Result<Option<String>, ApiError> {
     responses(
         (status = 201, description = "Created; `secret` is shown this once", body = WebhookEndpointResource),
         (status = 400, description = "Invalid or refused URL, unknown event type", body = crate::error::ErrorBody),
+        (status = 409, description = "Another of your endpoints has this url, or you have the most endpoints allowed", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -162,7 +162,9 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
-    let request: CreateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let body = super::body(body)?;
+    extract::json_object(&body)?;
+    let request: CreateWebhookEndpoint = extract::typed(&body)?;
     let now = now_ms();
     let secret = generate_secret();
     let endpoint = Endpoint {
@@ -207,7 +209,7 @@ async fn load(conn: &mut Conn, auth: &Authenticated, id: &str) -> Result<Endpoin
 pub async fn get(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let mut conn = state.store.conn().await?;
@@ -236,7 +238,7 @@ pub struct WebhookEndpointList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<WebhookEndpointList>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let mut page = extract::Page::default();
@@ -260,17 +262,20 @@ pub async fn list(
         (status = 200, description = "The updated endpoint", body = WebhookEndpointResource),
         (status = 400, description = "Invalid field", body = crate::error::ErrorBody),
         (status = 404, description = "No such endpoint", body = crate::error::ErrorBody),
+        (status = 409, description = "Another of your endpoints has this url", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn update(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
-    let request: UpdateWebhookEndpoint = extract::typed(extract::json_object(&super::body(body)?)?)?;
+    let body = super::body(body)?;
+    extract::json_object(&body)?;
+    let request: UpdateWebhookEndpoint = extract::typed(&body)?;
     // Checked before the row is locked: a DNS lookup must not hold a lock.
     let new_url = match request.url {
         Some(url) => Some(endpoint_url(&state, url).await?),
@@ -325,7 +330,7 @@ pub struct Deleted {
 pub async fn delete(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Deleted>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let id = extract::path_id("webhook endpoint", &id)?;
@@ -349,7 +354,7 @@ pub async fn delete(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let mut tx = state.store.begin().await?;
@@ -533,7 +538,7 @@ pub struct EventList {
 pub async fn list_events(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(params): Query<HashMap<String, String>>,
+    QueryParams(params): QueryParams,
 ) -> Result<Json<EventList>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let mut filter = EventFilter::default();
@@ -595,7 +600,7 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<EventResource>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let id = extract::path_id("event", &id)?;
@@ -617,7 +622,7 @@ pub async fn get_event(
 pub async fn redeliver(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let id = extract::path_id("event", &id)?;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::ConfigError;
 use crate::evm::parse_address;
 use crate::money::MAX_TOKEN_DECIMALS;
+use crate::secret::RpcUrl;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,12 +16,13 @@ pub struct ChainConfig {
     /// Unique lowercase name; equals the file stem. Used in the API (`"chain": "sepolia"`).
     pub name: String,
     pub chain_id: u64,
-    /// Tried in order: on errors or timeouts the watcher fails over to the next.
-    pub rpc_urls: Vec<String>,
+    /// Tried in order: on errors or timeouts the watcher fails over to the next. Secrets (keys in
+    /// the path, query or userinfo): shown as scheme and host only.
+    pub rpc_urls: Vec<RpcUrl>,
     /// Environment variable whose comma-separated value replaces `rpc_urls` (operators' own nodes).
     pub rpc_urls_env: Option<String>,
     /// WebSocket endpoint for `newHeads`; without one the watcher polls.
-    pub ws_url: Option<String>,
+    pub ws_url: Option<RpcUrl>,
     pub ws_url_env: Option<String>,
     /// Blocks on top of a deposit's block before it is credited.
     pub confirmations: u64,
@@ -100,8 +102,8 @@ impl ChainConfig {
 
     fn apply_env_overrides(&mut self) {
         if let Some(urls) = self.rpc_urls_env.as_deref().and_then(|var| std::env::var(var).ok()) {
-            let urls: Vec<String> =
-                urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            let urls: Vec<RpcUrl> =
+                urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(RpcUrl::from).collect();
             if !urls.is_empty() {
                 self.rpc_urls = urls;
             }
@@ -109,7 +111,7 @@ impl ChainConfig {
         if let Some(ws) = self.ws_url_env.as_deref().and_then(|var| std::env::var(var).ok())
             && !ws.trim().is_empty()
         {
-            self.ws_url = Some(ws.trim().to_owned());
+            self.ws_url = Some(RpcUrl::from(ws.trim()));
         }
     }
 
@@ -129,15 +131,14 @@ impl ChainConfig {
             problems.push("rpc_urls: at least one RPC URL is required".into());
         }
         for url in &self.rpc_urls {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems
-                    .push(format!("rpc_urls: `{}` must be an http(s) URL", crate::secret::redact_url_password(url)));
+            if !(url.scheme() == "http" || url.scheme() == "https") {
+                problems.push(format!("rpc_urls: `{url}` must be an http(s) URL"));
             }
         }
         if let Some(ws) = &self.ws_url
-            && !(ws.starts_with("ws://") || ws.starts_with("wss://"))
+            && !(ws.scheme() == "ws" || ws.scheme() == "wss")
         {
-            problems.push(format!("ws_url: `{}` must be a ws(s) URL", crate::secret::redact_url_password(ws)));
+            problems.push(format!("ws_url: `{ws}` must be a ws(s) URL"));
         }
         if self.confirmations == 0 {
             problems.push("confirmations: must be at least 1 (0 would credit unmined or reorgable payments)".into());

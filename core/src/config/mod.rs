@@ -73,6 +73,19 @@ pub struct ApiSettings {
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub ready_max_lag_blocks: u64,
+    /// Failed authentications a client address may make per minute (as a burst, refilled evenly);
+    /// past them its requests are answered 429 without a key lookup.
+    pub auth_failures_per_minute: u32,
+    /// A request's head (request line and headers) must arrive within this many seconds of the
+    /// connection starting to wait for it.
+    pub header_read_timeout_secs: u64,
+    /// A request's body must arrive in full within this many seconds of its head (408 otherwise).
+    pub body_read_timeout_secs: u64,
+    /// A connection with no request in flight that sends nothing for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait to be accepted. Lowered at start to fit the
+    /// process's open-file limit.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,7 +247,10 @@ impl Config {
         let s = &self.settings;
         let mut problems = Vec::new();
         let scheme = s.database.url.scheme();
-        if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
+        if scheme.is_empty() {
+            problems
+                .push(format!("database.url: {} is not a URL (use sqlite://PATH or postgres://...)", s.database.url));
+        } else if !matches!(scheme.as_str(), "sqlite" | "postgres" | "postgresql") {
             problems.push(format!(
                 "database.url: unsupported scheme `{scheme}` in {} (use sqlite://PATH or postgres://...)",
                 s.database.url
@@ -269,6 +285,18 @@ impl Config {
         }
         if s.api.rate_limit_per_second == 0 || s.api.rate_limit_burst == 0 {
             problems.push("api.rate_limit_per_second and api.rate_limit_burst: must be at least 1".into());
+        }
+        if s.api.auth_failures_per_minute == 0 {
+            problems.push("api.auth_failures_per_minute: must be at least 1".into());
+        }
+        if s.api.header_read_timeout_secs == 0 || s.api.body_read_timeout_secs == 0 || s.api.idle_timeout_secs == 0 {
+            problems.push(
+                "api.header_read_timeout_secs, api.body_read_timeout_secs and api.idle_timeout_secs: must be at least 1"
+                    .into(),
+            );
+        }
+        if s.api.max_connections == 0 {
+            problems.push("api.max_connections: must be at least 1".into());
         }
         if s.invoices.customer_rate_limit_per_minute == 0 {
             problems.push("invoices.customer_rate_limit_per_minute: must be at least 1".into());

@@ -211,6 +211,23 @@ pub async fn live_above(conn: &mut Conn, chain_id: u64, block: u64) -> Result<Ve
     rows.into_iter().map(Deposit::try_from).collect()
 }
 
+/// A confirmed deposit whose transaction a reorg moved to block `number` (hash `hash`), at the
+/// same position: it stays confirmed and credited, in its new block. False when it was not
+/// confirmed any more.
+#[tracing::instrument(skip(conn))]
+pub async fn relocate(conn: &mut Conn, id: Uuid, number: u64, hash: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deposits SET block_number = $1, block_hash = $2, updated_at = $3 WHERE id = $4 AND state = 'confirmed'",
+    )
+    .bind(number as i64)
+    .bind(hash)
+    .bind(now_ms())
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Moves a deposit from `from` to `to`; false when it was not in `from` in the life (generation)
 /// the caller read (someone else moved it, or a reorg took it away and it came back since).
 #[tracing::instrument(skip(conn, deposit), fields(deposit_id = %deposit.id))]
