@@ -64,7 +64,7 @@ pub async fn record_funding(
 
     {
         // Money depositd moved itself (a sweep into the treasury) is not the operator's capital.
-        let mut conn = store.pool().acquire().await?;
+        let mut conn = store.conn().await?;
         let sender = tx.inner.signer().to_checksum(None);
         if chain_txs::is_ours(&mut conn, &format!("{hash:#x}")).await?
             || deposit_addresses::index_of(&mut conn, &sender).await?.is_some()

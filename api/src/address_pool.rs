@@ -39,7 +39,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 /// Tops the pool up to `size` when fewer than half are left; returns how many were added.
 pub async fn fill(state: &AppState, size: u64) -> Result<u64, StoreError> {
     let mut left = {
-        let mut conn = state.store.pool().acquire().await?;
+        let mut conn = state.store.conn().await?;
         address_pool::pooled(&mut conn, AddressPurpose::Invoice).await?
     };
     if left >= size.div_ceil(2) {

@@ -93,12 +93,7 @@ impl FromRequestParts<AppState> for Authenticated {
 /// The presented key, looked up: the key and its active merchant, or a 401.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, ApiError> {
     let presented = presented_key(&parts.headers)?;
-    let mut conn = state
-        .store
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::internal(depositd_core::store::StoreError::from(e)))?;
+    let mut conn = state.store.conn().await.map_err(ApiError::internal)?;
     let (key, merchant) = api_keys::authenticate(&mut conn, &presented).await?.map_err(|rejection| {
         let (code, message) = match rejection {
             KeyRejection::Malformed => ("invalid_api_key", "the API key is malformed"),

@@ -148,7 +148,7 @@ impl Deliverer {
             queue.sort_by_key(|d| d.id);
             let first = queue.remove(0);
             if !queue.is_empty() {
-                let mut conn = self.store.pool().acquire().await?;
+                let mut conn = self.store.conn().await?;
                 for later in &queue {
                     webhooks::release(&mut conn, later).await?;
                 }
@@ -167,7 +167,7 @@ impl Deliverer {
     }
 
     async fn update_queue_metrics(&self) {
-        let Ok(mut conn) = self.store.pool().acquire().await else { return };
+        let Ok(mut conn) = self.store.conn().await else { return };
         if let Ok((depth, oldest)) = webhooks::queue_stats(&mut conn).await {
             self.metrics.webhook_queue_depth.set(depth);
             let age = oldest.map(|t| (now_ms() - t).max(0) / 1000).unwrap_or(0);
@@ -177,7 +177,7 @@ impl Deliverer {
 
     /// One attempt at one delivery, recorded.
     async fn deliver(&self, claimed: &Claimed) -> Result<(), StoreError> {
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.conn().await?;
         let endpoint = match claimed.endpoint_id {
             Some(id) => match webhooks::endpoint_by_id(&mut conn, id).await? {
                 Some(endpoint) if endpoint.enabled => Some(endpoint),

@@ -26,7 +26,7 @@ const STATEMENTS_PER_TRANSACTION: usize = 20;
 /// A merchant (no fee) and an API key with every scope. The key is returned as a secret and
 /// never printed.
 pub async fn merchant(store: &Store) -> anyhow::Result<SecretString> {
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.conn().await?;
     let merchant = merchants::insert(
         &mut conn,
         &NewMerchant {

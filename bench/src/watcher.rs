@@ -209,7 +209,7 @@ async fn prepare(
         seed::watch_many(&store, &templates, 2, args.watched.saturating_sub(2), |i| cheap_address(ADDRESS_SEED, i))
             .await?;
     let load_watched = {
-        let mut conn = store.pool().acquire().await?;
+        let mut conn = store.conn().await?;
         let began = Instant::now();
         let mut set = WatchedSet::default();
         set.refresh(&mut conn).await?;

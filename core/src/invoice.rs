@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 
 /// Where an invoice is in its life (the BTCPay model, with seed 002's refund states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
@@ -33,48 +34,17 @@ pub enum InvoiceStatus {
     PartiallyRefunded,
 }
 
-impl InvoiceStatus {
-    pub const ALL: [InvoiceStatus; 7] = [
-        InvoiceStatus::Pending,
-        InvoiceStatus::Processing,
-        InvoiceStatus::Paid,
-        InvoiceStatus::Expired,
-        InvoiceStatus::Cancelled,
-        InvoiceStatus::Refunded,
-        InvoiceStatus::PartiallyRefunded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InvoiceStatus::Pending => "pending",
-            InvoiceStatus::Processing => "processing",
-            InvoiceStatus::Paid => "paid",
-            InvoiceStatus::Expired => "expired",
-            InvoiceStatus::Cancelled => "cancelled",
-            InvoiceStatus::Refunded => "refunded",
-            InvoiceStatus::PartiallyRefunded => "partially_refunded",
-        }
+text_enum! {
+    InvoiceStatus as "status" {
+        Pending = "pending", Processing = "processing", Paid = "paid", Expired = "expired", Cancelled = "cancelled",
+        Refunded = "refunded", PartiallyRefunded = "partially_refunded",
     }
+}
 
+impl InvoiceStatus {
     /// Whether the invoice is finished (no further status change from payments except flags).
     pub fn is_final(self) -> bool {
         !matches!(self, InvoiceStatus::Pending | InvoiceStatus::Processing)
-    }
-}
-
-impl fmt::Display for InvoiceStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for InvoiceStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        InvoiceStatus::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = InvoiceStatus::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown status {s:?} (one of {})", known.join(", "))
-        })
     }
 }
 
@@ -87,27 +57,7 @@ pub enum PaymentFlag {
     PaidLate,
 }
 
-impl PaymentFlag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentFlag::Underpaid => "underpaid",
-            PaymentFlag::Overpaid => "overpaid",
-            PaymentFlag::PaidLate => "paid_late",
-        }
-    }
-}
-
-impl std::str::FromStr for PaymentFlag {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "underpaid" => Ok(PaymentFlag::Underpaid),
-            "overpaid" => Ok(PaymentFlag::Overpaid),
-            "paid_late" => Ok(PaymentFlag::PaidLate),
-            other => Err(format!("unknown payment flag {other:?}")),
-        }
-    }
-}
+text_enum! { PaymentFlag as "payment flag" { Underpaid = "underpaid", Overpaid = "overpaid", PaidLate = "paid_late" } }
 
 /// An invoice as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,8 @@
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
+//! - [`text_enum`]: enums stored as TEXT: one word table per enum gives `as_str`, `FromStr`,
+//!   `ALL` and the sqlx codec.
 //! - [`webhooks`]: event types, signing secrets (encrypted at rest) and Standard Webhooks signatures.
 //! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
@@ -50,6 +52,7 @@ pub mod pricing;
 pub mod secret;
 pub mod static_address;
 pub mod store;
+pub mod text_enum;
 pub mod time;
 pub mod wallet;
 pub mod webhooks;

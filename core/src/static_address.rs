@@ -1,6 +1,7 @@
 //! Static addresses: a reusable deposit address for one customer (seed 000's "deposit rails").
 //! Every deposit to one auto-creates a `paid` invoice for the deposited amount.
 
+use crate::text_enum::text_enum;
 use alloy::primitives::Address;
 use serde::Serialize;
 use uuid::Uuid;
@@ -13,25 +14,7 @@ pub enum StaticAddressStatus {
     Disabled,
 }
 
-impl StaticAddressStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StaticAddressStatus::Active => "active",
-            StaticAddressStatus::Disabled => "disabled",
-        }
-    }
-}
-
-impl std::str::FromStr for StaticAddressStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(StaticAddressStatus::Active),
-            "disabled" => Ok(StaticAddressStatus::Disabled),
-            other => Err(format!("unknown status {other:?} (active or disabled)")),
-        }
-    }
-}
+text_enum! { StaticAddressStatus as "status" { Active = "active", Disabled = "disabled" } }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticAddress {

@@ -190,7 +190,7 @@ impl Settler {
             .rpc
             .call("eth_maxPriorityFeePerGas", |p| async move { p.get_max_priority_fee_per_gas().await })
             .await?;
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.store.conn().await?;
         chain_txs::store_fee_estimate(&mut conn, self.chain.chain_id, base, tip).await?;
         let treasury = self.treasury_address();
         if let Ok(balance) = self.rpc.call("eth_getBalance", |p| async move { p.get_balance(treasury).await }).await {
@@ -212,7 +212,7 @@ impl Settler {
         if address == self.treasury_address().to_checksum(None) {
             return Ok(self.wallet.treasury().clone());
         }
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.store.conn().await?;
         let index = deposit_addresses::index_of(&mut conn, address)
             .await?
             .ok_or_else(|| SettleError::Signing(format!("{address} is neither the treasury nor a deposit address")))?;

@@ -69,7 +69,7 @@ impl Settler {
     /// Plans every address that holds confirmed deposits not yet followed by a sweep or forward.
     pub(crate) async fn plan(&mut self, fees: Fees) -> Result<(), SettleError> {
         let addresses = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             deposits::unsettled_addresses(&mut conn, self.chain.chain_id).await?
         };
         for address in addresses {
@@ -121,7 +121,7 @@ impl Settler {
             address.parse().map_err(|_| StoreError::Corrupt(format!("deposit address {address} is malformed")))?;
 
         let Some((known, passthrough)) = ({
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             self.address_state(&mut conn, address).await?
         }) else {
             return Ok(());

@@ -90,7 +90,7 @@ impl Settler {
     /// Signs every intent that is ready: no dependency, or a confirmed one.
     pub(crate) async fn sign_ready(&mut self, fees: Fees, head: u64) -> Result<(), SettleError> {
         let intents = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::intents(&mut conn, self.chain.chain_id).await?
         };
         let mut waiting = 0;
@@ -394,7 +394,7 @@ impl Settler {
     /// slower follow-up pass below.
     pub(crate) async fn monitor(&mut self, head: u64, fees: Fees) -> Result<(), SettleError> {
         let load = || async {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::in_flight(&mut conn, self.chain.chain_id).await.map_err(SettleError::from)
         };
         self.recheck_confirmed(head).await?;
@@ -462,7 +462,7 @@ impl Settler {
     async fn recheck_confirmed(&self, head: u64) -> Result<(), SettleError> {
         let depth = self.chain.confirmations.saturating_mul(4).max(16);
         let recent = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::confirmed_since(&mut conn, self.chain.chain_id, head.saturating_sub(depth)).await?
         };
         let mut used_by: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
@@ -495,7 +495,7 @@ impl Settler {
                 continue; // the nonce reading lagged; the receipt is there
             }
             let attempts = {
-                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.store.conn().await?;
                 chain_txs::attempts(&mut conn, tx.id).await?
             };
             let mut db = self.store.begin().await?;
@@ -520,7 +520,7 @@ impl Settler {
     /// takes it).
     async fn resend(&self, tx: &ChainTx, head: u64) -> Result<bool, SettleError> {
         let attempts = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::attempts(&mut conn, tx.id).await?
         };
         let latest = attempts
@@ -533,7 +533,7 @@ impl Settler {
     /// sending its latest attempt again (unless `sent`: this step sent it already).
     async fn follow(&self, tx: &ChainTx, head: u64, fees: Fees, sent: bool) -> Result<Followed, SettleError> {
         let attempts = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::attempts(&mut conn, tx.id).await?
         };
         let Some(latest) = attempts.last().cloned() else {
@@ -722,7 +722,7 @@ impl Settler {
             })
             .await?;
         let in_flight = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::in_flight(&mut conn, self.chain.chain_id).await?
         };
         for tx in in_flight.iter().filter(|t| t.signer_address == address && t.state != TxState::Mined) {
@@ -731,7 +731,7 @@ impl Settler {
                 continue;
             }
             let attempts = {
-                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.store.conn().await?;
                 chain_txs::attempts(&mut conn, tx.id).await?
             };
             let mut mined = false;
@@ -799,7 +799,7 @@ impl Settler {
     /// Start-up check of every signer's stored nonce against the chain.
     pub(crate) async fn reconcile_nonces(&self) -> Result<(), SettleError> {
         let signers = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             chain_txs::signers(&mut conn, self.chain.chain_id).await?
         };
         let (mut drift, mut paused) = (0i64, 0i64);

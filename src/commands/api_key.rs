@@ -9,7 +9,7 @@ use crate::cli::ApiKeyCommand;
 
 pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
     let store = crate::daemon::open_store(config).await?;
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.conn().await?;
     match command {
         ApiKeyCommand::Create { merchant, scopes, mode, name } => {
             let merchant = super::find_merchant(&mut conn, &merchant).await?;

@@ -7,7 +7,7 @@ use crate::cli::MerchantCommand;
 
 pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()> {
     let store = crate::daemon::open_store(config).await?;
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.conn().await?;
     match command {
         MerchantCommand::Create {
             name,

@@ -285,7 +285,7 @@ fn write_config(
 /// The demo merchant's key: the previous run's when it still works, else a new merchant and key.
 async fn ensure_demo_merchant(config: &Config, previous: Option<&DevInfo>) -> anyhow::Result<SecretString> {
     let store = crate::daemon::open_store(config).await?;
-    let mut conn = store.pool().acquire().await?;
+    let mut conn = store.conn().await?;
     if let Some(previous) = previous {
         let key = SecretString::from(previous.api_key.clone());
         if api_keys::authenticate(&mut conn, &key).await?.is_ok() {

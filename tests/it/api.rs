@@ -31,7 +31,7 @@ async fn health_and_readiness(db: TestDb) {
     assert_eq!(check(&body, "migrations")["ok"], true);
     assert_eq!(check(&body, "chain:anvil")["detail"], "the watcher has not processed a block yet");
 
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     cursors::set(&mut conn, &ChainCursor { chain_id: 31337, block_number: 0, block_hash: "0x0".into() }).await.unwrap();
     drop(conn);
     let (status, body) = readiness().await;

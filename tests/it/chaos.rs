@@ -411,7 +411,7 @@ async fn run(db: TestDb) {
     .unwrap();
     let store = db.store().await;
     let key = {
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = store.conn().await.unwrap();
         let merchant = merchants::insert(
             &mut conn,
             &NewMerchant {
@@ -1130,7 +1130,7 @@ async fn check(
     }
 
     // Settlement finished: no outgoing transaction still open.
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let open = chain_txs::open(&mut conn, 31337).await.unwrap();
     if !open.is_empty() {
         // Per signer: where the chain's nonce stands, and what depositd recorded at that nonce.

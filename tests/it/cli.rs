@@ -164,7 +164,7 @@ async fn merchant_and_key_commands(db: TestDb) {
     // The default dev chain file has no tokens (depositd dev deploys them): said, not refused.
     assert!(String::from_utf8_lossy(&output.stderr).contains("warning: no enabled chain has an asset USDC"));
     let store = db.store().await;
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let fees = depositd_core::store::merchants::asset_fees(&mut conn, merchant_id).await.unwrap();
     assert_eq!(fees.len(), 1);
     assert_eq!(

@@ -182,7 +182,7 @@ impl TestApp {
 
     /// A merchant (1% fee) and a key with `scopes`.
     pub async fn merchant(&self, name: &str, scopes: &[Scope]) -> (Merchant, String) {
-        let mut conn = self.store.pool().acquire().await.unwrap();
+        let mut conn = self.store.conn().await.unwrap();
         let merchant = merchants::insert(
             &mut conn,
             &NewMerchant {

@@ -63,7 +63,7 @@ async fn authentication_and_scopes(db: TestDb) {
     assert_error(app.create_invoice(&read_only, body.clone()).await, 403, "insufficient_scope", None).await;
 
     // Inactive merchant, then revoked key: 401.
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     merchants::set_status(&mut conn, merchant.id, MerchantStatus::Disabled).await.unwrap();
     assert_error(app.create_invoice(&key, body.clone()).await, 401, "merchant_inactive", None).await;
     merchants::set_status(&mut conn, merchant.id, MerchantStatus::Active).await.unwrap();
@@ -141,7 +141,7 @@ async fn creates_a_priced_invoice_with_a_fresh_address(db: TestDb) {
     // Every invoice gets its own address; the creation is in the outbox.
     let second: Value = app.create_invoice(&key, json!({"amount": 5})).await.json().await.unwrap();
     assert_ne!(second["pay"]["address"], invoice["pay"]["address"]);
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     assert_eq!(events::types_for(&mut conn, id.parse().unwrap()).await.unwrap(), ["invoice.created"]);
 
     // Another merchant cannot see it; a malformed id is a 400.
@@ -444,7 +444,7 @@ async fn cancel_only_while_unpaid(db: TestDb) {
     assert_eq!(cancelled["status"], "cancelled");
     assert!(cancelled["finished_at"].is_i64());
     assert_error(cancel().await.unwrap(), 409, "invoice_not_cancellable", None).await;
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     assert_eq!(
         events::types_for(&mut conn, id.parse().unwrap()).await.unwrap(),
         ["invoice.created", "invoice.cancelled"]
@@ -472,7 +472,7 @@ async fn expiry_moves_unpaid_invoices_to_expired(db: TestDb) {
     assert!(short["finished_at"].is_i64());
     let (_, long) = app.get_json(&key, &format!("/api/v1/invoices/{}", long["id"].as_str().unwrap())).await;
     assert_eq!(long["status"], "pending");
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let types = events::types_for(&mut conn, short["id"].as_str().unwrap().parse().unwrap()).await.unwrap();
     assert_eq!(types, ["invoice.created", "invoice.expired"]);
 }
@@ -597,7 +597,7 @@ async fn a_price_feed_prices_while_fresh_and_refuses_when_stale(db: TestDb) {
 
 async fn merchant_amount_bounds_replace_the_defaults(db: TestDb) {
     let app = TestApp::spawn(&db).await;
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let merchant = depositd_core::store::merchants::insert(
         &mut conn,
         &depositd_core::store::merchants::NewMerchant {
@@ -638,7 +638,7 @@ async fn a_payment_update_never_overwrites_a_concurrent_change(db: TestDb) {
     let (merchant, key) = app.merchant("Racer", ALL).await;
     let created: Value = app.create_invoice(&key, json!({"amount": "5", "expires_in": 1})).await.json().await.unwrap();
     let id = created["id"].as_str().unwrap().parse().unwrap();
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     // The watcher read the invoice while it was pending...
     let read = invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap();
     // ...then the expiry task expired it...
@@ -660,7 +660,7 @@ async fn an_asset_fee_schedule_prices_new_invoices_only(db: TestDb) {
     assert_eq!((before["fee"].as_str(), before["merchant_amount"].as_str()), (Some("0.1"), Some("9.9")));
 
     // 2.5% + 0.30 USDC from now on; ETH keeps the merchant's 1%.
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let fee = AssetFee { asset: "USDC".into(), percent: "2.5".parse().unwrap(), fixed: "0.30".parse().unwrap() };
     merchants::set_asset_fee(&mut conn, merchant.id, &fee).await.unwrap();
     let after: Value = app.create_invoice(&key, json!({"amount": "10"})).await.json().await.unwrap();

@@ -246,7 +246,7 @@ impl Case {
 
     /// After every step: the ledger reconciles and each stored balance is the model's.
     async fn check(&self) {
-        let mut conn = self.store.pool().acquire().await.unwrap();
+        let mut conn = self.store.conn().await.unwrap();
         let report = verify(&mut conn).await.unwrap();
         assert!(report.is_ok(), "{:#?}", report.problems);
         for kind in AccountKind::ALL {
@@ -345,7 +345,7 @@ async fn concurrent_reservations_lose_nothing_and_never_overdraw(db: TestDb) {
     }
     let granted: u32 = tasks.join_all().await.into_iter().sum();
     assert_eq!(granted, 500 / 7, "every reservation that fits is granted, none beyond");
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     assert_eq!(ledger::balance(&mut conn, &available).await.unwrap(), BaseUnits::from(500 % 7));
     assert_eq!(ledger::balance(&mut conn, &reserved).await.unwrap(), BaseUnits::from(7 * u64::from(granted)));
     let report = verify(&mut conn).await.unwrap();
@@ -515,7 +515,7 @@ async fn the_api_shows_balances_entries_and_csv(db: TestDb) {
     assert_error(response, 400, "invalid_parameter", Some("state")).await;
 
     // The statements function the API uses agrees with what was posted.
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let found = statements::entries(&mut conn, merchant.id, &EntryFilter::default(), 10).await.unwrap();
     assert_eq!(found.len(), 4);
     let report = verify(&mut conn).await.unwrap();

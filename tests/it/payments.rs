@@ -162,7 +162,7 @@ async fn answers_are_checked_against_the_questions(db: TestDb) {
 async fn cors_only_for_the_merchants_checkout_origins(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     let (merchant, key) = app.merchant("Cors Shop", &Scope::ALL).await;
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     depositd_core::store::merchants::set_checkout_origins(&mut conn, merchant.id, &["https://shop.example.com".into()])
         .await
         .unwrap();

@@ -65,7 +65,7 @@ async fn fund(app: &TestApp, merchant_id: Uuid, asset: &str, base_units: u128) {
 
 /// Stores a fresh fee estimate (1 gwei base fee, 1 gwei tip); returns what a native payout reserves.
 async fn fee_estimate(app: &TestApp) -> u128 {
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     chain_txs::store_fee_estimate(&mut conn, CHAIN, GWEI, GWEI).await.unwrap();
     let reserve = gas::native_payout_fee_reserve(GWEI, GWEI, &app.state.config.settings.settler);
     reserve.to_string().parse().unwrap()
@@ -106,7 +106,7 @@ async fn balance(app: &TestApp, key: &str, asset: &str) -> (u128, u128) {
 }
 
 async fn assert_ledger_consistent(app: &TestApp) {
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let report = verify(&mut conn).await.unwrap();
     assert!(report.problems.is_empty(), "{:#?}", report.problems);
 }
@@ -164,7 +164,7 @@ async fn a_payout_reserves_its_amount_and_network_fee_with_an_intent(db: TestDb)
     assert_eq!(balance(&app, &key, "ETH").await, (ETH - ETH / 10 - reserve, ETH / 10 + reserve));
 
     // The intent the settler will send, written with the payout.
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let stored = payouts::get(&mut conn, merchant.id, id_of(&eth)).await.unwrap().unwrap();
     let intent = chain_txs::get(&mut conn, stored.transaction_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(intent.state, TxState::Intent);
@@ -233,7 +233,7 @@ async fn insufficient_funds_reserve_nothing(db: TestDb) {
     // Nothing was written: no payout, no intent, no event.
     let (_, list) = app.get_json(&key, "/api/v1/payouts").await;
     assert_eq!(list["data"], json!([]));
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     assert!(chain_txs::open(&mut conn, CHAIN).await.unwrap().is_empty());
     drop(conn);
 
@@ -379,7 +379,7 @@ async fn a_native_payout_needs_a_fresh_fee_estimate(db: TestDb) {
     // A stale one (older than settler.fee_estimate_max_age_secs) is refused too.
     fee_estimate(&app).await;
     let max_age_ms = app.state.config.settings.settler.fee_estimate_max_age_secs as i64 * 1000;
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     sqlx::query("UPDATE chain_fee_estimates SET updated_at = $1 WHERE chain_id = $2")
         .bind(now_ms() - max_age_ms - 1_000)
         .bind(CHAIN as i64)
@@ -487,7 +487,7 @@ async fn cancel_releases_the_reservation_once_and_only_before_signing(db: TestDb
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["failure_reason"], "cancelled by the merchant");
     assert_eq!(balance(&app, &key, "ETH").await, (ETH, 0));
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let stored = payouts::get(&mut conn, merchant.id, id_of(&p)).await.unwrap().unwrap();
     let intent = chain_txs::get(&mut conn, stored.transaction_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(intent.state, TxState::Failed);
@@ -502,7 +502,7 @@ async fn cancel_releases_the_reservation_once_and_only_before_signing(db: TestDb
 
     // Once the settler has signed it, it can no longer be cancelled; its hash shows.
     let signed = created(payout(&app, &key, body).await).await;
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let stored = payouts::get(&mut conn, merchant.id, id_of(&signed)).await.unwrap().unwrap();
     let tx_id = stored.transaction_id.unwrap();
     let hash = |n: u8| format!("0x{}", hex_byte(n).repeat(32));
@@ -529,7 +529,7 @@ async fn cancel_releases_the_reservation_once_and_only_before_signing(db: TestDb
     let (_, shown) = app.get_json(&key, &get_path).await;
     assert_eq!(shown["tx_hash"], hash(1));
     // A fee bump's attempt is the latest; the mined one wins over all.
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     chain_txs::insert_attempt(&mut conn, &attempt(2)).await.unwrap();
     let (_, shown) = app.get_json(&key, &get_path).await;
     assert_eq!(shown["tx_hash"], hash(2));
@@ -551,7 +551,7 @@ async fn paid_invoice(app: &TestApp, key: &str, merchant_id: Uuid, paid: u128) -
     let response = app.create_invoice(key, json!({"amount": "10", "asset": "USDC"})).await;
     let invoice = created(response).await;
     if paid > 0 {
-        let mut conn = app.store.pool().acquire().await.unwrap();
+        let mut conn = app.store.conn().await.unwrap();
         let read = invoices::get(&mut conn, merchant_id, id_of(&invoice)).await.unwrap().unwrap();
         let mut updated = read.clone();
         updated.amount_paid_base_units = BaseUnits::from(alloy::primitives::U256::from(paid));
@@ -592,7 +592,7 @@ async fn refunds_are_bounded_by_what_was_paid(db: TestDb) {
     assert_eq!(first["destination"], DEST);
     assert_eq!(first["network_fee_reserve_base_units"], "0");
     assert_eq!(balance(&app, &key, "USDC").await, (94 * USDC, 6 * USDC));
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     let stored = payouts::get(&mut conn, merchant.id, id_of(&first)).await.unwrap().unwrap();
     let intent = chain_txs::get(&mut conn, stored.transaction_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(intent.purpose, Purpose::Refund);
@@ -711,7 +711,7 @@ async fn scopes_are_enforced(db: TestDb) {
     let key_with = |scopes: &'static [Scope]| {
         let store = app.store.clone();
         async move {
-            let mut conn = store.pool().acquire().await.unwrap();
+            let mut conn = store.conn().await.unwrap();
             let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, scopes, None).await.unwrap();
             key.expose_secret().to_owned()
         }

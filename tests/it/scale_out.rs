@@ -69,7 +69,7 @@ async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies
     .unwrap();
     let store = db.store().await;
     let key = {
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = store.conn().await.unwrap();
         let merchant = merchants::insert(
             &mut conn,
             &NewMerchant {

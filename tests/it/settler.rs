@@ -218,7 +218,7 @@ impl Setup {
     }
 
     async fn transactions(&self) -> Vec<chain_txs::ChainTx> {
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         let mut all =
             chain_txs::touching(&mut conn, self.chain.chain_id, &self.treasury().to_checksum(None)).await.unwrap();
         all.sort_by_key(|t| t.nonce);
@@ -227,12 +227,12 @@ impl Setup {
 
     /// No outgoing transaction is open (every one confirmed or failed).
     async fn all_settled(&self) -> bool {
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         chain_txs::open(&mut conn, self.chain.chain_id).await.unwrap().is_empty()
     }
 
     async fn event_types(&self, resource_id: &str) -> Vec<String> {
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         events::types_for(&mut conn, resource_id.parse().unwrap()).await.unwrap()
     }
 
@@ -240,7 +240,7 @@ impl Setup {
     async fn assert_no_nonce_gap(&self) {
         let treasury = self.treasury();
         let used = self.provider().get_transaction_count(treasury).await.unwrap();
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         let signers = chain_txs::signers(&mut conn, self.chain.chain_id).await.unwrap();
         let (_, next, paused) =
             signers.iter().find(|(a, _, _)| *a == treasury.to_checksum(None)).expect("the treasury signed").clone();
@@ -336,7 +336,7 @@ async fn native_deposits_are_swept_and_a_native_payout_charges_the_real_gas(db: 
     s.mine(CONFIRMATIONS).await;
     let treasury_before = s.eth_of(s.treasury()).await;
     s.run_until(&mut watcher, &mut settler, "the ETH sweep", || async {
-        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut conn = s.app.store.conn().await.unwrap();
         let swept = chain_txs::touching(&mut conn, s.chain.chain_id, &address.to_checksum(None)).await.unwrap();
         swept.iter().any(|t| t.purpose == Purpose::Sweep && t.state == TxState::Confirmed)
     })
@@ -402,7 +402,7 @@ async fn a_pass_through_invoice_forwards_the_merchant_amount_exactly(db: TestDb)
     assert_eq!(s.usdc_of(s.treasury()).await, fee, "the fee, exactly");
     assert_eq!(s.balance("USDC", "available").await, "0", "pass-through never grows the spendable balance");
     assert_eq!(s.balance("USDC", "in_transit").await, "0");
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let forwarded: Vec<chain_txs::ChainTx> =
         chain_txs::touching(&mut conn, s.chain.chain_id, invoice["pay"]["address"].as_str().unwrap())
             .await
@@ -456,7 +456,7 @@ async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
     let payout = s.payout(json!({"asset": "USDC", "amount": "10", "destination": destination.to_checksum(None)})).await;
     settler.tick().await.unwrap();
     let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let first = chain_txs::attempts(&mut conn, tx.id).await.unwrap();
     assert_eq!(first.len(), 1);
     let too_low = first[0].max_fee_per_gas + 1;
@@ -535,7 +535,7 @@ async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
 
     let mut restarted = s.settler();
     restarted.tick().await.unwrap();
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let signers = chain_txs::signers(&mut conn, s.chain.chain_id).await.unwrap();
     let (_, _, paused) = signers.iter().find(|(a, _, _)| *a == s.treasury().to_checksum(None)).unwrap();
     assert!(paused.as_deref().is_some_and(|r| r.contains("someone else sent")), "{paused:?}");
@@ -629,7 +629,7 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
     settler.tick().await.unwrap();
     assert_eq!(s.payout_status(&payout).await, "submitted", "no verdict on one reading");
     assert_eq!(s.balance("USDC", "reserved").await, "4");
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let signers = chain_txs::signers(&mut conn, s.chain.chain_id).await.unwrap();
     drop(conn);
     assert!(signers.iter().any(|(a, _, p)| *a == s.treasury().to_checksum(None) && p.is_some()));

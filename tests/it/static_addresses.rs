@@ -49,7 +49,7 @@ async fn create_list_disable(db: TestDb) {
     assert!(disabled["disabled_at"].is_i64());
     let (_, active) = app.get_json(&key, "/api/v1/static-addresses?status=active").await;
     assert_eq!(active["data"].as_array().unwrap().len(), 1);
-    let mut conn = app.store.pool().acquire().await.unwrap();
+    let mut conn = app.store.conn().await.unwrap();
     assert_eq!(
         events::types_for(&mut conn, id.parse().unwrap()).await.unwrap(),
         ["static_address.created", "static_address.disabled"]

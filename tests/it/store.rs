@@ -27,7 +27,7 @@ both_backends!(
 );
 
 async fn new_merchant(store: &Store, name: &str) -> merchants::Merchant {
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     merchants::insert(
         &mut conn,
         &NewMerchant {
@@ -58,7 +58,7 @@ async fn migrations_apply_and_are_idempotent(db: TestDb) {
 async fn merchants_round_trip(db: TestDb) {
     let store = db.store().await;
     let created = new_merchant(&store, "Acme").await;
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let loaded = merchants::get(&mut conn, created.id).await.unwrap().unwrap();
     assert_eq!(loaded, created);
     assert_eq!(loaded.fee_percent.to_string(), "1.5", "decimals survive storage exactly");
@@ -67,7 +67,7 @@ async fn merchants_round_trip(db: TestDb) {
     assert!(merchants::find(&mut conn, "Nobody").await.unwrap().is_none());
     drop(conn);
     new_merchant(&store, "Acme").await;
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     assert!(
         matches!(merchants::find(&mut conn, "Acme").await, Err(StoreError::Conflict(_))),
         "ambiguous names are refused"
@@ -80,7 +80,7 @@ async fn merchants_round_trip(db: TestDb) {
 async fn api_keys_authenticate_by_hash_only(db: TestDb) {
     let store = db.store().await;
     let merchant = new_merchant(&store, "Keys Inc").await;
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let (key, plaintext) = api_keys::create(
         &mut conn,
         merchant.id,
@@ -159,7 +159,7 @@ async fn deposit_addresses_are_never_reused_under_concurrency(db: TestDb) {
     for allocated in &committed {
         assert_eq!(allocated.address, wallet.deposit_address(allocated.derivation_index).unwrap());
     }
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let stored = deposit_addresses::since(&mut conn, None).await.unwrap();
     assert_eq!(stored.len(), 16, "rolled-back allocations leave nothing behind");
     let last = stored[7].derivation_index;
@@ -179,14 +179,14 @@ async fn chain_cursor_upserts(db: TestDb) {
     let second = ChainCursor { chain_id: 31337, block_number: 11, block_hash: "0xbb".into() };
     cursors::set(&mut tx, &second).await.unwrap();
     tx.commit().await.unwrap();
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     assert_eq!(cursors::get(&mut conn, 31337).await.unwrap(), Some(second));
     assert!(cursors::get(&mut conn, 1).await.unwrap().is_none());
 }
 
 async fn unique_constraint_maps_to_conflict(db: TestDb) {
     let store = db.store().await;
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let insert = "INSERT INTO counters (name, value) VALUES ('x', 1)";
     sqlx::query(insert).execute(&mut *conn).await.unwrap();
     let error = sqlx::query(insert).execute(&mut *conn).await.unwrap_err();
@@ -226,7 +226,7 @@ async fn pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_
     );
     let pooled_total = a.unwrap() + b.unwrap() + c.unwrap();
     assert_eq!(pooled_total, 15, "a refill that loses the race derives again and succeeds");
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap(), pooled_total);
     assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Static).await.unwrap(), 0);
     // The watcher's view holds every pooled address already, each the wallet's own.
@@ -258,7 +258,7 @@ async fn pooled_addresses_are_watched_before_they_are_handed_out_and_handed_out_
     for allocated in &committed {
         assert_eq!(allocated.address, wallet.deposit_address(allocated.derivation_index).unwrap());
     }
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     let left = address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap();
     let stored = deposit_addresses::since(&mut conn, None).await.unwrap();
     assert_eq!(stored.len() as u64, 20 + left, "every row is handed out once or still pooled");
@@ -303,7 +303,7 @@ async fn a_pool_from_another_mnemonic_is_never_handed_out(db: TestDb) {
     tx.commit().await.unwrap();
     assert_eq!(mine.address, wallet.deposit_address(mine.derivation_index).unwrap(), "this wallet's own address");
     assert_eq!(mine.derivation_index, 5, "above the retired pool's indices");
-    let mut conn = store.pool().acquire().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
     assert_eq!(address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap(), 0, "the pool is retired");
     assert_eq!(deposit_addresses::since(&mut conn, None).await.unwrap().len(), 6, "retired addresses stay watched");
     drop(conn);

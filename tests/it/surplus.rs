@@ -113,7 +113,7 @@ impl Setup {
     async fn settle(&self, settler: &mut Settler, address: &str) -> Vec<chain_txs::ChainTx> {
         for _ in 0..40 {
             settler.tick().await.unwrap();
-            let mut conn = self.app.store.pool().acquire().await.unwrap();
+            let mut conn = self.app.store.conn().await.unwrap();
             let txs = chain_txs::touching(&mut conn, self.chain.chain_id, address).await.unwrap();
             if txs.iter().any(|t| t.purpose == Purpose::Sweep) && txs.iter().all(|t| t.state == TxState::Confirmed) {
                 return txs;
@@ -125,7 +125,7 @@ impl Setup {
     }
 
     async fn cursor(&self) -> u64 {
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         cursors::get(&mut conn, self.chain.chain_id).await.unwrap().unwrap().block_number
     }
 
@@ -181,7 +181,7 @@ impl Setup {
             .await
             .unwrap()
             .unwrap();
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         let cursor = ChainCursor {
             chain_id: self.chain.chain_id,
             block_number: head.header.number,

@@ -198,7 +198,7 @@ impl Setup {
     }
 
     async fn events(&self, invoice: &Value) -> Vec<String> {
-        let mut conn = self.app.store.pool().acquire().await.unwrap();
+        let mut conn = self.app.store.conn().await.unwrap();
         events::types_for(&mut conn, invoice["id"].as_str().unwrap().parse().unwrap()).await.unwrap()
     }
 }
@@ -348,7 +348,7 @@ async fn static_address_deposits_and_ignored_transfers(db: TestDb) {
 
     let untouched = s.get(&invoice).await;
     assert_eq!((untouched["status"].as_str(), untouched["amount_paid"].as_str()), (Some("pending"), Some("0")));
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let all = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
     assert_eq!(all.len(), 3, "the look-alike and the zero-value transfer are not deposits: {all:#?}");
     let rejected: Vec<_> = all.iter().filter(|d| d.state == deposits::DepositState::Rejected).collect();
@@ -517,7 +517,7 @@ async fn a_reorg_that_moves_a_deposit_keeps_it_one_deposit(db: TestDb) {
     // It had 2 confirmations when the depth-2 reorg moved it: the new chain holds the same
     // transfer at the same position, so it keeps its one credit in its new block; no reversal is
     // posted or announced (reversing could take money already swept).
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let deposit_id = payments[0]["id"].as_str().unwrap().parse().unwrap();
     let history = events::types_for(&mut conn, deposit_id).await.unwrap();
     assert_eq!(history, ["deposit.detected", "deposit.confirmed"]);
@@ -548,7 +548,7 @@ async fn a_deep_reorg_reverses_a_credited_deposit(db: TestDb) {
     );
     assert_eq!(reversed["payments"][0]["state"], "reversed", "recorded, not deleted");
     assert!(reversed["finished_at"].is_null());
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let deposit_id = reversed["payments"][0]["id"].as_str().unwrap().parse().unwrap();
     let types = events::types_for(&mut conn, deposit_id).await.unwrap();
     assert_eq!(types, ["deposit.detected", "deposit.confirmed", "deposit.reversed"]);
@@ -593,7 +593,7 @@ async fn a_restart_mid_backfill_credits_once(db: TestDb) {
             "{current}"
         );
     }
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     assert_eq!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().len(), 4);
 }
 
@@ -640,7 +640,7 @@ async fn an_unrepresentable_transfer_is_rejected_not_fatal(db: TestDb) {
     // The real payment is credited; the odd one is on record with its reason, and counted.
     let paid = s.get(&invoice).await;
     assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")));
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let all = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
     let odd_deposit = all.iter().find(|d| d.asset == "ODD").expect("the odd transfer is recorded");
     assert_eq!(odd_deposit.state, deposits::DepositState::Rejected);
@@ -685,7 +685,7 @@ async fn a_long_range_fetched_concurrently_records_every_deposit(db: TestDb) {
         );
         assert_eq!(current["payments"].as_array().unwrap().len(), 1, "credited exactly once");
     }
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     assert_eq!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().len(), 8);
     let cursor = cursors::get(&mut conn, 31337).await.unwrap().unwrap();
     assert_eq!(cursor.block_number, head);
@@ -772,7 +772,7 @@ async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
         other => panic!("a broken chain of blocks was accepted: {other:?}"),
     }
     {
-        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut conn = s.app.store.conn().await.unwrap();
         assert!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().is_empty(), "nothing recorded");
         assert!(cursors::get(&mut conn, 31337).await.unwrap().is_none(), "the cursor did not move");
     }
@@ -806,7 +806,7 @@ async fn the_watched_set_loads_in_pages(db: TestDb) {
     };
 
     // Two addresses per query: loading six or more takes several pages, and loads every one.
-    let mut conn = s.app.store.pool().acquire().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
     let mut set = WatchedSet::with_page_size(2);
     let stored = count(s.app.store.pool()).await;
     assert!(stored >= 6, "{stored}");
@@ -882,7 +882,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
     let second = s.invoice(json!({"amount": "5"})).await;
     s.chain.pay_token(s.chain.usdc, address(&second), 5_000_000).await;
     let before_payment = {
-        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut conn = s.app.store.conn().await.unwrap();
         cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number
     };
     s.chain.mine(3).await;
@@ -890,7 +890,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
         assert!(watcher.tick().await.is_err(), "a range whose logs cannot be vouched for is refused");
     }
     {
-        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut conn = s.app.store.conn().await.unwrap();
         let cursor = cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number;
         assert_eq!(cursor, before_payment, "the cursor stayed before the payment's block");
     }
@@ -973,7 +973,7 @@ async fn rescan_records_a_missed_deposit_once(db: TestDb) {
     s.chain.mine(1).await;
     s.catch_up(&mut watcher).await;
     let start = {
-        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut conn = s.app.store.conn().await.unwrap();
         cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number
     };
     s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
@@ -984,7 +984,7 @@ async fn rescan_records_a_missed_deposit_once(db: TestDb) {
     let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let block = s.chain.rpc("eth_getBlockByNumber", json!([format!("{head:#x}"), false])).await;
     {
-        let mut conn = s.app.store.pool().acquire().await.unwrap();
+        let mut conn = s.app.store.conn().await.unwrap();
         let mut refs = Vec::new();
         for number in start + 1..=head {
             let b = s.chain.rpc("eth_getBlockByNumber", json!([format!("{number:#x}"), false])).await;

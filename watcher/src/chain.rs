@@ -172,7 +172,7 @@ impl ChainWatcher {
     /// deep enough. Returns true when more blocks are waiting (backfill).
     pub async fn tick(&mut self) -> Result<bool, WatchError> {
         {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             let added = self.watched.refresh(&mut conn).await?;
             if added > 0 {
                 tracing::debug!(chain = %self.chain.name, added, total = self.watched.len(), "watched addresses loaded");
@@ -183,7 +183,7 @@ impl ChainWatcher {
         self.metrics.chain_head_block.with_label_values(&chain_label).set(head as i64);
         self.metrics.chain_getlogs_range.with_label_values(&chain_label).set(self.range as i64);
         let cursor = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             cursors::get(&mut conn, self.chain.chain_id).await?
         };
         let from = match &cursor {
@@ -246,7 +246,7 @@ impl ChainWatcher {
             return Err(WatchError::Refused(format!("--from {from} is above --to {to}")));
         }
         let cursor = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             self.watched.refresh(&mut conn).await?;
             cursors::get(&mut conn, self.chain.chain_id).await?
         };
@@ -275,7 +275,7 @@ impl ChainWatcher {
                 Err(other) => return Err(other),
             };
             {
-                let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+                let mut conn = self.store.conn().await?;
                 for block in &headers {
                     if let Some(stored) = blocks::get(&mut conn, self.chain.chain_id, block.header.number).await?
                         && stored.hash != block.header.hash.to_string()
@@ -877,7 +877,7 @@ impl ChainWatcher {
     /// hash is still canonical, undo every deposit above it, and move the cursor there.
     async fn unwind_reorg(&self, cursor: &ChainCursor) -> Result<(), WatchError> {
         let chain_id = self.chain.chain_id;
-        let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = self.store.conn().await?;
         let floor = cursor.block_number.saturating_sub(self.reorg_window());
         let mut ancestor: Option<(u64, B256)> = None;
         let mut number = cursor.block_number;
@@ -918,7 +918,7 @@ impl ChainWatcher {
         // would announce a reversal that did not happen). The new chain is read before the
         // transaction that unwinds.
         let live = {
-            let mut conn = self.store.pool().acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.store.conn().await?;
             deposits::live_above(&mut conn, chain_id, ancestor).await?
         };
         let mut relocated = HashMap::new();

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use depositd_core::invoice::{InvoiceStatus, PaymentFlag};
-use depositd_core::store::{StoreError, invoices, merchants};
+use depositd_core::store::{invoices, merchants};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -81,7 +81,7 @@ fn qr_svg(data: &str) -> Result<String, ApiError> {
 
 pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let Ok(id) = id.parse::<Uuid>() else { return Ok(not_found()) };
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let Some(invoice) = invoices::get_any(&mut conn, id).await? else { return Ok(not_found()) };
     let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
     let company = merchant.as_ref().map(|m| m.display_name().to_owned()).unwrap_or_default();

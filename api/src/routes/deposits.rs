@@ -7,7 +7,7 @@ use depositd_core::deposit::DepositResource;
 use depositd_core::ledger::statements::{self, EntryFilter};
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::deposits::{self, Deposit, DepositFilter, DepositState};
-use depositd_core::store::{Conn, StoreError, cursors};
+use depositd_core::store::{Conn, cursors};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ pub async fn get(
 ) -> Result<Json<DepositView>, ApiError> {
     auth.require(Scope::LedgerRead)?;
     let id = extract::path_id("deposit", &id)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let deposit = deposits::get_for_merchant(&mut conn, auth.merchant.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("deposit"))?;
@@ -127,7 +127,7 @@ pub async fn list(
         }
     }
     filter.starting_after = page.starting_after;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let (found, has_more) =
         page.finish(deposits::list_for_merchant(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
     let mut data = Vec::with_capacity(found.len());

@@ -63,7 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     // Invoice counts are read at scrape time; a database that does not answer leaves them as
     // they were (and /readyz says so).
-    if let Ok(mut conn) = state.store.pool().acquire().await
+    if let Ok(mut conn) = state.store.conn().await
         && let Ok(counts) = depositd_core::store::invoices::count_by_status(&mut conn).await
     {
         for (status, count) in counts {
@@ -85,7 +85,7 @@ async fn chain_check(
         Ok(Ok(head)) => head,
         _ => return Check { name, ok: false, detail: Some("the RPC endpoint does not answer".into()) },
     };
-    let cursor = match state.store.pool().acquire().await {
+    let cursor = match state.store.conn().await {
         Ok(mut conn) => depositd_core::store::cursors::get(&mut conn, chain.chain_id).await.ok().flatten(),
         Err(_) => None,
     };

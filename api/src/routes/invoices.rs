@@ -181,7 +181,7 @@ pub async fn get(
 ) -> Result<Json<InvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let id = extract::path_id("invoice", &id)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let invoice =
         invoices::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("invoice"))?;
     Ok(Json(resource(&state, &mut conn, &invoice).await?))
@@ -236,7 +236,7 @@ pub async fn list(
         }
     }
     filter.starting_after = page.starting_after;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let (found, has_more) = page.finish(invoices::list(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
     let mut data = Vec::with_capacity(found.len());
     for invoice in &found {

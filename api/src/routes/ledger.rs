@@ -14,7 +14,6 @@ use depositd_core::config::Config;
 use depositd_core::ledger::statements::{self, EntryFilter, MerchantEntry};
 use depositd_core::ledger::{AccountKind, EntryType, Posting};
 use depositd_core::money::BaseUnits;
-use depositd_core::store::StoreError;
 use depositd_core::store::api_keys::Scope;
 use serde::Serialize;
 use uuid::Uuid;
@@ -94,7 +93,7 @@ pub async fn balances(
     if let Some(name) = params.keys().next() {
         return Err(extract::unknown_query_parameter(name));
     }
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let mut per_asset: BTreeMap<(u64, String), BTreeMap<AccountKind, BaseUnits>> = BTreeMap::new();
     for chain in &state.config.chains {
         for symbol in chain.asset_symbols() {
@@ -292,7 +291,7 @@ pub async fn list(
         }
     }
     filter.starting_after = page.starting_after;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     if !as_csv {
         let (found, has_more) =
             page.finish(statements::entries(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use depositd_core::invoice::{Invoice, InvoiceStatus, PayInstructions, PaymentFlag};
-use depositd_core::store::{StoreError, cursors, invoices, merchants};
+use depositd_core::store::{cursors, invoices, merchants};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ pub fn router(store: depositd_core::store::Store) -> axum::Router<AppState> {
             .and_then(|id| id.parse::<Uuid>().ok());
         async move {
             let (Some(invoice), Ok(origin)) = (invoice, origin.to_str()) else { return false };
-            let Ok(mut conn) = store.pool().acquire().await else { return false };
+            let Ok(mut conn) = store.conn().await else { return false };
             merchants::checkout_origins_for_invoice(&mut conn, invoice)
                 .await
                 .is_ok_and(|origins| origins.iter().any(|o| o == origin))
@@ -81,7 +81,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, id: &str) -> Result<In
     if !state.sessions.verify(id, token, signature) {
         return Err(unauthorized());
     }
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     match invoices::get_any(&mut conn, id).await? {
         Some(invoice) if invoice.session_token == token => Ok(invoice),
         _ => Err(unauthorized()),
@@ -139,7 +139,7 @@ pub async fn get(
     PathId(id): PathId,
 ) -> Result<Json<PaymentSession>, ApiError> {
     let invoice = authorize(&state, &headers, &id).await?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
     let company = merchant.as_ref().map(|m| m.display_name().to_owned());
     let head = cursors::get(&mut conn, invoice.chain_id).await?.map(|c| c.block_number);
@@ -244,7 +244,7 @@ pub async fn answer(
         }
     }
     let answers: Vec<String> = request.answers.iter().map(|a| a.trim().to_owned()).collect();
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     invoices::set_answers(&mut conn, invoice.id, &answers).await?;
     drop(conn);
     get(State(state), headers, PathId(id)).await

@@ -214,7 +214,7 @@ pub async fn create_refund(
     };
     let request: CreateRefund = extract::typed(&body)?;
     let invoice = {
-        let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+        let mut conn = state.store.conn().await?;
         invoices::get(&mut conn, auth.merchant.id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
     };
     let amount = amount(&request.amount, invoice.decimals, &invoice.asset)?;
@@ -294,7 +294,7 @@ pub async fn get(
 ) -> Result<Json<PayoutResource>, ApiError> {
     auth.require(Scope::PayoutsRead)?;
     let id = extract::path_id("payout", &id)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let payout = payouts::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
     Ok(Json(resource(&state, &mut conn, &payout).await?))
 }
@@ -349,7 +349,7 @@ pub async fn list(
             other => return Err(extract::unknown_query_parameter(other)),
         }
     }
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let found =
         payouts::list(&mut conn, auth.merchant.id, status, invoice_id, page.starting_after, page.fetch()).await?;
     let (found, has_more) = page.finish(found);

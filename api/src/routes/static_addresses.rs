@@ -114,7 +114,7 @@ pub async fn get(
 ) -> Result<Json<StaticAddressResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
     let id = extract::path_id("static address", &id)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let address = static_addresses::get(&mut conn, auth.merchant.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("static address"))?;
@@ -161,7 +161,7 @@ pub async fn list(
             other => return Err(extract::unknown_query_parameter(other)),
         }
     }
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let found =
         static_addresses::list(&mut conn, auth.merchant.id, customer_id, status, page.starting_after, page.fetch())
             .await?;

@@ -212,7 +212,7 @@ pub async fn get(
     PathId(id): PathId,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let endpoint = load(&mut conn, &auth, &id).await?;
     Ok(Json(WebhookEndpointResource::build(&endpoint, None)))
 }
@@ -247,7 +247,7 @@ pub async fn list(
             return Err(extract::unknown_query_parameter(name));
         }
     }
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let found = webhooks::list_endpoints(&mut conn, auth.merchant.id, page.starting_after, page.fetch()).await?;
     let (found, has_more) = page.finish(found);
     let data = found.iter().map(|e| WebhookEndpointResource::build(e, None)).collect();
@@ -578,7 +578,7 @@ pub async fn list_events(
         }
     }
     filter.starting_after = page.starting_after;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let (found, has_more) =
         page.finish(webhooks::list_events(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
     let mut data = Vec::with_capacity(found.len());
@@ -604,7 +604,7 @@ pub async fn get_event(
 ) -> Result<Json<EventResource>, ApiError> {
     auth.require(Scope::WebhooksRead)?;
     let id = extract::path_id("event", &id)?;
-    let mut conn = state.store.pool().acquire().await.map_err(StoreError::from)?;
+    let mut conn = state.store.conn().await?;
     let event =
         webhooks::get_event(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
     Ok(Json(event_resource(&mut conn, event, true).await?))

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::invoice::Invoice;
 use crate::money::BaseUnits;
+use crate::store::codec::Text;
 use crate::store::deposits::Deposit;
 use crate::store::{Conn, StoreError, parse_column};
 
@@ -28,6 +29,7 @@ fn merchant_of(deposit: &Deposit) -> Result<Uuid, LedgerError> {
 }
 
 /// A detected deposit shows as pending. Idempotent per generation.
+#[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
 pub async fn post_pending(conn: &mut Conn, deposit: &Deposit) -> Result<Posted, LedgerError> {
     let merchant_id = merchant_of(deposit)?;
     post(
@@ -67,6 +69,7 @@ pub enum CreditKind {
 /// the ledger has credited to the invoice (payments confirmed before the ledger existed were
 /// never credited here and carry no fee here either). A deposit never pays more fee than it
 /// brings, so the fee is always covered by the credit just posted.
+#[tracing::instrument(skip(conn, deposit, invoice), fields(deposit_id = %deposit.id, invoice_id = %invoice.id))]
 pub async fn post_credit(
     conn: &mut Conn,
     deposit: &Deposit,
@@ -136,6 +139,7 @@ pub async fn post_credit(
 
 /// What the ledger has credited to an invoice and not reversed: the sum of its live credit
 /// entries (each moves one deposit out of `pending`).
+#[tracing::instrument(skip(conn))]
 pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
     let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT p.amount_base_units FROM ledger_postings p \
@@ -144,7 +148,7 @@ pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUni
          AND a.kind = 'pending' AND p.direction = 'debit' \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)"
     )))
-    .bind(invoice_id.to_string())
+    .bind(Text(invoice_id))
     .fetch_all(&mut *conn)
     .await?;
     let mut total = BaseUnits::ZERO;
@@ -157,11 +161,13 @@ pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUni
 
 /// The fee charged on an invoice so far: net credits to `fee_revenue` by its entries (fees less
 /// their reversals).
+#[tracing::instrument(skip(conn))]
 pub async fn fee_charged(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
     invoice_net_credit(conn, invoice_id, AccountKind::FeeRevenue).await
 }
 
 /// Net credits (credits less debits) to accounts of `kind` by an invoice's entries.
+#[tracing::instrument(skip(conn))]
 pub async fn invoice_net_credit(
     conn: &mut Conn,
     invoice_id: Uuid,
@@ -172,8 +178,8 @@ pub async fn invoice_net_credit(
          JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
          WHERE e.invoice_id = $1 AND a.kind = $2",
     )
-    .bind(invoice_id.to_string())
-    .bind(kind.as_str())
+    .bind(Text(invoice_id))
+    .bind(kind)
     .fetch_all(&mut *conn)
     .await?;
     let (mut credits, mut debits) = (BaseUnits::ZERO, BaseUnits::ZERO);
@@ -190,12 +196,13 @@ pub async fn invoice_net_credit(
 
 /// A reorg took the deposit away: reverse each of its entries not yet reversed, newest first
 /// (the fee before the credit before the pending), so every step is covered.
+#[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
 pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Vec<Posted>, LedgerError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT e.id FROM ledger_entries e WHERE e.deposit_id = $1 AND e.entry_type <> 'reversal' \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id) ORDER BY e.id DESC",
     )
-    .bind(deposit.id.to_string())
+    .bind(Text(deposit.id))
     .fetch_all(&mut *conn)
     .await?;
     let mut posted = Vec::with_capacity(rows.len());

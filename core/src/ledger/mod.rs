@@ -38,7 +38,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::money::BaseUnits;
+use crate::store::codec::{Text, opt};
 use crate::store::{Backend, Conn, StoreError, parse_column};
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 /// Which side of an account a posting is on.
@@ -48,29 +50,13 @@ pub enum Side {
     Credit,
 }
 
-impl Side {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Debit => "debit",
-            Side::Credit => "credit",
-        }
-    }
+text_enum! { Side as "posting direction" { Debit = "debit", Credit = "credit" } }
 
+impl Side {
     pub fn opposite(self) -> Side {
         match self {
             Side::Debit => Side::Credit,
             Side::Credit => Side::Debit,
-        }
-    }
-}
-
-impl std::str::FromStr for Side {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "debit" => Ok(Side::Debit),
-            "credit" => Ok(Side::Credit),
-            other => Err(format!("unknown posting direction {other:?}")),
         }
     }
 }
@@ -102,35 +88,15 @@ pub enum AccountKind {
     OperatorCapital,
 }
 
-impl AccountKind {
-    pub const ALL: [AccountKind; 10] = [
-        AccountKind::Available,
-        AccountKind::Pending,
-        AccountKind::Reserved,
-        AccountKind::InTransit,
-        AccountKind::Receivable,
-        AccountKind::FeeRevenue,
-        AccountKind::Custody,
-        AccountKind::HotWallet,
-        AccountKind::NetworkFees,
-        AccountKind::OperatorCapital,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccountKind::Available => "available",
-            AccountKind::Pending => "pending",
-            AccountKind::Reserved => "reserved",
-            AccountKind::InTransit => "in_transit",
-            AccountKind::Receivable => "receivable",
-            AccountKind::FeeRevenue => "fee_revenue",
-            AccountKind::Custody => "custody",
-            AccountKind::HotWallet => "hot_wallet",
-            AccountKind::NetworkFees => "network_fees",
-            AccountKind::OperatorCapital => "operator_capital",
-        }
+text_enum! {
+    AccountKind as "account kind" {
+        Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
+        Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
+        NetworkFees = "network_fees", OperatorCapital = "operator_capital",
     }
+}
 
+impl AccountKind {
     /// The side a posting must be on to increase the balance.
     pub fn normal_side(self) -> Side {
         match self {
@@ -156,19 +122,6 @@ impl AccountKind {
                 | AccountKind::InTransit
                 | AccountKind::Receivable
         )
-    }
-}
-
-impl fmt::Display for AccountKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for AccountKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AccountKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| format!("unknown account kind {s:?}"))
     }
 }
 
@@ -207,41 +160,12 @@ pub enum EntryType {
     TreasuryFunding,
 }
 
-impl EntryType {
-    pub const ALL: [EntryType; 14] = [
-        EntryType::DepositPending,
-        EntryType::DepositCredit,
-        EntryType::LateDeposit,
-        EntryType::StaticDeposit,
-        EntryType::Fee,
-        EntryType::PayoutReserve,
-        EntryType::PayoutSent,
-        EntryType::PayoutReleased,
-        EntryType::PassthroughSettlement,
-        EntryType::Refund,
-        EntryType::Reversal,
-        EntryType::Sweep,
-        EntryType::Gas,
-        EntryType::TreasuryFunding,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryType::DepositPending => "deposit_pending",
-            EntryType::DepositCredit => "deposit_credit",
-            EntryType::LateDeposit => "late_deposit",
-            EntryType::StaticDeposit => "static_deposit",
-            EntryType::Fee => "fee",
-            EntryType::PayoutReserve => "payout_reserve",
-            EntryType::PayoutSent => "payout_sent",
-            EntryType::PayoutReleased => "payout_released",
-            EntryType::PassthroughSettlement => "passthrough_settlement",
-            EntryType::Refund => "refund",
-            EntryType::Reversal => "reversal",
-            EntryType::Sweep => "sweep",
-            EntryType::Gas => "gas",
-            EntryType::TreasuryFunding => "treasury_funding",
-        }
+text_enum! {
+    EntryType as "entry type" {
+        DepositPending = "deposit_pending", DepositCredit = "deposit_credit", LateDeposit = "late_deposit",
+        StaticDeposit = "static_deposit", Fee = "fee", PayoutReserve = "payout_reserve", PayoutSent = "payout_sent",
+        PayoutReleased = "payout_released", PassthroughSettlement = "passthrough_settlement", Refund = "refund",
+        Reversal = "reversal", Sweep = "sweep", Gas = "gas", TreasuryFunding = "treasury_funding",
     }
 }
 
@@ -249,22 +173,6 @@ impl EntryType {
 /// as the SQL list the queries that count and sum credits use (a unit test keeps it in step with
 /// [`EntryType`]).
 pub(crate) const CREDIT_TYPES_SQL: &str = "('deposit_credit', 'late_deposit', 'static_deposit')";
-
-impl fmt::Display for EntryType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for EntryType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        EntryType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = EntryType::ALL.iter().map(|t| t.as_str()).collect();
-            format!("unknown entry type {s:?} (one of {})", known.join(", "))
-        })
-    }
-}
 
 /// Whose an account is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -470,6 +378,7 @@ impl Locked {
 }
 
 /// Finds the account row, creating it at zero, and locks it until the transaction ends.
+#[tracing::instrument(skip_all, fields(account = %account))]
 async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, LedgerError> {
     let select = format!(
         "SELECT id, balance_base_units FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND chain_id = $3 \
@@ -479,7 +388,7 @@ async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, Ledg
     for attempt in 0..2 {
         let row: Option<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
             .bind(account.owner.key())
-            .bind(account.kind.as_str())
+            .bind(account.kind)
             .bind(account.chain_id as i64)
             .bind(&account.asset)
             .fetch_optional(&mut *conn)
@@ -498,7 +407,7 @@ async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, Ledg
             )
             .bind(Uuid::now_v7().to_string())
             .bind(account.owner.key())
-            .bind(account.kind.as_str())
+            .bind(account.kind)
             .bind(account.chain_id as i64)
             .bind(&account.asset)
             .bind(now_ms())
@@ -510,6 +419,7 @@ async fn lock_account(conn: &mut Conn, account: &Account) -> Result<Locked, Ledg
 }
 
 /// The id of the entry posted under `key`, if any.
+#[tracing::instrument(skip(conn))]
 async fn entry_by_key(conn: &mut Conn, key: &str) -> Result<Option<Uuid>, LedgerError> {
     let row: Option<(String,)> = sqlx::query_as("SELECT id FROM ledger_entries WHERE idempotency_key = $1")
         .bind(key)
@@ -579,21 +489,20 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
     // Checked: now write. A concurrent poster of the same key (PostgreSQL) makes the insert a no-op.
     let id = Uuid::now_v7();
     let now = now_ms();
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     let inserted = sqlx::query(
         "INSERT INTO ledger_entries (id, entry_type, idempotency_key, reverses_entry_id, merchant_id, invoice_id, \
          deposit_id, payout_id, transaction_id, memo, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .bind(id.to_string())
-    .bind(entry.entry_type.as_str())
+    .bind(Text(id))
+    .bind(entry.entry_type)
     .bind(&entry.idempotency_key)
-    .bind(uuid(entry.reverses))
-    .bind(uuid(entry.refs.merchant_id))
-    .bind(uuid(entry.refs.invoice_id))
-    .bind(uuid(entry.refs.deposit_id))
-    .bind(uuid(entry.refs.payout_id))
-    .bind(uuid(entry.refs.transaction_id))
+    .bind(entry.reverses.map(Text))
+    .bind(entry.refs.merchant_id.map(Text))
+    .bind(entry.refs.invoice_id.map(Text))
+    .bind(entry.refs.deposit_id.map(Text))
+    .bind(entry.refs.payout_id.map(Text))
+    .bind(entry.refs.transaction_id.map(Text))
     .bind(&entry.memo)
     .bind(now)
     .execute(&mut *conn)
@@ -616,9 +525,9 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
             "INSERT INTO ledger_postings (entry_id, account_id, direction, amount_base_units, balance_after) \
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(id.to_string())
+        .bind(Text(id))
         .bind(&locked.id)
-        .bind(side.as_str())
+        .bind(side)
         .bind(*amount)
         .bind(locked.balance)
         .execute(&mut *conn)
@@ -650,36 +559,36 @@ pub struct Entry {
 const ENTRY_COLUMNS: &str = "id, entry_type, idempotency_key, reverses_entry_id, merchant_id, invoice_id, deposit_id, \
     payout_id, transaction_id, memo, created_at";
 
-type EntryRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-);
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    id: Text<Uuid>,
+    entry_type: EntryType,
+    idempotency_key: String,
+    reverses_entry_id: Option<Text<Uuid>>,
+    merchant_id: Option<Text<Uuid>>,
+    invoice_id: Option<Text<Uuid>>,
+    deposit_id: Option<Text<Uuid>>,
+    payout_id: Option<Text<Uuid>>,
+    transaction_id: Option<Text<Uuid>>,
+    memo: Option<String>,
+    created_at: i64,
+}
 
 fn entry_from_row(r: EntryRow) -> Result<Entry, StoreError> {
-    let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
     Ok(Entry {
-        id: parse_column("ledger_entries.id", &r.0)?,
-        entry_type: parse_column("ledger_entries.entry_type", &r.1)?,
-        idempotency_key: r.2,
-        reverses: uuid("ledger_entries.reverses_entry_id", r.3)?,
+        id: r.id.0,
+        entry_type: r.entry_type,
+        idempotency_key: r.idempotency_key,
+        reverses: opt(r.reverses_entry_id),
         refs: Refs {
-            merchant_id: uuid("ledger_entries.merchant_id", r.4)?,
-            invoice_id: uuid("ledger_entries.invoice_id", r.5)?,
-            deposit_id: uuid("ledger_entries.deposit_id", r.6)?,
-            payout_id: uuid("ledger_entries.payout_id", r.7)?,
-            transaction_id: uuid("ledger_entries.transaction_id", r.8)?,
+            merchant_id: opt(r.merchant_id),
+            invoice_id: opt(r.invoice_id),
+            deposit_id: opt(r.deposit_id),
+            payout_id: opt(r.payout_id),
+            transaction_id: opt(r.transaction_id),
         },
-        memo: r.9,
-        created_at: r.10,
+        memo: r.memo,
+        created_at: r.created_at,
     })
 }
 
@@ -694,23 +603,29 @@ pub struct Posting {
     pub balance_after: BaseUnits,
 }
 
-type PostingRow = (String, String, String, i64, String, String, String, String);
+#[derive(sqlx::FromRow)]
+struct PostingRow {
+    entry_id: Text<Uuid>,
+    /// `platform` or the merchant's id (see [`Owner::parse`]).
+    owner: String,
+    kind: AccountKind,
+    chain_id: i64,
+    asset: String,
+    direction: Side,
+    amount_base_units: Text<BaseUnits>,
+    balance_after: Text<BaseUnits>,
+}
 
 const POSTING_COLUMNS: &str = "p.entry_id, a.owner, a.kind, a.chain_id, a.asset, p.direction, p.amount_base_units, \
     p.balance_after";
 
 fn posting_from_row(r: PostingRow) -> Result<Posting, StoreError> {
     Ok(Posting {
-        entry_id: parse_column("ledger_postings.entry_id", &r.0)?,
-        account: Account {
-            owner: Owner::parse(&r.1)?,
-            kind: parse_column("ledger_accounts.kind", &r.2)?,
-            chain_id: r.3 as u64,
-            asset: r.4,
-        },
-        side: parse_column("ledger_postings.direction", &r.5)?,
-        amount: parse_column("ledger_postings.amount_base_units", &r.6)?,
-        balance_after: parse_column("ledger_postings.balance_after", &r.7)?,
+        entry_id: r.entry_id.0,
+        account: Account { owner: Owner::parse(&r.owner)?, kind: r.kind, chain_id: r.chain_id as u64, asset: r.asset },
+        side: r.direction,
+        amount: r.amount_base_units.0,
+        balance_after: r.balance_after.0,
     })
 }
 
@@ -719,7 +634,7 @@ fn posting_from_row(r: PostingRow) -> Result<Posting, StoreError> {
 pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posting>)>, StoreError> {
     let row: Option<EntryRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
     let Some(row) = row else { return Ok(None) };
@@ -727,7 +642,7 @@ pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posti
         "SELECT {POSTING_COLUMNS} FROM ledger_postings p JOIN ledger_accounts a ON a.id = p.account_id \
          WHERE p.entry_id = $1 ORDER BY a.kind, p.direction"
     )))
-    .bind(id.to_string())
+    .bind(Text(id))
     .fetch_all(&mut *conn)
     .await?;
     Ok(Some((entry_from_row(row)?, postings.into_iter().map(posting_from_row).collect::<Result<_, _>>()?)))
@@ -779,7 +694,7 @@ pub async fn balance(conn: &mut Conn, account: &Account) -> Result<BaseUnits, St
         "SELECT balance_base_units FROM ledger_accounts WHERE owner = $1 AND kind = $2 AND chain_id = $3 AND asset = $4",
     )
     .bind(account.owner.key())
-    .bind(account.kind.as_str())
+    .bind(account.kind)
     .bind(account.chain_id as i64)
     .bind(&account.asset)
     .fetch_optional(&mut *conn)

@@ -48,6 +48,7 @@ fn reserve_total(p: &Payout) -> Result<BaseUnits, LedgerError> {
 
 /// Holds a new payout's amount and fee reserve. Refused with `InsufficientFunds` when the
 /// merchant's available balance cannot cover it.
+#[tracing::instrument(skip_all, fields(payout_id = %p.id))]
 pub async fn reserve_payout(conn: &mut crate::store::Conn, p: &Payout) -> Result<Posted, LedgerError> {
     let total = reserve_total(p)?;
     post(
@@ -69,6 +70,7 @@ pub async fn reserve_payout(conn: &mut crate::store::Conn, p: &Payout) -> Result
 
 /// Returns a failed or cancelled payout's reservation, less `charged` (the gas a mined, failed
 /// native payout cost, which left the hot wallet).
+#[tracing::instrument(skip(conn, p), fields(payout_id = %p.id))]
 pub async fn release_payout(
     conn: &mut crate::store::Conn,
     p: &Payout,
@@ -101,6 +103,7 @@ pub async fn release_payout(
 
 /// A payout confirmed on chain. `merchant_gas` is the gas the merchant pays (native payouts: the
 /// actual cost, at most the fee reserve; token payouts: zero).
+#[tracing::instrument(skip(conn, p), fields(payout_id = %p.id))]
 pub async fn payout_sent(
     conn: &mut crate::store::Conn,
     p: &Payout,
@@ -135,6 +138,7 @@ pub async fn payout_sent(
 }
 
 /// Gas the operator paid for `tx`, from `payer` (hot wallet or custody) in the native coin.
+#[tracing::instrument(skip(conn, tx), fields(transaction_id = %tx.id))]
 pub async fn operator_gas(
     conn: &mut crate::store::Conn,
     tx: &ChainTx,
@@ -164,6 +168,7 @@ pub async fn operator_gas(
 }
 
 /// A confirmed movement between the hot wallet and custody, or out of custody to a merchant.
+#[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
 pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Posted, LedgerError> {
     use crate::store::chain_txs::Purpose;
     let (chain_id, asset) = (tx.chain_id, tx.asset.as_str());
@@ -207,6 +212,7 @@ pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Pos
 }
 
 /// The operator funded the treasury with `amount` of `asset` in transaction `tx_hash`.
+#[tracing::instrument(skip(conn))]
 pub async fn treasury_funding(
     conn: &mut crate::store::Conn,
     chain_id: u64,
@@ -232,6 +238,7 @@ pub async fn treasury_funding(
 }
 
 /// What is still to be forwarded for a pass-through invoice: its net `in_transit`.
+#[tracing::instrument(skip(conn))]
 pub async fn in_transit_of(conn: &mut crate::store::Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
     super::deposits::invoice_net_credit(conn, invoice_id, AccountKind::InTransit).await
 }

@@ -10,7 +10,8 @@ use super::{
     entry_from_row, posting_from_row,
 };
 use crate::money::BaseUnits;
-use crate::store::{Conn, StoreError, parse_column};
+use crate::store::codec::Text;
+use crate::store::{Conn, StoreError};
 
 /// One of a merchant's accounts and its balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,23 +25,29 @@ pub struct AccountBalance {
 /// Every account the merchant has, by chain, asset and kind.
 #[tracing::instrument(skip(conn))]
 pub async fn balances(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<AccountBalance>, StoreError> {
-    let rows: Vec<(String, i64, String, String)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        kind: AccountKind,
+        chain_id: i64,
+        asset: String,
+        balance_base_units: Text<BaseUnits>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT kind, chain_id, asset, balance_base_units FROM ledger_accounts WHERE owner = $1 \
          ORDER BY chain_id, asset, kind",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
-        .map(|(kind, chain_id, asset, balance)| {
-            Ok(AccountBalance {
-                kind: parse_column("ledger_accounts.kind", &kind)?,
-                chain_id: chain_id as u64,
-                asset,
-                balance: parse_column("ledger_accounts.balance_base_units", &balance)?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| AccountBalance {
+            kind: r.kind,
+            chain_id: r.chain_id as u64,
+            asset: r.asset,
+            balance: r.balance_base_units.0,
         })
-        .collect()
+        .collect())
 }
 
 /// Filters for [`entries`]; each is neutral when `None`.
@@ -88,12 +95,12 @@ pub async fn entries(
          ORDER BY e.id DESC LIMIT $9"
     );
     let rows: Vec<EntryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(merchant_id.to_string())
+        .bind(Text(merchant_id))
         .bind(filter.entry_type.map(|t| t.as_str()))
-        .bind(filter.invoice_id.map(|id| id.to_string()))
-        .bind(filter.deposit_id.map(|id| id.to_string()))
+        .bind(filter.invoice_id.map(Text))
+        .bind(filter.deposit_id.map(Text))
         .bind(filter.created_after)
-        .bind(filter.starting_after.map(|id| id.to_string()))
+        .bind(filter.starting_after.map(Text))
         .bind(filter.asset.as_deref())
         .bind(filter.chain_id.map(|c| c as i64))
         .bind(limit as i64)
@@ -110,9 +117,9 @@ pub async fn entries(
          WHERE a.owner = $1 AND p.entry_id IN ({}) ORDER BY a.chain_id, a.asset, a.kind, p.direction",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query_as::<_, PostingRow>(sqlx::AssertSqlSafe(sql)).bind(merchant_id.to_string());
+    let mut query = sqlx::query_as::<_, PostingRow>(sqlx::AssertSqlSafe(sql)).bind(Text(merchant_id));
     for entry in &entries {
-        query = query.bind(entry.id.to_string());
+        query = query.bind(Text(entry.id));
     }
     let mut by_entry: BTreeMap<Uuid, Vec<Posting>> = BTreeMap::new();
     for row in query.fetch_all(&mut *conn).await? {

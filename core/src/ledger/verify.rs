@@ -16,8 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use alloy::primitives::{Address, U256};
 
-use super::{Account, AccountKind, CREDIT_TYPES_SQL, Owner};
+use super::{Account, AccountKind, CREDIT_TYPES_SQL, Owner, Side};
 use crate::money::BaseUnits;
+use crate::store::chain_txs::Purpose;
+use crate::store::codec::Text;
 use crate::store::{Conn, StoreError, parse_column};
 
 /// Postings read per query.
@@ -74,16 +76,24 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let overflow = || StoreError::Corrupt("a ledger sum overflowed 256 bits".into());
 
-    let account_rows: Vec<(String, String, String, i64, String, String)> =
+    #[derive(sqlx::FromRow)]
+    struct AccountRow {
+        id: String,
+        owner: String,
+        kind: AccountKind,
+        chain_id: i64,
+        asset: String,
+        balance_base_units: Text<BaseUnits>,
+    }
+    let account_rows: Vec<AccountRow> =
         sqlx::query_as("SELECT id, owner, kind, chain_id, asset, balance_base_units FROM ledger_accounts")
             .fetch_all(&mut *conn)
             .await?;
     let mut accounts: HashMap<String, (Account, BaseUnits)> = HashMap::with_capacity(account_rows.len());
-    for (id, owner, kind, chain_id, asset, balance) in account_rows {
-        let owner = Owner::parse(&owner)?;
+    for r in account_rows {
         let account =
-            Account { owner, kind: parse_column("ledger_accounts.kind", &kind)?, chain_id: chain_id as u64, asset };
-        accounts.insert(id, (account, parse_column("ledger_accounts.balance_base_units", &balance)?));
+            Account { owner: Owner::parse(&r.owner)?, kind: r.kind, chain_id: r.chain_id as u64, asset: r.asset };
+        accounts.insert(r.id, (account, r.balance_base_units.0));
     }
     report.accounts = accounts.len() as u64;
 
@@ -93,8 +103,15 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
     let mut legs = 0u32;
     let mut per_asset = EntrySums::new();
     let mut cursor = (String::new(), String::new(), String::new());
+    #[derive(sqlx::FromRow)]
+    struct PostingRow {
+        entry_id: String,
+        account_id: String,
+        direction: Side,
+        amount_base_units: Text<BaseUnits>,
+    }
     loop {
-        let page: Vec<(String, String, String, String)> = sqlx::query_as(
+        let page: Vec<PostingRow> = sqlx::query_as(
             "SELECT entry_id, account_id, direction, amount_base_units FROM ledger_postings \
              WHERE entry_id > $1 OR (entry_id = $1 AND (account_id > $2 OR (account_id = $2 AND direction > $3))) \
              ORDER BY entry_id, account_id, direction LIMIT $4",
@@ -106,7 +123,7 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
         .fetch_all(&mut *conn)
         .await?;
         let done = (page.len() as i64) < PAGE;
-        for (entry_id, account_id, direction, amount) in page {
+        for PostingRow { entry_id, account_id, direction: side, amount_base_units: Text(amount) } in page {
             report.postings += 1;
             if current.as_deref() != Some(entry_id.as_str()) {
                 if let Some(previous) = current.take() {
@@ -116,20 +133,18 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
                 legs = 0;
             }
             legs += 1;
-            let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
-            let side: super::Side = parse_column("ledger_postings.direction", &direction)?;
             let Some((account, _)) = accounts.get(&account_id) else {
                 report.problems.push(format!("entry {entry_id} posts to unknown account {account_id}"));
                 continue;
             };
             let totals = per_asset.entry((account.chain_id, account.asset.clone())).or_default();
-            let total = if side == super::Side::Debit { &mut totals.0 } else { &mut totals.1 };
+            let total = if side == Side::Debit { &mut totals.0 } else { &mut totals.1 };
             *total = total.checked_add(amount).ok_or_else(overflow)?;
             let sum = sums.entry(account_id.clone()).or_default();
             let grows = side == account.kind.normal_side();
             let target = if grows { &mut sum.up } else { &mut sum.down };
             *target = target.checked_add(amount).ok_or_else(overflow)?;
-            cursor = (entry_id, account_id, direction);
+            cursor = (entry_id, account_id, side.as_str().to_owned());
         }
         if done {
             break;
@@ -171,16 +186,23 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
     }
 
     // 3: confirmed deposits are credited exactly once, the others not at all.
-    let deposits: Vec<(String, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    #[derive(sqlx::FromRow)]
+    struct DepositRow {
+        id: String,
+        state: String,
+        tx_hash: String,
+        credits: i64,
+    }
+    let deposits: Vec<DepositRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT d.id, d.state, d.tx_hash, (SELECT COUNT(*) FROM ledger_entries e WHERE e.deposit_id = d.id \
          AND e.entry_type IN {CREDIT_TYPES_SQL} \
-         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)) \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)) AS credits \
          FROM deposits d WHERE d.merchant_id IS NOT NULL AND d.state <> 'rejected'"
     )))
     .fetch_all(&mut *conn)
     .await?;
     report.deposits = deposits.len() as u64;
-    for (id, state, tx_hash, credits) in deposits {
+    for DepositRow { id, state, tx_hash, credits } in deposits {
         let expected = i64::from(state == "confirmed");
         if credits != expected {
             report.problems.push(format!(
@@ -253,14 +275,27 @@ impl Explained {
 /// where the original did. Read in the same snapshot as [`verify`].
 #[tracing::instrument(skip(conn))]
 pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<CustodyByAddress, StoreError> {
-    type Row = (String, String, String, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        entry_id: String,
+        account_id: String,
+        direction: Side,
+        amount_base_units: Text<BaseUnits>,
+        asset: String,
+        /// The deposit's address, when the entry is a deposit's.
+        deposit_to: Option<String>,
+        /// The transaction's purpose, signer and recipient, when the entry is a transaction's.
+        purpose: Option<Purpose>,
+        signer: Option<String>,
+        tx_to: Option<String>,
+    }
     let mut out = CustodyByAddress::default();
     let overflow = || StoreError::Corrupt("a custody sum overflowed 256 bits".into());
     let mut cursor = (String::new(), String::new(), String::new());
     loop {
         let page: Vec<Row> = sqlx::query_as(
-            "SELECT p.entry_id, p.account_id, p.direction, p.amount_base_units, a.asset, d.to_address, t.purpose, \
-             t.signer_address, t.to_address FROM ledger_postings p \
+            "SELECT p.entry_id, p.account_id, p.direction, p.amount_base_units, a.asset, d.to_address AS deposit_to, \
+             t.purpose, t.signer_address AS signer, t.to_address AS tx_to FROM ledger_postings p \
              JOIN ledger_accounts a ON a.id = p.account_id JOIN ledger_entries e ON e.id = p.entry_id \
              LEFT JOIN deposits d ON d.id = e.deposit_id LEFT JOIN chain_transactions t ON t.id = e.transaction_id \
              WHERE a.owner = 'platform' AND a.kind = 'custody' AND a.chain_id = $1 \
@@ -276,12 +311,21 @@ pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<Custod
         .fetch_all(&mut *conn)
         .await?;
         let done = (page.len() as i64) < PAGE;
-        for (entry_id, account_id, direction, amount, asset, deposit_to, purpose, signer, tx_to) in page {
-            let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
-            let side: super::Side = parse_column("ledger_postings.direction", &direction)?;
-            let address = match (deposit_to, purpose.as_deref()) {
+        for Row {
+            entry_id,
+            account_id,
+            direction: side,
+            amount_base_units: Text(amount),
+            asset,
+            deposit_to,
+            purpose,
+            signer,
+            tx_to,
+        } in page
+        {
+            let address = match (deposit_to, purpose) {
                 (Some(to), _) => Some(to),
-                (None, Some("gas_topup")) => tx_to,
+                (None, Some(Purpose::GasTopup)) => tx_to,
                 (None, Some(_)) => signer,
                 (None, None) => None,
             };
@@ -289,7 +333,7 @@ pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<Custod
                 Some(address) => {
                     let address: Address = parse_column("deposit address", &address)?;
                     let at = out.at.entry((address, asset)).or_default();
-                    let total = if side == super::Side::Debit { &mut at.ledger_in } else { &mut at.ledger_out };
+                    let total = if side == Side::Debit { &mut at.ledger_in } else { &mut at.ledger_out };
                     *total = total.checked_add(amount).ok_or_else(overflow)?;
                 }
                 None => out.unattributed.push(format!(
@@ -297,7 +341,7 @@ pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<Custod
                      no deposit or transaction, so no address"
                 )),
             }
-            cursor = (entry_id, account_id, direction);
+            cursor = (entry_id, account_id, side.as_str().to_owned());
         }
         if done {
             break;

@@ -18,6 +18,7 @@
 use alloy::primitives::Address;
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::deposit_addresses::{AddressPurpose, DepositAddress};
 use super::{Backend, Conn, Store, StoreError, parse_column};
 use crate::time::now_ms;
@@ -36,6 +37,7 @@ const OPTIMISTIC_ATTEMPTS: u32 = 3;
 /// that mnemonic can sweep. Then every pooled address is retired (`pooled = 2`: still watched,
 /// never handed out) with the claim's transaction, and `None` returns: the caller derives its
 /// own, and the pool is refilled from this wallet.
+#[tracing::instrument(skip(conn, wallet))]
 pub async fn claim(
     conn: &mut Conn,
     purpose: AddressPurpose,
@@ -49,7 +51,7 @@ pub async fn claim(
         return Ok(Some(claimed));
     }
     let retired = sqlx::query("UPDATE deposit_addresses SET pooled = 2 WHERE pooled = 1 OR id = $1")
-        .bind(claimed.id.to_string())
+        .bind(Text(claimed.id))
         .execute(&mut *conn)
         .await?
         .rows_affected();
@@ -62,6 +64,7 @@ pub async fn claim(
     Ok(None)
 }
 
+#[tracing::instrument(skip(conn))]
 async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<DepositAddress>, StoreError> {
     let skip_locked = Backend::of(conn).skip_locked();
     let row: Option<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -70,7 +73,7 @@ async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<Deposit
          RETURNING id, address, derivation_index"
     )))
     .bind(now_ms())
-    .bind(purpose.as_str())
+    .bind(purpose)
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|(id, address, index)| {
@@ -85,9 +88,10 @@ async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<Deposit
 }
 
 /// How many addresses for `purpose` are pooled and not yet handed out.
+#[tracing::instrument(skip(conn))]
 pub async fn pooled(conn: &mut Conn, purpose: AddressPurpose) -> Result<u64, StoreError> {
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deposit_addresses WHERE pooled = 1 AND purpose = $1")
-        .bind(purpose.as_str())
+        .bind(purpose)
         .fetch_one(&mut *conn)
         .await?;
     Ok(count.max(0) as u64)
@@ -99,6 +103,7 @@ pub async fn pooled(conn: &mut Conn, purpose: AddressPurpose) -> Result<u64, Sto
 /// only if the counter has not moved meanwhile. Under load with an empty pool, creations falling
 /// back to the counter move it all the time, so after a few lost races the last attempt holds the
 /// counter row while it derives: slower for that moment, but the pool always gets refilled.
+#[tracing::instrument(skip(store, wallet))]
 pub async fn refill(store: &Store, wallet: &HdWallet, purpose: AddressPurpose, count: u64) -> Result<u64, StoreError> {
     if count == 0 {
         return Ok(0);
@@ -137,6 +142,7 @@ pub async fn refill(store: &Store, wallet: &HdWallet, purpose: AddressPurpose, c
 
 /// The `count` addresses after index `current`. Deriving costs an elliptic-curve multiplication
 /// per address: it runs off the async threads.
+#[tracing::instrument(skip(wallet))]
 async fn derive(wallet: &HdWallet, current: i64, count: u64) -> Result<Vec<(u64, Address)>, StoreError> {
     let first =
         u64::try_from(current + 1).map_err(|_| StoreError::Corrupt(format!("deposit address counter {current}")))?;
@@ -150,6 +156,7 @@ async fn derive(wallet: &HdWallet, current: i64, count: u64) -> Result<Vec<(u64,
     .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+#[tracing::instrument(skip(conn, addresses), fields(count = addresses.len()))]
 async fn store_pooled(
     conn: &mut Conn,
     purpose: AddressPurpose,
@@ -164,7 +171,7 @@ async fn store_pooled(
             "INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at, pooled) VALUES {}",
             values.join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(purpose.as_str());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(purpose);
         for (index, address) in chunk {
             query =
                 query.bind(Uuid::now_v7().to_string()).bind(address.to_checksum(None)).bind(*index as i64).bind(now);

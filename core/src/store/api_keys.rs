@@ -1,14 +1,14 @@
 //! API keys: `dk_test_...` / `dk_live_...`, stored as SHA-256 hashes only, shown once.
 
-use std::fmt;
-
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::merchants::{Merchant, MerchantStatus};
 use super::{Conn, StoreError, parse_column};
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 /// Test keys work with testnets and the dev chain; live keys with mainnets.
@@ -18,29 +18,13 @@ pub enum KeyMode {
     Live,
 }
 
-impl KeyMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyMode::Test => "test",
-            KeyMode::Live => "live",
-        }
-    }
+text_enum! { KeyMode as "key mode" { Test = "test", Live = "live" } }
 
+impl KeyMode {
     fn prefix(self) -> &'static str {
         match self {
             KeyMode::Test => "dk_test_",
             KeyMode::Live => "dk_live_",
-        }
-    }
-}
-
-impl std::str::FromStr for KeyMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "test" => Ok(KeyMode::Test),
-            "live" => Ok(KeyMode::Live),
-            other => Err(format!("unknown key mode {other:?} (expected test or live)")),
         }
     }
 }
@@ -58,43 +42,11 @@ pub enum Scope {
     LedgerRead,
 }
 
-impl Scope {
-    pub const ALL: [Scope; 7] = [
-        Scope::InvoicesRead,
-        Scope::InvoicesWrite,
-        Scope::PayoutsRead,
-        Scope::PayoutsWrite,
-        Scope::WebhooksRead,
-        Scope::WebhooksWrite,
-        Scope::LedgerRead,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::InvoicesRead => "invoices:read",
-            Scope::InvoicesWrite => "invoices:write",
-            Scope::PayoutsRead => "payouts:read",
-            Scope::PayoutsWrite => "payouts:write",
-            Scope::WebhooksRead => "webhooks:read",
-            Scope::WebhooksWrite => "webhooks:write",
-            Scope::LedgerRead => "ledger:read",
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scope::ALL.into_iter().find(|scope| scope.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = Scope::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown scope {s:?} (known: {})", known.join(", "))
-        })
+text_enum! {
+    Scope as "scope" {
+        InvoicesRead = "invoices:read", InvoicesWrite = "invoices:write", PayoutsRead = "payouts:read",
+        PayoutsWrite = "payouts:write", WebhooksRead = "webhooks:read", WebhooksWrite = "webhooks:write",
+        LedgerRead = "ledger:read",
     }
 }
 
@@ -119,10 +71,10 @@ impl ApiKey {
 
 #[derive(sqlx::FromRow)]
 struct ApiKeyRow {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     display_prefix: String,
-    mode: String,
+    mode: KeyMode,
     scopes: String,
     name: Option<String>,
     created_at: i64,
@@ -133,10 +85,10 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     type Error = StoreError;
     fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
         Ok(ApiKey {
-            id: parse_column("api_keys.id", &row.id)?,
-            merchant_id: parse_column("api_keys.merchant_id", &row.merchant_id)?,
+            id: row.id.0,
+            merchant_id: row.merchant_id.0,
             display_prefix: row.display_prefix,
-            mode: parse_column("api_keys.mode", &row.mode)?,
+            mode: row.mode,
             scopes: row
                 .scopes
                 .split_whitespace()
@@ -190,11 +142,11 @@ pub async fn create(
         "INSERT INTO api_keys (id, merchant_id, display_prefix, key_hash, mode, scopes, name, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(key.id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(key.id))
+    .bind(Text(merchant_id))
     .bind(&key.display_prefix)
     .bind(hash_key(&plaintext))
-    .bind(mode.as_str())
+    .bind(mode)
     .bind(scope_list.join(" "))
     .bind(&key.name)
     .bind(key.created_at)
@@ -249,7 +201,7 @@ pub async fn list(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<ApiKey>, Sto
         "SELECT id, merchant_id, display_prefix, mode, scopes, name, created_at, revoked_at FROM api_keys \
          WHERE merchant_id = $1 ORDER BY id",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter().map(ApiKey::try_from).collect()
@@ -260,7 +212,7 @@ pub async fn list(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<ApiKey>, Sto
 pub async fn revoke(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
     let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(now_ms())
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }

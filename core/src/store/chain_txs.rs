@@ -5,13 +5,12 @@
 //! and finally `confirmed` or `failed`. Every state change is conditional on the state it leaves,
 //! so two processes never both move one transaction.
 
-use std::fmt;
-use std::str::FromStr;
-
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 /// Why a transaction is sent.
@@ -24,25 +23,9 @@ pub enum Purpose {
     Passthrough,
 }
 
-impl Purpose {
-    pub const ALL: [Purpose; 5] =
-        [Purpose::Payout, Purpose::Refund, Purpose::Sweep, Purpose::GasTopup, Purpose::Passthrough];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Payout => "payout",
-            Purpose::Refund => "refund",
-            Purpose::Sweep => "sweep",
-            Purpose::GasTopup => "gas_topup",
-            Purpose::Passthrough => "passthrough",
-        }
-    }
-}
-
-impl FromStr for Purpose {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Purpose::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| format!("unknown purpose {s:?}"))
+text_enum! {
+    Purpose as "purpose" {
+        Payout = "payout", Refund = "refund", Sweep = "sweep", GasTopup = "gas_topup", Passthrough = "passthrough",
     }
 }
 
@@ -57,37 +40,17 @@ pub enum TxState {
     Failed,
 }
 
-impl TxState {
-    pub const ALL: [TxState; 6] =
-        [TxState::Intent, TxState::Signed, TxState::Broadcast, TxState::Mined, TxState::Confirmed, TxState::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TxState::Intent => "intent",
-            TxState::Signed => "signed",
-            TxState::Broadcast => "broadcast",
-            TxState::Mined => "mined",
-            TxState::Confirmed => "confirmed",
-            TxState::Failed => "failed",
-        }
+text_enum! {
+    TxState as "state" {
+        Intent = "intent", Signed = "signed", Broadcast = "broadcast", Mined = "mined", Confirmed = "confirmed",
+        Failed = "failed",
     }
+}
 
+impl TxState {
     /// Not yet confirmed or failed.
     pub fn is_open(self) -> bool {
         !matches!(self, TxState::Confirmed | TxState::Failed)
-    }
-}
-
-impl fmt::Display for TxState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TxState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TxState::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
     }
 }
 
@@ -169,85 +132,80 @@ const COLUMNS: &str = "id, chain_id, signer_address, purpose, payout_id, invoice
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
+    id: Text<Uuid>,
     chain_id: i64,
     signer_address: String,
-    purpose: String,
-    payout_id: Option<String>,
-    invoice_id: Option<String>,
-    merchant_id: Option<String>,
+    purpose: Purpose,
+    payout_id: Option<Text<Uuid>>,
+    invoice_id: Option<Text<Uuid>>,
+    merchant_id: Option<Text<Uuid>>,
     to_address: String,
     asset: String,
-    value_base_units: String,
+    value_base_units: Text<BaseUnits>,
     token_address: Option<String>,
-    state: String,
+    state: TxState,
     nonce: Option<i64>,
-    depends_on: Option<String>,
-    max_gas_cost_base_units: String,
+    depends_on: Option<Text<Uuid>>,
+    max_gas_cost_base_units: Text<BaseUnits>,
     mined_tx_hash: Option<String>,
     mined_block: Option<i64>,
-    gas_cost_base_units: Option<String>,
+    gas_cost_base_units: Option<Text<BaseUnits>>,
     failure_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
 
-impl TryFrom<Row> for ChainTx {
-    type Error = StoreError;
-    fn try_from(r: Row) -> Result<Self, StoreError> {
-        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
-        Ok(ChainTx {
-            id: parse_column("chain_transactions.id", &r.id)?,
+impl From<Row> for ChainTx {
+    fn from(r: Row) -> Self {
+        ChainTx {
+            id: r.id.0,
             chain_id: r.chain_id as u64,
             signer_address: r.signer_address,
-            purpose: parse_column("chain_transactions.purpose", &r.purpose)?,
-            payout_id: uuid("chain_transactions.payout_id", r.payout_id)?,
-            invoice_id: uuid("chain_transactions.invoice_id", r.invoice_id)?,
-            merchant_id: uuid("chain_transactions.merchant_id", r.merchant_id)?,
+            purpose: r.purpose,
+            payout_id: opt(r.payout_id),
+            invoice_id: opt(r.invoice_id),
+            merchant_id: opt(r.merchant_id),
             to_address: r.to_address,
             asset: r.asset,
-            value: parse_column("chain_transactions.value_base_units", &r.value_base_units)?,
+            value: r.value_base_units.0,
             token_address: r.token_address,
-            state: parse_column("chain_transactions.state", &r.state)?,
+            state: r.state,
             nonce: r.nonce.map(|n| n as u64),
-            depends_on: uuid("chain_transactions.depends_on", r.depends_on)?,
-            max_gas_cost: parse_column("chain_transactions.max_gas_cost_base_units", &r.max_gas_cost_base_units)?,
+            depends_on: opt(r.depends_on),
+            max_gas_cost: r.max_gas_cost_base_units.0,
             mined_tx_hash: r.mined_tx_hash,
             mined_block: r.mined_block.map(|b| b as u64),
-            gas_cost: r
-                .gas_cost_base_units
-                .map(|v| parse_column("chain_transactions.gas_cost_base_units", &v))
-                .transpose()?,
+            gas_cost: opt(r.gas_cost_base_units),
             failure_reason: r.failure_reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
-        })
+        }
     }
 }
 
 fn rows(rows: Vec<Row>) -> Result<Vec<ChainTx>, StoreError> {
-    rows.into_iter().map(ChainTx::try_from).collect()
+    Ok(rows.into_iter().map(ChainTx::from).collect())
 }
 
 /// Records an intent (in the caller's transaction, with whatever it is for).
+#[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
 pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreError> {
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO chain_transactions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'intent', NULL, \
          $12, $13, NULL, NULL, NULL, NULL, $14, $14)"
     )))
-    .bind(tx.id.to_string())
+    .bind(Text(tx.id))
     .bind(tx.chain_id as i64)
     .bind(&tx.signer_address)
-    .bind(tx.purpose.as_str())
-    .bind(uuid(tx.payout_id))
-    .bind(uuid(tx.invoice_id))
-    .bind(uuid(tx.merchant_id))
+    .bind(tx.purpose)
+    .bind(tx.payout_id.map(Text))
+    .bind(tx.invoice_id.map(Text))
+    .bind(tx.merchant_id.map(Text))
     .bind(&tx.to_address)
     .bind(&tx.asset)
     .bind(tx.value)
     .bind(&tx.token_address)
-    .bind(uuid(tx.depends_on))
+    .bind(tx.depends_on.map(Text))
     .bind(tx.max_gas_cost)
     .bind(tx.created_at)
     .execute(&mut *conn)
@@ -255,29 +213,32 @@ pub async fn insert_intent(conn: &mut Conn, tx: &ChainTx) -> Result<(), StoreErr
     Ok(())
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let row: Option<Row> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM chain_transactions WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
-    row.map(ChainTx::try_from).transpose()
+    Ok(row.map(ChainTx::from))
 }
 
 /// Reads and locks a transaction until the caller's transaction ends.
+#[tracing::instrument(skip(conn))]
 pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let backend = Backend::of(conn);
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE id = $1{}",
         backend.for_update()
     )))
-    .bind(id.to_string())
+    .bind(Text(id))
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(ChainTx::try_from).transpose()
+    Ok(row.map(ChainTx::from))
 }
 
 /// Intents on a chain in creation order, with their dependency's state (`None`: no dependency).
+#[tracing::instrument(skip(conn))]
 pub async fn intents(conn: &mut Conn, chain_id: u64) -> Result<Vec<(ChainTx, Option<TxState>)>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state = 'intent' ORDER BY created_at, id"
@@ -302,6 +263,7 @@ pub async fn intents(conn: &mut Conn, chain_id: u64) -> Result<Vec<(ChainTx, Opt
 }
 
 /// Signed, broadcast or mined transactions on a chain: what the chain must be asked about.
+#[tracing::instrument(skip(conn))]
 pub async fn in_flight(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state IN ('signed', 'broadcast', 'mined') \
@@ -315,6 +277,7 @@ pub async fn in_flight(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, S
 
 /// Every transaction a signer sent or will send, and every gas top-up to it: what its known
 /// balance is computed from.
+#[tracing::instrument(skip(conn))]
 pub async fn touching(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<ChainTx>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND (signer_address = $2 \
@@ -359,6 +322,7 @@ pub async fn set_unconfirmed(conn: &mut Conn, id: Uuid) -> Result<bool, StoreErr
 }
 
 /// Open (not confirmed, not failed) transactions on a chain.
+#[tracing::instrument(skip(conn))]
 pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND state NOT IN ('confirmed', 'failed')"
@@ -371,6 +335,7 @@ pub async fn open(conn: &mut Conn, chain_id: u64) -> Result<Vec<ChainTx>, StoreE
 
 /// Sweeps and forwards (what deposit addresses sign) confirmed or failed in a block above
 /// `block`: the ledger has posted what they took, a balance read at `block` still shows it.
+#[tracing::instrument(skip(conn))]
 pub async fn settled_by_deposit_addresses_above(
     conn: &mut Conn,
     chain_id: u64,
@@ -387,30 +352,33 @@ pub async fn settled_by_deposit_addresses_above(
     rows(found)
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn for_payout(conn: &mut Conn, payout_id: Uuid) -> Result<Option<ChainTx>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM chain_transactions WHERE payout_id = $1 ORDER BY created_at DESC LIMIT 1"
     )))
-    .bind(payout_id.to_string())
+    .bind(Text(payout_id))
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(ChainTx::try_from).transpose()
+    Ok(row.map(ChainTx::from))
 }
 
 /// Moves a transaction from `from` to `to` with the given columns; false when it was not in
 /// `from` (someone else moved it).
+#[tracing::instrument(skip(conn))]
 pub async fn transition(conn: &mut Conn, id: Uuid, from: TxState, to: TxState) -> Result<bool, StoreError> {
     let done = sqlx::query("UPDATE chain_transactions SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
-        .bind(to.as_str())
+        .bind(to)
         .bind(now_ms())
-        .bind(id.to_string())
-        .bind(from.as_str())
+        .bind(Text(id))
+        .bind(from)
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// The chain included one of its attempts.
+#[tracing::instrument(skip(conn))]
 pub async fn set_mined(
     conn: &mut Conn,
     id: Uuid,
@@ -427,34 +395,36 @@ pub async fn set_mined(
     .bind(block as i64)
     .bind(gas_cost)
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(from.as_str())
+    .bind(Text(id))
+    .bind(from)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// A reorg took its block away: it is waiting to be mined again.
+#[tracing::instrument(skip(conn))]
 pub async fn set_unmined(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE chain_transactions SET state = 'broadcast', mined_tx_hash = NULL, mined_block = NULL, \
          gas_cost_base_units = NULL, updated_at = $1 WHERE id = $2 AND state = 'mined'",
     )
     .bind(now_ms())
-    .bind(id.to_string())
+    .bind(Text(id))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn set_failed(conn: &mut Conn, id: Uuid, from: TxState, reason: &str) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE chain_transactions SET state = 'failed', failure_reason = $1, updated_at = $2 WHERE id = $3 AND state = $4",
     )
     .bind(reason)
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(from.as_str())
+    .bind(Text(id))
+    .bind(from)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -476,49 +446,65 @@ pub struct Attempt {
     pub created_at: i64,
 }
 
-type AttemptRow = (String, String, String, String, String, String, String, Option<i64>, Option<i64>, i64);
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: Text<Uuid>,
+    transaction_id: Text<Uuid>,
+    tx_hash: String,
+    raw_tx: String,
+    max_fee_per_gas: Text<u128>,
+    max_priority_fee_per_gas: Text<u128>,
+    gas_limit: Text<u64>,
+    broadcast_at: Option<i64>,
+    broadcast_block: Option<i64>,
+    created_at: i64,
+}
 
-fn attempt(r: AttemptRow) -> Result<Attempt, StoreError> {
-    Ok(Attempt {
-        id: parse_column("chain_transaction_attempts.id", &r.0)?,
-        transaction_id: parse_column("chain_transaction_attempts.transaction_id", &r.1)?,
-        tx_hash: r.2,
-        raw_tx: r.3,
-        max_fee_per_gas: parse_column("chain_transaction_attempts.max_fee_per_gas", &r.4)?,
-        max_priority_fee_per_gas: parse_column("chain_transaction_attempts.max_priority_fee_per_gas", &r.5)?,
-        gas_limit: parse_column("chain_transaction_attempts.gas_limit", &r.6)?,
-        broadcast_at: r.7,
-        broadcast_block: r.8.map(|b| b as u64),
-        created_at: r.9,
-    })
+impl From<AttemptRow> for Attempt {
+    fn from(r: AttemptRow) -> Self {
+        Attempt {
+            id: r.id.0,
+            transaction_id: r.transaction_id.0,
+            tx_hash: r.tx_hash,
+            raw_tx: r.raw_tx,
+            max_fee_per_gas: r.max_fee_per_gas.0,
+            max_priority_fee_per_gas: r.max_priority_fee_per_gas.0,
+            gas_limit: r.gas_limit.0,
+            broadcast_at: r.broadcast_at,
+            broadcast_block: r.broadcast_block.map(|b| b as u64),
+            created_at: r.created_at,
+        }
+    }
 }
 
 /// A transaction's attempts, oldest first.
+#[tracing::instrument(skip(conn))]
 pub async fn attempts(conn: &mut Conn, transaction_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
     let found: Vec<AttemptRow> = sqlx::query_as(
         "SELECT id, transaction_id, tx_hash, raw_tx, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, \
          broadcast_at, broadcast_block, created_at FROM chain_transaction_attempts WHERE transaction_id = $1 \
          ORDER BY created_at, id",
     )
-    .bind(transaction_id.to_string())
+    .bind(Text(transaction_id))
     .fetch_all(&mut *conn)
     .await?;
-    found.into_iter().map(attempt).collect()
+    Ok(found.into_iter().map(Attempt::from).collect())
 }
 
+#[tracing::instrument(skip_all, fields(transaction_id = %a.transaction_id, attempt_id = %a.id))]
 pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO chain_transaction_attempts (id, transaction_id, tx_hash, raw_tx, max_fee_per_gas, \
          max_priority_fee_per_gas, gas_limit, broadcast_at, broadcast_block, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)",
     )
-    .bind(a.id.to_string())
-    .bind(a.transaction_id.to_string())
+    .bind(Text(a.id))
+    .bind(Text(a.transaction_id))
     .bind(&a.tx_hash)
     .bind(&a.raw_tx)
-    .bind(a.max_fee_per_gas.to_string())
-    .bind(a.max_priority_fee_per_gas.to_string())
-    .bind(a.gas_limit.to_string())
+    .bind(Text(a.max_fee_per_gas))
+    .bind(Text(a.max_priority_fee_per_gas))
+    .bind(Text(a.gas_limit))
     .bind(a.created_at)
     .execute(&mut *conn)
     .await?;
@@ -527,6 +513,7 @@ pub async fn insert_attempt(conn: &mut Conn, a: &Attempt) -> Result<(), StoreErr
 
 /// The nonce is assigned and the first attempt stored: `intent` -> `signed`, in one statement
 /// pair inside the caller's transaction.
+#[tracing::instrument(skip(conn, first), fields(attempt_id = %first.id))]
 pub async fn set_signed(
     conn: &mut Conn,
     id: Uuid,
@@ -540,7 +527,7 @@ pub async fn set_signed(
     )
     .bind(nonce as i64)
     .bind(now_ms())
-    .bind(id.to_string())
+    .bind(Text(id))
     .bind(max_gas_cost)
     .execute(&mut *conn)
     .await?;
@@ -552,6 +539,7 @@ pub async fn set_signed(
 }
 
 /// An attempt went out (the first broadcast of it; later rebroadcasts keep the first time).
+#[tracing::instrument(skip(conn))]
 pub async fn set_broadcast(conn: &mut Conn, attempt_id: Uuid, block: u64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE chain_transaction_attempts SET broadcast_at = $1, broadcast_block = $2 WHERE id = $3 \
@@ -559,13 +547,14 @@ pub async fn set_broadcast(conn: &mut Conn, attempt_id: Uuid, block: u64) -> Res
     )
     .bind(now_ms())
     .bind(block as i64)
-    .bind(attempt_id.to_string())
+    .bind(Text(attempt_id))
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 /// A signer's next nonce, locked until the caller's transaction ends: `(next_nonce, paused_reason)`.
+#[tracing::instrument(skip(conn))]
 pub async fn lock_nonce(
     conn: &mut Conn,
     chain_id: u64,
@@ -584,6 +573,7 @@ pub async fn lock_nonce(
 }
 
 /// Creates a signer's nonce row at the chain's pending nonce (no-op when it exists).
+#[tracing::instrument(skip(conn))]
 pub async fn init_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce: u64) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO signer_nonces (chain_id, signer_address, next_nonce) VALUES ($1, $2, $3) \
@@ -597,6 +587,7 @@ pub async fn init_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce
     Ok(())
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn set_next_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_nonce: u64) -> Result<(), StoreError> {
     sqlx::query("UPDATE signer_nonces SET next_nonce = $1 WHERE chain_id = $2 AND signer_address = $3")
         .bind(next_nonce as i64)
@@ -608,6 +599,7 @@ pub async fn set_next_nonce(conn: &mut Conn, chain_id: u64, signer: &str, next_n
 }
 
 /// Pauses (`Some(reason)`) or resumes (`None`) a signer.
+#[tracing::instrument(skip(conn))]
 pub async fn set_paused(conn: &mut Conn, chain_id: u64, signer: &str, reason: Option<&str>) -> Result<(), StoreError> {
     sqlx::query("UPDATE signer_nonces SET paused_reason = $1 WHERE chain_id = $2 AND signer_address = $3")
         .bind(reason)
@@ -619,6 +611,7 @@ pub async fn set_paused(conn: &mut Conn, chain_id: u64, signer: &str, reason: Op
 }
 
 /// Every signer with a nonce row on a chain: `(address, next_nonce, paused_reason)`.
+#[tracing::instrument(skip(conn))]
 pub async fn signers(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, u64, Option<String>)>, StoreError> {
     let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
         "SELECT signer_address, next_nonce, paused_reason FROM signer_nonces WHERE chain_id = $1 ORDER BY signer_address",
@@ -631,6 +624,7 @@ pub async fn signers(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, u64,
 
 /// Whether `tx_hash` is one of depositd's own gas top-ups (native coin the treasury sends to a
 /// deposit address to pay for its sweep or forward): such a transfer is not a payment.
+#[tracing::instrument(skip(conn))]
 pub async fn is_gas_topup(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT 1 FROM chain_transaction_attempts a JOIN chain_transactions t ON t.id = a.transaction_id \
@@ -643,6 +637,7 @@ pub async fn is_gas_topup(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreE
 }
 
 /// Whether `tx_hash` is a transaction depositd signed (any purpose).
+#[tracing::instrument(skip(conn))]
 pub async fn is_ours(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM chain_transaction_attempts WHERE tx_hash = $1")
         .bind(tx_hash)
@@ -652,6 +647,7 @@ pub async fn is_ours(conn: &mut Conn, tx_hash: &str) -> Result<bool, StoreError>
 }
 
 /// Recent fees on a chain, as the settler last saw them: `(base_fee, priority_fee, updated_at)`.
+#[tracing::instrument(skip(conn))]
 pub async fn fee_estimate(conn: &mut Conn, chain_id: u64) -> Result<Option<(u128, u128, i64)>, StoreError> {
     let row: Option<(String, String, i64)> = sqlx::query_as(
         "SELECT base_fee_per_gas, max_priority_fee_per_gas, updated_at FROM chain_fee_estimates WHERE chain_id = $1",
@@ -669,6 +665,7 @@ pub async fn fee_estimate(conn: &mut Conn, chain_id: u64) -> Result<Option<(u128
     .transpose()
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn store_fee_estimate(conn: &mut Conn, chain_id: u64, base: u128, tip: u128) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO chain_fee_estimates (chain_id, base_fee_per_gas, max_priority_fee_per_gas, updated_at) \
@@ -676,8 +673,8 @@ pub async fn store_fee_estimate(conn: &mut Conn, chain_id: u64, base: u128, tip:
          max_priority_fee_per_gas = excluded.max_priority_fee_per_gas, updated_at = excluded.updated_at",
     )
     .bind(chain_id as i64)
-    .bind(base.to_string())
-    .bind(tip.to_string())
+    .bind(Text(base))
+    .bind(Text(tip))
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;

@@ -38,7 +38,7 @@ pub async fn get_locked(conn: &mut Conn, chain_id: u64) -> Result<Option<ChainCu
 }
 
 /// Moves the cursor. Call in the same transaction as the deposits found up to this block.
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, cursor), fields(chain_id = cursor.chain_id, block_number = cursor.block_number))]
 pub async fn set(conn: &mut Conn, cursor: &ChainCursor) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO chain_cursors (chain_id, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4) \

@@ -3,7 +3,9 @@
 use alloy::primitives::Address;
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::{Conn, StoreError, parse_column};
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 use crate::wallet::HdWallet;
 
@@ -13,14 +15,7 @@ pub enum AddressPurpose {
     Static,
 }
 
-impl AddressPurpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AddressPurpose::Invoice => "invoice",
-            AddressPurpose::Static => "static",
-        }
-    }
-}
+text_enum! { AddressPurpose as "address purpose" { Invoice = "invoice", Static = "static" } }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepositAddress {
@@ -50,10 +45,10 @@ pub async fn allocate(
     let address = wallet.deposit_address(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let deposit = DepositAddress { id: Uuid::now_v7(), address, derivation_index: index };
     sqlx::query("INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(deposit.id.to_string())
+        .bind(Text(deposit.id))
         .bind(address.to_checksum(None))
         .bind(index as i64)
-        .bind(purpose.as_str())
+        .bind(purpose)
         .bind(now_ms())
         .execute(&mut *conn)
         .await
@@ -70,30 +65,36 @@ pub struct WatchedAddress {
     pub purpose: AddressPurpose,
 }
 
+#[derive(sqlx::FromRow)]
+struct WatchedRow {
+    id: Text<Uuid>,
+    address: Text<Address>,
+    derivation_index: i64,
+    purpose: AddressPurpose,
+}
+
+impl From<WatchedRow> for WatchedAddress {
+    fn from(r: WatchedRow) -> Self {
+        WatchedAddress {
+            id: r.id.0,
+            address: r.address.0,
+            derivation_index: r.derivation_index as u64,
+            purpose: r.purpose,
+        }
+    }
+}
+
 /// Deposit addresses allocated after `after_index` (all when `None`), in index order: the watcher
 /// loads them all once and then only the new ones, so it learns addresses without a restart.
 #[tracing::instrument(skip(conn))]
 pub async fn since(conn: &mut Conn, after_index: Option<u64>) -> Result<Vec<WatchedAddress>, StoreError> {
-    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+    let rows: Vec<WatchedRow> = sqlx::query_as(
         "SELECT id, address, derivation_index, purpose FROM deposit_addresses WHERE derivation_index > $1 ORDER BY derivation_index",
     )
     .bind(after_index.map(|i| i as i64).unwrap_or(-1))
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
-        .map(|(id, address, index, purpose)| {
-            Ok(WatchedAddress {
-                id: parse_column("deposit_addresses.id", &id)?,
-                address: parse_column("deposit_addresses.address", &address)?,
-                derivation_index: index as u64,
-                purpose: match purpose.as_str() {
-                    "invoice" => AddressPurpose::Invoice,
-                    "static" => AddressPurpose::Static,
-                    other => return Err(StoreError::Corrupt(format!("deposit_addresses.purpose {other:?}"))),
-                },
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(WatchedAddress::from).collect())
 }
 
 /// Up to `limit` deposit addresses allocated after `after_index` (from the first when `None`),
@@ -123,29 +124,27 @@ pub async fn page_after(
 
 /// One of our deposit addresses with what it was allocated for, `None` when it is not ours. The
 /// watcher keeps only the addresses in memory and asks for the rest when a transfer reaches one.
+#[tracing::instrument(skip(conn))]
 pub async fn watched(conn: &mut Conn, address: Address) -> Result<Option<WatchedAddress>, StoreError> {
-    let row: Option<(String, i64, String)> =
+    let row: Option<(Text<Uuid>, i64, AddressPurpose)> =
         sqlx::query_as("SELECT id, derivation_index, purpose FROM deposit_addresses WHERE address = $1")
             .bind(address.to_checksum(None))
             .fetch_optional(&mut *conn)
             .await?;
-    row.map(|(id, index, purpose)| {
+    row.map(|(Text(id), index, purpose)| {
         Ok(WatchedAddress {
-            id: parse_column("deposit_addresses.id", &id)?,
+            id,
             address,
             derivation_index: u64::try_from(index)
                 .map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?,
-            purpose: match purpose.as_str() {
-                "invoice" => AddressPurpose::Invoice,
-                "static" => AddressPurpose::Static,
-                other => return Err(StoreError::Corrupt(format!("deposit_addresses.purpose {other:?}"))),
-            },
+            purpose,
         })
     })
     .transpose()
 }
 
 /// The HD index of one of our deposit addresses (EIP-55 form), `None` when it is not ours.
+#[tracing::instrument(skip(conn))]
 pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, StoreError> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT derivation_index FROM deposit_addresses WHERE address = $1")
         .bind(address)

@@ -3,8 +3,10 @@
 
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 /// Where a deposit is in its life.
@@ -22,31 +24,10 @@ pub enum DepositState {
     Rejected,
 }
 
-impl DepositState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DepositState::Detected => "detected",
-            DepositState::Confirmed => "confirmed",
-            DepositState::Reorged => "reorged",
-            DepositState::Reversed => "reversed",
-            DepositState::Rejected => "rejected",
-        }
-    }
-}
-
-impl std::str::FromStr for DepositState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            DepositState::Detected,
-            DepositState::Confirmed,
-            DepositState::Reorged,
-            DepositState::Reversed,
-            DepositState::Rejected,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-        .ok_or_else(|| format!("unknown deposit state {s:?}"))
+text_enum! {
+    DepositState as "deposit state" {
+        Detected = "detected", Confirmed = "confirmed", Reorged = "reorged", Reversed = "reversed",
+        Rejected = "rejected",
     }
 }
 
@@ -89,7 +70,7 @@ const SELECT_COLUMNS: &str = concat!(insert_columns!(), ", generation");
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
+    id: Text<Uuid>,
     chain_id: i64,
     tx_hash: String,
     log_index: i64,
@@ -99,12 +80,12 @@ struct Row {
     to_address: String,
     token_address: Option<String>,
     asset: String,
-    amount_base_units: String,
-    state: String,
+    amount_base_units: Text<BaseUnits>,
+    state: DepositState,
     reject_reason: Option<String>,
-    merchant_id: Option<String>,
-    invoice_id: Option<String>,
-    static_address_id: Option<String>,
+    merchant_id: Option<Text<Uuid>>,
+    invoice_id: Option<Text<Uuid>>,
+    static_address_id: Option<Text<Uuid>>,
     detected_at: i64,
     confirmed_at: Option<i64>,
     generation: i64,
@@ -113,9 +94,8 @@ struct Row {
 impl TryFrom<Row> for Deposit {
     type Error = StoreError;
     fn try_from(r: Row) -> Result<Self, StoreError> {
-        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
         Ok(Deposit {
-            id: parse_column("deposits.id", &r.id)?,
+            id: r.id.0,
             chain_id: r.chain_id as u64,
             tx_hash: r.tx_hash,
             log_index: r.log_index,
@@ -125,12 +105,12 @@ impl TryFrom<Row> for Deposit {
             to_address: r.to_address,
             token_address: r.token_address,
             asset: r.asset,
-            amount: parse_column("deposits.amount_base_units", &r.amount_base_units)?,
-            state: parse_column("deposits.state", &r.state)?,
+            amount: r.amount_base_units.0,
+            state: r.state,
             reject_reason: r.reject_reason,
-            merchant_id: uuid("deposits.merchant_id", r.merchant_id)?,
-            invoice_id: uuid("deposits.invoice_id", r.invoice_id)?,
-            static_address_id: uuid("deposits.static_address_id", r.static_address_id)?,
+            merchant_id: opt(r.merchant_id),
+            invoice_id: opt(r.invoice_id),
+            static_address_id: opt(r.static_address_id),
             detected_at: r.detected_at,
             confirmed_at: r.confirmed_at,
             generation: r.generation,
@@ -153,12 +133,11 @@ pub enum Recorded {
 /// Records a transfer exactly once. `deposit.state` is `Detected` or `Rejected`.
 #[tracing::instrument(skip_all, fields(tx_hash = %deposit.tx_hash, log_index = deposit.log_index))]
 pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, StoreError> {
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO deposits ({COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
          $15, $16, $17, $18, $17) ON CONFLICT (chain_id, tx_hash, log_index) DO NOTHING"
     )))
-    .bind(deposit.id.to_string())
+    .bind(Text(deposit.id))
     .bind(deposit.chain_id as i64)
     .bind(&deposit.tx_hash)
     .bind(deposit.log_index)
@@ -169,11 +148,11 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
     .bind(&deposit.token_address)
     .bind(&deposit.asset)
     .bind(deposit.amount)
-    .bind(deposit.state.as_str())
+    .bind(deposit.state)
     .bind(&deposit.reject_reason)
-    .bind(uuid(deposit.merchant_id))
-    .bind(uuid(deposit.invoice_id))
-    .bind(uuid(deposit.static_address_id))
+    .bind(deposit.merchant_id.map(Text))
+    .bind(deposit.invoice_id.map(Text))
+    .bind(deposit.static_address_id.map(Text))
     .bind(deposit.detected_at)
     .bind(deposit.confirmed_at)
     .execute(&mut *conn)
@@ -264,11 +243,11 @@ pub async fn transition(
         "UPDATE deposits SET state = $1, confirmed_at = COALESCE($2, confirmed_at), updated_at = $3 \
          WHERE id = $4 AND state = $5 AND generation = $6",
     )
-    .bind(to.as_str())
+    .bind(to)
     .bind(confirmed_at)
     .bind(now)
-    .bind(deposit.id.to_string())
-    .bind(from.as_str())
+    .bind(Text(deposit.id))
+    .bind(from)
     .bind(deposit.generation)
     .execute(&mut *conn)
     .await?;
@@ -279,9 +258,9 @@ pub async fn transition(
 #[tracing::instrument(skip(conn))]
 pub async fn link_invoice(conn: &mut Conn, id: Uuid, invoice_id: Uuid) -> Result<(), StoreError> {
     sqlx::query("UPDATE deposits SET invoice_id = $1, updated_at = $2 WHERE id = $3")
-        .bind(invoice_id.to_string())
+        .bind(Text(invoice_id))
         .bind(now_ms())
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -292,8 +271,8 @@ pub async fn link_invoice(conn: &mut Conn, id: Uuid, invoice_id: Uuid) -> Result
 pub async fn invoice_has_detected(conn: &mut Conn, invoice_id: Uuid, except: Uuid) -> Result<bool, StoreError> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT id FROM deposits WHERE invoice_id = $1 AND state = 'detected' AND id <> $2 LIMIT 1")
-            .bind(invoice_id.to_string())
-            .bind(except.to_string())
+            .bind(Text(invoice_id))
+            .bind(Text(except))
             .fetch_optional(&mut *conn)
             .await?;
     Ok(row.is_some())
@@ -337,11 +316,11 @@ pub async fn list_for_merchant(
          AND ($5 IS NULL OR id < $5) \
          ORDER BY id DESC LIMIT $6"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(filter.state.map(|s| s.as_str()))
-    .bind(filter.invoice_id.map(|id| id.to_string()))
+    .bind(filter.invoice_id.map(Text))
     .bind(filter.chain_id.map(|c| c as i64))
-    .bind(filter.starting_after.map(|id| id.to_string()))
+    .bind(filter.starting_after.map(Text))
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
@@ -354,8 +333,8 @@ pub async fn get_for_merchant(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> R
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SELECT_COLUMNS} FROM deposits WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Deposit::try_from).transpose()
@@ -378,6 +357,7 @@ pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<Str
 /// Deposit addresses on a chain holding confirmed deposits that no confirmed sweep or forward
 /// from that address has followed yet, or whose last sweep or forward failed: what the settler
 /// plans for (a failed plan is planned again, never forgotten).
+#[tracing::instrument(skip(conn))]
 pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT d.to_address FROM deposits d WHERE d.chain_id = $1 AND d.state = 'confirmed' \
@@ -397,6 +377,7 @@ pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<S
 }
 
 /// Every confirmed deposit to an address on a chain.
+#[tracing::instrument(skip(conn))]
 pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND to_address = $2 AND state = 'confirmed' \
@@ -411,6 +392,7 @@ pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Resu
 
 /// Transfers on a chain recorded as `rejected` (wrong asset or chain, an unowned or disabled
 /// address): known, never credited, still at the address. `(to_address, asset, amount)` each.
+#[tracing::instrument(skip(conn))]
 pub async fn rejected_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, String, BaseUnits)>, StoreError> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT to_address, asset, amount_base_units FROM deposits WHERE chain_id = $1 AND state = 'rejected' \

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::{Conn, StoreError};
 use crate::time::now_ms;
 
@@ -32,11 +33,11 @@ pub async fn record<T: Serialize>(
         "INSERT INTO events (id, merchant_id, event_type, resource_type, resource_id, payload, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .bind(event_type)
     .bind(resource_type)
-    .bind(resource_id.to_string())
+    .bind(Text(resource_id))
     .bind(payload.to_string())
     .bind(created_at)
     .execute(&mut *conn)
@@ -50,7 +51,7 @@ pub async fn record<T: Serialize>(
 #[tracing::instrument(skip(conn))]
 pub async fn types_for(conn: &mut Conn, resource_id: Uuid) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as("SELECT event_type FROM events WHERE resource_id = $1 ORDER BY id")
-        .bind(resource_id.to_string())
+        .bind(Text(resource_id))
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().map(|(t,)| t).collect())

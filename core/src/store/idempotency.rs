@@ -8,6 +8,7 @@
 
 use uuid::Uuid;
 
+use super::codec::Text;
 use super::{Conn, Store, StoreError};
 use crate::time::now_ms;
 
@@ -51,7 +52,7 @@ pub async fn claim(
     let mut tx = store.begin().await?;
     // Forget a record past its retention, so the key can be used afresh.
     sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND expires_at <= $3")
-        .bind(merchant_id.to_string())
+        .bind(Text(merchant_id))
         .bind(key)
         .bind(now)
         .execute(&mut *tx)
@@ -60,7 +61,7 @@ pub async fn claim(
         "INSERT INTO idempotency_keys (merchant_id, idempotency_key, endpoint, request_hash, state, locked_until, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(key)
     .bind(endpoint)
     .bind(request_hash)
@@ -77,7 +78,7 @@ pub async fn claim(
         "SELECT endpoint, request_hash, state, response_status, response_body, locked_until FROM idempotency_keys \
          WHERE merchant_id = $1 AND idempotency_key = $2",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(key)
     .fetch_optional(&mut *tx)
     .await?;
@@ -108,7 +109,7 @@ pub async fn claim(
              AND state = 'in_progress' AND locked_until = $4",
         )
         .bind(now + LEASE_MS)
-        .bind(merchant_id.to_string())
+        .bind(Text(merchant_id))
         .bind(key)
         .bind(locked_until)
         .execute(&mut *tx)
@@ -136,7 +137,7 @@ pub async fn complete(
     )
     .bind(status as i64)
     .bind(body)
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(key)
     .execute(&mut *conn)
     .await?;
@@ -149,7 +150,7 @@ pub async fn release(store: &Store, merchant_id: Uuid, key: &str) -> Result<(), 
     sqlx::query(
         "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND state = 'in_progress'",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(key)
     .execute(store.pool())
     .await?;

@@ -1,10 +1,14 @@
 //! Invoice rows.
 
+use alloy::primitives::Address;
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus, PaymentFlag, PaymentView};
+use crate::money::BaseUnits;
 use crate::time::now_ms;
 
 const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amount, currency, conversion_rate, \
@@ -15,25 +19,25 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     external_id: Option<String>,
-    status: String,
+    status: InvoiceStatus,
     payment_flags: String,
-    amount: String,
+    amount: Text<Decimal>,
     currency: String,
-    conversion_rate: String,
+    conversion_rate: Text<Decimal>,
     chain: String,
     chain_id: i64,
     asset: String,
-    token_address: Option<String>,
+    token_address: Option<Text<Address>>,
     decimals: i64,
-    deposit_address_id: String,
-    address: String,
-    amount_base_units: String,
-    fee_base_units: String,
-    merchant_amount_base_units: String,
-    amount_paid_base_units: String,
+    deposit_address_id: Text<Uuid>,
+    address: Text<Address>,
+    amount_base_units: Text<BaseUnits>,
+    fee_base_units: Text<BaseUnits>,
+    merchant_amount_base_units: Text<BaseUnits>,
+    amount_paid_base_units: Text<BaseUnits>,
     description: Option<String>,
     customer_id: Option<String>,
     customer_email: Option<String>,
@@ -46,15 +50,15 @@ struct InvoiceRow {
     fail_url: Option<String>,
     callback_url: Option<String>,
     questions: Option<String>,
-    receiver_override_address: Option<String>,
-    static_address_id: Option<String>,
+    receiver_override_address: Option<Text<Address>>,
+    static_address_id: Option<Text<Uuid>>,
     session_token: String,
     created_at: i64,
     expires_at: i64,
     finished_at: Option<i64>,
     updated_at: i64,
-    fee_percent: String,
-    fee_fixed_base_units: String,
+    fee_percent: Text<Decimal>,
+    fee_fixed_base_units: Text<BaseUnits>,
     answers: Option<String>,
 }
 
@@ -71,38 +75,32 @@ impl TryFrom<InvoiceRow> for Invoice {
     type Error = StoreError;
     fn try_from(r: InvoiceRow) -> Result<Self, StoreError> {
         Ok(Invoice {
-            id: parse_column("invoices.id", &r.id)?,
-            merchant_id: parse_column("invoices.merchant_id", &r.merchant_id)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
             external_id: r.external_id,
-            status: parse_column("invoices.status", &r.status)?,
+            status: r.status,
             payment_flags: r
                 .payment_flags
                 .split(',')
                 .filter(|f| !f.is_empty())
                 .map(|f| parse_column("invoices.payment_flags", f))
                 .collect::<Result<_, _>>()?,
-            amount: parse_column("invoices.amount", &r.amount)?,
+            amount: r.amount.0,
             currency: r.currency,
-            conversion_rate: parse_column("invoices.conversion_rate", &r.conversion_rate)?,
+            conversion_rate: r.conversion_rate.0,
             chain: r.chain,
             chain_id: r.chain_id as u64,
             asset: r.asset,
-            token_address: r.token_address.map(|a| parse_column("invoices.token_address", &a)).transpose()?,
+            token_address: opt(r.token_address),
             decimals: u8::try_from(r.decimals)
                 .map_err(|_| StoreError::Corrupt(format!("invoices.decimals {}", r.decimals)))?,
-            deposit_address_id: parse_column("invoices.deposit_address_id", &r.deposit_address_id)?,
-            address: parse_column("invoices.address", &r.address)?,
-            amount_base_units: parse_column("invoices.amount_base_units", &r.amount_base_units)?,
-            fee_base_units: parse_column("invoices.fee_base_units", &r.fee_base_units)?,
-            merchant_amount_base_units: parse_column(
-                "invoices.merchant_amount_base_units",
-                &r.merchant_amount_base_units,
-            )?,
-            amount_paid_base_units: parse_column("invoices.amount_paid_base_units", &r.amount_paid_base_units)?,
-            fee_schedule: FeeSchedule {
-                percent: parse_column("invoices.fee_percent", &r.fee_percent)?,
-                fixed: parse_column("invoices.fee_fixed_base_units", &r.fee_fixed_base_units)?,
-            },
+            deposit_address_id: r.deposit_address_id.0,
+            address: r.address.0,
+            amount_base_units: r.amount_base_units.0,
+            fee_base_units: r.fee_base_units.0,
+            merchant_amount_base_units: r.merchant_amount_base_units.0,
+            amount_paid_base_units: r.amount_paid_base_units.0,
+            fee_schedule: FeeSchedule { percent: r.fee_percent.0, fixed: r.fee_fixed_base_units.0 },
             details: InvoiceDetails {
                 description: r.description,
                 customer_id: r.customer_id,
@@ -118,14 +116,8 @@ impl TryFrom<InvoiceRow> for Invoice {
                 questions: json_column("questions", r.questions)?,
                 answers: json_column("answers", r.answers)?,
             },
-            receiver_override_address: r
-                .receiver_override_address
-                .map(|a| parse_column("invoices.receiver_override_address", &a))
-                .transpose()?,
-            static_address_id: r
-                .static_address_id
-                .map(|a| parse_column("invoices.static_address_id", &a))
-                .transpose()?,
+            receiver_override_address: opt(r.receiver_override_address),
+            static_address_id: opt(r.static_address_id),
             session_token: r.session_token,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -152,20 +144,20 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
          $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41)"
     )))
-    .bind(invoice.id.to_string())
-    .bind(invoice.merchant_id.to_string())
+    .bind(Text(invoice.id))
+    .bind(Text(invoice.merchant_id))
     .bind(&invoice.external_id)
-    .bind(invoice.status.as_str())
+    .bind(invoice.status)
     .bind(flags_column(&invoice.payment_flags))
-    .bind(invoice.amount.to_string())
+    .bind(Text(invoice.amount))
     .bind(&invoice.currency)
-    .bind(invoice.conversion_rate.to_string())
+    .bind(Text(invoice.conversion_rate))
     .bind(&invoice.chain)
     .bind(invoice.chain_id as i64)
     .bind(&invoice.asset)
     .bind(invoice.token_address.map(|a| a.to_checksum(None)))
     .bind(invoice.decimals as i64)
-    .bind(invoice.deposit_address_id.to_string())
+    .bind(Text(invoice.deposit_address_id))
     .bind(invoice.address.to_checksum(None))
     .bind(invoice.amount_base_units)
     .bind(invoice.fee_base_units)
@@ -178,19 +170,19 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(&d.title)
     .bind(&d.footer)
     .bind(&d.return_url)
-    .bind(d.use_return_url.map(|v| v.to_string()))
+    .bind(d.use_return_url.map(Text))
     .bind(&d.success_url)
     .bind(&d.fail_url)
     .bind(&d.callback_url)
     .bind(json(&d.questions.as_ref().map(|q| serde_json::json!(q))))
     .bind(invoice.receiver_override_address.map(|a| a.to_checksum(None)))
-    .bind(invoice.static_address_id.map(|a| a.to_string()))
+    .bind(invoice.static_address_id.map(Text))
     .bind(&invoice.session_token)
     .bind(invoice.created_at)
     .bind(invoice.expires_at)
     .bind(invoice.finished_at)
     .bind(invoice.updated_at)
-    .bind(invoice.fee_schedule.percent.to_string())
+    .bind(Text(invoice.fee_schedule.percent))
     .bind(invoice.fee_schedule.fixed)
     .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
     .execute(&mut *conn)
@@ -205,8 +197,8 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM invoices WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Invoice::try_from).transpose()
@@ -244,12 +236,12 @@ pub async fn list(
          ORDER BY id DESC LIMIT $7"
     );
     let rows: Vec<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(merchant_id.to_string())
+        .bind(Text(merchant_id))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.external_id)
         .bind(&filter.customer_id)
         .bind(filter.created_after)
-        .bind(filter.starting_after.map(|id| id.to_string()))
+        .bind(filter.starting_after.map(Text))
         .bind(limit as i64)
         .fetch_all(&mut *conn)
         .await?;
@@ -266,8 +258,8 @@ pub async fn cancel(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool
          AND NOT EXISTS (SELECT 1 FROM deposits WHERE deposits.invoice_id = invoices.id AND deposits.state IN ('detected', 'confirmed'))",
     )
     .bind(now)
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -314,7 +306,7 @@ struct PaymentRow {
 }
 
 /// The deposits credited (or seen) for an invoice, oldest first, as the invoice resource shows them.
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, invoice), fields(invoice_id = %invoice.id))]
 pub async fn payments(
     conn: &mut Conn,
     invoice: &Invoice,
@@ -324,7 +316,7 @@ pub async fn payments(
         "SELECT id, tx_hash, log_index, block_number, from_address, amount_base_units, state, detected_at \
          FROM deposits WHERE invoice_id = $1 ORDER BY block_number, log_index",
     )
-    .bind(invoice.id.to_string())
+    .bind(Text(invoice.id))
     .fetch_all(&mut *conn)
     .await?;
     rows.into_iter()
@@ -352,7 +344,7 @@ pub async fn payments(
 pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Invoice>, StoreError> {
     let row: Option<InvoiceRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM invoices WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
     row.map(Invoice::try_from).transpose()
@@ -364,7 +356,7 @@ pub async fn by_deposit_address(conn: &mut Conn, deposit_address_id: Uuid) -> Re
     let row: Option<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM invoices WHERE deposit_address_id = $1 AND static_address_id IS NULL"
     )))
-    .bind(deposit_address_id.to_string())
+    .bind(Text(deposit_address_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Invoice::try_from).transpose()
@@ -382,13 +374,13 @@ pub async fn update_payment_state(conn: &mut Conn, read: &Invoice, invoice: &Inv
         "UPDATE invoices SET status = $1, payment_flags = $2, amount_paid_base_units = $3, finished_at = $4, updated_at = $5 \
          WHERE id = $6 AND status = $7 AND amount_paid_base_units = $8",
     )
-    .bind(invoice.status.as_str())
+    .bind(invoice.status)
     .bind(flags_column(&invoice.payment_flags))
     .bind(invoice.amount_paid_base_units)
     .bind(invoice.finished_at)
     .bind(now_ms())
-    .bind(invoice.id.to_string())
-    .bind(read.status.as_str())
+    .bind(Text(invoice.id))
+    .bind(read.status)
     .bind(read.amount_paid_base_units)
     .execute(&mut *conn)
     .await?;
@@ -401,13 +393,14 @@ pub async fn set_answers(conn: &mut Conn, id: Uuid, answers: &[String]) -> Resul
     sqlx::query("UPDATE invoices SET answers = $1, updated_at = $2 WHERE id = $3")
         .bind(serde_json::json!(answers).to_string())
         .bind(now_ms())
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// How many invoices are in each status (for the `depositd_invoices` gauge).
+#[tracing::instrument(skip(conn))]
 pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as("SELECT status, COUNT(*) FROM invoices GROUP BY status").fetch_all(&mut *conn).await?)
 }

@@ -35,10 +35,11 @@ impl Lease {
     }
 
     /// Takes or renews the lease; true while this holder has it.
+    #[tracing::instrument(skip_all, fields(lease = %self.name))]
     pub async fn hold(&self) -> Result<bool, StoreError> {
         let now = now_ms();
         let expires_at = now + self.ttl.as_millis() as i64;
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.conn().await?;
         let done = sqlx::query(
             "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
@@ -54,8 +55,9 @@ impl Lease {
     }
 
     /// Gives the lease up (a clean shutdown), so another process takes over at once.
+    #[tracing::instrument(skip_all, fields(lease = %self.name))]
     pub async fn release(&self) -> Result<(), StoreError> {
-        let mut conn = self.store.pool().acquire().await?;
+        let mut conn = self.store.conn().await?;
         sqlx::query("UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2")
             .bind(&self.name)
             .bind(&self.holder)
@@ -67,8 +69,9 @@ impl Lease {
     /// Expires every lease at once. Only for a process that knows no other daemon can hold one:
     /// the daemon on SQLite, holding the database's exclusive daemon lock, at start-up. A holder
     /// SIGKILLed a moment ago left its leases to run out; nobody else can be using them.
+    #[tracing::instrument(skip(store))]
     pub async fn expire_all(store: &Store) -> Result<u64, StoreError> {
-        let mut conn = store.pool().acquire().await?;
+        let mut conn = store.conn().await?;
         let done = sqlx::query("UPDATE leases SET expires_at = 0 WHERE expires_at > 0").execute(&mut *conn).await?;
         Ok(done.rows_affected())
     }

@@ -3,9 +3,11 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,36 +41,18 @@ pub enum MerchantStatus {
     Disabled,
 }
 
-impl MerchantStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MerchantStatus::Active => "active",
-            MerchantStatus::Disabled => "disabled",
-        }
-    }
-}
-
-impl std::str::FromStr for MerchantStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "active" => Ok(MerchantStatus::Active),
-            "disabled" => Ok(MerchantStatus::Disabled),
-            other => Err(format!("unknown merchant status {other:?}")),
-        }
-    }
-}
+text_enum! { MerchantStatus as "merchant status" { Active = "active", Disabled = "disabled" } }
 
 #[derive(sqlx::FromRow)]
 struct MerchantRow {
-    id: String,
+    id: Text<Uuid>,
     name: String,
     company_name: Option<String>,
-    status: String,
-    fee_percent: String,
-    payment_tolerance_percent: String,
-    min_invoice_amount: Option<String>,
-    max_invoice_amount: Option<String>,
+    status: MerchantStatus,
+    fee_percent: Text<Decimal>,
+    payment_tolerance_percent: Text<Decimal>,
+    min_invoice_amount: Option<Text<Decimal>>,
+    max_invoice_amount: Option<Text<Decimal>>,
     created_at: i64,
 }
 
@@ -76,23 +60,14 @@ impl TryFrom<MerchantRow> for Merchant {
     type Error = StoreError;
     fn try_from(row: MerchantRow) -> Result<Self, StoreError> {
         Ok(Merchant {
-            id: parse_column("merchants.id", &row.id)?,
+            id: row.id.0,
             name: row.name,
             company_name: row.company_name,
-            status: parse_column("merchants.status", &row.status)?,
-            fee_percent: parse_column("merchants.fee_percent", &row.fee_percent)?,
-            payment_tolerance_percent: parse_column(
-                "merchants.payment_tolerance_percent",
-                &row.payment_tolerance_percent,
-            )?,
-            min_invoice_amount: row
-                .min_invoice_amount
-                .map(|v| parse_column("merchants.min_invoice_amount", &v))
-                .transpose()?,
-            max_invoice_amount: row
-                .max_invoice_amount
-                .map(|v| parse_column("merchants.max_invoice_amount", &v))
-                .transpose()?,
+            status: row.status,
+            fee_percent: row.fee_percent.0,
+            payment_tolerance_percent: row.payment_tolerance_percent.0,
+            min_invoice_amount: opt(row.min_invoice_amount),
+            max_invoice_amount: opt(row.max_invoice_amount),
             created_at: row.created_at,
         })
     }
@@ -110,7 +85,7 @@ pub struct NewMerchant {
     pub max_invoice_amount: Option<Decimal>,
 }
 
-#[tracing::instrument(skip(conn))]
+#[tracing::instrument(skip(conn, new), fields(name = %new.name))]
 pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, StoreError> {
     let merchant = Merchant {
         id: Uuid::now_v7(),
@@ -127,14 +102,14 @@ pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, Stor
         "INSERT INTO merchants (id, name, company_name, status, fee_percent, payment_tolerance_percent, \
          min_invoice_amount, max_invoice_amount, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
-    .bind(merchant.id.to_string())
+    .bind(Text(merchant.id))
     .bind(&merchant.name)
     .bind(&merchant.company_name)
-    .bind(merchant.status.as_str())
-    .bind(merchant.fee_percent.to_string())
-    .bind(merchant.payment_tolerance_percent.to_string())
-    .bind(merchant.min_invoice_amount.map(|v| v.to_string()))
-    .bind(merchant.max_invoice_amount.map(|v| v.to_string()))
+    .bind(merchant.status)
+    .bind(Text(merchant.fee_percent))
+    .bind(Text(merchant.payment_tolerance_percent))
+    .bind(merchant.min_invoice_amount.map(Text))
+    .bind(merchant.max_invoice_amount.map(Text))
     .bind(merchant.created_at)
     .execute(&mut *conn)
     .await?;
@@ -145,7 +120,7 @@ pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, Stor
 pub async fn get(conn: &mut Conn, id: Uuid) -> Result<Option<Merchant>, StoreError> {
     let row: Option<MerchantRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM merchants WHERE id = $1")))
-            .bind(id.to_string())
+            .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
     row.map(Merchant::try_from).transpose()
@@ -182,8 +157,8 @@ pub async fn list(conn: &mut Conn) -> Result<Vec<Merchant>, StoreError> {
 #[tracing::instrument(skip(conn))]
 pub async fn set_status(conn: &mut Conn, id: Uuid, status: MerchantStatus) -> Result<(), StoreError> {
     let done = sqlx::query("UPDATE merchants SET status = $1 WHERE id = $2")
-        .bind(status.as_str())
-        .bind(id.to_string())
+        .bind(status)
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -193,8 +168,8 @@ pub async fn set_status(conn: &mut Conn, id: Uuid, status: MerchantStatus) -> Re
 #[tracing::instrument(skip(conn))]
 pub async fn set_payment_tolerance(conn: &mut Conn, id: Uuid, percent: Decimal) -> Result<(), StoreError> {
     let done = sqlx::query("UPDATE merchants SET payment_tolerance_percent = $1 WHERE id = $2")
-        .bind(percent.to_string())
-        .bind(id.to_string())
+        .bind(Text(percent))
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -216,7 +191,7 @@ pub async fn set_asset_fee(conn: &mut Conn, merchant_id: Uuid, fee: &AssetFee) -
         "INSERT INTO merchant_fees (merchant_id, asset, fee_percent, fee_fixed, updated_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (merchant_id, asset) DO UPDATE SET fee_percent = $3, fee_fixed = $4, updated_at = $5",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(&fee.asset)
     .bind(fee.percent.normalize().to_string())
     .bind(fee.fixed.normalize().to_string())
@@ -235,7 +210,7 @@ pub async fn set_asset_fee(conn: &mut Conn, merchant_id: Uuid, fee: &AssetFee) -
 pub async fn asset_fees(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<AssetFee>, StoreError> {
     let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT asset, fee_percent, fee_fixed FROM merchant_fees WHERE merchant_id = $1 ORDER BY asset")
-            .bind(merchant_id.to_string())
+            .bind(Text(merchant_id))
             .fetch_all(&mut *conn)
             .await?;
     rows.into_iter()
@@ -262,7 +237,7 @@ pub async fn fee_schedule(
         "SELECT fee_percent, fee_fixed FROM merchant_fees WHERE merchant_id = $1 AND UPPER(asset) = UPPER($2) \
              ORDER BY asset = $2 DESC LIMIT 1",
     )
-    .bind(merchant.id.to_string())
+    .bind(Text(merchant.id))
     .bind(asset)
     .fetch_optional(&mut *conn)
     .await?;
@@ -283,7 +258,7 @@ pub async fn set_checkout_origins(conn: &mut Conn, id: Uuid, origins: &[String])
     let value = (!origins.is_empty()).then(|| serde_json::json!(origins).to_string());
     let done = sqlx::query("UPDATE merchants SET checkout_origins = $1 WHERE id = $2")
         .bind(value)
-        .bind(id.to_string())
+        .bind(Text(id))
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -295,7 +270,7 @@ pub async fn checkout_origins_for_invoice(conn: &mut Conn, invoice_id: Uuid) -> 
     let row: Option<(Option<String>,)> = sqlx::query_as(
         "SELECT m.checkout_origins FROM invoices i JOIN merchants m ON m.id = i.merchant_id WHERE i.id = $1",
     )
-    .bind(invoice_id.to_string())
+    .bind(Text(invoice_id))
     .fetch_optional(&mut *conn)
     .await?;
     match row.and_then(|(origins,)| origins) {

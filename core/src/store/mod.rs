@@ -21,6 +21,7 @@ pub mod address_pool;
 pub mod api_keys;
 pub mod blocks;
 pub mod chain_txs;
+pub mod codec;
 pub mod cursors;
 pub mod deposit_addresses;
 pub mod deposits;
@@ -68,6 +69,7 @@ impl Tx {
     /// transaction began (certainly when this transaction queued some), the delivery worker is
     /// woken: a delivery goes out as soon as it is committed rather than at the worker's next poll.
     /// A wake for another transaction's deliveries costs one empty claim.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         let Tx { inner, signals, queued_at_begin, _write_turn } = self;
         inner.commit().await?;
@@ -78,6 +80,7 @@ impl Tx {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
     }
@@ -103,6 +106,9 @@ struct Signals {
 }
 /// A connection on either backend (what query functions take: `&mut *tx` or `&mut *conn`).
 pub type Conn = sqlx::AnyConnection;
+/// A connection borrowed from the pool (see [`Store::conn`]); derefs to [`Conn`], returns to the
+/// pool when dropped.
+pub type PooledConn = sqlx::pool::PoolConnection<sqlx::Any>;
 
 #[cfg(feature = "sqlite")]
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -148,8 +154,13 @@ pub enum StoreError {
 }
 
 impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode (a stored enum word, id or amount that is not one) is
+    /// corrupt data, not a database failure.
     fn from(error: sqlx::Error) -> Self {
-        StoreError::Database(error)
+        match error {
+            sqlx::Error::ColumnDecode { index, source } => StoreError::Corrupt(format!("column {index}: {source}")),
+            error => StoreError::Database(error),
+        }
     }
 }
 
@@ -262,6 +273,7 @@ pub struct Store {
 
 impl Store {
     /// Connects to `url` (creating a SQLite file and its directory on first run). Does not migrate.
+    #[tracing::instrument(skip(url))]
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
@@ -311,12 +323,14 @@ impl Store {
     }
 
     /// Applies the embedded migrations for this backend (idempotent).
+    #[tracing::instrument(skip(self), fields(backend = self.backend.name()))]
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.backend.migrator().run(&self.pool).await?;
         Ok(())
     }
 
     /// Whether every embedded migration has been applied (for readiness checks).
+    #[tracing::instrument(skip(self))]
     pub async fn migrations_current(&self) -> Result<bool, StoreError> {
         let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
             .fetch_all(&self.pool)
@@ -337,8 +351,16 @@ impl Store {
         &self.pool
     }
 
+    /// A connection from the pool, for reads and single statements outside a transaction; waits
+    /// at most [`CONNECT_TIMEOUT`] for one.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn conn(&self) -> Result<PooledConn, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// Opens a read-write transaction (see [`Backend::begin_statement`]). On SQLite it first
     /// waits for this process's write turn; a task must not open a second one while it holds one.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         let write_turn = match &self.write_turn {
             Some(turn) => Some(
@@ -355,6 +377,7 @@ impl Store {
 
     /// Opens a read-only transaction over one consistent snapshot (see
     /// [`Backend::snapshot_statement`]); end it with `rollback`.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
         let inner = self.pool.begin_with(self.backend.snapshot_statement()).await?;
         Ok(Tx { inner, signals: self.signals.clone(), queued_at_begin: 0, _write_turn: None })
@@ -368,6 +391,7 @@ impl Store {
     }
 
     /// Checks the database answers (for `/readyz`).
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -399,6 +423,7 @@ impl Store {
         }
     }
 
+    #[tracing::instrument(skip(self))]
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -1,11 +1,11 @@
 //! Payouts and refunds (`payouts`): money a merchant sends out of its available balance.
 
-use std::str::FromStr;
-
 use uuid::Uuid;
 
-use super::{Conn, StoreError, parse_column};
+use super::codec::{Text, opt};
+use super::{Conn, StoreError};
 use crate::money::BaseUnits;
+use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,25 +14,7 @@ pub enum PayoutKind {
     Refund,
 }
 
-impl PayoutKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayoutKind::Payout => "payout",
-            PayoutKind::Refund => "refund",
-        }
-    }
-}
-
-impl FromStr for PayoutKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "payout" => Ok(PayoutKind::Payout),
-            "refund" => Ok(PayoutKind::Refund),
-            other => Err(format!("unknown payout kind {other:?}")),
-        }
-    }
-}
+text_enum! { PayoutKind as "payout kind" { Payout = "payout", Refund = "refund" } }
 
 /// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
 /// `failed` (its reservation released) / `cancelled`.
@@ -45,33 +27,10 @@ pub enum PayoutStatus {
     Cancelled,
 }
 
-impl PayoutStatus {
-    pub const ALL: [PayoutStatus; 5] = [
-        PayoutStatus::Pending,
-        PayoutStatus::Submitted,
-        PayoutStatus::Confirmed,
-        PayoutStatus::Failed,
-        PayoutStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PayoutStatus::Pending => "pending",
-            PayoutStatus::Submitted => "submitted",
-            PayoutStatus::Confirmed => "confirmed",
-            PayoutStatus::Failed => "failed",
-            PayoutStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl FromStr for PayoutStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PayoutStatus::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = PayoutStatus::ALL.iter().map(|p| p.as_str()).collect();
-            format!("unknown payout status {s:?} (one of {})", known.join(", "))
-        })
+text_enum! {
+    PayoutStatus as "payout status" {
+        Pending = "pending", Submitted = "submitted", Confirmed = "confirmed", Failed = "failed",
+        Cancelled = "cancelled",
     }
 }
 
@@ -106,20 +65,20 @@ const COLUMNS: &str = "id, merchant_id, kind, external_id, invoice_id, chain_id,
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
-    merchant_id: String,
-    kind: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
+    kind: PayoutKind,
     external_id: Option<String>,
-    invoice_id: Option<String>,
+    invoice_id: Option<Text<Uuid>>,
     chain_id: i64,
     asset: String,
-    amount_base_units: String,
-    fee_reserve_base_units: String,
-    network_fee_base_units: Option<String>,
+    amount_base_units: Text<BaseUnits>,
+    fee_reserve_base_units: Text<BaseUnits>,
+    network_fee_base_units: Option<Text<BaseUnits>>,
     destination: String,
-    status: String,
+    status: PayoutStatus,
     metadata: Option<String>,
-    transaction_id: Option<String>,
+    transaction_id: Option<Text<Uuid>>,
     failure_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
@@ -128,25 +87,21 @@ struct Row {
 impl TryFrom<Row> for Payout {
     type Error = StoreError;
     fn try_from(r: Row) -> Result<Self, StoreError> {
-        let uuid = |column: &'static str, v: Option<String>| v.map(|v| parse_column::<Uuid>(column, &v)).transpose();
         Ok(Payout {
-            id: parse_column("payouts.id", &r.id)?,
-            merchant_id: parse_column("payouts.merchant_id", &r.merchant_id)?,
-            kind: parse_column("payouts.kind", &r.kind)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
+            kind: r.kind,
             external_id: r.external_id,
-            invoice_id: uuid("payouts.invoice_id", r.invoice_id)?,
+            invoice_id: opt(r.invoice_id),
             chain_id: r.chain_id as u64,
             asset: r.asset,
-            amount: parse_column("payouts.amount_base_units", &r.amount_base_units)?,
-            fee_reserve: parse_column("payouts.fee_reserve_base_units", &r.fee_reserve_base_units)?,
-            network_fee: r
-                .network_fee_base_units
-                .map(|v| parse_column("payouts.network_fee_base_units", &v))
-                .transpose()?,
+            amount: r.amount_base_units.0,
+            fee_reserve: r.fee_reserve_base_units.0,
+            network_fee: opt(r.network_fee_base_units),
             destination: r.destination,
-            status: parse_column("payouts.status", &r.status)?,
+            status: r.status,
             metadata: r.metadata,
-            transaction_id: uuid("payouts.transaction_id", r.transaction_id)?,
+            transaction_id: opt(r.transaction_id),
             failure_reason: r.failure_reason,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -155,25 +110,25 @@ impl TryFrom<Row> for Payout {
 }
 
 /// Inserts a payout; a second payout with the merchant's `external_id` is a conflict.
+#[tracing::instrument(skip_all, fields(payout_id = %p.id))]
 pub async fn insert(conn: &mut Conn, p: &Payout) -> Result<(), StoreError> {
-    let uuid = |v: Option<Uuid>| v.map(|v| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO payouts ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     )))
-    .bind(p.id.to_string())
-    .bind(p.merchant_id.to_string())
-    .bind(p.kind.as_str())
+    .bind(Text(p.id))
+    .bind(Text(p.merchant_id))
+    .bind(p.kind)
     .bind(&p.external_id)
-    .bind(uuid(p.invoice_id))
+    .bind(p.invoice_id.map(Text))
     .bind(p.chain_id as i64)
     .bind(&p.asset)
     .bind(p.amount)
     .bind(p.fee_reserve)
-    .bind(p.network_fee.map(|f| f.to_string()))
+    .bind(p.network_fee.map(Text))
     .bind(&p.destination)
-    .bind(p.status.as_str())
+    .bind(p.status)
     .bind(&p.metadata)
-    .bind(uuid(p.transaction_id))
+    .bind(p.transaction_id.map(Text))
     .bind(&p.failure_reason)
     .bind(p.created_at)
     .bind(p.updated_at)
@@ -183,26 +138,29 @@ pub async fn insert(conn: &mut Conn, p: &Payout) -> Result<(), StoreError> {
     Ok(())
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<Payout>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payouts WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Payout::try_from).transpose()
 }
 
+#[tracing::instrument(skip(conn))]
 pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Payout>, StoreError> {
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payouts WHERE id = $1")))
-        .bind(id.to_string())
+        .bind(Text(id))
         .fetch_optional(&mut *conn)
         .await?;
     row.map(Payout::try_from).transpose()
 }
 
 /// A merchant's payouts, newest first, after the cursor `starting_after`.
+#[tracing::instrument(skip(conn))]
 pub async fn list(
     conn: &mut Conn,
     merchant_id: Uuid,
@@ -215,10 +173,10 @@ pub async fn list(
         "SELECT {COLUMNS} FROM payouts WHERE merchant_id = $1 AND ($2 IS NULL OR status = $2) \
          AND ($3 IS NULL OR invoice_id = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(status.map(|s| s.as_str()))
-    .bind(invoice_id.map(|i| i.to_string()))
-    .bind(starting_after.map(|i| i.to_string()))
+    .bind(invoice_id.map(Text))
+    .bind(starting_after.map(Text))
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await?;
@@ -226,17 +184,19 @@ pub async fn list(
 }
 
 /// Refunds of an invoice that are not failed or cancelled: what is promised back already.
+#[tracing::instrument(skip(conn))]
 pub async fn refunds_of(conn: &mut Conn, invoice_id: Uuid) -> Result<Vec<Payout>, StoreError> {
     let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM payouts WHERE invoice_id = $1 AND kind = 'refund' AND status NOT IN ('failed', 'cancelled')"
     )))
-    .bind(invoice_id.to_string())
+    .bind(Text(invoice_id))
     .fetch_all(&mut *conn)
     .await?;
     found.into_iter().map(Payout::try_from).collect()
 }
 
 /// Moves a payout from `from` to `to`; false when it was not in `from`.
+#[tracing::instrument(skip(conn))]
 pub async fn transition(
     conn: &mut Conn,
     id: Uuid,
@@ -249,12 +209,12 @@ pub async fn transition(
         "UPDATE payouts SET status = $1, network_fee_base_units = COALESCE($2, network_fee_base_units), \
          failure_reason = COALESCE($3, failure_reason), updated_at = $4 WHERE id = $5 AND status = $6",
     )
-    .bind(to.as_str())
-    .bind(network_fee.map(|f| f.to_string()))
+    .bind(to)
+    .bind(network_fee.map(Text))
     .bind(failure_reason)
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(from.as_str())
+    .bind(Text(id))
+    .bind(from)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -1,9 +1,11 @@
 //! Static address rows, and the paid invoice auto-created for each deposit to one.
 
+use alloy::primitives::Address;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{Conn, StoreError, invoices, merchants, parse_column};
+use super::codec::Text;
+use super::{Conn, StoreError, invoices, merchants};
 use crate::config::AssetRef;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus};
 use crate::money::BaseUnits;
@@ -15,17 +17,17 @@ const COLUMNS: &str = "id, merchant_id, customer_id, chain, chain_id, asset, dep
 
 #[derive(sqlx::FromRow)]
 struct Row {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     customer_id: String,
     chain: String,
     chain_id: i64,
     asset: String,
-    deposit_address_id: String,
-    address: String,
+    deposit_address_id: Text<Uuid>,
+    address: Text<Address>,
     metadata: Option<String>,
     callback_url: Option<String>,
-    status: String,
+    status: StaticAddressStatus,
     created_at: i64,
     disabled_at: Option<i64>,
 }
@@ -34,14 +36,14 @@ impl TryFrom<Row> for StaticAddress {
     type Error = StoreError;
     fn try_from(r: Row) -> Result<Self, StoreError> {
         Ok(StaticAddress {
-            id: parse_column("static_addresses.id", &r.id)?,
-            merchant_id: parse_column("static_addresses.merchant_id", &r.merchant_id)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
             customer_id: r.customer_id,
             chain: r.chain,
             chain_id: r.chain_id as u64,
             asset: r.asset,
-            deposit_address_id: parse_column("static_addresses.deposit_address_id", &r.deposit_address_id)?,
-            address: parse_column("static_addresses.address", &r.address)?,
+            deposit_address_id: r.deposit_address_id.0,
+            address: r.address.0,
             metadata: r
                 .metadata
                 .map(|m| {
@@ -49,7 +51,7 @@ impl TryFrom<Row> for StaticAddress {
                 })
                 .transpose()?,
             callback_url: r.callback_url,
-            status: parse_column("static_addresses.status", &r.status)?,
+            status: r.status,
             created_at: r.created_at,
             disabled_at: r.disabled_at,
         })
@@ -61,17 +63,17 @@ pub async fn insert(conn: &mut Conn, s: &StaticAddress) -> Result<(), StoreError
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO static_addresses ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     )))
-    .bind(s.id.to_string())
-    .bind(s.merchant_id.to_string())
+    .bind(Text(s.id))
+    .bind(Text(s.merchant_id))
     .bind(&s.customer_id)
     .bind(&s.chain)
     .bind(s.chain_id as i64)
     .bind(&s.asset)
-    .bind(s.deposit_address_id.to_string())
+    .bind(Text(s.deposit_address_id))
     .bind(s.address.to_checksum(None))
     .bind(s.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()))
     .bind(&s.callback_url)
-    .bind(s.status.as_str())
+    .bind(s.status)
     .bind(s.created_at)
     .bind(s.disabled_at)
     .execute(&mut *conn)
@@ -84,8 +86,8 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM static_addresses WHERE id = $1 AND merchant_id = $2"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(StaticAddress::try_from).transpose()
@@ -100,7 +102,7 @@ pub async fn by_deposit_address(
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM static_addresses WHERE deposit_address_id = $1"
     )))
-    .bind(deposit_address_id.to_string())
+    .bind(Text(deposit_address_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(StaticAddress::try_from).transpose()
@@ -137,10 +139,10 @@ pub async fn list(
         "SELECT {COLUMNS} FROM static_addresses WHERE merchant_id = $1 AND ($2 IS NULL OR customer_id = $2) \
          AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(customer_id)
     .bind(status.map(|s| s.as_str()))
-    .bind(starting_after.map(|id| id.to_string()))
+    .bind(starting_after.map(Text))
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
@@ -154,8 +156,8 @@ pub async fn disable(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<boo
         "UPDATE static_addresses SET status = 'disabled', disabled_at = COALESCE(disabled_at, $1) WHERE id = $2 AND merchant_id = $3",
     )
     .bind(now_ms())
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

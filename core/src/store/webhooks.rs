@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
 use crate::time::now_ms;
 
@@ -59,8 +60,8 @@ const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, enabled_event
 
 #[derive(sqlx::FromRow)]
 struct EndpointRow {
-    id: String,
-    merchant_id: String,
+    id: Text<Uuid>,
+    merchant_id: Text<Uuid>,
     url: String,
     description: Option<String>,
     enabled_events: String,
@@ -78,8 +79,8 @@ impl TryFrom<EndpointRow> for Endpoint {
     type Error = StoreError;
     fn try_from(r: EndpointRow) -> Result<Self, StoreError> {
         Ok(Endpoint {
-            id: parse_column("webhook_endpoints.id", &r.id)?,
-            merchant_id: parse_column("webhook_endpoints.merchant_id", &r.merchant_id)?,
+            id: r.id.0,
+            merchant_id: r.merchant_id.0,
             url: r.url,
             description: r.description,
             enabled_events: serde_json::from_str(&r.enabled_events)
@@ -105,8 +106,8 @@ pub async fn insert_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     )))
-    .bind(e.id.to_string())
-    .bind(e.merchant_id.to_string())
+    .bind(Text(e.id))
+    .bind(Text(e.merchant_id))
     .bind(&e.url)
     .bind(&e.description)
     .bind(serde_json::json!(e.enabled_events).to_string())
@@ -140,8 +141,8 @@ pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     .bind(&e.previous_secret_sealed)
     .bind(e.previous_secret_expires_at)
     .bind(now_ms())
-    .bind(e.id.to_string())
-    .bind(e.merchant_id.to_string())
+    .bind(Text(e.id))
+    .bind(Text(e.merchant_id))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -156,8 +157,8 @@ pub async fn get_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Resul
     let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL{for_update}"
     )))
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Endpoint::try_from).transpose()
@@ -169,7 +170,7 @@ pub async fn endpoint_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<Endpoint
     let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1 AND deleted_at IS NULL"
     )))
-    .bind(id.to_string())
+    .bind(Text(id))
     .fetch_optional(&mut *conn)
     .await?;
     row.map(Endpoint::try_from).transpose()
@@ -188,9 +189,9 @@ pub async fn endpoint_usage(
         "SELECT COUNT(*), COUNT(CASE WHEN url = $2 AND ($3 IS NULL OR id <> $3) THEN 1 END) FROM webhook_endpoints \
          WHERE merchant_id = $1 AND deleted_at IS NULL",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(url)
-    .bind(except.map(|id| id.to_string()))
+    .bind(except.map(Text))
     .fetch_one(&mut *conn)
     .await?;
     Ok((count, same > 0))
@@ -208,8 +209,8 @@ pub async fn list_endpoints(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND deleted_at IS NULL \
          AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     )))
-    .bind(merchant_id.to_string())
-    .bind(starting_after.map(|id| id.to_string()))
+    .bind(Text(merchant_id))
+    .bind(starting_after.map(Text))
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
@@ -226,8 +227,8 @@ pub async fn delete_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Re
          WHERE id = $2 AND merchant_id = $3 AND deleted_at IS NULL",
     )
     .bind(now)
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
@@ -238,12 +239,13 @@ pub async fn delete_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Re
 }
 
 /// Marks an endpoint's pending deliveries failed (it was deleted or disabled: they go nowhere).
+#[tracing::instrument(skip(conn))]
 async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE webhook_deliveries SET state = 'failed', updated_at = $1 WHERE endpoint_id = $2 AND state = 'pending'",
     )
     .bind(now)
-    .bind(endpoint_id.to_string())
+    .bind(Text(endpoint_id))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -272,7 +274,7 @@ pub async fn enqueue(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled' \
          AND deleted_at IS NULL"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_all(&mut *conn)
     .await?;
     let now = now_ms();
@@ -299,8 +301,8 @@ pub async fn enqueue(
              ON CONFLICT (event_id, url) DO NOTHING",
         )
         .bind(Uuid::now_v7().to_string())
-        .bind(event_id.to_string())
-        .bind(endpoint_id.map(|id| id.to_string()))
+        .bind(Text(event_id))
+        .bind(endpoint_id.map(Text))
         .bind(url)
         .bind(now)
         .execute(&mut *conn)
@@ -410,7 +412,7 @@ pub async fn finish_attempt(
     .bind(next)
     .bind(delivered)
     .bind(now)
-    .bind(claimed.id.to_string())
+    .bind(Text(claimed.id))
     .bind(claimed.lease)
     .execute(&mut *conn)
     .await?;
@@ -422,7 +424,7 @@ pub async fn finish_attempt(
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(Uuid::now_v7().to_string())
-    .bind(claimed.id.to_string())
+    .bind(Text(claimed.id))
     .bind(attempt.attempted_at)
     .bind(attempt.status_code.map(i64::from))
     .bind(attempt.latency_ms)
@@ -433,7 +435,7 @@ pub async fn finish_attempt(
     if let (Some(endpoint_id), Outcome::Succeeded) = (claimed.endpoint_id, outcome) {
         sqlx::query("UPDATE webhook_endpoints SET last_success_at = $1 WHERE id = $2")
             .bind(now)
-            .bind(endpoint_id.to_string())
+            .bind(Text(endpoint_id))
             .execute(&mut *conn)
             .await?;
     }
@@ -444,7 +446,7 @@ pub async fn finish_attempt(
 #[tracing::instrument(skip_all, fields(delivery_id = %claimed.id))]
 pub async fn release(conn: &mut Conn, claimed: &Claimed) -> Result<(), StoreError> {
     sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE id = $1 AND locked_until = $2")
-        .bind(claimed.id.to_string())
+        .bind(Text(claimed.id))
         .bind(claimed.lease)
         .execute(&mut *conn)
         .await?;
@@ -462,7 +464,7 @@ pub async fn disable_endpoint(conn: &mut Conn, id: Uuid, reason: &str) -> Result
     )
     .bind(reason)
     .bind(now)
-    .bind(id.to_string())
+    .bind(Text(id))
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
@@ -508,17 +510,27 @@ pub struct EventFilter {
     pub starting_after: Option<Uuid>,
 }
 
-type EventRow = (String, String, String, String, String, i64);
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: Text<Uuid>,
+    event_type: String,
+    resource_type: String,
+    resource_id: Text<Uuid>,
+    payload: String,
+    created_at: i64,
+}
 
-fn event_from_row(r: EventRow) -> Result<EventRecord, StoreError> {
-    Ok(EventRecord {
-        id: parse_column("events.id", &r.0)?,
-        event_type: r.1,
-        resource_type: r.2,
-        resource_id: parse_column("events.resource_id", &r.3)?,
-        payload: r.4,
-        created_at: r.5,
-    })
+impl From<EventRow> for EventRecord {
+    fn from(r: EventRow) -> Self {
+        EventRecord {
+            id: r.id.0,
+            event_type: r.event_type,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id.0,
+            payload: r.payload,
+            created_at: r.created_at,
+        }
+    }
 }
 
 #[tracing::instrument(skip(conn))]
@@ -534,15 +546,15 @@ pub async fn list_events(
          AND ($5 IS NULL OR EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = $5)) \
          ORDER BY id DESC LIMIT $6",
     )
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(&filter.event_type)
-    .bind(filter.resource_id.map(|id| id.to_string()))
-    .bind(filter.starting_after.map(|id| id.to_string()))
+    .bind(filter.resource_id.map(Text))
+    .bind(filter.starting_after.map(Text))
     .bind(&filter.delivery_state)
     .bind(limit as i64)
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter().map(event_from_row).collect()
+    Ok(rows.into_iter().map(EventRecord::from).collect())
 }
 
 #[tracing::instrument(skip(conn))]
@@ -550,14 +562,23 @@ pub async fn get_event(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<O
     let row: Option<EventRow> = sqlx::query_as(
         "SELECT id, event_type, resource_type, resource_id, payload, created_at FROM events WHERE id = $1 AND merchant_id = $2",
     )
-    .bind(id.to_string())
-    .bind(merchant_id.to_string())
+    .bind(Text(id))
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(event_from_row).transpose()
+    Ok(row.map(EventRecord::from))
 }
 
-type DeliveryRow = (String, Option<String>, String, String, i64, i64, Option<i64>);
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: Text<Uuid>,
+    endpoint_id: Option<Text<Uuid>>,
+    url: String,
+    state: String,
+    attempt_count: i64,
+    next_attempt_at: i64,
+    delivered_at: Option<i64>,
+}
 
 #[tracing::instrument(skip(conn))]
 pub async fn deliveries(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Delivery>, StoreError> {
@@ -565,25 +586,31 @@ pub async fn deliveries(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Delivery>
         "SELECT id, endpoint_id, url, state, attempt_count, next_attempt_at, delivered_at FROM webhook_deliveries \
          WHERE event_id = $1 ORDER BY id",
     )
-    .bind(event_id.to_string())
+    .bind(Text(event_id))
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(Delivery {
-                id: parse_column("webhook_deliveries.id", &r.0)?,
-                endpoint_id: r.1.map(|e| parse_column("webhook_deliveries.endpoint_id", &e)).transpose()?,
-                url: r.2,
-                state: r.3,
-                attempt_count: r.4 as u32,
-                next_attempt_at: r.5,
-                delivered_at: r.6,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| Delivery {
+            id: r.id.0,
+            endpoint_id: opt(r.endpoint_id),
+            url: r.url,
+            state: r.state,
+            attempt_count: r.attempt_count as u32,
+            next_attempt_at: r.next_attempt_at,
+            delivered_at: r.delivered_at,
         })
-        .collect()
+        .collect())
 }
 
-type AttemptRow = (i64, Option<i64>, i64, Option<String>, Option<String>);
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempted_at: i64,
+    status_code: Option<i64>,
+    latency_ms: i64,
+    response_body: Option<String>,
+    error: Option<String>,
+}
 
 #[tracing::instrument(skip(conn))]
 pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
@@ -591,17 +618,17 @@ pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>
         "SELECT attempted_at, status_code, latency_ms, response_body, error FROM webhook_attempts \
          WHERE delivery_id = $1 ORDER BY id",
     )
-    .bind(delivery_id.to_string())
+    .bind(Text(delivery_id))
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()
         .map(|r| Attempt {
-            attempted_at: r.0,
-            status_code: r.1.and_then(|c| u16::try_from(c).ok()),
-            latency_ms: r.2,
-            response_body: r.3,
-            error: r.4,
+            attempted_at: r.attempted_at,
+            status_code: r.status_code.and_then(|c| u16::try_from(c).ok()),
+            latency_ms: r.latency_ms,
+            response_body: r.response_body,
+            error: r.error,
         })
         .collect())
 }
@@ -618,7 +645,7 @@ pub async fn redeliver(conn: &mut Conn, event: &EventRecord, merchant_id: Uuid) 
            (SELECT id FROM webhook_endpoints WHERE status = 'enabled' AND deleted_at IS NULL))",
     )
     .bind(now)
-    .bind(event.id.to_string())
+    .bind(Text(event.id))
     .execute(&mut *conn)
     .await?;
     enqueue(conn, merchant_id, event.id, &event.event_type, None).await
@@ -650,7 +677,7 @@ pub async fn callback_secret(conn: &mut Conn, merchant_id: Uuid) -> Result<Optio
         "SELECT secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at \
          FROM merchant_callback_secrets WHERE merchant_id = $1{for_update}"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
     Ok(row.map(|(sealed, previous_sealed, previous_expires_at)| CallbackSecret {
@@ -679,7 +706,7 @@ pub async fn put_callback_secret(
         "INSERT INTO merchant_callback_secrets (merchant_id, secret_ciphertext, previous_secret_ciphertext, \
          previous_secret_expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) {on_conflict}"
     )))
-    .bind(merchant_id.to_string())
+    .bind(Text(merchant_id))
     .bind(&secret.sealed)
     .bind(&secret.previous_sealed)
     .bind(secret.previous_expires_at)
