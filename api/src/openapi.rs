@@ -287,10 +287,14 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
                 });
             }
             "questions" => {
+                // Seed 001: at most 5 questions and 512 bytes in all, with no limit of its own on
+                // one question; a schema cannot sum the items, so one item is bounded by the total.
                 property["maxItems"] = 5.into();
+                property["description"] =
+                    "Questions to ask the payer at checkout: at most 5, at most 512 bytes (UTF-8) in all".into();
                 if let Some(items) = property.get_mut("items") {
                     items["minLength"] = 1.into();
-                    items["maxLength"] = 100.into();
+                    items["maxLength"] = 512.into();
                     items["pattern"] = "[^\\s]".into();
                 }
             }
