@@ -131,7 +131,7 @@ pub async fn run(config: Config, only: &[Component], shutdown: CancellationToken
                 });
             }
             Component::Webhooks => {
-                let deliverer = depositd_api::delivery::Deliverer::new(
+                let deliverer = depositd_webhooks::Deliverer::new(
                     store.clone(),
                     &wallet,
                     config.settings.webhooks.clone(),
