@@ -68,10 +68,7 @@ pub struct Daemon {
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let components: Vec<Component> = self.tasks.iter().map(|t| t.component).collect();
-        f.debug_struct("Daemon")
-            .field("tasks", &components)
-            .field("api_addr", &self.api_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Daemon").field("tasks", &components).field("api_addr", &self.api_addr).finish_non_exhaustive()
     }
 }
 
