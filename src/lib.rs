@@ -4,11 +4,15 @@
 //! # Layout
 //! - [`cli`]: the command line (clap): subcommands and global options.
 //! - [`commands`]: one module per subcommand; each loads configuration, does its job, returns.
-//! - [`daemon`]: `depositd run`: starts the selected components under one shutdown token and
-//!   stops them all when a signal arrives or one of them fails.
+//! - [`daemon`]: `depositd run`: [`daemon::Daemon::build`] opens the store, binds the API and
+//!   constructs the selected components; `run` runs them under one shutdown token and stops them
+//!   all when the token fires or one of them fails.
+//! - [`database`]: opening (and migrating) the configured database, for the daemon and every
+//!   command.
 //! - [`dev`]: `depositd dev`: a local anvil chain with test tokens, a demo merchant, and the whole
 //!   daemon on SQLite; also the anvil launcher and token deployer the tests use.
 //! - [`reconcile`]: ledger reconciliation, in the store and against each chain's balances.
+//! - [`shutdown`]: the token SIGINT or SIGTERM cancels (`run`, `dev`).
 //! - [`telemetry`]: tracing setup (human or JSON output, `RUST_LOG` filtering).
 //! - [`treasury`]: recording the operator's funding of the hot wallet (checked on chain), resuming
 //!   a paused signer.
@@ -16,7 +20,9 @@
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod database;
 pub mod dev;
 pub mod reconcile;
+pub mod shutdown;
 pub mod telemetry;
 pub mod treasury;

@@ -1,8 +1,11 @@
-//! depositd's HTTP surface: the merchant API, the hosted checkout page, health checks, `/metrics`,
-//! and webhook delivery.
+//! depositd's HTTP surface: the merchant API, the hosted checkout page, health checks and
+//! `/metrics`. It serves requests (and runs the API's own background tasks); it delivers no
+//! webhooks: that is `depositd-webhooks`, which the daemon runs beside it.
 //!
-//! The crate depends on `depositd-core` only; it never calls the watcher or the settler. What
-//! they need to know (a new deposit address to watch, a payout to send) goes through the store.
+//! The crate depends on `depositd-core`, and on `depositd-webhooks` only for its SSRF rules, which
+//! a callback or endpoint URL must pass when it is created; it never calls the watcher or the
+//! settler. What they need to know (a new deposit address to watch, a payout to send) goes
+//! through the store, as do the events the webhook worker delivers.
 //!
 //! # Layout
 //! - [`startup`]: [`Application`], which binds its listener (port 0 in tests) and serves until
@@ -23,13 +26,11 @@
 //!   the ledger reservation in one transaction, cancellable until the settler signs them.
 //! - `routes::checkout` and `routes::payments`: the hosted checkout page and the payer session API
 //!   it polls (`session_token` + `signature`, no API key).
-//! - [`delivery`]: the webhook worker: claims due deliveries, signs (Standard Webhooks), POSTs,
-//!   records every attempt, retries on a schedule, disables endpoints that are gone.
-//! - [`ssrf`]: the guard that keeps deliveries off internal addresses (DNS-pinned).
+//! - `routes::webhooks`: webhook endpoints, the callback signing secret and events (listing,
+//!   redelivery); a URL is checked with `depositd_webhooks::ssrf` when it is registered.
 
 pub mod address_pool;
 pub mod auth;
-pub mod delivery;
 pub mod error;
 pub mod expiry;
 pub mod extract;
@@ -37,7 +38,6 @@ pub mod idempotency;
 pub mod openapi;
 pub mod price_feed;
 pub mod routes;
-pub mod ssrf;
 pub mod startup;
 pub mod state;
 pub mod validate;

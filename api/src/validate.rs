@@ -125,7 +125,7 @@ pub fn callback_url(param: &str, value: Option<String>, config: &Config) -> Resu
     let Some(value) = url(param, value, config.settings.invoices.allow_http_urls)? else { return Ok(None) };
     let parsed = url::Url::parse(&value).map_err(|e| ApiError::invalid(param, "invalid_url", e.to_string()))?;
     // The scheme was checked just above, under the invoices' own http switch.
-    crate::ssrf::check_url(&parsed, true, config.settings.webhooks.allow_private_targets)
+    depositd_webhooks::ssrf::check_url(&parsed, true, config.settings.webhooks.allow_private_targets)
         .map_err(|refused| ApiError::invalid(param, "url_not_allowed", format!("{param}: {refused}")))?;
     Ok(Some(value))
 }

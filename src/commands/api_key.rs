@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use crate::cli::ApiKeyCommand;
 
 pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> {
-    let store = crate::daemon::open_store(config).await?;
+    let store = crate::database::open_store(config).await?;
     let mut conn = store.conn().await?;
     match command {
         ApiKeyCommand::Create { merchant, scopes, mode, name } => {

@@ -10,7 +10,7 @@ use crate::cli::LedgerCommand;
 pub async fn run(config: &Config, command: LedgerCommand) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Verify { offline } => {
-            let store = crate::daemon::open_store(config).await?;
+            let store = crate::database::open_store(config).await?;
             let wallet = Arc::new(HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?);
             let outcome = crate::reconcile::reconcile(&store, config, &wallet, !offline).await?;
             print!("{}", outcome.render());

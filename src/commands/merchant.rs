@@ -6,7 +6,7 @@ use depositd_core::store::merchants::{self, AssetFee, NewMerchant};
 use crate::cli::MerchantCommand;
 
 pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()> {
-    let store = crate::daemon::open_store(config).await?;
+    let store = crate::database::open_store(config).await?;
     let mut conn = store.conn().await?;
     match command {
         MerchantCommand::Create {

@@ -17,11 +17,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             let config = load_config(&global)?;
-            crate::daemon::run(config, &args.only, crate::daemon::shutdown_on_signal()).await
+            // Listening from the start: a signal while the daemon is being built stops it as
+            // soon as it runs.
+            let shutdown = crate::shutdown::on_signal();
+            let daemon = crate::daemon::Daemon::build(config, &args.only).await?;
+            daemon.run(shutdown).await
         }
         Command::Migrate => {
             let config = load_config(&global)?;
-            let store = crate::daemon::open_store(&config).await?;
+            let store = crate::database::open_store(&config).await?;
             println!("migrations applied ({} at {})", store.backend().name(), config.settings.database.url);
             Ok(())
         }

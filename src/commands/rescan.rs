@@ -15,7 +15,7 @@ pub async fn run(config: &Config, args: RescanArgs) -> anyhow::Result<()> {
         .with_context(|| format!("chain {:?} is not enabled (chains.enabled)", args.chain))?
         .clone();
     let wallet = HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?;
-    let store = crate::daemon::open_store(config).await?;
+    let store = crate::database::open_store(config).await?;
     let mut watcher = ChainWatcher::new(
         chain.clone(),
         store,

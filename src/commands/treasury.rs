@@ -20,7 +20,7 @@ pub async fn run(config: &Config, command: TreasuryCommand) -> anyhow::Result<()
         }
         TreasuryCommand::Fund { chain, tx } => {
             let chain = chain_named(&chain)?;
-            let store = crate::daemon::open_store(config).await?;
+            let store = crate::database::open_store(config).await?;
             for funding in crate::treasury::record_funding(&store, &chain, treasury, &tx).await? {
                 let decimals = chain.asset(&funding.asset).map(|a| a.decimals).unwrap_or(18);
                 let what = if funding.new { "recorded" } else { "already recorded" };
@@ -31,7 +31,7 @@ pub async fn run(config: &Config, command: TreasuryCommand) -> anyhow::Result<()
         TreasuryCommand::ResumeSigner { chain, address } => {
             let chain = chain_named(&chain)?;
             let address = parse_address(&address).map_err(|e| anyhow::anyhow!("--address: {e}"))?;
-            let store = crate::daemon::open_store(config).await?;
+            let store = crate::database::open_store(config).await?;
             let wallet = std::sync::Arc::new(wallet);
             let nonce = crate::treasury::resume_signer(&store, config, wallet, &chain, address).await?;
             println!("{} resumed on {} at nonce {nonce}", address.to_checksum(None), chain.name);

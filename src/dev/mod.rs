@@ -120,7 +120,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let config_path = write_config(&dir, args.api_addr(api_port), &rpc_url, &tokens)?;
         let config = Config::load(Some(&config_path), None).context("the generated dev configuration is invalid")?;
         let api_key = ensure_demo_merchant(&config, previous.as_ref()).await?;
-        let store = crate::daemon::open_store(&config).await?;
+        let store = crate::database::open_store(&config).await?;
         let chain_config = config.chain("anvil").context("the dev configuration has no anvil chain")?;
         fund_treasury(&store, chain_config, wallet.treasury().address(), DEV_TREASURY_FUNDING).await?;
         store.close().await;
@@ -139,7 +139,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         write_private_file(&dir.join("dev.json"), &(serde_json::to_string_pretty(&info)? + "\n"))?;
         print_quick_start(&info, &dir);
-        crate::daemon::run(config, &[], crate::daemon::shutdown_on_signal()).await
+        let shutdown = crate::shutdown::on_signal();
+        crate::daemon::Daemon::build(config, &[]).await?.run(shutdown).await
     }
     .await;
     chain.shutdown().await;
@@ -284,7 +285,7 @@ fn write_config(
 
 /// The demo merchant's key: the previous run's when it still works, else a new merchant and key.
 async fn ensure_demo_merchant(config: &Config, previous: Option<&DevInfo>) -> anyhow::Result<SecretString> {
-    let store = crate::daemon::open_store(config).await?;
+    let store = crate::database::open_store(config).await?;
     let mut conn = store.conn().await?;
     if let Some(previous) = previous {
         let key = SecretString::from(previous.api_key.clone());

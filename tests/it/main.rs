@@ -10,6 +10,7 @@ mod api;
 mod chaos;
 mod checkout;
 mod cli;
+mod daemon;
 mod dev;
 mod docker;
 mod fault_proxy;

@@ -12,9 +12,9 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use depositd::dev::anvil::free_port;
-use depositd_api::delivery::Deliverer;
 use depositd_core::config::Config;
 use depositd_core::store::api_keys::Scope;
+use depositd_webhooks::Deliverer;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};

@@ -14,6 +14,7 @@ use depositd_core::store::webhooks::{self, CallbackSecret, Endpoint, EventFilter
 use depositd_core::store::{Conn, StoreError};
 use depositd_core::time::now_ms;
 use depositd_core::webhooks::{EVENT_TYPES, generate_secret};
+use depositd_webhooks::ssrf;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -22,7 +23,7 @@ use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract::{PathId, QueryParams};
 use crate::state::AppState;
-use crate::{extract, ssrf, validate};
+use crate::{extract, validate};
 
 /// An endpoint as the API shows it. (No `Debug`: it can carry a freshly shown secret.)
 #[derive(Serialize, utoipa::ToSchema)]
