@@ -10,6 +10,8 @@
 //! - [`crediting`]: the single entry point for what a detected, confirmed or reorged deposit does
 //!   to its invoice (status rules, outbox events).
 //! - [`deposit`]: the deposit resource webhooks and the API show.
+//! - [`deposit_address`]: a deposit address handed out (what for, which HD index), shared by the
+//!   counter and the pool that hand them out.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
 //! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
 //! - [`gas`]: EIP-1559 gas prices: first fees, budgets, replacements, a native payout's reserve.
@@ -38,6 +40,7 @@
 pub mod config;
 pub mod crediting;
 pub mod deposit;
+pub mod deposit_address;
 pub mod evm;
 pub mod fees;
 pub mod gas;

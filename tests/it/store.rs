@@ -2,12 +2,12 @@
 
 use std::collections::HashSet;
 
+use depositd_core::deposit_address::{AddressPurpose, DepositAddress};
 use depositd_core::store::address_pool;
 use depositd_core::store::api_keys::{self, KeyMode, KeyRejection, Scope};
 use depositd_core::store::cursors::{self, ChainCursor};
-use depositd_core::store::deposit_addresses::{self, AddressPurpose, DepositAddress};
 use depositd_core::store::merchants::{self, MerchantStatus, NewMerchant};
-use depositd_core::store::{Store, StoreError};
+use depositd_core::store::{Store, StoreError, deposit_addresses};
 use depositd_core::wallet::HdWallet;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
