@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use depositd_core::deposit_address::AddressPurpose;
 use depositd_core::store::StoreError;
 use depositd_core::store::address_pool;
-use depositd_core::store::deposit_addresses::AddressPurpose;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;

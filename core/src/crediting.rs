@@ -27,8 +27,9 @@ use crate::deposit::DepositResource;
 use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, PaymentFlag, SessionSigner};
 use crate::ledger::{self, deposits::CreditKind};
 use crate::money::BaseUnits;
+use crate::outbox::{self, EventType, Subject};
 use crate::store::deposits::{self, Deposit, DepositState};
-use crate::store::{Conn, StoreError, events, invoices, merchants, static_addresses};
+use crate::store::{StoreError, Tx, invoices, merchants, static_addresses};
 use crate::time::now_ms;
 
 /// What the crediting functions need to render resources for events.
@@ -50,7 +51,7 @@ pub struct Settlement {
     pub status: InvoiceStatus,
     pub flags: Vec<PaymentFlag>,
     pub finished_at: Option<i64>,
-    pub events: Vec<&'static str>,
+    pub events: Vec<EventType>,
 }
 
 /// Pure rule: the invoice after `paid_total` is confirmed (see the module doc).
@@ -81,41 +82,54 @@ pub fn settle(
     let mut events = Vec::new();
     let (status, finished_at) = match invoice.status {
         InvoiceStatus::Pending | InvoiceStatus::Processing | InvoiceStatus::Expired if covered => {
-            events.push(if late { "invoice.paid_late" } else { "invoice.paid" });
+            events.push(if late { EventType::InvoicePaidLate } else { EventType::InvoicePaid });
             (InvoiceStatus::Paid, Some(invoice.finished_at.unwrap_or(now)))
         }
         InvoiceStatus::Pending | InvoiceStatus::Processing => {
-            events.push("invoice.underpaid");
+            events.push(EventType::InvoiceUnderpaid);
             (InvoiceStatus::Pending, None)
         }
         // Expired and still short, or already finished: credit and flag, keep the status.
         other => {
             if late {
-                events.push("invoice.paid_late");
+                events.push(EventType::InvoicePaidLate);
             }
             (other, invoice.finished_at)
         }
     };
     if flags.contains(&PaymentFlag::Overpaid) && !invoice.payment_flags.contains(&PaymentFlag::Overpaid) {
-        events.push("invoice.overpaid");
+        events.push(EventType::InvoiceOverpaid);
     }
     Settlement { status, flags, finished_at, events }
 }
 
 /// A new deposit was seen (not yet confirmed).
-pub async fn on_detected(conn: &mut Conn, ctx: Context<'_>, deposit: &Deposit) -> Result<(), StoreError> {
+pub async fn on_detected(tx: &mut Tx, ctx: Context<'_>, deposit: &Deposit) -> Result<(), StoreError> {
     let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
-    events::record(conn, merchant_id, "deposit.detected", "deposit", deposit.id, &DepositResource::build(deposit))
-        .await?;
-    ledger::deposits::post_pending(conn, deposit).await?;
+    outbox::record(
+        tx,
+        merchant_id,
+        EventType::DepositDetected,
+        Subject::new("deposit", deposit.id),
+        &DepositResource::build(deposit),
+    )
+    .await?;
+    ledger::deposits::post_pending(tx, deposit).await?;
     if let Some(invoice_id) = deposit.invoice_id
-        && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
+        && let Some(mut invoice) = invoices::get_any(tx, invoice_id).await?
         && invoice.status == InvoiceStatus::Pending
     {
         let read = invoice.clone();
         invoice.status = InvoiceStatus::Processing;
-        invoices::update_payment_state(conn, &read, &invoice).await?;
-        events::record(conn, merchant_id, "invoice.processing", "invoice", invoice.id, &ctx.resource(&invoice)).await?;
+        invoices::update_payment_state(tx, &read, &invoice).await?;
+        outbox::record(
+            tx,
+            merchant_id,
+            EventType::InvoiceProcessing,
+            Subject::invoice(&invoice),
+            &ctx.resource(&invoice),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -123,12 +137,12 @@ pub async fn on_detected(conn: &mut Conn, ctx: Context<'_>, deposit: &Deposit) -
 /// A detected deposit reached its confirmations: credit it, exactly once. Returns whether this
 /// call did it (false when another process got there first).
 pub async fn on_confirmed(
-    conn: &mut Conn,
+    tx: &mut Tx,
     ctx: Context<'_>,
     chain: &ChainConfig,
     deposit: &Deposit,
 ) -> Result<bool, StoreError> {
-    if !deposits::transition(conn, deposit, DepositState::Detected, DepositState::Confirmed).await? {
+    if !deposits::transition(tx, deposit, DepositState::Detected, DepositState::Confirmed).await? {
         return Ok(false); // Confirmed (or reorged) by someone else in the meantime.
     }
     let Some(merchant_id) = deposit.merchant_id else { return Ok(true) };
@@ -137,7 +151,7 @@ pub async fn on_confirmed(
     confirmed.confirmed_at = Some(now_ms());
 
     if let Some(static_id) = deposit.static_address_id {
-        let rail = static_addresses::get(conn, merchant_id, static_id)
+        let rail = static_addresses::get(tx, merchant_id, static_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("deposit {} names a missing static address", deposit.id)))?;
         let asset = chain.asset(&deposit.asset).ok_or_else(|| {
@@ -147,7 +161,7 @@ pub async fn on_confirmed(
             // A later life of a deposit a reorg took away: it pays its own invoice again (same id),
             // so a merchant who deduplicates on invoice ids sees one payment.
             Some(invoice_id) => {
-                let mut invoice = invoices::get_any(conn, invoice_id)
+                let mut invoice = invoices::get_any(tx, invoice_id)
                     .await?
                     .ok_or_else(|| StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)))?;
                 let read = invoice.clone();
@@ -161,42 +175,48 @@ pub async fn on_confirmed(
                     .amount_paid_base_units
                     .checked_add(deposit.amount)
                     .ok_or_else(|| StoreError::Corrupt(format!("invoice {} paid total overflows", invoice.id)))?;
-                invoices::update_payment_state(conn, &read, &invoice).await?;
+                invoices::update_payment_state(tx, &read, &invoice).await?;
                 invoice
             }
             None => {
-                let invoice = static_addresses::create_deposit_invoice(conn, &rail, asset, deposit.amount).await?;
-                deposits::link_invoice(conn, deposit.id, invoice.id).await?;
+                let invoice = static_addresses::create_deposit_invoice(tx, &rail, asset, deposit.amount).await?;
+                deposits::link_invoice(tx, deposit.id, invoice.id).await?;
                 invoice
             }
         };
         confirmed.invoice_id = Some(invoice.id);
-        ledger::deposits::post_credit(conn, &confirmed, &invoice, CreditKind::Static).await?;
-        events::record(
-            conn,
+        ledger::deposits::post_credit(tx, &confirmed, &invoice, CreditKind::Static).await?;
+        outbox::record(
+            tx,
             merchant_id,
-            "deposit.confirmed",
-            "deposit",
-            deposit.id,
+            EventType::DepositConfirmed,
+            Subject::new("deposit", deposit.id),
             &DepositResource::build(&confirmed),
         )
         .await?;
         let resource = ctx.resource(&invoice);
-        events::record(conn, merchant_id, "static_address.deposit", "static_address", static_id, &resource).await?;
+        outbox::record(tx, merchant_id, EventType::StaticAddressDeposit, Subject::static_address(&rail), &resource)
+            .await?;
         if invoice.status == InvoiceStatus::Paid {
-            events::record(conn, merchant_id, "invoice.paid", "invoice", invoice.id, &resource).await?;
+            outbox::record(tx, merchant_id, EventType::InvoicePaid, Subject::invoice(&invoice), &resource).await?;
         }
         return Ok(true);
     }
 
-    events::record(conn, merchant_id, "deposit.confirmed", "deposit", deposit.id, &DepositResource::build(&confirmed))
-        .await?;
+    outbox::record(
+        tx,
+        merchant_id,
+        EventType::DepositConfirmed,
+        Subject::new("deposit", deposit.id),
+        &DepositResource::build(&confirmed),
+    )
+    .await?;
     let Some(invoice_id) = deposit.invoice_id else { return Ok(true) };
-    let Some(mut invoice) = invoices::get_any(conn, invoice_id).await? else {
+    let Some(mut invoice) = invoices::get_any(tx, invoice_id).await? else {
         return Err(StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)));
     };
     let read = invoice.clone();
-    let merchant = merchants::get(conn, merchant_id)
+    let merchant = merchants::get(tx, merchant_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("invoice {} has no merchant", invoice.id)))?;
     let paid_total = invoice
@@ -207,19 +227,19 @@ pub async fn on_confirmed(
     let late = deposit.detected_at > invoice.expires_at;
     let mut outcome = settle(&invoice, paid_total, merchant.payment_tolerance_percent, now_ms(), late);
     // A partial payment with more still confirming keeps the invoice processing.
-    if outcome.status == InvoiceStatus::Pending && deposits::invoice_has_detected(conn, invoice.id, deposit.id).await? {
+    if outcome.status == InvoiceStatus::Pending && deposits::invoice_has_detected(tx, invoice.id, deposit.id).await? {
         outcome.status = InvoiceStatus::Processing;
     }
     invoice.status = outcome.status;
     invoice.payment_flags = outcome.flags;
     invoice.amount_paid_base_units = paid_total;
     invoice.finished_at = outcome.finished_at;
-    invoices::update_payment_state(conn, &read, &invoice).await?;
+    invoices::update_payment_state(tx, &read, &invoice).await?;
     let kind = if late { CreditKind::Late } else { CreditKind::Invoice };
-    ledger::deposits::post_credit(conn, &confirmed, &invoice, kind).await?;
+    ledger::deposits::post_credit(tx, &confirmed, &invoice, kind).await?;
     let resource = ctx.resource(&invoice);
     for event in outcome.events {
-        events::record(conn, merchant_id, event, "invoice", invoice.id, &resource).await?;
+        outbox::record(tx, merchant_id, event, Subject::invoice(&invoice), &resource).await?;
     }
     Ok(true)
 }
@@ -227,44 +247,43 @@ pub async fn on_confirmed(
 /// A reorg removed the deposit's block. Unconfirmed: it goes back to waiting (it may reappear).
 /// Confirmed: its credit is reversed and `deposit.reversed` announces it; nothing is deleted.
 /// Returns the state the deposit entered, if this call moved it.
-pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<DepositState>, StoreError> {
+pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<DepositState>, StoreError> {
     match deposit.state {
         DepositState::Detected => {
-            if !deposits::transition(conn, deposit, DepositState::Detected, DepositState::Reorged).await? {
+            if !deposits::transition(tx, deposit, DepositState::Detected, DepositState::Reorged).await? {
                 return Ok(None);
             }
-            ledger::deposits::post_removal(conn, deposit).await?;
+            ledger::deposits::post_removal(tx, deposit).await?;
             if let Some(invoice_id) = deposit.invoice_id
-                && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
+                && let Some(mut invoice) = invoices::get_any(tx, invoice_id).await?
                 && invoice.status == InvoiceStatus::Processing
-                && !deposits::invoice_has_detected(conn, invoice_id, deposit.id).await?
+                && !deposits::invoice_has_detected(tx, invoice_id, deposit.id).await?
             {
                 let read = invoice.clone();
                 invoice.status = InvoiceStatus::Pending;
-                invoices::update_payment_state(conn, &read, &invoice).await?;
+                invoices::update_payment_state(tx, &read, &invoice).await?;
             }
             Ok(Some(DepositState::Reorged))
         }
         DepositState::Confirmed => {
-            if !deposits::transition(conn, deposit, DepositState::Confirmed, DepositState::Reversed).await? {
+            if !deposits::transition(tx, deposit, DepositState::Confirmed, DepositState::Reversed).await? {
                 return Ok(None);
             }
             tracing::error!(deposit_id = %deposit.id, tx_hash = %deposit.tx_hash, "a reorg deeper than the confirmations removed a credited deposit; reversing it");
-            ledger::deposits::post_removal(conn, deposit).await?;
+            ledger::deposits::post_removal(tx, deposit).await?;
             let Some(merchant_id) = deposit.merchant_id else { return Ok(Some(DepositState::Reversed)) };
             let mut reversed = deposit.clone();
             reversed.state = DepositState::Reversed;
-            events::record(
-                conn,
+            outbox::record(
+                tx,
                 merchant_id,
-                "deposit.reversed",
-                "deposit",
-                deposit.id,
+                EventType::DepositReversed,
+                Subject::new("deposit", deposit.id),
                 &DepositResource::build(&reversed),
             )
             .await?;
             if let Some(invoice_id) = deposit.invoice_id
-                && let Some(mut invoice) = invoices::get_any(conn, invoice_id).await?
+                && let Some(mut invoice) = invoices::get_any(tx, invoice_id).await?
             {
                 let read = invoice.clone();
                 let paid = invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
@@ -290,7 +309,7 @@ pub async fn on_reorged(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Dep
                     PaymentFlag::Overpaid => paid > amount,
                     PaymentFlag::Underpaid | PaymentFlag::PaidLate => !paid.is_zero(),
                 });
-                invoices::update_payment_state(conn, &read, &invoice).await?;
+                invoices::update_payment_state(tx, &read, &invoice).await?;
             }
             Ok(Some(DepositState::Reversed))
         }
@@ -341,20 +360,24 @@ mod tests {
         let exact = settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(10_000_000), Decimal::ZERO, 5, false);
         assert_eq!(
             (exact.status, exact.flags.clone(), exact.events.clone()),
-            (InvoiceStatus::Paid, vec![], vec!["invoice.paid"])
+            (InvoiceStatus::Paid, vec![], vec![EventType::InvoicePaid])
         );
         assert_eq!(exact.finished_at, Some(5));
 
         let over = settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(12_000_000), Decimal::ZERO, 5, false);
         assert_eq!(
             (over.status, over.flags, over.events),
-            (InvoiceStatus::Paid, vec![PaymentFlag::Overpaid], vec!["invoice.paid", "invoice.overpaid"])
+            (
+                InvoiceStatus::Paid,
+                vec![PaymentFlag::Overpaid],
+                vec![EventType::InvoicePaid, EventType::InvoiceOverpaid]
+            )
         );
 
         let under = settle(&invoice(InvoiceStatus::Processing), BaseUnits::from(4_000_000), Decimal::ZERO, 5, false);
         assert_eq!(
             (under.status, under.flags, under.events),
-            (InvoiceStatus::Pending, vec![PaymentFlag::Underpaid], vec!["invoice.underpaid"])
+            (InvoiceStatus::Pending, vec![PaymentFlag::Underpaid], vec![EventType::InvoiceUnderpaid])
         );
     }
 
@@ -373,7 +396,7 @@ mod tests {
         let late_full = settle(&invoice(InvoiceStatus::Expired), BaseUnits::from(10_000_000), Decimal::ZERO, 5, true);
         assert_eq!(
             (late_full.status, late_full.flags, late_full.events),
-            (InvoiceStatus::Paid, vec![PaymentFlag::PaidLate], vec!["invoice.paid_late"])
+            (InvoiceStatus::Paid, vec![PaymentFlag::PaidLate], vec![EventType::InvoicePaidLate])
         );
         let late_partial = settle(&invoice(InvoiceStatus::Expired), BaseUnits::from(3_000_000), Decimal::ZERO, 5, true);
         assert_eq!(
@@ -381,6 +404,6 @@ mod tests {
             (InvoiceStatus::Expired, vec![PaymentFlag::Underpaid, PaymentFlag::PaidLate])
         );
         let after_paid = settle(&invoice(InvoiceStatus::Paid), BaseUnits::from(15_000_000), Decimal::ZERO, 5, false);
-        assert_eq!((after_paid.status, after_paid.events), (InvoiceStatus::Paid, vec!["invoice.overpaid"]));
+        assert_eq!((after_paid.status, after_paid.events), (InvoiceStatus::Paid, vec![EventType::InvoiceOverpaid]));
     }
 }

@@ -15,11 +15,13 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::config::{AssetRef, ChainConfig, Config};
+use crate::deposit_address::AddressPurpose;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, SessionSigner};
+use crate::outbox::{self, EventType, Subject};
 use crate::pricing::{Pricer, PricingError};
-use crate::store::deposit_addresses::{self, AddressPurpose};
+use crate::store::deposit_addresses;
 use crate::store::merchants::{self, Merchant};
-use crate::store::{Conn, StoreError, events, invoices};
+use crate::store::{StoreError, Tx, invoices};
 use crate::time::now_ms;
 use crate::wallet::HdWallet;
 
@@ -177,13 +179,13 @@ fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Resu
 /// Makes merchant `merchant`'s invoice for `request` in the caller's transaction (see the module
 /// doc), and returns it with the resource `invoice.created` announced.
 pub async fn create(
-    conn: &mut Conn,
+    tx: &mut Tx,
     ctx: Context<'_>,
     merchant: &Merchant,
     request: InvoiceRequest,
 ) -> Result<(Invoice, InvoiceResource), InvoicingError> {
     let mut invoice = price(ctx, merchant, request)?;
-    let schedule = merchants::fee_schedule(conn, merchant, &invoice.asset, invoice.decimals).await?;
+    let schedule = merchants::fee_schedule(tx, merchant, &invoice.asset, invoice.decimals).await?;
     invoice
         .apply_fee_schedule(schedule)
         .map_err(|e| InvoicingError::AmountOutOfRange(format!("the fee cannot be applied to this amount: {e}")))?;
@@ -196,14 +198,14 @@ pub async fn create(
     }
     // The address is claimed last, just before the insert, so the counter row (locked until
     // commit on PostgreSQL) is held as briefly as possible.
-    let deposit = deposit_addresses::allocate(conn, ctx.wallet, AddressPurpose::Invoice).await?;
+    let deposit = deposit_addresses::allocate(tx, ctx.wallet, AddressPurpose::Invoice).await?;
     invoice.deposit_address_id = deposit.id;
     invoice.address = deposit.address;
-    invoices::insert(conn, &invoice).await.map_err(|e| match e {
+    invoices::insert(tx, &invoice).await.map_err(|e| match e {
         StoreError::Conflict(_) => InvoicingError::ExternalIdTaken,
         other => other.into(),
     })?;
     let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
-    events::record(conn, invoice.merchant_id, "invoice.created", "invoice", invoice.id, &resource).await?;
+    outbox::record(tx, invoice.merchant_id, EventType::InvoiceCreated, Subject::invoice(&invoice), &resource).await?;
     Ok((invoice, resource))
 }

@@ -10,6 +10,8 @@
 //! - [`crediting`]: the single entry point for what a detected, confirmed or reorged deposit does
 //!   to its invoice (status rules, outbox events).
 //! - [`deposit`]: the deposit resource webhooks and the API show.
+//! - [`deposit_address`]: a deposit address handed out (what for, which HD index), shared by the
+//!   counter and the pool that hand them out.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
 //! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
 //! - [`gas`]: EIP-1559 gas prices: first fees, budgets, replacements, a native payout's reserve.
@@ -22,6 +24,8 @@
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
+//! - [`outbox`]: the one place events are recorded and their webhook deliveries queued, in the
+//!   transaction of the change they report; the typed [`outbox::EventType`].
 //! - [`payout`]: payouts and refunds: the resource, and their lifecycle (create, cancel, sent,
 //!   confirmed, failed) for the API and the settler alike.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
@@ -31,13 +35,15 @@
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
 //! - [`text_enum`]: enums stored as TEXT: one word table per enum gives `as_str`, `FromStr`,
 //!   `ALL` and the sqlx codec.
-//! - [`webhooks`]: event types, signing secrets (encrypted at rest) and Standard Webhooks signatures.
+//! - [`webhooks`]: the event type words merchants subscribe to (from [`outbox::EventType`]),
+//!   signing secrets (encrypted at rest) and Standard Webhooks signatures.
 //! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
 
 pub mod config;
 pub mod crediting;
 pub mod deposit;
+pub mod deposit_address;
 pub mod evm;
 pub mod fees;
 pub mod gas;
@@ -47,6 +53,7 @@ pub mod leased;
 pub mod ledger;
 pub mod metrics;
 pub mod money;
+pub mod outbox;
 pub mod payout;
 pub mod pricing;
 pub mod secret;

@@ -21,9 +21,10 @@ use crate::config::{ChainConfig, SettlerSettings};
 use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, SessionSigner};
 use crate::ledger::{AccountKind, LedgerError, settlement};
 use crate::money::BaseUnits;
+use crate::outbox::{self, EventType, Subject};
 use crate::store::chain_txs::{self, ChainTx, Purpose, TxState};
 use crate::store::payouts::{self, Payout, PayoutKind, PayoutStatus};
-use crate::store::{Conn, StoreError, events, invoices};
+use crate::store::{Conn, StoreError, Tx, invoices};
 use crate::time::now_ms;
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -207,18 +208,14 @@ fn check_refundable(invoice: &Invoice, refunded: BaseUnits, amount: BaseUnits) -
 
 /// Stores a validated payout or refund with its chain intent and reservation and records
 /// `payout.created`, in the caller's transaction (which the caller commits).
-pub async fn create(
-    conn: &mut Conn,
-    ctx: Context<'_>,
-    new: NewPayout,
-) -> Result<(Payout, PayoutResource), PayoutError> {
+pub async fn create(db: &mut Tx, ctx: Context<'_>, new: NewPayout) -> Result<(Payout, PayoutResource), PayoutError> {
     if let Some(invoice) = &new.refund_of {
         // Checked again after the reservation (below), which serializes a merchant's refunds.
-        let already = refunded(conn, invoice).await?;
+        let already = refunded(db, invoice).await?;
         check_refundable(invoice, already, new.amount)?;
     }
     let fee_reserve = match new.token_address {
-        None => native_fee_reserve(conn, ctx).await?,
+        None => native_fee_reserve(db, ctx).await?,
         // A token payout's gas is paid by the operator.
         Some(_) => BaseUnits::ZERO,
     };
@@ -260,12 +257,12 @@ pub async fn create(
     intent.merchant_id = Some(payout.merchant_id);
     intent.invoice_id = payout.invoice_id;
 
-    payouts::insert(conn, &payout).await.map_err(|e| match e {
+    payouts::insert(db, &payout).await.map_err(|e| match e {
         StoreError::Conflict(_) => PayoutError::ExternalIdTaken,
         other => other.into(),
     })?;
-    chain_txs::insert_intent(conn, &intent).await?;
-    settlement::reserve_payout(conn, &payout).await.map_err(|e| match e {
+    chain_txs::insert_intent(db, &intent).await?;
+    settlement::reserve_payout(db, &payout).await.map_err(|e| match e {
         LedgerError::InsufficientFunds { balance, .. } => {
             let show = |v: BaseUnits| format!("{} {}", v.to_display(new.decimals), new.asset);
             let needed = new.amount.checked_add(fee_reserve).unwrap_or(new.amount);
@@ -284,12 +281,13 @@ pub async fn create(
     if let Some(invoice) = &new.refund_of {
         // The reservation locked the merchant's balance: concurrent refunds are now in order, and
         // the sum includes this one.
-        let promised = refunded(conn, invoice).await?;
+        let promised = refunded(db, invoice).await?;
         let others = promised.checked_sub(new.amount).unwrap_or_default();
         check_refundable(invoice, others, new.amount)?;
     }
     let resource = PayoutResource::build(&payout, &ctx.chain.name, new.decimals, None);
-    events::record(conn, payout.merchant_id, "payout.created", "payout", payout.id, &resource).await?;
+    outbox::record(db, payout.merchant_id, EventType::PayoutCreated, Subject::new("payout", payout.id), &resource)
+        .await?;
     tracing::info!(
         payout_id = %payout.id,
         merchant_id = %payout.merchant_id,
@@ -304,7 +302,7 @@ pub async fn create(
 /// Cancels merchant `merchant_id`'s payout `id` while its transaction is still an unsigned
 /// intent, releasing its reservation and recording `payout.cancelled`.
 pub async fn cancel(
-    conn: &mut Conn,
+    db: &mut Tx,
     ctx: Context<'_>,
     merchant_id: Uuid,
     id: Uuid,
@@ -314,24 +312,24 @@ pub async fn cancel(
             "only a pending payout whose transaction is not yet signed can be cancelled; this one is {state}"
         ))
     };
-    let before = payouts::get(conn, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
+    let before = payouts::get(db, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
     let Some(transaction_id) = before.transaction_id else {
         return Err(not_cancellable(before.status.as_str().to_owned()));
     };
     // The settler signs under the same lock: once we hold it, the intent stays an intent.
-    let chain_tx = chain_txs::lock(conn, transaction_id)
+    let chain_tx = chain_txs::lock(db, transaction_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("payout {id} names a missing transaction {transaction_id}")))?;
-    let payout = payouts::get(conn, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
+    let payout = payouts::get(db, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
     if payout.status != PayoutStatus::Pending {
         return Err(not_cancellable(payout.status.as_str().to_owned()));
     }
     if chain_tx.state != TxState::Intent {
         return Err(not_cancellable(format!("pending, but its transaction is already {}", chain_tx.state)));
     }
-    if !chain_txs::set_failed(conn, transaction_id, TxState::Intent, "cancelled").await?
+    if !chain_txs::set_failed(db, transaction_id, TxState::Intent, "cancelled").await?
         || !payouts::transition(
-            conn,
+            db,
             id,
             PayoutStatus::Pending,
             PayoutStatus::Cancelled,
@@ -342,10 +340,11 @@ pub async fn cancel(
     {
         return Err(not_cancellable("changing state concurrently".into()));
     }
-    settlement::release_payout(conn, &payout, BaseUnits::ZERO, "cancelled").await?;
-    let payout = payouts::get(conn, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
+    settlement::release_payout(db, &payout, BaseUnits::ZERO, "cancelled").await?;
+    let payout = payouts::get(db, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
     let resource = ctx.resource(&payout, None);
-    events::record(conn, payout.merchant_id, "payout.cancelled", "payout", payout.id, &resource).await?;
+    outbox::record(db, payout.merchant_id, EventType::PayoutCancelled, Subject::new("payout", payout.id), &resource)
+        .await?;
     tracing::info!(payout_id = %payout.id, merchant_id = %payout.merchant_id, "payout cancelled");
     Ok((payout, resource))
 }
@@ -357,45 +356,45 @@ async fn payout_of(conn: &mut Conn, tx: &ChainTx) -> Result<Payout, StoreError> 
 }
 
 async fn record_event(
-    conn: &mut Conn,
+    db: &mut Tx,
     ctx: Context<'_>,
     payout_id: Uuid,
-    event: &str,
+    event: EventType,
     tx_hash: Option<&str>,
 ) -> Result<(), StoreError> {
-    let p = payouts::get_any(conn, payout_id).await?.ok_or_else(|| StoreError::Corrupt("payout vanished".into()))?;
-    events::record(conn, p.merchant_id, event, p.kind.as_str(), p.id, &ctx.resource(&p, tx_hash)).await?;
+    let p = payouts::get_any(db, payout_id).await?.ok_or_else(|| StoreError::Corrupt("payout vanished".into()))?;
+    outbox::record(db, p.merchant_id, event, Subject::new(p.kind.as_str(), p.id), &ctx.resource(&p, tx_hash)).await?;
     Ok(())
 }
 
 /// The first broadcast of `tx` (a payout's or refund's) was recorded: the payout is `submitted`.
-pub async fn submitted(conn: &mut Conn, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), LedgerError> {
-    let p = payout_of(conn, tx).await?;
-    if payouts::transition(conn, p.id, PayoutStatus::Pending, PayoutStatus::Submitted, None, None).await? {
-        record_event(conn, ctx, p.id, "payout.sent", Some(tx_hash)).await?;
+pub async fn submitted(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), LedgerError> {
+    let p = payout_of(db, tx).await?;
+    if payouts::transition(db, p.id, PayoutStatus::Pending, PayoutStatus::Submitted, None, None).await? {
+        record_event(db, ctx, p.id, EventType::PayoutSent, Some(tx_hash)).await?;
     }
     Ok(())
 }
 
 /// `tx` (a payout's or refund's) is confirmed: the payout is paid, the merchant charged the gas
 /// of a native payout (within its reserve; the operator pays the rest, and a token payout's).
-pub async fn confirmed(conn: &mut Conn, ctx: Context<'_>, tx: &ChainTx) -> Result<(), LedgerError> {
+pub async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Result<(), LedgerError> {
     let gas = tx.gas_cost.unwrap_or_default();
-    let p = payout_of(conn, tx).await?;
+    let p = payout_of(db, tx).await?;
     let merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
-    settlement::payout_sent(conn, &p, merchant_gas).await?;
+    settlement::payout_sent(db, &p, merchant_gas).await?;
     let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();
-    settlement::operator_gas(conn, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
+    settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
     let mut moved = false;
     for from in [PayoutStatus::Submitted, PayoutStatus::Pending] {
         if !moved {
-            moved = payouts::transition(conn, p.id, from, PayoutStatus::Confirmed, Some(merchant_gas), None).await?;
+            moved = payouts::transition(db, p.id, from, PayoutStatus::Confirmed, Some(merchant_gas), None).await?;
         }
     }
     if moved {
-        record_event(conn, ctx, p.id, "payout.confirmed", tx.mined_tx_hash.as_deref()).await?;
+        record_event(db, ctx, p.id, EventType::PayoutConfirmed, tx.mined_tx_hash.as_deref()).await?;
         if p.kind == PayoutKind::Refund {
-            refund_confirmed(conn, ctx, &p).await?;
+            refund_confirmed(db, ctx, &p).await?;
         }
     }
     Ok(())
@@ -403,13 +402,13 @@ pub async fn confirmed(conn: &mut Conn, ctx: Context<'_>, tx: &ChainTx) -> Resul
 
 /// A refund confirmed: the invoice is `refunded` when its confirmed refunds reach what was
 /// paid, else `partially_refunded`.
-async fn refund_confirmed(conn: &mut Conn, ctx: Context<'_>, refund: &Payout) -> Result<(), StoreError> {
+async fn refund_confirmed(db: &mut Tx, ctx: Context<'_>, refund: &Payout) -> Result<(), StoreError> {
     let Some(invoice_id) = refund.invoice_id else { return Ok(()) };
-    let Some(mut invoice) = invoices::get_any(conn, invoice_id).await? else {
+    let Some(mut invoice) = invoices::get_any(db, invoice_id).await? else {
         return Err(StoreError::Corrupt(format!("refund {} names a missing invoice", refund.id)));
     };
     let mut refunded = BaseUnits::ZERO;
-    for r in payouts::refunds_of(conn, invoice_id).await? {
+    for r in payouts::refunds_of(db, invoice_id).await? {
         if r.status == PayoutStatus::Confirmed {
             refunded = refunded.checked_add(r.amount).unwrap_or(refunded);
         }
@@ -420,33 +419,33 @@ async fn refund_confirmed(conn: &mut Conn, ctx: Context<'_>, refund: &Payout) ->
     } else {
         InvoiceStatus::PartiallyRefunded
     };
-    invoices::update_payment_state(conn, &read, &invoice).await?;
+    invoices::update_payment_state(db, &read, &invoice).await?;
     let resource = InvoiceResource::build(&invoice, Vec::new(), ctx.public_url, ctx.sessions);
-    events::record(conn, invoice.merchant_id, "invoice.refunded", "invoice", invoice.id, &resource).await?;
+    outbox::record(db, invoice.merchant_id, EventType::InvoiceRefunded, Subject::invoice(&invoice), &resource).await?;
     Ok(())
 }
 
 /// `tx` (a payout's or refund's) failed: reverted on chain (`gas` is what it still cost) or never
 /// mined (`None`). The reservation is released, less the gas a native payout's reserve pays.
 pub async fn failed(
-    conn: &mut Conn,
+    db: &mut Tx,
     ctx: Context<'_>,
     tx: &ChainTx,
     gas: Option<BaseUnits>,
     reason: &str,
 ) -> Result<(), LedgerError> {
     let gas = gas.unwrap_or_default();
-    let p = payout_of(conn, tx).await?;
+    let p = payout_of(db, tx).await?;
     let merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
-    settlement::release_payout(conn, &p, merchant_gas, reason).await?;
+    settlement::release_payout(db, &p, merchant_gas, reason).await?;
     let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();
-    settlement::operator_gas(conn, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
+    settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
     let mut moved = false;
     for from in [PayoutStatus::Pending, PayoutStatus::Submitted] {
-        moved |= payouts::transition(conn, p.id, from, PayoutStatus::Failed, Some(merchant_gas), Some(reason)).await?;
+        moved |= payouts::transition(db, p.id, from, PayoutStatus::Failed, Some(merchant_gas), Some(reason)).await?;
     }
     if moved {
-        record_event(conn, ctx, p.id, "payout.failed", tx.mined_tx_hash.as_deref()).await?;
+        record_event(db, ctx, p.id, EventType::PayoutFailed, tx.mined_tx_hash.as_deref()).await?;
     }
     Ok(())
 }

@@ -56,8 +56,8 @@ macro_rules! text_enum {
             /// Every variant, in the order of the word table.
             pub const ALL: [$name; [$($word),+].len()] = [$($name::$variant),+];
 
-            /// The word stored for this value.
-            pub fn as_str(self) -> &'static str {
+            /// The word stored for this value (`const`, so tables of words can be built at compile time).
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $( $name::$variant => $word, )+
                 }

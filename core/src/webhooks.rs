@@ -1,13 +1,14 @@
-//! Webhooks, the parts every crate shares: the event types merchants can subscribe to, signing
-//! secrets (generated, shown once, encrypted at rest) and Standard Webhooks signatures.
+//! Webhooks, the parts every crate shares: the words of the event types merchants can subscribe
+//! to (the types themselves are `outbox::EventType`), signing secrets (generated, shown once,
+//! encrypted at rest) and Standard Webhooks signatures.
 //!
 //! Signing follows the Standard Webhooks specification: a secret is `whsec_<base64 key>`, and a
 //! delivery carries `webhook-id` (the event id, the same on every redelivery), `webhook-timestamp`
 //! (epoch seconds) and `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`,
 //! one space-separated signature per valid secret (two during a rotation's grace period).
 //!
-//! Delivery itself (the worker, the SSRF guard) lives in the API crate; the queue in
-//! `store::webhooks`.
+//! Delivery itself (the worker, the SSRF guard) lives in the API crate; what is queued, in
+//! `outbox`; the queue's rows, in `store::webhooks`.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,29 +19,19 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-/// Every event type depositd emits (a merchant subscribes to some or, with none listed, to all).
-pub const EVENT_TYPES: &[&str] = &[
-    "invoice.created",
-    "invoice.processing",
-    "invoice.paid",
-    "invoice.underpaid",
-    "invoice.overpaid",
-    "invoice.paid_late",
-    "invoice.expired",
-    "invoice.cancelled",
-    "invoice.refunded",
-    "deposit.detected",
-    "deposit.confirmed",
-    "deposit.reversed",
-    "static_address.deposit",
-    "payout.created",
-    "payout.sent",
-    "payout.confirmed",
-    "payout.failed",
-    "payout.cancelled",
-    "settlement.forwarded",
-    "webhook_endpoint.disabled",
-];
+use crate::outbox::EventType;
+
+/// Every event type depositd emits, by its word, in [`EventType::ALL`]'s order: what a merchant
+/// can subscribe to (listing none subscribes to all) and filter events by, and the OpenAPI enum.
+pub const EVENT_TYPES: &[&str] = &{
+    let mut words = [""; EventType::ALL.len()];
+    let mut i = 0;
+    while i < words.len() {
+        words[i] = EventType::ALL[i].as_str();
+        i += 1;
+    }
+    words
+};
 
 /// Random bytes in a new signing secret (the specification allows 24 to 64).
 const SECRET_BYTES: usize = 32;
@@ -124,6 +115,13 @@ pub fn signature_header(secrets: &[SecretString], id: &str, timestamp: i64, body
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_types_are_every_event_type_word() {
+        let words: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(EVENT_TYPES, words.as_slice());
+        assert!(EVENT_TYPES.contains(&"static_address.created") && EVENT_TYPES.contains(&"webhook_endpoint.disabled"));
+    }
 
     #[test]
     fn secrets_round_trip_sealed_and_never_print() {

@@ -7,9 +7,10 @@
 
 use depositd_core::ledger::{AccountKind, Posted, settlement};
 use depositd_core::money::BaseUnits;
+use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::payout::{self, Context};
+use depositd_core::store::Tx;
 use depositd_core::store::chain_txs::{ChainTx, Purpose};
-use depositd_core::store::{Conn, events};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -31,7 +32,7 @@ struct SettlementResource<'a> {
 }
 
 /// The first broadcast was recorded: a payout becomes `submitted`.
-pub(crate) async fn submitted(db: &mut Conn, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), SettleError> {
+pub(crate) async fn submitted(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), SettleError> {
     if matches!(tx.purpose, Purpose::Payout | Purpose::Refund) {
         payout::submitted(db, ctx, tx, tx_hash).await?;
     }
@@ -39,7 +40,7 @@ pub(crate) async fn submitted(db: &mut Conn, ctx: Context<'_>, tx: &ChainTx, tx_
 }
 
 /// The transaction is confirmed (status 1, `confirmations` deep).
-pub(crate) async fn confirmed(db: &mut Conn, ctx: Context<'_>, tx: &ChainTx) -> Result<(), SettleError> {
+pub(crate) async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Result<(), SettleError> {
     let native = ctx.chain.native.symbol.as_str();
     let gas = tx.gas_cost.unwrap_or_default();
     match tx.purpose {
@@ -69,7 +70,14 @@ pub(crate) async fn confirmed(db: &mut Conn, ctx: Context<'_>, tx: &ChainTx) -> 
                     destination: &tx.to_address,
                     tx_hash: tx.mined_tx_hash.as_deref(),
                 };
-                events::record(db, merchant_id, "settlement.forwarded", "settlement", tx.id, &resource).await?;
+                outbox::record(
+                    db,
+                    merchant_id,
+                    EventType::SettlementForwarded,
+                    Subject::new("settlement", tx.id),
+                    &resource,
+                )
+                .await?;
             }
         }
     }
@@ -79,7 +87,7 @@ pub(crate) async fn confirmed(db: &mut Conn, ctx: Context<'_>, tx: &ChainTx) -> 
 /// The transaction failed: reverted on chain (`gas` is what it still cost), or never mined
 /// (`None`). A payout's reservation is released; a sweep or forward is planned again later.
 pub(crate) async fn failed(
-    db: &mut Conn,
+    db: &mut Tx,
     ctx: Context<'_>,
     tx: &ChainTx,
     gas: Option<BaseUnits>,

@@ -2,12 +2,14 @@
 
 use std::collections::HashSet;
 
+use depositd_core::deposit_address::{AddressPurpose, DepositAddress};
+use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::store::address_pool;
 use depositd_core::store::api_keys::{self, KeyMode, KeyRejection, Scope};
 use depositd_core::store::cursors::{self, ChainCursor};
-use depositd_core::store::deposit_addresses::{self, AddressPurpose, DepositAddress};
 use depositd_core::store::merchants::{self, MerchantStatus, NewMerchant};
-use depositd_core::store::{Store, StoreError};
+use depositd_core::store::webhooks::{self, Endpoint};
+use depositd_core::store::{Backend, Store, StoreError, deposit_addresses, events};
 use depositd_core::wallet::HdWallet;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
@@ -24,6 +26,7 @@ both_backends!(
     chain_cursor_upserts,
     unique_constraint_maps_to_conflict,
     a_lease_has_one_holder_until_it_expires_or_is_released,
+    a_commit_wakes_the_delivery_worker_only_when_it_queued_deliveries,
 );
 
 async fn new_merchant(store: &Store, name: &str) -> merchants::Merchant {
@@ -314,4 +317,95 @@ async fn a_pool_from_another_mnemonic_is_never_handed_out(db: TestDb) {
     tx.commit().await.unwrap();
     assert_eq!(pooled.derivation_index, 6);
     assert_eq!(pooled.address, wallet.deposit_address(6).unwrap());
+}
+
+/// Whether [`Store::deliveries_queued`] resolves within `wait` (it resolves at once for a wake
+/// stored since the last call returned).
+async fn woken(store: &Store, wait: std::time::Duration) -> bool {
+    tokio::time::timeout(wait, store.deliveries_queued()).await.is_ok()
+}
+
+async fn a_commit_wakes_the_delivery_worker_only_when_it_queued_deliveries(db: TestDb) {
+    const PROMPTLY: std::time::Duration = std::time::Duration::from_secs(2);
+    const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+    let store = db.store().await;
+    let merchant = new_merchant(&store, "outbox").await;
+    // The merchant's one endpoint wants `invoice.paid` only.
+    let endpoint = Endpoint {
+        id: uuid::Uuid::now_v7(),
+        merchant_id: merchant.id,
+        url: "https://hooks.example.com/paid".into(),
+        description: None,
+        enabled_events: vec!["invoice.paid".into()],
+        enabled: true,
+        disabled_reason: None,
+        secret_sealed: "v1:unused".into(),
+        previous_secret_sealed: None,
+        previous_secret_expires_at: None,
+        last_success_at: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    webhooks::insert_endpoint(&mut store.conn().await.unwrap(), &endpoint).await.unwrap();
+    let data = serde_json::json!({"object": "invoice"});
+    let invoice = uuid::Uuid::now_v7();
+    assert!(!woken(&store, QUIET).await, "nothing committed yet");
+
+    // Queued to the endpoint: no wake while uncommitted, a prompt one once committed.
+    let mut tx = store.begin().await.unwrap();
+    let paid = outbox::record(&mut tx, merchant.id, EventType::InvoicePaid, Subject::new("invoice", invoice), &data)
+        .await
+        .unwrap();
+    assert!(!woken(&store, QUIET).await, "queueing alone wakes nobody: the deliveries are not committed");
+    tx.commit().await.unwrap();
+    assert!(woken(&store, PROMPTLY).await, "the commit that queued a delivery wakes the worker");
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(webhooks::deliveries(&mut conn, paid).await.unwrap().len(), 1);
+
+    // An event nobody gets (the endpoint does not want it, no callback URL), and a transaction
+    // with no event at all: committed, but nothing was queued, so no wake.
+    let mut tx = store.begin().await.unwrap();
+    let created =
+        outbox::record(&mut tx, merchant.id, EventType::InvoiceCreated, Subject::new("invoice", invoice), &data)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert!(webhooks::deliveries(&mut conn, created).await.unwrap().is_empty());
+    assert!(!woken(&store, QUIET).await, "a commit that queued nothing wakes nobody");
+    let tx = store.begin().await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!woken(&store, QUIET).await, "an empty commit wakes nobody");
+
+    // Queued, then rolled back (or dropped, which rolls back): no event, no delivery, no wake.
+    let callback =
+        Subject { callback_url: Some("https://shop.example.com/callback"), ..Subject::new("invoice", invoice) };
+    let mut tx = store.begin().await.unwrap();
+    outbox::record(&mut tx, merchant.id, EventType::InvoicePaid, callback, &data).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    outbox::record(&mut tx, merchant.id, EventType::InvoicePaid, callback, &data).await.unwrap();
+    drop(tx);
+    assert!(!woken(&store, QUIET).await, "a rolled-back transaction wakes nobody");
+    if store.backend() == Backend::Postgres {
+        // Only its own deliveries count: one transaction commits while another, open beside it,
+        // queued some (and then rolls back). (SQLite runs one writer at a time.)
+        let beside = store.begin().await.unwrap();
+        let mut queuing = store.begin().await.unwrap();
+        outbox::record(&mut queuing, merchant.id, EventType::InvoicePaid, callback, &data).await.unwrap();
+        beside.commit().await.unwrap();
+        assert!(!woken(&store, QUIET).await, "another transaction's deliveries do not wake on this commit");
+        queuing.rollback().await.unwrap();
+    }
+    assert_eq!(events::types_for(&mut conn, invoice).await.unwrap(), ["invoice.paid", "invoice.created"]);
+
+    // The resource's callback URL alone is enough to queue, and to wake.
+    let mut tx = store.begin().await.unwrap();
+    let expired = outbox::record(&mut tx, merchant.id, EventType::InvoiceExpired, callback, &data).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(woken(&store, PROMPTLY).await, "a delivery to the callback URL wakes the worker");
+    let deliveries = webhooks::deliveries(&mut conn, expired).await.unwrap();
+    assert_eq!(
+        deliveries.iter().map(|d| (d.endpoint_id, d.url.as_str())).collect::<Vec<_>>(),
+        [(None, "https://shop.example.com/callback")]
+    );
 }

@@ -14,11 +14,11 @@ use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1
 use depositd::dev::tokens::{self, TestToken};
 use depositd::reconcile::{self, Reconciliation, Surplus};
 use depositd_core::config::{ChainConfig, TokenConfig};
+use depositd_core::deposit_address::AddressPurpose;
 use depositd_core::money::BaseUnits;
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::chain_txs::{self, Purpose, TxState};
 use depositd_core::store::cursors::{self, ChainCursor};
-use depositd_core::store::deposit_addresses::AddressPurpose;
 use depositd_settler::Settler;
 use depositd_watcher::ChainWatcher;
 use secrecy::ExposeSecret;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use depositd_core::config::WebhookSettings;
 use depositd_core::metrics::Metrics;
 use depositd_core::store::webhooks::{self, Attempt, CallbackSecret, Claimed, Outcome};
-use depositd_core::store::{Store, StoreError, events};
+use depositd_core::store::{Store, StoreError};
 use depositd_core::time::now_ms;
 use depositd_core::wallet::HdWallet;
 use depositd_core::webhooks::{SecretBox, generate_secret, signature_header};
@@ -255,12 +255,11 @@ impl Deliverer {
                     "object": "webhook_endpoint", "id": endpoint.id, "url": endpoint.url,
                     "status": "disabled", "disabled_reason": reason,
                 });
-                events::record(
+                depositd_core::outbox::record(
                     &mut tx,
                     endpoint.merchant_id,
-                    "webhook_endpoint.disabled",
-                    "webhook_endpoint",
-                    endpoint.id,
+                    depositd_core::outbox::EventType::WebhookEndpointDisabled,
+                    depositd_core::outbox::Subject::new("webhook_endpoint", endpoint.id),
                     &resource,
                 )
                 .await?;

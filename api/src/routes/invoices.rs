@@ -9,9 +9,10 @@ use axum::response::Response;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
 use depositd_core::invoicing::{self, InvoiceRequest};
+use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::invoices::{self, InvoiceFilter};
-use depositd_core::store::{Conn, StoreError, cursors, events};
+use depositd_core::store::{Conn, StoreError, cursors};
 use governor::clock::{Clock, DefaultClock};
 use serde::{Deserialize, Serialize};
 
@@ -278,7 +279,8 @@ pub async fn cancel(
     }
     let invoice = invoices::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("invoice"))?;
     let resource = resource(&state, &mut tx, &invoice).await?;
-    events::record(&mut tx, invoice.merchant_id, "invoice.cancelled", "invoice", invoice.id, &resource).await?;
+    outbox::record(&mut tx, invoice.merchant_id, EventType::InvoiceCancelled, Subject::invoice(&invoice), &resource)
+        .await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(resource))
 }

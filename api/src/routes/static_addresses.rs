@@ -6,10 +6,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use depositd_core::deposit_address::AddressPurpose;
+use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
 use depositd_core::store::api_keys::Scope;
-use depositd_core::store::deposit_addresses::{self, AddressPurpose};
-use depositd_core::store::{StoreError, events, static_addresses};
+use depositd_core::store::deposit_addresses;
+use depositd_core::store::{StoreError, static_addresses};
 use depositd_core::time::now_ms;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -92,8 +94,14 @@ pub async fn create(
     };
     static_addresses::insert(&mut tx, &address).await?;
     let resource = StaticAddressResource::build(&address, asset.token_address);
-    events::record(&mut tx, address.merchant_id, "static_address.created", "static_address", address.id, &resource)
-        .await?;
+    outbox::record(
+        &mut tx,
+        address.merchant_id,
+        EventType::StaticAddressCreated,
+        Subject::static_address(&address),
+        &resource,
+    )
+    .await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     idempotency::commit_created(guard, tx, body).await
 }
@@ -196,12 +204,11 @@ pub async fn disable(
         .ok_or_else(|| ApiError::not_found("static address"))?;
     let resource = resource(&state, &address);
     if before.status == StaticAddressStatus::Active {
-        events::record(
+        outbox::record(
             &mut tx,
             address.merchant_id,
-            "static_address.disabled",
-            "static_address",
-            address.id,
+            EventType::StaticAddressDisabled,
+            Subject::static_address(&address),
             &resource,
         )
         .await?;

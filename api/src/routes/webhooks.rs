@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use depositd_core::outbox::{self, EventType};
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::webhooks::{self, CallbackSecret, Endpoint, EventFilter, EventRecord};
 use depositd_core::store::{Conn, StoreError};
@@ -503,7 +504,7 @@ async fn event_resource(conn: &mut Conn, event: EventRecord, with_attempts: bool
     Ok(EventResource {
         object: "event",
         id: event.id,
-        event_type: event.event_type,
+        event_type: event.event_type.to_string(),
         created_at: event.created_at.div_euclid(1000),
         resource_type: event.resource_type,
         resource_id: event.resource_id,
@@ -550,14 +551,10 @@ pub async fn list_events(
         }
         match name.as_str() {
             "type" => {
-                if !EVENT_TYPES.contains(&value.as_str()) {
-                    return Err(ApiError::invalid(
-                        "type",
-                        "invalid_event_type",
-                        format!("{value:?} is not an event type"),
-                    ));
-                }
-                filter.event_type = Some(value.clone());
+                let event_type: EventType = value.parse().map_err(|_| {
+                    ApiError::invalid("type", "invalid_event_type", format!("{value:?} is not an event type"))
+                })?;
+                filter.event_type = Some(event_type);
             }
             "resource_id" => {
                 filter.resource_id =
@@ -630,7 +627,7 @@ pub async fn redeliver(
     let mut tx = state.store.begin().await?;
     let event =
         webhooks::get_event(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    webhooks::redeliver(&mut tx, &event, auth.merchant.id).await?;
+    outbox::redeliver(&mut tx, &event, auth.merchant.id).await?;
     let resource = event_resource(&mut tx, event, false).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok((StatusCode::ACCEPTED, Json(resource)).into_response())

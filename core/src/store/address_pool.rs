@@ -7,8 +7,8 @@
 //! any transaction, then claims their indices with one conditional counter update and stores them
 //! with `pooled = 1`, all in one short transaction; [`claim`] hands one out inside the invoice's
 //! transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent creations take different
-//! rows). A rolled-back claim puts the address back. When the pool is empty,
-//! [`super::deposit_addresses::allocate`] falls back to the counter.
+//! rows). A rolled-back claim puts the address back. Its one caller is
+//! `store::deposit_addresses::allocate`, which falls back to the counter when the pool is empty.
 //!
 //! The counter still moves in commit order, and pooled addresses are ordinary rows of
 //! `deposit_addresses`: the watcher, which loads addresses by increasing index, watches every
@@ -19,8 +19,8 @@ use alloy::primitives::Address;
 use uuid::Uuid;
 
 use super::codec::Text;
-use super::deposit_addresses::{AddressPurpose, DepositAddress};
 use super::{Backend, Conn, Store, StoreError, parse_column};
+use crate::deposit_address::{AddressPurpose, DepositAddress};
 use crate::time::now_ms;
 use crate::wallet::HdWallet;
 

@@ -1,28 +1,17 @@
 //! Deposit addresses derived from the hot wallet at a fresh HD index each.
+//!
+//! [`allocate`] is the one way an address is handed out: it takes a pooled one
+//! ([`super::address_pool`]) first and falls back to the counter. The pool only stores and hands
+//! out rows; it never calls back here (the types both use are `crate::deposit_address`'s).
 
 use alloy::primitives::Address;
 use uuid::Uuid;
 
 use super::codec::Text;
 use super::{Conn, StoreError, parse_column};
-use crate::text_enum::text_enum;
+use crate::deposit_address::{AddressPurpose, DepositAddress};
 use crate::time::now_ms;
 use crate::wallet::HdWallet;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AddressPurpose {
-    Invoice,
-    Static,
-}
-
-text_enum! { AddressPurpose as "address purpose" { Invoice = "invoice", Static = "static" } }
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DepositAddress {
-    pub id: Uuid,
-    pub address: Address,
-    pub derivation_index: u64,
-}
 
 /// Hands out a deposit address: a pooled one when there is one (see [`super::address_pool`]),
 /// else the next HD index, recorded now. Call inside the transaction that creates the invoice or

@@ -12,10 +12,12 @@
 //!
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
-//! - [`merchants`], [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox),
-//!   [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
-//!   the delivery queue), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time): queries, one module per table family, each a small async
-//!   function taking a connection or transaction.
+//! - [`merchants`], [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox's
+//!   event rows), [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
+//!   the delivery queue's rows), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time): queries, one module per table family, each a small async
+//!   function taking a connection or transaction. They hold rows and SQL only: the rules that
+//!   decide what to write live in the lifecycle modules (`crate::outbox` for events and their
+//!   deliveries), which call them.
 
 pub mod address_pool;
 pub mod api_keys;
@@ -59,25 +61,31 @@ const SQLITE_WRITE_WAIT: Duration = Duration::from_secs(10);
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
     signals: Arc<Signals>,
-    /// The webhook queue generation when the transaction began (see [`Tx::commit`]).
-    queued_at_begin: u64,
+    /// Whether this transaction queued webhook deliveries (set by `crate::outbox`, the only code
+    /// that queues them): its commit wakes the delivery worker.
+    queued_deliveries: bool,
     _write_turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl Tx {
-    /// Commits. When webhook deliveries were queued anywhere in this process since the
-    /// transaction began (certainly when this transaction queued some), the delivery worker is
-    /// woken: a delivery goes out as soon as it is committed rather than at the worker's next poll.
-    /// A wake for another transaction's deliveries costs one empty claim.
+    /// Commits. When this transaction queued webhook deliveries, the delivery worker is woken
+    /// once the commit has succeeded: a delivery goes out as soon as it exists for other
+    /// connections rather than at the worker's next poll. A transaction that queued none, or
+    /// that rolls back (or is dropped), wakes nobody.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { inner, signals, queued_at_begin, _write_turn } = self;
+        let Tx { inner, signals, queued_deliveries, _write_turn } = self;
         inner.commit().await?;
         drop(_write_turn);
-        if webhooks::queue_generation() != queued_at_begin {
+        if queued_deliveries {
             signals.deliveries_queued.notify_one();
         }
         Ok(())
+    }
+
+    /// Notes that this transaction queued webhook deliveries (see [`Tx::commit`]).
+    pub(crate) fn deliveries_were_queued(&mut self) {
+        self.queued_deliveries = true;
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -370,9 +378,8 @@ impl Store {
             ),
             None => None,
         };
-        let queued_at_begin = webhooks::queue_generation();
         let inner = self.pool.begin_with(self.backend.begin_statement()).await?;
-        Ok(Tx { inner, signals: self.signals.clone(), queued_at_begin, _write_turn: write_turn })
+        Ok(Tx { inner, signals: self.signals.clone(), queued_deliveries: false, _write_turn: write_turn })
     }
 
     /// Opens a read-only transaction over one consistent snapshot (see
@@ -380,12 +387,12 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
         let inner = self.pool.begin_with(self.backend.snapshot_statement()).await?;
-        Ok(Tx { inner, signals: self.signals.clone(), queued_at_begin: 0, _write_turn: None })
+        Ok(Tx { inner, signals: self.signals.clone(), queued_deliveries: false, _write_turn: None })
     }
 
-    /// Resolves when a transaction of this process that queued webhook deliveries has committed
-    /// since the last call returned (at once when one has); the delivery worker waits on it
-    /// between polls.
+    /// Resolves when a transaction of this store (this process) that queued webhook deliveries
+    /// has committed since the last call returned (at once when one has); the delivery worker
+    /// waits on it between polls.
     pub async fn deliveries_queued(&self) {
         self.signals.deliveries_queued.notified().await
     }

@@ -1,17 +1,17 @@
-//! Webhook endpoints and the delivery queue.
+//! Webhook endpoints and the delivery queue: their rows and SQL.
 //!
-//! [`enqueue`] runs inside the transaction that records an event (see `store::events`), so a
-//! delivery exists exactly when its event does. Workers [`claim_due`] deliveries under a lease
+//! Which deliveries an event gets is `crate::outbox`'s rule: it calls [`insert_delivery`] inside
+//! the transaction that records the event, so a delivery exists exactly when its event does.
+//! Workers [`claim_due`] deliveries under a lease
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so daemons share the queue without taking the same
 //! row), and every later write is conditional on that lease: a worker whose lease ran out can no
 //! longer change the delivery another worker now owns.
-
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
 use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
+use crate::outbox::EventType;
 use crate::time::now_ms;
 
 /// A merchant's registered endpoint.
@@ -45,13 +45,6 @@ impl std::fmt::Debug for Endpoint {
             .field("enabled_events", &self.enabled_events)
             .field("enabled", &self.enabled)
             .finish_non_exhaustive()
-    }
-}
-
-impl Endpoint {
-    /// Whether it receives `event_type`.
-    pub fn wants(&self, event_type: &str) -> bool {
-        self.enabled && (self.enabled_events.is_empty() || self.enabled_events.iter().any(|e| e == event_type))
     }
 }
 
@@ -251,25 +244,9 @@ async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<()
     Ok(())
 }
 
-/// Bumped whenever deliveries are queued in this process (before they commit); a transaction
-/// that sees it moved between its begin and its commit wakes the delivery worker (see
-/// [`super::Tx::commit`]).
-static QUEUE_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-pub(crate) fn queue_generation() -> u64 {
-    QUEUE_GENERATION.load(Ordering::Relaxed)
-}
-
-/// Queues `event_id` for every enabled endpoint of the merchant that wants its type, and for
-/// the resource's own `callback_url` if it has one. Call in the event's transaction.
-#[tracing::instrument(skip(conn, callback_url))]
-pub async fn enqueue(
-    conn: &mut Conn,
-    merchant_id: Uuid,
-    event_id: Uuid,
-    event_type: &str,
-    callback_url: Option<&str>,
-) -> Result<(), StoreError> {
+/// The merchant's enabled endpoints (the candidates for a new event's deliveries).
+#[tracing::instrument(skip(conn))]
+pub async fn enabled_endpoints(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<Endpoint>, StoreError> {
     let rows: Vec<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE merchant_id = $1 AND status = 'enabled' \
          AND deleted_at IS NULL"
@@ -277,38 +254,36 @@ pub async fn enqueue(
     .bind(Text(merchant_id))
     .fetch_all(&mut *conn)
     .await?;
-    let now = now_ms();
-    let mut targets: Vec<(Option<Uuid>, String)> = Vec::new();
-    for row in rows {
-        let endpoint = Endpoint::try_from(row)?;
-        if endpoint.wants(event_type) {
-            targets.push((Some(endpoint.id), endpoint.url));
-        }
-    }
-    if let Some(url) = callback_url {
-        targets.push((None, url.to_owned()));
-    }
-    if !targets.is_empty() {
-        QUEUE_GENERATION.fetch_add(1, Ordering::Relaxed);
-    }
-    for (endpoint_id, url) in targets {
-        // One delivery per event and endpoint (and per event for the callback URL), whatever
-        // URL the endpoint has had meanwhile; the worker sends to its current URL.
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, url, state, attempt_count, next_attempt_at, \
-             created_at, updated_at) SELECT $1, $2, $3, $4, 'pending', 0, $5, $5, $5 WHERE NOT EXISTS \
-             (SELECT 1 FROM webhook_deliveries WHERE event_id = $2 AND ((endpoint_id IS NULL AND $3 IS NULL) OR endpoint_id = $3)) \
-             ON CONFLICT (event_id, url) DO NOTHING",
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(Text(event_id))
-        .bind(endpoint_id.map(Text))
-        .bind(url)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    rows.into_iter().map(Endpoint::try_from).collect()
+}
+
+/// Queues `event_id` for `url` (an endpoint's, or the resource's callback URL when `endpoint_id`
+/// is `None`), due at `now`. At most one delivery per event and endpoint (and per event for the
+/// callback URL), whatever URL the endpoint has had meanwhile, and one per event and URL: a
+/// second call for either is a no-op, so queueing again (a redelivery) never duplicates one.
+/// Returns whether a delivery was inserted.
+#[tracing::instrument(skip(conn, url))]
+pub async fn insert_delivery(
+    conn: &mut Conn,
+    event_id: Uuid,
+    endpoint_id: Option<Uuid>,
+    url: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, url, state, attempt_count, next_attempt_at, \
+         created_at, updated_at) SELECT $1, $2, $3, $4, 'pending', 0, $5, $5, $5 WHERE NOT EXISTS \
+         (SELECT 1 FROM webhook_deliveries WHERE event_id = $2 AND ((endpoint_id IS NULL AND $3 IS NULL) OR endpoint_id = $3)) \
+         ON CONFLICT (event_id, url) DO NOTHING",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(Text(event_id))
+    .bind(endpoint_id.map(Text))
+    .bind(url)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// A delivery a worker holds until `lease`.
@@ -480,7 +455,7 @@ pub async fn disable_endpoint(conn: &mut Conn, id: Uuid, reason: &str) -> Result
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
     pub id: Uuid,
-    pub event_type: String,
+    pub event_type: EventType,
     pub resource_type: String,
     pub resource_id: Uuid,
     /// `{"id","type","created_at","data"}` exactly as delivered.
@@ -503,7 +478,7 @@ pub struct Delivery {
 /// Filters for [`list_events`]; each is neutral when `None`.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub event_type: Option<String>,
+    pub event_type: Option<EventType>,
     pub resource_id: Option<Uuid>,
     /// Events with at least one delivery in this state (`pending`, `succeeded`, `failed`).
     pub delivery_state: Option<String>,
@@ -513,7 +488,7 @@ pub struct EventFilter {
 #[derive(sqlx::FromRow)]
 struct EventRow {
     id: Text<Uuid>,
-    event_type: String,
+    event_type: EventType,
     resource_type: String,
     resource_id: Text<Uuid>,
     payload: String,
@@ -547,7 +522,7 @@ pub async fn list_events(
          ORDER BY id DESC LIMIT $6",
     )
     .bind(Text(merchant_id))
-    .bind(&filter.event_type)
+    .bind(filter.event_type)
     .bind(filter.resource_id.map(Text))
     .bind(filter.starting_after.map(Text))
     .bind(&filter.delivery_state)
@@ -633,22 +608,20 @@ pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>
         .collect())
 }
 
-/// Redelivers an event: its deliveries start over (due now, a fresh retry schedule; earlier
-/// attempts stay recorded), and
-/// endpoints that want it but never had it get one. The event keeps its id and payload.
-#[tracing::instrument(skip(conn, event), fields(event_id = %event.id))]
-pub async fn redeliver(conn: &mut Conn, event: &EventRecord, merchant_id: Uuid) -> Result<(), StoreError> {
-    let now = now_ms();
-    sqlx::query(
+/// Starts event `event_id`'s deliveries over: due at `now`, a fresh retry schedule (earlier
+/// attempts stay recorded), except those to endpoints since disabled or deleted. Returns how many.
+#[tracing::instrument(skip(conn))]
+pub async fn restart_deliveries(conn: &mut Conn, event_id: Uuid, now: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = $1, locked_until = NULL, \
          updated_at = $1 WHERE event_id = $2 AND (endpoint_id IS NULL OR endpoint_id IN \
            (SELECT id FROM webhook_endpoints WHERE status = 'enabled' AND deleted_at IS NULL))",
     )
     .bind(now)
-    .bind(Text(event.id))
+    .bind(Text(event_id))
     .execute(&mut *conn)
     .await?;
-    enqueue(conn, merchant_id, event.id, &event.event_type, None).await
+    Ok(done.rows_affected())
 }
 
 /// Queue figures for metrics: pending deliveries and the creation time of the oldest.

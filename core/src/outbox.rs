@@ -1,0 +1,263 @@
+//! The outbox: the one place its rules are written. Every state change a merchant hears about is
+//! announced by [`record`], in the caller's transaction, which writes the event row and queues
+//! its webhook deliveries there too:
+//!
+//! - the event is `{"id","type","created_at","data"}` (`created_at` in epoch seconds, `data` the
+//!   resource as it is now), stored as the exact bytes every delivery sends and signs, and its id
+//!   is the `webhook-id` of every delivery and redelivery;
+//! - a delivery is queued to each enabled endpoint of the merchant that wants the type (one that
+//!   lists no types wants every type), then to the resource's own `callback_url` (invoices and
+//!   static addresses can have one), which the caller names in the event's [`Subject`];
+//! - queueing is idempotent per event and endpoint, per event and callback URL, and per event and
+//!   URL (the store's `insert_delivery`), so [`redeliver`] can queue again safely;
+//! - the transaction notes that it queued deliveries, and its commit (not before) wakes this
+//!   process's delivery worker; a rolled-back transaction leaves neither event nor delivery nor
+//!   wake behind. Other daemons' workers find the deliveries by polling.
+//!
+//! Nothing is ever delivered that is not committed: the worker claims only committed rows, and
+//! the event, its deliveries and the change they report commit or roll back together.
+//!
+//! The store modules (`store::events`, `store::webhooks`) only hold the rows and the SQL.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::invoice::Invoice;
+use crate::static_address::StaticAddress;
+use crate::store::webhooks::{self, Endpoint, EventRecord};
+use crate::store::{StoreError, Tx, events};
+use crate::text_enum::text_enum;
+use crate::time::now_ms;
+
+/// What happened. Merchants subscribe to types by their stored word (`invoice.paid`), which is
+/// also the payload's `type`: a word never changes once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    InvoiceCreated,
+    InvoiceProcessing,
+    InvoicePaid,
+    InvoiceUnderpaid,
+    InvoiceOverpaid,
+    InvoicePaidLate,
+    InvoiceExpired,
+    InvoiceCancelled,
+    InvoiceRefunded,
+    DepositDetected,
+    DepositConfirmed,
+    DepositReversed,
+    StaticAddressCreated,
+    StaticAddressDeposit,
+    StaticAddressDisabled,
+    PayoutCreated,
+    PayoutSent,
+    PayoutConfirmed,
+    PayoutFailed,
+    PayoutCancelled,
+    SettlementForwarded,
+    WebhookEndpointDisabled,
+}
+
+text_enum! {
+    EventType as "event type" {
+        InvoiceCreated = "invoice.created",
+        InvoiceProcessing = "invoice.processing",
+        InvoicePaid = "invoice.paid",
+        InvoiceUnderpaid = "invoice.underpaid",
+        InvoiceOverpaid = "invoice.overpaid",
+        InvoicePaidLate = "invoice.paid_late",
+        InvoiceExpired = "invoice.expired",
+        InvoiceCancelled = "invoice.cancelled",
+        InvoiceRefunded = "invoice.refunded",
+        DepositDetected = "deposit.detected",
+        DepositConfirmed = "deposit.confirmed",
+        DepositReversed = "deposit.reversed",
+        StaticAddressCreated = "static_address.created",
+        StaticAddressDeposit = "static_address.deposit",
+        StaticAddressDisabled = "static_address.disabled",
+        PayoutCreated = "payout.created",
+        PayoutSent = "payout.sent",
+        PayoutConfirmed = "payout.confirmed",
+        PayoutFailed = "payout.failed",
+        PayoutCancelled = "payout.cancelled",
+        SettlementForwarded = "settlement.forwarded",
+        WebhookEndpointDisabled = "webhook_endpoint.disabled",
+    }
+}
+
+/// What an event is about: the resource it reports (the events API filters by it), and where
+/// that resource wants its own callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// `invoice`, `deposit`, `static_address`, `payout`, `refund`, `settlement`,
+    /// `webhook_endpoint`.
+    pub resource_type: &'static str,
+    pub resource_id: Uuid,
+    /// The resource's `callback_url`: it receives every event about the resource, whatever the
+    /// merchant's endpoints want.
+    pub callback_url: Option<&'a str>,
+}
+
+impl Subject<'static> {
+    /// A resource without a callback URL of its own.
+    pub fn new(resource_type: &'static str, resource_id: Uuid) -> Subject<'static> {
+        Subject { resource_type, resource_id, callback_url: None }
+    }
+}
+
+impl<'a> Subject<'a> {
+    /// An invoice, with its callback URL.
+    pub fn invoice(invoice: &'a Invoice) -> Subject<'a> {
+        Subject {
+            resource_type: "invoice",
+            resource_id: invoice.id,
+            callback_url: invoice.details.callback_url.as_deref(),
+        }
+    }
+
+    /// A static address, with its callback URL (which the invoices its deposits create copy).
+    pub fn static_address(address: &'a StaticAddress) -> Subject<'a> {
+        Subject {
+            resource_type: "static_address",
+            resource_id: address.id,
+            callback_url: address.callback_url.as_deref(),
+        }
+    }
+}
+
+/// Records merchant `merchant_id`'s event `event_type` about `subject`, with `data` (the
+/// resource as the API shows it now), and queues its deliveries (see the module doc), all in
+/// `tx`. Returns the event id, stable across redeliveries.
+#[tracing::instrument(skip(tx, data), fields(resource_id = %subject.resource_id))]
+pub async fn record<T: Serialize>(
+    tx: &mut Tx,
+    merchant_id: Uuid,
+    event_type: EventType,
+    subject: Subject<'_>,
+    data: &T,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    let created_at = now_ms();
+    let event = EventRecord {
+        id,
+        event_type,
+        resource_type: subject.resource_type.to_owned(),
+        resource_id: subject.resource_id,
+        payload: payload(id, event_type, created_at, data),
+        created_at,
+    };
+    events::insert(tx, merchant_id, &event).await?;
+    queue(tx, merchant_id, &event, subject.callback_url).await?;
+    Ok(id)
+}
+
+/// Redelivers merchant `merchant_id`'s `event` (in `tx`): its deliveries start over (due now, a
+/// fresh retry schedule; earlier attempts stay recorded; not to endpoints since disabled or
+/// deleted), and endpoints that want it but never had it get one. The event keeps its id and
+/// its payload, byte for byte.
+#[tracing::instrument(skip(tx, event), fields(event_id = %event.id))]
+pub async fn redeliver(tx: &mut Tx, event: &EventRecord, merchant_id: Uuid) -> Result<(), StoreError> {
+    if webhooks::restart_deliveries(tx, event.id, now_ms()).await? > 0 {
+        tx.deliveries_were_queued();
+    }
+    // The callback URL already has its delivery (queued with the event, restarted above).
+    queue(tx, merchant_id, event, None).await
+}
+
+/// The event's payload: the bytes stored, delivered and signed. Merchants verify signatures over
+/// them, so this is written once and never changes shape (the unit test below holds it to the
+/// bytes). The resources it carries always serialize, as they do in the API's answers.
+fn payload<T: Serialize>(id: Uuid, event_type: EventType, created_at: i64, data: &T) -> String {
+    serde_json::json!({
+        "id": id,
+        "type": event_type.as_str(),
+        "created_at": created_at.div_euclid(1000),
+        "data": data,
+    })
+    .to_string()
+}
+
+/// Queues `event` for every enabled endpoint of the merchant that wants its type, then for
+/// `callback_url`, and notes on `tx` when that queued anything.
+async fn queue(
+    tx: &mut Tx,
+    merchant_id: Uuid,
+    event: &EventRecord,
+    callback_url: Option<&str>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut targets: Vec<(Option<Uuid>, String)> = webhooks::enabled_endpoints(tx, merchant_id)
+        .await?
+        .into_iter()
+        .filter(|endpoint| wants(endpoint, event.event_type))
+        .map(|endpoint| (Some(endpoint.id), endpoint.url))
+        .collect();
+    if let Some(url) = callback_url {
+        targets.push((None, url.to_owned()));
+    }
+    let mut queued = false;
+    for (endpoint_id, url) in targets {
+        // The delivery records the URL it was queued for; the worker sends to the endpoint's
+        // URL as it is when it sends.
+        queued |= webhooks::insert_delivery(tx, event.id, endpoint_id, &url, now).await?;
+    }
+    if queued {
+        tx.deliveries_were_queued();
+    }
+    Ok(())
+}
+
+/// Whether `endpoint` receives events of `event_type`: it is enabled and lists the type, or
+/// lists none (every type).
+fn wants(endpoint: &Endpoint, event_type: EventType) -> bool {
+    endpoint.enabled
+        && (endpoint.enabled_events.is_empty() || endpoint.enabled_events.iter().any(|e| e == event_type.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_keeps_its_shape_byte_for_byte() {
+        let id: Uuid = "01890a5d-ac96-774b-bcce-b302099a8057".parse().unwrap();
+        let data = serde_json::json!({"object": "invoice", "id": "x", "amount": "1.50"});
+        assert_eq!(
+            payload(id, EventType::InvoicePaid, 1_700_000_000_999, &data),
+            r#"{"created_at":1700000000,"data":{"amount":"1.50","id":"x","object":"invoice"},"id":"01890a5d-ac96-774b-bcce-b302099a8057","type":"invoice.paid"}"#
+        );
+    }
+
+    #[test]
+    fn event_words_are_unique_and_read_back() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
+            assert_eq!(EventType::ALL.iter().filter(|u| u.as_str() == t.as_str()).count(), 1);
+        }
+        assert!("invoice.shipped".parse::<EventType>().is_err());
+    }
+
+    #[test]
+    fn endpoints_want_what_they_list_or_everything() {
+        let mut endpoint = Endpoint {
+            id: Uuid::now_v7(),
+            merchant_id: Uuid::now_v7(),
+            url: "https://example.com/hooks".into(),
+            description: None,
+            enabled_events: vec![],
+            enabled: true,
+            disabled_reason: None,
+            secret_sealed: String::new(),
+            previous_secret_sealed: None,
+            previous_secret_expires_at: None,
+            last_success_at: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(EventType::ALL.iter().all(|t| wants(&endpoint, *t)), "no list: every type");
+        endpoint.enabled_events = vec!["invoice.paid".into()];
+        assert!(wants(&endpoint, EventType::InvoicePaid));
+        assert!(!wants(&endpoint, EventType::InvoiceCreated));
+        endpoint.enabled = false;
+        assert!(!wants(&endpoint, EventType::InvoicePaid), "a disabled endpoint wants nothing");
+    }
+}
