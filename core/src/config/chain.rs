@@ -196,3 +196,82 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use super::ChainConfig;
+    use crate::evm::parse_address;
+
+    /// The mainnet files in `chains/`: exactly these say `testnet = false` (their API keys are live).
+    const MAINNETS: [&str; 5] = ["arbitrum-one", "base", "ethereum", "op-mainnet", "polygon"];
+
+    fn shipped_chain_files() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chains");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Every file shipped in `chains/` loads through the real loader (unknown keys, names, URLs,
+    /// confirmations, decimals and address checksums are all checked there), follows the
+    /// conventions in `chains/README.md`, and is listed in its table.
+    #[test]
+    fn every_shipped_chain_file_loads_and_follows_the_conventions() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../chains/README.md")).unwrap();
+        let mut chain_ids: BTreeMap<u64, String> = BTreeMap::new();
+        let mut mainnets = Vec::new();
+        let files = shipped_chain_files();
+        for path in &files {
+            let stem = path.file_stem().unwrap().to_str().unwrap();
+            let chain = ChainConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(chain.name, stem, "{}", path.display());
+            assert_eq!(
+                chain.testnet,
+                !MAINNETS.contains(&stem),
+                "{stem}: `testnet` must be false exactly for mainnets"
+            );
+            if !chain.testnet {
+                mainnets.push(stem.to_owned());
+            }
+            let env_name = stem.to_ascii_uppercase().replace('-', "_");
+            assert_eq!(chain.rpc_urls_env.as_deref(), Some(format!("DEPOSITD_RPC_URLS_{env_name}").as_str()), "{stem}");
+            assert_eq!(chain.ws_url_env.as_deref(), Some(format!("DEPOSITD_WS_URL_{env_name}").as_str()), "{stem}");
+            if let Some(other) = chain_ids.insert(chain.chain_id, stem.to_owned()) {
+                panic!("{stem} and {other} share chain_id {}", chain.chain_id);
+            }
+
+            // The loader also accepts all-lowercase addresses; shipped files must be EIP-55
+            // checksummed, so compare the text as written with its checksummed form.
+            let text: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let tokens = text.get("tokens").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+            assert_eq!(tokens.len(), chain.tokens.len());
+            for (written, token) in tokens.iter().zip(&chain.tokens) {
+                let written = written["address"].as_str().unwrap();
+                assert_eq!(parse_address(written).unwrap(), token.address);
+                assert_eq!(written, token.address.to_checksum(None), "{stem} {}: not EIP-55 checksummed", token.symbol);
+            }
+            if !chain.testnet {
+                assert!(!chain.tokens.is_empty(), "{stem}: a mainnet file lists its stablecoins");
+            }
+
+            let row = format!("| `{stem}.toml` |");
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("{row} missing in chains/README.md"));
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            assert_eq!(cells[3], chain.chain_id.to_string(), "chains/README.md chain_id of {stem}");
+            assert_eq!(cells[4], chain.confirmations.to_string(), "chains/README.md confirmations of {stem}");
+        }
+        assert_eq!(mainnets, MAINNETS, "every mainnet file is shipped");
+        assert!(files.len() > MAINNETS.len(), "the testnet files are shipped too");
+    }
+}
