@@ -1,4 +1,5 @@
-//! Request bodies: JSON parsed with the path of any offending field, so every 400 names its `param`.
+//! Request bodies and path ids: JSON parsed with the path of any offending field, so every 400
+//! names its `param`. (Query strings are [`crate::query`]'s.)
 //!
 //! A body is read twice: [`json_object`] checks the document as written (one object, no key twice
 //! in any object, no number in exponent form) and returns it as a [`serde_json::Value`] (what
@@ -14,6 +15,30 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::ApiError;
+
+/// Request bodies above this are refused (an invoice with 5 KB of metadata is far below it).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The body, or a JSON error when it is over the limit or cannot be read.
+pub fn body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES },
+        _ => ApiError::InvalidRequest { code: "invalid_body", message: rejection.body_text(), param: None },
+    })
+}
+
+/// A request type from a body that must be one JSON object: [`body`], [`json_object`], [`typed`].
+/// (Creating requests go through [`crate::idempotency::Create`], which claims a key between the
+/// last two.)
+pub fn json<T: DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = self::body(body)?;
+    json_object(&body)?;
+    typed(&body)
+}
 
 /// A body [`json_object_exact`] accepted: the JSON, and the number literals in it that a
 /// [`serde_json::Value`] (an `f64`) does not hold exactly.
@@ -202,42 +227,6 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
-/// The query string as name -> value: a name given twice is a 400 `duplicate_parameter` (not
-/// "the last one wins"), and an undecodable query the JSON 400 rather than axum's plain text.
-#[derive(Debug, Clone, Default)]
-pub struct QueryParams(pub std::collections::HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let undecodable = || ApiError::InvalidRequest {
-            code: "invalid_parameter",
-            message: "the query string is not valid percent-encoded UTF-8".into(),
-            param: None,
-        };
-        // application/x-www-form-urlencoded, decoded strictly (axum's Query replaces bad bytes).
-        let decode = |text: &str| -> Result<String, ApiError> {
-            let text = text.replace('+', " ");
-            percent_encoding::percent_decode_str(&text).decode_utf8().map(|s| s.into_owned()).map_err(|_| undecodable())
-        };
-        let mut params = std::collections::HashMap::new();
-        for pair in parts.uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let (name, value) = (decode(name)?, decode(value)?);
-            if params.contains_key(&name) {
-                return Err(ApiError::invalid(
-                    name.clone(),
-                    "duplicate_parameter",
-                    format!("query parameter {name:?} is given more than once"),
-                ));
-            }
-            params.insert(name, value);
-        }
-        Ok(QueryParams(params))
-    }
-}
-
 /// An optional whole number that may be written `479` or `479.0` (JSON does not tell them
 /// apart, and neither does the OpenAPI document's `integer`); `479.5` is refused.
 pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
@@ -279,51 +268,15 @@ impl Page {
         (rows, has_more)
     }
 
-    /// Takes `name=value` if it is a pagination parameter; returns false for any other name.
-    pub fn accept(&mut self, name: &str, value: &str) -> Result<bool, ApiError> {
-        match name {
-            "limit" => {
-                self.limit = value.parse().ok().filter(|l| (1..=100).contains(l)).ok_or_else(|| {
-                    ApiError::invalid("limit", "invalid_parameter", "limit must be an integer from 1 to 100")
-                })?;
-                Ok(true)
-            }
-            "starting_after" => {
-                self.starting_after = Some(value.parse().map_err(|_| {
-                    ApiError::invalid(
-                        "starting_after",
-                        "invalid_parameter",
-                        "starting_after must be an id from a previous page",
-                    )
-                })?);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-}
-
-/// The 400 for a query parameter an endpoint does not know.
-pub fn unknown_query_parameter(name: &str) -> ApiError {
-    ApiError::InvalidRequest {
-        code: "unknown_parameter",
-        message: format!("unknown query parameter {name:?}"),
-        param: Some(name.to_owned()),
+    /// The page a list query's `limit` and `starting_after` ask for.
+    pub fn new(limit: Option<u32>, starting_after: Option<uuid::Uuid>) -> Page {
+        Page { limit: limit.unwrap_or(Page::default().limit), starting_after }
     }
 }
 
 /// A path id that must be a UUID.
 pub fn path_id(what: &str, raw: &str) -> Result<uuid::Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::invalid("id", "invalid_parameter", format!("{what} id {raw:?} is not a UUID")))
-}
-
-/// `created_after=<epoch seconds>` (exclusive), as the epoch milliseconds rows store: everything
-/// created after the end of that second.
-pub fn created_after(value: &str) -> Result<i64, ApiError> {
-    let secs: i64 = value.parse().map_err(|_| {
-        ApiError::invalid("created_after", "invalid_parameter", "created_after is epoch seconds (an integer)")
-    })?;
-    Ok(secs.saturating_mul(1000).saturating_add(999))
 }
 
 /// `chain=<name>`: an enabled chain's id, or a 400 naming the parameter.

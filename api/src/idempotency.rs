@@ -4,17 +4,26 @@
 //! transaction that also calls [`IdempotencyGuard::complete`], commit, then
 //! [`IdempotencyGuard::disarm`]. A guard dropped while armed (an error, a `?`) releases the claim,
 //! so a corrected retry with the same key can proceed. Only successful responses are stored.
+//!
+//! [`Create`] is that flow's front half as an extractor: every creating handler takes it and
+//! starts at the work.
 
 use std::time::Duration;
 
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use depositd_core::store::api_keys::Scope;
 use depositd_core::store::idempotency::{self, Claim};
 use depositd_core::store::{Conn, Store, Tx};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::Authenticated;
 use crate::error::ApiError;
+use crate::extract::{self, PathId};
+use crate::state::AppState;
 
 /// How long a request waits for a concurrent one with the same key before answering 409.
 const WAIT_FOR_OWNER: Duration = Duration::from_secs(10);
@@ -136,4 +145,90 @@ pub async fn commit_created(guard: Option<IdempotencyGuard>, mut tx: Tx, body: S
         guard.disarm();
     }
     Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A request body that creates something: the scope it needs, and the endpoint its
+/// `Idempotency-Key` is claimed for.
+pub trait Creation: serde::de::DeserializeOwned + Send {
+    const SCOPE: Scope;
+    const ENDPOINT: &'static str;
+}
+
+/// What a created thing belongs to in the route's `{id}` (a refund's invoice), which an
+/// `Idempotency-Key` covers as well as the body; `()` when the route has none.
+pub trait Parent: Sized + Send {
+    /// Whether the route's `{id}` segment names the parent.
+    const IN_PATH: bool;
+    /// The parent from the decoded `{id}` (`None` when not [`Parent::IN_PATH`]), after the scope check.
+    fn parse(id: Option<&str>) -> Result<Self, ApiError>;
+    /// What the key is claimed with, given the body's [`extract::Checked::fingerprint`].
+    fn claim(&self, body: serde_json::Value) -> serde_json::Value;
+}
+
+impl Parent for () {
+    const IN_PATH: bool = false;
+
+    fn parse(_: Option<&str>) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    fn claim(&self, body: serde_json::Value) -> serde_json::Value {
+        body
+    }
+}
+
+/// A creating request ready for its work: authenticated, authorized, its body one JSON object
+/// parsed into `T`, and its `Idempotency-Key` (if any) claimed. The checks run in one order on
+/// every creating endpoint: the key, an undecodable path `{id}`, then (with the body read) the
+/// scope, the parent id, the body's size and JSON, the idempotency key (a replay or a conflict),
+/// and last the body's fields.
+///
+/// The rejection is a whole response: an error, or the stored response of a replay (the
+/// handler runs for neither).
+pub struct Create<T, P = ()> {
+    pub auth: Authenticated,
+    pub parent: P,
+    pub request: T,
+    /// Complete it with the work's transaction ([`commit_created`]); dropped armed, it releases the claim.
+    pub guard: Option<IdempotencyGuard>,
+}
+
+impl<T: Creation, P: Parent> FromRequest<AppState> for Create<T, P> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Create::read(request, state).await {
+            Ok(Ok(create)) => Ok(create),
+            Ok(Err(replay)) => Err(replay),
+            Err(error) => Err(error.into_response()),
+        }
+    }
+}
+
+impl<T: Creation, P: Parent> Create<T, P> {
+    /// The request to proceed with, or the stored response to replay.
+    async fn read(request: Request, state: &AppState) -> Result<Result<Self, Response>, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let auth = Authenticated::from_request_parts(&mut parts, state).await?;
+        let id = match P::IN_PATH {
+            true => Some(PathId::from_request_parts(&mut parts, state).await?.0),
+            false => None,
+        };
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+        auth.require(T::SCOPE)?;
+        let parent = P::parse(id.as_deref())?;
+        let body = extract::body(body)?;
+        let checked = extract::json_object_exact(&body)?;
+        let guard =
+            match begin(&state.store, auth.merchant.id, &headers, T::ENDPOINT, &parent.claim(checked.fingerprint()))
+                .await?
+            {
+                Begin::Proceed(guard) => guard,
+                Begin::Replay(response) => return Ok(Err(response)),
+            };
+        // A refused field drops the guard, which releases the claim for a corrected retry.
+        let request = extract::typed(&body)?;
+        Ok(Ok(Create { auth, parent, request, guard }))
+    }
 }

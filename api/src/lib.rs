@@ -15,11 +15,15 @@
 //! - [`error`]: [`ApiError`], the one mapping from failures to HTTP status and the stable JSON
 //!   error body `{"error":{"type","code","message","param"}}`.
 //! - [`auth`]: API-key authentication, scopes and the per-key rate limit.
-//! - [`extract`], [`validate`]: request parsing and field rules; every 400 names its `param`.
-//! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests.
+//! - [`extract`], [`query`], [`validate`]: request bodies and path ids, list queries (one typed
+//!   struct per endpoint, also its OpenAPI parameters), field rules; every 400 names its `param`.
+//! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests,
+//!   and [`idempotency::Create`], the extractor every creating handler starts from.
 //! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
 //! - [`address_pool`]: the background task that keeps invoice addresses derived ahead of time.
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
+//! - [`schema`]: schemas the derives cannot write, for the routes' types (no import cycle with
+//!   [`openapi`], which imports the routes).
 //! - [`price_feed`]: keeps the optional HTTP price feed's rates fresh for the pricer.
 //! - [`routes`]: handlers, one module per resource.
 //! - `routes::payouts`: payouts and refunds: created with their chain transaction's intent and
@@ -37,7 +41,9 @@ pub mod extract;
 pub mod idempotency;
 pub mod openapi;
 pub mod price_feed;
+pub mod query;
 pub mod routes;
+pub mod schema;
 pub mod startup;
 pub mod state;
 pub mod validate;

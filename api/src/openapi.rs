@@ -2,7 +2,6 @@
 //! `GET /openapi.json`. A test validates real responses against it.
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, schema::Type};
 use utoipa::{Modify, OpenApi};
 
 use depositd_core::config::Config;
@@ -42,13 +41,6 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
-}
-
-/// `amount`: a decimal string or a JSON number.
-pub fn amount_schema() -> impl Into<RefOr<Schema>> {
-    OneOfBuilder::new()
-        .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^[0-9]+(\.[0-9]+)?$")))
-        .item(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.01)))
 }
 
 /// The document as JSON, with what the derive cannot say added (see [`tighten`]).

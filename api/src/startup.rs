@@ -31,8 +31,8 @@ use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::routes;
 use crate::state::AppState;
+use crate::{extract, routes};
 
 /// File descriptors kept for everything but API connections: the database pool, RPC and webhook
 /// clients, SQLite's files, logs.
@@ -269,18 +269,18 @@ async fn serve_connection(
     }
 }
 
-/// Reads the whole request body within `limit` (and at most [`routes::MAX_BODY_BYTES`]) before
+/// Reads the whole request body within `limit` (and at most [`extract::MAX_BODY_BYTES`]) before
 /// the handler runs: a body that stops short is a 408 that closes the connection.
 async fn read_body_in_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(limit, axum::body::to_bytes(body, routes::MAX_BODY_BYTES)).await {
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, extract::MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
         Ok(Err(error)) => {
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>())
                 || error.to_string().contains("length limit exceeded");
             if too_large {
-                ApiError::PayloadTooLarge { limit: routes::MAX_BODY_BYTES }.into_response()
+                ApiError::PayloadTooLarge { limit: extract::MAX_BODY_BYTES }.into_response()
             } else {
                 let mut response = ApiError::InvalidRequest {
                     code: "invalid_body",

@@ -8,14 +8,14 @@ use depositd_core::ledger::statements::{self, EntryFilter};
 use depositd_core::store::api_keys::Scope;
 use depositd_core::store::deposits::{self, Deposit, DepositFilter, DepositState};
 use depositd_core::store::{Conn, cursors};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ledger::{LedgerEntryResource, describe};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract;
-use crate::extract::{PathId, QueryParams};
+use crate::extract::{self, Page, PathId};
+use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
 
 /// A deposit as the deposits API shows it: the resource webhooks carry, plus where it stands.
@@ -84,15 +84,35 @@ pub struct DepositList {
     has_more: bool,
 }
 
+/// The query of `GET /api/v1/deposits`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListDeposits {
+    /// `detected`, `confirmed`, `reorged`, `reversed` or `rejected`
+    #[serde(default, deserialize_with = "query::word")]
+    #[param(value_type = Option<String>)]
+    state: Option<DepositState>,
+    /// Only this invoice's deposits
+    #[serde(default, deserialize_with = "query::invoice_id")]
+    invoice_id: Option<Uuid>,
+    /// Only deposits on this chain
+    chain: Option<String>,
+    /// 1 to 100, default 20
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<Uuid>,
+}
+
+impl ListQuery for ListDeposits {
+    const SCOPE: Scope = Scope::LedgerRead;
+}
+
 #[utoipa::path(
     get, path = "/api/v1/deposits", tag = "ledger",
-    params(
-        ("state" = Option<String>, Query, description = "`detected`, `confirmed`, `reorged`, `reversed` or `rejected`"),
-        ("invoice_id" = Option<Uuid>, Query, description = "Only this invoice's deposits"),
-        ("chain" = Option<String>, Query, description = "Only deposits on this chain"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-    ),
+    params(ListDeposits),
     responses(
         (status = 200, description = "Deposits, newest first", body = DepositList),
         (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
@@ -101,32 +121,15 @@ pub struct DepositList {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListDeposits>,
 ) -> Result<Json<DepositList>, ApiError> {
-    auth.require(Scope::LedgerRead)?;
-    let mut filter = DepositFilter::default();
-    let mut page = extract::Page::default();
-    for (name, value) in &params {
-        if page.accept(name, value)? {
-            continue;
-        }
-        match name.as_str() {
-            "state" => {
-                filter.state =
-                    Some(value.parse().map_err(|e: String| ApiError::invalid("state", "invalid_parameter", e))?)
-            }
-            "invoice_id" => {
-                filter.invoice_id =
-                    Some(value.parse().map_err(|_| {
-                        ApiError::invalid("invoice_id", "invalid_parameter", "invoice_id must be a UUID")
-                    })?)
-            }
-            "chain" => filter.chain_id = Some(extract::chain_id(&state.config, value)?),
-            other => return Err(extract::unknown_query_parameter(other)),
-        }
-    }
-    filter.starting_after = page.starting_after;
+    let page = Page::new(query.limit, query.starting_after);
+    let filter = DepositFilter {
+        state: query.state,
+        invoice_id: query.invoice_id,
+        chain_id: query.chain.map(|chain| extract::chain_id(&state.config, &chain)).transpose()?,
+        starting_after: page.starting_after,
+    };
     let mut conn = state.store.conn().await?;
     let (found, has_more) =
         page.finish(deposits::list_for_merchant(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);

@@ -2,9 +2,7 @@
 //! `POST /api/v1/invoices/{id}/cancel`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
@@ -18,20 +16,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract;
-use crate::extract::{PathId, QueryParams};
-use crate::idempotency::{self, Begin};
+use crate::extract::{self, Page, PathId};
+use crate::idempotency::{self, Create, Creation};
+use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
 use crate::validate;
-
-const CREATE_ENDPOINT: &str = "POST /api/v1/invoices";
 
 /// The request body (seed 001 with the additions of seeds 003 and 004). Unknown fields are refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoice {
     /// Decimal string (`"19.99"`) or JSON number, in `currency`; 0.01 to 100000099.99 by default.
-    #[schema(schema_with = crate::openapi::amount_schema)]
+    #[schema(schema_with = crate::schema::amount_schema)]
     pub amount: Box<serde_json::value::RawValue>,
     pub currency: Option<String>,
     pub asset: Option<String>,
@@ -58,6 +54,11 @@ pub struct CreateInvoice {
     pub questions: Option<Vec<String>>,
 }
 
+impl Creation for CreateInvoice {
+    const SCOPE: Scope = Scope::InvoicesWrite;
+    const ENDPOINT: &'static str = "POST /api/v1/invoices";
+}
+
 #[utoipa::path(
     post, path = "/api/v1/invoices", tag = "invoices",
     params(("Idempotency-Key" = Option<String>, Header, description = "Safe retries: the same key and body replay the first response")),
@@ -75,21 +76,8 @@ pub struct CreateInvoice {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    auth: Authenticated,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    Create { auth, request, guard, .. }: Create<CreateInvoice>,
 ) -> Result<Response, ApiError> {
-    auth.require(Scope::InvoicesWrite)?;
-    let body = super::body(body)?;
-    let checked = extract::json_object_exact(&body)?;
-    let guard =
-        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
-            .await?
-        {
-            Begin::Replay(response) => return Ok(response),
-            Begin::Proceed(guard) => guard,
-        };
-    let request: CreateInvoice = extract::typed(&body)?;
     let request = parse(&state, request)?;
     if let Some(customer) = &request.details.customer_id
         && let Err(not_until) = state.limits.per_customer.check_key(&(auth.merchant.id, customer.clone()))
@@ -197,16 +185,36 @@ pub struct InvoiceList {
     has_more: bool,
 }
 
+/// The query of `GET /api/v1/invoices`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListInvoices {
+    /// Only invoices in this status
+    #[serde(default, deserialize_with = "query::word")]
+    status: Option<InvoiceStatus>,
+    /// Only the invoice with this external id
+    external_id: Option<String>,
+    /// Only this customer's invoices
+    customer_id: Option<String>,
+    /// Epoch seconds, exclusive
+    #[serde(default, deserialize_with = "query::created_after")]
+    created_after: Option<i64>,
+    /// 1 to 100, default 20
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<uuid::Uuid>,
+}
+
+impl ListQuery for ListInvoices {
+    const SCOPE: Scope = Scope::InvoicesRead;
+}
+
 #[utoipa::path(
     get, path = "/api/v1/invoices", tag = "invoices",
-    params(
-        ("status" = Option<InvoiceStatus>, Query, description = "Only invoices in this status"),
-        ("external_id" = Option<String>, Query, description = "Only the invoice with this external id"),
-        ("customer_id" = Option<String>, Query, description = "Only this customer's invoices"),
-        ("created_after" = Option<i64>, Query, description = "Epoch seconds, exclusive"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-    ),
+    params(ListInvoices),
     responses(
         (status = 200, description = "Invoices, newest first", body = InvoiceList),
         (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
@@ -215,28 +223,16 @@ pub struct InvoiceList {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListInvoices>,
 ) -> Result<Json<InvoiceList>, ApiError> {
-    auth.require(Scope::InvoicesRead)?;
-    let mut filter = InvoiceFilter::default();
-    let mut page = extract::Page::default();
-    for (name, value) in &params {
-        if page.accept(name, value)? {
-            continue;
-        }
-        match name.as_str() {
-            "status" => {
-                filter.status =
-                    Some(value.parse().map_err(|e: String| ApiError::invalid("status", "invalid_parameter", e))?)
-            }
-            "external_id" => filter.external_id = Some(value.clone()),
-            "customer_id" => filter.customer_id = Some(value.clone()),
-            "created_after" => filter.created_after = Some(extract::created_after(value)?),
-            other => return Err(extract::unknown_query_parameter(other)),
-        }
-    }
-    filter.starting_after = page.starting_after;
+    let page = Page::new(query.limit, query.starting_after);
+    let filter = InvoiceFilter {
+        status: query.status,
+        external_id: query.external_id,
+        customer_id: query.customer_id,
+        created_after: query.created_after,
+        starting_after: page.starting_after,
+    };
     let mut conn = state.store.conn().await?;
     let (found, has_more) = page.finish(invoices::list(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
     let mut data = Vec::with_capacity(found.len());

@@ -14,14 +14,14 @@ use depositd_core::config::Config;
 use depositd_core::ledger::statements::{self, EntryFilter, MerchantEntry};
 use depositd_core::ledger::{AccountKind, EntryType, Posting};
 use depositd_core::money::BaseUnits;
+use depositd_core::store::Conn;
 use depositd_core::store::api_keys::Scope;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract;
-use crate::extract::QueryParams;
+use crate::extract::{self, Page};
+use crate::query::{self, List, ListQuery, NoParameters};
 use crate::state::AppState;
 
 /// How a chain id and asset symbol are shown: the chain's name and the asset's decimals, when
@@ -31,6 +31,15 @@ pub(crate) fn describe(config: &Config, chain_id: u64, asset: &str) -> (Option<S
         Some(chain) => (Some(chain.name.clone()), chain.asset(asset).map(|a| a.decimals)),
         None => (None, None),
     }
+}
+
+/// Epoch milliseconds as an RFC 3339 UTC timestamp (second precision), for people and
+/// spreadsheets (the JSON API itself uses epoch seconds).
+pub(crate) fn rfc3339(epoch_ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch_ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 /// A signed amount: `-` when it lowers the balance.
@@ -68,12 +77,42 @@ pub struct Balance {
     receivable_base_units: BaseUnits,
 }
 
+impl Balance {
+    /// One asset's balances from its accounts' (kinds absent are zero).
+    fn build(config: &Config, chain_id: u64, asset: String, kinds: &BTreeMap<AccountKind, BaseUnits>) -> Balance {
+        let (chain, decimals) = describe(config, chain_id, &asset);
+        let amount = |kind| kinds.get(&kind).copied().unwrap_or_default();
+        let display = |kind| decimals.map(|d| amount(kind).to_display(d));
+        Balance {
+            object: "balance",
+            chain,
+            chain_id,
+            decimals,
+            available: display(AccountKind::Available),
+            available_base_units: amount(AccountKind::Available),
+            pending: display(AccountKind::Pending),
+            pending_base_units: amount(AccountKind::Pending),
+            reserved: display(AccountKind::Reserved),
+            reserved_base_units: amount(AccountKind::Reserved),
+            in_transit: display(AccountKind::InTransit),
+            in_transit_base_units: amount(AccountKind::InTransit),
+            receivable: display(AccountKind::Receivable),
+            receivable_base_units: amount(AccountKind::Receivable),
+            asset,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BalanceList {
     /// Always `list`.
     #[schema(value_type = String)]
     object: &'static str,
     data: Vec<Balance>,
+}
+
+impl ListQuery for NoParameters {
+    const SCOPE: Scope = Scope::LedgerRead;
 }
 
 #[utoipa::path(
@@ -86,13 +125,8 @@ pub struct BalanceList {
 )]
 pub async fn balances(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, .. }: List<NoParameters>,
 ) -> Result<Json<BalanceList>, ApiError> {
-    auth.require(Scope::LedgerRead)?;
-    if let Some(name) = params.keys().next() {
-        return Err(extract::unknown_query_parameter(name));
-    }
     let mut conn = state.store.conn().await?;
     let mut per_asset: BTreeMap<(u64, String), BTreeMap<AccountKind, BaseUnits>> = BTreeMap::new();
     for chain in &state.config.chains {
@@ -103,32 +137,9 @@ pub async fn balances(
     for account in statements::balances(&mut conn, auth.merchant.id).await? {
         per_asset.entry((account.chain_id, account.asset)).or_default().insert(account.kind, account.balance);
     }
-    let data = per_asset
-        .into_iter()
-        .map(|((chain_id, asset), kinds)| {
-            let (chain, decimals) = describe(&state.config, chain_id, &asset);
-            let amount = |kind| kinds.get(&kind).copied().unwrap_or_default();
-            let display = |kind| decimals.map(|d| amount(kind).to_display(d));
-            Balance {
-                object: "balance",
-                chain,
-                chain_id,
-                decimals,
-                available: display(AccountKind::Available),
-                available_base_units: amount(AccountKind::Available),
-                pending: display(AccountKind::Pending),
-                pending_base_units: amount(AccountKind::Pending),
-                reserved: display(AccountKind::Reserved),
-                reserved_base_units: amount(AccountKind::Reserved),
-                in_transit: display(AccountKind::InTransit),
-                in_transit_base_units: amount(AccountKind::InTransit),
-                receivable: display(AccountKind::Receivable),
-                receivable_base_units: amount(AccountKind::Receivable),
-                asset,
-            }
-        })
-        .collect();
-    Ok(Json(BalanceList { object: "list", data }))
+    let data =
+        per_asset.into_iter().map(|((chain_id, asset), kinds)| Balance::build(&state.config, chain_id, asset, &kinds));
+    Ok(Json(BalanceList { object: "list", data: data.collect() }))
 }
 
 // === ledger ===
@@ -219,19 +230,50 @@ pub struct LedgerEntryList {
 /// CSV export reads the ledger in pages of this many entries.
 const CSV_PAGE: u32 = 500;
 
+/// The query of `GET /api/v1/ledger`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListLedgerEntries {
+    /// Only entries touching this asset symbol
+    asset: Option<String>,
+    /// Only entries touching this chain
+    chain: Option<String>,
+    /// Only entries of this type
+    #[serde(rename = "type", default, deserialize_with = "query::word")]
+    entry_type: Option<EntryType>,
+    /// Only this invoice's entries
+    #[serde(default, deserialize_with = "query::invoice_id")]
+    invoice_id: Option<Uuid>,
+    /// Only this deposit's entries
+    #[serde(default, deserialize_with = "query::deposit_id")]
+    deposit_id: Option<Uuid>,
+    /// Epoch seconds, exclusive
+    #[serde(default, deserialize_with = "query::created_after")]
+    created_after: Option<i64>,
+    /// 1 to 100, default 20 (CSV: every matching entry unless given)
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<Uuid>,
+    /// `json` (default) or `csv`; `Accept: text/csv` also selects CSV
+    #[serde(default, deserialize_with = "output_format")]
+    format: Option<String>,
+}
+
+impl ListQuery for ListLedgerEntries {
+    const SCOPE: Scope = Scope::LedgerRead;
+}
+
+/// `format` of [`ListLedgerEntries`].
+fn output_format<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    query::one_of(deserializer, &["json", "csv"], "format is `json` or `csv`")
+}
+
 #[utoipa::path(
     get, path = "/api/v1/ledger", tag = "ledger",
-    params(
-        ("asset" = Option<String>, Query, description = "Only entries touching this asset symbol"),
-        ("chain" = Option<String>, Query, description = "Only entries touching this chain"),
-        ("type" = Option<EntryType>, Query, description = "Only entries of this type"),
-        ("invoice_id" = Option<Uuid>, Query, description = "Only this invoice's entries"),
-        ("deposit_id" = Option<Uuid>, Query, description = "Only this deposit's entries"),
-        ("created_after" = Option<i64>, Query, description = "Epoch seconds, exclusive"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20 (CSV: every matching entry unless given)"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-        ("format" = Option<String>, Query, description = "`json` (default) or `csv`; `Accept: text/csv` also selects CSV"),
-    ),
+    params(ListLedgerEntries),
     responses(
         (status = 200, description = "The merchant's entries, newest first, with postings to the merchant's accounts; as CSV one row per posting",
          content((LedgerEntryList = "application/json"), (String = "text/csv"))),
@@ -242,63 +284,48 @@ const CSV_PAGE: u32 = 500;
 )]
 pub async fn list(
     State(state): State<AppState>,
-    auth: Authenticated,
     headers: HeaderMap,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListLedgerEntries>,
 ) -> Result<Response, ApiError> {
-    auth.require(Scope::LedgerRead)?;
-    let mut filter = EntryFilter::default();
-    let mut page = extract::Page::default();
-    let mut limit_given = false;
-    let mut as_csv = headers
+    let page = Page::new(query.limit, query.starting_after);
+    let accepts_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/csv")));
-    for (name, value) in &params {
-        if page.accept(name, value)? {
-            limit_given |= name == "limit";
-            continue;
-        }
-        match name.as_str() {
-            "asset" => {
-                // One of the enabled chains' symbols, as configured (what entries are stored under).
-                let known = state.config.chains.iter().any(|c| c.asset_symbols().contains(&value.as_str()));
-                if !known {
-                    return Err(ApiError::invalid(
-                        "asset",
-                        "unsupported_asset",
-                        format!("asset {value:?} is not an asset of an enabled chain"),
-                    ));
-                }
-                filter.asset = Some(value.clone());
-            }
-            "chain" => filter.chain_id = Some(extract::chain_id(&state.config, value)?),
-            "type" => {
-                filter.entry_type =
-                    Some(value.parse().map_err(|e: String| ApiError::invalid("type", "invalid_parameter", e))?)
-            }
-            "invoice_id" => filter.invoice_id = Some(query_id("invoice_id", value)?),
-            "deposit_id" => filter.deposit_id = Some(query_id("deposit_id", value)?),
-            "created_after" => filter.created_after = Some(extract::created_after(value)?),
-            "format" => {
-                as_csv = match value.as_str() {
-                    "csv" => true,
-                    "json" => false,
-                    _ => return Err(ApiError::invalid("format", "invalid_parameter", "format is `json` or `csv`")),
-                }
-            }
-            other => return Err(extract::unknown_query_parameter(other)),
-        }
+    let as_csv = query.format.map_or(accepts_csv, |format| format == "csv");
+    // One of the enabled chains' symbols, as configured (what entries are stored under).
+    if let Some(asset) = &query.asset
+        && !state.config.chains.iter().any(|c| c.asset_symbols().contains(&asset.as_str()))
+    {
+        let message = format!("asset {asset:?} is not an asset of an enabled chain");
+        return Err(ApiError::invalid("asset", "unsupported_asset", message));
     }
-    filter.starting_after = page.starting_after;
+    let filter = EntryFilter {
+        entry_type: query.entry_type,
+        chain_id: query.chain.map(|chain| extract::chain_id(&state.config, &chain)).transpose()?,
+        asset: query.asset,
+        invoice_id: query.invoice_id,
+        deposit_id: query.deposit_id,
+        created_after: query.created_after,
+        starting_after: page.starting_after,
+    };
     let mut conn = state.store.conn().await?;
-    if !as_csv {
-        let (found, has_more) =
-            page.finish(statements::entries(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
-        let data = found.into_iter().map(|e| LedgerEntryResource::build(&state.config, e)).collect();
-        return Ok(Json(LedgerEntryList { object: "list", data, has_more }).into_response());
+    if as_csv {
+        return csv_export(&mut conn, &state.config, auth.merchant.id, filter, query.limit).await;
     }
+    let (found, has_more) = page.finish(statements::entries(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
+    let data = found.into_iter().map(|e| LedgerEntryResource::build(&state.config, e)).collect();
+    Ok(Json(LedgerEntryList { object: "list", data, has_more }).into_response())
+}
 
+/// The entries `filter` selects as CSV, one row per posting: at most `limit` entries, else every one.
+async fn csv_export(
+    conn: &mut Conn,
+    config: &Config,
+    merchant_id: Uuid,
+    mut filter: EntryFilter,
+    limit: Option<u32>,
+) -> Result<Response, ApiError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer
         .write_record([
@@ -321,14 +348,14 @@ pub async fn list(
             "memo",
         ])
         .map_err(ApiError::internal)?;
-    let mut remaining = if limit_given { page.limit } else { u32::MAX };
+    let mut remaining = limit.unwrap_or(u32::MAX);
     while remaining > 0 {
-        let batch = statements::entries(&mut conn, auth.merchant.id, &filter, remaining.min(CSV_PAGE)).await?;
+        let batch = statements::entries(conn, merchant_id, &filter, remaining.min(CSV_PAGE)).await?;
         let Some(last) = batch.last().map(|e| e.entry.id) else { break };
         remaining = remaining.saturating_sub(batch.len() as u32);
         let full = batch.len() as u32 == CSV_PAGE;
         for merchant_entry in batch {
-            write_csv_rows(&mut writer, &state.config, merchant_entry)?;
+            write_csv_rows(&mut writer, config, merchant_entry)?;
         }
         if !full {
             break;
@@ -353,7 +380,7 @@ fn write_csv_rows(
     merchant_entry: MerchantEntry,
 ) -> Result<(), ApiError> {
     let entry = &merchant_entry.entry;
-    let created_at = super::rfc3339(entry.created_at);
+    let created_at = rfc3339(entry.created_at);
     let id = |v: Option<Uuid>| v.map(|v| v.to_string()).unwrap_or_default();
     for posting in &merchant_entry.postings {
         let view = posting_view(config, posting.clone());
@@ -380,8 +407,4 @@ fn write_csv_rows(
             .map_err(ApiError::internal)?;
     }
     Ok(())
-}
-
-fn query_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
-    value.parse().map_err(|_| ApiError::invalid(param, "invalid_parameter", format!("{param} must be a UUID")))
 }

@@ -17,9 +17,6 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Request bodies above this are refused (an invoice with 5 KB of metadata is far below it).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -52,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(payments::router(state.store.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)
 }
@@ -93,23 +90,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// The body, or a JSON error when it is over the limit or cannot be read.
-pub fn body(
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<axum::body::Bytes, ApiError> {
-    body.map_err(|rejection| match rejection.status() {
-        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES },
-        _ => ApiError::InvalidRequest { code: "invalid_body", message: rejection.body_text(), param: None },
-    })
-}
-
-/// Epoch milliseconds as an RFC 3339 UTC timestamp (second precision), for people and
-/// spreadsheets (the JSON API itself uses epoch seconds).
-pub(crate) fn rfc3339(epoch_ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(epoch_ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }

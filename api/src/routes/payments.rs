@@ -121,6 +121,49 @@ pub struct PaymentSession {
     fail_url: Option<String>,
 }
 
+impl PaymentSession {
+    /// What the payer of `invoice` may see; `company` stands in for a missing title or footer.
+    fn build(state: &AppState, invoice: &Invoice, company: Option<String>, confirmations: u64) -> PaymentSession {
+        let d = &invoice.details;
+        let redirect_allowed = d.use_return_url != Some(false);
+        let resource = depositd_core::invoice::InvoiceResource::build(
+            invoice,
+            Vec::new(),
+            &state.config.settings.api.public_url,
+            &state.sessions,
+        );
+        PaymentSession {
+            object: "payment_session",
+            invoice_id: invoice.id,
+            status: invoice.status,
+            payment_flags: invoice.payment_flags.clone(),
+            title: d.title.clone().or_else(|| company.clone()),
+            footer: d.footer.clone().or(company),
+            description: d.description.clone(),
+            amount: resource.amount,
+            currency: invoice.currency.clone(),
+            pay: resource.pay,
+            amount_paid: resource.amount_paid,
+            amount_due: resource.amount_due,
+            amount_due_base_units: invoice.amount_due(),
+            confirmations,
+            required_confirmations: state
+                .config
+                .chains
+                .iter()
+                .find(|c| c.chain_id == invoice.chain_id)
+                .map_or(0, |c| c.confirmations),
+            expires_at: invoice.expires_at.div_euclid(1000),
+            questions: d.questions.clone(),
+            answered: d.answers.is_some(),
+            return_url: (invoice.status == InvoiceStatus::Paid && redirect_allowed)
+                .then(|| d.return_url.clone().or_else(|| d.success_url.clone()))
+                .flatten(),
+            fail_url: (invoice.status == InvoiceStatus::Expired).then(|| d.fail_url.clone()).flatten(),
+        }
+    }
+}
+
 #[utoipa::path(
     get, path = "/api/v1/payments/{invoice_id}", tag = "payments",
     params(
@@ -145,39 +188,7 @@ pub async fn get(
     let head = cursors::get(&mut conn, invoice.chain_id).await?.map(|c| c.block_number);
     let payments = invoices::payments(&mut conn, &invoice, head).await?;
     let confirmations = payments.iter().filter(|p| p.state == "detected").map(|p| p.confirmations).min().unwrap_or(0);
-    let required = state.config.chains.iter().find(|c| c.chain_id == invoice.chain_id).map_or(0, |c| c.confirmations);
-    let d = &invoice.details;
-    let redirect_allowed = d.use_return_url != Some(false);
-    let resource = depositd_core::invoice::InvoiceResource::build(
-        &invoice,
-        Vec::new(),
-        &state.config.settings.api.public_url,
-        &state.sessions,
-    );
-    Ok(Json(PaymentSession {
-        object: "payment_session",
-        invoice_id: invoice.id,
-        status: invoice.status,
-        payment_flags: invoice.payment_flags.clone(),
-        title: d.title.clone().or_else(|| company.clone()),
-        footer: d.footer.clone().or(company),
-        description: d.description.clone(),
-        amount: resource.amount,
-        currency: invoice.currency.clone(),
-        pay: resource.pay,
-        amount_paid: resource.amount_paid,
-        amount_due: resource.amount_due,
-        amount_due_base_units: invoice.amount_due(),
-        confirmations,
-        required_confirmations: required,
-        expires_at: invoice.expires_at.div_euclid(1000),
-        questions: d.questions.clone(),
-        answered: d.answers.is_some(),
-        return_url: (invoice.status == InvoiceStatus::Paid && redirect_allowed)
-            .then(|| d.return_url.clone().or_else(|| d.success_url.clone()))
-            .flatten(),
-        fail_url: (invoice.status == InvoiceStatus::Expired).then(|| d.fail_url.clone()).flatten(),
-    }))
+    Ok(Json(PaymentSession::build(&state, &invoice, company, confirmations)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -209,9 +220,17 @@ pub async fn answer(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<PaymentSession>, ApiError> {
     let invoice = authorize(&state, &headers, &id).await?;
-    let body = super::body(body)?;
-    extract::json_object(&body)?;
-    let request: Answers = extract::typed(&body)?;
+    let request: Answers = extract::json(body)?;
+    let answers = checked_answers(&invoice, &request.answers)?;
+    let mut conn = state.store.conn().await?;
+    invoices::set_answers(&mut conn, invoice.id, &answers).await?;
+    drop(conn);
+    get(State(state), headers, PathId(id)).await
+}
+
+/// The payer's answers to the invoice's questions, trimmed: one per question, each 1 to
+/// [`MAX_ANSWER_BYTES`] bytes of text, while the invoice can still be paid.
+fn checked_answers(invoice: &Invoice, answers: &[String]) -> Result<Vec<String>, ApiError> {
     let questions = invoice.details.questions.clone().unwrap_or_default();
     if questions.is_empty() {
         return Err(ApiError::Conflict {
@@ -227,14 +246,14 @@ pub async fn answer(
             param: None,
         });
     }
-    if request.answers.len() != questions.len() {
+    if answers.len() != questions.len() {
         return Err(ApiError::invalid(
             "answers",
             "invalid_parameter",
             format!("answers must have one entry per question ({})", questions.len()),
         ));
     }
-    for (i, answer) in request.answers.iter().enumerate() {
+    for (i, answer) in answers.iter().enumerate() {
         if answer.trim().is_empty() || answer.len() > MAX_ANSWER_BYTES || answer.chars().any(char::is_control) {
             return Err(ApiError::invalid(
                 format!("answers[{i}]"),
@@ -243,9 +262,5 @@ pub async fn answer(
             ));
         }
     }
-    let answers: Vec<String> = request.answers.iter().map(|a| a.trim().to_owned()).collect();
-    let mut conn = state.store.conn().await?;
-    invoices::set_answers(&mut conn, invoice.id, &answers).await?;
-    drop(conn);
-    get(State(state), headers, PathId(id)).await
+    Ok(answers.iter().map(|a| a.trim().to_owned()).collect())
 }

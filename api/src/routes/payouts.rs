@@ -9,12 +9,11 @@
 
 use alloy::primitives::Address;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::config::ChainConfig;
 use depositd_core::evm::parse_address;
+use depositd_core::invoice::Invoice;
 use depositd_core::money::{BaseUnits, MoneyError};
 use depositd_core::payout::{self, NewPayout, PayoutResource};
 use depositd_core::store::api_keys::Scope;
@@ -26,14 +25,11 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract;
-use crate::extract::{PathId, QueryParams};
-use crate::idempotency::{self, Begin, IdempotencyGuard};
+use crate::extract::{self, Page, PathId};
+use crate::idempotency::{self, Create, Creation, IdempotencyGuard, Parent};
+use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
 use crate::validate;
-
-const CREATE_ENDPOINT: &str = "POST /api/v1/payouts";
-const REFUND_ENDPOINT: &str = "POST /api/v1/invoices/{id}/refunds";
 
 /// The request body of a payout. Unknown fields are refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -56,6 +52,11 @@ pub struct CreatePayout {
     pub metadata: Option<serde_json::Value>,
 }
 
+impl Creation for CreatePayout {
+    const SCOPE: Scope = Scope::PayoutsWrite;
+    const ENDPOINT: &'static str = "POST /api/v1/payouts";
+}
+
 /// The request body of a refund: the invoice gives the chain and asset. Unknown fields are refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +72,28 @@ pub struct CreateRefund {
     /// At most 50 keys with string, number or boolean values, at most 5 KB serialized.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+}
+
+impl Creation for CreateRefund {
+    const SCOPE: Scope = Scope::PayoutsWrite;
+    const ENDPOINT: &'static str = "POST /api/v1/invoices/{id}/refunds";
+}
+
+/// The invoice a refund is of, from the path.
+pub struct RefundedInvoice(Uuid);
+
+impl Parent for RefundedInvoice {
+    const IN_PATH: bool = true;
+
+    fn parse(id: Option<&str>) -> Result<Self, ApiError> {
+        extract::path_id("invoice", id.unwrap_or_default()).map(RefundedInvoice)
+    }
+
+    /// The key covers the invoice too: the same key and body for another invoice is a
+    /// conflict, never a replay of the first invoice's refund.
+    fn claim(&self, body: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({ "invoice_id": self.0, "body": body })
+    }
 }
 
 /// An amount in whole units of an asset with `decimals`: a plain decimal string, more than zero,
@@ -145,21 +168,8 @@ async fn create_outgoing(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    auth: Authenticated,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    Create { auth, request, guard, .. }: Create<CreatePayout>,
 ) -> Result<Response, ApiError> {
-    auth.require(Scope::PayoutsWrite)?;
-    let body = super::body(body)?;
-    let checked = extract::json_object_exact(&body)?;
-    let guard =
-        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
-            .await?
-        {
-            Begin::Replay(response) => return Ok(response),
-            Begin::Proceed(guard) => guard,
-        };
-    let request: CreatePayout = extract::typed(&body)?;
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
     let new = NewPayout {
         kind: PayoutKind::Payout,
@@ -196,23 +206,8 @@ pub async fn create(
 )]
 pub async fn create_refund(
     State(state): State<AppState>,
-    auth: Authenticated,
-    PathId(id): PathId,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    Create { auth, parent: RefundedInvoice(invoice_id), request, guard }: Create<CreateRefund, RefundedInvoice>,
 ) -> Result<Response, ApiError> {
-    auth.require(Scope::PayoutsWrite)?;
-    let invoice_id = extract::path_id("invoice", &id)?;
-    let body = super::body(body)?;
-    let checked = extract::json_object_exact(&body)?;
-    // The key covers the invoice too: the same key and body for another invoice is a conflict,
-    // never a replay of the first invoice's refund.
-    let claimed = serde_json::json!({ "invoice_id": invoice_id, "body": checked.fingerprint() });
-    let guard = match idempotency::begin(&state.store, auth.merchant.id, &headers, REFUND_ENDPOINT, &claimed).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Proceed(guard) => guard,
-    };
-    let request: CreateRefund = extract::typed(&body)?;
     let invoice = {
         let mut conn = state.store.conn().await?;
         invoices::get(&mut conn, auth.merchant.id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
@@ -221,6 +216,25 @@ pub async fn create_refund(
     let destination = destination("address", &request.address)?;
     let external_id = validate::text("external_id", request.external_id, 128)?;
     let metadata = validate::metadata(request.metadata)?;
+    let chain = refundable(&state, &invoice)?;
+    let new = NewPayout {
+        kind: PayoutKind::Refund,
+        merchant_id: auth.merchant.id,
+        asset: invoice.asset.clone(),
+        decimals: invoice.decimals,
+        token_address: invoice.token_address,
+        amount,
+        destination,
+        external_id,
+        metadata,
+        refund_of: Some(invoice),
+    };
+    create_outgoing(&state, guard, chain, new).await
+}
+
+/// The chain a refund of `invoice` is sent on: its asset must still be enabled, and something
+/// must have been paid to it.
+fn refundable<'a>(state: &'a AppState, invoice: &Invoice) -> Result<&'a ChainConfig, ApiError> {
     let Some(chain) = state.config.chain(&invoice.chain).filter(|c| c.asset(&invoice.asset).is_some()) else {
         return Err(ApiError::InvalidRequest {
             code: "unsupported_asset",
@@ -238,19 +252,7 @@ pub async fn create_refund(
             param: None,
         });
     }
-    let new = NewPayout {
-        kind: PayoutKind::Refund,
-        merchant_id: auth.merchant.id,
-        asset: invoice.asset.clone(),
-        decimals: invoice.decimals,
-        token_address: invoice.token_address,
-        amount,
-        destination,
-        external_id,
-        metadata,
-        refund_of: Some(invoice),
-    };
-    create_outgoing(&state, guard, chain, new).await
+    Ok(chain)
 }
 
 /// The hash of a payout's transaction: the mined one, else its latest signed attempt.
@@ -308,14 +310,40 @@ pub struct PayoutList {
     has_more: bool,
 }
 
+/// The query of `GET /api/v1/payouts`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListPayouts {
+    /// Only payouts in this status: pending, submitted, confirmed, failed or cancelled
+    #[serde(default, deserialize_with = "query::word")]
+    #[param(value_type = Option<String>)]
+    status: Option<PayoutStatus>,
+    /// Only the refunds of this invoice
+    #[serde(default, deserialize_with = "refunds_of")]
+    invoice_id: Option<Uuid>,
+    /// 1 to 100, default 20
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<Uuid>,
+}
+
+impl ListQuery for ListPayouts {
+    const SCOPE: Scope = Scope::PayoutsRead;
+}
+
+/// `invoice_id` of [`ListPayouts`].
+fn refunds_of<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Uuid>, D::Error> {
+    let value = String::deserialize(deserializer)?;
+    let id = value.parse().map_err(|_| serde::de::Error::custom(format!("invoice_id {value:?} is not a UUID")))?;
+    Ok(Some(id))
+}
+
 #[utoipa::path(
     get, path = "/api/v1/payouts", tag = "payouts",
-    params(
-        ("status" = Option<String>, Query, description = "Only payouts in this status: pending, submitted, confirmed, failed or cancelled"),
-        ("invoice_id" = Option<Uuid>, Query, description = "Only the refunds of this invoice"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-    ),
+    params(ListPayouts),
     responses(
         (status = 200, description = "Payouts and refunds, newest first", body = PayoutList),
         (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
@@ -325,33 +353,13 @@ pub struct PayoutList {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListPayouts>,
 ) -> Result<Json<PayoutList>, ApiError> {
-    auth.require(Scope::PayoutsRead)?;
-    let mut page = extract::Page::default();
-    let (mut status, mut invoice_id) = (None, None);
-    for (name, value) in &params {
-        if page.accept(name, value)? {
-            continue;
-        }
-        match name.as_str() {
-            "status" => {
-                status = Some(
-                    value.parse::<PayoutStatus>().map_err(|e| ApiError::invalid("status", "invalid_parameter", e))?,
-                )
-            }
-            "invoice_id" => {
-                invoice_id = Some(value.parse::<Uuid>().map_err(|_| {
-                    ApiError::invalid("invoice_id", "invalid_parameter", format!("invoice_id {value:?} is not a UUID"))
-                })?)
-            }
-            other => return Err(extract::unknown_query_parameter(other)),
-        }
-    }
+    let page = Page::new(query.limit, query.starting_after);
     let mut conn = state.store.conn().await?;
     let found =
-        payouts::list(&mut conn, auth.merchant.id, status, invoice_id, page.starting_after, page.fetch()).await?;
+        payouts::list(&mut conn, auth.merchant.id, query.status, query.invoice_id, page.starting_after, page.fetch())
+            .await?;
     let (found, has_more) = page.finish(found);
     let mut data = Vec::with_capacity(found.len());
     for payout in &found {

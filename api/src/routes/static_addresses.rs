@@ -2,9 +2,7 @@
 //! `POST /api/v1/static-addresses/{id}/disable`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use depositd_core::deposit_address::AddressPurpose;
 use depositd_core::outbox::{self, EventType, Subject};
@@ -18,13 +16,11 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract;
-use crate::extract::{PathId, QueryParams};
-use crate::idempotency::{self, Begin};
+use crate::extract::{self, Page, PathId};
+use crate::idempotency::{self, Create, Creation};
+use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
 use crate::validate;
-
-const CREATE_ENDPOINT: &str = "POST /api/v1/static-addresses";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +31,11 @@ pub struct CreateStaticAddress {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     pub callback_url: Option<String>,
+}
+
+impl Creation for CreateStaticAddress {
+    const SCOPE: Scope = Scope::InvoicesWrite;
+    const ENDPOINT: &'static str = "POST /api/v1/static-addresses";
 }
 
 fn resource(state: &AppState, address: &StaticAddress) -> StaticAddressResource {
@@ -55,21 +56,8 @@ fn resource(state: &AppState, address: &StaticAddress) -> StaticAddressResource 
 )]
 pub async fn create(
     State(state): State<AppState>,
-    auth: Authenticated,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    Create { auth, request, guard, .. }: Create<CreateStaticAddress>,
 ) -> Result<Response, ApiError> {
-    auth.require(Scope::InvoicesWrite)?;
-    let body = super::body(body)?;
-    let checked = extract::json_object_exact(&body)?;
-    let guard =
-        match idempotency::begin(&state.store, auth.merchant.id, &headers, CREATE_ENDPOINT, &checked.fingerprint())
-            .await?
-        {
-            Begin::Replay(response) => return Ok(response),
-            Begin::Proceed(guard) => guard,
-        };
-    let request: CreateStaticAddress = extract::typed(&body)?;
     let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset)?;
     let metadata = validate::metadata(request.metadata)?;
@@ -138,41 +126,50 @@ pub struct StaticAddressList {
     has_more: bool,
 }
 
+/// The query of `GET /api/v1/static-addresses`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListStaticAddresses {
+    /// Only this customer's addresses
+    customer_id: Option<String>,
+    /// active or disabled
+    #[serde(default, deserialize_with = "query::word")]
+    status: Option<StaticAddressStatus>,
+    /// 1 to 100, default 20
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<Uuid>,
+}
+
+impl ListQuery for ListStaticAddresses {
+    const SCOPE: Scope = Scope::InvoicesRead;
+}
+
 #[utoipa::path(
     get, path = "/api/v1/static-addresses", tag = "static addresses",
-    params(
-        ("customer_id" = Option<String>, Query, description = "Only this customer's addresses"),
-        ("status" = Option<StaticAddressStatus>, Query, description = "active or disabled"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-    ),
+    params(ListStaticAddresses),
     responses((status = 200, description = "Static addresses, newest first", body = StaticAddressList)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListStaticAddresses>,
 ) -> Result<Json<StaticAddressList>, ApiError> {
-    auth.require(Scope::InvoicesRead)?;
-    let mut page = extract::Page::default();
-    let (mut customer_id, mut status) = (None, None);
-    for (name, value) in &params {
-        if page.accept(name, value)? {
-            continue;
-        }
-        match name.as_str() {
-            "customer_id" => customer_id = Some(value.as_str()),
-            "status" => {
-                status = Some(value.parse().map_err(|e: String| ApiError::invalid("status", "invalid_parameter", e))?)
-            }
-            other => return Err(extract::unknown_query_parameter(other)),
-        }
-    }
+    let page = Page::new(query.limit, query.starting_after);
+    let customer_id = query.customer_id.as_deref();
     let mut conn = state.store.conn().await?;
-    let found =
-        static_addresses::list(&mut conn, auth.merchant.id, customer_id, status, page.starting_after, page.fetch())
-            .await?;
+    let found = static_addresses::list(
+        &mut conn,
+        auth.merchant.id,
+        customer_id,
+        query.status,
+        page.starting_after,
+        page.fetch(),
+    )
+    .await?;
     let (found, has_more) = page.finish(found);
     let data = found.iter().map(|a| resource(&state, a)).collect();
     Ok(Json(StaticAddressList { object: "list", data, has_more }))

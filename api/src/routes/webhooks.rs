@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract::{PathId, QueryParams};
+use crate::extract::{Page, PathId};
+use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
 use crate::{extract, validate};
 
@@ -164,9 +165,7 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
-    let body = super::body(body)?;
-    extract::json_object(&body)?;
-    let request: CreateWebhookEndpoint = extract::typed(&body)?;
+    let request: CreateWebhookEndpoint = extract::json(body)?;
     let now = now_ms();
     let secret = generate_secret();
     let endpoint = Endpoint {
@@ -228,27 +227,34 @@ pub struct WebhookEndpointList {
     has_more: bool,
 }
 
+/// The query of `GET /api/v1/webhook-endpoints`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListWebhookEndpoints {
+    /// 1 to 100, default 20
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<Uuid>,
+}
+
+impl ListQuery for ListWebhookEndpoints {
+    const SCOPE: Scope = Scope::WebhooksRead;
+}
+
 #[utoipa::path(
     get, path = "/api/v1/webhook-endpoints", tag = "webhooks",
-    params(
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-    ),
+    params(ListWebhookEndpoints),
     responses((status = 200, description = "Endpoints, newest first", body = WebhookEndpointList)),
     security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListWebhookEndpoints>,
 ) -> Result<Json<WebhookEndpointList>, ApiError> {
-    auth.require(Scope::WebhooksRead)?;
-    let mut page = extract::Page::default();
-    for (name, value) in &params {
-        if !page.accept(name, value)? {
-            return Err(extract::unknown_query_parameter(name));
-        }
-    }
+    let page = Page::new(query.limit, query.starting_after);
     let mut conn = state.store.conn().await?;
     let found = webhooks::list_endpoints(&mut conn, auth.merchant.id, page.starting_after, page.fetch()).await?;
     let (found, has_more) = page.finish(found);
@@ -275,9 +281,7 @@ pub async fn update(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
-    let body = super::body(body)?;
-    extract::json_object(&body)?;
-    let request: UpdateWebhookEndpoint = extract::typed(&body)?;
+    let request: UpdateWebhookEndpoint = extract::json(body)?;
     // Checked before the row is locked: a DNS lookup must not hold a lock.
     let new_url = match request.url {
         Some(url) => Some(endpoint_url(&state, url).await?),
@@ -522,15 +526,41 @@ pub struct EventList {
     has_more: bool,
 }
 
+/// The query of `GET /api/v1/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListEvents {
+    /// Only events of this type
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    /// Only events about this invoice, deposit, ...
+    #[serde(default, deserialize_with = "query::resource_id")]
+    resource_id: Option<Uuid>,
+    /// Events with a delivery `pending`, `succeeded` or `failed`
+    #[serde(default, deserialize_with = "delivery_state")]
+    delivery_state: Option<String>,
+    /// 1 to 100, default 20
+    #[serde(default, deserialize_with = "query::limit")]
+    limit: Option<u32>,
+    /// Cursor: the last id of the previous page
+    #[serde(default, deserialize_with = "query::starting_after")]
+    starting_after: Option<Uuid>,
+}
+
+impl ListQuery for ListEvents {
+    const SCOPE: Scope = Scope::WebhooksRead;
+}
+
+/// `delivery_state` of [`ListEvents`].
+fn delivery_state<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let message = "delivery_state is `pending`, `succeeded` or `failed`";
+    query::one_of(deserializer, &["pending", "succeeded", "failed"], message)
+}
+
 #[utoipa::path(
     get, path = "/api/v1/events", tag = "webhooks",
-    params(
-        ("type" = Option<String>, Query, description = "Only events of this type"),
-        ("resource_id" = Option<Uuid>, Query, description = "Only events about this invoice, deposit, ..."),
-        ("delivery_state" = Option<String>, Query, description = "Events with a delivery `pending`, `succeeded` or `failed`"),
-        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
-        ("starting_after" = Option<Uuid>, Query, description = "Cursor: the last id of the previous page"),
-    ),
+    params(ListEvents),
     responses(
         (status = 200, description = "Events, newest first", body = EventList),
         (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
@@ -539,43 +569,21 @@ pub struct EventList {
 )]
 pub async fn list_events(
     State(state): State<AppState>,
-    auth: Authenticated,
-    QueryParams(params): QueryParams,
+    List { auth, query }: List<ListEvents>,
 ) -> Result<Json<EventList>, ApiError> {
-    auth.require(Scope::WebhooksRead)?;
-    let mut filter = EventFilter::default();
-    let mut page = extract::Page::default();
-    for (name, value) in &params {
-        if page.accept(name, value)? {
-            continue;
-        }
-        match name.as_str() {
-            "type" => {
-                let event_type: EventType = value.parse().map_err(|_| {
-                    ApiError::invalid("type", "invalid_event_type", format!("{value:?} is not an event type"))
-                })?;
-                filter.event_type = Some(event_type);
-            }
-            "resource_id" => {
-                filter.resource_id =
-                    Some(value.parse().map_err(|_| {
-                        ApiError::invalid("resource_id", "invalid_parameter", "resource_id must be a UUID")
-                    })?)
-            }
-            "delivery_state" => {
-                if !["pending", "succeeded", "failed"].contains(&value.as_str()) {
-                    return Err(ApiError::invalid(
-                        "delivery_state",
-                        "invalid_parameter",
-                        "delivery_state is `pending`, `succeeded` or `failed`",
-                    ));
-                }
-                filter.delivery_state = Some(value.clone());
-            }
-            other => return Err(extract::unknown_query_parameter(other)),
-        }
-    }
-    filter.starting_after = page.starting_after;
+    let event_type = match query.event_type.as_deref() {
+        None => None,
+        Some(value) => Some(value.parse::<EventType>().map_err(|_| {
+            ApiError::invalid("type", "invalid_event_type", format!("{value:?} is not an event type"))
+        })?),
+    };
+    let page = Page::new(query.limit, query.starting_after);
+    let filter = EventFilter {
+        event_type,
+        resource_id: query.resource_id,
+        delivery_state: query.delivery_state,
+        starting_after: page.starting_after,
+    };
     let mut conn = state.store.conn().await?;
     let (found, has_more) =
         page.finish(webhooks::list_events(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
