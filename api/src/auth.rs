@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use depositd_core::store::api_keys::{self, ApiKey, KeyRejection, Scope};
-use depositd_core::store::merchants::Merchant;
+use depositd_core::api_key::{ApiKey, Scope};
+use depositd_core::merchant::Merchant;
+use depositd_core::store::api_keys::{self, KeyRejection};
 use governor::clock::{Clock, DefaultClock};
 use secrecy::SecretString;
 

@@ -131,9 +131,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<depositd_core::payout::PayoutError> for ApiError {
-    fn from(error: depositd_core::payout::PayoutError) -> Self {
-        use depositd_core::payout::PayoutError;
+impl From<depositd_core::payouts::PayoutError> for ApiError {
+    fn from(error: depositd_core::payouts::PayoutError) -> Self {
+        use depositd_core::payouts::PayoutError;
         match error {
             PayoutError::ExternalIdTaken => ApiError::Conflict {
                 code: "external_id_conflict",

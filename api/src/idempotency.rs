@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use depositd_core::store::api_keys::Scope;
+use depositd_core::api_key::Scope;
 use depositd_core::store::idempotency::{self, Claim};
 use depositd_core::store::{Conn, Store, Tx};
 use sha2::{Digest, Sha256};

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use depositd_core::store::api_keys::Scope;
+use depositd_core::api_key::Scope;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;

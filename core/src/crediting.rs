@@ -24,11 +24,12 @@ use rust_decimal::Decimal;
 
 use crate::config::ChainConfig;
 use crate::deposit::DepositResource;
+use crate::deposit::{Deposit, DepositState};
 use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, PaymentFlag, SessionSigner};
 use crate::ledger::{self, deposits::CreditKind};
 use crate::money::BaseUnits;
 use crate::outbox::{self, EventType, Subject};
-use crate::store::deposits::{self, Deposit, DepositState};
+use crate::store::deposits;
 use crate::store::{StoreError, Tx, invoices, merchants, static_addresses};
 use crate::time::now_ms;
 

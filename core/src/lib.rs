@@ -5,13 +5,22 @@
 //! once.
 //!
 //! # Layout
+//! Domain modules (types and resources; they never import the store): [`api_key`], [`chain_tx`],
+//! [`deposit`], [`deposit_address`], [`event`], [`invoice`], [`merchant`], [`payout`],
+//! [`static_address`], [`webhooks`]. Lifecycle modules (the money path's rules, each taking the
+//! caller's transaction): [`invoicing`], [`crediting`], [`payouts`], [`outbox`], and the
+//! [`ledger`]. The [`store`] holds rows and SQL and depends on the domain, never the reverse.
+//!
+//! - [`api_key`]: API keys: test or live, and the scopes a key grants.
+//! - [`chain_tx`]: an outgoing transaction of the settler's and its signed attempts.
 //! - [`config`]: layered settings (defaults, TOML file, `DEPOSITD__SECTION__KEY` environment) and
 //!   the per-chain files in `chains/`, validated at start-up with messages that name the key.
 //! - [`crediting`]: the single entry point for what a detected, confirmed or reorged deposit does
 //!   to its invoice (status rules, outbox events).
-//! - [`deposit`]: the deposit resource webhooks and the API show.
+//! - [`deposit`]: a transfer to a watched address, its state, and the resource webhooks and the API show.
 //! - [`deposit_address`]: a deposit address handed out (what for, which HD index), shared by the
 //!   counter and the pool that hand them out.
+//! - [`event`]: what happened ([`event::EventType`], the word merchants subscribe to) and to what.
 //! - [`evm`]: EVM address parsing with EIP-55 checks.
 //! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
 //! - [`gas`]: EIP-1559 gas prices: first fees, budgets, replacements, a native payout's reserve.
@@ -21,13 +30,15 @@
 //! - [`leased`]: the loop of a component that works a chain only while it holds the chain's lease
 //!   (the watcher's and the settler's).
 //! - [`ledger`]: the double-entry ledger: accounts, posting, reversal, statements, reconciliation.
+//! - [`merchant`]: the operator's customers.
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
 //! - [`outbox`]: the one place events are recorded and their webhook deliveries queued, in the
-//!   transaction of the change they report; the typed [`outbox::EventType`].
-//! - [`payout`]: payouts and refunds: the resource, and their lifecycle (create, cancel, sent,
-//!   confirmed, failed) for the API and the settler alike.
+//!   transaction of the change they report; the typed [`event::EventType`].
+//! - [`payout`]: payouts and refunds: their states and the resource the API and webhooks show.
+//! - [`payouts`]: the payout and refund lifecycle (create with reservation and intent, cancel,
+//!   sent, confirmed, failed) for the API, the settler and the CLI alike.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
@@ -35,15 +46,18 @@
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
 //! - [`text_enum`]: enums stored as TEXT: one word table per enum gives `as_str`, `FromStr`,
 //!   `ALL` and the sqlx codec.
-//! - [`webhooks`]: the event type words merchants subscribe to (from [`outbox::EventType`]),
+//! - [`webhooks`]: the event type words merchants subscribe to (from [`event::EventType`]),
 //!   signing secrets (encrypted at rest) and Standard Webhooks signatures.
 //! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
 
+pub mod api_key;
+pub mod chain_tx;
 pub mod config;
 pub mod crediting;
 pub mod deposit;
 pub mod deposit_address;
+pub mod event;
 pub mod evm;
 pub mod fees;
 pub mod gas;
@@ -51,10 +65,12 @@ pub mod invoice;
 pub mod invoicing;
 pub mod leased;
 pub mod ledger;
+pub mod merchant;
 pub mod metrics;
 pub mod money;
 pub mod outbox;
 pub mod payout;
+pub mod payouts;
 pub mod pricing;
 pub mod secret;
 pub mod static_address;

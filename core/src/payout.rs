@@ -1,31 +1,63 @@
-//! Payouts and refunds: the resource the API and webhooks show, and the one place their
-//! lifecycle rules are written. The API creates and cancels, the settler moves them to their
-//! end states; both call these functions, inside the database transaction that makes the change,
-//! so the payout's state, its ledger entries, its chain transaction and its events never
-//! disagree (the ledger's idempotency keys make a repeated call a no-op).
-//!
-//! - [`create`]: a payout (or a refund of an invoice) is stored with the chain transaction's
-//!   intent that will send it and its reservation (`payout_reserve`: available -> reserved, the
-//!   amount plus a native payout's network fee reserve), and announced (`payout.created`).
-//! - [`cancel`]: only while the intent is unsigned (the settler signs under the same lock); the
-//!   reservation is released (`payout.cancelled`).
-//! - [`submitted`], [`confirmed`], [`failed`]: what the sending transaction's fate does to the
-//!   payout (`payout.sent`, `payout.confirmed`, `payout.failed`) and, for a refund, to its
-//!   invoice (`refunded` / `partially_refunded`, `invoice.refunded`).
+//! Payouts and refunds as the domain sees them: money a merchant sends out of its available
+//! balance, where it is in its life, and the resource the API and webhooks show. Their lifecycle
+//! (create, cancel, sent, confirmed, failed) is `crate::payouts`; the rows are `store::payouts`.
 
-use alloy::primitives::Address;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::config::{ChainConfig, SettlerSettings};
-use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, SessionSigner};
-use crate::ledger::{AccountKind, LedgerError, settlement};
 use crate::money::BaseUnits;
-use crate::outbox::{self, EventType, Subject};
-use crate::store::chain_txs::{self, ChainTx, Purpose, TxState};
-use crate::store::payouts::{self, Payout, PayoutKind, PayoutStatus};
-use crate::store::{Conn, StoreError, Tx, invoices};
-use crate::time::now_ms;
+use crate::text_enum::text_enum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayoutKind {
+    Payout,
+    Refund,
+}
+
+text_enum! { PayoutKind as "payout kind" { Payout = "payout", Refund = "refund" } }
+
+/// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
+/// `failed` (its reservation released) / `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayoutStatus {
+    Pending,
+    Submitted,
+    Confirmed,
+    Failed,
+    Cancelled,
+}
+
+text_enum! {
+    PayoutStatus as "payout status" {
+        Pending = "pending", Submitted = "submitted", Confirmed = "confirmed", Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payout {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub kind: PayoutKind,
+    pub external_id: Option<String>,
+    pub invoice_id: Option<Uuid>,
+    pub chain_id: u64,
+    pub asset: String,
+    pub amount: BaseUnits,
+    /// Reserved for the network fee (native payouts; token payouts' gas is the operator's).
+    pub fee_reserve: BaseUnits,
+    /// The network fee charged, once confirmed or failed on chain.
+    pub network_fee: Option<BaseUnits>,
+    /// EIP-55 checksummed.
+    pub destination: String,
+    pub status: PayoutStatus,
+    /// JSON object, as the merchant sent it.
+    pub metadata: Option<String>,
+    pub transaction_id: Option<Uuid>,
+    pub failure_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PayoutResource {
@@ -84,368 +116,4 @@ impl PayoutResource {
             updated_at: p.updated_at.div_euclid(1000),
         }
     }
-}
-
-/// What the lifecycle functions need besides the transaction: the payout's chain, the settler's
-/// fee policy (a native payout's reserve), the treasury that sends, and what renders an invoice
-/// for a refund's event.
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    pub chain: &'a ChainConfig,
-    pub settler: &'a SettlerSettings,
-    pub treasury: Address,
-    pub public_url: &'a str,
-    pub sessions: &'a SessionSigner,
-}
-
-impl Context<'_> {
-    /// The decimals of `asset` on this chain (18 for one no longer configured).
-    pub fn decimals_of(&self, asset: &str) -> u8 {
-        self.chain.asset(asset).map(|a| a.decimals).unwrap_or(18)
-    }
-
-    fn resource(&self, payout: &Payout, tx_hash: Option<&str>) -> PayoutResource {
-        PayoutResource::build(payout, &self.chain.name, self.decimals_of(&payout.asset), tx_hash.map(str::to_owned))
-    }
-}
-
-/// Why a payout cannot be created or cancelled. Each is the merchant's to fix, except `Store`
-/// and `Ledger`, which are ours.
-#[derive(Debug, thiserror::Error)]
-pub enum PayoutError {
-    #[error("a payout or refund with this external_id already exists")]
-    ExternalIdTaken,
-    /// The available balance does not cover the amount and its network fee reserve.
-    #[error("{0}")]
-    InsufficientFunds(String),
-    /// A refund larger than what the invoice was paid and has not had refunded.
-    #[error("{0}")]
-    RefundExceedsPaid(String),
-    /// No recent network fee reading, so a native payout's reserve cannot be computed.
-    #[error("{0}")]
-    FeeEstimateUnavailable(String),
-    #[error("{0}")]
-    NotCancellable(String),
-    #[error("no such payout")]
-    NotFound,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Ledger(LedgerError),
-}
-
-impl From<LedgerError> for PayoutError {
-    fn from(error: LedgerError) -> Self {
-        match error {
-            LedgerError::Store(e) => PayoutError::Store(e),
-            other => PayoutError::Ledger(other),
-        }
-    }
-}
-
-/// A validated payout or refund request (amount in base units, destination parsed).
-#[derive(Debug, Clone)]
-pub struct NewPayout {
-    pub kind: PayoutKind,
-    pub merchant_id: Uuid,
-    /// The invoice a refund returns money for (what it was paid bounds the refund).
-    pub refund_of: Option<Invoice>,
-    pub asset: String,
-    pub decimals: u8,
-    /// `None` for the native coin.
-    pub token_address: Option<Address>,
-    pub amount: BaseUnits,
-    pub destination: Address,
-    pub external_id: Option<String>,
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// What a native payout reserves for its network fee, from the settler's latest fee reading.
-async fn native_fee_reserve(conn: &mut Conn, ctx: Context<'_>) -> Result<BaseUnits, PayoutError> {
-    let settler = ctx.settler;
-    let max_age_ms = i64::try_from(settler.fee_estimate_max_age_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    match chain_txs::fee_estimate(conn, ctx.chain.chain_id).await? {
-        Some((base_fee, tip, updated_at)) if now_ms().saturating_sub(updated_at) <= max_age_ms => {
-            Ok(crate::gas::native_payout_fee_reserve(base_fee, tip, settler))
-        }
-        Some(_) => Err(PayoutError::FeeEstimateUnavailable(format!(
-            "the network fee estimate for {} is older than {} seconds, so the fee reserve cannot be computed; \
-             retry shortly",
-            ctx.chain.name, settler.fee_estimate_max_age_secs
-        ))),
-        None => Err(PayoutError::FeeEstimateUnavailable(format!(
-            "there is no network fee estimate for {} yet; retry shortly",
-            ctx.chain.name
-        ))),
-    }
-}
-
-/// Refunds of `invoice` still promised (not failed or cancelled), in base units.
-async fn refunded(conn: &mut Conn, invoice: &Invoice) -> Result<BaseUnits, PayoutError> {
-    let mut total = BaseUnits::ZERO;
-    for refund in payouts::refunds_of(conn, invoice.id).await? {
-        total = total.checked_add(refund.amount).ok_or(LedgerError::Overflow)?;
-    }
-    Ok(total)
-}
-
-/// Refused unless `amount` fits in what `invoice` was paid less `refunded` (which may include it).
-fn check_refundable(invoice: &Invoice, refunded: BaseUnits, amount: BaseUnits) -> Result<(), PayoutError> {
-    let paid = invoice.amount_paid_base_units;
-    let remaining = paid.checked_sub(refunded).unwrap_or_default();
-    if amount > remaining {
-        let show = |v: BaseUnits| format!("{} {}", v.to_display(invoice.decimals), invoice.asset);
-        return Err(PayoutError::RefundExceedsPaid(format!(
-            "the refund of {} exceeds what can still be refunded: {} ({} paid, {} refunded or being refunded)",
-            show(amount),
-            show(remaining),
-            show(paid),
-            show(refunded)
-        )));
-    }
-    Ok(())
-}
-
-/// Stores a validated payout or refund with its chain intent and reservation and records
-/// `payout.created`, in the caller's transaction (which the caller commits).
-pub async fn create(db: &mut Tx, ctx: Context<'_>, new: NewPayout) -> Result<(Payout, PayoutResource), PayoutError> {
-    if let Some(invoice) = &new.refund_of {
-        // Checked again after the reservation (below), which serializes a merchant's refunds.
-        let already = refunded(db, invoice).await?;
-        check_refundable(invoice, already, new.amount)?;
-    }
-    let fee_reserve = match new.token_address {
-        None => native_fee_reserve(db, ctx).await?,
-        // A token payout's gas is paid by the operator.
-        Some(_) => BaseUnits::ZERO,
-    };
-    let purpose = match new.kind {
-        PayoutKind::Payout => Purpose::Payout,
-        PayoutKind::Refund => Purpose::Refund,
-    };
-    let mut intent = ChainTx::intent(
-        ctx.chain.chain_id,
-        ctx.treasury.to_checksum(None),
-        purpose,
-        new.destination.to_checksum(None),
-        &new.asset,
-        new.amount,
-        new.token_address.map(|a| a.to_checksum(None)),
-        fee_reserve,
-    );
-    let now = now_ms();
-    let payout = Payout {
-        id: Uuid::now_v7(),
-        merchant_id: new.merchant_id,
-        kind: new.kind,
-        external_id: new.external_id.clone(),
-        invoice_id: new.refund_of.as_ref().map(|i| i.id),
-        chain_id: ctx.chain.chain_id,
-        asset: new.asset.clone(),
-        amount: new.amount,
-        fee_reserve,
-        network_fee: None,
-        destination: new.destination.to_checksum(None),
-        status: PayoutStatus::Pending,
-        metadata: new.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
-        transaction_id: Some(intent.id),
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-    };
-    intent.payout_id = Some(payout.id);
-    intent.merchant_id = Some(payout.merchant_id);
-    intent.invoice_id = payout.invoice_id;
-
-    payouts::insert(db, &payout).await.map_err(|e| match e {
-        StoreError::Conflict(_) => PayoutError::ExternalIdTaken,
-        other => other.into(),
-    })?;
-    chain_txs::insert_intent(db, &intent).await?;
-    settlement::reserve_payout(db, &payout).await.map_err(|e| match e {
-        LedgerError::InsufficientFunds { balance, .. } => {
-            let show = |v: BaseUnits| format!("{} {}", v.to_display(new.decimals), new.asset);
-            let needed = new.amount.checked_add(fee_reserve).unwrap_or(new.amount);
-            PayoutError::InsufficientFunds(format!(
-                "insufficient available balance: {} is available, the {} needs {} ({} plus a network fee reserve \
-                 of {})",
-                show(balance),
-                new.kind.as_str(),
-                show(needed),
-                show(new.amount),
-                show(fee_reserve)
-            ))
-        }
-        other => other.into(),
-    })?;
-    if let Some(invoice) = &new.refund_of {
-        // The reservation locked the merchant's balance: concurrent refunds are now in order, and
-        // the sum includes this one.
-        let promised = refunded(db, invoice).await?;
-        let others = promised.checked_sub(new.amount).unwrap_or_default();
-        check_refundable(invoice, others, new.amount)?;
-    }
-    let resource = PayoutResource::build(&payout, &ctx.chain.name, new.decimals, None);
-    outbox::record(db, payout.merchant_id, EventType::PayoutCreated, Subject::new("payout", payout.id), &resource)
-        .await?;
-    tracing::info!(
-        payout_id = %payout.id,
-        merchant_id = %payout.merchant_id,
-        kind = payout.kind.as_str(),
-        chain = %ctx.chain.name,
-        asset = %payout.asset,
-        "payout created"
-    );
-    Ok((payout, resource))
-}
-
-/// Cancels merchant `merchant_id`'s payout `id` while its transaction is still an unsigned
-/// intent, releasing its reservation and recording `payout.cancelled`.
-pub async fn cancel(
-    db: &mut Tx,
-    ctx: Context<'_>,
-    merchant_id: Uuid,
-    id: Uuid,
-) -> Result<(Payout, PayoutResource), PayoutError> {
-    let not_cancellable = |state: String| {
-        PayoutError::NotCancellable(format!(
-            "only a pending payout whose transaction is not yet signed can be cancelled; this one is {state}"
-        ))
-    };
-    let before = payouts::get(db, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
-    let Some(transaction_id) = before.transaction_id else {
-        return Err(not_cancellable(before.status.as_str().to_owned()));
-    };
-    // The settler signs under the same lock: once we hold it, the intent stays an intent.
-    let chain_tx = chain_txs::lock(db, transaction_id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("payout {id} names a missing transaction {transaction_id}")))?;
-    let payout = payouts::get(db, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
-    if payout.status != PayoutStatus::Pending {
-        return Err(not_cancellable(payout.status.as_str().to_owned()));
-    }
-    if chain_tx.state != TxState::Intent {
-        return Err(not_cancellable(format!("pending, but its transaction is already {}", chain_tx.state)));
-    }
-    if !chain_txs::set_failed(db, transaction_id, TxState::Intent, "cancelled").await?
-        || !payouts::transition(
-            db,
-            id,
-            PayoutStatus::Pending,
-            PayoutStatus::Cancelled,
-            None,
-            Some("cancelled by the merchant"),
-        )
-        .await?
-    {
-        return Err(not_cancellable("changing state concurrently".into()));
-    }
-    settlement::release_payout(db, &payout, BaseUnits::ZERO, "cancelled").await?;
-    let payout = payouts::get(db, merchant_id, id).await?.ok_or(PayoutError::NotFound)?;
-    let resource = ctx.resource(&payout, None);
-    outbox::record(db, payout.merchant_id, EventType::PayoutCancelled, Subject::new("payout", payout.id), &resource)
-        .await?;
-    tracing::info!(payout_id = %payout.id, merchant_id = %payout.merchant_id, "payout cancelled");
-    Ok((payout, resource))
-}
-
-async fn payout_of(conn: &mut Conn, tx: &ChainTx) -> Result<Payout, StoreError> {
-    let id =
-        tx.payout_id.ok_or_else(|| StoreError::Corrupt(format!("payout transaction {} names no payout", tx.id)))?;
-    payouts::get_any(conn, id).await?.ok_or_else(|| StoreError::Corrupt(format!("payout {id} is missing")))
-}
-
-async fn record_event(
-    db: &mut Tx,
-    ctx: Context<'_>,
-    payout_id: Uuid,
-    event: EventType,
-    tx_hash: Option<&str>,
-) -> Result<(), StoreError> {
-    let p = payouts::get_any(db, payout_id).await?.ok_or_else(|| StoreError::Corrupt("payout vanished".into()))?;
-    outbox::record(db, p.merchant_id, event, Subject::new(p.kind.as_str(), p.id), &ctx.resource(&p, tx_hash)).await?;
-    Ok(())
-}
-
-/// The first broadcast of `tx` (a payout's or refund's) was recorded: the payout is `submitted`.
-pub async fn submitted(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), LedgerError> {
-    let p = payout_of(db, tx).await?;
-    if payouts::transition(db, p.id, PayoutStatus::Pending, PayoutStatus::Submitted, None, None).await? {
-        record_event(db, ctx, p.id, EventType::PayoutSent, Some(tx_hash)).await?;
-    }
-    Ok(())
-}
-
-/// `tx` (a payout's or refund's) is confirmed: the payout is paid, the merchant charged the gas
-/// of a native payout (within its reserve; the operator pays the rest, and a token payout's).
-pub async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Result<(), LedgerError> {
-    let gas = tx.gas_cost.unwrap_or_default();
-    let p = payout_of(db, tx).await?;
-    let merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
-    settlement::payout_sent(db, &p, merchant_gas).await?;
-    let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();
-    settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
-    let mut moved = false;
-    for from in [PayoutStatus::Submitted, PayoutStatus::Pending] {
-        if !moved {
-            moved = payouts::transition(db, p.id, from, PayoutStatus::Confirmed, Some(merchant_gas), None).await?;
-        }
-    }
-    if moved {
-        record_event(db, ctx, p.id, EventType::PayoutConfirmed, tx.mined_tx_hash.as_deref()).await?;
-        if p.kind == PayoutKind::Refund {
-            refund_confirmed(db, ctx, &p).await?;
-        }
-    }
-    Ok(())
-}
-
-/// A refund confirmed: the invoice is `refunded` when its confirmed refunds reach what was
-/// paid, else `partially_refunded`.
-async fn refund_confirmed(db: &mut Tx, ctx: Context<'_>, refund: &Payout) -> Result<(), StoreError> {
-    let Some(invoice_id) = refund.invoice_id else { return Ok(()) };
-    let Some(mut invoice) = invoices::get_any(db, invoice_id).await? else {
-        return Err(StoreError::Corrupt(format!("refund {} names a missing invoice", refund.id)));
-    };
-    let mut refunded = BaseUnits::ZERO;
-    for r in payouts::refunds_of(db, invoice_id).await? {
-        if r.status == PayoutStatus::Confirmed {
-            refunded = refunded.checked_add(r.amount).unwrap_or(refunded);
-        }
-    }
-    let read = invoice.clone();
-    invoice.status = if refunded >= invoice.amount_paid_base_units {
-        InvoiceStatus::Refunded
-    } else {
-        InvoiceStatus::PartiallyRefunded
-    };
-    invoices::update_payment_state(db, &read, &invoice).await?;
-    let resource = InvoiceResource::build(&invoice, Vec::new(), ctx.public_url, ctx.sessions);
-    outbox::record(db, invoice.merchant_id, EventType::InvoiceRefunded, Subject::invoice(&invoice), &resource).await?;
-    Ok(())
-}
-
-/// `tx` (a payout's or refund's) failed: reverted on chain (`gas` is what it still cost) or never
-/// mined (`None`). The reservation is released, less the gas a native payout's reserve pays.
-pub async fn failed(
-    db: &mut Tx,
-    ctx: Context<'_>,
-    tx: &ChainTx,
-    gas: Option<BaseUnits>,
-    reason: &str,
-) -> Result<(), LedgerError> {
-    let gas = gas.unwrap_or_default();
-    let p = payout_of(db, tx).await?;
-    let merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
-    settlement::release_payout(db, &p, merchant_gas, reason).await?;
-    let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();
-    settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
-    let mut moved = false;
-    for from in [PayoutStatus::Pending, PayoutStatus::Submitted] {
-        moved |= payouts::transition(db, p.id, from, PayoutStatus::Failed, Some(merchant_gas), Some(reason)).await?;
-    }
-    if moved {
-        record_event(db, ctx, p.id, EventType::PayoutFailed, tx.mined_tx_hash.as_deref()).await?;
-    }
-    Ok(())
 }

@@ -1,5 +1,5 @@
 //! Webhooks, the parts every crate shares: the words of the event types merchants can subscribe
-//! to (the types themselves are `outbox::EventType`), signing secrets (generated, shown once,
+//! to (the types themselves are `event::EventType`), signing secrets (generated, shown once,
 //! encrypted at rest) and Standard Webhooks signatures.
 //!
 //! Signing follows the Standard Webhooks specification: a secret is `whsec_<base64 key>`, and a
@@ -7,8 +7,8 @@
 //! (epoch seconds) and `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`,
 //! one space-separated signature per valid secret (two during a rotation's grace period).
 //!
-//! Delivery itself (the worker, the SSRF guard) lives in the API crate; what is queued, in
-//! `outbox`; the queue's rows, in `store::webhooks`.
+//! Delivery itself (the worker, the SSRF guard) is the `depositd-webhooks` crate; what is queued,
+//! `outbox`; the queue's rows, `store::webhooks`. A merchant's registered [`Endpoint`] is here.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,8 +18,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+use uuid::Uuid;
 
-use crate::outbox::EventType;
+use crate::event::EventType;
 
 /// Every event type depositd emits, by its word, in [`EventType::ALL`]'s order: what a merchant
 /// can subscribe to (listing none subscribes to all) and filter events by, and the OpenAPI enum.
@@ -142,5 +143,39 @@ mod tests {
         let body = r#"{"test": 2432232314}"#;
         let header = signature_header(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).unwrap();
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}
+
+/// A merchant's registered endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types it receives; empty = every type.
+    pub enabled_events: Vec<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    /// The signing secret, sealed (`webhooks::SecretBox`).
+    pub secret_sealed: String,
+    /// The secret before the last rotation, also signed with until `previous_secret_expires_at`.
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Sealed secrets are not secrets in the clear, but there is no reason to print them either.
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("url", &self.url)
+            .field("enabled_events", &self.enabled_events)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
     }
 }

@@ -220,8 +220,8 @@ impl Settler {
     }
 
     /// What the payout lifecycle and the outcome of a transaction need to know of this chain.
-    pub(crate) fn payout_ctx(&self) -> depositd_core::payout::Context<'_> {
-        depositd_core::payout::Context {
+    pub(crate) fn payout_ctx(&self) -> depositd_core::payouts::Context<'_> {
+        depositd_core::payouts::Context {
             chain: &self.chain,
             settler: &self.settings,
             treasury: self.treasury_address(),

@@ -5,12 +5,12 @@
 //! lifecycle's ([`depositd_core::payout`]); sweeps, gas top-ups and pass-through forwards are
 //! the settler's own.
 
+use depositd_core::chain_tx::{ChainTx, Purpose};
 use depositd_core::ledger::{AccountKind, Posted, settlement};
 use depositd_core::money::BaseUnits;
 use depositd_core::outbox::{self, EventType, Subject};
-use depositd_core::payout::{self, Context};
+use depositd_core::payouts::{self, Context};
 use depositd_core::store::Tx;
-use depositd_core::store::chain_txs::{ChainTx, Purpose};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ struct SettlementResource<'a> {
 /// The first broadcast was recorded: a payout becomes `submitted`.
 pub(crate) async fn submitted(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), SettleError> {
     if matches!(tx.purpose, Purpose::Payout | Purpose::Refund) {
-        payout::submitted(db, ctx, tx, tx_hash).await?;
+        payouts::submitted(db, ctx, tx, tx_hash).await?;
     }
     Ok(())
 }
@@ -44,7 +44,7 @@ pub(crate) async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Re
     let native = ctx.chain.native.symbol.as_str();
     let gas = tx.gas_cost.unwrap_or_default();
     match tx.purpose {
-        Purpose::Payout | Purpose::Refund => payout::confirmed(db, ctx, tx).await?,
+        Purpose::Payout | Purpose::Refund => payouts::confirmed(db, ctx, tx).await?,
         Purpose::GasTopup => {
             settlement::movement(db, tx).await?;
             settlement::operator_gas(db, tx, native, AccountKind::HotWallet, gas).await?;
@@ -95,7 +95,7 @@ pub(crate) async fn failed(
 ) -> Result<(), SettleError> {
     let native = ctx.chain.native.symbol.as_str();
     match tx.purpose {
-        Purpose::Payout | Purpose::Refund => payout::failed(db, ctx, tx, gas, reason).await?,
+        Purpose::Payout | Purpose::Refund => payouts::failed(db, ctx, tx, gas, reason).await?,
         Purpose::GasTopup => {
             settlement::operator_gas(db, tx, native, AccountKind::HotWallet, gas.unwrap_or_default()).await?;
         }

@@ -20,11 +20,13 @@
 use std::collections::BTreeMap;
 
 use alloy::primitives::{Address, U256};
+use depositd_core::chain_tx::{ChainTx, Purpose, TxState};
+use depositd_core::deposit::Deposit;
 use depositd_core::gas::{self, Fees, NATIVE_TRANSFER_GAS};
 use depositd_core::ledger::settlement;
 use depositd_core::money::BaseUnits;
-use depositd_core::store::chain_txs::{self, ChainTx, Purpose, TxState};
-use depositd_core::store::deposits::{self, Deposit};
+use depositd_core::store::chain_txs;
+use depositd_core::store::deposits;
 use depositd_core::store::{Conn, StoreError, invoices};
 use uuid::Uuid;
 

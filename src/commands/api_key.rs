@@ -1,8 +1,9 @@
 //! `depositd api-key create|list|revoke`.
 
 use anyhow::Context;
+use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::config::Config;
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
+use depositd_core::store::api_keys;
 use secrecy::ExposeSecret;
 
 use crate::cli::ApiKeyCommand;

@@ -47,7 +47,7 @@ pub fn load_config(global: &GlobalOptions) -> anyhow::Result<Config> {
 pub async fn find_merchant(
     conn: &mut depositd_core::store::Conn,
     id_or_name: &str,
-) -> anyhow::Result<depositd_core::store::merchants::Merchant> {
+) -> anyhow::Result<depositd_core::merchant::Merchant> {
     depositd_core::store::merchants::find(conn, id_or_name)
         .await?
         .with_context(|| format!("no merchant with id or name {id_or_name:?}"))

@@ -2,7 +2,7 @@
 //! and the SSRF guard that keeps those requests off the operator's own network.
 //!
 //! The crate depends on `depositd-core` only: the outbox (events and their deliveries) is written
-//! by whoever changes state, in the change's own transaction (`core::store::events`); this crate
+//! by whoever changes state, in the change's own transaction (`core::outbox`); this crate
 //! only reads the queue, signs (`core::webhooks`), sends and records. The API uses [`ssrf`] to
 //! refuse a callback or endpoint URL when it is created, with the rules deliveries obey; the
 //! daemon runs one [`Deliverer`] (`Component::Webhooks`).

@@ -3,10 +3,11 @@
 
 use axum::Json;
 use axum::extract::State;
+use depositd_core::api_key::Scope;
 use depositd_core::deposit::DepositResource;
+use depositd_core::deposit::{Deposit, DepositState};
 use depositd_core::ledger::statements::{self, EntryFilter};
-use depositd_core::store::api_keys::Scope;
-use depositd_core::store::deposits::{self, Deposit, DepositFilter, DepositState};
+use depositd_core::store::deposits::{self, DepositFilter};
 use depositd_core::store::{Conn, cursors};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

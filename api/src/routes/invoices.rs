@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use depositd_core::api_key::Scope;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
 use depositd_core::invoicing::{self, InvoiceRequest};
 use depositd_core::outbox::{self, EventType, Subject};
-use depositd_core::store::api_keys::Scope;
 use depositd_core::store::invoices::{self, InvoiceFilter};
 use depositd_core::store::{Conn, StoreError, cursors};
 use governor::clock::{Clock, DefaultClock};

@@ -10,12 +10,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use depositd_core::api_key::Scope;
 use depositd_core::config::Config;
 use depositd_core::ledger::statements::{self, EntryFilter, MerchantEntry};
 use depositd_core::ledger::{AccountKind, EntryType, Posting};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::Conn;
-use depositd_core::store::api_keys::Scope;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -11,15 +11,16 @@ use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use depositd_core::api_key::Scope;
 use depositd_core::config::ChainConfig;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::Invoice;
 use depositd_core::money::{BaseUnits, MoneyError};
-use depositd_core::payout::{self, NewPayout, PayoutResource};
-use depositd_core::store::api_keys::Scope;
+use depositd_core::payout::PayoutResource;
+use depositd_core::payout::{Payout, PayoutKind, PayoutStatus};
+use depositd_core::payouts::{self, NewPayout};
 use depositd_core::store::chain_txs;
-use depositd_core::store::payouts::{self, Payout, PayoutKind, PayoutStatus};
-use depositd_core::store::{Conn, StoreError, invoices};
+use depositd_core::store::{self, Conn, StoreError, invoices};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -127,8 +128,8 @@ fn destination(param: &str, value: &str) -> Result<Address, ApiError> {
 }
 
 /// The payout lifecycle's context on `chain`.
-fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payout::Context<'a> {
-    payout::Context {
+fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payouts::Context<'a> {
+    payouts::Context {
         chain,
         settler: &state.config.settings.settler,
         treasury: state.wallet.treasury().address(),
@@ -137,7 +138,7 @@ fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payout::Contex
     }
 }
 
-/// Creates a validated payout or refund (`depositd_core::payout::create`) and answers 201
+/// Creates a validated payout or refund (`depositd_core::payouts::create`) and answers 201
 /// (stored with the idempotency key, if any, in the same transaction).
 async fn create_outgoing(
     state: &AppState,
@@ -146,7 +147,7 @@ async fn create_outgoing(
     new: NewPayout,
 ) -> Result<Response, ApiError> {
     let mut tx = state.store.begin().await?;
-    let (_, resource) = payout::create(&mut tx, payout_ctx(state, chain), new).await?;
+    let (_, resource) = payouts::create(&mut tx, payout_ctx(state, chain), new).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     idempotency::commit_created(guard, tx, body).await
 }
@@ -297,7 +298,8 @@ pub async fn get(
     auth.require(Scope::PayoutsRead)?;
     let id = extract::path_id("payout", &id)?;
     let mut conn = state.store.conn().await?;
-    let payout = payouts::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
+    let payout =
+        store::payouts::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
     Ok(Json(resource(&state, &mut conn, &payout).await?))
 }
 
@@ -357,9 +359,15 @@ pub async fn list(
 ) -> Result<Json<PayoutList>, ApiError> {
     let page = Page::new(query.limit, query.starting_after);
     let mut conn = state.store.conn().await?;
-    let found =
-        payouts::list(&mut conn, auth.merchant.id, query.status, query.invoice_id, page.starting_after, page.fetch())
-            .await?;
+    let found = store::payouts::list(
+        &mut conn,
+        auth.merchant.id,
+        query.status,
+        query.invoice_id,
+        page.starting_after,
+        page.fetch(),
+    )
+    .await?;
     let (found, has_more) = page.finish(found);
     let mut data = Vec::with_capacity(found.len());
     for payout in &found {
@@ -387,14 +395,15 @@ pub async fn cancel(
     auth.require(Scope::PayoutsWrite)?;
     let id = extract::path_id("payout", &id)?;
     let mut tx = state.store.begin().await?;
-    let found = payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
+    let found =
+        store::payouts::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("payout"))?;
     let chain = state.config.chains.iter().find(|c| c.chain_id == found.chain_id).ok_or_else(|| {
         ApiError::internal(std::io::Error::other(format!(
             "payout {id}: chain {} is no longer configured",
             found.chain_id
         )))
     })?;
-    let (_, resource) = payout::cancel(&mut tx, payout_ctx(&state, chain), auth.merchant.id, id).await?;
+    let (_, resource) = payouts::cancel(&mut tx, payout_ctx(&state, chain), auth.merchant.id, id).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(resource))
 }

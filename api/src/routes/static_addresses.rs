@@ -4,10 +4,10 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
+use depositd_core::api_key::Scope;
 use depositd_core::deposit_address::AddressPurpose;
 use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
-use depositd_core::store::api_keys::Scope;
 use depositd_core::store::deposit_addresses;
 use depositd_core::store::{StoreError, static_addresses};
 use depositd_core::time::now_ms;

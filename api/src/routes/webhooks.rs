@@ -9,11 +9,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use depositd_core::api_key::Scope;
 use depositd_core::outbox::{self, EventType};
-use depositd_core::store::api_keys::Scope;
-use depositd_core::store::webhooks::{self, CallbackSecret, Endpoint, EventFilter, EventRecord};
+use depositd_core::store::webhooks::{self, CallbackSecret, EventFilter, EventRecord};
 use depositd_core::store::{Conn, StoreError};
 use depositd_core::time::now_ms;
+use depositd_core::webhooks::Endpoint;
 use depositd_core::webhooks::{EVENT_TYPES, generate_secret};
 use depositd_webhooks::ssrf;
 use secrecy::ExposeSecret;
@@ -571,12 +572,13 @@ pub async fn list_events(
     State(state): State<AppState>,
     List { auth, query }: List<ListEvents>,
 ) -> Result<Json<EventList>, ApiError> {
-    let event_type = match query.event_type.as_deref() {
-        None => None,
-        Some(value) => Some(value.parse::<EventType>().map_err(|_| {
-            ApiError::invalid("type", "invalid_event_type", format!("{value:?} is not an event type"))
-        })?),
-    };
+    let event_type =
+        match query.event_type.as_deref() {
+            None => None,
+            Some(value) => Some(value.parse::<EventType>().map_err(|_| {
+                ApiError::invalid("type", "invalid_event_type", format!("{value:?} is not an event type"))
+            })?),
+        };
     let page = Page::new(query.limit, query.starting_after);
     let filter = EventFilter {
         event_type,

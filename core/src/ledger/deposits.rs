@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::{
     Account, AccountKind, CREDIT_TYPES_SQL, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side, post, reverse,
 };
+use crate::deposit::Deposit;
 use crate::invoice::Invoice;
 use crate::money::BaseUnits;
 use crate::store::codec::Text;
-use crate::store::deposits::Deposit;
 use crate::store::{Conn, StoreError, parse_column};
 
 fn merchant_of(deposit: &Deposit) -> Result<Uuid, LedgerError> {

@@ -18,9 +18,9 @@
 use uuid::Uuid;
 
 use super::{Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, post};
+use crate::chain_tx::ChainTx;
 use crate::money::BaseUnits;
-use crate::store::chain_txs::ChainTx;
-use crate::store::payouts::{Payout, PayoutKind};
+use crate::payout::{Payout, PayoutKind};
 
 fn payout_refs(p: &Payout) -> Refs {
     Refs {
@@ -170,7 +170,7 @@ pub async fn operator_gas(
 /// A confirmed movement between the hot wallet and custody, or out of custody to a merchant.
 #[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
 pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Posted, LedgerError> {
-    use crate::store::chain_txs::Purpose;
+    use crate::chain_tx::Purpose;
     let (chain_id, asset) = (tx.chain_id, tx.asset.as_str());
     let (entry_type, key, debit) = match tx.purpose {
         Purpose::GasTopup => (EntryType::Gas, "gas_topup", Account::platform(AccountKind::Custody, chain_id, asset)),

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use alloy::primitives::{Address, U256};
 
 use super::{Account, AccountKind, CREDIT_TYPES_SQL, Owner, Side};
+use crate::chain_tx::Purpose;
 use crate::money::BaseUnits;
-use crate::store::chain_txs::Purpose;
 use crate::store::codec::Text;
 use crate::store::{Conn, StoreError, parse_column};
 

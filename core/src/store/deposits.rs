@@ -5,57 +5,9 @@ use uuid::Uuid;
 
 use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
+pub use crate::deposit::{Deposit, DepositState};
 use crate::money::BaseUnits;
-use crate::text_enum::text_enum;
 use crate::time::now_ms;
-
-/// Where a deposit is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DepositState {
-    /// Seen in a block, not yet buried under the chain's confirmations.
-    Detected,
-    /// Confirmed and credited.
-    Confirmed,
-    /// Its block left the canonical chain before confirmation; it may reappear.
-    Reorged,
-    /// It was confirmed, then a deeper reorg removed it: its credit was reversed.
-    Reversed,
-    /// Recorded but not credited (wrong chain or asset for the invoice, unrepresentable amount...).
-    Rejected,
-}
-
-text_enum! {
-    DepositState as "deposit state" {
-        Detected = "detected", Confirmed = "confirmed", Reorged = "reorged", Reversed = "reversed",
-        Rejected = "rejected",
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Deposit {
-    pub id: Uuid,
-    pub chain_id: u64,
-    pub tx_hash: String,
-    pub log_index: i64,
-    pub block_number: u64,
-    pub block_hash: String,
-    pub from_address: String,
-    pub to_address: String,
-    /// `None` for native transfers.
-    pub token_address: Option<String>,
-    pub asset: String,
-    pub amount: BaseUnits,
-    pub state: DepositState,
-    pub reject_reason: Option<String>,
-    pub merchant_id: Option<Uuid>,
-    pub invoice_id: Option<Uuid>,
-    pub static_address_id: Option<Uuid>,
-    pub detected_at: i64,
-    pub confirmed_at: Option<i64>,
-    /// How many times a reorg took this deposit away and it came back. Each life posts to the
-    /// ledger under its own idempotency keys.
-    pub generation: i64,
-}
 
 /// The columns a new deposit is inserted with.
 macro_rules! insert_columns {

@@ -9,7 +9,7 @@ use super::{Conn, StoreError};
 
 /// Inserts merchant `merchant_id`'s event row. Call in the transaction of the change it reports.
 #[tracing::instrument(skip(conn, event), fields(event_id = %event.id, event_type = %event.event_type))]
-pub async fn insert(conn: &mut Conn, merchant_id: Uuid, event: &EventRecord) -> Result<(), StoreError> {
+pub(crate) async fn insert(conn: &mut Conn, merchant_id: Uuid, event: &EventRecord) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO events (id, merchant_id, event_type, resource_type, resource_id, payload, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

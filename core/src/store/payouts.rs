@@ -5,59 +5,8 @@ use uuid::Uuid;
 use super::codec::{Text, opt};
 use super::{Conn, StoreError};
 use crate::money::BaseUnits;
-use crate::text_enum::text_enum;
+pub use crate::payout::{Payout, PayoutKind, PayoutStatus};
 use crate::time::now_ms;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayoutKind {
-    Payout,
-    Refund,
-}
-
-text_enum! { PayoutKind as "payout kind" { Payout = "payout", Refund = "refund" } }
-
-/// `pending` (not yet signed; cancellable) -> `submitted` (broadcast) -> `confirmed`, or
-/// `failed` (its reservation released) / `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PayoutStatus {
-    Pending,
-    Submitted,
-    Confirmed,
-    Failed,
-    Cancelled,
-}
-
-text_enum! {
-    PayoutStatus as "payout status" {
-        Pending = "pending", Submitted = "submitted", Confirmed = "confirmed", Failed = "failed",
-        Cancelled = "cancelled",
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Payout {
-    pub id: Uuid,
-    pub merchant_id: Uuid,
-    pub kind: PayoutKind,
-    pub external_id: Option<String>,
-    pub invoice_id: Option<Uuid>,
-    pub chain_id: u64,
-    pub asset: String,
-    pub amount: BaseUnits,
-    /// Reserved for the network fee (native payouts; token payouts' gas is the operator's).
-    pub fee_reserve: BaseUnits,
-    /// The network fee charged, once confirmed or failed on chain.
-    pub network_fee: Option<BaseUnits>,
-    /// EIP-55 checksummed.
-    pub destination: String,
-    pub status: PayoutStatus,
-    /// JSON object, as the merchant sent it.
-    pub metadata: Option<String>,
-    pub transaction_id: Option<Uuid>,
-    pub failure_reason: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
 
 const COLUMNS: &str = "id, merchant_id, kind, external_id, invoice_id, chain_id, asset, amount_base_units, \
     fee_reserve_base_units, network_fee_base_units, destination, status, metadata, transaction_id, failure_reason, \

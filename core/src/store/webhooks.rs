@@ -11,42 +11,9 @@ use uuid::Uuid;
 
 use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
-use crate::outbox::EventType;
+use crate::event::EventType;
 use crate::time::now_ms;
-
-/// A merchant's registered endpoint.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub id: Uuid,
-    pub merchant_id: Uuid,
-    pub url: String,
-    pub description: Option<String>,
-    /// Event types it receives; empty = every type.
-    pub enabled_events: Vec<String>,
-    pub enabled: bool,
-    pub disabled_reason: Option<String>,
-    /// The signing secret, sealed (`webhooks::SecretBox`).
-    pub secret_sealed: String,
-    /// The secret before the last rotation, also signed with until `previous_secret_expires_at`.
-    pub previous_secret_sealed: Option<String>,
-    pub previous_secret_expires_at: Option<i64>,
-    pub last_success_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// Sealed secrets are not secrets in the clear, but there is no reason to print them either.
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("id", &self.id)
-            .field("merchant_id", &self.merchant_id)
-            .field("url", &self.url)
-            .field("enabled_events", &self.enabled_events)
-            .field("enabled", &self.enabled)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::webhooks::Endpoint;
 
 const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, enabled_events, status, disabled_reason, \
     secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at, last_success_at, created_at, updated_at";
@@ -263,7 +230,7 @@ pub async fn enabled_endpoints(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec
 /// second call for either is a no-op, so queueing again (a redelivery) never duplicates one.
 /// Returns whether a delivery was inserted.
 #[tracing::instrument(skip(conn, url))]
-pub async fn insert_delivery(
+pub(crate) async fn insert_delivery(
     conn: &mut Conn,
     event_id: Uuid,
     endpoint_id: Option<Uuid>,
@@ -611,7 +578,7 @@ pub async fn attempts(conn: &mut Conn, delivery_id: Uuid) -> Result<Vec<Attempt>
 /// Starts event `event_id`'s deliveries over: due at `now`, a fresh retry schedule (earlier
 /// attempts stay recorded), except those to endpoints since disabled or deleted. Returns how many.
 #[tracing::instrument(skip(conn))]
-pub async fn restart_deliveries(conn: &mut Conn, event_id: Uuid, now: i64) -> Result<u64, StoreError> {
+pub(crate) async fn restart_deliveries(conn: &mut Conn, event_id: Uuid, now: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'pending', attempt_count = 0, next_attempt_at = $1, locked_until = NULL, \
          updated_at = $1 WHERE event_id = $2 AND (endpoint_id IS NULL OR endpoint_id IN \
