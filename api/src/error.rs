@@ -83,9 +83,17 @@ impl ApiError {
     }
 }
 
+/// A row the request names that is not there is the client's 404; a row in the way (a unique
+/// value taken, a concurrent change) is its 409; everything else is ours (500, logged).
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::internal(error)
+        match error {
+            StoreError::NotFound => ApiError::NotFound { code: "resource_missing", message: "no such resource".into() },
+            StoreError::Conflict(what) => {
+                ApiError::Conflict { code: "conflict", message: format!("conflict: {what}"), param: None }
+            }
+            error => ApiError::internal(error),
+        }
     }
 }
 
@@ -181,5 +189,18 @@ impl From<depositd_core::invoicing::InvoicingError> for ApiError {
             }
         };
         ApiError::InvalidRequest { code, message: error.to_string(), param: param.map(str::to_owned) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_their_status() {
+        let status = |e: StoreError| ApiError::from(e).into_response().status();
+        assert_eq!(status(StoreError::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(status(StoreError::Conflict("external_id")), StatusCode::CONFLICT);
+        assert_eq!(status(StoreError::Corrupt("column 1".into())), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
