@@ -7,7 +7,8 @@
 //! - [`daemon`]: `depositd run`: starts the selected components under one shutdown token and
 //!   stops them all when a signal arrives or one of them fails.
 //! - [`dev`]: `depositd dev`: a local anvil chain with test tokens, a demo merchant, and the whole
-//!   daemon on SQLite; also the anvil launcher and token deployer the tests use.
+//!   daemon on SQLite (anvil and the test tokens from `depositd-testkit`); also funding the dev
+//!   treasury, which the tests use too.
 //! - [`reconcile`]: ledger reconciliation, in the store and against each chain's balances.
 //! - [`telemetry`]: tracing setup (human or JSON output, `RUST_LOG` filtering).
 //! - [`treasury`]: recording the operator's funding of the hot wallet (checked on chain), resuming

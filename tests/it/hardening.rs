@@ -112,7 +112,7 @@ async fn slow_and_idle_clients_are_cut_off() {
 fn idle_sockets_cannot_exhaust_the_file_limit() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let port = depositd::dev::anvil::free_port().unwrap();
+    let port = depositd_testkit::anvil::free_port().unwrap();
     let stderr = dir.path().join("stderr.log");
     let mut command = crate::helpers::depositd();
     command

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use depositd::dev::anvil::{Anvil, AnvilOptions, free_port};
 use depositd_core::wallet::HdWallet;
+use depositd_testkit::anvil::{Anvil, AnvilOptions, free_port};
 use secrecy::ExposeSecret;
 
 use crate::helpers::depositd;
