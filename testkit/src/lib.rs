@@ -8,8 +8,8 @@
 //! [`anvil`], [`tokens`] and [`chain`], built from crates the binary links anyway (alloy, tokio,
 //! reqwest, nix). The parts only tests and benchmarks need are features the binary never enables,
 //! so neither a temporary-directory crate nor test-database code is compiled into it: `db` (a fresh
-//! SQLite file or PostgreSQL database per test or run) and `webhooks` (a receiver that records
-//! deliveries). The root package's dev-dependency and the benchmark harness enable both. Keeping
+//! SQLite file or PostgreSQL database per test or run, a merchant with a key) and `http` (small
+//! loopback servers, among them a webhook receiver that records deliveries). The root package's dev-dependency and the benchmark harness enable both. Keeping
 //! one crate (rather than a dev-only crate beside a second one for anvil) keeps the anvil launcher
 //! and the token deployment in one place for all three users.
 //!
@@ -22,13 +22,18 @@
 //!   `pay_native`, `mine`, balances.
 //! - [`db`] (feature `db`): [`db::TestDb`], a fresh database on SQLite or PostgreSQL, dropped
 //!   with it.
-//! - [`webhooks`] (feature `webhooks`): [`webhooks::Receiver`], an HTTP server on 127.0.0.1 that
+//!   Also [`db::merchant_with_key`], a merchant and its API key written straight to the store.
+//! - [`http`] (feature `http`): [`http::serve`], any axum router on a free loopback port (the
+//!   tests' misbehaving JSON-RPC proxies).
+//! - [`webhooks`] (feature `http`): [`webhooks::Receiver`], an HTTP server on 127.0.0.1 that
 //!   records every webhook delivery and answers as scripted.
 
 pub mod anvil;
 pub mod chain;
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod tokens;
-#[cfg(feature = "webhooks")]
+#[cfg(feature = "http")]
 pub mod webhooks;

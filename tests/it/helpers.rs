@@ -156,6 +156,13 @@ impl TestApp {
         self.client.post(self.url("/api/v1/invoices")).header("x-api-key", key).json(&body).send().await.unwrap()
     }
 
+    /// Creates an invoice that must be created (201); returns it.
+    pub async fn created_invoice(&self, key: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self.create_invoice(key, body).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
     pub async fn create_static_address(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
         self.client
             .post(self.url("/api/v1/static-addresses"))

@@ -83,9 +83,7 @@ impl Setup {
     }
 
     async fn invoice(&self, body: Value) -> Value {
-        let response = self.app.create_invoice(&self.key, body).await;
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
+        self.app.created_invoice(&self.key, body).await
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -601,10 +599,7 @@ async fn refusing_proxy(upstream: String, refuse: std::sync::Arc<std::sync::atom
     };
     use axum::response::IntoResponse;
     let app = axum::Router::new().route("/", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
 }
 
 async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(db: TestDb) {

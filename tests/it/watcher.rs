@@ -76,9 +76,7 @@ impl Setup {
     }
 
     async fn invoice(&self, body: Value) -> Value {
-        let response = self.app.create_invoice(&self.key, body).await;
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
+        self.app.created_invoice(&self.key, body).await
     }
 
     async fn get(&self, invoice: &Value) -> Value {
@@ -353,10 +351,7 @@ async fn faulty_proxy(upstream: String, faults: std::sync::Arc<std::sync::atomic
         }
     };
     let app = axum::Router::new().route("/", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
 }
 
 async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
@@ -658,10 +653,7 @@ async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomi
         }
     };
     let app = axum::Router::new().route("/", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
 }
 
 async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
