@@ -23,7 +23,7 @@ test: node_modules/.bin/anvil
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	python3 .ci/module_cycles.py core/src rpc/src watcher/src settler/src api/src webhooks/src src bench/src
+	python3 .ci/module_cycles.py core/src rpc/src watcher/src settler/src api/src webhooks/src testkit/src src bench/src
 
 # The benchmark harness (bench/): starts its own anvil and databases (PostgreSQL at
 # BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/postgres), prints the figures and

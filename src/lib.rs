@@ -10,7 +10,8 @@
 //! - [`database`]: opening (and migrating) the configured database, for the daemon and every
 //!   command.
 //! - [`dev`]: `depositd dev`: a local anvil chain with test tokens, a demo merchant, and the whole
-//!   daemon on SQLite; also the anvil launcher and token deployer the tests use.
+//!   daemon on SQLite (anvil and the test tokens from `depositd-testkit`); also funding the dev
+//!   treasury, which the tests use too.
 //! - [`reconcile`]: ledger reconciliation, in the store and against each chain's balances.
 //! - [`shutdown`]: the token SIGINT or SIGTERM cancels (`run`, `dev`).
 //! - [`telemetry`]: tracing setup (human or JSON output, `RUST_LOG` filtering).

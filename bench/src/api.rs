@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Global;
 use crate::chain::{BenchChain, ChainFile};
 use crate::daemon::{Daemon, RunDir};
-use crate::db::{Backend, BenchDb};
+use crate::db::{self, Backend};
 use crate::profile::{self, Perf};
 use crate::report::{Section, Table, Target};
 use crate::seed::{self, ApiClient};
@@ -207,8 +207,8 @@ async fn backend_runs(
     backend: Backend,
 ) -> anyhow::Result<BackendResult> {
     eprintln!("api: {}", backend.label());
-    let db = BenchDb::create(backend, &global.postgres_url, "api").await?;
-    let store = db.store(4).await?;
+    let db = db::create(backend, &global.postgres_url, "api").await?;
+    let store = db.connect(4).await?;
     let key = seed::merchant(&store).await?;
     let chain_file = chain.chain_file(&ChainFile {
         confirmations: 1,
@@ -217,7 +217,7 @@ async fn backend_runs(
         websocket: false,
         start_block: chain.rpc.block_number().await?,
     });
-    let run = RunDir::new(db.url(), &chain_file, &[])?;
+    let run = RunDir::new(&db.url, &chain_file, &[])?;
     let address_pool_size = run.config()?.settings.invoices.address_pool_size;
     let mut daemon = Daemon::spawn(bin, &run, &["api"])?;
     daemon.wait_healthy(Duration::from_secs(60)).await?;

@@ -1,5 +1,5 @@
-//! The benchmark chain: the real anvil (`depositd::dev::anvil`) with the project's test ERC-20
-//! (`depositd::dev::tokens`), and fast chain generation: transfers pre-signed here, sent to anvil
+//! The benchmark chain: the real anvil with the project's test ERC-20 (`depositd_testkit`'s
+//! [`TestChain`]), and fast chain generation: transfers pre-signed here, sent to anvil
 //! in JSON-RPC batches while its mining is paused, then mined one block per batch.
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
@@ -9,14 +9,14 @@ use alloy::primitives::{Address, TxKind, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use anyhow::{Context, bail};
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
-use depositd::dev::tokens::{self, TestToken};
+use depositd_testkit::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_1_KEY};
+use depositd_testkit::chain::TestChain;
+use depositd_testkit::tokens::{DECIMALS, TestToken};
 use serde_json::json;
 
 use crate::rpc::{Rpc, hex_u64};
 
 pub const CHAIN_ID: u64 = 31337;
-pub const DECIMALS: u8 = 6;
 /// Enough for every transfer a benchmark makes.
 const MINT: u64 = 1_000_000_000_000_000;
 /// Generous for a token transfer to a fresh holder (about 52,000 gas).
@@ -48,42 +48,17 @@ pub struct ChainFile {
 impl BenchChain {
     /// Starts anvil (each transaction mined at once) and deploys the tokens.
     pub async fn start(symbols: &[&str], lookalike: bool) -> anyhow::Result<BenchChain> {
-        let anvil = Anvil::spawn(AnvilOptions::default())
-            .await
-            .context("starting anvil (run `npm install` in the repository root, or set ANVIL_BIN)")?;
         let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse()?;
-        let url = anvil.rpc_url();
-        let mint = U256::from(MINT);
-        let mut tokens = Vec::new();
-        for symbol in symbols {
-            let address = tokens::deploy_and_mint(
-                &url,
-                DEV_ACCOUNT_0_KEY,
-                &format!("Bench {symbol}"),
-                symbol,
-                DECIMALS,
-                &[payer.address()],
-                mint,
-            )
-            .await?;
-            tokens.push(((*symbol).to_owned(), address));
+        let names: Vec<String> = symbols.iter().map(|symbol| format!("Bench {symbol}")).collect();
+        let mut specs: Vec<(&str, &str)> = names.iter().map(String::as_str).zip(symbols.iter().copied()).collect();
+        if lookalike {
+            specs.push(("Look-alike USD Coin", "USDC"));
         }
-        let lookalike = match lookalike {
-            true => Some(
-                tokens::deploy_and_mint(
-                    &url,
-                    DEV_ACCOUNT_0_KEY,
-                    "Look-alike USD Coin",
-                    "USDC",
-                    DECIMALS,
-                    &[payer.address()],
-                    mint,
-                )
-                .await?,
-            ),
-            false => None,
-        };
-        Ok(BenchChain { rpc: Rpc::new(&url), anvil, payer, tokens, lookalike })
+        let TestChain { anvil, tokens: deployed } =
+            TestChain::start_with(AnvilOptions::default(), &specs, &[payer.address()], U256::from(MINT)).await?;
+        let tokens = symbols.iter().map(|s| (*s).to_owned()).zip(deployed.iter().copied()).collect();
+        let lookalike = lookalike.then(|| deployed[symbols.len()]);
+        Ok(BenchChain { rpc: Rpc::new(&anvil.rpc_url()), anvil, payer, tokens, lookalike })
     }
 
     pub fn token(&self, symbol: &str) -> Address {

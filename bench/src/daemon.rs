@@ -7,10 +7,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use depositd::dev::anvil::free_port;
 use depositd_core::config::Config;
 use depositd_core::secret::DatabaseUrl;
 use depositd_core::wallet::HdWallet;
+use depositd_testkit::anvil::free_port;
 use secrecy::ExposeSecret;
 
 use crate::Global;

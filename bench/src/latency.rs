@@ -13,20 +13,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use anyhow::{Context, bail};
-use axum::extract::{Request, State};
+use depositd_testkit::webhooks::{Hit, Receiver};
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::Global;
 use crate::chain::{BenchChain, ChainFile, Transfer, sign_transfer};
 use crate::daemon::{Daemon, RunDir};
-use crate::db::{Backend, BenchDb};
+use crate::db::{self, Backend};
 use crate::report::{Section, Table, Target};
 use crate::seed::{self, ApiClient};
 use crate::stats::{Samples, count, ms};
@@ -86,76 +85,53 @@ struct Arrival {
     event_at: Option<SystemTime>,
 }
 
-#[derive(Clone, Default)]
-struct Received {
-    paid: Arc<Mutex<HashMap<String, Arrival>>>,
-    other: Arc<Mutex<u64>>,
-    notify: Arc<Notify>,
+/// The first `invoice.paid` delivery of each invoice, read from the receiver's hits as they come.
+#[derive(Default)]
+struct PaidLog {
+    paid: HashMap<String, Arrival>,
+    /// How many of the receiver's hits were read.
+    read: usize,
 }
 
-async fn receive(State(state): State<Received>, request: Request) -> &'static str {
-    let at = SystemTime::now();
-    let event_at = request
-        .headers()
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| uuid::Uuid::parse_str(v).ok())
-        .and_then(|id| id.get_timestamp())
-        .map(|ts| {
-            let (secs, nanos) = ts.to_unix();
-            UNIX_EPOCH + Duration::new(secs, nanos)
-        });
-    let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
-    let event: Value = serde_json::from_slice(&body).unwrap_or_default();
-    if event["type"] == "invoice.paid"
-        && let Some(id) = event["data"]["id"].as_str()
-    {
-        state.paid.lock().expect("receiver state").entry(id.to_owned()).or_insert(Arrival { at, event_at });
-    } else {
-        *state.other.lock().expect("receiver state") += 1;
-    }
-    state.notify.notify_waiters();
-    "ok"
-}
-
-/// A webhook receiver on 127.0.0.1, until dropped.
-struct Receiver {
-    url: String,
-    state: Received,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Receiver {
-    async fn start() -> anyhow::Result<Receiver> {
-        let state = Received::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/hooks", listener.local_addr()?);
-        let app = axum::Router::new().fallback(receive).with_state(state.clone());
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
-        });
-        Ok(Receiver { url, state, _stop: stop.drop_guard() })
+impl PaidLog {
+    fn read(&mut self, hits: &[Hit]) {
+        for hit in &hits[self.read.min(hits.len())..] {
+            let event = hit.event();
+            if event["type"] == "invoice.paid"
+                && let Some(id) = event["data"]["id"].as_str()
+            {
+                let event_at = hit
+                    .headers
+                    .get("webhook-id")
+                    .and_then(|v| uuid::Uuid::parse_str(v).ok())
+                    .and_then(|id| id.get_timestamp())
+                    .map(|ts| {
+                        let (secs, nanos) = ts.to_unix();
+                        UNIX_EPOCH + Duration::new(secs, nanos)
+                    });
+                self.paid.entry(id.to_owned()).or_insert(Arrival { at: hit.at, event_at });
+            }
+        }
+        self.read = hits.len();
     }
 
     /// Waits for `invoice.paid` of every invoice in `ids`.
-    async fn wait_paid(&self, ids: &[String], timeout: Duration) -> anyhow::Result<Vec<Arrival>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.state.notify.notified();
-            {
-                let paid = self.state.paid.lock().expect("receiver state");
-                if ids.iter().all(|id| paid.contains_key(id)) {
-                    return Ok(ids.iter().map(|id| paid[id].clone()).collect());
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("invoice.paid did not arrive within {timeout:?}");
-            }
-            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+    async fn wait_paid(
+        &mut self,
+        receiver: &Receiver,
+        ids: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Arrival>> {
+        let arrived = receiver
+            .wait_until(timeout, |hits| {
+                self.read(hits);
+                ids.iter().all(|id| self.paid.contains_key(id))
+            })
+            .await;
+        if !arrived {
+            bail!("invoice.paid did not arrive within {timeout:?}");
         }
+        Ok(ids.iter().map(|id| self.paid[id].clone()).collect())
     }
 }
 
@@ -266,8 +242,8 @@ async fn measure(
     webhook_poll_ms: Option<u64>,
 ) -> anyhow::Result<RunResult> {
     eprintln!("latency: {name}");
-    let db = BenchDb::create(args.backend, &global.postgres_url, "latency").await?;
-    let store = db.store(4).await?;
+    let db = db::create(args.backend, &global.postgres_url, "latency").await?;
+    let store = db.connect(4).await?;
     let key = seed::merchant(&store).await?;
     store.close().await;
     let head = chain.rpc.block_number().await?;
@@ -280,13 +256,14 @@ async fn measure(
     });
     let extra: Vec<(&str, &str, String)> =
         webhook_poll_ms.map(|ms| ("webhooks", "poll_interval_ms", ms.to_string())).into_iter().collect();
-    let run = RunDir::new(db.url(), &chain_file, &extra)?;
+    let run = RunDir::new(&db.url, &chain_file, &extra)?;
     let webhook_poll_ms = run.config()?.settings.webhooks.poll_interval_ms;
-    let receiver = Receiver::start().await?;
+    let receiver = Receiver::bind(0).await?;
+    let mut paid = PaidLog::default();
     let mut daemon = Daemon::spawn(bin, &run, &[])?;
     daemon.wait_healthy(Duration::from_secs(60)).await?;
     let api = ApiClient::new(&daemon.api_url, key);
-    api.webhook_endpoint(&receiver.url, &["invoice.paid"]).await?;
+    api.webhook_endpoint(&receiver.url("/hooks"), &["invoice.paid"]).await?;
     let mut invoices = Vec::new();
     for _ in 0..args.payments * 2 {
         let invoice = api.create_invoice(&json!({"amount": "10", "currency": "USD"})).await?;
@@ -325,7 +302,7 @@ async fn measure(
         let raw = sign(invoice)?;
         let block = send(chain, vec![raw]).await?[0];
         let block_at = heads.seen(block).await?;
-        let arrival = receiver.wait_paid(std::slice::from_ref(&invoice.id), Duration::from_secs(30)).await?;
+        let arrival = paid.wait_paid(&receiver, std::slice::from_ref(&invoice.id), Duration::from_secs(30)).await?;
         one_at_a_time.push(sample(block_at, &arrival[0]));
     }
     let mut in_waves = Vec::new();
@@ -334,7 +311,7 @@ async fn measure(
         let raw: Vec<String> = wave.iter().map(&mut sign).collect::<anyhow::Result<_>>()?;
         let blocks = send(chain, raw).await?;
         let ids: Vec<String> = wave.iter().map(|i| i.id.clone()).collect();
-        let arrivals = receiver.wait_paid(&ids, Duration::from_secs(60)).await?;
+        let arrivals = paid.wait_paid(&receiver, &ids, Duration::from_secs(60)).await?;
         for (block, arrival) in blocks.iter().zip(&arrivals) {
             in_waves.push(sample(heads.seen(*block).await?, arrival));
         }

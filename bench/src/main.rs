@@ -29,15 +29,16 @@
 //! - [`stats`]: percentiles and number formatting.
 //! - [`sys`]: what `/proc` says about a process (RSS, peak RSS, CPU time) and the machine.
 //! - [`rpc`]: a bare JSON-RPC client for anvil (single calls and batches).
-//! - [`chain`]: anvil with the test tokens, pre-signed transfers sent in batches with mining paused,
-//!   the cheap derivation of watched addresses.
-//! - [`db`]: a fresh database per run (a SQLite file, or a `depositd_bench_<pid>_*` PostgreSQL
-//!   database dropped afterwards).
+//! - [`chain`]: anvil with the test tokens (`depositd-testkit`'s test chain), pre-signed transfers
+//!   sent in batches with mining paused, the cheap derivation of watched addresses.
+//! - [`db`]: a fresh database per run (`depositd-testkit`'s: a SQLite file, or a
+//!   `depositd_bench_<pid>_*` PostgreSQL database dropped afterwards).
 //! - [`seed`]: the merchant, its API key, template invoices made by the real API, and bulk copies
 //!   of them (multi-row `INSERT ... SELECT`) for large watched sets.
 //! - [`daemon`]: a run directory (config, chain file, mnemonic file) and the real `depositd`
 //!   binary started from it.
-//! - [`watcher`], [`latency`], [`api`], [`scale`]: the four benchmarks.
+//! - [`watcher`], [`latency`], [`api`], [`scale`]: the four benchmarks (the latency benchmark's
+//!   webhook receiver is `depositd-testkit`'s).
 
 mod api;
 mod chain;

@@ -16,7 +16,7 @@ use depositd_watcher::watched::DEFAULT_PAGE_SIZE;
 use crate::Global;
 use crate::chain::{BenchChain, ChainFile, cheap_address};
 use crate::daemon::{Daemon, RunDir, metric};
-use crate::db::{Backend, BenchDb};
+use crate::db::{self, Backend};
 use crate::report::{Section, Table, Target};
 use crate::seed::{self, ApiClient, InProcessApi};
 use crate::stats::{count, mb, secs};
@@ -121,8 +121,8 @@ pub async fn run(global: &Global, args: &ScaleArgs, bin: &std::path::Path) -> an
     let mut rows = Vec::new();
     for backend in &args.backends {
         eprintln!("scale: {}", backend.label());
-        let db = BenchDb::create(*backend, &global.postgres_url, "scale").await?;
-        let store = db.store(8).await?;
+        let db = db::create(*backend, &global.postgres_url, "scale").await?;
+        let store = db.connect(8).await?;
         let key = seed::merchant(&store).await?;
         let chain_file = chain.chain_file(&ChainFile {
             confirmations: 1,
@@ -131,7 +131,7 @@ pub async fn run(global: &Global, args: &ScaleArgs, bin: &std::path::Path) -> an
             websocket: true,
             start_block: chain.rpc.block_number().await?,
         });
-        let run = RunDir::new(db.url(), &chain_file, &[])?;
+        let run = RunDir::new(&db.url, &chain_file, &[])?;
         let templates = {
             let api = InProcessApi::start(run.config()?, store.clone()).await?;
             seed::templates(&ApiClient::new(&api.base, key), &store, &["USDC"]).await?

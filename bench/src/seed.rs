@@ -1,4 +1,4 @@
-//! Data the benchmarks need: a merchant with an API key (`depositd_core::store`), invoices made
+//! Data the benchmarks need: a merchant with an API key (`depositd_testkit::db`), invoices made
 //! by the real API, and large watched sets made fast: template invoices created through the API,
 //! then copied in bulk with multi-row `INSERT ... SELECT` statements that change only what must
 //! differ (ids, address, HD index, session token). Columns are read from the live schema, so a
@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use depositd_api::{AppState, Application};
+use depositd_core::api_key::Scope;
 use depositd_core::config::Config;
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
-use depositd_core::store::merchants::{self, NewMerchant};
 use depositd_core::store::{Backend, Store};
 use depositd_core::wallet::HdWallet;
+use depositd_testkit::db::merchant_with_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -26,19 +26,7 @@ const STATEMENTS_PER_TRANSACTION: usize = 20;
 /// A merchant (no fee) and an API key with every scope. The key is returned as a secret and
 /// never printed.
 pub async fn merchant(store: &Store) -> anyhow::Result<SecretString> {
-    let mut conn = store.conn().await?;
-    let merchant = merchants::insert(
-        &mut conn,
-        &NewMerchant {
-            name: "Bench Shop".into(),
-            company_name: None,
-            fee_percent: rust_decimal::Decimal::ZERO,
-            min_invoice_amount: None,
-            max_invoice_amount: None,
-        },
-    )
-    .await?;
-    let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::ALL, None).await?;
+    let (_, key) = merchant_with_key(store, "Bench Shop", rust_decimal::Decimal::ZERO, &Scope::ALL).await?;
     Ok(key)
 }
 

@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::Global;
 use crate::chain::{BenchChain, ChainFile, Transfer, cheap_address, sign_all};
 use crate::daemon::RunDir;
-use crate::db::{Backend, BenchDb};
+use crate::db::{self, Backend, TestDb};
 use crate::profile::{self, Perf};
 use crate::report::{Section, Table, Target};
 use crate::rpc::quantity;
@@ -172,7 +172,7 @@ async fn limit_pass(chain: &BenchChain, from: u64, to: u64, range: u64) -> anyho
 /// One backend's database, seeded and ready for the watcher.
 struct Prepared {
     backend: Backend,
-    _db: BenchDb,
+    _db: TestDb,
     store: depositd_core::store::Store,
     config: depositd_core::config::Config,
     _run: RunDir,
@@ -187,8 +187,8 @@ async fn prepare(
     chain: &BenchChain,
     backend: Backend,
 ) -> anyhow::Result<Prepared> {
-    let db = BenchDb::create(backend, &global.postgres_url, "watcher").await?;
-    let store = db.store(16).await?;
+    let db = db::create(backend, &global.postgres_url, "watcher").await?;
+    let store = db.connect(16).await?;
     let key = seed::merchant(&store).await?;
     // start_block is set once the chain exists (below); the in-process API only needs the tokens.
     let chain_file = chain.chain_file(&ChainFile {
@@ -198,7 +198,7 @@ async fn prepare(
         websocket: false,
         start_block: 0,
     });
-    let run = RunDir::new(db.url(), &chain_file, &[])?;
+    let run = RunDir::new(&db.url, &chain_file, &[])?;
     let config = run.config()?;
     let templates = {
         let api = InProcessApi::start(config.clone(), store.clone()).await?;

@@ -9,9 +9,8 @@
 //! 4. creates a demo merchant and API key (once), funds the treasury with 10 test ETH for gas
 //!    (recorded in the ledger as operator funding), writes `DIR/dev.json` for scripts;
 //! 5. runs the whole daemon on SQLite (`DIR/depositd.db`) until Ctrl-C, then stops anvil.
-
-pub mod anvil;
-pub mod tokens;
+//!
+//! anvil and the test tokens come from `depositd-testkit`, shared with the tests and benchmarks.
 
 use std::path::{Path, PathBuf};
 
@@ -27,14 +26,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DevArgs;
-use anvil::{Anvil, AnvilOptions};
+use depositd_testkit::anvil::{self, Anvil, AnvilOptions};
+use depositd_testkit::tokens::{self, DECIMALS, PAYER_MINT};
 
 /// Confirmations on the dev chain: 2 shows "processing" for a block before "paid".
 const DEV_CONFIRMATIONS: u64 = 2;
 /// What the dev treasury is funded with for gas (10 ETH), when it holds less than a tenth of it.
 pub const DEV_TREASURY_FUNDING: u128 = 10_000_000_000_000_000_000;
-/// Each test token minted to the payer: 1,000,000 tokens of 6 decimals.
-const PAYER_MINT: u64 = 1_000_000_000_000;
 
 /// `DIR/dev.json`: what scripts and tests need to talk to a running dev instance. Its `Debug`
 /// leaves out the API key and the payer's private key.
@@ -200,7 +198,7 @@ async fn ensure_tokens(
             anvil::DEV_ACCOUNT_0_KEY,
             name,
             symbol,
-            6,
+            DECIMALS,
             &[payer.address()],
             U256::from(PAYER_MINT),
         )
@@ -212,14 +210,9 @@ async fn ensure_tokens(
 
 async fn set_interval_mining(rpc_url: &str, seconds: u64) -> anyhow::Result<()> {
     anyhow::ensure!(seconds > 0, "--block-time must be at least 1 second");
-    let response: serde_json::Value = reqwest::Client::new()
-        .post(rpc_url)
-        .json(&serde_json::json!({"jsonrpc":"2.0","id":1,"method":"evm_setIntervalMining","params":[seconds]}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(response.get("error").is_none(), "anvil refused evm_setIntervalMining: {response}");
+    anvil::call(rpc_url, "evm_setIntervalMining", serde_json::json!([seconds]))
+        .await
+        .context("anvil refused evm_setIntervalMining")?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ use crate::helpers::{TestApp, TestDb, both_backends};
 both_backends!(health_and_readiness, unknown_routes_get_a_json_error);
 
 async fn health_and_readiness(db: TestDb) {
-    use depositd::dev::anvil::{Anvil, AnvilOptions, free_port};
     use depositd_core::store::cursors::{self, ChainCursor};
+    use depositd_testkit::anvil::{Anvil, AnvilOptions, free_port};
 
     let port = free_port().unwrap();
     let chain = Anvil::spawn(AnvilOptions { port, ..Default::default() }).await.unwrap();

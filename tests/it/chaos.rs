@@ -21,12 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, free_port};
-use depositd::dev::tokens;
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
+use depositd_core::api_key::Scope;
 use depositd_core::store::chain_txs;
-use depositd_core::store::merchants::{self, NewMerchant};
 use depositd_core::wallet::HdWallet;
+use depositd_testkit::anvil::{AnvilOptions, free_port};
+use depositd_testkit::chain::TestChain;
+use depositd_testkit::db::merchant_with_key;
+use depositd_testkit::tokens::PAYER_MINT;
+use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -354,7 +356,7 @@ async fn run(db: TestDb) {
     let mut rng = Rng::new(seed);
 
     // The chain: anvil mining each transaction at once, a miner task for the blocks in between.
-    let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
+    let mut anvil = TestChain::launch(AnvilOptions::default()).await.unwrap();
     let chain = Arc::new(Chain { url: anvil.rpc_url(), client: reqwest::Client::new(), lock: Default::default() });
     let accounts: Vec<Address> =
         chain.must("eth_accounts", json!([])).await.as_array().unwrap().iter().map(addr).collect();
@@ -362,17 +364,7 @@ async fn run(db: TestDb) {
     let payers: Vec<Address> = accounts[1..=4].to_vec();
     let mut by_symbol = BTreeMap::new();
     for (name, symbol) in [("USD Coin", "USDC"), ("Tether USD", "USDT")] {
-        let address = tokens::deploy_and_mint(
-            &anvil.rpc_url(),
-            DEV_ACCOUNT_0_KEY,
-            name,
-            symbol,
-            6,
-            &payers,
-            U256::from(1_000_000_000_000u64),
-        )
-        .await
-        .unwrap();
+        let address = anvil.deploy_token(name, symbol, &payers, U256::from(PAYER_MINT)).await.unwrap();
         by_symbol.insert(symbol.to_owned(), address);
     }
     let tokens = Tokens { by_symbol };
@@ -410,23 +402,8 @@ async fn run(db: TestDb) {
     )
     .unwrap();
     let store = db.store().await;
-    let key = {
-        let mut conn = store.conn().await.unwrap();
-        let merchant = merchants::insert(
-            &mut conn,
-            &NewMerchant {
-                name: "Chaos Shop".into(),
-                company_name: None,
-                fee_percent: rust_decimal::Decimal::ONE,
-                min_invoice_amount: None,
-                max_invoice_amount: None,
-            },
-        )
-        .await
-        .unwrap();
-        let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::ALL, None).await.unwrap();
-        key.expose_secret().to_owned()
-    };
+    let (_, key) = merchant_with_key(&store, "Chaos Shop", Decimal::ONE, &Scope::ALL).await.unwrap();
+    let key = key.expose_secret().to_owned();
 
     // The treasury's gas money, recorded through the binary, buried deeper than any reorg; then
     // enough blocks that the daemon's first scan is a range the proxy calls too large.

@@ -1,7 +1,7 @@
 //! The hosted checkout page: server-rendered with what the payer needs, escaped, self-contained
 //! under a strict Content-Security-Policy, and a clear page for a bad link.
 
-use depositd_core::store::api_keys::Scope;
+use depositd_core::api_key::Scope;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, both_backends};

@@ -8,23 +8,20 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use alloy::primitives::U256;
-use alloy::providers::ProviderBuilder;
-use alloy::signers::local::PrivateKeySigner;
 use depositd::cli::Component;
 use depositd::daemon::Daemon;
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
-use depositd::dev::tokens::{self, TestToken};
+use depositd_core::api_key::Scope;
 use depositd_core::config::{Config, TokenConfig};
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
-use depositd_core::store::merchants::{self, NewMerchant};
+use depositd_testkit::chain::TestChain;
+use depositd_testkit::db::merchant_with_key;
+use depositd_testkit::webhooks::Receiver;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestDb, anvil_rpc, both_backends, test_config};
-use crate::webhooks::{Receiver, verify_official};
+use crate::helpers::{TestDb, both_backends, test_config};
+use crate::webhooks::verify_official;
 
 both_backends!(
     the_whole_daemon_takes_a_payment_and_stops_on_its_token,
@@ -34,21 +31,7 @@ both_backends!(
 /// A merchant (1% fee) and an API key with every scope, written before the daemon starts.
 async fn merchant_key(db: &TestDb) -> String {
     let store = db.store().await;
-    let mut conn = store.conn().await.unwrap();
-    let merchant = merchants::insert(
-        &mut conn,
-        &NewMerchant {
-            name: "Daemon Shop".into(),
-            company_name: None,
-            fee_percent: rust_decimal::Decimal::ONE,
-            min_invoice_amount: None,
-            max_invoice_amount: None,
-        },
-    )
-    .await
-    .unwrap();
-    let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::ALL, None).await.unwrap();
-    drop(conn);
+    let (_, key) = merchant_with_key(&store, "Daemon Shop", rust_decimal::Decimal::ONE, &Scope::ALL).await.unwrap();
     store.close().await;
     key.expose_secret().to_owned()
 }
@@ -74,19 +57,8 @@ async fn assert_api_gone(addr: SocketAddr) {
 
 async fn the_whole_daemon_takes_a_payment_and_stops_on_its_token(db: TestDb) {
     // anvil (automine) with a USDC the payer holds.
-    let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
-    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-    let usdc = tokens::deploy_and_mint(
-        &anvil.rpc_url(),
-        DEV_ACCOUNT_0_KEY,
-        "USD Coin",
-        "USDC",
-        6,
-        &[payer.address()],
-        U256::from(1_000_000_000_000u64),
-    )
-    .await
-    .unwrap();
+    let anvil = TestChain::start(&[("USD Coin", "USDC")]).await.expect("anvil starts (npm install provides it)");
+    let usdc = anvil.tokens[0];
     let key = merchant_key(&db).await;
     let mut config = daemon_config(&db);
     let chain = &mut config.chains[0];
@@ -127,12 +99,9 @@ async fn the_whole_daemon_takes_a_payment_and_stops_on_its_token(db: TestDb) {
     assert_eq!(invoice["pay"]["asset"], "USDC");
 
     // Pay on chain and mine the confirmations.
-    let wallet = ProviderBuilder::new().wallet(payer).connect_http(anvil.rpc_url().parse().unwrap());
-    let amount: U256 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
-    let to = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
-    let receipt = TestToken::new(usdc, &wallet).transfer(to, amount).send().await.unwrap().get_receipt().await.unwrap();
-    assert!(receipt.status());
-    anvil_rpc(&anvil.rpc_url(), "anvil_mine", json!([2])).await;
+    let amount: u64 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
+    anvil.pay_token(usdc, invoice["pay"]["address"].as_str().unwrap(), amount).await;
+    anvil.mine(2).await;
 
     // The watcher credits it; the webhook worker delivers `invoice.paid`, signed.
     let invoice_url = url(addr, &format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap()));

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use alloy::primitives::U256;
 use alloy::providers::ProviderBuilder;
 use depositd::dev::DevInfo;
-use depositd::dev::anvil::free_port;
-use depositd::dev::tokens::TestToken;
+use depositd_testkit::anvil::free_port;
+use depositd_testkit::tokens::{self, TestToken};
 
 use crate::helpers::depositd;
 
@@ -72,7 +72,7 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
     }
 
     // The merchant registers a webhook endpoint (dev allows a local http receiver).
-    let receiver = crate::webhooks::Receiver::start().await;
+    let receiver = depositd_testkit::webhooks::Receiver::start().await;
     let endpoint: serde_json::Value = client
         .post(format!("{}/api/v1/webhook-endpoints", info.api_url))
         .header("x-api-key", &info.api_key)
@@ -103,14 +103,7 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
     let wallet = ProviderBuilder::new().wallet(payer).connect_http(info.rpc_url.parse().unwrap());
     let amount: U256 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
     let to = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
-    TestToken::new(info.tokens["USDC"], &wallet)
-        .transfer(to, amount)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    tokens::transfer(&wallet, info.tokens["USDC"], to, amount).await.unwrap();
     let url = format!("{}/api/v1/invoices/{}", info.api_url, invoice["id"].as_str().unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
@@ -225,14 +218,7 @@ async fn dev_comes_up_writes_dev_json_and_stops_cleanly() {
     assert_eq!(status, 201, "{forwarded}");
     let to = forwarded["pay"]["address"].as_str().unwrap().parse().unwrap();
     let amount: U256 = forwarded["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
-    TestToken::new(info.tokens["USDC"], &wallet)
-        .transfer(to, amount)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    tokens::transfer(&wallet, info.tokens["USDC"], to, amount).await.unwrap();
     let usdc = TestToken::new(info.tokens["USDC"], &provider);
     let merchant_amount: U256 = forwarded["merchant_amount_base_units"].as_str().unwrap().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);

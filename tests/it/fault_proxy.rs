@@ -139,9 +139,7 @@ impl FaultProxy {
             requests: AtomicU64::new(0),
         });
         let app = axum::Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = format!("http://{}/", depositd_testkit::http::serve(app).await);
         FaultProxy { url, inner }
     }
 

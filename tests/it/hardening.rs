@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use depositd_core::api_key::Scope;
 use depositd_core::config::Config;
-use depositd_core::store::api_keys::Scope;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};
@@ -112,7 +112,7 @@ async fn slow_and_idle_clients_are_cut_off() {
 fn idle_sockets_cannot_exhaust_the_file_limit() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let port = depositd::dev::anvil::free_port().unwrap();
+    let port = depositd_testkit::anvil::free_port().unwrap();
     let stderr = dir.path().join("stderr.log");
     let mut command = crate::helpers::depositd();
     command

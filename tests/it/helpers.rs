@@ -1,18 +1,24 @@
-//! Test support: fresh databases on both backends, the app on port 0, the real binary.
+//! Test support for the API and the binary: the app on port 0, the real executable, both backends
+//! for one test body. Chains, tokens, databases and the webhook receiver are `depositd-testkit`'s.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 
+use alloy::primitives::Address;
 use depositd_api::{AppState, Application};
-use depositd_core::config::{Config, TokenConfig};
-use depositd_core::secret::DatabaseUrl;
+use depositd_core::api_key::Scope;
+use depositd_core::config::{ChainConfig, Config, TokenConfig};
+use depositd_core::merchant::Merchant;
 use depositd_core::store::Store;
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
-use depositd_core::store::merchants::{self, Merchant, NewMerchant};
 use depositd_core::wallet::HdWallet;
+use depositd_settler::Settler;
+use depositd_testkit::chain::TestChain;
+pub use depositd_testkit::db::TestDb;
+use depositd_testkit::db::merchant_with_key;
+use depositd_testkit::tokens::DECIMALS;
+use depositd_watcher::ChainWatcher;
 use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 static TRACING: Once = Once::new();
@@ -23,86 +29,6 @@ pub fn init_tracing() {
             depositd::telemetry::init(depositd::telemetry::LogFormat::Human);
         }
     });
-}
-
-/// The PostgreSQL server the tests use when `TEST_POSTGRES_URL` is not set.
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A fresh, empty database on one backend; removed when dropped.
-pub struct TestDb {
-    pub url: DatabaseUrl,
-    pub backend: &'static str,
-    _dir: Option<tempfile::TempDir>,
-    pg_drop: Option<(String, String)>,
-}
-
-impl TestDb {
-    pub fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/depositd.db", dir.path().display());
-        TestDb { url: DatabaseUrl::new(url), backend: "sqlite", _dir: Some(dir), pg_drop: None }
-    }
-
-    /// A fresh PostgreSQL database on the server at `TEST_POSTGRES_URL` (default: the local
-    /// server every development and CI machine runs, `postgres://postgres@127.0.0.1:5432/postgres`).
-    /// An unreachable server fails the test: a PostgreSQL half is never reported as passed
-    /// without having run.
-    pub async fn postgres() -> TestDb {
-        let admin_url = std::env::var("TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned());
-        sqlx::any::install_default_drivers();
-        let name = format!("depositd_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL at TEST_POSTGRES_URL (default {DEFAULT_POSTGRES_URL}): {e}; start it, or \
-                     point TEST_POSTGRES_URL at a server"
-            )
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let (base, query) = match admin_url.split_once('?') {
-            Some((b, q)) => (b.to_owned(), format!("?{q}")),
-            None => (admin_url.clone(), String::new()),
-        };
-        let server = base.rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap_or(base);
-        TestDb {
-            url: DatabaseUrl::new(format!("{server}/{name}{query}")),
-            backend: "postgres",
-            _dir: None,
-            pg_drop: Some((admin_url, name)),
-        }
-    }
-
-    /// Connects and migrates.
-    pub async fn store(&self) -> Store {
-        let store = Store::connect(&self.url, 8).await.expect("connect to test database");
-        store.migrate().await.expect("migrate test database");
-        store
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.pg_drop.take() {
-            // Best effort, on a thread of its own: Drop cannot await on the test's runtime.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                runtime.block_on(async {
-                    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut admin)
-                        .await
-                        .ok()
-                })
-            })
-            .join();
-        }
-    }
 }
 
 /// Runs a store test body against SQLite and against PostgreSQL, as two tests.
@@ -148,6 +74,18 @@ pub fn test_config(db: &TestDb) -> Config {
     config
 }
 
+/// Points `chain` at the test chain: its only RPC endpoint, scanned from block 0 with
+/// `confirmations`, and `tokens` (symbol, contract) its allow-listed tokens (6 decimals).
+pub fn use_test_chain(chain: &mut ChainConfig, test_chain: &TestChain, confirmations: u64, tokens: &[(&str, Address)]) {
+    chain.rpc_urls = vec![test_chain.rpc_url().into()];
+    chain.confirmations = confirmations;
+    chain.start_block = Some(0);
+    chain.tokens = tokens
+        .iter()
+        .map(|(symbol, address)| TokenConfig { symbol: (*symbol).into(), address: *address, decimals: DECIMALS })
+        .collect();
+}
+
 /// The API in-process on 127.0.0.1:0.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -180,27 +118,49 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A watcher for `chain`, on the app's store, sessions and metrics.
+    pub fn watcher(&self, chain: &ChainConfig) -> ChainWatcher {
+        let state = &self.state;
+        ChainWatcher::new(
+            chain.clone(),
+            self.store.clone(),
+            state.config.settings.api.public_url.clone(),
+            state.sessions.clone(),
+            state.metrics.clone(),
+        )
+        .unwrap()
+    }
+
+    /// A settler for `chain`, with the app's store, wallet, settler settings, sessions and metrics.
+    pub fn settler(&self, chain: &ChainConfig) -> Settler {
+        let state = &self.state;
+        Settler::new(
+            chain.clone(),
+            self.store.clone(),
+            state.wallet.clone(),
+            state.config.settings.settler.clone(),
+            state.config.settings.api.public_url.clone(),
+            state.sessions.clone(),
+            state.metrics.clone(),
+        )
+        .unwrap()
+    }
+
     /// A merchant (1% fee) and a key with `scopes`.
     pub async fn merchant(&self, name: &str, scopes: &[Scope]) -> (Merchant, String) {
-        let mut conn = self.store.conn().await.unwrap();
-        let merchant = merchants::insert(
-            &mut conn,
-            &NewMerchant {
-                name: name.into(),
-                company_name: None,
-                fee_percent: Decimal::ONE,
-                min_invoice_amount: None,
-                max_invoice_amount: None,
-            },
-        )
-        .await
-        .unwrap();
-        let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, scopes, None).await.unwrap();
+        let (merchant, key) = merchant_with_key(&self.store, name, Decimal::ONE, scopes).await.unwrap();
         (merchant, key.expose_secret().to_owned())
     }
 
     pub async fn create_invoice(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
         self.client.post(self.url("/api/v1/invoices")).header("x-api-key", key).json(&body).send().await.unwrap()
+    }
+
+    /// Creates an invoice that must be created (201); returns it.
+    pub async fn created_invoice(&self, key: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self.create_invoice(key, body).await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
     }
 
     pub async fn create_static_address(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
@@ -252,22 +212,6 @@ pub fn depositd() -> std::process::Command {
         }
     }
     command
-}
-
-/// One JSON-RPC call to anvil (its own methods: `anvil_mine`, `evm_setAutomine`, ...); panics on
-/// an error answer.
-pub async fn anvil_rpc(url: &str, method: &str, params: serde_json::Value) -> serde_json::Value {
-    let response: serde_json::Value = reqwest::Client::new()
-        .post(url)
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(response.get("error").is_none(), "{method}: {response}");
-    response["result"].clone()
 }
 
 /// `promtool check metrics` (Prometheus's own linter) accepts `exposition`. promtool comes from

@@ -3,9 +3,11 @@
 
 use std::collections::HashSet;
 
-use depositd_core::store::api_keys::{self, Scope};
+use depositd_core::api_key::Scope;
+use depositd_core::merchant::MerchantStatus;
+use depositd_core::store::api_keys;
 use depositd_core::store::events;
-use depositd_core::store::merchants::{self, MerchantStatus};
+use depositd_core::store::merchants;
 use serde_json::{Value, json};
 
 use crate::helpers::{TEST_USDC, TestApp, TestDb, assert_error, both_backends};
@@ -610,7 +612,8 @@ async fn merchant_amount_bounds_replace_the_defaults(db: TestDb) {
     )
     .await
     .unwrap();
-    let (_, key) = api_keys::create(&mut conn, merchant.id, api_keys::KeyMode::Test, ALL, None).await.unwrap();
+    let (_, key) =
+        api_keys::create(&mut conn, merchant.id, depositd_core::api_key::KeyMode::Test, ALL, None).await.unwrap();
     let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
     for amount in ["4.99", "50.01"] {
         let error = assert_error(

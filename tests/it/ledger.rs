@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
+use depositd_core::api_key::Scope;
 use depositd_core::ledger::statements::{self, EntryFilter};
 use depositd_core::ledger::verify::verify;
 use depositd_core::ledger::{self, Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side};
 use depositd_core::money::BaseUnits;
 use depositd_core::store::Store;
-use depositd_core::store::api_keys::Scope;
 use proptest::prelude::*;
 use uuid::Uuid;
 

@@ -1,7 +1,7 @@
 //! `GET /openapi.json` describes the real responses: samples of them validate against its schemas.
 
+use depositd_core::api_key::Scope;
 use depositd_core::ledger;
-use depositd_core::store::api_keys::Scope;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb};

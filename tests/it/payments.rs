@@ -1,7 +1,7 @@
 //! The payer's session API (seed 001): what a browser may see with the invoice's session token
 //! and signature, and nothing more; one 401 for every wrong session; answers to the questions.
 
-use depositd_core::store::api_keys::Scope;
+use depositd_core::api_key::Scope;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};

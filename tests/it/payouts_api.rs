@@ -2,12 +2,14 @@
 //! network fee reserve) written with the payout and its chain intent, insufficient funds, fee
 //! estimates, idempotency, every validation rule, get/list, cancel, refund bounds and scopes.
 
+use depositd_core::api_key::{KeyMode, Scope};
+use depositd_core::chain_tx::{Attempt, Purpose, TxState};
 use depositd_core::gas;
 use depositd_core::ledger::verify::verify;
 use depositd_core::ledger::{self, Account, AccountKind, EntryType, Leg, NewEntry, Refs};
 use depositd_core::money::BaseUnits;
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
-use depositd_core::store::chain_txs::{self, Attempt, Purpose, TxState};
+use depositd_core::store::api_keys;
+use depositd_core::store::chain_txs;
 use depositd_core::store::invoices;
 use depositd_core::store::{events, payouts};
 use depositd_core::time::now_ms;

@@ -6,37 +6,29 @@
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
-use alloy::providers::ProviderBuilder;
-use alloy::signers::local::PrivateKeySigner;
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY, free_port};
-use depositd::dev::tokens::{self, TestToken};
-use depositd_core::store::api_keys::{self, KeyMode, Scope};
-use depositd_core::store::merchants::{self, NewMerchant};
+use depositd_core::api_key::Scope;
 use depositd_core::wallet::HdWallet;
+use depositd_testkit::anvil::{AnvilOptions, free_port};
+use depositd_testkit::chain::{TestChain, payer_address};
+use depositd_testkit::db::merchant_with_key;
+use depositd_testkit::tokens::{self, PAYER_MINT};
+use depositd_testkit::webhooks::Receiver;
+use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::cli::{Daemon, start_daemon};
 use crate::helpers::{TestDb, depositd};
-use crate::webhooks::Receiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies() {
     crate::helpers::init_tracing();
     let db = TestDb::postgres().await;
-    let anvil = Anvil::spawn(AnvilOptions { block_time: Some(1), ..AnvilOptions::default() }).await.unwrap();
-    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-    let usdc = tokens::deploy_and_mint(
-        &anvil.rpc_url(),
-        DEV_ACCOUNT_0_KEY,
-        "USD Coin",
-        "USDC",
-        6,
-        &[payer.address()],
-        U256::from(1_000_000_000_000u64),
-    )
-    .await
-    .unwrap();
+    let anvil = AnvilOptions { block_time: Some(1), ..AnvilOptions::default() };
+    let chain = TestChain::start_with(anvil, &[("USD Coin", "USDC")], &[payer_address()], U256::from(PAYER_MINT))
+        .await
+        .unwrap();
+    let usdc = chain.tokens[0];
 
     // One configuration, one database, one chain; each daemon has its own API port.
     let dir = tempfile::tempdir().unwrap();
@@ -48,7 +40,7 @@ async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies
              poll_interval_ms = 250\nmax_block_range = 10000\nstart_block = 0\ntestnet = true\n\n\
              [native]\nsymbol = \"ETH\"\ndecimals = 18\n\n\
              [[tokens]]\nsymbol = \"USDC\"\naddress = \"{}\"\ndecimals = 6\n",
-            anvil.rpc_url(),
+            chain.rpc_url(),
             usdc.to_checksum(None)
         ),
     )
@@ -68,23 +60,8 @@ async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies
     )
     .unwrap();
     let store = db.store().await;
-    let key = {
-        let mut conn = store.conn().await.unwrap();
-        let merchant = merchants::insert(
-            &mut conn,
-            &NewMerchant {
-                name: "Scale Shop".into(),
-                company_name: None,
-                fee_percent: rust_decimal::Decimal::ONE,
-                min_invoice_amount: None,
-                max_invoice_amount: None,
-            },
-        )
-        .await
-        .unwrap();
-        let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::ALL, None).await.unwrap();
-        key.expose_secret().to_owned()
-    };
+    let (_, key) = merchant_with_key(&store, "Scale Shop", Decimal::ONE, &Scope::ALL).await.unwrap();
+    let key = key.expose_secret().to_owned();
 
     let ports = [free_port().unwrap(), free_port().unwrap()];
     let daemon = |port: u16| {
@@ -112,7 +89,7 @@ async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies
         .unwrap();
     assert_eq!(response.status(), 201);
 
-    let wallet = ProviderBuilder::new().wallet(payer).connect_http(anvil.rpc_url().parse().unwrap());
+    let wallet = chain.payer();
     let pay = |port: u16, n: usize| {
         let (client, key, wallet) = (client.clone(), key.clone(), wallet.clone());
         async move {
@@ -131,7 +108,7 @@ async fn two_daemons_share_a_database_and_fail_over_when_the_watcher_leader_dies
                     .unwrap();
                 let to: Address = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
                 let amount: U256 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
-                TestToken::new(usdc, &wallet).transfer(to, amount).send().await.unwrap().get_receipt().await.unwrap();
+                tokens::transfer(&wallet, usdc, to, amount).await.unwrap();
                 ids.push(invoice["id"].as_str().unwrap().to_owned());
             }
             ids

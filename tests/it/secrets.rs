@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use depositd::dev::anvil::{Anvil, AnvilOptions, free_port};
 use depositd_core::wallet::HdWallet;
+use depositd_testkit::anvil::{Anvil, AnvilOptions, free_port};
 use secrecy::ExposeSecret;
 
 use crate::helpers::depositd;
@@ -47,10 +47,7 @@ async fn any_path_proxy(upstream: String) -> u16 {
         }
     };
     let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+    depositd_testkit::http::serve(app).await.port()
 }
 
 /// A configuration on SQLite with one chain, `keyed`, whose RPC URLs come from

@@ -5,20 +5,20 @@
 
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, U256};
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
-use depositd::dev::tokens::{self, TestToken};
-use depositd_core::config::{ChainConfig, TokenConfig};
-use depositd_core::store::api_keys::Scope;
-use depositd_core::store::chain_txs::{self, Purpose, TxState};
+use depositd_core::api_key::Scope;
+use depositd_core::chain_tx::{Purpose, TxState};
+use depositd_core::config::ChainConfig;
+use depositd_core::store::chain_txs;
 use depositd_core::store::events;
 use depositd_settler::{CrashPoint, SettleError, Settler};
+use depositd_testkit::chain::{TestChain, payer_address};
 use depositd_watcher::ChainWatcher;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, both_backends};
+use crate::helpers::{TestApp, TestDb, both_backends, use_test_chain};
 
 both_backends!(
     token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right,
@@ -37,91 +37,33 @@ both_backends!(
 const CONFIRMATIONS: u64 = 2;
 
 struct Setup {
-    anvil: Anvil,
+    chain: TestChain,
     usdc: Address,
     app: TestApp,
     key: String,
-    chain: ChainConfig,
+    config: ChainConfig,
 }
 
 async fn setup(db: &TestDb) -> Setup {
-    let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
-    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-    let usdc = tokens::deploy_and_mint(
-        &anvil.rpc_url(),
-        DEV_ACCOUNT_0_KEY,
-        "USD Coin",
-        "USDC",
-        6,
-        &[payer.address()],
-        U256::from(1_000_000_000_000u64),
-    )
-    .await
-    .unwrap();
-    let mut chain = None;
+    let chain = TestChain::start(&[("USD Coin", "USDC")]).await.unwrap();
+    let usdc = chain.tokens[0];
+    let mut config = None;
     let app = TestApp::spawn_with(db, |c| {
-        let base = &mut c.chains[0];
-        base.rpc_urls = vec![anvil.rpc_url().into()];
-        base.confirmations = CONFIRMATIONS;
-        base.start_block = Some(0);
-        base.tokens = vec![TokenConfig { symbol: "USDC".into(), address: usdc, decimals: 6 }];
+        use_test_chain(&mut c.chains[0], &chain, CONFIRMATIONS, &[("USDC", usdc)]);
         c.settings.settler.bump_after_blocks = 2;
-        chain = Some(base.clone());
+        config = Some(c.chains[0].clone());
     })
     .await;
-    let chain = chain.unwrap();
+    let config = config.unwrap();
     let treasury = app.state.wallet.treasury().address();
-    depositd::dev::fund_treasury(&app.store, &chain, treasury, 10_000_000_000_000_000_000).await.unwrap();
+    depositd::dev::fund_treasury(&app.store, &config, treasury, 10_000_000_000_000_000_000).await.unwrap();
     let (_, key) = app.merchant("Settler Shop", &Scope::ALL).await;
-    Setup { anvil, usdc, app, key, chain }
+    Setup { chain, usdc, app, key, config }
 }
 
 impl Setup {
-    fn provider(&self) -> impl Provider + Clone {
-        ProviderBuilder::new().connect_http(self.anvil.rpc_url().parse().unwrap())
-    }
-
-    fn payer(&self) -> impl Provider + Clone {
-        let signer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-        ProviderBuilder::new().wallet(signer).connect_http(self.anvil.rpc_url().parse().unwrap())
-    }
-
-    fn watcher(&self) -> ChainWatcher {
-        let state = &self.app.state;
-        ChainWatcher::new(
-            self.chain.clone(),
-            self.app.store.clone(),
-            state.config.settings.api.public_url.clone(),
-            state.sessions.clone(),
-            state.metrics.clone(),
-        )
-        .unwrap()
-    }
-
-    fn settler(&self) -> Settler {
-        let state = &self.app.state;
-        Settler::new(
-            self.chain.clone(),
-            self.app.store.clone(),
-            state.wallet.clone(),
-            state.config.settings.settler.clone(),
-            state.config.settings.api.public_url.clone(),
-            state.sessions.clone(),
-            state.metrics.clone(),
-        )
-        .unwrap()
-    }
-
     fn treasury(&self) -> Address {
         self.app.state.wallet.treasury().address()
-    }
-
-    async fn rpc(&self, method: &str, params: Value) -> Value {
-        crate::helpers::anvil_rpc(&self.anvil.rpc_url(), method, params).await
-    }
-
-    async fn mine(&self, blocks: u64) {
-        self.rpc("anvil_mine", json!([blocks])).await;
     }
 
     /// Watcher, settler, one more block; until `done` holds (at most 40 rounds).
@@ -136,15 +78,13 @@ impl Setup {
             if done().await {
                 return;
             }
-            self.mine(1).await;
+            self.chain.mine(1).await;
         }
         panic!("gave up waiting for: {what}");
     }
 
     async fn invoice(&self, body: Value) -> Value {
-        let response = self.app.create_invoice(&self.key, body).await;
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
+        self.app.created_invoice(&self.key, body).await
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -173,30 +113,8 @@ impl Setup {
         payout
     }
 
-    async fn pay_usdc(&self, to: &str, base_units: u64) {
-        let receipt = TestToken::new(self.usdc, self.payer())
-            .transfer(to.parse().unwrap(), U256::from(base_units))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status());
-    }
-
-    async fn pay_native(&self, to: &str, wei: u128) {
-        let tx = TransactionRequest::default().with_to(to.parse().unwrap()).with_value(U256::from(wei));
-        let receipt = self.payer().send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
-        assert!(receipt.status());
-    }
-
     async fn usdc_of(&self, owner: Address) -> U256 {
-        TestToken::new(self.usdc, self.provider()).balanceOf(owner).call().await.unwrap()
-    }
-
-    async fn eth_of(&self, owner: Address) -> U256 {
-        self.provider().get_balance(owner).await.unwrap()
+        self.chain.token_balance(self.usdc, owner).await
     }
 
     /// The merchant's balance of `kind` in `asset`, as the API shows it.
@@ -217,10 +135,10 @@ impl Setup {
         body["status"].as_str().unwrap().to_owned()
     }
 
-    async fn transactions(&self) -> Vec<chain_txs::ChainTx> {
+    async fn transactions(&self) -> Vec<depositd_core::chain_tx::ChainTx> {
         let mut conn = self.app.store.conn().await.unwrap();
         let mut all =
-            chain_txs::touching(&mut conn, self.chain.chain_id, &self.treasury().to_checksum(None)).await.unwrap();
+            chain_txs::touching(&mut conn, self.config.chain_id, &self.treasury().to_checksum(None)).await.unwrap();
         all.sort_by_key(|t| t.nonce);
         all
     }
@@ -228,7 +146,7 @@ impl Setup {
     /// No outgoing transaction is open (every one confirmed or failed).
     async fn all_settled(&self) -> bool {
         let mut conn = self.app.store.conn().await.unwrap();
-        chain_txs::open(&mut conn, self.chain.chain_id).await.unwrap().is_empty()
+        chain_txs::open(&mut conn, self.config.chain_id).await.unwrap().is_empty()
     }
 
     async fn event_types(&self, resource_id: &str) -> Vec<String> {
@@ -239,9 +157,9 @@ impl Setup {
     /// The treasury's nonces: every one the chain used is one depositd assigned, in order.
     async fn assert_no_nonce_gap(&self) {
         let treasury = self.treasury();
-        let used = self.provider().get_transaction_count(treasury).await.unwrap();
+        let used = self.chain.provider().get_transaction_count(treasury).await.unwrap();
         let mut conn = self.app.store.conn().await.unwrap();
-        let signers = chain_txs::signers(&mut conn, self.chain.chain_id).await.unwrap();
+        let signers = chain_txs::signers(&mut conn, self.config.chain_id).await.unwrap();
         let (_, next, paused) =
             signers.iter().find(|(a, _, _)| *a == treasury.to_checksum(None)).expect("the treasury signed").clone();
         assert_eq!(paused, None);
@@ -261,8 +179,8 @@ impl Setup {
 /// A paid USDC invoice for `amount` whole USDC, confirmed and credited.
 async fn paid_usdc_invoice(s: &Setup, watcher: &mut ChainWatcher, amount: &str, units: u64) -> Value {
     let invoice = s.invoice(json!({"amount": amount, "currency": "USD", "asset": "USDC"})).await;
-    s.pay_usdc(invoice["pay"]["address"].as_str().unwrap(), units).await;
-    s.mine(CONFIRMATIONS).await;
+    s.chain.pay_token(s.usdc, invoice["pay"]["address"].as_str().unwrap(), units).await;
+    s.chain.mine(CONFIRMATIONS).await;
     while watcher.tick().await.unwrap() {}
     let body = s.get(&format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await;
     assert_eq!(body["status"], "paid", "{body}");
@@ -271,7 +189,7 @@ async fn paid_usdc_invoice(s: &Setup, watcher: &mut ChainWatcher, amount: &str, 
 
 async fn token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     let invoice = paid_usdc_invoice(&s, &mut watcher, "100", 100_000_000).await;
     let address: Address = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
     assert_eq!(s.balance("USDC", "available").await, "99"); // 1% fee
@@ -328,22 +246,22 @@ async fn token_deposits_are_swept_and_a_payout_confirms_with_the_ledger_right(db
 
 async fn native_deposits_are_swept_and_a_native_payout_charges_the_real_gas(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     // 3000 USD at 3000 USD/ETH: 1 ETH.
     let invoice = s.invoice(json!({"amount": "3000", "currency": "USD", "asset": "ETH"})).await;
     let address: Address = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
-    s.pay_native(invoice["pay"]["address"].as_str().unwrap(), 1_000_000_000_000_000_000).await;
-    s.mine(CONFIRMATIONS).await;
-    let treasury_before = s.eth_of(s.treasury()).await;
+    s.chain.pay_native(invoice["pay"]["address"].as_str().unwrap(), 1_000_000_000_000_000_000).await;
+    s.chain.mine(CONFIRMATIONS).await;
+    let treasury_before = s.chain.native_balance(s.treasury()).await;
     s.run_until(&mut watcher, &mut settler, "the ETH sweep", || async {
         let mut conn = s.app.store.conn().await.unwrap();
-        let swept = chain_txs::touching(&mut conn, s.chain.chain_id, &address.to_checksum(None)).await.unwrap();
+        let swept = chain_txs::touching(&mut conn, s.config.chain_id, &address.to_checksum(None)).await.unwrap();
         swept.iter().any(|t| t.purpose == Purpose::Sweep && t.state == TxState::Confirmed)
     })
     .await;
     // The balance less its exact fee: what stays behind is the unused part of the gas budget.
-    let gained = s.eth_of(s.treasury()).await - treasury_before;
-    let left = s.eth_of(address).await;
+    let gained = s.chain.native_balance(s.treasury()).await - treasury_before;
+    let left = s.chain.native_balance(address).await;
     assert!(gained > U256::from(990_000_000_000_000_000u64), "swept {gained}");
     assert!(left < U256::from(10_000_000_000_000_000u64), "left {left}");
     s.reconciles().await;
@@ -356,10 +274,11 @@ async fn native_deposits_are_swept_and_a_native_payout_charges_the_real_gas(db: 
         s.payout_status(&payout).await == "confirmed"
     })
     .await;
-    assert_eq!(s.eth_of(destination).await, U256::from(500_000_000_000_000_000u64));
+    assert_eq!(s.chain.native_balance(destination).await, U256::from(500_000_000_000_000_000u64));
     let body = s.get(&format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
     let charged: U256 = body["network_fee_base_units"].as_str().unwrap().parse().unwrap();
     let receipt = s
+        .chain
         .provider()
         .get_transaction_receipt(body["tx_hash"].as_str().unwrap().parse().unwrap())
         .await
@@ -378,7 +297,7 @@ async fn native_deposits_are_swept_and_a_native_payout_charges_the_real_gas(db: 
 
 async fn a_pass_through_invoice_forwards_the_merchant_amount_exactly(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     let merchant_wallet = PrivateKeySigner::random().address();
     let invoice = s
         .invoice(json!({
@@ -389,8 +308,8 @@ async fn a_pass_through_invoice_forwards_the_merchant_amount_exactly(db: TestDb)
     let merchant_amount: U256 = invoice["merchant_amount_base_units"].as_str().unwrap().parse().unwrap();
     let fee: U256 = invoice["fee_base_units"].as_str().unwrap().parse().unwrap();
     assert_eq!(merchant_amount + fee, U256::from(50_000_000u64));
-    s.pay_usdc(invoice["pay"]["address"].as_str().unwrap(), 50_000_000).await;
-    s.mine(CONFIRMATIONS).await;
+    s.chain.pay_token(s.usdc, invoice["pay"]["address"].as_str().unwrap(), 50_000_000).await;
+    s.chain.mine(CONFIRMATIONS).await;
     s.run_until(&mut watcher, &mut settler, "the forward", || async {
         s.event_types(invoice["id"].as_str().unwrap()).await.contains(&"invoice.paid".to_owned())
             && s.all_settled().await
@@ -403,8 +322,8 @@ async fn a_pass_through_invoice_forwards_the_merchant_amount_exactly(db: TestDb)
     assert_eq!(s.balance("USDC", "available").await, "0", "pass-through never grows the spendable balance");
     assert_eq!(s.balance("USDC", "in_transit").await, "0");
     let mut conn = s.app.store.conn().await.unwrap();
-    let forwarded: Vec<chain_txs::ChainTx> =
-        chain_txs::touching(&mut conn, s.chain.chain_id, invoice["pay"]["address"].as_str().unwrap())
+    let forwarded: Vec<depositd_core::chain_tx::ChainTx> =
+        chain_txs::touching(&mut conn, s.config.chain_id, invoice["pay"]["address"].as_str().unwrap())
             .await
             .unwrap()
             .into_iter()
@@ -419,22 +338,22 @@ async fn a_pass_through_invoice_forwards_the_merchant_amount_exactly(db: TestDb)
 
 async fn a_refund_returns_money_and_marks_the_invoice(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     let invoice = paid_usdc_invoice(&s, &mut watcher, "20", 20_000_000).await;
     let id = invoice["id"].as_str().unwrap();
-    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-    let before = s.usdc_of(payer.address()).await;
+    let payer = payer_address();
+    let before = s.usdc_of(payer).await;
     let (status, refund) = s
         .post(
             &format!("/api/v1/invoices/{id}/refunds"),
             "refund-1",
-            json!({"amount": "5", "address": payer.address().to_checksum(None)}),
+            json!({"amount": "5", "address": payer.to_checksum(None)}),
         )
         .await;
     assert_eq!(status, 201, "{refund}");
     s.run_until(&mut watcher, &mut settler, "the refund", || async { s.payout_status(&refund).await == "confirmed" })
         .await;
-    assert_eq!(s.usdc_of(payer.address()).await - before, U256::from(5_000_000u64));
+    assert_eq!(s.usdc_of(payer).await - before, U256::from(5_000_000u64));
     let body = s.get(&format!("/api/v1/invoices/{id}")).await;
     assert_eq!(body["status"], "partially_refunded", "{body}");
     assert!(s.event_types(id).await.contains(&"invoice.refunded".to_owned()));
@@ -443,7 +362,7 @@ async fn a_refund_returns_money_and_marks_the_invoice(db: TestDb) {
 
 async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     paid_usdc_invoice(&s, &mut watcher, "30", 30_000_000).await;
     s.run_until(&mut watcher, &mut settler, "the sweep", || async {
         !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
@@ -451,7 +370,7 @@ async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
     .await;
 
     // Mining by hand from here, with blocks whose base fee is just above the first bid.
-    s.rpc("evm_setAutomine", json!([false])).await;
+    s.chain.rpc("evm_setAutomine", json!([false])).await;
     let destination = PrivateKeySigner::random().address();
     let payout = s.payout(json!({"asset": "USDC", "amount": "10", "destination": destination.to_checksum(None)})).await;
     settler.tick().await.unwrap();
@@ -461,8 +380,8 @@ async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
     assert_eq!(first.len(), 1);
     let too_low = first[0].max_fee_per_gas + 1;
     for _ in 0..2 {
-        s.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{too_low:#x}")])).await;
-        s.mine(1).await;
+        s.chain.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{too_low:#x}")])).await;
+        s.chain.mine(1).await;
         settler.tick().await.unwrap();
     }
     let attempts = chain_txs::attempts(&mut conn, tx.id).await.unwrap();
@@ -471,9 +390,9 @@ async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
     assert!(new.max_fee_per_gas > old.max_fee_per_gas + old.max_fee_per_gas / 10, "+10% and 1 wei");
     assert!(new.max_priority_fee_per_gas > old.max_priority_fee_per_gas + old.max_priority_fee_per_gas / 10);
     drop(conn);
-    s.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{too_low:#x}")])).await;
-    s.mine(1).await;
-    s.rpc("evm_setAutomine", json!([true])).await;
+    s.chain.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{too_low:#x}")])).await;
+    s.chain.mine(1).await;
+    s.chain.rpc("evm_setAutomine", json!([true])).await;
     s.run_until(&mut watcher, &mut settler, "the replaced payout", || async {
         s.payout_status(&payout).await == "confirmed"
     })
@@ -487,7 +406,7 @@ async fn a_stuck_transaction_is_replaced_with_higher_fees(db: TestDb) {
 
 async fn a_crash_at_any_step_pays_exactly_once_with_no_nonce_gap(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     paid_usdc_invoice(&s, &mut watcher, "60", 60_000_000).await;
     s.run_until(&mut watcher, &mut settler, "the sweep", || async {
         !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
@@ -497,20 +416,20 @@ async fn a_crash_at_any_step_pays_exactly_once_with_no_nonce_gap(db: TestDb) {
         let destination = PrivateKeySigner::random().address();
         let payout =
             s.payout(json!({"asset": "USDC", "amount": "7", "destination": destination.to_checksum(None)})).await;
-        let mut crashing = s.settler();
+        let mut crashing = s.app.settler(&s.config);
         crashing.crash_at(Some(point));
         let crashed = crashing.tick().await;
         assert!(matches!(crashed, Err(SettleError::Crashed(p)) if p == point), "{point:?}: {crashed:?}");
         drop(crashing);
         // A fresh settler, as after a restart.
-        let mut restarted = s.settler();
+        let mut restarted = s.app.settler(&s.config);
         s.run_until(&mut watcher, &mut restarted, "the payout after a crash", || async {
             s.payout_status(&payout).await == "confirmed"
         })
         .await;
         for _ in 0..3 {
             restarted.tick().await.unwrap();
-            s.mine(1).await;
+            s.chain.mine(1).await;
         }
         assert_eq!(s.usdc_of(destination).await, U256::from(7_000_000u64), "{point:?}: paid exactly once");
         s.assert_no_nonce_gap().await;
@@ -521,7 +440,7 @@ async fn a_crash_at_any_step_pays_exactly_once_with_no_nonce_gap(db: TestDb) {
 
 async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     paid_usdc_invoice(&s, &mut watcher, "10", 10_000_000).await;
     s.run_until(&mut watcher, &mut settler, "the sweep", || async {
         !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
@@ -529,14 +448,14 @@ async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
     .await;
     // Someone with the treasury key sends from it behind depositd's back.
     let key = s.app.state.wallet.treasury().clone();
-    let outsider = ProviderBuilder::new().wallet(key).connect_http(s.anvil.rpc_url().parse().unwrap());
+    let outsider = s.chain.wallet(key);
     let tx = TransactionRequest::default().with_to(PrivateKeySigner::random().address()).with_value(U256::from(1u64));
     assert!(outsider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap().status());
 
-    let mut restarted = s.settler();
+    let mut restarted = s.app.settler(&s.config);
     restarted.tick().await.unwrap();
     let mut conn = s.app.store.conn().await.unwrap();
-    let signers = chain_txs::signers(&mut conn, s.chain.chain_id).await.unwrap();
+    let signers = chain_txs::signers(&mut conn, s.config.chain_id).await.unwrap();
     let (_, _, paused) = signers.iter().find(|(a, _, _)| *a == s.treasury().to_checksum(None)).unwrap();
     assert!(paused.as_deref().is_some_and(|r| r.contains("someone else sent")), "{paused:?}");
     drop(conn);
@@ -558,7 +477,7 @@ async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
 
 async fn a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     let merchant_wallet = PrivateKeySigner::random().address();
     let invoice = s
         .invoice(json!({
@@ -570,19 +489,19 @@ async fn a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment(db:
     let address = invoice["pay"]["address"].as_str().unwrap().to_owned();
     let amount: u128 = invoice["pay"]["amount_base_units"].as_str().unwrap().parse().unwrap();
     let merchant_amount: U256 = invoice["merchant_amount_base_units"].as_str().unwrap().parse().unwrap();
-    s.pay_native(&address, amount).await;
-    s.mine(CONFIRMATIONS).await;
+    s.chain.pay_native(&address, amount).await;
+    s.chain.mine(CONFIRMATIONS).await;
     s.run_until(&mut watcher, &mut settler, "the native forward", || async {
-        !s.eth_of(merchant_wallet).await.is_zero() && s.all_settled().await
+        !s.chain.native_balance(merchant_wallet).await.is_zero() && s.all_settled().await
     })
     .await;
     // More blocks: the watcher has seen the top-up and the forwards, and credited nothing more.
     for _ in 0..4 {
-        s.mine(1).await;
+        s.chain.mine(1).await;
         while watcher.tick().await.unwrap() {}
         settler.tick().await.unwrap();
     }
-    assert_eq!(s.eth_of(merchant_wallet).await, merchant_amount, "the merchant amount, exactly");
+    assert_eq!(s.chain.native_balance(merchant_wallet).await, merchant_amount, "the merchant amount, exactly");
     let body = s.get(&format!("/api/v1/invoices/{id}")).await;
     assert_eq!(body["status"], "paid");
     assert_eq!(body["payment_flags"], json!([]), "the top-up is not an overpayment: {body}");
@@ -595,7 +514,7 @@ async fn a_native_pass_through_is_forwarded_and_its_gas_top_up_is_no_payment(db:
 
 async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_an_operator_looks(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     paid_usdc_invoice(&s, &mut watcher, "20", 20_000_000).await;
     s.run_until(&mut watcher, &mut settler, "the sweep", || async {
         !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
@@ -604,14 +523,14 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
     assert_eq!(s.balance("USDC", "available").await, "19.8");
 
     // The payout is signed and waits in the pool; someone with the treasury key replaces it.
-    s.rpc("evm_setAutomine", json!([false])).await;
+    s.chain.rpc("evm_setAutomine", json!([false])).await;
     let destination = PrivateKeySigner::random().address();
     let payout = s.payout(json!({"asset": "USDC", "amount": "4", "destination": destination.to_checksum(None)})).await;
     settler.tick().await.unwrap();
     assert_eq!(s.payout_status(&payout).await, "submitted");
     let ours = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
     let key = s.app.state.wallet.treasury().clone();
-    let outsider = ProviderBuilder::new().wallet(key).connect_http(s.anvil.rpc_url().parse().unwrap());
+    let outsider = s.chain.wallet(key);
     let replacement = TransactionRequest::default()
         .with_to(PrivateKeySigner::random().address())
         .with_value(U256::from(1u64))
@@ -620,8 +539,8 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
         .with_max_fee_per_gas(500_000_000_000)
         .with_max_priority_fee_per_gas(100_000_000_000);
     let pending = outsider.send_transaction(replacement).await.unwrap();
-    s.mine(1).await;
-    s.rpc("evm_setAutomine", json!([true])).await;
+    s.chain.mine(1).await;
+    s.chain.rpc("evm_setAutomine", json!([true])).await;
     assert!(pending.get_receipt().await.unwrap().status());
 
     // The settler sees the nonce used and none of its attempts mined: it stops signing, releases
@@ -630,13 +549,13 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
     assert_eq!(s.payout_status(&payout).await, "submitted", "no verdict on one reading");
     assert_eq!(s.balance("USDC", "reserved").await, "4");
     let mut conn = s.app.store.conn().await.unwrap();
-    let signers = chain_txs::signers(&mut conn, s.chain.chain_id).await.unwrap();
+    let signers = chain_txs::signers(&mut conn, s.config.chain_id).await.unwrap();
     drop(conn);
     assert!(signers.iter().any(|(a, _, p)| *a == s.treasury().to_checksum(None) && p.is_some()));
 
     // The operator looks and resumes the signer: the payout that never happened fails, its
     // reservation comes back, and payouts flow again.
-    s.mine(CONFIRMATIONS).await;
+    s.chain.mine(CONFIRMATIONS).await;
     settler.resume_signer(s.treasury()).await.unwrap();
     assert_eq!(s.payout_status(&payout).await, "failed");
     assert_eq!(s.balance("USDC", "reserved").await, "0");
@@ -681,24 +600,21 @@ async fn refusing_proxy(upstream: String, refuse: std::sync::Arc<std::sync::atom
     };
     use axum::response::IntoResponse;
     let app = axum::Router::new().route("/", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
 }
 
 async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(db: TestDb) {
     use std::sync::atomic::Ordering;
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     paid_usdc_invoice(&s, &mut watcher, "60", 60_000_000).await;
     s.run_until(&mut watcher, &mut settler, "the sweep", || async {
         !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
     })
     .await;
     let refuse = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut chain = s.chain.clone();
-    chain.rpc_urls = vec![refusing_proxy(s.anvil.rpc_url(), refuse.clone()).await.into()];
+    let mut chain = s.config.clone();
+    chain.rpc_urls = vec![refusing_proxy(s.chain.rpc_url(), refuse.clone()).await.into()];
     let state = &s.app.state;
     let mut settings = state.config.settings.settler.clone();
     settings.stall_alert_secs = 0; // every unmined transaction counts as stalled, to see the metric
@@ -712,7 +628,7 @@ async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(
         state.metrics.clone(),
     )
     .unwrap();
-    let used = || async { s.provider().get_transaction_count(s.treasury()).await.unwrap() };
+    let used = || async { s.chain.provider().get_transaction_count(s.treasury()).await.unwrap() };
     let start = used().await;
 
     // One refusal: the broadcast is tried again within the same step (anvil mines on arrival).
@@ -757,30 +673,30 @@ async fn a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces(
 
 async fn a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once(db: TestDb) {
     let s = setup(&db).await;
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
     paid_usdc_invoice(&s, &mut watcher, "60", 60_000_000).await;
     s.run_until(&mut watcher, &mut settler, "the sweep", || async {
         !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
     })
     .await;
-    s.mine(6).await;
+    s.chain.mine(6).await;
     let destination = PrivateKeySigner::random().address();
     let payout = s.payout(json!({"asset": "USDC", "amount": "9", "destination": destination.to_checksum(None)})).await;
     s.run_until(&mut watcher, &mut settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" })
         .await;
     assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64));
-    s.mine(2).await;
-    let used = s.provider().get_transaction_count(s.treasury()).await.unwrap();
+    s.chain.mine(2).await;
+    let used = s.chain.provider().get_transaction_count(s.treasury()).await.unwrap();
 
     // A reorg deeper than the confirmations replaces the payout's block and those after it with
     // empty ones: the payout is gone from the chain, though depositd had confirmed it.
     let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
-    let head = s.provider().get_block_number().await.unwrap();
+    let head = s.chain.provider().get_block_number().await.unwrap();
     let depth = head - tx.mined_block.unwrap() + 1;
     assert!(depth > CONFIRMATIONS, "deeper than the confirmations ({depth})");
-    s.rpc("anvil_reorg", json!([depth, []])).await;
+    s.chain.rpc("anvil_reorg", json!([depth, []])).await;
     assert_eq!(s.usdc_of(destination).await, U256::ZERO, "the reorg took the payout away");
-    assert_eq!(s.provider().get_transaction_count(s.treasury()).await.unwrap(), used - 1);
+    assert_eq!(s.chain.provider().get_transaction_count(s.treasury()).await.unwrap(), used - 1);
 
     // The settler notices, sends the same transaction again, and it confirms: paid once.
     s.run_until(&mut watcher, &mut settler, "the payout again", || async {
@@ -789,7 +705,7 @@ async fn a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once(db: TestDb
     .await;
     for _ in 0..3 {
         settler.tick().await.unwrap();
-        s.mine(1).await;
+        s.chain.mine(1).await;
     }
     assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64), "paid exactly once");
     assert_eq!(s.payout_status(&payout).await, "confirmed");

@@ -10,7 +10,7 @@ both_backends!(create_list_disable, a_deposit_auto_creates_a_paid_invoice);
 
 async fn create_list_disable(db: TestDb) {
     let app = TestApp::spawn(&db).await;
-    let (_, key) = app.merchant("Rails", &depositd_core::store::api_keys::Scope::ALL).await;
+    let (_, key) = app.merchant("Rails", &depositd_core::api_key::Scope::ALL).await;
     let post = |body: Value| app.create_static_address(&key, body);
 
     let created: Value =
@@ -83,7 +83,7 @@ async fn create_list_disable(db: TestDb) {
 
 async fn a_deposit_auto_creates_a_paid_invoice(db: TestDb) {
     let app = TestApp::spawn(&db).await;
-    let (merchant, key) = app.merchant("Top-ups", &depositd_core::store::api_keys::Scope::ALL).await;
+    let (merchant, key) = app.merchant("Top-ups", &depositd_core::api_key::Scope::ALL).await;
     let created: Value = app
         .create_static_address(&key, json!({"customer_id": "player-9", "metadata": {"account": "A-9"}}))
         .await

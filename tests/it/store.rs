@@ -2,15 +2,18 @@
 
 use std::collections::HashSet;
 
+use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::deposit_address::{AddressPurpose, DepositAddress};
+use depositd_core::merchant::MerchantStatus;
 use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::store::address_pool;
-use depositd_core::store::api_keys::{self, KeyMode, KeyRejection, Scope};
+use depositd_core::store::api_keys::{self, KeyRejection};
 use depositd_core::store::cursors::{self, ChainCursor};
-use depositd_core::store::merchants::{self, MerchantStatus, NewMerchant};
-use depositd_core::store::webhooks::{self, Endpoint};
+use depositd_core::store::merchants::{self, NewMerchant};
+use depositd_core::store::webhooks;
 use depositd_core::store::{Backend, Store, StoreError, deposit_addresses, events};
 use depositd_core::wallet::HdWallet;
+use depositd_core::webhooks::Endpoint;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -29,7 +32,7 @@ both_backends!(
     a_commit_wakes_the_delivery_worker_only_when_it_queued_deliveries,
 );
 
-async fn new_merchant(store: &Store, name: &str) -> merchants::Merchant {
+async fn new_merchant(store: &Store, name: &str) -> depositd_core::merchant::Merchant {
     let mut conn = store.conn().await.unwrap();
     merchants::insert(
         &mut conn,

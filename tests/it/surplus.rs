@@ -5,26 +5,23 @@
 //! rejected (the wrong token) are listed as known but uncredited and do not fail it; a surplus
 //! within the dust allowance is reported and does not fail it.
 
-use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, U256};
-use alloy::providers::{Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
-use alloy::signers::local::PrivateKeySigner;
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
-use depositd::dev::tokens::{self, TestToken};
+use alloy::providers::Provider;
 use depositd::reconcile::{self, Reconciliation, Surplus};
-use depositd_core::config::{ChainConfig, TokenConfig};
+use depositd_core::api_key::Scope;
+use depositd_core::chain_tx::{Purpose, TxState};
+use depositd_core::config::ChainConfig;
 use depositd_core::deposit_address::AddressPurpose;
 use depositd_core::money::BaseUnits;
-use depositd_core::store::api_keys::Scope;
-use depositd_core::store::chain_txs::{self, Purpose, TxState};
+use depositd_core::store::chain_txs;
 use depositd_core::store::cursors::{self, ChainCursor};
 use depositd_settler::Settler;
+use depositd_testkit::chain::TestChain;
 use depositd_watcher::ChainWatcher;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, both_backends, depositd};
+use crate::helpers::{TestApp, TestDb, both_backends, depositd, use_test_chain};
 
 both_backends!(
     a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount,
@@ -34,103 +31,47 @@ both_backends!(
 const CONFIRMATIONS: u64 = 2;
 
 struct Setup {
-    anvil: Anvil,
+    chain: TestChain,
     usdc: Address,
     usdt: Address,
     app: TestApp,
     key: String,
-    chain: ChainConfig,
+    config: ChainConfig,
 }
 
 async fn setup(db: &TestDb) -> Setup {
-    let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
-    let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-    let mut deployed = Vec::new();
-    for (name, symbol) in [("USD Coin", "USDC"), ("Tether USD", "USDT")] {
-        let minted = U256::from(1_000_000_000_000u64);
-        let token =
-            tokens::deploy_and_mint(&anvil.rpc_url(), DEV_ACCOUNT_0_KEY, name, symbol, 6, &[payer.address()], minted)
-                .await
-                .unwrap();
-        deployed.push(token);
-    }
-    let (usdc, usdt) = (deployed[0], deployed[1]);
-    let mut chain = None;
+    let chain = TestChain::start(&[("USD Coin", "USDC"), ("Tether USD", "USDT")]).await.unwrap();
+    let (usdc, usdt) = (chain.tokens[0], chain.tokens[1]);
+    let mut config = None;
     let app = TestApp::spawn_with(db, |c| {
-        let base = &mut c.chains[0];
-        base.rpc_urls = vec![anvil.rpc_url().into()];
-        base.confirmations = CONFIRMATIONS;
-        base.start_block = Some(0);
-        base.tokens = vec![
-            TokenConfig { symbol: "USDC".into(), address: usdc, decimals: 6 },
-            TokenConfig { symbol: "USDT".into(), address: usdt, decimals: 6 },
-        ];
-        chain = Some(base.clone());
+        use_test_chain(&mut c.chains[0], &chain, CONFIRMATIONS, &[("USDC", usdc), ("USDT", usdt)]);
+        config = Some(c.chains[0].clone());
     })
     .await;
     let (_, key) = app.merchant("Surplus Shop", &Scope::ALL).await;
-    Setup { anvil, usdc, usdt, app, key, chain: chain.unwrap() }
+    Setup { chain, usdc, usdt, app, key, config: config.unwrap() }
 }
 
 impl Setup {
-    fn payer(&self) -> impl Provider + Clone {
-        let signer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-        ProviderBuilder::new().wallet(signer).connect_http(self.anvil.rpc_url().parse().unwrap())
-    }
-
-    fn watcher(&self) -> ChainWatcher {
-        let state = &self.app.state;
-        ChainWatcher::new(
-            self.chain.clone(),
-            self.app.store.clone(),
-            state.config.settings.api.public_url.clone(),
-            state.sessions.clone(),
-            state.metrics.clone(),
-        )
-        .unwrap()
-    }
-
-    fn settler(&self) -> Settler {
-        let state = &self.app.state;
-        Settler::new(
-            self.chain.clone(),
-            self.app.store.clone(),
-            state.wallet.clone(),
-            state.config.settings.settler.clone(),
-            state.config.settings.api.public_url.clone(),
-            state.sessions.clone(),
-            state.metrics.clone(),
-        )
-        .unwrap()
-    }
-
-    fn provider(&self) -> impl Provider + Clone {
-        ProviderBuilder::new().connect_http(self.anvil.rpc_url().parse().unwrap())
-    }
-
     /// The settler alone (the watcher stands still), one block a round, until every outgoing
     /// transaction of `address` is confirmed and it has a confirmed sweep.
-    async fn settle(&self, settler: &mut Settler, address: &str) -> Vec<chain_txs::ChainTx> {
+    async fn settle(&self, settler: &mut Settler, address: &str) -> Vec<depositd_core::chain_tx::ChainTx> {
         for _ in 0..40 {
             settler.tick().await.unwrap();
             let mut conn = self.app.store.conn().await.unwrap();
-            let txs = chain_txs::touching(&mut conn, self.chain.chain_id, address).await.unwrap();
+            let txs = chain_txs::touching(&mut conn, self.config.chain_id, address).await.unwrap();
             if txs.iter().any(|t| t.purpose == Purpose::Sweep) && txs.iter().all(|t| t.state == TxState::Confirmed) {
                 return txs;
             }
             drop(conn);
-            self.mine(1).await;
+            self.chain.mine(1).await;
         }
         panic!("gave up waiting for the sweep of {address}");
     }
 
     async fn cursor(&self) -> u64 {
         let mut conn = self.app.store.conn().await.unwrap();
-        cursors::get(&mut conn, self.chain.chain_id).await.unwrap().unwrap().block_number
-    }
-
-    async fn mine(&self, blocks: u64) {
-        crate::helpers::anvil_rpc(&self.anvil.rpc_url(), "anvil_mine", json!([blocks])).await;
+        cursors::get(&mut conn, self.config.chain_id).await.unwrap().unwrap().block_number
     }
 
     async fn invoice(&self, asset: &str, amount: &str) -> (String, String) {
@@ -147,43 +88,21 @@ impl Setup {
         body
     }
 
-    async fn pay_token(&self, token: Address, to: &str, base_units: u64) {
-        let receipt = TestToken::new(token, self.payer())
-            .transfer(to.parse().unwrap(), U256::from(base_units))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status());
-    }
-
-    async fn pay_native(&self, to: &str, wei: u128) {
-        let tx = TransactionRequest::default().with_to(to.parse().unwrap()).with_value(U256::from(wei));
-        let receipt = self.payer().send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
-        assert!(receipt.status());
-    }
-
     /// Buries what was paid under the confirmations and lets the watcher record it.
     async fn watch(&self, watcher: &mut ChainWatcher) {
-        self.mine(CONFIRMATIONS).await;
+        self.chain.mine(CONFIRMATIONS).await;
         while watcher.tick().await.unwrap() {}
     }
 
     /// What a watcher that trusted an empty `eth_getLogs` answer does: moves its cursor to the
     /// head without recording what the blocks paid.
     async fn skip_to_head(&self) {
-        self.mine(CONFIRMATIONS).await;
-        let head = ProviderBuilder::new()
-            .connect_http(self.anvil.rpc_url().parse().unwrap())
-            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
-            .await
-            .unwrap()
-            .unwrap();
+        self.chain.mine(CONFIRMATIONS).await;
+        let head =
+            self.chain.provider().get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
         let mut conn = self.app.store.conn().await.unwrap();
         let cursor = ChainCursor {
-            chain_id: self.chain.chain_id,
+            chain_id: self.config.chain_id,
             block_number: head.header.number,
             block_hash: head.header.hash.to_string(),
         };
@@ -203,8 +122,8 @@ impl Setup {
             "name = \"anvil\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = {CONFIRMATIONS}\n\
              block_time_ms = 1000\npoll_interval_ms = 250\nmax_block_range = 10000\nstart_block = 0\n\
              testnet = true\n\n[native]\nsymbol = \"ETH\"\ndecimals = 18\n",
-            self.chain.chain_id,
-            self.anvil.rpc_url()
+            self.config.chain_id,
+            self.chain.rpc_url()
         );
         for (symbol, address) in [("USDC", self.usdc), ("USDT", self.usdt)] {
             chain_file.push_str(&format!(
@@ -241,12 +160,12 @@ fn address(text: &str) -> Address {
 
 async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: TestDb) {
     let s = setup(&db).await;
-    let mut watcher = s.watcher();
+    let mut watcher = s.app.watcher(&s.config);
 
     // A clean ledger: one paid USDC invoice, recorded by the watcher. Every asset is read at every
     // handed-out address, and nothing is unexplained.
     let (paid_id, paid) = s.invoice("USDC", "10").await;
-    s.pay_token(s.usdc, &paid, 10_000_000).await;
+    s.chain.pay_token(s.usdc, &paid, 10_000_000).await;
     s.watch(&mut watcher).await;
     assert_eq!(s.status(&paid_id).await["status"], "paid");
     let clean = s.reconcile().await;
@@ -261,7 +180,7 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
     // The wrong token: 5 USDT to a USDC invoice is recorded as rejected. It is known, reported at
     // its address as uncredited, and does not fail the check.
     let (_, wrong) = s.invoice("USDC", "5").await;
-    s.pay_token(s.usdt, &wrong, 5_000_000).await;
+    s.chain.pay_token(s.usdt, &wrong, 5_000_000).await;
     s.watch(&mut watcher).await;
     let outcome = s.reconcile().await;
     assert!(outcome.is_ok(), "{}", outcome.render());
@@ -272,7 +191,7 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
 
     // Dust: 0.005 USDC the watcher never recorded, at the paid invoice's address, is within the
     // allowance (0.01 USDC by default): reported, not a failure.
-    s.pay_token(s.usdc, &paid, 5_000).await;
+    s.chain.pay_token(s.usdc, &paid, 5_000).await;
     s.skip_to_head().await;
     let outcome = s.reconcile().await;
     assert!(outcome.is_ok(), "{}", outcome.render());
@@ -284,8 +203,8 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
     // cursor then moved past. Nothing recorded it, the invoice still waits, and verify fails,
     // naming the address and each amount.
     let (missed_id, missed) = s.invoice("USDC", "7").await;
-    s.pay_token(s.usdc, &missed, 7_000_000).await;
-    s.pay_native(&missed, 20_000_000_000_000_000).await;
+    s.chain.pay_token(s.usdc, &missed, 7_000_000).await;
+    s.chain.pay_native(&missed, 20_000_000_000_000_000).await;
     s.skip_to_head().await;
     while watcher.tick().await.unwrap() {}
     assert_eq!(s.status(&missed_id).await["status"], "pending", "the watcher missed it");
@@ -347,7 +266,7 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
         .await
         .unwrap();
     let before = surplus(&s.reconcile().await, "USDT").addresses;
-    s.pay_token(s.usdt, &pooled.0, 3_000_000).await;
+    s.chain.pay_token(s.usdt, &pooled.0, 3_000_000).await;
     s.watch(&mut watcher).await;
     let outcome = s.reconcile().await;
     let usdt = surplus(&outcome, "USDT");
@@ -363,15 +282,15 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
 async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(db: TestDb) {
     let s = setup(&db).await;
     let treasury = s.app.state.wallet.treasury().address();
-    depositd::dev::fund_treasury(&s.app.store, &s.chain, treasury, 10_000_000_000_000_000_000).await.unwrap();
-    let (mut watcher, mut settler) = (s.watcher(), s.settler());
+    depositd::dev::fund_treasury(&s.app.store, &s.config, treasury, 10_000_000_000_000_000_000).await.unwrap();
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
 
     // A USDC payment, recorded and confirmed; then the watcher stops while the settler tops the
     // address up with gas and sweeps it. The balances are read at the watcher's cursor, where the
     // USDC is still at the address although the ledger has swept it: the sweep mined after the
     // cursor explains it.
     let (_, token_address) = s.invoice("USDC", "20").await;
-    s.pay_token(s.usdc, &token_address, 20_000_000).await;
+    s.chain.pay_token(s.usdc, &token_address, 20_000_000).await;
     s.watch(&mut watcher).await;
     let txs = s.settle(&mut settler, &token_address).await;
     let cursor = s.cursor().await;
@@ -387,7 +306,7 @@ async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(
     // The watcher catches up. The top-up sent the sweep's whole gas budget and the sweep burned
     // less: native dust stays at the address, explained to the wei by the ledger's custody.
     while watcher.tick().await.unwrap() {}
-    let dust = s.provider().get_balance(address(&token_address)).await.unwrap();
+    let dust = s.chain.provider().get_balance(address(&token_address)).await.unwrap();
     assert!(!dust.is_zero(), "the top-up's unused budget stays behind");
     let outcome = s.reconcile().await;
     assert!(outcome.is_ok(), "{}", outcome.render());
@@ -396,12 +315,12 @@ async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(
 
     // A native payment swept less its gas budget leaves the unused budget the same way.
     let (_, native_address) = s.invoice("ETH", "3000").await; // 1 ETH at 3000 USD
-    s.pay_native(&native_address, 1_000_000_000_000_000_000).await;
+    s.chain.pay_native(&native_address, 1_000_000_000_000_000_000).await;
     s.watch(&mut watcher).await;
     s.settle(&mut settler, &native_address).await;
-    s.mine(CONFIRMATIONS).await;
+    s.chain.mine(CONFIRMATIONS).await;
     while watcher.tick().await.unwrap() {}
-    let left = s.provider().get_balance(address(&native_address)).await.unwrap();
+    let left = s.chain.provider().get_balance(address(&native_address)).await.unwrap();
     assert!(!left.is_zero() && left < U256::from(10_000_000_000_000_000u64), "left {left}");
     let outcome = s.reconcile().await;
     assert!(outcome.is_ok(), "{}", outcome.render());
@@ -409,7 +328,7 @@ async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(
 
     // The same dust one wei larger than the ledger explains is unexplained, to the wei: the
     // explanation above was exact, not generous.
-    s.pay_native(&native_address, 1).await;
+    s.chain.pay_native(&native_address, 1).await;
     s.skip_to_head().await;
     let outcome = s.reconcile().await;
     assert_eq!(

@@ -2,21 +2,17 @@
 //! backends: detection, confirmations, adding up, over/under/late payment, static addresses,
 //! look-alike tokens, zero-value transfers, reorgs and restarts, with nothing credited twice.
 
-use alloy::network::TransactionBuilder;
-use alloy::primitives::{Address, U256};
-use alloy::providers::{Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
-use alloy::signers::local::PrivateKeySigner;
-use depositd::dev::anvil::{Anvil, AnvilOptions, DEV_ACCOUNT_0_KEY, DEV_ACCOUNT_1_KEY};
-use depositd::dev::tokens::{self, TestToken};
+use alloy::primitives::Address;
+use depositd_core::api_key::Scope;
 use depositd_core::config::{ChainConfig, TokenConfig};
-use depositd_core::store::api_keys::Scope;
 use depositd_core::store::cursors;
 use depositd_core::store::{deposits, events};
+use depositd_testkit::chain::TestChain;
+use depositd_testkit::tokens::OddTransferToken;
 use depositd_watcher::{ChainWatcher, WatchError, WatchedSet};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, both_backends};
+use crate::helpers::{TestApp, TestDb, both_backends, use_test_chain};
 
 both_backends!(
     erc20_and_native_payments_confirm_exactly_once,
@@ -38,112 +34,35 @@ both_backends!(
     rescan_records_a_missed_deposit_once,
 );
 
-alloy::sol!(
-    #[sol(rpc)]
-    OddTransferToken,
-    "contracts/build/OddTransferToken.json"
-);
-
-/// anvil (automine) with the dev tokens, a look-alike "USDC", and the payer holding all three.
-struct Chain {
-    anvil: Anvil,
+/// anvil (automine) with the dev tokens and a look-alike "USDC" that is not allow-listed, the
+/// payer holding all three; the app watching it with 2 confirmations.
+struct Setup {
+    chain: TestChain,
     usdc: Address,
     usdt: Address,
     fake_usdc: Address,
-}
-
-impl Chain {
-    async fn start() -> Chain {
-        let anvil = Anvil::spawn(AnvilOptions::default()).await.expect("anvil starts (npm install provides it)");
-        let payer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-        let mint = U256::from(1_000_000_000_000u64);
-        let mut addresses = Vec::new();
-        for (name, symbol) in [("USD Coin", "USDC"), ("Tether", "USDT"), ("Fake USD Coin", "USDC")] {
-            let address =
-                tokens::deploy_and_mint(&anvil.rpc_url(), DEV_ACCOUNT_0_KEY, name, symbol, 6, &[payer.address()], mint)
-                    .await
-                    .unwrap();
-            addresses.push(address);
-        }
-        Chain { anvil, usdc: addresses[0], usdt: addresses[1], fake_usdc: addresses[2] }
-    }
-
-    fn config(&self, base: &ChainConfig) -> ChainConfig {
-        let mut chain = base.clone();
-        chain.rpc_urls = vec![self.anvil.rpc_url().into()];
-        chain.confirmations = 2;
-        chain.start_block = Some(0);
-        chain.tokens = vec![
-            TokenConfig { symbol: "USDC".into(), address: self.usdc, decimals: 6 },
-            TokenConfig { symbol: "USDT".into(), address: self.usdt, decimals: 6 },
-        ];
-        chain
-    }
-
-    fn payer(&self) -> impl Provider + Clone {
-        let signer: PrivateKeySigner = DEV_ACCOUNT_1_KEY.parse().unwrap();
-        ProviderBuilder::new().wallet(signer).connect_http(self.anvil.rpc_url().parse().unwrap())
-    }
-
-    /// Pays with a token transfer from the payer and returns the transaction hash.
-    async fn pay_token(&self, token: Address, to: &str, base_units: u64) -> alloy::primitives::B256 {
-        let provider = self.payer();
-        let receipt = TestToken::new(token, &provider)
-            .transfer(to.parse().unwrap(), U256::from(base_units))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
-        assert!(receipt.status());
-        receipt.transaction_hash
-    }
-
-    async fn pay_native(&self, to: &str, wei: u128) {
-        let tx = TransactionRequest::default().with_to(to.parse().unwrap()).with_value(U256::from(wei));
-        let receipt = self.payer().send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
-        assert!(receipt.status());
-    }
-
-    async fn rpc(&self, method: &str, params: Value) -> Value {
-        crate::helpers::anvil_rpc(&self.anvil.rpc_url(), method, params).await
-    }
-
-    async fn mine(&self, blocks: u64) {
-        self.rpc("anvil_mine", json!([blocks])).await;
-    }
-}
-
-struct Setup {
-    chain: Chain,
     app: TestApp,
     key: String,
     config: ChainConfig,
 }
 
 async fn setup(db: &TestDb) -> Setup {
-    let chain = Chain::start().await;
+    let tokens = [("USD Coin", "USDC"), ("Tether", "USDT"), ("Fake USD Coin", "USDC")];
+    let chain = TestChain::start(&tokens).await.unwrap();
+    let [usdc, usdt, fake_usdc] = chain.tokens[..] else { unreachable!("three tokens deployed") };
     let mut config = None;
     let app = TestApp::spawn_with(db, |c| {
-        c.chains[0] = chain.config(&c.chains[0]);
+        use_test_chain(&mut c.chains[0], &chain, 2, &[("USDC", usdc), ("USDT", usdt)]);
         config = Some(c.chains[0].clone());
     })
     .await;
     let (_, key) = app.merchant("Chain Shop", &Scope::ALL).await;
-    Setup { chain, app, key, config: config.unwrap() }
+    Setup { chain, usdc, usdt, fake_usdc, app, key, config: config.unwrap() }
 }
 
 impl Setup {
     fn watcher(&self) -> ChainWatcher {
-        ChainWatcher::new(
-            self.config.clone(),
-            self.app.store.clone(),
-            self.app.state.config.settings.api.public_url.clone(),
-            self.app.state.sessions.clone(),
-            self.app.state.metrics.clone(),
-        )
-        .unwrap()
+        self.app.watcher(&self.config)
     }
 
     /// Runs the watcher until it has caught up with the head.
@@ -157,9 +76,7 @@ impl Setup {
     }
 
     async fn invoice(&self, body: Value) -> Value {
-        let response = self.app.create_invoice(&self.key, body).await;
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
+        self.app.created_invoice(&self.key, body).await
     }
 
     async fn get(&self, invoice: &Value) -> Value {
@@ -215,7 +132,7 @@ async fn erc20_and_native_payments_confirm_exactly_once(db: TestDb) {
 
     // automine: each transaction is its own block. With 2 confirmations a payment is credited
     // once one more block is on top of its block.
-    s.chain.pay_token(s.chain.usdc, address(&usdc_invoice), 19_990_000).await;
+    s.chain.pay_token(s.usdc, address(&usdc_invoice), 19_990_000).await;
     s.catch_up(&mut watcher).await;
     let usdc = s.get(&usdc_invoice).await;
     assert_eq!(usdc["status"], "processing");
@@ -291,9 +208,9 @@ async fn payments_add_up_and_over_under_late_are_flagged(db: TestDb) {
     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     assert_eq!(depositd_api::expiry::expire_once(&s.app.state).await.unwrap(), 1);
 
-    s.chain.pay_token(s.chain.usdc, address(&split), 4_000_000).await;
-    s.chain.pay_token(s.chain.usdt, address(&over), 12_000_000).await;
-    s.chain.pay_token(s.chain.usdc, address(&late), 5_000_000).await;
+    s.chain.pay_token(s.usdc, address(&split), 4_000_000).await;
+    s.chain.pay_token(s.usdt, address(&over), 12_000_000).await;
+    s.chain.pay_token(s.usdc, address(&late), 5_000_000).await;
     s.chain.mine(2).await;
     s.catch_up(&mut watcher).await;
 
@@ -310,7 +227,7 @@ async fn payments_add_up_and_over_under_late_are_flagged(db: TestDb) {
     assert!(s.events(&late).await.contains(&"invoice.paid_late".to_owned()));
 
     // The rest arrives: the two payments add up.
-    s.chain.pay_token(s.chain.usdc, address(&split), 6_000_000).await;
+    s.chain.pay_token(s.usdc, address(&split), 6_000_000).await;
     s.chain.mine(2).await;
     s.catch_up(&mut watcher).await;
     let done = s.get(&split).await;
@@ -329,13 +246,13 @@ async fn static_address_deposits_and_ignored_transfers(db: TestDb) {
     let rail_address = rail["address"].as_str().unwrap();
     let invoice = s.invoice(json!({"amount": "10"})).await;
 
-    s.chain.pay_token(s.chain.usdc, rail_address, 7_000_000).await;
-    s.chain.pay_token(s.chain.usdc, rail_address, 3_000_000).await;
+    s.chain.pay_token(s.usdc, rail_address, 7_000_000).await;
+    s.chain.pay_token(s.usdc, rail_address, 3_000_000).await;
     // Noise: a look-alike "USDC" and a zero-value transfer of the real one, to the invoice.
-    s.chain.pay_token(s.chain.fake_usdc, address(&invoice), 10_000_000).await;
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 0).await;
+    s.chain.pay_token(s.fake_usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 0).await;
     // A USDT payment to a USDC invoice is recorded but not credited.
-    s.chain.pay_token(s.chain.usdt, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdt, address(&invoice), 10_000_000).await;
     s.chain.mine(2).await;
     s.catch_up(&mut watcher).await;
 
@@ -351,7 +268,7 @@ async fn static_address_deposits_and_ignored_transfers(db: TestDb) {
     let mut conn = s.app.store.conn().await.unwrap();
     let all = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
     assert_eq!(all.len(), 3, "the look-alike and the zero-value transfer are not deposits: {all:#?}");
-    let rejected: Vec<_> = all.iter().filter(|d| d.state == deposits::DepositState::Rejected).collect();
+    let rejected: Vec<_> = all.iter().filter(|d| d.state == depositd_core::deposit::DepositState::Rejected).collect();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].reject_reason.as_deref(), Some("paid in USDT but expected USDC"));
     // The alert metric says so, with bounded labels.
@@ -367,7 +284,7 @@ async fn a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing(db: Test
     let s = setup(&db).await;
     let mut watcher = s.watcher();
     let invoice = s.invoice(json!({"amount": "10"})).await;
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.catch_up(&mut watcher).await;
     assert_eq!(s.get(&invoice).await["status"], "processing");
 
@@ -380,7 +297,7 @@ async fn a_reorg_drops_a_detected_deposit_and_a_restart_changes_nothing(db: Test
     assert_eq!(dropped["payments"][0]["state"], "reorged", "recorded, not deleted");
 
     // Paid again for real; a new watcher (a restart) replays nothing twice.
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(2).await;
     let mut restarted = s.watcher();
     s.catch_up(&mut restarted).await;
@@ -434,18 +351,15 @@ async fn faulty_proxy(upstream: String, faults: std::sync::Arc<std::sync::atomic
         }
     };
     let app = axum::Router::new().route("/", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
 }
 
 async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
     let mut s = setup(&db).await;
     let faults = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let proxy = faulty_proxy(s.chain.anvil.rpc_url(), faults.clone()).await;
+    let proxy = faulty_proxy(s.chain.rpc_url(), faults.clone()).await;
     // The first endpoint is dead: every step starts by failing over.
-    let dead = format!("http://127.0.0.1:{}", depositd::dev::anvil::free_port().unwrap());
+    let dead = format!("http://127.0.0.1:{}", depositd_testkit::anvil::free_port().unwrap());
     s.config.rpc_urls = vec![dead.into(), proxy.into()];
     s.config.rpc_timeout_ms = 400;
     s.config.max_block_range = 50;
@@ -453,7 +367,7 @@ async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
     let mut invoices = Vec::new();
     for amount in ["1", "2", "3", "4", "5"] {
         let invoice = s.invoice(json!({"amount": amount})).await;
-        s.chain.pay_token(s.chain.usdc, address(&invoice), amount.parse::<u64>().unwrap() * 1_000_000).await;
+        s.chain.pay_token(s.usdc, address(&invoice), amount.parse::<u64>().unwrap() * 1_000_000).await;
         invoices.push(invoice);
     }
     s.chain.mine(2).await;
@@ -484,11 +398,11 @@ async fn rpc_faults_and_failover_miss_no_deposit(db: TestDb) {
     }
 }
 
-impl Chain {
+impl Setup {
     /// Pays with a token transfer and returns the signed raw transaction (to replay it in a reorg).
     async fn pay_token_raw(&self, token: Address, to: &str, base_units: u64) -> String {
-        let hash = self.pay_token(token, to, base_units).await;
-        let raw = self.rpc("eth_getRawTransactionByHash", json!([hash])).await;
+        let hash = self.chain.pay_token(token, to, base_units).await;
+        let raw = self.chain.rpc("eth_getRawTransactionByHash", json!([hash])).await;
         raw.as_str().unwrap().to_owned()
     }
 }
@@ -497,7 +411,7 @@ async fn a_reorg_that_moves_a_deposit_keeps_it_one_deposit(db: TestDb) {
     let s = setup(&db).await;
     let mut watcher = s.watcher();
     let invoice = s.invoice(json!({"amount": "10"})).await;
-    let raw = s.chain.pay_token_raw(s.chain.usdc, address(&invoice), 10_000_000).await;
+    let raw = s.pay_token_raw(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(1).await;
     let before = s.get(&invoice).await;
     s.catch_up(&mut watcher).await;
@@ -531,7 +445,7 @@ async fn a_deep_reorg_reverses_a_credited_deposit(db: TestDb) {
     let s = setup(&db).await;
     let mut watcher = s.watcher();
     let invoice = s.invoice(json!({"amount": "10"})).await;
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(3).await;
     s.catch_up(&mut watcher).await;
     assert_eq!(s.get(&invoice).await["status"], "paid");
@@ -574,7 +488,7 @@ async fn a_restart_mid_backfill_credits_once(db: TestDb) {
     let mut invoices = Vec::new();
     for _ in 0..4 {
         let invoice = s.invoice(json!({"amount": "1"})).await;
-        s.chain.pay_token(s.chain.usdc, address(&invoice), 1_000_000).await;
+        s.chain.pay_token(s.usdc, address(&invoice), 1_000_000).await;
         invoices.push(invoice);
     }
     s.chain.mine(2).await;
@@ -600,14 +514,14 @@ async fn a_restart_mid_backfill_credits_once(db: TestDb) {
 async fn websocket_heads_wake_the_watcher(db: TestDb) {
     let mut s = setup(&db).await;
     // Polling once a minute: only newHeads over the WebSocket can make this quick.
-    s.config.ws_url = Some(s.chain.anvil.ws_url().into());
+    s.config.ws_url = Some(s.chain.ws_url().into());
     s.config.poll_interval_ms = 60_000;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(s.watcher().run(shutdown.clone()));
     let invoice = s.invoice(json!({"amount": "10"})).await;
     // Let the watcher take its first step and subscribe before the payment lands.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(1).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -633,7 +547,7 @@ async fn an_unrepresentable_transfer_is_rejected_not_fatal(db: TestDb) {
     let invoice = s.invoice(json!({"amount": "10"})).await;
     let to: Address = address(&invoice).parse().unwrap();
     odd.emitOddTransfer(to).send().await.unwrap().get_receipt().await.unwrap();
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(2).await;
     s.catch_up(&mut watcher).await;
 
@@ -643,7 +557,7 @@ async fn an_unrepresentable_transfer_is_rejected_not_fatal(db: TestDb) {
     let mut conn = s.app.store.conn().await.unwrap();
     let all = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
     let odd_deposit = all.iter().find(|d| d.asset == "ODD").expect("the odd transfer is recorded");
-    assert_eq!(odd_deposit.state, deposits::DepositState::Rejected);
+    assert_eq!(odd_deposit.state, depositd_core::deposit::DepositState::Rejected);
     assert_eq!(odd_deposit.reject_reason.as_deref(), Some("Transfer data is 64 bytes, not a 32-byte uint256"));
     let metrics = s.metrics().await;
     assert!(
@@ -660,7 +574,7 @@ async fn a_long_range_fetched_concurrently_records_every_deposit(db: TestDb) {
     let mut paid = Vec::new();
     for round in 0..4u64 {
         let usdc = s.invoice(json!({"amount": (round + 1).to_string()})).await;
-        s.chain.pay_token(s.chain.usdc, address(&usdc), (round + 1) * 1_000_000).await;
+        s.chain.pay_token(s.usdc, address(&usdc), (round + 1) * 1_000_000).await;
         paid.push((usdc, (round + 1).to_string()));
         s.chain.mine(5).await;
         let eth = s.invoice(json!({"amount": "30", "asset": "ETH"})).await;
@@ -739,10 +653,7 @@ async fn tampering_proxy(upstream: String, mode: std::sync::Arc<std::sync::atomi
         }
     };
     let app = axum::Router::new().route("/", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
 }
 
 async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
@@ -750,12 +661,12 @@ async fn a_range_that_does_not_hold_together_is_refused(db: TestDb) {
     let mut s = setup(&db).await;
     let invoice = s.invoice(json!({"amount": "10"})).await;
     s.chain.mine(4).await;
-    let payment = s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    let payment = s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(4).await;
     let receipt = s.chain.rpc("eth_getTransactionReceipt", json!([payment])).await;
     let paid_in = u64::from_str_radix(receipt["blockNumber"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     let mode = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), paid_in).await.into()];
+    s.config.rpc_urls = vec![tampering_proxy(s.chain.rpc_url(), mode.clone(), paid_in).await.into()];
     s.config.rpc_concurrency = 4;
     let mut watcher = s.watcher();
 
@@ -823,9 +734,9 @@ async fn the_watched_set_loads_in_pages(db: TestDb) {
 
     // A watcher loading its set two addresses at a time finds payments to addresses of its first
     // and last pages, to an invoice and to the static address.
-    s.chain.pay_token(s.chain.usdc, address(&invoices[0]), 1_000_000).await;
-    s.chain.pay_token(s.chain.usdc, address(&later), 1_000_000).await;
-    s.chain.pay_token(s.chain.usdc, &rail_address, 2_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoices[0]), 1_000_000).await;
+    s.chain.pay_token(s.usdc, address(&later), 1_000_000).await;
+    s.chain.pay_token(s.usdc, &rail_address, 2_000_000).await;
     s.chain.mine(2).await;
     let mut watcher = s.watcher().with_watched_page_size(2);
     s.catch_up(&mut watcher).await;
@@ -844,7 +755,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
     use std::sync::atomic::Ordering;
     let mut s = setup(&db).await;
     let mode = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    s.config.rpc_urls = vec![tampering_proxy(s.chain.anvil.rpc_url(), mode.clone(), 0).await.into()];
+    s.config.rpc_urls = vec![tampering_proxy(s.chain.rpc_url(), mode.clone(), 0).await.into()];
     let mut watcher = s.watcher();
 
     // Every range answer says "no logs": the blocks' blooms say otherwise, and the payment is
@@ -852,7 +763,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
     mode.store(3, Ordering::SeqCst);
     let first = s.invoice(json!({"amount": "10"})).await;
     s.chain.mine(2).await;
-    s.chain.pay_token(s.chain.usdc, address(&first), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&first), 10_000_000).await;
     s.chain.mine(3).await;
     s.catch_up(&mut watcher).await;
     let paid = s.get(&first).await;
@@ -871,7 +782,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
     // receipts show the payment.
     mode.store(5, Ordering::SeqCst);
     let third = s.invoice(json!({"amount": "3"})).await;
-    s.chain.pay_token(s.chain.usdc, address(&third), 3_000_000).await;
+    s.chain.pay_token(s.usdc, address(&third), 3_000_000).await;
     s.chain.mine(3).await;
     s.catch_up(&mut watcher).await;
     let paid = s.get(&third).await;
@@ -880,7 +791,7 @@ async fn a_lagging_nodes_empty_logs_lose_no_deposit(db: TestDb) {
     // A node that does not have the blocks at all: the watcher does not move past the payment.
     mode.store(4, Ordering::SeqCst);
     let second = s.invoice(json!({"amount": "5"})).await;
-    s.chain.pay_token(s.chain.usdc, address(&second), 5_000_000).await;
+    s.chain.pay_token(s.usdc, address(&second), 5_000_000).await;
     let before_payment = {
         let mut conn = s.app.store.conn().await.unwrap();
         cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number
@@ -910,7 +821,7 @@ async fn a_static_deposit_back_after_a_deep_reorg_pays_its_own_invoice_again(db:
     let rail: Value =
         s.app.create_static_address(&s.key, json!({"customer_id": "player-9"})).await.json().await.unwrap();
     let rail_address = rail["address"].as_str().unwrap().to_owned();
-    let raw = s.chain.pay_token_raw(s.chain.usdc, &rail_address, 7_000_000).await;
+    let raw = s.pay_token_raw(s.usdc, &rail_address, 7_000_000).await;
     s.chain.mine(3).await;
     s.catch_up(&mut watcher).await;
     let before = s.app.get_json(&s.key, "/api/v1/invoices?customer_id=player-9").await.1["data"].clone();
@@ -947,7 +858,7 @@ async fn a_reversed_partial_payment_leaves_no_underpaid_flag(db: TestDb) {
     let s = setup(&db).await;
     let mut watcher = s.watcher();
     let invoice = s.invoice(json!({"amount": "10"})).await;
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 4_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 4_000_000).await;
     s.chain.mine(3).await;
     s.catch_up(&mut watcher).await;
     let partial = s.get(&invoice).await;
@@ -976,7 +887,7 @@ async fn rescan_records_a_missed_deposit_once(db: TestDb) {
         let mut conn = s.app.store.conn().await.unwrap();
         cursors::get(&mut conn, 31337).await.unwrap().unwrap().block_number
     };
-    s.chain.pay_token(s.chain.usdc, address(&invoice), 10_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
     s.chain.mine(3).await;
     // The watcher "misses" the payment: it records the blocks and moves its cursor past them
     // with no deposit, as a node that lied about their logs would have made it do.

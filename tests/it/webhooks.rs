@@ -4,16 +4,12 @@
 //! SSRF guard, secret rotation, callback URLs, redelivery with a stable id, the outbox surviving a
 //! crash, and two workers sharing one queue without a double delivery.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use depositd::dev::anvil::free_port;
+use depositd_core::api_key::Scope;
 use depositd_core::config::Config;
-use depositd_core::store::api_keys::Scope;
+use depositd_testkit::anvil::free_port;
+use depositd_testkit::webhooks::{Hit, Receiver};
 use depositd_webhooks::Deliverer;
 use serde_json::{Value, json};
 
@@ -30,84 +26,6 @@ both_backends!(
     two_workers_never_deliver_the_same_event_twice,
     a_committed_delivery_is_sent_without_waiting_for_the_poll,
 );
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-pub(crate) struct Hit {
-    pub(crate) path: String,
-    pub(crate) headers: HashMap<String, String>,
-    pub(crate) body: String,
-}
-
-impl Hit {
-    pub(crate) fn event_type(&self) -> String {
-        serde_json::from_str::<Value>(&self.body).unwrap()["type"].as_str().unwrap().to_owned()
-    }
-}
-
-#[derive(Clone, Default)]
-struct ReceiverState {
-    hits: Arc<Mutex<Vec<Hit>>>,
-    /// Statuses to answer next (then 200). `/gone` always answers 410, `/redirect` 302.
-    script: Arc<Mutex<VecDeque<u16>>>,
-}
-
-/// A webhook receiver on 127.0.0.1.
-pub(crate) struct Receiver {
-    addr: SocketAddr,
-    state: ReceiverState,
-    _shutdown: tokio_util::sync::DropGuard,
-}
-
-async fn receive(State(state): State<ReceiverState>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    let headers = request
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    let body = String::from_utf8(axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
-    state.hits.lock().unwrap().push(Hit { path: path.clone(), headers, body });
-    match path.as_str() {
-        "/gone" => StatusCode::GONE.into_response(),
-        "/redirect" => (StatusCode::FOUND, [("location", "/landing")]).into_response(),
-        _ => {
-            let status = state.script.lock().unwrap().pop_front().unwrap_or(200);
-            (StatusCode::from_u16(status).unwrap(), "receiver says hello").into_response()
-        }
-    }
-}
-
-impl Receiver {
-    pub(crate) async fn start() -> Receiver {
-        Self::start_on(0).await
-    }
-
-    async fn start_on(port: u16) -> Receiver {
-        let state = ReceiverState::default();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let token = tokio_util::sync::CancellationToken::new();
-        let app = axum::Router::new().fallback(receive).with_state(state.clone());
-        let stop = token.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await.unwrap();
-        });
-        Receiver { addr, state, _shutdown: token.drop_guard() }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub(crate) fn hits(&self) -> Vec<Hit> {
-        self.state.hits.lock().unwrap().clone()
-    }
-
-    fn script(&self, statuses: &[u16]) {
-        self.state.script.lock().unwrap().extend(statuses);
-    }
-}
 
 /// Verifies each hit with `secret` using the official library; returns the verified types (or
 /// `ERROR: ...`).

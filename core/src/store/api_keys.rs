@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::codec::Text;
 use super::{Conn, StoreError, parse_column};
-pub use crate::api_key::{ApiKey, KeyMode, Scope};
+use crate::api_key::{ApiKey, KeyMode, Scope};
 use crate::merchant::{Merchant, MerchantStatus};
 use crate::time::now_ms;
 

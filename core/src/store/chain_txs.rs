@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
-pub use crate::chain_tx::{Attempt, ChainTx, Purpose, TxState};
+use crate::chain_tx::{Attempt, ChainTx, Purpose, TxState};
 use crate::money::BaseUnits;
 use crate::time::now_ms;
 

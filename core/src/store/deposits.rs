@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
-pub use crate::deposit::{Deposit, DepositState};
+use crate::deposit::{Deposit, DepositState};
 use crate::money::BaseUnits;
 use crate::time::now_ms;
 

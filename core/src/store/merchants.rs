@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
-pub use crate::merchant::{Merchant, MerchantStatus};
+use crate::merchant::{Merchant, MerchantStatus};
 use crate::money::BaseUnits;
 use crate::time::now_ms;
 

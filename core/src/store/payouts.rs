@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::codec::{Text, opt};
 use super::{Conn, StoreError};
 use crate::money::BaseUnits;
-pub use crate::payout::{Payout, PayoutKind, PayoutStatus};
+use crate::payout::{Payout, PayoutKind, PayoutStatus};
 use crate::time::now_ms;
 
 const COLUMNS: &str = "id, merchant_id, kind, external_id, invoice_id, chain_id, asset, amount_base_units, \

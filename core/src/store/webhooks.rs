@@ -13,7 +13,7 @@ use super::codec::{Text, opt};
 use super::{Backend, Conn, StoreError, parse_column};
 use crate::event::EventType;
 use crate::time::now_ms;
-pub use crate::webhooks::Endpoint;
+use crate::webhooks::Endpoint;
 
 const ENDPOINT_COLUMNS: &str = "id, merchant_id, url, description, enabled_events, status, disabled_reason, \
     secret_ciphertext, previous_secret_ciphertext, previous_secret_expires_at, last_success_at, created_at, updated_at";

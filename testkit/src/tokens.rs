@@ -1,7 +1,8 @@
-//! The test ERC-20 (`contracts/TestToken.sol`), embedded from its compiled artifact so building
-//! depositd never needs solc.
+//! The test contracts (`contracts/`), embedded from their compiled artifacts so building never
+//! needs solc: the test ERC-20 `TestToken` (deployed by `depositd dev`, the tests and the
+//! benchmarks) and `OddTransferToken`, whose `Transfer` logs do not carry a single amount.
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use anyhow::Context;
@@ -9,8 +10,19 @@ use anyhow::Context;
 alloy::sol!(
     #[sol(rpc)]
     TestToken,
-    "contracts/build/TestToken.json"
+    "../contracts/build/TestToken.json"
 );
+
+alloy::sol!(
+    #[sol(rpc)]
+    OddTransferToken,
+    "../contracts/build/OddTransferToken.json"
+);
+
+/// The test stablecoins' decimals, as USDC's and USDT's.
+pub const DECIMALS: u8 = 6;
+/// What the payer is minted of each test token: 1,000,000 tokens of 6 decimals.
+pub const PAYER_MINT: u64 = 1_000_000_000_000;
 
 /// Deploys a token from `deployer_key` and mints `mint_amount` base units to each of `holders`.
 pub async fn deploy_and_mint(
@@ -32,6 +44,14 @@ pub async fn deploy_and_mint(
         anyhow::ensure!(receipt.status(), "minting {symbol} to {holder} reverted");
     }
     Ok(*token.address())
+}
+
+/// Sends `amount` base units of `token` from `wallet`'s signer to `to` and waits for it to be
+/// mined; a revert is an error. Returns the transaction's hash.
+pub async fn transfer(wallet: &impl Provider, token: Address, to: Address, amount: U256) -> anyhow::Result<B256> {
+    let receipt = TestToken::new(token, wallet).transfer(to, amount).send().await?.get_receipt().await?;
+    anyhow::ensure!(receipt.status(), "the transfer of {amount} base units of {token} to {to} reverted");
+    Ok(receipt.transaction_hash)
 }
 
 /// Whether contract code exists at `address` (a previously deployed token survived a restart).

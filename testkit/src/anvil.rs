@@ -1,4 +1,5 @@
-//! Running a local anvil: for `depositd dev` and for the integration tests.
+//! Running a local anvil (for `depositd dev`, the integration tests and the benchmarks), and the
+//! JSON-RPC call for anvil's own methods (`anvil_mine`, `evm_setAutomine`, ...).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -139,6 +140,23 @@ impl Anvil {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// One JSON-RPC call to the node at `url`; an error answer is an error.
+pub async fn call(url: &str, method: &str, params: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let mut answer: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .with_context(|| format!("{method}: no answer from {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("{method}: the answer is not JSON"))?;
+    if let Some(error) = answer.get("error") {
+        bail!("{method}: {error}");
+    }
+    Ok(answer["result"].take())
 }
 
 /// Asks the OS for a free TCP port on the loopback interface.
