@@ -28,9 +28,11 @@ def edges_of(module, text, modules):
     for m in re.finditer(r"\bcrate::((?:\w+::)*)\{([^}]*)\}", text):
         prefix = tuple(s for s in m.group(1).split("::") if s)
         for item in m.group(2).split(","):
+            if not item.strip():
+                continue  # the empty item after a trailing comma
             segs = tuple(s for s in re.findall(r"\w+", item.split(" as ")[0]) if s != "self")
             found.add(longest_module(prefix + segs, modules))
-    for m in re.finditer(r"\bcrate::((?:\w+::)*\w+)(?!::\{)", text):
+    for m in re.finditer(r"\bcrate::((?:\w+::)*\w+)(?![\w:])", text):
         found.add(longest_module(tuple(m.group(1).split("::")), modules))
     for m in re.finditer(r"\b((?:super::)+)((?:\w+::)*\w+)?", text):
         base = module[: len(module) - m.group(1).count("super::")]
