@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use depositd_core::invoice::InvoiceResource;
-use depositd_core::outbox::{self, EventType, Subject};
+use depositd_core::outbox::{self, EventType};
 use depositd_core::store::invoices;
 use depositd_core::time::now_ms;
 use tokio_util::sync::CancellationToken;
@@ -37,8 +37,7 @@ pub async fn expire_once(state: &AppState) -> Result<usize, depositd_core::store
     for invoice in &expired {
         let resource =
             InvoiceResource::build(invoice, Vec::new(), &state.config.settings.api.public_url, &state.sessions);
-        outbox::record(&mut tx, invoice.merchant_id, EventType::InvoiceExpired, Subject::invoice(invoice), &resource)
-            .await?;
+        outbox::record_invoice(&mut tx, EventType::InvoiceExpired, invoice, &resource).await?;
     }
     tx.commit().await?;
     if !expired.is_empty() {

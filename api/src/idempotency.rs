@@ -135,16 +135,21 @@ pub async fn begin(
 }
 
 /// Finishes a creating request: stores the response with the key (if any) in `tx`, commits, and
-/// answers 201 with exactly the stored bytes.
-pub async fn commit_created(guard: Option<IdempotencyGuard>, mut tx: Tx, body: String) -> Result<Response, ApiError> {
+/// answers `status` (201, or 200 where a seed says so) with exactly the stored bytes.
+pub async fn commit(
+    guard: Option<IdempotencyGuard>,
+    mut tx: Tx,
+    status: StatusCode,
+    body: String,
+) -> Result<Response, ApiError> {
     if let Some(guard) = &guard {
-        guard.complete(&mut tx, StatusCode::CREATED, &body).await?;
+        guard.complete(&mut tx, status, &body).await?;
     }
     tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
     if let Some(guard) = guard {
         guard.disarm();
     }
-    Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// A request body that creates something: the scope it needs, and the endpoint its
@@ -189,7 +194,7 @@ pub struct Create<T, P = ()> {
     pub auth: Authenticated,
     pub parent: P,
     pub request: T,
-    /// Complete it with the work's transaction ([`commit_created`]); dropped armed, it releases the claim.
+    /// Complete it with the work's transaction ([`commit`]); dropped armed, it releases the claim.
     pub guard: Option<IdempotencyGuard>,
 }
 

@@ -7,13 +7,16 @@ use utoipa::{Modify, OpenApi};
 use depositd_core::config::Config;
 use depositd_core::webhooks::EVENT_TYPES;
 
-use crate::routes::{deposits, invoices, ledger, payments, payouts, static_addresses, webhooks};
+use crate::routes::{
+    create_invoice, deposits, hosted_payments, invoices, ledger, payments, payouts, static_addresses, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, payouts and refunds, webhook endpoints and events."),
+    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, payouts and refunds, webhook endpoints and events. One invoice, three request shapes: seed 001's /api/v1/invoices (amounts in major units), seed 003's /api/v1/create-invoice and seed 004's /api/v1/hosted-payments (amounts in cents)."),
     paths(
         invoices::create, invoices::get, invoices::list, invoices::cancel,
+        create_invoice::create, create_invoice::status, hosted_payments::create, hosted_payments::get,
         static_addresses::create, static_addresses::get, static_addresses::list, static_addresses::disable,
         ledger::balances, ledger::list, deposits::list, deposits::get,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
@@ -114,6 +117,30 @@ pub fn document_for(config: &Config) -> serde_json::Value {
                     _ => {}
                 }
             }
+        }
+    }
+    // Seed 003 takes ISO 4217 codes only; seed 004 only "usd" (answered in lower case).
+    if let Some(schemas) =
+        document.get_mut("components").and_then(|c| c.get_mut("schemas")).and_then(|s| s.as_object_mut())
+    {
+        if let Some(currencies) = &currencies {
+            let iso: Vec<&String> =
+                currencies.iter().filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())).collect();
+            if let Some(property) =
+                schemas.get_mut("CreateInvoiceRequest").and_then(|s| s["properties"].get_mut("currency_code"))
+            {
+                set_enum(property, &iso);
+            }
+        }
+        if let Some(property) =
+            schemas.get_mut("HostedPaymentRequest").and_then(|s| s["properties"].get_mut("currency"))
+        {
+            *property = serde_json::json!({"type": "string", "enum": ["usd"], "description": "Only usd"});
+        }
+        if let Some(property) =
+            schemas.get_mut("HostedPaymentResource").and_then(|s| s["properties"].get_mut("currency"))
+        {
+            *property = serde_json::json!({"type": "string", "description": "The currency code in lower case: usd"});
         }
     }
     for_each_parameter(&mut document, &mut |_, _, parameter| match parameter["name"].as_str() {
@@ -227,6 +254,8 @@ fn tighten(document: &mut serde_json::Value) {
 /// The request bodies, whose fields get the server's rules.
 const REQUESTS: &[&str] = &[
     "CreateInvoice",
+    "CreateInvoiceRequest",
+    "HostedPaymentRequest",
     "CreateStaticAddress",
     "CreatePayout",
     "CreateRefund",
@@ -251,7 +280,9 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
             property["pattern"] = TEXT_PATTERN.into();
         };
         match field.as_str() {
-            "description" | "title" | "footer" => text(property, 255),
+            "description" | "title" | "footer" | "purpose" | "customer_name" => text(property, 255),
+            // Seed 001 allows 255 characters; seed 003 (and the other resources) 128.
+            "customer_id" if name == "CreateInvoice" => text(property, 255),
             "customer_id" | "external_id" => text(property, 128),
             "customer_email" => {
                 property["maxLength"] = 255.into();
@@ -268,6 +299,15 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
                 )
                 .trim_start()
                 .into();
+            }
+            "metadata" if name == "CreateInvoice" => {
+                *property = serde_json::json!({
+                    "type": ["object", "null"],
+                    "description": "Structured data: at most 50 keys of 1 to 40 characters, values any JSON (nested objects and arrays, at most 8 levels), at most 5,120 bytes serialized",
+                    "maxProperties": 50,
+                    "propertyNames": {"minLength": 1, "maxLength": 40},
+                    "example": {"order_id": "ORD-123", "items": [{"id": "SKU-1", "qty": 2}]}
+                });
             }
             "metadata" => {
                 *property = serde_json::json!({
@@ -304,6 +344,23 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
                         {"type": "string", "pattern": INVOICE_AMOUNT_PATTERN},
                         {"type": "number", "minimum": 0.01, "maximum": 99999999}
                     ]
+                });
+            }
+            "amount" if name == "CreateInvoiceRequest" => {
+                *property = serde_json::json!({
+                    "type": "string",
+                    "description": "Payment amount in fiat currency, a decimal string, 0.01 to 100000099.99 by default",
+                    "pattern": INVOICE_AMOUNT_PATTERN,
+                    "example": "1500.00"
+                });
+            }
+            "amount" if name == "HostedPaymentRequest" => {
+                *property = serde_json::json!({
+                    "type": "integer",
+                    "description": "In cents: 5000 is 50.00 USD; at least 50",
+                    "minimum": 50,
+                    "maximum": 9_999_999_999_u64,
+                    "example": 5000
                 });
             }
             "amount" => {

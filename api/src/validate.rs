@@ -42,6 +42,13 @@ pub fn amount(value: &RawValue) -> Result<Decimal, ApiError> {
         Some(b'-' | b'0'..=b'9') => raw.to_owned(),
         _ => return Err(invalid("amount must be a decimal string such as \"19.99\" or a number")),
     };
+    decimal_amount(&text)
+}
+
+/// A money amount written as a plain positive decimal (`"1500.00"`), at most 18 decimals.
+pub fn decimal_amount(text: &str) -> Result<Decimal, ApiError> {
+    let invalid = |message: &str| ApiError::invalid("amount", "invalid_amount", message.to_owned());
+    let text = text.trim();
     if text.contains(['e', 'E']) {
         return Err(invalid("amount must not be in exponent form (such as 1e2); write it as a plain decimal"));
     }
@@ -150,6 +157,42 @@ pub fn metadata(
         if !(value.is_string() || value.is_number() || value.is_boolean()) {
             return Err(invalid(format!("metadata.{key} must be a string, number or boolean")));
         }
+    }
+    let size = serde_json::to_string(&map).map(|s| s.len()).unwrap_or(usize::MAX);
+    if size > 5 * 1024 {
+        return Err(invalid(format!("metadata is {size} bytes serialized; at most 5120 are allowed")));
+    }
+    Ok(Some(map))
+}
+
+/// Seed 001's metadata ("additional structured data"): a JSON object of at most 50 keys (seed
+/// 004's rule), keys 1 to 40 characters, values any JSON (nested objects and arrays, at most 8
+/// levels deep), at most 5,120 bytes serialized. Seed 001 names 512 bytes; 5,120 (seed 004's
+/// 5 KB) accepts both seeds' integrations.
+pub fn structured_metadata(
+    value: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ApiError> {
+    let invalid = |message: String| ApiError::invalid("metadata", "invalid_metadata", message);
+    let Some(value) = value else { return Ok(None) };
+    let serde_json::Value::Object(map) = value else {
+        return Err(invalid("metadata must be a JSON object".into()));
+    };
+    if map.len() > 50 {
+        return Err(invalid(format!("metadata has {} keys; at most 50 are allowed", map.len())));
+    }
+    if let Some(key) = map.keys().find(|key| key.is_empty() || key.chars().count() > 40) {
+        return Err(invalid(format!("metadata key {key:?} must be 1 to 40 characters")));
+    }
+    fn depth(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let levels = map.values().map(depth).max().unwrap_or(0) + 1;
+    if levels > 8 {
+        return Err(invalid(format!("metadata is nested {levels} levels deep; at most 8 are allowed")));
     }
     let size = serde_json::to_string(&map).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > 5 * 1024 {

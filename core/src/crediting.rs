@@ -123,14 +123,7 @@ pub async fn on_detected(tx: &mut Tx, ctx: Context<'_>, deposit: &Deposit) -> Re
         let read = invoice.clone();
         invoice.status = InvoiceStatus::Processing;
         invoices::update_payment_state(tx, &read, &invoice).await?;
-        outbox::record(
-            tx,
-            merchant_id,
-            EventType::InvoiceProcessing,
-            Subject::invoice(&invoice),
-            &ctx.resource(&invoice),
-        )
-        .await?;
+        outbox::record_invoice(tx, EventType::InvoiceProcessing, &invoice, &ctx.resource(&invoice)).await?;
     }
     Ok(())
 }
@@ -199,7 +192,7 @@ pub async fn on_confirmed(
         outbox::record(tx, merchant_id, EventType::StaticAddressDeposit, Subject::static_address(&rail), &resource)
             .await?;
         if invoice.status == InvoiceStatus::Paid {
-            outbox::record(tx, merchant_id, EventType::InvoicePaid, Subject::invoice(&invoice), &resource).await?;
+            outbox::record_invoice(tx, EventType::InvoicePaid, &invoice, &resource).await?;
         }
         return Ok(true);
     }
@@ -240,7 +233,7 @@ pub async fn on_confirmed(
     ledger::deposits::post_credit(tx, &confirmed, &invoice, kind).await?;
     let resource = ctx.resource(&invoice);
     for event in outcome.events {
-        outbox::record(tx, merchant_id, event, Subject::invoice(&invoice), &resource).await?;
+        outbox::record_invoice(tx, event, &invoice, &resource).await?;
     }
     Ok(true)
 }
@@ -348,6 +341,7 @@ mod tests {
             details: InvoiceDetails::default(),
             receiver_override_address: None,
             static_address_id: None,
+            view: Default::default(),
             session_token: String::new(),
             created_at: 0,
             expires_at: 1000,

@@ -48,6 +48,25 @@ impl InvoiceStatus {
     }
 }
 
+/// The API shape that made an invoice, and so the view its webhooks carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvoiceView {
+    /// Seed 001: `POST /api/v1/invoices` (and every invoice depositd makes itself, such as a
+    /// static address's).
+    #[default]
+    Invoice,
+    /// Seed 003: `POST /api/v1/create-invoice`.
+    CreateInvoice,
+    /// Seed 004: `POST /api/v1/hosted-payments`.
+    HostedPayment,
+}
+
+text_enum! {
+    InvoiceView as "invoice view" {
+        Invoice = "invoice", CreateInvoice = "create_invoice", HostedPayment = "hosted_payment",
+    }
+}
+
 /// Facts about how an invoice was paid, beside its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +112,8 @@ pub struct Invoice {
     pub details: InvoiceDetails,
     pub receiver_override_address: Option<Address>,
     pub static_address_id: Option<Uuid>,
+    /// The API shape that made it, whose view its webhooks carry.
+    pub view: InvoiceView,
     pub session_token: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -107,6 +128,8 @@ pub struct InvoiceDetails {
     pub description: Option<String>,
     pub customer_id: Option<String>,
     pub customer_email: Option<String>,
+    /// Seed 004's `customer_name` ("for receipts").
+    pub customer_name: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub title: Option<String>,
@@ -137,6 +160,11 @@ impl Invoice {
         self.fee_base_units = fee;
         self.merchant_amount_base_units = self.amount_base_units.checked_sub(fee).unwrap_or_default();
         Ok(())
+    }
+
+    /// The hosted checkout page, under the API's base URL.
+    pub fn checkout_url(&self, public_url: &str) -> String {
+        format!("{}/checkout/{}", public_url.trim_end_matches('/'), self.id)
     }
 
     /// What is still to pay (zero once paid or overpaid).
@@ -304,7 +332,7 @@ impl InvoiceResource {
             amount_due: invoice.amount_due().to_display(d),
             amount_due_base_units: invoice.amount_due(),
             payments,
-            checkout_url: format!("{}/checkout/{}", public_url.trim_end_matches('/'), invoice.id),
+            checkout_url: invoice.checkout_url(public_url),
             payment_session_headers: serde_json::json!({
                 "x-session-token": invoice.session_token,
                 "x-signature": signature,

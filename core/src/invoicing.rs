@@ -17,8 +17,9 @@ use uuid::Uuid;
 use crate::config::{AssetRef, ChainConfig, Config};
 use crate::deposit_address::AddressPurpose;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, SessionSigner};
+use crate::invoice_views::InvoiceView;
 use crate::merchant::Merchant;
-use crate::outbox::{self, EventType, Subject};
+use crate::outbox::{self, EventType};
 use crate::pricing::{Pricer, PricingError};
 use crate::store::deposit_addresses;
 use crate::store::merchants;
@@ -52,6 +53,8 @@ pub struct InvoiceRequest {
     pub receiver_override_address: Option<Address>,
     pub external_id: Option<String>,
     pub details: InvoiceDetails,
+    /// The API shape asking (its webhooks carry this view).
+    pub view: InvoiceView,
 }
 
 /// Why an invoice was not made. Each names the request field at fault ([`InvoicingError::param`]),
@@ -169,6 +172,7 @@ fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Resu
         details: request.details,
         receiver_override_address: request.receiver_override_address,
         static_address_id: None,
+        view: request.view,
         session_token: Invoice::new_session_token(),
         created_at: now,
         expires_at: now + expires_in as i64,
@@ -207,6 +211,6 @@ pub async fn create(
         other => other.into(),
     })?;
     let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
-    outbox::record(tx, invoice.merchant_id, EventType::InvoiceCreated, Subject::invoice(&invoice), &resource).await?;
+    outbox::record_invoice(tx, EventType::InvoiceCreated, &invoice, &resource).await?;
     Ok((invoice, resource))
 }

@@ -25,6 +25,8 @@
 //! - [`fees`]: the operator's fee schedule and the fee on a paid amount.
 //! - [`gas`]: EIP-1559 gas prices: first fees, budgets, replacements, a native payout's reserve.
 //! - [`invoice`]: invoices: statuses, flags, and the resource the API and webhooks show.
+//! - [`invoice_views`]: the views of one invoice that the reference docs' API shapes speak
+//!   (seeds 001, 003, 004), their status words, and which one an invoice's webhooks carry.
 //! - [`invoicing`]: the one place an invoice is made (validated, priced, fee, address, event),
 //!   whichever API shape asked for it.
 //! - [`leased`]: the loop of a component that works a chain only while it holds the chain's lease
@@ -62,6 +64,7 @@ pub mod evm;
 pub mod fees;
 pub mod gas;
 pub mod invoice;
+pub mod invoice_views;
 pub mod invoicing;
 pub mod leased;
 pub mod ledger;

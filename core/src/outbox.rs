@@ -23,6 +23,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use crate::event::{EventType, Subject};
+use crate::invoice::{Invoice, InvoiceResource};
+use crate::invoice_views;
 use crate::store::webhooks::{self, EventRecord};
 use crate::store::{StoreError, Tx, events};
 use crate::time::now_ms;
@@ -52,6 +54,19 @@ pub async fn record<T: Serialize>(
     events::insert(tx, merchant_id, &event).await?;
     queue(tx, merchant_id, &event, subject.callback_url).await?;
     Ok(id)
+}
+
+/// Records an event about `invoice` (see [`record`]), its `data` the view of the API shape that
+/// made the invoice (`resource` is seed 001's; see [`crate::invoice_views`]), so a merchant's
+/// callback handler reads the field names of the API it integrated.
+pub async fn record_invoice(
+    tx: &mut Tx,
+    event_type: EventType,
+    invoice: &Invoice,
+    resource: &InvoiceResource,
+) -> Result<Uuid, StoreError> {
+    let data = invoice_views::webhook_data(invoice, resource);
+    record(tx, invoice.merchant_id, event_type, Subject::invoice(invoice), &data).await
 }
 
 /// Redelivers merchant `merchant_id`'s `event` (in `tx`): its deliveries start over (due now, a

@@ -363,7 +363,7 @@ async fn refund_confirmed(db: &mut Tx, ctx: Context<'_>, refund: &Payout) -> Res
     };
     invoices::update_payment_state(db, &read, &invoice).await?;
     let resource = InvoiceResource::build(&invoice, Vec::new(), ctx.public_url, ctx.sessions);
-    outbox::record(db, invoice.merchant_id, EventType::InvoiceRefunded, Subject::invoice(&invoice), &resource).await?;
+    outbox::record_invoice(db, EventType::InvoiceRefunded, &invoice, &resource).await?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@ mod payments;
 mod payouts_api;
 mod scale_out;
 mod secrets;
+mod seeds;
 mod settler;
 mod static_addresses;
 mod store;

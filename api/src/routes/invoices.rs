@@ -3,12 +3,14 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use depositd_core::api_key::Scope;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
+use depositd_core::invoice_views::InvoiceView;
 use depositd_core::invoicing::{self, InvoiceRequest};
-use depositd_core::outbox::{self, EventType, Subject};
+use depositd_core::outbox::{self, EventType};
 use depositd_core::store::invoices::{self, InvoiceFilter};
 use depositd_core::store::{Conn, StoreError, cursors};
 use governor::clock::{Clock, DefaultClock};
@@ -33,10 +35,12 @@ pub struct CreateInvoice {
     pub asset: Option<String>,
     pub chain: Option<String>,
     pub description: Option<String>,
+    /// At most 255 characters (seed 001).
     pub customer_id: Option<String>,
     pub external_id: Option<String>,
-    /// At most 50 keys with string, number or boolean values, at most 5 KB serialized.
-    #[schema(value_type = Option<Object>)]
+    /// Structured data (seed 001): a JSON object of at most 50 keys whose values may be nested
+    /// objects and arrays (at most 8 levels deep), at most 5,120 bytes serialized.
+    #[schema(value_type = Option<Object>, example = json!({"order_id": "ORD-123", "items": [{"id": "SKU-1", "qty": 2}]}))]
     pub metadata: Option<serde_json::Value>,
     /// Milliseconds, 1 to 2592000000 (30 days); default 12 hours.
     #[serde(default, deserialize_with = "crate::extract::optional_whole_number")]
@@ -46,6 +50,8 @@ pub struct CreateInvoice {
     pub title: Option<String>,
     pub footer: Option<String>,
     pub customer_email: Option<String>,
+    /// The payer's name, for receipts (seed 004's field).
+    pub customer_name: Option<String>,
     pub return_url: Option<String>,
     pub use_return_url: Option<bool>,
     pub success_url: Option<String>,
@@ -79,21 +85,30 @@ pub async fn create(
     Create { auth, request, guard, .. }: Create<CreateInvoice>,
 ) -> Result<Response, ApiError> {
     let request = parse(&state, request)?;
-    if let Some(customer) = &request.details.customer_id
-        && let Err(not_until) = state.limits.per_customer.check_key(&(auth.merchant.id, customer.clone()))
-    {
-        return Err(ApiError::RateLimited {
-            message: format!("too many invoices for customer_id {customer:?}; retry after the time in Retry-After"),
-            retry_after_secs: not_until.wait_time_from(DefaultClock::default().now()).as_secs_f64().ceil() as u64,
-        });
-    }
+    limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = state.store.begin().await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    let response = idempotency::commit_created(guard, tx, body).await?;
-    state.metrics.invoices_created_total.with_label_values(&[&invoice.chain, &invoice.asset]).inc();
-    tracing::info!(invoice_id = %invoice.id, merchant_id = %invoice.merchant_id, "invoice created");
+    let response = idempotency::commit(guard, tx, StatusCode::CREATED, body).await?;
+    created(&state, &invoice);
     Ok(response)
+}
+
+/// Seed 003's "customer_id ... used for rate limiting", on every route that makes invoices.
+pub(crate) fn limit_customer(state: &AppState, auth: &Authenticated, customer: Option<&str>) -> Result<(), ApiError> {
+    let Some(customer) = customer else { return Ok(()) };
+    state.limits.per_customer.check_key(&(auth.merchant.id, customer.to_owned())).map_err(|not_until| {
+        ApiError::RateLimited {
+            message: format!("too many invoices for customer_id {customer:?}; retry after the time in Retry-After"),
+            retry_after_secs: not_until.wait_time_from(DefaultClock::default().now()).as_secs_f64().ceil() as u64,
+        }
+    })
+}
+
+/// Counts and logs an invoice made through any route.
+pub(crate) fn created(state: &AppState, invoice: &Invoice) {
+    state.metrics.invoices_created_total.with_label_values(&[&invoice.chain, &invoice.asset]).inc();
+    tracing::info!(invoice_id = %invoice.id, merchant_id = %invoice.merchant_id, view = %invoice.view.as_str(), "invoice created");
 }
 
 /// Seed 001's request, field by field, into the invoicing lifecycle's terms (its limits, its
@@ -122,9 +137,10 @@ fn parse(state: &AppState, req: CreateInvoice) -> Result<InvoiceRequest, ApiErro
     let allow_http = state.config.settings.invoices.allow_http_urls;
     let details = InvoiceDetails {
         description: validate::text("description", req.description, 255)?,
-        customer_id: validate::text("customer_id", req.customer_id, 128)?,
+        customer_id: validate::text("customer_id", req.customer_id, 255)?,
         customer_email: validate::email("customer_email", req.customer_email)?,
-        metadata: validate::metadata(req.metadata)?,
+        customer_name: validate::text("customer_name", req.customer_name, 255)?,
+        metadata: validate::structured_metadata(req.metadata)?,
         title: validate::text("title", req.title, 255)?,
         footer: validate::text("footer", req.footer, 255)?,
         return_url: validate::url("return_url", req.return_url, allow_http)?,
@@ -144,6 +160,7 @@ fn parse(state: &AppState, req: CreateInvoice) -> Result<InvoiceRequest, ApiErro
         receiver_override_address,
         external_id: validate::text("external_id", req.external_id, 128)?,
         details,
+        view: InvoiceView::Invoice,
     })
 }
 
@@ -275,8 +292,7 @@ pub async fn cancel(
     }
     let invoice = invoices::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("invoice"))?;
     let resource = resource(&state, &mut tx, &invoice).await?;
-    outbox::record(&mut tx, invoice.merchant_id, EventType::InvoiceCancelled, Subject::invoice(&invoice), &resource)
-        .await?;
+    outbox::record_invoice(&mut tx, EventType::InvoiceCancelled, &invoice, &resource).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(resource))
 }

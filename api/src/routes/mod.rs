@@ -1,8 +1,10 @@
 //! Request handlers, one module per resource, and the router that mounts them.
 
 pub mod checkout;
+pub mod create_invoice;
 pub mod deposits;
 pub mod health;
+pub mod hosted_payments;
 pub mod invoices;
 pub mod ledger;
 pub mod payments;
@@ -27,6 +29,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/invoices/{id}", get(invoices::get))
         .route("/api/v1/invoices/{id}/cancel", post(invoices::cancel))
         .route("/api/v1/invoices/{id}/refunds", post(payouts::create_refund))
+        .route("/api/v1/create-invoice", post(create_invoice::create))
+        .route("/api/v1/invoice-status/{invoice_id}", get(create_invoice::status))
+        .route("/api/v1/hosted-payments", post(hosted_payments::create))
+        .route("/api/v1/hosted-payments/{id}", get(hosted_payments::get))
         .route("/api/v1/payouts", post(payouts::create).get(payouts::list))
         .route("/api/v1/payouts/{id}", get(payouts::get))
         .route("/api/v1/payouts/{id}/cancel", post(payouts::cancel))

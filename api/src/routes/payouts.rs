@@ -10,6 +10,7 @@
 use alloy::primitives::Address;
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use depositd_core::api_key::Scope;
 use depositd_core::config::ChainConfig;
@@ -148,7 +149,7 @@ async fn create_outgoing(
     let mut tx = state.store.begin().await?;
     let (_, resource) = payouts::create(&mut tx, payout_ctx(state, chain), new).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    idempotency::commit_created(guard, tx, body).await
+    idempotency::commit(guard, tx, StatusCode::CREATED, body).await
 }
 
 #[utoipa::path(

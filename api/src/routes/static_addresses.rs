@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use depositd_core::api_key::Scope;
 use depositd_core::deposit_address::AddressPurpose;
@@ -91,7 +92,7 @@ pub async fn create(
     )
     .await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    idempotency::commit_created(guard, tx, body).await
+    idempotency::commit(guard, tx, StatusCode::CREATED, body).await
 }
 
 #[utoipa::path(

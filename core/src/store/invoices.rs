@@ -8,6 +8,7 @@ use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus, PaymentFlag, PaymentView};
+use crate::invoice_views::InvoiceView;
 use crate::money::BaseUnits;
 use crate::time::now_ms;
 
@@ -15,7 +16,7 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
     chain, chain_id, asset, token_address, decimals, deposit_address_id, address, amount_base_units, fee_base_units, \
     merchant_amount_base_units, amount_paid_base_units, description, customer_id, customer_email, metadata, title, \
     footer, return_url, use_return_url, success_url, fail_url, callback_url, questions, receiver_override_address, \
-    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units, answers";
+    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units, answers, api_view, customer_name";
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
@@ -60,6 +61,8 @@ struct InvoiceRow {
     fee_percent: Text<Decimal>,
     fee_fixed_base_units: Text<BaseUnits>,
     answers: Option<String>,
+    api_view: InvoiceView,
+    customer_name: Option<String>,
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -105,6 +108,7 @@ impl TryFrom<InvoiceRow> for Invoice {
                 description: r.description,
                 customer_id: r.customer_id,
                 customer_email: r.customer_email,
+                customer_name: r.customer_name,
                 metadata: json_column("metadata", r.metadata)?,
                 title: r.title,
                 footer: r.footer,
@@ -118,6 +122,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             },
             receiver_override_address: opt(r.receiver_override_address),
             static_address_id: opt(r.static_address_id),
+            view: r.api_view,
             session_token: r.session_token,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -142,7 +147,7 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41)"
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43)"
     )))
     .bind(Text(invoice.id))
     .bind(Text(invoice.merchant_id))
@@ -185,6 +190,8 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(Text(invoice.fee_schedule.percent))
     .bind(invoice.fee_schedule.fixed)
     .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
+    .bind(invoice.view)
+    .bind(&d.customer_name)
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::on_conflict(e, "external_id"))?;
