@@ -100,7 +100,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, 
             KeyRejection::Malformed => ("invalid_api_key", "the API key is malformed"),
             KeyRejection::Unknown => ("invalid_api_key", "the API key is not valid"),
             KeyRejection::Revoked => ("api_key_revoked", "the API key has been revoked"),
-            KeyRejection::MerchantInactive => ("merchant_inactive", "the merchant account is not active"),
+            KeyRejection::MerchantInactive => ("merchant_inactive", "the shop (merchant account) is inactive"),
         };
         ApiError::Unauthenticated { code, message: message.into() }
     })?;

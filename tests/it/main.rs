@@ -16,6 +16,7 @@ mod docker;
 mod fault_proxy;
 mod hardening;
 mod helpers;
+mod inactive_shop;
 mod invoices;
 mod ledger;
 mod openapi;
