@@ -7,6 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use depositd_core::api_key::{ApiKey, Scope};
+use depositd_core::config::ChainConfig;
 use depositd_core::merchant::Merchant;
 use depositd_core::store::api_keys::{self, KeyRejection};
 use governor::clock::{Clock, DefaultClock};
@@ -31,8 +32,15 @@ impl Authenticated {
             Err(ApiError::Forbidden {
                 code: "insufficient_scope",
                 message: format!("this API key lacks the `{scope}` scope"),
+                param: None,
             })
         }
+    }
+
+    /// 403 `key_mode_mismatch` unless the key may create on `chain` (test keys on testnets, live
+    /// keys on mainnets); `param` is the request field that named the chain, if one did.
+    pub fn may_create_on(&self, chain: &ChainConfig, param: Option<&str>) -> Result<(), ApiError> {
+        self.key.mode.check(chain).map_err(|mismatch| ApiError::key_mode_mismatch(mismatch, param))
     }
 }
 

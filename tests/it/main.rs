@@ -18,6 +18,7 @@ mod hardening;
 mod helpers;
 mod inactive_shop;
 mod invoices;
+mod key_modes;
 mod ledger;
 mod openapi;
 mod payments;
