@@ -180,6 +180,19 @@ pub enum MerchantCommand {
     },
     /// List merchants.
     List,
+    /// Deactivate a shop: its API keys are refused (401 merchant_inactive) until it is activated
+    /// again. Payments to its addresses are still recorded and credited to it.
+    Deactivate {
+        /// Merchant id or exact name.
+        #[arg(long)]
+        merchant: String,
+    },
+    /// Activate a deactivated shop again: its API keys work again.
+    Activate {
+        /// Merchant id or exact name.
+        #[arg(long)]
+        merchant: String,
+    },
     /// Set the origins (https://shop.example.com) whose browser code may call the payer API for
     /// the merchant's invoices (CORS). No --origin clears them: only the hosted page may.
     SetCheckoutOrigins {

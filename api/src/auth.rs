@@ -7,6 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use depositd_core::api_key::{ApiKey, Scope};
+use depositd_core::config::ChainConfig;
 use depositd_core::merchant::Merchant;
 use depositd_core::store::api_keys::{self, KeyRejection};
 use governor::clock::{Clock, DefaultClock};
@@ -31,8 +32,15 @@ impl Authenticated {
             Err(ApiError::Forbidden {
                 code: "insufficient_scope",
                 message: format!("this API key lacks the `{scope}` scope"),
+                param: None,
             })
         }
+    }
+
+    /// 403 `key_mode_mismatch` unless the key may create on `chain` (test keys on testnets, live
+    /// keys on mainnets); `param` is the request field that named the chain, if one did.
+    pub fn may_create_on(&self, chain: &ChainConfig, param: Option<&str>) -> Result<(), ApiError> {
+        self.key.mode.check(chain).map_err(|mismatch| ApiError::key_mode_mismatch(mismatch, param))
     }
 }
 
@@ -100,7 +108,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, 
             KeyRejection::Malformed => ("invalid_api_key", "the API key is malformed"),
             KeyRejection::Unknown => ("invalid_api_key", "the API key is not valid"),
             KeyRejection::Revoked => ("api_key_revoked", "the API key has been revoked"),
-            KeyRejection::MerchantInactive => ("merchant_inactive", "the merchant account is not active"),
+            KeyRejection::MerchantInactive => ("merchant_inactive", "the shop (merchant account) is inactive"),
         };
         ApiError::Unauthenticated { code, message: message.into() }
     })?;

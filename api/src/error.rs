@@ -7,6 +7,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use depositd_core::api_key::KeyModeMismatch;
 use depositd_core::store::StoreError;
 use serde::Serialize;
 
@@ -18,9 +19,10 @@ pub enum ApiError {
     /// 401: no usable credentials.
     #[error("{message}")]
     Unauthenticated { code: &'static str, message: String },
-    /// 403: credentials are fine but lack the scope.
+    /// 403: credentials are fine but do not allow this: the key lacks the scope, or its mode
+    /// (test or live) does not match the chain; `param` names the field at fault, if any.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: &'static str, message: String, param: Option<String> },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("this endpoint does not support this method")]
@@ -56,13 +58,26 @@ impl ApiError {
         ApiError::Internal(Box::new(error))
     }
 
+    /// 403 `key_mode_mismatch`: a test key creating on a mainnet or a live key on a testnet;
+    /// `param` is the request field that named the chain (`None`: the server's default chain, or
+    /// the chain of the invoice refunded).
+    pub fn key_mode_mismatch(mismatch: KeyModeMismatch, param: Option<&str>) -> ApiError {
+        ApiError::Forbidden {
+            code: "key_mode_mismatch",
+            message: mismatch.to_string(),
+            param: param.map(str::to_owned),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str, Option<&str>) {
         match self {
             ApiError::InvalidRequest { code, param, .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", code, param.as_deref())
             }
             ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, "authentication_error", code, None),
-            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, "permission_error", code, None),
+            ApiError::Forbidden { code, param, .. } => {
+                (StatusCode::FORBIDDEN, "permission_error", code, param.as_deref())
+            }
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, "invalid_request_error", code, None),
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", None)
@@ -182,6 +197,10 @@ impl From<depositd_core::invoicing::InvoicingError> for ApiError {
                     message: error.to_string(),
                     param: param.map(str::to_owned),
                 };
+            }
+            InvoicingError::KeyModeMismatch { .. } => {
+                let InvoicingError::KeyModeMismatch { mismatch, .. } = error else { unreachable!() };
+                return ApiError::key_mode_mismatch(mismatch, param);
             }
             InvoicingError::Store(_) => {
                 let InvoicingError::Store(e) = error else { unreachable!() };

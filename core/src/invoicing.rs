@@ -14,6 +14,7 @@ use alloy::primitives::Address;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::api_key::{KeyMode, KeyModeMismatch};
 use crate::config::{AssetRef, ChainConfig, Config};
 use crate::deposit_address::AddressPurpose;
 use crate::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, SessionSigner};
@@ -55,6 +56,9 @@ pub struct InvoiceRequest {
     pub details: InvoiceDetails,
     /// The API shape asking (its webhooks carry this view).
     pub view: InvoiceView,
+    /// The mode of the API key asking: a test key creates only on testnets, a live key only on
+    /// mainnets. `None` (no restriction) for the daemon's own creations, which no key asks for.
+    pub key_mode: Option<KeyMode>,
 }
 
 /// Why an invoice was not made. Each names the request field at fault ([`InvoicingError::param`]),
@@ -77,6 +81,10 @@ pub enum InvoicingError {
     RateUnavailable(String),
     #[error("an invoice with this external_id already exists")]
     ExternalIdTaken,
+    /// The key's mode does not match the chain (a test key on a mainnet, a live key on a
+    /// testnet); `chain_named` when the request named the chain, not the server's default.
+    #[error("{mismatch}")]
+    KeyModeMismatch { mismatch: KeyModeMismatch, chain_named: bool },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,6 +99,8 @@ impl InvoicingError {
             InvoicingError::AmountOutOfRange(_) => Some("amount"),
             InvoicingError::InvalidExpiry(_) => Some("expires_in"),
             InvoicingError::ExternalIdTaken => Some("external_id"),
+            InvoicingError::KeyModeMismatch { chain_named: true, .. } => Some("chain"),
+            InvoicingError::KeyModeMismatch { chain_named: false, .. } => None,
             InvoicingError::RateUnavailable(_) | InvoicingError::Store(_) => None,
         }
     }
@@ -118,6 +128,10 @@ pub fn resolve_asset<'a>(
 fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Result<Invoice, InvoicingError> {
     let settings = &ctx.config.settings;
     let (chain, asset) = resolve_asset(ctx.config, request.chain.as_deref(), request.asset.as_deref())?;
+    if let Some(mode) = request.key_mode {
+        mode.check(chain)
+            .map_err(|mismatch| InvoicingError::KeyModeMismatch { mismatch, chain_named: request.chain.is_some() })?;
+    }
     let currency = request.currency.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_else(|| "USD".into());
     let is_iso = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
     if !(is_iso || chain.asset(&currency).is_some()) || !ctx.pricer.knows(&currency) {

@@ -1,6 +1,7 @@
-//! `depositd merchant create|list|set-fee`.
+//! `depositd merchant create|list|set-fee|set-checkout-origins|deactivate|activate`.
 
 use depositd_core::config::Config;
+use depositd_core::merchant::MerchantStatus;
 use depositd_core::store::merchants::{self, AssetFee, NewMerchant};
 
 use crate::cli::MerchantCommand;
@@ -97,6 +98,28 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
                 found.name,
                 if checked.is_empty() { "none".into() } else { checked.join(", ") }
             );
+        }
+        MerchantCommand::Deactivate { merchant } => {
+            let found = super::find_merchant(&mut conn, &merchant).await?;
+            if found.status == MerchantStatus::Disabled {
+                println!("{} ({}) is already inactive: its API keys are refused", found.name, found.id);
+            } else {
+                merchants::set_status(&mut conn, found.id, MerchantStatus::Disabled).await?;
+                println!(
+                    "{} ({}) deactivated: its API keys are refused until it is activated again; payments to its \
+                     addresses are still recorded and credited",
+                    found.name, found.id
+                );
+            }
+        }
+        MerchantCommand::Activate { merchant } => {
+            let found = super::find_merchant(&mut conn, &merchant).await?;
+            if found.status == MerchantStatus::Active {
+                println!("{} ({}) is already active", found.name, found.id);
+            } else {
+                merchants::set_status(&mut conn, found.id, MerchantStatus::Active).await?;
+                println!("{} ({}) activated: its API keys work again", found.name, found.id);
+            }
         }
         MerchantCommand::List => {
             for m in merchants::list(&mut conn).await? {

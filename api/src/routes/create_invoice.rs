@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use depositd_core::api_key::Scope;
+use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::invoice::InvoiceDetails;
 use depositd_core::invoice_views::{CreateInvoiceResource, InvoiceView};
 use depositd_core::invoicing::{self, InvoiceRequest, InvoicingError};
@@ -83,7 +83,7 @@ pub async fn create(
     State(state): State<AppState>,
     Create { auth, request, guard, .. }: Create<CreateInvoiceRequest>,
 ) -> Result<Response, ApiError> {
-    let request = parse(&state, request)?;
+    let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = state.store.begin().await?;
     let (invoice, resource) =
@@ -94,7 +94,7 @@ pub async fn create(
     Ok(response)
 }
 
-fn parse(state: &AppState, req: CreateInvoiceRequest) -> Result<InvoiceRequest, ApiError> {
+fn parse(state: &AppState, key_mode: KeyMode, req: CreateInvoiceRequest) -> Result<InvoiceRequest, ApiError> {
     let amount = validate::decimal_amount(&req.amount)?;
     let currency = req.currency_code;
     if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
@@ -121,6 +121,7 @@ fn parse(state: &AppState, req: CreateInvoiceRequest) -> Result<InvoiceRequest, 
         external_id: required("external_id", req.external_id, 128)?,
         details,
         view: InvoiceView::CreateInvoice,
+        key_mode: Some(key_mode),
         ..InvoiceRequest::default()
     })
 }

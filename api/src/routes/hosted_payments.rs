@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use depositd_core::api_key::Scope;
+use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::invoice::InvoiceDetails;
 use depositd_core::invoice_views::{HostedPaymentResource, InvoiceView};
 use depositd_core::invoicing::{self, InvoiceRequest};
@@ -84,7 +84,7 @@ pub async fn create(
     State(state): State<AppState>,
     Create { auth, request, guard, .. }: Create<HostedPaymentRequest>,
 ) -> Result<Response, ApiError> {
-    let request = parse(&state, request)?;
+    let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = state.store.begin().await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
@@ -96,7 +96,7 @@ pub async fn create(
     Ok(response)
 }
 
-fn parse(state: &AppState, req: HostedPaymentRequest) -> Result<InvoiceRequest, ApiError> {
+fn parse(state: &AppState, key_mode: KeyMode, req: HostedPaymentRequest) -> Result<InvoiceRequest, ApiError> {
     if req.amount < MIN_CENTS {
         return Err(ApiError::invalid(
             "amount",
@@ -124,6 +124,7 @@ fn parse(state: &AppState, req: HostedPaymentRequest) -> Result<InvoiceRequest, 
         currency: Some("USD".into()),
         details,
         view: InvoiceView::HostedPayment,
+        key_mode: Some(key_mode),
         ..InvoiceRequest::default()
     })
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use depositd_core::api_key::Scope;
+use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
 use depositd_core::invoice_views::InvoiceView;
@@ -73,7 +73,7 @@ impl Creation for CreateInvoice {
         (status = 201, description = "Invoice created", body = InvoiceResource),
         (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks invoices:write", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks invoices:write, or its mode does not match the chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
         (status = 503, description = "An exchange rate is unavailable", body = crate::error::ErrorBody),
@@ -84,7 +84,7 @@ pub async fn create(
     State(state): State<AppState>,
     Create { auth, request, guard, .. }: Create<CreateInvoice>,
 ) -> Result<Response, ApiError> {
-    let request = parse(&state, request)?;
+    let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = state.store.begin().await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
@@ -112,8 +112,9 @@ pub(crate) fn created(state: &AppState, invoice: &Invoice) {
 }
 
 /// Seed 001's request, field by field, into the invoicing lifecycle's terms (its limits, its
-/// URL rules); the amount, currency, chain, asset and expiry are judged by `invoicing::create`.
-fn parse(state: &AppState, req: CreateInvoice) -> Result<InvoiceRequest, ApiError> {
+/// URL rules); the amount, currency, chain, asset, expiry and the key's mode are judged by
+/// `invoicing::create`.
+fn parse(state: &AppState, key_mode: KeyMode, req: CreateInvoice) -> Result<InvoiceRequest, ApiError> {
     let receiver_override_address = match (req.receiver_override.unwrap_or(false), req.receiver_override_address) {
         (true, Some(address)) => Some(parse_address(&address).map_err(|e| {
             ApiError::invalid("receiver_override_address", "invalid_address", format!("receiver_override_address {e}"))
@@ -161,6 +162,7 @@ fn parse(state: &AppState, req: CreateInvoice) -> Result<InvoiceRequest, ApiErro
         external_id: validate::text("external_id", req.external_id, 128)?,
         details,
         view: InvoiceView::Invoice,
+        key_mode: Some(key_mode),
     })
 }
 

@@ -160,7 +160,7 @@ async fn create_outgoing(
         (status = 201, description = "Payout created; its amount and network fee reserve are held from the available balance", body = PayoutResource),
         (status = 400, description = "Invalid parameters, or insufficient_funds", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks payouts:write", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks payouts:write, or its mode does not match the chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
         (status = 503, description = "No recent network fee estimate (fee_estimate_unavailable)", body = crate::error::ErrorBody),
@@ -171,7 +171,9 @@ pub async fn create(
     State(state): State<AppState>,
     Create { auth, request, guard, .. }: Create<CreatePayout>,
 ) -> Result<Response, ApiError> {
+    let chain_param = request.chain.is_some().then_some("chain");
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
+    auth.may_create_on(chain, chain_param)?;
     let new = NewPayout {
         kind: PayoutKind::Payout,
         merchant_id: auth.merchant.id,
@@ -198,7 +200,7 @@ pub async fn create(
         (status = 201, description = "Refund created (a payout of kind refund); its amount and network fee reserve are held from the available balance", body = PayoutResource),
         (status = 400, description = "Invalid parameters, invoice_not_paid, refund_exceeds_paid or insufficient_funds", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks payouts:write", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks payouts:write, or its mode does not match the chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
         (status = 503, description = "No recent network fee estimate (fee_estimate_unavailable)", body = crate::error::ErrorBody),
@@ -218,6 +220,7 @@ pub async fn create_refund(
     let external_id = validate::text("external_id", request.external_id, 128)?;
     let metadata = validate::metadata(request.metadata)?;
     let chain = refundable(&state, &invoice)?;
+    auth.may_create_on(chain, None)?;
     let new = NewPayout {
         kind: PayoutKind::Refund,
         merchant_id: auth.merchant.id,

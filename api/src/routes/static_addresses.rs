@@ -51,6 +51,7 @@ fn resource(state: &AppState, address: &StaticAddress) -> StaticAddressResource 
     responses(
         (status = 201, description = "Static address created", body = StaticAddressResource),
         (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks invoices:write, or its mode does not match the chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency conflict", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
@@ -60,7 +61,9 @@ pub async fn create(
     Create { auth, request, guard, .. }: Create<CreateStaticAddress>,
 ) -> Result<Response, ApiError> {
     let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
+    let chain_param = request.chain.is_some().then_some("chain");
     let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset)?;
+    auth.may_create_on(chain, chain_param)?;
     let metadata = validate::metadata(request.metadata)?;
     let callback_url = validate::callback_url("callback_url", request.callback_url, &state.config)?;
 
