@@ -27,5 +27,6 @@ mod settler;
 mod static_addresses;
 mod store;
 mod surplus;
+mod upgrade;
 mod watcher;
 mod webhooks;
