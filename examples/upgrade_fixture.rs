@@ -100,7 +100,7 @@ fn dump(db: &TestDb) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
-/// The API in-process, the chain, the workers and the merchants' keys.
+/// The API in-process, the chain and the workers.
 struct World {
     chain: TestChain,
     usdc: Address,
