@@ -30,5 +30,6 @@ mod settler;
 mod static_addresses;
 mod store;
 mod surplus;
+mod upgrade;
 mod watcher;
 mod webhooks;
