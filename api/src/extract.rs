@@ -241,6 +241,11 @@ pub fn optional_whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) 
     }
 }
 
+/// A required whole number: `5000` or `5000.0` (JSON Schema's integer), never a fraction.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    optional_whole_number(deserializer)?.ok_or_else(|| serde::de::Error::custom("expected a whole number, found null"))
+}
+
 /// Cursor pagination shared by every list endpoint: `limit` (1 to 100, default 20) and
 /// `starting_after` (an id; ids are time-ordered, lists are newest first).
 #[derive(Debug, Clone, Copy)]

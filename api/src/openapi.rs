@@ -114,6 +114,13 @@ pub fn document_for(config: &Config) -> serde_json::Value {
                         property["minimum"] = 1.into();
                         property["maximum"] = max_expires_in.into();
                     }
+                    // Seed 004's cents: what the server accepts, the amount bounds in cents (a
+                    // merchant may have narrower ones).
+                    "amount" if name == "HostedPaymentRequest" => {
+                        let max_cents =
+                            (config.settings.invoices.max_amount * rust_decimal::Decimal::ONE_HUNDRED).floor();
+                        property["maximum"] = u64::try_from(max_cents).unwrap_or(u64::MAX).into();
+                    }
                     _ => {}
                 }
             }
@@ -359,7 +366,7 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
                     "type": "integer",
                     "description": "In cents: 5000 is 50.00 USD; at least 50",
                     "minimum": 50,
-                    "maximum": 9_999_999_999_u64,
+                    "maximum": 10_000_009_999_u64,
                     "example": 5000
                 });
             }

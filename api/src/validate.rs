@@ -1,5 +1,6 @@
 //! Field validation shared by the API's resources. Each function names its `param` in the error.
 
+use depositd_core::api_key::KeyMode;
 use depositd_core::config::{AssetRef, ChainConfig, Config};
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
@@ -11,8 +12,9 @@ pub fn chain_and_asset(
     config: &Config,
     chain: Option<String>,
     asset: Option<String>,
+    mode: KeyMode,
 ) -> Result<(&ChainConfig, AssetRef<'_>), ApiError> {
-    Ok(depositd_core::invoicing::resolve_asset(config, chain.as_deref(), asset.as_deref())?)
+    Ok(depositd_core::invoicing::resolve_asset(config, chain.as_deref(), asset.as_deref(), Some(mode))?)
 }
 
 /// An optional text field: if present, 1..=`max` characters without control characters.

@@ -96,6 +96,7 @@ pub struct CreateInvoiceResource {
 impl CreateInvoiceResource {
     pub fn build(invoice: &Invoice, resource: &InvoiceResource) -> CreateInvoiceResource {
         let details = &invoice.details;
+        let status = CreateInvoiceStatus::from(invoice.status);
         CreateInvoiceResource {
             invoice_id: invoice.id,
             external_id: invoice.external_id.clone(),
@@ -103,7 +104,7 @@ impl CreateInvoiceResource {
             currency: invoice.currency.clone(),
             conversion_rate: at_least_two_decimals(invoice.conversion_rate),
             merchant_usdt: resource.merchant_amount.clone(),
-            status: invoice.status.into(),
+            status,
             payment_link: resource.checkout_url.clone(),
             customer_id: details.customer_id.clone(),
             purpose: details.description.clone(),
@@ -112,7 +113,8 @@ impl CreateInvoiceResource {
             fail_url: details.fail_url.clone(),
             created_at: iso8601(invoice.created_at),
             expires_at: iso8601(invoice.expires_at),
-            finished_at: invoice.finished_at.map(iso8601),
+            // Seed 003: "null until paid" (an expiry or cancellation also finishes an invoice).
+            finished_at: invoice.finished_at.filter(|_| status == CreateInvoiceStatus::Success).map(iso8601),
         }
     }
 }
@@ -217,7 +219,12 @@ pub fn webhook_data(invoice: &Invoice, resource: &InvoiceResource) -> serde_json
             HostedPaymentResource::build(invoice, resource).and_then(|view| serde_json::to_value(view).ok())
         }
     };
-    view.unwrap_or_else(|| serde_json::to_value(resource).unwrap_or_default())
+    view.unwrap_or_else(|| {
+        if invoice.view != InvoiceView::Invoice {
+            tracing::error!(invoice_id = %invoice.id, view = invoice.view.as_str(), "an invoice has no view of its own shape; its event carries seed 001's");
+        }
+        serde_json::to_value(resource).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]

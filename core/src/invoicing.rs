@@ -106,16 +106,33 @@ impl InvoicingError {
     }
 }
 
-/// The chain and asset a request names (or the server's defaults).
+/// The chain and asset a request names, or the server's defaults. A request that names no chain
+/// and comes with a key (`mode`) gets the default chain when it suits the key's mode (test keys:
+/// testnets; live keys: mainnets), else the first enabled chain of the key's mode that accepts
+/// the asset, so that a route with no `chain` field (seeds 003 and 004) serves live and test
+/// keys alike on a server with both kinds of chain.
 pub fn resolve_asset<'a>(
     config: &'a Config,
     chain: Option<&str>,
     asset: Option<&str>,
+    mode: Option<KeyMode>,
 ) -> Result<(&'a ChainConfig, AssetRef<'a>), InvoicingError> {
     let defaults = &config.settings.chains;
-    let chain_name = chain.unwrap_or(&defaults.default_chain);
-    let chain = config.chain(chain_name).ok_or_else(|| InvoicingError::UnsupportedChain(chain_name.to_owned()))?;
     let symbol = asset.unwrap_or(&defaults.default_asset);
+    let default_chain = || {
+        let default = config.chain(&defaults.default_chain);
+        let suits = |c: &ChainConfig| mode.is_none_or(|m| m.check(c).is_ok());
+        match default {
+            Some(chain) if suits(chain) => defaults.default_chain.as_str(),
+            _ => config
+                .chains
+                .iter()
+                .find(|c| suits(c) && c.asset(symbol).is_some())
+                .map_or(defaults.default_chain.as_str(), |c| c.name.as_str()),
+        }
+    };
+    let chain_name = chain.unwrap_or_else(default_chain);
+    let chain = config.chain(chain_name).ok_or_else(|| InvoicingError::UnsupportedChain(chain_name.to_owned()))?;
     let asset = chain.asset(symbol).ok_or_else(|| InvoicingError::UnsupportedAsset {
         asset: symbol.to_owned(),
         chain: chain.name.clone(),
@@ -127,7 +144,8 @@ pub fn resolve_asset<'a>(
 /// Validates and prices `request` for `merchant`: everything that needs no database.
 fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Result<Invoice, InvoicingError> {
     let settings = &ctx.config.settings;
-    let (chain, asset) = resolve_asset(ctx.config, request.chain.as_deref(), request.asset.as_deref())?;
+    let (chain, asset) =
+        resolve_asset(ctx.config, request.chain.as_deref(), request.asset.as_deref(), request.key_mode)?;
     if let Some(mode) = request.key_mode {
         mode.check(chain)
             .map_err(|mismatch| InvoicingError::KeyModeMismatch { mismatch, chain_named: request.chain.is_some() })?;

@@ -17,7 +17,10 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};
 
-both_backends!(keys_create_only_on_chains_of_their_mode);
+both_backends!(keys_create_only_on_chains_of_their_mode, a_key_that_names_no_chain_gets_one_of_its_mode);
+
+const LIVE_ON_ANVIL: &str = "a live key (dk_live_) cannot create on testnet chain anvil; use a test key (dk_test_)";
+const TEST_ON_BASE: &str = "a test key (dk_test_) cannot create on mainnet chain base; use a live key (dk_live_)";
 
 /// EIP-55's own example address.
 const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
@@ -58,14 +61,11 @@ async fn keys_create_only_on_chains_of_their_mode(db: TestDb) {
         key.expose_secret().to_owned()
     };
     assert!(live_key.starts_with("dk_live_") && test_key.starts_with("dk_test_"));
-    const LIVE_ON_ANVIL: &str = "a live key (dk_live_) cannot create on testnet chain anvil; use a test key (dk_test_)";
-    const TEST_ON_BASE: &str = "a test key (dk_test_) cannot create on mainnet chain base; use a live key (dk_live_)";
 
-    // Invoices: on the dev chain (named or the default) for the test key only, on Base for the
-    // live key only. `param` is the field that named the chain, null for the server's default.
+    // Invoices: on the dev chain for the test key only, on Base for the live key only. `param`
+    // is the field that named the chain (a request that names none: see the test below).
     let on_anvil = created(app.create_invoice(&test_key, json!({"amount": "10", "asset": "USDC"})).await).await;
     assert_eq!(on_anvil["pay"]["chain"], "anvil");
-    mismatch(app.create_invoice(&live_key, json!({"amount": "10"})).await, None, LIVE_ON_ANVIL).await;
     mismatch(
         app.create_invoice(&live_key, json!({"amount": "10", "chain": "anvil"})).await,
         Some("chain"),
@@ -93,7 +93,6 @@ async fn keys_create_only_on_chains_of_their_mode(db: TestDb) {
     // Static addresses.
     let path = "/api/v1/static-addresses";
     created(post(&app, &test_key, path, json!({"customer_id": "c1"})).await).await;
-    mismatch(post(&app, &live_key, path, json!({"customer_id": "c2"})).await, None, LIVE_ON_ANVIL).await;
     mismatch(
         post(&app, &live_key, path, json!({"customer_id": "c2", "chain": "anvil"})).await,
         Some("chain"),
@@ -120,7 +119,6 @@ async fn keys_create_only_on_chains_of_their_mode(db: TestDb) {
         }
         body
     };
-    mismatch(post(&app, &live_key, path, payout(None)).await, None, LIVE_ON_ANVIL).await;
     mismatch(post(&app, &live_key, path, payout(Some("anvil"))).await, Some("chain"), LIVE_ON_ANVIL).await;
     mismatch(post(&app, &test_key, path, payout(Some("base"))).await, Some("chain"), TEST_ON_BASE).await;
     assert_error(post(&app, &live_key, path, payout(Some("base"))).await, 400, "insufficient_funds", Some("amount"))
@@ -159,6 +157,59 @@ async fn keys_create_only_on_chains_of_their_mode(db: TestDb) {
     let mut conn = app.store.conn().await.unwrap();
     let all = invoices::list(&mut conn, merchant.id, &Default::default(), 100).await.unwrap();
     assert_eq!(all.len(), 2);
+}
+
+/// A request that names no chain (and seeds 003 and 004 have no `chain` field) gets the default
+/// chain when it suits the key's mode, else the first enabled chain of the key's mode; a server
+/// with no chain of that mode answers 403 with a null `param`.
+async fn a_key_that_names_no_chain_gets_one_of_its_mode(db: TestDb) {
+    let app = spawn(&db).await;
+    let (merchant, test_key) = app.merchant("Default Chain Shop", &Scope::ALL).await;
+    let live_key = {
+        let mut conn = app.store.conn().await.unwrap();
+        let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Live, &Scope::ALL, None).await.unwrap();
+        key.expose_secret().to_owned()
+    };
+    let chain_of = |invoice: Value| {
+        let app = &app;
+        let key = test_key.clone();
+        async move {
+            let (_, full) = app.get_json(&key, &format!("/api/v1/invoices/{}", invoice.as_str().unwrap())).await;
+            full["pay"]["chain"].as_str().unwrap().to_owned()
+        }
+    };
+    let on_test = created(app.create_invoice(&test_key, json!({"amount": "10"})).await).await;
+    assert_eq!(chain_of(on_test["id"].clone()).await, "anvil", "the default suits a test key");
+    let on_live = created(app.create_invoice(&live_key, json!({"amount": "10"})).await).await;
+    assert_eq!(chain_of(on_live["id"].clone()).await, "base", "the first mainnet for a live key");
+
+    let seed_003 = json!({"amount": "15.00", "currency_code": "USD", "customer_id": "u1", "external_id": "o1"});
+    let response = post(&app, &live_key, "/api/v1/create-invoice", seed_003).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(chain_of(body["invoice_id"].clone()).await, "base");
+    let seed_004 = json!({"amount": 5000, "currency": "usd", "return_url": "https://shop.example.com/done"});
+    let response = post(&app, &live_key, "/api/v1/hosted-payments", seed_004.clone()).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(chain_of(body["id"].clone()).await, "base");
+    let static_address =
+        created(post(&app, &live_key, "/api/v1/static-addresses", json!({"customer_id": "c9"})).await).await;
+    assert_eq!(static_address["chain"], "base");
+    let payout = json!({"asset": "USDC", "amount": "1", "destination": DEST});
+    assert_error(post(&app, &live_key, "/api/v1/payouts", payout).await, 400, "insufficient_funds", Some("amount"))
+        .await;
+
+    // The dev chain alone: nothing suits a live key.
+    let plain = TestApp::spawn(&db).await;
+    mismatch(plain.create_invoice(&live_key, json!({"amount": "10"})).await, None, LIVE_ON_ANVIL).await;
+    mismatch(post(&plain, &live_key, "/api/v1/hosted-payments", seed_004).await, None, LIVE_ON_ANVIL).await;
+    mismatch(
+        post(&plain, &live_key, "/api/v1/static-addresses", json!({"customer_id": "c8"})).await,
+        None,
+        LIVE_ON_ANVIL,
+    )
+    .await;
 }
 
 /// Marks `invoice` paid in full in the store (as a confirmed payment would), so it can be refunded.

@@ -451,6 +451,9 @@ async fn seed_003_errors_case_by_case(db: TestDb) {
         (without("external_id"), "parameter_missing", "external_id"),
         (with("amount", json!(1500)), "invalid_parameter", "amount"),
         (with("amount", json!("15,00")), "invalid_amount", "amount"),
+        (with("amount", json!(" 1500.00")), "invalid_amount", "amount"),
+        (with("amount", json!("01500")), "invalid_amount", "amount"),
+        (with("amount", json!("1500.")), "invalid_amount", "amount"),
         (with("currency_code", json!("uah")), "invalid_currency_code", "currency_code"),
         (with("currency_code", json!("UAHX")), "invalid_currency_code", "currency_code"),
         (with("currency_code", json!("XYZ")), "unsupported_currency", "currency_code"),
@@ -462,13 +465,23 @@ async fn seed_003_errors_case_by_case(db: TestDb) {
     ] {
         assert_error(post(&app, "/api/v1/create-invoice", auth(), &body).await, 400, code, Some(param)).await;
     }
-    assert_eq!(post(&app, "/api/v1/create-invoice", auth(), &valid).await.status(), 200);
-    // external_id is unique per merchant.
-    assert_error(
+    let first: Value = post(&app, "/api/v1/create-invoice", auth(), &valid).await.json().await.unwrap();
+    // external_id is unique per merchant; the 409 names the invoice that has it (seed 003 has no
+    // Idempotency-Key: a merchant whose first response was lost finds its invoice this way).
+    let taken = assert_error(
         post(&app, "/api/v1/create-invoice", auth(), &valid).await,
         409,
         "external_id_conflict",
         Some("external_id"),
+    )
+    .await;
+    let message = taken["error"]["message"].as_str().unwrap();
+    assert!(message.contains(first["invoice_id"].as_str().unwrap()), "{message}");
+    assert_error(
+        app.client.get(app.url("/api/v1/invoice-status/not-a-uuid")).header("x-api-key", &key).send().await.unwrap(),
+        400,
+        "invalid_parameter",
+        Some("invoice_id"),
     )
     .await;
     assert_error(post(&app, "/api/v1/create-invoice", None, &valid).await, 401, "missing_api_key", None).await;
@@ -517,7 +530,20 @@ async fn seed_004_errors_case_by_case(db: TestDb) {
     ] {
         assert_error(post(&app, "/api/v1/hosted-payments", bearer(&key), &body).await, 400, code, Some(param)).await;
     }
+    // Cents past the server's bound, in cents.
+    let too_much = assert_error(
+        post(&app, "/api/v1/hosted-payments", bearer(&key), &with("amount", json!(10_000_010_000_u64))).await,
+        400,
+        "amount_out_of_range",
+        Some("amount"),
+    )
+    .await;
+    assert!(too_much["error"]["message"].as_str().unwrap().contains("10000009999"), "{too_much}");
     assert_eq!(post(&app, "/api/v1/hosted-payments", bearer(&key), &valid).await.status(), 200);
+    // JSON Schema's integer: 5000.0 is 5000 cents.
+    let whole: Value =
+        post(&app, "/api/v1/hosted-payments", bearer(&key), &with("amount", json!(5000.0))).await.json().await.unwrap();
+    assert_eq!(whole["amount"], 5000);
 
     // 401: no key, a malformed one, an unknown one, a revoked one, an inactive shop.
     let path = "/api/v1/hosted-payments";
@@ -596,6 +622,7 @@ async fn compatibility_views_read_each_others_invoices(db: TestDb) {
     assert_eq!(seen["status"], "failed");
     let (_, seen) = app.get_json(&key, &format!("/api/v1/invoice-status/{payment_id}")).await;
     assert_eq!(seen["status"], "cancelled");
+    assert!(seen["finished_at"].is_null(), "seed 003: null until paid: {seen}");
     let (_, seen) = app.get_json(&key, &format!("/api/v1/invoices/{payment_id}")).await;
     assert_eq!((seen["status"].as_str(), seen["amount"].as_str()), (Some("cancelled"), Some("9.9")));
 }

@@ -11,12 +11,12 @@ use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::invoice::InvoiceDetails;
 use depositd_core::invoice_views::{CreateInvoiceResource, InvoiceView};
 use depositd_core::invoicing::{self, InvoiceRequest, InvoicingError};
-use depositd_core::store::invoices;
+use depositd_core::store::invoices::{self, InvoiceFilter};
 use serde::Deserialize;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::extract::{self, PathId};
+use crate::extract::PathId;
 use crate::idempotency::{self, Create, Creation};
 use crate::routes::invoices::{created, limit_customer, resource};
 use crate::state::AppState;
@@ -72,12 +72,12 @@ impl Creation for CreateInvoiceRequest {
         (status = 200, description = "Invoice created (seed 003's shape)", body = CreateInvoiceResource),
         (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key, or an inactive shop", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks invoices:write", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks invoices:write, or no enabled chain suits the key's mode (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "external_id already used, or an idempotency conflict", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limited (per key or per customer_id); see Retry-After", body = crate::error::ErrorBody),
         (status = 503, description = "The currency's rate is unavailable", body = crate::error::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -86,8 +86,15 @@ pub async fn create(
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = state.store.begin().await?;
-    let (invoice, resource) =
-        invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await.map_err(seed_003_error)?;
+    let external_id = request.external_id.clone();
+    let (invoice, resource) = match invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await {
+        Ok(created) => created,
+        Err(InvoicingError::ExternalIdTaken) => {
+            drop(tx);
+            return Err(taken(&state, &auth, external_id).await);
+        }
+        Err(error) => return Err(seed_003_error(error)),
+    };
     let body = serde_json::to_string(&CreateInvoiceResource::build(&invoice, &resource)).map_err(ApiError::internal)?;
     let response = idempotency::commit(guard, tx, StatusCode::OK, body).await?;
     created(&state, &invoice);
@@ -95,7 +102,18 @@ pub async fn create(
 }
 
 fn parse(state: &AppState, key_mode: KeyMode, req: CreateInvoiceRequest) -> Result<InvoiceRequest, ApiError> {
-    let amount = validate::decimal_amount(&req.amount)?;
+    // As the document's pattern says: digits with an optional fraction, no sign, spaces or
+    // leading zeros.
+    let text = req.amount.as_str();
+    let leading_zero = text.len() > 1 && text.starts_with('0') && !text.starts_with("0.");
+    if text.trim() != text || text.starts_with('.') || text.ends_with('.') || leading_zero {
+        return Err(ApiError::invalid(
+            "amount",
+            "invalid_amount",
+            "amount must be a decimal string such as \"1500.00\" (no spaces, sign or leading zeros)",
+        ));
+    }
+    let amount = validate::decimal_amount(text)?;
     let currency = req.currency_code;
     if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(ApiError::invalid(
@@ -126,6 +144,26 @@ fn parse(state: &AppState, key_mode: KeyMode, req: CreateInvoiceRequest) -> Resu
     })
 }
 
+/// 409 for an external_id already used, naming the invoice that has it: a merchant whose first
+/// response was lost (seed 003 has no Idempotency-Key) reads that invoice's status and link.
+async fn taken(state: &AppState, auth: &Authenticated, external_id: Option<String>) -> ApiError {
+    let filter = InvoiceFilter { external_id: external_id.clone(), ..InvoiceFilter::default() };
+    let existing = match state.store.conn().await {
+        Ok(mut conn) => invoices::list(&mut conn, auth.merchant.id, &filter, 1).await.ok().and_then(|mut v| v.pop()),
+        Err(_) => None,
+    };
+    let message = match existing {
+        Some(invoice) => format!(
+            "an invoice with external_id {:?} already exists: invoice_id {} (GET /api/v1/invoice-status/{})",
+            external_id.unwrap_or_default(),
+            invoice.id,
+            invoice.id
+        ),
+        None => "an invoice with this external_id already exists".to_owned(),
+    };
+    ApiError::Conflict { code: "external_id_conflict", message, param: Some("external_id".into()) }
+}
+
 /// Invoicing's errors under seed 003's field names (`currency` is `currency_code` here).
 fn seed_003_error(error: InvoicingError) -> ApiError {
     let renamed = matches!(error, InvoicingError::UnsupportedCurrency(_));
@@ -144,7 +182,7 @@ fn seed_003_error(error: InvoicingError) -> ApiError {
         (status = 200, description = "The invoice in seed 003's shape", body = CreateInvoiceResource),
         (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn status(
     State(state): State<AppState>,
@@ -152,7 +190,9 @@ pub async fn status(
     PathId(id): PathId,
 ) -> Result<Json<CreateInvoiceResource>, ApiError> {
     auth.require(Scope::InvoicesRead)?;
-    let id = extract::path_id("invoice", &id)?;
+    let id: uuid::Uuid = id.parse().map_err(|_| {
+        ApiError::invalid("invoice_id", "invalid_parameter", format!("invoice_id {id:?} is not a UUID"))
+    })?;
     let mut conn = state.store.conn().await?;
     let invoice =
         invoices::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("invoice"))?;

@@ -16,7 +16,7 @@ use axum::response::Response;
 use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::invoice::InvoiceDetails;
 use depositd_core::invoice_views::{HostedPaymentResource, InvoiceView};
-use depositd_core::invoicing::{self, InvoiceRequest};
+use depositd_core::invoicing::{self, InvoiceRequest, InvoicingError};
 use depositd_core::store::invoices;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -46,6 +46,7 @@ const MIN_CENTS: u64 = 50;
 pub struct HostedPaymentRequest {
     /// In cents: 5000 is 50.00 USD. At least 50.
     #[schema(minimum = 50, example = 5000)]
+    #[serde(deserialize_with = "crate::extract::whole_number")]
     pub amount: u64,
     /// Only `usd`.
     #[schema(example = "usd", pattern = "^usd$")]
@@ -74,11 +75,12 @@ impl Creation for HostedPaymentRequest {
         (status = 200, description = "Payment created (seed 004's shape)", body = HostedPaymentResource),
         (status = 400, description = "Amount under 50 cents, a currency other than usd, a missing field, a bad return_url, more than 50 metadata keys", body = crate::error::ErrorBody),
         (status = 401, description = "API key missing, malformed, unknown or revoked, or the shop is inactive", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks invoices:write", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks invoices:write, or no enabled chain suits the key's mode (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency conflict", body = crate::error::ErrorBody),
         (status = 429, description = "Rate limited; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "The USD rate of the pay asset is unavailable (a price feed behind)", body = crate::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -87,13 +89,34 @@ pub async fn create(
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = state.store.begin().await?;
-    let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
+    let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request)
+        .await
+        .map_err(|e| in_cents(&state, &auth, e))?;
     let view = HostedPaymentResource::build(&invoice, &resource)
         .ok_or_else(|| ApiError::internal(std::io::Error::other("a hosted payment is not whole cents")))?;
     let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
     let response = idempotency::commit(guard, tx, StatusCode::OK, body).await?;
     created(&state, &invoice);
     Ok(response)
+}
+
+/// Invoicing's amount bounds are in major units; seed 004 speaks cents.
+fn in_cents(state: &AppState, auth: &Authenticated, error: InvoicingError) -> ApiError {
+    if !matches!(error, InvoicingError::AmountOutOfRange(_)) {
+        return error.into();
+    }
+    let settings = &state.config.settings.invoices;
+    let min = auth.merchant.min_invoice_amount.unwrap_or(settings.min_amount) * Decimal::ONE_HUNDRED;
+    let max = auth.merchant.max_invoice_amount.unwrap_or(settings.max_amount) * Decimal::ONE_HUNDRED;
+    ApiError::invalid(
+        "amount",
+        "amount_out_of_range",
+        format!(
+            "amount is in cents and must be between {} and {} for this shop",
+            min.ceil().max(Decimal::from(MIN_CENTS)),
+            max.floor()
+        ),
+    )
 }
 
 fn parse(state: &AppState, key_mode: KeyMode, req: HostedPaymentRequest) -> Result<InvoiceRequest, ApiError> {
@@ -137,7 +160,7 @@ fn parse(state: &AppState, key_mode: KeyMode, req: HostedPaymentRequest) -> Resu
         (status = 404, description = "No such payment", body = crate::error::ErrorBody),
         (status = 409, description = "The invoice (made through another route) is not a whole number of cents", body = crate::error::ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("api_key" = []), ("bearer" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,

@@ -172,7 +172,7 @@ pub async fn create(
     Create { auth, request, guard, .. }: Create<CreatePayout>,
 ) -> Result<Response, ApiError> {
     let chain_param = request.chain.is_some().then_some("chain");
-    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset))?;
+    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset), auth.key.mode)?;
     auth.may_create_on(chain, chain_param)?;
     let new = NewPayout {
         kind: PayoutKind::Payout,

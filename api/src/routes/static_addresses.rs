@@ -62,7 +62,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let customer_id = validate::text("customer_id", Some(request.customer_id), 128)?.unwrap_or_default();
     let chain_param = request.chain.is_some().then_some("chain");
-    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset)?;
+    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, request.asset, auth.key.mode)?;
     auth.may_create_on(chain, chain_param)?;
     let metadata = validate::metadata(request.metadata)?;
     let callback_url = validate::callback_url("callback_url", request.callback_url, &state.config)?;
