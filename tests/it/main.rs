@@ -19,6 +19,7 @@ mod helpers;
 mod inactive_shop;
 mod invoices;
 mod key_modes;
+mod marks;
 mod ledger;
 mod openapi;
 mod payments;
