@@ -345,3 +345,73 @@ fn markable(invoice: &Invoice, status: MarkStatus) -> Result<(), MarkError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invoice(status: InvoiceStatus, marked: Option<MarkStatus>) -> Invoice {
+        Invoice {
+            id: Uuid::now_v7(),
+            merchant_id: Uuid::now_v7(),
+            external_id: None,
+            status,
+            payment_flags: Vec::new(),
+            amount: Decimal::TEN,
+            currency: "USD".into(),
+            conversion_rate: Decimal::ONE,
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: "USDC".into(),
+            token_address: None,
+            decimals: 6,
+            deposit_address_id: Uuid::now_v7(),
+            address: Default::default(),
+            amount_base_units: 10_000_000u64.into(),
+            fee_base_units: Default::default(),
+            merchant_amount_base_units: 10_000_000u64.into(),
+            amount_paid_base_units: Default::default(),
+            fee_schedule: Default::default(),
+            details: InvoiceDetails::default(),
+            receiver_override_address: None,
+            static_address_id: None,
+            view: InvoiceView::Invoice,
+            mark: marked.map(|status| InvoiceMark {
+                status,
+                reason: "r".into(),
+                marked_at: 0,
+                by_key_id: Uuid::nil(),
+                by: "dk_test_00000000".into(),
+            }),
+            session_token: String::new(),
+            created_at: 0,
+            expires_at: 0,
+            finished_at: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn what_may_be_marked() {
+        use InvoiceStatus::*;
+        for status in [Pending, Processing, Expired] {
+            for to in MarkStatus::ALL {
+                assert!(markable(&invoice(status, None), to).is_ok(), "{status} -> {to}");
+            }
+        }
+        // A marked invoice may be marked the other way (the same way is answered before this).
+        assert!(markable(&invoice(Paid, Some(MarkStatus::Paid)), MarkStatus::Invalid).is_ok());
+        assert!(markable(&invoice(Invalid, Some(MarkStatus::Invalid)), MarkStatus::Paid).is_ok());
+        // Paid by the chain, or already resolved otherwise: never.
+        for status in [Paid, Cancelled, Refunded, PartiallyRefunded] {
+            for to in MarkStatus::ALL {
+                assert!(
+                    matches!(markable(&invoice(status, None), to), Err(MarkError::NotMarkable(_))),
+                    "{status} -> {to}"
+                );
+            }
+        }
+        // A refunded invoice stays unmarkable even if it was marked before it was refunded.
+        assert!(markable(&invoice(Refunded, Some(MarkStatus::Paid)), MarkStatus::Invalid).is_err());
+    }
+}

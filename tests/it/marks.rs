@@ -293,13 +293,23 @@ async fn every_bad_mark_is_refused_precisely(db: TestDb) {
         .await;
     assert_error(bad(json!({"status": "paid", "reason": ""})).await, 400, "invalid_parameter", Some("reason")).await;
     assert_error(bad(json!({"status": "paid", "reason": "   "})).await, 400, "invalid_parameter", Some("reason")).await;
-    assert_error(bad(json!({"status": "paid", "reason": "r".repeat(501)})).await, 400, "invalid_parameter", Some("reason"))
-        .await;
+    assert_error(
+        bad(json!({"status": "paid", "reason": "r".repeat(501)})).await,
+        400,
+        "invalid_parameter",
+        Some("reason"),
+    )
+    .await;
     assert_error(bad(json!({"status": "paid", "reason": "a\u{7}b"})).await, 400, "invalid_parameter", Some("reason"))
         .await;
     assert_error(bad(json!({"status": "paid", "reason": 5})).await, 400, "invalid_parameter", Some("reason")).await;
-    assert_error(bad(json!({"status": "paid", "reason": "x", "amount": "7"})).await, 400, "unknown_parameter", Some("amount"))
-        .await;
+    assert_error(
+        bad(json!({"status": "paid", "reason": "x", "amount": "7"})).await,
+        400,
+        "unknown_parameter",
+        Some("amount"),
+    )
+    .await;
     let not_an_id = mark(&app, &key, "not-a-uuid", ok.clone(), None).await;
     assert_eq!(not_an_id.status(), 400);
     let nobody = mark(&app, &key, &Uuid::now_v7().to_string(), ok.clone(), None).await;
@@ -316,8 +326,13 @@ async fn every_bad_mark_is_refused_precisely(db: TestDb) {
     // An Idempotency-Key used with another body is a conflict.
     assert_eq!(mark(&app, &key, &id, ok.clone(), Some("k1")).await.status(), 200);
     let other_body = json!({"status": "paid", "reason": "duplicate order"});
-    assert_error(mark(&app, &key, &id, other_body, Some("k1")).await, 409, "idempotency_conflict", Some("Idempotency-Key"))
-        .await;
+    assert_error(
+        mark(&app, &key, &id, other_body, Some("k1")).await,
+        409,
+        "idempotency_conflict",
+        Some("Idempotency-Key"),
+    )
+    .await;
 
     // Cancelled: not markable, with a message saying why.
     let cancelled = app.created_invoice(&key, json!({"amount": "7"})).await;

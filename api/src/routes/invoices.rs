@@ -355,12 +355,8 @@ pub async fn mark(
     if reason.trim().is_empty() {
         return Err(ApiError::invalid("reason", "invalid_parameter", "reason must not be blank"));
     }
-    let request = MarkRequest {
-        status: request.status,
-        reason,
-        by_key_id: auth.key.id,
-        by: auth.key.display_prefix.clone(),
-    };
+    let request =
+        MarkRequest { status: request.status, reason, by_key_id: auth.key.id, by: auth.key.display_prefix.clone() };
     let mut tx = state.store.begin().await?;
     let marked =
         invoicing::mark(&mut tx, state.invoicing(), auth.merchant.id, id, request).await.map_err(|e| match e {
