@@ -6,9 +6,10 @@
 //! bad input precisely, and a payment that arrives after a mark is still credited exactly once.
 
 use depositd_core::api_key::Scope;
+use depositd_core::invoice::{InvoiceMark, InvoiceStatus, MarkStatus};
 use depositd_core::ledger::{self, Account, AccountKind};
 use depositd_core::money::BaseUnits;
-use depositd_core::store::{events, invoices};
+use depositd_core::store::{StoreError, events, invoices};
 use depositd_testkit::chain::TestChain;
 use depositd_watcher::ChainWatcher;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ both_backends!(
     marking_an_expired_underpaid_invoice_paid_moves_no_money,
     a_payment_after_an_invalid_mark_is_credited_exactly_once,
     every_bad_mark_is_refused_precisely,
+    a_mark_and_a_payment_update_never_overwrite_each_other,
 );
 
 /// The dev chain of the test configuration (`anvil`).
@@ -350,4 +352,45 @@ async fn every_bad_mark_is_refused_precisely(db: TestDb) {
     let mut conn = app.store.conn().await.unwrap();
     let stored = invoices::get_any(&mut conn, id.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(stored.mark.as_ref().map(|m| m.reason.as_str()), Some("duplicate order"));
+}
+
+/// The compare-and-set both ways: a mark written on a stale read (a deposit confirmed since) is
+/// not applied, and a payment update on a read from before a mark is refused (the watcher then
+/// redoes its step on the marked invoice), so neither change is lost.
+async fn a_mark_and_a_payment_update_never_overwrite_each_other(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, key) = app.merchant("Racer", &Scope::ALL).await;
+    let created = app.created_invoice(&key, json!({"amount": "5"})).await;
+    let id: Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let mut conn = app.store.conn().await.unwrap();
+
+    // The mark read the invoice pending; a payment was then recorded; the mark's write is refused.
+    let read = invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap();
+    let mut paid = read.clone();
+    paid.status = InvoiceStatus::Processing;
+    invoices::update_payment_state(&mut conn, &read, &paid).await.unwrap();
+    let mut marked = read.clone();
+    marked.status = InvoiceStatus::Invalid;
+    marked.mark = Some(InvoiceMark {
+        status: MarkStatus::Invalid,
+        reason: "stale".into(),
+        marked_at: 1,
+        by_key_id: Uuid::now_v7(),
+        by: "dk_test_00000000".into(),
+    });
+    assert!(!invoices::set_mark(&mut conn, &read, &marked).await.unwrap(), "a stale mark is not written");
+    let now = invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.mark), (InvoiceStatus::Processing, None));
+
+    // The watcher read it processing; the merchant then marked it (through the API); the
+    // watcher's write from its stale read is refused and the mark stands.
+    let watcher_read = invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap();
+    let response = mark(&app, &key, &id.to_string(), json!({"status": "paid", "reason": "phoned in"}), None).await;
+    assert_eq!(response.status(), 200);
+    let mut stale = watcher_read.clone();
+    stale.status = InvoiceStatus::Pending;
+    let error = invoices::update_payment_state(&mut conn, &watcher_read, &stale).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    let now = invoices::get(&mut conn, merchant.id, id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.mark.map(|m| m.reason)), (InvoiceStatus::Paid, Some("phoned in".to_owned())));
 }
