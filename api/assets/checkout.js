@@ -49,6 +49,19 @@
         link.textContent = "Return to the shop";
         nextEl.append(link);
       }
+    } else if (s.status === "invalid") {
+      // Marked invalid by the merchant: nothing more to pay here.
+      finished = true;
+      closePayment();
+      show("This payment request is no longer valid.", "warn");
+      if (s.fail_url) {
+        nextEl.hidden = false;
+        nextEl.replaceChildren();
+        const link = document.createElement("a");
+        link.href = withInvoice(s.fail_url);
+        link.textContent = "Return to the shop";
+        nextEl.append(link);
+      }
     } else if (s.status === "cancelled") {
       finished = true;
       closePayment();

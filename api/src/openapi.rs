@@ -15,7 +15,7 @@ use crate::routes::{
 #[openapi(
     info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, payouts and refunds, webhook endpoints and events. One invoice, three request shapes: seed 001's /api/v1/invoices (amounts in major units), seed 003's /api/v1/create-invoice and seed 004's /api/v1/hosted-payments (amounts in cents)."),
     paths(
-        invoices::create, invoices::get, invoices::list, invoices::cancel,
+        invoices::create, invoices::get, invoices::list, invoices::cancel, invoices::mark,
         create_invoice::create, create_invoice::status, hosted_payments::create, hosted_payments::get,
         static_addresses::create, static_addresses::get, static_addresses::list, static_addresses::disable,
         ledger::balances, ledger::list, deposits::list, deposits::get,
@@ -266,6 +266,7 @@ const REQUESTS: &[&str] = &[
     "CreateStaticAddress",
     "CreatePayout",
     "CreateRefund",
+    "MarkInvoice",
     "CreateWebhookEndpoint",
     "UpdateWebhookEndpoint",
     "Answers",
@@ -288,6 +289,11 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
         };
         match field.as_str() {
             "description" | "title" | "footer" | "purpose" | "customer_name" => text(property, 255),
+            "reason" => {
+                text(property, 500);
+                // Not blank: at least one character that is not white space.
+                property["pattern"] = "^(?=[\\s\\S]*\\S)[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$".into();
+            }
             // Seed 001 allows 255 characters; seed 003 (and the other resources) 128.
             "customer_id" if name == "CreateInvoice" => text(property, 255),
             "customer_id" | "external_id" => text(property, 128),

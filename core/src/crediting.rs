@@ -12,7 +12,11 @@
 //! - less than that -> back to `pending` + `underpaid` (the payer can send the rest);
 //! - a payment after `expires_at` is credited and flagged `paid_late`: a late full payment makes
 //!   the invoice `paid`, a late partial one leaves it `expired`;
-//! - payments to a `paid`, `cancelled` or refunded invoice are credited and flagged, never lost;
+//! - payments to a `paid`, `cancelled`, refunded or `invalid` invoice are credited and flagged,
+//!   never lost;
+//! - a merchant's mark (`invoicing::mark`: `paid` or `invalid`, no money) stands: payments after
+//!   it are credited and flagged as to any finished invoice and never change its status, nor
+//!   does a reorg taking one away;
 //! - a confirmed payment a reorg takes away is reversed: the invoice's paid amount goes down, a
 //!   `paid` invoice it no longer covers goes back to `pending` (or `expired`), and flags follow
 //!   what is still paid (nothing paid: no `underpaid`, `overpaid` or `paid_late`);
@@ -288,7 +292,12 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Deposit
                     // the deposit returns, it pays this invoice again.
                     invoice.status = InvoiceStatus::Cancelled;
                     invoice.finished_at = Some(now_ms());
-                } else if invoice.status == InvoiceStatus::Paid && paid < invoice.amount_base_units {
+                } else if invoice.status == InvoiceStatus::Paid
+                    && invoice.mark.is_none()
+                    && paid < invoice.amount_base_units
+                {
+                    // (A merchant's mark stands: a marked-paid invoice stays paid, as it was
+                    // marked without the money.)
                     invoice.status =
                         if now_ms() > invoice.expires_at { InvoiceStatus::Expired } else { InvoiceStatus::Pending };
                     invoice.finished_at = None;
@@ -342,6 +351,7 @@ mod tests {
             receiver_override_address: None,
             static_address_id: None,
             view: Default::default(),
+            mark: None,
             session_token: String::new(),
             created_at: 0,
             expires_at: 1000,

@@ -21,6 +21,10 @@ pub enum EventType {
     InvoiceExpired,
     InvoiceCancelled,
     InvoiceRefunded,
+    /// A merchant marked the invoice paid (no money moved).
+    InvoiceMarkedPaid,
+    /// A merchant marked the invoice invalid (no money moved).
+    InvoiceMarkedInvalid,
     DepositDetected,
     DepositConfirmed,
     DepositReversed,
@@ -47,6 +51,8 @@ text_enum! {
         InvoiceExpired = "invoice.expired",
         InvoiceCancelled = "invoice.cancelled",
         InvoiceRefunded = "invoice.refunded",
+        InvoiceMarkedPaid = "invoice.marked_paid",
+        InvoiceMarkedInvalid = "invoice.marked_invalid",
         DepositDetected = "deposit.detected",
         DepositConfirmed = "deposit.confirmed",
         DepositReversed = "deposit.reversed",

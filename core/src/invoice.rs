@@ -32,12 +32,15 @@ pub enum InvoiceStatus {
     Cancelled,
     Refunded,
     PartiallyRefunded,
+    /// Marked invalid by the merchant (`POST /api/v1/invoices/{id}/mark`): the merchant no longer
+    /// wants it paid. Payments that still arrive are credited and flagged, never lost.
+    Invalid,
 }
 
 text_enum! {
     InvoiceStatus as "status" {
         Pending = "pending", Processing = "processing", Paid = "paid", Expired = "expired", Cancelled = "cancelled",
-        Refunded = "refunded", PartiallyRefunded = "partially_refunded",
+        Refunded = "refunded", PartiallyRefunded = "partially_refunded", Invalid = "invalid",
     }
 }
 
@@ -78,6 +81,54 @@ pub enum PaymentFlag {
 
 text_enum! { PaymentFlag as "payment flag" { Underpaid = "underpaid", Overpaid = "overpaid", PaidLate = "paid_late" } }
 
+/// What a merchant may mark an invoice (BTCPay's "mark as settled / mark invalid").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkStatus {
+    Paid,
+    Invalid,
+}
+
+text_enum! { MarkStatus as "mark status" { Paid = "paid", Invalid = "invalid" } }
+
+impl MarkStatus {
+    /// The invoice status the mark gives.
+    pub fn invoice_status(self) -> InvoiceStatus {
+        match self {
+            MarkStatus::Paid => InvoiceStatus::Paid,
+            MarkStatus::Invalid => InvoiceStatus::Invalid,
+        }
+    }
+}
+
+/// A merchant's manual resolution of an invoice: no money moves with it (the ledger is
+/// untouched); it records who decided what, why and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceMark {
+    pub status: MarkStatus,
+    pub reason: String,
+    /// Epoch milliseconds.
+    pub marked_at: i64,
+    /// The API key that marked it, and its display prefix (kept if the key is revoked).
+    pub by_key_id: Uuid,
+    pub by: String,
+}
+
+/// `marked` in the invoice resource.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct MarkView {
+    /// What the merchant marked it: `paid` or `invalid`.
+    pub status: MarkStatus,
+    /// The merchant's reason, as given.
+    pub reason: String,
+    /// Epoch seconds.
+    pub marked_at: i64,
+    /// The display prefix of the API key that marked it (`dk_live_1a2b3c4d`).
+    pub by: String,
+    /// The id of that API key.
+    pub api_key_id: Uuid,
+}
+
 /// An invoice as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invoice {
@@ -114,6 +165,8 @@ pub struct Invoice {
     pub static_address_id: Option<Uuid>,
     /// The API shape that made it, whose view its webhooks carry.
     pub view: InvoiceView,
+    /// The merchant's manual resolution, if any (`None`: never marked).
+    pub mark: Option<InvoiceMark>,
     pub session_token: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -286,6 +339,9 @@ pub struct InvoiceResource {
     pub receiver_override: bool,
     pub receiver_override_address: Option<String>,
     pub static_address_id: Option<Uuid>,
+    /// The merchant's manual resolution (`POST /api/v1/invoices/{id}/mark`), or null. The mark
+    /// moves no money: `amount_paid` and the balances show only what was really paid.
+    pub marked: Option<MarkView>,
     pub created_at: i64,
     pub expires_at: i64,
     pub finished_at: Option<i64>,
@@ -343,6 +399,13 @@ impl InvoiceResource {
             receiver_override: invoice.receiver_override_address.is_some(),
             receiver_override_address: invoice.receiver_override_address.map(|a| a.to_checksum(None)),
             static_address_id: invoice.static_address_id,
+            marked: invoice.mark.as_ref().map(|m| MarkView {
+                status: m.status,
+                reason: m.reason.clone(),
+                marked_at: secs(m.marked_at),
+                by: m.by.clone(),
+                api_key_id: m.by_key_id,
+            }),
             created_at: secs(invoice.created_at),
             expires_at: secs(invoice.expires_at),
             finished_at: invoice.finished_at.map(secs),

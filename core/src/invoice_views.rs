@@ -29,7 +29,7 @@ pub enum CreateInvoiceStatus {
     Success,
     /// Not paid in time.
     Expired,
-    /// Cancelled by the merchant.
+    /// Cancelled by the merchant (and depositd's `invalid`: marked invalid by the merchant).
     Cancelled,
 }
 
@@ -41,7 +41,7 @@ impl From<InvoiceStatus> for CreateInvoiceStatus {
                 CreateInvoiceStatus::Success
             }
             InvoiceStatus::Expired => CreateInvoiceStatus::Expired,
-            InvoiceStatus::Cancelled => CreateInvoiceStatus::Cancelled,
+            InvoiceStatus::Cancelled | InvoiceStatus::Invalid => CreateInvoiceStatus::Cancelled,
         }
     }
 }
@@ -128,7 +128,7 @@ pub enum HostedPaymentStatus {
     /// Paid (depositd's `paid`, and `partially_refunded`: most of the payment stays with the
     /// merchant, as a partially refunded card payment stays succeeded).
     Completed,
-    /// Not paid: expired or cancelled.
+    /// Not paid: expired, cancelled or marked invalid.
     Failed,
     /// Refunded in full.
     Refunded,
@@ -139,7 +139,7 @@ impl From<InvoiceStatus> for HostedPaymentStatus {
         match status {
             InvoiceStatus::Pending | InvoiceStatus::Processing => HostedPaymentStatus::Pending,
             InvoiceStatus::Paid | InvoiceStatus::PartiallyRefunded => HostedPaymentStatus::Completed,
-            InvoiceStatus::Expired | InvoiceStatus::Cancelled => HostedPaymentStatus::Failed,
+            InvoiceStatus::Expired | InvoiceStatus::Cancelled | InvoiceStatus::Invalid => HostedPaymentStatus::Failed,
             InvoiceStatus::Refunded => HostedPaymentStatus::Refunded,
         }
     }
@@ -253,7 +253,7 @@ mod tests {
     fn every_status_has_a_word_in_each_seed() {
         use InvoiceStatus::*;
         let words: Vec<serde_json::Value> =
-            [Pending, Processing, Paid, Expired, Cancelled, Refunded, PartiallyRefunded]
+            [Pending, Processing, Paid, Expired, Cancelled, Refunded, PartiallyRefunded, Invalid]
                 .into_iter()
                 .map(|s| serde_json::json!([CreateInvoiceStatus::from(s), HostedPaymentStatus::from(s)]))
                 .collect();
@@ -265,7 +265,9 @@ mod tests {
             ["cancelled", "failed"],
             ["success", "refunded"],
             ["success", "completed"],
+            ["cancelled", "failed"],
         ];
+        assert_eq!(InvoiceStatus::ALL.len(), expected.len(), "a status without its words here");
         assert_eq!(words, expected.map(|pair| serde_json::json!(pair)));
     }
 }

@@ -9,6 +9,9 @@
 //! rules belong to each API shape (they differ between the reference docs); the amount bounds,
 //! currencies, chains and assets, expiry bounds, the price, the fee and the address are the
 //! product's, and are decided here.
+//!
+//! [`mark`] is the merchant's manual resolution of an invoice (BTCPay's "mark as settled / mark
+//! invalid"): a status and a recorded reason, never money (see its doc for the rules).
 
 use alloy::primitives::Address;
 use rust_decimal::Decimal;
@@ -17,7 +20,7 @@ use uuid::Uuid;
 use crate::api_key::{KeyMode, KeyModeMismatch};
 use crate::config::{AssetRef, ChainConfig, Config};
 use crate::deposit_address::AddressPurpose;
-use crate::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, SessionSigner};
+use crate::invoice::{Invoice, InvoiceDetails, InvoiceMark, InvoiceResource, InvoiceStatus, MarkStatus, SessionSigner};
 use crate::invoice_views::InvoiceView;
 use crate::merchant::Merchant;
 use crate::outbox::{self, EventType};
@@ -205,6 +208,7 @@ fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Resu
         receiver_override_address: request.receiver_override_address,
         static_address_id: None,
         view: request.view,
+        mark: None,
         session_token: Invoice::new_session_token(),
         created_at: now,
         expires_at: now + expires_in as i64,
@@ -245,4 +249,187 @@ pub async fn create(
     let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
     outbox::record_invoice(tx, EventType::InvoiceCreated, &invoice, &resource).await?;
     Ok((invoice, resource))
+}
+
+/// A merchant's mark, as the transport parsed it (the reason already checked for length).
+#[derive(Debug, Clone)]
+pub struct MarkRequest {
+    pub status: MarkStatus,
+    pub reason: String,
+    /// The API key asking: its id and display prefix, recorded with the mark.
+    pub by_key_id: Uuid,
+    pub by: String,
+}
+
+/// Why an invoice was not marked.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error("no such invoice")]
+    NotFound,
+    /// The invoice's state does not allow the mark; the message says why and what to do.
+    #[error("{0}")]
+    NotMarkable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What [`mark`] did.
+#[derive(Debug, Clone)]
+pub struct Marked {
+    pub invoice: Invoice,
+    /// False when the invoice already carried this mark: nothing was written or announced.
+    pub changed: bool,
+}
+
+/// How often [`mark`] decides again when a concurrent change (a deposit confirming, an expiry)
+/// committed between its read and its write.
+const MARK_ATTEMPTS: usize = 5;
+
+/// Marks merchant `merchant_id`'s invoice `id` paid or invalid with a reason, in the caller's
+/// transaction, and announces it (`invoice.marked_paid` / `invoice.marked_invalid`). The mark
+/// moves no money: nothing is posted, the amount paid and the flags stay what the chain paid.
+///
+/// Rules:
+/// - `pending`, `processing` and `expired` (with or without an underpayment) invoices may be
+///   marked either way; `finished_at` is set if it was not;
+/// - a marked invoice may be marked the other way (the merchant corrects a mark: the new mark
+///   replaces the old and is announced); the same mark again changes nothing and announces
+///   nothing (the first reason stays);
+/// - a `paid` invoice that the chain paid (not marked) cannot be marked: paid again means
+///   nothing, and marking invalid an invoice whose money was credited in full would show a
+///   void order while the merchant holds its money; such an invoice is refunded instead
+///   (`POST /api/v1/invoices/{id}/refunds`), which the ledger records;
+/// - `cancelled`, `refunded` and `partially_refunded` invoices cannot be marked: they are
+///   resolved already.
+///
+/// Concurrency: the write is a compare-and-set on the status, the amount paid and the mark
+/// read (`invoices::set_mark`); a deposit confirming in between makes it decide again on the
+/// fresh invoice, and crediting's own compare-and-set retries the other way round, so neither
+/// change is lost. Payments that arrive after a mark are credited by `crediting` as to any
+/// finished invoice: to the ledger exactly once, flagged, with the mark and its status kept
+/// (a merchant's decision stands until the merchant changes it).
+pub async fn mark(
+    tx: &mut Tx,
+    ctx: Context<'_>,
+    merchant_id: Uuid,
+    id: Uuid,
+    request: MarkRequest,
+) -> Result<Marked, MarkError> {
+    for _ in 0..MARK_ATTEMPTS {
+        let read = invoices::get(tx, merchant_id, id).await?.ok_or(MarkError::NotFound)?;
+        if read.mark.as_ref().is_some_and(|m| m.status == request.status) {
+            return Ok(Marked { invoice: read, changed: false });
+        }
+        markable(&read, request.status)?;
+        let now = now_ms();
+        let mut invoice = read.clone();
+        invoice.status = request.status.invoice_status();
+        invoice.finished_at = Some(read.finished_at.unwrap_or(now));
+        invoice.mark = Some(InvoiceMark {
+            status: request.status,
+            reason: request.reason.clone(),
+            marked_at: now,
+            by_key_id: request.by_key_id,
+            by: request.by.clone(),
+        });
+        if !invoices::set_mark(tx, &read, &invoice).await? {
+            continue; // Changed since the read: decide again on what it is now.
+        }
+        let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
+        let event = match request.status {
+            MarkStatus::Paid => EventType::InvoiceMarkedPaid,
+            MarkStatus::Invalid => EventType::InvoiceMarkedInvalid,
+        };
+        outbox::record_invoice(tx, event, &invoice, &resource).await?;
+        return Ok(Marked { invoice, changed: true });
+    }
+    Err(StoreError::Conflict("invoice changed concurrently; retry").into())
+}
+
+/// Whether `invoice` may take `status` (see [`mark`]'s rules).
+fn markable(invoice: &Invoice, status: MarkStatus) -> Result<(), MarkError> {
+    match invoice.status {
+        InvoiceStatus::Pending | InvoiceStatus::Processing | InvoiceStatus::Expired => Ok(()),
+        // Only a mark makes these (an `invalid` invoice always carries one).
+        InvoiceStatus::Paid | InvoiceStatus::Invalid if invoice.mark.is_some() => Ok(()),
+        InvoiceStatus::Paid => Err(MarkError::NotMarkable(match status {
+            MarkStatus::Paid => "the invoice is already paid (its payments were credited)".to_owned(),
+            MarkStatus::Invalid => "the invoice was paid and its payments credited; refund it \
+                                   (POST /api/v1/invoices/{id}/refunds) instead of marking it invalid"
+                .to_owned(),
+        })),
+        other => Err(MarkError::NotMarkable(format!(
+            "only a pending, processing or expired invoice (or one marked before) can be marked; this one is {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invoice(status: InvoiceStatus, marked: Option<MarkStatus>) -> Invoice {
+        Invoice {
+            id: Uuid::now_v7(),
+            merchant_id: Uuid::now_v7(),
+            external_id: None,
+            status,
+            payment_flags: Vec::new(),
+            amount: Decimal::TEN,
+            currency: "USD".into(),
+            conversion_rate: Decimal::ONE,
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: "USDC".into(),
+            token_address: None,
+            decimals: 6,
+            deposit_address_id: Uuid::now_v7(),
+            address: Default::default(),
+            amount_base_units: 10_000_000u64.into(),
+            fee_base_units: Default::default(),
+            merchant_amount_base_units: 10_000_000u64.into(),
+            amount_paid_base_units: Default::default(),
+            fee_schedule: Default::default(),
+            details: InvoiceDetails::default(),
+            receiver_override_address: None,
+            static_address_id: None,
+            view: InvoiceView::Invoice,
+            mark: marked.map(|status| InvoiceMark {
+                status,
+                reason: "r".into(),
+                marked_at: 0,
+                by_key_id: Uuid::nil(),
+                by: "dk_test_00000000".into(),
+            }),
+            session_token: String::new(),
+            created_at: 0,
+            expires_at: 0,
+            finished_at: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn what_may_be_marked() {
+        use InvoiceStatus::*;
+        for status in [Pending, Processing, Expired] {
+            for to in MarkStatus::ALL {
+                assert!(markable(&invoice(status, None), to).is_ok(), "{status} -> {to}");
+            }
+        }
+        // A marked invoice may be marked the other way (the same way is answered before this).
+        assert!(markable(&invoice(Paid, Some(MarkStatus::Paid)), MarkStatus::Invalid).is_ok());
+        assert!(markable(&invoice(Invalid, Some(MarkStatus::Invalid)), MarkStatus::Paid).is_ok());
+        // Paid by the chain, or already resolved otherwise: never.
+        for status in [Paid, Cancelled, Refunded, PartiallyRefunded] {
+            for to in MarkStatus::ALL {
+                assert!(
+                    matches!(markable(&invoice(status, None), to), Err(MarkError::NotMarkable(_))),
+                    "{status} -> {to}"
+                );
+            }
+        }
+        // A refunded invoice stays unmarkable even if it was marked before it was refunded.
+        assert!(markable(&invoice(Refunded, Some(MarkStatus::Paid)), MarkStatus::Invalid).is_err());
+    }
 }

@@ -20,6 +20,7 @@ mod inactive_shop;
 mod invoices;
 mod key_modes;
 mod ledger;
+mod marks;
 mod openapi;
 mod payments;
 mod payouts_api;

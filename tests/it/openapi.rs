@@ -31,9 +31,13 @@ async fn real_responses_match_the_openapi_document() {
     let app = TestApp::spawn_with(&db, |c| c.settings.webhooks.allow_private_targets = true).await;
     let document: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1");
-    for path in
-        ["/api/v1/invoices", "/api/v1/invoices/{id}", "/api/v1/invoices/{id}/cancel", "/api/v1/static-addresses"]
-    {
+    for path in [
+        "/api/v1/invoices",
+        "/api/v1/invoices/{id}",
+        "/api/v1/invoices/{id}/cancel",
+        "/api/v1/invoices/{id}/mark",
+        "/api/v1/static-addresses",
+    ] {
         assert!(document["paths"].get(path).is_some(), "{path} is documented");
     }
 
@@ -61,6 +65,22 @@ async fn real_responses_match_the_openapi_document() {
         .await
         .unwrap();
     assert_valid(&document, "InvoiceResource", &cancelled);
+    let mark = json!({"status": "invalid", "reason": "duplicate order"});
+    assert_valid(&document, "MarkInvoice", &mark);
+    let marked: Value = app
+        .client
+        .post(app.url(&format!("/api/v1/invoices/{}/mark", created["id"].as_str().unwrap())))
+        .header("x-api-key", &key)
+        .json(&mark)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(marked["marked"]["status"], "invalid", "{marked}");
+    assert_valid(&document, "InvoiceResource", &marked);
+    assert!(!schema_for(&document, "MarkInvoice").is_valid(&json!({"status": "invalid", "reason": "  "})));
 
     let rail: Value = app.create_static_address(&key, json!({"customer_id": "c"})).await.json().await.unwrap();
     assert_valid(&document, "StaticAddressResource", &rail);

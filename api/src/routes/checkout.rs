@@ -93,6 +93,7 @@ pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<R
         }
         InvoiceStatus::Expired => "This payment request has expired.".to_owned(),
         InvoiceStatus::Cancelled => "This payment request was cancelled.".to_owned(),
+        InvoiceStatus::Invalid => "This payment request is no longer valid.".to_owned(),
         InvoiceStatus::Processing => "Payment detected, waiting for confirmations...".to_owned(),
         InvoiceStatus::Pending if invoice.payment_flags.contains(&PaymentFlag::Underpaid) => {
             format!("Underpaid: send {} {} more.", due.to_display(invoice.decimals), invoice.asset)

@@ -1,5 +1,5 @@
 //! `POST /api/v1/invoices`, `GET /api/v1/invoices/{id}`, `GET /api/v1/invoices`,
-//! `POST /api/v1/invoices/{id}/cancel`.
+//! `POST /api/v1/invoices/{id}/cancel`, `POST /api/v1/invoices/{id}/mark`.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::evm::parse_address;
-use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus};
+use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, MarkStatus};
 use depositd_core::invoice_views::InvoiceView;
-use depositd_core::invoicing::{self, InvoiceRequest};
+use depositd_core::invoicing::{self, InvoiceRequest, MarkError, MarkRequest};
 use depositd_core::outbox::{self, EventType};
 use depositd_core::store::invoices::{self, InvoiceFilter};
 use depositd_core::store::{Conn, StoreError, cursors};
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract::{self, Page, PathId};
-use crate::idempotency::{self, Create, Creation};
+use crate::idempotency::{self, Create, Creation, Parent};
 use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
 use crate::validate;
@@ -297,4 +297,80 @@ pub async fn cancel(
     outbox::record_invoice(&mut tx, EventType::InvoiceCancelled, &invoice, &resource).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(resource))
+}
+
+/// The request body of a mark. Unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarkInvoice {
+    /// `paid` or `invalid`.
+    pub status: MarkStatus,
+    /// Why (shown in the invoice's `marked` and its webhooks): 1 to 500 characters, not blank.
+    pub reason: String,
+}
+
+impl Creation for MarkInvoice {
+    const SCOPE: Scope = Scope::InvoicesWrite;
+    const ENDPOINT: &'static str = "POST /api/v1/invoices/{id}/mark";
+}
+
+/// The invoice a mark is of, from the path.
+pub struct MarkedInvoice(uuid::Uuid);
+
+impl Parent for MarkedInvoice {
+    const IN_PATH: bool = true;
+
+    fn parse(id: Option<&str>) -> Result<Self, ApiError> {
+        extract::path_id("invoice", id.unwrap_or_default()).map(MarkedInvoice)
+    }
+
+    /// The key covers the invoice too: the same key and body for another invoice is a conflict.
+    fn claim(&self, body: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({ "invoice_id": self.0, "body": body })
+    }
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/invoices/{id}/mark", tag = "invoices",
+    params(
+        ("id" = Uuid, Path, description = "Invoice id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Safe retries: the same key, invoice and body replay the first response"),
+    ),
+    request_body = MarkInvoice,
+    responses(
+        (status = 200, description = "The marked invoice (also when it already carried this mark: nothing changes then). No money moves: the ledger and balances are untouched", body = InvoiceResource),
+        (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks invoices:write", body = crate::error::ErrorBody),
+        (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
+        (status = 409, description = "invoice_not_markable: paid by the chain, cancelled or refunded; or an idempotency conflict", body = crate::error::ErrorBody),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
+pub async fn mark(
+    State(state): State<AppState>,
+    Create { auth, parent: MarkedInvoice(id), request, guard }: Create<MarkInvoice, MarkedInvoice>,
+) -> Result<Response, ApiError> {
+    let reason = validate::text("reason", Some(request.reason), 500)?.unwrap_or_default();
+    if reason.trim().is_empty() {
+        return Err(ApiError::invalid("reason", "invalid_parameter", "reason must not be blank"));
+    }
+    let request =
+        MarkRequest { status: request.status, reason, by_key_id: auth.key.id, by: auth.key.display_prefix.clone() };
+    let mut tx = state.store.begin().await?;
+    let marked =
+        invoicing::mark(&mut tx, state.invoicing(), auth.merchant.id, id, request).await.map_err(|e| match e {
+            MarkError::NotFound => ApiError::not_found("invoice"),
+            MarkError::NotMarkable(message) => {
+                ApiError::Conflict { code: "invoice_not_markable", message, param: None }
+            }
+            MarkError::Store(e) => e.into(),
+        })?;
+    let resource = resource(&state, &mut tx, &marked.invoice).await?;
+    let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
+    let response = idempotency::commit(guard, tx, StatusCode::OK, body).await?;
+    if marked.changed {
+        tracing::info!(invoice_id = %id, merchant_id = %auth.merchant.id, status = %marked.invoice.status, "invoice marked");
+    }
+    Ok(response)
 }

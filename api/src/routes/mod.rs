@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/api/v1/invoices/{id}", get(invoices::get))
         .route("/api/v1/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/api/v1/invoices/{id}/mark", post(invoices::mark))
         .route("/api/v1/invoices/{id}/refunds", post(payouts::create_refund))
         .route("/api/v1/create-invoice", post(create_invoice::create))
         .route("/api/v1/invoice-status/{invoice_id}", get(create_invoice::status))

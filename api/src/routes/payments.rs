@@ -159,7 +159,9 @@ impl PaymentSession {
             return_url: (invoice.status == InvoiceStatus::Paid && redirect_allowed)
                 .then(|| d.return_url.clone().or_else(|| d.success_url.clone()))
                 .flatten(),
-            fail_url: (invoice.status == InvoiceStatus::Expired).then(|| d.fail_url.clone()).flatten(),
+            fail_url: matches!(invoice.status, InvoiceStatus::Expired | InvoiceStatus::Invalid)
+                .then(|| d.fail_url.clone())
+                .flatten(),
         }
     }
 }
@@ -239,7 +241,7 @@ fn checked_answers(invoice: &Invoice, answers: &[String]) -> Result<Vec<String>,
             param: None,
         });
     }
-    if matches!(invoice.status, InvoiceStatus::Cancelled | InvoiceStatus::Expired) {
+    if matches!(invoice.status, InvoiceStatus::Cancelled | InvoiceStatus::Expired | InvoiceStatus::Invalid) {
         return Err(ApiError::Conflict {
             code: "invoice_finished",
             message: format!("the invoice is {}", invoice.status),

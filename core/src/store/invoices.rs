@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
-use crate::invoice::{Invoice, InvoiceDetails, InvoiceStatus, PaymentFlag, PaymentView};
+use crate::invoice::{Invoice, InvoiceDetails, InvoiceMark, InvoiceStatus, MarkStatus, PaymentFlag, PaymentView};
 use crate::invoice_views::InvoiceView;
 use crate::money::BaseUnits;
 use crate::time::now_ms;
@@ -16,7 +16,8 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
     chain, chain_id, asset, token_address, decimals, deposit_address_id, address, amount_base_units, fee_base_units, \
     merchant_amount_base_units, amount_paid_base_units, description, customer_id, customer_email, metadata, title, \
     footer, return_url, use_return_url, success_url, fail_url, callback_url, questions, receiver_override_address, \
-    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units, answers, api_view, customer_name";
+    static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units, answers, api_view, customer_name, \
+    marked_status, marked_reason, marked_at, marked_by_key_id, marked_by";
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
@@ -63,6 +64,11 @@ struct InvoiceRow {
     answers: Option<String>,
     api_view: InvoiceView,
     customer_name: Option<String>,
+    marked_status: Option<MarkStatus>,
+    marked_reason: Option<String>,
+    marked_at: Option<i64>,
+    marked_by_key_id: Option<Text<Uuid>>,
+    marked_by: Option<String>,
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -77,6 +83,13 @@ fn json_column<T: serde::de::DeserializeOwned>(
 impl TryFrom<InvoiceRow> for Invoice {
     type Error = StoreError;
     fn try_from(r: InvoiceRow) -> Result<Self, StoreError> {
+        let mark = match (r.marked_status, r.marked_reason, r.marked_at, r.marked_by_key_id, r.marked_by) {
+            (None, None, None, None, None) => None,
+            (Some(status), Some(reason), Some(marked_at), Some(by_key_id), Some(by)) => {
+                Some(InvoiceMark { status, reason, marked_at, by_key_id: by_key_id.0, by })
+            }
+            _ => return Err(StoreError::Corrupt(format!("invoices.marked_* of {} are partly set", r.id.0))),
+        };
         Ok(Invoice {
             id: r.id.0,
             merchant_id: r.merchant_id.0,
@@ -123,6 +136,7 @@ impl TryFrom<InvoiceRow> for Invoice {
             receiver_override_address: opt(r.receiver_override_address),
             static_address_id: opt(r.static_address_id),
             view: r.api_view,
+            mark,
             session_token: r.session_token,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -147,7 +161,8 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43)"
+         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, \
+         $44, $45, $46, $47, $48)"
     )))
     .bind(Text(invoice.id))
     .bind(Text(invoice.merchant_id))
@@ -192,6 +207,11 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
     .bind(invoice.view)
     .bind(&d.customer_name)
+    .bind(invoice.mark.as_ref().map(|m| m.status))
+    .bind(invoice.mark.as_ref().map(|m| m.reason.clone()))
+    .bind(invoice.mark.as_ref().map(|m| m.marked_at))
+    .bind(invoice.mark.as_ref().map(|m| Text(m.by_key_id)))
+    .bind(invoice.mark.as_ref().map(|m| m.by.clone()))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::on_conflict(e, "external_id"))?;
@@ -392,6 +412,36 @@ pub async fn update_payment_state(conn: &mut Conn, read: &Invoice, invoice: &Inv
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("invoice changed concurrently; retry")) }
+}
+
+/// Writes a merchant's mark (`invoice.mark`, which must be set) and the status and finished time
+/// it gives, but only if the invoice's status, amount paid and mark are still what `read` saw
+/// (the compare-and-set of [`update_payment_state`]): a deposit confirming, an expiry or another
+/// mark committed in between makes this return false, and the caller decides again on fresh
+/// data. Flags and the amount paid are never written here: a mark moves no money.
+#[tracing::instrument(skip_all, fields(invoice_id = %invoice.id))]
+pub async fn set_mark(conn: &mut Conn, read: &Invoice, invoice: &Invoice) -> Result<bool, StoreError> {
+    let mark = invoice.mark.as_ref().ok_or_else(|| StoreError::Corrupt("set_mark needs a mark".into()))?;
+    let done = sqlx::query(
+        "UPDATE invoices SET status = $1, finished_at = $2, updated_at = $3, marked_status = $4, marked_reason = $5, \
+         marked_at = $6, marked_by_key_id = $7, marked_by = $8 \
+         WHERE id = $9 AND status = $10 AND amount_paid_base_units = $11 AND COALESCE(marked_status, '') = $12",
+    )
+    .bind(invoice.status)
+    .bind(invoice.finished_at)
+    .bind(now_ms())
+    .bind(mark.status)
+    .bind(&mark.reason)
+    .bind(mark.marked_at)
+    .bind(Text(mark.by_key_id))
+    .bind(&mark.by)
+    .bind(Text(invoice.id))
+    .bind(read.status)
+    .bind(read.amount_paid_base_units)
+    .bind(read.mark.as_ref().map(|m| m.status.as_str()).unwrap_or(""))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Stores the payer's answers to the invoice's questions (validated by the caller).

@@ -210,6 +210,7 @@ pub async fn create_deposit_invoice(
         receiver_override_address: None,
         static_address_id: Some(static_address.id),
         view: crate::invoice_views::InvoiceView::Invoice,
+        mark: None,
         session_token: Invoice::new_session_token(),
         created_at: now,
         expires_at: now,
