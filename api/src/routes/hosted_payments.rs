@@ -86,7 +86,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
     let view = HostedPaymentResource::build(&invoice, &resource)
         .ok_or_else(|| ApiError::internal(std::io::Error::other("a hosted payment is not whole cents")))?;
