@@ -88,6 +88,23 @@ async fn a_claim_commits_with_the_work_and_a_concurrent_claim_waits_for_it(db: T
     );
     // Keys are per merchant.
     assert_eq!(idempotency::lookup(&mut conn, Uuid::now_v7(), "k2", "ep", "h").await.unwrap(), None);
+
+    // A record past its retention binds nothing: the key is claimed afresh, for any request.
+    sqlx::query("UPDATE idempotency_keys SET expires_at = 1 WHERE idempotency_key = 'k2'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(idempotency::lookup(&mut conn, m, "k2", "ep", "another").await.unwrap(), None);
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(idempotency::claim(&mut tx, m, "k2", "ep", "another").await.unwrap(), Claim::Owned);
+    idempotency::complete(&mut tx, m, "k2", 201, "third").await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(
+        idempotency::lookup(&mut conn, m, "k2", "ep", "another").await.unwrap(),
+        Some(Claim::Replay { status: 201, body: "third".into() })
+    );
 }
 
 /// Runs `depositd --database-url <db> <args>` (another process on the same database).

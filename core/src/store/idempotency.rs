@@ -113,17 +113,16 @@ pub async fn claim(
     request_hash: &str,
 ) -> Result<Claim, StoreError> {
     let now = now_ms();
-    // Forget a record past its retention, so the key can be used afresh.
-    sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND expires_at <= $3")
-        .bind(Text(merchant_id))
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    // On PostgreSQL this waits while another transaction holds an uncommitted claim of the key.
+    // A record past its retention is replaced, so the key can be used afresh. On PostgreSQL this
+    // waits while another transaction holds an uncommitted claim of the key, then inserts (that
+    // one rolled back) or does nothing (it committed a record still retained).
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (merchant_id, idempotency_key, endpoint, request_hash, state, locked_until, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET \
+         endpoint = excluded.endpoint, request_hash = excluded.request_hash, state = 'in_progress', \
+         response_status = NULL, response_body = NULL, locked_until = excluded.locked_until, \
+         created_at = excluded.created_at, expires_at = excluded.expires_at \
+         WHERE idempotency_keys.expires_at <= $6",
     )
     .bind(Text(merchant_id))
     .bind(key)
