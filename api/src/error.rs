@@ -43,6 +43,10 @@ pub enum ApiError {
     /// 500: our fault. The source is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Not an error: the stored response of an `Idempotency-Key` that a concurrent request with
+    /// the same body completed first, answered as is (see `crate::idempotency::begin`).
+    #[error("replayed an idempotent response")]
+    Replay(Box<Response>),
 }
 
 impl ApiError {
@@ -94,6 +98,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited", None),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, "api_error", code, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", None),
+            ApiError::Replay(response) => (response.status(), "", "", None),
         }
     }
 }
@@ -136,6 +141,9 @@ pub struct ErrorDetail<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::Replay(response) = self {
+            return *response;
+        }
         let (status, kind, code, param) = self.parts();
         let message = match &self {
             ApiError::Internal(source) => {

@@ -1,9 +1,12 @@
 //! `Idempotency-Key` handling around a creating request (see `depositd_core::store::idempotency`).
 //!
-//! Flow: parse the body, [`begin`] (claim the key or replay), validate and do the work in a
-//! transaction that also calls [`IdempotencyGuard::complete`], commit, then
-//! [`IdempotencyGuard::disarm`]. A guard dropped while armed (an error, a `?`) releases the claim,
-//! so a corrected retry with the same key can proceed. Only successful responses are stored.
+//! Flow: parse the body, [`check`] the key (a plain read: replay a completed response, or refuse
+//! a key used with another request, before the body's fields are checked), validate, then open
+//! the work's transaction with [`begin`], which claims the key first thing in it, do the work,
+//! and [`commit`], which completes the record in the same transaction. One write transaction per
+//! creation: the claim, the work and the stored response commit together or not at all, so a
+//! failed request (an error, a `?`, a crash) leaves no record and a corrected retry proceeds.
+//! Only successful responses are stored.
 //!
 //! [`Create`] is that flow's front half as an extractor: every creating handler takes it and
 //! starts at the work.
@@ -16,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use depositd_core::api_key::Scope;
 use depositd_core::store::idempotency::{self, Claim};
-use depositd_core::store::{Conn, Store, Tx};
+use depositd_core::store::{Store, Tx};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -25,57 +28,56 @@ use crate::error::ApiError;
 use crate::extract::{self, PathId};
 use crate::state::AppState;
 
-/// How long a request waits for a concurrent one with the same key before answering 409.
+/// How long a request waits for a concurrent one with the same key before answering 409 (only an
+/// earlier daemon's claim, committed before its work, makes one wait: claims of this one are
+/// waited for by the database, see `depositd_core::store::idempotency`).
 const WAIT_FOR_OWNER: Duration = Duration::from_secs(10);
 
-pub enum Begin {
-    /// Do the work; complete the guard (when there is one) in the same transaction.
-    Proceed(Option<IdempotencyGuard>),
-    /// Answer with this stored response.
-    Replay(Response),
-}
-
+/// A request's `Idempotency-Key`, checked and not yet claimed: [`begin`] claims it in the
+/// work's transaction, [`commit`] completes it there.
 pub struct IdempotencyGuard {
-    store: Store,
     merchant_id: Uuid,
     key: String,
-    armed: bool,
+    endpoint: &'static str,
+    request_hash: String,
 }
 
-impl IdempotencyGuard {
-    pub async fn complete(&self, conn: &mut Conn, status: StatusCode, body: &str) -> Result<(), ApiError> {
-        Ok(idempotency::complete(conn, self.merchant_id, &self.key, status.as_u16(), body).await?)
-    }
-
-    /// The work committed: keep the record.
-    pub fn disarm(mut self) {
-        self.armed = false;
-    }
+/// The stored response of a key used before with the same request, marked as a replay.
+pub fn replay(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static header"));
+    response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
+    response
 }
 
-impl Drop for IdempotencyGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let (store, merchant_id, key) = (self.store.clone(), self.merchant_id, std::mem::take(&mut self.key));
-            tokio::spawn(async move {
-                if let Err(error) = idempotency::release(&store, merchant_id, &key).await {
-                    tracing::warn!(%error, "cannot release an idempotency claim; it expires with its lease");
-                }
-            });
-        }
+fn conflict() -> ApiError {
+    ApiError::Conflict {
+        code: "idempotency_conflict",
+        message: "this Idempotency-Key was already used with a different request; use a new key".into(),
+        param: Some("Idempotency-Key".into()),
     }
 }
 
-/// Claims the request's `Idempotency-Key` (if any) for `endpoint` and this body.
-pub async fn begin(
+fn in_use() -> ApiError {
+    ApiError::Conflict {
+        code: "idempotency_key_in_use",
+        message: "another request with this Idempotency-Key is still being processed; retry shortly".into(),
+        param: Some("Idempotency-Key".into()),
+    }
+}
+
+/// Checks the request's `Idempotency-Key` (if any) for `endpoint` and this body without claiming
+/// it: `Ok(Ok(guard))` to proceed (`None` without a key), `Ok(Err(response))` to replay.
+pub async fn check(
     store: &Store,
     merchant_id: Uuid,
     headers: &HeaderMap,
-    endpoint: &str,
+    endpoint: &'static str,
     body: &serde_json::Value,
-) -> Result<Begin, ApiError> {
+) -> Result<Result<Option<IdempotencyGuard>, Response>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
-        return Ok(Begin::Proceed(None));
+        return Ok(Ok(None));
     };
     let key = raw
         .to_str()
@@ -96,46 +98,56 @@ pub async fn begin(
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
-        match idempotency::claim(store, merchant_id, &key, endpoint, &request_hash).await? {
-            Claim::Owned => {
-                return Ok(Begin::Proceed(Some(IdempotencyGuard {
-                    store: store.clone(),
-                    merchant_id,
-                    key,
-                    armed: true,
-                })));
-            }
-            Claim::Replay { status, body } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                let mut response = (status, body).into_response();
-                response.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static header"));
-                response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header"));
-                return Ok(Begin::Replay(response));
-            }
-            Claim::Mismatch => {
-                return Err(ApiError::Conflict {
-                    code: "idempotency_conflict",
-                    message: "this Idempotency-Key was already used with a different request; use a new key".into(),
-                    param: Some("Idempotency-Key".into()),
-                });
-            }
-            Claim::InProgress if started.elapsed() < WAIT_FOR_OWNER => {
+        let found = {
+            let mut conn = store.conn().await?;
+            idempotency::lookup(&mut conn, merchant_id, &key, endpoint, &request_hash).await?
+        };
+        match found {
+            None => return Ok(Ok(Some(IdempotencyGuard { merchant_id, key, endpoint, request_hash }))),
+            Some(Claim::Replay { status, body }) => return Ok(Err(replay(status, body))),
+            Some(Claim::Mismatch) => return Err(conflict()),
+            Some(Claim::InProgress | Claim::Owned) if started.elapsed() < WAIT_FOR_OWNER => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            Claim::InProgress => {
-                return Err(ApiError::Conflict {
-                    code: "idempotency_key_in_use",
-                    message: "another request with this Idempotency-Key is still being processed; retry shortly".into(),
-                    param: Some("Idempotency-Key".into()),
-                });
-            }
+            Some(Claim::InProgress | Claim::Owned) => return Err(in_use()),
         }
     }
 }
 
-/// Finishes a creating request: stores the response with the key (if any) in `tx`, commits, and
-/// answers `status` (201, or 200 where a seed says so) with exactly the stored bytes.
+/// Opens the work's write transaction and, with a key, claims it there first: the transaction
+/// to do the work in, or the answer when the key turns out taken meanwhile (a concurrent
+/// request with it committed first): [`ApiError::Replay`] of its response, or a conflict.
+pub async fn begin(store: &Store, guard: &Option<IdempotencyGuard>) -> Result<Tx, ApiError> {
+    let Some(guard) = guard else {
+        return Ok(store.begin().await?);
+    };
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let mut tx = store.begin().await?;
+        let claim =
+            idempotency::claim(&mut tx, guard.merchant_id, &guard.key, guard.endpoint, &guard.request_hash).await?;
+        if claim == Claim::Owned {
+            return Ok(tx);
+        }
+        tx.rollback().await.map_err(depositd_core::store::StoreError::from)?;
+        match claim {
+            Claim::Owned => unreachable!("returned above"),
+            Claim::Replay { status, body } => return Err(ApiError::Replay(Box::new(replay(status, body)))),
+            Claim::Mismatch => return Err(conflict()),
+            Claim::InProgress if started.elapsed() < WAIT_FOR_OWNER => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Claim::InProgress => return Err(in_use()),
+        }
+    }
+}
+
+/// Finishes a creating request: stores the response with the key (if any) in `tx`, the
+/// transaction [`begin`] opened, commits, and answers `status` (201, or 200 where a seed says so)
+/// with exactly the stored bytes.
 pub async fn commit(
     guard: Option<IdempotencyGuard>,
     mut tx: Tx,
@@ -143,12 +155,9 @@ pub async fn commit(
     body: String,
 ) -> Result<Response, ApiError> {
     if let Some(guard) = &guard {
-        guard.complete(&mut tx, status, &body).await?;
+        idempotency::complete(&mut tx, guard.merchant_id, &guard.key, status.as_u16(), &body).await?;
     }
     tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
-    if let Some(guard) = guard {
-        guard.disarm();
-    }
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -183,7 +192,7 @@ impl Parent for () {
 }
 
 /// A creating request ready for its work: authenticated, authorized, its body one JSON object
-/// parsed into `T`, and its `Idempotency-Key` (if any) claimed. The checks run in one order on
+/// parsed into `T`, and its `Idempotency-Key` (if any) checked. The checks run in one order on
 /// every creating endpoint: the key, an undecodable path `{id}`, then (with the body read) the
 /// scope, the parent id, the body's size and JSON, the idempotency key (a replay or a conflict),
 /// and last the body's fields.
@@ -194,7 +203,8 @@ pub struct Create<T, P = ()> {
     pub auth: Authenticated,
     pub parent: P,
     pub request: T,
-    /// Complete it with the work's transaction ([`commit`]); dropped armed, it releases the claim.
+    /// The checked key: claim it with the work's transaction ([`begin`]), complete it there
+    /// ([`commit`]).
     pub guard: Option<IdempotencyGuard>,
 }
 
@@ -226,13 +236,13 @@ impl<T: Creation, P: Parent> Create<T, P> {
         let body = extract::body(body)?;
         let checked = extract::json_object_exact(&body)?;
         let guard =
-            match begin(&state.store, auth.merchant.id, &headers, T::ENDPOINT, &parent.claim(checked.fingerprint()))
+            match check(&state.store, auth.merchant.id, &headers, T::ENDPOINT, &parent.claim(checked.fingerprint()))
                 .await?
             {
-                Begin::Proceed(guard) => guard,
-                Begin::Replay(response) => return Ok(Err(response)),
+                Ok(guard) => guard,
+                Err(response) => return Ok(Err(response)),
             };
-        // A refused field drops the guard, which releases the claim for a corrected retry.
+        // Nothing is claimed yet: a refused field leaves no record, and a corrected retry proceeds.
         let request = extract::typed(&body)?;
         Ok(Ok(Create { auth, parent, request, guard }))
     }

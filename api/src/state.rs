@@ -32,6 +32,8 @@ pub struct AppState {
     pub webhook_secrets: depositd_core::webhooks::SecretBox,
     /// One RPC client per enabled chain (its first URL), for readiness checks.
     pub chain_rpcs: Arc<Vec<(ChainConfig, DynProvider)>>,
+    /// Recent successful authentications (see `crate::auth`).
+    pub key_cache: Arc<crate::auth::KeyCache>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             limits,
             metrics,
             chain_rpcs: Arc::new(chain_rpcs),
+            key_cache: Arc::default(),
         }
     }
 }

@@ -439,8 +439,9 @@ fn creation_bound(r: &BackendResult, m: &Measured, per_second: f64, cores: usize
     let per_creation_ms = 1000.0 / per_second.max(1e-9);
     let mut text = format!(
         "Each creation takes {} inside the daemon on average; one completes every {per_creation_ms:.2} ms. Each is \
-         two write transactions (the idempotency claim; then a deposit address claimed from the pool derived ahead \
-         of time, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so that concurrent creations take different rows, the invoice, its `invoice.created` event and the idempotency record written): the addresses are \
+         one read (the `Idempotency-Key` checked for a replay; the API key comes from the API's cache, re-read \
+         at most once a second) and one write transaction (the key claimed, a deposit address claimed from the pool derived ahead \
+         of time, with `FOR UPDATE SKIP LOCKED` on PostgreSQL so that concurrent creations take different rows, the invoice, its `invoice.created` event and the idempotency record completed): the addresses are \
          derived and their HD indices taken by the API component's pool task, in its own transactions, so \
          creations do not wait on the HD counter row while the pool has addresses.",
         ms(m.server_mean_ms),
@@ -487,9 +488,9 @@ fn creation_bound(r: &BackendResult, m: &Measured, per_second: f64, cores: usize
         text.push_str(&format!(
             " On SQLite one write transaction commits at a time, by SQLite's design (a single writer; `BEGIN \
              IMMEDIATE` takes the write lock up front), and the daemon's write transactions queue for their turn on \
-             an in-process lock before they begin; at two write transactions per creation, this rate is one write \
+             an in-process lock before they begin; at one write transaction per creation, this rate is one write \
              transaction every {:.2} ms.",
-            per_creation_ms / 2.0
+            per_creation_ms
         ));
         if let Some((_, rows)) = &r.syscalls
             && let Some((name, share, calls, usecs)) = rows.first()

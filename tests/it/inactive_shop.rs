@@ -58,6 +58,14 @@ async fn an_inactive_shop_is_refused_but_its_payments_are_still_credited(db: Tes
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no merchant with id or name \"Nobody\""));
 
+    // Deactivated by another process: the API honours it within a second (its cache of a known
+    // key lives at most that long), so wait up to 2 s for the first refusal.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline
+        && app.client.get(app.url(&invoice_path)).header("x-api-key", &key).send().await.unwrap().status() == 200
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Its key is refused everywhere, reads and writes alike.
     let refused = |response: reqwest::Response| async move {
         let body = assert_error(response, 401, "merchant_inactive", None).await;

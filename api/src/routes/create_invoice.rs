@@ -85,7 +85,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let external_id = request.external_id.clone();
     let (invoice, resource) = match invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await {
         Ok(created) => created,

@@ -88,7 +88,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request)
         .await
         .map_err(|e| in_cents(&state, &auth, e))?;

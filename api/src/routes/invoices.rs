@@ -86,7 +86,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     let response = idempotency::commit(guard, tx, StatusCode::CREATED, body).await?;
@@ -357,7 +357,7 @@ pub async fn mark(
     }
     let request =
         MarkRequest { status: request.status, reason, by_key_id: auth.key.id, by: auth.key.display_prefix.clone() };
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let marked =
         invoicing::mark(&mut tx, state.invoicing(), auth.merchant.id, id, request).await.map_err(|e| match e {
             MarkError::NotFound => ApiError::not_found("invoice"),

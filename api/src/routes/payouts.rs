@@ -146,7 +146,7 @@ async fn create_outgoing(
     chain: &ChainConfig,
     new: NewPayout,
 ) -> Result<Response, ApiError> {
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let (_, resource) = payouts::create(&mut tx, payout_ctx(state, chain), new).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     idempotency::commit(guard, tx, StatusCode::CREATED, body).await

@@ -67,7 +67,7 @@ pub async fn create(
     let metadata = validate::metadata(request.metadata)?;
     let callback_url = validate::callback_url("callback_url", request.callback_url, &state.config)?;
 
-    let mut tx = state.store.begin().await?;
+    let mut tx = idempotency::begin(&state.store, &guard).await?;
     let deposit = deposit_addresses::allocate(&mut tx, &state.wallet, AddressPurpose::Static).await?;
     let address = StaticAddress {
         id: Uuid::now_v7(),

@@ -1,4 +1,11 @@
 //! API keys: `dk_test_...` / `dk_live_...`, stored as SHA-256 hashes only, shown once.
+//!
+//! The API caches what [`authenticate`] returns for a short while (`depositd_api::auth`). So that
+//! a change made in this process is honoured at once, every write here or to a merchant row that
+//! authentication reads bumps [`changes`]; changes made by another process are bounded by the
+//! cache's lifetime instead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -41,6 +48,20 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             revoked_at: row.revoked_at,
         })
     }
+}
+
+/// Counts this process's writes to keys and merchants (see the module's header).
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+/// How many writes to keys and merchants this process has made: an authentication cached under
+/// an earlier count may be out of date.
+pub fn changes() -> u64 {
+    CHANGES.load(Ordering::SeqCst)
+}
+
+/// Notes a write to a key or to a merchant row (after it is made).
+pub(crate) fn changed() {
+    CHANGES.fetch_add(1, Ordering::SeqCst);
 }
 
 /// The SHA-256 of a key, hex: what is stored and looked up.
@@ -157,5 +178,6 @@ pub async fn revoke(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
+    changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }

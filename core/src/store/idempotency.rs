@@ -1,32 +1,47 @@
 //! Idempotency records: a merchant's `Idempotency-Key` maps to the first response, byte for byte.
 //!
-//! Claiming is an `INSERT ... ON CONFLICT DO NOTHING`, so among concurrent requests with one key
-//! exactly one becomes the owner on either backend. The owner completes the record in the same
-//! transaction as its work ([`complete`]); if it fails, it releases the claim ([`release`]); if it
-//! crashes, its lease (`locked_until`) runs out and a retry takes over. Nothing it did survives a
-//! crash without the record being completed, because both commit together.
+//! A key is claimed inside the transaction that does the request's work ([`claim`], first thing
+//! in it) and completed in that same transaction ([`complete`], last thing before the commit), so
+//! the record becomes visible together with what the request made, or not at all:
+//! - a request that fails (an error, a dropped transaction) rolls its claim back with its work:
+//!   a corrected retry with the same key proceeds;
+//! - a process that crashes mid-request never commits: its database session ends, the claim is
+//!   rolled back, and a retry proceeds (nothing it did survives);
+//! - among concurrent requests with one key exactly one inserts the record. On PostgreSQL the
+//!   others' `INSERT ... ON CONFLICT DO NOTHING` waits for the owner's transaction to end, then
+//!   inserts (the owner rolled back) or does nothing (it committed: the next statement reads the
+//!   completed record and replays it). On SQLite write transactions are serialized
+//!   (`BEGIN IMMEDIATE`), so the next one reads the committed record.
+//!
+//! Records `in_progress` are committed only by daemons from before this scheme (which claimed in
+//! a transaction of its own, with a lease in `locked_until`): [`claim`] waits for such an owner
+//! and takes over once its lease has run out.
+//!
+//! [`lookup`] reads a record without claiming, so the API answers a replay or a conflict before
+//! it checks the body's fields (and without a write).
 
 use uuid::Uuid;
 
 use super::codec::Text;
-use super::{Conn, Store, StoreError};
+use super::{Conn, StoreError};
 use crate::time::now_ms;
 
 /// How long records are kept (the API promises at least 24 h).
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
-/// How long an owner may work before its claim can be taken over.
+/// How long an owner may work before its claim can be taken over (written for daemons of the
+/// earlier scheme, which honour it; claims of this one are never committed `in_progress`).
 pub const LEASE_MS: i64 = 30 * 1000;
 
 /// The outcome of presenting a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// This request owns the key and must do the work.
+    /// This request owns the key and must do the work (in the transaction that claimed it).
     Owned,
     /// The key was used before with the same request: answer with this.
     Replay { status: u16, body: String },
     /// The key was used with a different request or on another endpoint.
     Mismatch,
-    /// Another request with this key is being processed right now.
+    /// Another request with this key is being processed right now (an earlier daemon's claim).
     InProgress,
 }
 
@@ -40,26 +55,74 @@ struct StoredKey {
     locked_until: i64,
 }
 
-#[tracing::instrument(skip(store, request_hash))]
+async fn stored(conn: &mut Conn, merchant_id: Uuid, key: &str, now: i64) -> Result<Option<StoredKey>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT endpoint, request_hash, state, response_status, response_body, locked_until FROM idempotency_keys \
+         WHERE merchant_id = $1 AND idempotency_key = $2 AND expires_at > $3",
+    )
+    .bind(Text(merchant_id))
+    .bind(key)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// What a live record says to a request with `endpoint` and `request_hash`; `None`: an earlier
+/// daemon's owner whose lease ran out (the caller may take over).
+fn judge(row: StoredKey, endpoint: &str, request_hash: &str, now: i64) -> Result<Option<Claim>, StoreError> {
+    if row.endpoint != endpoint || row.request_hash != request_hash {
+        return Ok(Some(Claim::Mismatch));
+    }
+    if row.state == "completed" {
+        let status = row
+            .response_status
+            .and_then(|s| u16::try_from(s).ok())
+            .ok_or_else(|| StoreError::Corrupt("idempotency status".into()))?;
+        return Ok(Some(Claim::Replay { status, body: row.response_body.unwrap_or_default() }));
+    }
+    Ok(if row.locked_until <= now { None } else { Some(Claim::InProgress) })
+}
+
+/// Reads the record of `key` without claiming it: `None` when there is none (or none that binds:
+/// expired, or an earlier daemon's claim whose lease ran out), so the request may go on to
+/// [`claim`] it in its work's transaction. A plain read, on any connection.
+#[tracing::instrument(skip(conn, request_hash))]
+pub async fn lookup(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    key: &str,
+    endpoint: &str,
+    request_hash: &str,
+) -> Result<Option<Claim>, StoreError> {
+    let now = now_ms();
+    match stored(conn, merchant_id, key, now).await? {
+        Some(row) => judge(row, endpoint, request_hash, now),
+        None => Ok(None),
+    }
+}
+
+/// Claims `key` in `tx`, the write transaction that goes on to do the request's work and
+/// [`complete`] the record; call it first in that transaction. Unless the answer is
+/// [`Claim::Owned`], roll the transaction back (it wrote nothing that must stay).
+#[tracing::instrument(skip(tx, request_hash))]
 pub async fn claim(
-    store: &Store,
+    tx: &mut Conn,
     merchant_id: Uuid,
     key: &str,
     endpoint: &str,
     request_hash: &str,
 ) -> Result<Claim, StoreError> {
     let now = now_ms();
-    let mut tx = store.begin().await?;
-    // Forget a record past its retention, so the key can be used afresh.
-    sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND expires_at <= $3")
-        .bind(Text(merchant_id))
-        .bind(key)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    // A record past its retention is replaced, so the key can be used afresh. On PostgreSQL this
+    // waits while another transaction holds an uncommitted claim of the key, then inserts (that
+    // one rolled back) or does nothing (it committed a record still retained).
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (merchant_id, idempotency_key, endpoint, request_hash, state, locked_until, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, 'in_progress', $5, $6, $7) ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET \
+         endpoint = excluded.endpoint, request_hash = excluded.request_hash, state = 'in_progress', \
+         response_status = NULL, response_body = NULL, locked_until = excluded.locked_until, \
+         created_at = excluded.created_at, expires_at = excluded.expires_at \
+         WHERE idempotency_keys.expires_at <= $6",
     )
     .bind(Text(merchant_id))
     .bind(key)
@@ -71,58 +134,32 @@ pub async fn claim(
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 1 {
-        tx.commit().await?;
         return Ok(Claim::Owned);
     }
-    let row: Option<StoredKey> = sqlx::query_as(
-        "SELECT endpoint, request_hash, state, response_status, response_body, locked_until FROM idempotency_keys \
-         WHERE merchant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(Text(merchant_id))
-    .bind(key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(StoredKey {
-        endpoint: stored_endpoint,
-        request_hash: stored_hash,
-        state,
-        response_status: status,
-        response_body: body,
-        locked_until,
-    }) = row
-    else {
-        // Released between our insert and select: the caller retries the claim.
-        tx.commit().await?;
+    // Committed by another transaction (a new statement sees it on PostgreSQL's read committed).
+    let Some(row) = stored(tx, merchant_id, key, now).await? else {
+        // Deleted since (expired meanwhile): the caller tries again.
         return Ok(Claim::InProgress);
     };
-    let claim = if stored_endpoint != endpoint || stored_hash != request_hash {
-        Claim::Mismatch
-    } else if state == "completed" {
-        let status = status
-            .and_then(|s| u16::try_from(s).ok())
-            .ok_or_else(|| StoreError::Corrupt("idempotency status".into()))?;
-        Claim::Replay { status, body: body.unwrap_or_default() }
-    } else if locked_until <= now {
-        // The owner died mid-request; its work never committed. Take over, exactly once.
-        let taken = sqlx::query(
-            "UPDATE idempotency_keys SET locked_until = $1 WHERE merchant_id = $2 AND idempotency_key = $3 \
-             AND state = 'in_progress' AND locked_until = $4",
-        )
-        .bind(now + LEASE_MS)
-        .bind(Text(merchant_id))
-        .bind(key)
-        .bind(locked_until)
-        .execute(&mut *tx)
-        .await?;
-        if taken.rows_affected() == 1 { Claim::Owned } else { Claim::InProgress }
-    } else {
-        Claim::InProgress
-    };
-    tx.commit().await?;
-    Ok(claim)
+    let locked_until = row.locked_until;
+    if let Some(claim) = judge(row, endpoint, request_hash, now)? {
+        return Ok(claim);
+    }
+    // An earlier daemon's owner died mid-request; its work never committed. Take over, once.
+    let taken = sqlx::query(
+        "UPDATE idempotency_keys SET locked_until = $1 WHERE merchant_id = $2 AND idempotency_key = $3 \
+         AND state = 'in_progress' AND locked_until = $4",
+    )
+    .bind(now + LEASE_MS)
+    .bind(Text(merchant_id))
+    .bind(key)
+    .bind(locked_until)
+    .execute(&mut *tx)
+    .await?;
+    Ok(if taken.rows_affected() == 1 { Claim::Owned } else { Claim::InProgress })
 }
 
-/// Stores the response; call in the transaction that did the work.
+/// Stores the response; call in the transaction that claimed the key and did the work.
 #[tracing::instrument(skip(conn, body))]
 pub async fn complete(
     conn: &mut Conn,
@@ -131,7 +168,7 @@ pub async fn complete(
     status: u16,
     body: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE idempotency_keys SET state = 'completed', response_status = $1, response_body = $2 \
          WHERE merchant_id = $3 AND idempotency_key = $4",
     )
@@ -141,18 +178,9 @@ pub async fn complete(
     .bind(key)
     .execute(&mut *conn)
     .await?;
-    Ok(())
-}
-
-/// Gives a claim back after a failed request, so a corrected retry can use the key.
-#[tracing::instrument(skip(store))]
-pub async fn release(store: &Store, merchant_id: Uuid, key: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND state = 'in_progress'",
-    )
-    .bind(Text(merchant_id))
-    .bind(key)
-    .execute(store.pool())
-    .await?;
-    Ok(())
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt("an idempotency record completed without its claim".into()))
+    }
 }

@@ -128,6 +128,7 @@ pub async fn set_status(conn: &mut Conn, id: Uuid, status: MerchantStatus) -> Re
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
+    super::api_keys::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
@@ -139,6 +140,7 @@ pub async fn set_payment_tolerance(conn: &mut Conn, id: Uuid, percent: Decimal) 
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
+    super::api_keys::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
@@ -228,6 +230,7 @@ pub async fn set_checkout_origins(conn: &mut Conn, id: Uuid, origins: &[String])
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
+    super::api_keys::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
