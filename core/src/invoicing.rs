@@ -348,6 +348,15 @@ pub async fn mark(
 
 /// Whether `invoice` may take `status` (see [`mark`]'s rules).
 fn markable(invoice: &Invoice, status: MarkStatus) -> Result<(), MarkError> {
+    // Whatever its status or mark says, money that covers the invoice was credited: voiding it
+    // would leave the merchant holding a payment for an order it calls invalid.
+    if status == MarkStatus::Invalid && invoice.amount_due().is_zero() {
+        return Err(MarkError::NotMarkable(
+            "the invoice was paid: its payments cover its amount and were credited; refund it \
+             (POST /api/v1/invoices/{id}/refunds) instead of marking it invalid"
+                .to_owned(),
+        ));
+    }
     match invoice.status {
         InvoiceStatus::Pending | InvoiceStatus::Processing | InvoiceStatus::Expired => Ok(()),
         // Only a mark makes these (an `invalid` invoice always carries one).
@@ -429,6 +438,10 @@ mod tests {
                 );
             }
         }
+        // Marked paid, then paid in full by the chain: never invalid.
+        let mut covered = invoice(Paid, Some(MarkStatus::Paid));
+        covered.amount_paid_base_units = covered.amount_base_units;
+        assert!(matches!(markable(&covered, MarkStatus::Invalid), Err(MarkError::NotMarkable(_))));
         // A refunded invoice stays unmarkable even if it was marked before it was refunded.
         assert!(markable(&invoice(Refunded, Some(MarkStatus::Paid)), MarkStatus::Invalid).is_err());
     }

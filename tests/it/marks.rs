@@ -279,6 +279,9 @@ async fn a_payment_after_an_invalid_mark_is_credited_exactly_once(db: TestDb) {
     }
     let back = marked(&app, &key, &id, json!({"status": "paid", "reason": "kept the goods after all"})).await;
     assert_eq!((back["status"].as_str(), back["amount_paid"].as_str()), (Some("paid"), Some("20")));
+    // Paid in full by the chain now: never invalid again, whatever marks it had.
+    let again = mark(&app, &key, &id, json!({"status": "invalid", "reason": "changed my mind"}), None).await;
+    assert_error(again, 409, "invoice_not_markable", None).await;
 }
 
 async fn every_bad_mark_is_refused_precisely(db: TestDb) {
