@@ -1,16 +1,14 @@
 //! Merchant authentication: `x-api-key: <key>` or `Authorization: Bearer <key>`, then the key's
 //! rate limit. Handlers take [`Authenticated`] and call [`Authenticated::require`] for their scope.
 //!
-//! A key that authenticated is remembered for at most [`KEY_CACHE_TTL`] ([`KeyCache`]), so a
+//! A key that authenticated is remembered for at most `key_cache::KEY_CACHE_TTL` (`key_cache::KeyCache`), so a
 //! known key costs no database round trip. A revocation or a merchant's deactivation made by
 //! another process (an admin command, another API instance on the same database) is honoured
 //! within that time; one made by this process at once (the store counts its own writes to keys
 //! and merchants: `api_keys::changes`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
@@ -50,47 +48,6 @@ impl Authenticated {
     /// keys on mainnets); `param` is the request field that named the chain, if one did.
     pub fn may_create_on(&self, chain: &ChainConfig, param: Option<&str>) -> Result<(), ApiError> {
         self.key.mode.check(chain).map_err(|mismatch| ApiError::key_mode_mismatch(mismatch, param))
-    }
-}
-
-/// How long a successful authentication is trusted without asking the database again.
-pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
-/// At most this many keys are remembered (past it, the expired ones are dropped, then all).
-const KEY_CACHE_CAPACITY: usize = 100_000;
-
-/// Successful authentications by the SHA-256 of the key (never the key itself), each trusted for
-/// [`KEY_CACHE_TTL`] from before the database read that produced it, and only while this
-/// process has made no write to keys or merchants since that read. Failures are not cached.
-#[derive(Default)]
-pub struct KeyCache {
-    entries: RwLock<HashMap<String, Cached>>,
-}
-
-struct Cached {
-    authenticated: Authenticated,
-    /// When the read that produced it started.
-    read_at: Instant,
-    /// `api_keys::changes()` before that read.
-    changes: u64,
-}
-
-impl KeyCache {
-    fn get(&self, hash: &str) -> Option<Authenticated> {
-        let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let cached = entries.get(hash)?;
-        (cached.read_at.elapsed() < KEY_CACHE_TTL && cached.changes == api_keys::changes())
-            .then(|| cached.authenticated.clone())
-    }
-
-    fn put(&self, hash: String, authenticated: Authenticated, read_at: Instant, changes: u64) {
-        let mut entries = self.entries.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if entries.len() >= KEY_CACHE_CAPACITY && !entries.contains_key(&hash) {
-            entries.retain(|_, cached| cached.read_at.elapsed() < KEY_CACHE_TTL);
-            if entries.len() >= KEY_CACHE_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(hash, Cached { authenticated, read_at, changes });
     }
 }
 
@@ -154,8 +111,8 @@ impl FromRequestParts<AppState> for Authenticated {
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, ApiError> {
     let presented = presented_key(&parts.headers)?;
     let hash = api_keys::hash_key(presented.expose_secret());
-    if let Some(authenticated) = state.key_cache.get(&hash) {
-        return Ok(authenticated);
+    if let Some((key, merchant)) = state.key_cache.get(&hash) {
+        return Ok(Authenticated { key, merchant });
     }
     // Taken before the read: an entry is never trusted longer than the TTL from a state the
     // database held, nor past a write this process made while it was read.
@@ -170,7 +127,6 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Authenticated, 
         };
         ApiError::Unauthenticated { code, message: message.into() }
     })?;
-    let authenticated = Authenticated { key, merchant };
-    state.key_cache.put(hash, authenticated.clone(), read_at, changes);
-    Ok(authenticated)
+    state.key_cache.put(hash, (key.clone(), merchant.clone()), read_at, changes);
+    Ok(Authenticated { key, merchant })
 }

@@ -39,6 +39,7 @@ pub mod error;
 pub mod expiry;
 pub mod extract;
 pub mod idempotency;
+pub mod key_cache;
 pub mod openapi;
 pub mod price_feed;
 pub mod query;

@@ -33,7 +33,7 @@ pub struct AppState {
     /// One RPC client per enabled chain (its first URL), for readiness checks.
     pub chain_rpcs: Arc<Vec<(ChainConfig, DynProvider)>>,
     /// Recent successful authentications (see `crate::auth`).
-    pub key_cache: Arc<crate::auth::KeyCache>,
+    pub key_cache: Arc<crate::key_cache::KeyCache>,
 }
 
 impl AppState {

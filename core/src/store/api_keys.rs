@@ -5,8 +5,6 @@
 //! authentication reads bumps [`changes`]; changes made by another process are bounded by the
 //! cache's lifetime instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -50,19 +48,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
     }
 }
 
-/// Counts this process's writes to keys and merchants (see the module's header).
-static CHANGES: AtomicU64 = AtomicU64::new(0);
-
-/// How many writes to keys and merchants this process has made: an authentication cached under
-/// an earlier count may be out of date.
-pub fn changes() -> u64 {
-    CHANGES.load(Ordering::SeqCst)
-}
-
-/// Notes a write to a key or to a merchant row (after it is made).
-pub(crate) fn changed() {
-    CHANGES.fetch_add(1, Ordering::SeqCst);
-}
+pub use super::key_changes::changes;
 
 /// The SHA-256 of a key, hex: what is stored and looked up.
 pub fn hash_key(key: &str) -> String {
@@ -178,6 +164,6 @@ pub async fn revoke(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
-    changed();
+    super::key_changes::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }

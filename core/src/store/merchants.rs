@@ -128,7 +128,7 @@ pub async fn set_status(conn: &mut Conn, id: Uuid, status: MerchantStatus) -> Re
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
-    super::api_keys::changed();
+    super::key_changes::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
@@ -140,7 +140,7 @@ pub async fn set_payment_tolerance(conn: &mut Conn, id: Uuid, percent: Decimal) 
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
-    super::api_keys::changed();
+    super::key_changes::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
@@ -230,7 +230,7 @@ pub async fn set_checkout_origins(conn: &mut Conn, id: Uuid, origins: &[String])
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
-    super::api_keys::changed();
+    super::key_changes::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 

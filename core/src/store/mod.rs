@@ -30,6 +30,7 @@ pub mod deposits;
 pub mod events;
 pub mod idempotency;
 pub mod invoices;
+pub mod key_changes;
 pub mod leases;
 pub mod merchants;
 pub mod payouts;
