@@ -144,25 +144,13 @@ pub fn callback_url(param: &str, value: Option<String>, config: &Config) -> Resu
 pub fn metadata(
     value: Option<serde_json::Value>,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, ApiError> {
-    let invalid = |message: String| ApiError::invalid("metadata", "invalid_metadata", message);
-    let Some(value) = value else { return Ok(None) };
-    let serde_json::Value::Object(map) = value else {
-        return Err(invalid("metadata must be a JSON object".into()));
-    };
-    if map.len() > 50 {
-        return Err(invalid(format!("metadata has {} keys; at most 50 are allowed", map.len())));
-    }
-    for (key, value) in &map {
-        if key.is_empty() || key.chars().count() > 40 {
-            return Err(invalid(format!("metadata key {key:?} must be 1 to 40 characters")));
-        }
-        if !(value.is_string() || value.is_number() || value.is_boolean()) {
-            return Err(invalid(format!("metadata.{key} must be a string, number or boolean")));
-        }
-    }
-    let size = serde_json::to_string(&map).map(|s| s.len()).unwrap_or(usize::MAX);
-    if size > 5 * 1024 {
-        return Err(invalid(format!("metadata is {size} bytes serialized; at most 5120 are allowed")));
+    let Some(map) = structured_metadata(value)? else { return Ok(None) };
+    if let Some((key, _)) = map.iter().find(|(_, v)| !(v.is_string() || v.is_number() || v.is_boolean())) {
+        return Err(ApiError::invalid(
+            "metadata",
+            "invalid_metadata",
+            format!("metadata.{key} must be a string, number or boolean"),
+        ));
     }
     Ok(Some(map))
 }

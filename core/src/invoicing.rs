@@ -144,6 +144,15 @@ pub fn resolve_asset<'a>(
     Ok((chain, asset))
 }
 
+/// The price bounds for `merchant`'s invoices, in the invoice currency: its own, else the server's.
+pub fn amount_bounds(config: &Config, merchant: &Merchant) -> (Decimal, Decimal) {
+    let settings = &config.settings.invoices;
+    (
+        merchant.min_invoice_amount.unwrap_or(settings.min_amount),
+        merchant.max_invoice_amount.unwrap_or(settings.max_amount),
+    )
+}
+
 /// Validates and prices `request` for `merchant`: everything that needs no database.
 fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Result<Invoice, InvoicingError> {
     let settings = &ctx.config.settings;
@@ -159,8 +168,7 @@ fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Resu
         return Err(InvoicingError::UnsupportedCurrency(currency));
     }
     let amount = request.amount;
-    let min = merchant.min_invoice_amount.unwrap_or(settings.invoices.min_amount);
-    let max = merchant.max_invoice_amount.unwrap_or(settings.invoices.max_amount);
+    let (min, max) = amount_bounds(ctx.config, merchant);
     if amount < min || amount > max {
         return Err(InvoicingError::AmountOutOfRange(format!("amount must be between {min} and {max} {currency}")));
     }
@@ -350,23 +358,26 @@ pub async fn mark(
 fn markable(invoice: &Invoice, status: MarkStatus) -> Result<(), MarkError> {
     // Whatever its status or mark says, money that covers the invoice was credited: voiding it
     // would leave the merchant holding a payment for an order it calls invalid.
-    if status == MarkStatus::Invalid && invoice.amount_due().is_zero() {
-        return Err(MarkError::NotMarkable(
-            "the invoice was paid: its payments cover its amount and were credited; refund it \
-             (POST /api/v1/invoices/{id}/refunds) instead of marking it invalid"
+    let refund_instead = || {
+        MarkError::NotMarkable(
+            "the invoice was paid and its payments credited; refund it (POST /api/v1/invoices/{id}/refunds) \
+             instead of marking it invalid"
                 .to_owned(),
-        ));
+        )
+    };
+    if status == MarkStatus::Invalid && invoice.amount_due().is_zero() {
+        return Err(refund_instead());
     }
     match invoice.status {
         InvoiceStatus::Pending | InvoiceStatus::Processing | InvoiceStatus::Expired => Ok(()),
         // Only a mark makes these (an `invalid` invoice always carries one).
         InvoiceStatus::Paid | InvoiceStatus::Invalid if invoice.mark.is_some() => Ok(()),
-        InvoiceStatus::Paid => Err(MarkError::NotMarkable(match status {
-            MarkStatus::Paid => "the invoice is already paid (its payments were credited)".to_owned(),
-            MarkStatus::Invalid => "the invoice was paid and its payments credited; refund it \
-                                   (POST /api/v1/invoices/{id}/refunds) instead of marking it invalid"
-                .to_owned(),
-        })),
+        InvoiceStatus::Paid => Err(match status {
+            MarkStatus::Paid => {
+                MarkError::NotMarkable("the invoice is already paid (its payments were credited)".into())
+            }
+            MarkStatus::Invalid => refund_instead(),
+        }),
         other => Err(MarkError::NotMarkable(format!(
             "only a pending, processing or expired invoice (or one marked before) can be marked; this one is {other}"
         ))),

@@ -317,15 +317,15 @@ async fn seed_004_example_is_paid_and_reported_in_its_words(db: TestDb) {
         "customer_name": "John Doe",
         "metadata": {"order_id": "12345", "product": "Premium Plan", "quantity": 2, "gift": false}
     });
-    let response = env
-        .client
-        .post(env.url("/api/v1/hosted-payments"))
-        .header("Authorization", format!("Bearer {}", env.key))
-        .header("Idempotency-Key", "order-12345-attempt")
-        .json(&example)
-        .send()
-        .await
-        .unwrap();
+    let send = || {
+        env.client
+            .post(env.url("/api/v1/hosted-payments"))
+            .header("Authorization", format!("Bearer {}", env.key))
+            .header("Idempotency-Key", "order-12345-attempt")
+            .json(&example)
+            .send()
+    };
+    let response = send().await.unwrap();
     assert_eq!(response.status(), 200, "seed 004 answers 200 OK");
     let created: Value = response.json().await.unwrap();
     assert_eq!(keys(&created), SEED_004_FIELDS.iter().copied().collect(), "exactly seed 004's fields: {created}");
@@ -340,15 +340,7 @@ async fn seed_004_example_is_paid_and_reported_in_its_words(db: TestDb) {
     epoch_of(&created["created_at"]);
 
     // A retry with the same Idempotency-Key is the same payment.
-    let retried = env
-        .client
-        .post(env.url("/api/v1/hosted-payments"))
-        .header("Authorization", format!("Bearer {}", env.key))
-        .header("Idempotency-Key", "order-12345-attempt")
-        .json(&example)
-        .send()
-        .await
-        .unwrap();
+    let retried = send().await.unwrap();
     assert_eq!(retried.status(), 200);
     assert_eq!(retried.json::<Value>().await.unwrap(), created);
 
@@ -540,6 +532,17 @@ async fn seed_004_errors_case_by_case(db: TestDb) {
     .await;
     assert!(too_much["error"]["message"].as_str().unwrap().contains("10000009999"), "{too_much}");
     assert_eq!(post(&app, "/api/v1/hosted-payments", bearer(&key), &valid).await.status(), 200);
+    // Inside the bounds but not covering a fixed fee: the fee's own message, not the bounds'.
+    let fee = merchants::AssetFee { asset: "USDC".into(), percent: Decimal::ZERO, fixed: Decimal::ONE };
+    merchants::set_asset_fee(&mut app.store.conn().await.unwrap(), merchant.id, &fee).await.unwrap();
+    let short = assert_error(
+        post(&app, "/api/v1/hosted-payments", bearer(&key), &with("amount", json!(60))).await,
+        400,
+        "amount_out_of_range",
+        Some("amount"),
+    )
+    .await;
+    assert!(short["error"]["message"].as_str().unwrap().contains("fee"), "{short}");
     // JSON Schema's integer: 5000.0 is 5000 cents.
     let whole: Value =
         post(&app, "/api/v1/hosted-payments", bearer(&key), &with("amount", json!(5000.0))).await.json().await.unwrap();

@@ -100,7 +100,7 @@ pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<R
         }
         InvoiceStatus::Pending => "Waiting for payment...".to_owned(),
     };
-    let expires_at_iso = super::ledger::rfc3339(invoice.expires_at);
+    let expires_at_iso = depositd_core::time::iso8601(invoice.expires_at);
     let payment_uri = invoice.payment_uri();
     let page = CheckoutPage {
         invoice_id: invoice.id,

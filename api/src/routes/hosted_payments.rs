@@ -86,12 +86,13 @@ pub async fn create(
     State(state): State<AppState>,
     Create { auth, request, guard, .. }: Create<HostedPaymentRequest>,
 ) -> Result<Response, ApiError> {
+    let cents = request.amount;
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let mut tx = idempotency::begin(&state.store, &guard).await?;
     let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request)
         .await
-        .map_err(|e| in_cents(&state, &auth, e))?;
+        .map_err(|e| in_cents(&state, &auth, cents, e))?;
     let view = HostedPaymentResource::build(&invoice, &resource)
         .ok_or_else(|| ApiError::internal(std::io::Error::other("a hosted payment is not whole cents")))?;
     let body = serde_json::to_string(&view).map_err(ApiError::internal)?;
@@ -101,13 +102,15 @@ pub async fn create(
 }
 
 /// Invoicing's amount bounds are in major units; seed 004 speaks cents.
-fn in_cents(state: &AppState, auth: &Authenticated, error: InvoicingError) -> ApiError {
-    if !matches!(error, InvoicingError::AmountOutOfRange(_)) {
+/// Only an amount outside the bounds is reworded; the other amount errors (too small to pay in
+/// the asset, not covering the fee) keep their own message.
+fn in_cents(state: &AppState, auth: &Authenticated, cents: u64, error: InvoicingError) -> ApiError {
+    let (min, max) = invoicing::amount_bounds(&state.config, &auth.merchant);
+    let (min, max) = (min * Decimal::ONE_HUNDRED, max * Decimal::ONE_HUNDRED);
+    let outside = Decimal::from(cents) < min || Decimal::from(cents) > max;
+    if !(matches!(error, InvoicingError::AmountOutOfRange(_)) && outside) {
         return error.into();
     }
-    let settings = &state.config.settings.invoices;
-    let min = auth.merchant.min_invoice_amount.unwrap_or(settings.min_amount) * Decimal::ONE_HUNDRED;
-    let max = auth.merchant.max_invoice_amount.unwrap_or(settings.max_amount) * Decimal::ONE_HUNDRED;
     ApiError::invalid(
         "amount",
         "amount_out_of_range",

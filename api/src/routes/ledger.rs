@@ -33,15 +33,6 @@ pub(crate) fn describe(config: &Config, chain_id: u64, asset: &str) -> (Option<S
     }
 }
 
-/// Epoch milliseconds as an RFC 3339 UTC timestamp (second precision), for people and
-/// spreadsheets (the JSON API itself uses epoch seconds).
-pub(crate) fn rfc3339(epoch_ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(epoch_ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// A signed amount: `-` when it lowers the balance.
 fn signed(amount: BaseUnits, negative: bool, decimals: Option<u8>) -> (String, Option<String>) {
     let sign = if negative && !amount.is_zero() { "-" } else { "" };
@@ -380,7 +371,7 @@ fn write_csv_rows(
     merchant_entry: MerchantEntry,
 ) -> Result<(), ApiError> {
     let entry = &merchant_entry.entry;
-    let created_at = rfc3339(entry.created_at);
+    let created_at = depositd_core::time::iso8601(entry.created_at);
     let id = |v: Option<Uuid>| v.map(|v| v.to_string()).unwrap_or_default();
     for posting in &merchant_entry.postings {
         let view = posting_view(config, posting.clone());
