@@ -29,7 +29,9 @@
 //! - `routes::payouts`: payouts and refunds: created with their chain transaction's intent and
 //!   the ledger reservation in one transaction, cancellable until the settler signs them.
 //! - `routes::checkout` and `routes::payments`: the hosted checkout page and the payer session API
-//!   it polls (`session_token` + `signature`, no API key).
+//!   it reads (`session_token` + `signature`, no API key): a live stream of server-sent events,
+//!   with polling when the stream drops.
+//! - [`i18n`]: the checkout page's translation table and the choice of language per request.
 //! - `routes::webhooks`: webhook endpoints, the callback signing secret and events (listing,
 //!   redelivery); a URL is checked with `depositd_webhooks::ssrf` when it is registered.
 
@@ -38,6 +40,7 @@ pub mod auth;
 pub mod error;
 pub mod expiry;
 pub mod extract;
+pub mod i18n;
 pub mod idempotency;
 pub mod key_cache;
 pub mod openapi;

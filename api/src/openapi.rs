@@ -21,7 +21,7 @@ use crate::routes::{
         ledger::balances, ledger::list, deposits::list, deposits::get,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::rotate_secret,
         webhooks::rotate_callback_secret, webhooks::list_events, webhooks::get_event, webhooks::redeliver,
-        payments::get, payments::answer,
+        payments::get, payments::answer, payments::events,
         payouts::create, payouts::get, payouts::list, payouts::cancel, payouts::create_refund,
     ),
     components(schemas(

@@ -1,7 +1,9 @@
 // The checkout page in a real browser (Debian's Chromium, driven by playwright-core) against the
 // real `depositd dev`: a payer opens the checkout URL, reads the amount and address from the page,
-// pays with a real transfer on the dev chain, watches the page turn to paid, and is sent back to
-// the shop. A screenshot of the paid page is saved to test-artifacts/.
+// pays with a real transfer on the dev chain, watches the page turn to paid (by its live stream,
+// no reload, no polling) and is sent back to the shop; once the merchant refunds it, its page
+// says refunded and stops asking; the page speaks the language asked for. Screenshots are saved
+// to test-artifacts/.
 //
 // Run by `make test` after the Rust suite (which builds target/debug/depositd).
 "use strict";
@@ -45,7 +47,21 @@ function toBaseUnits(display, decimals) {
   return BigInt(whole + fraction.padEnd(decimals, "0").slice(0, decimals));
 }
 
-test("a payer opens the checkout page, pays, sees it paid and returns to the shop", { timeout: 180_000 }, async () => {
+/// Sends `amount` (display units) of the dev USDC from the payer to `address`.
+async function payUsdc(info, address, amount, decimals) {
+  const data = "0xa9059cbb" + address.slice(2).toLowerCase().padStart(64, "0") +
+    toBaseUnits(amount, decimals).toString(16).padStart(64, "0");
+  const sent = await fetch(info.rpc_url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_sendTransaction",
+      params: [{ from: info.payer_address, to: info.tokens.USDC, data }] }),
+  });
+  const receipt = await sent.json();
+  assert.ok(receipt.result, JSON.stringify(receipt));
+}
+
+test("a payer opens the checkout page, pays, sees it paid and returns to the shop", { timeout: 300_000 }, async () => {
   if (!fs.existsSync(chromiumPath)) {
     assert.ok(!process.env.CI, `CI is set but ${chromiumPath} is missing (.ci/run installs Debian's chromium)`);
     console.log(`*** SKIPPING the browser test: no Chromium at ${chromiumPath} ***`);
@@ -93,6 +109,11 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
     const page = await browser.newPage({ viewport: { width: 420, height: 900 } });
     const blocked = [];
     page.on("console", (message) => { if (message.type() === "error") blocked.push(message.text()); });
+    const sessionCalls = [];
+    page.on("request", (request) => {
+      const url = new URL(request.url());
+      if (url.pathname.startsWith("/api/v1/payments/")) sessionCalls.push(url.pathname);
+    });
     await page.goto(invoice.checkout_url);
     assert.equal(await page.textContent("h1"), "Browser test order");
     await page.waitForSelector("#countdown:has-text('m ')");
@@ -103,16 +124,7 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
     const amount = (await page.textContent("#amount-due")).trim();
     assert.equal(address, invoice.pay.address);
     assert.equal(amount, invoice.pay.amount);
-    const data = "0xa9059cbb" + address.slice(2).toLowerCase().padStart(64, "0") +
-      toBaseUnits(amount, invoice.pay.decimals).toString(16).padStart(64, "0");
-    const sent = await fetch(info.rpc_url, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_sendTransaction",
-        params: [{ from: info.payer_address, to: info.tokens.USDC, data }] }),
-    });
-    const receipt = await sent.json();
-    assert.ok(receipt.result, JSON.stringify(receipt));
+    await payUsdc(info, address, amount, invoice.pay.decimals);
 
     await page.waitForSelector("#status.paid", { timeout: 60_000 });
     assert.match(await page.textContent("#status"), /Paid/);
@@ -122,6 +134,57 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
     await page.waitForURL(/\/done\?invoice_id=/, { timeout: 15_000 });
     assert.deepEqual(visits.filter((v) => v !== "/favicon.ico"), [`/done?invoice_id=${invoice.id}`]);
     assert.deepEqual(blocked, [], "nothing was blocked by the Content-Security-Policy");
+    // The page followed the live stream and never polled: the stream was up all along.
+    assert.deepEqual(sessionCalls, [`/api/v1/payments/${invoice.id}/events`], JSON.stringify(sessionCalls));
+
+    const api = (method, route, body, idempotencyKey) => fetch(`${info.api_url}${route}`, {
+      method,
+      headers: Object.assign({ "x-api-key": info.api_key, "content-type": "application/json" },
+        idempotencyKey ? { "idempotency-key": idempotencyKey } : {}),
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const statusOf = async (id) => (await (await api("GET", `/api/v1/invoices/${id}`)).json());
+
+    // A second order paid without the browser (the merchant's balance then covers a full refund
+    // of the first, fee included); then the merchant refunds the first in full.
+    const second = await (await api("POST", "/api/v1/invoices", { amount: "19.99", currency: "EUR" })).json();
+    await payUsdc(info, second.pay.address, second.pay.amount, second.pay.decimals);
+    await until("the second invoice paid", async () => (await statusOf(second.id)).status === "paid", 60_000);
+    const first = await statusOf(invoice.id);
+    const refund = await api("POST", `/api/v1/invoices/${invoice.id}/refunds`,
+      { amount: first.amount_paid, address: info.payer_address }, `refund-${invoice.id}`);
+    assert.equal(refund.status, 201, await refund.text());
+    await until("the refund confirmed", async () => (await statusOf(invoice.id)).status === "refunded", 150_000);
+
+    // The refunded invoice's page says so, shows nothing to pay, and stops asking.
+    const refunded = await browser.newPage({ viewport: { width: 420, height: 900 } });
+    const refundedCalls = [];
+    refunded.on("request", (request) => {
+      if (new URL(request.url()).pathname.startsWith("/api/v1/payments/")) refundedCalls.push(request.url());
+    });
+    await refunded.goto(invoice.checkout_url);
+    assert.match(await refunded.textContent("#status.warn"), /refunded/);
+    assert.equal(await refunded.isVisible("#address"), false);
+    await refunded.waitForTimeout(4000);
+    assert.deepEqual(refundedCalls, [], "a refunded invoice's page asks nothing more");
+    await refunded.screenshot({ path: path.join(root, "test-artifacts", "checkout-refunded.png"), fullPage: true });
+
+    // Languages: the switcher, ?lang=, and the browser's own language.
+    const third = await (await api("POST", "/api/v1/invoices", { amount: "5", currency: "EUR" })).json();
+    const german = await browser.newPage({ viewport: { width: 420, height: 900 } });
+    await german.goto(`${third.checkout_url}?lang=de`);
+    assert.equal(await german.getAttribute("html", "lang"), "de");
+    await german.waitForSelector("#status:has-text('Warte auf Zahlung')");
+    assert.match(await german.textContent(".token"), /^Senden Sie genau /);
+    await german.screenshot({ path: path.join(root, "test-artifacts", "checkout-de.png"), fullPage: true });
+    await german.click("nav.languages a[lang=es]");
+    await german.waitForSelector("#status:has-text('Esperando el pago')");
+    assert.equal(await german.getAttribute("html", "lang"), "es");
+    const french = await (await browser.newContext({ locale: "fr-FR" })).newPage();
+    await french.goto(third.checkout_url);
+    assert.equal(await french.getAttribute("html", "lang"), "fr");
+    await french.waitForSelector("#status:has-text('En attente du paiement')");
+    assert.match(await french.textContent("#copy"), /Copier/);
   } finally {
     if (browser) await browser.close();
     daemon.kill("SIGINT");

@@ -2,13 +2,15 @@
 //! two static assets.
 //!
 //! Server-rendered HTML (askama, escaped), a QR code of the EIP-681 `payment_uri` drawn as inline
-//! SVG, and one same-origin script that polls the payer session API
-//! (`routes::payments`). Nothing is loaded from anywhere else: the page works on a closed network
-//! and under a Content-Security-Policy that allows only its own origin.
+//! SVG, and one same-origin script that follows the payer session API's live stream
+//! (`routes::payments`, polling while the stream is down). Its words come from the translation
+//! table (`crate::i18n`), in the language of `?lang=` or the browser's `Accept-Language`, with a
+//! switcher. Nothing is loaded from anywhere else: the page works on a closed network and under a
+//! Content-Security-Policy that allows only its own origin.
 
 use askama::Template;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use depositd_core::invoice::{InvoiceStatus, PaymentFlag};
 use depositd_core::store::{invoices, merchants};
@@ -16,6 +18,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::PathId;
+use crate::i18n::{self, Text};
 use crate::state::AppState;
 
 /// Only this origin's scripts, styles and API; no frames, no plugins, no base-URI tricks.
@@ -25,6 +28,13 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
 #[derive(Template)]
 #[template(path = "checkout.html")]
 struct CheckoutPage {
+    t: Text,
+    /// The page's words as JSON, for its script.
+    strings: String,
+    /// The language switcher: (tag, own name, the current one).
+    languages: Vec<(&'static str, &'static str, bool)>,
+    /// "Send exactly {amount} {asset} on {chain}" in the page's language, values filled in.
+    send_exactly: Vec<Piece>,
     invoice_id: Uuid,
     session_token: String,
     signature: String,
@@ -33,20 +43,29 @@ struct CheckoutPage {
     description: Option<String>,
     amount: String,
     currency: String,
-    token_amount: String,
-    asset: String,
-    chain: String,
+    /// "Deposit address ({asset} on {chain})" in the page's language.
+    deposit_label: String,
     address: String,
     token_address: Option<String>,
     payment_uri: String,
     qr_svg: String,
     status: &'static str,
     status_text: String,
+    /// The status box's look, as the script sets it: `paid`, `warn` or none.
+    status_kind: &'static str,
     /// Paid, expired or cancelled: the pay instructions are not shown (nothing more to send).
     finished: bool,
     expires_at: i64,
     expires_at_iso: String,
     questions: Vec<String>,
+}
+
+/// A piece of a translated sentence: text, or a value to show in bold (with an element id the
+/// script updates, when it has one).
+struct Piece {
+    text: String,
+    strong: bool,
+    id: &'static str,
 }
 
 fn security_headers(mut response: Response) -> Response {
@@ -58,11 +77,34 @@ fn security_headers(mut response: Response) -> Response {
     response
 }
 
-fn not_found() -> Response {
-    let body = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Payment link not found</title>\
-        </head><body><main><h1>Payment link not found</h1><p>This payment link is not valid. Please ask the shop \
-        for a new one.</p></main></body></html>";
-    security_headers((StatusCode::NOT_FOUND, Html(body)).into_response())
+fn not_found(t: Text) -> Response {
+    let (title, body) = (t.get("not_found_title"), t.get("not_found_body"));
+    let html = format!(
+        "<!doctype html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><main><h1>{title}</h1><p>{body}</p></main></body></html>",
+        t.lang
+    );
+    let mut response = security_headers((StatusCode::NOT_FOUND, Html(html)).into_response());
+    language_headers(&mut response, t);
+    response
+}
+
+/// The page differs by language: say which it is, and that caches must key on the browser's choice.
+fn language_headers(response: &mut Response, t: Text) {
+    let headers = response.headers_mut();
+    if let Ok(lang) = header::HeaderValue::from_str(t.lang) {
+        headers.insert(header::CONTENT_LANGUAGE, lang);
+    }
+    headers.insert(header::VARY, header::HeaderValue::from_static("accept-language"));
+}
+
+/// The page's language: `?lang=xx`, else the browser's, else English.
+fn language(query: Option<&str>, headers: &HeaderMap) -> Text {
+    let requested = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find(|(name, _)| name == "lang").map(|(_, value)| value.into_owned())
+    });
+    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok());
+    i18n::negotiate(requested.as_deref(), accept)
 }
 
 /// The QR code of `data` as an SVG element.
@@ -79,30 +121,52 @@ fn qr_svg(data: &str) -> Result<String, ApiError> {
         .unwrap_or_default())
 }
 
-pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
-    let Ok(id) = id.parse::<Uuid>() else { return Ok(not_found()) };
+pub async fn page(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let t = language(query.as_deref(), &headers);
+    let Ok(id) = id.parse::<Uuid>() else { return Ok(not_found(t)) };
     let mut conn = state.store.conn().await?;
-    let Some(invoice) = invoices::get_any(&mut conn, id).await? else { return Ok(not_found()) };
+    let Some(invoice) = invoices::get_any(&mut conn, id).await? else { return Ok(not_found(t)) };
     let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
     let company = merchant.as_ref().map(|m| m.display_name().to_owned()).unwrap_or_default();
     let d = &invoice.details;
     let due = invoice.amount_due();
     let status_text = match invoice.status {
-        InvoiceStatus::Paid | InvoiceStatus::Refunded | InvoiceStatus::PartiallyRefunded => {
-            "Paid. Thank you!".to_owned()
-        }
-        InvoiceStatus::Expired => "This payment request has expired.".to_owned(),
-        InvoiceStatus::Cancelled => "This payment request was cancelled.".to_owned(),
-        InvoiceStatus::Invalid => "This payment request is no longer valid.".to_owned(),
-        InvoiceStatus::Processing => "Payment detected, waiting for confirmations...".to_owned(),
+        InvoiceStatus::Paid => t.get("status_paid").to_owned(),
+        InvoiceStatus::Refunded => t.get("status_refunded").to_owned(),
+        InvoiceStatus::PartiallyRefunded => t.get("status_partially_refunded").to_owned(),
+        InvoiceStatus::Expired => t.get("status_expired").to_owned(),
+        InvoiceStatus::Cancelled => t.get("status_cancelled").to_owned(),
+        InvoiceStatus::Invalid => t.get("status_invalid").to_owned(),
+        InvoiceStatus::Processing => t.get("status_detected").to_owned(),
         InvoiceStatus::Pending if invoice.payment_flags.contains(&PaymentFlag::Underpaid) => {
-            format!("Underpaid: send {} {} more.", due.to_display(invoice.decimals), invoice.asset)
+            t.fill("status_underpaid", &[("amount", &due.to_display(invoice.decimals)), ("asset", &invoice.asset)])
         }
-        InvoiceStatus::Pending => "Waiting for payment...".to_owned(),
+        InvoiceStatus::Pending => t.get("status_waiting").to_owned(),
     };
+    let token_amount = if due.is_zero() { invoice.amount_base_units } else { due }.to_display(invoice.decimals);
+    let send_exactly = t
+        .parts("send_exactly")
+        .into_iter()
+        .map(|part| match (part.placeholder, part.text.as_str()) {
+            (false, _) => Piece { text: part.text, strong: false, id: "" },
+            (true, "amount") => Piece { text: token_amount.clone(), strong: true, id: "amount-due" },
+            (true, "asset") => Piece { text: invoice.asset.clone(), strong: true, id: "" },
+            (true, "chain") => Piece { text: invoice.chain.clone(), strong: true, id: "" },
+            (true, other) => Piece { text: other.to_owned(), strong: false, id: "" },
+        })
+        .collect();
     let expires_at_iso = depositd_core::time::iso8601(invoice.expires_at);
     let payment_uri = invoice.payment_uri();
     let page = CheckoutPage {
+        t,
+        strings: t.json(),
+        languages: i18n::languages().into_iter().map(|(tag, name)| (tag, name, tag == t.lang)).collect(),
+        send_exactly,
         invoice_id: invoice.id,
         signature: state.sessions.sign(invoice.id, &invoice.session_token),
         session_token: invoice.session_token.clone(),
@@ -111,14 +175,20 @@ pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<R
         description: d.description.clone(),
         amount: invoice.amount.normalize().to_string(),
         currency: invoice.currency.clone(),
-        token_amount: if due.is_zero() { invoice.amount_base_units } else { due }.to_display(invoice.decimals),
-        asset: invoice.asset.clone(),
-        chain: invoice.chain.clone(),
+        deposit_label: t.fill("deposit_address", &[("asset", &invoice.asset), ("chain", &invoice.chain)]),
         address: invoice.address.to_checksum(None),
         token_address: invoice.token_address.map(|a| a.to_checksum(None)),
         qr_svg: qr_svg(&payment_uri)?,
         payment_uri,
         status: invoice.status.as_str(),
+        status_kind: match invoice.status {
+            InvoiceStatus::Paid | InvoiceStatus::PartiallyRefunded => "paid",
+            InvoiceStatus::Refunded | InvoiceStatus::Expired | InvoiceStatus::Cancelled | InvoiceStatus::Invalid => {
+                "warn"
+            }
+            InvoiceStatus::Pending if invoice.payment_flags.contains(&PaymentFlag::Underpaid) => "warn",
+            InvoiceStatus::Pending | InvoiceStatus::Processing => "",
+        },
         status_text,
         finished: invoice.status.is_final(),
         expires_at: invoice.expires_at.div_euclid(1000),
@@ -126,7 +196,9 @@ pub async fn page(State(state): State<AppState>, PathId(id): PathId) -> Result<R
         questions: d.questions.clone().unwrap_or_default(),
     };
     let html = page.render().map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
-    Ok(security_headers(Html(html).into_response()))
+    let mut response = security_headers(Html(html).into_response());
+    language_headers(&mut response, t);
+    Ok(response)
 }
 
 /// `GET /checkout/assets/{name}`: the page's stylesheet and script, compiled into the binary.
@@ -134,7 +206,7 @@ pub async fn asset(PathId(name): PathId) -> Response {
     let (body, content_type) = match name.as_str() {
         "checkout.css" => (include_str!("../../assets/checkout.css"), "text/css; charset=utf-8"),
         "checkout.js" => (include_str!("../../assets/checkout.js"), "text/javascript; charset=utf-8"),
-        _ => return not_found(),
+        _ => return not_found(i18n::negotiate(None, None)),
     };
     security_headers(
         ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response(),

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use depositd_core::invoice::{Invoice, InvoiceStatus, PayInstructions, PaymentFlag};
 use depositd_core::store::{cursors, invoices, merchants};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -57,6 +58,7 @@ pub fn router(store: depositd_core::store::Store) -> axum::Router<AppState> {
     axum::Router::new()
         .route("/api/v1/payments/{invoice_id}", axum::routing::get(get).options(preflight))
         .route("/api/v1/payments/{invoice_id}/answers", axum::routing::post(answer).options(preflight))
+        .route("/api/v1/payments/{invoice_id}/events", axum::routing::get(events).options(preflight))
         .layer(cors)
 }
 
@@ -185,12 +187,122 @@ pub async fn get(
 ) -> Result<Json<PaymentSession>, ApiError> {
     let invoice = authorize(&state, &headers, &id).await?;
     let mut conn = state.store.conn().await?;
-    let merchant = merchants::get(&mut conn, invoice.merchant_id).await?;
-    let company = merchant.as_ref().map(|m| m.display_name().to_owned());
     let head = cursors::get(&mut conn, invoice.chain_id).await?.map(|c| c.block_number);
-    let payments = invoices::payments(&mut conn, &invoice, head).await?;
+    Ok(Json(session(&state, &mut conn, &invoice, head).await?))
+}
+
+/// The payer's view of `invoice` with the chain's cursor at `head`.
+async fn session(
+    state: &AppState,
+    conn: &mut depositd_core::store::Conn,
+    invoice: &Invoice,
+    head: Option<u64>,
+) -> Result<PaymentSession, ApiError> {
+    let merchant = merchants::get(conn, invoice.merchant_id).await?;
+    let company = merchant.as_ref().map(|m| m.display_name().to_owned());
+    let payments = invoices::payments(conn, invoice, head).await?;
     let confirmations = payments.iter().filter(|p| p.state == "detected").map(|p| p.confirmations).min().unwrap_or(0);
-    Ok(Json(PaymentSession::build(&state, &invoice, company, confirmations)))
+    Ok(PaymentSession::build(state, invoice, company, confirmations))
+}
+
+/// How often a live stream looks for a change: a status change reaches the page within this
+/// (plus one render), well inside the second the checkout promises.
+const STREAM_CHECK: std::time::Duration = std::time::Duration::from_millis(400);
+/// A stream ends after this long; the page opens a new one (so no connection is held for ever by
+/// a tab left open, and every stream re-checks the session when it starts).
+const STREAM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Where a live stream stands: the last session sent and what it was built from.
+struct Stream {
+    state: AppState,
+    invoice_id: Uuid,
+    /// The invoice row and chain head the last session was built from; a tick that finds both
+    /// unchanged sends nothing (two primary-key reads, no session built).
+    seen: Option<(Invoice, Option<u64>)>,
+    sent: Option<String>,
+    finished: bool,
+    until: tokio::time::Instant,
+}
+
+impl Stream {
+    /// The next event to send: the session when it changed, waiting as long as it does not;
+    /// `None` ends the stream (finished, expired lifetime, or a store error, after which the page
+    /// reconnects or falls back to polling).
+    async fn next(mut self) -> Option<(axum::response::sse::Event, Stream)> {
+        loop {
+            if self.finished || tokio::time::Instant::now() >= self.until {
+                return None;
+            }
+            if self.sent.is_some() {
+                tokio::time::sleep(STREAM_CHECK).await;
+            }
+            let mut conn = self.state.store.conn().await.ok()?;
+            let invoice = invoices::get_any(&mut conn, self.invoice_id).await.ok()??;
+            let head = cursors::get(&mut conn, invoice.chain_id).await.ok()?.map(|c| c.block_number);
+            let unchanged = self.seen.as_ref().is_some_and(|(seen, seen_head)| {
+                seen.status == invoice.status
+                    && seen.amount_paid_base_units == invoice.amount_paid_base_units
+                    && seen.payment_flags == invoice.payment_flags
+                    && seen.expires_at == invoice.expires_at
+                    && seen.details.answers.is_some() == invoice.details.answers.is_some()
+                    && (*seen_head == head || invoice.status != InvoiceStatus::Processing)
+            });
+            if unchanged {
+                continue;
+            }
+            let session = session(&self.state, &mut conn, &invoice, head).await.ok()?;
+            drop(conn);
+            let json = serde_json::to_string(&session).ok()?;
+            self.finished = invoice.status.is_final();
+            self.seen = Some((invoice, head));
+            if self.sent.as_deref() == Some(json.as_str()) {
+                continue;
+            }
+            self.sent = Some(json.clone());
+            return Some((axum::response::sse::Event::default().event("session").data(json), self));
+        }
+    }
+}
+
+/// `GET /api/v1/payments/{invoice_id}/events`: the payment session as server-sent events, one
+/// `session` event (the same JSON as `GET /api/v1/payments/{invoice_id}`) at once and one on
+/// every change, until the invoice is finished (paid, expired, cancelled, invalid, refunded) or
+/// ten minutes have passed. Authenticated like the other payer routes (headers, so the page reads
+/// it with `fetch`, never with a token in the URL). Each open stream holds a connection, so the
+/// server's connection cap (`api.max_connections`) bounds them.
+#[utoipa::path(
+    get, path = "/api/v1/payments/{invoice_id}/events", tag = "payments",
+    params(
+        ("invoice_id" = Uuid, Path, description = "Invoice id"),
+        ("x-session-token" = String, Header, description = "The invoice's session_token"),
+        ("x-signature" = String, Header, description = "The invoice's signature"),
+    ),
+    responses(
+        (status = 200, description = "A text/event-stream of `session` events, each a PaymentSession", content_type = "text/event-stream", body = String),
+        (status = 401, description = "Missing or wrong session", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PathId(id): PathId,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{KeepAlive, Sse};
+    let invoice = authorize(&state, &headers, &id).await?;
+    let stream = Stream {
+        state,
+        invoice_id: invoice.id,
+        seen: None,
+        sent: None,
+        finished: false,
+        until: tokio::time::Instant::now() + STREAM_LIFETIME,
+    };
+    let events = futures_util::stream::unfold(stream, Stream::next).map(Ok::<_, std::convert::Infallible>);
+    let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    // No proxy may buffer the stream (nginx honours this header).
+    response.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
