@@ -26,7 +26,7 @@ use std::fmt;
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use coins_bip32::enc::{MainnetEncoder, XKeyEncoder};
-use coins_bip32::prelude::{Parent, XPriv, XPub};
+use coins_bip32::prelude::{Hint, Parent, XKeyInfo, XPriv, XPub};
 use coins_bip39::{English, Mnemonic};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -130,7 +130,7 @@ impl HdWallet {
             sealing: tagged_hash(b"depositd/webhook-secrets/v1", &account_bytes),
         };
         Ok(HdWallet {
-            deposit_account_pub: deposit_account.verify_key(),
+            deposit_account_pub: as_xpub_version(&deposit_account.verify_key()),
             treasury_address: treasury.address(),
             web,
             signing: Some(SigningKeys { deposit_account, treasury }),
@@ -348,6 +348,14 @@ impl HdWallet {
     }
 }
 
+/// The same key with the BIP-32 `xpub` version bytes, as Ethereum wallets show it (coins-bip32
+/// defaults a key from a seed to BIP-84's `zpub`; the version changes nothing derived from it).
+fn as_xpub_version(key: &XPub) -> XPub {
+    let info: &XKeyInfo = key.as_ref();
+    let verifying: &coins_bip32::ecdsa::VerifyingKey = key.as_ref();
+    XPub::new(*verifying, XKeyInfo { hint: Hint::Legacy, ..*info })
+}
+
 fn address_at(xpub: &XPub, index: u64) -> Result<Address, WalletError> {
     let child = xpub.derive_child(non_hardened(index)?).map_err(|e| WalletError::Derivation(e.to_string()))?;
     let key: &coins_bip32::ecdsa::VerifyingKey = child.as_ref();
@@ -362,7 +370,12 @@ fn parse_xpub(text: &str) -> Result<XPub, WalletError> {
             "wallet.xpub is not a BIP-32 extended public key (\"xpub...\"; `depositd wallet xpub` prints it)".into(),
         )
     })?;
-    let info: &coins_bip32::primitives::XKeyInfo = xpub.as_ref();
+    if !text.trim().starts_with("xpub") {
+        return Err(WalletError::Settings(
+            "wallet.xpub must be an \"xpub...\" key (BIP-32 version bytes; `depositd wallet xpub` prints it)".into(),
+        ));
+    }
+    let info: &XKeyInfo = xpub.as_ref();
     if info.depth != DEPOSIT_ACCOUNT_DEPTH || info.index != 0 {
         return Err(WalletError::Settings(format!(
             "wallet.xpub is a key at depth {} (index {}); it must be the one at {DEPOSIT_ACCOUNT_PATH} (depth 4, \
@@ -505,11 +518,12 @@ mod tests {
         // An xpub at another depth (the master key's) is refused.
         let master = Mnemonic::<English>::new_from_phrase(TEST_PHRASE).unwrap().master_key(None).unwrap();
         let at_root = WalletSettings {
-            xpub: Some(MainnetEncoder::xpub_to_base58(&master.verify_key()).unwrap()),
+            xpub: Some(MainnetEncoder::xpub_to_base58(&as_xpub_version(&master.verify_key())).unwrap()),
             ..watch_settings(&full)
         };
         let err = HdWallet::from_settings(&at_root, false).unwrap_err().to_string();
         assert!(err.contains("depth 0"), "{err}");
+        assert!(full.xpub().starts_with("xpub6"), "BIP-32 version bytes, depth 4");
 
         // Beside the mnemonic, another wallet's xpub or key is a mismatch that names no secret.
         let mut given = watch_settings(&other);
