@@ -259,8 +259,10 @@ impl HdWallet {
     /// The signer for the deposit address at `index` (sweeps and pass-through settlement).
     pub fn deposit_signer(&self, index: u64) -> Result<PrivateKeySigner, WalletError> {
         let keys = self.signing.as_ref().ok_or(WalletError::WatchOnly)?;
-        let child =
-            keys.deposit_account.derive_child(non_hardened(index)?).map_err(|e| WalletError::Derivation(e.to_string()))?;
+        let child = keys
+            .deposit_account
+            .derive_child(non_hardened(index)?)
+            .map_err(|e| WalletError::Derivation(e.to_string()))?;
         let key: &coins_bip32::ecdsa::SigningKey = child.as_ref();
         Ok(PrivateKeySigner::from_signing_key(key.clone()))
     }
@@ -470,8 +472,14 @@ mod tests {
         let full = HdWallet::from_mnemonic(&SecretString::from(TEST_PHRASE)).unwrap();
         let watch = HdWallet::from_settings(&watch_settings(&full), false).unwrap();
         assert!(!watch.signs());
-        assert_eq!(watch.deposit_address(0).unwrap(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse::<Address>().unwrap());
-        assert_eq!(watch.deposit_address(1).unwrap(), "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse::<Address>().unwrap());
+        assert_eq!(
+            watch.deposit_address(0).unwrap(),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse::<Address>().unwrap()
+        );
+        assert_eq!(
+            watch.deposit_address(1).unwrap(),
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".parse::<Address>().unwrap()
+        );
         // And against the mnemonic path, for a random mnemonic and indices across the range.
         let full = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
         let watch = HdWallet::from_settings(&watch_settings(&full), false).unwrap();

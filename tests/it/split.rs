@@ -298,10 +298,7 @@ async fn the_web_tier_runs_on_the_xpub_alone_and_a_settler_process_signs() {
     assert_eq!(chain.token_balance(usdc, destination).await, U256::from(40_000_000u64), "exactly once");
 
     // The endpoint sealed before the split: the web tier opened its secret and signed with it.
-    assert!(
-        receiver.wait_until(Duration::from_secs(30), |hits| !hits.is_empty()).await,
-        "invoice.paid delivered"
-    );
+    assert!(receiver.wait_until(Duration::from_secs(30), |hits| !hits.is_empty()).await, "invoice.paid delivered");
     let hits: Vec<_> = receiver.hits().into_iter().filter(|h| h.event_type() == "invoice.paid").collect();
     assert_eq!(crate::webhooks::verify_official(secret.expose_secret(), &hits[..1]), vec!["invoice.paid"]);
 
@@ -395,9 +392,11 @@ async fn a_wallet_the_database_does_not_know_is_refused_at_start_up(db: TestDb) 
     assert!(!stderr.contains(other_phrase.expose_secret()));
     // `wallet xpub` prints the xpub the database knows for `phrase`; without a mnemonic it says why.
     let printed = stdout_of(
-        depositd().arg("--config").arg(&config).env("DEPOSITD__WALLET__MNEMONIC", phrase.expose_secret()).args([
-            "wallet", "xpub",
-        ]),
+        depositd()
+            .arg("--config")
+            .arg(&config)
+            .env("DEPOSITD__WALLET__MNEMONIC", phrase.expose_secret())
+            .args(["wallet", "xpub"]),
     );
     assert!(printed.contains(&format!("xpub = \"{}\"", ours.xpub())), "{printed}");
     let output = depositd().arg("--config").arg(&config).args(["wallet", "xpub"]).output().unwrap();
