@@ -213,7 +213,7 @@ async fn generate(db: &TestDb) -> anyhow::Result<Map<String, Value>> {
 
     let store = db.connect(8).await?;
     let wallet = Arc::new(HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?);
-    let treasury = wallet.treasury().address();
+    let treasury = wallet.treasury_address();
     let state = AppState::new(store.clone(), Arc::new(config), wallet.clone(), depositd_core::metrics::Metrics::new());
     let app = Application::build(state.clone(), "127.0.0.1:0".parse()?).await?;
     let base = format!("http://{}", app.local_addr());

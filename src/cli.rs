@@ -63,6 +63,9 @@ pub enum Command {
     /// The hot wallet (treasury): fund it, resume a paused signer.
     #[command(subcommand)]
     Treasury(TreasuryCommand),
+    /// The wallet's public half and web keys, for running the web tier without the mnemonic.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
     /// Scan a range of blocks the watcher already passed again and record the payments it missed
     /// (idempotent: what was recorded stays recorded once). Find such ranges with `ledger verify`,
     /// which names addresses holding more than the ledger explains.
@@ -271,4 +274,16 @@ impl DevArgs {
     pub fn api_addr(&self, port: u16) -> SocketAddr {
         SocketAddr::new(self.host, port)
     }
+}
+
+// === wallet (issue 21: keys off the web tier) ===
+
+#[derive(Debug, Subcommand)]
+pub enum WalletCommand {
+    /// Print, from the configured mnemonic, the `[wallet]` settings of a process without the
+    /// settler: the xpub at m/44'/60'/0'/0, its path and the treasury's address (public).
+    Xpub,
+    /// Print, from the configured mnemonic, the web tier's two secret keys (session signing and
+    /// webhook-secret sealing): one-way derivations that reveal nothing of the mnemonic.
+    WebKeys,
 }

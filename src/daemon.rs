@@ -17,6 +17,7 @@ use anyhow::Context;
 use depositd_api::{AppState, Application};
 use depositd_core::config::Config;
 use depositd_core::store::leases::Lease;
+use depositd_core::store::wallet_identity;
 use depositd_core::store::{DaemonLock, Store};
 use depositd_core::wallet::HdWallet;
 use tokio::task::JoinSet;
@@ -77,9 +78,13 @@ impl Daemon {
     /// constructs the components in `only` (all of them when empty). Nothing runs yet.
     pub async fn build(config: Config, only: &[Component]) -> anyhow::Result<Daemon> {
         let components: Vec<Component> = if only.is_empty() { Component::ALL.to_vec() } else { only.to_vec() };
-        let mnemonic = config.settings.wallet.mnemonic()?;
-        let wallet = Arc::new(HdWallet::from_mnemonic(&mnemonic)?);
+        // Only the settler signs: a process without it runs from the xpub, never the mnemonic.
+        let signs = components.contains(&Component::Settler);
+        let wallet = Arc::new(HdWallet::from_settings(&config.settings.wallet, signs)?);
         let store = open_store(&config).await?;
+        // Every process on the database derives the same addresses and shares the web keys.
+        let recorded = wallet_identity::record_or_read(&store, &wallet.identity()).await?;
+        wallet.check_identity(&recorded)?;
         let single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
         if single_daemon.is_some() {
             // The only daemon this database can have: a killed predecessor's leases are free now,
@@ -98,7 +103,12 @@ impl Daemon {
         let holder = uuid::Uuid::now_v7();
         let lease = |name: String| Lease::new(store.clone(), name, holder, LEASE_TTL);
 
-        tracing::info!(components = ?components, database = store.backend().name(), "starting depositd");
+        tracing::info!(
+            components = ?components,
+            database = store.backend().name(),
+            signs = wallet.signs(),
+            "starting depositd"
+        );
         for component in components {
             match component {
                 Component::Api => {

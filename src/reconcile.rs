@@ -447,7 +447,7 @@ async fn compare_chain(
     for address in addresses {
         owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);
     }
-    owners.push(wallet.treasury().address());
+    owners.push(wallet.treasury_address());
     let mut lines = Vec::new();
     for (asset, held) in held {
         let Some(asset_ref) = chain.asset(asset) else {

@@ -50,7 +50,8 @@
 //!   `ALL` and the sqlx codec.
 //! - [`webhooks`]: the event type words merchants subscribe to (from [`event::EventType`]),
 //!   signing secrets (encrypted at rest) and Standard Webhooks signatures.
-//! - [`wallet`]: the hot wallet's HD key tree: deposit addresses and the treasury signer.
+//! - [`wallet`]: the hot wallet's HD key tree: deposit addresses (from the mnemonic, or the xpub
+//!   alone on the web tier), the treasury signer, the web keys, the identity checked at start-up.
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
 
 pub mod api_key;

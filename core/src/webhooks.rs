@@ -47,14 +47,15 @@ pub fn generate_secret() -> SecretString {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// Deliberately without the value.
-    #[error("a stored webhook secret cannot be decrypted (was the mnemonic changed?)")]
+    #[error("a stored webhook secret cannot be decrypted (was the mnemonic or wallet.sealing_key changed?)")]
     Decrypt,
     #[error("a webhook secret is not `whsec_` followed by base64")]
     Malformed,
 }
 
 /// Encrypts signing secrets for storage with a key derived from the mnemonic
-/// (`HdWallet::webhook_secrets_key`): a database dump alone does not reveal them.
+/// (`HdWallet::webhook_secrets_key`; a process without the mnemonic is given that same key as
+/// `wallet.sealing_key`): a database dump alone does not reveal them.
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,

@@ -204,13 +204,13 @@ impl Settler {
     }
 
     pub fn treasury_address(&self) -> Address {
-        self.wallet.treasury().address()
+        self.wallet.treasury_address()
     }
 
     /// The key that signs for `address`: the treasury or one of our deposit addresses.
     pub(crate) async fn signer_for(&self, address: &str) -> Result<PrivateKeySigner, SettleError> {
         if address == self.treasury_address().to_checksum(None) {
-            return Ok(self.wallet.treasury().clone());
+            return self.wallet.treasury().cloned().map_err(|e| SettleError::Signing(e.to_string()));
         }
         let mut conn = self.store.conn().await?;
         let index = deposit_addresses::index_of(&mut conn, address)

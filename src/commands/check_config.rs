@@ -42,6 +42,7 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     println!("  default:  {} on {}", s.chains.default_asset, s.chains.default_chain);
     match s.wallet.mnemonic() {
         Ok(_) => println!("  wallet:   mnemonic configured"),
+        Err(_) if s.wallet.xpub.is_some() => println!("  wallet:   xpub only (runs without the settler)"),
         Err(e) => println!("  wallet:   {e} (needed by `run`)"),
     }
     if offline {

@@ -11,7 +11,7 @@ pub async fn run(config: &Config, command: LedgerCommand) -> anyhow::Result<()> 
     match command {
         LedgerCommand::Verify { offline } => {
             let store = crate::database::open_store(config).await?;
-            let wallet = Arc::new(HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?);
+            let wallet = Arc::new(HdWallet::from_settings(&config.settings.wallet, false)?);
             let outcome = crate::reconcile::reconcile(&store, config, &wallet, !offline).await?;
             print!("{}", outcome.render());
             anyhow::ensure!(

@@ -6,6 +6,7 @@ mod ledger;
 mod merchant;
 mod rescan;
 mod treasury;
+mod wallet;
 
 use anyhow::Context;
 use depositd_core::config::Config;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
         Command::Ledger(command) => ledger::run(&load_config(&global)?, command).await,
         Command::Treasury(command) => treasury::run(&load_config(&global)?, command).await,
+        Command::Wallet(command) => wallet::run(&load_config(&global)?, command),
         Command::Rescan(args) => rescan::run(&load_config(&global)?, args).await,
         Command::Dev(args) => crate::dev::run(args).await,
     }

@@ -14,7 +14,7 @@ pub async fn run(config: &Config, args: RescanArgs) -> anyhow::Result<()> {
         .chain(&args.chain)
         .with_context(|| format!("chain {:?} is not enabled (chains.enabled)", args.chain))?
         .clone();
-    let wallet = HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?;
+    let wallet = HdWallet::from_settings(&config.settings.wallet, false)?;
     let store = crate::database::open_store(config).await?;
     let mut watcher = ChainWatcher::new(
         chain.clone(),

@@ -8,8 +8,11 @@ use depositd_core::wallet::HdWallet;
 use crate::cli::TreasuryCommand;
 
 pub async fn run(config: &Config, command: TreasuryCommand) -> anyhow::Result<()> {
-    let wallet = HdWallet::from_mnemonic(&config.settings.wallet.mnemonic()?)?;
-    let treasury = wallet.treasury().address();
+    // Resuming a signer runs the settler's logic, which needs the mnemonic; the others read and
+    // record only, for which the xpub and the treasury's address are enough (as on the web tier).
+    let signs = matches!(command, TreasuryCommand::ResumeSigner { .. });
+    let wallet = HdWallet::from_settings(&config.settings.wallet, signs)?;
+    let treasury = wallet.treasury_address();
     let chain_named = |name: &str| {
         config.chain(name).with_context(|| format!("chain {name:?} is not enabled (chains.enabled)")).cloned()
     };

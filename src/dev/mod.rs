@@ -121,7 +121,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let api_key = ensure_demo_merchant(&config, previous.as_ref()).await?;
         let store = crate::database::open_store(&config).await?;
         let chain_config = config.chain("anvil").context("the dev configuration has no anvil chain")?;
-        fund_treasury(&store, chain_config, wallet.treasury().address(), DEV_TREASURY_FUNDING).await?;
+        fund_treasury(&store, chain_config, wallet.treasury_address(), DEV_TREASURY_FUNDING).await?;
         store.close().await;
         set_interval_mining(&rpc_url, args.block_time).await?;
         let payer: PrivateKeySigner = anvil::DEV_ACCOUNT_1_KEY.parse()?;

@@ -388,7 +388,7 @@ async fn run(db: TestDb) {
     }
     std::fs::write(dir.path().join("chains/anvil.toml"), chain_file).unwrap();
     let mnemonic = HdWallet::generate_mnemonic();
-    let treasury = HdWallet::from_mnemonic(&mnemonic).unwrap().treasury().address();
+    let treasury = HdWallet::from_mnemonic(&mnemonic).unwrap().treasury_address();
     let config = dir.path().join("depositd.toml");
     std::fs::write(
         &config,

@@ -30,6 +30,7 @@ mod scale_out;
 mod secrets;
 mod seeds;
 mod settler;
+mod split;
 mod static_addresses;
 mod store;
 mod surplus;

@@ -172,7 +172,7 @@ async fn a_payout_reserves_its_amount_and_network_fee_with_an_intent(db: TestDb)
     assert_eq!(intent.state, TxState::Intent);
     assert_eq!(intent.purpose, Purpose::Payout);
     assert_eq!(intent.chain_id, CHAIN);
-    assert_eq!(intent.signer_address, app.state.wallet.treasury().address().to_checksum(None));
+    assert_eq!(intent.signer_address, app.state.wallet.treasury_address().to_checksum(None));
     assert_eq!(intent.to_address, DEST);
     assert_eq!(intent.asset, "ETH");
     assert_eq!(intent.value.to_string(), (ETH / 10).to_string());

@@ -55,7 +55,7 @@ async fn setup(db: &TestDb) -> Setup {
     })
     .await;
     let config = config.unwrap();
-    let treasury = app.state.wallet.treasury().address();
+    let treasury = app.state.wallet.treasury_address();
     depositd::dev::fund_treasury(&app.store, &config, treasury, 10_000_000_000_000_000_000).await.unwrap();
     let (_, key) = app.merchant("Settler Shop", &Scope::ALL).await;
     Setup { chain, usdc, app, key, config }
@@ -63,7 +63,7 @@ async fn setup(db: &TestDb) -> Setup {
 
 impl Setup {
     fn treasury(&self) -> Address {
-        self.app.state.wallet.treasury().address()
+        self.app.state.wallet.treasury_address()
     }
 
     /// Watcher, settler, one more block; until `done` holds (at most 40 rounds).
@@ -447,7 +447,7 @@ async fn an_outside_send_from_the_treasury_pauses_it(db: TestDb) {
     })
     .await;
     // Someone with the treasury key sends from it behind depositd's back.
-    let key = s.app.state.wallet.treasury().clone();
+    let key = s.app.state.wallet.treasury().unwrap().clone();
     let outsider = s.chain.wallet(key);
     let tx = TransactionRequest::default().with_to(PrivateKeySigner::random().address()).with_value(U256::from(1u64));
     assert!(outsider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap().status());
@@ -529,7 +529,7 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
     settler.tick().await.unwrap();
     assert_eq!(s.payout_status(&payout).await, "submitted");
     let ours = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
-    let key = s.app.state.wallet.treasury().clone();
+    let key = s.app.state.wallet.treasury().unwrap().clone();
     let outsider = s.chain.wallet(key);
     let replacement = TransactionRequest::default()
         .with_to(PrivateKeySigner::random().address())

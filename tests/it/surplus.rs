@@ -281,7 +281,7 @@ async fn a_missed_deposit_fails_ledger_verify_naming_its_address_and_amount(db: 
 
 async fn sweeps_leave_native_dust_and_a_lagging_watcher_that_the_check_explains(db: TestDb) {
     let s = setup(&db).await;
-    let treasury = s.app.state.wallet.treasury().address();
+    let treasury = s.app.state.wallet.treasury_address();
     depositd::dev::fund_treasury(&s.app.store, &s.config, treasury, 10_000_000_000_000_000_000).await.unwrap();
     let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
 

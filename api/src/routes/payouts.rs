@@ -132,7 +132,7 @@ fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payouts::Conte
     payouts::Context {
         chain,
         settler: &state.config.settings.settler,
-        treasury: state.wallet.treasury().address(),
+        treasury: state.wallet.treasury_address(),
         public_url: &state.config.settings.api.public_url,
         sessions: &state.sessions,
     }

@@ -102,6 +102,17 @@ pub struct ChainsSettings {
 pub struct WalletSettings {
     pub mnemonic: Option<SecretString>,
     pub mnemonic_file: Option<PathBuf>,
+    /// For a process without the settler (issue 21): the extended public key at
+    /// `m/44'/60'/0'/0`, from which deposit addresses are derived without the mnemonic.
+    pub xpub: Option<String>,
+    /// The path of `xpub`; only `m/44'/60'/0'/0` is accepted (stated so a config says what it holds).
+    pub xpub_path: Option<String>,
+    /// The treasury's address, which a process without the mnemonic cannot derive (payouts name it).
+    pub treasury_address: Option<String>,
+    /// The key webhook signing secrets are sealed with (64 hex digits; `depositd wallet web-keys`).
+    pub sealing_key: Option<SecretString>,
+    /// The key payment sessions are signed with (64 hex digits; `depositd wallet web-keys`).
+    pub session_key: Option<SecretString>,
 }
 
 impl std::fmt::Debug for WalletSettings {
@@ -110,11 +121,24 @@ impl std::fmt::Debug for WalletSettings {
         f.debug_struct("WalletSettings")
             .field("mnemonic", &self.mnemonic.as_ref().map(|_| "[REDACTED]"))
             .field("mnemonic_file", &self.mnemonic_file)
+            .field("xpub", &self.xpub.as_ref().map(|_| "[set]"))
+            .field("xpub_path", &self.xpub_path)
+            .field("treasury_address", &self.treasury_address)
+            .field("sealing_key", &self.sealing_key.as_ref().map(|_| "[REDACTED]"))
+            .field("session_key", &self.session_key.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
 
 impl WalletSettings {
+    /// The mnemonic when one is configured (`None` for a process run from `xpub`).
+    pub fn mnemonic_if_any(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.mnemonic.is_none() && self.mnemonic_file.is_none() {
+            return Ok(None);
+        }
+        self.mnemonic().map(Some)
+    }
+
     /// The mnemonic from `wallet.mnemonic` or `wallet.mnemonic_file`; exactly one must be set.
     pub fn mnemonic(&self) -> Result<SecretString, ConfigError> {
         match (&self.mnemonic, &self.mnemonic_file) {

@@ -14,7 +14,7 @@
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox's
 //!   event rows), [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
-//!   the delivery queue's rows), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time): queries, one module per table family, each a small async
+//!   the delivery queue's rows), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time), [`wallet_identity`] (the wallet every process checks at start-up): queries, one module per table family, each a small async
 //!   function taking a connection or transaction. They hold rows and SQL only: the rules that
 //!   decide what to write live in the lifecycle modules (`crate::outbox` for events and their
 //!   deliveries), which call them.
@@ -35,6 +35,7 @@ pub mod leases;
 pub mod merchants;
 pub mod payouts;
 pub mod static_addresses;
+pub mod wallet_identity;
 pub mod webhooks;
 
 use std::path::Path;
