@@ -21,6 +21,7 @@ mod inactive_shop;
 mod invoices;
 mod key_modes;
 mod ledger;
+mod losses;
 mod marks;
 mod openapi;
 mod payments;
