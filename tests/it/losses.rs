@@ -264,7 +264,8 @@ async fn a_reorg_after_a_sweep_posts_the_loss_once_and_verify_reports_it(db: Tes
     // second removal finds nothing left to reverse, and a restarted watcher changes nothing.
     let deposit_id: Uuid = body["payments"][0]["id"].as_str().unwrap().parse().unwrap();
     let mut tx = s.app.store.begin().await.unwrap();
-    let deposit = depositd_core::store::deposits::get_for_merchant(&mut tx, s.merchant, deposit_id).await.unwrap().unwrap();
+    let deposit =
+        depositd_core::store::deposits::get_for_merchant(&mut tx, s.merchant, deposit_id).await.unwrap().unwrap();
     let removal = ledger::deposits::post_removal(&mut tx, &deposit).await.unwrap();
     assert_eq!((removal.reversals.len(), removal.reorg_loss), (0, units(0)));
     let pending: (String,) = sqlx::query_as("SELECT id FROM ledger_entries WHERE idempotency_key = $1")
