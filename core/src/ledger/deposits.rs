@@ -263,7 +263,7 @@ pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Removal,
     Ok(removal)
 }
 
-/// What entry `id` posted to accounts of `kind`, net of the side that lowers them.
+/// What entry `id` added to accounts of `kind` (its postings on their growing side).
 async fn posted_to(conn: &mut Conn, id: Uuid, kind: AccountKind) -> Result<BaseUnits, LedgerError> {
     let (_, postings) = super::entry(conn, id).await?.ok_or(LedgerError::EntryNotFound(id))?;
     let mut total = BaseUnits::ZERO;
