@@ -7,6 +7,20 @@
 //! ledger's custody and hot wallet, less what the settler's unconfirmed transactions may already
 //! have taken.
 //!
+//! The cover check nets out the platform's `reorg_loss`: what a reorg took away after it had
+//! left a deposit address (swept, forwarded) is still counted by the sweep's entry, and the chain
+//! cannot hold it. What that costs is the next check's business.
+//!
+//! # Solvency: the chain holds what the ledger owes merchants
+//! Per chain and asset, what the platform's addresses hold (the same reading as the cover check:
+//! every deposit address with custody and the treasury, see [`holding_addresses`]), plus what
+//! the settler's unconfirmed transactions may already have paid out, must be at least what the
+//! ledger owes merchants: their `available`, `pending`, `reserved` and `in_transit`
+//! ([`verify::owes_merchants`]; a merchant's `receivable` is a claim, not money, and is not
+//! subtracted). A shortfall fails the check and is reported with its exact amount (and as the
+//! `depositd_ledger_solvency_shortfall` gauge): the platform cannot pay every merchant. The
+//! operator's own money (gas capital, fees earned) counts as cover: it is there to be paid.
+//!
 //! # Surplus: the ledger explains what the deposit addresses hold
 //! A deposit the watcher missed is money at a deposit address that the ledger never heard of;
 //! the cover check cannot see it. So every deposit address handed out (and every pooled one a
@@ -126,12 +140,70 @@ impl Surplus {
     }
 }
 
+/// One asset on one chain: what the ledger holds and owes there against what the chain holds.
+/// All exact base units.
+#[derive(Debug, Clone)]
+pub struct Holdings {
+    pub chain: String,
+    pub asset: String,
+    pub decimals: u8,
+    /// The ledger's custody plus hot wallet.
+    pub held: BaseUnits,
+    /// The platform's `reorg_loss`: the part of `held` a reorg took away.
+    pub reorg_loss: BaseUnits,
+    /// What the ledger owes merchants ([`verify::owes_merchants`]).
+    pub owed: BaseUnits,
+    /// What the holding addresses hold on chain, at the latest block...
+    pub on_chain: BaseUnits,
+    /// ...how many were read...
+    pub addresses: usize,
+    /// ...and what the settler's unconfirmed transactions may already have taken from them.
+    pub in_flight: BaseUnits,
+}
+
+impl Holdings {
+    /// On chain, plus what may be on its way out.
+    fn accounted(&self) -> BaseUnits {
+        self.on_chain.checked_add(self.in_flight).unwrap_or(BaseUnits(U256::MAX))
+    }
+
+    /// By how much the chain falls short of what the ledger holds, net of the reorg loss (the
+    /// cover check; zero when covered).
+    pub fn cover_shortfall(&self) -> BaseUnits {
+        let held = self.held.checked_sub(self.reorg_loss).unwrap_or_default();
+        held.checked_sub(self.accounted()).unwrap_or_default()
+    }
+
+    /// By how much the chain falls short of what the ledger owes merchants (the solvency check;
+    /// zero when solvent).
+    pub fn solvency_shortfall(&self) -> BaseUnits {
+        self.owed.checked_sub(self.accounted()).unwrap_or_default()
+    }
+
+    fn amount(&self, amount: BaseUnits) -> String {
+        format!("{} {} ({amount} base units)", amount.to_display(self.decimals), self.asset)
+    }
+}
+
+/// A chain and asset whose `reorg_loss` is above zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReorgLoss {
+    pub chain: String,
+    pub asset: String,
+    pub decimals: u8,
+    pub amount: BaseUnits,
+}
+
 /// The store's report and the on-chain findings.
 #[derive(Debug, Default)]
 pub struct Reconciliation {
     pub report: Report,
     /// One line per asset compared on chain: held by the ledger vs found on chain.
     pub on_chain: Vec<String>,
+    /// The cover and solvency comparisons, per chain and asset read.
+    pub holdings: Vec<Holdings>,
+    /// Losses a reorg left (from the ledger alone: known without reading any chain).
+    pub reorg_losses: Vec<ReorgLoss>,
     /// Chains whose balances could not be read (RPC down): not a verdict, but not a pass.
     pub unchecked: Vec<String>,
     /// The surplus check, per chain and asset read.
@@ -166,6 +238,37 @@ impl Reconciliation {
         );
         for line in &self.on_chain {
             out.push_str(&format!("on chain: {line}\n"));
+        }
+        for h in &self.holdings {
+            let short = h.solvency_shortfall();
+            if short.is_zero() {
+                out.push_str(&format!(
+                    "solvency: {} {}: merchants are owed {}, the chain holds {}: covered\n",
+                    h.chain,
+                    h.asset,
+                    h.owed.to_display(h.decimals),
+                    h.accounted().to_display(h.decimals)
+                ));
+            } else {
+                out.push_str(&format!(
+                    "solvency: {} {}: SHORT by {}: merchants are owed {}, the chain holds {}\n",
+                    h.chain,
+                    h.asset,
+                    h.amount(short),
+                    h.owed.to_display(h.decimals),
+                    h.accounted().to_display(h.decimals)
+                ));
+            }
+        }
+        for loss in &self.reorg_losses {
+            out.push_str(&format!(
+                "reorg loss: {} {}: {} ({} base units) left deposit addresses before a reorg took away the deposits \
+                 that paid for it; the platform carries it (reorg_loss)\n",
+                loss.chain,
+                loss.asset,
+                loss.amount.to_display(loss.decimals),
+                loss.amount
+            ));
         }
         for s in &self.surplus {
             if s.holders.is_empty() {
@@ -209,7 +312,7 @@ impl Reconciliation {
                            confirmed deposit is credited exactly once",
             );
             if !self.on_chain.is_empty() {
-                out.push_str(", and on-chain funds cover what the ledger holds");
+                out.push_str(", and on-chain funds cover what the ledger holds and what it owes merchants");
             }
             if !self.surplus.is_empty() {
                 out.push_str(", and the deposit addresses hold nothing beyond dust that the ledger does not explain");
@@ -279,20 +382,37 @@ pub async fn reconcile(
         }
     }
     snapshot.rollback().await?;
+    let reorg_losses = report
+        .reorg_loss
+        .iter()
+        .filter(|(_, amount)| !amount.is_zero())
+        .map(|((chain_id, asset), amount)| {
+            let chain = config.chains.iter().find(|c| c.chain_id == *chain_id);
+            ReorgLoss {
+                chain: chain.map_or_else(|| format!("chain {chain_id}"), |c| c.name.clone()),
+                asset: asset.clone(),
+                decimals: chain.and_then(|c| c.asset(asset)).map_or(0, |a| a.decimals),
+                amount: *amount,
+            }
+        })
+        .collect();
     let mut lines = Vec::new();
+    let mut holdings = Vec::new();
     let mut unchecked = Vec::new();
     let mut surplus = Vec::new();
     let mut surplus_skipped = Vec::new();
     for ChainInputs { chain, custody_addresses, leaving, surplus: surplus_inputs } in inputs {
-        let held: Vec<(String, BaseUnits)> = report
-            .held
-            .iter()
-            .filter(|((chain_id, _), amount)| *chain_id == chain.chain_id && !amount.is_zero())
-            .map(|((_, asset), amount)| (asset.clone(), *amount))
-            .collect();
-        if !held.is_empty() {
-            match compare_chain(chain, wallet, &custody_addresses, &held, &leaving, &mut report.problems).await {
-                Ok(mut compared) => lines.append(&mut compared),
+        let ledger = LedgerSide::of(&report, chain.chain_id);
+        if !ledger.is_empty() {
+            let compared = match holding_addresses(wallet, &custody_addresses) {
+                Ok(owners) => compare_chain(chain, &owners, &ledger, &leaving, &mut report.problems).await,
+                Err(error) => Err(error),
+            };
+            match compared {
+                Ok((mut compared, mut found)) => {
+                    lines.append(&mut compared);
+                    holdings.append(&mut found);
+                }
                 Err(error) => unchecked.push(format!("{}: {error:#}", chain.name)),
             }
         }
@@ -321,7 +441,7 @@ pub async fn reconcile(
             Err(error) => unchecked.push(format!("{} (surplus check): {error:#}", chain.name)),
         }
     }
-    Ok(Reconciliation { report, on_chain: lines, unchecked, surplus, surplus_skipped })
+    Ok(Reconciliation { report, on_chain: lines, holdings, reorg_losses, unchecked, surplus, surplus_skipped })
 }
 
 /// What explains each (address, asset) on one chain when balances are read at `block`.
@@ -432,56 +552,134 @@ fn in_flight_outflow(in_flight: &[ChainTx], chain: &ChainConfig) -> anyhow::Resu
     Ok(leaving)
 }
 
-/// Compares one chain's on-chain balances with what the ledger holds there (less what transactions
-/// in flight may have taken already); shortfalls go to `problems`, a line per asset is returned.
-async fn compare_chain(
-    chain: &ChainConfig,
-    wallet: &HdWallet,
-    addresses: &[String],
-    held: &[(String, BaseUnits)],
-    leaving: &BTreeMap<String, BaseUnits>,
-    problems: &mut Vec<String>,
-) -> anyhow::Result<Vec<String>> {
-    let rpc = connect(chain)?;
-    let mut owners: Vec<Address> = Vec::with_capacity(addresses.len() + 1);
-    for address in addresses {
+/// What the ledger says about one chain, per asset: (held, reorg loss, owed to merchants).
+struct LedgerSide(BTreeMap<String, (BaseUnits, BaseUnits, BaseUnits)>);
+
+impl LedgerSide {
+    fn of(report: &Report, chain_id: u64) -> LedgerSide {
+        let mut assets: BTreeMap<String, (BaseUnits, BaseUnits, BaseUnits)> = BTreeMap::new();
+        let of_chain = |map: &BTreeMap<(u64, String), BaseUnits>| -> Vec<(String, BaseUnits)> {
+            map.iter()
+                .filter(|((id, _), amount)| *id == chain_id && !amount.is_zero())
+                .map(|((_, asset), amount)| (asset.clone(), *amount))
+                .collect()
+        };
+        for (asset, amount) in of_chain(&report.held) {
+            assets.entry(asset).or_default().0 = amount;
+        }
+        for (asset, amount) in of_chain(&report.reorg_loss) {
+            assets.entry(asset).or_default().1 = amount;
+        }
+        for (asset, amount) in of_chain(&report.owed) {
+            assets.entry(asset).or_default().2 = amount;
+        }
+        LedgerSide(assets)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Every address whose balance counts as the platform's holdings on one chain, for the cover and
+/// solvency checks: the deposit addresses the ledger has custody at, and the treasury. (Cold
+/// storage, when configured, adds its address here.)
+fn holding_addresses(wallet: &HdWallet, custody_addresses: &[String]) -> anyhow::Result<Vec<Address>> {
+    let mut owners: Vec<Address> = Vec::with_capacity(custody_addresses.len() + 1);
+    for address in custody_addresses {
         owners.push(address.parse().with_context(|| format!("stored deposit address {address}"))?);
     }
     owners.push(wallet.treasury_address());
+    Ok(owners)
+}
+
+/// Compares one chain's on-chain balances at `owners` with what the ledger holds there (the
+/// cover check) and what it owes merchants (the solvency check), both allowing for what
+/// transactions in flight may have taken already; shortfalls go to `problems`, a line per asset
+/// and the comparisons are returned.
+async fn compare_chain(
+    chain: &ChainConfig,
+    owners: &[Address],
+    ledger: &LedgerSide,
+    leaving: &BTreeMap<String, BaseUnits>,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<(Vec<String>, Vec<Holdings>)> {
+    let rpc = connect(chain)?;
     let mut lines = Vec::new();
-    for (asset, held) in held {
+    let mut compared = Vec::new();
+    for (asset, &(held, reorg_loss, owed)) in &ledger.0 {
         let Some(asset_ref) = chain.asset(asset) else {
             problems.push(format!(
-                "the ledger holds {held} base units of {asset} on {}, which is no longer configured",
+                "the ledger holds {held} and owes merchants {owed} base units of {asset} on {}, which is no longer \
+                 configured",
                 chain.name
             ));
             continue;
         };
-        let found = on_chain_total(&rpc, asset_ref.token_address, &owners)
+        let found = on_chain_total(&rpc, asset_ref.token_address, owners)
             .await
             .with_context(|| format!("reading {asset} balances"))?;
-        let d = asset_ref.decimals;
-        lines.push(format!(
-            "{} {asset}: ledger holds {}, {} addresses hold {}",
-            chain.name,
-            held.to_display(d),
-            owners.len(),
-            found.to_display(d)
-        ));
-        let in_flight = leaving.get(asset).copied().unwrap_or_default();
-        if !in_flight.is_zero() {
-            lines.push(format!("{} {asset}: up to {} in flight", chain.name, in_flight.to_display(d)));
+        let h = Holdings {
+            chain: chain.name.clone(),
+            asset: asset.clone(),
+            decimals: asset_ref.decimals,
+            held,
+            reorg_loss,
+            owed,
+            on_chain: found,
+            addresses: owners.len(),
+            in_flight: leaving.get(asset).copied().unwrap_or_default(),
+        };
+        let d = h.decimals;
+        if reorg_loss.is_zero() {
+            lines.push(format!(
+                "{} {asset}: ledger holds {}, {} addresses hold {}",
+                chain.name,
+                held.to_display(d),
+                owners.len(),
+                found.to_display(d)
+            ));
+        } else {
+            lines.push(format!(
+                "{} {asset}: ledger holds {}, of which a reorg took away {} (reorg_loss), {} addresses hold {}",
+                chain.name,
+                held.to_display(d),
+                reorg_loss.to_display(d),
+                owners.len(),
+                found.to_display(d)
+            ));
         }
-        if found.checked_add(in_flight).unwrap_or(found) < *held {
+        if !h.in_flight.is_zero() {
+            lines.push(format!("{} {asset}: up to {} in flight", chain.name, h.in_flight.to_display(d)));
+        }
+        if !h.cover_shortfall().is_zero() {
+            let net = if reorg_loss.is_zero() {
+                String::new()
+            } else {
+                format!(" ({} after the reorg loss)", held.checked_sub(reorg_loss).unwrap_or_default().to_display(d))
+            };
             problems.push(format!(
-                "on {} the ledger holds {} {asset} at deposit addresses and the hot wallet, but they hold only {}",
+                "on {} the ledger holds {} {asset}{net} at deposit addresses and the hot wallet, but they hold only {}",
                 chain.name,
                 held.to_display(d),
                 found.to_display(d)
             ));
         }
+        let short = h.solvency_shortfall();
+        if !short.is_zero() {
+            problems.push(format!(
+                "on {} the platform is short by {} of what it owes merchants: they are owed {}, its addresses hold {} \
+                 (and up to {} in flight)",
+                chain.name,
+                h.amount(short),
+                owed.to_display(d),
+                found.to_display(d),
+                h.in_flight.to_display(d)
+            ));
+        }
+        compared.push(h);
     }
-    Ok(lines)
+    Ok((lines, compared))
 }
 
 /// The chain's RPC client (failover across its `rpc_urls`; errors never show a URL's secret).
@@ -542,6 +740,21 @@ async fn on_chain_total(rpc: &Arc<ChainRpc>, token: Option<Address>, owners: &[A
 pub fn export(metrics: &Metrics, outcome: &Reconciliation) {
     metrics.ledger_verify_ok.set(outcome.gauge());
     metrics.ledger_verify_problems.set(outcome.report.problems.len() as i64);
+    // Whole units for monitoring; the checks themselves are exact.
+    let whole = |amount: BaseUnits, decimals: u8| amount.to_display(decimals).parse().unwrap_or(f64::NAN);
+    metrics.ledger_reorg_loss.reset();
+    for loss in &outcome.reorg_losses {
+        metrics
+            .ledger_reorg_loss
+            .with_label_values(&[loss.chain.as_str(), loss.asset.as_str()])
+            .set(whole(loss.amount, loss.decimals));
+    }
+    for h in &outcome.holdings {
+        metrics
+            .ledger_solvency_shortfall
+            .with_label_values(&[h.chain.as_str(), h.asset.as_str()])
+            .set(whole(h.solvency_shortfall(), h.decimals));
+    }
     for s in &outcome.surplus {
         let labels = [s.chain.as_str(), s.asset.as_str()];
         metrics

@@ -242,16 +242,28 @@ pub async fn on_confirmed(
     Ok(true)
 }
 
+/// What [`on_reorged`] did to a deposit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unwound {
+    /// The state the deposit entered.
+    pub state: DepositState,
+    /// What the reversal posted to the platform's `reorg_loss`: the part of the deposit that had
+    /// already left its address (swept, forwarded). Zero in the usual case.
+    pub reorg_loss: BaseUnits,
+}
+
 /// A reorg removed the deposit's block. Unconfirmed: it goes back to waiting (it may reappear).
 /// Confirmed: its credit is reversed and `deposit.reversed` announces it; nothing is deleted.
-/// Returns the state the deposit entered, if this call moved it.
-pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<DepositState>, StoreError> {
+/// Never refused for want of funds (see `ledger::deposits::post_removal`: what already left the
+/// deposit's address is the platform's `reorg_loss`). Returns what this call did, if it moved
+/// the deposit.
+pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Unwound>, StoreError> {
     match deposit.state {
         DepositState::Detected => {
             if !deposits::transition(tx, deposit, DepositState::Detected, DepositState::Reorged).await? {
                 return Ok(None);
             }
-            ledger::deposits::post_removal(tx, deposit).await?;
+            let removal = ledger::deposits::post_removal(tx, deposit).await?;
             if let Some(invoice_id) = deposit.invoice_id
                 && let Some(mut invoice) = invoices::get_any(tx, invoice_id).await?
                 && invoice.status == InvoiceStatus::Processing
@@ -261,15 +273,16 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Deposit
                 invoice.status = InvoiceStatus::Pending;
                 invoices::update_payment_state(tx, &read, &invoice).await?;
             }
-            Ok(Some(DepositState::Reorged))
+            Ok(Some(Unwound { state: DepositState::Reorged, reorg_loss: removal.reorg_loss }))
         }
         DepositState::Confirmed => {
             if !deposits::transition(tx, deposit, DepositState::Confirmed, DepositState::Reversed).await? {
                 return Ok(None);
             }
             tracing::error!(deposit_id = %deposit.id, tx_hash = %deposit.tx_hash, "a reorg deeper than the confirmations removed a credited deposit; reversing it");
-            ledger::deposits::post_removal(tx, deposit).await?;
-            let Some(merchant_id) = deposit.merchant_id else { return Ok(Some(DepositState::Reversed)) };
+            let removal = ledger::deposits::post_removal(tx, deposit).await?;
+            let unwound = Unwound { state: DepositState::Reversed, reorg_loss: removal.reorg_loss };
+            let Some(merchant_id) = deposit.merchant_id else { return Ok(Some(unwound)) };
             let mut reversed = deposit.clone();
             reversed.state = DepositState::Reversed;
             outbox::record(
@@ -314,7 +327,7 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Deposit
                 });
                 invoices::update_payment_state(tx, &read, &invoice).await?;
             }
-            Ok(Some(DepositState::Reversed))
+            Ok(Some(unwound))
         }
         _ => Ok(None),
     }

@@ -89,6 +89,16 @@ pub struct Metrics {
     /// Per chain and asset: deposit addresses the last reconciliation named for holding
     /// unexplained money (0 while the total is within the dust allowance). Alert: a missed deposit.
     pub ledger_unexplained_addresses: IntGaugeVec,
+    /// Deposits a reorg took away after their money had left the deposit address (swept,
+    /// forwarded), by chain and asset: each posted a loss to the platform's `reorg_loss` (alert).
+    pub reorg_losses_total: IntCounterVec,
+    /// Per chain and asset: the platform's `reorg_loss` balance at the last reconciliation, in
+    /// whole units (monitoring only; the ledger is exact). Alert while it is above zero.
+    pub ledger_reorg_loss: GaugeVec,
+    /// Per chain and asset: by how much what the chain holds (deposit addresses and the
+    /// treasury) falls short of what the ledger owes merchants, at the last reconciliation that
+    /// read the chain, in whole units (0 when solvent). Alert: the platform cannot pay everyone.
+    pub ledger_solvency_shortfall: GaugeVec,
     /// Webhook delivery attempts by result: succeeded, http_error, network_error, refused (SSRF
     /// guard), gone (410).
     pub webhook_attempts_total: IntCounterVec,
@@ -312,6 +322,33 @@ impl Metrics {
                 "depositd_ledger_unexplained_addresses",
                 "Deposit addresses holding money the ledger does not explain, beyond the dust allowance.",
                 &["chain", "asset"],
+            ),
+            reorg_losses_total: counter(
+                "depositd_reorg_losses_total",
+                "Deposits a reorg took away after their money had left the deposit address (posted to reorg_loss).",
+                &["chain", "asset"],
+            ),
+            ledger_reorg_loss: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "depositd_ledger_reorg_loss",
+                        "The platform's reorg_loss balance at the last reconciliation, in whole units of the asset.",
+                    ),
+                    &["chain", "asset"],
+                )
+                .expect("valid metric"),
+            ),
+            ledger_solvency_shortfall: register(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "depositd_ledger_solvency_shortfall",
+                        "How far on-chain holdings fall short of what the ledger owes merchants, in whole units.",
+                    ),
+                    &["chain", "asset"],
+                )
+                .expect("valid metric"),
             ),
             webhook_attempts_total: counter(
                 "depositd_webhook_attempts_total",

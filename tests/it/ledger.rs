@@ -39,7 +39,8 @@ enum Op {
     Release(usize),
     /// custody -> hot wallet.
     Sweep(u64),
-    /// Reverse an earlier entry (a reversal of available that is short goes to receivable).
+    /// Reverse an earlier entry (a reversal of available that is short goes to receivable, of
+    /// custody to reorg_loss).
     Reverse(usize),
 }
 
@@ -63,7 +64,7 @@ struct Model {
 
 impl Model {
     /// Applies `legs` the way the ledger must: all or nothing, no balance below zero, available's
-    /// shortfall on a reversal to receivable. Returns false (and changes nothing) when refused.
+    /// shortfall on a reversal to receivable, custody's to reorg_loss. Returns false (and changes nothing) when refused.
     fn apply(&mut self, legs: &[(AccountKind, Side, u64)], reversal: bool) -> bool {
         let mut next = self.balances.clone();
         let signed = |kind: AccountKind, side: Side, amount: u64| {
@@ -76,10 +77,12 @@ impl Model {
             let balance = next.entry(kind).or_default();
             if *balance >= amount as i128 {
                 *balance -= amount as i128;
-            } else if reversal && kind == AccountKind::Available {
+            } else if reversal && matches!(kind, AccountKind::Available | AccountKind::Custody) {
+                // What a merchant spent it owes; what left custody is the platform's reorg loss.
                 let rest = amount as i128 - *balance;
                 *balance = 0;
-                *next.entry(AccountKind::Receivable).or_default() += rest;
+                let to = if kind == AccountKind::Custody { AccountKind::ReorgLoss } else { AccountKind::Receivable };
+                *next.entry(to).or_default() += rest;
             } else {
                 return false;
             }

@@ -22,6 +22,7 @@ mod invoices;
 mod key_modes;
 mod ledger;
 mod live_checkout;
+mod losses;
 mod marks;
 mod openapi;
 mod payments;

@@ -938,8 +938,8 @@ impl ChainWatcher {
                 tracing::warn!(chain = %self.chain.name, tx_hash = %deposit.tx_hash, from = deposit.block_number, to = number, "a reorg moved a credited deposit to another block; it stays credited");
                 continue;
             }
-            if let Some(state) = crediting::on_reorged(&mut tx, &deposit).await? {
-                moved.push((deposit.asset.clone(), state.as_str()));
+            if let Some(unwound) = crediting::on_reorged(&mut tx, &deposit).await? {
+                moved.push((deposit.asset.clone(), unwound));
             }
         }
         blocks::prune(&mut tx, chain_id, Some(ancestor), 0).await?;
@@ -950,8 +950,12 @@ impl ChainWatcher {
         self.metrics.chain_reorgs_total.with_label_values(&[chain]).inc();
         let deepest = self.metrics.chain_reorg_depth_max.with_label_values(&[chain]);
         deepest.set(deepest.get().max(depth as i64));
-        for (asset, state) in moved {
-            self.metrics.deposits_total.with_label_values(&[chain, &asset, state]).inc();
+        for (asset, unwound) in moved {
+            self.metrics.deposits_total.with_label_values(&[chain, &asset, unwound.state.as_str()]).inc();
+            if !unwound.reorg_loss.is_zero() {
+                // Counted after the commit: a retried unwinding posts (and counts) nothing again.
+                self.metrics.reorg_losses_total.with_label_values(&[chain, &asset]).inc();
+            }
         }
         Ok(())
     }

@@ -5,7 +5,8 @@
 //! - confirmed: `deposit_credit` (`late_deposit`, `static_deposit`), `pending` -> `available`
 //!   (or -> `in_transit` for a receiver-override invoice, which is forwarded on chain, not
 //!   credited), then `fee`, that account -> the platform's `fee_revenue`;
-//! - taken away by a reorg: every live entry of the deposit is reversed, newest first.
+//! - taken away by a reorg: every live entry of the deposit is reversed, newest first; what had
+//!   already left the deposit's address is the platform's `reorg_loss` ([`post_removal`]).
 //!
 //! Keys carry the deposit's generation (`deposit_credit:<id>:<generation>`), so a deposit that
 //! a reorg took away and that came back posts again, once per life.
@@ -13,7 +14,8 @@
 use uuid::Uuid;
 
 use super::{
-    Account, AccountKind, CREDIT_TYPES_SQL, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side, post, reverse,
+    Account, AccountKind, CREDIT_TYPES_SQL, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, Side, post,
+    reverse_within,
 };
 use crate::deposit::Deposit;
 use crate::invoice::Invoice;
@@ -194,22 +196,79 @@ pub async fn invoice_net_credit(
         .ok_or_else(|| StoreError::Corrupt(format!("invoice {invoice_id} has a negative net {kind}")).into())
 }
 
+/// What [`post_removal`] posted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// The reversals, newest entry first (`AlreadyPosted` for those a retry finds done).
+    pub reversals: Vec<Posted>,
+    /// What this call posted to the platform's `reorg_loss` (zero when nothing had left the
+    /// deposit's address, or when a retry finds the reversals done).
+    pub reorg_loss: BaseUnits,
+}
+
 /// A reorg took the deposit away: reverse each of its entries not yet reversed, newest first
-/// (the fee before the credit before the pending), so every step is covered.
+/// (the fee before the credit before the pending), so every step is covered. Never refused:
+///
+/// - **the merchant's part**: the credit (and its fee) is reversed as ever; what the merchant's
+///   `available` (or, for a pass-through invoice, `in_transit`) no longer holds goes to the
+///   merchant's `receivable` (they spent it, or it was forwarded to their address);
+/// - **the platform's part**: the pending entry's reversal takes out of `custody` at most what
+///   the ledger still holds at the deposit's own address ([`super::verify::custody_at`]); the
+///   rest had left the address (swept into the treasury, forwarded to the merchant) before the
+///   reorg took away the deposit that paid for it, and goes to the platform's `reorg_loss`. The
+///   sweep's or forward's entry stays (the settler sends its bytes again, and they can only
+///   fail): `reorg_loss` is what the ledger's holdings and payments out overstate from now on.
+///
+/// Runs in the reorg's transaction; each reversal's key (`reversal:<entry id>`) names an entry
+/// of one generation of the deposit, so a retry or a second unwinding posts nothing again, and
+/// a crash before the commit leaves nothing posted.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
-pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Vec<Posted>, LedgerError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT e.id FROM ledger_entries e WHERE e.deposit_id = $1 AND e.entry_type <> 'reversal' \
+pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Removal, LedgerError> {
+    let rows: Vec<(String, EntryType)> = sqlx::query_as(
+        "SELECT e.id, e.entry_type FROM ledger_entries e WHERE e.deposit_id = $1 AND e.entry_type <> 'reversal' \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id) ORDER BY e.id DESC",
     )
     .bind(Text(deposit.id))
     .fetch_all(&mut *conn)
     .await?;
-    let mut posted = Vec::with_capacity(rows.len());
-    for (id,) in rows {
+    let mut removal = Removal { reversals: Vec::with_capacity(rows.len()), reorg_loss: BaseUnits::ZERO };
+    let memo = format!("a chain reorganisation removed transaction {}", deposit.tx_hash);
+    for (id, entry_type) in rows {
         let id: Uuid = parse_column("ledger_entries.id", &id)?;
-        let memo = format!("a chain reorganisation removed transaction {}", deposit.tx_hash);
-        posted.push(reverse(conn, id, Some(memo)).await?);
+        // The pending entry is the one that put the deposit into custody. Custody is locked
+        // first (as the reversal's own posting would), so no sweep from the address can be
+        // posted between reading what the address holds and taking it out.
+        let custody_limit = if entry_type == EntryType::DepositPending {
+            let custody = Account::platform(AccountKind::Custody, deposit.chain_id, &deposit.asset);
+            super::lock_account(conn, &custody).await?;
+            let address = parse_column("deposits.to_address", &deposit.to_address)?;
+            Some(super::verify::custody_at(conn, deposit.chain_id, &deposit.asset, address).await?)
+        } else {
+            None
+        };
+        let posted = reverse_within(conn, id, Some(memo.clone()), custody_limit).await?;
+        if let Posted::New(reversal) = posted {
+            let lost = posted_to(conn, reversal, AccountKind::ReorgLoss).await?;
+            removal.reorg_loss = removal.reorg_loss.checked_add(lost).ok_or(LedgerError::Overflow)?;
+        }
+        removal.reversals.push(posted);
     }
-    Ok(posted)
+    if !removal.reorg_loss.is_zero() {
+        tracing::error!(
+            deposit_id = %deposit.id, chain_id = deposit.chain_id, asset = %deposit.asset,
+            reorg_loss = %removal.reorg_loss, tx_hash = %deposit.tx_hash,
+            "a reorg took away a deposit whose money had already left its address; the platform carries the loss (reorg_loss)"
+        );
+    }
+    Ok(removal)
+}
+
+/// What entry `id` added to accounts of `kind` (its postings on their growing side).
+async fn posted_to(conn: &mut Conn, id: Uuid, kind: AccountKind) -> Result<BaseUnits, LedgerError> {
+    let (_, postings) = super::entry(conn, id).await?.ok_or(LedgerError::EntryNotFound(id))?;
+    let mut total = BaseUnits::ZERO;
+    for p in postings.iter().filter(|p| p.account.kind == kind && p.side == kind.normal_side()) {
+        total = total.checked_add(p.amount).ok_or(LedgerError::Overflow)?;
+    }
+    Ok(total)
 }

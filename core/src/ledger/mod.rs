@@ -6,7 +6,10 @@
 //!   `available`, `pending`, `reserved` and `in_transit` and the platform's `fee_revenue` are what
 //!   the platform owes (credit-normal); `custody` (funds at deposit addresses), `hot_wallet`,
 //!   `network_fees` (gas spent) and a merchant's `receivable` (what a merchant owes after a reversal
-//!   it could not cover) are what the platform holds or spent (debit-normal).
+//!   it could not cover) are what the platform holds or spent (debit-normal). `reorg_loss` is
+//!   the platform's contra account to its holdings (credit-normal): what the ledger still counts
+//!   as held in the treasury (or as paid to a merchant) although a reorg took away the deposit
+//!   that funded it (see [`deposits::post_removal`]).
 //! - **Balances never go negative** in their normal direction, for any account: [`post`] locks the
 //!   accounts it touches (in one global order, so two single entries cannot deadlock), checks,
 //!   and only then writes the entry. A refused entry writes no entry, posting or balance (at most
@@ -86,13 +89,20 @@ pub enum AccountKind {
     /// What the operator put into the treasury from outside (gas money): recorded by
     /// `depositd treasury fund` against the funding transaction.
     OperatorCapital,
+    /// A loss the platform carries: money that left a deposit address (swept into the treasury,
+    /// forwarded to a merchant) before a reorg took away the deposit that brought it, so the
+    /// reversal could not take it back from custody. Credit-normal, as a contra account to the
+    /// platform's holdings: the ledger's `custody + hot_wallet - reorg_loss` is what the chain
+    /// can hold (the sweep's entry stays; the money it moved never existed on the new chain).
+    /// Never debited by depositd: it only grows, and `depositd ledger verify` reports it.
+    ReorgLoss,
 }
 
 text_enum! {
     AccountKind as "account kind" {
         Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
         Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
-        NetworkFees = "network_fees", OperatorCapital = "operator_capital",
+        NetworkFees = "network_fees", OperatorCapital = "operator_capital", ReorgLoss = "reorg_loss",
     }
 }
 
@@ -105,7 +115,8 @@ impl AccountKind {
             | AccountKind::Reserved
             | AccountKind::InTransit
             | AccountKind::FeeRevenue
-            | AccountKind::OperatorCapital => Side::Credit,
+            | AccountKind::OperatorCapital
+            | AccountKind::ReorgLoss => Side::Credit,
             AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
                 Side::Debit
             }
@@ -649,11 +660,29 @@ pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posti
 }
 
 /// Posts the mirror image of entry `id` as a `reversal` that points at it (idempotent: an
-/// entry is reversed once). Where the mirror lowers a merchant's `available` below zero, the
-/// rest goes to the merchant's `receivable` instead: a reversal is never refused for want of
-/// funds, and no balance goes negative.
+/// entry is reversed once). A reversal is never refused for want of funds, and no balance goes
+/// negative:
+/// - where the mirror lowers a merchant's `available` (or `in_transit`) below zero, the rest goes
+///   to the merchant's `receivable`: what a merchant no longer holds (spent, or forwarded on
+///   chain) it owes;
+/// - where it lowers the platform's `custody` below zero (the money left the deposit addresses:
+///   swept, forwarded), the rest goes to the platform's `reorg_loss`.
 #[tracing::instrument(skip(conn))]
 pub async fn reverse(conn: &mut Conn, id: Uuid, memo: Option<String>) -> Result<Posted, LedgerError> {
+    reverse_within(conn, id, memo, None).await
+}
+
+/// [`reverse`], taking at most `custody_limit` out of `custody` (what the reversed deposit's own
+/// address still holds by the ledger: custody is one account per chain and asset, and another
+/// address's money must not pay for this one's loss); the rest of the custody legs goes to
+/// `reorg_loss`.
+#[tracing::instrument(skip(conn))]
+pub(crate) async fn reverse_within(
+    conn: &mut Conn,
+    id: Uuid,
+    memo: Option<String>,
+    mut custody_limit: Option<BaseUnits>,
+) -> Result<Posted, LedgerError> {
     let key = format!("reversal:{id}");
     if let Some(existing) = entry_by_key(conn, &key).await? {
         return Ok(Posted::AlreadyPosted(existing));
@@ -662,17 +691,29 @@ pub async fn reverse(conn: &mut Conn, id: Uuid, memo: Option<String>) -> Result<
     if original.entry_type == EntryType::Reversal {
         return Err(LedgerError::NotReversible(id, "a reversal is not reversed; post the movement anew"));
     }
-    let legs = postings
-        .into_iter()
-        .map(|p| {
-            let side = p.side.opposite();
-            // What a merchant no longer holds (spent, or forwarded on chain) it owes.
-            let shortfall_to = (matches!(p.account.kind, AccountKind::Available | AccountKind::InTransit)
-                && side == Side::Debit)
-                .then_some(AccountKind::Receivable);
-            Leg { account: p.account, side, amount: p.amount, shortfall_to }
-        })
-        .collect();
+    let mut legs = Vec::with_capacity(postings.len() + 1);
+    for p in postings {
+        let side = p.side.opposite();
+        let lowers = side != p.account.kind.normal_side();
+        let shortfall_to = match p.account.kind {
+            AccountKind::Available | AccountKind::InTransit if lowers => Some(AccountKind::Receivable),
+            AccountKind::Custody if lowers => Some(AccountKind::ReorgLoss),
+            _ => None,
+        };
+        if let (AccountKind::Custody, true, Some(limit)) = (p.account.kind, lowers, custody_limit.as_mut()) {
+            let taken = p.amount.min(*limit);
+            *limit = limit.checked_sub(taken).expect("taken <= limit");
+            let lost = p.amount.checked_sub(taken).expect("taken <= amount");
+            if !lost.is_zero() {
+                legs.push(Leg::credit(Account { kind: AccountKind::ReorgLoss, ..p.account.clone() }, lost));
+            }
+            if !taken.is_zero() {
+                legs.push(Leg { account: p.account, side, amount: taken, shortfall_to });
+            }
+            continue;
+        }
+        legs.push(Leg { account: p.account, side, amount: p.amount, shortfall_to });
+    }
     post(
         conn,
         NewEntry {
@@ -759,5 +800,23 @@ mod tests {
         let mut good_shortfall = leg(AccountKind::Available, Side::Debit, 5);
         good_shortfall.shortfall_to = Some(AccountKind::Receivable);
         assert!(check_shape(&entry(vec![good_shortfall, leg(AccountKind::Pending, Side::Credit, 5)])).is_ok());
+        // A reversal's custody leg that custody cannot cover grows the platform's reorg_loss...
+        let mut lost = leg(AccountKind::Custody, Side::Credit, 5);
+        lost.shortfall_to = Some(AccountKind::ReorgLoss);
+        assert!(check_shape(&entry(vec![leg(AccountKind::Pending, Side::Debit, 5), lost])).is_ok());
+        // ...never a merchant's account, and never on the side that would shrink it.
+        let mut to_merchant = leg(AccountKind::Custody, Side::Credit, 5);
+        to_merchant.shortfall_to = Some(AccountKind::Available);
+        assert!(check_shape(&entry(vec![leg(AccountKind::Pending, Side::Debit, 5), to_merchant])).is_err());
+        let mut shrinking = leg(AccountKind::FeeRevenue, Side::Debit, 5);
+        shrinking.shortfall_to = Some(AccountKind::ReorgLoss);
+        assert!(check_shape(&entry(vec![shrinking, leg(AccountKind::Available, Side::Credit, 5)])).is_err());
+    }
+
+    #[test]
+    fn reorg_loss_is_a_platform_contra_account_to_its_holdings() {
+        assert_eq!(AccountKind::ReorgLoss.normal_side(), Side::Credit);
+        assert!(!AccountKind::ReorgLoss.is_merchant());
+        assert_eq!("reorg_loss".parse::<AccountKind>().unwrap(), AccountKind::ReorgLoss);
     }
 }

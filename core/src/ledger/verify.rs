@@ -8,6 +8,9 @@
 //! 3. every confirmed deposit of a merchant has exactly one live (unreversed) credit, and every
 //!    other deposit none.
 //!
+//! It also sums, per chain and asset, what the on-chain checks compare: what the ledger holds
+//! (custody and hot wallet), what a reorg took of it (`reorg_loss`) and what it owes merchants.
+//!
 //! Postings are read in pages, so memory stays bounded by the number of accounts, not entries.
 //! Run it in one snapshot (`Store::begin_snapshot`): otherwise entries committed between its
 //! queries would look like mismatches.
@@ -35,8 +38,25 @@ pub struct Report {
     /// One readable line per problem; empty when everything reconciles.
     pub problems: Vec<String>,
     /// What the ledger says the platform holds on chain, per (chain id, asset): custody plus hot
-    /// wallet. On-chain balances must cover it.
+    /// wallet. On-chain balances must cover it, less [`Report::reorg_loss`].
     pub held: BTreeMap<(u64, String), BaseUnits>,
+    /// The platform's `reorg_loss` per (chain id, asset): the part of `held` (or of what the
+    /// ledger counts as forwarded to merchants) that a reorg took away. Nonzero only after such
+    /// a reorg; reported, and not a problem by itself (the solvency check says what it costs).
+    pub reorg_loss: BTreeMap<(u64, String), BaseUnits>,
+    /// What the ledger owes merchants per (chain id, asset): their `available`, `pending`,
+    /// `reserved` and `in_transit` (see [`owes_merchants`]). The solvency check compares it with
+    /// what the chain holds.
+    pub owed: BTreeMap<(u64, String), BaseUnits>,
+}
+
+/// Whether a balance of this kind is money the platform owes a merchant, which what it holds on
+/// chain must cover: everything a merchant can be paid or is being paid (`available`,
+/// `reserved`), will be (`pending`) or is owed a forward (`in_transit`). A merchant's
+/// `receivable` is not subtracted: it is a claim on that merchant, not money on chain, and the
+/// platform must be able to pay every other merchant before it is collected.
+pub fn owes_merchants(kind: AccountKind) -> bool {
+    matches!(kind, AccountKind::Available | AccountKind::Pending | AccountKind::Reserved | AccountKind::InTransit)
 }
 
 impl Report {
@@ -179,9 +199,15 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
             }
             Some(_) => {}
         }
-        if account.owner == Owner::Platform && matches!(account.kind, AccountKind::Custody | AccountKind::HotWallet) {
-            let held = report.held.entry((account.chain_id, account.asset.clone())).or_default();
-            *held = held.checked_add(*stored).ok_or_else(overflow)?;
+        let totals = match account.kind {
+            AccountKind::Custody | AccountKind::HotWallet if account.owner == Owner::Platform => Some(&mut report.held),
+            AccountKind::ReorgLoss if account.owner == Owner::Platform => Some(&mut report.reorg_loss),
+            kind if owes_merchants(kind) => Some(&mut report.owed),
+            _ => None,
+        };
+        if let Some(totals) = totals {
+            let total = totals.entry((account.chain_id, account.asset.clone())).or_default();
+            *total = total.checked_add(*stored).ok_or_else(overflow)?;
         }
     }
 
@@ -323,13 +349,7 @@ pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<Custod
             tx_to,
         } in page
         {
-            let address = match (deposit_to, purpose) {
-                (Some(to), _) => Some(to),
-                (None, Some(Purpose::GasTopup)) => tx_to,
-                (None, Some(_)) => signer,
-                (None, None) => None,
-            };
-            match address {
+            match attributed_address(deposit_to, purpose, signer, tx_to) {
                 Some(address) => {
                     let address: Address = parse_column("deposit address", &address)?;
                     let at = out.at.entry((address, asset)).or_default();
@@ -348,6 +368,72 @@ pub async fn custody_by_address(conn: &mut Conn, chain_id: u64) -> Result<Custod
         }
     }
     Ok(out)
+}
+
+/// The deposit address a custody posting belongs to (see [`custody_by_address`]): a deposit's
+/// to the address it paid, a gas top-up's to the address it went to, a sweep's or forward's (and
+/// their gas) to the address that signed it.
+fn attributed_address(
+    deposit_to: Option<String>,
+    purpose: Option<Purpose>,
+    signer: Option<String>,
+    tx_to: Option<String>,
+) -> Option<String> {
+    match (deposit_to, purpose) {
+        (Some(to), _) => Some(to),
+        (None, Some(Purpose::GasTopup)) => tx_to,
+        (None, Some(_)) => signer,
+        (None, None) => None,
+    }
+}
+
+/// What the ledger's custody holds of `asset` at one deposit address (its share of
+/// [`custody_by_address`], attributed the same way), never below zero. A reorg's reversal takes
+/// at most this out of custody: the rest of the deposit has left the address (see
+/// `deposits::post_removal`). Reads in the caller's transaction, so reversals posted earlier in
+/// it count.
+#[tracing::instrument(skip(conn))]
+pub async fn custody_at(
+    conn: &mut Conn,
+    chain_id: u64,
+    asset: &str,
+    address: Address,
+) -> Result<BaseUnits, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        direction: Side,
+        amount_base_units: Text<BaseUnits>,
+        deposit_to: Option<String>,
+        purpose: Option<Purpose>,
+        signer: Option<String>,
+        tx_to: Option<String>,
+    }
+    // Candidates by any of the three addresses (stored checksummed or not); the attribution
+    // below decides which are this address's.
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT p.direction, p.amount_base_units, d.to_address AS deposit_to, t.purpose, \
+         t.signer_address AS signer, t.to_address AS tx_to FROM ledger_postings p \
+         JOIN ledger_accounts a ON a.id = p.account_id JOIN ledger_entries e ON e.id = p.entry_id \
+         LEFT JOIN deposits d ON d.id = e.deposit_id LEFT JOIN chain_transactions t ON t.id = e.transaction_id \
+         WHERE a.owner = 'platform' AND a.kind = 'custody' AND a.chain_id = $1 AND a.asset = $2 \
+         AND (LOWER(d.to_address) = $3 OR LOWER(t.signer_address) = $3 OR LOWER(t.to_address) = $3)",
+    )
+    .bind(chain_id as i64)
+    .bind(asset)
+    .bind(format!("{address:#x}"))
+    .fetch_all(&mut *conn)
+    .await?;
+    let overflow = || StoreError::Corrupt("a custody sum overflowed 256 bits".into());
+    let mut at = Explained::default();
+    for Row { direction, amount_base_units: Text(amount), deposit_to, purpose, signer, tx_to } in rows {
+        let Some(owner) = attributed_address(deposit_to, purpose, signer, tx_to) else { continue };
+        if parse_column::<Address>("deposit address", &owner)? != address {
+            continue;
+        }
+        let total = if direction == Side::Debit { &mut at.ledger_in } else { &mut at.ledger_out };
+        *total = total.checked_add(amount).ok_or_else(overflow)?;
+    }
+    Ok(at.by_ledger())
 }
 
 #[cfg(test)]
