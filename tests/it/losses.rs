@@ -58,7 +58,7 @@ async fn setup(db: &TestDb) -> Setup {
     })
     .await;
     let config = config.unwrap();
-    let treasury = app.state.wallet.treasury().address();
+    let treasury = app.state.wallet.treasury_address();
     depositd::dev::fund_treasury(&app.store, &config, treasury, 10_000_000_000_000_000_000).await.unwrap();
     let (merchant, key) = app.merchant("Losses Shop", &Scope::ALL).await;
     Setup { chain, usdc, app, key, merchant: merchant.id, config }
@@ -66,7 +66,7 @@ async fn setup(db: &TestDb) -> Setup {
 
 impl Setup {
     fn treasury(&self) -> Address {
-        self.app.state.wallet.treasury().address()
+        self.app.state.wallet.treasury_address()
     }
 
     async fn usdc_of(&self, owner: Address) -> U256 {
@@ -209,7 +209,7 @@ async fn a_reorg_after_a_sweep_posts_the_loss_once_and_verify_reports_it(db: Tes
     // Someone with the treasury's key takes 5 USDC behind depositd's back: the chain now holds
     // less than the merchant is owed, and verify says by exactly how much (and fails).
     let thief = PrivateKeySigner::random().address();
-    let outsider = s.chain.wallet(s.app.state.wallet.treasury().clone());
+    let outsider = s.chain.wallet(s.app.state.wallet.treasury().unwrap().clone());
     let theft = TransactionRequest::default()
         .with_to(s.usdc)
         .with_input(transferCall { to: thief, amount: U256::from(5_000_000u64) }.abi_encode());
