@@ -2,6 +2,7 @@
 
 mod api_key;
 mod check_config;
+mod deposits;
 mod ledger;
 mod merchant;
 mod rescan;
@@ -34,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKey(command) => api_key::run(&load_config(&global)?, command).await,
         Command::Ledger(command) => ledger::run(&load_config(&global)?, command).await,
         Command::Treasury(command) => treasury::run(&load_config(&global)?, command).await,
+        Command::Deposits(command) => deposits::run(&load_config(&global)?, command).await,
         Command::Rescan(args) => rescan::run(&load_config(&global)?, args).await,
         Command::Dev(args) => crate::dev::run(args).await,
     }

@@ -32,6 +32,7 @@ mod settler;
 mod static_addresses;
 mod store;
 mod surplus;
+mod suspense;
 mod upgrade;
 mod watcher;
 mod webhooks;

@@ -23,12 +23,15 @@
 //!   confirmation, reversals when a reorg takes it away.
 //! - [`settlement`]: what moving money on chain posts: payout reservations and releases, sweeps,
 //!   gas top-ups, pass-through forwarding, gas, treasury funding.
+//! - [`suspense`]: what a rejected transfer posts (custody -> `suspense`) and what an operator's
+//!   resolution of it posts.
 //! - [`statements`]: balances and entries as the merchant API and the CSV export show them.
 //! - [`verify`]: reconciliation (`depositd ledger verify`, and the daemon's periodic check).
 
 pub mod deposits;
 pub mod settlement;
 pub mod statements;
+pub mod suspense;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,13 +89,16 @@ pub enum AccountKind {
     /// What the operator put into the treasury from outside (gas money): recorded by
     /// `depositd treasury fund` against the funding transaction.
     OperatorCapital,
+    /// Money at deposit addresses that no one has been credited with (a transfer recorded as
+    /// `rejected`): held for whoever an operator's resolution names (`crate::resolutions`).
+    Suspense,
 }
 
 text_enum! {
     AccountKind as "account kind" {
         Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
         Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
-        NetworkFees = "network_fees", OperatorCapital = "operator_capital",
+        NetworkFees = "network_fees", OperatorCapital = "operator_capital", Suspense = "suspense",
     }
 }
 
@@ -105,7 +111,8 @@ impl AccountKind {
             | AccountKind::Reserved
             | AccountKind::InTransit
             | AccountKind::FeeRevenue
-            | AccountKind::OperatorCapital => Side::Credit,
+            | AccountKind::OperatorCapital
+            | AccountKind::Suspense => Side::Credit,
             AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
                 Side::Debit
             }
@@ -158,6 +165,11 @@ pub enum EntryType {
     Gas,
     /// The operator funded the treasury from outside (gas money).
     TreasuryFunding,
+    /// A transfer recorded but not credited (`rejected`): custody -> the platform's `suspense`.
+    Suspense,
+    /// An operator's resolution of a suspense deposit: `suspense` -> a merchant's balance, the
+    /// platform's revenue, or (a refund, once sent) the hot wallet.
+    SuspenseResolved,
 }
 
 text_enum! {
@@ -166,6 +178,7 @@ text_enum! {
         StaticDeposit = "static_deposit", Fee = "fee", PayoutReserve = "payout_reserve", PayoutSent = "payout_sent",
         PayoutReleased = "payout_released", PassthroughSettlement = "passthrough_settlement", Refund = "refund",
         Reversal = "reversal", Sweep = "sweep", Gas = "gas", TreasuryFunding = "treasury_funding",
+        Suspense = "suspense", SuspenseResolved = "suspense_resolved",
     }
 }
 
