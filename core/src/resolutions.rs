@@ -243,7 +243,10 @@ pub async fn resolve(tx: &mut Tx, ctx: Context<'_>, request: ResolveRequest) -> 
         }
         Target::Refund(_) => {
             let asset = chain.asset(&deposit.asset).ok_or_else(|| {
-                ResolveError::NotInSuspense(format!("asset {} is no longer configured on {}", deposit.asset, chain.name))
+                ResolveError::NotInSuspense(format!(
+                    "asset {} is no longer configured on {}",
+                    deposit.asset, chain.name
+                ))
             })?;
             let mut send = ChainTx::intent(
                 chain.chain_id,
@@ -378,8 +381,7 @@ pub async fn refund_failed(
     reason: &str,
 ) -> Result<(), LedgerError> {
     let (resolution, _) = refund_of(tx, send).await?;
-    settlement::operator_gas(tx, send, &chain.native.symbol, AccountKind::HotWallet, gas.unwrap_or_default())
-        .await?;
+    settlement::operator_gas(tx, send, &chain.native.symbol, AccountKind::HotWallet, gas.unwrap_or_default()).await?;
     if resolutions::finish(tx, resolution.id, ResolutionState::Failed, Some(reason)).await? {
         tracing::warn!(resolution_id = %resolution.id, deposit_id = %resolution.deposit_id, reason, "a refund out of suspense failed; the deposit can be resolved again");
     }

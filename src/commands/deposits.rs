@@ -87,7 +87,9 @@ async fn resolve(config: &Config, args: ResolveArgs) -> anyhow::Result<()> {
     let what = match (r.invoice_id, r.merchant_id, &r.destination) {
         (Some(invoice), _, _) => format!("credited to invoice {invoice}"),
         (None, Some(merchant), _) => format!("credited to merchant {merchant}"),
-        (_, _, Some(to)) => format!("refund to {to} (transaction {}), {}", r.transaction_id.unwrap_or_default(), r.state),
+        (_, _, Some(to)) => {
+            format!("refund to {to} (transaction {}), {}", r.transaction_id.unwrap_or_default(), r.state)
+        }
         _ => "taken as revenue".to_owned(),
     };
     println!("{} {done}: {what}; resolution {}", args.deposit_id, r.id);

@@ -39,6 +39,7 @@ both_backends!(
     credit_and_revenue_resolutions_post_once_and_suspense_money_is_swept,
     a_refund_out_of_suspense_is_sent_once_whatever_step_the_settler_crashes_at,
     a_daemon_killed_mid_resolution_refunds_and_credits_exactly_once,
+    a_reorg_takes_a_transfer_out_of_suspense_and_its_return_puts_it_back_once,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -115,11 +116,12 @@ impl Setup {
         depositd_core::store::address_pool::refill(&state.store, &state.wallet, AddressPurpose::Invoice, 1)
             .await
             .unwrap();
-        let (address,): (String,) =
-            sqlx::query_as("SELECT address FROM deposit_addresses WHERE pooled = 1 ORDER BY derivation_index DESC LIMIT 1")
-                .fetch_one(self.app.store.pool())
-                .await
-                .unwrap();
+        let (address,): (String,) = sqlx::query_as(
+            "SELECT address FROM deposit_addresses WHERE pooled = 1 ORDER BY derivation_index DESC LIMIT 1",
+        )
+        .fetch_one(self.app.store.pool())
+        .await
+        .unwrap();
         address
     }
 
@@ -163,10 +165,14 @@ impl Setup {
         let ctx = resolutions::Context {
             chains: &state.config.chains,
             treasury: self.treasury(),
-            crediting: crediting::Context { public_url: &state.config.settings.api.public_url, sessions: &state.sessions },
+            crediting: crediting::Context {
+                public_url: &state.config.settings.api.public_url,
+                sessions: &state.sessions,
+            },
         };
         let mut tx = state.store.begin().await.unwrap();
-        let request = ResolveRequest { deposit_id: deposit, target, reason: reason.into(), actor: "test:operator".into() };
+        let request =
+            ResolveRequest { deposit_id: deposit, target, reason: reason.into(), actor: "test:operator".into() };
         let outcome = resolutions::resolve(&mut tx, ctx, request).await;
         if outcome.is_ok() {
             tx.commit().await.unwrap();
@@ -315,7 +321,8 @@ async fn rejected_transfers_are_in_suspense_and_the_ledger_verifies(db: TestDb) 
     // The operator API: a merchant's key (the scopes `api-key create` gives by default) cannot
     // use it; a key created with the `operator` scope can, and resolves through the same function.
     let merchant_key = cli_stdout(&config, &["api-key", "create", "--merchant", "Suspense Shop"]);
-    let operator_key = cli_stdout(&config, &["api-key", "create", "--merchant", "Suspense Shop", "--scope", "operator"]);
+    let operator_key =
+        cli_stdout(&config, &["api-key", "create", "--merchant", "Suspense Shop", "--scope", "operator"]);
     let response = s.app.client.get(s.app.url("/api/v1/operator/deposits")).header("x-api-key", &merchant_key);
     crate::helpers::assert_error(response.send().await.unwrap(), 403, "insufficient_scope", None).await;
     let (status, list) = s.app.get_json(&operator_key, "/api/v1/operator/deposits?state=rejected").await;
@@ -335,7 +342,8 @@ async fn rejected_transfers_are_in_suspense_and_the_ledger_verifies(db: TestDb) 
     let resolved: Value = response.json().await.unwrap();
     assert_eq!((resolved["action"].as_str(), resolved["state"].as_str()), (Some("revenue"), Some("completed")));
     assert!(resolved["actor"].as_str().unwrap().starts_with("api_key:"), "{resolved}");
-    let again: Value = post(pooled_id, json!({"action": "revenue", "reason": "unclaimed"})).await.unwrap().json().await.unwrap();
+    let again: Value =
+        post(pooled_id, json!({"action": "revenue", "reason": "unclaimed"})).await.unwrap().json().await.unwrap();
     assert_eq!(again["id"], resolved["id"], "the same request is the same resolution");
     let response = post(pooled_id, json!({"action": "refund", "reason": "no"})).await.unwrap();
     crate::helpers::assert_error(response, 409, "deposit_already_resolved", None).await;
@@ -377,7 +385,8 @@ async fn credit_and_revenue_resolutions_post_once_and_suspense_money_is_swept(db
     let dir = tempfile::tempdir().unwrap();
     let config = s.config_file(dir.path());
     let wrong_id = wrong_d.id.to_string();
-    let credit = ["deposits", "resolve", &wrong_id, "--credit-merchant", "Suspense Shop", "--reason", "USDT by mistake"];
+    let credit =
+        ["deposits", "resolve", &wrong_id, "--credit-merchant", "Suspense Shop", "--reason", "USDT by mistake"];
     let (ok, text) = run_cli(&config, &credit);
     assert!(ok && text.contains("resolved: credited to merchant"), "{text}");
     let (ok, text) = run_cli(&config, &credit);
@@ -419,13 +428,19 @@ async fn credit_and_revenue_resolutions_post_once_and_suspense_money_is_swept(db
     .await;
     for address in [&wrong, &disabled, &pooled] {
         let owner: Address = address.parse().unwrap();
-        assert!(s.chain.token_balance(s.usdt, owner).await.is_zero() && s.chain.token_balance(s.usdc, owner).await.is_zero());
+        assert!(
+            s.chain.token_balance(s.usdt, owner).await.is_zero()
+                && s.chain.token_balance(s.usdc, owner).await.is_zero()
+        );
     }
     assert_eq!(s.platform(AccountKind::HotWallet, "USDT").await, units(5_000_000));
     s.reconciles().await;
     let (ok, text) = run_cli(&config, &["deposits", "list"]);
     assert!(ok, "{text}");
-    assert!(text.contains("credit_merchant completed by cli:") && text.contains("revenue completed by test:operator"), "{text}");
+    assert!(
+        text.contains("credit_merchant completed by cli:") && text.contains("revenue completed by test:operator"),
+        "{text}"
+    );
 }
 
 async fn a_refund_out_of_suspense_is_sent_once_whatever_step_the_settler_crashes_at(db: TestDb) {
@@ -453,7 +468,9 @@ async fn a_refund_out_of_suspense_is_sent_once_whatever_step_the_settler_crashes
     assert!(matches!(bad, Err(ResolveError::BadAddress { .. })), "{bad:?}");
 
     let elsewhere = alloy::signers::local::PrivateKeySigner::random().address();
-    for (i, point) in [CrashPoint::BeforeSign, CrashPoint::AfterSign, CrashPoint::AfterBroadcast].into_iter().enumerate() {
+    for (i, point) in
+        [CrashPoint::BeforeSign, CrashPoint::AfterSign, CrashPoint::AfterBroadcast].into_iter().enumerate()
+    {
         let deposit = s.rejected_to(&paid_to[i]).await;
         let amount = U256::from((i as u64 + 1) * 1_000_000);
         // The first two go back to the payer; the third to an address the payer gave.
@@ -611,4 +628,53 @@ async fn a_daemon_killed_mid_resolution_refunds_and_credits_exactly_once(db: Tes
     assert_eq!(s.platform(AccountKind::HotWallet, "USDT").await, units(6_000_000));
     let (ok, text) = run_cli(&config, &["ledger", "verify"]);
     assert!(ok, "{text}");
+}
+
+/// A reorg deeper than the confirmations takes a transfer in suspense away: its suspense entry is
+/// reversed (once), and when the same transaction returns it is in suspense again, once, as the
+/// deposit's next life, and can be resolved.
+async fn a_reorg_takes_a_transfer_out_of_suspense_and_its_return_puts_it_back_once(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.app.watcher(&s.config);
+    let (_, address) = s.invoice("USDC", "5").await;
+    let hash = s.chain.pay_token(s.usdt, address.as_str(), 5_000_000).await;
+    let raw = s.chain.rpc("eth_getRawTransactionByHash", json!([hash])).await.as_str().unwrap().to_owned();
+    s.chain.mine(3).await;
+    while watcher.tick().await.unwrap() {}
+    let first = s.rejected_to(&address).await;
+    assert!(first.confirmed_at.is_some());
+    assert_eq!(s.platform(AccountKind::Suspense, "USDT").await, units(5_000_000));
+
+    s.chain.rpc("anvil_reorg", json!([5, []])).await;
+    s.chain.mine(1).await;
+    while watcher.tick().await.unwrap() {}
+    let mut conn = s.app.store.conn().await.unwrap();
+    let gone = deposits::get_any(&mut conn, first.id).await.unwrap().unwrap();
+    drop(conn);
+    assert_eq!(gone.state, DepositState::Reorged);
+    assert_eq!(s.platform(AccountKind::Suspense, "USDT").await, BaseUnits::ZERO);
+    assert_eq!(s.platform(AccountKind::Custody, "USDT").await, BaseUnits::ZERO);
+    assert_eq!((s.entries_of(first.id, "suspense").await, s.entries_of(first.id, "reversal").await), (1, 1));
+    let refused = s.resolve(first.id, Target::Revenue, "gone").await;
+    assert!(matches!(refused, Err(ResolveError::NotInSuspense(_))), "{refused:?}");
+    s.reconciles().await;
+
+    // The same transaction returns: the same deposit, its next life, in suspense once more.
+    s.chain.rpc("anvil_reorg", json!([1, [[raw, 0]]])).await;
+    s.chain.mine(3).await;
+    while watcher.tick().await.unwrap() {}
+    let back = s.rejected_to(&address).await;
+    assert_eq!((back.id, back.generation), (first.id, 1));
+    assert!(back.confirmed_at.is_some());
+    assert_eq!(s.platform(AccountKind::Suspense, "USDT").await, units(5_000_000));
+    assert_eq!((s.entries_of(first.id, "suspense").await, s.entries_of(first.id, "reversal").await), (2, 1));
+    for _ in 0..3 {
+        s.chain.mine(1).await;
+        while watcher.tick().await.unwrap() {}
+    }
+    assert_eq!(s.entries_of(first.id, "suspense").await, 2, "a replayed range posts nothing again");
+    s.reconciles().await;
+    s.resolve(first.id, Target::Revenue, "unclaimed").await.unwrap();
+    assert_eq!(s.platform(AccountKind::FeeRevenue, "USDT").await, units(5_000_000));
+    s.reconciles().await;
 }

@@ -817,7 +817,9 @@ impl ChainWatcher {
             }
         }
         // Transfers in suspense as deep: resolvable and sweepable from now on.
-        for rejected in deposits::rejected_unconfirmed_up_to(&mut tx, self.chain.chain_id, deep_enough.min(verified)).await? {
+        for rejected in
+            deposits::rejected_unconfirmed_up_to(&mut tx, self.chain.chain_id, deep_enough.min(verified)).await?
+        {
             crediting::on_rejected_confirmed(&mut tx, &rejected).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;

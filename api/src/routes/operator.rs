@@ -68,12 +68,9 @@ pub async fn list(
     List { query, .. }: List<OperatorListDeposits>,
 ) -> Result<Json<OperatorDepositList>, ApiError> {
     let mut conn = state.store.conn().await?;
-    let found = deposits::list_in_state(
-        &mut conn,
-        query.state.unwrap_or(DepositState::Rejected),
-        query.limit.unwrap_or(20),
-    )
-    .await?;
+    let found =
+        deposits::list_in_state(&mut conn, query.state.unwrap_or(DepositState::Rejected), query.limit.unwrap_or(20))
+            .await?;
     Ok(Json(OperatorDepositList { object: "list", data: found.iter().map(DepositResource::build).collect() }))
 }
 
@@ -114,9 +111,7 @@ fn target(request: &ResolveDeposit) -> Result<Target, ApiError> {
         ApiError::invalid(param, "invalid_parameter", format!("{param} does not apply to this action ({action})"))
     };
     let target = match request.action {
-        ResolveAction::CreditInvoice => {
-            Target::CreditInvoice(request.invoice_id.ok_or_else(|| needs("invoice_id"))?)
-        }
+        ResolveAction::CreditInvoice => Target::CreditInvoice(request.invoice_id.ok_or_else(|| needs("invoice_id"))?),
         ResolveAction::CreditMerchant => {
             Target::CreditMerchant(request.merchant_id.ok_or_else(|| needs("merchant_id"))?)
         }
