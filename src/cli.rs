@@ -66,6 +66,9 @@ pub enum Command {
     /// The wallet's public half and web keys, for running the web tier without the mnemonic.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Transfers in suspense (recorded as rejected) and their resolution by the operator.
+    #[command(subcommand)]
+    Deposits(DepositsCommand),
     /// Scan a range of blocks the watcher already passed again and record the payments it missed
     /// (idempotent: what was recorded stays recorded once). Find such ranges with `ledger verify`,
     /// which names addresses holding more than the ledger explains.
@@ -132,6 +135,45 @@ pub enum LedgerCommand {
         #[arg(long)]
         offline: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DepositsCommand {
+    /// Lists deposits in a state (all chains, oldest first), with any resolution.
+    List {
+        /// `rejected` (in suspense), `detected`, `confirmed`, `reorged` or `reversed`.
+        #[arg(long, default_value = "rejected")]
+        state: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Resolves a transfer in suspense, once: credit it, refund it or take it as revenue.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).multiple(false).args(["credit_invoice", "credit_merchant", "refund", "revenue"])))]
+pub struct ResolveArgs {
+    /// The deposit's id (from `depositd deposits list`).
+    pub deposit_id: uuid::Uuid,
+    /// Credit it to this invoice (same chain and asset), by the invoice's rules.
+    #[arg(long, value_name = "INVOICE_ID")]
+    pub credit_invoice: Option<uuid::Uuid>,
+    /// Credit it to this merchant's balance (id or exact name), less the merchant's fee.
+    #[arg(long, value_name = "MERCHANT")]
+    pub credit_merchant: Option<String>,
+    /// Send it back from the treasury: to its sender, or to `--to`.
+    #[arg(long)]
+    pub refund: bool,
+    /// The refund's recipient (EIP-55 checked); the transfer's sender when absent.
+    #[arg(long, requires = "refund", value_name = "ADDRESS")]
+    pub to: Option<String>,
+    /// Take it as the operator's revenue.
+    #[arg(long)]
+    pub revenue: bool,
+    /// Why (recorded with the resolution and in its `deposit.resolved` event).
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -42,8 +42,10 @@
 //!   read at (the chain there still shows it). Outgoing transactions not yet confirmed only lower
 //!   the balance, so they need no allowance.
 //! - **known but uncredited**: transfers the watcher recorded as `rejected` (wrong asset or chain,
-//!   an unowned pooled address, a disabled static address). They are not in the ledger by design;
-//!   they are listed per address and never fail the check.
+//!   an unowned pooled address, a disabled static address) that the ledger does not hold in its
+//!   `suspense` account yet (recorded before suspense existed; the watcher posts them when it
+//!   next confirms). They are listed per address and never fail the check. A rejected transfer
+//!   in suspense is in custody like any deposit, so the ledger explains it.
 //!
 //! The balances are read at the watcher's cursor (the last block whose deposits are fully
 //! recorded, from the same snapshot; by its hash, so a reorg the watcher has not processed yet

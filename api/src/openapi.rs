@@ -8,7 +8,8 @@ use depositd_core::config::Config;
 use depositd_core::webhooks::EVENT_TYPES;
 
 use crate::routes::{
-    create_invoice, deposits, hosted_payments, invoices, ledger, payments, payouts, static_addresses, webhooks,
+    create_invoice, deposits, hosted_payments, invoices, ledger, operator, payments, payouts, static_addresses,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -23,10 +24,12 @@ use crate::routes::{
         webhooks::rotate_callback_secret, webhooks::list_events, webhooks::get_event, webhooks::redeliver,
         payments::get, payments::answer, payments::events,
         payouts::create, payouts::get, payouts::list, payouts::cancel, payouts::create_refund,
+        operator::list, operator::resolve,
     ),
     components(schemas(
         crate::error::ErrorBody, depositd_core::money::BaseUnits, depositd_core::payout::PayoutResource,
         payouts::CreatePayout, payouts::CreateRefund, payouts::PayoutList,
+        operator::ResolveDeposit, operator::ResolveAction, depositd_core::resolution::ResolutionResource,
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -231,7 +234,7 @@ fn tighten(document: &mut serde_json::Value) {
             ("query", "delivery_state") => set_enum(schema, &["pending", "succeeded", "failed"]),
             ("query", "format") => set_enum(schema, &["json", "csv"]),
             ("query", "type") if path == "/api/v1/events" => set_enum(schema, EVENT_TYPES),
-            ("query", "state") if path == "/api/v1/deposits" => {
+            ("query", "state") if path == "/api/v1/deposits" || path == "/api/v1/operator/deposits" => {
                 set_enum(schema, &["detected", "confirmed", "reorged", "reversed", "rejected"])
             }
             ("query", "status") if path == "/api/v1/payouts" => {
@@ -267,6 +270,7 @@ const REQUESTS: &[&str] = &[
     "CreatePayout",
     "CreateRefund",
     "MarkInvoice",
+    "ResolveDeposit",
     "CreateWebhookEndpoint",
     "UpdateWebhookEndpoint",
     "Answers",

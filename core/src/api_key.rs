@@ -77,14 +77,31 @@ pub enum Scope {
     WebhooksWrite,
     /// Balances, ledger entries and deposits.
     LedgerRead,
+    /// The operator's tools, across every merchant: transfers in suspense and their resolution
+    /// (`/api/v1/operator/...`). Never part of a merchant's key by default ([`Scope::MERCHANT`]):
+    /// only `depositd api-key create --scope operator` grants it.
+    Operator,
 }
 
 text_enum! {
     Scope as "scope" {
         InvoicesRead = "invoices:read", InvoicesWrite = "invoices:write", PayoutsRead = "payouts:read",
         PayoutsWrite = "payouts:write", WebhooksRead = "webhooks:read", WebhooksWrite = "webhooks:write",
-        LedgerRead = "ledger:read",
+        LedgerRead = "ledger:read", Operator = "operator",
     }
+}
+
+impl Scope {
+    /// The scopes a merchant's key gets when none are named: every one but [`Scope::Operator`].
+    pub const MERCHANT: [Scope; 7] = [
+        Scope::InvoicesRead,
+        Scope::InvoicesWrite,
+        Scope::PayoutsRead,
+        Scope::PayoutsWrite,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
+        Scope::LedgerRead,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -210,9 +210,25 @@ pub async fn on_confirmed(
     )
     .await?;
     let Some(invoice_id) = deposit.invoice_id else { return Ok(true) };
-    let Some(mut invoice) = invoices::get_any(tx, invoice_id).await? else {
+    let Some(invoice) = invoices::get_any(tx, invoice_id).await? else {
         return Err(StoreError::Corrupt(format!("deposit {} names a missing invoice", deposit.id)));
     };
+    credit_invoice(tx, ctx, &confirmed, invoice, false).await?;
+    Ok(true)
+}
+
+/// Credits confirmed deposit `deposit` (whose `merchant_id` is the invoice's) to `invoice` by
+/// the invoice's rules: its status and flags move, the credit and the fee are posted, the events
+/// recorded. `in_pending`: the amount already sits in the merchant's `pending` by another entry
+/// than the deposit's own `deposit_pending` (an operator's resolution out of suspense).
+pub(crate) async fn credit_invoice(
+    tx: &mut Tx,
+    ctx: Context<'_>,
+    deposit: &Deposit,
+    mut invoice: Invoice,
+    in_pending: bool,
+) -> Result<(), StoreError> {
+    let merchant_id = invoice.merchant_id;
     let read = invoice.clone();
     let merchant = merchants::get(tx, merchant_id)
         .await?
@@ -234,11 +250,35 @@ pub async fn on_confirmed(
     invoice.finished_at = outcome.finished_at;
     invoices::update_payment_state(tx, &read, &invoice).await?;
     let kind = if late { CreditKind::Late } else { CreditKind::Invoice };
-    ledger::deposits::post_credit(tx, &confirmed, &invoice, kind).await?;
+    if in_pending {
+        ledger::deposits::credit_pending(tx, deposit, &invoice, kind).await?;
+    } else {
+        ledger::deposits::post_credit(tx, deposit, &invoice, kind).await?;
+    }
     let resource = ctx.resource(&invoice);
     for event in outcome.events {
         outbox::record_invoice(tx, event, &invoice, &resource).await?;
     }
+    Ok(())
+}
+
+/// A transfer was recorded as `rejected` (wrong asset or chain, a disabled static address, an
+/// address no one was given...): nothing is credited, and its money goes to the platform's
+/// `suspense` until an operator resolves it (`crate::resolutions`). Posted at detection, like a
+/// deposit's `deposit_pending`, so the ledger holds what the address holds from the start.
+pub async fn on_rejected(tx: &mut Tx, deposit: &Deposit) -> Result<(), StoreError> {
+    ledger::suspense::post_suspense(tx, deposit).await?;
+    Ok(())
+}
+
+/// A rejected transfer is as deep as a deposit's confirmations: it is stamped confirmed (it may
+/// be resolved and swept from now on) and, if it was recorded before suspense existed, posted
+/// to suspense now. Returns whether this call stamped it.
+pub async fn on_rejected_confirmed(tx: &mut Tx, deposit: &Deposit) -> Result<bool, StoreError> {
+    if !deposits::stamp_rejected_confirmed(tx, deposit).await? {
+        return Ok(false);
+    }
+    ledger::suspense::post_suspense(tx, deposit).await?;
     Ok(true)
 }
 
@@ -254,6 +294,7 @@ pub struct Unwound {
 
 /// A reorg removed the deposit's block. Unconfirmed: it goes back to waiting (it may reappear).
 /// Confirmed: its credit is reversed and `deposit.reversed` announces it; nothing is deleted.
+/// Rejected (in suspense): its suspense entry is reversed and it waits as `reorged`.
 /// Never refused for want of funds (see `ledger::deposits::post_removal`: what already left the
 /// deposit's address is the platform's `reorg_loss`). Returns what this call did, if it moved
 /// the deposit.
@@ -328,6 +369,16 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Unwound
                 invoices::update_payment_state(tx, &read, &invoice).await?;
             }
             Ok(Some(unwound))
+        }
+        DepositState::Rejected => {
+            // A transfer in suspense: its suspense entry (and, after a reorg deeper than the
+            // confirmations, a resolution's entries) are reversed like a deposit's; if it
+            // returns, it is recorded again in its new life and goes back to suspense.
+            if !deposits::transition(tx, deposit, DepositState::Rejected, DepositState::Reorged).await? {
+                return Ok(None);
+            }
+            let removal = ledger::deposits::post_removal(tx, deposit).await?;
+            Ok(Some(Unwound { state: DepositState::Reorged, reorg_loss: removal.reorg_loss }))
         }
         _ => Ok(None),
     }

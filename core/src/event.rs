@@ -28,6 +28,8 @@ pub enum EventType {
     DepositDetected,
     DepositConfirmed,
     DepositReversed,
+    /// An operator resolved a transfer in suspense (credited, refunded or taken as revenue).
+    DepositResolved,
     StaticAddressCreated,
     StaticAddressDeposit,
     StaticAddressDisabled,
@@ -56,6 +58,7 @@ text_enum! {
         DepositDetected = "deposit.detected",
         DepositConfirmed = "deposit.confirmed",
         DepositReversed = "deposit.reversed",
+        DepositResolved = "deposit.resolved",
         StaticAddressCreated = "static_address.created",
         StaticAddressDeposit = "static_address.deposit",
         StaticAddressDisabled = "static_address.disabled",

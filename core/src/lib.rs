@@ -7,8 +7,9 @@
 //! # Layout
 //! Domain modules (types and resources; they never import the store): [`api_key`], [`chain_tx`],
 //! [`deposit`], [`deposit_address`], [`event`], [`invoice`], [`merchant`], [`payout`],
-//! [`static_address`], [`webhooks`]. Lifecycle modules (the money path's rules, each taking the
-//! caller's transaction): [`invoicing`], [`crediting`], [`payouts`], [`outbox`], and the
+//! [`resolution`], [`static_address`], [`webhooks`]. Lifecycle modules (the money path's rules,
+//! each taking the caller's transaction): [`invoicing`], [`crediting`], [`payouts`],
+//! [`resolutions`], [`outbox`], and the
 //! [`ledger`]. The [`store`] holds rows and SQL and depends on the domain, never the reverse.
 //!
 //! - [`api_key`]: API keys: test or live, and the scopes a key grants.
@@ -42,6 +43,9 @@
 //! - [`payouts`]: the payout and refund lifecycle (create with reservation and intent, cancel,
 //!   sent, confirmed, failed) for the API, the settler and the CLI alike.
 //! - [`pricing`]: invoice amounts in a currency to base units of the pay asset, from configured rates.
+//! - [`resolution`]: an operator's resolution of a transfer in suspense, and its resource.
+//! - [`resolutions`]: resolving a transfer in suspense (credit to an invoice or a merchant,
+//!   refund, the operator's revenue), once, with a reason, for the CLI and the operator API alike.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
@@ -76,6 +80,8 @@ pub mod outbox;
 pub mod payout;
 pub mod payouts;
 pub mod pricing;
+pub mod resolution;
+pub mod resolutions;
 pub mod secret;
 pub mod static_address;
 pub mod store;

@@ -10,6 +10,7 @@ use depositd_core::ledger::{AccountKind, Posted, settlement};
 use depositd_core::money::BaseUnits;
 use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::payouts::{self, Context};
+use depositd_core::resolutions;
 use depositd_core::store::Tx;
 use serde::Serialize;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ struct SettlementResource<'a> {
 
 /// The first broadcast was recorded: a payout becomes `submitted`.
 pub(crate) async fn submitted(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx, tx_hash: &str) -> Result<(), SettleError> {
-    if matches!(tx.purpose, Purpose::Payout | Purpose::Refund) {
+    if matches!(tx.purpose, Purpose::Payout | Purpose::Refund) && !resolutions::is_refund(tx) {
         payouts::submitted(db, ctx, tx, tx_hash).await?;
     }
     Ok(())
@@ -44,6 +45,8 @@ pub(crate) async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Re
     let native = ctx.chain.native.symbol.as_str();
     let gas = tx.gas_cost.unwrap_or_default();
     match tx.purpose {
+        // A refund out of suspense (an operator's resolution) has no payout.
+        Purpose::Refund if resolutions::is_refund(tx) => resolutions::refund_confirmed(db, ctx.chain, tx).await?,
         Purpose::Payout | Purpose::Refund => payouts::confirmed(db, ctx, tx).await?,
         Purpose::GasTopup => {
             settlement::movement(db, tx).await?;
@@ -95,6 +98,9 @@ pub(crate) async fn failed(
 ) -> Result<(), SettleError> {
     let native = ctx.chain.native.symbol.as_str();
     match tx.purpose {
+        Purpose::Refund if resolutions::is_refund(tx) => {
+            resolutions::refund_failed(db, ctx.chain, tx, gas, reason).await?
+        }
         Purpose::Payout | Purpose::Refund => payouts::failed(db, ctx, tx, gas, reason).await?,
         Purpose::GasTopup => {
             settlement::operator_gas(db, tx, native, AccountKind::HotWallet, gas.unwrap_or_default()).await?;

@@ -246,7 +246,12 @@ impl Settler {
     async fn treasury_covers(&self, db: &mut Conn, tx: &ChainTx, max_gas_cost: BaseUnits) -> Result<bool, SettleError> {
         let native = self.native_symbol().to_owned();
         let operator_pays =
-            |t: &ChainTx| !(matches!(t.purpose, Purpose::Payout | Purpose::Refund) && t.token_address.is_none());
+            // (A refund out of suspense has no payout and no reserve: the operator pays its gas.)
+            |t: &ChainTx| {
+                !(matches!(t.purpose, Purpose::Payout | Purpose::Refund)
+                    && t.token_address.is_none()
+                    && t.payout_id.is_some())
+            };
         let operator_share = |t: &ChainTx, gas: BaseUnits| {
             let value = if t.purpose == Purpose::GasTopup { t.value } else { BaseUnits::ZERO };
             gas.checked_add(value).unwrap_or(gas)

@@ -15,7 +15,7 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
         ApiKeyCommand::Create { merchant, scopes, mode, name } => {
             let merchant = super::find_merchant(&mut conn, &merchant).await?;
             let scopes: Vec<Scope> = if scopes.is_empty() {
-                Scope::ALL.to_vec()
+                Scope::MERCHANT.to_vec()
             } else {
                 scopes.iter().map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg)).collect::<Result<_, _>>()?
             };

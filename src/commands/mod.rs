@@ -2,6 +2,7 @@
 
 mod api_key;
 mod check_config;
+mod deposits;
 mod ledger;
 mod merchant;
 mod rescan;
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ledger(command) => ledger::run(&load_config(&global)?, command).await,
         Command::Treasury(command) => treasury::run(&load_config(&global)?, command).await,
         Command::Wallet(command) => wallet::run(&load_config(&global)?, command),
+        Command::Deposits(command) => deposits::run(&load_config(&global)?, command).await,
         Command::Rescan(args) => rescan::run(&load_config(&global)?, args).await,
         Command::Dev(args) => crate::dev::run(args).await,
     }

@@ -298,7 +298,8 @@ async fn ensure_demo_merchant(config: &Config, previous: Option<&DevInfo>) -> an
         },
     )
     .await?;
-    let (_, key) = api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::ALL, Some("depositd dev")).await?;
+    let (_, key) =
+        api_keys::create(&mut conn, merchant.id, KeyMode::Test, &Scope::MERCHANT, Some("depositd dev")).await?;
     drop(conn);
     store.close().await;
     Ok(key)

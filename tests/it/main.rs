@@ -35,6 +35,7 @@ mod split;
 mod static_addresses;
 mod store;
 mod surplus;
+mod suspense;
 mod upgrade;
 mod watcher;
 mod webhooks;

@@ -357,8 +357,9 @@ impl ChainWatcher {
                     crediting::on_detected(&mut tx, self.ctx(), &d).await?;
                     recorded += 1;
                 }
-                Recorded::New(d) => {
+                Recorded::New(d) | Recorded::Revived(d) => {
                     tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "rescan found a missed transfer; recorded as rejected");
+                    crediting::on_rejected(&mut tx, &d).await?;
                     recorded += 1;
                 }
                 _ => {}
@@ -670,8 +671,9 @@ impl ChainWatcher {
                         delays.push((now_ms() as f64 / 1000.0 - at as f64).max(0.0));
                     }
                 }
-                Recorded::New(d) if d.state == DepositState::Rejected => {
-                    tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "transfer recorded as rejected");
+                Recorded::New(d) | Recorded::Revived(d) if d.state == DepositState::Rejected => {
+                    tracing::warn!(chain = %self.chain.name, tx_hash = %d.tx_hash, reason = ?d.reject_reason, "transfer recorded as rejected; its money is in suspense");
+                    crediting::on_rejected(&mut tx, &d).await?;
                     counts.push((d.asset.clone(), "rejected", rejected));
                 }
                 _ => {}
@@ -813,6 +815,12 @@ impl ChainWatcher {
                     self.recent_timestamps.get(&confirming).map(|at| (now_ms() as f64 / 1000.0 - *at as f64).max(0.0));
                 confirmed.push((deposit.asset.as_str(), delay));
             }
+        }
+        // Transfers in suspense as deep: resolvable and sweepable from now on.
+        for rejected in
+            deposits::rejected_unconfirmed_up_to(&mut tx, self.chain.chain_id, deep_enough.min(verified)).await?
+        {
+            crediting::on_rejected_confirmed(&mut tx, &rejected).await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
         for (asset, delay) in confirmed {

@@ -7,6 +7,7 @@ pub mod health;
 pub mod hosted_payments;
 pub mod invoices;
 pub mod ledger;
+pub mod operator;
 pub mod payments;
 pub mod payouts;
 pub mod static_addresses;
@@ -44,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ledger", get(ledger::list))
         .route("/api/v1/deposits", get(deposits::list))
         .route("/api/v1/deposits/{id}", get(deposits::get))
+        .route("/api/v1/operator/deposits", get(operator::list))
+        .route("/api/v1/operator/deposits/{id}/resolve", post(operator::resolve))
         .route("/checkout/{id}", get(checkout::page))
         .route("/checkout/assets/{name}", get(checkout::asset))
         .route("/api/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))

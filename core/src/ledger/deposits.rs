@@ -78,9 +78,21 @@ pub async fn post_credit(
     invoice: &Invoice,
     kind: CreditKind,
 ) -> Result<(), LedgerError> {
-    let merchant_id = merchant_of(deposit)?;
     // A deposit detected before the ledger existed (or in the same range) has no pending entry yet.
     post_pending(conn, deposit).await?;
+    credit_pending(conn, deposit, invoice, kind).await
+}
+
+/// The credit and fee of [`post_credit`], for a deposit whose amount already sits in the
+/// merchant's `pending` (by `deposit_pending`, or by an operator's resolution out of suspense).
+#[tracing::instrument(skip(conn, deposit, invoice), fields(deposit_id = %deposit.id, invoice_id = %invoice.id))]
+pub async fn credit_pending(
+    conn: &mut Conn,
+    deposit: &Deposit,
+    invoice: &Invoice,
+    kind: CreditKind,
+) -> Result<(), LedgerError> {
+    let merchant_id = merchant_of(deposit)?;
     let (chain_id, asset) = (deposit.chain_id, deposit.asset.as_str());
     let target =
         if invoice.receiver_override_address.is_some() { AccountKind::InTransit } else { AccountKind::Available };

@@ -26,12 +26,15 @@
 //!   confirmation, reversals when a reorg takes it away.
 //! - [`settlement`]: what moving money on chain posts: payout reservations and releases, sweeps,
 //!   gas top-ups, pass-through forwarding, gas, treasury funding.
+//! - [`suspense`]: what a rejected transfer posts (custody -> `suspense`) and what an operator's
+//!   resolution of it posts.
 //! - [`statements`]: balances and entries as the merchant API and the CSV export show them.
 //! - [`verify`]: reconciliation (`depositd ledger verify`, and the daemon's periodic check).
 
 pub mod deposits;
 pub mod settlement;
 pub mod statements;
+pub mod suspense;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +99,9 @@ pub enum AccountKind {
     /// can hold (the sweep's entry stays; the money it moved never existed on the new chain).
     /// Never debited by depositd: it only grows, and `depositd ledger verify` reports it.
     ReorgLoss,
+    /// Money at deposit addresses that no one has been credited with (a transfer recorded as
+    /// `rejected`): held for whoever an operator's resolution names (`crate::resolutions`).
+    Suspense,
 }
 
 text_enum! {
@@ -103,6 +109,7 @@ text_enum! {
         Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
         Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
         NetworkFees = "network_fees", OperatorCapital = "operator_capital", ReorgLoss = "reorg_loss",
+        Suspense = "suspense",
     }
 }
 
@@ -116,7 +123,8 @@ impl AccountKind {
             | AccountKind::InTransit
             | AccountKind::FeeRevenue
             | AccountKind::OperatorCapital
-            | AccountKind::ReorgLoss => Side::Credit,
+            | AccountKind::ReorgLoss
+            | AccountKind::Suspense => Side::Credit,
             AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
                 Side::Debit
             }
@@ -169,6 +177,11 @@ pub enum EntryType {
     Gas,
     /// The operator funded the treasury from outside (gas money).
     TreasuryFunding,
+    /// A transfer recorded but not credited (`rejected`): custody -> the platform's `suspense`.
+    Suspense,
+    /// An operator's resolution of a suspense deposit: `suspense` -> a merchant's balance, the
+    /// platform's revenue, or (a refund, once sent) the hot wallet.
+    SuspenseResolved,
 }
 
 text_enum! {
@@ -177,6 +190,7 @@ text_enum! {
         StaticDeposit = "static_deposit", Fee = "fee", PayoutReserve = "payout_reserve", PayoutSent = "payout_sent",
         PayoutReleased = "payout_released", PassthroughSettlement = "passthrough_settlement", Refund = "refund",
         Reversal = "reversal", Sweep = "sweep", Gas = "gas", TreasuryFunding = "treasury_funding",
+        Suspense = "suspense", SuspenseResolved = "suspense_resolved",
     }
 }
 

@@ -6,7 +6,9 @@
 //! 1. every entry has at least two postings and balances (debits = credits) per asset;
 //! 2. every account's stored balance equals the sum of its postings, and no sum is negative;
 //! 3. every confirmed deposit of a merchant has exactly one live (unreversed) credit, and every
-//!    other deposit none.
+//!    other deposit none;
+//! 4. every confirmed transfer in suspense (recorded `rejected`, with an amount) has exactly one
+//!    live `suspense` entry.
 //!
 //! It also sums, per chain and asset, what the on-chain checks compare: what the ledger holds
 //! (custody and hot wallet), what a reorg took of it (`reorg_loss`) and what it owes merchants.
@@ -90,7 +92,7 @@ fn finish_entry(entry: &str, legs: u32, per_asset: &mut EntrySums, problems: &mu
     per_asset.clear();
 }
 
-/// Runs checks 1 to 3 (see the module doc). Read-only.
+/// Runs checks 1 to 4 (see the module doc). Read-only.
 #[tracing::instrument(skip(conn))]
 pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
     let mut report = Report::default();
@@ -233,6 +235,22 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
         if credits != expected {
             report.problems.push(format!(
                 "deposit {id} (tx {tx_hash}) is {state} and has {credits} live credit(s); expected {expected}"
+            ));
+        }
+    }
+
+    // 4: confirmed transfers in suspense are posted there once.
+    let parked: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT d.id, d.tx_hash, (SELECT COUNT(*) FROM ledger_entries e WHERE e.deposit_id = d.id \
+         AND e.entry_type = 'suspense' AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)) \
+         FROM deposits d WHERE d.state = 'rejected' AND d.confirmed_at IS NOT NULL AND d.amount_base_units <> '0'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, tx_hash, live) in parked {
+        if live != 1 {
+            report.problems.push(format!(
+                "transfer {id} (tx {tx_hash}) is rejected and confirmed and has {live} live suspense entries; expected 1"
             ));
         }
     }

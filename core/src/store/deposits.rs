@@ -114,10 +114,11 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
     }
     // Known already. Only one a reorg took away comes back to life, in its new block: `reorged`
     // (never credited) or `reversed` (credited, then its credit reversed; it is credited again
-    // when it confirms in the new chain, so the net is still exactly one credit).
+    // when it confirms in the new chain, so the net is still exactly one credit). It comes back
+    // as the watcher classifies it now: `detected`, or `rejected` (back in suspense, unconfirmed).
     let revived: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE deposits SET state = 'detected', block_number = $1, block_hash = $2, updated_at = $3, \
-         generation = generation + 1 \
+        "UPDATE deposits SET state = $7, reject_reason = $8, block_number = $1, block_hash = $2, updated_at = $3, \
+         generation = generation + 1, confirmed_at = CASE WHEN $7 = 'rejected' THEN NULL ELSE confirmed_at END \
          WHERE chain_id = $4 AND tx_hash = $5 AND log_index = $6 AND state IN ('reorged', 'reversed') RETURNING {SELECT_COLUMNS}"
     )))
     .bind(deposit.block_number as i64)
@@ -126,6 +127,8 @@ pub async fn record(conn: &mut Conn, deposit: &Deposit) -> Result<Recorded, Stor
     .bind(deposit.chain_id as i64)
     .bind(&deposit.tx_hash)
     .bind(deposit.log_index)
+    .bind(deposit.state)
+    .bind(&deposit.reject_reason)
     .fetch_optional(&mut *conn)
     .await?;
     match revived {
@@ -148,12 +151,13 @@ pub async fn detected_up_to(conn: &mut Conn, chain_id: u64, max_block: u64) -> R
     rows.into_iter().map(Deposit::try_from).collect()
 }
 
-/// Live (detected or confirmed) deposits on `chain_id` in blocks above `block`: what a reorg to
-/// `block` removes.
+/// Live (detected, confirmed, or rejected: in suspense) deposits on `chain_id` in blocks above
+/// `block`: what a reorg to `block` removes.
 #[tracing::instrument(skip(conn))]
 pub async fn live_above(conn: &mut Conn, chain_id: u64, block: u64) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed') AND block_number > $2 \
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed', 'rejected') \
+         AND block_number > $2 \
          ORDER BY block_number DESC, log_index DESC"
     )))
     .bind(chain_id as i64)
@@ -292,13 +296,13 @@ pub async fn get_for_merchant(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> R
     row.map(Deposit::try_from).transpose()
 }
 
-/// Distinct addresses on `chain_id` that received live (detected or confirmed) deposits: where
-/// the ledger's custody sits on chain.
+/// Distinct addresses on `chain_id` that received live (detected or confirmed) deposits, or
+/// transfers recorded as rejected (in suspense): where the ledger's custody sits on chain.
 #[tracing::instrument(skip(conn))]
 pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT to_address FROM deposits WHERE chain_id = $1 AND state IN ('detected', 'confirmed') \
-         AND merchant_id IS NOT NULL ORDER BY to_address",
+        "SELECT DISTINCT to_address FROM deposits WHERE chain_id = $1 AND ((state IN ('detected', 'confirmed') \
+         AND merchant_id IS NOT NULL) OR state = 'rejected') ORDER BY to_address",
     )
     .bind(chain_id as i64)
     .fetch_all(&mut *conn)
@@ -306,34 +310,42 @@ pub async fn custody_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<Str
     Ok(rows.into_iter().map(|(a,)| a).collect())
 }
 
-/// Deposit addresses on a chain holding confirmed deposits that no confirmed sweep or forward
-/// from that address has followed yet, or whose last sweep or forward failed: what the settler
-/// plans for (a failed plan is planned again, never forgotten).
+/// Deposit addresses on a chain holding confirmed deposits (or confirmed transfers in suspense,
+/// see [`SWEEPABLE`]) that no confirmed sweep or forward from that address has followed yet, or
+/// whose last sweep or forward failed: what the settler plans for (a failed plan is planned
+/// again, never forgotten).
 #[tracing::instrument(skip(conn))]
 pub async fn unsettled_addresses(conn: &mut Conn, chain_id: u64) -> Result<Vec<String>, StoreError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT d.to_address FROM deposits d WHERE d.chain_id = $1 AND d.state = 'confirmed' \
-         AND d.merchant_id IS NOT NULL AND (NOT EXISTS (SELECT 1 FROM chain_transactions t \
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT DISTINCT d.to_address FROM deposits d WHERE d.chain_id = $1 AND {SWEEPABLE} AND (NOT EXISTS (SELECT 1 FROM chain_transactions t \
          WHERE t.chain_id = d.chain_id AND t.signer_address = d.to_address AND t.state = 'confirmed' \
          AND t.purpose IN ('sweep', 'passthrough') AND t.created_at > d.confirmed_at) \
          OR EXISTS (SELECT 1 FROM chain_transactions f WHERE f.chain_id = d.chain_id \
          AND f.signer_address = d.to_address AND f.state = 'failed' AND f.purpose IN ('sweep', 'passthrough') \
          AND NOT EXISTS (SELECT 1 FROM chain_transactions c WHERE c.chain_id = f.chain_id \
          AND c.signer_address = f.signer_address AND c.state = 'confirmed' \
-         AND c.purpose IN ('sweep', 'passthrough') AND c.created_at > f.created_at))) ORDER BY d.to_address",
-    )
+         AND c.purpose IN ('sweep', 'passthrough') AND c.created_at > f.created_at))) ORDER BY d.to_address"
+    )))
     .bind(chain_id as i64)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(|(a,)| a).collect())
 }
 
-/// Every confirmed deposit to an address on a chain.
+/// What the settler sweeps (as SQL over `deposits d`): a merchant's confirmed deposits, and
+/// transfers in suspense once they are as deep as a deposit's confirmations (`confirmed_at` is
+/// stamped then; see `crediting::on_rejected_confirmed`). Suspense money joins the treasury like
+/// custody money, so every resolution (a credit, the operator's revenue, a refund the treasury
+/// sends) is money the treasury holds; nothing stays at a deposit address for ever.
+pub const SWEEPABLE: &str = "((d.state = 'confirmed' AND d.merchant_id IS NOT NULL) \
+     OR (d.state = 'rejected' AND d.confirmed_at IS NOT NULL AND d.amount_base_units <> '0'))";
+
+/// Every confirmed deposit to an address on a chain, and every confirmed transfer in suspense
+/// there (see [`SWEEPABLE`]).
 #[tracing::instrument(skip(conn))]
 pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Result<Vec<Deposit>, StoreError> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND to_address = $2 AND state = 'confirmed' \
-         AND merchant_id IS NOT NULL"
+        "SELECT {SELECT_COLUMNS} FROM deposits d WHERE d.chain_id = $1 AND d.to_address = $2 AND {SWEEPABLE}"
     )))
     .bind(chain_id as i64)
     .bind(address)
@@ -343,12 +355,15 @@ pub async fn confirmed_at(conn: &mut Conn, chain_id: u64, address: &str) -> Resu
 }
 
 /// Transfers on a chain recorded as `rejected` (wrong asset or chain, an unowned or disabled
-/// address): known, never credited, still at the address. `(to_address, asset, amount)` each.
+/// address) that the ledger does not hold in suspense (recorded before suspense existed and not
+/// yet posted): known, never credited, still at the address. `(to_address, asset, amount)` each.
 #[tracing::instrument(skip(conn))]
 pub async fn rejected_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<(String, String, BaseUnits)>, StoreError> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT to_address, asset, amount_base_units FROM deposits WHERE chain_id = $1 AND state = 'rejected' \
-         ORDER BY to_address",
+        "SELECT d.to_address, d.asset, d.amount_base_units FROM deposits d WHERE d.chain_id = $1 \
+         AND d.state = 'rejected' AND NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.deposit_id = d.id \
+         AND e.entry_type = 'suspense' AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)) \
+         ORDER BY d.to_address",
     )
     .bind(chain_id as i64)
     .fetch_all(&mut *conn)
@@ -356,4 +371,64 @@ pub async fn rejected_on_chain(conn: &mut Conn, chain_id: u64) -> Result<Vec<(St
     rows.into_iter()
         .map(|(to, asset, amount)| Ok((to, asset, parse_column("deposits.amount_base_units", &amount)?)))
         .collect()
+}
+
+/// Rejected transfers on `chain_id` in blocks up to `max_block` (as deep as a deposit's
+/// confirmations) not yet stamped confirmed.
+#[tracing::instrument(skip(conn))]
+pub async fn rejected_unconfirmed_up_to(
+    conn: &mut Conn,
+    chain_id: u64,
+    max_block: u64,
+) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE chain_id = $1 AND state = 'rejected' AND confirmed_at IS NULL \
+         AND block_number <= $2 ORDER BY block_number, log_index"
+    )))
+    .bind(chain_id as i64)
+    .bind(max_block as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
+}
+
+/// Stamps a rejected transfer confirmed (it stays `rejected`); false when it is not rejected in
+/// the life the caller read any more.
+#[tracing::instrument(skip(conn, deposit), fields(deposit_id = %deposit.id))]
+pub async fn stamp_rejected_confirmed(conn: &mut Conn, deposit: &Deposit) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE deposits SET confirmed_at = $1, updated_at = $1 WHERE id = $2 AND state = 'rejected' \
+         AND generation = $3 AND confirmed_at IS NULL",
+    )
+    .bind(now)
+    .bind(Text(deposit.id))
+    .bind(deposit.generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// One deposit, whoever's it is (the operator's tools).
+#[tracing::instrument(skip(conn))]
+pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Deposit>, StoreError> {
+    let row: Option<Row> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SELECT_COLUMNS} FROM deposits WHERE id = $1")))
+            .bind(Text(id))
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(Deposit::try_from).transpose()
+}
+
+/// Deposits in `state` on every chain, oldest first, at most `limit` (the operator's list).
+#[tracing::instrument(skip(conn))]
+pub async fn list_in_state(conn: &mut Conn, state: DepositState, limit: u32) -> Result<Vec<Deposit>, StoreError> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {SELECT_COLUMNS} FROM deposits WHERE state = $1 ORDER BY id LIMIT $2"
+    )))
+    .bind(state)
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter().map(Deposit::try_from).collect()
 }

@@ -34,6 +34,7 @@ pub mod key_changes;
 pub mod leases;
 pub mod merchants;
 pub mod payouts;
+pub mod resolutions;
 pub mod static_addresses;
 pub mod wallet_identity;
 pub mod webhooks;
