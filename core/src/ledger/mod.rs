@@ -5,8 +5,9 @@
 //!   symbol). Each kind has a normal side ([`AccountKind::normal_side`]): a merchant's
 //!   `available`, `pending`, `reserved` and `in_transit` and the platform's `fee_revenue` are what
 //!   the platform owes (credit-normal); `custody` (funds at deposit addresses), `hot_wallet`,
-//!   `network_fees` (gas spent) and a merchant's `receivable` (what a merchant owes after a reversal
-//!   it could not cover) are what the platform holds or spent (debit-normal).
+//!   `network_fees` (gas spent), `cold` (moved to the operator's cold address) and a merchant's
+//!   `receivable` (what a merchant owes after a reversal it could not cover) are what the platform
+//!   holds or spent (debit-normal).
 //! - **Balances never go negative** in their normal direction, for any account: [`post`] locks the
 //!   accounts it touches (in one global order, so two single entries cannot deadlock), checks,
 //!   and only then writes the entry. A refused entry writes no entry, posting or balance (at most
@@ -86,13 +87,16 @@ pub enum AccountKind {
     /// What the operator put into the treasury from outside (gas money): recorded by
     /// `depositd treasury fund` against the funding transaction.
     OperatorCapital,
+    /// Funds the settler moved from the treasury to the operator's cold address (per chain and
+    /// asset: `cold_storage` in the chain file); `ledger verify` compares it with that address.
+    Cold,
 }
 
 text_enum! {
     AccountKind as "account kind" {
         Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
         Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
-        NetworkFees = "network_fees", OperatorCapital = "operator_capital",
+        NetworkFees = "network_fees", OperatorCapital = "operator_capital", Cold = "cold",
     }
 }
 
@@ -106,9 +110,11 @@ impl AccountKind {
             | AccountKind::InTransit
             | AccountKind::FeeRevenue
             | AccountKind::OperatorCapital => Side::Credit,
-            AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
-                Side::Debit
-            }
+            AccountKind::Receivable
+            | AccountKind::Custody
+            | AccountKind::HotWallet
+            | AccountKind::NetworkFees
+            | AccountKind::Cold => Side::Debit,
         }
     }
 
@@ -158,6 +164,8 @@ pub enum EntryType {
     Gas,
     /// The operator funded the treasury from outside (gas money).
     TreasuryFunding,
+    /// The treasury's excess moved to the operator's cold address.
+    ColdTransfer,
 }
 
 text_enum! {
@@ -166,6 +174,7 @@ text_enum! {
         StaticDeposit = "static_deposit", Fee = "fee", PayoutReserve = "payout_reserve", PayoutSent = "payout_sent",
         PayoutReleased = "payout_released", PassthroughSettlement = "passthrough_settlement", Refund = "refund",
         Reversal = "reversal", Sweep = "sweep", Gas = "gas", TreasuryFunding = "treasury_funding",
+        ColdTransfer = "cold_transfer",
     }
 }
 

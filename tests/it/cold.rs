@@ -1,0 +1,272 @@
+//! Cold storage (issue 21) against a real anvil chain, on both backends: the treasury's USDC
+//! beyond `hot_max` goes to the cold address in exactly one transfer, the ledger's `cold` account
+//! equals what the address holds and verify passes; a pending payout's amount stays hot and the
+//! payout succeeds; a crash at any step of the cold transfer still sends it exactly once.
+
+use alloy::primitives::{Address, U256};
+use alloy::signers::local::PrivateKeySigner;
+use depositd_core::api_key::Scope;
+use depositd_core::chain_tx::{ChainTx, Purpose, TxState};
+use depositd_core::config::{ChainConfig, ColdStorage};
+use depositd_core::ledger::{self, Account, AccountKind};
+use depositd_core::money::BaseUnits;
+use depositd_core::store::chain_txs;
+use depositd_settler::{CrashPoint, SettleError, Settler};
+use depositd_testkit::chain::TestChain;
+use depositd_watcher::ChainWatcher;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb, both_backends, use_test_chain};
+
+both_backends!(
+    the_treasurys_excess_over_hot_max_goes_cold_exactly_once,
+    a_cold_transfer_leaves_what_a_pending_payout_needs,
+    a_crash_at_any_step_of_a_cold_transfer_sends_it_once,
+);
+
+const CONFIRMATIONS: u64 = 2;
+
+struct Setup {
+    chain: TestChain,
+    usdc: Address,
+    app: TestApp,
+    key: String,
+    /// The chain as the daemon runs it: USDC with cold storage.
+    config: ChainConfig,
+    cold: Address,
+}
+
+/// A chain whose USDC treasury keeps `hot_max` whole USDC and sends the rest to a fresh address.
+async fn setup(db: &TestDb, hot_max: &str) -> Setup {
+    let chain = TestChain::start(&[("USD Coin", "USDC")]).await.unwrap();
+    let usdc = chain.tokens[0];
+    let cold = PrivateKeySigner::random().address();
+    let mut config = None;
+    let app = TestApp::spawn_with(db, |c| {
+        use_test_chain(&mut c.chains[0], &chain, CONFIRMATIONS, &[("USDC", usdc)]);
+        c.chains[0]
+            .cold_storage
+            .insert("USDC".into(), ColdStorage { cold_address: cold, hot_max: hot_max.parse().unwrap() });
+        config = Some(c.chains[0].clone());
+    })
+    .await;
+    let config = config.unwrap();
+    let treasury = app.state.wallet.treasury().address();
+    depositd::dev::fund_treasury(&app.store, &config, treasury, 10_000_000_000_000_000_000).await.unwrap();
+    let (_, key) = app.merchant("Cold Shop", &Scope::ALL).await;
+    Setup { chain, usdc, app, key, config, cold }
+}
+
+impl Setup {
+    fn treasury(&self) -> Address {
+        self.app.state.wallet.treasury().address()
+    }
+
+    /// The same chain without cold storage: a settler that only sweeps and pays.
+    fn without_cold(&self) -> ChainConfig {
+        let mut config = self.config.clone();
+        config.cold_storage.clear();
+        config
+    }
+
+    /// Watcher, settler, one more block; until `done` holds (at most 40 rounds).
+    async fn run_until<F, Fut>(&self, watcher: &mut ChainWatcher, settler: &mut Settler, what: &str, done: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..40 {
+            while watcher.tick().await.unwrap() {}
+            settler.tick().await.unwrap();
+            if done().await {
+                return;
+            }
+            self.chain.mine(1).await;
+        }
+        panic!("gave up waiting for: {what}");
+    }
+
+    /// A few more rounds in which nothing may happen.
+    async fn idle(&self, watcher: &mut ChainWatcher, settler: &mut Settler) {
+        for _ in 0..4 {
+            while watcher.tick().await.unwrap() {}
+            settler.tick().await.unwrap();
+            self.chain.mine(1).await;
+        }
+    }
+
+    async fn usdc_of(&self, owner: Address) -> U256 {
+        self.chain.token_balance(self.usdc, owner).await
+    }
+
+    /// A USDC invoice for `units` base units, paid, confirmed and credited.
+    async fn paid_invoice(&self, watcher: &mut ChainWatcher, units: u64) {
+        let amount = BaseUnits::from(units).to_display(6);
+        let invoice =
+            self.app.created_invoice(&self.key, json!({"amount": amount, "currency": "USD", "asset": "USDC"})).await;
+        self.chain.pay_token(self.usdc, invoice["pay"]["address"].as_str().unwrap(), units).await;
+        self.chain.mine(CONFIRMATIONS).await;
+        while watcher.tick().await.unwrap() {}
+        let (status, body) =
+            self.app.get_json(&self.key, &format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("paid")), "{body}");
+    }
+
+    async fn cold_transfers(&self) -> Vec<ChainTx> {
+        let mut conn = self.app.store.conn().await.unwrap();
+        chain_txs::touching(&mut conn, self.config.chain_id, &self.treasury().to_checksum(None))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.purpose == Purpose::ColdTransfer)
+            .collect()
+    }
+
+    async fn all_settled(&self) -> bool {
+        let mut conn = self.app.store.conn().await.unwrap();
+        chain_txs::open(&mut conn, self.config.chain_id).await.unwrap().is_empty()
+    }
+
+    async fn ledger(&self, kind: AccountKind) -> U256 {
+        let mut conn = self.app.store.conn().await.unwrap();
+        ledger::balance(&mut conn, &Account::platform(kind, self.config.chain_id, "USDC")).await.unwrap().0
+    }
+
+    /// `depositd ledger verify`'s checks, on chain included; returns its report.
+    async fn reconciles(&self) -> String {
+        let state = &self.app.state;
+        let outcome = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+        assert!(outcome.is_ok(), "{}", outcome.render());
+        outcome.render()
+    }
+}
+
+fn usdc(whole: u64) -> U256 {
+    U256::from(whole * 1_000_000)
+}
+
+async fn the_treasurys_excess_over_hot_max_goes_cold_exactly_once(db: TestDb) {
+    let s = setup(&db, "50").await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+
+    // 30 USDC swept: below hot_max, nothing goes cold.
+    s.paid_invoice(&mut watcher, 30_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the first sweep", || async {
+        s.usdc_of(s.treasury()).await == usdc(30) && s.all_settled().await
+    })
+    .await;
+    s.idle(&mut watcher, &mut settler).await;
+    assert!(s.cold_transfers().await.is_empty());
+    assert_eq!(s.usdc_of(s.cold).await, U256::ZERO);
+
+    // 45 more: the treasury passes hot_max (75 > 50) and sends the 25 beyond it.
+    s.paid_invoice(&mut watcher, 45_000_000).await;
+    s.run_until(&mut watcher, &mut settler, "the cold transfer", || async {
+        !s.usdc_of(s.cold).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.idle(&mut watcher, &mut settler).await;
+
+    let transfers = s.cold_transfers().await;
+    assert_eq!(transfers.len(), 1, "exactly one cold transfer: {transfers:#?}");
+    assert_eq!((transfers[0].state, transfers[0].value.0), (TxState::Confirmed, usdc(25)));
+    assert_eq!(transfers[0].to_address, s.cold.to_checksum(None));
+    assert_eq!(s.usdc_of(s.cold).await, usdc(25));
+    assert_eq!(s.usdc_of(s.treasury()).await, usdc(50));
+    assert_eq!(s.ledger(AccountKind::Cold).await, usdc(25), "the ledger's cold account equals the cold address");
+    assert_eq!(s.ledger(AccountKind::HotWallet).await, usdc(50));
+    let report = s.reconciles().await;
+    assert!(
+        report.contains(&format!("anvil USDC: ledger moved 25 to the cold address {}, which holds 25", s.cold)),
+        "{report}"
+    );
+
+    // The cold address holding less than the ledger moved there fails verify.
+    let cold_key = PrivateKeySigner::random();
+    let mut config = (*s.app.state.config).clone();
+    config.chains[0].cold_storage.get_mut("USDC").unwrap().cold_address = cold_key.address();
+    let outcome = depositd::reconcile::reconcile(&s.app.store, &config, &s.app.state.wallet, true).await.unwrap();
+    assert!(!outcome.is_ok());
+    assert!(
+        outcome.report.problems.iter().any(|p| p.contains("to the cold address") && p.contains("holds only 0")),
+        "{}",
+        outcome.render()
+    );
+}
+
+async fn a_cold_transfer_leaves_what_a_pending_payout_needs(db: TestDb) {
+    let s = setup(&db, "10").await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    s.paid_invoice(&mut watcher, 60_000_000).await;
+
+    // Reserved before the money reaches the treasury: the payout waits for the sweep.
+    let destination = PrivateKeySigner::random().address();
+    let response = s
+        .app
+        .client
+        .post(s.app.url("/api/v1/payouts"))
+        .header("x-api-key", &s.key)
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+        .json(&json!({"asset": "USDC", "amount": "30", "destination": destination.to_checksum(None)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let payout: Value = response.json().await.unwrap();
+
+    s.run_until(&mut watcher, &mut settler, "the payout and the cold transfer", || async {
+        s.usdc_of(destination).await == usdc(30) && !s.usdc_of(s.cold).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.idle(&mut watcher, &mut settler).await;
+
+    // 60 swept; 10 stays hot, 30 for the payout: 20 goes cold.
+    let transfers = s.cold_transfers().await;
+    assert_eq!(transfers.len(), 1, "{transfers:#?}");
+    assert_eq!(s.usdc_of(s.cold).await, usdc(20));
+    assert_eq!(s.usdc_of(s.treasury()).await, usdc(10));
+    let (status, body) = s.app.get_json(&s.key, &format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
+    assert_eq!(s.ledger(AccountKind::Cold).await, usdc(20));
+    s.reconciles().await;
+}
+
+async fn a_crash_at_any_step_of_a_cold_transfer_sends_it_once(db: TestDb) {
+    let s = setup(&db, "5").await;
+    let mut watcher = s.app.watcher(&s.config);
+    let mut sweeper = s.app.settler(&s.without_cold());
+    let mut cold_total = U256::ZERO;
+    for (i, point) in
+        [CrashPoint::BeforeSign, CrashPoint::AfterSign, CrashPoint::AfterBroadcast].into_iter().enumerate()
+    {
+        // Money arrives in the treasury while no settler plans cold transfers.
+        let paid = 20_000_000 + 1_000_000 * i as u64;
+        s.paid_invoice(&mut watcher, paid).await;
+        let before = s.usdc_of(s.treasury()).await;
+        s.run_until(&mut watcher, &mut sweeper, "the sweep", || async {
+            s.usdc_of(s.treasury()).await == before + U256::from(paid) && s.all_settled().await
+        })
+        .await;
+        let excess = s.usdc_of(s.treasury()).await - usdc(5);
+
+        // The settler that plans it dies at `point`...
+        let mut crashing = s.app.settler(&s.config);
+        crashing.crash_at(Some(point));
+        let crashed = crashing.tick().await;
+        assert!(matches!(crashed, Err(SettleError::Crashed(p)) if p == point), "{point:?}: {crashed:?}");
+        drop(crashing);
+        // ...and one started afresh finishes it.
+        let mut restarted = s.app.settler(&s.config);
+        cold_total += excess;
+        s.run_until(&mut watcher, &mut restarted, "the cold transfer after a crash", || async {
+            s.usdc_of(s.cold).await == cold_total && s.all_settled().await
+        })
+        .await;
+        s.idle(&mut watcher, &mut restarted).await;
+        assert_eq!(s.usdc_of(s.cold).await, cold_total, "{point:?}: sent exactly once");
+        assert_eq!(s.cold_transfers().await.len(), i + 1, "{point:?}: one cold transfer per crash");
+        assert_eq!(s.usdc_of(s.treasury()).await, usdc(5));
+        assert_eq!(s.ledger(AccountKind::Cold).await, cold_total);
+    }
+    s.reconciles().await;
+}
