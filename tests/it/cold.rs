@@ -22,6 +22,7 @@ both_backends!(
     the_treasurys_excess_over_hot_max_goes_cold_exactly_once,
     a_cold_transfer_leaves_what_a_pending_payout_needs,
     a_crash_at_any_step_of_a_cold_transfer_sends_it_once,
+    native_coin_goes_cold_but_the_operators_gas_money_stays,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -38,6 +39,10 @@ struct Setup {
 
 /// A chain whose USDC treasury keeps `hot_max` whole USDC and sends the rest to a fresh address.
 async fn setup(db: &TestDb, hot_max: &str) -> Setup {
+    setup_for(db, "USDC", hot_max).await
+}
+
+async fn setup_for(db: &TestDb, asset: &str, hot_max: &str) -> Setup {
     let chain = TestChain::start(&[("USD Coin", "USDC")]).await.unwrap();
     let usdc = chain.tokens[0];
     let cold = PrivateKeySigner::random().address();
@@ -46,7 +51,7 @@ async fn setup(db: &TestDb, hot_max: &str) -> Setup {
         use_test_chain(&mut c.chains[0], &chain, CONFIRMATIONS, &[("USDC", usdc)]);
         c.chains[0]
             .cold_storage
-            .insert("USDC".into(), ColdStorage { cold_address: cold, hot_max: hot_max.parse().unwrap() });
+            .insert(asset.into(), ColdStorage { cold_address: cold, hot_max: hot_max.parse().unwrap() });
         config = Some(c.chains[0].clone());
     })
     .await;
@@ -128,8 +133,12 @@ impl Setup {
     }
 
     async fn ledger(&self, kind: AccountKind) -> U256 {
+        self.ledger_of(kind, "USDC").await
+    }
+
+    async fn ledger_of(&self, kind: AccountKind, asset: &str) -> U256 {
         let mut conn = self.app.store.conn().await.unwrap();
-        ledger::balance(&mut conn, &Account::platform(kind, self.config.chain_id, "USDC")).await.unwrap().0
+        ledger::balance(&mut conn, &Account::platform(kind, self.config.chain_id, asset)).await.unwrap().0
     }
 
     /// `depositd ledger verify`'s checks, on chain included; returns its report.
@@ -268,5 +277,37 @@ async fn a_crash_at_any_step_of_a_cold_transfer_sends_it_once(db: TestDb) {
         assert_eq!(s.usdc_of(s.treasury()).await, usdc(5));
         assert_eq!(s.ledger(AccountKind::Cold).await, cold_total);
     }
+    s.reconciles().await;
+}
+
+async fn native_coin_goes_cold_but_the_operators_gas_money_stays(db: TestDb) {
+    // hot_max 0: all the ETH the treasury may spare goes cold; the 10 ETH the operator funded it
+    // with for gas (`setup`) may not.
+    let s = setup_for(&db, "ETH", "0").await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    // 3000 USD at 3000 USD/ETH: 1 ETH.
+    let invoice = s.app.created_invoice(&s.key, json!({"amount": "3000", "currency": "USD", "asset": "ETH"})).await;
+    s.chain.pay_native(invoice["pay"]["address"].as_str().unwrap(), 1_000_000_000_000_000_000).await;
+    s.chain.mine(CONFIRMATIONS).await;
+    s.run_until(&mut watcher, &mut settler, "the ETH sweep and cold transfer", || async {
+        !s.chain.native_balance(s.cold).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.idle(&mut watcher, &mut settler).await;
+
+    let transfers = s.cold_transfers().await;
+    assert_eq!(transfers.len(), 1, "{transfers:#?}");
+    let sent = transfers[0].value.0;
+    assert_eq!(s.chain.native_balance(s.cold).await, sent);
+    assert_eq!(s.ledger_of(AccountKind::Cold, "ETH").await, sent);
+    // The merchant's 0.99 ETH less what the sweep's gas and the dust left behind took.
+    assert!(sent > U256::from(980_000_000_000_000_000u64) && sent < U256::from(990_000_000_000_000_000u64), "{sent}");
+    // What stays hot is at least the operator's gas money: capital plus fees earned, less gas spent.
+    let gas_money = s.ledger_of(AccountKind::OperatorCapital, "ETH").await
+        + s.ledger_of(AccountKind::FeeRevenue, "ETH").await
+        - s.ledger_of(AccountKind::NetworkFees, "ETH").await;
+    let hot = s.ledger_of(AccountKind::HotWallet, "ETH").await;
+    assert!(hot >= gas_money, "hot {hot} < gas money {gas_money}");
+    assert!(s.chain.native_balance(s.treasury()).await >= hot);
     s.reconciles().await;
 }
