@@ -15,7 +15,9 @@
 //!   rather than spend gas on dust).
 //! - **Exactly once**: at most one cold transfer per chain and asset is open (from its intent to
 //!   its confirmation) at a time, and the ledger moves only when it is confirmed; while one is
-//!   open nothing is planned, so a crash, a restart or a re-plan never sends twice. The intent is
+//!   signed or further nothing is planned, so a crash, a restart or a re-plan never sends twice.
+//!   An intent still unsigned (waiting for gas money) whose amount the treasury can no longer
+//!   spare (payouts came meanwhile) is failed, never having had a nonce, and planned anew. The intent is
 //!   written under the treasury's nonce-row lock after reading everything again, so two daemons
 //!   cannot both plan one. The transaction manager signs, sends and follows it like any other
 //!   (`txm.rs`); `outcome.rs` posts it once under its transaction's key.
@@ -24,7 +26,7 @@
 
 use alloy::primitives::U256;
 use alloy::providers::Provider;
-use depositd_core::chain_tx::{ChainTx, Purpose};
+use depositd_core::chain_tx::{ChainTx, Purpose, TxState};
 use depositd_core::gas::{self, Fees};
 use depositd_core::ledger::{self, Account, AccountKind};
 use depositd_core::money::BaseUnits;
@@ -79,23 +81,32 @@ impl Settler {
         let at_budget = |gas_limit: u64| BaseUnits(U256::from(budget) * U256::from(gas_limit));
 
         // A first reading, to price the transfer (its gas depends on the recipient and amount).
-        let provisional = {
+        let (open, provisional) = {
             let mut conn = self.store.conn().await?;
-            self.cold_excess(&mut conn, symbol, hot_max, at_budget(gas::NATIVE_TRANSFER_GAS), budget).await?
+            let open = self.open_cold_transfer(&mut conn, symbol).await?;
+            if open.as_ref().is_some_and(|t| t.state != TxState::Intent) {
+                return Ok(()); // signed: on its way, the txm follows it
+            }
+            let ignore = open.as_ref().map(|t| t.id);
+            let own_gas = at_budget(gas::NATIVE_TRANSFER_GAS);
+            (open, self.cold_excess(&mut conn, symbol, hot_max, own_gas, budget, ignore).await?)
         };
-        let Some(provisional) = provisional else { return Ok(()) };
         let mut intent = ChainTx::intent(
             chain_id,
             treasury_text.clone(),
             Purpose::ColdTransfer,
             cold_address.clone(),
             symbol,
-            provisional,
+            provisional.unwrap_or_default(),
             token,
             BaseUnits::ZERO,
         );
-        let gas_limit = self.estimate_gas(treasury, &intent).await?;
-        intent.max_gas_cost = at_budget(gas_limit);
+        match (&open, provisional) {
+            (None, None) => return Ok(()),
+            (Some(t), Some(v)) if t.value <= v => return Ok(()), // still within the excess
+            (_, Some(_)) => intent.max_gas_cost = at_budget(self.estimate_gas(treasury, &intent).await?),
+            (Some(_), None) => {}
+        }
         let mined_nonce = self
             .rpc
             .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(treasury).latest().await })
@@ -104,8 +115,27 @@ impl Settler {
         let mut db = self.store.begin().await?;
         chain_txs::init_nonce(&mut db, chain_id, &treasury_text, mined_nonce).await?;
         chain_txs::lock_nonce(&mut db, chain_id, &treasury_text).await?;
-        // Read again under the lock: another daemon may have planned, a payout may have come.
-        let Some(value) = self.cold_excess(&mut db, symbol, hot_max, intent.max_gas_cost, budget).await? else {
+        // Read again under the lock (signing takes it too): another daemon may have planned or
+        // signed, a payout may have come.
+        let open = self.open_cold_transfer(&mut db, symbol).await?;
+        if open.as_ref().is_some_and(|t| t.state != TxState::Intent) {
+            return Ok(());
+        }
+        let own_gas =
+            if intent.max_gas_cost.is_zero() { at_budget(gas::NATIVE_TRANSFER_GAS) } else { intent.max_gas_cost };
+        let value = self.cold_excess(&mut db, symbol, hot_max, own_gas, budget, open.as_ref().map(|t| t.id)).await?;
+        if let Some(stale) = &open {
+            if value.is_some_and(|v| stale.value <= v) {
+                return Ok(());
+            }
+            // Planned when the treasury could spare more than it can now (payouts came while it
+            // waited for gas money): never signed, so it is dropped and planned anew.
+            let reason = "superseded before signing: the treasury's excess over hot_max shrank";
+            chain_txs::set_failed(&mut db, stale.id, TxState::Intent, reason).await?;
+            tracing::info!(chain = %self.chain.name, asset = symbol, transaction_id = %stale.id, "{reason}");
+        }
+        let Some(value) = value.filter(|_| !intent.max_gas_cost.is_zero()) else {
+            db.commit().await.map_err(StoreError::from)?;
             return Ok(());
         };
         intent.value = value;
@@ -118,9 +148,15 @@ impl Settler {
         Ok(())
     }
 
+    /// The open cold transfer of `asset` on this chain, if any (at most one is ever open).
+    async fn open_cold_transfer(&self, conn: &mut Conn, asset: &str) -> Result<Option<ChainTx>, SettleError> {
+        let open = chain_txs::open(conn, self.chain.chain_id).await?;
+        Ok(open.into_iter().find(|t| t.purpose == Purpose::ColdTransfer && t.asset == asset))
+    }
+
     /// What the treasury holds of `asset` beyond what it keeps (see the module doc), `own_gas`
-    /// being the cold transfer's own gas budget; `None` while a cold transfer of the asset is
-    /// open or when the excess is below `settler.sweep_min`.
+    /// being the cold transfer's own gas budget and `ignore` an unsigned cold transfer being
+    /// planned anew; `None` when the excess is below `settler.sweep_min`.
     async fn cold_excess(
         &self,
         conn: &mut Conn,
@@ -128,14 +164,12 @@ impl Settler {
         hot_max: BaseUnits,
         own_gas: BaseUnits,
         budget_per_gas: u128,
+        ignore: Option<uuid::Uuid>,
     ) -> Result<Option<BaseUnits>, SettleError> {
         let chain_id = self.chain.chain_id;
         let native = self.native_symbol().to_owned();
         let treasury = self.treasury_address().to_checksum(None);
         let open = chain_txs::open(conn, chain_id).await?;
-        if open.iter().any(|t| t.purpose == Purpose::ColdTransfer && t.asset == asset) {
-            return Ok(None);
-        }
         let overflow = || SettleError::Ledger(ledger::LedgerError::Overflow);
         let mut keep = hot_max;
         if asset == native {
@@ -146,7 +180,7 @@ impl Settler {
             let gas_money = capital.checked_add(earned).ok_or_else(overflow)?.checked_sub(spent).unwrap_or_default();
             keep = keep.max(gas_money).checked_add(own_gas).ok_or_else(overflow)?;
         }
-        for t in open.iter().filter(|t| t.signer_address == treasury) {
+        for t in open.iter().filter(|t| t.signer_address == treasury && Some(t.id) != ignore) {
             if t.asset == asset {
                 keep = keep.checked_add(t.value).ok_or_else(overflow)?;
             }

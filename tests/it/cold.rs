@@ -1,9 +1,13 @@
 //! Cold storage (issue 21) against a real anvil chain, on both backends: the treasury's USDC
 //! beyond `hot_max` goes to the cold address in exactly one transfer, the ledger's `cold` account
 //! equals what the address holds and verify passes; a pending payout's amount stays hot and the
-//! payout succeeds; a crash at any step of the cold transfer still sends it exactly once.
+//! payout succeeds; a crash at any step of the cold transfer still sends it exactly once; an
+//! unsigned transfer a payout outgrew is replanned; the native coin keeps the operator's gas money.
 
+use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use depositd_core::api_key::Scope;
 use depositd_core::chain_tx::{ChainTx, Purpose, TxState};
@@ -23,6 +27,7 @@ both_backends!(
     a_cold_transfer_leaves_what_a_pending_payout_needs,
     a_crash_at_any_step_of_a_cold_transfer_sends_it_once,
     native_coin_goes_cold_but_the_operators_gas_money_stays,
+    an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -310,4 +315,67 @@ async fn native_coin_goes_cold_but_the_operators_gas_money_stays(db: TestDb) {
     assert!(hot >= gas_money, "hot {hot} < gas money {gas_money}");
     assert!(s.chain.native_balance(s.treasury()).await >= hot);
     s.reconciles().await;
+}
+
+async fn an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew(db: TestDb) {
+    let s = setup(&db, "10").await;
+    let mut watcher = s.app.watcher(&s.config);
+    let mut sweeper = s.app.settler(&s.without_cold());
+    s.paid_invoice(&mut watcher, 60_000_000).await;
+    s.run_until(&mut watcher, &mut sweeper, "the sweep", || async {
+        s.usdc_of(s.treasury()).await == usdc(60) && s.all_settled().await
+    })
+    .await;
+
+    // Someone sends from the treasury key: the settler pauses it, so the cold transfer it plans
+    // (50 beyond hot_max) stays an unsigned intent.
+    let outsider = s.chain.wallet(s.app.state.wallet.treasury().clone());
+    let tx = TransactionRequest::default().with_to(PrivateKeySigner::random().address()).with_value(U256::from(1u64));
+    assert!(outsider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap().status());
+    let mut settler = s.app.settler(&s.config);
+    settler.tick().await.unwrap();
+    let planned = s.cold_transfers().await;
+    assert_eq!(planned.len(), 1, "{planned:#?}");
+    assert_eq!((planned[0].state, planned[0].value.0), (TxState::Intent, usdc(50)));
+
+    // A payout of 30 is reserved meanwhile: only 20 may go cold now.
+    let destination = PrivateKeySigner::random().address();
+    let response = s
+        .app
+        .client
+        .post(s.app.url("/api/v1/payouts"))
+        .header("x-api-key", &s.key)
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+        .json(&json!({"asset": "USDC", "amount": "30", "destination": destination.to_checksum(None)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    settler.tick().await.unwrap();
+    let mut replanned = s.cold_transfers().await;
+    replanned.sort_by_key(|t| t.created_at);
+    assert_eq!(replanned.len(), 2, "{replanned:#?}");
+    assert_eq!((replanned[0].state, replanned[0].nonce), (TxState::Failed, None), "dropped, never signed");
+    assert_eq!((replanned[1].state, replanned[1].value.0), (TxState::Intent, usdc(20)));
+
+    settler.resume_signer(s.treasury()).await.unwrap();
+    s.run_until(&mut watcher, &mut settler, "the payout and the cold transfer", || async {
+        s.usdc_of(destination).await == usdc(30) && !s.usdc_of(s.cold).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.idle(&mut watcher, &mut settler).await;
+    assert_eq!(s.usdc_of(s.cold).await, usdc(20));
+    assert_eq!(s.usdc_of(s.treasury()).await, usdc(10));
+    assert_eq!(s.ledger(AccountKind::Cold).await, usdc(20));
+    assert_eq!(s.cold_transfers().await.len(), 2);
+    // Verify finds the cold address right; the only problem is the ETH the outside send took.
+    let state = &s.app.state;
+    let outcome = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+    assert!(outcome.on_chain.iter().any(|l| l.contains("ledger moved 20 to the cold address")), "{}", outcome.render());
+    assert_eq!(outcome.report.problems.len(), 1, "{}", outcome.render());
+    assert!(
+        outcome.report.problems[0].contains(" ETH at deposit addresses and the hot wallet"),
+        "{}",
+        outcome.render()
+    );
 }
