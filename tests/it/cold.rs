@@ -20,7 +20,7 @@ use depositd_testkit::chain::TestChain;
 use depositd_watcher::ChainWatcher;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, both_backends, use_test_chain};
+use crate::helpers::{TestApp, TestDb, both_backends, depositd, use_test_chain};
 
 both_backends!(
     the_treasurys_excess_over_hot_max_goes_cold_exactly_once,
@@ -28,6 +28,7 @@ both_backends!(
     a_crash_at_any_step_of_a_cold_transfer_sends_it_once,
     native_coin_goes_cold_but_the_operators_gas_money_stays,
     an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew,
+    the_real_daemon_killed_mid_cold_transfer_sends_it_once,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -378,4 +379,143 @@ async fn an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew(db: Tes
         "{}",
         outcome.render()
     );
+}
+
+/// The real `depositd run`, SIGKILLed as soon as its cold transfer exists and before it is
+/// confirmed, then started again: the transfer completes once, with the exact excess.
+async fn the_real_daemon_killed_mid_cold_transfer_sends_it_once(db: TestDb) {
+    use secrecy::ExposeSecret;
+    use std::time::{Duration, Instant};
+
+    let chain = TestChain::start(&[("USD Coin", "USDC")]).await.unwrap();
+    let usdc = chain.tokens[0];
+    let cold = PrivateKeySigner::random().address();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("chains")).unwrap();
+    let chain_file = dir.path().join("chains/anvil.toml");
+    std::fs::write(
+        &chain_file,
+        format!(
+            "name = \"anvil\"\nchain_id = 31337\nrpc_urls = [\"{}\"]\nconfirmations = 2\nblock_time_ms = 1000\n\
+             poll_interval_ms = 200\nmax_block_range = 1000\nstart_block = 0\ntestnet = true\n\n\
+             [native]\nsymbol = \"ETH\"\ndecimals = 18\n\n[[tokens]]\nsymbol = \"USDC\"\naddress = \"{}\"\n\
+             decimals = 6\n\n[cold_storage.USDC]\ncold_address = \"{}\"\nhot_max = \"5\"\n",
+            chain.rpc_url(),
+            usdc.to_checksum(None),
+            cold.to_checksum(None)
+        ),
+    )
+    .unwrap();
+    let chain_config = ChainConfig::load(&chain_file).unwrap();
+    let mnemonic = depositd_core::wallet::HdWallet::generate_mnemonic();
+    let treasury = depositd_core::wallet::HdWallet::from_mnemonic(&mnemonic).unwrap().treasury().address();
+    let api_port = depositd_testkit::anvil::free_port().unwrap();
+    let config = dir.path().join("depositd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n\
+             [chains]\ndir = \"{}\"\nenabled = [\"anvil\"]\ndefault_chain = \"anvil\"\ndefault_asset = \"USDC\"\n\n\
+             [wallet]\nmnemonic = \"{}\"\n\n[settler]\npoll_interval_ms = 200\n",
+            db.url.expose(),
+            dir.path().join("chains").display(),
+            mnemonic.expose_secret()
+        ),
+    )
+    .unwrap();
+    let store = db.store().await;
+    let (_, key) =
+        depositd_testkit::db::merchant_with_key(&store, "Cold Shop", rust_decimal::Decimal::ONE, &Scope::ALL)
+            .await
+            .unwrap();
+    depositd::dev::fund_treasury(&store, &chain_config, treasury, 10_000_000_000_000_000_000).await.unwrap();
+
+    let start = || {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("daemon.log")).unwrap();
+        let mut command = depositd();
+        command.arg("--config").arg(&config).arg("run").stdout(std::process::Stdio::null()).stderr(log);
+        crate::cli::Daemon(command.spawn().unwrap())
+    };
+    let client = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let wait_up = |daemon: &mut crate::cli::Daemon| {
+        let (client, api) = (client.clone(), api.clone());
+        let exited = daemon.0.try_wait().unwrap();
+        async move {
+            assert!(exited.is_none(), "the daemon exited");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !client.get(format!("{api}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+                assert!(Instant::now() < deadline, "the daemon did not start");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // Blocks keep coming, as on a real chain.
+    let rpc = chain.rpc_url();
+    let miner = tokio::spawn(async move {
+        let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc.parse().unwrap());
+        loop {
+            let _ = provider.raw_request::<_, serde_json::Value>("anvil_mine".into(), (1u64,)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+
+    let mut daemon = start();
+    wait_up(&mut daemon).await;
+    let invoice: Value = client
+        .post(format!("{api}/api/v1/invoices"))
+        .header("x-api-key", key.expose_secret())
+        .json(&json!({"amount": "30", "currency": "USD", "asset": "USDC"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    chain.pay_token(usdc, invoice["pay"]["address"].as_str().unwrap(), 30_000_000).await;
+
+    let cold_transfers = || async {
+        let mut conn = store.conn().await.unwrap();
+        chain_txs::touching(&mut conn, chain_config.chain_id, &treasury.to_checksum(None))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.purpose == Purpose::ColdTransfer)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let seen = loop {
+        if let Some(t) = cold_transfers().await.into_iter().next() {
+            break t.state;
+        }
+        assert!(Instant::now() < deadline, "no cold transfer was planned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    daemon.0.kill().unwrap(); // SIGKILL
+    daemon.0.wait().unwrap();
+    assert_ne!(seen, TxState::Confirmed, "killed before the cold transfer was confirmed");
+    eprintln!("{}: the daemon was killed with the cold transfer {}", db.backend, seen.as_str());
+
+    let mut daemon = start();
+    wait_up(&mut daemon).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let transfers = cold_transfers().await;
+        if transfers.iter().any(|t| t.state == TxState::Confirmed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cold transfer did not complete: {transfers:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await; // more steps: nothing more may be sent
+    drop(daemon);
+    miner.abort();
+
+    let transfers = cold_transfers().await;
+    assert_eq!(transfers.len(), 1, "exactly one cold transfer ({seen:?} when killed): {transfers:#?}");
+    assert_eq!(chain.token_balance(usdc, cold).await, self::usdc(25));
+    assert_eq!(chain.token_balance(usdc, treasury).await, self::usdc(5));
+    let mut conn = store.conn().await.unwrap();
+    let cold_account = Account::platform(AccountKind::Cold, chain_config.chain_id, "USDC");
+    assert_eq!(ledger::balance(&mut conn, &cold_account).await.unwrap().0, self::usdc(25));
 }
