@@ -61,6 +61,12 @@
 //! operator then runs `depositd rescan` over the blocks that paid it). The hot wallet is not
 //! checked for a surplus: operator funding it before `depositd treasury fund` records it is no
 //! missed payment.
+//!
+//! # Cold storage: the cold address holds what the ledger moved there
+//! For each asset with `cold_storage` in its chain file, the cold address (read at the latest
+//! block) must hold at least the platform's `cold` account; the cold transfers in flight only add
+//! to it. Like the hot wallet, it is not checked for a surplus: it is the operator's own wallet
+//! and may receive money from elsewhere.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +80,7 @@ use anyhow::Context;
 use depositd_core::chain_tx::{ChainTx, Purpose, TxState};
 use depositd_core::config::{ChainConfig, Config};
 use depositd_core::ledger::verify::{self, Assessment, CustodyByAddress, Explained, Report};
+use depositd_core::ledger::{Account, AccountKind};
 use depositd_core::metrics::Metrics;
 use depositd_core::money::BaseUnits;
 use depositd_core::store::chain_txs;
@@ -161,6 +168,9 @@ pub struct Holdings {
     pub addresses: usize,
     /// ...and what the settler's unconfirmed transactions may already have taken from them.
     pub in_flight: BaseUnits,
+    /// What the ledger moved to the operator's cold address (`cold`): still the platform's, so it
+    /// counts towards what merchants are owed (the cold check compares it with that address).
+    pub cold: BaseUnits,
 }
 
 impl Holdings {
@@ -179,7 +189,8 @@ impl Holdings {
     /// By how much the chain falls short of what the ledger owes merchants (the solvency check;
     /// zero when solvent).
     pub fn solvency_shortfall(&self) -> BaseUnits {
-        self.owed.checked_sub(self.accounted()).unwrap_or_default()
+        let holdings = self.accounted().checked_add(self.cold).unwrap_or(BaseUnits(U256::MAX));
+        self.owed.checked_sub(holdings).unwrap_or_default()
     }
 
     fn amount(&self, amount: BaseUnits) -> String {
@@ -364,8 +375,10 @@ pub async fn reconcile(
     let mut snapshot = store.begin_snapshot().await?;
     let mut report = verify::verify(&mut snapshot).await?;
     let mut inputs: Vec<ChainInputs> = Vec::new();
+    let mut cold = Vec::new();
     if on_chain {
         for chain in &config.chains {
+            cold.extend(cold_holdings(&mut snapshot, chain).await?);
             let custody_addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
             let in_flight = chain_txs::in_flight(&mut snapshot, chain.chain_id).await?;
             let leaving = in_flight_outflow(&in_flight, chain)?;
@@ -401,13 +414,26 @@ pub async fn reconcile(
     let mut lines = Vec::new();
     let mut holdings = Vec::new();
     let mut unchecked = Vec::new();
+    for holding in &cold {
+        match compare_cold(holding, &mut report.problems).await {
+            Ok(line) => lines.push(line),
+            Err(error) => unchecked.push(format!("{} (cold address): {error:#}", holding.chain.name)),
+        }
+    }
     let mut surplus = Vec::new();
     let mut surplus_skipped = Vec::new();
     for ChainInputs { chain, custody_addresses, leaving, surplus: surplus_inputs } in inputs {
         let ledger = LedgerSide::of(&report, chain.chain_id);
         if !ledger.is_empty() {
             let compared = match holding_addresses(wallet, &custody_addresses) {
-                Ok(owners) => compare_chain(chain, &owners, &ledger, &leaving, &mut report.problems).await,
+                Ok(owners) => {
+                    let cold: BTreeMap<String, BaseUnits> = cold
+                        .iter()
+                        .filter(|c| c.chain.chain_id == chain.chain_id)
+                        .map(|c| (c.asset.clone(), c.ledger))
+                        .collect();
+                    compare_chain(chain, &owners, &ledger, &leaving, &cold, &mut report.problems).await
+                }
                 Err(error) => Err(error),
             };
             match compared {
@@ -544,7 +570,7 @@ fn in_flight_outflow(in_flight: &[ChainTx], chain: &ChainConfig) -> anyhow::Resu
     let mut leaving: BTreeMap<String, BaseUnits> = BTreeMap::new();
     let overflow = || anyhow::anyhow!("in-flight amounts overflow");
     for tx in in_flight {
-        if matches!(tx.purpose, Purpose::Payout | Purpose::Refund | Purpose::Passthrough) {
+        if matches!(tx.purpose, Purpose::Payout | Purpose::Refund | Purpose::Passthrough | Purpose::ColdTransfer) {
             let total = leaving.entry(tx.asset.clone()).or_default();
             *total = total.checked_add(tx.value).ok_or_else(overflow)?;
         }
@@ -604,6 +630,7 @@ async fn compare_chain(
     owners: &[Address],
     ledger: &LedgerSide,
     leaving: &BTreeMap<String, BaseUnits>,
+    cold: &BTreeMap<String, BaseUnits>,
     problems: &mut Vec<String>,
 ) -> anyhow::Result<(Vec<String>, Vec<Holdings>)> {
     let rpc = connect(chain)?;
@@ -631,6 +658,7 @@ async fn compare_chain(
             on_chain: found,
             addresses: owners.len(),
             in_flight: leaving.get(asset).copied().unwrap_or_default(),
+            cold: cold.get(asset).copied().unwrap_or_default(),
         };
         let d = h.decimals;
         if reorg_loss.is_zero() {
@@ -682,6 +710,58 @@ async fn compare_chain(
         compared.push(h);
     }
     Ok((lines, compared))
+}
+
+// === cold storage ===
+
+/// One asset's cold storage: the ledger's `cold` account against the cold address.
+struct ColdHolding<'a> {
+    chain: &'a ChainConfig,
+    asset: String,
+    address: Address,
+    /// The platform's `cold` balance of the asset on the chain.
+    ledger: BaseUnits,
+}
+
+/// The cold storages `chain` configures, with their ledger balances from the snapshot.
+async fn cold_holdings<'a>(
+    snapshot: &mut depositd_core::store::Conn,
+    chain: &'a ChainConfig,
+) -> anyhow::Result<Vec<ColdHolding<'a>>> {
+    let mut holdings = Vec::new();
+    for symbol in chain.cold_storage.keys() {
+        let (Some(asset), Some((cold, _))) = (chain.asset(symbol), chain.cold_storage_of(symbol)) else { continue };
+        let account = Account::platform(AccountKind::Cold, chain.chain_id, asset.symbol);
+        let ledger = depositd_core::ledger::balance(snapshot, &account).await?;
+        holdings.push(ColdHolding { chain, asset: asset.symbol.to_owned(), address: cold.cold_address, ledger });
+    }
+    Ok(holdings)
+}
+
+/// The cold address holds at least what the ledger moved there (a shortfall goes to `problems`);
+/// returns the line `ledger verify` prints.
+async fn compare_cold(holding: &ColdHolding<'_>, problems: &mut Vec<String>) -> anyhow::Result<String> {
+    let ColdHolding { chain, asset, address, ledger } = holding;
+    let asset_ref = chain.asset(asset).context("a configured asset")?;
+    let rpc = connect(chain)?;
+    let found = on_chain_total(&rpc, asset_ref.token_address, &[*address])
+        .await
+        .with_context(|| format!("reading the {asset} balance of {address}"))?;
+    let d = asset_ref.decimals;
+    if found < *ledger {
+        problems.push(format!(
+            "on {} the ledger moved {} {asset} to the cold address {address}, but it holds only {}",
+            chain.name,
+            ledger.to_display(d),
+            found.to_display(d)
+        ));
+    }
+    Ok(format!(
+        "{} {asset}: ledger moved {} to the cold address {address}, which holds {}",
+        chain.name,
+        ledger.to_display(d),
+        found.to_display(d)
+    ))
 }
 
 /// The chain's RPC client (failover across its `rpc_urls`; errors never show a URL's secret).

@@ -16,11 +16,14 @@ pub enum Purpose {
     Sweep,
     GasTopup,
     Passthrough,
+    /// The treasury's excess over its `hot_max` sent to the operator's cold address.
+    ColdTransfer,
 }
 
 text_enum! {
     Purpose as "purpose" {
         Payout = "payout", Refund = "refund", Sweep = "sweep", GasTopup = "gas_topup", Passthrough = "passthrough",
+        ColdTransfer = "cold_transfer",
     }
 }
 

@@ -306,6 +306,7 @@ mod tests {
             chain_id: 1,
             rpc_urls: rpc_urls.into_iter().map(Into::into).collect(),
             rpc_urls_env: None,
+            rpc_urls_from_env: false,
             ws_url: None,
             ws_url_env: None,
             confirmations: 1,
@@ -318,6 +319,7 @@ mod tests {
             testnet: true,
             native: NativeAsset { symbol: "ETH".into(), decimals: 18 },
             tokens: Vec::new(),
+            cold_storage: Default::default(),
         }
     }
 

@@ -16,9 +16,11 @@
 //! - [`txm`]: the transaction manager: signing with nonces, broadcasting, receipts,
 //!   confirmations, fee bumps, rebroadcasts, nonce reconciliation at start-up.
 //! - [`planner`]: which deposit addresses to sweep or forward, their gas top-ups.
+//! - [`cold`]: the treasury's excess over `hot_max` sent to the operator's cold address.
 //! - [`outcome`]: what a confirmed or failed transaction does to the ledger, payouts, invoices and
 //!   webhooks.
 
+pub mod cold;
 pub mod outcome;
 pub mod planner;
 pub mod txm;
@@ -158,8 +160,8 @@ impl Settler {
         Ok(())
     }
 
-    /// One step: read fees, check what is in flight (receipts, confirmations, bumps), plan sweeps
-    /// and forwards, sign and broadcast what is ready.
+    /// One step: read fees, check what is in flight (receipts, confirmations, bumps), plan sweeps,
+    /// forwards and cold transfers, sign and broadcast what is ready.
     pub async fn tick(&mut self) -> Result<(), SettleError> {
         let head = self.rpc.head().await?;
         let fees = self.refresh_fees().await?;
@@ -169,6 +171,7 @@ impl Settler {
         }
         self.monitor(head, fees).await?;
         self.plan(fees).await?;
+        self.plan_cold(fees).await?;
         self.sign_ready(fees, head).await?;
         Ok(())
     }

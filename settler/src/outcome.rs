@@ -1,5 +1,5 @@
 //! What an outgoing transaction's fate does: ledger entries, payout and invoice states, and
-//! webhooks. Every function runs inside the database transaction that moves the transaction's
+//! webhooks (a cold transfer posts hot wallet -> cold, and its gas). Every function runs inside the database transaction that moves the transaction's
 //! state, so the chain's record, the ledger and the events never disagree; the ledger's
 //! idempotency keys make a repeated call a no-op. A payout's or refund's fate is the payout
 //! lifecycle's ([`depositd_core::payout`]); sweeps, gas top-ups and pass-through forwards are
@@ -48,7 +48,7 @@ pub(crate) async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Re
         // A refund out of suspense (an operator's resolution) has no payout.
         Purpose::Refund if resolutions::is_refund(tx) => resolutions::refund_confirmed(db, ctx.chain, tx).await?,
         Purpose::Payout | Purpose::Refund => payouts::confirmed(db, ctx, tx).await?,
-        Purpose::GasTopup => {
+        Purpose::GasTopup | Purpose::ColdTransfer => {
             settlement::movement(db, tx).await?;
             settlement::operator_gas(db, tx, native, AccountKind::HotWallet, gas).await?;
         }
@@ -102,7 +102,7 @@ pub(crate) async fn failed(
             resolutions::refund_failed(db, ctx.chain, tx, gas, reason).await?
         }
         Purpose::Payout | Purpose::Refund => payouts::failed(db, ctx, tx, gas, reason).await?,
-        Purpose::GasTopup => {
+        Purpose::GasTopup | Purpose::ColdTransfer => {
             settlement::operator_gas(db, tx, native, AccountKind::HotWallet, gas.unwrap_or_default()).await?;
         }
         Purpose::Sweep | Purpose::Passthrough => {

@@ -82,7 +82,7 @@ impl Settler {
         Ok(())
     }
 
-    fn sweep_min(&self, asset: &str, decimals: u8) -> BaseUnits {
+    pub(crate) fn sweep_min(&self, asset: &str, decimals: u8) -> BaseUnits {
         self.settings
             .sweep_min
             .iter()

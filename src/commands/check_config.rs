@@ -19,6 +19,30 @@ alloy::sol! {
 
 pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     let config = super::load_config(global)?;
+    for chain in config.chains.iter().filter(|c| !c.testnet) {
+        refuse_placeholder_rpc(chain)?;
+    }
+    if let Ok(mnemonic) = config.settings.wallet.mnemonic() {
+        let wallet = depositd_core::wallet::HdWallet::from_mnemonic(&mnemonic)?;
+        for chain in &config.chains {
+            for (symbol, cold) in &chain.cold_storage {
+                anyhow::ensure!(
+                    cold.cold_address != wallet.treasury().address(),
+                    "chain {}: cold_storage.{symbol}.cold_address {} is the treasury itself",
+                    chain.name,
+                    cold.cold_address
+                );
+            }
+        }
+    }
+    let mainnets: Vec<&str> = config.chains.iter().filter(|c| !c.testnet).map(|c| c.name.as_str()).collect();
+    if !mainnets.is_empty() && config.settings.database.url.scheme() == "sqlite" {
+        eprintln!(
+            "warning: mainnet chain(s) {} run on SQLite: one process on one disk, no replica, no second daemon; \
+             use PostgreSQL (database.url = postgres://...) for real money",
+            mainnets.join(", ")
+        );
+    }
     if !offline {
         for chain in &config.chains {
             verify_chain(chain).await.with_context(|| format!("chain {}", chain.name))?;
@@ -47,6 +71,22 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     }
     if offline {
         println!("  chains were not contacted (--offline)");
+    }
+    Ok(())
+}
+
+/// A mainnet moves real money: it must run on the operator's own endpoints. A file that names
+/// `rpc_urls_env` expects them from that variable; its `rpc_urls` are public, rate-limited
+/// placeholders (`chains/README.md`), so a mainnet left on them has no RPC URL of its own.
+fn refuse_placeholder_rpc(chain: &ChainConfig) -> anyhow::Result<()> {
+    if let Some(var) = &chain.rpc_urls_env
+        && !chain.rpc_urls_from_env
+    {
+        anyhow::bail!(
+            "chain {} is a mainnet and has no RPC URL: set {var} to your own endpoints (comma-separated); \
+             the file's public endpoints are rate-limited placeholders, not for real money",
+            chain.name
+        );
     }
     Ok(())
 }

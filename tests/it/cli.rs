@@ -279,3 +279,60 @@ fn a_second_daemon_on_one_sqlite_file_is_refused() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     terminate(&mut second);
 }
+
+/// Issue 21: every shipped mainnet file passes `check-config --offline` once the operator names
+/// its own RPC endpoints in the variable the file reads; left on the file's public placeholders it
+/// is refused, and on SQLite it is accepted with a warning. Testnets need neither.
+#[test]
+fn mainnet_chain_files_pass_check_config_with_the_operators_rpc_url() {
+    let mainnets =
+        [("arbitrum-one", "ETH"), ("base", "ETH"), ("ethereum", "ETH"), ("op-mainnet", "ETH"), ("polygon", "POL")];
+    for (name, native) in mainnets {
+        let var = format!("DEPOSITD_RPC_URLS_{}", name.to_ascii_uppercase().replace('-', "_"));
+        let check = |rpc_url: Option<&str>, database: &str| {
+            let mut command = depositd();
+            command
+                .env("DEPOSITD__CHAINS__ENABLED", name)
+                .env("DEPOSITD__CHAINS__DEFAULT_CHAIN", name)
+                .env("DEPOSITD__CHAINS__DEFAULT_ASSET", native)
+                .env("DEPOSITD__DATABASE__URL", database)
+                .env_remove(&var);
+            if let Some(url) = rpc_url {
+                command.env(&var, url);
+            }
+            command.args(["check-config", "--offline"]).output().unwrap()
+        };
+        let postgres = "postgres://depositd@db.example.invalid/depositd";
+        let own = "https://node.example.invalid/v3/s3cretKey";
+
+        let output = check(Some(own), postgres);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(stderr_lines(&output).is_empty(), "{name}: no warning on PostgreSQL: {:?}", stderr_lines(&output));
+        assert!(stdout.contains(&format!("chain {name} (id ")), "{stdout}");
+        assert!(stdout.contains("1 RPC URL(s) (https://node.example.invalid/…)"), "{stdout}");
+        assert!(!stdout.contains("s3cretKey"), "{stdout}");
+
+        assert_one_line_error(
+            &check(None, postgres),
+            &format!("chain {name} is a mainnet and has no RPC URL: set {var} to your own endpoints"),
+        );
+
+        let output = check(Some(own), "sqlite://./data/depositd.db");
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        let warnings = stderr_lines(&output);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with(&format!("warning: mainnet chain(s) {name} run on SQLite")), "{warnings:?}");
+    }
+
+    // A testnet may run on its public endpoints and on SQLite.
+    let output = depositd()
+        .env("DEPOSITD__CHAINS__ENABLED", "sepolia")
+        .env("DEPOSITD__CHAINS__DEFAULT_CHAIN", "sepolia")
+        .env_remove("DEPOSITD_RPC_URLS_SEPOLIA")
+        .args(["check-config", "--offline"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stderr_lines(&output).is_empty(), "{:?}", stderr_lines(&output));
+}

@@ -10,6 +10,7 @@ mod api;
 mod chaos;
 mod checkout;
 mod cli;
+mod cold;
 mod creation_path;
 mod daemon;
 mod dev;

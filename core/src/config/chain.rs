@@ -1,13 +1,15 @@
 //! One supported chain, from `chains/<name>.toml`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use alloy::primitives::Address;
+use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::ConfigError;
 use crate::evm::parse_address;
-use crate::money::MAX_TOKEN_DECIMALS;
+use crate::money::{BaseUnits, MAX_TOKEN_DECIMALS};
 use crate::secret::RpcUrl;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -21,6 +23,10 @@ pub struct ChainConfig {
     pub rpc_urls: Vec<RpcUrl>,
     /// Environment variable whose comma-separated value replaces `rpc_urls` (operators' own nodes).
     pub rpc_urls_env: Option<String>,
+    /// Whether `rpc_urls` came from `rpc_urls_env` (the operator's own endpoints) rather than the
+    /// file: a mainnet file's URLs are public placeholders, which `check-config` refuses for real money.
+    #[serde(skip)]
+    pub rpc_urls_from_env: bool,
     /// WebSocket endpoint for `newHeads`; without one the watcher polls.
     pub ws_url: Option<RpcUrl>,
     pub ws_url_env: Option<String>,
@@ -44,6 +50,23 @@ pub struct ChainConfig {
     pub native: NativeAsset,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Per asset symbol (the native coin's or a token's): where the treasury's excess goes.
+    #[serde(default)]
+    pub cold_storage: BTreeMap<String, ColdStorage>,
+}
+
+/// `[cold_storage.<SYMBOL>]`: whatever the treasury holds of the asset above `hot_max` (less what
+/// its pending payouts and gas need) is sent to `cold_address` by the settler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColdStorage {
+    /// The operator's cold wallet: EIP-55 checksummed (a mistyped address loses everything sent to
+    /// it), never the treasury or a deposit address.
+    #[serde(deserialize_with = "checksummed_address")]
+    pub cold_address: Address,
+    /// What the treasury keeps, in whole units as an exact decimal string (`"5000"`, `"0.5"`).
+    #[serde(deserialize_with = "super::decimal")]
+    pub hot_max: Decimal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +119,15 @@ impl ChainConfig {
         })
     }
 
+    /// The cold storage of `symbol` with its `hot_max` in base units, if the file configures one.
+    /// (`problems` refused any `hot_max` that does not convert exactly.)
+    pub fn cold_storage_of(&self, symbol: &str) -> Option<(&ColdStorage, BaseUnits)> {
+        let asset = self.asset(symbol)?;
+        let (_, cold) = self.cold_storage.iter().find(|(s, _)| s.eq_ignore_ascii_case(symbol))?;
+        let hot_max = BaseUnits::from_decimal_round_down(cold.hot_max, asset.decimals).ok()?;
+        Some((cold, hot_max))
+    }
+
     pub fn asset_symbols(&self) -> Vec<&str> {
         std::iter::once(self.native.symbol.as_str()).chain(self.tokens.iter().map(|t| t.symbol.as_str())).collect()
     }
@@ -106,6 +138,7 @@ impl ChainConfig {
                 urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(RpcUrl::from).collect();
             if !urls.is_empty() {
                 self.rpc_urls = urls;
+                self.rpc_urls_from_env = true;
             }
         }
         if let Some(ws) = self.ws_url_env.as_deref().and_then(|var| std::env::var(var).ok())
@@ -173,6 +206,30 @@ impl ChainConfig {
             }
             symbols.push(upper);
         }
+        for (symbol, cold) in &self.cold_storage {
+            match self.asset(symbol) {
+                None => problems.push(format!(
+                    "cold_storage.{symbol}: not an asset of this chain (it has {})",
+                    self.asset_symbols().join(", ")
+                )),
+                Some(asset) => {
+                    if cold.hot_max.is_sign_negative() && !cold.hot_max.is_zero() {
+                        problems.push(format!("cold_storage.{symbol}.hot_max: must be at least 0"));
+                    } else if cold.hot_max.scale() > u32::from(asset.decimals) {
+                        problems.push(format!(
+                            "cold_storage.{symbol}.hot_max: `{}` has more decimal places than {symbol}'s {}",
+                            cold.hot_max, asset.decimals
+                        ));
+                    }
+                }
+            }
+            if let Some(token) = self.tokens.iter().find(|t| t.address == cold.cold_address) {
+                problems.push(format!(
+                    "cold_storage.{symbol}.cold_address: {} is the {} token contract",
+                    cold.cold_address, token.symbol
+                ));
+            }
+        }
         problems
     }
 }
@@ -188,6 +245,19 @@ fn default_rpc_concurrency() -> u64 {
 fn checked_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
     let s = String::deserialize(d)?;
     parse_address(&s).map_err(|e| serde::de::Error::custom(format!("address `{s}` {e}")))
+}
+
+/// An address that must be written EIP-55 checksummed (all-lowercase carries no checksum).
+fn checksummed_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+    let s = String::deserialize(d)?;
+    let address = parse_address(&s).map_err(|e| serde::de::Error::custom(format!("address `{s}` {e}")))?;
+    if address.to_checksum(None) != s {
+        return Err(serde::de::Error::custom(format!(
+            "address `{s}` must be EIP-55 checksummed ({})",
+            address.to_checksum(None)
+        )));
+    }
+    Ok(address)
 }
 
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -207,6 +277,20 @@ mod tests {
 
     /// The mainnet files in `chains/`: exactly these say `testnet = false` (their API keys are live).
     const MAINNETS: [&str; 5] = ["arbitrum-one", "base", "ethereum", "op-mainnet", "polygon"];
+
+    /// What the issuers publish for each mainnet stablecoin the files list: Circle's "USDC contract
+    /// addresses" page (native USDC, 6 decimals on every chain) and Tether's "Supported Protocols"
+    /// page (USDT on Ethereum and Polygon PoS, 6 decimals). Written out here, apart from the files,
+    /// so that a typo in a file's address or decimals fails this test rather than misprices invoices.
+    const PUBLISHED: [(&str, &str, &str, u8); 7] = [
+        ("arbitrum-one", "USDC", "0xaf88d065e77c8cC2239327C5EDb3A432268e5831", 6),
+        ("base", "USDC", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", 6),
+        ("ethereum", "USDC", "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", 6),
+        ("ethereum", "USDT", "0xdAC17F958D2ee523a2206206994597C13D831ec7", 6),
+        ("op-mainnet", "USDC", "0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85", 6),
+        ("polygon", "USDC", "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359", 6),
+        ("polygon", "USDT", "0xc2132D05D31c914a87C6611C10748AEb04B58e8F", 6),
+    ];
 
     fn shipped_chain_files() -> Vec<PathBuf> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chains");
@@ -260,6 +344,23 @@ mod tests {
             }
             if !chain.testnet {
                 assert!(!chain.tokens.is_empty(), "{stem}: a mainnet file lists its stablecoins");
+                assert_eq!(chain.native.decimals, 18, "{stem}: the gas coin counts in 10^-18 units");
+                let mut listed: Vec<(&str, &str, String, u8)> = chain
+                    .tokens
+                    .iter()
+                    .map(|t| (stem, t.symbol.as_str(), t.address.to_checksum(None), t.decimals))
+                    .collect();
+                let mut published: Vec<(&str, &str, String, u8)> = PUBLISHED
+                    .iter()
+                    .filter(|p| p.0 == stem)
+                    .map(|&(c, symbol, address, decimals)| (c, symbol, address.to_owned(), decimals))
+                    .collect();
+                listed.sort();
+                published.sort();
+                assert_eq!(
+                    listed, published,
+                    "{stem}: tokens differ from the issuers' published addresses and decimals"
+                );
             }
 
             let row = format!("| `{stem}.toml` |");
@@ -272,6 +373,42 @@ mod tests {
             assert_eq!(cells[4], chain.confirmations.to_string(), "chains/README.md confirmations of {stem}");
         }
         assert_eq!(mainnets, MAINNETS, "every mainnet file is shipped");
+        assert!(PUBLISHED.iter().all(|p| MAINNETS.contains(&p.0)));
         assert!(files.len() > MAINNETS.len(), "the testnet files are shipped too");
+    }
+
+    /// `[cold_storage.<SYMBOL>]`: exact amounts, checksummed addresses, known assets.
+    #[test]
+    fn cold_storage_is_checked_where_it_is_read() {
+        let anvil =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../chains/anvil.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anvil.toml");
+        let load = |extra: &str| {
+            std::fs::write(&path, format!("{anvil}\n{extra}")).unwrap();
+            ChainConfig::load(&path)
+        };
+        let cold = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+        let chain = load(&format!("[cold_storage.eth]\ncold_address = \"{cold}\"\nhot_max = \"1.5\"\n")).unwrap();
+        let (found, hot_max) = chain.cold_storage_of("ETH").unwrap();
+        assert_eq!(found.cold_address.to_checksum(None), cold);
+        assert_eq!(hot_max, crate::money::BaseUnits::from(1_500_000_000_000_000_000u64));
+        assert!(chain.cold_storage_of("USDC").is_none());
+
+        let refused = [
+            (format!("[cold_storage.ETH]\ncold_address = \"{}\"\nhot_max = \"1\"\n", cold.to_lowercase()), "EIP-55"),
+            (format!("[cold_storage.ETH]\ncold_address = \"{cold}\"\nhot_max = 1.5\n"), "float"),
+            (format!("[cold_storage.ETH]\ncold_address = \"{cold}\"\nhot_max = \"-1\"\n"), "at least 0"),
+            (format!("[cold_storage.DOGE]\ncold_address = \"{cold}\"\nhot_max = \"1\"\n"), "not an asset"),
+            (
+                format!("[cold_storage.ETH]\ncold_address = \"{cold}\"\nhot_max = \"0.0000000000000000001\"\n"),
+                "decimal places",
+            ),
+            (format!("[cold_storage.ETH]\ncold_address = \"{cold}\"\n"), "hot_max"),
+        ];
+        for (extra, needle) in refused {
+            let error = load(&extra).unwrap_err().to_string();
+            assert!(error.contains(needle), "{extra}: {error}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use chain::{AssetRef, ChainConfig, NativeAsset, TokenConfig};
+pub use chain::{AssetRef, ChainConfig, ColdStorage, NativeAsset, TokenConfig};
 
 use crate::secret::DatabaseUrl;
 

@@ -5,11 +5,12 @@
 //!   symbol). Each kind has a normal side ([`AccountKind::normal_side`]): a merchant's
 //!   `available`, `pending`, `reserved` and `in_transit` and the platform's `fee_revenue` are what
 //!   the platform owes (credit-normal); `custody` (funds at deposit addresses), `hot_wallet`,
-//!   `network_fees` (gas spent) and a merchant's `receivable` (what a merchant owes after a reversal
-//!   it could not cover) are what the platform holds or spent (debit-normal). `reorg_loss` is
-//!   the platform's contra account to its holdings (credit-normal): what the ledger still counts
-//!   as held in the treasury (or as paid to a merchant) although a reorg took away the deposit
-//!   that funded it (see [`deposits::post_removal`]).
+//!   `network_fees` (gas spent), `cold` (moved to the operator's cold address) and a merchant's
+//!   `receivable` (what a merchant owes after a reversal it could not cover) are what the platform
+//!   holds or spent (debit-normal). `reorg_loss` is the platform's contra account to its holdings
+//!   (credit-normal): what the ledger still counts as held in the treasury (or as paid to a
+//!   merchant) although a reorg took away the deposit that funded it (see
+//!   [`deposits::post_removal`]).
 //! - **Balances never go negative** in their normal direction, for any account: [`post`] locks the
 //!   accounts it touches (in one global order, so two single entries cannot deadlock), checks,
 //!   and only then writes the entry. A refused entry writes no entry, posting or balance (at most
@@ -102,6 +103,9 @@ pub enum AccountKind {
     /// Money at deposit addresses that no one has been credited with (a transfer recorded as
     /// `rejected`): held for whoever an operator's resolution names (`crate::resolutions`).
     Suspense,
+    /// Funds the settler moved from the treasury to the operator's cold address (per chain and
+    /// asset: `cold_storage` in the chain file); `ledger verify` compares it with that address.
+    Cold,
 }
 
 text_enum! {
@@ -109,7 +113,7 @@ text_enum! {
         Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
         Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
         NetworkFees = "network_fees", OperatorCapital = "operator_capital", ReorgLoss = "reorg_loss",
-        Suspense = "suspense",
+        Suspense = "suspense", Cold = "cold",
     }
 }
 
@@ -125,9 +129,11 @@ impl AccountKind {
             | AccountKind::OperatorCapital
             | AccountKind::ReorgLoss
             | AccountKind::Suspense => Side::Credit,
-            AccountKind::Receivable | AccountKind::Custody | AccountKind::HotWallet | AccountKind::NetworkFees => {
-                Side::Debit
-            }
+            AccountKind::Receivable
+            | AccountKind::Custody
+            | AccountKind::HotWallet
+            | AccountKind::NetworkFees
+            | AccountKind::Cold => Side::Debit,
         }
     }
 
@@ -182,6 +188,8 @@ pub enum EntryType {
     /// An operator's resolution of a suspense deposit: `suspense` -> a merchant's balance, the
     /// platform's revenue, or (a refund, once sent) the hot wallet.
     SuspenseResolved,
+    /// The treasury's excess moved to the operator's cold address.
+    ColdTransfer,
 }
 
 text_enum! {
@@ -190,7 +198,7 @@ text_enum! {
         StaticDeposit = "static_deposit", Fee = "fee", PayoutReserve = "payout_reserve", PayoutSent = "payout_sent",
         PayoutReleased = "payout_released", PassthroughSettlement = "passthrough_settlement", Refund = "refund",
         Reversal = "reversal", Sweep = "sweep", Gas = "gas", TreasuryFunding = "treasury_funding",
-        Suspense = "suspense", SuspenseResolved = "suspense_resolved",
+        Suspense = "suspense", SuspenseResolved = "suspense_resolved", ColdTransfer = "cold_transfer",
     }
 }
 

@@ -11,7 +11,8 @@
 //! - sweep: `sweep`, custody -> hot wallet; pass-through: `passthrough_settlement`, the
 //!   merchant's in_transit -> custody (the money left custody for the merchant's address);
 //! - gas the operator pays (everything but native payouts): `gas`, payer account -> network_fees;
-//! - the operator funds the treasury: `treasury_funding`, operator_capital -> hot wallet.
+//! - the operator funds the treasury: `treasury_funding`, operator_capital -> hot wallet;
+//! - cold transfer: `cold_transfer`, hot wallet -> cold (the treasury's excess at the cold address).
 //!
 //! Keys name the payout or transaction, so each posts once however often the settler retries.
 
@@ -167,7 +168,8 @@ pub async fn operator_gas(
     Ok(Some(posted))
 }
 
-/// A confirmed movement between the hot wallet and custody, or out of custody to a merchant.
+/// A confirmed movement between the hot wallet and custody, out of custody to a merchant, or from
+/// the hot wallet to cold storage.
 #[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
 pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Posted, LedgerError> {
     use crate::chain_tx::Purpose;
@@ -175,6 +177,9 @@ pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Pos
     let (entry_type, key, debit) = match tx.purpose {
         Purpose::GasTopup => (EntryType::Gas, "gas_topup", Account::platform(AccountKind::Custody, chain_id, asset)),
         Purpose::Sweep => (EntryType::Sweep, "sweep", Account::platform(AccountKind::HotWallet, chain_id, asset)),
+        Purpose::ColdTransfer => {
+            (EntryType::ColdTransfer, "cold_transfer", Account::platform(AccountKind::Cold, chain_id, asset))
+        }
         Purpose::Passthrough => {
             let merchant_id = tx.merchant_id.ok_or_else(|| LedgerError::Malformed {
                 key: tx.id.to_string(),
@@ -194,7 +199,7 @@ pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Pos
         }
     };
     let credit = match tx.purpose {
-        Purpose::GasTopup => Account::platform(AccountKind::HotWallet, chain_id, asset),
+        Purpose::GasTopup | Purpose::ColdTransfer => Account::platform(AccountKind::HotWallet, chain_id, asset),
         _ => Account::platform(AccountKind::Custody, chain_id, asset),
     };
     post(
