@@ -27,7 +27,7 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
         for chain in &config.chains {
             for (symbol, cold) in &chain.cold_storage {
                 anyhow::ensure!(
-                    cold.cold_address != wallet.treasury().address(),
+                    cold.cold_address != wallet.treasury_address(),
                     "chain {}: cold_storage.{symbol}.cold_address {} is the treasury itself",
                     chain.name,
                     cold.cold_address

@@ -70,7 +70,7 @@ async fn resolve(config: &Config, args: ResolveArgs) -> anyhow::Result<()> {
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "operator".into()));
     let ctx = resolutions::Context {
         chains: &config.chains,
-        treasury: wallet.treasury().address(),
+        treasury: wallet.treasury_address(),
         crediting: crediting::Context { public_url: &config.settings.api.public_url, sessions: &sessions },
     };
     let mut tx = store.begin().await?;

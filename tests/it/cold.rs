@@ -62,7 +62,7 @@ async fn setup_for(db: &TestDb, asset: &str, hot_max: &str) -> Setup {
     })
     .await;
     let config = config.unwrap();
-    let treasury = app.state.wallet.treasury().address();
+    let treasury = app.state.wallet.treasury_address();
     depositd::dev::fund_treasury(&app.store, &config, treasury, 10_000_000_000_000_000_000).await.unwrap();
     let (_, key) = app.merchant("Cold Shop", &Scope::ALL).await;
     Setup { chain, usdc, app, key, config, cold }
@@ -70,7 +70,7 @@ async fn setup_for(db: &TestDb, asset: &str, hot_max: &str) -> Setup {
 
 impl Setup {
     fn treasury(&self) -> Address {
-        self.app.state.wallet.treasury().address()
+        self.app.state.wallet.treasury_address()
     }
 
     /// The same chain without cold storage: a settler that only sweeps and pays.
@@ -330,7 +330,7 @@ async fn an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew(db: Tes
 
     // Someone sends from the treasury key: the settler pauses it, so the cold transfer it plans
     // (50 beyond hot_max) stays an unsigned intent.
-    let outsider = s.chain.wallet(s.app.state.wallet.treasury().clone());
+    let outsider = s.chain.wallet(s.app.state.wallet.treasury().unwrap().clone());
     let tx = TransactionRequest::default().with_to(PrivateKeySigner::random().address()).with_value(U256::from(1u64));
     assert!(outsider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap().status());
     let mut settler = s.app.settler(&s.config);
@@ -408,7 +408,7 @@ async fn the_real_daemon_killed_mid_cold_transfer_sends_it_once(db: TestDb) {
     .unwrap();
     let chain_config = ChainConfig::load(&chain_file).unwrap();
     let mnemonic = depositd_core::wallet::HdWallet::generate_mnemonic();
-    let treasury = depositd_core::wallet::HdWallet::from_mnemonic(&mnemonic).unwrap().treasury().address();
+    let treasury = depositd_core::wallet::HdWallet::from_mnemonic(&mnemonic).unwrap().treasury_address();
     let api_port = depositd_testkit::anvil::free_port().unwrap();
     let config = dir.path().join("depositd.toml");
     std::fs::write(

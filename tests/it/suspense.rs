@@ -64,7 +64,7 @@ async fn setup(db: &TestDb) -> Setup {
     })
     .await;
     let config = config.unwrap();
-    let treasury = app.state.wallet.treasury().address();
+    let treasury = app.state.wallet.treasury_address();
     depositd::dev::fund_treasury(&app.store, &config, treasury, 10_000_000_000_000_000_000).await.unwrap();
     let (merchant, key) = app.merchant("Suspense Shop", &Scope::ALL).await;
     Setup { chain, usdc, usdt, app, key, merchant, config }
@@ -77,7 +77,7 @@ fn units(n: u64) -> BaseUnits {
 
 impl Setup {
     fn treasury(&self) -> Address {
-        self.app.state.wallet.treasury().address()
+        self.app.state.wallet.treasury_address()
     }
 
     /// A USDC invoice for `amount` USD: (id, address).

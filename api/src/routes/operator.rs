@@ -180,7 +180,7 @@ pub async fn resolve(
     let target = target(&request)?;
     let ctx = resolutions::Context {
         chains: &state.config.chains,
-        treasury: state.wallet.treasury().address(),
+        treasury: state.wallet.treasury_address(),
         crediting: crediting::Context { public_url: &state.config.settings.api.public_url, sessions: &state.sessions },
     };
     let mut tx = state.store.begin().await?;
