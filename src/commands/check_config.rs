@@ -19,6 +19,11 @@ alloy::sol! {
 
 pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     let config = super::load_config(global)?;
+    if config.settings.wallet.xpub.is_some() {
+        // What `run` builds from it: a malformed xpub or web key, a lowercase treasury address,
+        // or (beside the mnemonic) a setting that is not the mnemonic's own, is an error here too.
+        depositd_core::wallet::HdWallet::from_settings(&config.settings.wallet, false)?;
+    }
     if !offline {
         for chain in &config.chains {
             verify_chain(chain).await.with_context(|| format!("chain {}", chain.name))?;
@@ -42,7 +47,7 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     println!("  default:  {} on {}", s.chains.default_asset, s.chains.default_chain);
     match s.wallet.mnemonic() {
         Ok(_) => println!("  wallet:   mnemonic configured"),
-        Err(_) if s.wallet.xpub.is_some() => println!("  wallet:   xpub only (runs without the settler)"),
+        Err(_) if s.wallet.xpub.is_some() => println!("  wallet:   xpub only, valid (runs without the settler)"),
         Err(e) => println!("  wallet:   {e} (needed by `run`)"),
     }
     if offline {
