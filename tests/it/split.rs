@@ -261,7 +261,10 @@ async fn the_web_tier_runs_on_the_xpub_alone_and_a_settler_process_signs() {
         .await
         .unwrap();
     let address: Address = invoice["pay"]["address"].as_str().unwrap().parse().unwrap();
-    assert_eq!(address, wallet.deposit_address(0).unwrap(), "{invoice}");
+    // Its index is the pool's first, or the next after the pool when the invoice came before the
+    // pool's first refill (the address pool's fallback): either way one the mnemonic derives.
+    let index = (0..4096u64).find(|i| wallet.deposit_address(*i).unwrap() == address);
+    assert!(index.is_some(), "{address} is not one of the mnemonic's first 4096 deposit addresses: {invoice}");
     let id = invoice["id"].as_str().unwrap().to_owned();
 
     // Paid and credited (the web tier's watcher).
