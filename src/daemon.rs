@@ -17,14 +17,12 @@ use anyhow::Context;
 use depositd_api::{AppState, Application};
 use depositd_core::config::Config;
 use depositd_core::store::leases::Lease;
-use depositd_core::store::wallet_identity;
 use depositd_core::store::{DaemonLock, Store};
-use depositd_core::wallet::HdWallet;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Component;
-use crate::database::open_store;
+use crate::database::open_store_with_wallet;
 
 /// How long a watcher's or settler's lease outlives its last renewal: after a holder dies, another
 /// daemon takes over within this time.
@@ -80,11 +78,10 @@ impl Daemon {
         let components: Vec<Component> = if only.is_empty() { Component::ALL.to_vec() } else { only.to_vec() };
         // Only the settler signs: a process without it runs from the xpub, never the mnemonic.
         let signs = components.contains(&Component::Settler);
-        let wallet = Arc::new(HdWallet::from_settings(&config.settings.wallet, signs)?);
-        let store = open_store(&config).await?;
-        // Every process on the database derives the same addresses and shares the web keys.
-        let recorded = wallet_identity::record_or_read(&store, &wallet.identity()).await?;
-        wallet.check_identity(&recorded)?;
+        // Every process on the database derives the same addresses and shares the web keys; only
+        // one with the mnemonic records them.
+        let (store, wallet) = open_store_with_wallet(&config, signs).await?;
+        let wallet = Arc::new(wallet);
         let single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
         if single_daemon.is_some() {
             // The only daemon this database can have: a killed predecessor's leases are free now,

@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use depositd_core::config::Config;
-use depositd_core::store::Store;
+use depositd_core::store::{Store, wallet_identity};
+use depositd_core::wallet::HdWallet;
 
 /// Connects to the configured database and brings its schema up to date.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -11,4 +12,20 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&db.url, db.max_connections).await?;
     store.migrate().await.context("cannot migrate the database")?;
     Ok(store)
+}
+
+/// The wallet a command or the daemon runs with, built from the settings (`signs`: it needs the
+/// mnemonic) and checked against the database's recorded wallet
+/// (`depositd_core::store::wallet_identity::check`): a wallet with the mnemonic records itself on
+/// a database that has none yet; a watch-only one only reads the record, and is refused while
+/// there is none or when it differs. Every command that uses the wallet with the database goes
+/// through here, so none runs on an unchecked xpub or treasury address.
+pub async fn open_store_with_wallet(config: &Config, signs: bool) -> anyhow::Result<(Store, HdWallet)> {
+    let wallet = HdWallet::from_settings(&config.settings.wallet, signs)?;
+    let store = open_store(config).await?;
+    if let Err(e) = wallet_identity::check(&store, &wallet).await {
+        store.close().await;
+        return Err(e.into());
+    }
+    Ok((store, wallet))
 }

@@ -178,15 +178,26 @@ impl HdWallet {
             ));
         };
         match (treasury_address, sealing_key, session_key) {
-            (Some(treasury), Some(sealing), Some(session)) => Ok(HdWallet {
-                deposit_account_pub: parse_xpub(xpub)?,
-                treasury_address: parse_treasury(treasury)?,
-                web: WebKeys {
-                    session: parse_key("wallet.session_key", session)?,
-                    sealing: parse_key("wallet.sealing_key", sealing)?,
-                },
-                signing: None,
-            }),
+            (Some(treasury), Some(sealing), Some(session)) => {
+                let wallet = HdWallet {
+                    deposit_account_pub: parse_xpub(xpub)?,
+                    treasury_address: parse_treasury(treasury)?,
+                    web: WebKeys {
+                        session: parse_key("wallet.session_key", session)?,
+                        sealing: parse_key("wallet.sealing_key", sealing)?,
+                    },
+                    signing: None,
+                };
+                // The treasury's account m/44'/60'/1'/0 has the same depth and index as the
+                // deposit account: its xpub parses, and its address 0 is the treasury.
+                if wallet.deposit_address(0)? == wallet.treasury_address {
+                    return Err(WalletError::Settings(format!(
+                        "wallet.xpub derives the treasury's address as deposit address 0: it is the treasury \
+                         account's xpub, not the one at {DEPOSIT_ACCOUNT_PATH} (`depositd wallet xpub` prints it)"
+                    )));
+                }
+                Ok(wallet)
+            }
             _ => {
                 let missing: Vec<&str> = [
                     ("wallet.treasury_address", treasury_address.is_none()),
@@ -388,8 +399,19 @@ fn parse_xpub(text: &str) -> Result<XPub, WalletError> {
     Ok(xpub)
 }
 
+/// The treasury's address, in its EIP-55 checksummed form only: a typo in a mixed-case address is
+/// caught by its checksum, one in an all-lowercase (or all-uppercase) address would not be.
 fn parse_treasury(text: &str) -> Result<Address, WalletError> {
-    crate::evm::parse_address(text).map_err(|e| WalletError::Settings(format!("wallet.treasury_address: {e}")))
+    let address =
+        crate::evm::parse_address(text).map_err(|e| WalletError::Settings(format!("wallet.treasury_address: {e}")))?;
+    if text.trim() != address.to_checksum(None) {
+        return Err(WalletError::Settings(format!(
+            "wallet.treasury_address must be written in its EIP-55 checksummed form ({}), so that a typo is caught \
+             (`depositd wallet xpub` prints it)",
+            address.to_checksum(None)
+        )));
+    }
+    Ok(address)
 }
 
 /// A web key: 64 hex digits. The error never repeats the value.
@@ -561,5 +583,48 @@ mod tests {
         let err = watch.check_identity(&recorded).unwrap_err().to_string();
         assert!(err.starts_with("wallet.sealing_key is not the key"), "{err}");
         assert!(!format!("{:?}", full.identity()).contains("xpub6"));
+    }
+
+    #[test]
+    fn the_treasury_address_must_be_checksummed() {
+        let full = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
+        let checksummed = full.treasury_address().to_checksum(None);
+        let lower = format!("0x{}", checksummed[2..].to_ascii_lowercase());
+        let upper = format!("0x{}", checksummed[2..].to_ascii_uppercase());
+        assert_ne!(lower, checksummed, "the address has letters to checksum");
+        for text in [&lower, &upper] {
+            let settings = WalletSettings { treasury_address: Some(text.clone()), ..watch_settings(&full) };
+            let err = HdWallet::from_settings(&settings, false).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "wallet: wallet.treasury_address must be written in its EIP-55 checksummed form ({checksummed}), \
+                     so that a typo is caught (`depositd wallet xpub` prints it)"
+                )
+            );
+        }
+        // A mixed-case typo fails its checksum.
+        let mut typo = checksummed.clone().into_bytes();
+        let at = typo.iter().rposition(|b| b.is_ascii_alphabetic() && *b != b'x').unwrap();
+        typo[at] ^= 0x20;
+        let typo = String::from_utf8(typo).unwrap();
+        let settings = WalletSettings { treasury_address: Some(typo), ..watch_settings(&full) };
+        assert!(HdWallet::from_settings(&settings, false).unwrap_err().to_string().contains("checksum"));
+        // The checksummed form is accepted.
+        HdWallet::from_settings(&watch_settings(&full), false).unwrap();
+    }
+
+    #[test]
+    fn the_treasury_accounts_xpub_is_refused() {
+        // m/44'/60'/1'/0 has the deposit account's depth and index, so it parses as an xpub; its
+        // address 0 is the treasury.
+        let phrase = SecretString::from(TEST_PHRASE);
+        let full = HdWallet::from_mnemonic(&phrase).unwrap();
+        let mnemonic = Mnemonic::<English>::new_from_phrase(TEST_PHRASE).unwrap();
+        let treasury_account = mnemonic.derive_key("m/44'/60'/1'/0", None).unwrap();
+        let wrong = MainnetEncoder::xpub_to_base58(&as_xpub_version(&treasury_account.verify_key())).unwrap();
+        let settings = WalletSettings { xpub: Some(wrong), ..watch_settings(&full) };
+        let err = HdWallet::from_settings(&settings, false).unwrap_err().to_string();
+        assert!(err.contains("it is the treasury account's xpub, not the one at m/44'/60'/0'/0"), "{err}");
     }
 }

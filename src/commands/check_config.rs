@@ -22,8 +22,17 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     for chain in config.chains.iter().filter(|c| !c.testnet) {
         refuse_placeholder_rpc(chain)?;
     }
-    if let Ok(mnemonic) = config.settings.wallet.mnemonic() {
-        let wallet = depositd_core::wallet::HdWallet::from_mnemonic(&mnemonic)?;
+    // What `run` builds from the wallet settings: a malformed xpub or web key, a lowercase
+    // treasury address, or (beside the mnemonic) a setting that is not the mnemonic's own, is an
+    // error here too.
+    let wallet = if config.settings.wallet.xpub.is_some() {
+        Some(depositd_core::wallet::HdWallet::from_settings(&config.settings.wallet, false)?)
+    } else if let Ok(mnemonic) = config.settings.wallet.mnemonic() {
+        Some(depositd_core::wallet::HdWallet::from_mnemonic(&mnemonic)?)
+    } else {
+        None
+    };
+    if let Some(wallet) = wallet {
         for chain in &config.chains {
             for (symbol, cold) in &chain.cold_storage {
                 anyhow::ensure!(
@@ -66,7 +75,7 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
     println!("  default:  {} on {}", s.chains.default_asset, s.chains.default_chain);
     match s.wallet.mnemonic() {
         Ok(_) => println!("  wallet:   mnemonic configured"),
-        Err(_) if s.wallet.xpub.is_some() => println!("  wallet:   xpub only (runs without the settler)"),
+        Err(_) if s.wallet.xpub.is_some() => println!("  wallet:   xpub only, valid (runs without the settler)"),
         Err(e) => println!("  wallet:   {e} (needed by `run`)"),
     }
     if offline {

@@ -3,15 +3,14 @@
 use std::sync::Arc;
 
 use depositd_core::config::Config;
-use depositd_core::wallet::HdWallet;
 
 use crate::cli::LedgerCommand;
 
 pub async fn run(config: &Config, command: LedgerCommand) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Verify { offline } => {
-            let store = crate::database::open_store(config).await?;
-            let wallet = Arc::new(HdWallet::from_settings(&config.settings.wallet, false)?);
+            let (store, wallet) = crate::database::open_store_with_wallet(config, false).await?;
+            let wallet = Arc::new(wallet);
             let outcome = crate::reconcile::reconcile(&store, config, &wallet, !offline).await?;
             print!("{}", outcome.render());
             anyhow::ensure!(

@@ -4,7 +4,6 @@ use anyhow::Context;
 use depositd_core::config::Config;
 use depositd_core::invoice::SessionSigner;
 use depositd_core::metrics::Metrics;
-use depositd_core::wallet::HdWallet;
 use depositd_watcher::ChainWatcher;
 
 use crate::cli::RescanArgs;
@@ -14,8 +13,7 @@ pub async fn run(config: &Config, args: RescanArgs) -> anyhow::Result<()> {
         .chain(&args.chain)
         .with_context(|| format!("chain {:?} is not enabled (chains.enabled)", args.chain))?
         .clone();
-    let wallet = HdWallet::from_settings(&config.settings.wallet, false)?;
-    let store = crate::database::open_store(config).await?;
+    let (store, wallet) = crate::database::open_store_with_wallet(config, false).await?;
     let mut watcher = ChainWatcher::new(
         chain.clone(),
         store,
