@@ -180,6 +180,12 @@ impl Holdings {
         held.checked_sub(self.accounted()).unwrap_or_default()
     }
 
+    /// By how much the swept reorg loss exceeds what the ledger holds (zero normally): a loss
+    /// no holding explains, reported as a problem rather than netted away.
+    pub fn unheld_loss(&self) -> BaseUnits {
+        self.reorg_loss.checked_sub(self.held).unwrap_or_default()
+    }
+
     /// By how much the chain falls short of what the ledger owes merchants (the solvency check;
     /// zero when solvent).
     pub fn solvency_shortfall(&self) -> BaseUnits {
@@ -666,9 +672,8 @@ async fn compare_chain(
         if !h.in_flight.is_zero() {
             lines.push(format!("{} {asset}: up to {} in flight", chain.name, h.in_flight.to_display(d)));
         }
-        if let Some(excess) = reorg_loss.checked_sub(held)
-            && !excess.is_zero()
-        {
+        let excess = h.unheld_loss();
+        if !excess.is_zero() {
             problems.push(format!(
                 "on {} the reorg loss of {} {asset} swept into the treasury is more than the ledger holds ({}): {} of \
                  it is not explained by any holding",
@@ -827,5 +832,34 @@ pub async fn run_periodically(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holdings(held: u64, reorg_loss: u64, on_chain: u64) -> Holdings {
+        Holdings {
+            chain: "anvil".into(),
+            asset: "USDC".into(),
+            decimals: 6,
+            held: BaseUnits::from(held),
+            reorg_loss: BaseUnits::from(reorg_loss),
+            owed: BaseUnits::ZERO,
+            on_chain: BaseUnits::from(on_chain),
+            addresses: 1,
+            in_flight: BaseUnits::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_cover_check_nets_the_swept_loss_and_reports_one_larger_than_held() {
+        // Held 30, of which 20 a reorg took away: the chain must hold 10.
+        assert_eq!(holdings(30, 20, 10).cover_shortfall(), BaseUnits::ZERO);
+        assert_eq!(holdings(30, 20, 4).cover_shortfall(), BaseUnits::from(6u64));
+        assert_eq!(holdings(30, 20, 10).unheld_loss(), BaseUnits::ZERO);
+        // A loss larger than what is held is not silently dropped.
+        assert_eq!(holdings(5, 20, 0).unheld_loss(), BaseUnits::from(15u64));
     }
 }

@@ -845,5 +845,8 @@ mod tests {
         assert_eq!(AccountKind::ReorgLoss.normal_side(), Side::Credit);
         assert!(!AccountKind::ReorgLoss.is_merchant());
         assert_eq!("reorg_loss".parse::<AccountKind>().unwrap(), AccountKind::ReorgLoss);
+        assert_eq!(AccountKind::ReorgLossForwarded.normal_side(), Side::Credit);
+        assert!(!AccountKind::ReorgLossForwarded.is_merchant());
+        assert_eq!("reorg_loss_forwarded".parse::<AccountKind>().unwrap(), AccountKind::ReorgLossForwarded);
     }
 }
