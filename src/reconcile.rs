@@ -8,8 +8,12 @@
 //! have taken.
 //!
 //! The cover check nets out the platform's `reorg_loss`: what a reorg took away after it had
-//! left a deposit address (swept, forwarded) is still counted by the sweep's entry, and the chain
-//! cannot hold it. What that costs is the next check's business.
+//! been swept from a deposit address into the treasury is still counted by the sweep's entry (in
+//! `hot_wallet`), and the chain cannot hold it. Only that: a loss on money forwarded to a merchant
+//! (`reorg_loss_forwarded`) is not netted, since the forward's entry already took it out of
+//! custody (netting it would hide as much missing treasury money). A `reorg_loss` larger than
+//! what the ledger holds is a problem of its own. What the losses cost is the next check's
+//! business.
 //!
 //! # Solvency: the chain holds what the ledger owes merchants
 //! Per chain and asset, what the platform's addresses hold (the same reading as the cover check:
@@ -79,6 +83,7 @@ use alloy::transports::TransportErrorKind;
 use anyhow::Context;
 use depositd_core::chain_tx::{ChainTx, Purpose, TxState};
 use depositd_core::config::{ChainConfig, Config};
+use depositd_core::ledger;
 use depositd_core::ledger::verify::{self, Assessment, CustodyByAddress, Explained, Report};
 use depositd_core::ledger::{Account, AccountKind};
 use depositd_core::metrics::Metrics;
@@ -158,7 +163,8 @@ pub struct Holdings {
     pub decimals: u8,
     /// The ledger's custody plus hot wallet.
     pub held: BaseUnits,
-    /// The platform's `reorg_loss`: the part of `held` a reorg took away.
+    /// The platform's `reorg_loss` (not `reorg_loss_forwarded`): the part of `held` a reorg took
+    /// away after it had been swept into the treasury.
     pub reorg_loss: BaseUnits,
     /// What the ledger owes merchants ([`verify::owes_merchants`]).
     pub owed: BaseUnits,
@@ -184,6 +190,12 @@ impl Holdings {
     pub fn cover_shortfall(&self) -> BaseUnits {
         let held = self.held.checked_sub(self.reorg_loss).unwrap_or_default();
         held.checked_sub(self.accounted()).unwrap_or_default()
+    }
+
+    /// By how much the swept reorg loss exceeds what the ledger holds (zero normally): a loss
+    /// no holding explains, reported as a problem rather than netted away.
+    pub fn unheld_loss(&self) -> BaseUnits {
+        self.reorg_loss.checked_sub(self.held).unwrap_or_default()
     }
 
     /// By how much the chain falls short of what the ledger owes merchants (the solvency check;
@@ -381,7 +393,15 @@ pub async fn reconcile(
             cold.extend(cold_holdings(&mut snapshot, chain).await?);
             let custody_addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
             let in_flight = chain_txs::in_flight(&mut snapshot, chain.chain_id).await?;
-            let leaving = in_flight_outflow(&in_flight, chain)?;
+            // A transaction a deep reorg put back to `broadcast` keeps its entries: what it takes
+            // is already out of the ledger's holdings, and is not in flight as well.
+            let mut unrecorded = Vec::with_capacity(in_flight.len());
+            for tx in &in_flight {
+                if !ledger::settlement::records_transaction(&mut snapshot, tx.id).await? {
+                    unrecorded.push(tx.clone());
+                }
+            }
+            let leaving = in_flight_outflow(&unrecorded, chain)?;
             let cursor = cursors::get(&mut snapshot, chain.chain_id).await?.map(|c| (c.block_number, c.block_hash));
             let floor = cursor.as_ref().map_or(0, |c| c.0).saturating_sub(LAG_WINDOW);
             let surplus = SurplusInputs {
@@ -595,7 +615,7 @@ impl LedgerSide {
         for (asset, amount) in of_chain(&report.held) {
             assets.entry(asset).or_default().0 = amount;
         }
-        for (asset, amount) in of_chain(&report.reorg_loss) {
+        for (asset, amount) in of_chain(&report.reorg_loss_swept) {
             assets.entry(asset).or_default().1 = amount;
         }
         for (asset, amount) in of_chain(&report.owed) {
@@ -681,6 +701,17 @@ async fn compare_chain(
         }
         if !h.in_flight.is_zero() {
             lines.push(format!("{} {asset}: up to {} in flight", chain.name, h.in_flight.to_display(d)));
+        }
+        let excess = h.unheld_loss();
+        if !excess.is_zero() {
+            problems.push(format!(
+                "on {} the reorg loss of {} {asset} swept into the treasury is more than the ledger holds ({}): {} of \
+                 it is not explained by any holding",
+                chain.name,
+                reorg_loss.to_display(d),
+                held.to_display(d),
+                h.amount(excess)
+            ));
         }
         if !h.cover_shortfall().is_zero() {
             let net = if reorg_loss.is_zero() {
@@ -831,6 +862,8 @@ pub fn export(metrics: &Metrics, outcome: &Reconciliation) {
             .with_label_values(&[loss.chain.as_str(), loss.asset.as_str()])
             .set(whole(loss.amount, loss.decimals));
     }
+    // Like the reorg loss: a chain or asset no longer compared must not keep its last value.
+    metrics.ledger_solvency_shortfall.reset();
     for h in &outcome.holdings {
         metrics
             .ledger_solvency_shortfall
@@ -881,5 +914,34 @@ pub async fn run_periodically(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holdings(held: u64, reorg_loss: u64, on_chain: u64) -> Holdings {
+        Holdings {
+            chain: "anvil".into(),
+            asset: "USDC".into(),
+            decimals: 6,
+            held: BaseUnits::from(held),
+            reorg_loss: BaseUnits::from(reorg_loss),
+            owed: BaseUnits::ZERO,
+            on_chain: BaseUnits::from(on_chain),
+            addresses: 1,
+            in_flight: BaseUnits::ZERO,
+        }
+    }
+
+    #[test]
+    fn the_cover_check_nets_the_swept_loss_and_reports_one_larger_than_held() {
+        // Held 30, of which 20 a reorg took away: the chain must hold 10.
+        assert_eq!(holdings(30, 20, 10).cover_shortfall(), BaseUnits::ZERO);
+        assert_eq!(holdings(30, 20, 4).cover_shortfall(), BaseUnits::from(6u64));
+        assert_eq!(holdings(30, 20, 10).unheld_loss(), BaseUnits::ZERO);
+        // A loss larger than what is held is not silently dropped.
+        assert_eq!(holdings(5, 20, 0).unheld_loss(), BaseUnits::from(15u64));
     }
 }

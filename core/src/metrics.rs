@@ -93,7 +93,8 @@ pub struct Metrics {
     /// forwarded), by chain and asset: each posted a loss to the platform's `reorg_loss` (alert).
     pub reorg_losses_total: IntCounterVec,
     /// Per chain and asset: the platform's `reorg_loss` balance at the last reconciliation, in
-    /// whole units (monitoring only; the ledger is exact). Alert while it is above zero.
+    /// whole units (monitoring only; the ledger is exact). Warning while above zero (the
+    /// critical alert is on the counter's increase).
     pub ledger_reorg_loss: GaugeVec,
     /// Per chain and asset: by how much what the chain holds (deposit addresses and the
     /// treasury) falls short of what the ledger owes merchants, at the last reconciliation that

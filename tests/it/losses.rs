@@ -31,6 +31,7 @@ use crate::helpers::{TestApp, TestDb, both_backends, depositd, use_test_chain};
 both_backends!(
     a_reorg_after_a_sweep_posts_the_loss_once_and_verify_reports_it,
     a_reorg_after_a_forward_posts_the_loss_and_the_merchant_owes_the_forward,
+    a_deposit_that_returns_after_a_reorg_took_it_recovers_the_loss,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -330,29 +331,181 @@ async fn a_reorg_after_a_forward_posts_the_loss_and_the_merchant_owes_the_forwar
     assert_eq!(s.balance(AccountKind::InTransit).await, units(0));
     assert!(s.reconcile().await.is_ok());
 
+    // What the settler does when a deep reorg took a confirmed transaction away: it puts it back
+    // to `broadcast` (and sends it again), while its entries stay. It is not in flight as well:
+    // its forward is already out of the ledger's holdings (counting it twice would loosen the
+    // cover and solvency checks by as much).
+    let mut conn = s.app.store.conn().await.unwrap();
+    let txs = chain_txs::touching(&mut conn, s.config.chain_id, &address).await.unwrap();
+    drop(conn);
+    let forward = txs.iter().find(|t| t.purpose == Purpose::Passthrough).unwrap();
+    let mut db = s.app.store.begin().await.unwrap();
+    assert!(chain_txs::set_unconfirmed(&mut db, forward.id).await.unwrap());
+    db.commit().await.unwrap();
+    let outcome = s.reconcile().await;
+    assert!(outcome.is_ok(), "{}", outcome.render());
+    assert_eq!(usdc(&outcome).in_flight, units(0), "{}", outcome.render());
+
     // The reorg takes the payment away, and the forward with it. The merchant's in_transit no
     // longer holds what was forwarded, so that goes to the merchant's receivable (the rule for a
-    // merchant's part, as before); custody no longer holds any of the 50 USDC (forwarded, and
-    // the fee swept), so the platform's part, all 50, is the reorg loss.
+    // merchant's part, as before); custody no longer holds any of the 50 USDC: the fee had been
+    // swept into the treasury (the platform's reorg_loss, netted out of what the treasury holds
+    // by the ledger) and the merchant amount forwarded (reorg_loss_forwarded: the forward's
+    // entry already took it out of custody, so it is not netted).
     s.reorg_from(paid_block, &mut watcher).await;
     assert_eq!(s.usdc_of(merchant_wallet).await, U256::ZERO, "the forward is gone from the chain too");
+    let fee = 50_000_000 - merchant_amount;
+    assert!(fee > 0);
     for (kind, expected) in [
         (AccountKind::InTransit, 0),
         (AccountKind::Pending, 0),
         (AccountKind::Receivable, merchant_amount),
         (AccountKind::FeeRevenue, 0),
         (AccountKind::Custody, 0),
-        (AccountKind::ReorgLoss, 50_000_000),
+        (AccountKind::HotWallet, fee),
+        (AccountKind::ReorgLoss, fee),
+        (AccountKind::ReorgLossForwarded, merchant_amount),
     ] {
         assert_eq!(s.balance(kind).await, units(expected), "{kind}");
     }
     let metrics = s.app.state.metrics.render();
     assert!(metrics.contains(r#"depositd_reorg_losses_total{asset="USDC",chain="anvil"} 1"#), "{metrics}");
 
-    // Verify passes (nothing owed, nothing held) and reports the loss.
+    // Verify passes (nothing owed; the treasury's fee, all that is held, is the swept loss) and
+    // reports the whole loss.
     let outcome = s.reconcile().await;
     assert!(outcome.is_ok(), "{}", outcome.render());
-    assert_eq!(usdc(&outcome).solvency_shortfall(), units(0));
+    let h = usdc(&outcome);
+    assert_eq!(
+        (h.held, h.reorg_loss, h.cover_shortfall(), h.solvency_shortfall()),
+        (units(fee), units(fee), units(0), units(0))
+    );
     let text = outcome.render();
     assert!(text.contains("reorg loss: anvil USDC: 50 (50000000 base units)"), "{text}");
+
+    // The forward's loss hides no missing treasury money: the operator funds the treasury with
+    // 10 USDC (recorded), someone with its key takes them; the cover check sees all 10 missing
+    // (netting the whole 50 of losses would have hidden up to 49.5 of it).
+    let funding = s.chain.pay_token(s.usdc, s.treasury(), 10_000_000).await;
+    let mut conn = s.app.store.conn().await.unwrap();
+    let posted = ledger::settlement::treasury_funding(
+        &mut conn,
+        s.config.chain_id,
+        "USDC",
+        units(10_000_000),
+        &format!("{funding:#x}"),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(posted, Posted::New(_)), "{posted:?}");
+    drop(conn);
+    assert!(s.reconcile().await.is_ok());
+    let outsider = s.chain.wallet(s.app.state.wallet.treasury().unwrap().clone());
+    let theft = TransactionRequest::default().with_to(s.usdc).with_input(
+        transferCall { to: PrivateKeySigner::random().address(), amount: U256::from(10_000_000u64) }.abi_encode(),
+    );
+    assert!(outsider.send_transaction(theft).await.unwrap().get_receipt().await.unwrap().status());
+    let outcome = s.reconcile().await;
+    assert!(!outcome.is_ok(), "{}", outcome.render());
+    let h = usdc(&outcome);
+    assert_eq!((h.held, h.reorg_loss, h.on_chain), (units(fee + 10_000_000), units(fee), units(0)));
+    assert_eq!(h.cover_shortfall(), units(10_000_000));
+    let problems = outcome.report.problems.join("\n");
+    assert!(
+        problems.contains("(10 after the reorg loss) at deposit addresses and the hot wallet, but they hold only 0"),
+        "{problems}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = s.ledger_verify(dir.path());
+    assert!(!ok, "{text}");
+}
+
+async fn a_deposit_that_returns_after_a_reorg_took_it_recovers_the_loss(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+
+    // 20 USDC paid, credited, and swept into the treasury.
+    let invoice = s.invoice(json!({"amount": "20", "currency": "USD", "asset": "USDC"})).await;
+    let address = invoice["pay"]["address"].as_str().unwrap().to_owned();
+    s.chain.pay_token(s.usdc, &address, 20_000_000).await;
+    let paid_block = s.chain.provider().get_block_number().await.unwrap();
+    s.settle(&mut watcher, &mut settler, &address, false).await;
+    assert_eq!(s.usdc_of(s.treasury()).await, U256::from(20_000_000u64));
+
+    // Every transaction mined since the payment (the payment, the gas top-up, the sweep), as
+    // signed, in order.
+    let head = s.chain.provider().get_block_number().await.unwrap();
+    let mut raws = Vec::new();
+    for number in paid_block..=head {
+        let block = s.chain.rpc("eth_getBlockByNumber", json!([format!("{number:#x}"), false])).await;
+        for hash in block["transactions"].as_array().unwrap() {
+            raws.push(s.chain.rpc("eth_getRawTransactionByHash", json!([hash])).await);
+        }
+    }
+    assert!(raws.len() >= 3, "payment, top-up, sweep: {raws:?}");
+
+    // A reorg deeper than the confirmations takes them all away: the credited deposit is
+    // reversed after its money had been swept, so the loss is posted (once).
+    s.reorg_from(paid_block, &mut watcher).await;
+    assert_eq!(s.balance(AccountKind::ReorgLoss).await, units(20_000_000));
+    let metrics = s.app.state.metrics.render();
+    assert!(metrics.contains(r#"depositd_reorg_losses_total{asset="USDC",chain="anvil"} 1"#), "{metrics}");
+
+    // They come back in later blocks: the payer's node sends the payment again, the settler
+    // its top-up and sweep (the same signed bytes).
+    for raw in &raws {
+        s.chain.rpc("eth_sendRawTransaction", json!([raw])).await;
+        s.chain.mine(1).await;
+    }
+    assert_eq!(s.usdc_of(s.treasury()).await, U256::from(20_000_000u64), "the sweep was re-mined");
+    assert!(s.usdc_of(address.parse().unwrap()).await.is_zero());
+    // ...and the deposit came back (a new generation), whose pending entry recovered the loss
+    // instead of adding custody at an address the chain no longer holds it at.
+    for _ in 0..3 {
+        settler.tick().await.unwrap();
+        s.chain.mine(CONFIRMATIONS).await;
+        while watcher.tick().await.unwrap() {}
+    }
+    let body = s.get(&format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await;
+    assert_eq!(body["status"], "paid", "{body}");
+    assert_eq!(body["payments"][0]["state"], "confirmed", "{body}");
+    let owed = s.balance(AccountKind::Available).await;
+    let fee = s.balance(AccountKind::FeeRevenue).await;
+    assert_eq!(owed.checked_add(fee), Some(units(20_000_000)));
+    for (kind, expected) in [
+        (AccountKind::ReorgLoss, 0),
+        (AccountKind::ReorgLossForwarded, 0),
+        (AccountKind::Custody, 0),
+        (AccountKind::Pending, 0),
+        (AccountKind::Receivable, 0),
+        (AccountKind::HotWallet, 20_000_000),
+    ] {
+        assert_eq!(s.balance(kind).await, units(expected), "{kind}");
+    }
+    let deposit_id = body["payments"][0]["id"].as_str().unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
+    let memos: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT idempotency_key, memo FROM ledger_entries WHERE deposit_id = $1 AND entry_type = 'deposit_pending'",
+    )
+    .bind(deposit_id)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    assert_eq!(memos.len(), 2, "{memos:?}");
+    assert!(
+        memos.iter().any(|(key, memo)| key.ends_with(":1")
+            && memo.as_deref() == Some("recovers 20000000 of the reorg loss of an earlier generation of this deposit")),
+        "{memos:?}"
+    );
+
+    // Verify passes: custody at the address is 0 as on chain, the treasury holds the 20.
+    let outcome = s.reconcile().await;
+    assert!(outcome.is_ok(), "{}", outcome.render());
+    let h = usdc(&outcome);
+    assert_eq!(
+        (h.held, h.reorg_loss, h.cover_shortfall(), h.solvency_shortfall()),
+        (units(20_000_000), units(0), units(0), units(0))
+    );
+    assert!(outcome.reorg_losses.is_empty(), "{}", outcome.render());
 }

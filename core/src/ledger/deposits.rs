@@ -31,14 +31,50 @@ fn merchant_of(deposit: &Deposit) -> Result<Uuid, LedgerError> {
 }
 
 /// A detected deposit shows as pending. Idempotent per generation.
+///
+/// A deposit that a deep reorg took away usually comes back in a later block (the same
+/// transaction, re-included: a new generation), and so does what emptied its address: the
+/// settler's sweep is re-mined with the same bytes and posts nothing new (its entry stayed). So
+/// when an earlier generation of this deposit left a loss in the platform's `reorg_loss` that
+/// is not yet recovered, this generation's pending entry debits `reorg_loss` (up to the amount)
+/// instead of `custody` for that part: the money is in the treasury again, as the sweep's entry
+/// says, and not at the address. Exactly once: the entry's key names the generation, and the
+/// next generation finds the loss recovered. The assumption is that the movement that emptied
+/// the address replays; if it does not, the address holds money custody does not count, which
+/// the surplus check reports, and the treasury lacks it, which the cover check reports. A loss on
+/// a forward (`reorg_loss_forwarded`) is not recovered here: the merchant's side of it is theirs.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
 pub async fn post_pending(conn: &mut Conn, deposit: &Deposit) -> Result<Posted, LedgerError> {
     let merchant_id = merchant_of(deposit)?;
-    post(
+    let key = format!("deposit_pending:{}:{}", deposit.id, deposit.generation);
+    if let Some(existing) = super::entry_by_key(conn, &key).await? {
+        return Ok(Posted::AlreadyPosted(existing));
+    }
+    let loss = Account::platform(AccountKind::ReorgLoss, deposit.chain_id, &deposit.asset);
+    // Only this deposit's own losses are recovered (and the watcher posts a deposit's entries
+    // one at a time), so the balance cannot go below zero and needs no lock here.
+    let recovered = if deposit.generation > 0 {
+        unrecovered_loss(conn, deposit.id).await?.min(deposit.amount)
+    } else {
+        BaseUnits::ZERO
+    };
+    let to_custody = deposit.amount.checked_sub(recovered).expect("recovered <= amount");
+    let mut legs = Vec::with_capacity(3);
+    if !to_custody.is_zero() {
+        legs.push(Leg::debit(Account::platform(AccountKind::Custody, deposit.chain_id, &deposit.asset), to_custody));
+    }
+    if !recovered.is_zero() {
+        legs.push(Leg::debit(loss, recovered));
+    }
+    legs.push(Leg::credit(
+        Account::merchant(merchant_id, AccountKind::Pending, deposit.chain_id, &deposit.asset),
+        deposit.amount,
+    ));
+    let posted = post(
         conn,
         NewEntry {
             entry_type: EntryType::DepositPending,
-            idempotency_key: format!("deposit_pending:{}:{}", deposit.id, deposit.generation),
+            idempotency_key: key,
             refs: Refs {
                 merchant_id: Some(merchant_id),
                 invoice_id: deposit.invoice_id,
@@ -46,17 +82,39 @@ pub async fn post_pending(conn: &mut Conn, deposit: &Deposit) -> Result<Posted, 
                 ..Refs::default()
             },
             reverses: None,
-            memo: None,
-            legs: vec![
-                Leg::debit(Account::platform(AccountKind::Custody, deposit.chain_id, &deposit.asset), deposit.amount),
-                Leg::credit(
-                    Account::merchant(merchant_id, AccountKind::Pending, deposit.chain_id, &deposit.asset),
-                    deposit.amount,
-                ),
-            ],
+            memo: (!recovered.is_zero())
+                .then(|| format!("recovers {recovered} of the reorg loss of an earlier generation of this deposit")),
+            legs,
         },
     )
-    .await
+    .await?;
+    if !recovered.is_zero() && matches!(posted, Posted::New(_)) {
+        tracing::warn!(
+            deposit_id = %deposit.id, generation = deposit.generation, recovered = %recovered,
+            "a deposit a reorg took away came back: its reorg loss is recovered"
+        );
+    }
+    Ok(posted)
+}
+
+/// The platform's `reorg_loss` that entries of this deposit posted and did not take back: credits
+/// (losses of its earlier generations) less debits (recoveries), never below zero.
+async fn unrecovered_loss(conn: &mut Conn, deposit_id: Uuid) -> Result<BaseUnits, LedgerError> {
+    let rows: Vec<(Side, String)> = sqlx::query_as(
+        "SELECT p.direction, p.amount_base_units FROM ledger_postings p \
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
+         WHERE e.deposit_id = $1 AND a.owner = 'platform' AND a.kind = 'reorg_loss'",
+    )
+    .bind(Text(deposit_id))
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut credits, mut debits) = (BaseUnits::ZERO, BaseUnits::ZERO);
+    for (side, amount) in rows {
+        let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
+        let total = if side == Side::Credit { &mut credits } else { &mut debits };
+        *total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+    }
+    Ok(credits.checked_sub(debits).unwrap_or_default())
 }
 
 /// Which kind of credit a confirmed deposit is.
@@ -254,14 +312,17 @@ pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Removal,
             let custody = Account::platform(AccountKind::Custody, deposit.chain_id, &deposit.asset);
             super::lock_account(conn, &custody).await?;
             let address = parse_column("deposits.to_address", &deposit.to_address)?;
-            Some(super::verify::custody_at(conn, deposit.chain_id, &deposit.asset, address).await?)
+            let at = super::verify::custody_at(conn, deposit.chain_id, &deposit.asset, address).await?;
+            Some(super::CustodyLimit { held: at.held, swept: at.swept })
         } else {
             None
         };
         let posted = reverse_within(conn, id, Some(memo.clone()), custody_limit).await?;
         if let Posted::New(reversal) = posted {
-            let lost = posted_to(conn, reversal, AccountKind::ReorgLoss).await?;
-            removal.reorg_loss = removal.reorg_loss.checked_add(lost).ok_or(LedgerError::Overflow)?;
+            for kind in [AccountKind::ReorgLoss, AccountKind::ReorgLossForwarded] {
+                let lost = posted_to(conn, reversal, kind).await?;
+                removal.reorg_loss = removal.reorg_loss.checked_add(lost).ok_or(LedgerError::Overflow)?;
+            }
         }
         removal.reversals.push(posted);
     }

@@ -93,13 +93,17 @@ pub enum AccountKind {
     /// What the operator put into the treasury from outside (gas money): recorded by
     /// `depositd treasury fund` against the funding transaction.
     OperatorCapital,
-    /// A loss the platform carries: money that left a deposit address (swept into the treasury,
-    /// forwarded to a merchant) before a reorg took away the deposit that brought it, so the
-    /// reversal could not take it back from custody. Credit-normal, as a contra account to the
-    /// platform's holdings: the ledger's `custody + hot_wallet - reorg_loss` is what the chain
-    /// can hold (the sweep's entry stays; the money it moved never existed on the new chain).
-    /// Never debited by depositd: it only grows, and `depositd ledger verify` reports it.
+    /// A loss the platform carries: money that was swept from a deposit address into the
+    /// treasury before a reorg took away the deposit that brought it, so the reversal could not
+    /// take it back from custody. Credit-normal, as a contra account to the platform's holdings:
+    /// the ledger's `custody + hot_wallet - reorg_loss` is what the chain can hold (the sweep's
+    /// entry stays; the money it moved never existed on the new chain). Debited only when the
+    /// deposit comes back in a later block (`deposits::post_pending` recovers it).
     ReorgLoss,
+    /// The same for money that was forwarded to a merchant (pass-through) before the reorg: the
+    /// forward's entry already took it out of custody, so it is not netted out of the holdings
+    /// (the merchant's `receivable` is its other side). Reported with `reorg_loss`.
+    ReorgLossForwarded,
     /// Money at deposit addresses that no one has been credited with (a transfer recorded as
     /// `rejected`): held for whoever an operator's resolution names (`crate::resolutions`).
     Suspense,
@@ -113,7 +117,7 @@ text_enum! {
         Available = "available", Pending = "pending", Reserved = "reserved", InTransit = "in_transit",
         Receivable = "receivable", FeeRevenue = "fee_revenue", Custody = "custody", HotWallet = "hot_wallet",
         NetworkFees = "network_fees", OperatorCapital = "operator_capital", ReorgLoss = "reorg_loss",
-        Suspense = "suspense", Cold = "cold",
+        ReorgLossForwarded = "reorg_loss_forwarded", Suspense = "suspense", Cold = "cold",
     }
 }
 
@@ -128,6 +132,7 @@ impl AccountKind {
             | AccountKind::FeeRevenue
             | AccountKind::OperatorCapital
             | AccountKind::ReorgLoss
+            | AccountKind::ReorgLossForwarded
             | AccountKind::Suspense => Side::Credit,
             AccountKind::Receivable
             | AccountKind::Custody
@@ -694,16 +699,28 @@ pub async fn reverse(conn: &mut Conn, id: Uuid, memo: Option<String>) -> Result<
     reverse_within(conn, id, memo, None).await
 }
 
-/// [`reverse`], taking at most `custody_limit` out of `custody` (what the reversed deposit's own
+/// What a deposit's address still holds by the ledger, and how its money left: the limits of a
+/// reorg's reversal (see [`reverse_within`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CustodyLimit {
+    /// What custody still holds at the address: at most this is taken out of `custody`.
+    pub held: BaseUnits,
+    /// What was swept from the address into the treasury and not yet counted as a loss: at most
+    /// this of the rest goes to `reorg_loss`; the rest was forwarded (`reorg_loss_forwarded`).
+    pub swept: BaseUnits,
+}
+
+/// [`reverse`], taking at most `limit.held` out of `custody` (what the reversed deposit's own
 /// address still holds by the ledger: custody is one account per chain and asset, and another
 /// address's money must not pay for this one's loss); the rest of the custody legs goes to
-/// `reorg_loss`.
+/// `reorg_loss` up to `limit.swept` (it is in the treasury's `hot_wallet` by the ledger) and the
+/// rest to `reorg_loss_forwarded` (it left custody by a forward).
 #[tracing::instrument(skip(conn))]
 pub(crate) async fn reverse_within(
     conn: &mut Conn,
     id: Uuid,
     memo: Option<String>,
-    mut custody_limit: Option<BaseUnits>,
+    mut limit: Option<CustodyLimit>,
 ) -> Result<Posted, LedgerError> {
     let key = format!("reversal:{id}");
     if let Some(existing) = entry_by_key(conn, &key).await? {
@@ -722,12 +739,21 @@ pub(crate) async fn reverse_within(
             AccountKind::Custody if lowers => Some(AccountKind::ReorgLoss),
             _ => None,
         };
-        if let (AccountKind::Custody, true, Some(limit)) = (p.account.kind, lowers, custody_limit.as_mut()) {
-            let taken = p.amount.min(*limit);
-            *limit = limit.checked_sub(taken).expect("taken <= limit");
+        if let (AccountKind::Custody, true, Some(limit)) = (p.account.kind, lowers, limit.as_mut()) {
+            let taken = p.amount.min(limit.held);
+            limit.held = limit.held.checked_sub(taken).expect("taken <= limit");
             let lost = p.amount.checked_sub(taken).expect("taken <= amount");
-            if !lost.is_zero() {
-                legs.push(Leg::credit(Account { kind: AccountKind::ReorgLoss, ..p.account.clone() }, lost));
+            let swept = lost.min(limit.swept);
+            limit.swept = limit.swept.checked_sub(swept).expect("swept <= limit");
+            let forwarded = lost.checked_sub(swept).expect("swept <= lost");
+            if !swept.is_zero() {
+                legs.push(Leg::credit(Account { kind: AccountKind::ReorgLoss, ..p.account.clone() }, swept));
+            }
+            if !forwarded.is_zero() {
+                legs.push(Leg::credit(
+                    Account { kind: AccountKind::ReorgLossForwarded, ..p.account.clone() },
+                    forwarded,
+                ));
             }
             if !taken.is_zero() {
                 legs.push(Leg { account: p.account, side, amount: taken, shortfall_to });
@@ -840,5 +866,8 @@ mod tests {
         assert_eq!(AccountKind::ReorgLoss.normal_side(), Side::Credit);
         assert!(!AccountKind::ReorgLoss.is_merchant());
         assert_eq!("reorg_loss".parse::<AccountKind>().unwrap(), AccountKind::ReorgLoss);
+        assert_eq!(AccountKind::ReorgLossForwarded.normal_side(), Side::Credit);
+        assert!(!AccountKind::ReorgLossForwarded.is_merchant());
+        assert_eq!("reorg_loss_forwarded".parse::<AccountKind>().unwrap(), AccountKind::ReorgLossForwarded);
     }
 }

@@ -247,3 +247,21 @@ pub async fn treasury_funding(
 pub async fn in_transit_of(conn: &mut crate::store::Conn, invoice_id: Uuid) -> Result<BaseUnits, LedgerError> {
     super::deposits::invoice_net_credit(conn, invoice_id, AccountKind::InTransit).await
 }
+
+/// Whether the ledger already records `tx`'s outcome: a live (unreversed) movement, payment or
+/// gas entry of it. A confirmed transaction that a deep reorg took away is put back to
+/// `broadcast` by the settler, and sent again with the same bytes, but its entries stay (they
+/// post nothing new when it is mined again): what it takes is already out of the ledger's
+/// holdings, so the reconciliation must not count it in flight as well.
+#[tracing::instrument(skip(conn))]
+pub async fn records_transaction(conn: &mut crate::store::Conn, tx_id: Uuid) -> Result<bool, LedgerError> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "SELECT e.id FROM ledger_entries e WHERE e.transaction_id = $1 \
+         AND e.entry_type IN ('payout_sent', 'refund', 'passthrough_settlement', 'sweep', 'gas') \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id) LIMIT 1",
+    )
+    .bind(crate::store::codec::Text(tx_id))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}

@@ -40,12 +40,17 @@ pub struct Report {
     /// One readable line per problem; empty when everything reconciles.
     pub problems: Vec<String>,
     /// What the ledger says the platform holds on chain, per (chain id, asset): custody plus hot
-    /// wallet. On-chain balances must cover it, less [`Report::reorg_loss`].
+    /// wallet. On-chain balances must cover it, less [`Report::reorg_loss_swept`].
     pub held: BTreeMap<(u64, String), BaseUnits>,
-    /// The platform's `reorg_loss` per (chain id, asset): the part of `held` (or of what the
-    /// ledger counts as forwarded to merchants) that a reorg took away. Nonzero only after such
-    /// a reorg; reported, and not a problem by itself (the solvency check says what it costs).
+    /// The platform's reorg losses per (chain id, asset), `reorg_loss` plus
+    /// `reorg_loss_forwarded`: what a reorg took away after it had been swept into the treasury
+    /// or forwarded to a merchant. Nonzero only after such a reorg; reported, and not a problem
+    /// by itself (the solvency check says what it costs).
     pub reorg_loss: BTreeMap<(u64, String), BaseUnits>,
+    /// Its `reorg_loss` part alone: what `held` (the treasury's `hot_wallet`, by the sweeps'
+    /// entries) overstates. Only this is netted out by the cover check: a forward's entry
+    /// already took its money out of custody.
+    pub reorg_loss_swept: BTreeMap<(u64, String), BaseUnits>,
     /// What the ledger owes merchants per (chain id, asset): their `available`, `pending`,
     /// `reserved` and `in_transit` (see [`owes_merchants`]). The solvency check compares it with
     /// what the chain holds.
@@ -203,10 +208,16 @@ pub async fn verify(conn: &mut Conn) -> Result<Report, StoreError> {
         }
         let totals = match account.kind {
             AccountKind::Custody | AccountKind::HotWallet if account.owner == Owner::Platform => Some(&mut report.held),
-            AccountKind::ReorgLoss if account.owner == Owner::Platform => Some(&mut report.reorg_loss),
+            AccountKind::ReorgLoss | AccountKind::ReorgLossForwarded if account.owner == Owner::Platform => {
+                Some(&mut report.reorg_loss)
+            }
             kind if owes_merchants(kind) => Some(&mut report.owed),
             _ => None,
         };
+        if account.kind == AccountKind::ReorgLoss && account.owner == Owner::Platform {
+            let total = report.reorg_loss_swept.entry((account.chain_id, account.asset.clone())).or_default();
+            *total = total.checked_add(*stored).ok_or_else(overflow)?;
+        }
         if let Some(totals) = totals {
             let total = totals.entry((account.chain_id, account.asset.clone())).or_default();
             *total = total.checked_add(*stored).ok_or_else(overflow)?;
@@ -405,20 +416,33 @@ fn attributed_address(
     }
 }
 
-/// What the ledger's custody holds of `asset` at one deposit address (its share of
-/// [`custody_by_address`], attributed the same way), never below zero. A reorg's reversal takes
-/// at most this out of custody: the rest of the deposit has left the address (see
-/// `deposits::post_removal`). Reads in the caller's transaction, so reversals posted earlier in
-/// it count.
+/// What the ledger says about one deposit address: what a reorg's reversal may take out of
+/// custody there, and how much of what left it went into the treasury.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CustodyAt {
+    /// What the ledger's custody holds of the asset at the address (its share of
+    /// [`custody_by_address`], attributed the same way), never below zero.
+    pub held: BaseUnits,
+    /// What sweeps took from the address into the treasury (the `hot_wallet`), less the
+    /// `reorg_loss` already posted (net of recoveries) for deposits to the address, never below
+    /// zero: the most a reversal may post to `reorg_loss` (netted out of the holdings by the
+    /// cover check); the rest left by forwards (`reorg_loss_forwarded`).
+    pub swept: BaseUnits,
+}
+
+/// [`CustodyAt`] for `asset` at one deposit address. A reorg's reversal takes at most `held`
+/// out of custody: the rest of the deposit has left the address (see `deposits::post_removal`).
+/// Reads in the caller's transaction, so reversals posted earlier in it count.
 #[tracing::instrument(skip(conn))]
 pub async fn custody_at(
     conn: &mut Conn,
     chain_id: u64,
     asset: &str,
     address: Address,
-) -> Result<BaseUnits, StoreError> {
+) -> Result<CustodyAt, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Row {
+        kind: AccountKind,
         direction: Side,
         amount_base_units: Text<BaseUnits>,
         deposit_to: Option<String>,
@@ -429,11 +453,11 @@ pub async fn custody_at(
     // Candidates by any of the three addresses (stored checksummed or not); the attribution
     // below decides which are this address's.
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT p.direction, p.amount_base_units, d.to_address AS deposit_to, t.purpose, \
+        "SELECT a.kind, p.direction, p.amount_base_units, d.to_address AS deposit_to, t.purpose, \
          t.signer_address AS signer, t.to_address AS tx_to FROM ledger_postings p \
          JOIN ledger_accounts a ON a.id = p.account_id JOIN ledger_entries e ON e.id = p.entry_id \
          LEFT JOIN deposits d ON d.id = e.deposit_id LEFT JOIN chain_transactions t ON t.id = e.transaction_id \
-         WHERE a.owner = 'platform' AND a.kind = 'custody' AND a.chain_id = $1 AND a.asset = $2 \
+         WHERE a.owner = 'platform' AND a.kind IN ('custody', 'reorg_loss') AND a.chain_id = $1 AND a.asset = $2 \
          AND (LOWER(d.to_address) = $3 OR LOWER(t.signer_address) = $3 OR LOWER(t.to_address) = $3)",
     )
     .bind(chain_id as i64)
@@ -443,15 +467,25 @@ pub async fn custody_at(
     .await?;
     let overflow = || StoreError::Corrupt("a custody sum overflowed 256 bits".into());
     let mut at = Explained::default();
-    for Row { direction, amount_base_units: Text(amount), deposit_to, purpose, signer, tx_to } in rows {
+    let (mut swept_out, mut lost, mut recovered) = (BaseUnits::ZERO, BaseUnits::ZERO, BaseUnits::ZERO);
+    for Row { kind, direction, amount_base_units: Text(amount), deposit_to, purpose, signer, tx_to } in rows {
         let Some(owner) = attributed_address(deposit_to, purpose, signer, tx_to) else { continue };
         if parse_column::<Address>("deposit address", &owner)? != address {
             continue;
         }
-        let total = if direction == Side::Debit { &mut at.ledger_in } else { &mut at.ledger_out };
+        let total = match (kind, direction) {
+            (AccountKind::ReorgLoss, Side::Credit) => &mut lost,
+            (AccountKind::ReorgLoss, Side::Debit) => &mut recovered,
+            (_, Side::Debit) => &mut at.ledger_in,
+            (_, Side::Credit) => &mut at.ledger_out,
+        };
         *total = total.checked_add(amount).ok_or_else(overflow)?;
+        if kind == AccountKind::Custody && direction == Side::Credit && purpose == Some(Purpose::Sweep) {
+            swept_out = swept_out.checked_add(amount).ok_or_else(overflow)?;
+        }
     }
-    Ok(at.by_ledger())
+    let net_lost = lost.checked_sub(recovered).unwrap_or_default();
+    Ok(CustodyAt { held: at.by_ledger(), swept: swept_out.checked_sub(net_lost).unwrap_or_default() })
 }
 
 #[cfg(test)]
