@@ -932,7 +932,20 @@ mod tests {
             on_chain: BaseUnits::from(on_chain),
             addresses: 1,
             in_flight: BaseUnits::ZERO,
+            cold: BaseUnits::ZERO,
         }
+    }
+
+    #[test]
+    fn what_went_to_cold_storage_counts_towards_what_merchants_are_owed() {
+        // Owed 30: the deposit addresses and the treasury hold 10, the cold address 20.
+        let mut h = holdings(10, 0, 10);
+        h.owed = BaseUnits::from(30u64);
+        assert_eq!(h.solvency_shortfall(), BaseUnits::from(20u64), "without the cold account: short by 20");
+        h.cold = BaseUnits::from(20u64);
+        assert_eq!(h.solvency_shortfall(), BaseUnits::ZERO);
+        h.cold = BaseUnits::from(15u64);
+        assert_eq!(h.solvency_shortfall(), BaseUnits::from(5u64));
     }
 
     #[test]
