@@ -93,6 +93,13 @@ pub enum ResolveError {
     NotConfirmed(String),
     #[error("{0}")]
     AlreadyResolved(String),
+    /// The deposit left suspense (a reorg) while it was being resolved.
+    #[error("{0}")]
+    Changed(String),
+    /// The invoice forwards what it is paid to the merchant's own address (a receiver override):
+    /// a credit from suspense would sit in transit with nothing to forward it.
+    #[error("{0}")]
+    InvoicePassThrough(String),
     #[error("a reason is required")]
     ReasonRequired,
     #[error("no invoice {0}")]
@@ -172,6 +179,16 @@ pub async fn resolve(tx: &mut Tx, ctx: Context<'_>, request: ResolveRequest) -> 
             deposit.id, deposit.state
         )));
     }
+    // Hold the deposit's row for this transaction, on the condition that it is still rejected in
+    // the same life: a reorg committing rejected -> reorged between the read above and here must
+    // not let this release money that is gone (PostgreSQL re-checks the condition after waiting
+    // for the row; SQLite's BEGIN IMMEDIATE already serialises writers).
+    if !deposits::hold_rejected(tx, deposit.id, deposit.generation).await? {
+        return Err(ResolveError::Changed(format!(
+            "deposit {} changed while it was being resolved (a reorg took it out of suspense); look at it again",
+            deposit.id
+        )));
+    }
     let chain = chain_of(&ctx, &deposit)?;
     let refund_to = match &request.target {
         Target::Refund(to) => {
@@ -182,14 +199,22 @@ pub async fn resolve(tx: &mut Tx, ctx: Context<'_>, request: ResolveRequest) -> 
         }
         _ => None,
     };
-    if let Some(existing) = resolutions::live_for(tx, deposit.id, deposit.generation).await? {
-        if request.target.matches(&existing, &reason, refund_to.as_deref()) {
+    if let Some(existing) = resolutions::live_any(tx, deposit.id).await? {
+        if existing.generation == deposit.generation && request.target.matches(&existing, &reason, refund_to.as_deref())
+        {
             let resource = ResolutionResource::build(&existing, &deposit);
             return Ok(Resolved { resolution: existing, resource, replayed: true });
         }
         return Err(ResolveError::AlreadyResolved(format!(
-            "deposit {} was already resolved ({}, {}, by {}, reason {:?}); a deposit is resolved once",
-            deposit.id, existing.action, existing.state, existing.actor, existing.reason
+            "deposit {} was already resolved by resolution {} ({}, {}, by {}, reason {:?}, life {}); a deposit is \
+             resolved once, also after a reorg revives it",
+            deposit.id,
+            existing.id,
+            existing.action,
+            existing.state,
+            existing.actor,
+            existing.reason,
+            existing.generation
         )));
     }
     if deposit.confirmed_at.is_none() {
@@ -232,6 +257,13 @@ pub async fn resolve(tx: &mut Tx, ctx: Context<'_>, request: ResolveRequest) -> 
                     "invoice {} is paid in {} on chain {}, the transfer is {} on chain {}; credit the merchant's \
                      {} balance instead, or refund it",
                     invoice.id, invoice.asset, invoice.chain_id, deposit.asset, deposit.chain_id, deposit.asset
+                )));
+            }
+            if invoice.receiver_override_address.is_some() {
+                return Err(ResolveError::InvoicePassThrough(format!(
+                    "invoice {} forwards its payments to the merchant's own address (a receiver override); \
+                     suspense money cannot be credited to it: credit the merchant's {} balance instead, or refund it",
+                    invoice.id, deposit.asset
                 )));
             }
             resolution.invoice_id = Some(invoice.id);

@@ -59,7 +59,7 @@ impl ListQuery for OperatorListDeposits {
         (status = 200, description = "Deposits in the state, oldest first, every merchant's", body = OperatorDepositList),
         (status = 400, description = "Invalid query parameter", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks the operator scope", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks the operator scope, or its mode does not match the deposit's chain (key_mode_mismatch)", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -139,6 +139,8 @@ impl From<ResolveError> for ApiError {
             ResolveError::NotInSuspense(_) => conflict("deposit_not_in_suspense"),
             ResolveError::NotConfirmed(_) => conflict("deposit_not_confirmed"),
             ResolveError::AlreadyResolved(_) => conflict("deposit_already_resolved"),
+            ResolveError::Changed(_) => conflict("deposit_changed"),
+            ResolveError::InvoicePassThrough(_) => conflict("invoice_pass_through"),
             ResolveError::ReasonRequired => ApiError::invalid("reason", "invalid_parameter", message),
             ResolveError::InvoiceNotFound(_) => ApiError::invalid("invoice_id", "resource_missing", message),
             ResolveError::MerchantNotFound(_) => ApiError::invalid("merchant_id", "resource_missing", message),
@@ -158,9 +160,9 @@ impl From<ResolveError> for ApiError {
         (status = 200, description = "The resolution (a refund is `pending` until its transaction is confirmed). The same body again returns the same resolution", body = ResolutionResource),
         (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
-        (status = 403, description = "The key lacks the operator scope", body = crate::error::ErrorBody),
+        (status = 403, description = "The key lacks the operator scope, or its mode does not match the deposit's chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 404, description = "No such deposit", body = crate::error::ErrorBody),
-        (status = 409, description = "deposit_not_in_suspense, deposit_not_confirmed or deposit_already_resolved", body = crate::error::ErrorBody),
+        (status = 409, description = "deposit_not_in_suspense, deposit_not_confirmed, deposit_already_resolved, deposit_changed or invoice_pass_through", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -184,6 +186,12 @@ pub async fn resolve(
         crediting: crediting::Context { public_url: &state.config.settings.api.public_url, sessions: &state.sessions },
     };
     let mut tx = state.store.begin().await?;
+    // A test key resolves testnet transfers only, a live key mainnet ones (like payouts).
+    let deposit = depositd_core::store::deposits::get_any(&mut tx, id).await?;
+    let chain = deposit.and_then(|d| state.config.chains.iter().find(|c| c.chain_id == d.chain_id));
+    if let Some(chain) = chain {
+        auth.may_create_on(chain, None)?;
+    }
     let resolved = resolutions::resolve(
         &mut tx,
         ctx,

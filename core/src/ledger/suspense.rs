@@ -130,7 +130,7 @@ pub async fn post_release(
 }
 
 /// The merchant's fee on a suspense deposit credited to its balance: `available` -> the
-/// platform's `fee_revenue`. Nothing for a zero fee.
+/// platform's `fee_revenue`, capped at the amount credited. Nothing for a zero fee.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
 pub async fn post_merchant_fee(
     conn: &mut Conn,
@@ -138,6 +138,8 @@ pub async fn post_merchant_fee(
     merchant_id: Uuid,
     fee: BaseUnits,
 ) -> Result<Option<Posted>, LedgerError> {
+    // Never more than what was credited (as `credit_pending` caps it).
+    let fee = fee.min(deposit.amount);
     if fee.is_zero() {
         return Ok(None);
     }

@@ -420,6 +420,22 @@ pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Deposit>, Store
     row.map(Deposit::try_from).transpose()
 }
 
+/// Holds deposit `id`'s row for the caller's transaction on the condition that it is still
+/// `rejected` in life `generation` (a resolution's guard against a concurrent reorg): false when
+/// it is not. The write takes the row lock on PostgreSQL (which re-checks the condition after
+/// waiting for a concurrent writer); SQLite's `BEGIN IMMEDIATE` already serialises writers.
+#[tracing::instrument(skip(conn))]
+pub async fn hold_rejected(conn: &mut Conn, id: Uuid, generation: i64) -> Result<bool, StoreError> {
+    let held = sqlx::query(
+        "UPDATE deposits SET updated_at = updated_at WHERE id = $1 AND state = 'rejected' AND generation = $2",
+    )
+    .bind(Text(id))
+    .bind(generation)
+    .execute(&mut *conn)
+    .await?;
+    Ok(held.rows_affected() == 1)
+}
+
 /// Deposits in `state` on every chain, oldest first, at most `limit` (the operator's list).
 #[tracing::instrument(skip(conn))]
 pub async fn list_in_state(conn: &mut Conn, state: DepositState, limit: u32) -> Result<Vec<Deposit>, StoreError> {

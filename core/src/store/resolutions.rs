@@ -89,6 +89,19 @@ pub async fn live_for(conn: &mut Conn, deposit_id: Uuid, generation: i64) -> Res
     Ok(row.map(Resolution::from))
 }
 
+/// The live (pending or completed) resolution of any life of a deposit, if any: a deposit revived
+/// by a reorg is the same transfer, and money that already left suspense must not leave twice.
+#[tracing::instrument(skip(conn))]
+pub async fn live_any(conn: &mut Conn, deposit_id: Uuid) -> Result<Option<Resolution>, StoreError> {
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM deposit_resolutions WHERE deposit_id = $1 AND state <> 'failed' ORDER BY id LIMIT 1"
+    )))
+    .bind(Text(deposit_id))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(Resolution::from))
+}
+
 /// The resolution a refund transaction sends, if any.
 #[tracing::instrument(skip(conn))]
 pub async fn by_transaction(conn: &mut Conn, transaction_id: Uuid) -> Result<Option<Resolution>, StoreError> {
