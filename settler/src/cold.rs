@@ -148,6 +148,28 @@ impl Settler {
         Ok(())
     }
 
+    /// Why the unsigned cold transfer `tx` must not be signed now (read under the treasury's nonce
+    /// lock, like everything signing reads): the treasury's excess over `hot_max`, computed again
+    /// without `tx`, no longer covers its value (a payout or refund was created after it was
+    /// planned), or cold storage of its asset is no longer configured. `None`: it may be signed.
+    pub(crate) async fn cold_transfer_stale(
+        &self,
+        db: &mut Conn,
+        tx: &ChainTx,
+        max_gas_cost: BaseUnits,
+        fees: Fees,
+    ) -> Result<Option<&'static str>, SettleError> {
+        let Some((_, hot_max)) = self.chain.cold_storage_of(&tx.asset) else {
+            return Ok(Some("cold storage of this asset is no longer configured"));
+        };
+        let budget = gas::budget_per_gas(fees, self.settings.fee_budget_multiplier, self.settings.max_fee_per_gas_cap);
+        let excess = self.cold_excess(db, &tx.asset, hot_max, max_gas_cost, budget, Some(tx.id)).await?;
+        if excess.is_some_and(|e| tx.value <= e) {
+            return Ok(None);
+        }
+        Ok(Some("superseded before signing: the treasury's excess over hot_max shrank"))
+    }
+
     /// The open cold transfer of `asset` on this chain, if any (at most one is ever open).
     async fn open_cold_transfer(&self, conn: &mut Conn, asset: &str) -> Result<Option<ChainTx>, SettleError> {
         let open = chain_txs::open(conn, self.chain.chain_id).await?;
