@@ -61,7 +61,11 @@ impl Settler {
 
     async fn plan_cold_asset(&self, symbol: &str, fees: Fees) -> Result<(), SettleError> {
         let chain_id = self.chain.chain_id;
-        let Some((cold, hot_max)) = self.chain.cold_storage_of(symbol) else { return Ok(()) };
+        let Some((cold, hot_max)) =
+            self.chain.cold_storage_of(symbol).map_err(|e| SettleError::Config(e.to_string()))?
+        else {
+            return Ok(());
+        };
         let cold_address = cold.cold_address.to_checksum(None);
         let treasury = self.treasury_address();
         let treasury_text = treasury.to_checksum(None);
@@ -159,7 +163,9 @@ impl Settler {
         max_gas_cost: BaseUnits,
         fees: Fees,
     ) -> Result<Option<&'static str>, SettleError> {
-        let Some((_, hot_max)) = self.chain.cold_storage_of(&tx.asset) else {
+        let Some((_, hot_max)) =
+            self.chain.cold_storage_of(&tx.asset).map_err(|e| SettleError::Config(e.to_string()))?
+        else {
             return Ok(Some("cold storage of this asset is no longer configured"));
         };
         let budget = gas::budget_per_gas(fees, self.settings.fee_budget_multiplier, self.settings.max_fee_per_gas_cap);
