@@ -29,6 +29,7 @@ both_backends!(
     native_coin_goes_cold_but_the_operators_gas_money_stays,
     an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew,
     a_payout_created_between_planning_and_signing_is_not_starved,
+    the_database_refuses_a_second_open_cold_transfer,
     the_real_daemon_killed_mid_cold_transfer_sends_it_once,
 );
 
@@ -441,6 +442,29 @@ async fn a_payout_created_between_planning_and_signing_is_not_starved(db: TestDb
     let (status, body) = s.app.get_json(&s.key, &format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
     s.reconciles().await;
+}
+
+async fn the_database_refuses_a_second_open_cold_transfer(db: TestDb) {
+    let s = setup(&db, "10").await;
+    let intent = |units: u64| {
+        ChainTx::intent(
+            s.config.chain_id,
+            s.treasury().to_checksum(None),
+            Purpose::ColdTransfer,
+            s.cold.to_checksum(None),
+            "USDC",
+            BaseUnits::from(units),
+            Some(s.usdc.to_checksum(None)),
+            BaseUnits::ZERO,
+        )
+    };
+    let mut conn = s.app.store.conn().await.unwrap();
+    let first = intent(1);
+    chain_txs::insert_intent(&mut conn, &first).await.unwrap();
+    assert!(chain_txs::insert_intent(&mut conn, &intent(2)).await.is_err(), "two open cold transfers of USDC");
+    // Once the first is failed (or confirmed), a new one may be planned.
+    assert!(chain_txs::set_failed(&mut conn, first.id, TxState::Intent, "test").await.unwrap());
+    chain_txs::insert_intent(&mut conn, &intent(3)).await.unwrap();
 }
 
 /// The real `depositd run`, SIGKILLed as soon as its cold transfer exists and before it is
