@@ -17,7 +17,9 @@
 //!   its confirmation) at a time, and the ledger moves only when it is confirmed; while one is
 //!   signed or further nothing is planned, so a crash, a restart or a re-plan never sends twice.
 //!   An intent still unsigned (waiting for gas money) whose amount the treasury can no longer
-//!   spare (payouts came meanwhile) is failed, never having had a nonce, and planned anew. The intent is
+//!   spare (payouts came meanwhile) is failed, never having had a nonce, and planned anew; signing
+//!   checks this again under the nonce lock (`cold_transfer_stale`), so a payout created between
+//!   planning and signing is never starved. A partial unique index backs the one-open rule. The intent is
 //!   written under the treasury's nonce-row lock after reading everything again, so two daemons
 //!   cannot both plan one. The transaction manager signs, sends and follows it like any other
 //!   (`txm.rs`); `outcome.rs` posts it once under its transaction's key.
