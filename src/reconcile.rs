@@ -761,7 +761,7 @@ async fn cold_holdings<'a>(
 ) -> anyhow::Result<Vec<ColdHolding<'a>>> {
     let mut holdings = Vec::new();
     for symbol in chain.cold_storage.keys() {
-        let (Some(asset), Some((cold, _))) = (chain.asset(symbol), chain.cold_storage_of(symbol)) else { continue };
+        let (Some(asset), Some((cold, _))) = (chain.asset(symbol), chain.cold_storage_of(symbol)?) else { continue };
         let account = Account::platform(AccountKind::Cold, chain.chain_id, asset.symbol);
         let ledger = depositd_core::ledger::balance(snapshot, &account).await?;
         holdings.push(ColdHolding { chain, asset: asset.symbol.to_owned(), address: cold.cold_address, ledger });

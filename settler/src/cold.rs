@@ -17,7 +17,9 @@
 //!   its confirmation) at a time, and the ledger moves only when it is confirmed; while one is
 //!   signed or further nothing is planned, so a crash, a restart or a re-plan never sends twice.
 //!   An intent still unsigned (waiting for gas money) whose amount the treasury can no longer
-//!   spare (payouts came meanwhile) is failed, never having had a nonce, and planned anew. The intent is
+//!   spare (payouts came meanwhile) is failed, never having had a nonce, and planned anew; signing
+//!   checks this again under the nonce lock (`cold_transfer_stale`), so a payout created between
+//!   planning and signing is never starved. A partial unique index backs the one-open rule. The intent is
 //!   written under the treasury's nonce-row lock after reading everything again, so two daemons
 //!   cannot both plan one. The transaction manager signs, sends and follows it like any other
 //!   (`txm.rs`); `outcome.rs` posts it once under its transaction's key.
@@ -61,7 +63,11 @@ impl Settler {
 
     async fn plan_cold_asset(&self, symbol: &str, fees: Fees) -> Result<(), SettleError> {
         let chain_id = self.chain.chain_id;
-        let Some((cold, hot_max)) = self.chain.cold_storage_of(symbol) else { return Ok(()) };
+        let Some((cold, hot_max)) =
+            self.chain.cold_storage_of(symbol).map_err(|e| SettleError::Config(e.to_string()))?
+        else {
+            return Ok(());
+        };
         let cold_address = cold.cold_address.to_checksum(None);
         let treasury = self.treasury_address();
         let treasury_text = treasury.to_checksum(None);
@@ -146,6 +152,30 @@ impl Settler {
             hot_max = %hot_max, "planned a cold transfer of the treasury's excess"
         );
         Ok(())
+    }
+
+    /// Why the unsigned cold transfer `tx` must not be signed now (read under the treasury's nonce
+    /// lock, like everything signing reads): the treasury's excess over `hot_max`, computed again
+    /// without `tx`, no longer covers its value (a payout or refund was created after it was
+    /// planned), or cold storage of its asset is no longer configured. `None`: it may be signed.
+    pub(crate) async fn cold_transfer_stale(
+        &self,
+        db: &mut Conn,
+        tx: &ChainTx,
+        max_gas_cost: BaseUnits,
+        fees: Fees,
+    ) -> Result<Option<&'static str>, SettleError> {
+        let Some((_, hot_max)) =
+            self.chain.cold_storage_of(&tx.asset).map_err(|e| SettleError::Config(e.to_string()))?
+        else {
+            return Ok(Some("cold storage of this asset is no longer configured"));
+        };
+        let budget = gas::budget_per_gas(fees, self.settings.fee_budget_multiplier, self.settings.max_fee_per_gas_cap);
+        let excess = self.cold_excess(db, &tx.asset, hot_max, max_gas_cost, budget, Some(tx.id)).await?;
+        if excess.is_some_and(|e| tx.value <= e) {
+            return Ok(None);
+        }
+        Ok(Some("superseded before signing: the treasury's excess over hot_max shrank"))
     }
 
     /// The open cold transfer of `asset` on this chain, if any (at most one is ever open).

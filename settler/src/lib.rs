@@ -160,6 +160,15 @@ impl Settler {
         Ok(())
     }
 
+    /// For the tests of what happens between planning and signing: a tick's signing step alone
+    /// (nothing is monitored or planned).
+    #[doc(hidden)]
+    pub async fn sign_only(&mut self) -> Result<(), SettleError> {
+        let head = self.rpc.head().await?;
+        let fees = self.refresh_fees().await?;
+        self.sign_ready(fees, head).await
+    }
+
     /// One step: read fees, check what is in flight (receipts, confirmations, bumps), plan sweeps,
     /// forwards and cold transfers, sign and broadcast what is ready.
     pub async fn tick(&mut self) -> Result<(), SettleError> {

@@ -220,6 +220,15 @@ impl Settler {
             Some(current) if current.state == TxState::Intent => {}
             _ => return Ok(None), // cancelled, or signed by another daemon
         }
+        if tx.purpose == Purpose::ColdTransfer
+            && let Some(reason) = self.cold_transfer_stale(&mut db, tx, max_gas_cost, fees).await?
+        {
+            // Planned before a payout or refund came: never signed, so dropped (planned anew next tick).
+            chain_txs::set_failed(&mut db, tx.id, TxState::Intent, reason).await?;
+            db.commit().await.map_err(StoreError::from)?;
+            tracing::info!(chain = %self.chain.name, transaction_id = %tx.id, reason, "cold transfer not signed");
+            return Ok(None);
+        }
         if is_treasury && !self.treasury_covers(&mut db, tx, max_gas_cost).await? {
             return Ok(Some(Stall::WaitingForFunds));
         }

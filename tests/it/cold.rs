@@ -28,6 +28,8 @@ both_backends!(
     a_crash_at_any_step_of_a_cold_transfer_sends_it_once,
     native_coin_goes_cold_but_the_operators_gas_money_stays,
     an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew,
+    a_payout_created_between_planning_and_signing_is_not_starved,
+    the_database_refuses_a_second_open_cold_transfer,
     the_real_daemon_killed_mid_cold_transfer_sends_it_once,
 );
 
@@ -379,6 +381,90 @@ async fn an_unsigned_cold_transfer_that_a_payout_outgrew_is_planned_anew(db: Tes
         "{}",
         outcome.render()
     );
+}
+
+async fn a_payout_created_between_planning_and_signing_is_not_starved(db: TestDb) {
+    let s = setup(&db, "10").await;
+    let mut watcher = s.app.watcher(&s.config);
+    let mut sweeper = s.app.settler(&s.without_cold());
+    s.paid_invoice(&mut watcher, 60_000_000).await;
+    s.run_until(&mut watcher, &mut sweeper, "the sweep", || async {
+        s.usdc_of(s.treasury()).await == usdc(60) && s.all_settled().await
+    })
+    .await;
+
+    // The settler plans the 50 beyond hot_max and stops before signing it...
+    let mut planner = s.app.settler(&s.config);
+    planner.crash_at(Some(CrashPoint::BeforeSign));
+    assert!(matches!(planner.tick().await, Err(SettleError::Crashed(CrashPoint::BeforeSign))));
+    drop(planner);
+    let planned = s.cold_transfers().await;
+    assert_eq!(planned.len(), 1, "{planned:#?}");
+    assert_eq!((planned[0].state, planned[0].value.0), (TxState::Intent, usdc(50)));
+
+    // ...a payout of 30 is reserved before it signs...
+    let destination = PrivateKeySigner::random().address();
+    let response = s
+        .app
+        .client
+        .post(s.app.url("/api/v1/payouts"))
+        .header("x-api-key", &s.key)
+        .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+        .json(&json!({"asset": "USDC", "amount": "30", "destination": destination.to_checksum(None)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let payout: Value = response.json().await.unwrap();
+
+    // ...and signing (no planning in between) refuses the stale amount: the intent is failed,
+    // never having had a nonce, and the payout is signed.
+    let mut settler = s.app.settler(&s.config);
+    settler.sign_only().await.unwrap();
+    let transfers = s.cold_transfers().await;
+    assert_eq!(transfers.len(), 1, "{transfers:#?}");
+    assert_eq!((transfers[0].state, transfers[0].nonce), (TxState::Failed, None), "never signed");
+    assert_eq!(s.usdc_of(s.cold).await, U256::ZERO);
+
+    // The next ticks plan what is left (20) and pay the payout.
+    s.run_until(&mut watcher, &mut settler, "the payout and the smaller cold transfer", || async {
+        s.usdc_of(destination).await == usdc(30) && !s.usdc_of(s.cold).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.idle(&mut watcher, &mut settler).await;
+    let mut transfers = s.cold_transfers().await;
+    transfers.sort_by_key(|t| t.created_at);
+    assert_eq!(transfers.len(), 2, "{transfers:#?}");
+    assert_eq!((transfers[1].state, transfers[1].value.0), (TxState::Confirmed, usdc(20)));
+    assert_eq!(s.usdc_of(s.cold).await, usdc(20));
+    assert_eq!(s.usdc_of(s.treasury()).await, usdc(10));
+    assert_eq!(s.ledger(AccountKind::Cold).await, usdc(20));
+    let (status, body) = s.app.get_json(&s.key, &format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("confirmed")), "{body}");
+    s.reconciles().await;
+}
+
+async fn the_database_refuses_a_second_open_cold_transfer(db: TestDb) {
+    let s = setup(&db, "10").await;
+    let intent = |units: u64| {
+        ChainTx::intent(
+            s.config.chain_id,
+            s.treasury().to_checksum(None),
+            Purpose::ColdTransfer,
+            s.cold.to_checksum(None),
+            "USDC",
+            BaseUnits::from(units),
+            Some(s.usdc.to_checksum(None)),
+            BaseUnits::ZERO,
+        )
+    };
+    let mut conn = s.app.store.conn().await.unwrap();
+    let first = intent(1);
+    chain_txs::insert_intent(&mut conn, &first).await.unwrap();
+    assert!(chain_txs::insert_intent(&mut conn, &intent(2)).await.is_err(), "two open cold transfers of USDC");
+    // Once the first is failed (or confirmed), a new one may be planned.
+    assert!(chain_txs::set_failed(&mut conn, first.id, TxState::Intent, "test").await.unwrap());
+    chain_txs::insert_intent(&mut conn, &intent(3)).await.unwrap();
 }
 
 /// The real `depositd run`, SIGKILLed as soon as its cold transfer exists and before it is

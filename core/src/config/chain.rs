@@ -120,12 +120,15 @@ impl ChainConfig {
     }
 
     /// The cold storage of `symbol` with its `hot_max` in base units, if the file configures one.
-    /// (`problems` refused any `hot_max` that does not convert exactly.)
-    pub fn cold_storage_of(&self, symbol: &str) -> Option<(&ColdStorage, BaseUnits)> {
-        let asset = self.asset(symbol)?;
-        let (_, cold) = self.cold_storage.iter().find(|(s, _)| s.eq_ignore_ascii_case(symbol))?;
-        let hot_max = BaseUnits::from_decimal_round_down(cold.hot_max, asset.decimals).ok()?;
-        Some((cold, hot_max))
+    /// A `hot_max` that does not convert exactly is an error, never "no cold storage" (`load`
+    /// refuses such a file; this guards configurations built otherwise).
+    pub fn cold_storage_of(&self, symbol: &str) -> Result<Option<(&ColdStorage, BaseUnits)>, ConfigError> {
+        let Some(asset) = self.asset(symbol) else { return Ok(None) };
+        let Some((key, cold)) = self.cold_storage.iter().find(|(s, _)| s.eq_ignore_ascii_case(symbol)) else {
+            return Ok(None);
+        };
+        let hot_max = hot_max_units(key, cold, asset).map_err(|e| ConfigError::Invalid(vec![e]))?;
+        Ok(Some((cold, hot_max)))
     }
 
     pub fn asset_symbols(&self) -> Vec<&str> {
@@ -213,15 +216,18 @@ impl ChainConfig {
                     self.asset_symbols().join(", ")
                 )),
                 Some(asset) => {
-                    if cold.hot_max.is_sign_negative() && !cold.hot_max.is_zero() {
-                        problems.push(format!("cold_storage.{symbol}.hot_max: must be at least 0"));
-                    } else if cold.hot_max.scale() > u32::from(asset.decimals) {
-                        problems.push(format!(
-                            "cold_storage.{symbol}.hot_max: `{}` has more decimal places than {symbol}'s {}",
-                            cold.hot_max, asset.decimals
-                        ));
+                    if let Err(problem) = hot_max_units(symbol, cold, asset) {
+                        problems.push(problem);
                     }
                 }
+            }
+            let upper = symbol.to_ascii_uppercase();
+            if self.cold_storage.keys().filter(|s| s.to_ascii_uppercase() == upper).count() > 1
+                && self.cold_storage.keys().find(|s| s.to_ascii_uppercase() == upper) == Some(symbol)
+            {
+                problems.push(format!(
+                    "cold_storage.{symbol}: configured twice (symbols are case-insensitive: one table per asset)"
+                ));
             }
             if let Some(token) = self.tokens.iter().find(|t| t.address == cold.cold_address) {
                 problems.push(format!(
@@ -232,6 +238,23 @@ impl ChainConfig {
         }
         problems
     }
+}
+
+/// `hot_max` in the asset's base units: at least 0, no more decimal places than the asset has
+/// (trailing zeros do not count: `"5000.0000000"` is 5000), and within range.
+fn hot_max_units(symbol: &str, cold: &ColdStorage, asset: AssetRef<'_>) -> Result<BaseUnits, String> {
+    let hot_max = cold.hot_max.normalize();
+    if hot_max.is_sign_negative() && !hot_max.is_zero() {
+        return Err(format!("cold_storage.{symbol}.hot_max: must be at least 0"));
+    }
+    if hot_max.scale() > u32::from(asset.decimals) {
+        return Err(format!(
+            "cold_storage.{symbol}.hot_max: `{}` has more decimal places than {}'s {}",
+            cold.hot_max, asset.symbol, asset.decimals
+        ));
+    }
+    BaseUnits::from_decimal_round_down(hot_max, asset.decimals)
+        .map_err(|e| format!("cold_storage.{symbol}.hot_max: `{}` is not a {} amount: {e}", cold.hot_max, asset.symbol))
 }
 
 fn default_rpc_timeout_ms() -> u64 {
@@ -390,10 +413,26 @@ mod tests {
         };
         let cold = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
         let chain = load(&format!("[cold_storage.eth]\ncold_address = \"{cold}\"\nhot_max = \"1.5\"\n")).unwrap();
-        let (found, hot_max) = chain.cold_storage_of("ETH").unwrap();
+        let (found, hot_max) = chain.cold_storage_of("ETH").unwrap().unwrap();
         assert_eq!(found.cold_address.to_checksum(None), cold);
         assert_eq!(hot_max, crate::money::BaseUnits::from(1_500_000_000_000_000_000u64));
-        assert!(chain.cold_storage_of("USDC").is_none());
+        assert!(chain.cold_storage_of("USDC").unwrap().is_none());
+
+        // Trailing zeros are no decimal places: 5000.0000000 USDC (6 decimals) is 5000 USDC.
+        let usdc = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let chain = load(&format!(
+            "[[tokens]]\nsymbol = \"USDC\"\naddress = \"{usdc}\"\ndecimals = 6\n\n\
+             [cold_storage.USDC]\ncold_address = \"{cold}\"\nhot_max = \"5000.0000000\"\n"
+        ))
+        .unwrap();
+        let (_, hot_max) = chain.cold_storage_of("usdc").unwrap().unwrap();
+        assert_eq!(hot_max, crate::money::BaseUnits::from(5_000_000_000u64));
+
+        // A hot_max that does not convert (built in code, not loaded) is an error, not "no cold storage".
+        let mut built = chain.clone();
+        built.cold_storage.get_mut("USDC").unwrap().hot_max = "0.0000001".parse().unwrap();
+        let error = built.cold_storage_of("USDC").unwrap_err().to_string();
+        assert!(error.contains("decimal places"), "{error}");
 
         let refused = [
             (format!("[cold_storage.ETH]\ncold_address = \"{}\"\nhot_max = \"1\"\n", cold.to_lowercase()), "EIP-55"),
@@ -405,6 +444,13 @@ mod tests {
                 "decimal places",
             ),
             (format!("[cold_storage.ETH]\ncold_address = \"{cold}\"\n"), "hot_max"),
+            (
+                format!(
+                    "[cold_storage.eth]\ncold_address = \"{cold}\"\nhot_max = \"1\"\n\n\
+                     [cold_storage.ETH]\ncold_address = \"{cold}\"\nhot_max = \"2\"\n"
+                ),
+                "configured twice",
+            ),
         ];
         for (extra, needle) in refused {
             let error = load(&extra).unwrap_err().to_string();
