@@ -88,15 +88,7 @@ impl Setup {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        for _ in 0..40 {
-            while watcher.tick().await.unwrap() {}
-            settler.tick().await.unwrap();
-            if done().await {
-                return;
-            }
-            self.chain.mine(1).await;
-        }
-        panic!("gave up waiting for: {what}");
+        crate::helpers::settle_until(&self.chain, watcher, settler, 40, what, done).await;
     }
 
     /// A few more rounds in which nothing may happen.

@@ -203,6 +203,30 @@ impl Drop for TestApp {
 }
 
 /// The real `depositd` executable, with a clean environment for its configuration.
+/// One round: the watcher until it has caught up, the settler once; then one more block. Until
+/// `done` holds, at most `rounds` rounds (then the test fails, naming `what`).
+pub async fn settle_until<F, Fut>(
+    chain: &TestChain,
+    watcher: &mut ChainWatcher,
+    settler: &mut Settler,
+    rounds: usize,
+    what: &str,
+    done: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..rounds {
+        while watcher.tick().await.unwrap() {}
+        settler.tick().await.unwrap();
+        if done().await {
+            return;
+        }
+        chain.mine(1).await;
+    }
+    panic!("gave up waiting for: {what}");
+}
+
 pub fn depositd() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_depositd"));
     command.current_dir(env!("CARGO_MANIFEST_DIR")).env_remove("DATABASE_URL").env("NO_COLOR", "1");

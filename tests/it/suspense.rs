@@ -204,15 +204,7 @@ impl Setup {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        for _ in 0..60 {
-            while watcher.tick().await.unwrap() {}
-            settler.tick().await.unwrap();
-            if done().await {
-                return;
-            }
-            self.chain.mine(1).await;
-        }
-        panic!("gave up waiting for: {what}");
+        crate::helpers::settle_until(&self.chain, watcher, settler, 60, what, done).await;
     }
 
     async fn all_settled(&self) -> bool {
