@@ -811,6 +811,15 @@ async fn reorg(chain: &Chain, payers: &[Address], rng: &mut Rng, last_paid: Opti
             others_kept = 0;
         }
     }
+    // The daemon's senders the reorg touched lose their pending transactions, as after a node's
+    // restart: anvil's pool would otherwise keep a later nonce waiting behind one the reorg
+    // re-included without the pool noticing, answering every re-send "already imported". The
+    // daemon must send them again.
+    for (sender, txs) in &by_sender {
+        if !txs[0].0 {
+            chain.must("anvil_removePoolTransactions", json!([sender])).await;
+        }
+    }
     chain.must("evm_setAutomine", json!([true])).await;
     format!(
         "depth {depth}{} at {head}: payments {kept} kept {dropped} dropped, the daemon's {others_kept} kept {} dropped",
