@@ -40,6 +40,9 @@ pub enum EventType {
     PayoutCancelled,
     SettlementForwarded,
     WebhookEndpointDisabled,
+    /// A merchant's balance changed: one per ledger entry that posts to the merchant's accounts
+    /// (`crate::ledger::post` records it), with the entry and the balances after it.
+    BalanceUpdated,
 }
 
 text_enum! {
@@ -69,6 +72,7 @@ text_enum! {
         PayoutCancelled = "payout.cancelled",
         SettlementForwarded = "settlement.forwarded",
         WebhookEndpointDisabled = "webhook_endpoint.disabled",
+        BalanceUpdated = "balance.updated",
     }
 }
 
@@ -77,7 +81,7 @@ text_enum! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subject<'a> {
     /// `invoice`, `deposit`, `static_address`, `payout`, `refund`, `settlement`,
-    /// `webhook_endpoint`.
+    /// `webhook_endpoint`, `ledger_entry`.
     pub resource_type: &'static str,
     pub resource_id: Uuid,
     /// The resource's `callback_url`: it receives every event about the resource, whatever the

@@ -9,7 +9,7 @@
 //! [`deposit`], [`deposit_address`], [`event`], [`invoice`], [`merchant`], [`payout`],
 //! [`resolution`], [`static_address`], [`webhooks`]. Lifecycle modules (the money path's rules,
 //! each taking the caller's transaction): [`invoicing`], [`crediting`], [`payouts`],
-//! [`resolutions`], [`outbox`], and the
+//! [`resolutions`], [`outbox`] (and its e-mail rules, [`notify`]), and the
 //! [`ledger`]. The [`store`] holds rows and SQL and depends on the domain, never the reverse.
 //!
 //! - [`api_key`]: API keys: test or live, and the scopes a key grants.
@@ -37,8 +37,10 @@
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
-//! - [`outbox`]: the one place events are recorded and their webhook deliveries queued, in the
-//!   transaction of the change they report; the typed [`event::EventType`].
+//! - [`notify`]: which events get an e-mail (receipts, merchant notifications), to whom, saying
+//!   what; queued by the outbox in the event's transaction.
+//! - [`outbox`]: the one place events are recorded and their webhook deliveries (and e-mails)
+//!   queued, in the transaction of the change they report; the typed [`event::EventType`].
 //! - [`payout`]: payouts and refunds: their states and the resource the API and webhooks show.
 //! - [`payouts`]: the payout and refund lifecycle (create with reservation and intent, cancel,
 //!   sent, confirmed, failed) for the API, the settler and the CLI alike.
@@ -76,6 +78,7 @@ pub mod ledger;
 pub mod merchant;
 pub mod metrics;
 pub mod money;
+pub mod notify;
 pub mod outbox;
 pub mod payout;
 pub mod payouts;

@@ -25,6 +25,7 @@ mod ledger;
 mod live_checkout;
 mod losses;
 mod marks;
+mod notifications;
 mod openapi;
 mod payments;
 mod payouts_api;
