@@ -28,6 +28,7 @@ both_backends!(
     option_amounts_stay_at_the_rates_locked_at_creation,
     bad_payment_options_are_refused_precisely,
     the_servers_default_options_apply_when_a_request_names_none,
+    a_reorg_takes_one_options_payment_out_of_that_option_alone,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -366,4 +367,55 @@ async fn the_servers_default_options_apply_when_a_request_names_none(db: TestDb)
     assert_eq!(status, 200, "{seed003}");
     let (_, full) = app.get_json(&key, &format!("/api/v1/invoices/{}", seed003["invoice_id"].as_str().unwrap())).await;
     assert_eq!(full["payment_options"].as_array().unwrap().len(), 2, "{full}");
+}
+
+async fn a_reorg_takes_one_options_payment_out_of_that_option_alone(db: TestDb) {
+    let s = setup(&db).await;
+    let mut watcher = s.app.watcher(&s.config);
+    let invoice = s
+        .app
+        .created_invoice(&s.key, json!({"amount": "10", "payment_options": [{"asset": "USDC"}, {"asset": "USDT"}]}))
+        .await;
+    let (id, address) = (invoice["id"].as_str().unwrap(), invoice["pay"]["address"].as_str().unwrap());
+    s.chain.pay_token(s.usdc, address, 5_000_000).await;
+    s.chain.mine(3).await;
+    while watcher.tick().await.unwrap() {}
+    s.chain.pay_token(s.usdt, address, 5_000_000).await;
+    s.chain.mine(3).await;
+    while watcher.tick().await.unwrap() {}
+    assert_eq!(s.invoice(id).await["status"], "paid");
+
+    // A reorg deeper than the confirmations takes the USDT payment (and only it) away.
+    s.chain.rpc("anvil_reorg", json!([4, []])).await;
+    s.chain.mine(1).await;
+    while watcher.tick().await.unwrap() {}
+    let reversed = s.invoice(id).await;
+    assert_eq!(
+        (reversed["status"].as_str(), reversed["payment_flags"].clone(), reversed["amount_paid"].as_str()),
+        (Some("pending"), json!(["underpaid"]), Some("5")),
+        "{reversed}"
+    );
+    assert_eq!(
+        (option(&reversed, "USDC")["amount_paid"].as_str(), option(&reversed, "USDT")["amount_paid"].as_str()),
+        (Some("5"), Some("0"))
+    );
+    let states: Vec<(&str, &str)> = reversed["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["asset"].as_str().unwrap(), p["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("USDC", "confirmed"), ("USDT", "reversed")]);
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDT").await, BaseUnits::ZERO);
+    assert_eq!(s.platform(AccountKind::FeeRevenue, "USDT").await, BaseUnits::ZERO);
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDC").await, units(4_950_000));
+    s.reconciles().await;
+
+    // Paid again in USDT: paid again, each asset credited once.
+    s.chain.pay_token(s.usdt, address, 5_000_000).await;
+    s.watch(&mut watcher).await;
+    let paid = s.invoice(id).await;
+    assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")), "{paid}");
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDT").await, units(4_950_000));
+    s.reconciles().await;
 }
