@@ -26,6 +26,7 @@ mod live_checkout;
 mod losses;
 mod marks;
 mod openapi;
+mod payment_options;
 mod payments;
 mod payouts_api;
 mod scale_out;
