@@ -7,11 +7,13 @@
 //! `TEST_LOG` is set.
 
 mod api;
+mod api_keys;
 mod chaos;
 mod checkout;
 mod cli;
 mod cold;
 mod creation_path;
+mod dashboard;
 mod daemon;
 mod dev;
 mod docker;
