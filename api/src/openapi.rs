@@ -9,8 +9,8 @@ use depositd_core::config::Config;
 use depositd_core::webhooks::EVENT_TYPES;
 
 use crate::routes::{
-    api_keys, create_invoice, deposits, hosted_payments, invoices, ledger, operator, payments, payouts, static_addresses,
-    webhooks,
+    api_keys, create_invoice, deposits, hosted_payments, invoices, ledger, operator, payments, payouts,
+    static_addresses, webhooks,
 };
 
 #[derive(OpenApi)]

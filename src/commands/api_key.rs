@@ -40,8 +40,16 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
             for key in api_keys::list(&mut conn, merchant.id).await? {
                 let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
                 let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
-                let last_used = key.last_used_at.map(|t| t.div_euclid(1000).to_string()).unwrap_or_else(|| "never".into());
-                println!("{}\t{}...\t{}\t{}\tlast used {}", key.id, key.display_prefix, state, scopes.join(","), last_used);
+                let last_used =
+                    key.last_used_at.map(|t| t.div_euclid(1000).to_string()).unwrap_or_else(|| "never".into());
+                println!(
+                    "{}\t{}...\t{}\t{}\tlast used {}",
+                    key.id,
+                    key.display_prefix,
+                    state,
+                    scopes.join(","),
+                    last_used
+                );
             }
         }
         ApiKeyCommand::Revoke { id } => {

@@ -22,7 +22,8 @@ async fn post(app: &TestApp, key: &str, path: &str, body: Option<Value>) -> reqw
 
 async fn create_list_revoke(db: TestDb) {
     let app = TestApp::spawn(&db).await;
-    let (merchant, admin) = app.merchant("Rotator", &[Scope::ApiKeysRead, Scope::ApiKeysWrite, Scope::InvoicesRead]).await;
+    let (merchant, admin) =
+        app.merchant("Rotator", &[Scope::ApiKeysRead, Scope::ApiKeysWrite, Scope::InvoicesRead]).await;
 
     let response =
         post(&app, &admin, "/api/v1/api-keys", Some(json!({"scopes": ["invoices:read"], "name": "billing"}))).await;
@@ -42,7 +43,13 @@ async fn create_list_revoke(db: TestDb) {
     // The new key works, within its scope.
     let (status, _) = app.get_json(&secret, "/api/v1/invoices").await;
     assert_eq!(status, 200);
-    assert_error(app.client.get(app.url("/api/v1/balances")).header("x-api-key", &secret).send().await.unwrap(), 403, "insufficient_scope", None).await;
+    assert_error(
+        app.client.get(app.url("/api/v1/balances")).header("x-api-key", &secret).send().await.unwrap(),
+        403,
+        "insufficient_scope",
+        None,
+    )
+    .await;
 
     // Listed and fetched without the secret, newest first.
     let id = created["id"].as_str().unwrap();
@@ -69,8 +76,13 @@ async fn create_list_revoke(db: TestDb) {
     let (_, other) = app.merchant("Other", &[Scope::ApiKeysRead, Scope::ApiKeysWrite]).await;
     let (status, _) = app.get_json(&other, &format!("/api/v1/api-keys/{id}")).await;
     assert_eq!(status, 404);
-    assert_error(post(&app, &other, &format!("/api/v1/api-keys/{id}/revoke"), None).await, 404, "resource_missing", None)
-        .await;
+    assert_error(
+        post(&app, &other, &format!("/api/v1/api-keys/{id}/revoke"), None).await,
+        404,
+        "resource_missing",
+        None,
+    )
+    .await;
 
     // Warm the key cache with the key, then revoke it: refused within a second.
     let (status, _) = app.get_json(&secret, "/api/v1/invoices").await;
@@ -99,15 +111,26 @@ async fn create_list_revoke(db: TestDb) {
         ["api_key.created", "api_key.revoked"]
     );
 
-    assert_error(post(&app, &admin, "/api/v1/api-keys/not-a-uuid/revoke", None).await, 400, "invalid_parameter", Some("id"))
-        .await;
+    assert_error(
+        post(&app, &admin, "/api/v1/api-keys/not-a-uuid/revoke", None).await,
+        400,
+        "invalid_parameter",
+        Some("id"),
+    )
+    .await;
 }
 
 async fn what_a_key_may_grant(db: TestDb) {
     let app = TestApp::spawn(&db).await;
     // The default scopes cannot list or mint keys.
     let (_, ordinary) = app.merchant("Plain", &Scope::MERCHANT).await;
-    assert_error(app.client.get(app.url("/api/v1/api-keys")).header("x-api-key", &ordinary).send().await.unwrap(), 403, "insufficient_scope", None).await;
+    assert_error(
+        app.client.get(app.url("/api/v1/api-keys")).header("x-api-key", &ordinary).send().await.unwrap(),
+        403,
+        "insufficient_scope",
+        None,
+    )
+    .await;
     assert_error(
         post(&app, &ordinary, "/api/v1/api-keys", Some(json!({"scopes": ["invoices:read"]}))).await,
         403,
@@ -120,16 +143,36 @@ async fn what_a_key_may_grant(db: TestDb) {
     let create = |body: Value| post(&app, &minter, "/api/v1/api-keys", Some(body));
     assert_error(create(json!({"scopes": ["payouts:write"]})).await, 403, "scope_not_held", Some("scopes")).await;
     assert_error(create(json!({"scopes": ["operator"]})).await, 403, "scope_not_grantable", Some("scopes")).await;
-    assert_error(create(json!({"scopes": ["invoices:read"], "mode": "live"})).await, 403, "key_mode_mismatch", Some("mode"))
-        .await;
+    assert_error(
+        create(json!({"scopes": ["invoices:read"], "mode": "live"})).await,
+        403,
+        "key_mode_mismatch",
+        Some("mode"),
+    )
+    .await;
     assert_error(create(json!({"scopes": []})).await, 400, "parameter_missing", Some("scopes")).await;
     assert_error(create(json!({"scopes": ["invoices:fly"]})).await, 400, "invalid_scope", Some("scopes[0]")).await;
-    assert_error(create(json!({"scopes": ["invoices:read"], "mode": "demo"})).await, 400, "invalid_parameter", Some("mode"))
-        .await;
-    assert_error(create(json!({"scopes": ["invoices:read"], "name": ""})).await, 400, "invalid_parameter", Some("name"))
-        .await;
-    assert_error(create(json!({"scopes": ["invoices:read"], "extra": 1})).await, 400, "unknown_parameter", Some("extra"))
-        .await;
+    assert_error(
+        create(json!({"scopes": ["invoices:read"], "mode": "demo"})).await,
+        400,
+        "invalid_parameter",
+        Some("mode"),
+    )
+    .await;
+    assert_error(
+        create(json!({"scopes": ["invoices:read"], "name": ""})).await,
+        400,
+        "invalid_parameter",
+        Some("name"),
+    )
+    .await;
+    assert_error(
+        create(json!({"scopes": ["invoices:read"], "extra": 1})).await,
+        400,
+        "unknown_parameter",
+        Some("extra"),
+    )
+    .await;
     // A key that can mint may pass that on, but only within what it holds.
     let response = create(json!({"scopes": ["api_keys:write", "invoices:read"]})).await;
     assert_eq!(response.status(), 201);
@@ -161,7 +204,22 @@ async fn idempotent_create(db: TestDb) {
     assert_eq!(replay.status(), 201);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     let replay: Value = replay.json().await.unwrap();
-    assert_eq!(replay, first, "the same key, the same secret: no second key");
+    // The same key, without its secret: a secret is never stored, not even for a replay.
+    assert!(first["secret"].as_str().is_some_and(|s| s.starts_with("dk_test_")));
+    assert!(replay.get("secret").is_none(), "{replay}");
+    let mut without_secret = first.clone();
+    without_secret.as_object_mut().unwrap().remove("secret");
+    assert_eq!(replay, without_secret, "the same key: no second one");
+    let mut conn = app.store.conn().await.unwrap();
+    let stored: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT response_body FROM idempotency_keys").fetch_all(&mut *conn).await.unwrap();
+    assert!(!stored.is_empty());
+    let secret = first["secret"].as_str().unwrap();
+    assert!(
+        !stored.iter().any(|(body,)| body.as_deref().is_some_and(|b| b.contains(secret))),
+        "the secret is not stored"
+    );
+    drop(conn);
     assert_eq!(api_keys::list(&mut app.store.conn().await.unwrap(), merchant.id).await.unwrap().len(), 2);
     let other = send(json!({"scopes": ["invoices:read"], "name": "x"})).await.unwrap();
     assert_error(other, 409, "idempotency_conflict", Some("Idempotency-Key")).await;

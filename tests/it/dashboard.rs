@@ -13,7 +13,7 @@ use depositd_core::store::{api_keys, events};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestDb, both_backends};
+use crate::helpers::{TestApp, TestDb, both_backends, depositd};
 
 both_backends!(
     invite_sign_in_and_manage_keys,
@@ -21,6 +21,7 @@ both_backends!(
     sign_in_is_throttled,
     merchants_and_roles_are_kept_apart,
     log_out_everywhere_ends_every_session,
+    the_operator_invites_from_the_command_line,
 );
 
 const PASSWORD: &str = "a long enough password";
@@ -73,8 +74,7 @@ impl<'a> Browser<'a> {
     }
 
     async fn get(&mut self, path: &str) -> Page {
-        let response =
-            self.client.get(self.app.url(path)).header("cookie", self.cookie_header()).send().await.unwrap();
+        let response = self.client.get(self.app.url(path)).header("cookie", self.cookie_header()).send().await.unwrap();
         self.finish(response).await
     }
 
@@ -183,13 +183,8 @@ async fn invite_sign_in_and_manage_keys(db: TestDb) {
     assert!(overview.body.contains("Balances") && overview.body.contains("USDC") && overview.body.contains("anvil"));
 
     // A session never authenticates the merchant API.
-    let api = app
-        .client
-        .get(app.url("/api/v1/invoices"))
-        .header("cookie", browser.cookie_header())
-        .send()
-        .await
-        .unwrap();
+    let api =
+        app.client.get(app.url("/api/v1/invoices")).header("cookie", browser.cookie_header()).send().await.unwrap();
     assert_eq!(api.status(), 401);
 
     // Create a test key: CSRF first, then the secret shown once.
@@ -197,7 +192,8 @@ async fn invite_sign_in_and_manage_keys(db: TestDb) {
     assert_eq!(keys_page.status, 200);
     let csrf = csrf_of(&keys_page.body);
     let path = "/dashboard/developers/api-keys";
-    let mut fields = vec![("name", "server"), ("mode", "test"), ("scope", "invoices:read"), ("scope", "invoices:write")];
+    let mut fields =
+        vec![("name", "server"), ("mode", "test"), ("scope", "invoices:read"), ("scope", "invoices:write")];
     assert_eq!(browser.post(path, &fields).await.status, 403, "no CSRF token");
     fields.push(("csrf", "nope"));
     assert_eq!(browser.post(path, &fields).await.status, 403, "a wrong CSRF token");
@@ -293,7 +289,11 @@ async fn sign_in_is_throttled(db: TestDb) {
     // Now even the right password is refused, with a clear message.
     let throttled = browser.sign_in("locked@shop.example", PASSWORD).await;
     assert_eq!(throttled.status, 429);
-    assert!(throttled.body.contains("too many failed sign-ins for this account; try again in 15 minute(s)"), "{}", throttled.body);
+    assert!(
+        throttled.body.contains("too many failed sign-ins for this account; try again in 15 minute(s)"),
+        "{}",
+        throttled.body
+    );
     // Another account from the same address is not locked by this one's failures.
     member(&app, merchant.id, "other@shop.example", Role::Viewer).await;
     assert_eq!(browser.sign_in("other@shop.example", PASSWORD).await.status, 303);
@@ -325,8 +325,9 @@ async fn merchants_and_roles_are_kept_apart(db: TestDb) {
     assert_eq!(page.status, 200);
     assert!(!page.body.contains("Create a key") && !page.body.contains("Revoke"), "no write controls for a viewer");
     let csrf = csrf_of(&page.body);
-    let create =
-        viewer.post("/dashboard/developers/api-keys", &[("csrf", &csrf), ("mode", "test"), ("scope", "invoices:read")]).await;
+    let create = viewer
+        .post("/dashboard/developers/api-keys", &[("csrf", &csrf), ("mode", "test"), ("scope", "invoices:read")])
+        .await;
     assert_eq!(create.status, 403);
     assert!(create.body.contains("Your role (viewer) cannot do this"));
     let revoke = viewer.post(&format!("/dashboard/developers/api-keys/{a_key}/revoke"), &[("csrf", &csrf)]).await;
@@ -355,4 +356,36 @@ async fn log_out_everywhere_ends_every_session(db: TestDb) {
         let page = browser.get("/dashboard").await;
         assert_eq!((page.status, page.location.as_deref()), (303, Some("/dashboard/login")));
     }
+}
+
+/// `depositd merchant invite` prints a link that works once.
+async fn the_operator_invites_from_the_command_line(db: TestDb) {
+    let url = db.url.expose().to_owned();
+    let run = |args: &[&str]| depositd().arg("--database-url").arg(&url).args(args).output().unwrap();
+    assert!(run(&["migrate"]).status.success());
+    assert!(run(&["merchant", "create", "--name", "Cli Dash"]).status.success());
+    let output =
+        run(&["merchant", "invite", "--merchant", "Cli Dash", "--email", "first@cli.example", "--role", "owner"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let link = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let (base, token) = link.rsplit_once("/dashboard/invite/").unwrap();
+    assert!(base.starts_with("http") && token.len() == 64, "{link}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("within 24 hours"));
+
+    let app = TestApp::spawn(&db).await;
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&format!("/dashboard/invite/{token}")).await;
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page.body);
+    let accepted =
+        browser.post(&format!("/dashboard/invite/{token}"), &[("csrf", &csrf), ("password", PASSWORD)]).await;
+    assert_eq!(accepted.status, 200);
+    assert_eq!(browser.sign_in("first@cli.example", PASSWORD).await.status, 303);
+
+    // A member who set a password is not invited again; a role must be one of the three.
+    let again = run(&["merchant", "invite", "--merchant", "Cli Dash", "--email", "first@cli.example"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already a member"));
+    let bad = run(&["merchant", "invite", "--merchant", "Cli Dash", "--email", "x@cli.example", "--role", "admin"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
 }

@@ -2,9 +2,9 @@
 //! key rotation a merchant can script. The rules (a key grants only what it holds, in its own
 //! mode; never `operator`) are `depositd_core::api_keys`'; this parses, authorizes, calls, maps.
 //!
-//! The secret is in the answer that created the key only (and in that answer's stored copy for
-//! `Idempotency-Key` replays, which the same key and body alone can fetch, as with webhook
-//! secrets).
+//! The secret is in the answer that created the key only. An `Idempotency-Key` replay answers
+//! the same key without its secret: the secret is never stored, not even in the idempotency
+//! record (a client that lost the first answer revokes that key and creates another).
 
 use axum::Json;
 use axum::extract::State;
@@ -67,7 +67,9 @@ fn scopes(values: Vec<String>) -> Result<Vec<Scope>, ApiError> {
         .iter()
         .enumerate()
         .map(|(i, value)| {
-            value.parse::<Scope>().map_err(|message| ApiError::invalid(format!("scopes[{i}]"), "invalid_scope", message))
+            value
+                .parse::<Scope>()
+                .map_err(|message| ApiError::invalid(format!("scopes[{i}]"), "invalid_scope", message))
         })
         .collect()
 }
@@ -77,7 +79,7 @@ fn scopes(values: Vec<String>) -> Result<Vec<Scope>, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Safe retries")),
     request_body = CreateApiKey,
     responses(
-        (status = 201, description = "Created; `secret` is shown this once", body = ApiKeyResource),
+        (status = 201, description = "Created; `secret` is shown this once (an Idempotency-Key replay answers the key without it)", body = ApiKeyResource),
         (status = 400, description = "Invalid or missing scopes, mode or name", body = crate::error::ErrorBody),
         (status = 403, description = "The key lacks api_keys:write, or asks for a scope it lacks itself (scope_not_held), the operator scope (scope_not_grantable) or the other mode (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency conflict", body = crate::error::ErrorBody),
@@ -90,7 +92,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let scopes = scopes(request.scopes)?;
     let mode = match request.mode {
-        Some(mode) => mode.parse::<KeyMode>().map_err(|message| ApiError::invalid("mode", "invalid_parameter", message))?,
+        Some(mode) => {
+            mode.parse::<KeyMode>().map_err(|message| ApiError::invalid("mode", "invalid_parameter", message))?
+        }
         None => auth.key.mode,
     };
     let name = validate::text("name", request.name, 100)?;
@@ -104,9 +108,10 @@ pub async fn create(
     let mut tx = idempotency::begin(&state.store, &guard).await?;
     let new = NewKey { mode, scopes: &scopes, name: name.as_deref() };
     let (key, secret) = api_keys::create(&mut tx, auth.merchant.id, grantor, new).await?;
+    let stored = serde_json::to_string(&ApiKeyResource::build(&key, None)).map_err(ApiError::internal)?;
     let resource = ApiKeyResource::build(&key, Some(secret.expose_secret().to_owned()));
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
-    idempotency::commit(guard, tx, StatusCode::CREATED, body).await
+    idempotency::commit_secret(guard, tx, StatusCode::CREATED, stored, body).await
 }
 
 #[utoipa::path(
@@ -126,9 +131,8 @@ pub async fn get(
     auth.require(Scope::ApiKeysRead)?;
     let id = extract::path_id("API key", &id)?;
     let mut conn = state.store.conn().await?;
-    let key = store::api_keys::get(&mut conn, auth.merchant.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("API key"))?;
+    let key =
+        store::api_keys::get(&mut conn, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Json(ApiKeyResource::build(&key, None)))
 }
 

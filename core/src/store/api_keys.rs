@@ -152,9 +152,9 @@ pub async fn authenticate(
     }
     let row: Option<ApiKeyRow> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1")))
-    .bind(hash_key(presented))
-    .fetch_optional(&mut *conn)
-    .await?;
+            .bind(hash_key(presented))
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(key) = row.map(ApiKey::try_from).transpose()? else {
         return Ok(Err(KeyRejection::Unknown));
     };

@@ -56,12 +56,11 @@ pub async fn insert(conn: &mut Conn, member: &Member) -> Result<(), StoreError> 
 
 #[tracing::instrument(skip(conn))]
 pub async fn by_email(conn: &mut Conn, email: &str) -> Result<Option<Member>, StoreError> {
-    let row: Option<MemberRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {MEMBER_COLUMNS} FROM merchant_users WHERE email = $1"
-    )))
-    .bind(email)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<MemberRow> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {MEMBER_COLUMNS} FROM merchant_users WHERE email = $1")))
+            .bind(email)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(row.map(Member::from))
 }
 
@@ -89,7 +88,11 @@ pub async fn list(conn: &mut Conn, merchant_id: Uuid) -> Result<Vec<Member>, Sto
 
 #[tracing::instrument(skip(conn))]
 pub async fn set_role(conn: &mut Conn, id: Uuid, role: Role) -> Result<(), StoreError> {
-    sqlx::query("UPDATE merchant_users SET role = $1 WHERE id = $2").bind(role).bind(Text(id)).execute(&mut *conn).await?;
+    sqlx::query("UPDATE merchant_users SET role = $1 WHERE id = $2")
+        .bind(role)
+        .bind(Text(id))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -170,11 +173,13 @@ pub async fn use_invite(conn: &mut Conn, id: Uuid, now: i64) -> Result<bool, Sto
 /// Ends every unused invite of a member (a new invite replaces them).
 #[tracing::instrument(skip(conn))]
 pub async fn retire_invites(conn: &mut Conn, user_id: Uuid, now: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE merchant_invites SET expires_at = $1 WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1")
-        .bind(now)
-        .bind(Text(user_id))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE merchant_invites SET expires_at = $1 WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(Text(user_id))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

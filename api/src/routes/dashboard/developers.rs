@@ -138,8 +138,9 @@ pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, 
         let new = NewKey { mode, scopes: &scopes, name: (!name.is_empty()).then_some(name.as_str()) };
         let outcome = async {
             let mut tx = state.store.begin().await?;
-            let made = api_keys::create(&mut tx, signed_in.merchant.id, Grantor::Member { user_id: signed_in.member.id }, new)
-                .await?;
+            let made =
+                api_keys::create(&mut tx, signed_in.merchant.id, Grantor::Member { user_id: signed_in.member.id }, new)
+                    .await?;
             tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
             Ok::<_, KeyError>(made)
         }

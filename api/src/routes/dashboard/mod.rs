@@ -36,8 +36,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use depositd_core::member::{Action, Member, Session};
-use depositd_core::merchant::{Merchant, MerchantStatus};
 use depositd_core::members;
+use depositd_core::merchant::{Merchant, MerchantStatus};
 use depositd_core::store::merchants;
 
 use crate::state::AppState;
@@ -119,7 +119,13 @@ struct MessagePage<'a> {
 }
 
 /// A page that says one thing, with a way on.
-pub fn message(status: StatusCode, chrome: Option<Chrome>, heading: &str, message: &str, link: (&str, &str)) -> Response {
+pub fn message(
+    status: StatusCode,
+    chrome: Option<Chrome>,
+    heading: &str,
+    message: &str,
+    link: (&str, &str),
+) -> Response {
     render(status, &MessagePage { chrome, heading, message, link_href: link.0, link_text: link.1 })
 }
 
@@ -150,7 +156,13 @@ pub fn internal(error: impl std::fmt::Display) -> Response {
 
 /// The 404 page (another merchant's things are not found either).
 pub fn not_found(chrome: Option<Chrome>, what: &str) -> Response {
-    message(StatusCode::NOT_FOUND, chrome, "Not found", &format!("No such {what}."), ("/dashboard", "Back to the dashboard"))
+    message(
+        StatusCode::NOT_FOUND,
+        chrome,
+        "Not found",
+        &format!("No such {what}."),
+        ("/dashboard", "Back to the dashboard"),
+    )
 }
 
 // === cookies ===
@@ -172,8 +184,10 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// when the public URL is https; `max_age` seconds (0 deletes it).
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> HeaderValue {
     let secure = if state.config.settings.api.public_url.starts_with("https://") { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={max_age}{secure}"))
-        .expect("cookie values are hex")
+    HeaderValue::from_str(&format!(
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie values are hex")
 }
 
 // === forms ===

@@ -12,7 +12,10 @@ use depositd_core::members::{self, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Membe
 use depositd_core::store::merchants;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{CSRF_COOKIE, Chrome, Form, SESSION_COOKIE, SignedIn, cookie, csrf_refused, internal, message, render, secured, set_cookie};
+use super::{
+    CSRF_COOKIE, Chrome, Form, SESSION_COOKIE, SignedIn, cookie, csrf_refused, internal, message, render, secured,
+    set_cookie,
+};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -81,7 +84,8 @@ pub async fn login(
     let client = super::client_address(&request_extensions);
     let refused = |status: StatusCode, error: String| {
         let (csrf, new) = form_token(&headers);
-        let page = LoginPage { chrome: None, csrf: csrf.clone(), email: email.clone(), error: Some(error), notice: None };
+        let page =
+            LoginPage { chrome: None, csrf: csrf.clone(), email: email.clone(), error: Some(error), notice: None };
         with_form_cookie(&state, render(status, &page), &csrf, new)
     };
     match members::sign_in(&state.store, &email, &password, &client).await {
@@ -89,7 +93,8 @@ pub async fn login(
             let mut response = secured(Redirect::to("/dashboard").into_response());
             let max_age = members::SESSION_LIFETIME.as_secs();
             let headers = response.headers_mut();
-            headers.append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, opened.token.expose_secret(), max_age));
+            headers
+                .append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, opened.token.expose_secret(), max_age));
             headers.append(header::SET_COOKIE, set_cookie(&state, CSRF_COOKIE, "", 0));
             response
         }
@@ -135,13 +140,9 @@ pub async fn logout_everywhere(State(state): State<AppState>, signed_in: SignedI
 /// The refusal page of an invite that cannot be used (unknown, used, expired).
 fn invite_refused(error: MemberError) -> Response {
     match error {
-        MemberError::InviteUnknown | MemberError::InviteUsed | MemberError::InviteExpired => message(
-            StatusCode::GONE,
-            None,
-            "Invite not valid",
-            &error.to_string(),
-            ("/dashboard/login", "Sign in"),
-        ),
+        MemberError::InviteUnknown | MemberError::InviteUsed | MemberError::InviteExpired => {
+            message(StatusCode::GONE, None, "Invite not valid", &error.to_string(), ("/dashboard/login", "Sign in"))
+        }
         other => internal(other),
     }
 }
