@@ -201,8 +201,10 @@ async fn invite_sign_in_and_manage_keys(db: TestDb) {
     fields.push(("csrf", &csrf));
     let created = browser.post(path, &fields).await;
     assert_eq!(created.status, 201, "{}", created.body);
-    let start = created.body.find("dk_test_").unwrap();
+    let marker = "id=\"new-secret\" class=\"mono\" readonly value=\"";
+    let start = created.body.find(marker).expect("the new key is on the page") + marker.len();
     let secret = created.body[start..start + 56].to_owned();
+    assert!(secret.starts_with("dk_test_") && secret[8..].bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
     assert!(created.body.contains("only time the key is shown"));
     let listed = browser.get("/dashboard/developers/api-keys").await;
     assert!(!listed.body.contains(&secret), "the secret is shown once");
