@@ -272,14 +272,13 @@ pub async fn sign_in(
     let window = THROTTLE_WINDOW.as_millis() as i64;
     let found = {
         let mut conn = store.conn().await?;
-        let ((by_email, oldest_email), (by_client, oldest_client)) =
-            members::failures_since(&mut conn, &email, client, now - window).await?;
+        let (by_email, by_client) = members::failures_since(&mut conn, &email, client, now - window).await?;
         let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
-        if by_email >= MAX_FAILURES_PER_ACCOUNT {
-            return Err(MemberError::Throttled { account: true, retry_after_secs: retry(oldest_email) });
+        if by_email.count >= MAX_FAILURES_PER_ACCOUNT {
+            return Err(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) });
         }
-        if by_client >= MAX_FAILURES_PER_CLIENT {
-            return Err(MemberError::Throttled { account: false, retry_after_secs: retry(oldest_client) });
+        if by_client.count >= MAX_FAILURES_PER_CLIENT {
+            return Err(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) });
         }
         members::by_email(&mut conn, &email).await?
     };

@@ -280,28 +280,36 @@ pub async fn record_failure(conn: &mut Conn, email: &str, client: &str, at: i64)
     Ok(())
 }
 
-/// Failures for `email` and from `client` since `since`, and the oldest of each (to say when
-/// the next attempt is allowed).
+/// Failed sign-ins counted in a window, and the oldest of them (to say when the next attempt is
+/// allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failures {
+    pub count: i64,
+    pub oldest: Option<i64>,
+}
+
+/// Failures for `email` and from `client` since `since`.
 #[tracing::instrument(skip(conn))]
 pub async fn failures_since(
     conn: &mut Conn,
     email: &str,
     client: &str,
     since: i64,
-) -> Result<((i64, Option<i64>), (i64, Option<i64>)), StoreError> {
-    let by_email: (i64, Option<i64>) =
+) -> Result<(Failures, Failures), StoreError> {
+    let (count, oldest): (i64, Option<i64>) =
         sqlx::query_as("SELECT COUNT(*), MIN(at) FROM login_failures WHERE email = $1 AND at >= $2")
             .bind(email)
             .bind(since)
             .fetch_one(&mut *conn)
             .await?;
-    let by_client: (i64, Option<i64>) =
+    let by_email = Failures { count, oldest };
+    let (count, oldest): (i64, Option<i64>) =
         sqlx::query_as("SELECT COUNT(*), MIN(at) FROM login_failures WHERE client = $1 AND at >= $2")
             .bind(client)
             .bind(since)
             .fetch_one(&mut *conn)
             .await?;
-    Ok((by_email, by_client))
+    Ok((by_email, Failures { count, oldest }))
 }
 
 /// Forgets an account's failures (after a successful sign-in).

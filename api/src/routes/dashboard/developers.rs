@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use depositd_core::api_key::{ApiKey, KeyMode, Scope};
 use depositd_core::api_keys::{self, Grantor, KeyError, NewKey};
 use depositd_core::member::Action;
-use depositd_core::store;
+use depositd_core::store::{self, StoreError};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use super::{Chrome, SignedIn, internal, not_found, render, secured, when};
+use super::{Chrome, Refused, SignedIn, internal, not_found, render, secured, when};
 use crate::state::AppState;
 
 /// A key as the list shows it.
@@ -91,30 +91,31 @@ impl ApiKeysPage {
     }
 }
 
-async fn keys_of(state: &AppState, signed_in: &SignedIn) -> Result<Vec<ApiKey>, Response> {
-    let mut conn = state.store.conn().await.map_err(internal)?;
-    let mut keys = store::api_keys::list(&mut conn, signed_in.merchant.id).await.map_err(internal)?;
+async fn keys_of(state: &AppState, signed_in: &SignedIn) -> Result<Vec<ApiKey>, Refused> {
+    let failed = |error: StoreError| Box::new(internal(error));
+    let mut conn = state.store.conn().await.map_err(failed)?;
+    let mut keys = store::api_keys::list(&mut conn, signed_in.merchant.id).await.map_err(failed)?;
     keys.reverse();
     Ok(keys)
 }
 
 pub async fn api_keys(State(state): State<AppState>, signed_in: SignedIn) -> Response {
     if let Err(refused) = signed_in.require(Action::Read) {
-        return refused;
+        return *refused;
     }
     match keys_of(&state, &signed_in).await {
         Ok(keys) => render(StatusCode::OK, &ApiKeysPage::new(&signed_in, &keys)),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
 pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
     let form = match signed_in.form(&body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Err(refused) = signed_in.require(Action::ManageKeys) {
-        return refused;
+        return *refused;
     }
     let name = form.text("name");
     let mode = form.text("mode");
@@ -158,7 +159,7 @@ pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, 
     }
     let keys = match keys_of(&state, &signed_in).await {
         Ok(keys) => keys,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut page = ApiKeysPage::new(&signed_in, &keys);
     let failed = created.is_none();
@@ -182,10 +183,10 @@ pub async fn revoke_api_key(
     body: Bytes,
 ) -> Response {
     if let Err(refused) = signed_in.form(&body) {
-        return refused;
+        return *refused;
     }
     if let Err(refused) = signed_in.require(Action::ManageKeys) {
-        return refused;
+        return *refused;
     }
     let Ok(id) = id.parse::<Uuid>() else { return not_found(Some(signed_in.chrome("api_keys")), "API key") };
     let outcome = async {

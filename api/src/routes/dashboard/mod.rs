@@ -239,6 +239,9 @@ pub fn client_address(parts_extensions: &axum::http::Extensions) -> String {
 
 // === the signed-in member ===
 
+/// A page that refuses a request, to answer instead (boxed: a response is large).
+pub type Refused = Box<Response>;
+
 /// A request from a signed-in member of an active merchant. Without a valid session, the
 /// rejection redirects to the sign-in page.
 pub struct SignedIn {
@@ -287,23 +290,23 @@ impl SignedIn {
     }
 
     /// A 403 page unless the member's role allows `action`.
-    pub fn require(&self, action: Action) -> Result<(), Response> {
+    pub fn require(&self, action: Action) -> Result<(), Refused> {
         if self.member.role.may(action) {
             return Ok(());
         }
-        Err(message(
+        Err(Box::new(message(
             StatusCode::FORBIDDEN,
             Some(self.chrome("")),
             "Not allowed",
             &format!("Your role ({}) cannot do this; ask an owner of your team.", self.member.role),
             ("/dashboard", "Back to the dashboard"),
-        ))
+        )))
     }
 
     /// A posted form of this session: its fields, or the CSRF refusal.
-    pub fn form(&self, body: &Bytes) -> Result<Form, Response> {
+    pub fn form(&self, body: &Bytes) -> Result<Form, Refused> {
         let form = Form::parse(body);
-        if form.csrf_is(&self.session.csrf_token) { Ok(form) } else { Err(csrf_refused()) }
+        if form.csrf_is(&self.session.csrf_token) { Ok(form) } else { Err(Box::new(csrf_refused())) }
     }
 }
 

@@ -28,7 +28,7 @@ struct OverviewPage {
 
 pub async fn page(State(state): State<AppState>, signed_in: SignedIn) -> Response {
     if let Err(refused) = signed_in.require(Action::Read) {
-        return refused;
+        return *refused;
     }
     let balances = match crate::routes::ledger::merchant_balances(&state, signed_in.merchant.id).await {
         Ok(balances) => balances,

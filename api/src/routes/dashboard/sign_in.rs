@@ -117,7 +117,7 @@ fn signed_out(state: &AppState) -> Response {
 
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap, signed_in: SignedIn, body: Bytes) -> Response {
     if let Err(refused) = signed_in.form(&body) {
-        return refused;
+        return *refused;
     }
     if let Some(token) = cookie(&headers, SESSION_COOKIE)
         && let Err(error) = members::sign_out(&state.store, &token).await
@@ -129,7 +129,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap, signed_in
 
 pub async fn logout_everywhere(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
     if let Err(refused) = signed_in.form(&body) {
-        return refused;
+        return *refused;
     }
     if let Err(error) = members::sign_out_everywhere(&state.store, signed_in.member.id).await {
         return internal(error);
