@@ -290,7 +290,8 @@ pub enum ApiKeyCommand {
         /// Merchant id or exact name.
         #[arg(long)]
         merchant: String,
-        /// Scopes to grant (repeat or comma-separate); default: all.
+        /// Scopes to grant (repeat or comma-separate); default: every merchant scope but
+        /// api_keys:read and api_keys:write (a key that mints keys is asked for by name).
         #[arg(long = "scope", value_delimiter = ',')]
         scopes: Vec<String>,
         /// test (dk_test_, testnets and dev) or live (dk_live_, mainnets); default: test when
