@@ -7,12 +7,14 @@
 //! `TEST_LOG` is set.
 
 mod api;
+mod api_keys;
 mod chaos;
 mod checkout;
 mod cli;
 mod cold;
 mod creation_path;
 mod daemon;
+mod dashboard;
 mod dev;
 mod docker;
 mod fault_proxy;
