@@ -278,6 +278,23 @@ pub enum MerchantCommand {
         #[arg(long, default_value = "0", allow_negative_numbers = true)]
         fixed: rust_decimal::Decimal,
     },
+    /// Invite a member to the merchant's dashboard: prints a one-time link, valid 24 hours, to
+    /// set a password.
+    Invite(InviteArgs),
+}
+
+/// `depositd merchant invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// Merchant id or exact name.
+    #[arg(long)]
+    pub merchant: String,
+    /// The member's email address (they sign in with it).
+    #[arg(long)]
+    pub email: String,
+    /// owner (everything), developer (API keys, webhooks, read all) or viewer (read only).
+    #[arg(long, default_value = "owner")]
+    pub role: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,7 +304,8 @@ pub enum ApiKeyCommand {
         /// Merchant id or exact name.
         #[arg(long)]
         merchant: String,
-        /// Scopes to grant (repeat or comma-separate); default: all.
+        /// Scopes to grant (repeat or comma-separate); default: every merchant scope but
+        /// api_keys:read and api_keys:write (a key that mints keys is asked for by name).
         #[arg(long = "scope", value_delimiter = ',')]
         scopes: Vec<String>,
         /// test (dk_test_, testnets and dev) or live (dk_live_, mainnets); default: test when

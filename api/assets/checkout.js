@@ -46,10 +46,29 @@
     nextEl.append(link);
   }
 
+  // An invoice with several payment options: a button per option; picking one shows only its
+  // address, QR code and link (until then every option shows). The choice stays in the page: a
+  // payment to any offered option counts, so the server needs no word of it.
+  const optionButtons = Array.from(document.querySelectorAll(".option-button"));
+  function pick(index) {
+    optionButtons.forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.option === index)));
+    document.querySelectorAll("section.option").forEach((el) => { el.hidden = el.dataset.option !== index; });
+  }
+  optionButtons.forEach((b) => b.addEventListener("click", () => pick(b.dataset.option)));
+
   function render(s) {
     if (finished) return;
     expiresAt = s.expires_at * 1000;
-    document.getElementById("amount-due").textContent = s.amount_due === "0" ? s.pay.amount : s.amount_due;
+    const amountDue = document.getElementById("amount-due");
+    if (amountDue) amountDue.textContent = s.amount_due === "0" ? s.pay.amount : s.amount_due;
+    if (optionButtons.length) {
+      (s.payment_options || []).forEach((o, i) => {
+        const amount = document.getElementById("amount-due-" + i);
+        if (amount) amount.textContent = o.amount_due === "0" ? o.amount : o.amount_due;
+        const link = document.getElementById("wallet-link-" + i);
+        if (link) link.href = o.payment_uri;
+      });
+    }
     main.dataset.status = s.status;
     if (s.status === "paid") {
       finished = true;
@@ -86,7 +105,8 @@
     } else if (s.status === "processing") {
       show(tr("status_confirmations", { n: s.confirmations, m: s.required_confirmations }));
     } else if (s.payment_flags.includes("underpaid")) {
-      show(tr("status_underpaid", { amount: s.amount_due, asset: s.pay.asset }), "warn");
+      // With several options the amount due is in the invoice's currency.
+      show(tr("status_underpaid", { amount: s.amount_due, asset: optionButtons.length ? s.currency : s.pay.asset }), "warn");
     } else {
       show(tr("status_waiting"));
     }
@@ -149,12 +169,12 @@
     if (!finished) setTimeout(tick, 1000);
   }
 
-  document.getElementById("copy").addEventListener("click", async (event) => {
-    const input = document.getElementById("address");
+  document.querySelectorAll("button[data-copy]").forEach((button) => button.addEventListener("click", async (event) => {
+    const input = document.getElementById(button.dataset.copy);
     try { await navigator.clipboard.writeText(input.value); } catch (_) { input.select(); document.execCommand("copy"); }
     event.target.textContent = tr("copied");
     setTimeout(() => { event.target.textContent = tr("copy"); }, 1500);
-  });
+  }));
 
   const form = document.getElementById("questions");
   if (form) {

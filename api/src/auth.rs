@@ -95,6 +95,7 @@ impl FromRequestParts<AppState> for Authenticated {
             attempt.failed();
         }
         let authenticated = result?;
+        note_use(state, authenticated.key.id);
         if let Err(not_until) = state.limits.per_key.check_key(&authenticated.key.id) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return Err(ApiError::RateLimited {
@@ -104,6 +105,27 @@ impl FromRequestParts<AppState> for Authenticated {
         }
         Ok(authenticated)
     }
+}
+
+/// Writes key `id`'s `last_used_at` in the background when this process has not for a minute
+/// (`KeyCache::use_is_due`); the database keeps it to the minute across processes too. A failed
+/// write only costs the precision of that timestamp.
+fn note_use(state: &AppState, id: uuid::Uuid) {
+    if !state.key_cache.use_is_due(id) {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let granularity = crate::key_cache::LAST_USED_GRANULARITY.as_millis() as i64;
+        let written = async {
+            let mut tx = store.begin().await?;
+            api_keys::touch(&mut tx, id, depositd_core::time::now_ms(), granularity).await?;
+            tx.commit().await.map_err(depositd_core::store::StoreError::from)
+        };
+        if let Err(error) = written.await {
+            tracing::debug!(api_key_id = %id, %error, "could not note the API key's use");
+        }
+    });
 }
 
 /// The presented key, looked up (in the cache, else the database): the key and its active

@@ -190,7 +190,7 @@ impl From<depositd_core::invoicing::InvoicingError> for ApiError {
     fn from(error: depositd_core::invoicing::InvoicingError) -> Self {
         use depositd_core::invoicing::InvoicingError;
         let param = error.param();
-        let code = match &error {
+        let code = match error.inner() {
             InvoicingError::UnsupportedChain(_) => "unsupported_chain",
             InvoicingError::UnsupportedAsset { .. } => "unsupported_asset",
             InvoicingError::UnsupportedCurrency(_) => "unsupported_currency",
@@ -200,22 +200,20 @@ impl From<depositd_core::invoicing::InvoicingError> for ApiError {
                 return ApiError::Unavailable { code: "rate_unavailable", message: error.to_string() };
             }
             InvoicingError::ExternalIdTaken => {
-                return ApiError::Conflict {
-                    code: "external_id_conflict",
-                    message: error.to_string(),
-                    param: param.map(str::to_owned),
-                };
+                return ApiError::Conflict { code: "external_id_conflict", message: error.to_string(), param };
             }
-            InvoicingError::KeyModeMismatch { .. } => {
-                let InvoicingError::KeyModeMismatch { mismatch, .. } = error else { unreachable!() };
-                return ApiError::key_mode_mismatch(mismatch, param);
+            InvoicingError::KeyModeMismatch { mismatch, .. } => {
+                return ApiError::Forbidden { code: "key_mode_mismatch", message: mismatch.to_string(), param };
             }
+            InvoicingError::InvalidPaymentOptions { code, .. } => code,
+            // `inner` never answers the wrapper.
+            InvoicingError::PaymentOption { .. } => "invalid_parameter",
             InvoicingError::Store(_) => {
-                let InvoicingError::Store(e) = error else { unreachable!() };
+                let InvoicingError::Store(e) = error else { return ApiError::internal(std::io::Error::other("store")) };
                 return e.into();
             }
         };
-        ApiError::InvalidRequest { code, message: error.to_string(), param: param.map(str::to_owned) }
+        ApiError::InvalidRequest { code, message: error.to_string(), param }
     }
 }
 

@@ -161,6 +161,23 @@ pub async fn commit(
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// [`commit`] for a response that carries a secret shown once (a new API key): `stored` (the
+/// response without the secret) is what the key keeps and replays, `body` is answered this once.
+/// A secret is never written to the database in the clear, not even in an idempotency record.
+pub async fn commit_secret(
+    guard: Option<IdempotencyGuard>,
+    mut tx: Tx,
+    status: StatusCode,
+    stored: String,
+    body: String,
+) -> Result<Response, ApiError> {
+    if let Some(guard) = &guard {
+        idempotency::complete(&mut tx, guard.merchant_id, &guard.key, status.as_u16(), &stored).await?;
+    }
+    tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
 /// A request body that creates something: the scope it needs, and the endpoint its
 /// `Idempotency-Key` is claimed for.
 pub trait Creation: serde::de::DeserializeOwned + Send {

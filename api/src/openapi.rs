@@ -4,17 +4,18 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use depositd_core::api_key::Scope;
 use depositd_core::config::Config;
 use depositd_core::webhooks::EVENT_TYPES;
 
 use crate::routes::{
-    create_invoice, deposits, hosted_payments, invoices, ledger, operator, payments, payouts, static_addresses,
-    webhooks,
+    api_keys, create_invoice, deposits, hosted_payments, invoices, ledger, operator, payments, payouts,
+    static_addresses, webhooks,
 };
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, payouts and refunds, webhook endpoints and events. One invoice, three request shapes: seed 001's /api/v1/invoices (amounts in major units), seed 003's /api/v1/create-invoice and seed 004's /api/v1/hosted-payments (amounts in cents)."),
+    info(title = "depositd merchant API", description = "Invoices, static addresses, balances, the ledger, deposits, payouts and refunds, webhook endpoints and events, API keys. One invoice, three request shapes: seed 001's /api/v1/invoices (amounts in major units), seed 003's /api/v1/create-invoice and seed 004's /api/v1/hosted-payments (amounts in cents)."),
     paths(
         invoices::create, invoices::get, invoices::list, invoices::cancel, invoices::mark,
         create_invoice::create, create_invoice::status, hosted_payments::create, hosted_payments::get,
@@ -25,6 +26,7 @@ use crate::routes::{
         payments::get, payments::answer, payments::events,
         payouts::create, payouts::get, payouts::list, payouts::cancel, payouts::create_refund,
         operator::list, operator::resolve,
+        api_keys::create, api_keys::list, api_keys::get, api_keys::revoke,
     ),
     components(schemas(
         crate::error::ErrorBody, depositd_core::money::BaseUnits, depositd_core::payout::PayoutResource,
@@ -274,6 +276,7 @@ const REQUESTS: &[&str] = &[
     "CreateWebhookEndpoint",
     "UpdateWebhookEndpoint",
     "Answers",
+    "CreateApiKey",
 ];
 
 /// Text the server takes: no control characters but tab and newline (`validate::text`).
@@ -293,6 +296,15 @@ fn request_rules(name: &str, schema: &mut serde_json::Value) {
         };
         match field.as_str() {
             "description" | "title" | "footer" | "purpose" | "customer_name" => text(property, 255),
+            "name" if name == "CreateApiKey" => text(property, 100),
+            "mode" if name == "CreateApiKey" => set_enum(property, &["test", "live"]),
+            "scopes" if name == "CreateApiKey" => {
+                property["minItems"] = 1.into();
+                if let Some(items) = property.get_mut("items") {
+                    let words: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+                    set_enum(items, &words);
+                }
+            }
             "reason" => {
                 text(property, 500);
                 // Not blank: at least one character that is not white space.

@@ -33,6 +33,8 @@ use crate::sys::CpuMeter;
 
 const TARGET_P50_MS: f64 = 100.0;
 const TARGET_P99_MS: f64 = 500.0;
+/// Payments in waves: block to webhook p99 (the watcher's part and the delivery of a burst).
+const TARGET_WAVES_P99_MS: f64 = 100.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Heads {
@@ -463,12 +465,12 @@ pub async fn run(global: &Global, args: &LatencyArgs, bin: &std::path::Path) -> 
     }
     for (label, total, watcher, delivery, poll) in websocket_default {
         let (p50, p99) = (total.percentile(50.0), total.percentile(99.0));
-        let met = p50 < TARGET_P50_MS && p99 < TARGET_P99_MS;
+        let waves = label.contains("waves");
+        let p99_target = if waves { TARGET_WAVES_P99_MS } else { TARGET_P99_MS };
+        let met = p50 < TARGET_P50_MS && p99 < p99_target;
         let delivery_bound = delivery.percentile(50.0) > watcher.percentile(50.0);
         section.targets.push(Target {
-            goal: format!(
-                "WebSocket heads, {label}: p50 under {TARGET_P50_MS:.0} ms and p99 under {TARGET_P99_MS:.0} ms"
-            ),
+            goal: format!("WebSocket heads, {label}: p50 under {TARGET_P50_MS:.0} ms and p99 under {p99_target:.0} ms"),
             measured: format!("p50 {}, p99 {}", ms(p50), ms(p99)),
             met,
             bound: (!met).then(|| {

@@ -81,18 +81,26 @@ pub enum Scope {
     /// (`/api/v1/operator/...`). Never part of a merchant's key by default ([`Scope::MERCHANT`]):
     /// only `depositd api-key create --scope operator` grants it.
     Operator,
+    /// The merchant's API keys: list them (`GET /api/v1/api-keys`).
+    ApiKeysRead,
+    /// Create and revoke the merchant's API keys (`/api/v1/api-keys`), within what the key holds
+    /// itself (`crate::api_keys`). Never part of a key by default ([`Scope::MERCHANT`]): a key that
+    /// mints keys is asked for by name.
+    ApiKeysWrite,
 }
 
 text_enum! {
     Scope as "scope" {
         InvoicesRead = "invoices:read", InvoicesWrite = "invoices:write", PayoutsRead = "payouts:read",
         PayoutsWrite = "payouts:write", WebhooksRead = "webhooks:read", WebhooksWrite = "webhooks:write",
-        LedgerRead = "ledger:read", Operator = "operator",
+        LedgerRead = "ledger:read", Operator = "operator", ApiKeysRead = "api_keys:read",
+        ApiKeysWrite = "api_keys:write",
     }
 }
 
 impl Scope {
-    /// The scopes a merchant's key gets when none are named: every one but [`Scope::Operator`].
+    /// The scopes a merchant's key gets when none are named: every one but [`Scope::Operator`] and
+    /// the key management scopes (a key that can mint keys is always asked for by name).
     pub const MERCHANT: [Scope; 7] = [
         Scope::InvoicesRead,
         Scope::InvoicesWrite,
@@ -114,12 +122,72 @@ pub struct ApiKey {
     pub scopes: Vec<Scope>,
     pub name: Option<String>,
     pub created_at: i64,
+    /// When the key last authenticated, to the minute (the API writes it at most once a minute
+    /// per key: `depositd_api::key_cache`).
+    pub last_used_at: Option<i64>,
+    /// Who created it: `cli`, `api_key:<id>` or `user:<id>` (`crate::api_keys::Grantor`); `None`
+    /// for keys from before this was recorded.
+    pub created_by: Option<String>,
     pub revoked_at: Option<i64>,
+    /// Who revoked it, in the words of `created_by`.
+    pub revoked_by: Option<String>,
 }
 
 impl ApiKey {
     pub fn has_scope(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+}
+
+/// An API key as the API returns it and the `api_key.*` events carry it; timestamps are epoch
+/// seconds. The secret is only in the answer that created the key. (No `Debug`: it can carry
+/// that secret.)
+#[derive(Clone, serde::Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ApiKeyResource {
+    /// Always `api_key`.
+    #[schema(value_type = String)]
+    pub object: &'static str,
+    pub id: Uuid,
+    pub name: Option<String>,
+    /// `test` or `live`.
+    #[schema(value_type = String)]
+    pub mode: &'static str,
+    /// What the key may do, e.g. `invoices:read`.
+    pub scopes: Vec<String>,
+    /// `dk_test_1a2b3c4d`: the start of the key, to tell keys apart.
+    pub display_prefix: String,
+    /// `active` or `revoked`.
+    #[schema(value_type = String)]
+    pub status: &'static str,
+    pub created_at: i64,
+    /// `cli`, `api_key:<id>` or `user:<id>`; null for keys from before this was recorded.
+    pub created_by: Option<String>,
+    /// To the minute.
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub revoked_by: Option<String>,
+    /// The key itself (`dk_test_...`): only in the answer that created it. Store it then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl ApiKeyResource {
+    pub fn build(key: &ApiKey, secret: Option<String>) -> ApiKeyResource {
+        ApiKeyResource {
+            object: "api_key",
+            id: key.id,
+            name: key.name.clone(),
+            mode: key.mode.as_str(),
+            scopes: key.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            display_prefix: key.display_prefix.clone(),
+            status: if key.revoked_at.is_some() { "revoked" } else { "active" },
+            created_at: key.created_at.div_euclid(1000),
+            created_by: key.created_by.clone(),
+            last_used_at: key.last_used_at.map(|t| t.div_euclid(1000)),
+            revoked_at: key.revoked_at.map(|t| t.div_euclid(1000)),
+            revoked_by: key.revoked_by.clone(),
+            secret,
+        }
     }
 }
 

@@ -20,6 +20,10 @@
 //! - a confirmed payment a reorg takes away is reversed: the invoice's paid amount goes down, a
 //!   `paid` invoice it no longer covers goes back to `pending` (or `expired`), and flags follow
 //!   what is still paid (nothing paid: no `underpaid`, `overpaid` or `paid_late`);
+//! - an invoice with several payment options counts a payment in any of them at that option's
+//!   locked rate: `amount_paid_base_units` is what all options' payments are worth in the primary
+//!   option (exactly, rounded down: `Invoice::paid_in_primary`), and the rules above apply to it,
+//!   so payments in two options add up; a reorg takes a payment out of its own option;
 //! - a static address's deposit creates its invoice (`paid`) when it confirms; a reorg that takes
 //!   the deposit away cancels that invoice, and the deposit's return pays the same invoice again:
 //!   one invoice per deposit, one `invoice.paid` per life of the deposit.
@@ -228,15 +232,26 @@ pub(crate) async fn credit_invoice(
     mut invoice: Invoice,
     in_pending: bool,
 ) -> Result<(), StoreError> {
+    if !invoice.options.is_empty() {
+        invoice = locked(tx, invoice.id).await?;
+    }
     let merchant_id = invoice.merchant_id;
     let read = invoice.clone();
     let merchant = merchants::get(tx, merchant_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("invoice {} has no merchant", invoice.id)))?;
-    let paid_total = invoice
-        .amount_paid_base_units
-        .checked_add(deposit.amount)
-        .ok_or_else(|| StoreError::Corrupt(format!("invoice {} paid total overflows", invoice.id)))?;
+    // The payment counts in its own option, at that option's locked rate: `paid_total` is what
+    // every option's payments are worth in the primary option's base units (exactly the amount
+    // paid for an invoice payable one way), so the rules of `settle` hold for every invoice.
+    let mut paid = invoice.clone();
+    paid.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, false).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "deposit {} ({} on chain {}) cannot be credited to invoice {}: not one of its payment options, or the \
+             total overflows",
+            deposit.id, deposit.asset, deposit.chain_id, invoice.id
+        ))
+    })?;
+    let paid_total = paid.amount_paid_base_units;
     // Late is judged by the block's arrival (detection), not by how long confirmation took.
     let late = deposit.detected_at > invoice.expires_at;
     let mut outcome = settle(&invoice, paid_total, merchant.payment_tolerance_percent, now_ms(), late);
@@ -247,6 +262,7 @@ pub(crate) async fn credit_invoice(
     invoice.status = outcome.status;
     invoice.payment_flags = outcome.flags;
     invoice.amount_paid_base_units = paid_total;
+    invoice.options = paid.options;
     invoice.finished_at = outcome.finished_at;
     invoices::update_payment_state(tx, &read, &invoice).await?;
     let kind = if late { CreditKind::Late } else { CreditKind::Invoice };
@@ -260,6 +276,13 @@ pub(crate) async fn credit_invoice(
         outbox::record_invoice(tx, event, &invoice, &resource).await?;
     }
     Ok(())
+}
+
+/// A multi-option invoice, held until the transaction ends and read under that hold: its payment
+/// state spans its row and its options' rows, and two chains' watchers may credit it at once.
+async fn locked(tx: &mut Tx, id: uuid::Uuid) -> Result<Invoice, StoreError> {
+    invoices::lock(tx, id).await?;
+    invoices::get_any(tx, id).await?.ok_or_else(|| StoreError::Corrupt(format!("invoice {id} vanished")))
 }
 
 /// A transfer was recorded as `rejected` (wrong asset or chain, a disabled static address, an
@@ -337,9 +360,16 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Unwound
             if let Some(invoice_id) = deposit.invoice_id
                 && let Some(mut invoice) = invoices::get_any(tx, invoice_id).await?
             {
+                if !invoice.options.is_empty() {
+                    invoice = locked(tx, invoice_id).await?;
+                }
                 let read = invoice.clone();
-                let paid = invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
-                invoice.amount_paid_base_units = paid;
+                // Out of the deposit's own option (a multi-option invoice), then the total follows.
+                if invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).is_none() {
+                    invoice.amount_paid_base_units =
+                        invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
+                }
+                let paid = invoice.amount_paid_base_units;
                 if invoice.static_address_id.is_some() && paid.is_zero() && invoice.status == InvoiceStatus::Paid {
                     // A static address's invoice exists for its deposit alone: with the deposit
                     // gone there is nothing to collect (not an expired request for payment). If
@@ -416,6 +446,7 @@ mod tests {
             static_address_id: None,
             view: Default::default(),
             mark: None,
+            options: Vec::new(),
             session_token: String::new(),
             created_at: 0,
             expires_at: 1000,

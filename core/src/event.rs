@@ -40,6 +40,10 @@ pub enum EventType {
     PayoutCancelled,
     SettlementForwarded,
     WebhookEndpointDisabled,
+    /// An API key was created (by the operator, another key or a dashboard member: `created_by`).
+    ApiKeyCreated,
+    /// An API key was revoked (`revoked_by` says by whom).
+    ApiKeyRevoked,
     /// A merchant's balance changed: one per ledger entry that posts to the merchant's accounts
     /// (`crate::ledger::post` records it), with the entry and the balances after it.
     BalanceUpdated,
@@ -72,6 +76,8 @@ text_enum! {
         PayoutCancelled = "payout.cancelled",
         SettlementForwarded = "settlement.forwarded",
         WebhookEndpointDisabled = "webhook_endpoint.disabled",
+        ApiKeyCreated = "api_key.created",
+        ApiKeyRevoked = "api_key.revoked",
         BalanceUpdated = "balance.updated",
     }
 }
@@ -81,7 +87,7 @@ text_enum! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subject<'a> {
     /// `invoice`, `deposit`, `static_address`, `payout`, `refund`, `settlement`,
-    /// `webhook_endpoint`, `ledger_entry`.
+    /// `webhook_endpoint`, `api_key`, `ledger_entry`.
     pub resource_type: &'static str,
     pub resource_id: Uuid,
     /// The resource's `callback_url`: it receives every event about the resource, whatever the

@@ -167,11 +167,118 @@ pub struct Invoice {
     pub view: InvoiceView,
     /// The merchant's manual resolution, if any (`None`: never marked).
     pub mark: Option<InvoiceMark>,
+    /// The ways the invoice may be paid, when there are several (`payment_options`): every
+    /// option, the primary first (the invoice's own chain, asset, amount and fee above). Empty for
+    /// an invoice payable one way, which is paid exactly as before options existed. With options,
+    /// `amount_paid_base_units` is what all options' payments are worth in the primary option's
+    /// base units at their locked rates, rounded down ([`Invoice::paid_in_primary`]).
+    pub options: Vec<PaymentOption>,
     pub session_token: String,
     pub created_at: i64,
     pub expires_at: i64,
     pub finished_at: Option<i64>,
     pub updated_at: i64,
+}
+
+/// One way to pay an invoice that offers several: a chain and asset, its amount at the rate locked
+/// when the invoice was made, its fee schedule, and what has been paid in it. Every option of an
+/// invoice shares its deposit address (an EVM address is the same key on every chain, and a
+/// payment names its chain and token contract, so the option paid is never ambiguous).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentOption {
+    pub chain: String,
+    pub chain_id: u64,
+    pub asset: String,
+    /// `None` for the chain's native coin.
+    pub token_address: Option<Address>,
+    pub decimals: u8,
+    pub address: Address,
+    /// The invoice's price in this asset, locked for the invoice's life.
+    pub amount_base_units: BaseUnits,
+    /// The fee on `amount_base_units` under `fee_schedule`.
+    pub fee_base_units: BaseUnits,
+    /// The merchant's schedule for this asset when the invoice was made; the ledger charges by it
+    /// on what this option received.
+    pub fee_schedule: FeeSchedule,
+    /// Invoice-currency units per token (informational: rounded like the invoice's).
+    pub conversion_rate: Decimal,
+    /// Confirmed payments in this option.
+    pub amount_paid_base_units: BaseUnits,
+}
+
+impl PaymentOption {
+    /// Whether a payment of `asset` on chain `chain_id` is this option.
+    pub fn is(&self, chain_id: u64, asset: &str) -> bool {
+        self.chain_id == chain_id && self.asset.eq_ignore_ascii_case(asset)
+    }
+
+    /// EIP-681 link for `amount` of this option.
+    pub fn payment_uri(&self, amount: BaseUnits) -> String {
+        eip681(self.address, self.token_address, self.chain_id, amount)
+    }
+}
+
+/// The most payment options an invoice may offer.
+pub const MAX_PAYMENT_OPTIONS: usize = 10;
+
+/// Wide enough for the exact sums of [`PaidShare`]: ten options of 256-bit amounts.
+type Wide = alloy::primitives::ruint::Uint<3072, 48>;
+
+/// What the payments of a multi-option invoice cover of its price, exactly: `Σ paid_i / amount_i`
+/// over the options, as the fraction `num / den`. A payment counts at its option's locked rate,
+/// which is exactly `price / amount_i` (the rounded `conversion_rate` is only shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidShare {
+    num: Wide,
+    den: Wide,
+}
+
+impl PaidShare {
+    pub fn of(options: &[PaymentOption]) -> PaidShare {
+        let amount = |o: &PaymentOption| Wide::from(o.amount_base_units.0.max(alloy::primitives::U256::from(1)));
+        let den = options.iter().fold(Wide::from(1u8), |acc, o| acc * amount(o));
+        let num =
+            options.iter().fold(Wide::ZERO, |acc, o| acc + Wide::from(o.amount_paid_base_units.0) * (den / amount(o)));
+        PaidShare { num, den }
+    }
+
+    /// Whether the payments cover the whole price.
+    pub fn covers(&self) -> bool {
+        self.num >= self.den
+    }
+
+    /// The share in base units of an amount `amount` (the price in one option), rounded down.
+    pub fn of_amount(&self, amount: BaseUnits) -> BaseUnits {
+        BaseUnits((self.num * Wide::from(amount.0) / self.den).saturating_to())
+    }
+
+    /// What is still due if paid in an option whose price is `amount`: rounded up, so that paying
+    /// it covers the price; zero once covered.
+    pub fn due_of(&self, amount: BaseUnits) -> BaseUnits {
+        if self.covers() {
+            return BaseUnits::ZERO;
+        }
+        BaseUnits(((self.den - self.num) * Wide::from(amount.0)).div_ceil(self.den).saturating_to())
+    }
+
+    /// The share of `price` (in the invoice's currency), rounded down to `dp` decimals.
+    pub fn of_price(&self, price: Decimal, dp: u32) -> Decimal {
+        let (mantissa, scale) = (price.mantissa().unsigned_abs(), price.scale());
+        let dp = dp.max(scale);
+        let scaled = Wide::from(mantissa) * Wide::from(10u8).pow(Wide::from(dp - scale)) * self.num / self.den;
+        let value: u128 = scaled.saturating_to();
+        Decimal::try_from_i128_with_scale(value.min(i128::MAX as u128) as i128, dp).unwrap_or(Decimal::MAX)
+    }
+}
+
+fn eip681(to: Address, token: Option<Address>, chain_id: u64, amount: BaseUnits) -> String {
+    let to = to.to_checksum(None);
+    match token {
+        Some(token) => {
+            format!("ethereum:{}@{chain_id}/transfer?address={to}&uint256={amount}", token.to_checksum(None))
+        }
+        None => format!("ethereum:{to}@{chain_id}?value={amount}"),
+    }
 }
 
 /// The merchant's optional, descriptive fields: stored and echoed (flattened into the invoice
@@ -227,16 +334,84 @@ impl Invoice {
 
     /// EIP-681 link a wallet can open: an ERC-20 `transfer` call or a plain value transfer.
     pub fn payment_uri(&self) -> String {
-        let to = self.address.to_checksum(None);
-        match self.token_address {
-            Some(token) => format!(
-                "ethereum:{}@{}/transfer?address={to}&uint256={}",
-                token.to_checksum(None),
-                self.chain_id,
-                self.amount_base_units
-            ),
-            None => format!("ethereum:{to}@{}?value={}", self.chain_id, self.amount_base_units),
+        eip681(self.address, self.token_address, self.chain_id, self.amount_base_units)
+    }
+
+    /// Whether a payment of `asset` on chain `chain_id` is one this invoice offered (its one way
+    /// to pay, or one of its options). Anything else to its address is `rejected` (suspense).
+    pub fn accepts(&self, chain_id: u64, asset: &str) -> bool {
+        if self.options.is_empty() {
+            self.chain_id == chain_id && self.asset.eq_ignore_ascii_case(asset)
+        } else {
+            self.options.iter().any(|o| o.is(chain_id, asset))
         }
+    }
+
+    /// The fee schedule the ledger charges a payment of `asset` on `chain_id` by: its option's,
+    /// else the invoice's.
+    pub fn fee_schedule_for(&self, chain_id: u64, asset: &str) -> FeeSchedule {
+        self.options.iter().find(|o| o.is(chain_id, asset)).map_or(self.fee_schedule, |o| o.fee_schedule)
+    }
+
+    /// What the options' payments are worth in the primary option's base units, exactly rounded
+    /// down (so it reaches `amount_base_units` exactly when the payments cover the price).
+    pub fn paid_in_primary(&self) -> BaseUnits {
+        if self.options.is_empty() {
+            return self.amount_paid_base_units;
+        }
+        PaidShare::of(&self.options).of_amount(self.amount_base_units)
+    }
+
+    /// Adds (or, `remove`, takes away) a confirmed payment of `amount` in `asset` on `chain_id`
+    /// to what the invoice was paid: to its option, then `amount_paid_base_units` follows. `None`
+    /// when the invoice did not offer it, or the sum does not fit.
+    pub fn apply_payment(&mut self, chain_id: u64, asset: &str, amount: BaseUnits, remove: bool) -> Option<()> {
+        if self.options.is_empty() {
+            self.amount_paid_base_units = if remove {
+                self.amount_paid_base_units.checked_sub(amount).unwrap_or_default()
+            } else {
+                self.amount_paid_base_units.checked_add(amount)?
+            };
+            return Some(());
+        }
+        let option = self.options.iter_mut().find(|o| o.is(chain_id, asset))?;
+        option.amount_paid_base_units = if remove {
+            option.amount_paid_base_units.checked_sub(amount).unwrap_or_default()
+        } else {
+            option.amount_paid_base_units.checked_add(amount)?
+        };
+        self.amount_paid_base_units = self.paid_in_primary();
+        Some(())
+    }
+
+    /// `amount_paid` as the resource shows it: whole tokens of the pay asset, or, with several
+    /// options, the invoice's currency.
+    pub fn amount_paid_display(&self) -> String {
+        if self.options.is_empty() {
+            return self.amount_paid_base_units.to_display(self.decimals);
+        }
+        PaidShare::of(&self.options).of_price(self.amount, self.currency_dp()).normalize().to_string()
+    }
+
+    /// `amount_due` as the resource shows it (see [`Invoice::amount_paid_display`]).
+    pub fn amount_due_display(&self) -> String {
+        if self.options.is_empty() {
+            return self.amount_due().to_display(self.decimals);
+        }
+        let share = PaidShare::of(&self.options);
+        if share.covers() {
+            return "0".into();
+        }
+        let dp = self.currency_dp();
+        let due = self.amount - share.of_price(self.amount, dp);
+        // Not covered: never shown as nothing due.
+        due.max(Decimal::new(1, dp)).normalize().to_string()
+    }
+
+    /// Decimals the invoice's currency amounts are shown with (a multi-option invoice's
+    /// `amount_paid` and `amount_due`): the price's own, at least 2.
+    fn currency_dp(&self) -> u32 {
+        self.amount.scale().max(2)
     }
 }
 
@@ -281,6 +456,8 @@ pub struct PaymentView {
     pub log_index: i64,
     pub block_number: u64,
     pub from_address: String,
+    /// The asset that arrived (an invoice with several payment options may be paid in each).
+    pub asset: String,
     pub amount: String,
     pub amount_base_units: BaseUnits,
     pub confirmations: u64,
@@ -303,6 +480,87 @@ pub struct PayInstructions {
     pub payment_uri: String,
 }
 
+/// One entry of `payment_options`: a way to pay the invoice, what it costs at its locked rate and
+/// what was paid in it. An invoice payable one way has one, its `pay`.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct PaymentOptionView {
+    pub chain: String,
+    pub chain_id: u64,
+    pub asset: String,
+    pub token_address: Option<String>,
+    pub decimals: u8,
+    pub address: String,
+    /// The price in this asset (whole tokens, exact), locked for the invoice's life.
+    pub amount: String,
+    pub amount_base_units: BaseUnits,
+    /// Invoice-currency units per token at the locked rate (rounded to 12 decimals).
+    pub rate: String,
+    /// EIP-681 link for what is still due in this option (the whole amount before any payment).
+    pub payment_uri: String,
+    /// Confirmed payments in this option (whole tokens, and base units).
+    pub amount_paid: String,
+    pub amount_paid_base_units: BaseUnits,
+    /// What is still due if the rest is paid in this option (rounded up; zero once paid).
+    pub amount_due: String,
+    pub amount_due_base_units: BaseUnits,
+}
+
+impl PaymentOptionView {
+    /// The invoice's options as the resource shows them (its one way to pay when it has no options).
+    pub fn list(invoice: &Invoice) -> Vec<PaymentOptionView> {
+        if invoice.options.is_empty() {
+            let d = invoice.decimals;
+            let due = invoice.amount_due();
+            return vec![PaymentOptionView {
+                chain: invoice.chain.clone(),
+                chain_id: invoice.chain_id,
+                asset: invoice.asset.clone(),
+                token_address: invoice.token_address.map(|a| a.to_checksum(None)),
+                decimals: d,
+                address: invoice.address.to_checksum(None),
+                amount: invoice.amount_base_units.to_display(d),
+                amount_base_units: invoice.amount_base_units,
+                rate: invoice.conversion_rate.normalize().to_string(),
+                payment_uri: eip681(
+                    invoice.address,
+                    invoice.token_address,
+                    invoice.chain_id,
+                    if due.is_zero() { invoice.amount_base_units } else { due },
+                ),
+                amount_paid: invoice.amount_paid_base_units.to_display(d),
+                amount_paid_base_units: invoice.amount_paid_base_units,
+                amount_due: due.to_display(d),
+                amount_due_base_units: due,
+            }];
+        }
+        let share = PaidShare::of(&invoice.options);
+        invoice
+            .options
+            .iter()
+            .map(|o| {
+                let d = o.decimals;
+                let due = share.due_of(o.amount_base_units);
+                PaymentOptionView {
+                    chain: o.chain.clone(),
+                    chain_id: o.chain_id,
+                    asset: o.asset.clone(),
+                    token_address: o.token_address.map(|a| a.to_checksum(None)),
+                    decimals: d,
+                    address: o.address.to_checksum(None),
+                    amount: o.amount_base_units.to_display(d),
+                    amount_base_units: o.amount_base_units,
+                    rate: o.conversion_rate.normalize().to_string(),
+                    payment_uri: o.payment_uri(if due.is_zero() { o.amount_base_units } else { due }),
+                    amount_paid: o.amount_paid_base_units.to_display(d),
+                    amount_paid_base_units: o.amount_paid_base_units,
+                    amount_due: due.to_display(d),
+                    amount_due_base_units: due,
+                }
+            })
+            .collect()
+    }
+}
+
 /// The invoice as the API returns it and as webhooks carry it. Timestamps are epoch seconds.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct InvoiceResource {
@@ -322,10 +580,19 @@ pub struct InvoiceResource {
     pub fee_base_units: BaseUnits,
     pub merchant_amount: String,
     pub merchant_amount_base_units: BaseUnits,
+    /// What was paid: in whole tokens of the pay asset for an invoice payable one way; in the
+    /// invoice's `currency` for one with several `payment_options` (every option's payments at its
+    /// locked rate, rounded down to the price's decimals, at least 2).
     pub amount_paid: String,
+    /// In base units of the pay asset (with several options: all payments' worth in the primary
+    /// option, rounded down).
     pub amount_paid_base_units: BaseUnits,
+    /// What is still due, in the same unit as `amount_paid`.
     pub amount_due: String,
+    /// What is still due in base units of the pay asset.
     pub amount_due_base_units: BaseUnits,
+    /// Every way the invoice may be paid, the primary (`pay`) first, each with what was paid in it.
+    pub payment_options: Vec<PaymentOptionView>,
     pub payments: Vec<PaymentView>,
     pub checkout_url: String,
     pub session_token: String,
@@ -383,10 +650,11 @@ impl InvoiceResource {
             fee_base_units: invoice.fee_base_units,
             merchant_amount: invoice.merchant_amount_base_units.to_display(d),
             merchant_amount_base_units: invoice.merchant_amount_base_units,
-            amount_paid: invoice.amount_paid_base_units.to_display(d),
+            amount_paid: invoice.amount_paid_display(),
             amount_paid_base_units: invoice.amount_paid_base_units,
-            amount_due: invoice.amount_due().to_display(d),
+            amount_due: invoice.amount_due_display(),
             amount_due_base_units: invoice.amount_due(),
+            payment_options: PaymentOptionView::list(invoice),
             payments,
             checkout_url: invoice.checkout_url(public_url),
             payment_session_headers: serde_json::json!({
@@ -410,5 +678,55 @@ impl InvoiceResource {
             expires_at: secs(invoice.expires_at),
             finished_at: invoice.finished_at.map(secs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option(amount: u64, paid: u64) -> PaymentOption {
+        PaymentOption {
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: "USDC".into(),
+            token_address: None,
+            decimals: 6,
+            address: Address::ZERO,
+            amount_base_units: BaseUnits::from(amount),
+            fee_base_units: BaseUnits::ZERO,
+            fee_schedule: FeeSchedule::default(),
+            conversion_rate: Decimal::ONE,
+            amount_paid_base_units: BaseUnits::from(paid),
+        }
+    }
+
+    #[test]
+    fn payments_in_several_options_add_up_exactly() {
+        // Half of each: exactly the price.
+        let half = PaidShare::of(&[option(10_000_000, 5_000_000), option(12_525_051, 6_262_525)]);
+        assert!(!half.covers(), "6262525 is a hair under half of 12525051");
+        let exact = PaidShare::of(&[option(10_000_000, 5_000_000), option(12_000_000, 6_000_000)]);
+        assert!(exact.covers());
+        assert_eq!(exact.of_amount(BaseUnits::from(10_000_000)), BaseUnits::from(10_000_000));
+        assert_eq!(exact.due_of(BaseUnits::from(12_000_000)), BaseUnits::ZERO);
+        assert_eq!(exact.of_price("19.99".parse().unwrap(), 2), "19.99".parse::<Decimal>().unwrap());
+        // A third in one, nothing in the other: a third of the price, rounded down; the rest due
+        // in either option, rounded up so that paying it covers the price.
+        let third = PaidShare::of(&[option(3_000_000, 1_000_000), option(7_000_001, 0)]);
+        assert_eq!(third.of_price(Decimal::TEN, 2), "3.33".parse::<Decimal>().unwrap());
+        assert_eq!(third.of_amount(BaseUnits::from(3_000_000)), BaseUnits::from(1_000_000));
+        let due = third.due_of(BaseUnits::from(7_000_001));
+        assert_eq!(due, BaseUnits::from(4_666_668));
+        assert!(PaidShare::of(&[option(3_000_000, 1_000_000), option(7_000_001, 4_666_668)]).covers());
+        assert!(!PaidShare::of(&[option(3_000_000, 1_000_000), option(7_000_001, 4_666_667)]).covers());
+        // Ten options of huge amounts do not overflow.
+        let big = BaseUnits(alloy::primitives::U256::MAX);
+        let mut options: Vec<PaymentOption> = (0..MAX_PAYMENT_OPTIONS).map(|_| option(1, 0)).collect();
+        for o in &mut options {
+            o.amount_base_units = big;
+        }
+        options[9].amount_paid_base_units = big;
+        assert!(PaidShare::of(&options).covers());
     }
 }

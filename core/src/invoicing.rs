@@ -20,9 +20,13 @@ use uuid::Uuid;
 use crate::api_key::{KeyMode, KeyModeMismatch};
 use crate::config::{AssetRef, ChainConfig, Config};
 use crate::deposit_address::AddressPurpose;
-use crate::invoice::{Invoice, InvoiceDetails, InvoiceMark, InvoiceResource, InvoiceStatus, MarkStatus, SessionSigner};
+use crate::invoice::{
+    Invoice, InvoiceDetails, InvoiceMark, InvoiceResource, InvoiceStatus, MAX_PAYMENT_OPTIONS, MarkStatus,
+    PaymentOption, SessionSigner,
+};
 use crate::invoice_views::InvoiceView;
 use crate::merchant::Merchant;
+use crate::money::BaseUnits;
 use crate::outbox::{self, EventType};
 use crate::pricing::{Pricer, PricingError};
 use crate::store::deposit_addresses;
@@ -62,6 +66,17 @@ pub struct InvoiceRequest {
     /// The mode of the API key asking: a test key creates only on testnets, a live key only on
     /// mainnets. `None` (no restriction) for the daemon's own creations, which no key asks for.
     pub key_mode: Option<KeyMode>,
+    /// Several ways to pay (`payment_options`), the first the primary; `None`: the one way that
+    /// `chain` and `asset` (or the defaults) name. One option is the same as naming it as
+    /// `chain` and `asset`: an invoice payable one way.
+    pub payment_options: Option<Vec<OptionRequest>>,
+}
+
+/// One entry of `payment_options`: a chain (default: as for the invoice's `chain`) and an asset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptionRequest {
+    pub chain: Option<String>,
+    pub asset: String,
 }
 
 /// Why an invoice was not made. Each names the request field at fault ([`InvoicingError::param`]),
@@ -88,13 +103,40 @@ pub enum InvoicingError {
     /// testnet); `chain_named` when the request named the chain, not the server's default.
     #[error("{mismatch}")]
     KeyModeMismatch { mismatch: KeyModeMismatch, chain_named: bool },
+    /// `payment_options` as a whole is wrong (empty, too long, a duplicate, beside `chain` or
+    /// `asset`, on a pass-through invoice); `param` names the field, `code` the API's error code.
+    #[error("{message}")]
+    InvalidPaymentOptions { param: String, code: &'static str, message: String },
+    /// Entry `index` of `payment_options` is wrong: `error` says how (its `param` is the entry's
+    /// `chain` or `asset`).
+    #[error("payment_options[{index}]: {error}")]
+    PaymentOption { index: usize, error: Box<InvoicingError> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl InvoicingError {
     /// The request field at fault (in [`InvoiceRequest`]'s terms).
-    pub fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<String> {
+        match self {
+            InvoicingError::InvalidPaymentOptions { param, .. } => Some(param.clone()),
+            InvoicingError::PaymentOption { index, error } => Some(match error.param() {
+                Some(field) => format!("payment_options[{index}].{field}"),
+                None => format!("payment_options[{index}]"),
+            }),
+            other => other.static_param().map(str::to_owned),
+        }
+    }
+
+    /// The error of an entry of `payment_options` itself (the error when not about an entry).
+    pub fn inner(&self) -> &InvoicingError {
+        match self {
+            InvoicingError::PaymentOption { error, .. } => error.inner(),
+            other => other,
+        }
+    }
+
+    fn static_param(&self) -> Option<&'static str> {
         match self {
             InvoicingError::UnsupportedChain(_) => Some("chain"),
             InvoicingError::UnsupportedAsset { .. } => Some("asset"),
@@ -105,6 +147,7 @@ impl InvoicingError {
             InvoicingError::KeyModeMismatch { chain_named: true, .. } => Some("chain"),
             InvoicingError::KeyModeMismatch { chain_named: false, .. } => None,
             InvoicingError::RateUnavailable(_) | InvoicingError::Store(_) => None,
+            InvoicingError::InvalidPaymentOptions { .. } | InvoicingError::PaymentOption { .. } => None,
         }
     }
 }
@@ -153,15 +196,102 @@ pub fn amount_bounds(config: &Config, merchant: &Merchant) -> (Decimal, Decimal)
     )
 }
 
-/// Validates and prices `request` for `merchant`: everything that needs no database.
-fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Result<Invoice, InvoicingError> {
-    let settings = &ctx.config.settings;
-    let (chain, asset) =
-        resolve_asset(ctx.config, request.chain.as_deref(), request.asset.as_deref(), request.key_mode)?;
-    if let Some(mode) = request.key_mode {
-        mode.check(chain)
-            .map_err(|mismatch| InvoicingError::KeyModeMismatch { mismatch, chain_named: request.chain.is_some() })?;
+/// The chain and asset of every payment option `request` asks for (the primary first), checked:
+/// each enabled and accepted, of the key's mode, none twice, at most [`MAX_PAYMENT_OPTIONS`].
+/// A request without `payment_options` (or with one) asks for one.
+fn resolve_options<'a>(
+    config: &'a Config,
+    request: &mut InvoiceRequest,
+) -> Result<Vec<(&'a ChainConfig, AssetRef<'a>)>, InvoicingError> {
+    let invalid = |param: &str, code: &'static str, message: &str| InvoicingError::InvalidPaymentOptions {
+        param: param.to_owned(),
+        code,
+        message: message.to_owned(),
+    };
+    if request.payment_options.is_none()
+        && request.chain.is_none()
+        && request.asset.is_none()
+        && request.receiver_override_address.is_none()
+    {
+        // The server's default options, those of the key's mode.
+        let suits = |name: &Option<String>| {
+            name.as_deref().is_none_or(|name| {
+                config.chain(name).is_some_and(|chain| request.key_mode.is_none_or(|m| m.check(chain).is_ok()))
+            })
+        };
+        let defaults: Vec<OptionRequest> = config
+            .settings
+            .invoices
+            .default_payment_options
+            .iter()
+            .filter(|o| suits(&o.chain))
+            .map(|o| OptionRequest { chain: o.chain.clone(), asset: o.asset.clone() })
+            .collect();
+        if !defaults.is_empty() {
+            request.payment_options = Some(defaults);
+        }
     }
+    let Some(options) = request.payment_options.take() else {
+        let (chain, asset) =
+            resolve_asset(config, request.chain.as_deref(), request.asset.as_deref(), request.key_mode)?;
+        if let Some(mode) = request.key_mode {
+            mode.check(chain).map_err(|mismatch| InvoicingError::KeyModeMismatch {
+                mismatch,
+                chain_named: request.chain.is_some(),
+            })?;
+        }
+        return Ok(vec![(chain, asset)]);
+    };
+    for (field, given) in [("chain", request.chain.is_some()), ("asset", request.asset.is_some())] {
+        if given {
+            return Err(invalid(
+                field,
+                "invalid_parameter",
+                &format!("give either {field} (and asset/chain) or payment_options, not both"),
+            ));
+        }
+    }
+    if options.is_empty() || options.len() > MAX_PAYMENT_OPTIONS {
+        return Err(invalid(
+            "payment_options",
+            "invalid_parameter",
+            &format!("payment_options takes 1 to {MAX_PAYMENT_OPTIONS} entries"),
+        ));
+    }
+    if request.receiver_override_address.is_some() && options.len() > 1 {
+        return Err(invalid(
+            "payment_options",
+            "invalid_parameter",
+            "a pass-through invoice (receiver_override) is paid one way: give one payment option, or none",
+        ));
+    }
+    let mut resolved: Vec<(&ChainConfig, AssetRef<'_>)> = Vec::with_capacity(options.len());
+    for (index, option) in options.iter().enumerate() {
+        let wrap = |error| InvoicingError::PaymentOption { index, error: Box::new(error) };
+        let (chain, asset) =
+            resolve_asset(config, option.chain.as_deref(), Some(&option.asset), request.key_mode).map_err(wrap)?;
+        if let Some(mode) = request.key_mode {
+            mode.check(chain).map_err(|mismatch| {
+                wrap(InvoicingError::KeyModeMismatch { mismatch, chain_named: option.chain.is_some() })
+            })?;
+        }
+        if resolved.iter().any(|(c, a)| c.chain_id == chain.chain_id && a.symbol == asset.symbol) {
+            return Err(invalid(
+                &format!("payment_options[{index}]"),
+                "duplicate_payment_option",
+                &format!("{} on {} is offered twice", asset.symbol, chain.name),
+            ));
+        }
+        resolved.push((chain, asset));
+    }
+    Ok(resolved)
+}
+
+/// Validates and prices `request` for `merchant`: everything that needs no database.
+fn price(ctx: Context<'_>, merchant: &Merchant, mut request: InvoiceRequest) -> Result<Invoice, InvoicingError> {
+    let settings = &ctx.config.settings;
+    let resolved = resolve_options(ctx.config, &mut request)?;
+    let (chain, asset) = resolved[0];
     let currency = request.currency.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_else(|| "USD".into());
     let is_iso = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
     if !(is_iso || chain.asset(&currency).is_some()) || !ctx.pricer.knows(&currency) {
@@ -172,13 +302,38 @@ fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Resu
     if amount < min || amount > max {
         return Err(InvoicingError::AmountOutOfRange(format!("amount must be between {min} and {max} {currency}")));
     }
-    let quote = ctx.pricer.quote(amount, &currency, asset).map_err(|e| match e {
-        PricingError::RateUnavailable(_) => InvoicingError::RateUnavailable(e.to_string()),
-        PricingError::UnknownCurrency(_) => InvoicingError::UnsupportedCurrency(currency.clone()),
-        PricingError::Overflow | PricingError::Money(_) => InvoicingError::AmountOutOfRange(e.to_string()),
-    })?;
-    if quote.pay_amount.is_zero() {
-        return Err(InvoicingError::AmountOutOfRange("amount is too small to pay in this asset".into()));
+    let quote_in = |asset: AssetRef<'_>| {
+        let quote = ctx.pricer.quote(amount, &currency, asset).map_err(|e| match e {
+            PricingError::RateUnavailable(_) => InvoicingError::RateUnavailable(e.to_string()),
+            PricingError::UnknownCurrency(_) => InvoicingError::UnsupportedCurrency(currency.clone()),
+            PricingError::Overflow | PricingError::Money(_) => InvoicingError::AmountOutOfRange(e.to_string()),
+        })?;
+        if quote.pay_amount.is_zero() {
+            return Err(InvoicingError::AmountOutOfRange(format!("amount is too small to pay in {}", asset.symbol)));
+        }
+        Ok(quote)
+    };
+    let quote = quote_in(asset)?;
+    // With several options, each is priced now, at the rate of now, and keeps that amount for the
+    // invoice's life (the address and the fee are filled in by `create`).
+    let mut options = Vec::new();
+    if resolved.len() > 1 {
+        for (index, (chain, asset)) in resolved.iter().enumerate() {
+            let quote = if index == 0 { quote.clone() } else { quote_in(*asset)? };
+            options.push(PaymentOption {
+                chain: chain.name.clone(),
+                chain_id: chain.chain_id,
+                asset: asset.symbol.to_owned(),
+                token_address: asset.token_address,
+                decimals: asset.decimals,
+                address: Default::default(),
+                amount_base_units: quote.pay_amount,
+                fee_base_units: BaseUnits::ZERO,
+                fee_schedule: Default::default(),
+                conversion_rate: quote.conversion_rate,
+                amount_paid_base_units: BaseUnits::ZERO,
+            });
+        }
     }
     let expires_in = match request.expires_in_ms {
         None => settings.invoices.default_expires_in_ms,
@@ -217,6 +372,7 @@ fn price(ctx: Context<'_>, merchant: &Merchant, request: InvoiceRequest) -> Resu
         static_address_id: None,
         view: request.view,
         mark: None,
+        options,
         session_token: Invoice::new_session_token(),
         created_at: now,
         expires_at: now + expires_in as i64,
@@ -245,11 +401,35 @@ pub async fn create(
             invoice.asset
         )));
     }
+    // Each option is charged by the merchant's schedule for its own asset.
+    for index in 0..invoice.options.len() {
+        let option = &invoice.options[index];
+        let schedule = merchants::fee_schedule(tx, merchant, &option.asset, option.decimals).await?;
+        let fee = schedule
+            .fee_on(option.amount_base_units)
+            .map_err(|e| InvoicingError::AmountOutOfRange(format!("the fee cannot be applied to this amount: {e}")))?;
+        if fee >= option.amount_base_units {
+            return Err(InvoicingError::PaymentOption {
+                index,
+                error: Box::new(InvoicingError::AmountOutOfRange(format!(
+                    "amount does not cover the fee ({} {})",
+                    fee.to_display(option.decimals),
+                    option.asset
+                ))),
+            });
+        }
+        let option = &mut invoice.options[index];
+        option.fee_schedule = schedule;
+        option.fee_base_units = fee;
+    }
     // The address is claimed last, just before the insert, so the counter row (locked until
-    // commit on PostgreSQL) is held as briefly as possible.
+    // commit on PostgreSQL) is held as briefly as possible. One address serves every option.
     let deposit = deposit_addresses::allocate(tx, ctx.wallet, AddressPurpose::Invoice).await?;
     invoice.deposit_address_id = deposit.id;
     invoice.address = deposit.address;
+    for option in &mut invoice.options {
+        option.address = deposit.address;
+    }
     invoices::insert(tx, &invoice).await.map_err(|e| match e {
         StoreError::Conflict(_) => InvoicingError::ExternalIdTaken,
         other => other.into(),
@@ -421,6 +601,7 @@ mod tests {
                 by_key_id: Uuid::nil(),
                 by: "dk_test_00000000".into(),
             }),
+            options: Vec::new(),
             session_token: String::new(),
             created_at: 0,
             expires_at: 0,

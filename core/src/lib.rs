@@ -6,13 +6,15 @@
 //!
 //! # Layout
 //! Domain modules (types and resources; they never import the store): [`api_key`], [`chain_tx`],
-//! [`deposit`], [`deposit_address`], [`event`], [`invoice`], [`merchant`], [`payout`],
+//! [`deposit`], [`deposit_address`], [`event`], [`invoice`], [`member`], [`merchant`], [`payout`],
 //! [`resolution`], [`static_address`], [`webhooks`]. Lifecycle modules (the money path's rules,
-//! each taking the caller's transaction): [`invoicing`], [`crediting`], [`payouts`],
-//! [`resolutions`], [`outbox`] (and its e-mail rules, [`notify`]), and the
+//! each taking the caller's transaction): [`api_keys`], [`invoicing`], [`crediting`], [`payouts`],
+//! [`resolutions`], [`outbox`] (and its e-mail rules, [`notify`]), [`members`], and the
 //! [`ledger`]. The [`store`] holds rows and SQL and depends on the domain, never the reverse.
 //!
 //! - [`api_key`]: API keys: test or live, and the scopes a key grants.
+//! - [`api_keys`]: the API key lifecycle (create, revoke: who may grant what, and their events) for
+//!   the CLI, the merchant API and the dashboard alike.
 //! - [`chain_tx`]: an outgoing transaction of the settler's and its signed attempts.
 //! - [`config`]: layered settings (defaults, TOML file, `DEPOSITD__SECTION__KEY` environment) and
 //!   the per-chain files in `chains/`, validated at start-up with messages that name the key.
@@ -33,6 +35,9 @@
 //! - [`leased`]: the loop of a component that works a chain only while it holds the chain's lease
 //!   (the watcher's and the settler's).
 //! - [`ledger`]: the double-entry ledger: accounts, posting, reversal, statements, reconciliation.
+//! - [`member`]: dashboard members (people of one merchant), their roles and what each may do.
+//! - [`members`]: the dashboard's sign-in lifecycle: invites (one-time, 24 h), argon2id passwords,
+//!   sign-in throttled per account and per address, sessions (expiry, log out everywhere).
 //! - [`merchant`]: the operator's customers.
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
@@ -61,6 +66,7 @@
 //! - [`time`]: the one clock the crate reads (epoch milliseconds).
 
 pub mod api_key;
+pub mod api_keys;
 pub mod chain_tx;
 pub mod config;
 pub mod crediting;
@@ -75,6 +81,8 @@ pub mod invoice_views;
 pub mod invoicing;
 pub mod leased;
 pub mod ledger;
+pub mod member;
+pub mod members;
 pub mod merchant;
 pub mod metrics;
 pub mod money;

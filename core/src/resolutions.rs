@@ -252,7 +252,7 @@ pub async fn resolve(tx: &mut Tx, ctx: Context<'_>, request: ResolveRequest) -> 
         Target::CreditInvoice(invoice_id) => {
             let invoice =
                 invoices::get_any(tx, *invoice_id).await?.ok_or(ResolveError::InvoiceNotFound(*invoice_id))?;
-            if invoice.chain_id != deposit.chain_id || !invoice.asset.eq_ignore_ascii_case(&deposit.asset) {
+            if !invoice.accepts(deposit.chain_id, &deposit.asset) {
                 return Err(ResolveError::AssetMismatch(format!(
                     "invoice {} is paid in {} on chain {}, the transfer is {} on chain {}; credit the merchant's \
                      {} balance instead, or refund it",

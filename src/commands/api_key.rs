@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use depositd_core::api_key::{KeyMode, Scope};
+use depositd_core::api_keys::{self as lifecycle, Grantor, NewKey};
 use depositd_core::config::Config;
 use depositd_core::store::api_keys;
 use secrecy::ExposeSecret;
@@ -23,7 +24,11 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
                 Some(mode) => mode.parse::<KeyMode>().map_err(anyhow::Error::msg)?,
                 None => default_mode(config),
             };
-            let (key, plaintext) = api_keys::create(&mut conn, merchant.id, mode, &scopes, name.as_deref()).await?;
+            drop(conn);
+            let mut tx = store.begin().await?;
+            let new = NewKey { mode, scopes: &scopes, name: name.as_deref() };
+            let (key, plaintext) = lifecycle::create(&mut tx, merchant.id, Grantor::Operator, new).await?;
+            tx.commit().await?;
             eprintln!(
                 "API key {} for merchant {} ({}); store it now, it is not shown again:",
                 key.id, merchant.name, merchant.id
@@ -35,11 +40,26 @@ pub async fn run(config: &Config, command: ApiKeyCommand) -> anyhow::Result<()> 
             for key in api_keys::list(&mut conn, merchant.id).await? {
                 let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
                 let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
-                println!("{}\t{}...\t{}\t{}", key.id, key.display_prefix, state, scopes.join(","));
+                let last_used =
+                    key.last_used_at.map(|t| t.div_euclid(1000).to_string()).unwrap_or_else(|| "never".into());
+                println!(
+                    "{}\t{}...\t{}\t{}\tlast used {}",
+                    key.id,
+                    key.display_prefix,
+                    state,
+                    scopes.join(","),
+                    last_used
+                );
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            api_keys::revoke(&mut conn, id).await.with_context(|| format!("cannot revoke API key {id}"))?;
+            let key = api_keys::find(&mut conn, id).await?.with_context(|| format!("no API key {id}"))?;
+            drop(conn);
+            let mut tx = store.begin().await?;
+            lifecycle::revoke(&mut tx, key.merchant_id, id, Grantor::Operator)
+                .await
+                .with_context(|| format!("cannot revoke API key {id}"))?;
+            tx.commit().await?;
             println!("revoked {id}");
         }
     }

@@ -1,4 +1,4 @@
-//! `depositd merchant create|list|set-fee|set-checkout-origins|set-notification-email|deactivate|activate`.
+//! `depositd merchant create|list|set-fee|set-checkout-origins|set-notification-email|deactivate|activate|invite`.
 
 use depositd_core::config::Config;
 use depositd_core::merchant::MerchantStatus;
@@ -138,6 +138,10 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
                 merchants::set_status(&mut conn, found.id, MerchantStatus::Active).await?;
                 println!("{} ({}) activated: its API keys work again", found.name, found.id);
             }
+        }
+        MerchantCommand::Invite(args) => {
+            drop(conn);
+            super::members::invite(config, &store, args).await?;
         }
         MerchantCommand::List => {
             for m in merchants::list(&mut conn).await? {

@@ -4,6 +4,7 @@ mod api_key;
 mod check_config;
 mod deposits;
 mod ledger;
+mod members;
 mod merchant;
 mod rescan;
 mod treasury;

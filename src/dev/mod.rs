@@ -7,10 +7,13 @@
 //! 3. writes `DIR/depositd.toml`, `DIR/chains/anvil.toml` and a generated hot-wallet mnemonic
 //!    (`DIR/mnemonic`), so any other subcommand can use `--config DIR/depositd.toml`;
 //! 4. creates a demo merchant and API key (once), funds the treasury with 10 test ETH for gas
-//!    (recorded in the ledger as operator funding), writes `DIR/dev.json` for scripts;
+//!    (recorded in the ledger as operator funding), and a dashboard login for the demo merchant
+//!    (an owner, `demo@depositd.dev` with a generated password), writes `DIR/dev.json` for scripts;
 //! 5. runs the whole daemon on SQLite (`DIR/depositd.db`) until Ctrl-C, then stops anvil.
 //!
 //! anvil and the test tokens come from `depositd-testkit`, shared with the tests and benchmarks.
+
+mod dashboard;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +52,14 @@ pub struct DevInfo {
     pub payer_private_key: String,
     #[serde(with = "checksummed")]
     pub payer_address: Address,
+    /// The dashboard's sign-in page.
+    #[serde(default)]
+    pub dashboard_url: String,
+    /// A ready dashboard login for the demo merchant (an owner).
+    #[serde(default)]
+    pub dashboard_email: String,
+    #[serde(default)]
+    pub dashboard_password: String,
 }
 
 impl std::fmt::Debug for DevInfo {
@@ -62,6 +73,9 @@ impl std::fmt::Debug for DevInfo {
             .field("tokens", &self.tokens)
             .field("payer_private_key", &"[REDACTED]")
             .field("payer_address", &self.payer_address)
+            .field("dashboard_url", &self.dashboard_url)
+            .field("dashboard_email", &self.dashboard_email)
+            .field("dashboard_password", &"[REDACTED]")
             .finish()
     }
 }
@@ -119,6 +133,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let config_path = write_config(&dir, args.api_addr(api_port), &rpc_url, &tokens)?;
         let config = Config::load(Some(&config_path), None).context("the generated dev configuration is invalid")?;
         let api_key = ensure_demo_merchant(&config, previous.as_ref()).await?;
+        let previous_password = previous.as_ref().map(|p| p.dashboard_password.as_str()).filter(|p| !p.is_empty());
+        let dashboard_password = dashboard::ensure_demo_login(&config, &api_key, previous_password).await?;
         let store = crate::database::open_store(&config).await?;
         let chain_config = config.chain("anvil").context("the dev configuration has no anvil chain")?;
         fund_treasury(&store, chain_config, wallet.treasury_address(), DEV_TREASURY_FUNDING).await?;
@@ -135,6 +151,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             tokens,
             payer_private_key: anvil::DEV_ACCOUNT_1_KEY.into(),
             payer_address: payer.address(),
+            dashboard_url: format!("{}/dashboard", config.settings.api.public_url.trim_end_matches('/')),
+            dashboard_email: dashboard::DEMO_EMAIL.into(),
+            dashboard_password,
         };
         write_private_file(&dir.join("dev.json"), &(serde_json::to_string_pretty(&info)? + "\n"))?;
         print_quick_start(&info, &dir);
@@ -325,6 +344,7 @@ fn print_quick_start(info: &DevInfo, dir: &Path) {
         "\ndepositd dev is up.\n\
          \n  API          {api}  (try: curl {api}/healthz)\
          \n  API key      {key}\
+         \n  dashboard    {dashboard}  (sign in as {email}, password {password})\
          \n  dev chain    {rpc}  (chain id {chain_id}, {conf} confirmations)\
          \n  tokens       {tokens}\
          \n  payer        {payer}  (1,000,000 USDC and USDT; private key in dev.json)\
@@ -344,6 +364,9 @@ fn print_quick_start(info: &DevInfo, dir: &Path) {
          \nPress Ctrl-C to stop.\n",
         api = info.api_url,
         key = info.api_key,
+        dashboard = info.dashboard_url,
+        email = info.dashboard_email,
+        password = info.dashboard_password,
         rpc = info.rpc_url,
         chain_id = info.chain_id,
         conf = info.confirmations,

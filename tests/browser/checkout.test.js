@@ -47,18 +47,23 @@ function toBaseUnits(display, decimals) {
   return BigInt(whole + fraction.padEnd(decimals, "0").slice(0, decimals));
 }
 
-/// Sends `amount` (display units) of the dev USDC from the payer to `address`.
-async function payUsdc(info, address, amount, decimals) {
+/// Sends `amount` (display units) of the dev token `symbol` from the payer to `address`.
+async function payToken(info, symbol, address, amount, decimals) {
   const data = "0xa9059cbb" + address.slice(2).toLowerCase().padStart(64, "0") +
     toBaseUnits(amount, decimals).toString(16).padStart(64, "0");
   const sent = await fetch(info.rpc_url, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_sendTransaction",
-      params: [{ from: info.payer_address, to: info.tokens.USDC, data }] }),
+      params: [{ from: info.payer_address, to: info.tokens[symbol], data }] }),
   });
   const receipt = await sent.json();
   assert.ok(receipt.result, JSON.stringify(receipt));
+}
+
+/// Sends `amount` (display units) of the dev USDC from the payer to `address`.
+async function payUsdc(info, address, amount, decimals) {
+  await payToken(info, "USDC", address, amount, decimals);
 }
 
 test("a payer opens the checkout page, pays, sees it paid and returns to the shop", { timeout: 300_000 }, async () => {
@@ -185,6 +190,43 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
     assert.equal(await french.getAttribute("html", "lang"), "fr");
     await french.waitForSelector("#status:has-text('En attente du paiement')");
     assert.match(await french.textContent("#copy"), /Copier/);
+
+    // Payment options: an invoice payable in USDC or USDT shows both until the payer picks one;
+    // the payer picks USDT, pays what that option's block says, and the page turns paid by its
+    // live stream, without a reload.
+    const multi = await (await api("POST", "/api/v1/invoices", { amount: "7.5", currency: "EUR",
+      payment_options: [{ asset: "USDC" }, { asset: "USDT" }] })).json();
+    assert.equal(multi.payment_options.length, 2, JSON.stringify(multi));
+    const options = await browser.newPage({ viewport: { width: 420, height: 1400 } });
+    const optionErrors = [];
+    options.on("console", (message) => { if (message.type() === "error") optionErrors.push(message.text()); });
+    let navigations = 0;
+    options.on("framenavigated", (frame) => { if (frame === options.mainFrame()) navigations += 1; });
+    await options.goto(multi.checkout_url);
+    await options.waitForSelector("#status:has-text('Waiting for payment')");
+    assert.equal(await options.isVisible("#option-0"), true, "every option shows until one is picked");
+    assert.equal(await options.isVisible("#option-1"), true);
+    await options.click(".option-button[data-option='1']");
+    assert.equal(await options.getAttribute(".option-button[data-option='1']", "aria-pressed"), "true");
+    assert.equal(await options.isVisible("#option-0"), false, "the picked option alone shows");
+    assert.equal(await options.isVisible("#option-1"), true);
+    const usdt = multi.payment_options[1];
+    assert.equal(usdt.asset, "USDT");
+    const optionAddress = await options.inputValue("#address-1");
+    const optionAmount = (await options.textContent("#amount-due-1")).trim();
+    assert.equal(optionAddress, usdt.address);
+    assert.equal(optionAmount, usdt.amount);
+    assert.equal(await options.getAttribute("#wallet-link-1", "href"), usdt.payment_uri);
+    await options.screenshot({ path: path.join(root, "test-artifacts", "checkout-options.png"), fullPage: true });
+    await payToken(info, "USDT", optionAddress, optionAmount, usdt.decimals);
+    await options.waitForSelector("#status.paid", { timeout: 60_000 });
+    assert.equal(navigations, 1, "the page was never reloaded");
+    assert.equal(await options.isVisible("#address-1"), false, "nothing more to send");
+    const paidMulti = await statusOf(multi.id);
+    assert.equal(paidMulti.status, "paid");
+    assert.equal(paidMulti.amount_paid, "7.5");
+    assert.equal(paidMulti.payment_options[1].amount_paid, usdt.amount);
+    assert.deepEqual(optionErrors, [], "nothing was blocked by the Content-Security-Policy");
   } finally {
     if (browser) await browser.close();
     daemon.kill("SIGINT");

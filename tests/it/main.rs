@@ -7,12 +7,14 @@
 //! `TEST_LOG` is set.
 
 mod api;
+mod api_keys;
 mod chaos;
 mod checkout;
 mod cli;
 mod cold;
 mod creation_path;
 mod daemon;
+mod dashboard;
 mod dev;
 mod docker;
 mod fault_proxy;
@@ -27,6 +29,7 @@ mod losses;
 mod marks;
 mod notifications;
 mod openapi;
+mod payment_options;
 mod payments;
 mod payouts_api;
 mod scale_out;

@@ -17,7 +17,7 @@ fn schema_for(document: &Value, component: &str) -> jsonschema::Validator {
     jsonschema::validator_for(&schema).expect("the document's schemas are valid JSON Schema")
 }
 
-fn assert_valid(document: &Value, component: &str, instance: &Value) {
+pub(crate) fn assert_valid(document: &Value, component: &str, instance: &Value) {
     let validator = schema_for(document, component);
     let errors: Vec<String> =
         validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();

@@ -25,6 +25,7 @@ both_backends!(
     events_are_listed_and_redelivered_with_the_same_id,
     two_workers_never_deliver_the_same_event_twice,
     a_committed_delivery_is_sent_without_waiting_for_the_poll,
+    a_burst_to_one_endpoint_goes_out_in_order_in_one_tick,
 );
 
 /// Verifies each hit with `secret` using the official library; returns the verified types (or
@@ -438,4 +439,36 @@ async fn a_committed_delivery_is_sent_without_waiting_for_the_poll(db: TestDb) {
     }
     shutdown.cancel();
     worker.await.unwrap().unwrap();
+}
+
+async fn a_burst_to_one_endpoint_goes_out_in_order_in_one_tick(db: TestDb) {
+    let s = setup(&db, permissive).await;
+    let receiver = Receiver::start().await;
+    s.endpoint(&receiver.url("/hook"), &["invoice.created"]).await;
+    let mut created = Vec::new();
+    for i in 0..20 {
+        created.push(s.invoice(json!({"amount": format!("{}", i + 1)})).await["id"].clone());
+    }
+    // One tick sends the whole burst (not one delivery per tick), in the order of the events.
+    let worker = s.worker();
+    assert_eq!(worker.tick().await.unwrap(), 20);
+    let order = |hits: &[Hit]| -> Vec<Value> {
+        hits.iter().map(|h| serde_json::from_str::<Value>(&h.body).unwrap()["data"]["id"].clone()).collect()
+    };
+    assert_eq!(order(&receiver.hits()), created, "all twenty, oldest first, in one tick");
+
+    // A failed attempt stops its destination's queue for the tick: the later events wait for the
+    // next tick, where the retried one (due at once here) still goes first.
+    let mut more = Vec::new();
+    for i in 0..3 {
+        more.push(s.invoice(json!({"amount": format!("{}", i + 100)})).await["id"].clone());
+    }
+    receiver.script(&[200, 500]);
+    assert_eq!(worker.tick().await.unwrap(), 3);
+    let hits = receiver.hits();
+    assert_eq!(order(&hits[20..]), more[..2], "the second failed and the third was held back");
+    s.drain(&worker).await;
+    let hits = receiver.hits();
+    assert_eq!(order(&hits[22..]), [more[1].clone(), more[2].clone()], "the retry first, then the held one");
+    assert_eq!(hits.len(), 24);
 }

@@ -753,12 +753,17 @@ impl ChainWatcher {
             confirmed_at: None,
             generation: 0,
         };
-        let expected: Option<(u64, String)> = match watched.purpose {
+        // What the owner accepts: (chain id, asset) pairs (an invoice with payment options, several).
+        let expected: Option<Vec<(u64, String)>> = match watched.purpose {
             AddressPurpose::Invoice => match invoices::by_deposit_address(conn, watched.id).await? {
                 Some(invoice) => {
                     deposit.merchant_id = Some(invoice.merchant_id);
                     deposit.invoice_id = Some(invoice.id);
-                    Some((invoice.chain_id, invoice.asset))
+                    Some(if invoice.options.is_empty() {
+                        vec![(invoice.chain_id, invoice.asset)]
+                    } else {
+                        invoice.options.into_iter().map(|o| (o.chain_id, o.asset)).collect()
+                    })
                 }
                 None => None,
             },
@@ -769,23 +774,31 @@ impl ChainWatcher {
                     if rail.status != depositd_core::static_address::StaticAddressStatus::Active {
                         deposit.reject_reason = Some("static address is disabled".into());
                     }
-                    Some((rail.chain_id, rail.asset))
+                    Some(vec![(rail.chain_id, rail.asset)])
                 }
                 None => None,
             },
         };
+        let here = self.chain.chain_id;
         let reason = match (&found.amount, expected) {
             (Err(why), _) => Some((RejectReason::Undecodable, why.clone())),
             (_, None) => Some((RejectReason::Unowned, "no invoice or static address owns this address".into())),
-            (_, Some((chain_id, _))) if chain_id != self.chain.chain_id => Some((
-                RejectReason::WrongChain,
-                format!("paid on chain {} but expected on chain {chain_id}", self.chain.chain_id),
-            )),
-            (_, Some((_, expected_asset)))
-                if !asset.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&expected_asset)) =>
+            (_, Some(pairs)) if !pairs.iter().any(|(chain_id, _)| *chain_id == here) => {
+                let chains: Vec<String> = pairs.iter().map(|(chain_id, _)| chain_id.to_string()).collect();
+                Some((
+                    RejectReason::WrongChain,
+                    format!("paid on chain {here} but expected on chain {}", chains.join(" or ")),
+                ))
+            }
+            (_, Some(pairs))
+                if !pairs.iter().any(|(chain_id, expected_asset)| {
+                    *chain_id == here && asset.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(expected_asset))
+                }) =>
             {
                 let paid_in = asset.as_deref().unwrap_or("an unknown token");
-                Some((RejectReason::WrongAsset, format!("paid in {paid_in} but expected {expected_asset}")))
+                let offered: Vec<&str> =
+                    pairs.iter().filter(|(chain_id, _)| *chain_id == here).map(|(_, a)| a.as_str()).collect();
+                Some((RejectReason::WrongAsset, format!("paid in {paid_in} but expected {}", offered.join(" or "))))
             }
             _ => deposit.reject_reason.take().map(|text| (RejectReason::Disabled, text)),
         };

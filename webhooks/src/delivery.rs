@@ -2,8 +2,9 @@
 //! them (Standard Webhooks, `core::webhooks`), POSTs them through the SSRF guard, and records
 //! every attempt.
 //!
-//! - Deliveries to one URL go out one after another in the order the events happened; only a
-//!   retry can overtake a later event, so receivers should still rely on `created_at` and the
+//! - Deliveries to one URL go out one after another in the order the events happened (a tick
+//!   sends all of a destination's due deliveries in order, so a burst is not one tick per event);
+//!   only a retry can overtake a later event, so receivers should still rely on `created_at` and the
 //!   resource's status rather than on arrival order.
 //! - A 2xx answer is success. Redirects are never followed (a 3xx is a failure like any other).
 //! - `410 Gone` disables the endpoint at once. Anything else is retried after
@@ -26,6 +27,7 @@ use depositd_core::wallet::HdWallet;
 use depositd_core::webhooks::{SecretBox, generate_secret, signature_header};
 use rand::Rng;
 use secrecy::SecretString;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,9 @@ use crate::ssrf::{self, GuardedResolver};
 
 /// How long a claim lasts: well beyond one attempt's timeout.
 const LEASE_MARGIN_MS: i64 = 45_000;
+/// How many deliveries one tick claims per delivery slot (`webhooks.concurrency` destinations are
+/// sent to at once): a burst to one endpoint goes out in order within one tick.
+const CLAIMS_PER_SLOT: u32 = 4;
 /// How much of a receiver's answer is kept with the attempt.
 const RESPONSE_BODY_LIMIT: usize = 1024;
 
@@ -127,43 +132,74 @@ impl Deliverer {
         }
     }
 
-    /// Claims one batch of due deliveries and delivers them concurrently; returns how many.
+    /// Claims one batch of due deliveries and delivers them, destinations concurrently and each
+    /// destination's in order; returns how many were claimed.
     pub async fn tick(&self) -> Result<usize, StoreError> {
         let lease_ms = (self.settings.request_timeout_secs as i64) * 1000 + LEASE_MARGIN_MS;
+        // Taken before the claim, so the budget below never outlasts the lease it takes.
+        let claimed_at = Instant::now();
         let mut tx = self.store.begin().await?;
-        let claimed = webhooks::claim_due(&mut tx, lease_ms, self.settings.concurrency).await?;
+        let claimed =
+            webhooks::claim_due(&mut tx, lease_ms, self.settings.concurrency.saturating_mul(CLAIMS_PER_SLOT)).await?;
         tx.commit().await?;
         let count = claimed.len();
-        // One delivery per destination per tick, the oldest event first (ids are time-ordered):
-        // a destination gets its events in order, only a retry overtakes a later one, and a tick
-        // lasts at most one request timeout, well inside the lease. The rest are released for the
-        // next tick, which follows at once.
+        // Each destination gets its deliveries one after another, the oldest event first (ids are
+        // time-ordered), in one task: a destination gets its events in order and only a retry
+        // overtakes a later one, while a wave of events to one endpoint goes out in one tick
+        // instead of one tick each. A delivery is started only while the claim's lease still
+        // covers a whole attempt; after a failed attempt, or past that point, the rest are
+        // released for the next tick, which follows at once.
         let mut by_destination: BTreeMap<(Option<uuid::Uuid>, String), Vec<Claimed>> = BTreeMap::new();
         for delivery in claimed {
             let url = if delivery.endpoint_id.is_some() { String::new() } else { delivery.url.clone() };
             by_destination.entry((delivery.endpoint_id, url)).or_default().push(delivery);
         }
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency as usize));
         let mut running = JoinSet::new();
         for (_, mut queue) in by_destination {
             queue.sort_by_key(|d| d.id);
-            let first = queue.remove(0);
-            if !queue.is_empty() {
-                let mut conn = self.store.conn().await?;
-                for later in &queue {
-                    webhooks::release(&mut conn, later).await?;
-                }
-            }
-            let this = self.clone();
-            running.spawn(async move {
-                if let Err(error) = this.deliver(&first).await {
-                    // The lease runs out and the delivery is claimed again: nothing is lost.
-                    tracing::warn!(delivery_id = %first.id, error = %error, "could not record a webhook attempt");
-                }
-            });
+            let (this, slots) = (self.clone(), slots.clone());
+            running.spawn(async move { this.deliver_in_order(queue, claimed_at, slots).await });
         }
         while running.join_next().await.is_some() {}
         self.update_queue_metrics().await;
         Ok(count)
+    }
+
+    /// One destination's claimed deliveries, in order, each started only while the claim's lease
+    /// still covers a whole attempt; stops at the first attempt that did not succeed and releases
+    /// the rest (the next tick claims them again, the failed one first if it is due).
+    async fn deliver_in_order(&self, queue: Vec<Claimed>, claimed_at: Instant, slots: Arc<Semaphore>) {
+        let budget = Duration::from_millis(LEASE_MARGIN_MS as u64 / 2);
+        let _slot = slots.acquire_owned().await;
+        let mut queue = queue.into_iter().peekable();
+        while queue.peek().is_some() && claimed_at.elapsed() < budget {
+            let Some(next) = queue.next() else { break };
+            let go_on = match self.deliver(&next).await {
+                Ok(go_on) => go_on,
+                Err(error) => {
+                    // The lease runs out and the delivery is claimed again: nothing is lost.
+                    tracing::warn!(delivery_id = %next.id, error = %error, "could not record a webhook attempt");
+                    false
+                }
+            };
+            if !go_on {
+                break;
+            }
+        }
+        let rest: Vec<Claimed> = queue.collect();
+        if rest.is_empty() {
+            return;
+        }
+        // Best effort: a release that fails leaves the lease to run out, and the deliveries are
+        // claimed again then.
+        if let Ok(mut conn) = self.store.conn().await {
+            for later in &rest {
+                if webhooks::release(&mut conn, later).await.is_err() {
+                    break;
+                }
+            }
+        }
     }
 
     async fn update_queue_metrics(&self) {
@@ -175,8 +211,9 @@ impl Deliverer {
         }
     }
 
-    /// One attempt at one delivery, recorded.
-    async fn deliver(&self, claimed: &Claimed) -> Result<(), StoreError> {
+    /// One attempt at one delivery, recorded; true when the destination's next delivery may follow
+    /// at once (this one succeeded, or its endpoint is gone and nothing was sent).
+    async fn deliver(&self, claimed: &Claimed) -> Result<bool, StoreError> {
         let mut conn = self.store.conn().await?;
         let endpoint = match claimed.endpoint_id {
             Some(id) => match webhooks::endpoint_by_id(&mut conn, id).await? {
@@ -193,7 +230,8 @@ impl Deliverer {
                     let mut tx = self.store.begin().await?;
                     webhooks::finish_attempt(&mut tx, claimed, &attempt, Outcome::Failed).await?;
                     tx.commit().await?;
-                    return Ok(());
+                    // Nothing was sent; the destination's later deliveries end the same way.
+                    return Ok(true);
                 }
             },
             None => None,
@@ -236,7 +274,7 @@ impl Deliverer {
         let mut tx = self.store.begin().await?;
         if !webhooks::finish_attempt(&mut tx, claimed, &sent.attempt, outcome).await? {
             tracing::warn!(delivery_id = %claimed.id, "lost the lease on a webhook delivery; its attempt is not recorded");
-            return Ok(());
+            return Ok(false);
         }
         if let (Some(endpoint), Outcome::Failed) = (&endpoint, outcome) {
             let failing = endpoint.last_success_at.is_none_or(|t| t < claimed.created_at);
@@ -267,7 +305,7 @@ impl Deliverer {
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcome == Outcome::Succeeded)
     }
 
     /// The secrets a delivery is signed with: the current one, and the previous one during its

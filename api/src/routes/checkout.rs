@@ -12,7 +12,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use depositd_core::invoice::{InvoiceStatus, PaymentFlag};
+use depositd_core::invoice::{InvoiceStatus, MAX_PAYMENT_OPTIONS, PaymentFlag, PaymentOptionView};
 use depositd_core::store::{invoices, merchants};
 use uuid::Uuid;
 
@@ -58,7 +58,36 @@ struct CheckoutPage {
     expires_at: i64,
     expires_at_iso: String,
     questions: Vec<String>,
+    /// An invoice with several payment options: one block each (empty for one way to pay, which
+    /// the fields above show). Until the payer picks one, the page shows them all.
+    options: Vec<OptionBlock>,
 }
+
+/// One payment option on the page: its button's words, its sentence, address, QR code and link.
+struct OptionBlock {
+    index: usize,
+    label: String,
+    send_exactly: Vec<Piece>,
+    deposit_label: String,
+    address: String,
+    token_address: Option<String>,
+    payment_uri: String,
+    qr_svg: String,
+}
+
+/// The element ids of the options' amounts, which the script updates (`amount-due-<index>`).
+const OPTION_AMOUNT_IDS: [&str; MAX_PAYMENT_OPTIONS] = [
+    "amount-due-0",
+    "amount-due-1",
+    "amount-due-2",
+    "amount-due-3",
+    "amount-due-4",
+    "amount-due-5",
+    "amount-due-6",
+    "amount-due-7",
+    "amount-due-8",
+    "amount-due-9",
+];
 
 /// A piece of a translated sentence: text, or a value to show in bold (with an element id the
 /// script updates, when it has one).
@@ -144,7 +173,11 @@ pub async fn page(
         InvoiceStatus::Invalid => t.get("status_invalid").to_owned(),
         InvoiceStatus::Processing => t.get("status_detected").to_owned(),
         InvoiceStatus::Pending if invoice.payment_flags.contains(&PaymentFlag::Underpaid) => {
-            t.fill("status_underpaid", &[("amount", &due.to_display(invoice.decimals)), ("asset", &invoice.asset)])
+            if invoice.options.is_empty() {
+                t.fill("status_underpaid", &[("amount", &due.to_display(invoice.decimals)), ("asset", &invoice.asset)])
+            } else {
+                t.fill("status_underpaid", &[("amount", &invoice.amount_due_display()), ("asset", &invoice.currency)])
+            }
         }
         InvoiceStatus::Pending => t.get("status_waiting").to_owned(),
     };
@@ -160,6 +193,33 @@ pub async fn page(
             (true, other) => Piece { text: other.to_owned(), strong: false, id: "" },
         })
         .collect();
+    let mut options = Vec::new();
+    let listed = if invoice.options.is_empty() { Vec::new() } else { PaymentOptionView::list(&invoice) };
+    for (index, option) in listed.into_iter().enumerate() {
+        let amount =
+            if option.amount_due_base_units.is_zero() { option.amount.clone() } else { option.amount_due.clone() };
+        let send_exactly = t
+            .parts("send_exactly")
+            .into_iter()
+            .map(|part| match (part.placeholder, part.text.as_str()) {
+                (false, _) => Piece { text: part.text, strong: false, id: "" },
+                (true, "amount") => Piece { text: amount.clone(), strong: true, id: OPTION_AMOUNT_IDS[index] },
+                (true, "asset") => Piece { text: option.asset.clone(), strong: true, id: "" },
+                (true, "chain") => Piece { text: option.chain.clone(), strong: true, id: "" },
+                (true, other) => Piece { text: other.to_owned(), strong: false, id: "" },
+            })
+            .collect();
+        options.push(OptionBlock {
+            index,
+            label: t.fill("pay_with", &[("asset", &option.asset), ("chain", &option.chain)]),
+            send_exactly,
+            deposit_label: t.fill("deposit_address", &[("asset", &option.asset), ("chain", &option.chain)]),
+            address: option.address,
+            token_address: option.token_address,
+            qr_svg: qr_svg(&option.payment_uri)?,
+            payment_uri: option.payment_uri,
+        });
+    }
     let expires_at_iso = depositd_core::time::iso8601(invoice.expires_at);
     let payment_uri = invoice.payment_uri();
     let page = CheckoutPage {
@@ -194,6 +254,7 @@ pub async fn page(
         expires_at: invoice.expires_at.div_euclid(1000),
         expires_at_iso,
         questions: d.questions.clone().unwrap_or_default(),
+        options,
     };
     let html = page.render().map_err(|e| ApiError::internal(std::io::Error::other(e.to_string())))?;
     let mut response = security_headers(Html(html).into_response());

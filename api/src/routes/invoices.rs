@@ -9,7 +9,7 @@ use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, MarkStatus};
 use depositd_core::invoice_views::InvoiceView;
-use depositd_core::invoicing::{self, InvoiceRequest, MarkError, MarkRequest};
+use depositd_core::invoicing::{self, InvoiceRequest, MarkError, MarkRequest, OptionRequest};
 use depositd_core::outbox::{self, EventType};
 use depositd_core::store::invoices::{self, InvoiceFilter};
 use depositd_core::store::{Conn, StoreError, cursors};
@@ -58,6 +58,21 @@ pub struct CreateInvoice {
     pub fail_url: Option<String>,
     pub callback_url: Option<String>,
     pub questions: Option<Vec<String>>,
+    /// Several ways to pay: 1 to 10 chain/asset pairs (`chain` defaults as the invoice's `chain`
+    /// does), the first the primary (`pay`). Each is priced at creation and keeps its amount for
+    /// the invoice's life; a payment in any of them counts at its own rate, and payments in
+    /// several add up. Not together with `chain` or `asset`; one option only with `receiver_override`.
+    pub payment_options: Option<Vec<PaymentOptionRequest>>,
+}
+
+/// One entry of `payment_options`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentOptionRequest {
+    /// A chain enabled on the server (default: as for the invoice's `chain`).
+    pub chain: Option<String>,
+    /// An asset the chain accepts (`USDC`, `USDT`, the native coin...).
+    pub asset: String,
 }
 
 impl Creation for CreateInvoice {
@@ -163,6 +178,9 @@ fn parse(state: &AppState, key_mode: KeyMode, req: CreateInvoice) -> Result<Invo
         details,
         view: InvoiceView::Invoice,
         key_mode: Some(key_mode),
+        payment_options: req
+            .payment_options
+            .map(|options| options.into_iter().map(|o| OptionRequest { chain: o.chain, asset: o.asset }).collect()),
     })
 }
 

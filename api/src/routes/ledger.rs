@@ -47,18 +47,18 @@ pub struct Balance {
     /// Always `balance`.
     #[schema(value_type = String)]
     object: &'static str,
-    chain: Option<String>,
+    pub(crate) chain: Option<String>,
     chain_id: u64,
-    asset: String,
+    pub(crate) asset: String,
     decimals: Option<u8>,
     /// Spendable: confirmed credits less fees, reservations and payouts.
-    available: Option<String>,
+    pub(crate) available: Option<String>,
     available_base_units: BaseUnits,
     /// Detected, awaiting confirmations: shown, not spendable.
-    pending: Option<String>,
+    pub(crate) pending: Option<String>,
     pending_base_units: BaseUnits,
     /// Held for payouts in flight.
-    reserved: Option<String>,
+    pub(crate) reserved: Option<String>,
     reserved_base_units: BaseUnits,
     /// Receiver-override settlements awaiting forwarding on chain.
     in_transit: Option<String>,
@@ -118,6 +118,13 @@ pub async fn balances(
     State(state): State<AppState>,
     List { auth, .. }: List<NoParameters>,
 ) -> Result<Json<BalanceList>, ApiError> {
+    let data = merchant_balances(&state, auth.merchant.id).await?;
+    Ok(Json(BalanceList { object: "list", data }))
+}
+
+/// Merchant `merchant_id`'s balances per chain and asset (every configured asset, zero when
+/// unused): the API's and the dashboard's.
+pub(crate) async fn merchant_balances(state: &AppState, merchant_id: uuid::Uuid) -> Result<Vec<Balance>, ApiError> {
     let mut conn = state.store.conn().await?;
     let mut per_asset: BTreeMap<(u64, String), BTreeMap<AccountKind, BaseUnits>> = BTreeMap::new();
     for chain in &state.config.chains {
@@ -125,12 +132,13 @@ pub async fn balances(
             per_asset.entry((chain.chain_id, symbol.to_owned())).or_default();
         }
     }
-    for account in statements::balances(&mut conn, auth.merchant.id).await? {
+    for account in statements::balances(&mut conn, merchant_id).await? {
         per_asset.entry((account.chain_id, account.asset)).or_default().insert(account.kind, account.balance);
     }
-    let data =
-        per_asset.into_iter().map(|((chain_id, asset), kinds)| Balance::build(&state.config, chain_id, asset, &kinds));
-    Ok(Json(BalanceList { object: "list", data: data.collect() }))
+    Ok(per_asset
+        .into_iter()
+        .map(|((chain_id, asset), kinds)| Balance::build(&state.config, chain_id, asset, &kinds))
+        .collect())
 }
 
 // === ledger ===

@@ -1,7 +1,9 @@
 //! Request handlers, one module per resource, and the router that mounts them.
 
+pub mod api_keys;
 pub mod checkout;
 pub mod create_invoice;
+pub mod dashboard;
 pub mod deposits;
 pub mod health;
 pub mod hosted_payments;
@@ -56,7 +58,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events", get(webhooks::list_events))
         .route("/api/v1/events/{id}", get(webhooks::get_event))
         .route("/api/v1/events/{id}/redeliver", post(webhooks::redeliver))
+        .route("/api/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/api/v1/api-keys/{id}", get(api_keys::get))
+        .route("/api/v1/api-keys/{id}/revoke", post(api_keys::revoke))
         .merge(payments::router(state.store.clone()))
+        .merge(dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES))

@@ -110,6 +110,9 @@ pub struct PaymentSession {
     amount_paid: String,
     amount_due: String,
     amount_due_base_units: depositd_core::money::BaseUnits,
+    /// Every way to pay (the first is `pay`), each with its amount, address, EIP-681 link, and
+    /// what was paid and is still due in it. The payer may pay any, or several.
+    payment_options: Vec<depositd_core::invoice::PaymentOptionView>,
     /// Confirmations of the least confirmed payment still waiting (0 when none waits).
     confirmations: u64,
     required_confirmations: u64,
@@ -148,6 +151,7 @@ impl PaymentSession {
             amount_paid: resource.amount_paid,
             amount_due: resource.amount_due,
             amount_due_base_units: invoice.amount_due(),
+            payment_options: resource.payment_options,
             confirmations,
             required_confirmations: state
                 .config
@@ -243,6 +247,7 @@ impl Stream {
                 seen.status == invoice.status
                     && seen.amount_paid_base_units == invoice.amount_paid_base_units
                     && seen.payment_flags == invoice.payment_flags
+                    && seen.options == invoice.options
                     && seen.expires_at == invoice.expires_at
                     && seen.details.answers.is_some() == invoice.details.answers.is_some()
                     && (*seen_head == head || invoice.status != InvoiceStatus::Processing)

@@ -187,6 +187,20 @@ pub struct InvoiceSettings {
     pub allow_http_urls: bool,
     /// Invoice addresses kept derived ahead of time (0 = derive each at creation).
     pub address_pool_size: u64,
+    /// The payment options an invoice gets when its request names none (nor a `chain` or an
+    /// `asset`); options on chains of the other key mode are left out. Empty: one way, as before.
+    #[serde(default)]
+    pub default_payment_options: Vec<DefaultPaymentOption>,
+}
+
+/// One entry of `invoices.default_payment_options`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultPaymentOption {
+    /// Default: as for an invoice that names no chain.
+    #[serde(default)]
+    pub chain: Option<String>,
+    pub asset: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

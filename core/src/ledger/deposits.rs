@@ -181,12 +181,21 @@ pub async fn credit_pending(
     )
     .await?;
 
-    let credited = credited_total(conn, invoice.id).await?;
-    let due = invoice.fee_schedule.fee_on(credited).map_err(|e| LedgerError::Malformed {
+    // An invoice with several payment options is charged per option: its asset's schedule on
+    // what the invoice received in that asset (each asset is its own money and its own sweep).
+    let (credited, charged, schedule) = if invoice.options.is_empty() {
+        (credited_total(conn, invoice.id).await?, fee_charged(conn, invoice.id).await?, invoice.fee_schedule)
+    } else {
+        (
+            credited_total_in(conn, invoice.id, chain_id, asset).await?,
+            fee_charged_in(conn, invoice.id, chain_id, asset).await?,
+            invoice.fee_schedule_for(chain_id, asset),
+        )
+    };
+    let due = schedule.fee_on(credited).map_err(|e| LedgerError::Malformed {
         key: format!("fee:{}", deposit.id),
         reason: format!("fee on {credited}: {e}"),
     })?;
-    let charged = fee_charged(conn, invoice.id).await?;
     let fee = due.checked_sub(charged).unwrap_or_default().min(deposit.amount);
     if fee.is_zero() {
         return Ok(());
@@ -229,6 +238,65 @@ pub async fn credited_total(conn: &mut Conn, invoice_id: Uuid) -> Result<BaseUni
         total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
     }
     Ok(total)
+}
+
+/// [`credited_total`] in one asset on one chain (an invoice with several payment options).
+#[tracing::instrument(skip(conn))]
+pub async fn credited_total_in(
+    conn: &mut Conn,
+    invoice_id: Uuid,
+    chain_id: u64,
+    asset: &str,
+) -> Result<BaseUnits, LedgerError> {
+    let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT p.amount_base_units FROM ledger_postings p \
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
+         WHERE e.invoice_id = $1 AND e.entry_type IN {CREDIT_TYPES_SQL} \
+         AND a.kind = 'pending' AND p.direction = 'debit' AND a.chain_id = $2 AND a.asset = $3 \
+         AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id)"
+    )))
+    .bind(Text(invoice_id))
+    .bind(chain_id as i64)
+    .bind(asset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut total = BaseUnits::ZERO;
+    for (amount,) in rows {
+        let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
+        total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+    }
+    Ok(total)
+}
+
+/// [`fee_charged`] in one asset on one chain (an invoice with several payment options).
+#[tracing::instrument(skip(conn))]
+pub async fn fee_charged_in(
+    conn: &mut Conn,
+    invoice_id: Uuid,
+    chain_id: u64,
+    asset: &str,
+) -> Result<BaseUnits, LedgerError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.direction, p.amount_base_units FROM ledger_postings p \
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id \
+         WHERE e.invoice_id = $1 AND a.kind = $2 AND a.chain_id = $3 AND a.asset = $4",
+    )
+    .bind(Text(invoice_id))
+    .bind(AccountKind::FeeRevenue)
+    .bind(chain_id as i64)
+    .bind(asset)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut credits, mut debits) = (BaseUnits::ZERO, BaseUnits::ZERO);
+    for (direction, amount) in rows {
+        let amount: BaseUnits = parse_column("ledger_postings.amount_base_units", &amount)?;
+        let side: Side = parse_column("ledger_postings.direction", &direction)?;
+        let total = if side == Side::Credit { &mut credits } else { &mut debits };
+        *total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+    }
+    credits
+        .checked_sub(debits)
+        .ok_or_else(|| StoreError::Corrupt(format!("invoice {invoice_id} has a negative net fee in {asset}")).into())
 }
 
 /// The fee charged on an invoice so far: net credits to `fee_revenue` by its entries (fees less

@@ -7,7 +7,9 @@ use uuid::Uuid;
 use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
-use crate::invoice::{Invoice, InvoiceDetails, InvoiceMark, InvoiceStatus, MarkStatus, PaymentFlag, PaymentView};
+use crate::invoice::{
+    Invoice, InvoiceDetails, InvoiceMark, InvoiceStatus, MarkStatus, PaymentFlag, PaymentOption, PaymentView,
+};
 use crate::invoice_views::InvoiceView;
 use crate::money::BaseUnits;
 use crate::time::now_ms;
@@ -17,7 +19,7 @@ const COLUMNS: &str = "id, merchant_id, external_id, status, payment_flags, amou
     merchant_amount_base_units, amount_paid_base_units, description, customer_id, customer_email, metadata, title, \
     footer, return_url, use_return_url, success_url, fail_url, callback_url, questions, receiver_override_address, \
     static_address_id, session_token, created_at, expires_at, finished_at, updated_at, fee_percent, fee_fixed_base_units, answers, api_view, customer_name, \
-    marked_status, marked_reason, marked_at, marked_by_key_id, marked_by";
+    marked_status, marked_reason, marked_at, marked_by_key_id, marked_by, option_count";
 
 #[derive(sqlx::FromRow)]
 struct InvoiceRow {
@@ -69,6 +71,7 @@ struct InvoiceRow {
     marked_at: Option<i64>,
     marked_by_key_id: Option<Text<Uuid>>,
     marked_by: Option<String>,
+    option_count: i64,
 }
 
 fn json_column<T: serde::de::DeserializeOwned>(
@@ -137,6 +140,8 @@ impl TryFrom<InvoiceRow> for Invoice {
             static_address_id: opt(r.static_address_id),
             view: r.api_view,
             mark,
+            // Read by `load_options` when `option_count` says there are any.
+            options: Vec::with_capacity(r.option_count.clamp(0, 16) as usize),
             session_token: r.session_token,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -162,7 +167,7 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
          $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, \
-         $44, $45, $46, $47, $48)"
+         $44, $45, $46, $47, $48, $49)"
     )))
     .bind(Text(invoice.id))
     .bind(Text(invoice.merchant_id))
@@ -212,9 +217,112 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
     .bind(invoice.mark.as_ref().map(|m| m.marked_at))
     .bind(invoice.mark.as_ref().map(|m| Text(m.by_key_id)))
     .bind(invoice.mark.as_ref().map(|m| m.by.clone()))
+    .bind(invoice.options.len() as i64)
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::on_conflict(e, "external_id"))?;
+    for (position, option) in invoice.options.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO invoice_payment_options (invoice_id, option_index, chain, chain_id, asset, token_address, decimals, \
+             address, amount_base_units, fee_base_units, fee_percent, fee_fixed_base_units, conversion_rate, \
+             amount_paid_base_units) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(Text(invoice.id))
+        .bind(position as i64)
+        .bind(&option.chain)
+        .bind(option.chain_id as i64)
+        .bind(&option.asset)
+        .bind(option.token_address.map(|a| a.to_checksum(None)))
+        .bind(option.decimals as i64)
+        .bind(option.address.to_checksum(None))
+        .bind(option.amount_base_units)
+        .bind(option.fee_base_units)
+        .bind(Text(option.fee_schedule.percent))
+        .bind(option.fee_schedule.fixed)
+        .bind(Text(option.conversion_rate))
+        .bind(option.amount_paid_base_units)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct OptionRow {
+    chain: String,
+    chain_id: i64,
+    asset: String,
+    token_address: Option<Text<Address>>,
+    decimals: i64,
+    address: Text<Address>,
+    amount_base_units: Text<BaseUnits>,
+    fee_base_units: Text<BaseUnits>,
+    fee_percent: Text<Decimal>,
+    fee_fixed_base_units: Text<BaseUnits>,
+    conversion_rate: Text<Decimal>,
+    amount_paid_base_units: Text<BaseUnits>,
+}
+
+impl TryFrom<OptionRow> for PaymentOption {
+    type Error = StoreError;
+    fn try_from(r: OptionRow) -> Result<Self, StoreError> {
+        Ok(PaymentOption {
+            chain: r.chain,
+            chain_id: r.chain_id as u64,
+            asset: r.asset,
+            token_address: opt(r.token_address),
+            decimals: u8::try_from(r.decimals)
+                .map_err(|_| StoreError::Corrupt(format!("invoice_payment_options.decimals {}", r.decimals)))?,
+            address: r.address.0,
+            amount_base_units: r.amount_base_units.0,
+            fee_base_units: r.fee_base_units.0,
+            fee_schedule: FeeSchedule { percent: r.fee_percent.0, fixed: r.fee_fixed_base_units.0 },
+            conversion_rate: r.conversion_rate.0,
+            amount_paid_base_units: r.amount_paid_base_units.0,
+        })
+    }
+}
+
+/// Reads an invoice row and, when it has payment options, its options.
+async fn complete(conn: &mut Conn, row: InvoiceRow) -> Result<Invoice, StoreError> {
+    let count = row.option_count;
+    let mut invoice = Invoice::try_from(row)?;
+    if count > 0 {
+        let rows: Vec<OptionRow> = sqlx::query_as(
+            "SELECT chain, chain_id, asset, token_address, decimals, address, amount_base_units, fee_base_units, \
+             fee_percent, fee_fixed_base_units, conversion_rate, amount_paid_base_units \
+             FROM invoice_payment_options WHERE invoice_id = $1 ORDER BY option_index",
+        )
+        .bind(Text(invoice.id))
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.len() as i64 != count {
+            return Err(StoreError::Corrupt(format!(
+                "invoice {} has {} payment options, its row says {count}",
+                invoice.id,
+                rows.len()
+            )));
+        }
+        invoice.options = rows.into_iter().map(PaymentOption::try_from).collect::<Result<_, _>>()?;
+    }
+    Ok(invoice)
+}
+
+async fn complete_opt(conn: &mut Conn, row: Option<InvoiceRow>) -> Result<Option<Invoice>, StoreError> {
+    match row {
+        Some(row) => Ok(Some(complete(conn, row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Holds invoice `id` until the transaction ends (`FOR UPDATE` on PostgreSQL; SQLite's one writer
+/// holds everything already): crediting takes it before it reads a multi-option invoice, whose
+/// payment state spans several rows, so two chains' watchers crediting it at once take turns.
+#[tracing::instrument(skip(conn))]
+pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
+    let sql = format!("SELECT id FROM invoices WHERE id = $1{}", super::Backend::of(conn).for_update());
+    let _: Option<(String,)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Text(id)).fetch_optional(&mut *conn).await?;
     Ok(())
 }
 
@@ -228,7 +336,7 @@ pub async fn get(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<Option<
     .bind(Text(merchant_id))
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(Invoice::try_from).transpose()
+    complete_opt(conn, row).await
 }
 
 /// Filters for listing; `None` means "any".
@@ -272,7 +380,11 @@ pub async fn list(
         .bind(limit as i64)
         .fetch_all(&mut *conn)
         .await?;
-    rows.into_iter().map(Invoice::try_from).collect()
+    let mut invoices = Vec::with_capacity(rows.len());
+    for row in rows {
+        invoices.push(complete(conn, row).await?);
+    }
+    Ok(invoices)
 }
 
 /// Moves a pending, unpaid invoice to `cancelled`. Returns false when it is not in that state.
@@ -314,7 +426,7 @@ pub async fn expire_due(conn: &mut Conn, now: i64, batch: u32) -> Result<Vec<Inv
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(row) = row {
-            expired.push(Invoice::try_from(row)?);
+            expired.push(complete(conn, row).await?);
         }
     }
     Ok(expired)
@@ -327,6 +439,8 @@ struct PaymentRow {
     log_index: i64,
     block_number: i64,
     from_address: String,
+    asset: String,
+    chain_id: i64,
     amount_base_units: String,
     state: String,
     detected_at: i64,
@@ -340,7 +454,7 @@ pub async fn payments(
     head_block: Option<u64>,
 ) -> Result<Vec<PaymentView>, StoreError> {
     let rows: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT id, tx_hash, log_index, block_number, from_address, amount_base_units, state, detected_at \
+        "SELECT id, tx_hash, log_index, block_number, from_address, asset, chain_id, amount_base_units, state, detected_at \
          FROM deposits WHERE invoice_id = $1 ORDER BY block_number, log_index",
     )
     .bind(Text(invoice.id))
@@ -350,13 +464,19 @@ pub async fn payments(
         .map(|row| {
             let amount: crate::money::BaseUnits = parse_column("deposits.amount_base_units", &row.amount_base_units)?;
             let block = row.block_number as u64;
+            let decimals = invoice
+                .options
+                .iter()
+                .find(|o| o.is(row.chain_id as u64, &row.asset))
+                .map_or(invoice.decimals, |o| o.decimals);
             Ok(PaymentView {
                 id: parse_column("deposits.id", &row.id)?,
                 tx_hash: row.tx_hash,
                 log_index: row.log_index,
                 block_number: block,
                 from_address: row.from_address,
-                amount: amount.to_display(invoice.decimals),
+                asset: row.asset,
+                amount: amount.to_display(decimals),
                 amount_base_units: amount,
                 confirmations: head_block.map(|head| head.saturating_sub(block) + 1).unwrap_or(0),
                 state: row.state,
@@ -374,7 +494,7 @@ pub async fn get_any(conn: &mut Conn, id: Uuid) -> Result<Option<Invoice>, Store
             .bind(Text(id))
             .fetch_optional(&mut *conn)
             .await?;
-    row.map(Invoice::try_from).transpose()
+    complete_opt(conn, row).await
 }
 
 /// The invoice created for a deposit address (static addresses have several: use `static_addresses`).
@@ -386,7 +506,7 @@ pub async fn by_deposit_address(conn: &mut Conn, deposit_address_id: Uuid) -> Re
     .bind(Text(deposit_address_id))
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(Invoice::try_from).transpose()
+    complete_opt(conn, row).await
 }
 
 /// Writes the payment state of an invoice (status, flags, amount paid, finished time), but only
@@ -411,7 +531,29 @@ pub async fn update_payment_state(conn: &mut Conn, read: &Invoice, invoice: &Inv
     .bind(read.amount_paid_base_units)
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict("invoice changed concurrently; retry")) }
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict("invoice changed concurrently; retry"));
+    }
+    // A multi-option invoice: each option whose paid amount moved, by the same compare-and-set.
+    for (position, (before, after)) in read.options.iter().zip(&invoice.options).enumerate() {
+        if before.amount_paid_base_units == after.amount_paid_base_units {
+            continue;
+        }
+        let done = sqlx::query(
+            "UPDATE invoice_payment_options SET amount_paid_base_units = $1 \
+             WHERE invoice_id = $2 AND option_index = $3 AND amount_paid_base_units = $4",
+        )
+        .bind(after.amount_paid_base_units)
+        .bind(Text(invoice.id))
+        .bind(position as i64)
+        .bind(before.amount_paid_base_units)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict("invoice changed concurrently; retry"));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a merchant's mark (`invoice.mark`, which must be set) and the status and finished time

@@ -12,7 +12,7 @@
 //!
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
-//! - [`merchants`], [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox's
+//! - [`merchants`], [`members`] (dashboard members, invites, sessions, failed sign-ins), [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox's
 //!   event rows), [`emails`] (its e-mail rows), [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
 //!   the delivery queue's rows), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time), [`wallet_identity`] (the wallet every process checks at start-up): queries, one module per table family, each a small async
 //!   function taking a connection or transaction. They hold rows and SQL only: the rules that
@@ -33,6 +33,7 @@ pub mod idempotency;
 pub mod invoices;
 pub mod key_changes;
 pub mod leases;
+pub mod members;
 pub mod merchants;
 pub mod payouts;
 pub mod resolutions;

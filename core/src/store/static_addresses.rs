@@ -211,6 +211,7 @@ pub async fn create_deposit_invoice(
         static_address_id: Some(static_address.id),
         view: crate::invoice_views::InvoiceView::Invoice,
         mark: None,
+        options: Vec::new(),
         session_token: Invoice::new_session_token(),
         created_at: now,
         expires_at: now,

@@ -1,0 +1,384 @@
+//! The dashboard's sign-in lifecycle: the one place its rules are written, for the operator's
+//! CLI (`depositd merchant invite`), the dashboard and `depositd dev` alike.
+//!
+//! - **Invites**: a member is invited by email with a role; the invite is a random token (the
+//!   link's last segment, stored as its SHA-256) valid for [`INVITE_VALIDITY`] and usable once.
+//!   Inviting an address again (before it set a password) replaces its earlier invites. An
+//!   address belongs to one merchant and signs in once set up: inviting it again is refused.
+//! - **Passwords**: [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters, stored as argon2id
+//!   (PHC string, random salt). Hashing and verifying run off the async threads.
+//! - **Sign-in throttling**: after [`MAX_FAILURES_PER_ACCOUNT`] failed sign-ins for one address, or
+//!   [`MAX_FAILURES_PER_CLIENT`] from one client address, within [`THROTTLE_WINDOW`], sign-ins for
+//!   it are refused (before the password is checked) until the oldest failure leaves the window;
+//!   the answer says how long. Failures are kept in the database, so every daemon on it counts
+//!   them together. A success forgets the account's failures (not the client's).
+//! - **Sessions**: a random token (the cookie's value, stored as its SHA-256) and a CSRF token
+//!   every form of the session posts back; a session ends [`SESSION_LIFETIME`] after sign-in, or
+//!   after [`SESSION_IDLE`] without use, or at log-out; "log out everywhere" ends all of the
+//!   member's sessions. Use is written at most once a minute per session.
+
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::member::{Member, Role, Session};
+use crate::store::members::{self, Invite};
+use crate::store::{Conn, Store, StoreError, Tx};
+use crate::time::now_ms;
+
+/// How long an invite link can be used.
+pub const INVITE_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// A session's longest life.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// A session unused this long has ended.
+pub const SESSION_IDLE: Duration = Duration::from_secs(2 * 3600);
+/// A session's use is written at most this often.
+const SESSION_TOUCH: Duration = Duration::from_secs(60);
+/// Failed sign-ins counted over this window.
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Failed sign-ins for one account within the window before its sign-ins are refused.
+pub const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
+/// Failed sign-ins from one client address within the window before its sign-ins are refused.
+pub const MAX_FAILURES_PER_CLIENT: i64 = 20;
+pub const MIN_PASSWORD_CHARS: usize = 12;
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("enter a valid email address")]
+    InvalidEmail,
+    #[error("the password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")]
+    InvalidPassword,
+    #[error("{0} is already a member of another merchant")]
+    EmailTaken(String),
+    #[error("{0} is already a member and signs in with a password")]
+    AlreadyMember(String),
+    #[error("this invite link is not valid; ask for a new one")]
+    InviteUnknown,
+    #[error("this invite link was already used; sign in, or ask for a new one")]
+    InviteUsed,
+    #[error("this invite link has expired (links are valid for 24 hours); ask for a new one")]
+    InviteExpired,
+    #[error("the email or the password is not correct")]
+    WrongCredentials,
+    /// Too many failed sign-ins; `account` says whether the account's or the address's limit.
+    #[error(
+        "too many failed sign-ins {}; try again in {} minute(s)",
+        if *account { "for this account" } else { "from your network address" },
+        retry_after_secs.div_ceil(60)
+    )]
+    Throttled { account: bool, retry_after_secs: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The SHA-256 of a token, hex: what is stored and looked up.
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// 32 random bytes, hex: tokens (invites, sessions, CSRF) and generated passwords.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An email address as stored: trimmed, lower-cased, one `@` with text either side and a dot in
+/// the domain, at most 254 characters, no spaces or control characters.
+pub fn normalize_email(raw: &str) -> Result<String, MemberError> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if valid { Ok(email) } else { Err(MemberError::InvalidEmail) }
+}
+
+fn check_password(password: &SecretString) -> Result<(), MemberError> {
+    let chars = password.expose_secret().chars().count();
+    if (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) { Ok(()) } else { Err(MemberError::InvalidPassword) }
+}
+
+/// argon2id of `password` with a random salt, in PHC string format (off the async threads).
+pub async fn hash_password(password: &SecretString) -> Result<String, MemberError> {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
+        Argon2::default()
+            .hash_password(password.expose_secret().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .expect("argon2id hashes any password of the allowed length")
+    })
+    .await
+    .map_err(|e| MemberError::Store(StoreError::Corrupt(format!("password hashing task: {e}"))))
+}
+
+/// Whether `password` matches `stored` (off the async threads). With no stored hash (an unknown
+/// address, a member who never set a password) a dummy hash is verified, so the answer takes as
+/// long either way.
+async fn verify_password(password: &SecretString, stored: Option<String>) -> bool {
+    let password = password.clone();
+    tokio::task::spawn_blocking(move || {
+        let (stored, real) = match stored {
+            Some(stored) => (stored, true),
+            None => (DUMMY_HASH.to_owned(), false),
+        };
+        let Ok(parsed) = PasswordHash::new(&stored) else { return false };
+        Argon2::default().verify_password(password.expose_secret().as_bytes(), &parsed).is_ok() && real
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// An argon2id hash (default parameters) of a random password nobody knows.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$wJ0bPe0eRVHXdFJH5aW7Ml4sHxm3qYDo7vyqX0P3kyY";
+
+/// An invite just made: the member it is for, the token (for the link, shown once) and when it
+/// expires.
+pub struct Invitation {
+    pub member: Member,
+    pub token: SecretString,
+    pub expires_at: i64,
+}
+
+/// Invites `email` to merchant `merchant_id`'s team with `role`, on behalf of `invited_by`
+/// (`cli` or `user:<id>`), in `tx`. See the module doc for re-invitations.
+#[tracing::instrument(skip(tx))]
+pub async fn invite(
+    tx: &mut Tx,
+    merchant_id: Uuid,
+    email: &str,
+    role: Role,
+    invited_by: &str,
+) -> Result<Invitation, MemberError> {
+    let email = normalize_email(email)?;
+    let now = now_ms();
+    let member = match members::by_email(tx, &email).await? {
+        Some(existing) if existing.merchant_id != merchant_id => return Err(MemberError::EmailTaken(email)),
+        Some(existing) if existing.password_hash.is_some() => return Err(MemberError::AlreadyMember(email)),
+        Some(mut existing) => {
+            members::set_role(tx, existing.id, role).await?;
+            members::retire_invites(tx, existing.id, now).await?;
+            existing.role = role;
+            existing
+        }
+        None => {
+            let member = Member {
+                id: Uuid::now_v7(),
+                merchant_id,
+                email,
+                role,
+                password_hash: None,
+                created_at: now,
+                invited_by: invited_by.to_owned(),
+            };
+            members::insert(tx, &member).await?;
+            member
+        }
+    };
+    let token = random_token();
+    let invite = Invite {
+        id: Uuid::now_v7(),
+        user_id: member.id,
+        created_at: now,
+        expires_at: now + INVITE_VALIDITY.as_millis() as i64,
+        used_at: None,
+    };
+    members::insert_invite(tx, &invite, &hash_token(&token)).await?;
+    tracing::info!(user_id = %member.id, %merchant_id, role = %role, "member invited");
+    Ok(Invitation { member, token: SecretString::from(token), expires_at: invite.expires_at })
+}
+
+/// The member an invite token is for, if it can still be used.
+pub async fn invited_member(conn: &mut Conn, token: &str) -> Result<Member, MemberError> {
+    let invite = usable_invite(conn, token).await?;
+    members::get(conn, invite.user_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("invite {} names a missing member", invite.id)).into())
+}
+
+async fn usable_invite(conn: &mut Conn, token: &str) -> Result<Invite, MemberError> {
+    let invite = members::invite_by_token_hash(conn, &hash_token(token)).await?.ok_or(MemberError::InviteUnknown)?;
+    if invite.used_at.is_some() {
+        return Err(MemberError::InviteUsed);
+    }
+    if invite.expires_at <= now_ms() {
+        return Err(MemberError::InviteExpired);
+    }
+    Ok(invite)
+}
+
+/// Accepts an invite: sets the member's password, uses the invite up. The member then signs in.
+#[tracing::instrument(skip_all)]
+pub async fn accept_invite(store: &Store, token: &str, password: &SecretString) -> Result<Member, MemberError> {
+    {
+        let mut conn = store.conn().await?;
+        usable_invite(&mut conn, token).await?;
+    }
+    check_password(password)?;
+    // Hashed before the write transaction: no lock is held while argon2 runs.
+    let hash = hash_password(password).await?;
+    let mut tx = store.begin().await?;
+    let invite = usable_invite(&mut tx, token).await?;
+    if !members::use_invite(&mut tx, invite.id, now_ms()).await? {
+        return Err(MemberError::InviteUsed);
+    }
+    members::set_password_hash(&mut tx, invite.user_id, &hash).await?;
+    let member = members::get(&mut tx, invite.user_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("invite {} names a missing member", invite.id)))?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(user_id = %member.id, "invite accepted");
+    Ok(member)
+}
+
+/// A session just opened: the cookie's token (shown once) and the session.
+pub struct OpenedSession {
+    pub token: SecretString,
+    pub session: Session,
+}
+
+/// Signs `email` in with `password` from `client` (its network address): checks the throttle,
+/// then the password; a failure is recorded, a success opens a session.
+#[tracing::instrument(skip(store, password))]
+pub async fn sign_in(
+    store: &Store,
+    email: &str,
+    password: &SecretString,
+    client: &str,
+) -> Result<(Member, OpenedSession), MemberError> {
+    let email = email.trim().to_lowercase();
+    let now = now_ms();
+    let window = THROTTLE_WINDOW.as_millis() as i64;
+    let found = {
+        let mut conn = store.conn().await?;
+        let (by_email, by_client) = members::failures_since(&mut conn, &email, client, now - window).await?;
+        let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
+        if by_email.count >= MAX_FAILURES_PER_ACCOUNT {
+            return Err(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) });
+        }
+        if by_client.count >= MAX_FAILURES_PER_CLIENT {
+            return Err(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) });
+        }
+        members::by_email(&mut conn, &email).await?
+    };
+    let stored = found.as_ref().and_then(|m| m.password_hash.clone());
+    let good = verify_password(password, stored).await;
+    let mut tx = store.begin().await?;
+    let Some(member) = found.filter(|_| good) else {
+        members::record_failure(&mut tx, &email, client, now_ms()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Err(MemberError::WrongCredentials);
+    };
+    members::clear_failures(&mut tx, &email).await?;
+    let opened = open_session(&mut tx, member.id).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(user_id = %member.id, "member signed in");
+    Ok((member, opened))
+}
+
+/// Opens a session for member `user_id` in `tx`.
+pub async fn open_session(tx: &mut Tx, user_id: Uuid) -> Result<OpenedSession, StoreError> {
+    let now = now_ms();
+    members::delete_expired_sessions(tx, now).await?;
+    let token = random_token();
+    let session = Session {
+        id_hash: hash_token(&token),
+        user_id,
+        csrf_token: random_token(),
+        created_at: now,
+        expires_at: now + SESSION_LIFETIME.as_millis() as i64,
+        last_seen_at: now,
+    };
+    members::insert_session(tx, &session).await?;
+    Ok(OpenedSession { token: SecretString::from(token), session })
+}
+
+/// The session a cookie's token names and its member, if the session has not ended; notes its
+/// use (at most once a minute).
+pub async fn session(store: &Store, token: &str) -> Result<Option<(Session, Member)>, StoreError> {
+    let now = now_ms();
+    let id_hash = hash_token(token);
+    let (session, member) = {
+        let mut conn = store.conn().await?;
+        let Some(session) = members::session(&mut conn, &id_hash).await? else { return Ok(None) };
+        if session.expires_at <= now || session.last_seen_at + SESSION_IDLE.as_millis() as i64 <= now {
+            return Ok(None);
+        }
+        let Some(member) = members::get(&mut conn, session.user_id).await? else { return Ok(None) };
+        (session, member)
+    };
+    if now - session.last_seen_at >= SESSION_TOUCH.as_millis() as i64 {
+        let mut tx = store.begin().await?;
+        members::touch_session(&mut tx, &id_hash, now).await?;
+        tx.commit().await?;
+    }
+    Ok(Some((session, member)))
+}
+
+/// Ends the session a cookie's token names (nothing if it has none).
+pub async fn sign_out(store: &Store, token: &str) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    members::delete_session(&mut tx, &hash_token(token)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ends every session of member `user_id`, the one asking included; returns how many ended.
+pub async fn sign_out_everywhere(store: &Store, user_id: Uuid) -> Result<u64, StoreError> {
+    let mut tx = store.begin().await?;
+    let ended = members::delete_sessions_of(&mut tx, user_id, None).await?;
+    tx.commit().await?;
+    tracing::info!(%user_id, ended, "member signed out everywhere");
+    Ok(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_or_refused() {
+        assert_eq!(normalize_email("  Ann@Shop.Example ").unwrap(), "ann@shop.example");
+        for bad in ["", "ann", "ann@", "@shop.example", "ann@shop", "a b@shop.example", "a@b@shop.example", "a@.shop"] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn passwords_hash_with_argon2id_and_verify() {
+        let password = SecretString::from("correct horse battery".to_owned());
+        let hash = hash_password(&password).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password(&password, Some(hash.clone())).await);
+        assert!(!verify_password(&SecretString::from("wrong horse battery".to_owned()), Some(hash)).await);
+        assert!(!verify_password(&password, None).await, "no stored hash never verifies");
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok(), "the dummy hash parses, so it costs a real verification");
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd") && !same_secret("abc", "ab"));
+    }
+}
