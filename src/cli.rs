@@ -112,16 +112,20 @@ pub enum Component {
     Webhooks,
     /// One settler per enabled chain: sweeps, pass-through forwards, payouts, fee bumps.
     Settler,
+    /// Sends receipts and notifications from the e-mail queue (only with `[smtp]` configured;
+    /// several daemons share the queue on PostgreSQL).
+    Mail,
 }
 
 impl Component {
-    pub const ALL: [Component; 6] = [
+    pub const ALL: [Component; 7] = [
         Component::Api,
         Component::Expiry,
         Component::Watcher,
         Component::Ledger,
         Component::Webhooks,
         Component::Settler,
+        Component::Mail,
     ];
 }
 
@@ -247,6 +251,16 @@ pub enum MerchantCommand {
         /// scheme://host[:port], repeatable.
         #[arg(long = "origin")]
         origins: Vec<String>,
+    },
+    /// Set the address a merchant's notifications go to by e-mail (paid invoices, disabled webhook
+    /// endpoints, failed payouts; sent only with `[smtp]` configured). No --email clears it.
+    SetNotificationEmail {
+        /// Merchant id or exact name.
+        #[arg(long)]
+        merchant: String,
+        /// name@example.com
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Set a merchant's fee for one asset: a percent of each payment plus a fixed part charged
     /// once per invoice. Applies to invoices created from now on; existing invoices keep theirs.

@@ -186,6 +186,14 @@ impl Daemon {
                         }));
                     }
                 }
+                Component::Mail => {
+                    // Without [smtp] there is nothing to send: no e-mail is ever queued.
+                    let Some(smtp) = &config.settings.smtp else { continue };
+                    let mailer = depositd_webhooks::Mailer::new(store.clone(), smtp)?;
+                    tasks.push(Task::new(Component::Mail, move |token| async move {
+                        mailer.run(token).await.map_err(anyhow::Error::from)
+                    }));
+                }
                 Component::Expiry => {
                     let state = state.clone();
                     tasks.push(Task::new(Component::Expiry, move |token| async move {

@@ -11,6 +11,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let db = &config.settings.database;
     let store = Store::connect(&db.url, db.max_connections).await?;
     store.migrate().await.context("cannot migrate the database")?;
+    // Receipts and notifications are queued only by a process that has [smtp] configured.
+    store.set_mail_enabled(config.settings.smtp.is_some());
     Ok(store)
 }
 

@@ -44,6 +44,9 @@ pub enum EventType {
     ApiKeyCreated,
     /// An API key was revoked (`revoked_by` says by whom).
     ApiKeyRevoked,
+    /// A merchant's balance changed: one per ledger entry that posts to the merchant's accounts
+    /// (`crate::ledger::post` records it), with the entry and the balances after it.
+    BalanceUpdated,
 }
 
 text_enum! {
@@ -75,6 +78,7 @@ text_enum! {
         WebhookEndpointDisabled = "webhook_endpoint.disabled",
         ApiKeyCreated = "api_key.created",
         ApiKeyRevoked = "api_key.revoked",
+        BalanceUpdated = "balance.updated",
     }
 }
 
@@ -83,7 +87,7 @@ text_enum! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subject<'a> {
     /// `invoice`, `deposit`, `static_address`, `payout`, `refund`, `settlement`,
-    /// `webhook_endpoint`, `api_key`.
+    /// `webhook_endpoint`, `api_key`, `ledger_entry`.
     pub resource_type: &'static str,
     pub resource_id: Uuid,
     /// The resource's `callback_url`: it receives every event about the resource, whatever the

@@ -9,7 +9,7 @@
 //! [`deposit`], [`deposit_address`], [`event`], [`invoice`], [`member`], [`merchant`], [`payout`],
 //! [`resolution`], [`static_address`], [`webhooks`]. Lifecycle modules (the money path's rules,
 //! each taking the caller's transaction): [`api_keys`], [`invoicing`], [`crediting`], [`payouts`],
-//! [`resolutions`], [`outbox`], [`members`], and the
+//! [`resolutions`], [`outbox`] (and its e-mail rules, [`notify`]), [`members`], and the
 //! [`ledger`]. The [`store`] holds rows and SQL and depends on the domain, never the reverse.
 //!
 //! - [`api_key`]: API keys: test or live, and the scopes a key grants.
@@ -42,8 +42,10 @@
 //! - [`metrics`]: the Prometheus registry and every metric's handle (bounded labels only).
 //! - [`money`]: exact money. [`money::BaseUnits`] wraps a U256 token amount; prices are
 //!   `rust_decimal::Decimal`. Never a float.
-//! - [`outbox`]: the one place events are recorded and their webhook deliveries queued, in the
-//!   transaction of the change they report; the typed [`event::EventType`].
+//! - [`notify`]: which events get an e-mail (receipts, merchant notifications), to whom, saying
+//!   what; queued by the outbox in the event's transaction.
+//! - [`outbox`]: the one place events are recorded and their webhook deliveries (and e-mails)
+//!   queued, in the transaction of the change they report; the typed [`event::EventType`].
 //! - [`payout`]: payouts and refunds: their states and the resource the API and webhooks show.
 //! - [`payouts`]: the payout and refund lifecycle (create with reservation and intent, cancel,
 //!   sent, confirmed, failed) for the API, the settler and the CLI alike.
@@ -84,6 +86,7 @@ pub mod members;
 pub mod merchant;
 pub mod metrics;
 pub mod money;
+pub mod notify;
 pub mod outbox;
 pub mod payout;
 pub mod payouts;

@@ -14,6 +14,10 @@
 //!   process's delivery worker; a rolled-back transaction leaves neither event nor delivery nor
 //!   wake behind. Other daemons' workers find the deliveries by polling.
 //!
+//! - the event's e-mails (receipts and merchant notifications, `crate::notify`'s rules) are
+//!   queued in the same transaction, when this process sends e-mail; their commit wakes the
+//!   mailer.
+//!
 //! Nothing is ever delivered that is not committed: the worker claims only committed rows, and
 //! the event, its deliveries and the change they report commit or roll back together.
 //!
@@ -25,6 +29,7 @@ use uuid::Uuid;
 pub use crate::event::{EventType, Subject};
 use crate::invoice::{Invoice, InvoiceResource};
 use crate::invoice_views;
+use crate::notify;
 use crate::store::webhooks::{self, EventRecord};
 use crate::store::{StoreError, Tx, events};
 use crate::time::now_ms;
@@ -53,6 +58,7 @@ pub async fn record<T: Serialize>(
     };
     events::insert(tx, merchant_id, &event).await?;
     queue(tx, merchant_id, &event, subject.callback_url).await?;
+    notify::event(tx, merchant_id, id, event_type, subject.resource_id, data).await?;
     Ok(id)
 }
 
@@ -66,7 +72,9 @@ pub async fn record_invoice(
     resource: &InvoiceResource,
 ) -> Result<Uuid, StoreError> {
     let data = invoice_views::webhook_data(invoice, resource);
-    record(tx, invoice.merchant_id, event_type, Subject::invoice(invoice), &data).await
+    let id = record(tx, invoice.merchant_id, event_type, Subject::invoice(invoice), &data).await?;
+    notify::invoice_event(tx, id, event_type, invoice).await?;
+    Ok(id)
 }
 
 /// Redelivers merchant `merchant_id`'s `event` (in `tx`): its deliveries start over (due now, a

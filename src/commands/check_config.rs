@@ -78,6 +78,17 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
         Err(_) if s.wallet.xpub.is_some() => println!("  wallet:   xpub only, valid (runs without the settler)"),
         Err(e) => println!("  wallet:   {e} (needed by `run`)"),
     }
+    match &s.smtp {
+        Some(smtp) => println!(
+            "  smtp:     {}:{} ({:?}), from {}, {}",
+            smtp.host,
+            smtp.port,
+            smtp.tls,
+            smtp.from,
+            if smtp.username.is_some() { "credentials configured" } else { "no credentials" }
+        ),
+        None => println!("  smtp:     not configured (no receipts or notifications are e-mailed)"),
+    }
     if offline {
         println!("  chains were not contacted (--offline)");
     }

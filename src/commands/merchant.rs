@@ -1,4 +1,4 @@
-//! `depositd merchant create|list|set-fee|set-checkout-origins|deactivate|activate|invite`.
+//! `depositd merchant create|list|set-fee|set-checkout-origins|set-notification-email|deactivate|activate|invite`.
 
 use depositd_core::config::Config;
 use depositd_core::merchant::MerchantStatus;
@@ -98,6 +98,24 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
                 found.name,
                 if checked.is_empty() { "none".into() } else { checked.join(", ") }
             );
+        }
+        MerchantCommand::SetNotificationEmail { merchant, email } => {
+            let email = email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
+            if let Some(address) = &email {
+                anyhow::ensure!(
+                    depositd_core::notify::is_email_address(address),
+                    "--email {address:?} is not an e-mail address (name@example.com)"
+                );
+            }
+            let found = super::find_merchant(&mut conn, &merchant).await?;
+            depositd_core::store::emails::set_notification_email(&mut conn, found.id, email.as_deref()).await?;
+            match &email {
+                Some(address) => println!("{}: notifications go to {address}", found.name),
+                None => println!("{}: no notification e-mails", found.name),
+            }
+            if config.settings.smtp.is_none() {
+                eprintln!("warning: no [smtp] is configured; no e-mail is sent until one is");
+            }
         }
         MerchantCommand::Deactivate { merchant } => {
             let found = super::find_merchant(&mut conn, &merchant).await?;

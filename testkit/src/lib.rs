@@ -27,6 +27,8 @@
 //!   tests' misbehaving JSON-RPC proxies).
 //! - [`webhooks`] (feature `http`): [`webhooks::Receiver`], an HTTP server on 127.0.0.1 that
 //!   records every webhook delivery and answers as scripted.
+//! - [`smtp`] (feature `http`): [`smtp::SmtpServer`], a small SMTP server on 127.0.0.1 that
+//!   records the messages it acknowledged and can hold one unanswered (a crash mid-send).
 
 pub mod anvil;
 pub mod chain;
@@ -34,6 +36,8 @@ pub mod chain;
 pub mod db;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod smtp;
 pub mod tokens;
 #[cfg(feature = "http")]
 pub mod webhooks;

@@ -93,6 +93,45 @@ fn the_mnemonic_never_reaches_the_output() {
     assert!(!all.contains("abandon"), "{all}");
 }
 
+#[test]
+fn smtp_settings_are_checked_and_the_password_never_reaches_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[smtp]\nhost = \"\"\nfrom = \"a@shop.example\"\n", "smtp.host"),
+        ("[smtp]\nhost = \"mail.example\"\nfrom = \"not an address\"\n", "smtp.from"),
+        ("[smtp]\nhost = \"mail.example\"\nfrom = \"a@shop.example\"\nusername = \"u\"\n", "give both or neither"),
+        ("[smtp]\nhost = \"mail.example\"\nfrom = \"a@shop.example\"\ntls = \"ssl\"\n", "ssl"),
+        (
+            "[smtp]\nhost = \"mail.example\"\nfrom = \"a@shop.example\"\nretry_schedule_secs = []\n",
+            "smtp.retry_schedule_secs",
+        ),
+    ];
+    for (contents, needle) in cases {
+        let path = dir.path().join("smtp.toml");
+        std::fs::write(&path, contents).unwrap();
+        let output = depositd().arg("--config").arg(&path).args(["check-config", "--offline"]).output().unwrap();
+        assert_one_line_error(&output, needle);
+    }
+    let path = dir.path().join("smtp.toml");
+    std::fs::write(&path, "[smtp]\nhost = \"mail.example\"\nport = 465\ntls = \"tls\"\nusername = \"u\"\nfrom = \"Shop <a@shop.example>\"\n")
+        .unwrap();
+    let output = depositd()
+        .arg("--config")
+        .arg(&path)
+        .env("DEPOSITD__SMTP__PASSWORD", "SmtpPwCli4f2a")
+        .env("RUST_LOG", "trace")
+        .args(["check-config", "--offline"])
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{all}");
+    assert!(
+        all.contains("smtp:     mail.example:465 (Tls), from Shop <a@shop.example>, credentials configured"),
+        "{all}"
+    );
+    assert!(!all.contains("SmtpPwCli4f2a"), "{all}");
+}
+
 /// merchant create, api-key create/list/revoke through the binary, on both backends.
 async fn merchant_and_key_commands(db: TestDb) {
     let url = db.url.expose().to_owned();

@@ -387,9 +387,9 @@ async fn a_reorg_after_a_forward_posts_the_loss_and_the_merchant_owes_the_forwar
     // 10 USDC (recorded), someone with its key takes them; the cover check sees all 10 missing
     // (netting the whole 50 of losses would have hidden up to 49.5 of it).
     let funding = s.chain.pay_token(s.usdc, s.treasury(), 10_000_000).await;
-    let mut conn = s.app.store.conn().await.unwrap();
+    let mut tx = s.app.store.begin().await.unwrap();
     let posted = ledger::settlement::treasury_funding(
-        &mut conn,
+        &mut tx,
         s.config.chain_id,
         "USDC",
         units(10_000_000),
@@ -397,8 +397,8 @@ async fn a_reorg_after_a_forward_posts_the_loss_and_the_merchant_owes_the_forwar
     )
     .await
     .unwrap();
+    tx.commit().await.unwrap();
     assert!(matches!(posted, Posted::New(_)), "{posted:?}");
-    drop(conn);
     assert!(s.reconcile().await.is_ok());
     let outsider = s.chain.wallet(s.app.state.wallet.treasury().unwrap().clone());
     let theft = TransactionRequest::default().with_to(s.usdc).with_input(

@@ -27,6 +27,7 @@ mod ledger;
 mod live_checkout;
 mod losses;
 mod marks;
+mod notifications;
 mod openapi;
 mod payment_options;
 mod payments;

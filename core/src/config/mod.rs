@@ -54,6 +54,9 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub webhooks: WebhookSettings,
     pub settler: SettlerSettings,
+    /// E-mail receipts and notifications (issue 23); absent: no e-mail is queued or sent.
+    #[serde(default)]
+    pub smtp: Option<SmtpSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +243,106 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
 }
 
+/// How the mailer talks to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on the same host or network only).
+    None,
+    /// Plain connection upgraded with STARTTLS, refused when the server cannot (submission, 587).
+    Starttls,
+    /// TLS from the first byte (SMTPS, 465).
+    Tls,
+}
+
+/// `[smtp]`: the server receipts and notifications go through. Only a process with it queues
+/// e-mails (`crate::notify`), and only one running the `mail` component sends them.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    #[serde(default = "SmtpSettings::default_port")]
+    pub port: u16,
+    #[serde(default = "SmtpSettings::default_tls")]
+    pub tls: SmtpTls,
+    /// Credentials, both or neither (best given through `DEPOSITD__SMTP__PASSWORD`).
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// The sender, `receipts@shop.example` or `Shop <receipts@shop.example>`.
+    pub from: String,
+    /// How long one SMTP conversation may take.
+    #[serde(default = "SmtpSettings::default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Seconds before each retry; its length is the number of retries.
+    #[serde(default = "SmtpSettings::default_retry_schedule_secs")]
+    pub retry_schedule_secs: Vec<u64>,
+    /// How often the mailer looks for e-mails queued by other processes or due for a retry.
+    #[serde(default = "SmtpSettings::default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl SmtpSettings {
+    fn default_port() -> u16 {
+        587
+    }
+    fn default_tls() -> SmtpTls {
+        SmtpTls::Starttls
+    }
+    fn default_timeout_secs() -> u64 {
+        30
+    }
+    fn default_retry_schedule_secs() -> Vec<u64> {
+        vec![10, 60, 300, 1800, 7200, 21600]
+    }
+    fn default_poll_interval_ms() -> u64 {
+        1000
+    }
+
+    /// What is wrong with these settings, worded for the operator.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.host.trim().is_empty() {
+            problems.push("smtp.host: must not be empty".into());
+        }
+        if self.port == 0 {
+            problems.push("smtp.port: must be greater than 0".into());
+        }
+        if self.username.is_some() != self.password.is_some() {
+            problems.push("smtp.username and smtp.password: give both or neither".into());
+        }
+        let address = match (self.from.rfind('<'), self.from.ends_with('>')) {
+            (Some(open), true) => &self.from[open + 1..self.from.len() - 1],
+            _ => self.from.as_str(),
+        };
+        if !crate::notify::is_email_address(address) || self.from.chars().any(char::is_control) {
+            problems.push(format!("smtp.from: `{}` is not an e-mail address (name@example.com)", self.from));
+        }
+        if self.timeout_secs == 0 || self.poll_interval_ms == 0 {
+            problems.push("smtp.timeout_secs and smtp.poll_interval_ms: must be at least 1".into());
+        }
+        if self.retry_schedule_secs.is_empty() {
+            problems.push("smtp.retry_schedule_secs: give at least one retry delay".into());
+        }
+        problems
+    }
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("from", &self.from)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry_schedule_secs", &self.retry_schedule_secs)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettlerSettings {
@@ -317,6 +420,9 @@ impl Config {
         }
         if s.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
+        }
+        if let Some(smtp) = &s.smtp {
+            problems.extend(smtp.problems());
         }
         if !(s.api.public_url.starts_with("http://") || s.api.public_url.starts_with("https://")) {
             problems.push(format!("api.public_url: `{}` must start with http:// or https://", s.api.public_url));
@@ -480,6 +586,24 @@ fn integer_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u128, D::Err
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_smtp_password_never_shows_in_debug() {
+        let settings = super::SmtpSettings {
+            host: "mail.example".into(),
+            port: 587,
+            tls: super::SmtpTls::Starttls,
+            username: Some("u".into()),
+            password: Some("SmtpPwDebug81c3".to_owned().into()),
+            from: "a@shop.example".into(),
+            timeout_secs: 30,
+            retry_schedule_secs: vec![1],
+            poll_interval_ms: 1000,
+        };
+        let shown = format!("{settings:?} {settings:#?}");
+        assert!(!shown.contains("SmtpPwDebug81c3") && shown.contains("[REDACTED]"), "{shown}");
+        assert!(settings.problems().is_empty(), "{:?}", settings.problems());
+    }
+
     #[test]
     fn parser_snippets_fold_into_one_line() {
         let message = "TOML parse error at line 1, column 6\n  |\n1 | this is not toml\n  |      ^\nkey with no value, expected `=`\n in bad.toml";

@@ -21,7 +21,7 @@ use crate::deposit::Deposit;
 use crate::invoice::Invoice;
 use crate::money::BaseUnits;
 use crate::store::codec::Text;
-use crate::store::{Conn, StoreError, parse_column};
+use crate::store::{Conn, StoreError, Tx, parse_column};
 
 fn merchant_of(deposit: &Deposit) -> Result<Uuid, LedgerError> {
     deposit.merchant_id.ok_or_else(|| LedgerError::Malformed {
@@ -44,7 +44,7 @@ fn merchant_of(deposit: &Deposit) -> Result<Uuid, LedgerError> {
 /// the surplus check reports, and the treasury lacks it, which the cover check reports. A loss on
 /// a forward (`reorg_loss_forwarded`) is not recovered here: the merchant's side of it is theirs.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
-pub async fn post_pending(conn: &mut Conn, deposit: &Deposit) -> Result<Posted, LedgerError> {
+pub async fn post_pending(conn: &mut Tx, deposit: &Deposit) -> Result<Posted, LedgerError> {
     let merchant_id = merchant_of(deposit)?;
     let key = format!("deposit_pending:{}:{}", deposit.id, deposit.generation);
     if let Some(existing) = super::entry_by_key(conn, &key).await? {
@@ -131,7 +131,7 @@ pub enum CreditKind {
 /// brings, so the fee is always covered by the credit just posted.
 #[tracing::instrument(skip(conn, deposit, invoice), fields(deposit_id = %deposit.id, invoice_id = %invoice.id))]
 pub async fn post_credit(
-    conn: &mut Conn,
+    conn: &mut Tx,
     deposit: &Deposit,
     invoice: &Invoice,
     kind: CreditKind,
@@ -145,7 +145,7 @@ pub async fn post_credit(
 /// merchant's `pending` (by `deposit_pending`, or by an operator's resolution out of suspense).
 #[tracing::instrument(skip(conn, deposit, invoice), fields(deposit_id = %deposit.id, invoice_id = %invoice.id))]
 pub async fn credit_pending(
-    conn: &mut Conn,
+    conn: &mut Tx,
     deposit: &Deposit,
     invoice: &Invoice,
     kind: CreditKind,
@@ -361,13 +361,13 @@ pub struct Removal {
 /// of one generation of the deposit, so a retry or a second unwinding posts nothing again, and
 /// a crash before the commit leaves nothing posted.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
-pub async fn post_removal(conn: &mut Conn, deposit: &Deposit) -> Result<Removal, LedgerError> {
+pub async fn post_removal(conn: &mut Tx, deposit: &Deposit) -> Result<Removal, LedgerError> {
     let rows: Vec<(String, EntryType)> = sqlx::query_as(
         "SELECT e.id, e.entry_type FROM ledger_entries e WHERE e.deposit_id = $1 AND e.entry_type <> 'reversal' \
          AND NOT EXISTS (SELECT 1 FROM ledger_entries r WHERE r.reverses_entry_id = e.id) ORDER BY e.id DESC",
     )
     .bind(Text(deposit.id))
-    .fetch_all(&mut *conn)
+    .fetch_all(&mut **conn)
     .await?;
     let mut removal = Removal { reversals: Vec::with_capacity(rows.len()), reorg_loss: BaseUnits::ZERO };
     let memo = format!("a chain reorganisation removed transaction {}", deposit.tx_hash);

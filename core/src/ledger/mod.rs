@@ -23,6 +23,8 @@
 //!
 //! # Layout
 //! - this module: accounts, entry types, [`post`] (the one way anything is written), [`reverse`].
+//! - `balance_events`: the `balance.updated` event [`post`] records for every merchant an entry
+//!   posts to, in the entry's transaction.
 //! - [`deposits`]: what a deposit's life posts: pending on detection, credit and fee on
 //!   confirmation, reversals when a reorg takes it away.
 //! - [`settlement`]: what moving money on chain posts: payout reservations and releases, sweeps,
@@ -32,6 +34,7 @@
 //! - [`statements`]: balances and entries as the merchant API and the CSV export show them.
 //! - [`verify`]: reconciliation (`depositd ledger verify`, and the daemon's periodic check).
 
+mod balance_events;
 pub mod deposits;
 pub mod settlement;
 pub mod statements;
@@ -46,7 +49,7 @@ use uuid::Uuid;
 
 use crate::money::BaseUnits;
 use crate::store::codec::{Text, opt};
-use crate::store::{Backend, Conn, StoreError, parse_column};
+use crate::store::{Backend, Conn, StoreError, Tx, parse_column};
 use crate::text_enum::text_enum;
 use crate::time::now_ms;
 
@@ -468,9 +471,10 @@ async fn entry_by_key(conn: &mut Conn, key: &str) -> Result<Option<Uuid>, Ledger
 
 /// Posts an entry in the caller's transaction: all of it, or (on any error) no entry, posting or
 /// balance change (the caller rolls back). Posting an idempotency key a second time returns
-/// [`Posted::AlreadyPosted`] and writes nothing.
+/// [`Posted::AlreadyPosted`] and writes nothing. A new entry that posts to a merchant's accounts
+/// records that merchant's `balance.updated` event (and its deliveries) in the same transaction.
 #[tracing::instrument(skip(conn, entry), fields(key = %entry.idempotency_key, entry_type = %entry.entry_type))]
-pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerError> {
+pub async fn post(conn: &mut Tx, entry: NewEntry) -> Result<Posted, LedgerError> {
     check_shape(&entry)?;
     if let Some(id) = entry_by_key(conn, &entry.idempotency_key).await? {
         return Ok(Posted::AlreadyPosted(id));
@@ -543,7 +547,7 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
     .bind(entry.refs.transaction_id.map(Text))
     .bind(&entry.memo)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(&mut **conn)
     .await
     .map_err(|e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -568,7 +572,7 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
         .bind(side)
         .bind(*amount)
         .bind(locked.balance)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await?;
     }
     for locked in accounts.values().filter(|l| l.changed) {
@@ -576,9 +580,11 @@ pub async fn post(conn: &mut Conn, entry: NewEntry) -> Result<Posted, LedgerErro
             .bind(locked.balance)
             .bind(now)
             .bind(&locked.id)
-            .execute(&mut *conn)
+            .execute(&mut **conn)
             .await?;
     }
+    let after: BTreeMap<Account, BaseUnits> = accounts.into_iter().map(|(a, l)| (a, l.balance)).collect();
+    balance_events::record(conn, id, &entry, now, &postings, &after).await?;
     Ok(Posted::New(id))
 }
 
@@ -695,7 +701,7 @@ pub async fn entry(conn: &mut Conn, id: Uuid) -> Result<Option<(Entry, Vec<Posti
 /// - where it lowers the platform's `custody` below zero (the money left the deposit addresses:
 ///   swept, forwarded), the rest goes to the platform's `reorg_loss`.
 #[tracing::instrument(skip(conn))]
-pub async fn reverse(conn: &mut Conn, id: Uuid, memo: Option<String>) -> Result<Posted, LedgerError> {
+pub async fn reverse(conn: &mut Tx, id: Uuid, memo: Option<String>) -> Result<Posted, LedgerError> {
     reverse_within(conn, id, memo, None).await
 }
 
@@ -717,7 +723,7 @@ pub(crate) struct CustodyLimit {
 /// rest to `reorg_loss_forwarded` (it left custody by a forward).
 #[tracing::instrument(skip(conn))]
 pub(crate) async fn reverse_within(
-    conn: &mut Conn,
+    conn: &mut Tx,
     id: Uuid,
     memo: Option<String>,
     mut limit: Option<CustodyLimit>,

@@ -22,6 +22,7 @@ use super::{Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted,
 use crate::chain_tx::ChainTx;
 use crate::money::BaseUnits;
 use crate::payout::{Payout, PayoutKind};
+use crate::store::Tx;
 
 fn payout_refs(p: &Payout) -> Refs {
     Refs {
@@ -50,7 +51,7 @@ fn reserve_total(p: &Payout) -> Result<BaseUnits, LedgerError> {
 /// Holds a new payout's amount and fee reserve. Refused with `InsufficientFunds` when the
 /// merchant's available balance cannot cover it.
 #[tracing::instrument(skip_all, fields(payout_id = %p.id))]
-pub async fn reserve_payout(conn: &mut crate::store::Conn, p: &Payout) -> Result<Posted, LedgerError> {
+pub async fn reserve_payout(conn: &mut Tx, p: &Payout) -> Result<Posted, LedgerError> {
     let total = reserve_total(p)?;
     post(
         conn,
@@ -72,12 +73,7 @@ pub async fn reserve_payout(conn: &mut crate::store::Conn, p: &Payout) -> Result
 /// Returns a failed or cancelled payout's reservation, less `charged` (the gas a mined, failed
 /// native payout cost, which left the hot wallet).
 #[tracing::instrument(skip(conn, p), fields(payout_id = %p.id))]
-pub async fn release_payout(
-    conn: &mut crate::store::Conn,
-    p: &Payout,
-    charged: BaseUnits,
-    memo: &str,
-) -> Result<Posted, LedgerError> {
+pub async fn release_payout(conn: &mut Tx, p: &Payout, charged: BaseUnits, memo: &str) -> Result<Posted, LedgerError> {
     let total = reserve_total(p)?;
     let back = total.checked_sub(charged).ok_or(LedgerError::Overflow)?;
     let mut legs =
@@ -105,11 +101,7 @@ pub async fn release_payout(
 /// A payout confirmed on chain. `merchant_gas` is the gas the merchant pays (native payouts: the
 /// actual cost, at most the fee reserve; token payouts: zero).
 #[tracing::instrument(skip(conn, p), fields(payout_id = %p.id))]
-pub async fn payout_sent(
-    conn: &mut crate::store::Conn,
-    p: &Payout,
-    merchant_gas: BaseUnits,
-) -> Result<Posted, LedgerError> {
+pub async fn payout_sent(conn: &mut Tx, p: &Payout, merchant_gas: BaseUnits) -> Result<Posted, LedgerError> {
     let total = reserve_total(p)?;
     let left_hot_wallet = p.amount.checked_add(merchant_gas).ok_or(LedgerError::Overflow)?;
     let back = total.checked_sub(left_hot_wallet).ok_or(LedgerError::Overflow)?;
@@ -141,7 +133,7 @@ pub async fn payout_sent(
 /// Gas the operator paid for `tx`, from `payer` (hot wallet or custody) in the native coin.
 #[tracing::instrument(skip(conn, tx), fields(transaction_id = %tx.id))]
 pub async fn operator_gas(
-    conn: &mut crate::store::Conn,
+    conn: &mut Tx,
     tx: &ChainTx,
     native: &str,
     payer: AccountKind,
@@ -171,7 +163,7 @@ pub async fn operator_gas(
 /// A confirmed movement between the hot wallet and custody, out of custody to a merchant, or from
 /// the hot wallet to cold storage.
 #[tracing::instrument(skip_all, fields(transaction_id = %tx.id))]
-pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Posted, LedgerError> {
+pub async fn movement(conn: &mut Tx, tx: &ChainTx) -> Result<Posted, LedgerError> {
     use crate::chain_tx::Purpose;
     let (chain_id, asset) = (tx.chain_id, tx.asset.as_str());
     let (entry_type, key, debit) = match tx.purpose {
@@ -219,7 +211,7 @@ pub async fn movement(conn: &mut crate::store::Conn, tx: &ChainTx) -> Result<Pos
 /// The operator funded the treasury with `amount` of `asset` in transaction `tx_hash`.
 #[tracing::instrument(skip(conn))]
 pub async fn treasury_funding(
-    conn: &mut crate::store::Conn,
+    conn: &mut Tx,
     chain_id: u64,
     asset: &str,
     amount: BaseUnits,

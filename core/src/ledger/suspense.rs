@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{Account, AccountKind, EntryType, LedgerError, Leg, NewEntry, Posted, Refs, post};
 use crate::deposit::Deposit;
 use crate::money::BaseUnits;
-use crate::store::Conn;
+use crate::store::{Conn, Tx};
 
 /// Where a resolution moves a suspense deposit's money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +40,7 @@ fn key(prefix: &str, deposit: &Deposit) -> String {
 /// A transfer recorded as rejected: custody -> suspense. Idempotent per generation; a transfer
 /// whose amount could not be read (zero) posts nothing.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
-pub async fn post_suspense(conn: &mut Conn, deposit: &Deposit) -> Result<Option<Posted>, LedgerError> {
+pub async fn post_suspense(conn: &mut Tx, deposit: &Deposit) -> Result<Option<Posted>, LedgerError> {
     if deposit.amount.is_zero() {
         return Ok(None);
     }
@@ -89,7 +89,7 @@ pub async fn in_suspense(conn: &mut Conn, deposit: &Deposit) -> Result<bool, Led
 /// generation. `resolution_id` names the resolution in the memo.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
 pub async fn post_release(
-    conn: &mut Conn,
+    conn: &mut Tx,
     deposit: &Deposit,
     to: Release,
     resolution_id: Uuid,
@@ -133,7 +133,7 @@ pub async fn post_release(
 /// platform's `fee_revenue`, capped at the amount credited. Nothing for a zero fee.
 #[tracing::instrument(skip_all, fields(deposit_id = %deposit.id))]
 pub async fn post_merchant_fee(
-    conn: &mut Conn,
+    conn: &mut Tx,
     deposit: &Deposit,
     merchant_id: Uuid,
     fee: BaseUnits,

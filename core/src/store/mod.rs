@@ -13,7 +13,7 @@
 //! # Layout
 //! - this module: connecting, migrating, transactions, [`StoreError`].
 //! - [`merchants`], [`members`] (dashboard members, invites, sessions, failed sign-ins), [`api_keys`], [`deposit_addresses`] (and their [`address_pool`]), [`invoices`], [`events`] (the outbox's
-//!   event rows), [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
+//!   event rows), [`emails`] (its e-mail rows), [`idempotency`], [`static_addresses`], [`deposits`], [`blocks`], [`cursors`], [`webhooks`] (endpoints and
 //!   the delivery queue's rows), [`payouts`], [`chain_txs`] (outgoing transactions, attempts, nonces), [`leases`] (one holder at a time), [`wallet_identity`] (the wallet every process checks at start-up): queries, one module per table family, each a small async
 //!   function taking a connection or transaction. They hold rows and SQL only: the rules that
 //!   decide what to write live in the lifecycle modules (`crate::outbox` for events and their
@@ -27,6 +27,7 @@ pub mod codec;
 pub mod cursors;
 pub mod deposit_addresses;
 pub mod deposits;
+pub mod emails;
 pub mod events;
 pub mod idempotency;
 pub mod invoices;
@@ -68,6 +69,8 @@ pub struct Tx {
     /// Whether this transaction queued webhook deliveries (set by `crate::outbox`, the only code
     /// that queues them): its commit wakes the delivery worker.
     queued_deliveries: bool,
+    /// The same for e-mails (`crate::notify`): its commit wakes the mailer.
+    queued_emails: bool,
     _write_turn: Option<OwnedMutexGuard<()>>,
 }
 
@@ -78,11 +81,14 @@ impl Tx {
     /// that rolls back (or is dropped), wakes nobody.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { inner, signals, queued_deliveries, _write_turn } = self;
+        let Tx { inner, signals, queued_deliveries, queued_emails, _write_turn } = self;
         inner.commit().await?;
         drop(_write_turn);
         if queued_deliveries {
             signals.deliveries_queued.notify_one();
+        }
+        if queued_emails {
+            signals.emails_queued.notify_one();
         }
         Ok(())
     }
@@ -90,6 +96,17 @@ impl Tx {
     /// Notes that this transaction queued webhook deliveries (see [`Tx::commit`]).
     pub(crate) fn deliveries_were_queued(&mut self) {
         self.queued_deliveries = true;
+    }
+
+    /// Notes that this transaction queued e-mails (see [`Tx::commit`]).
+    pub(crate) fn emails_were_queued(&mut self) {
+        self.queued_emails = true;
+    }
+
+    /// Whether this process sends e-mail (see [`Store::set_mail_enabled`]): without it the
+    /// outbox queues none.
+    pub(crate) fn mail_enabled(&self) -> bool {
+        self.signals.mail_enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -115,6 +132,9 @@ impl std::ops::DerefMut for Tx {
 #[derive(Debug, Default)]
 struct Signals {
     deliveries_queued: Notify,
+    emails_queued: Notify,
+    /// Whether the process's configuration has `[smtp]`: only then does the outbox queue e-mails.
+    mail_enabled: std::sync::atomic::AtomicBool,
 }
 /// A connection on either backend (what query functions take: `&mut *tx` or `&mut *conn`).
 pub type Conn = sqlx::AnyConnection;
@@ -383,7 +403,13 @@ impl Store {
             None => None,
         };
         let inner = self.pool.begin_with(self.backend.begin_statement()).await?;
-        Ok(Tx { inner, signals: self.signals.clone(), queued_deliveries: false, _write_turn: write_turn })
+        Ok(Tx {
+            inner,
+            signals: self.signals.clone(),
+            queued_deliveries: false,
+            queued_emails: false,
+            _write_turn: write_turn,
+        })
     }
 
     /// Opens a read-only transaction over one consistent snapshot (see
@@ -391,7 +417,13 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
         let inner = self.pool.begin_with(self.backend.snapshot_statement()).await?;
-        Ok(Tx { inner, signals: self.signals.clone(), queued_deliveries: false, _write_turn: None })
+        Ok(Tx {
+            inner,
+            signals: self.signals.clone(),
+            queued_deliveries: false,
+            queued_emails: false,
+            _write_turn: None,
+        })
     }
 
     /// Resolves when a transaction of this store (this process) that queued webhook deliveries
@@ -399,6 +431,18 @@ impl Store {
     /// waits on it between polls.
     pub async fn deliveries_queued(&self) {
         self.signals.deliveries_queued.notified().await
+    }
+
+    /// The same for e-mails: the mailer waits on it between polls.
+    pub async fn emails_queued(&self) {
+        self.signals.emails_queued.notified().await
+    }
+
+    /// Says whether this process sends e-mail (its configuration has `[smtp]`); set where the
+    /// store is opened, before any transaction. Without it the outbox queues no e-mail at all, so
+    /// a daemon without SMTP writes no e-mail rows and nothing about e-mail can fail.
+    pub fn set_mail_enabled(&self, enabled: bool) {
+        self.signals.mail_enabled.store(enabled, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Checks the database answers (for `/readyz`).
