@@ -6,9 +6,11 @@
 //!   records the outcome only while it still holds the lease, so two mailers (two daemons on
 //!   PostgreSQL) never both record a send, and a crash before the record leaves the e-mail to be
 //!   claimed again once the lease has run out;
-//! - a temporary failure (connection, timeout, 4xx) is retried after
-//!   `smtp.retry_schedule_secs[n]` (jittered by +-10%); a permanent refusal (5xx, an address
-//!   that is not one) or a spent schedule marks the e-mail `failed`, logged and counted;
+//! - a temporary failure (connection, timeout, 4xx, the whole conversation not done within two
+//!   `smtp.timeout_secs`, or an authentication refusal, which the operator's settings cause and
+//!   every e-mail would meet) is retried after `smtp.retry_schedule_secs[n]` (jittered by
+//!   +-10%); a permanent refusal of the message (another 5xx, an address that is not one) or a
+//!   spent schedule marks the e-mail `failed`, logged and counted;
 //! - **at most one copy reaches a recipient's mailbox, as far as SMTP allows.** The send is
 //!   recorded right after the server's `250` for the message; a crash between that answer and
 //!   the commit sends the e-mail again once the lease runs out. That window cannot be closed (a
@@ -134,10 +136,17 @@ impl Mailer {
 
     async fn send_one(&self, email: &ClaimedEmail) -> Result<(), StoreError> {
         let attempt = match self.message(email) {
-            Ok(message) => match self.transport.send(message).await {
-                Ok(_) => Attempt::Sent,
-                Err(e) if e.is_permanent() => Attempt::Permanent(e.to_string()),
-                Err(e) => Attempt::Temporary(e.to_string()),
+            // lettre's own timeout bounds only the connection; the whole conversation is bounded
+            // here, well inside the claim's lease (2 x timeout + margin), so a stalled server
+            // neither stops the queue nor lets another mailer claim the e-mail mid-send.
+            Ok(message) => match tokio::time::timeout(2 * self.timeout, self.transport.send(message)).await {
+                Err(_) => Attempt::Temporary(format!(
+                    "the SMTP server did not finish the conversation within {} s",
+                    (2 * self.timeout).as_secs()
+                )),
+                Ok(Ok(_)) => Attempt::Sent,
+                Ok(Err(e)) if rejects_this_message(&e) => Attempt::Permanent(e.to_string()),
+                Ok(Err(e)) => Attempt::Temporary(e.to_string()),
             },
             Err(reason) => Attempt::Permanent(reason),
         };
@@ -187,4 +196,13 @@ impl Mailer {
             .body(email.body.clone())
             .map_err(|e| format!("the message does not build: {e}"))
     }
+}
+
+/// A permanent (5xx) answer that is about this message, not about the mailer's own account: an
+/// authentication answer (530 required, 534 mechanism too weak, 535 credentials refused, 538
+/// encryption required) means every e-mail would fail the same way until the operator fixes the
+/// settings, so it is retried on the schedule like a temporary failure rather than dropping
+/// each queued receipt after one attempt.
+fn rejects_this_message(error: &lettre::transport::smtp::Error) -> bool {
+    error.is_permanent() && !matches!(error.status().map(u16::from), Some(530 | 534 | 535 | 538))
 }
