@@ -261,6 +261,15 @@ impl PaidShare {
         BaseUnits(((self.den - self.num) * Wide::from(amount.0)).div_ceil(self.den).saturating_to())
     }
 
+    /// What the payments exceed the price by, in base units of an option whose price is
+    /// `amount`, rounded down; zero until covered.
+    pub fn excess_of(&self, amount: BaseUnits) -> BaseUnits {
+        if !self.covers() {
+            return BaseUnits::ZERO;
+        }
+        BaseUnits(((self.num - self.den) * Wide::from(amount.0) / self.den).saturating_to())
+    }
+
     /// The share of `price` (in the invoice's currency), rounded down to `dp` decimals.
     pub fn of_price(&self, price: Decimal, dp: u32) -> Decimal {
         let (mantissa, scale) = (price.mantissa().unsigned_abs(), price.scale());
@@ -382,6 +391,19 @@ impl Invoice {
         };
         self.amount_paid_base_units = self.paid_in_primary();
         Some(())
+    }
+
+    /// Whether the invoice is paid more than its price by at least one base unit of the option
+    /// `asset` on `chain_id` (the one a payment came in): paying an option's rounded-up
+    /// `amount_due` exactly is no overpayment, though its excess may be worth a base unit or more
+    /// of a primary option with more decimals. An invoice payable one way: paid more than its
+    /// amount.
+    pub fn overpaid_in(&self, chain_id: u64, asset: &str) -> bool {
+        if self.options.is_empty() {
+            return self.amount_paid_base_units > self.amount_base_units;
+        }
+        let Some(option) = self.options.iter().find(|o| o.is(chain_id, asset)) else { return false };
+        !PaidShare::of(&self.options).excess_of(option.amount_base_units).is_zero()
     }
 
     /// `amount_paid` as the resource shows it: whole tokens of the pay asset, or, with several
