@@ -382,10 +382,13 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Unwound
                 }
                 let read = invoice.clone();
                 // Out of the deposit's own option (a multi-option invoice), then the total follows.
-                if invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).is_none() {
-                    invoice.amount_paid_base_units =
-                        invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
-                }
+                invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "reorged deposit {} ({} {} on chain {}) cannot be taken out of invoice {}: not one of its \
+                         payment options, or more than was paid in it",
+                        deposit.id, deposit.amount, deposit.asset, deposit.chain_id, invoice_id
+                    ))
+                })?;
                 let paid = invoice.amount_paid_base_units;
                 if invoice.static_address_id.is_some() && paid.is_zero() && invoice.status == InvoiceStatus::Paid {
                     // A static address's invoice exists for its deposit alone: with the deposit
@@ -515,6 +518,38 @@ mod tests {
         let (_, over) = credit(1);
         assert_eq!(over.flags, vec![PaymentFlag::Overpaid]);
         assert_eq!(over.events, vec![EventType::InvoicePaid, EventType::InvoiceOverpaid]);
+    }
+
+    #[test]
+    fn taking_out_more_than_was_paid_is_refused_not_clamped() {
+        use crate::invoice::PaymentOption;
+        let option = |asset: &str, paid: u64| PaymentOption {
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: asset.into(),
+            token_address: None,
+            decimals: 6,
+            address: Default::default(),
+            amount_base_units: BaseUnits::from(10_000_000),
+            fee_base_units: BaseUnits::ZERO,
+            fee_schedule: Default::default(),
+            conversion_rate: Decimal::ONE,
+            amount_paid_base_units: BaseUnits::from(paid),
+        };
+        let mut multi = invoice(InvoiceStatus::Pending);
+        multi.options = vec![option("USDC", 5_000_000), option("USDT", 0)];
+        multi.amount_paid_base_units = BaseUnits::from(5_000_000);
+        let before = multi.clone();
+        assert!(multi.apply_payment(31337, "USDT", BaseUnits::from(1), true).is_none());
+        assert!(multi.apply_payment(31337, "USDC", BaseUnits::from(5_000_001), true).is_none());
+        assert!(multi.apply_payment(31337, "DAI", BaseUnits::from(1), true).is_none());
+        assert_eq!(multi, before);
+        assert!(multi.apply_payment(31337, "USDC", BaseUnits::from(5_000_000), true).is_some());
+        assert_eq!(multi.amount_paid_base_units, BaseUnits::ZERO);
+        let mut single = invoice(InvoiceStatus::Pending);
+        single.amount_paid_base_units = BaseUnits::from(3);
+        assert!(single.apply_payment(31337, "USDC", BaseUnits::from(4), true).is_none());
+        assert_eq!(single.amount_paid_base_units, BaseUnits::from(3));
     }
 
     #[test]

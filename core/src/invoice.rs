@@ -373,11 +373,12 @@ impl Invoice {
 
     /// Adds (or, `remove`, takes away) a confirmed payment of `amount` in `asset` on `chain_id`
     /// to what the invoice was paid: to its option, then `amount_paid_base_units` follows. `None`
-    /// when the invoice did not offer it, or the sum does not fit.
+    /// when the invoice did not offer it, the sum does not fit, or a removal exceeds what was paid
+    /// (in its option): the invoice is left as it was.
     pub fn apply_payment(&mut self, chain_id: u64, asset: &str, amount: BaseUnits, remove: bool) -> Option<()> {
         if self.options.is_empty() {
             self.amount_paid_base_units = if remove {
-                self.amount_paid_base_units.checked_sub(amount).unwrap_or_default()
+                self.amount_paid_base_units.checked_sub(amount)?
             } else {
                 self.amount_paid_base_units.checked_add(amount)?
             };
@@ -385,7 +386,7 @@ impl Invoice {
         }
         let option = self.options.iter_mut().find(|o| o.is(chain_id, asset))?;
         option.amount_paid_base_units = if remove {
-            option.amount_paid_base_units.checked_sub(amount).unwrap_or_default()
+            option.amount_paid_base_units.checked_sub(amount)?
         } else {
             option.amount_paid_base_units.checked_add(amount)?
         };
