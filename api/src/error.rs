@@ -173,6 +173,12 @@ impl From<depositd_core::payouts::PayoutError> for ApiError {
             },
             PayoutError::InsufficientFunds(message) => ApiError::invalid("amount", "insufficient_funds", message),
             PayoutError::RefundExceedsPaid(message) => ApiError::invalid("amount", "refund_exceeds_paid", message),
+            PayoutError::RefundOptionNotOffered { param, message } => {
+                ApiError::invalid(param, "refund_option_not_offered", message)
+            }
+            PayoutError::RefundOptionAmbiguous(message) => {
+                ApiError::Conflict { code: "refund_option_ambiguous", message, param: Some("asset".into()) }
+            }
             PayoutError::FeeEstimateUnavailable(message) => {
                 ApiError::Unavailable { code: "fee_estimate_unavailable", message }
             }

@@ -112,6 +112,22 @@ pub fn settle(
     Settlement { status, flags, finished_at, events }
 }
 
+/// `settle`'s `overpaid` for a multi-option invoice `paid` (after a payment in `asset` on
+/// `chain_id`; `read` before it): its paid total in primary base units rounds an excess of less
+/// than one base unit of the paying option up to a whole primary unit or more when the primary
+/// has more decimals, so an overpayment is one of at least a base unit of the option that paid
+/// (or one flagged before).
+fn overpaid_by_a_unit(outcome: &mut Settlement, read: &Invoice, paid: &Invoice, chain_id: u64, asset: &str) {
+    if paid.options.is_empty()
+        || paid.overpaid_in(chain_id, asset)
+        || read.payment_flags.contains(&PaymentFlag::Overpaid)
+    {
+        return;
+    }
+    outcome.flags.retain(|f| *f != PaymentFlag::Overpaid);
+    outcome.events.retain(|e| *e != EventType::InvoiceOverpaid);
+}
+
 /// A new deposit was seen (not yet confirmed).
 pub async fn on_detected(tx: &mut Tx, ctx: Context<'_>, deposit: &Deposit) -> Result<(), StoreError> {
     let Some(merchant_id) = deposit.merchant_id else { return Ok(()) };
@@ -255,6 +271,7 @@ pub(crate) async fn credit_invoice(
     // Late is judged by the block's arrival (detection), not by how long confirmation took.
     let late = deposit.detected_at > invoice.expires_at;
     let mut outcome = settle(&invoice, paid_total, merchant.payment_tolerance_percent, now_ms(), late);
+    overpaid_by_a_unit(&mut outcome, &read, &paid, deposit.chain_id, &deposit.asset);
     // A partial payment with more still confirming keeps the invoice processing.
     if outcome.status == InvoiceStatus::Pending && deposits::invoice_has_detected(tx, invoice.id, deposit.id).await? {
         outcome.status = InvoiceStatus::Processing;
@@ -365,10 +382,13 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Unwound
                 }
                 let read = invoice.clone();
                 // Out of the deposit's own option (a multi-option invoice), then the total follows.
-                if invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).is_none() {
-                    invoice.amount_paid_base_units =
-                        invoice.amount_paid_base_units.checked_sub(deposit.amount).unwrap_or_default();
-                }
+                invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "reorged deposit {} ({} {} on chain {}) cannot be taken out of invoice {}: not one of its \
+                         payment options, or more than was paid in it",
+                        deposit.id, deposit.amount, deposit.asset, deposit.chain_id, invoice_id
+                    ))
+                })?;
                 let paid = invoice.amount_paid_base_units;
                 if invoice.static_address_id.is_some() && paid.is_zero() && invoice.status == InvoiceStatus::Paid {
                     // A static address's invoice exists for its deposit alone: with the deposit
@@ -453,6 +473,83 @@ mod tests {
             finished_at: None,
             updated_at: 0,
         }
+    }
+
+    #[test]
+    fn paying_an_options_rounded_up_amount_due_exactly_is_not_overpaid() {
+        use crate::invoice::{PaidShare, PaymentOption};
+        // An ETH-like primary (18 decimals, 0.003 ETH for 10 USD) and a USDC option (6 decimals).
+        let option = |asset: &str, decimals: u8, amount: u64| PaymentOption {
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: asset.into(),
+            token_address: None,
+            decimals,
+            address: Default::default(),
+            amount_base_units: BaseUnits::from(amount),
+            fee_base_units: BaseUnits::ZERO,
+            fee_schedule: Default::default(),
+            conversion_rate: Decimal::ONE,
+            amount_paid_base_units: BaseUnits::ZERO,
+        };
+        let mut start = invoice(InvoiceStatus::Pending);
+        (start.asset, start.decimals) = ("ETH".into(), 18);
+        start.amount_base_units = BaseUnits::from(3_000_000_000_000_000u64);
+        start.options = vec![option("ETH", 18, 3_000_000_000_000_000), option("USDC", 6, 10_000_000)];
+        // One wei first: the rest due in USDC rounds up to the whole 10 USDC.
+        start.apply_payment(31337, "ETH", BaseUnits::from(1), false).unwrap();
+        let due = PaidShare::of(&start.options).due_of(BaseUnits::from(10_000_000));
+        assert_eq!(due, BaseUnits::from(10_000_000));
+        let credit = |extra: u64| {
+            let mut paid = start.clone();
+            paid.apply_payment(31337, "USDC", due.checked_add(BaseUnits::from(extra)).unwrap(), false).unwrap();
+            let mut outcome = settle(&start, paid.amount_paid_base_units, Decimal::ZERO, 5, false);
+            overpaid_by_a_unit(&mut outcome, &start, &paid, 31337, "USDC");
+            (paid, outcome)
+        };
+        // Paying exactly the amount due: covered, more than the primary amount in wei (the excess
+        // is a third of a USDC base unit, about a wei), yet not overpaid.
+        let (paid, exact) = credit(0);
+        assert!(paid.amount_paid_base_units > paid.amount_base_units, "the rounded-up due exceeds the price");
+        assert_eq!(exact.status, InvoiceStatus::Paid);
+        assert_eq!(exact.flags, vec![]);
+        assert_eq!(exact.events, vec![EventType::InvoicePaid]);
+        // One USDC base unit more is an overpayment.
+        let (_, over) = credit(1);
+        assert_eq!(over.flags, vec![PaymentFlag::Overpaid]);
+        assert_eq!(over.events, vec![EventType::InvoicePaid, EventType::InvoiceOverpaid]);
+    }
+
+    #[test]
+    fn taking_out_more_than_was_paid_is_refused_not_clamped() {
+        use crate::invoice::PaymentOption;
+        let option = |asset: &str, paid: u64| PaymentOption {
+            chain: "anvil".into(),
+            chain_id: 31337,
+            asset: asset.into(),
+            token_address: None,
+            decimals: 6,
+            address: Default::default(),
+            amount_base_units: BaseUnits::from(10_000_000),
+            fee_base_units: BaseUnits::ZERO,
+            fee_schedule: Default::default(),
+            conversion_rate: Decimal::ONE,
+            amount_paid_base_units: BaseUnits::from(paid),
+        };
+        let mut multi = invoice(InvoiceStatus::Pending);
+        multi.options = vec![option("USDC", 5_000_000), option("USDT", 0)];
+        multi.amount_paid_base_units = BaseUnits::from(5_000_000);
+        let before = multi.clone();
+        assert!(multi.apply_payment(31337, "USDT", BaseUnits::from(1), true).is_none());
+        assert!(multi.apply_payment(31337, "USDC", BaseUnits::from(5_000_001), true).is_none());
+        assert!(multi.apply_payment(31337, "DAI", BaseUnits::from(1), true).is_none());
+        assert_eq!(multi, before);
+        assert!(multi.apply_payment(31337, "USDC", BaseUnits::from(5_000_000), true).is_some());
+        assert_eq!(multi.amount_paid_base_units, BaseUnits::ZERO);
+        let mut single = invoice(InvoiceStatus::Pending);
+        single.amount_paid_base_units = BaseUnits::from(3);
+        assert!(single.apply_payment(31337, "USDC", BaseUnits::from(4), true).is_none());
+        assert_eq!(single.amount_paid_base_units, BaseUnits::from(3));
     }
 
     #[test]

@@ -261,6 +261,15 @@ impl PaidShare {
         BaseUnits(((self.den - self.num) * Wide::from(amount.0)).div_ceil(self.den).saturating_to())
     }
 
+    /// What the payments exceed the price by, in base units of an option whose price is
+    /// `amount`, rounded down; zero until covered.
+    pub fn excess_of(&self, amount: BaseUnits) -> BaseUnits {
+        if !self.covers() {
+            return BaseUnits::ZERO;
+        }
+        BaseUnits(((self.num - self.den) * Wide::from(amount.0) / self.den).saturating_to())
+    }
+
     /// The share of `price` (in the invoice's currency), rounded down to `dp` decimals.
     pub fn of_price(&self, price: Decimal, dp: u32) -> Decimal {
         let (mantissa, scale) = (price.mantissa().unsigned_abs(), price.scale());
@@ -364,11 +373,12 @@ impl Invoice {
 
     /// Adds (or, `remove`, takes away) a confirmed payment of `amount` in `asset` on `chain_id`
     /// to what the invoice was paid: to its option, then `amount_paid_base_units` follows. `None`
-    /// when the invoice did not offer it, or the sum does not fit.
+    /// when the invoice did not offer it, the sum does not fit, or a removal exceeds what was paid
+    /// (in its option): the invoice is left as it was.
     pub fn apply_payment(&mut self, chain_id: u64, asset: &str, amount: BaseUnits, remove: bool) -> Option<()> {
         if self.options.is_empty() {
             self.amount_paid_base_units = if remove {
-                self.amount_paid_base_units.checked_sub(amount).unwrap_or_default()
+                self.amount_paid_base_units.checked_sub(amount)?
             } else {
                 self.amount_paid_base_units.checked_add(amount)?
             };
@@ -376,12 +386,25 @@ impl Invoice {
         }
         let option = self.options.iter_mut().find(|o| o.is(chain_id, asset))?;
         option.amount_paid_base_units = if remove {
-            option.amount_paid_base_units.checked_sub(amount).unwrap_or_default()
+            option.amount_paid_base_units.checked_sub(amount)?
         } else {
             option.amount_paid_base_units.checked_add(amount)?
         };
         self.amount_paid_base_units = self.paid_in_primary();
         Some(())
+    }
+
+    /// Whether the invoice is paid more than its price by at least one base unit of the option
+    /// `asset` on `chain_id` (the one a payment came in): paying an option's rounded-up
+    /// `amount_due` exactly is no overpayment, though its excess may be worth a base unit or more
+    /// of a primary option with more decimals. An invoice payable one way: paid more than its
+    /// amount.
+    pub fn overpaid_in(&self, chain_id: u64, asset: &str) -> bool {
+        if self.options.is_empty() {
+            return self.amount_paid_base_units > self.amount_base_units;
+        }
+        let Some(option) = self.options.iter().find(|o| o.is(chain_id, asset)) else { return false };
+        !PaidShare::of(&self.options).excess_of(option.amount_base_units).is_zero()
     }
 
     /// `amount_paid` as the resource shows it: whole tokens of the pay asset, or, with several

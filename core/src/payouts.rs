@@ -63,6 +63,12 @@ pub enum PayoutError {
     /// A refund larger than what the invoice was paid and has not had refunded.
     #[error("{0}")]
     RefundExceedsPaid(String),
+    /// The refund names a chain or asset (`param`) the invoice did not offer.
+    #[error("{message}")]
+    RefundOptionNotOffered { param: &'static str, message: String },
+    /// A multi-option invoice was paid in several options and the refund names none of them.
+    #[error("{0}")]
+    RefundOptionAmbiguous(String),
     /// No recent network fee reading, so a native payout's reserve cannot be computed.
     #[error("{0}")]
     FeeEstimateUnavailable(String),
@@ -122,21 +128,109 @@ async fn native_fee_reserve(conn: &mut Conn, ctx: Context<'_>) -> Result<BaseUni
     }
 }
 
-/// Refunds of `invoice` still promised (not failed or cancelled), in base units.
-async fn refunded(conn: &mut Conn, invoice: &Invoice) -> Result<BaseUnits, PayoutError> {
+/// What a refund of an invoice is paid in: the chain and asset of one of its options (the
+/// invoice's own for an invoice payable one way), and what was paid in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundTarget {
+    pub chain: String,
+    pub chain_id: u64,
+    pub asset: String,
+    /// `None` for the native coin.
+    pub token_address: Option<Address>,
+    pub decimals: u8,
+    /// Confirmed payments to the invoice in this chain and asset.
+    pub paid: BaseUnits,
+}
+
+/// The option a refund of `invoice` is paid in: a refund goes back in the chain and asset that
+/// were paid. `chain` and `asset` (the request's, if any) narrow the invoice's options; among
+/// those left, the one paid is chosen when only one was, and several paid is ambiguous. An
+/// invoice payable one way is refunded in its own chain and asset, as ever (naming another is
+/// refused).
+pub fn refund_target(invoice: &Invoice, chain: Option<&str>, asset: Option<&str>) -> Result<RefundTarget, PayoutError> {
+    let primary = RefundTarget {
+        chain: invoice.chain.clone(),
+        chain_id: invoice.chain_id,
+        asset: invoice.asset.clone(),
+        token_address: invoice.token_address,
+        decimals: invoice.decimals,
+        paid: invoice.amount_paid_base_units,
+    };
+    let offered: Vec<RefundTarget> = if invoice.options.is_empty() {
+        vec![primary]
+    } else {
+        invoice
+            .options
+            .iter()
+            .map(|o| RefundTarget {
+                chain: o.chain.clone(),
+                chain_id: o.chain_id,
+                asset: o.asset.clone(),
+                token_address: o.token_address,
+                decimals: o.decimals,
+                paid: o.amount_paid_base_units,
+            })
+            .collect()
+    };
+    let mut matching: Vec<RefundTarget> = offered
+        .into_iter()
+        .filter(|t| chain.is_none_or(|c| t.chain == c) && asset.is_none_or(|a| t.asset.eq_ignore_ascii_case(a)))
+        .collect();
+    let named = || match (chain, asset) {
+        (Some(c), Some(a)) => format!("{a} on {c}"),
+        (Some(c), None) => format!("anything on {c}"),
+        (None, Some(a)) => a.to_owned(),
+        (None, None) => "anything".to_owned(),
+    };
+    if matching.is_empty() {
+        return Err(PayoutError::RefundOptionNotOffered {
+            param: if asset.is_some() { "asset" } else { "chain" },
+            message: format!("this invoice did not offer {}, so it cannot be refunded in it", named()),
+        });
+    }
+    if matching.len() == 1 {
+        return Ok(matching.remove(0));
+    }
+    let mut paid: Vec<RefundTarget> = matching.into_iter().filter(|t| !t.paid.is_zero()).collect();
+    match paid.len() {
+        1 => Ok(paid.remove(0)),
+        0 => Err(PayoutError::RefundExceedsPaid(format!(
+            "nothing was paid to this invoice in {}: there is nothing to refund",
+            named()
+        ))),
+        _ => Err(PayoutError::RefundOptionAmbiguous(format!(
+            "this invoice was paid in {}: name the one to refund with asset (and chain)",
+            paid.iter().map(|t| format!("{} on {}", t.asset, t.chain)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Refunds of `invoice` in `asset` on `chain_id` still promised (not failed or cancelled), in
+/// base units.
+async fn refunded(conn: &mut Conn, invoice: &Invoice, chain_id: u64, asset: &str) -> Result<BaseUnits, PayoutError> {
     let mut total = BaseUnits::ZERO;
     for refund in payouts::refunds_of(conn, invoice.id).await? {
-        total = total.checked_add(refund.amount).ok_or(LedgerError::Overflow)?;
+        if refund.chain_id == chain_id && refund.asset.eq_ignore_ascii_case(asset) {
+            total = total.checked_add(refund.amount).ok_or(LedgerError::Overflow)?;
+        }
     }
     Ok(total)
 }
 
-/// Refused unless `amount` fits in what `invoice` was paid less `refunded` (which may include it).
-fn check_refundable(invoice: &Invoice, refunded: BaseUnits, amount: BaseUnits) -> Result<(), PayoutError> {
-    let paid = invoice.amount_paid_base_units;
+/// Refused unless `amount` fits in what was paid to `invoice` in `asset` on `chain_id` less
+/// `refunded` (which may include it).
+fn check_refundable(
+    invoice: &Invoice,
+    chain_id: u64,
+    asset: &str,
+    decimals: u8,
+    refunded: BaseUnits,
+    amount: BaseUnits,
+) -> Result<(), PayoutError> {
+    let paid = paid_in(invoice, chain_id, asset);
     let remaining = paid.checked_sub(refunded).unwrap_or_default();
     if amount > remaining {
-        let show = |v: BaseUnits| format!("{} {}", v.to_display(invoice.decimals), invoice.asset);
+        let show = |v: BaseUnits| format!("{} {asset}", v.to_display(decimals));
         return Err(PayoutError::RefundExceedsPaid(format!(
             "the refund of {} exceeds what can still be refunded: {} ({} paid, {} refunded or being refunded)",
             show(amount),
@@ -148,13 +242,22 @@ fn check_refundable(invoice: &Invoice, refunded: BaseUnits, amount: BaseUnits) -
     Ok(())
 }
 
+/// What was paid to `invoice` in `asset` on `chain_id` (nothing for a pair it did not offer).
+fn paid_in(invoice: &Invoice, chain_id: u64, asset: &str) -> BaseUnits {
+    if invoice.options.is_empty() {
+        let own = invoice.chain_id == chain_id && invoice.asset.eq_ignore_ascii_case(asset);
+        return if own { invoice.amount_paid_base_units } else { BaseUnits::ZERO };
+    }
+    invoice.options.iter().find(|o| o.is(chain_id, asset)).map(|o| o.amount_paid_base_units).unwrap_or_default()
+}
+
 /// Stores a validated payout or refund with its chain intent and reservation and records
 /// `payout.created`, in the caller's transaction (which the caller commits).
 pub async fn create(db: &mut Tx, ctx: Context<'_>, new: NewPayout) -> Result<(Payout, PayoutResource), PayoutError> {
     if let Some(invoice) = &new.refund_of {
         // Checked again after the reservation (below), which serializes a merchant's refunds.
-        let already = refunded(db, invoice).await?;
-        check_refundable(invoice, already, new.amount)?;
+        let already = refunded(db, invoice, ctx.chain.chain_id, &new.asset).await?;
+        check_refundable(invoice, ctx.chain.chain_id, &new.asset, new.decimals, already, new.amount)?;
     }
     let fee_reserve = match new.token_address {
         None => native_fee_reserve(db, ctx).await?,
@@ -223,9 +326,9 @@ pub async fn create(db: &mut Tx, ctx: Context<'_>, new: NewPayout) -> Result<(Pa
     if let Some(invoice) = &new.refund_of {
         // The reservation locked the merchant's balance: concurrent refunds are now in order, and
         // the sum includes this one.
-        let promised = refunded(db, invoice).await?;
+        let promised = refunded(db, invoice, ctx.chain.chain_id, &new.asset).await?;
         let others = promised.checked_sub(new.amount).unwrap_or_default();
-        check_refundable(invoice, others, new.amount)?;
+        check_refundable(invoice, ctx.chain.chain_id, &new.asset, new.decimals, others, new.amount)?;
     }
     let resource = PayoutResource::build(&payout, &ctx.chain.name, new.decimals, None);
     outbox::record(db, payout.merchant_id, EventType::PayoutCreated, Subject::new("payout", payout.id), &resource)
@@ -349,18 +452,25 @@ async fn refund_confirmed(db: &mut Tx, ctx: Context<'_>, refund: &Payout) -> Res
     let Some(mut invoice) = invoices::get_any(db, invoice_id).await? else {
         return Err(StoreError::Corrupt(format!("refund {} names a missing invoice", refund.id)));
     };
-    let mut refunded = BaseUnits::ZERO;
-    for r in payouts::refunds_of(db, invoice_id).await? {
-        if r.status == PayoutStatus::Confirmed {
-            refunded = refunded.checked_add(r.amount).unwrap_or(refunded);
-        }
-    }
-    let read = invoice.clone();
-    invoice.status = if refunded >= invoice.amount_paid_base_units {
-        InvoiceStatus::Refunded
-    } else {
-        InvoiceStatus::PartiallyRefunded
+    let confirmed: Vec<Payout> = payouts::refunds_of(db, invoice_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.status == PayoutStatus::Confirmed)
+        .collect();
+    // Every pair paid in is refunded in full (an invoice payable one way has one pair).
+    let refunded_in = |chain_id: u64, asset: &str| {
+        confirmed
+            .iter()
+            .filter(|r| r.chain_id == chain_id && r.asset.eq_ignore_ascii_case(asset))
+            .fold(BaseUnits::ZERO, |sum, r| sum.checked_add(r.amount).unwrap_or(sum))
     };
+    let whole = if invoice.options.is_empty() {
+        refunded_in(invoice.chain_id, &invoice.asset) >= invoice.amount_paid_base_units
+    } else {
+        invoice.options.iter().all(|o| refunded_in(o.chain_id, &o.asset) >= o.amount_paid_base_units)
+    };
+    let read = invoice.clone();
+    invoice.status = if whole { InvoiceStatus::Refunded } else { InvoiceStatus::PartiallyRefunded };
     invoices::update_payment_state(db, &read, &invoice).await?;
     let resource = InvoiceResource::build(&invoice, Vec::new(), ctx.public_url, ctx.sessions);
     outbox::record_invoice(db, EventType::InvoiceRefunded, &invoice, &resource).await?;

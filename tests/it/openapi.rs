@@ -214,6 +214,10 @@ async fn the_document_says_what_the_server_refuses() {
     assert_eq!(schemas["CreateStaticAddress"]["properties"]["customer_id"]["minLength"], 1);
     assert_eq!(schemas["CreateInvoice"]["properties"]["external_id"]["minLength"], 1);
     assert_eq!(schemas["CreateInvoice"]["properties"]["chain"]["enum"], json!(["anvil", null]));
+    let options = &schemas["CreateInvoice"]["properties"]["payment_options"];
+    assert_eq!((options["minItems"].as_u64(), options["maxItems"].as_u64()), (Some(1), Some(10)), "{options}");
+    let create = &document["paths"]["/api/v1/invoices"]["post"]["responses"]["400"]["description"];
+    assert!(create.as_str().unwrap().contains("duplicate_payment_option"), "{create}");
     let events = schemas["CreateWebhookEndpoint"]["properties"]["enabled_events"]["items"]["enum"].as_array().unwrap();
     assert!(events.contains(&json!("invoice.paid")) && events.contains(&json!("payout.sent")));
 }

@@ -15,7 +15,7 @@ use depositd_core::money::BaseUnits;
 use depositd_core::pricing::FeedSnapshot;
 use depositd_core::store::{api_keys, deposits};
 use depositd_core::time::now_ms;
-use depositd_testkit::chain::TestChain;
+use depositd_testkit::chain::{TestChain, payer_address};
 use depositd_watcher::ChainWatcher;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -29,6 +29,7 @@ both_backends!(
     bad_payment_options_are_refused_precisely,
     the_servers_default_options_apply_when_a_request_names_none,
     a_reorg_takes_one_options_payment_out_of_that_option_alone,
+    a_refund_goes_back_in_the_chain_and_asset_that_were_paid,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -417,5 +418,109 @@ async fn a_reorg_takes_one_options_payment_out_of_that_option_alone(db: TestDb) 
     let paid = s.invoice(id).await;
     assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")), "{paid}");
     assert_eq!(s.merchant_balance(AccountKind::Available, "USDT").await, units(4_950_000));
+    s.reconciles().await;
+}
+
+/// A refund of a multi-option invoice paid half in USDC and half in USDT goes out in the asset
+/// named (the payer's USDT balance goes up, the merchant's USDT goes down, USDC is untouched),
+/// capped by what was paid in that asset; with two assets paid and none named it is ambiguous.
+async fn a_refund_goes_back_in_the_chain_and_asset_that_were_paid(db: TestDb) {
+    let s = setup(&db).await;
+    let treasury = s.app.state.wallet.treasury_address();
+    depositd::dev::fund_treasury(&s.app.store, &s.config, treasury, 10_000_000_000_000_000_000).await.unwrap();
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    let invoice = s
+        .app
+        .created_invoice(
+            &s.key,
+            json!({"amount": "10", "currency": "USD", "payment_options": [{"asset": "USDC"}, {"asset": "USDT"}]}),
+        )
+        .await;
+    let id = invoice["id"].as_str().unwrap();
+    let address = invoice["pay"]["address"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/invoices/{id}/refunds");
+    let refund = |body: Value| {
+        let request = s.app.client.post(s.app.url(&path)).header("x-api-key", &s.key).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let payer = payer_address();
+    let to = payer.to_checksum(None);
+
+    // Only USDT paid so far: a refund naming no option is in USDT; none is possible in USDC.
+    s.chain.pay_token(s.usdt, address.as_str(), 5_000_000).await;
+    s.watch(&mut watcher).await;
+    assert_error(
+        refund(json!({"amount": "1", "address": to, "asset": "USDC"})).await,
+        400,
+        "refund_exceeds_paid",
+        Some("amount"),
+    )
+    .await;
+    let response = refund(json!({"amount": "1", "address": to})).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let first: Value = response.json().await.unwrap();
+    assert_eq!((first["asset"].as_str(), first["amount"].as_str()), (Some("USDT"), Some("1")), "{first}");
+    s.chain.pay_token(s.usdc, address.as_str(), 5_000_000).await;
+    s.watch(&mut watcher).await;
+    assert_eq!(s.invoice(id).await["status"], "paid");
+
+    // Both paid: which one is ambiguous; an asset not offered is refused; beyond what was paid
+    // in USDT is refused though the invoice was paid 10 USD.
+    assert_error(refund(json!({"amount": "1", "address": to})).await, 409, "refund_option_ambiguous", Some("asset"))
+        .await;
+    assert_error(
+        refund(json!({"amount": "1", "address": to, "asset": "DAI"})).await,
+        400,
+        "refund_option_not_offered",
+        Some("asset"),
+    )
+    .await;
+    assert_error(
+        refund(json!({"amount": "1", "address": to, "chain": "nowhere"})).await,
+        400,
+        "refund_option_not_offered",
+        Some("chain"),
+    )
+    .await;
+    assert_error(
+        refund(json!({"amount": "4.000001", "address": to, "asset": "USDT"})).await,
+        400,
+        "refund_exceeds_paid",
+        Some("amount"),
+    )
+    .await;
+
+    let response = refund(json!({"amount": "3", "address": to, "asset": "USDT"})).await;
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!((created["asset"].as_str(), created["amount"].as_str()), (Some("USDT"), Some("3")), "{created}");
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDT").await, units(950_000));
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDC").await, units(4_950_000));
+    // 1 USDT of the 5 paid is left to refund.
+    assert_error(
+        refund(json!({"amount": "1.000001", "address": to, "asset": "USDT"})).await,
+        400,
+        "refund_exceeds_paid",
+        Some("amount"),
+    )
+    .await;
+
+    let (usdt_before, usdc_before) =
+        (s.chain.token_balance(s.usdt, payer).await, s.chain.token_balance(s.usdc, payer).await);
+    let ids = [first["id"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned()];
+    crate::helpers::settle_until(&s.chain, &mut watcher, &mut settler, 40, "the USDT refunds", || async {
+        let mut all = true;
+        for id in &ids {
+            all &= s.app.get_json(&s.key, &format!("/api/v1/payouts/{id}")).await.1["status"] == "confirmed";
+        }
+        all
+    })
+    .await;
+    assert_eq!(s.chain.token_balance(s.usdt, payer).await - usdt_before, alloy::primitives::U256::from(4_000_000u64));
+    assert_eq!(s.chain.token_balance(s.usdc, payer).await, usdc_before);
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDT").await, units(950_000));
+    assert_eq!(s.merchant_balance(AccountKind::Reserved, "USDT").await, BaseUnits::ZERO);
+    assert_eq!(s.merchant_balance(AccountKind::Available, "USDC").await, units(4_950_000));
+    assert_eq!(s.invoice(id).await["status"], "partially_refunded");
     s.reconciles().await;
 }

@@ -632,7 +632,11 @@ async fn refunds_are_bounded_by_what_was_paid(db: TestDb) {
     let bad = post(&app, &key, &other_path, json!({"amount": "0.0000001", "address": DEST}), None);
     assert_error(bad.await, 400, "invalid_amount", Some("amount")).await;
     let bad = post(&app, &key, &other_path, json!({"amount": "1", "address": DEST, "asset": "ETH"}), None);
-    assert_error(bad.await, 400, "unknown_parameter", Some("asset")).await;
+    // A refund may name its asset (for invoices with several payment options); one the invoice
+    // was not offered in is refused.
+    assert_error(bad.await, 400, "refund_option_not_offered", Some("asset")).await;
+    let bad = post(&app, &key, &other_path, json!({"amount": "1", "address": DEST, "fee": "0"}), None);
+    assert_error(bad.await, 400, "unknown_parameter", Some("fee")).await;
     let bad = post(&app, &key, &other_path, json!({"amount": "1"}), None);
     assert_error(bad.await, 400, "parameter_missing", Some("address")).await;
     fund(&app, other_merchant.id, "USDC", 100 * USDC).await;

@@ -62,6 +62,7 @@ pub struct CreateInvoice {
     /// does), the first the primary (`pay`). Each is priced at creation and keeps its amount for
     /// the invoice's life; a payment in any of them counts at its own rate, and payments in
     /// several add up. Not together with `chain` or `asset`; one option only with `receiver_override`.
+    #[schema(min_items = 1, max_items = 10)]
     pub payment_options: Option<Vec<PaymentOptionRequest>>,
 }
 
@@ -86,7 +87,7 @@ impl Creation for CreateInvoice {
     request_body = CreateInvoice,
     responses(
         (status = 201, description = "Invoice created", body = InvoiceResource),
-        (status = 400, description = "Invalid parameters", body = crate::error::ErrorBody),
+        (status = 400, description = "Invalid parameters (among them duplicate_payment_option: the same chain/asset pair twice in payment_options)", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
         (status = 403, description = "The key lacks invoices:write, or its mode does not match the chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),

@@ -58,12 +58,14 @@ impl Creation for CreatePayout {
     const ENDPOINT: &'static str = "POST /api/v1/payouts";
 }
 
-/// The request body of a refund: the invoice gives the chain and asset. Unknown fields are refused.
+/// The request body of a refund: the invoice gives the chain and asset (for an invoice with
+/// several payment options, the option paid; `asset`/`chain` name it when several were).
+/// Unknown fields are refused.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRefund {
-    /// Decimal string in whole units of the invoice's asset, more than zero, at most what was paid
-    /// and not yet refunded.
+    /// Decimal string in whole units of the refunded asset, more than zero, at most what was paid
+    /// in it and not yet refunded.
     #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]+)?$")]
     pub amount: serde_json::Value,
     /// Where the refund goes: a 0x address (mixed case must be a valid EIP-55 checksum).
@@ -73,6 +75,13 @@ pub struct CreateRefund {
     /// At most 50 keys with string, number or boolean values, at most 5 KB serialized.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The payment option refunded, by asset: one the invoice offered. Needed only when the
+    /// invoice was paid in several options; default: the one it was paid in (its own asset for an
+    /// invoice payable one way).
+    pub asset: Option<String>,
+    /// The payment option refunded, by chain (with `asset`, when the invoice offered an asset on
+    /// several chains); default as for `asset`.
+    pub chain: Option<String>,
 }
 
 impl Creation for CreateRefund {
@@ -198,11 +207,11 @@ pub async fn create(
     request_body = CreateRefund,
     responses(
         (status = 201, description = "Refund created (a payout of kind refund); its amount and network fee reserve are held from the available balance", body = PayoutResource),
-        (status = 400, description = "Invalid parameters, invoice_not_paid, refund_exceeds_paid or insufficient_funds", body = crate::error::ErrorBody),
+        (status = 400, description = "Invalid parameters, invoice_not_paid, refund_exceeds_paid (beyond what was paid in the refunded asset and not yet refunded), refund_option_not_offered (asset/chain not an option of the invoice) or insufficient_funds", body = crate::error::ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::error::ErrorBody),
         (status = 403, description = "The key lacks payouts:write, or its mode does not match the chain (key_mode_mismatch)", body = crate::error::ErrorBody),
         (status = 404, description = "No such invoice", body = crate::error::ErrorBody),
-        (status = 409, description = "Idempotency or external_id conflict", body = crate::error::ErrorBody),
+        (status = 409, description = "Idempotency or external_id conflict, or refund_option_ambiguous (paid in several options: name one with asset/chain)", body = crate::error::ErrorBody),
         (status = 503, description = "No recent network fee estimate (fee_estimate_unavailable)", body = crate::error::ErrorBody),
     ),
     security(("api_key" = []), ("bearer" = []))
@@ -215,18 +224,24 @@ pub async fn create_refund(
         let mut conn = state.store.conn().await?;
         invoices::get(&mut conn, auth.merchant.id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
     };
-    let amount = amount(&request.amount, invoice.decimals, &invoice.asset)?;
+    let named = request.chain.is_some() || request.asset.is_some();
+    let target = match payouts::refund_target(&invoice, request.chain.as_deref(), request.asset.as_deref()) {
+        // Several options, none paid.
+        Err(payouts::PayoutError::RefundExceedsPaid(_)) if !named => return Err(not_paid(&invoice)),
+        target => target?,
+    };
+    let amount = amount(&request.amount, target.decimals, &target.asset)?;
     let destination = destination("address", &request.address)?;
     let external_id = validate::text("external_id", request.external_id, 128)?;
     let metadata = validate::metadata(request.metadata)?;
-    let chain = refundable(&state, &invoice)?;
+    let chain = refundable(&state, &invoice, &target)?;
     auth.may_create_on(chain, None)?;
     let new = NewPayout {
         kind: PayoutKind::Refund,
         merchant_id: auth.merchant.id,
-        asset: invoice.asset.clone(),
-        decimals: invoice.decimals,
-        token_address: invoice.token_address,
+        asset: target.asset,
+        decimals: target.decimals,
+        token_address: target.token_address,
         amount,
         destination,
         external_id,
@@ -236,27 +251,35 @@ pub async fn create_refund(
     create_outgoing(&state, guard, chain, new).await
 }
 
-/// The chain a refund of `invoice` is sent on: its asset must still be enabled, and something
-/// must have been paid to it.
-fn refundable<'a>(state: &'a AppState, invoice: &Invoice) -> Result<&'a ChainConfig, ApiError> {
-    let Some(chain) = state.config.chain(&invoice.chain).filter(|c| c.asset(&invoice.asset).is_some()) else {
+/// The chain a refund of `invoice` in `target` is sent on: its asset must still be enabled, and
+/// something must have been paid to the invoice.
+fn refundable<'a>(
+    state: &'a AppState,
+    invoice: &Invoice,
+    target: &payouts::RefundTarget,
+) -> Result<&'a ChainConfig, ApiError> {
+    let Some(chain) = state.config.chain(&target.chain).filter(|c| c.asset(&target.asset).is_some()) else {
         return Err(ApiError::InvalidRequest {
             code: "unsupported_asset",
-            message: format!("{} on {} is no longer enabled on this server", invoice.asset, invoice.chain),
+            message: format!("{} on {} is no longer enabled on this server", target.asset, target.chain),
             param: None,
         });
     };
-    if invoice.amount_paid_base_units.is_zero() {
-        return Err(ApiError::InvalidRequest {
-            code: "invoice_not_paid",
-            message: format!(
-                "nothing has been paid to this invoice (it is {}): there is nothing to refund",
-                invoice.status
-            ),
-            param: None,
-        });
+    if invoice.amount_paid_base_units.is_zero() && target.paid.is_zero() {
+        return Err(not_paid(invoice));
     }
     Ok(chain)
+}
+
+fn not_paid(invoice: &Invoice) -> ApiError {
+    ApiError::InvalidRequest {
+        code: "invoice_not_paid",
+        message: format!(
+            "nothing has been paid to this invoice (it is {}): there is nothing to refund",
+            invoice.status
+        ),
+        param: None,
+    }
 }
 
 /// The hash of a payout's transaction: the mined one, else its latest signed attempt.

@@ -380,6 +380,46 @@ impl Config {
         Ok(config)
     }
 
+    /// What is wrong with `invoices.default_payment_options`: each entry's chain enabled (default:
+    /// `chains.default_chain`) and its asset on that chain, no pair twice, at most 10 entries
+    /// (none is allowed: invoices are then payable one way).
+    fn default_payment_options_problems(&self) -> Vec<String> {
+        const SETTING: &str = "invoices.default_payment_options";
+        let s = &self.settings;
+        let options = &s.invoices.default_payment_options;
+        let mut problems = Vec::new();
+        if options.len() > 10 {
+            problems.push(format!("{SETTING}: at most 10 entries ({} given)", options.len()));
+        }
+        let mut seen: Vec<(u64, String)> = Vec::new();
+        for (i, option) in options.iter().enumerate() {
+            let name = option.chain.as_deref().unwrap_or(&s.chains.default_chain);
+            let Some(chain) = self.chain(name) else {
+                problems.push(format!(
+                    "{SETTING}[{i}].chain: `{name}` is not one of the enabled chains {:?}",
+                    s.chains.enabled
+                ));
+                continue;
+            };
+            let Some(asset) = chain.asset(&option.asset) else {
+                problems.push(format!(
+                    "{SETTING}[{i}].asset: chain `{}` has no asset `{}` (it has {})",
+                    chain.name,
+                    option.asset,
+                    chain.asset_symbols().join(", ")
+                ));
+                continue;
+            };
+            let pair = (chain.chain_id, asset.symbol.to_owned());
+            if seen.contains(&pair) {
+                problems.push(format!("{SETTING}[{i}]: {} on {} is listed twice", pair.1, chain.name));
+            } else {
+                seen.push(pair);
+            }
+        }
+        problems
+    }
+
     pub fn chain(&self, name: &str) -> Option<&ChainConfig> {
         self.chains.iter().find(|c| c.name == name)
     }
@@ -461,6 +501,7 @@ impl Config {
             )),
             Some(_) => {}
         }
+        problems.extend(self.default_payment_options_problems());
         if let Some(url) = &s.pricing.feed_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
@@ -586,6 +627,40 @@ fn integer_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u128, D::Err
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_default_payment_options_are_load_errors_naming_the_setting() {
+        // The built-in defaults (the dev chain, whose only asset is its native ETH).
+        let mut settings = Settings::load(None, Some("sqlite://unused.db")).unwrap();
+        settings.chains.dir = "../chains".into();
+        let chains = settings.load_chains().unwrap();
+        let mut config = Config { settings, chains };
+        let option = |chain: Option<&str>, asset: &str| DefaultPaymentOption {
+            chain: chain.map(str::to_owned),
+            asset: asset.into(),
+        };
+        let problems = |config: &mut Config, options: Vec<DefaultPaymentOption>| {
+            config.settings.invoices.default_payment_options = options;
+            match config.validate() {
+                Ok(()) => Vec::new(),
+                Err(ConfigError::Invalid(problems)) => problems,
+                Err(other) => panic!("{other}"),
+            }
+        };
+        assert_eq!(problems(&mut config, vec![]), Vec::<String>::new());
+        assert_eq!(problems(&mut config, vec![option(Some("anvil"), "ETH")]), Vec::<String>::new());
+        let bad = problems(&mut config, vec![option(Some("mars"), "ETH")]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].starts_with("invoices.default_payment_options[0].chain: `mars`"), "{bad:?}");
+        let bad = problems(&mut config, vec![option(None, "ETH"), option(None, "DOGE")]);
+        assert!(bad[0].starts_with("invoices.default_payment_options[1].asset: chain `anvil` has no asset `DOGE`"));
+        let bad = problems(&mut config, vec![option(None, "ETH"), option(Some("anvil"), "eth")]);
+        assert_eq!(bad, vec!["invoices.default_payment_options[1]: ETH on anvil is listed twice".to_owned()]);
+        let bad = problems(&mut config, (0..11).map(|_| option(None, "ETH")).collect());
+        assert!(bad[0].starts_with("invoices.default_payment_options: at most 10 entries (11 given)"), "{bad:?}");
+    }
+
     #[test]
     fn the_smtp_password_never_shows_in_debug() {
         let settings = super::SmtpSettings {
