@@ -267,29 +267,38 @@ pub async fn sign_in(
     password: &SecretString,
     client: &str,
 ) -> Result<(Member, OpenedSession), MemberError> {
-    let email = email.trim().to_lowercase();
+    // The address as stored (an invalid one is still checked against the dummy hash, so it
+    // costs the same time, and recorded at most 254 characters long).
+    let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase().chars().take(254).collect());
     let now = now_ms();
     let window = THROTTLE_WINDOW.as_millis() as i64;
+    // The attempt counts as a failure before its password is checked, in one write transaction
+    // with the count (`store::members::record_attempt`): parallel attempts cannot all pass.
     let found = {
-        let mut conn = store.conn().await?;
-        let (by_email, by_client) = members::failures_since(&mut conn, &email, client, now - window).await?;
+        let mut tx = store.begin().await?;
+        let (by_email, by_client) = members::record_attempt(&mut tx, &email, client, now, now - window).await?;
         let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
-        if by_email.count >= MAX_FAILURES_PER_ACCOUNT {
-            return Err(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) });
+        let throttled = if by_email.count > MAX_FAILURES_PER_ACCOUNT {
+            Some(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) })
+        } else if by_client.count > MAX_FAILURES_PER_CLIENT {
+            Some(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) })
+        } else {
+            None
+        };
+        if let Some(throttled) = throttled {
+            // A refused attempt is not a failure: nothing is recorded.
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Err(throttled);
         }
-        if by_client.count >= MAX_FAILURES_PER_CLIENT {
-            return Err(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) });
-        }
-        members::by_email(&mut conn, &email).await?
+        let found = members::by_email(&mut tx, &email).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        found
     };
     let stored = found.as_ref().and_then(|m| m.password_hash.clone());
     let good = verify_password(password, stored).await;
+    // A failure is already recorded.
+    let Some(member) = found.filter(|_| good) else { return Err(MemberError::WrongCredentials) };
     let mut tx = store.begin().await?;
-    let Some(member) = found.filter(|_| good) else {
-        members::record_failure(&mut tx, &email, client, now_ms()).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        return Err(MemberError::WrongCredentials);
-    };
     members::clear_failures(&mut tx, &email).await?;
     let opened = open_session(&mut tx, member.id).await?;
     tx.commit().await.map_err(StoreError::from)?;

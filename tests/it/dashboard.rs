@@ -24,6 +24,7 @@ both_backends!(
     log_out_everywhere_ends_every_session,
     the_operator_invites_from_the_command_line,
     a_member_grants_and_revokes_only_what_its_role_allows,
+    parallel_sign_ins_are_counted_one_by_one,
 );
 
 const PASSWORD: &str = "a long enough password";
@@ -464,4 +465,43 @@ async fn a_member_grants_and_revokes_only_what_its_role_allows(db: TestDb) {
     let keys = keys_now().await;
     assert!(keys.iter().find(|k| k.id == operator_key.id).unwrap().revoked_at.is_none());
     assert!(keys.iter().find(|k| k.id == money_key).unwrap().revoked_at.is_some());
+}
+
+/// Wrong passwords posted all at once for one account: each attempt is counted before its
+/// password is checked, so at most the limit are evaluated, the rest are throttled, and then the
+/// right password is throttled too.
+async fn parallel_sign_ins_are_counted_one_by_one(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, _) = app.merchant("Race Shop", &Scope::MERCHANT).await;
+    member(&app, merchant.id, "race@shop.example", Role::Owner).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let mut browser = Browser::new(&app);
+        let form = browser.get("/dashboard/login").await;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("csrf", csrf_of(&form.body).as_str()),
+                ("email", "race@shop.example"),
+                ("password", "wrong password!"),
+            ])
+            .finish();
+        let request = browser
+            .client
+            .post(app.url("/dashboard/login"))
+            .header("cookie", browser.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        tasks.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let statuses = tasks.join_all().await;
+    let evaluated = statuses.iter().filter(|s| **s == 401).count() as i64;
+    let throttled = statuses.iter().filter(|s| **s == 429).count() as i64;
+    assert_eq!(
+        (evaluated, throttled),
+        (members::MAX_FAILURES_PER_ACCOUNT, 12 - members::MAX_FAILURES_PER_ACCOUNT),
+        "{statuses:?}"
+    );
+    let mut browser = Browser::new(&app);
+    let late = browser.sign_in("race@shop.example", PASSWORD).await;
+    assert_eq!(late.status, 429, "{}", late.body);
 }
