@@ -168,6 +168,8 @@ pub async fn revoke(tx: &mut Tx, merchant_id: Uuid, id: Uuid, grantor: Grantor<'
     }
     let actor = grantor.actor();
     api_keys::revoke_by(tx, id, Some(actor.as_str())).await?;
+    // Counted again once committed: a request that read the row before the commit cannot keep it.
+    tx.keys_were_changed();
     let key = api_keys::get(tx, merchant_id, id).await?.ok_or(KeyError::NotFound)?;
     let resource = ApiKeyResource::build(&key, None);
     outbox::record(tx, merchant_id, EventType::ApiKeyRevoked, Subject::new("api_key", key.id), &resource).await?;

@@ -68,6 +68,10 @@ pub struct Tx {
     /// Whether this transaction queued webhook deliveries (set by `crate::outbox`, the only code
     /// that queues them): its commit wakes the delivery worker.
     queued_deliveries: bool,
+    /// Whether this transaction changed an API key (set by `crate::api_keys`): its commit counts
+    /// a key change (`key_changes`) once the change is visible, so the API's key cache cannot
+    /// keep a row read between the write and the commit.
+    keys_changed: bool,
     _write_turn: Option<OwnedMutexGuard<()>>,
 }
 
@@ -78,9 +82,12 @@ impl Tx {
     /// that rolls back (or is dropped), wakes nobody.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { inner, signals, queued_deliveries, _write_turn } = self;
+        let Tx { inner, signals, queued_deliveries, keys_changed, _write_turn } = self;
         inner.commit().await?;
         drop(_write_turn);
+        if keys_changed {
+            key_changes::changed();
+        }
         if queued_deliveries {
             signals.deliveries_queued.notify_one();
         }
@@ -90,6 +97,11 @@ impl Tx {
     /// Notes that this transaction queued webhook deliveries (see [`Tx::commit`]).
     pub(crate) fn deliveries_were_queued(&mut self) {
         self.queued_deliveries = true;
+    }
+
+    /// Notes that this transaction changed an API key (see the field).
+    pub(crate) fn keys_were_changed(&mut self) {
+        self.keys_changed = true;
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -383,7 +395,13 @@ impl Store {
             None => None,
         };
         let inner = self.pool.begin_with(self.backend.begin_statement()).await?;
-        Ok(Tx { inner, signals: self.signals.clone(), queued_deliveries: false, _write_turn: write_turn })
+        Ok(Tx {
+            inner,
+            signals: self.signals.clone(),
+            queued_deliveries: false,
+            keys_changed: false,
+            _write_turn: write_turn,
+        })
     }
 
     /// Opens a read-only transaction over one consistent snapshot (see
@@ -391,7 +409,13 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn begin_snapshot(&self) -> Result<Tx, StoreError> {
         let inner = self.pool.begin_with(self.backend.snapshot_statement()).await?;
-        Ok(Tx { inner, signals: self.signals.clone(), queued_deliveries: false, _write_turn: None })
+        Ok(Tx {
+            inner,
+            signals: self.signals.clone(),
+            queued_deliveries: false,
+            keys_changed: false,
+            _write_turn: None,
+        })
     }
 
     /// Resolves when a transaction of this store (this process) that queued webhook deliveries
