@@ -78,7 +78,7 @@ impl Application {
         };
         let app = routes::router(self.state)
             .layer(axum::middleware::from_fn_with_state(limits.body_read, read_body_in_time))
-            .layer(TraceLayer::new_for_http());
+            .layer(TraceLayer::new_for_http().make_span_with(request_span));
         tracing::info!(addr = %self.listener.local_addr()?, max_connections = limits.max_connections, "API listening");
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let mut last_accept_error: Option<Instant> = None;
@@ -297,5 +297,34 @@ async fn read_body_in_time(State(limit): State<Duration>, request: Request, next
             response.headers_mut().insert(axum::http::header::CONNECTION, "close".parse().expect("a header value"));
             response
         }
+    }
+}
+
+/// The span of one request: its method and its route's template (`/dashboard/invite/{token}`),
+/// never the path as sent nor its query, which may carry a secret (an invite token).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = match request.extensions().get::<axum::extract::MatchedPath>() {
+        Some(matched) => matched.as_str().to_owned(),
+        None => redacted_path(request.uri().path()),
+    };
+    tracing::debug_span!("request", method = %request.method(), route = %route, version = ?request.version())
+}
+
+/// A path no route matched, with the segment after `/dashboard/invite/` hidden.
+fn redacted_path(path: &str) -> String {
+    match path.strip_prefix("/dashboard/invite/") {
+        Some(_) => "/dashboard/invite/{token}".to_owned(),
+        None => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    #[test]
+    fn invite_tokens_stay_out_of_request_spans() {
+        assert_eq!(redacted_path("/dashboard/invite/abc123"), "/dashboard/invite/{token}");
+        assert_eq!(redacted_path("/dashboard/login"), "/dashboard/login");
     }
 }

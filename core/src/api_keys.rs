@@ -8,8 +8,10 @@
 //! - a key with `api_keys:write` may create and revoke only keys of its own mode whose scopes it
 //!   holds itself, never one with the `operator` scope: a key never mints more power than it has,
 //!   and a test key never touches live keys;
-//! - a dashboard member (whose role the dashboard has checked) may create and revoke keys of
-//!   either mode with any merchant scope, never `operator`;
+//! - a dashboard member may create and revoke keys of either mode if its role manages keys, and
+//!   only with scopes its role allows ([`scope_action`]: a key never does what its creator's role
+//!   may not, so a developer cannot mint `payouts:write`, which moves money and is the owner's),
+//!   never `operator`;
 //! - revoking is final and idempotent (a second revocation changes nothing and records nothing);
 //! - every creation and first revocation is an outbox event (`api_key.created`,
 //!   `api_key.revoked`) carrying the key (never its secret) and who acted, in the caller's
@@ -22,6 +24,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::api_key::{ApiKey, ApiKeyResource, KeyMode, Scope};
+use crate::member::{Action, Role};
 use crate::outbox::{self, EventType, Subject};
 use crate::store::{StoreError, Tx, api_keys};
 
@@ -32,8 +35,8 @@ pub enum Grantor<'a> {
     Operator,
     /// A merchant's API key: keys of its mode, within its own scopes.
     Key(&'a ApiKey),
-    /// A dashboard member the dashboard allowed to manage keys: any merchant scope.
-    Member { user_id: Uuid },
+    /// A dashboard member: keys whose every scope its role allows ([`scope_action`]).
+    Member { user_id: Uuid, role: Role },
 }
 
 impl Grantor<'_> {
@@ -42,7 +45,7 @@ impl Grantor<'_> {
         match self {
             Grantor::Operator => "cli".to_owned(),
             Grantor::Key(key) => format!("api_key:{}", key.id),
-            Grantor::Member { user_id } => format!("user:{user_id}"),
+            Grantor::Member { user_id, .. } => format!("user:{user_id}"),
         }
     }
 
@@ -62,7 +65,36 @@ impl Grantor<'_> {
                 return Err(KeyError::ScopeNotHeld(*missing));
             }
         }
+        if let Grantor::Member { role, .. } = self {
+            if !role.may(Action::ManageKeys) {
+                return Err(KeyError::RoleLacks { role: *role, scope: None });
+            }
+            if let Some(beyond) = scopes.iter().find(|s| !scope_action(**s).is_some_and(|a| role.may(a))) {
+                return Err(KeyError::RoleLacks { role: *role, scope: Some(*beyond) });
+            }
+        }
         Ok(())
+    }
+}
+
+/// The dashboard action a member's role needs to give a key `scope` (`None`: no member may,
+/// the `operator` scope). A key does what its scopes allow, so granting a scope is doing it:
+/// - `payouts:write` creates payouts and refunds (money leaves the balance): [`Action::MoveMoney`],
+///   the owner's;
+/// - `webhooks:write`: [`Action::ManageWebhooks`]; `api_keys:write`: [`Action::ManageKeys`] (such
+///   a key mints only keys within its own scopes, so never more than its creator's role);
+/// - `invoices:write` creates, cancels and marks invoices, which asks for money and sends none:
+///   an integration's everyday scope, [`Action::ManageKeys`];
+/// - every `:read` scope: [`Action::Read`].
+pub fn scope_action(scope: Scope) -> Option<Action> {
+    match scope {
+        Scope::Operator => None,
+        Scope::PayoutsWrite => Some(Action::MoveMoney),
+        Scope::WebhooksWrite => Some(Action::ManageWebhooks),
+        Scope::ApiKeysWrite | Scope::InvoicesWrite => Some(Action::ManageKeys),
+        Scope::InvoicesRead | Scope::PayoutsRead | Scope::WebhooksRead | Scope::LedgerRead | Scope::ApiKeysRead => {
+            Some(Action::Read)
+        }
     }
 }
 
@@ -85,10 +117,21 @@ pub enum KeyError {
     ModeNotHeld { held: KeyMode, wanted: KeyMode },
     #[error("this API key lacks the `{0}` scope, so it cannot create or revoke a key that has it")]
     ScopeNotHeld(Scope),
+    #[error("{}", role_lacks(*role, *scope))]
+    RoleLacks { role: Role, scope: Option<Scope> },
     #[error("no such API key")]
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn role_lacks(role: Role, scope: Option<Scope>) -> String {
+    match scope {
+        Some(scope) => format!(
+            "your role ({role}) cannot create or revoke a key with the `{scope}` scope; ask an owner of your team"
+        ),
+        None => format!("your role ({role}) cannot create or revoke API keys"),
+    }
 }
 
 /// Creates merchant `merchant_id`'s key `new` on behalf of `grantor`, and records
@@ -125,6 +168,8 @@ pub async fn revoke(tx: &mut Tx, merchant_id: Uuid, id: Uuid, grantor: Grantor<'
     }
     let actor = grantor.actor();
     api_keys::revoke_by(tx, id, Some(actor.as_str())).await?;
+    // Counted again once committed: a request that read the row before the commit cannot keep it.
+    tx.keys_were_changed();
     let key = api_keys::get(tx, merchant_id, id).await?.ok_or(KeyError::NotFound)?;
     let resource = ApiKeyResource::build(&key, None);
     outbox::record(tx, merchant_id, EventType::ApiKeyRevoked, Subject::new("api_key", key.id), &resource).await?;
@@ -174,11 +219,23 @@ mod tests {
     }
 
     #[test]
-    fn members_grant_merchant_scopes_of_either_mode_and_the_operator_anything() {
-        let member = Grantor::Member { user_id: Uuid::now_v7() };
+    fn members_grant_what_their_role_allows_of_either_mode_and_the_operator_anything() {
+        let member = Grantor::Member { user_id: Uuid::now_v7(), role: Role::Owner };
         assert!(member.may_manage(KeyMode::Live, &Scope::MERCHANT).is_ok());
         assert!(member.may_manage(KeyMode::Test, &[Scope::ApiKeysWrite]).is_ok());
         assert!(matches!(member.may_manage(KeyMode::Live, &[Scope::Operator]), Err(KeyError::OperatorScope)));
+        let developer = Grantor::Member { user_id: Uuid::now_v7(), role: Role::Developer };
+        assert!(matches!(
+            developer.may_manage(KeyMode::Live, &[Scope::InvoicesRead, Scope::PayoutsWrite]),
+            Err(KeyError::RoleLacks { role: Role::Developer, scope: Some(Scope::PayoutsWrite) })
+        ));
+        let everyday = [Scope::InvoicesWrite, Scope::WebhooksWrite, Scope::ApiKeysWrite, Scope::LedgerRead];
+        assert!(developer.may_manage(KeyMode::Live, &everyday).is_ok());
+        let viewer = Grantor::Member { user_id: Uuid::now_v7(), role: Role::Viewer };
+        assert!(matches!(
+            viewer.may_manage(KeyMode::Test, &[Scope::InvoicesRead]),
+            Err(KeyError::RoleLacks { role: Role::Viewer, scope: None })
+        ));
         assert!(Grantor::Operator.may_manage(KeyMode::Live, &Scope::ALL).is_ok());
         assert_eq!(Grantor::Operator.actor(), "cli");
         assert!(member.actor().starts_with("user:"));

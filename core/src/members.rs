@@ -6,10 +6,13 @@
 //!   Inviting an address again (before it set a password) replaces its earlier invites. An
 //!   address belongs to one merchant and signs in once set up: inviting it again is refused.
 //! - **Passwords**: [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters, stored as argon2id
-//!   (PHC string, random salt). Hashing and verifying run off the async threads.
+//!   (PHC string, random salt). Hashing and verifying run off the async threads, at most one
+//!   per CPU at a time; a request that waits more than [`ARGON2_WAIT`] for its turn is refused
+//!   ([`MemberError::Busy`]) rather than queued without end.
 //! - **Sign-in throttling**: after [`MAX_FAILURES_PER_ACCOUNT`] failed sign-ins for one address, or
 //!   [`MAX_FAILURES_PER_CLIENT`] from one client address, within [`THROTTLE_WINDOW`], sign-ins for
-//!   it are refused (before the password is checked) until the oldest failure leaves the window;
+//!   it are refused (before the password is checked; each attempt is counted as a failure
+//!   before its password is checked, so parallel attempts cannot pass the limit) until the oldest failure leaves the window;
 //!   the answer says how long. Failures are kept in the database, so every daemon on it counts
 //!   them together. A success forgets the account's failures (not the client's).
 //! - **Sessions**: a random token (the cookie's value, stored as its SHA-256) and a CSRF token
@@ -17,6 +20,7 @@
 //!   after [`SESSION_IDLE`] without use, or at log-out; "log out everywhere" ends all of the
 //!   member's sessions. Use is written at most once a minute per session.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use argon2::Argon2;
@@ -24,6 +28,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use crate::member::{Member, Role, Session};
@@ -73,8 +78,34 @@ pub enum MemberError {
         retry_after_secs.div_ceil(60)
     )]
     Throttled { account: bool, retry_after_secs: u64 },
+    /// Every argon2 turn stayed taken for [`ARGON2_WAIT`].
+    #[error("the server is busy checking passwords; try again in a few seconds")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How long a request waits for an argon2 turn before it is refused with [`MemberError::Busy`].
+pub const ARGON2_WAIT: Duration = Duration::from_secs(2);
+
+/// Turns to hash or verify a password: one per CPU (argon2 takes a core and 19 MiB for tens of
+/// milliseconds, so more at once only queues blocking threads and memory).
+static ARGON2_TURNS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// An argon2 turn, or [`MemberError::Busy`] after [`ARGON2_WAIT`].
+async fn argon2_turn() -> Result<SemaphorePermit<'static>, MemberError> {
+    turn_of(&ARGON2_TURNS).await
+}
+
+async fn turn_of(turns: &Semaphore) -> Result<SemaphorePermit<'_>, MemberError> {
+    match tokio::time::timeout(ARGON2_WAIT, turns.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            tracing::warn!("every argon2 turn is taken: a password request is refused as busy");
+            Err(MemberError::Busy)
+        }
+    }
 }
 
 /// The SHA-256 of a token, hex: what is stored and looked up.
@@ -119,7 +150,8 @@ fn check_password(password: &SecretString) -> Result<(), MemberError> {
 /// argon2id of `password` with a random salt, in PHC string format (off the async threads).
 pub async fn hash_password(password: &SecretString) -> Result<String, MemberError> {
     let password = password.clone();
-    tokio::task::spawn_blocking(move || {
+    let turn = argon2_turn().await?;
+    let hashed = tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let salt = SaltString::encode_b64(&salt).expect("16 bytes make a valid salt");
@@ -128,11 +160,13 @@ pub async fn hash_password(password: &SecretString) -> Result<String, MemberErro
             .map(|hash| hash.to_string())
             .expect("argon2id hashes any password of the allowed length")
     })
-    .await
-    .map_err(|e| MemberError::Store(StoreError::Corrupt(format!("password hashing task: {e}"))))
+    .await;
+    drop(turn);
+    hashed.map_err(|e| MemberError::Store(StoreError::Corrupt(format!("password hashing task: {e}"))))
 }
 
-/// Whether `password` matches `stored` (off the async threads). With no stored hash (an unknown
+/// Whether `password` matches `stored` (off the async threads; the caller holds an
+/// [`argon2_turn`]). With no stored hash (an unknown
 /// address, a member who never set a password) a dummy hash is verified, so the answer takes as
 /// long either way.
 async fn verify_password(password: &SecretString, stored: Option<String>) -> bool {
@@ -267,29 +301,41 @@ pub async fn sign_in(
     password: &SecretString,
     client: &str,
 ) -> Result<(Member, OpenedSession), MemberError> {
-    let email = email.trim().to_lowercase();
+    // The address as stored (an invalid one is still checked against the dummy hash, so it
+    // costs the same time, and recorded at most 254 characters long).
+    let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase().chars().take(254).collect());
     let now = now_ms();
     let window = THROTTLE_WINDOW.as_millis() as i64;
+    // The attempt counts as a failure before its password is checked, in one write transaction
+    // with the count (`store::members::record_attempt`): parallel attempts cannot all pass.
+    // The argon2 turn is taken first: a refusal as busy records nothing.
+    let turn = argon2_turn().await?;
     let found = {
-        let mut conn = store.conn().await?;
-        let (by_email, by_client) = members::failures_since(&mut conn, &email, client, now - window).await?;
+        let mut tx = store.begin().await?;
+        let (by_email, by_client) = members::record_attempt(&mut tx, &email, client, now, now - window).await?;
         let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
-        if by_email.count >= MAX_FAILURES_PER_ACCOUNT {
-            return Err(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) });
+        let throttled = if by_email.count > MAX_FAILURES_PER_ACCOUNT {
+            Some(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) })
+        } else if by_client.count > MAX_FAILURES_PER_CLIENT {
+            Some(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) })
+        } else {
+            None
+        };
+        if let Some(throttled) = throttled {
+            // A refused attempt is not a failure: nothing is recorded.
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Err(throttled);
         }
-        if by_client.count >= MAX_FAILURES_PER_CLIENT {
-            return Err(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) });
-        }
-        members::by_email(&mut conn, &email).await?
+        let found = members::by_email(&mut tx, &email).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        found
     };
     let stored = found.as_ref().and_then(|m| m.password_hash.clone());
     let good = verify_password(password, stored).await;
+    drop(turn);
+    // A failure is already recorded.
+    let Some(member) = found.filter(|_| good) else { return Err(MemberError::WrongCredentials) };
     let mut tx = store.begin().await?;
-    let Some(member) = found.filter(|_| good) else {
-        members::record_failure(&mut tx, &email, client, now_ms()).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        return Err(MemberError::WrongCredentials);
-    };
     members::clear_failures(&mut tx, &email).await?;
     let opened = open_session(&mut tx, member.id).await?;
     tx.commit().await.map_err(StoreError::from)?;
@@ -374,6 +420,19 @@ mod tests {
         assert!(!verify_password(&SecretString::from("wrong horse battery".to_owned()), Some(hash)).await);
         assert!(!verify_password(&password, None).await, "no stored hash never verifies");
         assert!(PasswordHash::new(DUMMY_HASH).is_ok(), "the dummy hash parses, so it costs a real verification");
+    }
+
+    #[tokio::test]
+    async fn a_password_waits_for_a_turn_then_is_refused_as_busy() {
+        // Its own turns, not the process's (other tests hash meanwhile).
+        let turns = Semaphore::new(2);
+        let all = turns.acquire_many(2).await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(turn_of(&turns).await, Err(MemberError::Busy)));
+        assert!(started.elapsed() >= ARGON2_WAIT);
+        drop(all);
+        assert!(turn_of(&turns).await.is_ok());
+        assert!(ARGON2_TURNS.available_permits() >= 1, "one turn per CPU");
     }
 
     #[test]

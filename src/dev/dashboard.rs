@@ -36,7 +36,8 @@ pub async fn ensure_demo_login(
     let password = members::random_token()[..24].to_owned();
     let secret = SecretString::from(password.clone());
     match existing {
-        Some(member) if member.password_hash.is_some() => {
+        // Only the demo merchant's own member: the address may belong to another merchant's team.
+        Some(member) if member.password_hash.is_some() && member.merchant_id == merchant.id => {
             let hash = members::hash_password(&secret).await?;
             let mut tx = store.begin().await?;
             member_rows::set_password_hash(&mut tx, member.id, &hash).await?;

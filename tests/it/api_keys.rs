@@ -9,7 +9,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, assert_error, both_backends};
 
-both_backends!(create_list_revoke, what_a_key_may_grant, idempotent_create, last_use_is_noted_once_a_minute);
+both_backends!(
+    create_list_revoke,
+    what_a_key_may_grant,
+    idempotent_create,
+    last_use_is_noted_once_a_minute,
+    a_revocation_is_refused_as_soon_as_it_commits,
+);
 
 async fn post(app: &TestApp, key: &str, path: &str, body: Option<Value>) -> reqwest::Response {
     let request = app.client.post(app.url(path)).header("x-api-key", key);
@@ -251,4 +257,21 @@ async fn last_use_is_noted_once_a_minute(db: TestDb) {
     assert_eq!(record.last_used_at, Some(first), "uses within the minute write nothing");
     let (_, listed) = app.get_json(key, "/api/v1/api-keys").await;
     assert_eq!(listed["data"][0]["last_used_at"], first.div_euclid(1000));
+}
+
+/// A request that authenticates while a revocation is written but not yet committed reads (and
+/// caches) the old row; the moment the revocation commits, the key is refused all the same.
+async fn a_revocation_is_refused_as_soon_as_it_commits(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, key) = app.merchant("Cache Shop", &[Scope::InvoicesRead]).await;
+    let id = api_keys::list(&mut app.store.conn().await.unwrap(), merchant.id).await.unwrap()[0].id;
+    // Its use is noted now, so the request below only reads.
+    assert_eq!(app.get_json(&key, "/api/v1/invoices").await.0, 200);
+    let mut tx = app.store.begin().await.unwrap();
+    depositd_core::api_keys::revoke(&mut tx, merchant.id, id, depositd_core::api_keys::Grantor::Operator)
+        .await
+        .unwrap();
+    assert_eq!(app.get_json(&key, "/api/v1/invoices").await.0, 200, "not committed yet");
+    tx.commit().await.unwrap();
+    assert_eq!(app.get_json(&key, "/api/v1/invoices").await.0, 401, "refused as soon as the revocation commits");
 }

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use depositd_core::api_key::Scope;
+use depositd_core::api_key::{KeyMode, Scope};
+use depositd_core::api_keys::{self as key_lifecycle, Grantor, NewKey};
 use depositd_core::member::Role;
 use depositd_core::members;
 use depositd_core::store::{api_keys, events};
@@ -22,6 +23,8 @@ both_backends!(
     merchants_and_roles_are_kept_apart,
     log_out_everywhere_ends_every_session,
     the_operator_invites_from_the_command_line,
+    a_member_grants_and_revokes_only_what_its_role_allows,
+    parallel_sign_ins_are_counted_one_by_one,
 );
 
 const PASSWORD: &str = "a long enough password";
@@ -222,11 +225,11 @@ async fn invite_sign_in_and_manage_keys(db: TestDb) {
     assert!(key.created_by.as_deref().is_some_and(|by| by.starts_with("user:")), "{:?}", key.created_by);
     assert_eq!(key.scopes, [Scope::InvoicesRead, Scope::InvoicesWrite]);
 
-    // A form error is shown next to its field (a scope a member cannot grant).
+    // A form error is shown next to its field (a scope a member cannot grant: 403).
     let refused = browser
         .post("/dashboard/developers/api-keys", &[("csrf", &csrf), ("mode", "test"), ("scope", "operator")])
         .await;
-    assert_eq!(refused.status, 400);
+    assert_eq!(refused.status, 403);
     assert!(refused.body.contains("id=\"scopes-error\"") && refused.body.contains("the operator"), "{}", refused.body);
 
     // Revoke it: refused by the API within a second; both changes are events.
@@ -390,4 +393,115 @@ async fn the_operator_invites_from_the_command_line(db: TestDb) {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already a member"));
     let bad = run(&["merchant", "invite", "--merchant", "Cli Dash", "--email", "x@cli.example", "--role", "admin"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role"));
+}
+
+/// A developer cannot mint (or revoke) a key that moves money, whatever the page offers: the server
+/// refuses a hand-made POST with a valid CSRF token; an owner can. Nobody revokes an `operator`
+/// key from the dashboard (a 403 page, not a 500).
+async fn a_member_grants_and_revokes_only_what_its_role_allows(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, _) = app.merchant("Role Shop", &Scope::MERCHANT).await;
+    let keys_now = || async { api_keys::list(&mut app.store.conn().await.unwrap(), merchant.id).await.unwrap() };
+    let money_key = keys_now().await[0].id;
+    let mut tx = app.store.begin().await.unwrap();
+    let new = NewKey { mode: KeyMode::Live, scopes: &[Scope::Operator], name: Some("ops") };
+    let (operator_key, _) = key_lifecycle::create(&mut tx, merchant.id, Grantor::Operator, new).await.unwrap();
+    tx.commit().await.unwrap();
+    member(&app, merchant.id, "dev@role.example", Role::Developer).await;
+    member(&app, merchant.id, "owner@role.example", Role::Owner).await;
+
+    let mut developer = Browser::new(&app);
+    assert_eq!(developer.sign_in("dev@role.example", PASSWORD).await.status, 303);
+    let page = developer.get("/dashboard/developers/api-keys").await;
+    assert!(!page.body.contains("value=\"payouts:write\""), "the page offers only what the role may grant");
+    assert!(page.body.contains("value=\"invoices:write\""));
+    assert!(
+        !page.body.contains(&format!("{money_key}/revoke"))
+            && !page.body.contains(&format!("{}/revoke", operator_key.id))
+    );
+    let csrf = csrf_of(&page.body);
+    let create = |scopes: &'static [&'static str]| {
+        let mut fields = vec![("csrf", csrf.clone()), ("name", "k".to_owned()), ("mode", "live".to_owned())];
+        fields.extend(scopes.iter().map(|s| ("scope", (*s).to_owned())));
+        fields
+    };
+    let post = |fields: &Vec<(&'static str, String)>| fields.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let fields = post(&create(&["invoices:read", "payouts:write"]));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = developer.post("/dashboard/developers/api-keys", &fields).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("your role (developer) cannot create or revoke a key with the `payouts:write` scope")
+    );
+    assert_eq!(keys_now().await.len(), 2, "nothing was created");
+    let revoke =
+        developer.post(&format!("/dashboard/developers/api-keys/{money_key}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(revoke.status, 403, "{}", revoke.body);
+    assert!(revoke.body.contains("The key was not revoked"));
+    assert!(keys_now().await.iter().all(|k| k.revoked_at.is_none()));
+    // What a developer's role allows, it grants.
+    let fields = post(&create(&["invoices:write", "webhooks:write", "api_keys:write"]));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(developer.post("/dashboard/developers/api-keys", &fields).await.status, 201);
+
+    let mut owner = Browser::new(&app);
+    assert_eq!(owner.sign_in("owner@role.example", PASSWORD).await.status, 303);
+    let page = owner.get("/dashboard/developers/api-keys").await;
+    assert!(page.body.contains("value=\"payouts:write\"") && page.body.contains(&format!("{money_key}/revoke")));
+    assert!(!page.body.contains(&format!("{}/revoke", operator_key.id)), "no Revoke for an operator key");
+    let csrf = csrf_of(&page.body);
+    let fields = [("csrf", csrf.as_str()), ("mode", "live"), ("scope", "payouts:write")];
+    assert_eq!(owner.post("/dashboard/developers/api-keys", &fields).await.status, 201);
+    let keys = keys_now().await;
+    assert!(keys.iter().any(|k| k.mode == KeyMode::Live && k.scopes == [Scope::PayoutsWrite]));
+    let refused =
+        owner.post(&format!("/dashboard/developers/api-keys/{}/revoke", operator_key.id), &[("csrf", &csrf)]).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("operator"), "{}", refused.body);
+    assert_eq!(
+        owner.post(&format!("/dashboard/developers/api-keys/{money_key}/revoke"), &[("csrf", &csrf)]).await.status,
+        303
+    );
+    let keys = keys_now().await;
+    assert!(keys.iter().find(|k| k.id == operator_key.id).unwrap().revoked_at.is_none());
+    assert!(keys.iter().find(|k| k.id == money_key).unwrap().revoked_at.is_some());
+}
+
+/// Wrong passwords posted all at once for one account: each attempt is counted before its
+/// password is checked, so at most the limit are evaluated, the rest are throttled, and then the
+/// right password is throttled too.
+async fn parallel_sign_ins_are_counted_one_by_one(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, _) = app.merchant("Race Shop", &Scope::MERCHANT).await;
+    member(&app, merchant.id, "race@shop.example", Role::Owner).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let mut browser = Browser::new(&app);
+        let form = browser.get("/dashboard/login").await;
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("csrf", csrf_of(&form.body).as_str()),
+                ("email", "race@shop.example"),
+                ("password", "wrong password!"),
+            ])
+            .finish();
+        let request = browser
+            .client
+            .post(app.url("/dashboard/login"))
+            .header("cookie", browser.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        tasks.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    let statuses = tasks.join_all().await;
+    let evaluated = statuses.iter().filter(|s| **s == 401).count() as i64;
+    let throttled = statuses.iter().filter(|s| **s == 429).count() as i64;
+    assert_eq!(
+        (evaluated, throttled),
+        (members::MAX_FAILURES_PER_ACCOUNT, 12 - members::MAX_FAILURES_PER_ACCOUNT),
+        "{statuses:?}"
+    );
+    let mut browser = Browser::new(&app);
+    let late = browser.sign_in("race@shop.example", PASSWORD).await;
+    assert_eq!(late.status, 429, "{}", late.body);
 }

@@ -56,6 +56,10 @@ impl From<KeyError> for ApiError {
             KeyError::ModeNotHeld { .. } => {
                 ApiError::Forbidden { code: "key_mode_mismatch", message, param: Some("mode".into()) }
             }
+            // A dashboard member's refusal (the API's grantor is a key, never a member).
+            KeyError::RoleLacks { .. } => {
+                ApiError::Forbidden { code: "scope_not_grantable", message, param: Some("scopes".into()) }
+            }
             KeyError::NotFound => ApiError::not_found("API key"),
             KeyError::Store(e) => e.into(),
         }

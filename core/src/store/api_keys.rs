@@ -257,6 +257,8 @@ pub async fn revoke_by(conn: &mut Conn, id: Uuid, revoked_by: Option<&str>) -> R
     .bind(Text(id))
     .execute(&mut *conn)
     .await?;
+    // Counted now (enough when `conn` is not in a transaction); in a transaction this is before
+    // the commit, so the lifecycle (`crate::api_keys::revoke`) has the commit count it again.
     super::key_changes::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }

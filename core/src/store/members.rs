@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::codec::Text;
-use super::{Conn, StoreError};
+use super::{Backend, Conn, StoreError};
 use crate::member::{Member, Role, Session};
 
 #[derive(sqlx::FromRow)]
@@ -266,18 +266,48 @@ pub async fn delete_expired_sessions(conn: &mut Conn, now: i64) -> Result<(), St
 
 // === failed sign-ins ===
 
+/// Records a sign-in attempt at `at` as a failure before its password is checked, and counts
+/// the failures for `email` and from `client` since `since`, this one included. Run in its own
+/// write transaction: the table is locked (PostgreSQL) or the write is the only one (SQLite,
+/// `BEGIN IMMEDIATE`), so parallel attempts are counted one after another and cannot all see
+/// a count under the limit. The attempt's row id is returned; a success deletes it with the
+/// others (`clear_failures`), a throttled attempt rolls the transaction back.
 #[tracing::instrument(skip(conn))]
-pub async fn record_failure(conn: &mut Conn, email: &str, client: &str, at: i64) -> Result<(), StoreError> {
+pub async fn record_attempt(
+    conn: &mut Conn,
+    email: &str,
+    client: &str,
+    at: i64,
+    since: i64,
+) -> Result<(Failures, Failures), StoreError> {
+    if Backend::of(conn) == Backend::Postgres {
+        sqlx::query("LOCK TABLE login_failures IN SHARE ROW EXCLUSIVE MODE").execute(&mut *conn).await?;
+    }
+    let id = Uuid::now_v7();
     sqlx::query("INSERT INTO login_failures (id, email, client, at) VALUES ($1, $2, $3, $4)")
-        .bind(Text(Uuid::now_v7()))
+        .bind(Text(id))
         .bind(email)
         .bind(client)
         .bind(at)
         .execute(&mut *conn)
         .await?;
-    // Failures older than a day no longer count for anything.
-    sqlx::query("DELETE FROM login_failures WHERE at < $1").bind(at - 86_400_000).execute(&mut *conn).await?;
-    Ok(())
+    // Failures older than a day no longer count for anything: this account's and this client's
+    // go now (indexed); everyone's, about once in 64 attempts (a scan of the table).
+    let day_ago = at - 86_400_000;
+    sqlx::query("DELETE FROM login_failures WHERE email = $1 AND at < $2")
+        .bind(email)
+        .bind(day_ago)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM login_failures WHERE client = $1 AND at < $2")
+        .bind(client)
+        .bind(day_ago)
+        .execute(&mut *conn)
+        .await?;
+    if Uuid::new_v4().as_bytes()[0] < 4 {
+        sqlx::query("DELETE FROM login_failures WHERE at < $1").bind(day_ago).execute(&mut *conn).await?;
+    }
+    failures_since(conn, email, client, since).await
 }
 
 /// Failed sign-ins counted in a window, and the oldest of them (to say when the next attempt is

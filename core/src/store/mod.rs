@@ -71,6 +71,10 @@ pub struct Tx {
     queued_deliveries: bool,
     /// The same for e-mails (`crate::notify`): its commit wakes the mailer.
     queued_emails: bool,
+    /// Whether this transaction changed an API key (set by `crate::api_keys`): its commit counts
+    /// a key change (`key_changes`) once the change is visible, so the API's key cache cannot
+    /// keep a row read between the write and the commit.
+    keys_changed: bool,
     _write_turn: Option<OwnedMutexGuard<()>>,
 }
 
@@ -81,9 +85,12 @@ impl Tx {
     /// that rolls back (or is dropped), wakes nobody.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Tx { inner, signals, queued_deliveries, queued_emails, _write_turn } = self;
+        let Tx { inner, signals, queued_deliveries, queued_emails, keys_changed, _write_turn } = self;
         inner.commit().await?;
         drop(_write_turn);
+        if keys_changed {
+            key_changes::changed();
+        }
         if queued_deliveries {
             signals.deliveries_queued.notify_one();
         }
@@ -107,6 +114,11 @@ impl Tx {
     /// outbox queues none.
     pub(crate) fn mail_enabled(&self) -> bool {
         self.signals.mail_enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes that this transaction changed an API key (see the field).
+    pub(crate) fn keys_were_changed(&mut self) {
+        self.keys_changed = true;
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -408,6 +420,7 @@ impl Store {
             signals: self.signals.clone(),
             queued_deliveries: false,
             queued_emails: false,
+            keys_changed: false,
             _write_turn: write_turn,
         })
     }
@@ -422,6 +435,7 @@ impl Store {
             signals: self.signals.clone(),
             queued_deliveries: false,
             queued_emails: false,
+            keys_changed: false,
             _write_turn: None,
         })
     }

@@ -15,7 +15,7 @@ use depositd_core::store::{self, StoreError};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
-use super::{Chrome, Refused, SignedIn, internal, not_found, render, secured, when};
+use super::{Chrome, Refused, SignedIn, internal, message, not_found, render, secured, when};
 use crate::state::AppState;
 
 /// A key as the list shows it.
@@ -29,10 +29,12 @@ struct KeyRow {
     last_used: String,
     status: &'static str,
     active: bool,
+    /// Whether this member may revoke it (its role allows every scope of the key).
+    manageable: bool,
 }
 
 impl KeyRow {
-    fn new(key: &ApiKey) -> KeyRow {
+    fn new(key: &ApiKey, grantor: Grantor<'_>) -> KeyRow {
         KeyRow {
             id: key.id,
             name: key.name.clone().unwrap_or_else(|| "(unnamed)".into()),
@@ -43,6 +45,7 @@ impl KeyRow {
             last_used: key.last_used_at.map(when).unwrap_or_else(|| "never".into()),
             status: if key.revoked_at.is_some() { "revoked" } else { "active" },
             active: key.revoked_at.is_none(),
+            manageable: grantor.may_manage(key.mode, &key.scopes).is_ok(),
         }
     }
 }
@@ -69,9 +72,16 @@ struct ApiKeysPage {
     scopes_error: Option<String>,
 }
 
-/// Scopes a dashboard member may grant: every one but `operator`.
-fn grantable() -> impl Iterator<Item = Scope> {
-    Scope::ALL.into_iter().filter(|s| *s != Scope::Operator)
+/// Scopes this member's role may grant (`depositd_core::api_keys::scope_action`).
+fn grantable(signed_in: &SignedIn) -> impl Iterator<Item = Scope> + '_ {
+    Scope::ALL
+        .into_iter()
+        .filter(|s| api_keys::scope_action(*s).is_some_and(|action| signed_in.member.role.may(action)))
+}
+
+/// The member as the grantor of the keys it creates and revokes.
+fn grantor(signed_in: &SignedIn) -> Grantor<'static> {
+    Grantor::Member { user_id: signed_in.member.id, role: signed_in.member.role }
 }
 
 impl ApiKeysPage {
@@ -79,11 +89,11 @@ impl ApiKeysPage {
         ApiKeysPage {
             chrome: Some(signed_in.chrome("api_keys")),
             csrf: signed_in.session.csrf_token.clone(),
-            keys: keys.iter().map(KeyRow::new).collect(),
+            keys: keys.iter().map(|key| KeyRow::new(key, grantor(signed_in))).collect(),
             may_manage: signed_in.member.role.may(Action::ManageKeys),
             created: None,
             form_name: String::new(),
-            scope_choices: grantable().map(|s| (s.as_str(), Scope::MERCHANT.contains(&s))).collect(),
+            scope_choices: grantable(signed_in).map(|s| (s.as_str(), Scope::MERCHANT.contains(&s))).collect(),
             name_error: None,
             mode_error: None,
             scopes_error: None,
@@ -134,14 +144,13 @@ pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, 
         }
     }
     let mut created = None;
+    let mut forbidden = false;
     if name_error.is_none() && mode_error.is_none() && scopes_error.is_none() {
         let mode = mode_parsed.clone().unwrap_or(KeyMode::Test);
         let new = NewKey { mode, scopes: &scopes, name: (!name.is_empty()).then_some(name.as_str()) };
         let outcome = async {
             let mut tx = state.store.begin().await?;
-            let made =
-                api_keys::create(&mut tx, signed_in.merchant.id, Grantor::Member { user_id: signed_in.member.id }, new)
-                    .await?;
+            let made = api_keys::create(&mut tx, signed_in.merchant.id, grantor(&signed_in), new).await?;
             tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
             Ok::<_, KeyError>(made)
         }
@@ -154,7 +163,10 @@ pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, 
                 });
             }
             Err(KeyError::Store(error)) => return internal(error),
-            Err(error) => scopes_error = Some(error.to_string()),
+            Err(error) => {
+                forbidden = matches!(error, KeyError::RoleLacks { .. } | KeyError::OperatorScope);
+                scopes_error = Some(error.to_string());
+            }
         }
     }
     let keys = match keys_of(&state, &signed_in).await {
@@ -165,7 +177,7 @@ pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, 
     let failed = created.is_none();
     if failed {
         page.form_name = name;
-        page.scope_choices = grantable().map(|s| (s.as_str(), scopes.contains(&s))).collect();
+        page.scope_choices = grantable(&signed_in).map(|s| (s.as_str(), scopes.contains(&s))).collect();
     }
     page.created = created;
     page.name_error = name_error;
@@ -173,7 +185,12 @@ pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, 
     page.scopes_error = scopes_error;
     // The secret is on this answer only: it is not cached, and a reload does not post again
     // (browsers ask first).
-    render(if failed { StatusCode::BAD_REQUEST } else { StatusCode::CREATED }, &page)
+    let status = match (failed, forbidden) {
+        (false, _) => StatusCode::CREATED,
+        (true, true) => StatusCode::FORBIDDEN,
+        (true, false) => StatusCode::BAD_REQUEST,
+    };
+    render(status, &page)
 }
 
 pub async fn revoke_api_key(
@@ -191,7 +208,7 @@ pub async fn revoke_api_key(
     let Ok(id) = id.parse::<Uuid>() else { return not_found(Some(signed_in.chrome("api_keys")), "API key") };
     let outcome = async {
         let mut tx = state.store.begin().await?;
-        api_keys::revoke(&mut tx, signed_in.merchant.id, id, Grantor::Member { user_id: signed_in.member.id }).await?;
+        api_keys::revoke(&mut tx, signed_in.merchant.id, id, grantor(&signed_in)).await?;
         tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
         Ok::<_, KeyError>(())
     }
@@ -199,6 +216,14 @@ pub async fn revoke_api_key(
     match outcome {
         Ok(()) => secured(Redirect::to("/dashboard/developers/api-keys").into_response()),
         Err(KeyError::NotFound) => not_found(Some(signed_in.chrome("api_keys")), "API key"),
-        Err(error) => internal(error),
+        Err(KeyError::Store(error)) => internal(error),
+        // Not this member's to revoke (a scope beyond its role, or `operator`): nothing changed.
+        Err(error) => message(
+            StatusCode::FORBIDDEN,
+            Some(signed_in.chrome("api_keys")),
+            "Not allowed",
+            &format!("{error}. The key was not revoked."),
+            ("/dashboard/developers/api-keys", "Back to API keys"),
+        ),
     }
 }

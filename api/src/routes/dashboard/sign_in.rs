@@ -104,6 +104,7 @@ pub async fn login(
             response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
             response
         }
+        Err(error @ MemberError::Busy) => busy(refused(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
         Err(error) => internal(error),
     }
 }
@@ -143,8 +144,21 @@ fn invite_refused(error: MemberError) -> Response {
         MemberError::InviteUnknown | MemberError::InviteUsed | MemberError::InviteExpired => {
             message(StatusCode::GONE, None, "Invite not valid", &error.to_string(), ("/dashboard/login", "Sign in"))
         }
+        MemberError::Busy => busy(message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "Busy",
+            &error.to_string(),
+            ("/dashboard/login", "Sign in"),
+        )),
         other => internal(other),
     }
+}
+
+/// A 503 "busy checking passwords" answer, with when to try again.
+fn busy(mut response: Response) -> Response {
+    response.headers_mut().insert(header::RETRY_AFTER, 5u64.into());
+    response
 }
 
 async fn invite_form(
