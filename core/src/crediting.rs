@@ -382,13 +382,19 @@ pub async fn on_reorged(tx: &mut Tx, deposit: &Deposit) -> Result<Option<Unwound
                 }
                 let read = invoice.clone();
                 // Out of the deposit's own option (a multi-option invoice), then the total follows.
-                invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "reorged deposit {} ({} {} on chain {}) cannot be taken out of invoice {}: not one of its \
-                         payment options, or more than was paid in it",
-                        deposit.id, deposit.amount, deposit.asset, deposit.chain_id, invoice_id
-                    ))
-                })?;
+                if invoice.apply_payment(deposit.chain_id, &deposit.asset, deposit.amount, true).is_none() {
+                    // Inconsistent data (the invoice records less paid in this option than the
+                    // deposit brought). Refusing would stop the chain's watcher on this range, and
+                    // every later payment on the chain with it: take out what is there, say so
+                    // loudly, and leave the difference to `ledger verify` and the operator.
+                    tracing::error!(
+                        deposit_id = %deposit.id, invoice_id = %invoice_id, amount = %deposit.amount,
+                        asset = %deposit.asset, chain_id = deposit.chain_id,
+                        "a reorged deposit is more than its invoice records paid in its option (or an asset it \
+                         did not offer); took out what was recorded"
+                    );
+                    invoice.remove_payment_saturating(deposit.chain_id, &deposit.asset, deposit.amount);
+                }
                 let paid = invoice.amount_paid_base_units;
                 if invoice.static_address_id.is_some() && paid.is_zero() && invoice.status == InvoiceStatus::Paid {
                     // A static address's invoice exists for its deposit alone: with the deposit

@@ -394,6 +394,22 @@ impl Invoice {
         Some(())
     }
 
+    /// Takes a reorged payment out as far as it can when [`Invoice::apply_payment`] refused the
+    /// removal (more than was recorded paid, or an asset it did not offer: inconsistent data):
+    /// what was paid in its option (or in all) goes down to zero at most, and an asset it did
+    /// not offer changes nothing.
+    pub fn remove_payment_saturating(&mut self, chain_id: u64, asset: &str, amount: BaseUnits) {
+        let less = |paid: BaseUnits| BaseUnits(paid.0.saturating_sub(amount.0));
+        if self.options.is_empty() {
+            self.amount_paid_base_units = less(self.amount_paid_base_units);
+            return;
+        }
+        if let Some(option) = self.options.iter_mut().find(|o| o.is(chain_id, asset)) {
+            option.amount_paid_base_units = less(option.amount_paid_base_units);
+        }
+        self.amount_paid_base_units = self.paid_in_primary();
+    }
+
     /// Whether the invoice is paid more than its price by at least one base unit of the option
     /// `asset` on `chain_id` (the one a payment came in): paying an option's rounded-up
     /// `amount_due` exactly is no overpayment, though its excess may be worth a base unit or more
