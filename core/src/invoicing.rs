@@ -130,16 +130,18 @@ pub fn resolve_asset<'a>(
             _ => config
                 .chains
                 .iter()
-                .find(|c| suits(c) && c.asset(symbol).is_some())
+                .find(|c| suits(c) && c.payable_asset(symbol).is_some())
                 .map_or(defaults.default_chain.as_str(), |c| c.name.as_str()),
         }
     };
     let chain_name = chain.unwrap_or_else(default_chain);
     let chain = config.chain(chain_name).ok_or_else(|| InvoicingError::UnsupportedChain(chain_name.to_owned()))?;
-    let asset = chain.asset(symbol).ok_or_else(|| InvoicingError::UnsupportedAsset {
+    // A native coin whose deposits the watcher does not look for (`native_deposits = false`)
+    // cannot be paid in.
+    let asset = chain.payable_asset(symbol).ok_or_else(|| InvoicingError::UnsupportedAsset {
         asset: symbol.to_owned(),
         chain: chain.name.clone(),
-        accepted: chain.asset_symbols().join(", "),
+        accepted: chain.payable_symbols().join(", "),
     })?;
     Ok((chain, asset))
 }

@@ -39,4 +39,5 @@ mod surplus;
 mod suspense;
 mod upgrade;
 mod watcher;
+mod watcher_fetch;
 mod webhooks;

@@ -196,6 +196,11 @@ impl ChainWatcher {
             self.confirm(head, cursor.as_ref().map(|c| c.block_number)).await?;
             return Ok(false);
         }
+        if let Some(last_final) = self.last_final(head)
+            && from <= last_final
+        {
+            return self.catch_up_final(head, cursor, from, last_final).await;
+        }
         let to = head.min(from + self.range - 1);
         let (headers, logs) = match self.fetch_range(from, to).await {
             Ok(fetched) => fetched,
@@ -222,7 +227,7 @@ impl ChainWatcher {
         self.record(&headers, found).await?;
         self.recent_timestamps = headers.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let last = &headers[headers.len() - 1];
-        self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(headers.len() as u64);
+        self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(to - from + 1);
         self.metrics.chain_lag_blocks.with_label_values(&chain_label).set(head.saturating_sub(to) as i64);
         let age = (now_ms() / 1000).saturating_sub(last.header.timestamp as i64).max(0);
         self.metrics.chain_lag_seconds.with_label_values(&chain_label).set(age);
@@ -233,6 +238,172 @@ impl ChainWatcher {
         }
         self.confirm(head, Some(to)).await?;
         Ok(to < head)
+    }
+
+    /// The last block that is final for this watcher: `reorg_window` blocks below the head.
+    /// Below it the chain is not expected to change (a reorg that deep is past what the watcher
+    /// can unwind anyway), so a range there needs no per-block linkage.
+    fn last_final(&self, head: u64) -> Option<u64> {
+        head.checked_sub(self.reorg_window())
+    }
+
+    /// Catch-up over final blocks `from..=last_final`: up to [`Self::ranges_in_flight`] ranges
+    /// fetched at once ([`Self::fetch_final`]), then scanned and recorded in order, each in its
+    /// own transaction that moves the cursor. The first range's first block must build on the
+    /// cursor's block (else the reorg is unwound, as near the head), and each next range's on the
+    /// last block of the one before (else the node's answers do not hold together: refused).
+    async fn catch_up_final(
+        &mut self,
+        head: u64,
+        cursor: Option<ChainCursor>,
+        from: u64,
+        last_final: u64,
+    ) -> Result<bool, WatchError> {
+        let chain_label = [self.chain.name.as_str()];
+        let mut ranges = Vec::new();
+        let mut start = from;
+        while start <= last_final && ranges.len() < self.ranges_in_flight() {
+            let end = last_final.min(start + self.range - 1);
+            ranges.push((start, end));
+            start = end + 1;
+        }
+        let fetches: Vec<BoxFuture<'_, Result<(Vec<Block>, Vec<Log>), WatchError>>> =
+            ranges.iter().map(|(from, to)| self.fetch_final(*from, *to).boxed()).collect();
+        let fetched: Vec<Result<(Vec<Block>, Vec<Log>), WatchError>> =
+            stream::iter(fetches).buffered(ranges.len().max(1)).collect().await;
+        let mut anchor = cursor.map(|c| c.block_hash);
+        let mut recorded_to = None;
+        let mut outcome = Ok(());
+        for (i, ((from, to), result)) in ranges.iter().zip(fetched).enumerate() {
+            let step = async {
+                let (blocks, logs) = result?;
+                if let Some(anchor) = &anchor
+                    && blocks[0].header.parent_hash.to_string() != *anchor
+                {
+                    return Ok(None);
+                }
+                let found = self.scan(&blocks, logs).await?;
+                self.record(&blocks, found).await?;
+                Ok::<_, WatchError>(Some(blocks[blocks.len() - 1].header.hash.to_string()))
+            };
+            match step.await {
+                Ok(Some(last_hash)) => anchor = Some(last_hash),
+                Ok(None) if i == 0 => {
+                    if let Some(cursor) = cursor_now(&self.store, self.chain.chain_id).await? {
+                        self.unwind_reorg(&cursor).await?;
+                    }
+                    return Ok(true);
+                }
+                Ok(None) => {
+                    outcome = Err(WatchError::Inconsistent(format!(
+                        "block {from} does not follow block {} of the range before",
+                        from - 1
+                    )));
+                    break;
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+            recorded_to = Some(*to);
+            self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(to - from + 1);
+            self.metrics.chain_lag_blocks.with_label_values(&chain_label).set(head.saturating_sub(*to) as i64);
+        }
+        self.recent_timestamps.clear();
+        if let Some(to) = recorded_to {
+            self.confirm(head, Some(to)).await?;
+        }
+        match outcome {
+            Ok(()) => {
+                self.successes += 1;
+                if self.successes >= 5 && self.range < self.chain.max_block_range {
+                    self.range = (self.range * 2).min(self.chain.max_block_range);
+                    self.successes = 0;
+                }
+                Ok(recorded_to.is_some_and(|to| to < head))
+            }
+            Err(WatchError::RangeTooLarge { suggested }) => {
+                self.shrink_range(suggested);
+                Ok(true)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Final ranges fetched at once during a catch-up: a quarter of `rpc_concurrency` or 4,
+    /// whichever is less (at least 1); each range's own batches share the rest.
+    fn ranges_in_flight(&self) -> usize {
+        (self.concurrency() / 2).clamp(1, 4)
+    }
+
+    /// A final range ([`Self::last_final`]) with what its deposits need. With native deposits
+    /// on: every block with its transactions (batched, checked to form one chain) and the
+    /// range's logs. Token deposits only: the range's logs and the headers of its first and last
+    /// blocks in one batch ([`crate::batch::logs_and_anchors`]: the range is refused unless the
+    /// node that answered the logs has its last block), then, batched, the headers of the blocks
+    /// that hold a transfer to a watched address, whose hashes the logs must name
+    /// ([`Self::scan`]). The blocks come back in order: the first, those, the last.
+    async fn fetch_final(&self, from: u64, to: u64) -> Result<(Vec<Block>, Vec<Log>), WatchError> {
+        if self.chain.native_deposits_on() {
+            let numbers: Vec<u64> = (from..=to).collect();
+            let (blocks, logs) = tokio::try_join!(self.fetch_batched(&numbers, true), self.fetch_logs(from, to))?;
+            check_linked(from, &blocks)?;
+            return Ok((blocks, logs));
+        }
+        let (logs, first, last) = crate::batch::logs_and_anchors(&self.rpc, self.logs_filter(), from, to).await?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err(WatchError::Inconsistent(format!(
+                "the node that answered eth_getLogs for blocks {from}..={to} does not have block {to} (a lagging \
+                 node): the range is refused"
+            )));
+        };
+        if first.header.number != from || last.header.number != to {
+            return Err(WatchError::Inconsistent(format!("the node did not return blocks {from} and {to} when asked")));
+        }
+        let holding: std::collections::BTreeSet<u64> = logs
+            .iter()
+            .filter(|log| self.pays_watched(log))
+            .filter_map(|log| log.block_number)
+            .filter(|number| *number != from && *number != to)
+            .collect();
+        let holding: Vec<u64> = holding.into_iter().collect();
+        let middle = self.fetch_batched(&holding, false).await?;
+        let mut blocks = Vec::with_capacity(middle.len() + 2);
+        blocks.push(first);
+        blocks.extend(middle);
+        if to != from {
+            blocks.push(last);
+        }
+        Ok((blocks, logs))
+    }
+
+    /// Blocks `numbers`, [`crate::batch::MAX_BATCH`] to a batch, the batches sent a few at a
+    /// time; every one must be there.
+    async fn fetch_batched(&self, numbers: &[u64], full: bool) -> Result<Vec<Block>, WatchError> {
+        let in_flight = (self.concurrency() / self.ranges_in_flight()).max(1);
+        let batches: Vec<BoxFuture<'_, Result<Vec<Option<Block>>, RpcError>>> = numbers
+            .chunks(crate::batch::MAX_BATCH)
+            .map(|chunk| crate::batch::blocks(&self.rpc, chunk, full).boxed())
+            .collect();
+        let answers: Vec<Vec<Option<Block>>> = stream::iter(batches).buffered(in_flight).try_collect().await?;
+        let mut blocks = Vec::with_capacity(numbers.len());
+        for (number, block) in numbers.iter().zip(answers.into_iter().flatten()) {
+            match block {
+                Some(block) if block.header.number == *number => blocks.push(block),
+                _ => return Err(WatchError::Inconsistent(format!("block {number} is missing below the head"))),
+            }
+        }
+        if blocks.len() != numbers.len() {
+            return Err(WatchError::Inconsistent("a batch of blocks came back short".into()));
+        }
+        Ok(blocks)
+    }
+
+    /// Whether `log` is a `Transfer` to a watched address (what [`Self::match_log`] looks at).
+    fn pays_watched(&self, log: &Log) -> bool {
+        let topics = log.topics();
+        topics.len() == 3 && self.watched.contains(&Address::from_word(topics[2]))
     }
 
     /// Scans blocks `from..=to` again and records what the watcher missed there (an operator's
@@ -385,6 +556,8 @@ impl ChainWatcher {
     /// Blocks `from..=to` (checked to form one chain) and the allow-listed tokens' `Transfer`
     /// logs in that range, fetched at the same time. The logs are checked against the blocks'
     /// hashes by [`Self::scan`], once both have arrived.
+    /// Without native deposits the blocks are headers only (their hashes, parents and blooms are
+    /// what the checks need).
     async fn fetch_range(&self, from: u64, to: u64) -> Result<(Vec<Block>, Vec<Log>), WatchError> {
         tokio::try_join!(self.fetch_blocks(from, to), self.fetch_logs(from, to))
     }
@@ -397,22 +570,17 @@ impl ChainWatcher {
         let fetches: Vec<BoxFuture<'_, Result<Block, WatchError>>> =
             (from..=to).map(|number| self.fetch_block(number).boxed()).collect();
         let blocks: Vec<Block> = stream::iter(fetches).buffered(self.concurrency()).try_collect().await?;
-        for (number, pair) in (from + 1..).zip(blocks.windows(2)) {
-            if pair[1].header.number != number || pair[1].header.parent_hash != pair[0].header.hash {
-                return Err(WatchError::Inconsistent(format!("block {number} does not follow block {}", number - 1)));
-            }
-        }
-        if blocks.first().map(|b| b.header.number) != Some(from) {
-            return Err(WatchError::Inconsistent(format!("the node did not return block {from} when asked for it")));
-        }
+        check_linked(from, &blocks)?;
         Ok(blocks)
     }
 
-    /// Block `number` with its transactions.
+    /// Block `number`: with its transactions when native deposits are on, else its header.
     async fn fetch_block(&self, number: u64) -> Result<Block, WatchError> {
+        let full = self.chain.native_deposits_on();
         self.rpc
             .call("eth_getBlockByNumber", |p| async move {
-                p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await
+                let call = p.get_block_by_number(BlockNumberOrTag::Number(number));
+                if full { call.full().await } else { call.await }
             })
             .await?
             .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing below the head")))
@@ -431,12 +599,8 @@ impl ChainWatcher {
     /// `Transfer` logs of the allow-listed token contracts in `from..=to` (by contract and topic0
     /// only: recipients are matched in memory); none when the chain has no tokens.
     async fn fetch_logs(&self, from: u64, to: u64) -> Result<Vec<Log>, WatchError> {
-        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
-        if tokens.is_empty() {
-            return Ok(Vec::new());
-        }
-        let filter =
-            Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).from_block(from).to_block(to);
+        let Some(filter) = self.logs_filter() else { return Ok(Vec::new()) };
+        let filter = filter.from_block(from).to_block(to);
         self.rpc
             .call("eth_getLogs", |p| {
                 let filter = filter.clone();
@@ -444,6 +608,12 @@ impl ChainWatcher {
             })
             .await
             .map_err(WatchError::from)
+    }
+
+    /// The allow-listed tokens' `Transfer` filter (no block range yet); `None` without tokens.
+    fn logs_filter(&self) -> Option<Filter> {
+        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
+        (!tokens.is_empty()).then(|| Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH))
     }
 
     /// Token transfers (from `logs`, the range's `Transfer` logs) and native transfers to watched
@@ -976,4 +1146,22 @@ impl LeasedWork for ChainWatcher {
     async fn step(&mut self) -> Result<bool, WatchError> {
         self.tick().await
     }
+}
+
+/// `blocks` start at `from`, are consecutive and each builds on the one before.
+fn check_linked(from: u64, blocks: &[Block]) -> Result<(), WatchError> {
+    for (number, pair) in (from + 1..).zip(blocks.windows(2)) {
+        if pair[1].header.number != number || pair[1].header.parent_hash != pair[0].header.hash {
+            return Err(WatchError::Inconsistent(format!("block {number} does not follow block {}", number - 1)));
+        }
+    }
+    if blocks.first().map(|b| b.header.number) != Some(from) {
+        return Err(WatchError::Inconsistent(format!("the node did not return block {from} when asked for it")));
+    }
+    Ok(())
+}
+
+async fn cursor_now(store: &Store, chain_id: u64) -> Result<Option<ChainCursor>, WatchError> {
+    let mut conn = store.conn().await?;
+    Ok(cursors::get(&mut conn, chain_id).await?)
 }

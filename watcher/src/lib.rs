@@ -22,10 +22,12 @@
 //!
 //! # Layout
 //! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
+//! - `batch`: JSON-RPC batches for catching up on final blocks.
 //! - [`heads`]: the WebSocket `newHeads` follower that wakes the loop.
 //! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses (addresses only), loaded
 //!   and refreshed by HD index a page at a time.
 
+mod batch;
 pub mod chain;
 pub mod heads;
 pub mod watched;

@@ -1,0 +1,369 @@
+//! What the watcher fetches (issue 22), against anvil on both backends: a token-only chain
+//! (`native_deposits = false`) catches up over final blocks without fetching them one by one,
+//! refuses the range of a lagging node's empty answer in either fetch mode, and does not see
+//! native transfers; a chain with native deposits on finds them in batched full blocks.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use alloy::primitives::Address;
+use depositd_core::api_key::Scope;
+use depositd_core::config::ChainConfig;
+use depositd_core::store::{cursors, deposits};
+use depositd_testkit::chain::TestChain;
+use depositd_watcher::{ChainWatcher, WatchError};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb, both_backends, use_test_chain};
+
+both_backends!(
+    a_token_only_catch_up_fetches_no_block_of_a_quiet_final_range,
+    a_lagging_nodes_empty_answer_is_refused_in_token_only_mode,
+    native_deposits_are_found_in_batched_blocks_when_on,
+    native_deposits_off_sees_no_native_transfer_and_takes_no_native_invoice,
+);
+
+/// Blocks mined past the payments: more than the reorg window (128 with 2 confirmations), so
+/// the payments' blocks are final when the watcher starts.
+const QUIET: u64 = 300;
+
+/// What the proxy saw: every JSON-RPC call (alone or in a batch) as (method, params, batched).
+#[derive(Default)]
+struct Seen {
+    calls: Mutex<Vec<(String, Value, bool)>>,
+}
+
+impl Seen {
+    fn take(&self) -> Vec<(String, Value, bool)> {
+        std::mem::take(&mut self.calls.lock().unwrap())
+    }
+}
+
+/// A JSON-RPC proxy in front of anvil that records every call and, while `lag_above` is not
+/// `u64::MAX`, answers like a node that only has blocks up to `lag_above`: `eth_getLogs` over a
+/// range returns only the logs it has (none above), a block above is `null`, and a query by
+/// block hash for a block above is geth's "unknown block". While `empty_logs` is set, every
+/// `eth_getLogs` over a range answers "no logs" (by block hash it answers truly). Handles batches.
+async fn recording_proxy(
+    upstream: String,
+    seen: Arc<Seen>,
+    lag_above: Arc<AtomicU64>,
+    empty_logs: Arc<AtomicBool>,
+) -> String {
+    let client = reqwest::Client::new();
+    let handler = move |body: axum::body::Bytes| {
+        let (client, upstream, seen, lag_above, empty_logs) =
+            (client.clone(), upstream.clone(), seen.clone(), lag_above.clone(), empty_logs.clone());
+        async move {
+            let request: Value = serde_json::from_slice(&body).unwrap();
+            let batched = request.is_array();
+            let calls: Vec<Value> = match &request {
+                Value::Array(calls) => calls.clone(),
+                single => vec![single.clone()],
+            };
+            let mut answers = Vec::new();
+            for call in calls {
+                let method = call["method"].as_str().unwrap_or("?").to_owned();
+                seen.calls.lock().unwrap().push((method.clone(), call["params"].clone(), batched));
+                let mut answer: Value = client
+                    .post(&upstream)
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&call).unwrap())
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if method == "eth_getLogs"
+                    && call["params"][0].get("blockHash").is_none()
+                    && empty_logs.load(Ordering::SeqCst)
+                {
+                    answer["result"] = json!([]);
+                }
+                let lag = lag_above.load(Ordering::SeqCst);
+                if lag != u64::MAX {
+                    let number = |v: &Value| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok();
+                    match method.as_str() {
+                        "eth_getLogs" if call["params"][0].get("blockHash").is_some() => {
+                            let block = number(&answer["result"][0]["blockNumber"]);
+                            if block.is_some_and(|b| b > lag) {
+                                answer = json!({"jsonrpc": "2.0", "id": call["id"], "error": {"code": -32000, "message": "unknown block"}});
+                            }
+                        }
+                        "eth_getLogs" => {
+                            if let Some(logs) = answer["result"].as_array_mut() {
+                                logs.retain(|log| number(&log["blockNumber"]).is_some_and(|b| b <= lag));
+                            }
+                        }
+                        "eth_getBlockByNumber" if number(&answer["result"]["number"]).is_some_and(|b| b > lag) => {
+                            answer["result"] = Value::Null;
+                        }
+                        "eth_getBlockReceipts" => answer["result"] = Value::Null,
+                        _ => {}
+                    }
+                }
+                answers.push(answer);
+            }
+            axum::Json(if batched { Value::Array(answers) } else { answers.pop().unwrap() })
+        }
+    };
+    let app = axum::Router::new().route("/", axum::routing::post(handler));
+    format!("http://{}/", depositd_testkit::http::serve(app).await)
+}
+
+struct Setup {
+    chain: TestChain,
+    usdc: Address,
+    app: TestApp,
+    key: String,
+    config: ChainConfig,
+    seen: Arc<Seen>,
+    lag_above: Arc<AtomicU64>,
+    empty_logs: Arc<AtomicBool>,
+}
+
+/// anvil with USDC, the app with 2 confirmations and `native_deposits`, the watcher's RPC going
+/// through a [`recording_proxy`].
+async fn setup(db: &TestDb, native_deposits: Option<bool>) -> Setup {
+    let chain = TestChain::start(&[("USD Coin", "USDC")]).await.unwrap();
+    let usdc = chain.tokens[0];
+    let mut config = None;
+    let app = TestApp::spawn_with(db, |c| {
+        use_test_chain(&mut c.chains[0], &chain, 2, &[("USDC", usdc)]);
+        c.chains[0].native_deposits = native_deposits;
+        config = Some(c.chains[0].clone());
+    })
+    .await;
+    let (_, key) = app.merchant("Fetch Shop", &Scope::ALL).await;
+    let seen = Arc::new(Seen::default());
+    let lag_above = Arc::new(AtomicU64::new(u64::MAX));
+    let empty_logs = Arc::new(AtomicBool::new(false));
+    let mut config = config.unwrap();
+    let proxy = recording_proxy(chain.rpc_url(), seen.clone(), lag_above.clone(), empty_logs.clone()).await;
+    config.rpc_urls = vec![proxy.into()];
+    Setup { chain, usdc, app, key, config, seen, lag_above, empty_logs }
+}
+
+impl Setup {
+    fn watcher(&self) -> ChainWatcher {
+        self.app.watcher(&self.config)
+    }
+
+    async fn catch_up(&self, watcher: &mut ChainWatcher) {
+        for _ in 0..100 {
+            if !watcher.tick().await.unwrap() {
+                return;
+            }
+        }
+        panic!("the watcher did not catch up");
+    }
+
+    async fn invoice(&self, body: Value) -> Value {
+        self.app.created_invoice(&self.key, body).await
+    }
+
+    async fn get(&self, invoice: &Value) -> Value {
+        self.app.get_json(&self.key, &format!("/api/v1/invoices/{}", invoice["id"].as_str().unwrap())).await.1
+    }
+
+    async fn head(&self) -> u64 {
+        let head = self.chain.rpc("eth_blockNumber", json!([])).await;
+        u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
+    async fn cursor(&self) -> Option<u64> {
+        let mut conn = self.app.store.conn().await.unwrap();
+        cursors::get(&mut conn, 31337).await.unwrap().map(|c| c.block_number)
+    }
+
+    async fn block_of(&self, tx: alloy::primitives::B256) -> u64 {
+        let receipt = self.chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+        u64::from_str_radix(receipt["blockNumber"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
+    async fn assert_paid_once(&self, invoice: &Value) {
+        let paid = self.get(invoice).await;
+        assert_eq!((paid["status"].as_str(), paid["payments"].as_array().unwrap().len()), (Some("paid"), 1), "{paid}");
+    }
+}
+
+fn address(invoice: &Value) -> &str {
+    invoice["pay"]["address"].as_str().unwrap()
+}
+
+/// The block numbers of the `eth_getBlockByNumber` calls in `calls`, with whether each asked for
+/// the transactions too.
+fn block_calls(calls: &[(String, Value, bool)]) -> Vec<(u64, bool, bool)> {
+    calls
+        .iter()
+        .filter(|(method, _, _)| method == "eth_getBlockByNumber")
+        .filter_map(|(_, params, batched)| {
+            let number = u64::from_str_radix(params[0].as_str()?.trim_start_matches("0x"), 16).ok()?;
+            Some((number, params[1].as_bool().unwrap_or(false), *batched))
+        })
+        .collect()
+}
+
+async fn a_token_only_catch_up_fetches_no_block_of_a_quiet_final_range(db: TestDb) {
+    let s = setup(&db, Some(false)).await;
+    let first = s.invoice(json!({"amount": "10"})).await;
+    let second = s.invoice(json!({"amount": "5"})).await;
+    s.chain.mine(20).await;
+    let paid_first = s.block_of(s.chain.pay_token(s.usdc, address(&first), 10_000_000).await).await;
+    s.chain.mine(20).await;
+    let paid_second = s.block_of(s.chain.pay_token(s.usdc, address(&second), 5_000_000).await).await;
+    s.chain.mine(QUIET).await;
+    let head = s.head().await;
+    let last_final = head - 128;
+    assert!(paid_second < last_final, "the payments are in final blocks");
+
+    let mut watcher = s.watcher();
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&first).await;
+    s.assert_paid_once(&second).await;
+    assert!(s.cursor().await >= Some(head));
+
+    let calls = s.seen.take();
+    let blocks = block_calls(&calls);
+    assert!(blocks.iter().all(|(_, full, _)| !full), "no block with its transactions: {blocks:?}");
+    // In the final blocks only the ranges' first and last blocks (in the batch with their
+    // eth_getLogs) and the two blocks that hold a payment were asked for; every block near the
+    // head once, as a header.
+    let deep: Vec<u64> = blocks.iter().filter(|(n, _, _)| *n <= last_final).map(|(n, _, _)| *n).collect();
+    assert!(deep.contains(&paid_first) && deep.contains(&paid_second), "{deep:?}");
+    let ranges = calls.iter().filter(|(m, p, _)| m == "eth_getLogs" && p[0].get("blockHash").is_none()).count();
+    assert!(deep.len() <= 2 * ranges + 2, "{} block calls for {} final blocks: {deep:?}", deep.len(), last_final + 1);
+    assert!(deep.len() < 20, "far fewer calls than final blocks ({}): {deep:?}", last_final + 1);
+    let deep_batched = blocks.iter().filter(|(n, _, batched)| *n <= last_final && *batched).count();
+    assert_eq!(deep_batched, deep.len(), "final blocks are asked for in batches");
+    let near = blocks.iter().filter(|(n, _, _)| *n > last_final).count() as u64;
+    assert!(near >= head - last_final && near <= head - last_final + 2, "near the head every header: {near}");
+
+    // Real time: a new payment near the head is found from headers alone.
+    let third = s.invoice(json!({"amount": "3"})).await;
+    s.chain.pay_token(s.usdc, address(&third), 3_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&third).await;
+    let blocks = block_calls(&s.seen.take());
+    assert!(!blocks.is_empty() && blocks.iter().all(|(_, full, _)| !full), "{blocks:?}");
+    let mut conn = s.app.store.conn().await.unwrap();
+    assert_eq!(deposits::all_on_chain(&mut conn, 31337).await.unwrap().len(), 3);
+}
+
+async fn a_lagging_nodes_empty_answer_is_refused_in_token_only_mode(db: TestDb) {
+    let s = setup(&db, Some(false)).await;
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(10).await;
+    let paid_in = s.block_of(s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await).await;
+    s.chain.mine(QUIET).await;
+
+    // Final range: the node answering has nothing past the block before the payment. Its
+    // eth_getLogs says "no logs" there, and its missing last header refuses the range.
+    s.lag_above.store(paid_in - 1, Ordering::SeqCst);
+    let mut watcher = s.watcher();
+    for _ in 0..3 {
+        match watcher.tick().await {
+            Err(WatchError::Inconsistent(why)) => assert!(why.contains("lagging") || why.contains("missing"), "{why}"),
+            Ok(more) => assert!(more, "the watcher claims to have caught up past a block its node lacks"),
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(s.cursor().await.is_none_or(|c| c < paid_in), "the cursor stays before the payment");
+    }
+    assert_eq!(s.get(&invoice).await["status"], "pending");
+    s.lag_above.store(u64::MAX, Ordering::SeqCst);
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&invoice).await;
+
+    // Near the head, headers only: a node that has the blocks but answers a range with "no
+    // logs" is caught by the payment block's bloom; asked again by hash, the payment is found.
+    let recovered = s.invoice(json!({"amount": "2"})).await;
+    s.empty_logs.store(true, Ordering::SeqCst);
+    s.chain.pay_token(s.usdc, address(&recovered), 2_000_000).await;
+    s.chain.mine(3).await;
+    s.seen.take();
+    s.catch_up(&mut watcher).await;
+    s.empty_logs.store(false, Ordering::SeqCst);
+    s.assert_paid_once(&recovered).await;
+    let calls = s.seen.take();
+    assert!(calls.iter().any(|(m, p, _)| m == "eth_getLogs" && p[0].get("blockHash").is_some()), "asked by hash");
+    assert!(block_calls(&calls).iter().all(|(_, full, _)| !full));
+
+    // A node near the head that lacks the payment's block: its empty answer is refused (the
+    // block is missing, by number, by hash and by receipts) until the node has the block.
+    let near = s.invoice(json!({"amount": "4"})).await;
+    let before = s.cursor().await.unwrap();
+    let paid_near = s.block_of(s.chain.pay_token(s.usdc, address(&near), 4_000_000).await).await;
+    s.chain.mine(3).await;
+    s.lag_above.store(paid_near - 1, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert!(watcher.tick().await.is_err(), "a range whose logs cannot be vouched for is refused");
+        assert!(s.cursor().await.unwrap() < paid_near && s.cursor().await.unwrap() >= before);
+    }
+    assert_eq!(s.get(&near).await["status"], "pending");
+    s.lag_above.store(u64::MAX, Ordering::SeqCst);
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&near).await;
+}
+
+async fn native_deposits_are_found_in_batched_blocks_when_on(db: TestDb) {
+    let s = setup(&db, None).await;
+    let usdc = s.invoice(json!({"amount": "10"})).await;
+    let eth = s.invoice(json!({"amount": "30", "asset": "ETH"})).await;
+    s.chain.mine(5).await;
+    s.chain.pay_native(address(&eth), 10_000_000_000_000_000).await;
+    s.chain.pay_token(s.usdc, address(&usdc), 10_000_000).await;
+    s.chain.mine(QUIET).await;
+    let head = s.head().await;
+    let last_final = head - 128;
+
+    let mut watcher = s.watcher();
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&usdc).await;
+    s.assert_paid_once(&eth).await;
+    let blocks = block_calls(&s.seen.take());
+    // Every block once, with its transactions: the final ones in batches, the rest one by one.
+    let mut numbers: Vec<u64> = blocks.iter().map(|(n, _, _)| *n).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers, (0..=head).collect::<Vec<u64>>());
+    assert!(blocks.iter().all(|(_, full, _)| *full), "every block with its transactions");
+    assert!(blocks.iter().filter(|(n, _, _)| *n <= last_final).all(|(_, _, batched)| *batched));
+    assert!(blocks.iter().filter(|(n, _, _)| *n > last_final).all(|(_, _, batched)| !batched));
+
+    // And in real time.
+    let later = s.invoice(json!({"amount": "30", "asset": "ETH"})).await;
+    s.chain.pay_native(address(&later), 10_000_000_000_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&later).await;
+}
+
+async fn native_deposits_off_sees_no_native_transfer_and_takes_no_native_invoice(db: TestDb) {
+    let s = setup(&db, Some(false)).await;
+    // The API takes no invoice in the native coin: the watcher would never see its payment.
+    let response = s.app.create_invoice(&s.key, json!({"amount": "30", "asset": "ETH"})).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_asset", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("accepted: USDC"), "{body}");
+
+    // ETH sent to a USDC invoice's address is not seen (documented: chains/README.md); the
+    // USDC payment is.
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.pay_native(address(&invoice), 10_000_000_000_000_000).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(QUIET).await;
+    let mut watcher = s.watcher();
+    s.catch_up(&mut watcher).await;
+    s.chain.pay_native(address(&invoice), 10_000_000_000_000_000).await;
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+    let paid = s.get(&invoice).await;
+    assert_eq!((paid["status"].as_str(), paid["amount_paid"].as_str()), (Some("paid"), Some("10")), "{paid}");
+    let mut conn = s.app.store.conn().await.unwrap();
+    let recorded = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
+    assert_eq!(recorded.len(), 1, "only the token transfer: {recorded:?}");
+    assert_eq!(recorded[0].asset, "USDC");
+}

@@ -1,0 +1,70 @@
+//! JSON-RPC batches for catching up on final blocks: several calls in one HTTP request, each
+//! through [`ChainRpc::call`] (failover, retries; a failed batch is sent again whole). A batch
+//! goes to one endpoint in one request, so its answers come from one node's view whenever the
+//! provider does not split batches (the usual case; see [`logs_and_anchors`]).
+//!
+//! Only final ranges (below the reorg window) are fetched this way. Near the head a step covers a
+//! block or two in real time: single calls cost nothing more there, and a load balancer that
+//! spreads single calls is what the near-head guards (blooms, per-block hashes) are made for.
+
+use alloy::rpc::client::BatchRequest;
+use alloy::rpc::types::{Block, BlockNumberOrTag, Filter, Log};
+use depositd_rpc::{ChainRpc, RpcError};
+
+/// Calls per batch: providers cap batches (commonly at 100 to 1,000 calls); 100 is under the
+/// smallest common cap that allows batches at all.
+pub const MAX_BATCH: usize = 100;
+
+/// In one batch: the range's `eth_getLogs` (none when `filter` is `None`) and the headers of its
+/// first and last blocks. A node that answers "no logs" for blocks it does not have yet (a lagging
+/// node behind a load balancer) has no header for the last block either: the caller refuses the
+/// range when a header is missing, so an empty answer counts only from a node that has the whole
+/// range.
+pub async fn logs_and_anchors(
+    rpc: &ChainRpc,
+    filter: Option<Filter>,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Log>, Option<Block>, Option<Block>), RpcError> {
+    rpc.call("eth_getLogs+eth_getBlockByNumber (batch)", |p| {
+        let filter = filter.clone();
+        async move {
+            let mut batch = BatchRequest::new(p.client());
+            let logs = match &filter {
+                Some(filter) => Some(batch.add_call::<_, Vec<Log>>("eth_getLogs", &(filter,))?),
+                None => None,
+            };
+            let first = batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(from), false))?;
+            let last = batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(to), false))?;
+            batch.send().await?;
+            let logs = match logs {
+                Some(waiter) => waiter.await?,
+                None => Vec::new(),
+            };
+            Ok((logs, first.await?, last.await?))
+        }
+    })
+    .await
+}
+
+/// Blocks `numbers` (at most [`MAX_BATCH`]) in one batch: headers only, or with their
+/// transactions (`full`). `None` where the node has no such block.
+pub async fn blocks(rpc: &ChainRpc, numbers: &[u64], full: bool) -> Result<Vec<Option<Block>>, RpcError> {
+    let what = if full { "eth_getBlockByNumber full (batch)" } else { "eth_getBlockByNumber (batch)" };
+    rpc.call(what, |p| async move {
+        let mut batch = BatchRequest::new(p.client());
+        let mut waiters = Vec::with_capacity(numbers.len());
+        for number in numbers {
+            waiters.push(
+                batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(*number), full))?,
+            );
+        }
+        batch.send().await?;
+        let mut blocks = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            blocks.push(waiter.await?);
+        }
+        Ok(blocks)
+    })
+    .await
+}
