@@ -599,7 +599,8 @@ pub async fn run(global: &Global, args: &WatcherArgs) -> anyhow::Result<Section>
          window, here all but the last 128 blocks) costs one batch (`eth_getLogs` with the range's first and last \
          headers) plus batched headers of the blocks that hold a watched transfer; the last 128 blocks are fetched \
          as headers, one call each, as near the head. With native deposits on, every block is fetched with its \
-         transactions (batched in final ranges). Final ranges are fetched up to 4 at a time and recorded in order."
+         transactions (batched in final ranges, one range at a time). Token-only final ranges are fetched up to \
+         4 at a time; all are recorded in order."
             .to_owned(),
     ];
     let mut table = Table::new(&[

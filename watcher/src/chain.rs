@@ -331,10 +331,13 @@ impl ChainWatcher {
         }
     }
 
-    /// Final ranges fetched at once during a catch-up: a quarter of `rpc_concurrency` or 4,
-    /// whichever is less (at least 1); each range's own batches share the rest.
+    /// Final ranges fetched at once during a catch-up. Token-only ranges are small (their logs
+    /// and a few headers): half of `rpc_concurrency`, at most 4, each range's header batches
+    /// sharing the rest. With native deposits on a range is all its blocks with their
+    /// transactions, already `rpc_concurrency` batches in flight: one range at a time, so memory
+    /// holds one range's blocks, as near the head.
     fn ranges_in_flight(&self) -> usize {
-        (self.concurrency() / 2).clamp(1, 4)
+        if self.chain.native_deposits_on() { 1 } else { (self.concurrency() / 2).clamp(1, 4) }
     }
 
     /// A final range ([`Self::last_final`]) with what its deposits need. With native deposits
@@ -382,6 +385,7 @@ impl ChainWatcher {
     /// time; every one must be there.
     async fn fetch_batched(&self, numbers: &[u64], full: bool) -> Result<Vec<Block>, WatchError> {
         let in_flight = (self.concurrency() / self.ranges_in_flight()).max(1);
+        // (With native deposits on that is `rpc_concurrency` batches of one range.)
         let batches: Vec<BoxFuture<'_, Result<Vec<Option<Block>>, RpcError>>> = numbers
             .chunks(crate::batch::MAX_BATCH)
             .map(|chunk| crate::batch::blocks(&self.rpc, chunk, full).boxed())
@@ -849,8 +853,11 @@ impl ChainWatcher {
                 _ => {}
             }
         }
+        // Only the hashes the reorg window keeps (the rest would be pruned at once).
+        let keep_from = last.number.saturating_sub(self.reorg_window());
         let refs: Vec<BlockRef> = blocks
             .iter()
+            .filter(|b| b.header.number >= keep_from)
             .map(|b| BlockRef {
                 number: b.header.number,
                 hash: b.header.hash.to_string(),
@@ -858,7 +865,7 @@ impl ChainWatcher {
             })
             .collect();
         blocks::save(&mut tx, self.chain.chain_id, &refs).await?;
-        blocks::prune(&mut tx, self.chain.chain_id, None, last.number.saturating_sub(self.reorg_window())).await?;
+        blocks::prune(&mut tx, self.chain.chain_id, None, keep_from).await?;
         cursors::set(
             &mut tx,
             &ChainCursor {

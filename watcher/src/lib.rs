@@ -11,6 +11,11 @@
 //! one transaction; finally confirm deposits that are deep enough through
 //! `depositd_core::crediting`, the single entry point for invoice state.
 //!
+//! What a range fetches depends on the chain's `native_deposits` (blocks with their transactions
+//! when on, headers only when off) and on its depth: below the reorg window (a catch-up) ranges
+//! are final, fetched several at a time in JSON-RPC batches and recorded in order, and a
+//! token-only final range needs only its logs and a few headers (ARCHITECTURE.md, "Fetch modes").
+//!
 //! RPC calls go through `depositd_rpc::ChainRpc` (failover across the chain's `rpc_urls`, retries
 //! with backoff honouring `Retry-After`), and the step range shrinks when a provider says
 //! `eth_getLogs` asked for too much. The loop runs under the chain's lease through
