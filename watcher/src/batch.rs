@@ -7,6 +7,7 @@
 //! block or two in real time: single calls cost nothing more there, and a load balancer that
 //! spreads single calls is what the near-head guards (blooms, per-block hashes) are made for.
 
+use alloy::providers::Provider as _;
 use alloy::rpc::client::BatchRequest;
 use alloy::rpc::types::{Block, BlockNumberOrTag, Filter, Log};
 use depositd_rpc::{ChainRpc, RpcError};

@@ -354,7 +354,8 @@ impl ChainWatcher {
             check_linked(from, &blocks)?;
             return Ok((blocks, logs));
         }
-        let (logs, first, last) = crate::batch::logs_and_anchors(&self.rpc, self.logs_filter(), from, to).await?;
+let filter = self.logs_filter().map(|f| f.from_block(from).to_block(to));
+        let (logs, first, last) = crate::batch::logs_and_anchors(&self.rpc, filter, from, to).await?;
         let (Some(first), Some(last)) = (first, last) else {
             return Err(WatchError::Inconsistent(format!(
                 "the node that answered eth_getLogs for blocks {from}..={to} does not have block {to} (a lagging \
