@@ -215,7 +215,11 @@ impl Counter {
     /// What was counted since the last call.
     fn take(&self) -> Traffic {
         use std::sync::atomic::Ordering::SeqCst;
-        Traffic { requests: self.requests.swap(0, SeqCst), calls: self.calls.swap(0, SeqCst), bytes: self.bytes.swap(0, SeqCst) }
+        Traffic {
+            requests: self.requests.swap(0, SeqCst),
+            calls: self.calls.swap(0, SeqCst),
+            bytes: self.bytes.swap(0, SeqCst),
+        }
     }
 }
 
@@ -370,8 +374,6 @@ struct WatcherRun {
     seed_time: Duration,
     /// Per RPC method: (name, call durations summed, calls). Calls overlap, so a sum is not wall time.
     rpc: Vec<(&'static str, f64, u64)>,
-    /// The chain file's `rpc_concurrency`: the most calls of one kind a step has in flight.
-    rpc_concurrency: u64,
     recorded: i64,
     ignored_recorded: i64,
     paid: i64,
@@ -384,7 +386,6 @@ impl WatcherRun {
     fn method(&self, name: &str) -> (f64, u64) {
         self.rpc.iter().find(|(m, _, _)| *m == name).map(|(_, s, n)| (*s, *n)).unwrap_or_default()
     }
-
 }
 
 async fn watcher_pass(
@@ -401,7 +402,6 @@ async fn watcher_pass(
     chain_config.start_block = Some(first);
     chain_config.native_deposits = Some(native);
     chain_config.rpc_urls = vec![url.to_owned().into()];
-    let rpc_concurrency = chain_config.rpc_concurrency;
     let mut watcher = ChainWatcher::new(
         chain_config,
         store.clone(),
@@ -469,7 +469,6 @@ async fn watcher_pass(
         load_watched: prepared.load_watched,
         seed_time: prepared.seed_time,
         rpc,
-        rpc_concurrency,
         recorded,
         ignored_recorded,
         paid,
@@ -700,11 +699,7 @@ pub async fn run(global: &Global, args: &WatcherArgs) -> anyhow::Result<Section>
     }
     for (native, goal_share, goal) in [
         (false, TARGET_SHARE, "ERC-20-only chain (native deposits off): watcher at least 80% of the logs-only limit"),
-        (
-            true,
-            TARGET_SHARE_NATIVE,
-            "native deposits on: watcher at least 90% of the logs + full blocks limit",
-        ),
+        (true, TARGET_SHARE_NATIVE, "native deposits on: watcher at least 90% of the logs + full blocks limit"),
     ] {
         let mine: Vec<&WatcherRun> = runs.iter().filter(|r| r.native == native).collect();
         if mine.is_empty() {
@@ -724,7 +719,9 @@ pub async fn run(global: &Global, args: &WatcherArgs) -> anyhow::Result<Section>
                 let limit = limits.iter().filter(|l| l.0 == limit_of(mine[0])).min_by_key(|l| l.1);
                 let per_run: Vec<String> = mine
                     .iter()
-                    .map(|r| format!("on {} the watcher fetched {}", r.backend.label(), r.traffic.per_thousand(args.blocks)))
+                    .map(|r| {
+                        format!("on {} the watcher fetched {}", r.backend.label(), r.traffic.per_thousand(args.blocks))
+                    })
                     .collect();
                 format!(
                     "Per 1,000 blocks the limit fetched {}; {}. Beyond the limit's data the watcher reads the head \

@@ -35,8 +35,10 @@ pub async fn logs_and_anchors(
                 Some(filter) => Some(batch.add_call::<_, Vec<Log>>("eth_getLogs", &(filter,))?),
                 None => None,
             };
-            let first = batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(from), false))?;
-            let last = batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(to), false))?;
+            let first =
+                batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(from), false))?;
+            let last =
+                batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(to), false))?;
             batch.send().await?;
             let logs = match logs {
                 Some(waiter) => waiter.await?,
@@ -57,7 +59,8 @@ pub async fn blocks(rpc: &ChainRpc, numbers: &[u64], full: bool) -> Result<Vec<O
         let mut waiters = Vec::with_capacity(numbers.len());
         for number in numbers {
             waiters.push(
-                batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(*number), full))?,
+                batch
+                    .add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(*number), full))?,
             );
         }
         batch.send().await?;

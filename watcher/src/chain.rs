@@ -76,6 +76,9 @@ pub struct Rescanned {
     pub recorded: u64,
 }
 
+/// A range's blocks (all of them, or the few a token-only final range needs) and its logs.
+type Fetched = (Vec<Block>, Vec<Log>);
+
 /// A transfer to a watched address, found in a verified block.
 #[derive(Debug, Clone)]
 struct Found {
@@ -267,9 +270,9 @@ impl ChainWatcher {
             ranges.push((start, end));
             start = end + 1;
         }
-        let fetches: Vec<BoxFuture<'_, Result<(Vec<Block>, Vec<Log>), WatchError>>> =
+        let fetches: Vec<BoxFuture<'_, Result<Fetched, WatchError>>> =
             ranges.iter().map(|(from, to)| self.fetch_final(*from, *to).boxed()).collect();
-        let fetched: Vec<Result<(Vec<Block>, Vec<Log>), WatchError>> =
+        let fetched: Vec<Result<Fetched, WatchError>> =
             stream::iter(fetches).buffered(ranges.len().max(1)).collect().await;
         let mut anchor = cursor.map(|c| c.block_hash);
         let mut recorded_to = None;
@@ -347,14 +350,14 @@ impl ChainWatcher {
     /// node that answered the logs has its last block), then, batched, the headers of the blocks
     /// that hold a transfer to a watched address, whose hashes the logs must name
     /// ([`Self::scan`]). The blocks come back in order: the first, those, the last.
-    async fn fetch_final(&self, from: u64, to: u64) -> Result<(Vec<Block>, Vec<Log>), WatchError> {
+    async fn fetch_final(&self, from: u64, to: u64) -> Result<Fetched, WatchError> {
         if self.chain.native_deposits_on() {
             let numbers: Vec<u64> = (from..=to).collect();
             let (blocks, logs) = tokio::try_join!(self.fetch_batched(&numbers, true), self.fetch_logs(from, to))?;
             check_linked(from, &blocks)?;
             return Ok((blocks, logs));
         }
-let filter = self.logs_filter().map(|f| f.from_block(from).to_block(to));
+        let filter = self.logs_filter().map(|f| f.from_block(from).to_block(to));
         let (logs, first, last) = crate::batch::logs_and_anchors(&self.rpc, filter, from, to).await?;
         let (Some(first), Some(last)) = (first, last) else {
             return Err(WatchError::Inconsistent(format!(
