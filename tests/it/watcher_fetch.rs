@@ -21,6 +21,7 @@ both_backends!(
     a_lagging_nodes_empty_answer_is_refused_in_token_only_mode,
     native_deposits_are_found_in_batched_blocks_when_on,
     native_deposits_off_sees_no_native_transfer_and_takes_no_native_invoice,
+    a_log_outside_the_asked_range_refuses_the_range,
 );
 
 /// Blocks mined past the payments: more than the reorg window (128 with 2 confirmations), so
@@ -43,17 +44,20 @@ impl Seen {
 /// `u64::MAX`, answers like a node that only has blocks up to `lag_above`: `eth_getLogs` over a
 /// range returns only the logs it has (none above), a block above is `null`, and a query by
 /// block hash for a block above is geth's "unknown block". While `empty_logs` is set, every
-/// `eth_getLogs` over a range answers "no logs" (by block hash it answers truly). Handles batches.
+/// `eth_getLogs` over a range answers "no logs" (by block hash it answers truly). While `inject`
+/// holds a log, it is added to every `eth_getLogs` answer over a range that ends below the log's
+/// block (an answer outside what was asked). Handles batches.
 async fn recording_proxy(
     upstream: String,
     seen: Arc<Seen>,
     lag_above: Arc<AtomicU64>,
     empty_logs: Arc<AtomicBool>,
+    inject: Arc<Mutex<Option<Value>>>,
 ) -> String {
     let client = reqwest::Client::new();
     let handler = move |body: axum::body::Bytes| {
-        let (client, upstream, seen, lag_above, empty_logs) =
-            (client.clone(), upstream.clone(), seen.clone(), lag_above.clone(), empty_logs.clone());
+        let (client, upstream, seen, lag_above, empty_logs, inject) =
+            (client.clone(), upstream.clone(), seen.clone(), lag_above.clone(), empty_logs.clone(), inject.clone());
         async move {
             let request: Value = serde_json::from_slice(&body).unwrap();
             let batched = request.is_array();
@@ -80,6 +84,14 @@ async fn recording_proxy(
                     && empty_logs.load(Ordering::SeqCst)
                 {
                     answer["result"] = json!([]);
+                }
+                let hex = |v: &Value| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok();
+                if method == "eth_getLogs"
+                    && let Some(log) = inject.lock().unwrap().clone()
+                    && hex(&call["params"][0]["toBlock"]).is_some_and(|to| Some(to) < hex(&log["blockNumber"]))
+                    && let Some(logs) = answer["result"].as_array_mut()
+                {
+                    logs.push(log);
                 }
                 let lag = lag_above.load(Ordering::SeqCst);
                 if lag != u64::MAX {
@@ -121,6 +133,7 @@ struct Setup {
     seen: Arc<Seen>,
     lag_above: Arc<AtomicU64>,
     empty_logs: Arc<AtomicBool>,
+    inject: Arc<Mutex<Option<Value>>>,
 }
 
 /// anvil with USDC, the app with 2 confirmations and `native_deposits`, the watcher's RPC going
@@ -139,10 +152,12 @@ async fn setup(db: &TestDb, native_deposits: Option<bool>) -> Setup {
     let seen = Arc::new(Seen::default());
     let lag_above = Arc::new(AtomicU64::new(u64::MAX));
     let empty_logs = Arc::new(AtomicBool::new(false));
+    let inject = Arc::new(Mutex::new(None));
     let mut config = config.unwrap();
-    let proxy = recording_proxy(chain.rpc_url(), seen.clone(), lag_above.clone(), empty_logs.clone()).await;
+    let proxy =
+        recording_proxy(chain.rpc_url(), seen.clone(), lag_above.clone(), empty_logs.clone(), inject.clone()).await;
     config.rpc_urls = vec![proxy.into()];
-    Setup { chain, usdc, app, key, config, seen, lag_above, empty_logs }
+    Setup { chain, usdc, app, key, config, seen, lag_above, empty_logs, inject }
 }
 
 impl Setup {
@@ -366,4 +381,40 @@ async fn native_deposits_off_sees_no_native_transfer_and_takes_no_native_invoice
     let recorded = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
     assert_eq!(recorded.len(), 1, "only the token transfer: {recorded:?}");
     assert_eq!(recorded[0].asset, "USDC");
+}
+
+/// A catch-up `eth_getLogs` answer that holds a genuine payment log from a block above the range
+/// asked for (a tampering or confused node) refuses the whole range: no deposit is recorded above
+/// the cursor, the cursor never jumps to the log's block, and once the answers are true the
+/// payment is found once, in its own range.
+async fn a_log_outside_the_asked_range_refuses_the_range(db: TestDb) {
+    let s = setup(&db, Some(false)).await;
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(QUIET).await;
+    let tx = s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
+    let paid_in = s.block_of(tx).await;
+    // The payment is near the head; the catch-up's final range ends below it.
+    s.chain.mine(10).await;
+    let receipt = s.chain.rpc("eth_getTransactionReceipt", json!([tx])).await;
+    let log = receipt["logs"][0].clone();
+    assert_eq!(log["blockNumber"], receipt["blockNumber"]);
+    *s.inject.lock().unwrap() = Some(log);
+
+    let mut watcher = s.watcher();
+    for _ in 0..4 {
+        match watcher.tick().await {
+            Err(WatchError::Inconsistent(why)) => assert!(why.contains("refused"), "{why}"),
+            Ok(_) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+        let cursor = s.cursor().await;
+        assert!(cursor.is_none_or(|c| c < paid_in), "the cursor stays below the payment: {cursor:?}");
+        let mut conn = s.app.store.conn().await.unwrap();
+        let recorded = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
+        assert!(recorded.is_empty(), "nothing recorded from a log outside its range: {recorded:?}");
+    }
+    assert_eq!(s.get(&invoice).await["status"], "pending");
+    *s.inject.lock().unwrap() = None;
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&invoice).await;
 }

@@ -16,11 +16,12 @@ use depositd_rpc::{ChainRpc, RpcError};
 /// smallest common cap that allows batches at all.
 pub const MAX_BATCH: usize = 100;
 
-/// In one batch: the range's `eth_getLogs` (none when `filter` is `None`) and the headers of its
-/// first and last blocks. A node that answers "no logs" for blocks it does not have yet (a lagging
-/// node behind a load balancer) has no header for the last block either: the caller refuses the
-/// range when a header is missing, so an empty answer counts only from a node that has the whole
-/// range.
+/// In one batch: the headers of the range's first and last blocks, then the range's `eth_getLogs`
+/// (none when `filter` is `None`). A node that answers "no logs" for blocks it does not have yet
+/// (a lagging node behind a load balancer) has no header for the last block either: the caller
+/// refuses the range when a header is missing, so an empty answer counts only from a node that
+/// has the whole range. What this cannot catch: a node that has the blocks but an incomplete log
+/// index, or a provider that splits one batch across backends (see ARCHITECTURE.md).
 pub async fn logs_and_anchors(
     rpc: &ChainRpc,
     filter: Option<Filter>,
@@ -31,14 +32,16 @@ pub async fn logs_and_anchors(
         let filter = filter.clone();
         async move {
             let mut batch = BatchRequest::new(p.client());
-            let logs = match &filter {
-                Some(filter) => Some(batch.add_call::<_, Vec<Log>>("eth_getLogs", &(filter,))?),
-                None => None,
-            };
+            // The headers first: a node that works through a batch in order has the range's
+            // last block before it answers the range's logs.
             let first =
                 batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(from), false))?;
             let last =
                 batch.add_call::<_, Option<Block>>("eth_getBlockByNumber", &(BlockNumberOrTag::Number(to), false))?;
+            let logs = match &filter {
+                Some(filter) => Some(batch.add_call::<_, Vec<Log>>("eth_getLogs", &(filter,))?),
+                None => None,
+            };
             batch.send().await?;
             let logs = match logs {
                 Some(waiter) => waiter.await?,

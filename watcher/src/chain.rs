@@ -227,7 +227,7 @@ impl ChainWatcher {
             }
             Err(other) => return Err(other),
         };
-        self.record(&headers, found).await?;
+        self.record(&headers, &headers[headers.len() - 1], found).await?;
         self.recent_timestamps = headers.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let last = &headers[headers.len() - 1];
         self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(to - from + 1);
@@ -280,14 +280,22 @@ impl ChainWatcher {
         for (i, ((from, to), result)) in ranges.iter().zip(fetched).enumerate() {
             let step = async {
                 let (blocks, logs) = result?;
+                // The range's anchors by number, never by their place in `blocks`: the cursor
+                // moves to block `to` and nowhere else.
+                let anchor_at = |number: u64| {
+                    blocks.iter().find(|b| b.header.number == number).ok_or_else(|| {
+                        WatchError::Inconsistent(format!("block {number} is missing from its range's answer"))
+                    })
+                };
+                let (first, last) = (anchor_at(*from)?, anchor_at(*to)?);
                 if let Some(anchor) = &anchor
-                    && blocks[0].header.parent_hash.to_string() != *anchor
+                    && first.header.parent_hash.to_string() != *anchor
                 {
                     return Ok(None);
                 }
                 let found = self.scan(&blocks, logs).await?;
-                self.record(&blocks, found).await?;
-                Ok::<_, WatchError>(Some(blocks[blocks.len() - 1].header.hash.to_string()))
+                self.record(&blocks, last, found).await?;
+                Ok::<_, WatchError>(Some(last.header.hash.to_string()))
             };
             match step.await {
                 Ok(Some(last_hash)) => anchor = Some(last_hash),
@@ -359,6 +367,7 @@ impl ChainWatcher {
         }
         let filter = self.logs_filter().map(|f| f.from_block(from).to_block(to));
         let (logs, first, last) = crate::batch::logs_and_anchors(&self.rpc, filter, from, to).await?;
+        check_logs_within(from, to, &logs)?;
         let (Some(first), Some(last)) = (first, last) else {
             return Err(WatchError::Inconsistent(format!(
                 "the node that answered eth_getLogs for blocks {from}..={to} does not have block {to} (a lagging \
@@ -372,7 +381,7 @@ impl ChainWatcher {
             .iter()
             .filter(|log| self.pays_watched(log))
             .filter_map(|log| log.block_number)
-            .filter(|number| *number != from && *number != to)
+            .filter(|number| *number > from && *number < to)
             .collect();
         let holding: Vec<u64> = holding.into_iter().collect();
         let middle = self.fetch_batched(&holding, false).await?;
@@ -609,13 +618,16 @@ impl ChainWatcher {
     async fn fetch_logs(&self, from: u64, to: u64) -> Result<Vec<Log>, WatchError> {
         let Some(filter) = self.logs_filter() else { return Ok(Vec::new()) };
         let filter = filter.from_block(from).to_block(to);
-        self.rpc
+        let logs = self
+            .rpc
             .call("eth_getLogs", |p| {
                 let filter = filter.clone();
                 async move { p.get_logs(&filter).await }
             })
             .await
-            .map_err(WatchError::from)
+            .map_err(WatchError::from)?;
+        check_logs_within(from, to, &logs)?;
+        Ok(logs)
     }
 
     /// The allow-listed tokens' `Transfer` filter (no block range yet); `None` without tokens.
@@ -824,8 +836,10 @@ impl ChainWatcher {
     }
 
     /// Records the range's transfers, its block hashes and the cursor in one transaction.
-    async fn record(&self, blocks: &[Block], found: Vec<Found>) -> Result<(), WatchError> {
-        let last = &blocks[blocks.len() - 1].header;
+    /// The cursor moves to `last`, the range's last block (given, not taken from `blocks`, which
+    /// may hold only a few of the range's blocks).
+    async fn record(&self, blocks: &[Block], last: &Block, found: Vec<Found>) -> Result<(), WatchError> {
+        let last = &last.header;
         let mut tx = self.store.begin().await?;
         // Counted only once the transaction commits: a rolled-back step counts nothing.
         let mut counts: Vec<(String, &'static str, Option<RejectReason>)> = Vec::new();
@@ -1175,4 +1189,22 @@ fn check_linked(from: u64, blocks: &[Block]) -> Result<(), WatchError> {
 async fn cursor_now(store: &Store, chain_id: u64) -> Result<Option<ChainCursor>, WatchError> {
     let mut conn = store.conn().await?;
     Ok(cursors::get(&mut conn, chain_id).await?)
+}
+
+/// Every log of an `eth_getLogs` answer for blocks `from..=to` names its block, by number and
+/// hash, inside that range; else the whole answer is refused (a node or proxy that answers
+/// something else than what was asked for cannot be trusted for the rest of it).
+fn check_logs_within(from: u64, to: u64, logs: &[Log]) -> Result<(), WatchError> {
+    for log in logs {
+        match (log.block_number, log.block_hash) {
+            (Some(number), Some(_)) if (from..=to).contains(&number) => {}
+            (number, _) => {
+                return Err(WatchError::Inconsistent(format!(
+                    "the eth_getLogs answer for blocks {from}..={to} holds a log of block {}: the range is refused",
+                    number.map_or_else(|| "(none named)".to_owned(), |n| n.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
 }
