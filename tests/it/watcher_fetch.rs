@@ -22,6 +22,7 @@ both_backends!(
     native_deposits_are_found_in_batched_blocks_when_on,
     native_deposits_off_sees_no_native_transfer_and_takes_no_native_invoice,
     a_log_outside_the_asked_range_refuses_the_range,
+    a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit,
 );
 
 /// Blocks mined past the payments: more than the reorg window (128 with 2 confirmations), so
@@ -417,4 +418,54 @@ async fn a_log_outside_the_asked_range_refuses_the_range(db: TestDb) {
     *s.inject.lock().unwrap() = None;
     s.catch_up(&mut watcher).await;
     s.assert_paid_once(&invoice).await;
+}
+
+/// After a token-only catch-up over final blocks the watcher keeps only a few of their hashes
+/// (range ends, blocks that hold a deposit). A reorg of the cursor's block right after it (its
+/// parent stays) finds no stored hash one block down: the unwinding walks the stored hashes
+/// instead, stops at the deposit's block, which is still canonical, and reverses nothing that
+/// the reorg did not touch.
+async fn a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit(db: TestDb) {
+    let s = setup(&db, Some(false)).await;
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(QUIET).await;
+    let paid_in = s.block_of(s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await).await;
+    s.chain.mine(150).await;
+    let head = s.head().await;
+    let last_final = head - 128;
+    assert!(paid_in < last_final - 1 && paid_in > last_final - 100, "the payment is final, in the stored window");
+
+    let mut watcher = s.watcher();
+    for _ in 0..20 {
+        if s.cursor().await >= Some(last_final) {
+            break;
+        }
+        watcher.tick().await.unwrap();
+    }
+    assert_eq!(s.cursor().await, Some(last_final), "caught up over the final blocks only");
+    s.assert_paid_once(&invoice).await;
+    let mut conn = s.app.store.conn().await.unwrap();
+    let deposit = deposits::all_on_chain(&mut conn, 31337).await.unwrap().remove(0);
+    drop(conn);
+    assert_eq!(deposit.state, depositd_core::deposit::DepositState::Confirmed);
+
+    // The cursor's block and everything above it are replaced; its parent and the deposit stay.
+    let chain = &s.chain;
+    let hash_at = |number: u64| async move {
+        chain.rpc("eth_getBlockByNumber", json!([format!("{number:#x}"), false])).await["hash"].clone()
+    };
+    let (before, kept) = (hash_at(last_final).await, hash_at(last_final - 1).await);
+    // A transaction nobody watches, in the new cursor block: its hash differs from the old one.
+    let other =
+        json!({"from": depositd_testkit::chain::payer_address(), "to": Address::repeat_byte(0xd0), "value": "0x1"});
+    s.chain.rpc("anvil_reorg", json!([head - last_final + 1, [[other, 0]]])).await;
+    assert_ne!(hash_at(last_final).await, before, "the cursor's block is replaced");
+    assert_eq!(hash_at(last_final - 1).await, kept, "its parent stays");
+    s.catch_up(&mut watcher).await;
+    let mut conn = s.app.store.conn().await.unwrap();
+    let after = deposits::all_on_chain(&mut conn, 31337).await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].id, after[0].state, after[0].generation), (deposit.id, deposit.state, 0), "{after:?}");
+    s.assert_paid_once(&invoice).await;
+    assert!(s.cursor().await >= Some(head));
 }

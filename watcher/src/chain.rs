@@ -1085,10 +1085,16 @@ impl ChainWatcher {
         let mut conn = self.store.conn().await?;
         let floor = cursor.block_number.saturating_sub(self.reorg_window());
         let mut ancestor: Option<(u64, B256)> = None;
+        // The stored hashes, walked down: where the watcher caught up over final blocks it kept
+        // only a few of them (every block holding a deposit among them), and a height without a
+        // stored hash says nothing about the chain there.
         let mut number = cursor.block_number;
         while number > floor {
-            number -= 1;
-            let Some(stored) = blocks::get(&mut conn, chain_id, number).await? else { break };
+            let Some(stored) = blocks::highest_below(&mut conn, chain_id, number).await? else { break };
+            if stored.number < floor {
+                break;
+            }
+            number = stored.number;
             let canonical = self
                 .rpc
                 .call("eth_getBlockByNumber", |p| async move {
