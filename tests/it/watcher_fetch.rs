@@ -424,7 +424,7 @@ async fn a_log_outside_the_asked_range_refuses_the_range(db: TestDb) {
 /// (range ends, blocks that hold a deposit). A reorg of the cursor's block right after it (its
 /// parent stays) finds no stored hash one block down: the unwinding walks the stored hashes
 /// instead, stops at the deposit's block, which is still canonical, and reverses nothing that
-/// the reorg did not touch.
+/// the reorg did not touch. A rescan of blocks without a kept hash is not refused.
 async fn a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit(db: TestDb) {
     let s = setup(&db, Some(false)).await;
     let invoice = s.invoice(json!({"amount": "10"})).await;
@@ -448,6 +448,11 @@ async fn a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit(d
     let deposit = deposits::all_on_chain(&mut conn, 31337).await.unwrap().remove(0);
     drop(conn);
     assert_eq!(deposit.state, depositd_core::deposit::DepositState::Confirmed);
+
+    // `depositd rescan` of blocks the catch-up kept no hash for is not refused: they lead up to
+    // the cursor's kept block.
+    let rescanned = watcher.rescan(paid_in - 5, last_final - 1).await.unwrap();
+    assert_eq!((rescanned.blocks, rescanned.transfers, rescanned.recorded), (last_final - paid_in + 5, 1, 0));
 
     // The cursor's block and everything above it are replaced; its parent and the deposit stay.
     let chain = &s.chain;

@@ -428,8 +428,10 @@ impl ChainWatcher {
     /// (deposits are unique by transaction and log index), a missed one is recorded now, as
     /// detected (late, if its invoice expired meanwhile); the watcher's next step confirms it.
     /// Only blocks the watcher has already verified (at or below its cursor) can be rescanned,
-    /// and each block must still be the one the watcher recorded where it kept its hash: a
-    /// rescan never records from a block the chain may still take away unnoticed. The cursor and
+    /// and each block must still be the one the watcher recorded where it kept its hash, or,
+    /// within the reorg window where it kept none (a catch-up over final blocks keeps a few),
+    /// an ancestor of a block whose kept hash still holds: a rescan never records from a block
+    /// the chain may still take away unnoticed. The cursor and
     /// the stored block hashes are not touched.
     pub async fn rescan(&mut self, from: u64, to: u64) -> Result<Rescanned, WatchError> {
         if from > to {
@@ -464,18 +466,46 @@ impl ChainWatcher {
                 }
                 Err(other) => return Err(other),
             };
+            // Within the reorg window a block the watcher kept no hash for (a catch-up over final
+            // blocks keeps only a few) counts when it is an ancestor of a block whose hash the
+            // watcher kept: a reorg that takes it away takes that block too, and the unwinding
+            // reaches below it.
+            let window_floor = cursor.block_number.saturating_sub(self.reorg_window());
+            let mut link: Option<BlockRef> = None;
+            let mut needs_link = false;
             {
                 let mut conn = self.store.conn().await?;
                 for block in &headers {
-                    if let Some(stored) = blocks::get(&mut conn, self.chain.chain_id, block.header.number).await?
-                        && stored.hash != block.header.hash.to_string()
-                    {
-                        return Err(WatchError::Refused(format!(
-                            "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
-                             unwound yet): try again in a few blocks",
-                            block.header.number
-                        )));
+                    match blocks::get(&mut conn, self.chain.chain_id, block.header.number).await? {
+                        Some(stored) if stored.hash != block.header.hash.to_string() => {
+                            return Err(WatchError::Refused(format!(
+                                "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
+                                 unwound yet): try again in a few blocks",
+                                block.header.number
+                            )));
+                        }
+                        Some(stored) if needs_link => (link, needs_link) = (Some(stored), false),
+                        Some(_) => {}
+                        None if block.header.number > window_floor => (link, needs_link) = (None, true),
+                        None => {}
                     }
+                }
+                if needs_link {
+                    link = blocks::lowest_above(&mut conn, self.chain.chain_id, end).await?;
+                }
+            }
+            if needs_link && let Some(stored) = &link {
+                let numbers: Vec<u64> = (end + 1..=stored.number).collect();
+                let above = self.fetch_batched(&numbers, false).await?;
+                let mut chain: Vec<Block> = vec![headers[headers.len() - 1].clone()];
+                chain.extend(above);
+                check_linked(end, &chain)?;
+                if chain[chain.len() - 1].header.hash.to_string() != stored.hash {
+                    return Err(WatchError::Refused(format!(
+                        "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
+                         unwound yet): try again in a few blocks",
+                        stored.number
+                    )));
                 }
             }
             let found = match self.scan(&headers, logs).await {
@@ -488,7 +518,7 @@ impl ChainWatcher {
             };
             outcome.blocks += headers.len() as u64;
             outcome.transfers += found.len() as u64;
-            outcome.recorded += self.record_transfers(found, &headers).await?;
+            outcome.recorded += self.record_transfers(found, &headers, link.as_ref()).await?;
             start = end + 1;
         }
         Ok(outcome)
@@ -498,15 +528,28 @@ impl ChainWatcher {
     /// new. The checks [`Self::rescan`] made before fetching are made again inside the recording
     /// transaction, with the cursor row locked, so a reorg the watcher unwinds meanwhile can never
     /// leave a deposit from an orphaned block behind: every block must be at or below the
-    /// cursor, and within the stored-hash window its stored hash must be there and equal.
+    /// cursor, and within the stored-hash window its stored hash must be there and equal, or
+    /// (none kept) `link`, the kept block it was found to lead up to, must still be kept.
     /// A deposit found late is dated by its block, so a payment made in time is not "late".
-    async fn record_transfers(&self, found: Vec<Found>, blocks: &[Block]) -> Result<u64, WatchError> {
+    async fn record_transfers(
+        &self,
+        found: Vec<Found>,
+        blocks: &[Block],
+        link: Option<&BlockRef>,
+    ) -> Result<u64, WatchError> {
         let timestamps: HashMap<u64, u64> = blocks.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let mut tx = self.store.begin().await?;
         let cursor = cursors::get_locked(&mut tx, self.chain.chain_id)
             .await?
             .ok_or_else(|| WatchError::Refused(format!("the watcher's cursor on {} vanished", self.chain.name)))?;
         let window_floor = cursor.block_number.saturating_sub(self.reorg_window());
+        // The kept block the rescanned ones (those without a kept hash) lead up to, still kept.
+        let link_holds = match link {
+            Some(link) if link.number <= cursor.block_number => {
+                blocks::get(&mut tx, self.chain.chain_id, link.number).await?.is_some_and(|s| s.hash == link.hash)
+            }
+            _ => false,
+        };
         for block in blocks {
             let number = block.header.number;
             if number > cursor.block_number {
@@ -520,6 +563,7 @@ impl ChainWatcher {
             match stored {
                 Some(stored) if stored.hash == block.header.hash.to_string() => {}
                 None if number <= window_floor => {}
+                None if link_holds => {}
                 _ => {
                     return Err(WatchError::Refused(format!(
                         "block {number} is not the one the watcher recorded (a reorganisation the watcher has not \
