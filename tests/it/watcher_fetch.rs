@@ -23,6 +23,7 @@ both_backends!(
     native_deposits_off_sees_no_native_transfer_and_takes_no_native_invoice,
     a_log_outside_the_asked_range_refuses_the_range,
     a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit,
+    a_node_with_the_blocks_but_no_logs_in_catch_up_what_is_caught_and_what_rescan_repairs,
 );
 
 /// Blocks mined past the payments: more than the reorg window (128 with 2 confirmations), so
@@ -473,4 +474,43 @@ async fn a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit(d
     assert_eq!((after[0].id, after[0].state, after[0].generation), (deposit.id, deposit.state, 0), "{after:?}");
     s.assert_paid_once(&invoice).await;
     assert!(s.cursor().await >= Some(head));
+}
+
+/// The residual of the token-only catch-up's lagging-node guard, shown: a node that has every
+/// header but answers the range's `eth_getLogs` with "no logs" (an incomplete log index). A
+/// payment in the range's last block is caught (that header is fetched, its bloom promises a
+/// watched token's `Transfer`, the block's logs are asked for again by hash); a payment in a block
+/// between the anchors is not seen by the catch-up. `depositd rescan` over the range finds it.
+async fn a_node_with_the_blocks_but_no_logs_in_catch_up_what_is_caught_and_what_rescan_repairs(db: TestDb) {
+    let s = setup(&db, Some(false)).await;
+    let middle = s.invoice(json!({"amount": "10"})).await;
+    let last = s.invoice(json!({"amount": "5"})).await;
+    s.chain.mine(QUIET).await;
+    let paid_middle = s.block_of(s.chain.pay_token(s.usdc, address(&middle), 10_000_000).await).await;
+    s.chain.mine(QUIET).await;
+    let paid_last = s.block_of(s.chain.pay_token(s.usdc, address(&last), 5_000_000).await).await;
+    s.chain.mine(128).await;
+    let head = s.head().await;
+    assert_eq!(paid_last, head - 128, "the second payment is in the last final block");
+
+    s.empty_logs.store(true, Ordering::SeqCst);
+    let mut watcher = s.watcher();
+    for _ in 0..20 {
+        if s.cursor().await >= Some(paid_last) {
+            break;
+        }
+        watcher.tick().await.unwrap();
+    }
+    assert_eq!(s.cursor().await, Some(paid_last));
+    s.empty_logs.store(false, Ordering::SeqCst);
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&last).await;
+    assert_eq!(s.get(&middle).await["status"], "pending", "the residual: a block between the anchors");
+
+    let rescanned = watcher.rescan(paid_middle - 1, paid_middle + 1).await.unwrap();
+    assert_eq!((rescanned.transfers, rescanned.recorded), (1, 1));
+    s.chain.mine(2).await;
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&middle).await;
+    s.assert_paid_once(&last).await;
 }
