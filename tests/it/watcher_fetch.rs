@@ -24,6 +24,7 @@ both_backends!(
     a_log_outside_the_asked_range_refuses_the_range,
     a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit,
     a_node_with_the_blocks_but_no_logs_in_catch_up_what_is_caught_and_what_rescan_repairs,
+    native_deposits_off_is_refused_while_native_payments_are_open,
 );
 
 /// Blocks mined past the payments: more than the reorg window (128 with 2 confirmations), so
@@ -513,4 +514,54 @@ async fn a_node_with_the_blocks_but_no_logs_in_catch_up_what_is_caught_and_what_
     s.catch_up(&mut watcher).await;
     s.assert_paid_once(&middle).await;
     s.assert_paid_once(&last).await;
+}
+
+/// Switching `native_deposits` off while native-coin payments may still arrive is refused (at
+/// daemon start and in check-config, through this check), naming the chain and the counts; once
+/// they are closed it is not. A chain file with native deposits off and no token is refused.
+async fn native_deposits_off_is_refused_while_native_payments_are_open(db: TestDb) {
+    let s = setup(&db, None).await;
+    let invoice = s.invoice(json!({"amount": "30", "asset": "ETH"})).await;
+    let response = s.app.create_static_address(&s.key, json!({"customer_id": "c-1", "asset": "ETH"})).await;
+    assert!(response.status().is_success(), "{}", response.text().await.unwrap());
+    s.invoice(json!({"amount": "10"})).await;
+
+    let mut config = (*s.app.state.config).clone();
+    let store = &s.app.store;
+    let check = |config: depositd_core::config::Config| async move {
+        let mut conn = store.conn().await.unwrap();
+        depositd_core::invoicing::check_native_deposits_off(&mut conn, &config).await
+    };
+    assert_eq!(check(config.clone()).await, Ok(()), "native deposits on: nothing to refuse");
+    config.chains[0].native_deposits = Some(false);
+    let refused = check(config.clone()).await.unwrap_err();
+    assert!(
+        refused.contains("chain anvil") && refused.contains("1 open invoice(s) and 1 active static address(es)"),
+        "{refused}"
+    );
+
+    let id = invoice["id"].as_str().unwrap();
+    let cancelled = s
+        .app
+        .client
+        .post(s.app.url(&format!("/api/v1/invoices/{id}/cancel")))
+        .header("x-api-key", &s.key)
+        .send()
+        .await
+        .unwrap();
+    assert!(cancelled.status().is_success());
+    let refused = check(config.clone()).await.unwrap_err();
+    assert!(refused.contains("0 open invoice(s) and 1 active static address(es)"), "{refused}");
+    let mut conn = s.app.store.conn().await.unwrap();
+    sqlx::query("UPDATE static_addresses SET status = 'disabled'").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    assert_eq!(check(config).await, Ok(()), "the USDC invoice does not count");
+
+    // A chain file with native deposits off and no token watches for nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anvil.toml");
+    let shipped = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chains/anvil.toml"));
+    std::fs::write(&path, format!("native_deposits = false\n{}", shipped.unwrap())).unwrap();
+    let error = ChainConfig::load(&path).unwrap_err().to_string();
+    assert!(error.contains("native_deposits: false on a chain without tokens"), "{error}");
 }

@@ -213,6 +213,13 @@ impl ChainConfig {
         if self.max_block_range == 0 {
             problems.push("max_block_range: must be at least 1".into());
         }
+        if !self.native_deposits_on() && self.tokens.is_empty() {
+            problems.push(
+                "native_deposits: false on a chain without tokens would watch for nothing (configure tokens, or \
+                 keep native deposits on)"
+                    .into(),
+            );
+        }
         let mut symbols = vec![self.native.symbol.to_ascii_uppercase()];
         for (asset, decimals) in std::iter::once((&self.native.symbol, self.native.decimals))
             .chain(self.tokens.iter().map(|t| (&t.symbol, t.decimals)))
