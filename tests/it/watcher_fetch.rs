@@ -25,6 +25,8 @@ both_backends!(
     a_shallow_reorg_after_a_sparse_catch_up_reverses_no_untouched_deposit,
     a_node_with_the_blocks_but_no_logs_in_catch_up_what_is_caught_and_what_rescan_repairs,
     native_deposits_off_is_refused_while_native_payments_are_open,
+    a_provider_that_caps_batches_does_not_stop_a_native_catch_up,
+    a_provider_that_refuses_batches_does_not_stop_a_token_only_catch_up,
 );
 
 /// Blocks mined past the payments: more than the reorg window (128 with 2 confirmations), so
@@ -49,21 +51,34 @@ impl Seen {
 /// block hash for a block above is geth's "unknown block". While `empty_logs` is set, every
 /// `eth_getLogs` over a range answers "no logs" (by block hash it answers truly). While `inject`
 /// holds a log, it is added to every `eth_getLogs` answer over a range that ends below the log's
-/// block (an answer outside what was asked). Handles batches.
+/// block (an answer outside what was asked). A batch of more calls than `max_batch` is refused
+/// with HTTP 413. Handles batches.
 async fn recording_proxy(
     upstream: String,
     seen: Arc<Seen>,
     lag_above: Arc<AtomicU64>,
     empty_logs: Arc<AtomicBool>,
     inject: Arc<Mutex<Option<Value>>>,
+    max_batch: Arc<AtomicU64>,
 ) -> String {
+    use axum::response::IntoResponse as _;
     let client = reqwest::Client::new();
     let handler = move |body: axum::body::Bytes| {
-        let (client, upstream, seen, lag_above, empty_logs, inject) =
-            (client.clone(), upstream.clone(), seen.clone(), lag_above.clone(), empty_logs.clone(), inject.clone());
+        let (client, upstream, seen, lag_above, empty_logs, inject, max_batch) = (
+            client.clone(),
+            upstream.clone(),
+            seen.clone(),
+            lag_above.clone(),
+            empty_logs.clone(),
+            inject.clone(),
+            max_batch.clone(),
+        );
         async move {
             let request: Value = serde_json::from_slice(&body).unwrap();
             let batched = request.is_array();
+            if request.as_array().is_some_and(|calls| calls.len() as u64 > max_batch.load(Ordering::SeqCst)) {
+                return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "batch too large").into_response();
+            }
             let calls: Vec<Value> = match &request {
                 Value::Array(calls) => calls.clone(),
                 single => vec![single.clone()],
@@ -120,7 +135,7 @@ async fn recording_proxy(
                 }
                 answers.push(answer);
             }
-            axum::Json(if batched { Value::Array(answers) } else { answers.pop().unwrap() })
+            axum::Json(if batched { Value::Array(answers) } else { answers.pop().unwrap() }).into_response()
         }
     };
     let app = axum::Router::new().route("/", axum::routing::post(handler));
@@ -137,6 +152,7 @@ struct Setup {
     lag_above: Arc<AtomicU64>,
     empty_logs: Arc<AtomicBool>,
     inject: Arc<Mutex<Option<Value>>>,
+    max_batch: Arc<AtomicU64>,
 }
 
 /// anvil with USDC, the app with 2 confirmations and `native_deposits`, the watcher's RPC going
@@ -156,11 +172,19 @@ async fn setup(db: &TestDb, native_deposits: Option<bool>) -> Setup {
     let lag_above = Arc::new(AtomicU64::new(u64::MAX));
     let empty_logs = Arc::new(AtomicBool::new(false));
     let inject = Arc::new(Mutex::new(None));
+    let max_batch = Arc::new(AtomicU64::new(u64::MAX));
     let mut config = config.unwrap();
-    let proxy =
-        recording_proxy(chain.rpc_url(), seen.clone(), lag_above.clone(), empty_logs.clone(), inject.clone()).await;
+    let proxy = recording_proxy(
+        chain.rpc_url(),
+        seen.clone(),
+        lag_above.clone(),
+        empty_logs.clone(),
+        inject.clone(),
+        max_batch.clone(),
+    )
+    .await;
     config.rpc_urls = vec![proxy.into()];
-    Setup { chain, usdc, app, key, config, seen, lag_above, empty_logs, inject }
+    Setup { chain, usdc, app, key, config, seen, lag_above, empty_logs, inject, max_batch }
 }
 
 impl Setup {
@@ -564,4 +588,37 @@ async fn native_deposits_off_is_refused_while_native_payments_are_open(db: TestD
     std::fs::write(&path, format!("native_deposits = false\n{}", shipped.unwrap())).unwrap();
     let error = ChainConfig::load(&path).unwrap_err().to_string();
     assert!(error.contains("native_deposits: false on a chain without tokens"), "{error}");
+}
+
+/// A provider that caps batches (HTTP 413 above 7 calls): the catch-up halves its batches of full
+/// blocks down to what passes and still completes.
+async fn a_provider_that_caps_batches_does_not_stop_a_native_catch_up(db: TestDb) {
+    catch_up_through_batch_cap(db, None, 7).await;
+}
+
+/// A provider that takes no batch at all: the token-only catch-up falls back to single calls
+/// (the anchor headers first, then the logs) and still completes.
+async fn a_provider_that_refuses_batches_does_not_stop_a_token_only_catch_up(db: TestDb) {
+    catch_up_through_batch_cap(db, Some(false), 0).await;
+}
+
+async fn catch_up_through_batch_cap(db: TestDb, native: Option<bool>, cap: u64) {
+    let s = setup(&db, native).await;
+    let invoice = s.invoice(json!({"amount": "10"})).await;
+    s.chain.mine(5).await;
+    s.chain.pay_token(s.usdc, address(&invoice), 10_000_000).await;
+    s.chain.mine(QUIET).await;
+    s.max_batch.store(cap, Ordering::SeqCst);
+    let head = s.head().await;
+    let mut watcher = s.watcher();
+    s.catch_up(&mut watcher).await;
+    s.assert_paid_once(&invoice).await;
+    assert!(s.cursor().await >= Some(head));
+    let calls = s.seen.take();
+    if cap == 0 {
+        assert!(calls.iter().any(|(m, _, _)| m == "eth_getLogs"), "the logs were asked for one by one");
+    } else {
+        let blocks = block_calls(&calls);
+        assert!(blocks.iter().any(|(_, full, batched)| *full && *batched), "batches of full blocks under the cap");
+    }
 }

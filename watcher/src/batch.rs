@@ -53,9 +53,48 @@ pub async fn logs_and_anchors(
     .await
 }
 
+/// What [`logs_and_anchors`] fetches, without a batch (for a provider that takes none): the two
+/// headers first, then the logs, each a call of its own.
+pub async fn logs_and_anchors_apart(
+    rpc: &ChainRpc,
+    filter: Option<Filter>,
+    from: u64,
+    to: u64,
+) -> Result<(Vec<Log>, Option<Block>, Option<Block>), RpcError> {
+    let header = |number: u64| {
+        rpc.call("eth_getBlockByNumber", move |p| async move {
+            p.get_block_by_number(BlockNumberOrTag::Number(number)).await
+        })
+    };
+    let first = header(from).await?;
+    let last = header(to).await?;
+    let logs = match filter {
+        Some(filter) => {
+            rpc.call("eth_getLogs", |p| {
+                let filter = filter.clone();
+                async move { p.get_logs(&filter).await }
+            })
+            .await?
+        }
+        None => Vec::new(),
+    };
+    Ok((logs, first, last))
+}
+
 /// Blocks `numbers` (at most [`MAX_BATCH`]) in one batch: headers only, or with their
 /// transactions (`full`). `None` where the node has no such block.
 pub async fn blocks(rpc: &ChainRpc, numbers: &[u64], full: bool) -> Result<Vec<Option<Block>>, RpcError> {
+    if let [number] = numbers {
+        // One block: a plain call (a provider that refuses batches takes it).
+        let number = *number;
+        let block = rpc
+            .call("eth_getBlockByNumber", |p| async move {
+                let call = p.get_block_by_number(BlockNumberOrTag::Number(number));
+                if full { call.full().await } else { call.await }
+            })
+            .await?;
+        return Ok(vec![block]);
+    }
     let what = if full { "eth_getBlockByNumber full (batch)" } else { "eth_getBlockByNumber (batch)" };
     rpc.call(what, |p| async move {
         let mut batch = BatchRequest::new(p.client());

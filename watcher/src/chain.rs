@@ -100,6 +100,10 @@ pub struct ChainWatcher {
     range: u64,
     /// Steps in a row that succeeded at the current range.
     successes: u32,
+    /// Calls per JSON-RPC batch that this chain's provider takes: starts at
+    /// [`crate::batch::MAX_BATCH`], halved (down to single calls) whenever a batch fails as a
+    /// whole, and kept for the process.
+    batch_size: std::sync::atomic::AtomicUsize,
     watched: WatchedSet,
     public_url: String,
     sessions: SessionSigner,
@@ -126,6 +130,7 @@ impl ChainWatcher {
             rpc,
             range,
             successes: 0,
+            batch_size: std::sync::atomic::AtomicUsize::new(crate::batch::MAX_BATCH),
             watched: WatchedSet::default(),
             public_url,
             sessions,
@@ -366,7 +371,21 @@ impl ChainWatcher {
             return Ok((blocks, logs));
         }
         let filter = self.logs_filter().map(|f| f.from_block(from).to_block(to));
-        let (logs, first, last) = crate::batch::logs_and_anchors(&self.rpc, filter, from, to).await?;
+        let (logs, first, last) = loop {
+            let size = self.batch_size();
+            let answer = if size >= 3 {
+                crate::batch::logs_and_anchors(&self.rpc, filter.clone(), from, to).await
+            } else {
+                // No batches: the headers first, one by one, then the logs.
+                crate::batch::logs_and_anchors_apart(&self.rpc, filter.clone(), from, to).await
+            };
+            match answer {
+                Ok(answer) => break answer,
+                Err(RpcError::RangeTooLarge { suggested }) => return Err(WatchError::RangeTooLarge { suggested }),
+                Err(error) if size >= 3 => self.shrink_batch(size, &error),
+                Err(error) => return Err(error.into()),
+            }
+        };
         check_logs_within(from, to, &logs)?;
         let (Some(first), Some(last)) = (first, last) else {
             return Err(WatchError::Inconsistent(format!(
@@ -399,11 +418,16 @@ impl ChainWatcher {
     async fn fetch_batched(&self, numbers: &[u64], full: bool) -> Result<Vec<Block>, WatchError> {
         let in_flight = (self.concurrency() / self.ranges_in_flight()).max(1);
         // (With native deposits on that is `rpc_concurrency` batches of one range.)
-        let batches: Vec<BoxFuture<'_, Result<Vec<Option<Block>>, RpcError>>> = numbers
-            .chunks(crate::batch::MAX_BATCH)
-            .map(|chunk| crate::batch::blocks(&self.rpc, chunk, full).boxed())
-            .collect();
-        let answers: Vec<Vec<Option<Block>>> = stream::iter(batches).buffered(in_flight).try_collect().await?;
+        let answers: Vec<Vec<Option<Block>>> = loop {
+            let size = self.batch_size();
+            let batches: Vec<BoxFuture<'_, Result<Vec<Option<Block>>, RpcError>>> =
+                numbers.chunks(size).map(|chunk| crate::batch::blocks(&self.rpc, chunk, full).boxed()).collect();
+            match stream::iter(batches).buffered(in_flight).try_collect().await {
+                Ok(answers) => break answers,
+                Err(error) if size > 1 && numbers.len() > 1 => self.shrink_batch(size, &error),
+                Err(error) => return Err(error.into()),
+            }
+        };
         let mut blocks = Vec::with_capacity(numbers.len());
         for (number, block) in numbers.iter().zip(answers.into_iter().flatten()) {
             match block {
@@ -415,6 +439,24 @@ impl ChainWatcher {
             return Err(WatchError::Inconsistent("a batch of blocks came back short".into()));
         }
         Ok(blocks)
+    }
+
+    /// Calls per batch for now (see the `batch_size` field).
+    fn batch_size(&self) -> usize {
+        self.batch_size.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
+    /// A batch of `size` calls failed as a whole (after the RPC layer's retries): the provider
+    /// may cap batches (a size limit, HTTP 413) or refuse them. Halved, down to single calls.
+    fn shrink_batch(&self, size: usize, error: &RpcError) {
+        let smaller = (size / 2).max(1);
+        if self
+            .batch_size
+            .compare_exchange(size, smaller, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(chain = %self.chain.name, from = size, to = smaller, %error, "a JSON-RPC batch failed; smaller batches from now on");
+        }
     }
 
     /// Whether `log` is a `Transfer` to a watched address (what [`Self::match_log`] looks at).
