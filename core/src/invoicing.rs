@@ -386,6 +386,27 @@ fn markable(invoice: &Invoice, status: MarkStatus) -> Result<(), MarkError> {
     }
 }
 
+/// A chain whose `native_deposits` is off while payments in its native coin may still arrive
+/// (open invoices, active static addresses) would never see them: refused, naming the chain and
+/// the counts, until they are closed (or native deposits are on again).
+pub async fn check_native_deposits_off(conn: &mut crate::store::Conn, config: &Config) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for chain in config.chains.iter().filter(|c| !c.native_deposits_on()) {
+        let (invoices, statics) = invoices::open_in_asset(conn, chain.chain_id, &chain.native.symbol)
+            .await
+            .map_err(|e| format!("cannot check chain {}'s open {} payments: {e}", chain.name, chain.native.symbol))?;
+        if invoices > 0 || statics > 0 {
+            problems.push(format!(
+                "chain {}: native_deposits = false, but {invoices} open invoice(s) and {statics} active static \
+                 address(es) take {}: the watcher would never see their payments; close or disable them first, or \
+                 keep native_deposits on",
+                chain.name, chain.native.symbol
+            ));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,25 +479,4 @@ mod tests {
         // A refunded invoice stays unmarkable even if it was marked before it was refunded.
         assert!(markable(&invoice(Refunded, Some(MarkStatus::Paid)), MarkStatus::Invalid).is_err());
     }
-}
-
-/// A chain whose `native_deposits` is off while payments in its native coin may still arrive
-/// (open invoices, active static addresses) would never see them: refused, naming the chain and
-/// the counts, until they are closed (or native deposits are on again).
-pub async fn check_native_deposits_off(conn: &mut crate::store::Conn, config: &Config) -> Result<(), String> {
-    let mut problems = Vec::new();
-    for chain in config.chains.iter().filter(|c| !c.native_deposits_on()) {
-        let (invoices, statics) = invoices::open_in_asset(conn, chain.chain_id, &chain.native.symbol)
-            .await
-            .map_err(|e| format!("cannot check chain {}'s open {} payments: {e}", chain.name, chain.native.symbol))?;
-        if invoices > 0 || statics > 0 {
-            problems.push(format!(
-                "chain {}: native_deposits = false, but {invoices} open invoice(s) and {statics} active static \
-                 address(es) take {}: the watcher would never see their payments; close or disable them first, or \
-                 keep native_deposits on",
-                chain.name, chain.native.symbol
-            ));
-        }
-    }
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
