@@ -81,6 +81,12 @@ impl Daemon {
         // Every process on the database derives the same addresses and shares the web keys; only
         // one with the mnemonic records them.
         let (store, wallet) = open_store_with_wallet(&config, signs).await?;
+        {
+            let mut conn = store.conn().await?;
+            depositd_core::invoicing::check_native_deposits_off(&mut conn, &config)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
         let wallet = Arc::new(wallet);
         let single_daemon = store.lock_for_daemon(&config.settings.database.url)?;
         if single_daemon.is_some() {

@@ -10,8 +10,10 @@
 //!
 //! The benchmarks (issue 10):
 //! 1. `watcher`: catch-up of the real [`depositd_watcher::ChainWatcher`] over a generated chain of
-//!    ERC-20 transfers (two allow-listed tokens plus a look-alike), against the *limit*: a client
-//!    that only fetches the same `Transfer` logs over the same block ranges and discards them.
+//!    ERC-20 transfers (two allow-listed tokens plus a look-alike), with native deposits off and
+//!    on, against the *limits* for the data each mode needs: clients that only fetch (and discard)
+//!    the same `Transfer` logs over the same block ranges, the logs and every header, the logs and
+//!    every full block; with RPC calls, requests and bytes per 1,000 blocks for each.
 //! 2. `latency`: from the block that pays an invoice to its `invoice.paid` webhook arriving at a
 //!    local receiver, with the real `depositd` daemon, WebSocket heads and polling.
 //! 3. `api`: invoice creation and `GET /api/v1/invoices/{id}` under concurrent load on SQLite and

@@ -50,6 +50,17 @@ impl Rpc {
         Ok(bytes_like::Body(response.bytes().await?.to_vec()))
     }
 
+    /// The raw body of one batch of `calls`, unparsed (the limit clients read blocks this way).
+    pub async fn batch_raw(&self, calls: &[(&str, Value)]) -> anyhow::Result<bytes_like::Body> {
+        let body: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(id, (method, params))| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .collect();
+        let response = self.client.post(&self.url).json(&body).send().await?.error_for_status()?;
+        Ok(bytes_like::Body(response.bytes().await?.to_vec()))
+    }
+
     pub async fn block_number(&self) -> anyhow::Result<u64> {
         hex_u64(&self.call("eth_blockNumber", json!([])).await?)
     }

@@ -173,16 +173,18 @@ pub fn resolve_asset<'a>(
             _ => config
                 .chains
                 .iter()
-                .find(|c| suits(c) && c.asset(symbol).is_some())
+                .find(|c| suits(c) && c.payable_asset(symbol).is_some())
                 .map_or(defaults.default_chain.as_str(), |c| c.name.as_str()),
         }
     };
     let chain_name = chain.unwrap_or_else(default_chain);
     let chain = config.chain(chain_name).ok_or_else(|| InvoicingError::UnsupportedChain(chain_name.to_owned()))?;
-    let asset = chain.asset(symbol).ok_or_else(|| InvoicingError::UnsupportedAsset {
+    // A native coin whose deposits the watcher does not look for (`native_deposits = false`)
+    // cannot be paid in.
+    let asset = chain.payable_asset(symbol).ok_or_else(|| InvoicingError::UnsupportedAsset {
         asset: symbol.to_owned(),
         chain: chain.name.clone(),
-        accepted: chain.asset_symbols().join(", "),
+        accepted: chain.payable_symbols().join(", "),
     })?;
     Ok((chain, asset))
 }
@@ -562,6 +564,27 @@ fn markable(invoice: &Invoice, status: MarkStatus) -> Result<(), MarkError> {
             "only a pending, processing or expired invoice (or one marked before) can be marked; this one is {other}"
         ))),
     }
+}
+
+/// A chain whose `native_deposits` is off while payments in its native coin may still arrive
+/// (open invoices, active static addresses) would never see them: refused, naming the chain and
+/// the counts, until they are closed (or native deposits are on again).
+pub async fn check_native_deposits_off(conn: &mut crate::store::Conn, config: &Config) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for chain in config.chains.iter().filter(|c| !c.native_deposits_on()) {
+        let (invoices, statics) = invoices::open_in_asset(conn, chain.chain_id, &chain.native.symbol)
+            .await
+            .map_err(|e| format!("cannot check chain {}'s open {} payments: {e}", chain.name, chain.native.symbol))?;
+        if invoices > 0 || statics > 0 {
+            problems.push(format!(
+                "chain {}: native_deposits = false, but {invoices} open invoice(s) and {statics} active static \
+                 address(es) take {}: the watcher would never see their payments; close or disable them first, or \
+                 keep native_deposits on",
+                chain.name, chain.native.symbol
+            ));
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
 #[cfg(test)]

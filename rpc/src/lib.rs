@@ -316,6 +316,7 @@ mod tests {
             rpc_timeout_ms: 2000,
             rpc_concurrency: 1,
             start_block: None,
+            native_deposits: None,
             testnet: true,
             native: NativeAsset { symbol: "ETH".into(), decimals: 18 },
             tokens: Vec::new(),

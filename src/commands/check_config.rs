@@ -57,6 +57,27 @@ pub async fn run(global: &GlobalOptions, offline: bool) -> anyhow::Result<()> {
             verify_chain(chain).await.with_context(|| format!("chain {}", chain.name))?;
         }
     }
+    if config.chains.iter().any(|c| !c.native_deposits_on()) {
+        // Native deposits off where native payments are still open: refused, as `run` does.
+        // (A database not created yet has nothing open.)
+        let database = &config.settings.database;
+        match depositd_core::store::Store::connect(&database.url, 1).await {
+            Ok(store) => {
+                let mut conn = store.conn().await?;
+                let checked = depositd_core::invoicing::check_native_deposits_off(&mut conn, &config).await;
+                drop(conn);
+                store.close().await;
+                if let Err(problem) = checked {
+                    if problem.starts_with("cannot check") {
+                        eprintln!("warning: {problem}");
+                    } else {
+                        anyhow::bail!(problem);
+                    }
+                }
+            }
+            Err(e) => eprintln!("warning: native payments still open not checked (database: {e})"),
+        }
+    }
     let s = &config.settings;
     println!("configuration OK");
     println!("  database: {}", s.database.url);

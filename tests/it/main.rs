@@ -43,4 +43,5 @@ mod surplus;
 mod suspense;
 mod upgrade;
 mod watcher;
+mod watcher_fetch;
 mod webhooks;

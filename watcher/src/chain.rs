@@ -76,6 +76,9 @@ pub struct Rescanned {
     pub recorded: u64,
 }
 
+/// A range's blocks (all of them, or the few a token-only final range needs) and its logs.
+type Fetched = (Vec<Block>, Vec<Log>);
+
 /// A transfer to a watched address, found in a verified block.
 #[derive(Debug, Clone)]
 struct Found {
@@ -97,6 +100,10 @@ pub struct ChainWatcher {
     range: u64,
     /// Steps in a row that succeeded at the current range.
     successes: u32,
+    /// Calls per JSON-RPC batch that this chain's provider takes: starts at
+    /// [`crate::batch::MAX_BATCH`], halved (down to single calls) whenever a batch fails as a
+    /// whole, and kept for the process.
+    batch_size: std::sync::atomic::AtomicUsize,
     watched: WatchedSet,
     public_url: String,
     sessions: SessionSigner,
@@ -123,6 +130,7 @@ impl ChainWatcher {
             rpc,
             range,
             successes: 0,
+            batch_size: std::sync::atomic::AtomicUsize::new(crate::batch::MAX_BATCH),
             watched: WatchedSet::default(),
             public_url,
             sessions,
@@ -196,6 +204,11 @@ impl ChainWatcher {
             self.confirm(head, cursor.as_ref().map(|c| c.block_number)).await?;
             return Ok(false);
         }
+        if let Some(last_final) = self.last_final(head)
+            && from <= last_final
+        {
+            return self.catch_up_final(head, cursor, from, last_final).await;
+        }
         let to = head.min(from + self.range - 1);
         let (headers, logs) = match self.fetch_range(from, to).await {
             Ok(fetched) => fetched,
@@ -219,10 +232,10 @@ impl ChainWatcher {
             }
             Err(other) => return Err(other),
         };
-        self.record(&headers, found).await?;
+        self.record(&headers, &headers[headers.len() - 1], found).await?;
         self.recent_timestamps = headers.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let last = &headers[headers.len() - 1];
-        self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(headers.len() as u64);
+        self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(to - from + 1);
         self.metrics.chain_lag_blocks.with_label_values(&chain_label).set(head.saturating_sub(to) as i64);
         let age = (now_ms() / 1000).saturating_sub(last.header.timestamp as i64).max(0);
         self.metrics.chain_lag_seconds.with_label_values(&chain_label).set(age);
@@ -235,13 +248,232 @@ impl ChainWatcher {
         Ok(to < head)
     }
 
+    /// The last block that is final for this watcher: `reorg_window` blocks below the head.
+    /// Below it the chain is not expected to change (a reorg that deep is past what the watcher
+    /// can unwind anyway), so a range there needs no per-block linkage.
+    fn last_final(&self, head: u64) -> Option<u64> {
+        head.checked_sub(self.reorg_window())
+    }
+
+    /// Catch-up over final blocks `from..=last_final`: up to [`Self::ranges_in_flight`] ranges
+    /// fetched at once ([`Self::fetch_final`]), then scanned and recorded in order, each in its
+    /// own transaction that moves the cursor. The first range's first block must build on the
+    /// cursor's block (else the reorg is unwound, as near the head), and each next range's on the
+    /// last block of the one before (else the node's answers do not hold together: refused).
+    async fn catch_up_final(
+        &mut self,
+        head: u64,
+        cursor: Option<ChainCursor>,
+        from: u64,
+        last_final: u64,
+    ) -> Result<bool, WatchError> {
+        let chain_label = [self.chain.name.as_str()];
+        let mut ranges = Vec::new();
+        let mut start = from;
+        while start <= last_final && ranges.len() < self.ranges_in_flight() {
+            let end = last_final.min(start + self.range - 1);
+            ranges.push((start, end));
+            start = end + 1;
+        }
+        let fetches: Vec<BoxFuture<'_, Result<Fetched, WatchError>>> =
+            ranges.iter().map(|(from, to)| self.fetch_final(*from, *to).boxed()).collect();
+        let fetched: Vec<Result<Fetched, WatchError>> =
+            stream::iter(fetches).buffered(ranges.len().max(1)).collect().await;
+        let mut anchor = cursor.map(|c| c.block_hash);
+        let mut recorded_to = None;
+        let mut outcome = Ok(());
+        for (i, ((from, to), result)) in ranges.iter().zip(fetched).enumerate() {
+            let step = async {
+                let (blocks, logs) = result?;
+                // The range's anchors by number, never by their place in `blocks`: the cursor
+                // moves to block `to` and nowhere else.
+                let anchor_at = |number: u64| {
+                    blocks.iter().find(|b| b.header.number == number).ok_or_else(|| {
+                        WatchError::Inconsistent(format!("block {number} is missing from its range's answer"))
+                    })
+                };
+                let (first, last) = (anchor_at(*from)?, anchor_at(*to)?);
+                if let Some(anchor) = &anchor
+                    && first.header.parent_hash.to_string() != *anchor
+                {
+                    return Ok(None);
+                }
+                let found = self.scan(&blocks, logs).await?;
+                self.record(&blocks, last, found).await?;
+                Ok::<_, WatchError>(Some(last.header.hash.to_string()))
+            };
+            match step.await {
+                Ok(Some(last_hash)) => anchor = Some(last_hash),
+                Ok(None) if i == 0 => {
+                    if let Some(cursor) = cursor_now(&self.store, self.chain.chain_id).await? {
+                        self.unwind_reorg(&cursor).await?;
+                    }
+                    return Ok(true);
+                }
+                Ok(None) => {
+                    outcome = Err(WatchError::Inconsistent(format!(
+                        "block {from} does not follow block {} of the range before",
+                        from - 1
+                    )));
+                    break;
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+            recorded_to = Some(*to);
+            self.metrics.chain_blocks_scanned_total.with_label_values(&chain_label).inc_by(to - from + 1);
+            self.metrics.chain_lag_blocks.with_label_values(&chain_label).set(head.saturating_sub(*to) as i64);
+        }
+        self.recent_timestamps.clear();
+        if let Some(to) = recorded_to {
+            self.confirm(head, Some(to)).await?;
+        }
+        match outcome {
+            Ok(()) => {
+                self.successes += 1;
+                if self.successes >= 5 && self.range < self.chain.max_block_range {
+                    self.range = (self.range * 2).min(self.chain.max_block_range);
+                    self.successes = 0;
+                }
+                Ok(recorded_to.is_some_and(|to| to < head))
+            }
+            Err(WatchError::RangeTooLarge { suggested }) => {
+                self.shrink_range(suggested);
+                Ok(true)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Final ranges fetched at once during a catch-up. Token-only ranges are small (their logs
+    /// and a few headers): half of `rpc_concurrency`, at most 4, each range's header batches
+    /// sharing the rest. With native deposits on a range is all its blocks with their
+    /// transactions, already `rpc_concurrency` batches in flight: one range at a time, so memory
+    /// holds one range's blocks, as near the head.
+    fn ranges_in_flight(&self) -> usize {
+        if self.chain.native_deposits_on() { 1 } else { (self.concurrency() / 2).clamp(1, 4) }
+    }
+
+    /// A final range ([`Self::last_final`]) with what its deposits need. With native deposits
+    /// on: every block with its transactions (batched, checked to form one chain) and the
+    /// range's logs. Token deposits only: the range's logs and the headers of its first and last
+    /// blocks in one batch ([`crate::batch::logs_and_anchors`]: the range is refused unless the
+    /// node that answered the logs has its last block), then, batched, the headers of the blocks
+    /// that hold a transfer to a watched address, whose hashes the logs must name
+    /// ([`Self::scan`]). The blocks come back in order: the first, those, the last.
+    async fn fetch_final(&self, from: u64, to: u64) -> Result<Fetched, WatchError> {
+        if self.chain.native_deposits_on() {
+            let numbers: Vec<u64> = (from..=to).collect();
+            let (blocks, logs) = tokio::try_join!(self.fetch_batched(&numbers, true), self.fetch_logs(from, to))?;
+            check_linked(from, &blocks)?;
+            return Ok((blocks, logs));
+        }
+        let filter = self.logs_filter().map(|f| f.from_block(from).to_block(to));
+        let (logs, first, last) = loop {
+            let size = self.batch_size();
+            let answer = if size >= 3 {
+                crate::batch::logs_and_anchors(&self.rpc, filter.clone(), from, to).await
+            } else {
+                // No batches: the headers first, one by one, then the logs.
+                crate::batch::logs_and_anchors_apart(&self.rpc, filter.clone(), from, to).await
+            };
+            match answer {
+                Ok(answer) => break answer,
+                Err(RpcError::RangeTooLarge { suggested }) => return Err(WatchError::RangeTooLarge { suggested }),
+                Err(error) if size >= 3 => self.shrink_batch(size, &error),
+                Err(error) => return Err(error.into()),
+            }
+        };
+        check_logs_within(from, to, &logs)?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err(WatchError::Inconsistent(format!(
+                "the node that answered eth_getLogs for blocks {from}..={to} does not have block {to} (a lagging \
+                 node): the range is refused"
+            )));
+        };
+        if first.header.number != from || last.header.number != to {
+            return Err(WatchError::Inconsistent(format!("the node did not return blocks {from} and {to} when asked")));
+        }
+        let holding: std::collections::BTreeSet<u64> = logs
+            .iter()
+            .filter(|log| self.pays_watched(log))
+            .filter_map(|log| log.block_number)
+            .filter(|number| *number > from && *number < to)
+            .collect();
+        let holding: Vec<u64> = holding.into_iter().collect();
+        let middle = self.fetch_batched(&holding, false).await?;
+        let mut blocks = Vec::with_capacity(middle.len() + 2);
+        blocks.push(first);
+        blocks.extend(middle);
+        if to != from {
+            blocks.push(last);
+        }
+        Ok((blocks, logs))
+    }
+
+    /// Blocks `numbers`, [`crate::batch::MAX_BATCH`] to a batch, the batches sent a few at a
+    /// time; every one must be there.
+    async fn fetch_batched(&self, numbers: &[u64], full: bool) -> Result<Vec<Block>, WatchError> {
+        let in_flight = (self.concurrency() / self.ranges_in_flight()).max(1);
+        // (With native deposits on that is `rpc_concurrency` batches of one range.)
+        let answers: Vec<Vec<Option<Block>>> = loop {
+            let size = self.batch_size();
+            let batches: Vec<BoxFuture<'_, Result<Vec<Option<Block>>, RpcError>>> =
+                numbers.chunks(size).map(|chunk| crate::batch::blocks(&self.rpc, chunk, full).boxed()).collect();
+            match stream::iter(batches).buffered(in_flight).try_collect().await {
+                Ok(answers) => break answers,
+                Err(error) if size > 1 && numbers.len() > 1 => self.shrink_batch(size, &error),
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let mut blocks = Vec::with_capacity(numbers.len());
+        for (number, block) in numbers.iter().zip(answers.into_iter().flatten()) {
+            match block {
+                Some(block) if block.header.number == *number => blocks.push(block),
+                _ => return Err(WatchError::Inconsistent(format!("block {number} is missing below the head"))),
+            }
+        }
+        if blocks.len() != numbers.len() {
+            return Err(WatchError::Inconsistent("a batch of blocks came back short".into()));
+        }
+        Ok(blocks)
+    }
+
+    /// Calls per batch for now (see the `batch_size` field).
+    fn batch_size(&self) -> usize {
+        self.batch_size.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
+    /// A batch of `size` calls failed as a whole (after the RPC layer's retries): the provider
+    /// may cap batches (a size limit, HTTP 413) or refuse them. Halved, down to single calls.
+    fn shrink_batch(&self, size: usize, error: &RpcError) {
+        let smaller = (size / 2).max(1);
+        if self
+            .batch_size
+            .compare_exchange(size, smaller, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(chain = %self.chain.name, from = size, to = smaller, %error, "a JSON-RPC batch failed; smaller batches from now on");
+        }
+    }
+
+    /// Whether `log` is a `Transfer` to a watched address (what [`Self::match_log`] looks at).
+    fn pays_watched(&self, log: &Log) -> bool {
+        let topics = log.topics();
+        topics.len() == 3 && self.watched.contains(&Address::from_word(topics[2]))
+    }
+
     /// Scans blocks `from..=to` again and records what the watcher missed there (an operator's
     /// repair, `depositd rescan`). Idempotent: a transfer recorded before stays recorded once
     /// (deposits are unique by transaction and log index), a missed one is recorded now, as
     /// detected (late, if its invoice expired meanwhile); the watcher's next step confirms it.
     /// Only blocks the watcher has already verified (at or below its cursor) can be rescanned,
-    /// and each block must still be the one the watcher recorded where it kept its hash: a
-    /// rescan never records from a block the chain may still take away unnoticed. The cursor and
+    /// and each block must still be the one the watcher recorded where it kept its hash, or,
+    /// within the reorg window where it kept none (a catch-up over final blocks keeps a few),
+    /// an ancestor of a block whose kept hash still holds: a rescan never records from a block
+    /// the chain may still take away unnoticed. The cursor and
     /// the stored block hashes are not touched.
     pub async fn rescan(&mut self, from: u64, to: u64) -> Result<Rescanned, WatchError> {
         if from > to {
@@ -276,18 +508,46 @@ impl ChainWatcher {
                 }
                 Err(other) => return Err(other),
             };
+            // Within the reorg window a block the watcher kept no hash for (a catch-up over final
+            // blocks keeps only a few) counts when it is an ancestor of a block whose hash the
+            // watcher kept: a reorg that takes it away takes that block too, and the unwinding
+            // reaches below it.
+            let window_floor = cursor.block_number.saturating_sub(self.reorg_window());
+            let mut link: Option<BlockRef> = None;
+            let mut needs_link = false;
             {
                 let mut conn = self.store.conn().await?;
                 for block in &headers {
-                    if let Some(stored) = blocks::get(&mut conn, self.chain.chain_id, block.header.number).await?
-                        && stored.hash != block.header.hash.to_string()
-                    {
-                        return Err(WatchError::Refused(format!(
-                            "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
-                             unwound yet): try again in a few blocks",
-                            block.header.number
-                        )));
+                    match blocks::get(&mut conn, self.chain.chain_id, block.header.number).await? {
+                        Some(stored) if stored.hash != block.header.hash.to_string() => {
+                            return Err(WatchError::Refused(format!(
+                                "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
+                                 unwound yet): try again in a few blocks",
+                                block.header.number
+                            )));
+                        }
+                        Some(stored) if needs_link => (link, needs_link) = (Some(stored), false),
+                        Some(_) => {}
+                        None if block.header.number > window_floor => (link, needs_link) = (None, true),
+                        None => {}
                     }
+                }
+                if needs_link {
+                    link = blocks::lowest_above(&mut conn, self.chain.chain_id, end).await?;
+                }
+            }
+            if needs_link && let Some(stored) = &link {
+                let numbers: Vec<u64> = (end + 1..=stored.number).collect();
+                let above = self.fetch_batched(&numbers, false).await?;
+                let mut chain: Vec<Block> = vec![headers[headers.len() - 1].clone()];
+                chain.extend(above);
+                check_linked(end, &chain)?;
+                if chain[chain.len() - 1].header.hash.to_string() != stored.hash {
+                    return Err(WatchError::Refused(format!(
+                        "block {} is not the one the watcher recorded (a reorganisation the watcher has not \
+                         unwound yet): try again in a few blocks",
+                        stored.number
+                    )));
                 }
             }
             let found = match self.scan(&headers, logs).await {
@@ -300,7 +560,7 @@ impl ChainWatcher {
             };
             outcome.blocks += headers.len() as u64;
             outcome.transfers += found.len() as u64;
-            outcome.recorded += self.record_transfers(found, &headers).await?;
+            outcome.recorded += self.record_transfers(found, &headers, link.as_ref()).await?;
             start = end + 1;
         }
         Ok(outcome)
@@ -310,15 +570,28 @@ impl ChainWatcher {
     /// new. The checks [`Self::rescan`] made before fetching are made again inside the recording
     /// transaction, with the cursor row locked, so a reorg the watcher unwinds meanwhile can never
     /// leave a deposit from an orphaned block behind: every block must be at or below the
-    /// cursor, and within the stored-hash window its stored hash must be there and equal.
+    /// cursor, and within the stored-hash window its stored hash must be there and equal, or
+    /// (none kept) `link`, the kept block it was found to lead up to, must still be kept.
     /// A deposit found late is dated by its block, so a payment made in time is not "late".
-    async fn record_transfers(&self, found: Vec<Found>, blocks: &[Block]) -> Result<u64, WatchError> {
+    async fn record_transfers(
+        &self,
+        found: Vec<Found>,
+        blocks: &[Block],
+        link: Option<&BlockRef>,
+    ) -> Result<u64, WatchError> {
         let timestamps: HashMap<u64, u64> = blocks.iter().map(|b| (b.header.number, b.header.timestamp)).collect();
         let mut tx = self.store.begin().await?;
         let cursor = cursors::get_locked(&mut tx, self.chain.chain_id)
             .await?
             .ok_or_else(|| WatchError::Refused(format!("the watcher's cursor on {} vanished", self.chain.name)))?;
         let window_floor = cursor.block_number.saturating_sub(self.reorg_window());
+        // The kept block the rescanned ones (those without a kept hash) lead up to, still kept.
+        let link_holds = match link {
+            Some(link) if link.number <= cursor.block_number => {
+                blocks::get(&mut tx, self.chain.chain_id, link.number).await?.is_some_and(|s| s.hash == link.hash)
+            }
+            _ => false,
+        };
         for block in blocks {
             let number = block.header.number;
             if number > cursor.block_number {
@@ -332,6 +605,7 @@ impl ChainWatcher {
             match stored {
                 Some(stored) if stored.hash == block.header.hash.to_string() => {}
                 None if number <= window_floor => {}
+                None if link_holds => {}
                 _ => {
                     return Err(WatchError::Refused(format!(
                         "block {number} is not the one the watcher recorded (a reorganisation the watcher has not \
@@ -385,6 +659,8 @@ impl ChainWatcher {
     /// Blocks `from..=to` (checked to form one chain) and the allow-listed tokens' `Transfer`
     /// logs in that range, fetched at the same time. The logs are checked against the blocks'
     /// hashes by [`Self::scan`], once both have arrived.
+    /// Without native deposits the blocks are headers only (their hashes, parents and blooms are
+    /// what the checks need).
     async fn fetch_range(&self, from: u64, to: u64) -> Result<(Vec<Block>, Vec<Log>), WatchError> {
         tokio::try_join!(self.fetch_blocks(from, to), self.fetch_logs(from, to))
     }
@@ -397,22 +673,17 @@ impl ChainWatcher {
         let fetches: Vec<BoxFuture<'_, Result<Block, WatchError>>> =
             (from..=to).map(|number| self.fetch_block(number).boxed()).collect();
         let blocks: Vec<Block> = stream::iter(fetches).buffered(self.concurrency()).try_collect().await?;
-        for (number, pair) in (from + 1..).zip(blocks.windows(2)) {
-            if pair[1].header.number != number || pair[1].header.parent_hash != pair[0].header.hash {
-                return Err(WatchError::Inconsistent(format!("block {number} does not follow block {}", number - 1)));
-            }
-        }
-        if blocks.first().map(|b| b.header.number) != Some(from) {
-            return Err(WatchError::Inconsistent(format!("the node did not return block {from} when asked for it")));
-        }
+        check_linked(from, &blocks)?;
         Ok(blocks)
     }
 
-    /// Block `number` with its transactions.
+    /// Block `number`: with its transactions when native deposits are on, else its header.
     async fn fetch_block(&self, number: u64) -> Result<Block, WatchError> {
+        let full = self.chain.native_deposits_on();
         self.rpc
             .call("eth_getBlockByNumber", |p| async move {
-                p.get_block_by_number(BlockNumberOrTag::Number(number)).full().await
+                let call = p.get_block_by_number(BlockNumberOrTag::Number(number));
+                if full { call.full().await } else { call.await }
             })
             .await?
             .ok_or_else(|| WatchError::Inconsistent(format!("block {number} is missing below the head")))
@@ -431,19 +702,24 @@ impl ChainWatcher {
     /// `Transfer` logs of the allow-listed token contracts in `from..=to` (by contract and topic0
     /// only: recipients are matched in memory); none when the chain has no tokens.
     async fn fetch_logs(&self, from: u64, to: u64) -> Result<Vec<Log>, WatchError> {
-        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
-        if tokens.is_empty() {
-            return Ok(Vec::new());
-        }
-        let filter =
-            Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH).from_block(from).to_block(to);
-        self.rpc
+        let Some(filter) = self.logs_filter() else { return Ok(Vec::new()) };
+        let filter = filter.from_block(from).to_block(to);
+        let logs = self
+            .rpc
             .call("eth_getLogs", |p| {
                 let filter = filter.clone();
                 async move { p.get_logs(&filter).await }
             })
             .await
-            .map_err(WatchError::from)
+            .map_err(WatchError::from)?;
+        check_logs_within(from, to, &logs)?;
+        Ok(logs)
+    }
+
+    /// The allow-listed tokens' `Transfer` filter (no block range yet); `None` without tokens.
+    fn logs_filter(&self) -> Option<Filter> {
+        let tokens: Vec<Address> = self.chain.tokens.iter().map(|t| t.address).collect();
+        (!tokens.is_empty()).then(|| Filter::new().address(tokens).event_signature(Transfer::SIGNATURE_HASH))
     }
 
     /// Token transfers (from `logs`, the range's `Transfer` logs) and native transfers to watched
@@ -646,8 +922,10 @@ impl ChainWatcher {
     }
 
     /// Records the range's transfers, its block hashes and the cursor in one transaction.
-    async fn record(&self, blocks: &[Block], found: Vec<Found>) -> Result<(), WatchError> {
-        let last = &blocks[blocks.len() - 1].header;
+    /// The cursor moves to `last`, the range's last block (given, not taken from `blocks`, which
+    /// may hold only a few of the range's blocks).
+    async fn record(&self, blocks: &[Block], last: &Block, found: Vec<Found>) -> Result<(), WatchError> {
+        let last = &last.header;
         let mut tx = self.store.begin().await?;
         // Counted only once the transaction commits: a rolled-back step counts nothing.
         let mut counts: Vec<(String, &'static str, Option<RejectReason>)> = Vec::new();
@@ -679,8 +957,11 @@ impl ChainWatcher {
                 _ => {}
             }
         }
+        // Only the hashes the reorg window keeps (the rest would be pruned at once).
+        let keep_from = last.number.saturating_sub(self.reorg_window());
         let refs: Vec<BlockRef> = blocks
             .iter()
+            .filter(|b| b.header.number >= keep_from)
             .map(|b| BlockRef {
                 number: b.header.number,
                 hash: b.header.hash.to_string(),
@@ -688,7 +969,7 @@ impl ChainWatcher {
             })
             .collect();
         blocks::save(&mut tx, self.chain.chain_id, &refs).await?;
-        blocks::prune(&mut tx, self.chain.chain_id, None, last.number.saturating_sub(self.reorg_window())).await?;
+        blocks::prune(&mut tx, self.chain.chain_id, None, keep_from).await?;
         cursors::set(
             &mut tx,
             &ChainCursor {
@@ -903,10 +1184,16 @@ impl ChainWatcher {
         let mut conn = self.store.conn().await?;
         let floor = cursor.block_number.saturating_sub(self.reorg_window());
         let mut ancestor: Option<(u64, B256)> = None;
+        // The stored hashes, walked down: where the watcher caught up over final blocks it kept
+        // only a few of them (every block holding a deposit among them), and a height without a
+        // stored hash says nothing about the chain there.
         let mut number = cursor.block_number;
         while number > floor {
-            number -= 1;
-            let Some(stored) = blocks::get(&mut conn, chain_id, number).await? else { break };
+            let Some(stored) = blocks::highest_below(&mut conn, chain_id, number).await? else { break };
+            if stored.number < floor {
+                break;
+            }
+            number = stored.number;
             let canonical = self
                 .rpc
                 .call("eth_getBlockByNumber", |p| async move {
@@ -989,4 +1276,40 @@ impl LeasedWork for ChainWatcher {
     async fn step(&mut self) -> Result<bool, WatchError> {
         self.tick().await
     }
+}
+
+/// `blocks` start at `from`, are consecutive and each builds on the one before.
+fn check_linked(from: u64, blocks: &[Block]) -> Result<(), WatchError> {
+    for (number, pair) in (from + 1..).zip(blocks.windows(2)) {
+        if pair[1].header.number != number || pair[1].header.parent_hash != pair[0].header.hash {
+            return Err(WatchError::Inconsistent(format!("block {number} does not follow block {}", number - 1)));
+        }
+    }
+    if blocks.first().map(|b| b.header.number) != Some(from) {
+        return Err(WatchError::Inconsistent(format!("the node did not return block {from} when asked for it")));
+    }
+    Ok(())
+}
+
+async fn cursor_now(store: &Store, chain_id: u64) -> Result<Option<ChainCursor>, WatchError> {
+    let mut conn = store.conn().await?;
+    Ok(cursors::get(&mut conn, chain_id).await?)
+}
+
+/// Every log of an `eth_getLogs` answer for blocks `from..=to` names its block, by number and
+/// hash, inside that range; else the whole answer is refused (a node or proxy that answers
+/// something else than what was asked for cannot be trusted for the rest of it).
+fn check_logs_within(from: u64, to: u64, logs: &[Log]) -> Result<(), WatchError> {
+    for log in logs {
+        match (log.block_number, log.block_hash) {
+            (Some(number), Some(_)) if (from..=to).contains(&number) => {}
+            (number, _) => {
+                return Err(WatchError::Inconsistent(format!(
+                    "the eth_getLogs answer for blocks {from}..={to} holds a log of block {}: the range is refused",
+                    number.map_or_else(|| "(none named)".to_owned(), |n| n.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
 }

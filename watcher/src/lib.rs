@@ -11,6 +11,11 @@
 //! one transaction; finally confirm deposits that are deep enough through
 //! `depositd_core::crediting`, the single entry point for invoice state.
 //!
+//! What a range fetches depends on the chain's `native_deposits` (blocks with their transactions
+//! when on, headers only when off) and on its depth: below the reorg window (a catch-up) ranges
+//! are final, fetched several at a time in JSON-RPC batches and recorded in order, and a
+//! token-only final range needs only its logs and a few headers (ARCHITECTURE.md, "Fetch modes").
+//!
 //! RPC calls go through `depositd_rpc::ChainRpc` (failover across the chain's `rpc_urls`, retries
 //! with backoff honouring `Retry-After`), and the step range shrinks when a provider says
 //! `eth_getLogs` asked for too much. The loop runs under the chain's lease through
@@ -22,10 +27,12 @@
 //!
 //! # Layout
 //! - [`chain`]: [`ChainWatcher`], the scan/record/confirm/unwind loop for one chain.
+//! - `batch`: JSON-RPC batches for catching up on final blocks.
 //! - [`heads`]: the WebSocket `newHeads` follower that wakes the loop.
 //! - [`watched`]: [`WatchedSet`], the in-memory set of watched addresses (addresses only), loaded
 //!   and refreshed by HD index a page at a time.
 
+mod batch;
 pub mod chain;
 pub mod heads;
 pub mod watched;

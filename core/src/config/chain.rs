@@ -45,6 +45,12 @@ pub struct ChainConfig {
     pub rpc_concurrency: u64,
     /// First block to scan on a fresh database; `None` = the head at first start.
     pub start_block: Option<u64>,
+    /// Whether the watcher looks for native-coin deposits, which only block bodies show: on, it
+    /// fetches every block with its transactions; off, it needs only the tokens' `Transfer` logs
+    /// and a few headers, and native-coin invoices and static addresses cannot be made on the
+    /// chain. `None` (unset) = on: the native coin is an accepted asset on every chain.
+    #[serde(default)]
+    pub native_deposits: Option<bool>,
     /// Testnets and dev chains hold no real value: keys for them are `dk_test_...`.
     pub testnet: bool,
     pub native: NativeAsset,
@@ -105,6 +111,22 @@ impl ChainConfig {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let problems = chain.problems(stem);
         if problems.is_empty() { Ok(chain) } else { Err(err(problems.join("; "))) }
+    }
+
+    /// Whether native-coin deposits are watched for (`native_deposits`, on unless set to false).
+    pub fn native_deposits_on(&self) -> bool {
+        self.native_deposits.unwrap_or(true)
+    }
+
+    /// The asset with this symbol if payments in it can be taken: [`Self::asset`], less the
+    /// native coin when native deposits are off (the watcher would never see them).
+    pub fn payable_asset(&self, symbol: &str) -> Option<AssetRef<'_>> {
+        self.asset(symbol).filter(|a| a.token_address.is_some() || self.native_deposits_on())
+    }
+
+    /// The symbols of [`Self::payable_asset`]s.
+    pub fn payable_symbols(&self) -> Vec<&str> {
+        self.asset_symbols().into_iter().filter(|s| self.payable_asset(s).is_some()).collect()
     }
 
     /// The native coin or the allow-listed token with this symbol (case-insensitive).
@@ -190,6 +212,13 @@ impl ChainConfig {
         }
         if self.max_block_range == 0 {
             problems.push("max_block_range: must be at least 1".into());
+        }
+        if !self.native_deposits_on() && self.tokens.is_empty() {
+            problems.push(
+                "native_deposits: false on a chain without tokens would watch for nothing (configure tokens, or \
+                 keep native deposits on)"
+                    .into(),
+            );
         }
         let mut symbols = vec![self.native.symbol.to_ascii_uppercase()];
         for (asset, decimals) in std::iter::once((&self.native.symbol, self.native.decimals))

@@ -493,11 +493,12 @@ impl Config {
                 "chains.default_chain: `{}` is not one of the enabled chains {:?}",
                 s.chains.default_chain, s.chains.enabled
             )),
-            Some(chain) if chain.asset(&s.chains.default_asset).is_none() => problems.push(format!(
-                "chains.default_asset: chain `{}` has no asset `{}` (it has {})",
+            Some(chain) if chain.payable_asset(&s.chains.default_asset).is_none() => problems.push(format!(
+                "chains.default_asset: chain `{}` takes no payments in `{}` (it takes {}; a native coin only with \
+                 native_deposits on)",
                 chain.name,
                 s.chains.default_asset,
-                chain.asset_symbols().join(", ")
+                chain.payable_symbols().join(", ")
             )),
             Some(_) => {}
         }

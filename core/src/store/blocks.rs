@@ -37,6 +37,33 @@ pub async fn get(conn: &mut Conn, chain_id: u64, number: u64) -> Result<Option<B
     Ok(row.map(|(hash, parent_hash)| BlockRef { number, hash, parent_hash }))
 }
 
+/// The highest stored block below `below` (the watcher keeps some blocks' hashes only where it
+/// caught up over final blocks, so the stored heights may have gaps).
+pub async fn highest_below(conn: &mut Conn, chain_id: u64, below: u64) -> Result<Option<BlockRef>, StoreError> {
+    let row: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT block_number, block_hash, parent_hash FROM block_hashes WHERE chain_id = $1 AND block_number < $2 \
+         ORDER BY block_number DESC LIMIT 1",
+    )
+    .bind(chain_id as i64)
+    .bind(below as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(number, hash, parent_hash)| BlockRef { number: number as u64, hash, parent_hash }))
+}
+
+/// The lowest stored block above `above`.
+pub async fn lowest_above(conn: &mut Conn, chain_id: u64, above: u64) -> Result<Option<BlockRef>, StoreError> {
+    let row: Option<(i64, String, String)> = sqlx::query_as(
+        "SELECT block_number, block_hash, parent_hash FROM block_hashes WHERE chain_id = $1 AND block_number > $2 \
+         ORDER BY block_number ASC LIMIT 1",
+    )
+    .bind(chain_id as i64)
+    .bind(above as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(number, hash, parent_hash)| BlockRef { number: number as u64, hash, parent_hash }))
+}
+
 /// Forgets blocks above `number` (they left the canonical chain) and below `keep_from` (too old
 /// to matter for reorgs).
 #[tracing::instrument(skip(conn))]

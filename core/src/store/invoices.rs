@@ -603,3 +603,25 @@ pub async fn set_answers(conn: &mut Conn, id: Uuid, answers: &[String]) -> Resul
 pub async fn count_by_status(conn: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(sqlx::query_as("SELECT status, COUNT(*) FROM invoices GROUP BY status").fetch_all(&mut *conn).await?)
 }
+
+/// Payments in `asset` on chain `chain_id` that may still arrive: open invoices (pending or
+/// processing) and active static addresses in it.
+#[tracing::instrument(skip(conn))]
+pub async fn open_in_asset(conn: &mut Conn, chain_id: u64, asset: &str) -> Result<(i64, i64), StoreError> {
+    let (invoices,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM invoices WHERE chain_id = $1 AND UPPER(asset) = UPPER($2) \
+         AND status IN ('pending', 'processing')",
+    )
+    .bind(chain_id as i64)
+    .bind(asset)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (statics,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM static_addresses WHERE chain_id = $1 AND UPPER(asset) = UPPER($2) AND status = 'active'",
+    )
+    .bind(chain_id as i64)
+    .bind(asset)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((invoices, statics))
+}
