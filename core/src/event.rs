@@ -47,6 +47,8 @@ pub enum EventType {
     /// A merchant's balance changed: one per ledger entry that posts to the merchant's accounts
     /// (`crate::ledger::post` records it), with the entry and the balances after it.
     BalanceUpdated,
+    /// A dashboard member changed something (`crate::audit`: who, what, about which resource).
+    MemberAction,
 }
 
 text_enum! {
@@ -79,6 +81,7 @@ text_enum! {
         ApiKeyCreated = "api_key.created",
         ApiKeyRevoked = "api_key.revoked",
         BalanceUpdated = "balance.updated",
+        MemberAction = "member.action",
     }
 }
 

@@ -497,8 +497,11 @@ pub struct PaymentView {
     pub from_address: String,
     /// The asset that arrived (an invoice with several payment options may be paid in each).
     pub asset: String,
+    /// The chain it arrived on (an invoice with payment options may be paid on several).
+    pub chain_id: u64,
     pub amount: String,
     pub amount_base_units: BaseUnits,
+    /// Blocks on its own chain from its block to that chain's last scanned block, inclusive.
     pub confirmations: u64,
     pub state: String,
     pub detected_at: i64,

@@ -67,6 +67,7 @@
 
 pub mod api_key;
 pub mod api_keys;
+pub mod audit;
 pub mod chain_tx;
 pub mod config;
 pub mod crediting;

@@ -2,6 +2,9 @@
 //! (wrong password, throttling), sessions (cookies, log out everywhere, never for `/api/v1`),
 //! CSRF, roles, one merchant's session on another's key, API keys created and revoked from the
 //! dashboard, and pages that reference no other origin.
+//!
+//! [`Browser`] (cookies, forms, CSRF) and [`member`] are shared with the other dashboard page
+//! tests (`dashboard_*.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -27,30 +30,30 @@ both_backends!(
     parallel_sign_ins_are_counted_one_by_one,
 );
 
-const PASSWORD: &str = "a long enough password";
+pub(crate) const PASSWORD: &str = "a long enough password";
 
 /// A browser: its cookies, no automatic redirects.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     client: reqwest::Client,
-    cookies: HashMap<String, String>,
+    pub(crate) cookies: HashMap<String, String>,
     /// Every `Set-Cookie` seen, as sent.
-    set_cookies: Vec<String>,
+    pub(crate) set_cookies: Vec<String>,
 }
 
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: u16,
+    pub(crate) location: Option<String>,
+    pub(crate) body: String,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Browser<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Browser<'a> {
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Browser { app, client, cookies: HashMap::new(), set_cookies: Vec::new() }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
 
@@ -76,12 +79,12 @@ impl<'a> Browser<'a> {
         Page { status, location, body }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let response = self.client.get(self.app.url(path)).header("cookie", self.cookie_header()).send().await.unwrap();
         self.finish(response).await
     }
 
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
         let response = self
             .client
             .post(self.app.url(path))
@@ -95,7 +98,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Signs in; returns the page the sign-in answered.
-    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+    pub(crate) async fn sign_in(&mut self, email: &str, password: &str) -> Page {
         let form = self.get("/dashboard/login").await;
         let csrf = csrf_of(&form.body);
         self.post("/dashboard/login", &[("csrf", &csrf), ("email", email), ("password", password)]).await
@@ -103,13 +106,13 @@ impl<'a> Browser<'a> {
 }
 
 /// The value of the page's first hidden `csrf` field.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("the page has a csrf field") + 19;
     html[start..start + 64].to_owned()
 }
 
 /// No `src`, `href` or `action` of a page points to another origin.
-fn assert_no_other_origin(html: &str) {
+pub(crate) fn assert_no_other_origin(html: &str) {
     for attribute in ["src=", "href=", "action=", "url("] {
         for (i, _) in html.match_indices(attribute) {
             let value = html[i + attribute.len()..].trim_start_matches(['"', '\'']);
@@ -123,7 +126,7 @@ fn assert_no_other_origin(html: &str) {
 }
 
 /// Merchant `name` with a key, and an invited member with `role` (token returned).
-async fn invited(app: &TestApp, merchant_id: Uuid, email: &str, role: Role) -> SecretString {
+pub(crate) async fn invited(app: &TestApp, merchant_id: Uuid, email: &str, role: Role) -> SecretString {
     let mut tx = app.store.begin().await.unwrap();
     let invitation = members::invite(&mut tx, merchant_id, email, role, "cli").await.unwrap();
     tx.commit().await.unwrap();
@@ -131,7 +134,7 @@ async fn invited(app: &TestApp, merchant_id: Uuid, email: &str, role: Role) -> S
 }
 
 /// A member who has set their password.
-async fn member(app: &TestApp, merchant_id: Uuid, email: &str, role: Role) {
+pub(crate) async fn member(app: &TestApp, merchant_id: Uuid, email: &str, role: Role) {
     let token = invited(app, merchant_id, email, role).await;
     members::accept_invite(&app.store, token.expose_secret(), &SecretString::from(PASSWORD.to_owned())).await.unwrap();
 }

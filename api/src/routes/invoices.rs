@@ -12,7 +12,7 @@ use depositd_core::invoice_views::InvoiceView;
 use depositd_core::invoicing::{self, InvoiceRequest, MarkError, MarkRequest, OptionRequest};
 use depositd_core::outbox::{self, EventType};
 use depositd_core::store::invoices::{self, InvoiceFilter};
-use depositd_core::store::{Conn, StoreError, cursors};
+use depositd_core::store::{Conn, StoreError};
 use governor::clock::{Clock, DefaultClock};
 use serde::{Deserialize, Serialize};
 
@@ -187,8 +187,7 @@ fn parse(state: &AppState, key_mode: KeyMode, req: CreateInvoice) -> Result<Invo
 
 /// The invoice resource with its payments and their confirmations.
 pub async fn resource(state: &AppState, conn: &mut Conn, invoice: &Invoice) -> Result<InvoiceResource, ApiError> {
-    let head = cursors::get(conn, invoice.chain_id).await?.map(|c| c.block_number);
-    let payments = invoices::payments(conn, invoice, head).await?;
+    let payments = invoices::payments(conn, invoice).await?;
     Ok(InvoiceResource::build(invoice, payments, &state.config.settings.api.public_url, &state.sessions))
 }
 

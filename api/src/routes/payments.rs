@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use depositd_core::invoice::{Invoice, InvoiceStatus, PayInstructions, PaymentFlag};
-use depositd_core::store::{cursors, invoices, merchants};
+use depositd_core::store::{invoices, merchants};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -191,20 +191,18 @@ pub async fn get(
 ) -> Result<Json<PaymentSession>, ApiError> {
     let invoice = authorize(&state, &headers, &id).await?;
     let mut conn = state.store.conn().await?;
-    let head = cursors::get(&mut conn, invoice.chain_id).await?.map(|c| c.block_number);
-    Ok(Json(session(&state, &mut conn, &invoice, head).await?))
+    Ok(Json(session(&state, &mut conn, &invoice).await?))
 }
 
-/// The payer's view of `invoice` with the chain's cursor at `head`.
+/// The payer's view of `invoice` (each payment's confirmations on its own chain).
 async fn session(
     state: &AppState,
     conn: &mut depositd_core::store::Conn,
     invoice: &Invoice,
-    head: Option<u64>,
 ) -> Result<PaymentSession, ApiError> {
     let merchant = merchants::get(conn, invoice.merchant_id).await?;
     let company = merchant.as_ref().map(|m| m.display_name().to_owned());
-    let payments = invoices::payments(conn, invoice, head).await?;
+    let payments = invoices::payments(conn, invoice).await?;
     let confirmations = payments.iter().filter(|p| p.state == "detected").map(|p| p.confirmations).min().unwrap_or(0);
     Ok(PaymentSession::build(state, invoice, company, confirmations))
 }
@@ -220,9 +218,10 @@ const STREAM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600)
 struct Stream {
     state: AppState,
     invoice_id: Uuid,
-    /// The invoice row and chain head the last session was built from; a tick that finds both
-    /// unchanged sends nothing (two primary-key reads, no session built).
-    seen: Option<(Invoice, Option<u64>)>,
+    /// The invoice row and the heads of the chains it may be paid on that the last session was
+    /// built from; a tick that finds them unchanged sends nothing (primary-key reads, no session
+    /// built).
+    seen: Option<(Invoice, Vec<Option<u64>>)>,
     sent: Option<String>,
     finished: bool,
     until: tokio::time::Instant,
@@ -242,24 +241,24 @@ impl Stream {
             }
             let mut conn = self.state.store.conn().await.ok()?;
             let invoice = invoices::get_any(&mut conn, self.invoice_id).await.ok()??;
-            let head = cursors::get(&mut conn, invoice.chain_id).await.ok()?.map(|c| c.block_number);
-            let unchanged = self.seen.as_ref().is_some_and(|(seen, seen_head)| {
+            let heads = invoices::heads(&mut conn, &invoice).await.ok()?;
+            let unchanged = self.seen.as_ref().is_some_and(|(seen, seen_heads)| {
                 seen.status == invoice.status
                     && seen.amount_paid_base_units == invoice.amount_paid_base_units
                     && seen.payment_flags == invoice.payment_flags
                     && seen.options == invoice.options
                     && seen.expires_at == invoice.expires_at
                     && seen.details.answers.is_some() == invoice.details.answers.is_some()
-                    && (*seen_head == head || invoice.status != InvoiceStatus::Processing)
+                    && (*seen_heads == heads || invoice.status != InvoiceStatus::Processing)
             });
             if unchanged {
                 continue;
             }
-            let session = session(&self.state, &mut conn, &invoice, head).await.ok()?;
+            let session = session(&self.state, &mut conn, &invoice).await.ok()?;
             drop(conn);
             let json = serde_json::to_string(&session).ok()?;
             self.finished = invoice.status.is_final();
-            self.seen = Some((invoice, head));
+            self.seen = Some((invoice, heads));
             if self.sent.as_deref() == Some(json.as_str()) {
                 continue;
             }

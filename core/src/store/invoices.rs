@@ -444,18 +444,20 @@ struct PaymentRow {
     amount_base_units: String,
     state: String,
     detected_at: i64,
+    /// The cursor of the deposit's chain, if the chain has one.
+    head_block: Option<i64>,
 }
 
 /// The deposits credited (or seen) for an invoice, oldest first, as the invoice resource shows them.
 #[tracing::instrument(skip(conn, invoice), fields(invoice_id = %invoice.id))]
-pub async fn payments(
-    conn: &mut Conn,
-    invoice: &Invoice,
-    head_block: Option<u64>,
-) -> Result<Vec<PaymentView>, StoreError> {
+pub async fn payments(conn: &mut Conn, invoice: &Invoice) -> Result<Vec<PaymentView>, StoreError> {
+    // Each payment's confirmations count on its own chain: an invoice with payment options on
+    // several chains is paid on chains whose heads differ.
     let rows: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT id, tx_hash, log_index, block_number, from_address, asset, chain_id, amount_base_units, state, detected_at \
-         FROM deposits WHERE invoice_id = $1 ORDER BY block_number, log_index",
+        "SELECT d.id, d.tx_hash, d.log_index, d.block_number, d.from_address, d.asset, d.chain_id, \
+                d.amount_base_units, d.state, d.detected_at, c.block_number AS head_block \
+         FROM deposits d LEFT JOIN chain_cursors c ON c.chain_id = d.chain_id \
+         WHERE d.invoice_id = $1 ORDER BY d.block_number, d.log_index",
     )
     .bind(Text(invoice.id))
     .fetch_all(&mut *conn)
@@ -478,12 +480,30 @@ pub async fn payments(
                 asset: row.asset,
                 amount: amount.to_display(decimals),
                 amount_base_units: amount,
-                confirmations: head_block.map(|head| head.saturating_sub(block) + 1).unwrap_or(0),
+                chain_id: row.chain_id as u64,
+                confirmations: row.head_block.map(|head| (head as u64).saturating_sub(block) + 1).unwrap_or(0),
                 state: row.state,
                 detected_at: row.detected_at.div_euclid(1000),
             })
         })
         .collect()
+}
+
+/// The cursor of each chain `invoice` may be paid on (its own, then its options' other chains),
+/// in that order: what its payments' confirmations are counted against.
+#[tracing::instrument(skip(conn, invoice), fields(invoice_id = %invoice.id))]
+pub async fn heads(conn: &mut Conn, invoice: &Invoice) -> Result<Vec<Option<u64>>, StoreError> {
+    let mut chains = vec![invoice.chain_id];
+    for option in &invoice.options {
+        if !chains.contains(&option.chain_id) {
+            chains.push(option.chain_id);
+        }
+    }
+    let mut heads = Vec::with_capacity(chains.len());
+    for chain_id in chains {
+        heads.push(super::cursors::get(conn, chain_id).await?.map(|c| c.block_number));
+    }
+    Ok(heads)
 }
 
 /// An invoice by id, whoever owns it (for the watcher; the API always scopes by merchant).
