@@ -121,6 +121,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         port: anvil_port,
         block_time: None,
         state_file: Some(dir.join("anvil-state.json")),
+        chain_id: None,
     })
     .await
     .context("cannot start the dev chain")?;

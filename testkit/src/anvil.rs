@@ -69,6 +69,8 @@ pub struct AnvilOptions {
     pub block_time: Option<u64>,
     /// Load the chain from this file at start and write it back periodically and on exit.
     pub state_file: Option<PathBuf>,
+    /// The chain id; `None` = 31337 (anvil's own default).
+    pub chain_id: Option<u64>,
 }
 
 /// A running anvil, killed when dropped.
@@ -82,7 +84,8 @@ impl Anvil {
         let binary = locate()?;
         let port = if options.port == 0 { free_port()? } else { options.port };
         let mut command = Command::new(&binary);
-        command.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337"]);
+        let chain_id = options.chain_id.unwrap_or(31337).to_string();
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", &chain_id]);
         if let Some(seconds) = options.block_time {
             command.args(["--block-time", &seconds.to_string()]);
         }

@@ -3,9 +3,11 @@
 //! option's own paid amount shown, the ledger holding each payment in its own asset (fee by that
 //! asset's schedule) and reconciliation passing; a token the invoice did not offer (DAI, allowed on
 //! the chain) is `rejected` into suspense; the options' amounts stay at the rates locked at
-//! creation whatever the price source says later; bad options are refused precisely.
+//! creation whatever the price source says later; bad options are refused precisely. An invoice
+//! offered on two chains (two anvils, two watchers) is paid half on each: each payment is confirmed
+//! and counted against its own chain's head, and each chain's ledger and holdings reconcile.
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::config::{ChainConfig, DefaultPaymentOption};
 use depositd_core::deposit::DepositState;
@@ -15,7 +17,9 @@ use depositd_core::money::BaseUnits;
 use depositd_core::pricing::FeedSnapshot;
 use depositd_core::store::{api_keys, deposits};
 use depositd_core::time::now_ms;
+use depositd_testkit::anvil::AnvilOptions;
 use depositd_testkit::chain::{TestChain, payer_address};
+use depositd_testkit::tokens::PAYER_MINT;
 use depositd_watcher::ChainWatcher;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -30,6 +34,7 @@ both_backends!(
     the_servers_default_options_apply_when_a_request_names_none,
     a_reorg_takes_one_options_payment_out_of_that_option_alone,
     a_refund_goes_back_in_the_chain_and_asset_that_were_paid,
+    options_on_two_chains_add_up_each_confirmed_on_its_own_chain,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -523,4 +528,106 @@ async fn a_refund_goes_back_in_the_chain_and_asset_that_were_paid(db: TestDb) {
     assert_eq!(s.merchant_balance(AccountKind::Available, "USDC").await, units(4_950_000));
     assert_eq!(s.invoice(id).await["status"], "partially_refunded");
     s.reconciles().await;
+}
+
+/// USDC on chain `anvil` (31337) and USDT on a second chain `anvil2` (31338, its own anvil and
+/// watcher): one invoice offered on both is paid half on each. Each payment waits for its own
+/// chain's confirmations and shows its own chain's, the two halves add up to paid, each is
+/// credited on its own chain, and reconciliation (on-chain holdings of both chains) passes.
+async fn options_on_two_chains_add_up_each_confirmed_on_its_own_chain(db: TestDb) {
+    let first = TestChain::start(&[("USD Coin", "USDC")]).await.unwrap();
+    let second_anvil = AnvilOptions { chain_id: Some(31338), ..AnvilOptions::default() };
+    let second =
+        TestChain::start_with(second_anvil, &[("Tether USD", "USDT")], &[payer_address()], U256::from(PAYER_MINT))
+            .await
+            .unwrap();
+    let (usdc, usdt) = (first.tokens[0], second.tokens[0]);
+    let mut configs = Vec::new();
+    let app = TestApp::spawn_with(&db, |c| {
+        use_test_chain(&mut c.chains[0], &first, CONFIRMATIONS, &[("USDC", usdc)]);
+        let mut other = c.chains[0].clone();
+        other.name = "anvil2".into();
+        other.chain_id = 31338;
+        use_test_chain(&mut other, &second, CONFIRMATIONS, &[("USDT", usdt)]);
+        c.chains.push(other);
+        configs = c.chains.clone();
+    })
+    .await;
+    let (merchant, key) = app.merchant("Two Chain Shop", &Scope::ALL).await;
+    let (mut on_first, mut on_second) = (app.watcher(&configs[0]), app.watcher(&configs[1]));
+
+    let invoice = app
+        .created_invoice(
+            &key,
+            json!({"amount": "10", "currency": "USD",
+                   "payment_options": [{"chain": "anvil", "asset": "USDC"}, {"chain": "anvil2", "asset": "USDT"}]}),
+        )
+        .await;
+    let id = invoice["id"].as_str().unwrap().to_owned();
+    let options = invoice["payment_options"].as_array().unwrap();
+    assert_eq!(
+        options.iter().map(|o| (o["chain_id"].as_u64().unwrap(), o["asset"].as_str().unwrap())).collect::<Vec<_>>(),
+        [(31337, "USDC"), (31338, "USDT")],
+        "{invoice}"
+    );
+    // One address for both options (an EVM address is the same key on every chain).
+    let address = invoice["pay"]["address"].as_str().unwrap().to_owned();
+    assert_eq!(options[1]["address"], address.as_str(), "{invoice}");
+    assert!(
+        options[1]["payment_uri"].as_str().unwrap().contains(&format!("{}@31338/transfer", usdt.to_checksum(None))),
+        "{invoice}"
+    );
+    // Half on each chain. The second chain is then mined deep enough, the first is not: the
+    // second chain's payment is confirmed and credited, the first's waits for its own chain.
+    first.pay_token(usdc, address.as_str(), 5_000_000).await;
+    second.pay_token(usdt, address.as_str(), 5_000_000).await;
+    second.mine(CONFIRMATIONS + 3).await;
+    while on_first.tick().await.unwrap() {}
+    while on_second.tick().await.unwrap() {}
+    let seen = fetch_invoice(&app, &key, &id).await;
+    let payments = seen["payments"].as_array().unwrap();
+    assert_eq!(payments.len(), 2, "{seen}");
+    let by_chain = |chain_id: u64| payments.iter().find(|p| p["chain_id"] == chain_id).unwrap().clone();
+    let (on_a, on_b) = (by_chain(31337), by_chain(31338));
+    assert_eq!((on_a["asset"].as_str(), on_a["state"].as_str()), (Some("USDC"), Some("detected")), "{seen}");
+    assert_eq!((on_b["asset"].as_str(), on_b["state"].as_str()), (Some("USDT"), Some("confirmed")), "{seen}");
+    // Confirmations are counted on each payment's own chain: 1 on the first (nothing mined on
+    // top), 1 + CONFIRMATIONS + 3 on the second.
+    assert_eq!(on_a["confirmations"], 1, "{seen}");
+    assert_eq!(on_b["confirmations"], 1 + CONFIRMATIONS + 3, "{seen}");
+    assert_eq!(seen["status"], "processing", "{seen}");
+    assert_eq!(option(&seen, "USDT")["amount_paid"], "5", "{seen}");
+
+    // The first chain catches up: both confirmed, the invoice paid exactly.
+    first.mine(CONFIRMATIONS).await;
+    while on_first.tick().await.unwrap() {}
+    let paid = fetch_invoice(&app, &key, &id).await;
+    assert_eq!(paid["status"], "paid", "{paid}");
+    assert_eq!(paid["payment_flags"], json!([]), "{paid}");
+    assert_eq!((paid["amount_paid"].as_str(), paid["amount_due"].as_str()), (Some("10"), Some("0")), "{paid}");
+    assert_eq!(
+        (option(&paid, "USDC")["amount_paid"].as_str(), option(&paid, "USDT")["amount_paid"].as_str()),
+        (Some("5"), Some("5"))
+    );
+
+    // Each payment credited on its own chain, in its own asset.
+    let mut conn = app.store.conn().await.unwrap();
+    let merchant_id = merchant.id;
+    for (chain_id, asset) in [(31337, "USDC"), (31338, "USDT")] {
+        let available = Account::merchant(merchant_id, AccountKind::Available, chain_id, asset);
+        assert_eq!(ledger::balance(&mut conn, &available).await.unwrap(), units(4_950_000), "{asset} on {chain_id}");
+        let wrong_chain = Account::merchant(merchant_id, AccountKind::Available, 31337 + 31338 - chain_id, asset);
+        assert_eq!(ledger::balance(&mut conn, &wrong_chain).await.unwrap(), BaseUnits::ZERO, "{asset}");
+    }
+    drop(conn);
+    let state = &app.state;
+    let outcome = depositd::reconcile::reconcile(&state.store, &state.config, &state.wallet, true).await.unwrap();
+    assert!(outcome.is_ok(), "{}", outcome.render());
+    assert!(outcome.unchecked.is_empty(), "{}", outcome.render());
+}
+
+async fn fetch_invoice(app: &TestApp, key: &str, id: &str) -> Value {
+    let (status, body) = app.get_json(key, &format!("/api/v1/invoices/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
