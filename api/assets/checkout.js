@@ -56,19 +56,36 @@
   }
   optionButtons.forEach((b) => b.addEventListener("click", () => pick(b.dataset.option)));
 
+  // An option's QR code and wallet link ask for what is due in it: when a payment changes that,
+  // the link follows and the QR code is fetched again (drawn by the server, same origin).
+  function followLink(index, uri, due, suffix) {
+    const link = document.getElementById("wallet-link" + suffix);
+    if (link) link.href = uri;
+    const figure = document.getElementById("qr" + suffix);
+    if (!figure || figure.dataset.uri === uri) return;
+    figure.dataset.uri = uri;
+    const image = document.createElement("img");
+    image.alt = figure.getAttribute("aria-label") || "";
+    image.width = 240;
+    image.height = 240;
+    image.src = "/checkout/" + encodeURIComponent(invoice) + "/qr?option=" + index + "&due=" + encodeURIComponent(due);
+    figure.replaceChildren(image);
+  }
+
   function render(s) {
     if (finished) return;
     expiresAt = s.expires_at * 1000;
     const amountDue = document.getElementById("amount-due");
     if (amountDue) amountDue.textContent = s.amount_due === "0" ? s.pay.amount : s.amount_due;
-    if (optionButtons.length) {
-      (s.payment_options || []).forEach((o, i) => {
+    (s.payment_options || []).forEach((o, i) => {
+      if (optionButtons.length) {
         const amount = document.getElementById("amount-due-" + i);
         if (amount) amount.textContent = o.amount_due === "0" ? o.amount : o.amount_due;
-        const link = document.getElementById("wallet-link-" + i);
-        if (link) link.href = o.payment_uri;
-      });
-    }
+        followLink(i, o.payment_uri, o.amount_due_base_units, "-" + i);
+      } else if (i === 0) {
+        followLink(0, o.payment_uri, o.amount_due_base_units, "");
+      }
+    });
     main.dataset.status = s.status;
     if (s.status === "paid") {
       finished = true;

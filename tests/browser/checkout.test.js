@@ -218,7 +218,20 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
     assert.equal(optionAmount, usdt.amount);
     assert.equal(await options.getAttribute("#wallet-link-1", "href"), usdt.payment_uri);
     await options.screenshot({ path: path.join(root, "test-artifacts", "checkout-options.png"), fullPage: true });
-    await payToken(info, "USDT", optionAddress, optionAmount, usdt.decimals);
+    // One USDT first: underpaid. The option's amount, wallet link and QR code now ask for the rest
+    // (the QR code is fetched again from the server, for the new amount), without a reload.
+    await payToken(info, "USDT", optionAddress, "1", usdt.decimals);
+    await options.waitForSelector("#status.warn", { timeout: 60_000 });
+    const underpaid = await statusOf(multi.id);
+    const rest = underpaid.payment_options[1];
+    assert.notEqual(rest.payment_uri, usdt.payment_uri, JSON.stringify(rest));
+    await options.waitForSelector(`#qr-1 img[src*='/checkout/${multi.id}/qr?option=1']`);
+    assert.equal(await options.getAttribute("#wallet-link-1", "href"), rest.payment_uri);
+    assert.equal(await options.getAttribute("#qr-1", "data-uri"), rest.payment_uri);
+    assert.ok(await options.$eval("#qr-1 img", (img) => img.complete && img.naturalWidth > 0), "the new QR code loaded");
+    const restAmount = (await options.textContent("#amount-due-1")).trim();
+    assert.equal(restAmount, rest.amount_due);
+    await payToken(info, "USDT", optionAddress, restAmount, usdt.decimals);
     await options.waitForSelector("#status.paid", { timeout: 60_000 });
     assert.equal(navigations, 1, "the page was never reloaded");
     assert.equal(await options.isVisible("#address-1"), false, "nothing more to send");
@@ -226,6 +239,12 @@ test("a payer opens the checkout page, pays, sees it paid and returns to the sho
     assert.equal(paidMulti.status, "paid");
     assert.equal(paidMulti.amount_paid, "7.5");
     assert.equal(paidMulti.payment_options[1].amount_paid, usdt.amount);
+    // The QR endpoint: what the page swaps in is the image of that link; unknown ones are 404.
+    const image = await fetch(`${info.api_url}/checkout/${multi.id}/qr?option=1`);
+    assert.equal(image.headers.get("content-type"), "image/svg+xml");
+    assert.match(await image.text(), /<svg/);
+    assert.equal((await fetch(`${info.api_url}/checkout/${multi.id}/qr?option=2`)).status, 404);
+    assert.equal((await fetch(`${info.api_url}/checkout/${multi.id}/qr?option=x`)).status, 404);
     assert.deepEqual(optionErrors, [], "nothing was blocked by the Content-Security-Policy");
   } finally {
     if (browser) await browser.close();

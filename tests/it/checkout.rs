@@ -71,6 +71,19 @@ async fn the_checkout_page_shows_what_to_pay_and_loads_nothing_from_elsewhere(db
         let text = asset.text().await.unwrap();
         assert!(!text.contains("http://") && !text.contains("https://"), "{path} loads nothing from elsewhere");
     }
+    // The QR code the script swaps in when a payment changes what is due: the same drawing as the
+    // page's for the same link, an SVG image under the same policy; a bad option or invoice is 404.
+    let qr = app.client.get(app.url(&format!("/checkout/{id}/qr?option=0&due=1"))).send().await.unwrap();
+    assert_eq!((qr.status().as_u16(), qr.headers()["content-type"].to_str().unwrap()), (200, "image/svg+xml"));
+    assert!(qr.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let drawing = qr.text().await.unwrap();
+    let svg = drawing.split_once("?>").map(|(_, svg)| svg).unwrap();
+    assert!(svg.starts_with("<svg") && html.contains(svg), "the endpoint draws the page's link: {drawing}");
+    for bad in
+        [format!("/checkout/{id}/qr?option=1"), format!("/checkout/{id}/qr?option=-1"), "/checkout/nope/qr".into()]
+    {
+        assert_eq!(app.client.get(app.url(&bad)).send().await.unwrap().status(), 404, "{bad}");
+    }
     // A finished invoice shows no pay instructions.
     let cancelled = app
         .client

@@ -221,7 +221,8 @@ pub async fn page(
         });
     }
     let expires_at_iso = depositd_core::time::iso8601(invoice.expires_at);
-    let payment_uri = invoice.payment_uri();
+    // What is still due (all of it until something is paid), as every option's link asks.
+    let payment_uri = due_uri(&invoice, 0).unwrap_or_else(|| invoice.payment_uri());
     let page = CheckoutPage {
         t,
         strings: t.json(),
@@ -260,6 +261,49 @@ pub async fn page(
     let mut response = security_headers(Html(html).into_response());
     language_headers(&mut response, t);
     Ok(response)
+}
+
+/// The EIP-681 link of `invoice`'s option `index` (0 for an invoice payable one way) for the
+/// amount still due in it: what the page's QR code and wallet link ask the payer to send.
+fn due_uri(invoice: &depositd_core::invoice::Invoice, index: usize) -> Option<String> {
+    PaymentOptionView::list(invoice).into_iter().nth(index).map(|option| option.payment_uri)
+}
+
+/// `GET /checkout/{invoice_id}/qr?option=N`: the QR code of option `N`'s link (default 0) for
+/// what is due in it now, as an SVG image. The page's script swaps it in when a payment changes
+/// what is due, so a payer who scans again is asked for the rest, not the whole price again (any
+/// other query parameter, such as the script's cache-buster, is ignored). It shows no more than
+/// the page itself: an address and an amount.
+pub async fn qr(State(state): State<AppState>, PathId(id): PathId, RawQuery(query): RawQuery) -> Response {
+    let t = i18n::negotiate(None, None);
+    let option = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(name, _)| name == "option")
+            .map(|(_, value)| value.into_owned())
+    });
+    let index = match option.as_deref().map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(index)) => index,
+        Some(Err(_)) => return not_found(t),
+    };
+    let Ok(id) = id.parse::<Uuid>() else { return not_found(t) };
+    let found = async {
+        let mut conn = state.store.conn().await?;
+        Ok::<_, ApiError>(invoices::get_any(&mut conn, id).await?)
+    };
+    let invoice = match found.await {
+        Ok(Some(invoice)) => invoice,
+        Ok(None) => return not_found(t),
+        Err(error) => return error.into_response(),
+    };
+    let Some(uri) = due_uri(&invoice, index) else { return not_found(t) };
+    match qr_svg(&uri) {
+        Ok(svg) => security_headers(
+            ([(header::CONTENT_TYPE, "image/svg+xml")], format!("<?xml version=\"1.0\" standalone=\"yes\"?>{svg}"))
+                .into_response(),
+        ),
+        Err(error) => error.into_response(),
+    }
 }
 
 /// `GET /checkout/assets/{name}`: the page's stylesheet and script, compiled into the binary.

@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/operator/deposits/{id}/resolve", post(operator::resolve))
         .route("/checkout/{id}", get(checkout::page))
         .route("/checkout/assets/{name}", get(checkout::asset))
+        .route("/checkout/{id}/qr", get(checkout::qr))
         .route("/api/v1/webhook-endpoints", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhook-endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/api/v1/webhook-endpoints/{id}/rotate-secret", post(webhooks::rotate_secret))
