@@ -320,7 +320,7 @@ async fn writes_are_refused_to_whom_they_must_be(db: TestDb) {
 
 async fn settings_are_checked_next_to_their_fields(db: TestDb) {
     let app = TestApp::spawn(&db).await;
-    let (shop, _) = app.merchant("Settings Shop", &Scope::MERCHANT).await;
+    let (shop, key) = app.merchant("Settings Shop", &Scope::MERCHANT).await;
     member(&app, shop.id, "owner@settings.example", Role::Owner).await;
     let mut owner = Browser::new(&app);
     assert_eq!(owner.sign_in("owner@settings.example", PASSWORD).await.status, 303);
@@ -382,6 +382,35 @@ async fn settings_are_checked_next_to_their_fields(db: TestDb) {
     assert!(shown.body.contains("<p class=\"brand\">Settings Shop Ltd</p>"), "the company name is the shop's name");
     let log = owner.get("/dashboard/developers/events?type=member.action").await;
     assert!(log.body.contains("owner@settings.example (owner) did merchant.update_settings"));
+
+    // The checkout uses them: the company name as the title, the return URL once paid.
+    let invoice = app.created_invoice(&key, serde_json::json!({"amount": "10", "asset": "USDC"})).await;
+    let id = invoice["id"].as_str().unwrap();
+    let payer_session = || async {
+        let response = app
+            .client
+            .get(app.url(&format!("/api/v1/payments/{id}")))
+            .header("x-session-token", invoice["session_token"].as_str().unwrap())
+            .header("x-signature", invoice["signature"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let unpaid = payer_session().await;
+    assert_eq!(unpaid["title"], "Settings Shop Ltd");
+    assert!(unpaid["return_url"].is_null(), "not before it is paid: {unpaid}");
+    let marked = app
+        .client
+        .post(app.url(&format!("/api/v1/invoices/{id}/mark")))
+        .header("x-api-key", &key)
+        .json(&serde_json::json!({"status": "paid", "reason": "paid by bank transfer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(marked.status(), 200);
+    assert_eq!(payer_session().await["return_url"], "https://shop.example/thanks");
 
     // Cleared: back to the merchant's name, no return URL, no origins.
     let cleared = owner
