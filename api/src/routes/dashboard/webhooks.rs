@@ -21,7 +21,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Chrome, Form, SignedIn, internal, message, not_found, render, secured, when};
+use super::{Chrome, Form, Refused, SignedIn, internal, message, not_found, render, secured, when};
 use crate::error::ApiError;
 use crate::routes::webhooks::{endpoint_url, grace_ms};
 use crate::state::AppState;
@@ -142,10 +142,10 @@ struct EndpointPage {
 }
 
 /// The URL check's refusal as a field error; anything but a bad URL is an internal error.
-fn url_refusal(error: ApiError) -> Result<String, Response> {
+fn url_refusal(error: ApiError) -> Result<String, Refused> {
     match error {
         ApiError::InvalidRequest { message, .. } => Ok(message),
-        other => Err(internal(other)),
+        other => Err(Box::new(internal(other))),
     }
 }
 
@@ -164,9 +164,9 @@ fn lifecycle_failed(signed_in: &SignedIn, error: EndpointError) -> Response {
 }
 
 /// The posted form of a member who may manage webhooks, or the refusal (CSRF first, then role).
-fn managing(signed_in: &SignedIn, body: &Bytes) -> Result<Form, Response> {
-    let form = signed_in.form(body).map_err(|refused| *refused)?;
-    signed_in.require(Action::ManageWebhooks).map_err(|refused| *refused)?;
+fn managing(signed_in: &SignedIn, body: &Bytes) -> Result<Form, Refused> {
+    let form = signed_in.form(body)?;
+    signed_in.require(Action::ManageWebhooks)?;
     Ok(form)
 }
 
@@ -200,7 +200,7 @@ async fn read_form(state: &AppState, form: &Form) -> Result<(EndpointForm, Optio
     let url = match endpoint_url(state, fields.url.clone()).await {
         Ok(url) => Some(url),
         Err(error) => {
-            fields.url_error = Some(url_refusal(error)?);
+            fields.url_error = Some(url_refusal(error).map_err(|refused| *refused)?);
             None
         }
     };
@@ -226,7 +226,7 @@ fn ticked(fields: &EndpointForm) -> Vec<String> {
 pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
     let form = match managing(&signed_in, &body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let (mut fields, url) = match read_form(&state, &form).await {
         Ok(read) => read,
@@ -323,7 +323,7 @@ pub async fn show(State(state): State<AppState>, signed_in: SignedIn, Path(id): 
 /// The posting member's endpoint `id`: the refusal when the form or role is refused or the
 /// endpoint is not the merchant's.
 async fn target(state: &AppState, signed_in: &SignedIn, id: &str, body: &Bytes) -> Result<(Form, Endpoint), Response> {
-    let form = managing(signed_in, body)?;
+    let form = managing(signed_in, body).map_err(|refused| *refused)?;
     let endpoint = endpoint_of(state, signed_in, id).await?;
     Ok((form, endpoint))
 }
