@@ -209,6 +209,19 @@ async fn a_test_event_is_delivered_signed_and_redelivered(db: TestDb) {
     }
     assert!(actions.body.contains("did event.redeliver"));
 
+    // An endpoint the worker disabled for failing (410 Gone) stands out in the list, with why.
+    let gone = receiver.url("/gone");
+    assert_eq!(dev.post(WEBHOOKS, &[("csrf", &csrf), ("url", &gone), ("event", "payout.sent")]).await.status, 201);
+    let gone_id = endpoint_ids(&app, shop.id).await[0];
+    let healthy = dev.get(WEBHOOKS).await;
+    assert!(healthy.body.contains(&format!("<tr id=\"endpoint-{gone_id}\">")), "not failing yet");
+    assert_eq!(dev.post(&format!("{WEBHOOKS}/{gone_id}/test"), &[("csrf", &csrf)]).await.status, 303);
+    drain(&worker).await;
+    let listed = dev.get(WEBHOOKS).await;
+    assert!(listed.body.contains(&format!("<tr id=\"endpoint-{gone_id}\" class=\"failing\">")), "{}", listed.body);
+    assert!(listed.body.contains("<strong>1 failed attempt(s)</strong>"), "{}", listed.body);
+    assert!(listed.body.contains("<strong>disabled</strong>"));
+
     // Filters are checked next to their fields.
     let bad = dev.get("/dashboard/developers/events?type=invoice.shipped&resource_id=nope").await;
     assert_eq!(bad.status, 400);
