@@ -437,4 +437,39 @@ async fn settings_are_checked_next_to_their_fields(db: TestDb) {
     let cleared = merchants::get(&mut conn, shop.id).await.unwrap().unwrap();
     assert_eq!((cleared.company_name, cleared.default_return_url), (None, None));
     assert!(cleared.checkout_origins.is_empty());
+    drop(conn);
+
+    // The event log pages by a cursor: every event once, newest first, 20 a page.
+    for i in 0..20 {
+        let name = format!("Shop {i}");
+        assert_eq!(owner.post("/dashboard/settings", &[("csrf", &csrf), ("company_name", &name)]).await.status, 303);
+    }
+    let mut conn = app.store.conn().await.unwrap();
+    let stored: Vec<String> = rows::list_events(&mut conn, shop.id, &Default::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    drop(conn);
+    assert!(stored.len() > 20, "{}", stored.len());
+    let ids_on = |html: &str| -> Vec<String> {
+        html.split("<article class=\"card event\" id=\"event-").skip(1).map(|rest| rest[..36].to_owned()).collect()
+    };
+    let mut shown = Vec::new();
+    let mut path = "/dashboard/developers/events".to_owned();
+    let mut pages = 1;
+    loop {
+        let page = owner.get(&path).await;
+        assert_eq!(page.status, 200);
+        let ids = ids_on(&page.body);
+        assert!(ids.len() <= 20);
+        shown.extend(ids);
+        let Some(end) = page.body.find("\" rel=\"next\">Older events</a>") else { break };
+        let start = page.body[..end].rfind("href=\"").unwrap() + 6;
+        path = page.body[start..end].replace("&amp;", "&");
+        pages += 1;
+    }
+    assert_eq!(shown, stored, "every event once, newest first");
+    assert_eq!(pages, stored.len().div_ceil(20), "{path}");
 }
