@@ -40,6 +40,9 @@ pub enum EventType {
     PayoutCancelled,
     SettlementForwarded,
     WebhookEndpointDisabled,
+    /// A test event a merchant sent one endpoint (`crate::webhook_endpoints::send_test`): delivered
+    /// to that endpoint alone, never to others (whatever they list).
+    WebhookEndpointTest,
     /// An API key was created (by the operator, another key or a dashboard member: `created_by`).
     ApiKeyCreated,
     /// An API key was revoked (`revoked_by` says by whom).
@@ -78,6 +81,7 @@ text_enum! {
         PayoutCancelled = "payout.cancelled",
         SettlementForwarded = "settlement.forwarded",
         WebhookEndpointDisabled = "webhook_endpoint.disabled",
+        WebhookEndpointTest = "webhook_endpoint.test",
         ApiKeyCreated = "api_key.created",
         ApiKeyRevoked = "api_key.revoked",
         BalanceUpdated = "balance.updated",

@@ -100,4 +100,5 @@ pub mod store;
 pub mod text_enum;
 pub mod time;
 pub mod wallet;
+pub mod webhook_endpoints;
 pub mod webhooks;

@@ -77,6 +77,33 @@ pub async fn record_invoice(
     Ok(id)
 }
 
+/// Records `endpoint`'s test event (`event_type`, about the endpoint, with `data`) and queues
+/// its one delivery, to that endpoint alone, in `tx`: the worker signs and sends it like any
+/// other. No other endpoint wants a test event ([`wants`]), so a redelivery goes to this one
+/// only too. Returns the event id.
+pub async fn record_test<T: Serialize>(
+    tx: &mut Tx,
+    endpoint: &Endpoint,
+    event_type: EventType,
+    data: &T,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    let created_at = now_ms();
+    let event = EventRecord {
+        id,
+        event_type,
+        resource_type: "webhook_endpoint".to_owned(),
+        resource_id: endpoint.id,
+        payload: payload(id, event_type, created_at, data),
+        created_at,
+    };
+    events::insert(tx, endpoint.merchant_id, &event).await?;
+    if webhooks::insert_delivery(tx, id, Some(endpoint.id), &endpoint.url, created_at).await? {
+        tx.deliveries_were_queued();
+    }
+    Ok(id)
+}
+
 /// Redelivers merchant `merchant_id`'s `event` (in `tx`): its deliveries start over (due now, a
 /// fresh retry schedule; earlier attempts stay recorded; not to endpoints since disabled or
 /// deleted), and endpoints that want it but never had it get one. The event keeps its id and
@@ -134,9 +161,10 @@ async fn queue(
 }
 
 /// Whether `endpoint` receives events of `event_type`: it is enabled and lists the type, or
-/// lists none (every type).
+/// lists none (every type). A test event is queued by [`record_test`] alone, for its endpoint.
 fn wants(endpoint: &Endpoint, event_type: EventType) -> bool {
-    endpoint.enabled
+    event_type != EventType::WebhookEndpointTest
+        && endpoint.enabled
         && (endpoint.enabled_events.is_empty() || endpoint.enabled_events.iter().any(|e| e == event_type.as_str()))
 }
 
@@ -180,7 +208,11 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        assert!(EventType::ALL.iter().all(|t| wants(&endpoint, *t)), "no list: every type");
+        assert!(
+            EventType::ALL.iter().filter(|t| **t != EventType::WebhookEndpointTest).all(|t| wants(&endpoint, *t)),
+            "no list: every type"
+        );
+        assert!(!wants(&endpoint, EventType::WebhookEndpointTest), "a test event goes to its endpoint alone");
         endpoint.enabled_events = vec!["invoice.paid".into()];
         assert!(wants(&endpoint, EventType::InvoicePaid));
         assert!(!wants(&endpoint, EventType::InvoiceCreated));

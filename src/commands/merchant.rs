@@ -79,16 +79,9 @@ pub async fn run(config: &Config, command: MerchantCommand) -> anyhow::Result<()
         MerchantCommand::SetCheckoutOrigins { merchant, origins } => {
             let mut checked = Vec::with_capacity(origins.len());
             for origin in &origins {
-                let url = url::Url::parse(origin).map_err(|e| anyhow::anyhow!("--origin {origin:?}: {e}"))?;
-                // An origin is exactly scheme://host[:port]: what a browser sends in `Origin`.
-                let normalized = url.origin().ascii_serialization();
-                anyhow::ensure!(
-                    matches!(url.scheme(), "https" | "http")
-                        && url.path() == "/"
-                        && url.query().is_none()
-                        && origin.trim_end_matches('/') == normalized,
-                    "--origin {origin:?} must be scheme://host[:port] with nothing after it (e.g. {normalized})"
-                );
+                // The dashboard's Settings page checks origins with the same rule.
+                let normalized = depositd_core::merchant::checkout_origin(origin)
+                    .map_err(|refused| anyhow::anyhow!("--origin {refused}"))?;
                 checked.push(normalized);
             }
             let found = super::find_merchant(&mut conn, &merchant).await?;

@@ -204,7 +204,15 @@ async fn session(
     let company = merchant.as_ref().map(|m| m.display_name().to_owned());
     let payments = invoices::payments(conn, invoice).await?;
     let confirmations = payments.iter().filter(|p| p.state == "detected").map(|p| p.confirmations).min().unwrap_or(0);
-    Ok(PaymentSession::build(state, invoice, company, confirmations))
+    let mut session = PaymentSession::build(state, invoice, company, confirmations);
+    // The merchant's default return URL (dashboard Settings) when the invoice names none.
+    if session.return_url.is_none()
+        && invoice.status == InvoiceStatus::Paid
+        && invoice.details.use_return_url != Some(false)
+    {
+        session.return_url = merchant.and_then(|m| m.default_return_url);
+    }
+    Ok(session)
 }
 
 /// How often a live stream looks for a change: a status change reaches the page within this

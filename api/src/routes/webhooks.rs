@@ -14,8 +14,9 @@ use depositd_core::outbox::{self, EventType};
 use depositd_core::store::webhooks::{self, CallbackSecret, EventFilter, EventRecord};
 use depositd_core::store::{Conn, StoreError};
 use depositd_core::time::now_ms;
+use depositd_core::webhook_endpoints::{self, Changes, CheckedUrl, EndpointError, NewEndpoint};
 use depositd_core::webhooks::Endpoint;
-use depositd_core::webhooks::{EVENT_TYPES, generate_secret};
+use depositd_core::webhooks::generate_secret;
 use depositd_webhooks::ssrf;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -94,60 +95,40 @@ pub struct UpdateWebhookEndpoint {
     enabled: Option<bool>,
 }
 
-/// Endpoints a merchant may have: every event goes to each, so there is a bound.
-const MAX_ENDPOINTS: i64 = 16;
-
-/// Refuses a URL another of the merchant's endpoints has (one destination, one delivery), and an
-/// endpoint beyond [`MAX_ENDPOINTS`].
-async fn check_usage(conn: &mut Conn, auth: &Authenticated, url: &str, except: Option<Uuid>) -> Result<(), ApiError> {
-    let (count, taken) = webhooks::endpoint_usage(conn, auth.merchant.id, url, except).await?;
-    if taken {
-        return Err(ApiError::Conflict {
-            code: "url_in_use",
-            message: "another of your webhook endpoints has this url".into(),
-            param: Some("url".into()),
-        });
-    }
-    if except.is_none() && count >= MAX_ENDPOINTS {
-        return Err(ApiError::Conflict {
-            code: "too_many_endpoints",
-            message: format!("at most {MAX_ENDPOINTS} webhook endpoints; delete one first"),
-            param: None,
-        });
-    }
-    Ok(())
-}
-
-/// A URL an endpoint may have: well-formed, https unless allowed, and not internal.
-async fn endpoint_url(state: &AppState, value: String) -> Result<String, ApiError> {
+/// The URL rules of a webhook endpoint, the one check for the API and the dashboard: well-formed,
+/// https unless `webhooks.allow_http`, and not internal (the delivery's SSRF guard, resolving the
+/// host). Call it before the transaction: a DNS lookup must not hold a lock.
+pub(crate) async fn endpoint_url(state: &AppState, value: String) -> Result<CheckedUrl, ApiError> {
     let settings = &state.config.settings.webhooks;
     let value = validate::url("url", Some(value), settings.allow_http)?.unwrap_or_default();
     let parsed = url::Url::parse(&value).map_err(|e| ApiError::invalid("url", "invalid_url", e.to_string()))?;
     ssrf::check_url_resolving(&parsed, settings.allow_http, settings.allow_private_targets)
         .await
         .map_err(|refused| ApiError::invalid("url", "url_not_allowed", format!("url: {refused}")))?;
-    Ok(value)
+    Ok(CheckedUrl::vouched(value))
 }
 
-fn event_types(value: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
-    let types = value.unwrap_or_default();
-    for (i, t) in types.iter().enumerate() {
-        if !EVENT_TYPES.contains(&t.as_str()) {
-            return Err(ApiError::invalid(
-                format!("enabled_events[{i}]"),
-                "invalid_event_type",
-                format!("{t:?} is not an event type (one of {})", EVENT_TYPES.join(", ")),
-            ));
+/// The API's answer to a refusal of the endpoint lifecycle.
+pub(crate) fn endpoint_error(error: EndpointError) -> ApiError {
+    match error {
+        EndpointError::Invalid { param, code, message } => ApiError::invalid(param, code, message),
+        EndpointError::UrlInUse => {
+            ApiError::Conflict { code: "url_in_use", message: error.to_string(), param: Some("url".into()) }
         }
+        EndpointError::TooMany => {
+            ApiError::Conflict { code: "too_many_endpoints", message: error.to_string(), param: None }
+        }
+        EndpointError::NotFound => ApiError::not_found("webhook endpoint"),
+        EndpointError::Disabled => {
+            ApiError::Conflict { code: "endpoint_disabled", message: error.to_string(), param: None }
+        }
+        EndpointError::Store(error) => error.into(),
     }
-    let mut types = types;
-    types.sort();
-    types.dedup();
-    Ok(types)
 }
 
-fn description(value: Option<String>) -> Result<Option<String>, ApiError> {
-    validate::text("description", value, 255)
+/// The rotation grace period of the configuration, in milliseconds.
+pub(crate) fn grace_ms(state: &AppState) -> i64 {
+    (state.config.settings.webhooks.secret_rotation_grace_secs as i64) * 1000
 }
 
 #[utoipa::path(
@@ -167,28 +148,16 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
     let request: CreateWebhookEndpoint = extract::json(body)?;
-    let now = now_ms();
-    let secret = generate_secret();
-    let endpoint = Endpoint {
-        id: Uuid::now_v7(),
-        merchant_id: auth.merchant.id,
+    let new = NewEndpoint {
         url: endpoint_url(&state, request.url).await?,
-        description: description(request.description)?,
-        enabled_events: event_types(request.enabled_events)?,
-        enabled: true,
-        disabled_reason: None,
-        secret_sealed: state.webhook_secrets.seal(&secret),
-        previous_secret_sealed: None,
-        previous_secret_expires_at: None,
-        last_success_at: None,
-        created_at: now,
-        updated_at: now,
+        enabled_events: request.enabled_events.unwrap_or_default(),
+        description: request.description,
     };
     let mut tx = state.store.begin().await?;
-    check_usage(&mut tx, &auth, &endpoint.url, None).await?;
-    webhooks::insert_endpoint(&mut tx, &endpoint).await?;
+    let (endpoint, secret) = webhook_endpoints::create(&mut tx, auth.merchant.id, new, &state.webhook_secrets)
+        .await
+        .map_err(endpoint_error)?;
     tx.commit().await.map_err(StoreError::from)?;
-    tracing::info!(endpoint_id = %endpoint.id, merchant_id = %endpoint.merchant_id, "webhook endpoint created");
     let resource = WebhookEndpointResource::build(&endpoint, Some(secret.expose_secret().to_owned()));
     Ok((StatusCode::CREATED, Json(resource)).into_response())
 }
@@ -288,30 +257,15 @@ pub async fn update(
         Some(url) => Some(endpoint_url(&state, url).await?),
         None => None,
     };
+    let id = extract::path_id("webhook endpoint", &id)?;
+    let changes = Changes {
+        url: new_url,
+        enabled_events: request.enabled_events,
+        description: request.description.map(Some),
+        enabled: request.enabled,
+    };
     let mut tx = state.store.begin().await?;
-    let mut endpoint = load(&mut tx, &auth, &id).await?;
-    if let Some(url) = new_url {
-        check_usage(&mut tx, &auth, &url, Some(endpoint.id)).await?;
-        endpoint.url = url;
-    }
-    if request.enabled_events.is_some() {
-        endpoint.enabled_events = event_types(request.enabled_events)?;
-    }
-    if request.description.is_some() {
-        endpoint.description = description(request.description)?;
-    }
-    match request.enabled {
-        Some(true) => {
-            endpoint.enabled = true;
-            endpoint.disabled_reason = None;
-        }
-        Some(false) => {
-            endpoint.enabled = false;
-            endpoint.disabled_reason = Some("disabled by the merchant".into());
-        }
-        None => {}
-    }
-    webhooks::update_endpoint(&mut tx, &endpoint).await.map_err(not_found_endpoint)?;
+    let endpoint = webhook_endpoints::update(&mut tx, auth.merchant.id, id, changes).await.map_err(endpoint_error)?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(WebhookEndpointResource::build(&endpoint, None)))
 }
@@ -342,9 +296,7 @@ pub async fn delete(
     auth.require(Scope::WebhooksWrite)?;
     let id = extract::path_id("webhook endpoint", &id)?;
     let mut tx = state.store.begin().await?;
-    if !webhooks::delete_endpoint(&mut tx, auth.merchant.id, id).await? {
-        return Err(ApiError::not_found("webhook endpoint"));
-    }
+    webhook_endpoints::delete(&mut tx, auth.merchant.id, id).await.map_err(endpoint_error)?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(Deleted { id, object: "webhook_endpoint", deleted: true }))
 }
@@ -364,26 +316,18 @@ pub async fn rotate_secret(
     PathId(id): PathId,
 ) -> Result<Json<WebhookEndpointResource>, ApiError> {
     auth.require(Scope::WebhooksWrite)?;
+    let id = extract::path_id("webhook endpoint", &id)?;
     let mut tx = state.store.begin().await?;
-    let mut endpoint = load(&mut tx, &auth, &id).await?;
-    let secret = generate_secret();
-    endpoint.previous_secret_sealed =
-        Some(std::mem::replace(&mut endpoint.secret_sealed, state.webhook_secrets.seal(&secret)));
-    endpoint.previous_secret_expires_at = Some(grace_until(&state));
-    webhooks::update_endpoint(&mut tx, &endpoint).await.map_err(not_found_endpoint)?;
+    let (endpoint, secret) =
+        webhook_endpoints::rotate_secret(&mut tx, auth.merchant.id, id, &state.webhook_secrets, grace_ms(&state))
+            .await
+            .map_err(endpoint_error)?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(WebhookEndpointResource::build(&endpoint, Some(secret.expose_secret().to_owned()))))
 }
 
-fn not_found_endpoint(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound => ApiError::not_found("webhook endpoint"),
-        other => other.into(),
-    }
-}
-
 fn grace_until(state: &AppState) -> i64 {
-    now_ms() + (state.config.settings.webhooks.secret_rotation_grace_secs as i64) * 1000
+    now_ms() + grace_ms(state)
 }
 
 /// The callback signing secret, as shown when it is (re)created. (No `Debug`: it is a secret.)

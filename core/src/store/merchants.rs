@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::codec::{Text, opt};
 use super::{Conn, StoreError, parse_column};
 use crate::fees::FeeSchedule;
-use crate::merchant::{Merchant, MerchantStatus};
+use crate::merchant::{Merchant, MerchantSettings, MerchantStatus};
 use crate::money::BaseUnits;
 use crate::time::now_ms;
 
@@ -20,6 +20,8 @@ struct MerchantRow {
     payment_tolerance_percent: Text<Decimal>,
     min_invoice_amount: Option<Text<Decimal>>,
     max_invoice_amount: Option<Text<Decimal>>,
+    default_return_url: Option<String>,
+    checkout_origins: Option<String>,
     created_at: i64,
 }
 
@@ -35,13 +37,19 @@ impl TryFrom<MerchantRow> for Merchant {
             payment_tolerance_percent: row.payment_tolerance_percent.0,
             min_invoice_amount: opt(row.min_invoice_amount),
             max_invoice_amount: opt(row.max_invoice_amount),
+            default_return_url: row.default_return_url,
+            checkout_origins: match row.checkout_origins {
+                Some(json) => serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("merchants.checkout_origins: {e}")))?,
+                None => Vec::new(),
+            },
             created_at: row.created_at,
         })
     }
 }
 
 const COLUMNS: &str = "id, name, company_name, status, fee_percent, payment_tolerance_percent, min_invoice_amount, \
-    max_invoice_amount, created_at";
+    max_invoice_amount, default_return_url, checkout_origins, created_at";
 
 #[derive(Debug, Clone)]
 pub struct NewMerchant {
@@ -63,6 +71,8 @@ pub async fn insert(conn: &mut Conn, new: &NewMerchant) -> Result<Merchant, Stor
         payment_tolerance_percent: Decimal::ZERO,
         min_invoice_amount: new.min_invoice_amount,
         max_invoice_amount: new.max_invoice_amount,
+        default_return_url: None,
+        checkout_origins: Vec::new(),
         created_at: now_ms(),
     };
     sqlx::query(
@@ -230,6 +240,25 @@ pub async fn set_checkout_origins(conn: &mut Conn, id: Uuid, origins: &[String])
         .bind(Text(id))
         .execute(&mut *conn)
         .await?;
+    super::key_changes::changed();
+    if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+/// Sets what the dashboard's Settings page changes (checked by the caller: `merchant::company_name`,
+/// `merchant::checkout_origins`, a URL check for the return URL).
+#[tracing::instrument(skip(conn, settings))]
+pub async fn set_settings(conn: &mut Conn, id: Uuid, settings: &MerchantSettings) -> Result<(), StoreError> {
+    let origins = &settings.checkout_origins;
+    let origins = (!origins.is_empty()).then(|| serde_json::json!(origins).to_string());
+    let done = sqlx::query(
+        "UPDATE merchants SET company_name = $1, default_return_url = $2, checkout_origins = $3 WHERE id = $4",
+    )
+    .bind(&settings.company_name)
+    .bind(&settings.default_return_url)
+    .bind(origins)
+    .bind(Text(id))
+    .execute(&mut *conn)
+    .await?;
     super::key_changes::changed();
     if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }

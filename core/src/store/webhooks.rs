@@ -198,6 +198,39 @@ pub async fn delete_endpoint(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Re
     Ok(true)
 }
 
+/// How one endpoint has been failing lately: its failed attempts (no answer, or an answer other
+/// than 2xx) since a moment, and when the last one was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointFailures {
+    pub endpoint_id: Uuid,
+    pub failures: i64,
+    pub last_failure_at: i64,
+}
+
+/// Failed attempts to each of merchant `merchant_id`'s endpoints since `since` (epoch ms);
+/// endpoints without one are not listed.
+#[tracing::instrument(skip(conn))]
+pub async fn recent_failures(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    since: i64,
+) -> Result<Vec<EndpointFailures>, StoreError> {
+    let rows: Vec<(Text<Uuid>, i64, i64)> = sqlx::query_as(
+        "SELECT d.endpoint_id, COUNT(*), MAX(a.attempted_at) FROM webhook_attempts a \
+         JOIN webhook_deliveries d ON d.id = a.delivery_id JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+         WHERE w.merchant_id = $1 AND a.attempted_at >= $2 \
+         AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299) GROUP BY d.endpoint_id",
+    )
+    .bind(Text(merchant_id))
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, failures, last)| EndpointFailures { endpoint_id: id.0, failures, last_failure_at: last })
+        .collect())
+}
+
 /// Marks an endpoint's pending deliveries failed (it was deleted or disabled: they go nowhere).
 #[tracing::instrument(skip(conn))]
 async fn drop_pending(conn: &mut Conn, endpoint_id: Uuid, now: i64) -> Result<(), StoreError> {

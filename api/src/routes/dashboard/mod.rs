@@ -19,10 +19,14 @@
 //! - [`sign_in`]: sign in, log out (here or everywhere), accept an invite.
 //! - [`overview`]: balances per chain and asset.
 //! - [`developers`]: API keys (list, create with the secret shown once, revoke).
+//! - [`webhooks`], [`events`], [`settings`]: webhook endpoints (health, create, edit, enable and disable, rotate, delete, test event), the event log with every attempt and redeliver, the shop's settings.
 
 pub mod developers;
+pub mod events;
 pub mod overview;
+pub mod settings;
 pub mod sign_in;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,6 +64,17 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/invite/{token}", get(sign_in::invite_page).post(sign_in::accept_invite))
         .route("/dashboard/developers/api-keys", get(developers::api_keys).post(developers::create_api_key))
         .route("/dashboard/developers/api-keys/{id}/revoke", post(developers::revoke_api_key))
+        .route("/dashboard/developers/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/dashboard/developers/webhooks/{id}", get(webhooks::show).post(webhooks::update))
+        .route("/dashboard/developers/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/dashboard/developers/webhooks/{id}/disable", post(webhooks::disable))
+        .route("/dashboard/developers/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/dashboard/developers/webhooks/{id}/delete", post(webhooks::delete))
+        .route("/dashboard/developers/webhooks/{id}/test", post(webhooks::send_test))
+        .route("/dashboard/developers/events", get(events::list))
+        .route("/dashboard/developers/events/{id}", get(events::show))
+        .route("/dashboard/developers/events/{id}/redeliver", post(events::redeliver))
+        .route("/dashboard/settings", get(settings::page).post(settings::save))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 
