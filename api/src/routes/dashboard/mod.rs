@@ -19,10 +19,14 @@
 //! - [`sign_in`]: sign in, log out (here or everywhere), accept an invite.
 //! - [`overview`]: balances per chain and asset.
 //! - [`developers`]: API keys (list, create with the secret shown once, revoke).
+//! - [`invoices`] and [`static_addresses`]: invoices (filtered list, detail that refreshes until
+//!   final, a test invoice, cancel) and static addresses (list, create, detail, disable).
 
 pub mod developers;
+pub mod invoices;
 pub mod overview;
 pub mod sign_in;
+pub mod static_addresses;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,6 +64,13 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/invite/{token}", get(sign_in::invite_page).post(sign_in::accept_invite))
         .route("/dashboard/developers/api-keys", get(developers::api_keys).post(developers::create_api_key))
         .route("/dashboard/developers/api-keys/{id}/revoke", post(developers::revoke_api_key))
+        .route("/dashboard/invoices", get(invoices::list))
+        .route("/dashboard/invoices/new", get(invoices::new_form).post(invoices::create))
+        .route("/dashboard/invoices/{id}", get(invoices::show))
+        .route("/dashboard/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/dashboard/static-addresses", get(static_addresses::list).post(static_addresses::create))
+        .route("/dashboard/static-addresses/{id}", get(static_addresses::show))
+        .route("/dashboard/static-addresses/{id}/disable", post(static_addresses::disable))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 
