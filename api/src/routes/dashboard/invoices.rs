@@ -798,3 +798,20 @@ pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: By
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::date_ms;
+
+    #[test]
+    fn dates_are_utc_midnights_and_impossible_ones_are_refused() {
+        assert_eq!(date_ms("1970-01-01"), Some(0));
+        // 2026-02-25T12:00:00Z is 1772020800 (core::time's test), so its midnight is 12 h before.
+        assert_eq!(date_ms("2026-02-25"), Some(1_772_020_800_000 - 43_200_000));
+        assert_eq!(date_ms("2024-02-29").map(|ms| ms + 86_400_000), date_ms("2024-03-01"));
+        for bad in ["2023-02-29", "2026-13-01", "2026-00-10", "2026-04-31", "26-01-01", "2026-1-01", "2026-01-01x", ""]
+        {
+            assert_eq!(date_ms(bad), None, "{bad}");
+        }
+    }
+}
