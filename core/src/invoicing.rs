@@ -10,6 +10,9 @@
 //! currencies, chains and assets, expiry bounds, the price, the fee and the address are the
 //! product's, and are decided here.
 //!
+//! [`cancel`] ends a pending, unpaid invoice at the merchant's request (the API's and the
+//! dashboard's one rule for it).
+//!
 //! [`mark`] is the merchant's manual resolution of an invoice (BTCPay's "mark as settled / mark
 //! invalid"): a status and a recorded reason, never money (see its doc for the rules).
 
@@ -438,6 +441,40 @@ pub async fn create(
     })?;
     let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
     outbox::record_invoice(tx, EventType::InvoiceCreated, &invoice, &resource).await?;
+    Ok((invoice, resource))
+}
+
+/// Why an invoice was not cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("no such invoice")]
+    NotFound,
+    /// Not pending, or a payment was seen: the status it is in.
+    #[error("only a pending invoice with nothing paid can be cancelled; this one is {0}")]
+    NotCancellable(InvoiceStatus),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Cancels merchant `merchant_id`'s invoice `id` in the caller's transaction and announces it
+/// (`invoice.cancelled`, carrying the resource with its payments, which is returned). Only a
+/// `pending` invoice with nothing paid and no payment awaiting confirmations may be cancelled:
+/// the store's compare-and-set (`invoices::cancel`) decides, so a payment detected concurrently
+/// wins. The merchant API (`POST /api/v1/invoices/{id}/cancel`) and the dashboard call this.
+pub async fn cancel(
+    tx: &mut Tx,
+    ctx: Context<'_>,
+    merchant_id: Uuid,
+    id: Uuid,
+) -> Result<(Invoice, InvoiceResource), CancelError> {
+    let before = invoices::get(tx, merchant_id, id).await?.ok_or(CancelError::NotFound)?;
+    if !invoices::cancel(tx, merchant_id, id).await? {
+        return Err(CancelError::NotCancellable(before.status));
+    }
+    let invoice = invoices::get(tx, merchant_id, id).await?.ok_or(CancelError::NotFound)?;
+    let payments = invoices::payments(tx, &invoice).await?;
+    let resource = InvoiceResource::build(&invoice, payments, &ctx.config.settings.api.public_url, ctx.sessions);
+    outbox::record_invoice(tx, EventType::InvoiceCancelled, &invoice, &resource).await?;
     Ok((invoice, resource))
 }
 

@@ -55,6 +55,8 @@
 //!   refund, the operator's revenue), once, with a reason, for the CLI and the operator API alike.
 //! - [`secret`]: wrappers that keep secrets (database passwords) out of `Debug` and logs.
 //! - [`static_address`]: reusable deposit addresses and the resource the API shows.
+//! - [`static_addresses`]: the static address lifecycle (create, disable, their events) for the
+//!   merchant API and the dashboard alike.
 //! - [`store`]: one store layer over SQLite and PostgreSQL (sqlx `Any`), migrations, and the
 //!   queries grouped by table (`store::merchants`, `store::api_keys`, ...).
 //! - [`text_enum`]: enums stored as TEXT: one word table per enum gives `as_str`, `FromStr`,
@@ -96,6 +98,7 @@ pub mod resolution;
 pub mod resolutions;
 pub mod secret;
 pub mod static_address;
+pub mod static_addresses;
 pub mod store;
 pub mod text_enum;
 pub mod time;

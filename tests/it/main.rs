@@ -16,6 +16,7 @@ mod creation_path;
 mod daemon;
 mod dashboard;
 mod dashboard_developers;
+mod dashboard_invoices;
 mod dev;
 mod docker;
 mod fault_proxy;

@@ -9,8 +9,7 @@ use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::{Invoice, InvoiceDetails, InvoiceResource, InvoiceStatus, MarkStatus};
 use depositd_core::invoice_views::InvoiceView;
-use depositd_core::invoicing::{self, InvoiceRequest, MarkError, MarkRequest, OptionRequest};
-use depositd_core::outbox::{self, EventType};
+use depositd_core::invoicing::{self, CancelError, InvoiceRequest, MarkError, MarkRequest, OptionRequest};
 use depositd_core::store::invoices::{self, InvoiceFilter};
 use depositd_core::store::{Conn, StoreError};
 use governor::clock::{Clock, DefaultClock};
@@ -269,6 +268,7 @@ pub async fn list(
         customer_id: query.customer_id,
         created_after: query.created_after,
         starting_after: page.starting_after,
+        ..InvoiceFilter::default()
     };
     let mut conn = state.store.conn().await?;
     let (found, has_more) = page.finish(invoices::list(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
@@ -297,24 +297,21 @@ pub async fn cancel(
     auth.require(Scope::InvoicesWrite)?;
     let id = extract::path_id("invoice", &id)?;
     let mut tx = state.store.begin().await?;
-    let Some(before) = invoices::get(&mut tx, auth.merchant.id, id).await? else {
-        return Err(ApiError::not_found("invoice"));
-    };
-    if !invoices::cancel(&mut tx, auth.merchant.id, id).await? {
-        return Err(ApiError::Conflict {
-            code: "invoice_not_cancellable",
-            message: format!(
-                "only a pending invoice with nothing paid can be cancelled; this one is {}",
-                before.status
-            ),
-            param: None,
-        });
-    }
-    let invoice = invoices::get(&mut tx, auth.merchant.id, id).await?.ok_or_else(|| ApiError::not_found("invoice"))?;
-    let resource = resource(&state, &mut tx, &invoice).await?;
-    outbox::record_invoice(&mut tx, EventType::InvoiceCancelled, &invoice, &resource).await?;
+    let (_, resource) =
+        invoicing::cancel(&mut tx, state.invoicing(), auth.merchant.id, id).await.map_err(cancel_error)?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Json(resource))
+}
+
+/// A cancellation's refusal as the API answers it.
+fn cancel_error(error: CancelError) -> ApiError {
+    match error {
+        CancelError::NotFound => ApiError::not_found("invoice"),
+        error @ CancelError::NotCancellable(_) => {
+            ApiError::Conflict { code: "invoice_not_cancellable", message: error.to_string(), param: None }
+        }
+        CancelError::Store(e) => e.into(),
+    }
 }
 
 /// The request body of a mark. Unknown fields are refused.

@@ -6,12 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use depositd_core::api_key::Scope;
-use depositd_core::deposit_address::AddressPurpose;
-use depositd_core::outbox::{self, EventType, Subject};
 use depositd_core::static_address::{StaticAddress, StaticAddressResource, StaticAddressStatus};
-use depositd_core::store::deposit_addresses;
+use depositd_core::static_addresses::{self as static_address_lifecycle, NewStaticAddress};
 use depositd_core::store::{StoreError, static_addresses};
-use depositd_core::time::now_ms;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -40,8 +37,7 @@ impl Creation for CreateStaticAddress {
 }
 
 fn resource(state: &AppState, address: &StaticAddress) -> StaticAddressResource {
-    let token = state.config.chain(&address.chain).and_then(|c| c.asset(&address.asset)).and_then(|a| a.token_address);
-    StaticAddressResource::build(address, token)
+    static_address_lifecycle::resource(&state.config, address)
 }
 
 #[utoipa::path(
@@ -68,32 +64,8 @@ pub async fn create(
     let callback_url = validate::callback_url("callback_url", request.callback_url, &state.config)?;
 
     let mut tx = idempotency::begin(&state.store, &guard).await?;
-    let deposit = deposit_addresses::allocate(&mut tx, &state.wallet, AddressPurpose::Static).await?;
-    let address = StaticAddress {
-        id: Uuid::now_v7(),
-        merchant_id: auth.merchant.id,
-        customer_id,
-        chain: chain.name.clone(),
-        chain_id: chain.chain_id,
-        asset: asset.symbol.to_owned(),
-        deposit_address_id: deposit.id,
-        address: deposit.address,
-        metadata,
-        callback_url,
-        status: StaticAddressStatus::Active,
-        created_at: now_ms(),
-        disabled_at: None,
-    };
-    static_addresses::insert(&mut tx, &address).await?;
-    let resource = StaticAddressResource::build(&address, asset.token_address);
-    outbox::record(
-        &mut tx,
-        address.merchant_id,
-        EventType::StaticAddressCreated,
-        Subject::static_address(&address),
-        &resource,
-    )
-    .await?;
+    let new = NewStaticAddress { customer_id, chain, asset, metadata, callback_url };
+    let (_, resource) = static_address_lifecycle::create(&mut tx, &state.wallet, auth.merchant.id, new).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     idempotency::commit(guard, tx, StatusCode::CREATED, body).await
 }
@@ -196,24 +168,9 @@ pub async fn disable(
     auth.require(Scope::InvoicesWrite)?;
     let id = extract::path_id("static address", &id)?;
     let mut tx = state.store.begin().await?;
-    let Some(before) = static_addresses::get(&mut tx, auth.merchant.id, id).await? else {
-        return Err(ApiError::not_found("static address"));
-    };
-    static_addresses::disable(&mut tx, auth.merchant.id, id).await?;
-    let address = static_addresses::get(&mut tx, auth.merchant.id, id)
+    let disabled = static_address_lifecycle::disable(&mut tx, &state.config, auth.merchant.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("static address"))?;
-    let resource = resource(&state, &address);
-    if before.status == StaticAddressStatus::Active {
-        outbox::record(
-            &mut tx,
-            address.merchant_id,
-            EventType::StaticAddressDisabled,
-            Subject::static_address(&address),
-            &resource,
-        )
-        .await?;
-    }
     tx.commit().await.map_err(StoreError::from)?;
-    Ok(Json(resource))
+    Ok(Json(disabled.resource))
 }

@@ -345,13 +345,27 @@ pub struct InvoiceFilter {
     pub status: Option<InvoiceStatus>,
     pub external_id: Option<String>,
     pub customer_id: Option<String>,
+    /// The customer's id or e-mail address (the e-mail compared without case).
+    pub customer: Option<String>,
+    /// Only invoices carrying this payment flag.
+    pub flag: Option<PaymentFlag>,
+    /// Only the invoices a static address auto-created.
+    pub static_address_id: Option<Uuid>,
     /// Epoch milliseconds, exclusive.
     pub created_after: Option<i64>,
+    /// Epoch milliseconds, inclusive.
+    pub created_from: Option<i64>,
+    /// Epoch milliseconds, exclusive.
+    pub created_before: Option<i64>,
     /// Cursor: only invoices older than this one (ids are time-ordered UUIDv7).
     pub starting_after: Option<Uuid>,
+    /// Cursor backwards: only invoices newer than this one; the page is the `limit` invoices just
+    /// newer than it (still returned newest first). Ignored when `starting_after` is set.
+    pub ending_before: Option<Uuid>,
 }
 
-/// Newest first, at most `limit` (the caller asks for one more to learn `has_more`).
+/// Newest first, at most `limit` (the caller asks for one more to learn `has_more`: the last
+/// one, or with `ending_before` the first one, the newest, which says there is a page before).
 #[tracing::instrument(skip(conn))]
 pub async fn list(
     conn: &mut Conn,
@@ -360,29 +374,45 @@ pub async fn list(
     limit: u32,
 ) -> Result<Vec<Invoice>, StoreError> {
     // Each filter is a fixed clause that is neutral when its parameter is NULL, so the SQL text is
-    // constant (one prepared statement) and no value is ever spliced into it.
+    // constant (one of two prepared statements, by direction) and no value is ever spliced into it.
+    let backwards = filter.starting_after.is_none() && filter.ending_before.is_some();
+    let (cursor, order) = if backwards { ("id > $6", "ASC") } else { ("id < $6", "DESC") };
     let sql = format!(
         "SELECT {COLUMNS} FROM invoices WHERE merchant_id = $1 \
          AND ($2 IS NULL OR status = $2) \
          AND ($3 IS NULL OR external_id = $3) \
          AND ($4 IS NULL OR customer_id = $4) \
          AND ($5 IS NULL OR created_at > $5) \
-         AND ($6 IS NULL OR id < $6) \
-         ORDER BY id DESC LIMIT $7"
+         AND ($6 IS NULL OR {cursor}) \
+         AND ($8 IS NULL OR customer_id = $8 OR LOWER(customer_email) = LOWER($8)) \
+         AND ($9 IS NULL OR (',' || payment_flags || ',') LIKE $9) \
+         AND ($10 IS NULL OR static_address_id = $10) \
+         AND ($11 IS NULL OR created_at >= $11) \
+         AND ($12 IS NULL OR created_at < $12) \
+         ORDER BY id {order} LIMIT $7"
     );
+    let cursor = if backwards { filter.ending_before } else { filter.starting_after };
     let rows: Vec<InvoiceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(Text(merchant_id))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.external_id)
         .bind(&filter.customer_id)
         .bind(filter.created_after)
-        .bind(filter.starting_after.map(Text))
+        .bind(cursor.map(Text))
         .bind(limit as i64)
+        .bind(&filter.customer)
+        .bind(filter.flag.map(|f| format!("%,{},%", f.as_str())))
+        .bind(filter.static_address_id.map(Text))
+        .bind(filter.created_from)
+        .bind(filter.created_before)
         .fetch_all(&mut *conn)
         .await?;
     let mut invoices = Vec::with_capacity(rows.len());
     for row in rows {
         invoices.push(complete(conn, row).await?);
+    }
+    if backwards {
+        invoices.reverse();
     }
     Ok(invoices)
 }

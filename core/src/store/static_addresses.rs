@@ -149,6 +149,70 @@ pub async fn list(
     rows.into_iter().map(StaticAddress::try_from).collect()
 }
 
+/// A transfer to a static address, as its page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticDeposit {
+    pub id: Uuid,
+    pub chain_id: u64,
+    pub tx_hash: String,
+    pub block_number: u64,
+    pub asset: String,
+    pub amount: BaseUnits,
+    /// `detected`, `confirmed`, `reorged`, `reversed` or `rejected`.
+    pub state: String,
+    /// The invoice it auto-created, once confirmed.
+    pub invoice_id: Option<Uuid>,
+    pub detected_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct StaticDepositRow {
+    id: Text<Uuid>,
+    chain_id: i64,
+    tx_hash: String,
+    block_number: i64,
+    asset: String,
+    amount_base_units: Text<BaseUnits>,
+    state: String,
+    invoice_id: Option<Text<Uuid>>,
+    detected_at: i64,
+}
+
+/// The newest `limit` transfers to merchant `merchant_id`'s static address `id`, newest first.
+#[tracing::instrument(skip(conn))]
+pub async fn deposits(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    id: Uuid,
+    limit: u32,
+) -> Result<Vec<StaticDeposit>, StoreError> {
+    let rows: Vec<StaticDepositRow> = sqlx::query_as(
+        "SELECT d.id, d.chain_id, d.tx_hash, d.block_number, d.asset, d.amount_base_units, d.state, d.invoice_id, \
+                d.detected_at \
+         FROM deposits d JOIN static_addresses s ON s.id = d.static_address_id \
+         WHERE s.id = $1 AND s.merchant_id = $2 ORDER BY d.id DESC LIMIT $3",
+    )
+    .bind(Text(id))
+    .bind(Text(merchant_id))
+    .bind(limit as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| StaticDeposit {
+            id: r.id.0,
+            chain_id: r.chain_id as u64,
+            tx_hash: r.tx_hash,
+            block_number: r.block_number as u64,
+            asset: r.asset,
+            amount: r.amount_base_units.0,
+            state: r.state,
+            invoice_id: r.invoice_id.map(|i| i.0),
+            detected_at: r.detected_at,
+        })
+        .collect())
+}
+
 /// Disables an address: later deposits are no longer credited to an auto-invoice. Idempotent.
 #[tracing::instrument(skip(conn))]
 pub async fn disable(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {

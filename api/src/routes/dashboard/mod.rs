@@ -19,13 +19,19 @@
 //! - [`sign_in`]: sign in, log out (here or everywhere), accept an invite.
 //! - [`overview`]: balances per chain and asset.
 //! - [`developers`]: API keys (list, create with the secret shown once, revoke).
-//! - [`webhooks`], [`events`], [`settings`]: webhook endpoints (health, create, edit, enable and disable, rotate, delete, test event), the event log with every attempt and redeliver, the shop's settings.
+//! - [`webhooks`], [`events`], [`settings`]: webhook endpoints (health, create, edit, enable and
+//!   disable, rotate, delete, test event), the event log with every attempt and redeliver, the
+//!   shop's settings.
+//! - [`invoices`] and [`static_addresses`]: invoices (filtered list, detail that refreshes until
+//!   final, a test invoice, cancel) and static addresses (list, create, detail, disable).
 
 pub mod developers;
 pub mod events;
+pub mod invoices;
 pub mod overview;
 pub mod settings;
 pub mod sign_in;
+pub mod static_addresses;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -75,6 +81,13 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/developers/events/{id}", get(events::show))
         .route("/dashboard/developers/events/{id}/redeliver", post(events::redeliver))
         .route("/dashboard/settings", get(settings::page).post(settings::save))
+        .route("/dashboard/invoices", get(invoices::list))
+        .route("/dashboard/invoices/new", get(invoices::new_form).post(invoices::create))
+        .route("/dashboard/invoices/{id}", get(invoices::show))
+        .route("/dashboard/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/dashboard/static-addresses", get(static_addresses::list).post(static_addresses::create))
+        .route("/dashboard/static-addresses/{id}", get(static_addresses::show))
+        .route("/dashboard/static-addresses/{id}/disable", post(static_addresses::disable))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 
