@@ -19,9 +19,12 @@
 //! - [`sign_in`]: sign in, log out (here or everywhere), accept an invite.
 //! - [`overview`]: balances per chain and asset.
 //! - [`developers`]: API keys (list, create with the secret shown once, revoke).
+//! - [`ledger`] and [`payouts`]: balances and the journal (filters, running balances, CSV export); payouts (list, detail, create confirmed with the password, cancel) and an invoice's refund.
 
 pub mod developers;
+pub mod ledger;
 pub mod overview;
+pub mod payouts;
 pub mod sign_in;
 
 use std::collections::HashMap;
@@ -60,6 +63,14 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/invite/{token}", get(sign_in::invite_page).post(sign_in::accept_invite))
         .route("/dashboard/developers/api-keys", get(developers::api_keys).post(developers::create_api_key))
         .route("/dashboard/developers/api-keys/{id}/revoke", post(developers::revoke_api_key))
+        .route("/dashboard/ledger", get(ledger::page))
+        .route("/dashboard/ledger.csv", get(ledger::export))
+        .route("/dashboard/payouts", get(payouts::list).post(payouts::create))
+        .route("/dashboard/payouts/new", get(payouts::new_form).post(payouts::review))
+        .route("/dashboard/payouts/{id}", get(payouts::detail))
+        .route("/dashboard/payouts/{id}/cancel", post(payouts::cancel))
+        .route("/dashboard/invoices/{id}/refund", get(payouts::refund_form).post(payouts::refund_review))
+        .route("/dashboard/invoices/{id}/refund/confirm", post(payouts::refund_create))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 
