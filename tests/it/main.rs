@@ -15,6 +15,7 @@ mod cold;
 mod creation_path;
 mod daemon;
 mod dashboard;
+mod dashboard_money;
 mod dev;
 mod docker;
 mod fault_proxy;
