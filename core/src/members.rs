@@ -343,6 +343,50 @@ pub async fn sign_in(
     Ok((member, opened))
 }
 
+/// Checks that signed-in `member` re-entered their own `password` (the dashboard asks before
+/// money moves), from `client`: throttled and counted like a sign-in (a wrong password is a failed
+/// attempt of the account; a right one forgets its failures), verified against the hash stored
+/// now. A wrong password is [`MemberError::WrongCredentials`].
+#[tracing::instrument(skip(store, member, password), fields(user_id = %member.id))]
+pub async fn reauthenticate(
+    store: &Store,
+    member: &Member,
+    password: &SecretString,
+    client: &str,
+) -> Result<(), MemberError> {
+    let now = now_ms();
+    let window = THROTTLE_WINDOW.as_millis() as i64;
+    let turn = argon2_turn().await?;
+    let stored = {
+        let mut tx = store.begin().await?;
+        let (by_email, by_client) = members::record_attempt(&mut tx, &member.email, client, now, now - window).await?;
+        let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
+        let throttled = if by_email.count > MAX_FAILURES_PER_ACCOUNT {
+            Some(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) })
+        } else if by_client.count > MAX_FAILURES_PER_CLIENT {
+            Some(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) })
+        } else {
+            None
+        };
+        if let Some(throttled) = throttled {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Err(throttled);
+        }
+        let stored = members::get(&mut tx, member.id).await?.and_then(|m| m.password_hash);
+        tx.commit().await.map_err(StoreError::from)?;
+        stored
+    };
+    let good = verify_password(password, stored).await;
+    drop(turn);
+    if !good {
+        return Err(MemberError::WrongCredentials);
+    }
+    let mut tx = store.begin().await?;
+    members::clear_failures(&mut tx, &member.email).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
 /// Opens a session for member `user_id` in `tx`.
 pub async fn open_session(tx: &mut Tx, user_id: Uuid) -> Result<OpenedSession, StoreError> {
     let now = now_ms();

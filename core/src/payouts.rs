@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::chain_tx::{ChainTx, Purpose, TxState};
 use crate::config::{ChainConfig, SettlerSettings};
 use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, SessionSigner};
-use crate::ledger::{AccountKind, LedgerError, settlement};
+use crate::ledger::{self, Account, AccountKind, LedgerError, settlement};
 use crate::money::BaseUnits;
 use crate::outbox::{self, EventType, Subject};
 use crate::payout::{Payout, PayoutKind, PayoutResource, PayoutStatus};
@@ -251,6 +251,51 @@ fn paid_in(invoice: &Invoice, chain_id: u64, asset: &str) -> BaseUnits {
     invoice.options.iter().find(|o| o.is(chain_id, asset)).map(|o| o.amount_paid_base_units).unwrap_or_default()
 }
 
+/// The refusal of `new` when `balance` is available and it needs its amount plus `fee_reserve`.
+fn insufficient(new: &NewPayout, balance: BaseUnits, fee_reserve: BaseUnits) -> PayoutError {
+    let show = |v: BaseUnits| format!("{} {}", v.to_display(new.decimals), new.asset);
+    let needed = new.amount.checked_add(fee_reserve).unwrap_or(new.amount);
+    PayoutError::InsufficientFunds(format!(
+        "insufficient available balance: {} is available, the {} needs {} ({} plus a network fee reserve of {})",
+        show(balance),
+        new.kind.as_str(),
+        show(needed),
+        show(new.amount),
+        show(fee_reserve)
+    ))
+}
+
+/// What [`create`] would hold for a payout or refund, without holding it: the network fee
+/// reserve, the available balance now and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preview {
+    pub fee_reserve: BaseUnits,
+    pub available: BaseUnits,
+    pub available_after: BaseUnits,
+}
+
+/// Checks `new` as [`create`] would (a refund within what can still be refunded, the available
+/// balance covering the amount and the fee reserve) and says what it would reserve, writing
+/// nothing: the confirmation step of a payout shown before it is created. [`create`] checks it
+/// all again in its transaction.
+pub async fn preview(conn: &mut Conn, ctx: Context<'_>, new: &NewPayout) -> Result<Preview, PayoutError> {
+    if let Some(invoice) = &new.refund_of {
+        let already = refunded(conn, invoice, ctx.chain.chain_id, &new.asset).await?;
+        check_refundable(invoice, ctx.chain.chain_id, &new.asset, new.decimals, already, new.amount)?;
+    }
+    let fee_reserve = match new.token_address {
+        None => native_fee_reserve(conn, ctx).await?,
+        Some(_) => BaseUnits::ZERO,
+    };
+    let account = Account::merchant(new.merchant_id, AccountKind::Available, ctx.chain.chain_id, &new.asset);
+    let available = ledger::balance(conn, &account).await?;
+    let needed = new.amount.checked_add(fee_reserve).ok_or(LedgerError::Overflow)?;
+    let Some(available_after) = available.checked_sub(needed) else {
+        return Err(insufficient(new, available, fee_reserve));
+    };
+    Ok(Preview { fee_reserve, available, available_after })
+}
+
 /// Stores a validated payout or refund with its chain intent and reservation and records
 /// `payout.created`, in the caller's transaction (which the caller commits).
 pub async fn create(db: &mut Tx, ctx: Context<'_>, new: NewPayout) -> Result<(Payout, PayoutResource), PayoutError> {
@@ -308,19 +353,7 @@ pub async fn create(db: &mut Tx, ctx: Context<'_>, new: NewPayout) -> Result<(Pa
     })?;
     chain_txs::insert_intent(db, &intent).await?;
     settlement::reserve_payout(db, &payout).await.map_err(|e| match e {
-        LedgerError::InsufficientFunds { balance, .. } => {
-            let show = |v: BaseUnits| format!("{} {}", v.to_display(new.decimals), new.asset);
-            let needed = new.amount.checked_add(fee_reserve).unwrap_or(new.amount);
-            PayoutError::InsufficientFunds(format!(
-                "insufficient available balance: {} is available, the {} needs {} ({} plus a network fee reserve \
-                 of {})",
-                show(balance),
-                new.kind.as_str(),
-                show(needed),
-                show(new.amount),
-                show(fee_reserve)
-            ))
-        }
+        LedgerError::InsufficientFunds { balance, .. } => insufficient(&new, balance, fee_reserve),
         other => other.into(),
     })?;
     if let Some(invoice) = &new.refund_of {

@@ -17,6 +17,7 @@ mod daemon;
 mod dashboard;
 mod dashboard_developers;
 mod dashboard_invoices;
+mod dashboard_money;
 mod dev;
 mod docker;
 mod fault_proxy;

@@ -61,10 +61,10 @@ pub struct Balance {
     pub(crate) reserved: Option<String>,
     reserved_base_units: BaseUnits,
     /// Receiver-override settlements awaiting forwarding on chain.
-    in_transit: Option<String>,
+    pub(crate) in_transit: Option<String>,
     in_transit_base_units: BaseUnits,
     /// Owed to the platform after a reversal the available balance could not cover.
-    receivable: Option<String>,
+    pub(crate) receivable: Option<String>,
     receivable_base_units: BaseUnits,
 }
 
@@ -146,18 +146,18 @@ pub(crate) async fn merchant_balances(state: &AppState, merchant_id: uuid::Uuid)
 /// A posting to one of the merchant's accounts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PostingView {
-    account: AccountKind,
-    chain: Option<String>,
+    pub(crate) account: AccountKind,
+    pub(crate) chain: Option<String>,
     chain_id: u64,
-    asset: String,
+    pub(crate) asset: String,
     decimals: Option<u8>,
     /// Signed: positive raises the account's balance.
-    amount: Option<String>,
+    pub(crate) amount: Option<String>,
     /// Signed integer string of base units.
-    amount_base_units: String,
+    pub(crate) amount_base_units: String,
     /// The account's running balance right after this entry.
-    balance_after: Option<String>,
-    balance_after_base_units: BaseUnits,
+    pub(crate) balance_after: Option<String>,
+    pub(crate) balance_after_base_units: BaseUnits,
 }
 
 /// A journal entry as the merchant sees it.
@@ -200,7 +200,7 @@ impl LedgerEntryResource {
     }
 }
 
-fn posting_view(config: &Config, p: Posting) -> PostingView {
+pub(crate) fn posting_view(config: &Config, p: Posting) -> PostingView {
     let (chain, decimals) = describe(config, p.account.chain_id, &p.account.asset);
     let lowers = p.side != p.account.kind.normal_side();
     let (amount_base_units, amount) = signed(p.amount, lowers, decimals);
@@ -305,7 +305,9 @@ pub async fn list(
         asset: query.asset,
         invoice_id: query.invoice_id,
         deposit_id: query.deposit_id,
+        payout_id: None,
         created_after: query.created_after,
+        created_before: None,
         starting_after: page.starting_after,
     };
     let mut conn = state.store.conn().await?;
@@ -322,10 +324,32 @@ async fn csv_export(
     conn: &mut Conn,
     config: &Config,
     merchant_id: Uuid,
-    mut filter: EntryFilter,
+    filter: EntryFilter,
     limit: Option<u32>,
 ) -> Result<Response, ApiError> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
+    let body = journal_csv(conn, config, merchant_id, filter, limit, csv::Terminator::Any(b'\n')).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"ledger.csv\""),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The entries `filter` selects as CSV (the API's and the dashboard's export): a header row, then
+/// one row per posting to the merchant's accounts, amounts as exact decimal strings, each row
+/// ended by `terminator`; at most `limit` entries, else every one.
+pub(crate) async fn journal_csv(
+    conn: &mut Conn,
+    config: &Config,
+    merchant_id: Uuid,
+    mut filter: EntryFilter,
+    limit: Option<u32>,
+    terminator: csv::Terminator,
+) -> Result<Vec<u8>, ApiError> {
+    let mut writer = csv::WriterBuilder::new().terminator(terminator).from_writer(Vec::new());
     writer
         .write_record([
             "entry_id",
@@ -361,15 +385,7 @@ async fn csv_export(
         }
         filter.starting_after = Some(last);
     }
-    let body = writer.into_inner().map_err(|e| ApiError::internal(e.into_error()))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"ledger.csv\""),
-        ],
-        body,
-    )
-        .into_response())
+    writer.into_inner().map_err(|e| ApiError::internal(e.into_error()))
 }
 
 /// One CSV row per posting to the merchant's accounts.

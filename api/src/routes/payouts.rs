@@ -12,10 +12,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use depositd_core::api_key::Scope;
+use depositd_core::api_key::{KeyMode, Scope};
 use depositd_core::config::ChainConfig;
 use depositd_core::evm::parse_address;
 use depositd_core::invoice::Invoice;
+use depositd_core::invoicing::resolve_asset;
 use depositd_core::money::{BaseUnits, MoneyError};
 use depositd_core::payout::{Payout, PayoutKind, PayoutResource, PayoutStatus};
 use depositd_core::payouts::{self, NewPayout};
@@ -137,7 +138,7 @@ fn destination(param: &str, value: &str) -> Result<Address, ApiError> {
 }
 
 /// The payout lifecycle's context on `chain`.
-fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payouts::Context<'a> {
+pub(crate) fn payout_ctx<'a>(state: &'a AppState, chain: &'a ChainConfig) -> payouts::Context<'a> {
     payouts::Context {
         chain,
         settler: &state.config.settings.settler,
@@ -181,11 +182,26 @@ pub async fn create(
     Create { auth, request, guard, .. }: Create<CreatePayout>,
 ) -> Result<Response, ApiError> {
     let chain_param = request.chain.is_some().then_some("chain");
-    let (chain, asset) = validate::chain_and_asset(&state.config, request.chain, Some(request.asset), auth.key.mode)?;
-    auth.may_create_on(chain, chain_param)?;
+    let (chain, new) = validate_payout(&state, auth.merchant.id, Some(auth.key.mode), request, |chain| {
+        auth.may_create_on(chain, chain_param)
+    })?;
+    create_outgoing(&state, guard, chain, new).await
+}
+
+/// A payout request checked (the API's and the dashboard's): its chain and asset (of `mode`, for
+/// a key), then `allowed` on the chain, then the amount, destination, reference and metadata.
+pub(crate) fn validate_payout(
+    state: &AppState,
+    merchant_id: Uuid,
+    mode: Option<KeyMode>,
+    request: CreatePayout,
+    allowed: impl FnOnce(&ChainConfig) -> Result<(), ApiError>,
+) -> Result<(&ChainConfig, NewPayout), ApiError> {
+    let (chain, asset) = resolve_asset(&state.config, request.chain.as_deref(), Some(request.asset.as_str()), mode)?;
+    allowed(chain)?;
     let new = NewPayout {
         kind: PayoutKind::Payout,
-        merchant_id: auth.merchant.id,
+        merchant_id,
         refund_of: None,
         asset: asset.symbol.to_owned(),
         decimals: asset.decimals,
@@ -195,7 +211,7 @@ pub async fn create(
         external_id: validate::text("external_id", request.external_id, 128)?,
         metadata: validate::metadata(request.metadata)?,
     };
-    create_outgoing(&state, guard, chain, new).await
+    Ok((chain, new))
 }
 
 #[utoipa::path(
@@ -220,9 +236,24 @@ pub async fn create_refund(
     State(state): State<AppState>,
     Create { auth, parent: RefundedInvoice(invoice_id), request, guard }: Create<CreateRefund, RefundedInvoice>,
 ) -> Result<Response, ApiError> {
+    let (chain, new) =
+        validate_refund(&state, auth.merchant.id, invoice_id, request, |chain| auth.may_create_on(chain, None)).await?;
+    create_outgoing(&state, guard, chain, new).await
+}
+
+/// A refund request of merchant `merchant_id`'s invoice `invoice_id` checked (the API's and the
+/// dashboard's): the invoice (404 when not the merchant's), the option refunded, the amount,
+/// address, reference and metadata, then `allowed` on the refund's chain.
+pub(crate) async fn validate_refund(
+    state: &AppState,
+    merchant_id: Uuid,
+    invoice_id: Uuid,
+    request: CreateRefund,
+    allowed: impl FnOnce(&ChainConfig) -> Result<(), ApiError>,
+) -> Result<(&ChainConfig, NewPayout), ApiError> {
     let invoice = {
         let mut conn = state.store.conn().await?;
-        invoices::get(&mut conn, auth.merchant.id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
+        invoices::get(&mut conn, merchant_id, invoice_id).await?.ok_or_else(|| ApiError::not_found("invoice"))?
     };
     let named = request.chain.is_some() || request.asset.is_some();
     let target = match payouts::refund_target(&invoice, request.chain.as_deref(), request.asset.as_deref()) {
@@ -234,11 +265,11 @@ pub async fn create_refund(
     let destination = destination("address", &request.address)?;
     let external_id = validate::text("external_id", request.external_id, 128)?;
     let metadata = validate::metadata(request.metadata)?;
-    let chain = refundable(&state, &invoice, &target)?;
-    auth.may_create_on(chain, None)?;
+    let chain = refundable(state, &invoice, &target)?;
+    allowed(chain)?;
     let new = NewPayout {
         kind: PayoutKind::Refund,
-        merchant_id: auth.merchant.id,
+        merchant_id,
         asset: target.asset,
         decimals: target.decimals,
         token_address: target.token_address,
@@ -248,7 +279,7 @@ pub async fn create_refund(
         metadata,
         refund_of: Some(invoice),
     };
-    create_outgoing(&state, guard, chain, new).await
+    Ok((chain, new))
 }
 
 /// The chain a refund of `invoice` in `target` is sent on: its asset must still be enabled, and

@@ -60,8 +60,12 @@ pub struct EntryFilter {
     pub chain_id: Option<u64>,
     pub invoice_id: Option<Uuid>,
     pub deposit_id: Option<Uuid>,
+    /// Entries of this payout (or refund).
+    pub payout_id: Option<Uuid>,
     /// Epoch milliseconds, exclusive.
     pub created_after: Option<i64>,
+    /// Epoch milliseconds, exclusive.
+    pub created_before: Option<i64>,
     /// Cursor: entries older than this id.
     pub starting_after: Option<Uuid>,
 }
@@ -89,6 +93,8 @@ pub async fn entries(
          AND ($4 IS NULL OR e.deposit_id = $4) \
          AND ($5 IS NULL OR e.created_at > $5) \
          AND ($6 IS NULL OR e.id < $6) \
+         AND ($10 IS NULL OR e.payout_id = $10) \
+         AND ($11 IS NULL OR e.created_at < $11) \
          AND (($7 IS NULL AND $8 IS NULL) OR EXISTS (SELECT 1 FROM ledger_postings p \
               JOIN ledger_accounts a ON a.id = p.account_id WHERE p.entry_id = e.id AND a.owner = $1 \
               AND ($7 IS NULL OR UPPER(a.asset) = UPPER($7)) AND ($8 IS NULL OR a.chain_id = $8))) \
@@ -104,6 +110,8 @@ pub async fn entries(
         .bind(filter.asset.as_deref())
         .bind(filter.chain_id.map(|c| c as i64))
         .bind(limit as i64)
+        .bind(filter.payout_id.map(Text))
+        .bind(filter.created_before)
         .fetch_all(&mut *conn)
         .await?;
     let entries: Vec<Entry> = rows.into_iter().map(entry_from_row).collect::<Result<_, _>>()?;

@@ -168,3 +168,23 @@ pub async fn transition(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// One event recorded about a payout, as its page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PayoutEvent {
+    pub event_type: String,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+}
+
+/// The events recorded about merchant `merchant_id`'s payout `payout_id`, oldest first.
+#[tracing::instrument(skip(conn))]
+pub async fn events_of(conn: &mut Conn, merchant_id: Uuid, payout_id: Uuid) -> Result<Vec<PayoutEvent>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT event_type, created_at FROM events WHERE merchant_id = $1 AND resource_id = $2 ORDER BY id",
+    )
+    .bind(Text(merchant_id))
+    .bind(Text(payout_id))
+    .fetch_all(&mut *conn)
+    .await?)
+}

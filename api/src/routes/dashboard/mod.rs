@@ -24,11 +24,16 @@
 //!   shop's settings.
 //! - [`invoices`] and [`static_addresses`]: invoices (filtered list, detail that refreshes until
 //!   final, a test invoice, cancel) and static addresses (list, create, detail, disable).
+//! - [`ledger`] and [`payouts`]: balances and the journal (filters, running balances, CSV
+//!   export); payouts (list, detail, create confirmed with the password, cancel) and an invoice's
+//!   refund.
 
 pub mod developers;
 pub mod events;
 pub mod invoices;
+pub mod ledger;
 pub mod overview;
+pub mod payouts;
 pub mod settings;
 pub mod sign_in;
 pub mod static_addresses;
@@ -88,6 +93,14 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/static-addresses", get(static_addresses::list).post(static_addresses::create))
         .route("/dashboard/static-addresses/{id}", get(static_addresses::show))
         .route("/dashboard/static-addresses/{id}/disable", post(static_addresses::disable))
+        .route("/dashboard/ledger", get(ledger::page))
+        .route("/dashboard/ledger.csv", get(ledger::export))
+        .route("/dashboard/payouts", get(payouts::list).post(payouts::create))
+        .route("/dashboard/payouts/new", get(payouts::new_form).post(payouts::review))
+        .route("/dashboard/payouts/{id}", get(payouts::detail))
+        .route("/dashboard/payouts/{id}/cancel", post(payouts::cancel))
+        .route("/dashboard/invoices/{id}/refund", get(payouts::refund_form).post(payouts::refund_review))
+        .route("/dashboard/invoices/{id}/refund/confirm", post(payouts::refund_create))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 
