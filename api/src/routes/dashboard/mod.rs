@@ -19,10 +19,14 @@
 //! - [`sign_in`]: sign in, log out (here or everywhere), accept an invite.
 //! - [`overview`]: balances per chain and asset.
 //! - [`developers`]: API keys (list, create with the secret shown once, revoke).
+//! - [`team`]: Settings, the team (members and roles, invite, change a role, remove); [`totp`]:
+//!   a member's TOTP second factor; the sign-in's code step and re-authentication are [`sign_in`]'s.
 
 pub mod developers;
 pub mod overview;
 pub mod sign_in;
+pub mod team;
+pub mod totp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,6 +64,14 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/invite/{token}", get(sign_in::invite_page).post(sign_in::accept_invite))
         .route("/dashboard/developers/api-keys", get(developers::api_keys).post(developers::create_api_key))
         .route("/dashboard/developers/api-keys/{id}/revoke", post(developers::revoke_api_key))
+        .route("/dashboard/login/code", get(sign_in::code_page).post(sign_in::sign_in_code))
+        .route("/dashboard/settings/team", get(team::page).post(team::invite))
+        .route("/dashboard/settings/team/{id}/role", post(team::change_role))
+        .route("/dashboard/settings/team/{id}/remove", post(team::remove))
+        .route("/dashboard/settings/security", get(totp::page))
+        .route("/dashboard/settings/security/totp/enrol", post(totp::enrol))
+        .route("/dashboard/settings/security/totp/confirm", post(totp::confirm))
+        .route("/dashboard/settings/security/totp/disable", post(totp::disable))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 
