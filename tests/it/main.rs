@@ -15,6 +15,7 @@ mod cold;
 mod creation_path;
 mod daemon;
 mod dashboard;
+mod dashboard_security;
 mod dev;
 mod docker;
 mod fault_proxy;
