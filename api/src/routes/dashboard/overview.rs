@@ -26,7 +26,7 @@ const DAY_MS: i64 = 86_400_000;
 /// Payments listed.
 const LATEST: u32 = 10;
 /// Chart geometry (SVG user units).
-const CHART_WIDTH: u64 = 600;
+const CHART_WIDTH: u64 = 420;
 const CHART_HEIGHT: u64 = 160;
 const AXIS: u64 = 20;
 
@@ -133,7 +133,8 @@ fn volume_charts(state: &AppState, volumes: &[DailyVolume], first_day: i64) -> V
                 .filter(|d| d.day_start >= first_day)
                 .map(|d| {
                     let index = ((d.day_start - first_day) / DAY_MS) as u64;
-                    let height = scaled(d.amount, max, plot).max(1);
+                    // The top 18 units hold the "max" label.
+                    let height = scaled(d.amount, max, plot - 18).max(1);
                     Bar {
                         x: index * slot + 1,
                         y: plot - height,
@@ -173,8 +174,8 @@ fn status_chart(counts: &[(depositd_core::invoice::InvoiceStatus, i64)]) -> Opti
     }
     let max = counts.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1) as u64;
     let row = 24u64;
-    let label_width = 150u64;
-    let plot = CHART_WIDTH - label_width - 60;
+    let label_width = 130u64;
+    let plot = CHART_WIDTH - label_width - 50;
     let mut bars = Vec::new();
     let mut labels = Vec::new();
     for (i, (status, count)) in counts.iter().enumerate() {
