@@ -859,6 +859,34 @@ mod tests {
     }
 
     #[test]
+    fn totp_codes_follow_rfc_6238_and_are_accepted_once() {
+        // RFC 6238 appendix B's SHA-1 secret: at T = 59 s the 8-digit code is 94287082, so the
+        // 6-digit one is 287082; at T = 1111111109 s, 07081804 -> 081804.
+        let totp = totp_of(b"12345678901234567890".to_vec(), "depositd", "a@shop.example").unwrap();
+        assert_eq!(totp.generate(59), "287082");
+        assert_eq!(totp.generate(1_111_111_109), "081804");
+        let now = 1_111_111_109;
+        let step = (now / TOTP_STEP_SECS) as i64;
+        assert_eq!(step_of(&totp, "081804", now, None), Some(step));
+        // The step before and after are accepted (clock skew), none further.
+        assert_eq!(step_of(&totp, &totp.generate(now - 30), now, None), Some(step - 1));
+        assert_eq!(step_of(&totp, &totp.generate(now + 30), now, None), Some(step + 1));
+        assert_eq!(step_of(&totp, &totp.generate(now - 60), now, None), None);
+        // A code of a step already used (or before it) is refused.
+        assert_eq!(step_of(&totp, "081804", now, Some(step)), None);
+        assert_eq!(step_of(&totp, &totp.generate(now + 30), now, Some(step)), Some(step + 1));
+        assert!(totp.get_url().starts_with("otpauth://totp/depositd:a%40shop.example?secret="));
+    }
+
+    #[test]
+    fn codes_are_six_digits_spaces_aside() {
+        assert_eq!(clean_code(" 123 456 ").unwrap(), "123456");
+        for bad in ["", "12345", "1234567", "12a456", "１２３４５６"] {
+            assert!(matches!(clean_code(bad), Err(MemberError::InvalidCode)), "{bad}");
+        }
+    }
+
+    #[test]
     fn secrets_compare_whole() {
         assert!(same_secret("abc", "abc"));
         assert!(!same_secret("abc", "abd") && !same_secret("abc", "ab"));
