@@ -2,7 +2,8 @@
 //! real HTTP on both backends: TOTP enrolment (the secret sealed, shown once), sign-in with a
 //! code (wrong codes throttled like passwords, a code accepted once), turning it off;
 //! re-authentication with the password and with a code; the team (invites from the dashboard,
-//! e-mailed through the outbox, used once and within 24 h; role changes; the last owner kept;
+//! e-mailed through the outbox, as the operator's from the CLI are, used once and within 24 h;
+//! role changes; the last owner kept;
 //! a removed member's session ended; a viewer refused each write); CSRF on every new form; the
 //! overview's charts, payments (paid on anvil) and webhook health.
 //!
@@ -32,6 +33,7 @@ both_backends!(
     a_viewer_is_refused_every_team_write,
     every_new_form_needs_its_csrf_token,
     the_overview_charts_payments_and_webhook_health,
+    the_operators_invite_is_emailed_once_with_smtp,
 );
 
 // === RFC 6238, independently ===
@@ -630,4 +632,63 @@ async fn the_overview_charts_payments_and_webhook_health(db: TestDb) {
     assert_eq!(quiet.sign_in("owner@quiet.example", PASSWORD).await.status, 303);
     let page = quiet.get("/dashboard").await;
     assert!(!page.body.contains(paid_id) && !page.body.contains(&tx_hash) && page.body.contains("No payments yet"));
+}
+
+/// `depositd merchant invite` with `[smtp]` configured queues the invite's e-mail (the printed
+/// link, to the invited address) with its `member.action` event, in the invite's transaction;
+/// inviting again (a new link) is a new e-mail, never the first one twice.
+async fn the_operators_invite_is_emailed_once_with_smtp(db: TestDb) {
+    let app = TestApp::spawn(&db).await;
+    let (merchant, _) = app.merchant("Mailed Shop", &Scope::MERCHANT).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("depositd.toml");
+    let mnemonic = app.state.config.settings.wallet.mnemonic().unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n\n[wallet]\nmnemonic = \"{}\"\n\n[smtp]\nhost = \"127.0.0.1\"\nport = 2525\n\
+             tls = \"none\"\nfrom = \"Shop <team@shop.example>\"\n",
+            app.state.config.settings.database.url.expose(),
+            secrecy::ExposeSecret::expose_secret(&mnemonic)
+        ),
+    )
+    .unwrap();
+    let invite = || {
+        crate::helpers::depositd()
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "merchant",
+                "invite",
+                "--merchant",
+                "Mailed Shop",
+                "--email",
+                "first@mailed.example",
+                "--role",
+                "owner",
+            ])
+            .output()
+            .unwrap()
+    };
+    let mut links = Vec::new();
+    for _ in 0..2 {
+        let output = invite();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        links.push(String::from_utf8_lossy(&output.stdout).trim().to_owned());
+    }
+    assert_ne!(links[0], links[1]);
+    let mails = emails::all(&mut app.store.conn().await.unwrap()).await.unwrap();
+    let invites: Vec<_> = mails.iter().filter(|m| m.kind == EmailKind::MemberInvite).collect();
+    assert_eq!(invites.len(), 2, "one e-mail per invite: {mails:?}");
+    for (mail, link) in invites.iter().zip(&links) {
+        assert_eq!((mail.recipient.as_str(), mail.merchant_id), ("first@mailed.example", merchant.id));
+        assert!(mail.body.contains(link.as_str()) && mail.subject.contains("Mailed Shop"), "{}", mail.body);
+    }
+    let id = member_id(&app, "first@mailed.example").await;
+    assert_eq!(actions_about(&app, id).await, ["member.invite", "member.invite"]);
+    // The first link was replaced by the second: only the e-mailed second one works.
+    let mut browser = Browser::new(&app);
+    let path = |link: &str| link[link.find("/dashboard/invite/").unwrap()..].to_owned();
+    assert_eq!(browser.get(&path(&links[0])).await.status, 410);
+    assert_eq!(browser.get(&path(&links[1])).await.status, 200);
 }
