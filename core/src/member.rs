@@ -58,6 +58,8 @@ pub struct Member {
     pub created_at: i64,
     /// `cli` or `user:<id>`.
     pub invited_by: String,
+    /// When the member's TOTP second factor was enabled; `None`: sign-in asks for the password only.
+    pub totp_enabled_at: Option<i64>,
 }
 
 impl std::fmt::Debug for Member {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Member {
             .field("email", &self.email)
             .field("role", &self.role)
             .field("active", &self.password_hash.is_some())
+            .field("totp", &self.totp_enabled_at.is_some())
             .finish_non_exhaustive()
     }
 }

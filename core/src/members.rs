@@ -19,6 +19,17 @@
 //!   every form of the session posts back; a session ends [`SESSION_LIFETIME`] after sign-in, or
 //!   after [`SESSION_IDLE`] without use, or at log-out; "log out everywhere" ends all of the
 //!   member's sessions. Use is written at most once a minute per session.
+//! - **Second factor (TOTP, optional)**: a member enrols an authenticator app ([`totp_begin`]: a
+//!   random 160-bit secret, sealed with the process's [`SecretBox`] before it is stored, shown
+//!   once as an `otpauth://` URI) and confirms it with a current code ([`totp_confirm`]). From
+//!   then on a right password opens no session but a short challenge ([`CHALLENGE_VALIDITY`]),
+//!   and [`sign_in_second_factor`] opens the session for a current code. Codes are RFC 6238
+//!   (SHA-1, 6 digits, 30-second steps, one step either side accepted), each accepted once;
+//!   a wrong code counts as a failed sign-in (the same throttle).
+//! - **Re-authentication** before money moves ([`reauthenticate`]): the member's password, or a
+//!   current TOTP code when TOTP is on, throttled like sign-in.
+//! - **The team**: owners change roles ([`change_role`]) and remove members ([`remove`], which ends
+//!   their sessions); the last owner who signs in can be neither demoted nor removed.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -32,9 +43,10 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use crate::member::{Member, Role, Session};
-use crate::store::members::{self, Invite};
+use crate::store::members::{self, Failures, Invite};
 use crate::store::{Conn, Store, StoreError, Tx};
 use crate::time::now_ms;
+use crate::webhooks::SecretBox;
 
 /// How long an invite link can be used.
 pub const INVITE_VALIDITY: Duration = Duration::from_secs(24 * 3600);
@@ -81,6 +93,28 @@ pub enum MemberError {
     /// Every argon2 turn stayed taken for [`ARGON2_WAIT`].
     #[error("the server is busy checking passwords; try again in a few seconds")]
     Busy,
+    #[error("enter the 6-digit code from your authenticator app")]
+    InvalidCode,
+    #[error("the code is not correct; enter the current code from your authenticator app")]
+    WrongCode,
+    /// Re-authentication refused; `totp` says whether a code would have been accepted too.
+    #[error("{}", if *totp { "the password or the code is not correct" } else { "the password is not correct" })]
+    WrongPassword { totp: bool },
+    #[error("two-factor authentication is already on")]
+    TotpEnabled,
+    #[error("two-factor authentication is not on")]
+    TotpNotEnabled,
+    #[error("the set-up has not started or has ended; start it again")]
+    TotpNotStarted,
+    #[error("this sign-in has expired; enter your email and password again")]
+    ChallengeExpired,
+    #[error("no such member")]
+    NotFound,
+    #[error("the team needs an owner who can sign in: make another member owner first")]
+    LastOwner,
+    /// A stored TOTP secret cannot be opened (deliberately without the value).
+    #[error("a stored authenticator secret cannot be decrypted (was the mnemonic or wallet.sealing_key changed?)")]
+    Sealed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -191,6 +225,8 @@ const DUMMY_HASH: &str =
 /// expires.
 pub struct Invitation {
     pub member: Member,
+    /// The invite's id (names its e-mail: one per invite).
+    pub invite_id: Uuid,
     pub token: SecretString,
     pub expires_at: i64,
 }
@@ -225,6 +261,7 @@ pub async fn invite(
                 password_hash: None,
                 created_at: now,
                 invited_by: invited_by.to_owned(),
+                totp_enabled_at: None,
             };
             members::insert(tx, &member).await?;
             member
@@ -240,7 +277,49 @@ pub async fn invite(
     };
     members::insert_invite(tx, &invite, &hash_token(&token)).await?;
     tracing::info!(user_id = %member.id, %merchant_id, role = %role, "member invited");
-    Ok(Invitation { member, token: SecretString::from(token), expires_at: invite.expires_at })
+    Ok(Invitation { member, invite_id: invite.id, token: SecretString::from(token), expires_at: invite.expires_at })
+}
+
+impl Invitation {
+    /// Its e-mail (`notify::member_invite`), with `link` for its token and `shop` the merchant's name.
+    pub fn email<'a>(&'a self, shop: &'a str, link: &'a str) -> crate::notify::InviteEmail<'a> {
+        crate::notify::InviteEmail {
+            merchant_id: self.member.merchant_id,
+            invite_id: self.invite_id,
+            recipient: &self.member.email,
+            role: self.member.role.as_str(),
+            shop,
+            link,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// The dashboard's link for an invite token, under the daemon's public URL.
+pub fn invite_link(public_url: &str, token: &str) -> String {
+    format!("{}/dashboard/invite/{token}", public_url.trim_end_matches('/'))
+}
+
+/// Records an invite the operator made (`depositd merchant invite`) as the merchant's
+/// `member.action` event, as `audit::record` does for a member's (the actor is the operator);
+/// returns the event id (the invite e-mail's, `notify::member_invite`).
+pub async fn record_operator_invite(tx: &mut Tx, invitation: &Invitation) -> Result<Uuid, StoreError> {
+    let member = &invitation.member;
+    let data = serde_json::json!({
+        "action": "member.invite",
+        "member": { "operator": "cli" },
+        "resource_type": "member",
+        "resource_id": member.id,
+        "details": { "email": member.email, "role": member.role.as_str(), "expires_at": invitation.expires_at },
+    });
+    crate::outbox::record(
+        tx,
+        member.merchant_id,
+        crate::outbox::EventType::MemberAction,
+        crate::outbox::Subject::new("member", member.id),
+        &data,
+    )
+    .await
 }
 
 /// The member an invite token is for, if it can still be used.
@@ -294,13 +373,53 @@ pub struct OpenedSession {
 
 /// Signs `email` in with `password` from `client` (its network address): checks the throttle,
 /// then the password; a failure is recorded, a success opens a session.
+/// What a right password opens.
+pub enum SignInStep {
+    /// The member's session (no second factor).
+    Session(Member, OpenedSession),
+    /// The member has TOTP on: the challenge's token (for a cookie) awaits a code
+    /// ([`sign_in_second_factor`]).
+    SecondFactor(Member, SecretString),
+}
+
+/// How long the TOTP step of a sign-in may take.
+pub const CHALLENGE_VALIDITY: Duration = Duration::from_secs(5 * 60);
+
+/// The throttle's refusal for the failures counted (this attempt included), if any.
+fn throttle(by_email: Failures, by_client: Failures, now: i64) -> Option<MemberError> {
+    let window = THROTTLE_WINDOW.as_millis() as i64;
+    let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
+    if by_email.count > MAX_FAILURES_PER_ACCOUNT {
+        Some(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) })
+    } else if by_client.count > MAX_FAILURES_PER_CLIENT {
+        Some(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) })
+    } else {
+        None
+    }
+}
+
+/// Records an attempt for `email` from `client` as a failure before it is checked (see
+/// `store::members::record_attempt`), or refuses it as throttled (recording nothing).
+async fn attempt(store: &Store, email: &str, client: &str) -> Result<(), MemberError> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    let (by_email, by_client) =
+        members::record_attempt(&mut tx, email, client, now, now - THROTTLE_WINDOW.as_millis() as i64).await?;
+    if let Some(throttled) = throttle(by_email, by_client, now) {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(throttled);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
 #[tracing::instrument(skip(store, password))]
 pub async fn sign_in(
     store: &Store,
     email: &str,
     password: &SecretString,
     client: &str,
-) -> Result<(Member, OpenedSession), MemberError> {
+) -> Result<SignInStep, MemberError> {
     // The address as stored (an invalid one is still checked against the dummy hash, so it
     // costs the same time, and recorded at most 254 characters long).
     let email = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase().chars().take(254).collect());
@@ -313,15 +432,7 @@ pub async fn sign_in(
     let found = {
         let mut tx = store.begin().await?;
         let (by_email, by_client) = members::record_attempt(&mut tx, &email, client, now, now - window).await?;
-        let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
-        let throttled = if by_email.count > MAX_FAILURES_PER_ACCOUNT {
-            Some(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) })
-        } else if by_client.count > MAX_FAILURES_PER_CLIENT {
-            Some(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) })
-        } else {
-            None
-        };
-        if let Some(throttled) = throttled {
+        if let Some(throttled) = throttle(by_email, by_client, now) {
             // A refused attempt is not a failure: nothing is recorded.
             tx.rollback().await.map_err(StoreError::from)?;
             return Err(throttled);
@@ -336,55 +447,323 @@ pub async fn sign_in(
     // A failure is already recorded.
     let Some(member) = found.filter(|_| good) else { return Err(MemberError::WrongCredentials) };
     let mut tx = store.begin().await?;
+    if member.totp_enabled_at.is_some() {
+        // The failures stay counted until the code is right too: a right password alone does not
+        // reset the throttle the code's guesses count against.
+        let token = random_token();
+        let now = now_ms();
+        members::insert_challenge(
+            &mut tx,
+            &hash_token(&token),
+            member.id,
+            now,
+            now + CHALLENGE_VALIDITY.as_millis() as i64,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(user_id = %member.id, "member's password accepted; the TOTP code is awaited");
+        return Ok(SignInStep::SecondFactor(member, SecretString::from(token)));
+    }
     members::clear_failures(&mut tx, &email).await?;
     let opened = open_session(&mut tx, member.id).await?;
     tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(user_id = %member.id, "member signed in");
+    Ok(SignInStep::Session(member, opened))
+}
+
+/// The member a sign-in challenge token is for, while it lasts (for the code page).
+pub async fn challenged_member(store: &Store, challenge: &str) -> Result<Member, MemberError> {
+    let mut conn = store.conn().await?;
+    let user_id =
+        members::challenge(&mut conn, &hash_token(challenge), now_ms()).await?.ok_or(MemberError::ChallengeExpired)?;
+    members::get(&mut conn, user_id).await?.ok_or(MemberError::ChallengeExpired)
+}
+
+/// The second step of a sign-in with TOTP: a current `code` for the `challenge` a right
+/// password opened, from `client`. A wrong code counts as a failed sign-in; a right one uses
+/// the challenge up and opens the session.
+#[tracing::instrument(skip_all)]
+pub async fn sign_in_second_factor(
+    store: &Store,
+    secrets: &SecretBox,
+    challenge: &str,
+    code: &str,
+    client: &str,
+) -> Result<(Member, OpenedSession), MemberError> {
+    let member = challenged_member(store, challenge).await?;
+    attempt(store, &member.email, client).await?;
+    let step = matching_step(store, secrets, &member, code).await?;
+    let mut tx = store.begin().await?;
+    if !members::delete_challenge(&mut tx, &hash_token(challenge)).await? {
+        return Err(MemberError::ChallengeExpired);
+    }
+    if !members::use_totp_step(&mut tx, member.id, step).await? {
+        return Err(MemberError::WrongCode);
+    }
+    members::clear_failures(&mut tx, &member.email).await?;
+    let opened = open_session(&mut tx, member.id).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(user_id = %member.id, "member signed in with a TOTP code");
     Ok((member, opened))
 }
 
-/// Checks that signed-in `member` re-entered their own `password` (the dashboard asks before
-/// money moves), from `client`: throttled and counted like a sign-in (a wrong password is a failed
-/// attempt of the account; a right one forgets its failures), verified against the hash stored
-/// now. A wrong password is [`MemberError::WrongCredentials`].
-#[tracing::instrument(skip(store, member, password), fields(user_id = %member.id))]
-pub async fn reauthenticate(
+// === TOTP ===
+
+/// Seconds per TOTP step.
+const TOTP_STEP_SECS: u64 = 30;
+/// Digits of a code.
+const TOTP_DIGITS: usize = 6;
+/// Random bytes of a TOTP secret (RFC 4226 recommends 160 bits).
+const TOTP_SECRET_BYTES: usize = 20;
+
+/// An enrolment to show once: the `otpauth://` URI (for the QR code) and the secret in base32
+/// (to type in). No `Debug`.
+pub struct TotpEnrolment {
+    pub uri: SecretString,
+    pub secret_base32: SecretString,
+}
+
+/// The RFC 6238 generator for `secret`, labelled `issuer` / the member's email.
+fn totp_of(secret: Vec<u8>, issuer: &str, account: &str) -> Result<totp_rs::TOTP, MemberError> {
+    // A label holds no `:` (it separates issuer and account in the URI).
+    let clean = |s: &str| s.replace(':', " ").trim().to_owned();
+    totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        TOTP_DIGITS,
+        1,
+        TOTP_STEP_SECS,
+        secret,
+        Some(clean(issuer)).filter(|i| !i.is_empty()),
+        clean(account),
+    )
+    .map_err(|_| MemberError::Sealed)
+}
+
+/// A code as typed: spaces dropped; exactly six digits, else [`MemberError::InvalidCode`].
+fn clean_code(code: &str) -> Result<String, MemberError> {
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.len() == TOTP_DIGITS && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(code)
+    } else {
+        Err(MemberError::InvalidCode)
+    }
+}
+
+/// The stored secret of `member`, opened: `(secret, enabled, last step used)`.
+async fn stored_totp(
+    conn: &mut Conn,
+    secrets: &SecretBox,
+    member: Uuid,
+) -> Result<Option<(Vec<u8>, bool, Option<i64>)>, MemberError> {
+    let Some(row) = members::totp(conn, member).await? else { return Err(MemberError::NotFound) };
+    let Some(sealed) = row.secret_ciphertext else { return Ok(None) };
+    let opened = secrets.open(&sealed).map_err(|_| MemberError::Sealed)?;
+    let secret = hex::decode(opened.expose_secret()).map_err(|_| MemberError::Sealed)?;
+    Ok(Some((secret, row.enabled_at.is_some(), row.last_step)))
+}
+
+/// The step (of the one before now, now and the one after) whose code `code` is, never one at or
+/// before `last_step` (a code is accepted once).
+fn step_of(totp: &totp_rs::TOTP, code: &str, now_secs: u64, last_step: Option<i64>) -> Option<i64> {
+    let current = now_secs / TOTP_STEP_SECS;
+    [current.saturating_sub(1), current, current + 1]
+        .into_iter()
+        .filter(|step| last_step.is_none_or(|last| *step as i64 > last))
+        .find(|step| same_secret(&totp.generate(step * TOTP_STEP_SECS), code))
+        .map(|step| step as i64)
+}
+
+fn now_secs() -> u64 {
+    (now_ms().max(0) / 1000) as u64
+}
+
+/// The step of `code` for `member`'s TOTP in force, or why not.
+async fn matching_step(store: &Store, secrets: &SecretBox, member: &Member, code: &str) -> Result<i64, MemberError> {
+    let code = clean_code(code)?;
+    let mut conn = store.conn().await?;
+    let Some((secret, true, last_step)) = stored_totp(&mut conn, secrets, member.id).await? else {
+        return Err(MemberError::TotpNotEnabled);
+    };
+    let totp = totp_of(secret, "depositd", &member.email)?;
+    step_of(&totp, &code, now_secs(), last_step).ok_or(MemberError::WrongCode)
+}
+
+/// Starts `member`'s TOTP enrolment: a new secret, stored sealed (replacing one not yet
+/// confirmed), returned once to show; `issuer` names the service in the authenticator app.
+#[tracing::instrument(skip_all, fields(user_id = %member.id))]
+pub async fn totp_begin(
     store: &Store,
+    secrets: &SecretBox,
     member: &Member,
-    password: &SecretString,
+    issuer: &str,
+) -> Result<TotpEnrolment, MemberError> {
+    let mut secret = vec![0u8; TOTP_SECRET_BYTES];
+    rand::rng().fill_bytes(&mut secret);
+    let sealed = secrets.seal(&SecretString::from(hex::encode(&secret)));
+    let totp = totp_of(secret, issuer, &member.email)?;
+    let mut tx = store.begin().await?;
+    if !members::set_pending_totp(&mut tx, member.id, &sealed).await? {
+        return Err(MemberError::TotpEnabled);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(TotpEnrolment {
+        uri: SecretString::from(totp.get_url()),
+        secret_base32: SecretString::from(totp.get_secret_base32()),
+    })
+}
+
+/// The enrolment under way (begun, not confirmed), to show again with a code refused.
+pub async fn totp_pending(
+    store: &Store,
+    secrets: &SecretBox,
+    member: &Member,
+    issuer: &str,
+) -> Result<Option<TotpEnrolment>, MemberError> {
+    let mut conn = store.conn().await?;
+    match stored_totp(&mut conn, secrets, member.id).await? {
+        Some((secret, false, _)) => {
+            let totp = totp_of(secret, issuer, &member.email)?;
+            Ok(Some(TotpEnrolment {
+                uri: SecretString::from(totp.get_url()),
+                secret_base32: SecretString::from(totp.get_secret_base32()),
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Confirms `member`'s enrolment with a current `code`, in `tx` (with the caller's audit record):
+/// from then on sign-in asks for a code.
+#[tracing::instrument(skip_all, fields(user_id = %member.id))]
+pub async fn totp_confirm(tx: &mut Tx, secrets: &SecretBox, member: &Member, code: &str) -> Result<(), MemberError> {
+    let code = clean_code(code)?;
+    let (secret, last_step) = match stored_totp(tx, secrets, member.id).await? {
+        Some((_, true, _)) => return Err(MemberError::TotpEnabled),
+        Some((secret, false, last_step)) => (secret, last_step),
+        None => return Err(MemberError::TotpNotStarted),
+    };
+    let totp = totp_of(secret, "depositd", &member.email)?;
+    let step = step_of(&totp, &code, now_secs(), last_step).ok_or(MemberError::WrongCode)?;
+    if !members::enable_totp(tx, member.id, now_ms(), step).await? {
+        return Err(MemberError::TotpNotStarted);
+    }
+    tracing::info!(user_id = %member.id, "member enabled TOTP");
+    Ok(())
+}
+
+/// Checks a current TOTP `code` of `member` from `client`, throttled like sign-in (a wrong code
+/// is a failed sign-in); the code is used up.
+#[tracing::instrument(skip_all, fields(user_id = %member.id))]
+pub async fn check_code(
+    store: &Store,
+    secrets: &SecretBox,
+    member: &Member,
+    code: &str,
     client: &str,
 ) -> Result<(), MemberError> {
-    let now = now_ms();
-    let window = THROTTLE_WINDOW.as_millis() as i64;
-    let turn = argon2_turn().await?;
-    let stored = {
-        let mut tx = store.begin().await?;
-        let (by_email, by_client) = members::record_attempt(&mut tx, &member.email, client, now, now - window).await?;
-        let retry = |oldest: Option<i64>| ((oldest.unwrap_or(now) + window - now).max(1000) as u64).div_ceil(1000);
-        let throttled = if by_email.count > MAX_FAILURES_PER_ACCOUNT {
-            Some(MemberError::Throttled { account: true, retry_after_secs: retry(by_email.oldest) })
-        } else if by_client.count > MAX_FAILURES_PER_CLIENT {
-            Some(MemberError::Throttled { account: false, retry_after_secs: retry(by_client.oldest) })
-        } else {
-            None
-        };
-        if let Some(throttled) = throttled {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Err(throttled);
-        }
-        let stored = members::get(&mut tx, member.id).await?.and_then(|m| m.password_hash);
-        tx.commit().await.map_err(StoreError::from)?;
-        stored
+    clean_code(code)?;
+    attempt(store, &member.email, client).await?;
+    let step = matching_step(store, secrets, member, code).await?;
+    let mut tx = store.begin().await?;
+    if !members::use_totp_step(&mut tx, member.id, step).await? {
+        return Err(MemberError::WrongCode);
+    }
+    members::clear_failures(&mut tx, &member.email).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Turns `member`'s TOTP off in `tx` (after [`check_code`], with the caller's audit record).
+#[tracing::instrument(skip_all, fields(user_id = %member.id))]
+pub async fn totp_disable(tx: &mut Tx, member: &Member) -> Result<(), MemberError> {
+    if members::get(tx, member.id).await?.and_then(|m| m.totp_enabled_at).is_none() {
+        return Err(MemberError::TotpNotEnabled);
+    }
+    members::clear_totp(tx, member.id).await?;
+    tracing::info!(user_id = %member.id, "member disabled TOTP");
+    Ok(())
+}
+
+// === re-authentication ===
+
+/// Re-authenticates `member` before a money move: `password_or_code` is the member's password,
+/// or (when the member has TOTP on) a current code from the authenticator app. Throttled like
+/// sign-in (per account and per `client`): a wrong answer counts as a failed sign-in, too many
+/// are [`MemberError::Throttled`]. Wrong: [`MemberError::WrongPassword`].
+#[tracing::instrument(skip_all, fields(user_id = %member.id))]
+pub async fn reauthenticate(
+    store: &Store,
+    secrets: &SecretBox,
+    member: &Member,
+    password_or_code: &SecretString,
+    client: &str,
+) -> Result<(), MemberError> {
+    // The member as stored now (a password changed or TOTP turned on since the session began).
+    let member = {
+        let mut conn = store.conn().await?;
+        members::get(&mut conn, member.id).await?.ok_or(MemberError::NotFound)?
     };
-    let good = verify_password(password, stored).await;
+    let totp = member.totp_enabled_at.is_some();
+    if totp && let Ok(code) = clean_code(password_or_code.expose_secret()) {
+        return match check_code(store, secrets, &member, &code, client).await {
+            Err(MemberError::WrongCode) => Err(MemberError::WrongPassword { totp }),
+            other => other,
+        };
+    }
+    let turn = argon2_turn().await?;
+    attempt(store, &member.email, client).await?;
+    let good = verify_password(password_or_code, member.password_hash.clone()).await;
     drop(turn);
     if !good {
-        return Err(MemberError::WrongCredentials);
+        return Err(MemberError::WrongPassword { totp });
     }
     let mut tx = store.begin().await?;
     members::clear_failures(&mut tx, &member.email).await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(())
+}
+
+// === the team ===
+
+/// Member `member_id` of `actor`'s merchant (another merchant's is not found).
+async fn team_member(conn: &mut Conn, actor: &Member, member_id: Uuid) -> Result<Member, MemberError> {
+    members::get(conn, member_id).await?.filter(|m| m.merchant_id == actor.merchant_id).ok_or(MemberError::NotFound)
+}
+
+/// Whether taking `target`'s owner role (demoting or removing) would leave the team without an
+/// owner who signs in.
+async fn is_last_owner(conn: &mut Conn, target: &Member) -> Result<bool, MemberError> {
+    Ok(target.role == Role::Owner
+        && target.password_hash.is_some()
+        && members::active_owner_count(conn, target.merchant_id).await? <= 1)
+}
+
+/// Gives member `member_id` of `actor`'s team `role`, in `tx` (the caller records it); the last
+/// owner who signs in cannot be given another role. Returns the member as it was.
+#[tracing::instrument(skip(tx, actor), fields(actor = %actor.id))]
+pub async fn change_role(tx: &mut Tx, actor: &Member, member_id: Uuid, role: Role) -> Result<Member, MemberError> {
+    members::lock_team(tx, actor.merchant_id).await?;
+    let target = team_member(tx, actor, member_id).await?;
+    if role != Role::Owner && is_last_owner(tx, &target).await? {
+        return Err(MemberError::LastOwner);
+    }
+    members::set_role(tx, target.id, role).await?;
+    tracing::info!(user_id = %target.id, from = %target.role, to = %role, "member's role changed");
+    Ok(target)
+}
+
+/// Removes member `member_id` from `actor`'s team, in `tx` (the caller records it): its invites
+/// and sessions end with it. The last owner who signs in cannot be removed. Returns the member.
+#[tracing::instrument(skip(tx, actor), fields(actor = %actor.id))]
+pub async fn remove(tx: &mut Tx, actor: &Member, member_id: Uuid) -> Result<Member, MemberError> {
+    members::lock_team(tx, actor.merchant_id).await?;
+    let target = team_member(tx, actor, member_id).await?;
+    if is_last_owner(tx, &target).await? {
+        return Err(MemberError::LastOwner);
+    }
+    members::delete(tx, target.id).await?;
+    tracing::info!(user_id = %target.id, "member removed");
+    Ok(target)
 }
 
 /// Opens a session for member `user_id` in `tx`.
@@ -477,6 +856,34 @@ mod tests {
         drop(all);
         assert!(turn_of(&turns).await.is_ok());
         assert!(ARGON2_TURNS.available_permits() >= 1, "one turn per CPU");
+    }
+
+    #[test]
+    fn totp_codes_follow_rfc_6238_and_are_accepted_once() {
+        // RFC 6238 appendix B's SHA-1 secret: at T = 59 s the 8-digit code is 94287082, so the
+        // 6-digit one is 287082; at T = 1111111109 s, 07081804 -> 081804.
+        let totp = totp_of(b"12345678901234567890".to_vec(), "depositd", "a@shop.example").unwrap();
+        assert_eq!(totp.generate(59), "287082");
+        assert_eq!(totp.generate(1_111_111_109), "081804");
+        let now = 1_111_111_109;
+        let step = (now / TOTP_STEP_SECS) as i64;
+        assert_eq!(step_of(&totp, "081804", now, None), Some(step));
+        // The step before and after are accepted (clock skew), none further.
+        assert_eq!(step_of(&totp, &totp.generate(now - 30), now, None), Some(step - 1));
+        assert_eq!(step_of(&totp, &totp.generate(now + 30), now, None), Some(step + 1));
+        assert_eq!(step_of(&totp, &totp.generate(now - 60), now, None), None);
+        // A code of a step already used (or before it) is refused.
+        assert_eq!(step_of(&totp, "081804", now, Some(step)), None);
+        assert_eq!(step_of(&totp, &totp.generate(now + 30), now, Some(step)), Some(step + 1));
+        assert!(totp.get_url().starts_with("otpauth://totp/depositd:a%40shop.example?secret="));
+    }
+
+    #[test]
+    fn codes_are_six_digits_spaces_aside() {
+        assert_eq!(clean_code(" 123 456 ").unwrap(), "123456");
+        for bad in ["", "12345", "1234567", "12a456", "１２３４５６"] {
+            assert!(matches!(clean_code(bad), Err(MemberError::InvalidCode)), "{bad}");
+        }
     }
 
     #[test]

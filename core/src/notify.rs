@@ -6,7 +6,9 @@
 //!   `invoice.paid_late` that makes it paid), and the same news to the merchant's
 //!   `notification_email`;
 //! - to the merchant's `notification_email`: a payout or refund that failed (`payout.failed`), a
-//!   webhook endpoint that was disabled (`webhook_endpoint.disabled`).
+//!   webhook endpoint that was disabled (`webhook_endpoint.disabled`);
+//! - to an invited dashboard member, the invite link ([`member_invite`], queued by whoever
+//!   invites, in the transaction of the invite and of its `member.action` event).
 //!
 //! Only a process whose configuration has `[smtp]` queues e-mails
 //! ([`crate::store::Store::set_mail_enabled`]): without it nothing is written and nothing can fail.
@@ -155,6 +157,47 @@ pub(crate) async fn event<T: Serialize>(
                 field("disabled_reason"),
             ),
         },
+    };
+    queue(tx, &email).await
+}
+
+/// An invite's e-mail: to whom, for which invite and merchant, and the one-time link.
+pub struct InviteEmail<'a> {
+    pub merchant_id: Uuid,
+    /// Names the e-mail: one per invite.
+    pub invite_id: Uuid,
+    pub recipient: &'a str,
+    /// The role the member is invited with.
+    pub role: &'a str,
+    /// The merchant's display name.
+    pub shop: &'a str,
+    pub link: &'a str,
+    pub expires_at: i64,
+}
+
+/// Queues the e-mail of an invite (see the module doc); `event_id` is the invite's
+/// `member.action` event. One e-mail per invite. The link is in the e-mail row until it is sent,
+/// as it must be to be sent at all; it is in no event.
+pub async fn member_invite(tx: &mut Tx, event_id: Uuid, invite: &InviteEmail<'_>) -> Result<(), StoreError> {
+    if !tx.mail_enabled() {
+        return Ok(());
+    }
+    let shop = invite.shop;
+    let email = NewEmail {
+        event_id,
+        merchant_id: invite.merchant_id,
+        kind: EmailKind::MemberInvite,
+        dedupe_key: format!("member_invite:{}", invite.invite_id),
+        recipient: invite.recipient.to_owned(),
+        subject: format!("You are invited to the {shop} dashboard"),
+        body: format!(
+            "You are invited to {shop}'s depositd dashboard as {}.\n\n\
+             Set your password here (the link can be used once, until {}):\n{}\n\n\
+             If you did not expect this invitation, ignore this e-mail.\n",
+            invite.role,
+            iso8601(invite.expires_at),
+            invite.link,
+        ),
     };
     queue(tx, &email).await
 }

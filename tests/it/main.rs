@@ -18,6 +18,7 @@ mod dashboard;
 mod dashboard_developers;
 mod dashboard_invoices;
 mod dashboard_money;
+mod dashboard_security;
 mod dev;
 mod docker;
 mod fault_proxy;

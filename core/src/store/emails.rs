@@ -21,12 +21,15 @@ pub enum EmailKind {
     PayoutFailed,
     /// To the merchant's notification address when a webhook endpoint was disabled.
     WebhookEndpointDisabled,
+    /// To an invited dashboard member: the link to set a password.
+    MemberInvite,
 }
 
 text_enum! {
     EmailKind as "e-mail kind" {
         Receipt = "receipt", InvoicePaid = "invoice_paid", PayoutFailed = "payout_failed",
         WebhookEndpointDisabled = "webhook_endpoint_disabled",
+        MemberInvite = "member_invite",
     }
 }
 

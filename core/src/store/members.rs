@@ -17,6 +17,7 @@ struct MemberRow {
     password_hash: Option<String>,
     created_at: i64,
     invited_by: String,
+    totp_enabled_at: Option<i64>,
 }
 
 impl From<MemberRow> for Member {
@@ -29,11 +30,12 @@ impl From<MemberRow> for Member {
             password_hash: row.password_hash,
             created_at: row.created_at,
             invited_by: row.invited_by,
+            totp_enabled_at: row.totp_enabled_at,
         }
     }
 }
 
-const MEMBER_COLUMNS: &str = "id, merchant_id, email, role, password_hash, created_at, invited_by";
+const MEMBER_COLUMNS: &str = "id, merchant_id, email, role, password_hash, created_at, invited_by, totp_enabled_at";
 
 #[tracing::instrument(skip(conn))]
 pub async fn insert(conn: &mut Conn, member: &Member) -> Result<(), StoreError> {
@@ -347,4 +349,170 @@ pub async fn failures_since(
 pub async fn clear_failures(conn: &mut Conn, email: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM login_failures WHERE email = $1").bind(email).execute(&mut *conn).await?;
     Ok(())
+}
+
+// === the team ===
+
+/// Locks merchant `merchant_id`'s team for the rest of the transaction (PostgreSQL: its merchant
+/// row; SQLite's write transactions are one at a time already), so two owners demoting or
+/// removing each other cannot both see the other still an owner.
+#[tracing::instrument(skip(conn))]
+pub async fn lock_team(conn: &mut Conn, merchant_id: Uuid) -> Result<(), StoreError> {
+    if Backend::of(conn) == Backend::Postgres {
+        sqlx::query("SELECT id FROM merchants WHERE id = $1 FOR UPDATE")
+            .bind(Text(merchant_id))
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many members of the merchant are owners who have set their password.
+#[tracing::instrument(skip(conn))]
+pub async fn active_owner_count(conn: &mut Conn, merchant_id: Uuid) -> Result<i64, StoreError> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' AND password_hash IS NOT NULL",
+    )
+    .bind(Text(merchant_id))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(count)
+}
+
+/// Deletes a member with its invites, sessions and sign-in challenges.
+#[tracing::instrument(skip(conn))]
+pub async fn delete(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
+    for statement in [
+        "DELETE FROM merchant_sessions WHERE user_id = $1",
+        "DELETE FROM merchant_invites WHERE user_id = $1",
+        "DELETE FROM merchant_sign_in_challenges WHERE user_id = $1",
+        "DELETE FROM merchant_users WHERE id = $1",
+    ] {
+        sqlx::query(statement).bind(Text(id)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+// === TOTP ===
+
+/// A member's TOTP state as stored: the sealed secret (enrolled or being enrolled), whether it is
+/// in force, and the last 30-second step whose code was accepted. (No `Debug`: the ciphertext
+/// is not for logs either.)
+pub struct TotpRow {
+    pub secret_ciphertext: Option<String>,
+    pub enabled_at: Option<i64>,
+    pub last_step: Option<i64>,
+}
+
+#[tracing::instrument(skip(conn))]
+pub async fn totp(conn: &mut Conn, id: Uuid) -> Result<Option<TotpRow>, StoreError> {
+    let row: Option<(Option<String>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT totp_secret_ciphertext, totp_enabled_at, totp_last_step FROM merchant_users WHERE id = $1",
+    )
+    .bind(Text(id))
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(secret_ciphertext, enabled_at, last_step)| TotpRow { secret_ciphertext, enabled_at, last_step }))
+}
+
+/// Stores a new (not yet confirmed) TOTP secret, replacing any unconfirmed one; refused (false)
+/// when the member's TOTP is in force.
+#[tracing::instrument(skip_all, fields(%id))]
+pub async fn set_pending_totp(conn: &mut Conn, id: Uuid, secret_ciphertext: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE merchant_users SET totp_secret_ciphertext = $1, totp_last_step = NULL \
+         WHERE id = $2 AND totp_enabled_at IS NULL",
+    )
+    .bind(secret_ciphertext)
+    .bind(Text(id))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts the stored secret in force at `now`, its code of `step` used.
+#[tracing::instrument(skip(conn))]
+pub async fn enable_totp(conn: &mut Conn, id: Uuid, now: i64, step: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE merchant_users SET totp_enabled_at = $1, totp_last_step = $2 \
+         WHERE id = $3 AND totp_enabled_at IS NULL AND totp_secret_ciphertext IS NOT NULL",
+    )
+    .bind(now)
+    .bind(step)
+    .bind(Text(id))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Notes that the code of `step` was accepted; false when it (or a later one) already was (a
+/// code is accepted once).
+#[tracing::instrument(skip(conn))]
+pub async fn use_totp_step(conn: &mut Conn, id: Uuid, step: i64) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE merchant_users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+    )
+    .bind(step)
+    .bind(Text(id))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Forgets the member's TOTP secret: sign-in asks for the password only again.
+#[tracing::instrument(skip(conn))]
+pub async fn clear_totp(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE merchant_users SET totp_secret_ciphertext = NULL, totp_enabled_at = NULL, totp_last_step = NULL \
+         WHERE id = $1",
+    )
+    .bind(Text(id))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+// === sign-in challenges (the TOTP step) ===
+
+#[tracing::instrument(skip_all)]
+pub async fn insert_challenge(
+    conn: &mut Conn,
+    id_hash: &str,
+    user_id: Uuid,
+    now: i64,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM merchant_sign_in_challenges WHERE expires_at <= $1").bind(now).execute(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO merchant_sign_in_challenges (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id_hash)
+    .bind(Text(user_id))
+    .bind(now)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The member a challenge is for, if it has not expired at `now`.
+#[tracing::instrument(skip_all)]
+pub async fn challenge(conn: &mut Conn, id_hash: &str, now: i64) -> Result<Option<Uuid>, StoreError> {
+    let row: Option<(Text<Uuid>,)> =
+        sqlx::query_as("SELECT user_id FROM merchant_sign_in_challenges WHERE id_hash = $1 AND expires_at > $2")
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|(id,)| id.0))
+}
+
+/// Uses a challenge up; false when it already was.
+#[tracing::instrument(skip_all)]
+pub async fn delete_challenge(conn: &mut Conn, id_hash: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM merchant_sign_in_challenges WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -35,6 +35,7 @@ pub mod key_changes;
 pub mod leases;
 pub mod members;
 pub mod merchants;
+pub mod overview;
 pub mod payouts;
 pub mod resolutions;
 pub mod static_addresses;

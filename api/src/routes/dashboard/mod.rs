@@ -27,6 +27,8 @@
 //! - [`ledger`] and [`payouts`]: balances and the journal (filters, running balances, CSV
 //!   export); payouts (list, detail, create confirmed with the password, cancel) and an invoice's
 //!   refund.
+//! - [`team`]: Settings, the team (members and roles, invite, change a role, remove); [`totp`]:
+//!   a member's TOTP second factor; the sign-in's code step and re-authentication are [`sign_in`]'s.
 
 pub mod developers;
 pub mod events;
@@ -37,6 +39,8 @@ pub mod payouts;
 pub mod settings;
 pub mod sign_in;
 pub mod static_addresses;
+pub mod team;
+pub mod totp;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -101,6 +105,14 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/payouts/{id}/cancel", post(payouts::cancel))
         .route("/dashboard/invoices/{id}/refund", get(payouts::refund_form).post(payouts::refund_review))
         .route("/dashboard/invoices/{id}/refund/confirm", post(payouts::refund_create))
+        .route("/dashboard/login/code", get(sign_in::code_page).post(sign_in::sign_in_code))
+        .route("/dashboard/settings/team", get(team::page).post(team::invite))
+        .route("/dashboard/settings/team/{id}/role", post(team::change_role))
+        .route("/dashboard/settings/team/{id}/remove", post(team::remove))
+        .route("/dashboard/settings/security", get(totp::page))
+        .route("/dashboard/settings/security/totp/enrol", post(totp::enrol))
+        .route("/dashboard/settings/security/totp/confirm", post(totp::confirm))
+        .route("/dashboard/settings/security/totp/disable", post(totp::disable))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
 }
 

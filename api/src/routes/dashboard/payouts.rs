@@ -5,7 +5,7 @@
 //! - create in two steps: `GET|POST /dashboard/payouts/new` (the form, checked by the API's rules,
 //!   `routes::payouts::validate_payout`, then the confirmation with the fee reserve and the
 //!   available balance after, `depositd_core::payouts::preview`), then `POST /dashboard/payouts`
-//!   (the password re-entered, `depositd_core::members::reauthenticate`; created with
+//!   (the password, or a TOTP code when the member has one, re-entered: `SignedIn::reauthenticate`; created with
 //!   `depositd_core::payouts::create`);
 //! - `GET|POST /dashboard/invoices/{id}/refund` and `POST /dashboard/invoices/{id}/refund/confirm`:
 //!   the same for a refund (`routes::payouts::validate_refund`).
@@ -23,19 +23,18 @@ use axum::response::{IntoResponse, Redirect, Response};
 use depositd_core::audit;
 use depositd_core::config::ChainConfig;
 use depositd_core::member::Action;
-use depositd_core::members::{self, MemberError};
 use depositd_core::money::BaseUnits;
 use depositd_core::outbox::Subject;
 use depositd_core::payout::{Payout, PayoutKind, PayoutStatus};
 use depositd_core::payouts::{self, NewPayout, PayoutError, Preview};
 use depositd_core::store::idempotency::{self, Claim};
 use depositd_core::store::{self, StoreError, invoices};
-use secrecy::SecretString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Chrome, Form, Refused, SignedIn, client_address, internal, message, not_found, render, secured, when};
+use super::sign_in::ReauthError;
+use super::{Chrome, Form, Refused, SignedIn, internal, message, not_found, render, secured, when};
 use crate::error::ApiError;
 use crate::routes::payouts::{CreatePayout, CreateRefund, payout_ctx, resource, validate_payout, validate_refund};
 use crate::state::AppState;
@@ -462,27 +461,19 @@ async fn create_once(
     Ok(payout.id)
 }
 
-/// The password check of a confirmation: `Ok` when right, else the error for the password field
-/// and the status to answer.
-async fn password_checked(
-    state: &AppState,
-    signed_in: &SignedIn,
-    form: &Form,
-    client: &str,
-) -> Result<(), (StatusCode, String)> {
-    let password = form.raw("password");
-    if password.is_empty() {
+/// The password (or TOTP code) check of a confirmation, [`SignedIn::reauthenticate`]: `Ok` when
+/// right, else the error for the password field and the status to answer.
+async fn password_checked(state: &AppState, signed_in: &SignedIn, form: &Form) -> Result<(), (StatusCode, String)> {
+    if form.raw("password").is_empty() {
         return Err((StatusCode::BAD_REQUEST, "enter your password to confirm".into()));
     }
-    match members::reauthenticate(&state.store, &signed_in.member, &SecretString::from(password), client).await {
+    match signed_in.reauthenticate(state, form).await {
         Ok(()) => Ok(()),
-        Err(MemberError::WrongCredentials) => {
+        Err(ReauthError::Field { status: StatusCode::UNAUTHORIZED, .. }) => {
             Err((StatusCode::UNAUTHORIZED, "the password is not correct; nothing was created".into()))
         }
-        Err(error @ MemberError::Throttled { .. }) => Err((StatusCode::TOO_MANY_REQUESTS, error.to_string())),
-        Err(MemberError::Busy) => Err((StatusCode::SERVICE_UNAVAILABLE, MemberError::Busy.to_string())),
-        Err(error) => {
-            tracing::error!(%error, "a dashboard password check failed");
+        Err(ReauthError::Field { status, message }) => Err((status, message)),
+        Err(ReauthError::Page(_)) => {
             Err((StatusCode::INTERNAL_SERVER_ERROR, "the password could not be checked; try again".into()))
         }
     }
@@ -665,12 +656,7 @@ pub async fn review(State(state): State<AppState>, signed_in: SignedIn, body: By
 }
 
 /// `POST /dashboard/payouts`: the confirmation with the password re-entered: creates the payout.
-pub async fn create(
-    State(state): State<AppState>,
-    signed_in: SignedIn,
-    request_extensions: axum::http::Extensions,
-    body: Bytes,
-) -> Response {
+pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
     let form = match owner_form(&signed_in, &body) {
         Ok(form) => form,
         Err(refused) => return *refused,
@@ -690,8 +676,7 @@ pub async fn create(
         Ok(checked) => checked,
         Err(refusal) => return payout_form_refused(&state, &signed_in, fields, refusal),
     };
-    let client = client_address(&request_extensions);
-    if let Err((status, error)) = password_checked(&state, &signed_in, &form, &client).await {
+    if let Err((status, error)) = password_checked(&state, &signed_in, &form).await {
         let errors = Errors { password: Some(error), ..Errors::default() };
         let targets = (PAYOUT_TARGETS.0.into(), PAYOUT_TARGETS.1.into());
         return render(status, &confirm_page(&signed_in, &checked, &fields, targets, key.to_string(), errors));
@@ -834,7 +819,6 @@ pub async fn refund_create(
     State(state): State<AppState>,
     signed_in: SignedIn,
     Path(id): Path<String>,
-    request_extensions: axum::http::Extensions,
     body: Bytes,
 ) -> Response {
     let form = match owner_form(&signed_in, &body) {
@@ -859,8 +843,7 @@ pub async fn refund_create(
         Ok(checked) => checked,
         Err(refusal) => return refund_form_refused(&state, &signed_in, &id, fields, refusal).await,
     };
-    let client = client_address(&request_extensions);
-    if let Err((status, error)) = password_checked(&state, &signed_in, &form, &client).await {
+    if let Err((status, error)) = password_checked(&state, &signed_in, &form).await {
         let errors = Errors { password: Some(error), ..Errors::default() };
         let targets = refund_targets(invoice_id);
         return render(status, &confirm_page(&signed_in, &checked, &fields, targets, key.to_string(), errors));

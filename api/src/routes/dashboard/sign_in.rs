@@ -1,20 +1,25 @@
 //! Signing in and out, and accepting an invite: `GET|POST /dashboard/login`,
 //! `POST /dashboard/logout`, `POST /dashboard/logout-everywhere`,
-//! `GET|POST /dashboard/invite/{token}`. The rules (throttling, invites, sessions) are
-//! `depositd_core::members`'.
+//! `GET|POST /dashboard/invite/{token}`, and the TOTP step of a sign-in
+//! (`GET|POST /dashboard/login/code`: a right password of a member with TOTP on sets a
+//! short-lived challenge cookie and asks for the code). The rules (throttling, invites,
+//! sessions, codes) are `depositd_core::members`'.
+//!
+//! Also here: [`SignedIn::reauthenticate`], the password (or TOTP code) asked again before a
+//! money move.
 
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use depositd_core::members::{self, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, MemberError};
+use depositd_core::members::{self, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, MemberError, SignInStep};
 use depositd_core::store::merchants;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    CSRF_COOKIE, Chrome, Form, SESSION_COOKIE, SignedIn, cookie, csrf_refused, internal, message, render, secured,
-    set_cookie,
+    CSRF_COOKIE, Chrome, Form, Refused, SESSION_COOKIE, SignedIn, cookie, csrf_refused, internal, message, render,
+    secured, set_cookie,
 };
 use crate::state::AppState;
 
@@ -26,6 +31,18 @@ struct LoginPage {
     email: String,
     error: Option<String>,
     notice: Option<&'static str>,
+}
+
+/// The challenge cookie's name: a sign-in whose TOTP code is awaited.
+pub const CHALLENGE_COOKIE: &str = "depositd_challenge";
+
+#[derive(Template)]
+#[template(path = "dashboard/totp_code.html")]
+struct CodePage {
+    chrome: Option<Chrome>,
+    csrf: String,
+    email: String,
+    error: Option<String>,
 }
 
 #[derive(Template)]
@@ -89,13 +106,15 @@ pub async fn login(
         with_form_cookie(&state, render(status, &page), &csrf, new)
     };
     match members::sign_in(&state.store, &email, &password, &client).await {
-        Ok((_, opened)) => {
-            let mut response = secured(Redirect::to("/dashboard").into_response());
-            let max_age = members::SESSION_LIFETIME.as_secs();
-            let headers = response.headers_mut();
-            headers
-                .append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, opened.token.expose_secret(), max_age));
-            headers.append(header::SET_COOKIE, set_cookie(&state, CSRF_COOKIE, "", 0));
+        Ok(SignInStep::Session(_, opened)) => session_opened(&state, &opened),
+        Ok(SignInStep::SecondFactor(member, challenge)) => {
+            let (csrf, new) = form_token(&headers);
+            let page = CodePage { chrome: None, csrf: csrf.clone(), email: member.email, error: None };
+            let mut response = with_form_cookie(&state, render(StatusCode::OK, &page), &csrf, new);
+            let max_age = members::CHALLENGE_VALIDITY.as_secs();
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, set_cookie(&state, CHALLENGE_COOKIE, challenge.expose_secret(), max_age));
             response
         }
         Err(error @ MemberError::WrongCredentials) => refused(StatusCode::UNAUTHORIZED, error.to_string()),
@@ -106,6 +125,129 @@ pub async fn login(
         }
         Err(error @ MemberError::Busy) => busy(refused(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
         Err(error) => internal(error),
+    }
+}
+
+/// The answer to a sign-in that opened a session: its cookie set, the pre-session ones deleted,
+/// to the overview.
+fn session_opened(state: &AppState, opened: &members::OpenedSession) -> Response {
+    let mut response = secured(Redirect::to("/dashboard").into_response());
+    let max_age = members::SESSION_LIFETIME.as_secs();
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, set_cookie(state, SESSION_COOKIE, opened.token.expose_secret(), max_age));
+    headers.append(header::SET_COOKIE, set_cookie(state, CSRF_COOKIE, "", 0));
+    headers.append(header::SET_COOKIE, set_cookie(state, CHALLENGE_COOKIE, "", 0));
+    response
+}
+
+/// Back to the sign-in page, with `error` (a challenge missing or expired).
+fn sign_in_again(state: &AppState, headers: &HeaderMap, error: Option<String>) -> Response {
+    let (csrf, new) = form_token(headers);
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let page = LoginPage { chrome: None, csrf: csrf.clone(), email: String::new(), error, notice: None };
+    let mut response = with_form_cookie(state, render(status, &page), &csrf, new);
+    response.headers_mut().append(header::SET_COOKIE, set_cookie(state, CHALLENGE_COOKIE, "", 0));
+    response
+}
+
+/// `GET /dashboard/login/code`: the code form of a sign-in under way (else the sign-in page).
+pub async fn code_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(challenge) = cookie(&headers, CHALLENGE_COOKIE) else {
+        return secured(Redirect::to("/dashboard/login").into_response());
+    };
+    match members::challenged_member(&state.store, &challenge).await {
+        Ok(member) => {
+            let (csrf, new) = form_token(&headers);
+            let page = CodePage { chrome: None, csrf: csrf.clone(), email: member.email, error: None };
+            with_form_cookie(&state, render(StatusCode::OK, &page), &csrf, new)
+        }
+        Err(error @ MemberError::ChallengeExpired) => sign_in_again(&state, &headers, Some(error.to_string())),
+        Err(error) => internal(error),
+    }
+}
+
+/// `POST /dashboard/login/code`: the TOTP code of a sign-in under way.
+pub async fn sign_in_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request_extensions: axum::http::Extensions,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    if !pre_session_csrf(&headers, &form) {
+        return csrf_refused();
+    }
+    let Some(challenge) = cookie(&headers, CHALLENGE_COOKIE) else {
+        return sign_in_again(&state, &headers, Some(MemberError::ChallengeExpired.to_string()));
+    };
+    let client = super::client_address(&request_extensions);
+    let code = form.text("code");
+    let refused = |status: StatusCode, error: &MemberError, email: String| {
+        let (csrf, new) = form_token(&headers);
+        let page = CodePage { chrome: None, csrf: csrf.clone(), email, error: Some(error.to_string()) };
+        with_form_cookie(&state, render(status, &page), &csrf, new)
+    };
+    match members::sign_in_second_factor(&state.store, &state.webhook_secrets, &challenge, &code, &client).await {
+        Ok((_, opened)) => session_opened(&state, &opened),
+        Err(error @ MemberError::ChallengeExpired) => sign_in_again(&state, &headers, Some(error.to_string())),
+        Err(error @ (MemberError::InvalidCode | MemberError::WrongCode | MemberError::Throttled { .. })) => {
+            let email = members::challenged_member(&state.store, &challenge).await.map(|m| m.email).unwrap_or_default();
+            let status = match error {
+                MemberError::InvalidCode => StatusCode::BAD_REQUEST,
+                MemberError::WrongCode => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            };
+            let mut response = refused(status, &error, email);
+            if let MemberError::Throttled { retry_after_secs, .. } = error {
+                response.headers_mut().insert(header::RETRY_AFTER, retry_after_secs.into());
+            }
+            response
+        }
+        Err(error) => internal(error),
+    }
+}
+
+/// The throttle's "client" of a signed-in request: its session (re-authentication and TOTP
+/// codes count per account, and per session as their client).
+pub fn session_client(signed_in: &SignedIn) -> String {
+    format!("session:{}", signed_in.session.id_hash.get(..16).unwrap_or_default())
+}
+
+/// Why [`SignedIn::reauthenticate`] refused.
+pub enum ReauthError {
+    /// Show `message` next to the form's `password` field (`id="password-error"`), with `status`
+    /// (401 wrong, 429 throttled, 503 busy).
+    Field { status: StatusCode, message: String },
+    /// Answer this page instead (an internal error, logged).
+    Page(Refused),
+}
+
+impl SignedIn {
+    /// Re-authentication before a money move (a payout, a refund): checks the form's `password`
+    /// field against the member's password, or, when the member has TOTP on, accepts a current
+    /// code from the authenticator app in that same field (`depositd_core::members::reauthenticate`,
+    /// throttled like sign-in: a wrong answer counts as a failed sign-in).
+    ///
+    /// Signature: `pub async fn reauthenticate(&self, state: &AppState, form: &Form) -> Result<(), ReauthError>`.
+    /// Call it after [`SignedIn::form`] and [`SignedIn::require`]; on
+    /// `Err(ReauthError::Field { status, message })` render the form again with `message` next to
+    /// its `password` field, with `status`; on `Err(ReauthError::Page(page))` answer `*page`.
+    pub async fn reauthenticate(&self, state: &AppState, form: &Form) -> Result<(), ReauthError> {
+        let secret = SecretString::from(form.raw("password"));
+        let client = session_client(self);
+        match members::reauthenticate(&state.store, &state.webhook_secrets, &self.member, &secret, &client).await {
+            Ok(()) => Ok(()),
+            Err(error @ MemberError::WrongPassword { .. }) => {
+                Err(ReauthError::Field { status: StatusCode::UNAUTHORIZED, message: error.to_string() })
+            }
+            Err(error @ MemberError::Throttled { .. }) => {
+                Err(ReauthError::Field { status: StatusCode::TOO_MANY_REQUESTS, message: error.to_string() })
+            }
+            Err(error @ MemberError::Busy) => {
+                Err(ReauthError::Field { status: StatusCode::SERVICE_UNAVAILABLE, message: error.to_string() })
+            }
+            Err(error) => Err(ReauthError::Page(Box::new(internal(error)))),
+        }
     }
 }
 
