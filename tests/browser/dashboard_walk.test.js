@@ -6,8 +6,8 @@
 // ledger entries are found and exported as CSV; a webhook endpoint added in the dashboard gets the
 // invoice's `invoice.paid` and it is redelivered from the event log; a payout is created with the
 // password re-entered and seen confirmed on chain; the key is revoked and curl gets 401.
-// Each page's screenshots at phone and desktop width are the per-page browser tests'
-// (dashboard*.test.js); this walk saves its own desktop ones as dashboard-walk-*.png.
+// Its steps' screenshots are dashboard-walk-*.png; at the end it opens every page at phone and
+// desktop width (dashboard-page-<page>-<phone|desktop>.png), none wider than the screen.
 //
 // Run by `make test` after the Rust suite (which builds target/debug/depositd).
 "use strict";
@@ -162,6 +162,11 @@ test("a merchant walks the whole dashboard path", { timeout: 600_000 }, async ()
     await page.click("button:has-text('Create key')");
     const key = await page.inputValue("#new-secret");
     assert.match(key, /^dk_test_[0-9a-f]{48}$/);
+    // Its copy button puts it on the clipboard.
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: info.api_url });
+    await page.click("button.copy[data-copy=new-secret]");
+    await page.waitForSelector("button.copy:has-text('Copied')", { timeout: 5_000 });
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), key);
     const [created, body] = curl(["-X", "POST", `${info.api_url}/api/v1/invoices`, "-H", `x-api-key: ${key}`,
       "-H", "content-type: application/json", "-H", "idempotency-key: walk-1",
       "-d", JSON.stringify({ amount: "20", currency: "USD", asset: "USDC", external_id: "walk-order-1" })]);
@@ -242,6 +247,28 @@ test("a merchant walks the whole dashboard path", { timeout: 600_000 }, async ()
     assert.ok(await page.locator("main svg").count() >= 1, "the overview draws its charts");
     assert.match(await page.textContent("main"), /USDC/);
     await shot("overview-after");
+
+    // Every page at phone and desktop width: it answers 200, nothing is wider than a phone's
+    // screen (tables scroll in their own boxes), and its screenshot is saved.
+    const pages = [["overview", ""], ["invoices", "/invoices"], ["invoice", `/invoices/${invoice.id}`],
+      ["invoice-new", "/invoices/new"], ["static-addresses", "/static-addresses"], ["ledger", "/ledger"],
+      ["payouts", "/payouts"], ["payout-new", "/payouts/new"], ["refund", `/invoices/${invoice.id}/refund`],
+      ["api-keys", "/developers/api-keys"], ["webhooks", "/developers/webhooks"], ["events", "/developers/events"],
+      ["settings", "/settings"], ["team", "/settings/team"], ["security", "/settings/security"]];
+    for (const [width, label] of [[420, "phone"], [1280, "desktop"]]) {
+      await page.setViewportSize({ width, height: 900 });
+      for (const [name, route] of pages) {
+        const response = await page.goto(`${dashboard}${route}`);
+        assert.equal(response.status(), 200, name);
+        const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+        // On failure, name the elements that stick out (the innermost ones first).
+        const offenders = wide <= width ? [] : await page.evaluate((limit) => Array.from(document.querySelectorAll("body *"))
+          .filter((el) => el.getBoundingClientRect().right > limit && !el.closest(".table-wrap"))
+          .map((el) => `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}.${el.className}`).reverse().slice(0, 6), width);
+        assert.ok(wide <= width, `${name} is ${wide} px wide at ${width} px: ${offenders.join(", ")}`);
+        await page.screenshot({ path: path.join(artifacts, `dashboard-page-${name}-${label}.png`), fullPage: true });
+      }
+    }
     assert.deepEqual(problems, [], "nothing blocked, nothing from another origin");
     await context.close();
   } finally {

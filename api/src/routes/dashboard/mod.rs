@@ -12,8 +12,9 @@
 //!   in ([`SignedIn::form`]), else (sign-in and invite pages) the value of a `depositd_csrf` cookie
 //!   set with the form. A missing or wrong token is a 403 page and nothing is done. Cookies are
 //!   `HttpOnly; SameSite=Strict; Path=/dashboard`, and `Secure` when the public URL is https.
-//! - **Headers**: a Content-Security-Policy that allows this origin's stylesheet only (no script
-//!   at all, no other origin), no framing, no referrer, no caching.
+//! - **Headers**: a Content-Security-Policy that allows this origin's stylesheet and one script
+//!   of its own (`assets/dashboard.js`: the copy button next to a secret shown once; every page
+//!   works without it), no inline script, no other origin, no framing, no referrer, no caching.
 //!
 //! # Layout
 //! - [`sign_in`]: sign in, log out (here or everywhere), accept an invite.
@@ -61,8 +62,9 @@ use depositd_core::store::merchants;
 
 use crate::state::AppState;
 
-/// This origin's stylesheet, nothing else: no scripts, no other origin, forms post here only.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+/// This origin's stylesheet and its one script (the copy buttons), nothing else: no inline
+/// script, no other origin, forms post here only.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The session cookie's name.
@@ -114,6 +116,7 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/settings/security/totp/confirm", post(totp::confirm))
         .route("/dashboard/settings/security/totp/disable", post(totp::disable))
         .route("/dashboard/assets/dashboard.css", get(stylesheet))
+        .route("/dashboard/assets/dashboard.js", get(script))
 }
 
 /// `GET /dashboard/assets/dashboard.css`, compiled into the binary.
@@ -122,6 +125,17 @@ async fn stylesheet() -> Response {
         (
             [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
             include_str!("../../../assets/dashboard.css"),
+        )
+            .into_response(),
+    )
+}
+
+/// `GET /dashboard/assets/dashboard.js`, compiled into the binary.
+async fn script() -> Response {
+    secured(
+        (
+            [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=300")],
+            include_str!("../../../assets/dashboard.js"),
         )
             .into_response(),
     )
