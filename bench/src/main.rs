@@ -18,7 +18,7 @@
 //!    local receiver, with the real `depositd` daemon, WebSocket heads and polling.
 //! 3. `api`: invoice creation and `GET /api/v1/invoices/{id}` under concurrent load on SQLite and
 //!    PostgreSQL, against the real daemon.
-//! 4. `scale`: the daemon's RSS and start-up time with 1,000,000 watched addresses.
+//! 4. `scale`: the daemon's RSS and start-up time with 10,000,000 watched addresses.
 //!
 //! Every figure comes from the run that prints it; nothing asserts a timing. Secrets (the
 //! generated mnemonic, API keys, webhook secrets) are never printed: the mnemonic goes to a file
