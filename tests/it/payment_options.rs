@@ -610,6 +610,12 @@ async fn options_on_two_chains_add_up_each_confirmed_on_its_own_chain(db: TestDb
         (Some("5"), Some("5"))
     );
 
+    // The list (its payments read for the whole page in one query) shows the same payments.
+    let (status, listed) = app.get_json(&key, "/api/v1/invoices").await;
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed["data"].as_array().unwrap().iter().find(|i| i["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(listed["payments"], paid["payments"], "{listed}");
+
     // Each payment credited on its own chain, in its own asset.
     let mut conn = app.store.conn().await.unwrap();
     let merchant_id = merchant.id;

@@ -272,10 +272,16 @@ pub async fn list(
     };
     let mut conn = state.store.conn().await?;
     let (found, has_more) = page.finish(invoices::list(&mut conn, auth.merchant.id, &filter, page.fetch()).await?);
-    let mut data = Vec::with_capacity(found.len());
-    for invoice in &found {
-        data.push(resource(&state, &mut conn, invoice).await?);
-    }
+    // Every listed invoice's payments in one query, not one per invoice.
+    let mut payments = invoices::payments_of(&mut conn, &found).await?;
+    let public_url = &state.config.settings.api.public_url;
+    let data = found
+        .iter()
+        .map(|invoice| {
+            let paid = payments.remove(&invoice.id).unwrap_or_default();
+            InvoiceResource::build(invoice, paid, public_url, &state.sessions)
+        })
+        .collect();
     Ok(Json(InvoiceList { object: "list", data, has_more }))
 }
 

@@ -464,6 +464,7 @@ pub async fn expire_due(conn: &mut Conn, now: i64, batch: u32) -> Result<Vec<Inv
 
 #[derive(sqlx::FromRow)]
 struct PaymentRow {
+    invoice_id: String,
     id: String,
     tx_hash: String,
     log_index: i64,
@@ -481,42 +482,61 @@ struct PaymentRow {
 /// The deposits credited (or seen) for an invoice, oldest first, as the invoice resource shows them.
 #[tracing::instrument(skip(conn, invoice), fields(invoice_id = %invoice.id))]
 pub async fn payments(conn: &mut Conn, invoice: &Invoice) -> Result<Vec<PaymentView>, StoreError> {
+    Ok(payments_of(conn, std::slice::from_ref(invoice)).await?.remove(&invoice.id).unwrap_or_default())
+}
+
+/// [`payments`] of each of `invoices` (a page of a list) in one query, by invoice id; an invoice
+/// without a payment has no entry.
+#[tracing::instrument(skip_all, fields(invoices = invoices.len()))]
+pub async fn payments_of(
+    conn: &mut Conn,
+    invoices: &[Invoice],
+) -> Result<std::collections::HashMap<Uuid, Vec<PaymentView>>, StoreError> {
+    let mut found: std::collections::HashMap<Uuid, Vec<PaymentView>> = std::collections::HashMap::new();
+    if invoices.is_empty() {
+        return Ok(found);
+    }
+    let placeholders = (1..=invoices.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
     // Each payment's confirmations count on its own chain: an invoice with payment options on
     // several chains is paid on chains whose heads differ.
-    let rows: Vec<PaymentRow> = sqlx::query_as(
-        "SELECT d.id, d.tx_hash, d.log_index, d.block_number, d.from_address, d.asset, d.chain_id, \
+    let sql = format!(
+        "SELECT d.invoice_id, d.id, d.tx_hash, d.log_index, d.block_number, d.from_address, d.asset, d.chain_id, \
                 d.amount_base_units, d.state, d.detected_at, c.block_number AS head_block \
          FROM deposits d LEFT JOIN chain_cursors c ON c.chain_id = d.chain_id \
-         WHERE d.invoice_id = $1 ORDER BY d.block_number, d.log_index",
-    )
-    .bind(Text(invoice.id))
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter()
-        .map(|row| {
-            let amount: crate::money::BaseUnits = parse_column("deposits.amount_base_units", &row.amount_base_units)?;
-            let block = row.block_number as u64;
-            let decimals = invoice
-                .options
-                .iter()
-                .find(|o| o.is(row.chain_id as u64, &row.asset))
-                .map_or(invoice.decimals, |o| o.decimals);
-            Ok(PaymentView {
-                id: parse_column("deposits.id", &row.id)?,
-                tx_hash: row.tx_hash,
-                log_index: row.log_index,
-                block_number: block,
-                from_address: row.from_address,
-                asset: row.asset,
-                amount: amount.to_display(decimals),
-                amount_base_units: amount,
-                chain_id: row.chain_id as u64,
-                confirmations: row.head_block.map(|head| (head as u64).saturating_sub(block) + 1).unwrap_or(0),
-                state: row.state,
-                detected_at: row.detected_at.div_euclid(1000),
-            })
-        })
-        .collect()
+         WHERE d.invoice_id IN ({placeholders}) ORDER BY d.block_number, d.log_index"
+    );
+    let mut query = sqlx::query_as::<_, PaymentRow>(sqlx::AssertSqlSafe(sql));
+    for invoice in invoices {
+        query = query.bind(Text(invoice.id));
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let by_id: std::collections::HashMap<Uuid, &Invoice> = invoices.iter().map(|i| (i.id, i)).collect();
+    for row in rows {
+        let invoice_id: Uuid = parse_column("deposits.invoice_id", &row.invoice_id)?;
+        let Some(invoice) = by_id.get(&invoice_id) else { continue };
+        let amount: crate::money::BaseUnits = parse_column("deposits.amount_base_units", &row.amount_base_units)?;
+        let block = row.block_number as u64;
+        let decimals = invoice
+            .options
+            .iter()
+            .find(|o| o.is(row.chain_id as u64, &row.asset))
+            .map_or(invoice.decimals, |o| o.decimals);
+        found.entry(invoice_id).or_default().push(PaymentView {
+            id: parse_column("deposits.id", &row.id)?,
+            tx_hash: row.tx_hash,
+            log_index: row.log_index,
+            block_number: block,
+            from_address: row.from_address,
+            asset: row.asset,
+            amount: amount.to_display(decimals),
+            amount_base_units: amount,
+            chain_id: row.chain_id as u64,
+            confirmations: row.head_block.map(|head| (head as u64).saturating_sub(block) + 1).unwrap_or(0),
+            state: row.state,
+            detected_at: row.detected_at.div_euclid(1000),
+        });
+    }
+    Ok(found)
 }
 
 /// The cursor of each chain `invoice` may be paid on (its own, then its options' other chains),
