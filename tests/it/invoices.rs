@@ -331,6 +331,10 @@ async fn idempotency_replays_conflicts_and_releases(db: TestDb) {
     // A malformed key is refused.
     let response = post(&"k".repeat(300), json!({"amount": "3"})).await.unwrap();
     assert_error(response, 400, "invalid_idempotency_key", Some("Idempotency-Key")).await;
+    // The dashboard's own key space is not the API's.
+    let response = post("dashboard:payout:1", json!({"amount": "3"})).await.unwrap();
+    let body = assert_error(response, 400, "invalid_idempotency_key", Some("Idempotency-Key")).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("dashboard:"), "{body}");
     let (_, list) = app.get_json(&key, "/api/v1/invoices").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2, "one invoice per successful key");
 }

@@ -189,7 +189,11 @@ impl Once {
             fields.reference
         ])
         .to_string();
-        Once { key: format!("dashboard:{key}"), endpoint, request_hash: hex::encode(Sha256::digest(text.as_bytes())) }
+        Once {
+            key: format!("{}{key}", crate::idempotency::DASHBOARD_PREFIX),
+            endpoint,
+            request_hash: hex::encode(Sha256::digest(text.as_bytes())),
+        }
     }
 
     /// The payout an earlier answer to this confirmation created, if any (a form sent twice).
