@@ -372,6 +372,17 @@ async fn a_payout_confirmed_with_the_password_is_sent_on_anvil(db: TestDb) {
         assert!(detail.body.contains(event), "{event} listed");
     }
     assert!(!detail.body.contains("Cancel this"), "no cancel once sent");
+
+    // An absurd native amount (2^256 - 1 base units) overflows with its fee reserve (known now
+    // that the settler has estimated fees): the same insufficient-funds error next to the field,
+    // never a 500.
+    let absurd = BaseUnits::from(U256::MAX).to_display(18);
+    let mut fields = review(DEST, &absurd);
+    fields[2].1 = "ETH".to_owned();
+    let page = browser.post("/dashboard/payouts/new", &pairs(&fields)).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    let error = text_of(&page.body, "amount-error");
+    assert!(error.starts_with("insufficient available balance:") && error.contains("ETH is available"), "{error}");
 }
 
 /// An invoice of the merchant marked paid `paid` base units of USDC (as the watcher would).
