@@ -79,14 +79,28 @@ pub struct Changes {
     pub enabled: Option<bool>,
 }
 
-/// The event type words, checked (each one of [`EVENT_TYPES`]), sorted, without repeats.
+/// The event type words, checked (each one of [`EVENT_TYPES`] but `webhook_endpoint.test`,
+/// which goes only to the endpoint it tests and cannot be subscribed to), sorted, without
+/// repeats.
 pub fn event_types(types: Vec<String>) -> Result<Vec<String>, EndpointError> {
+    let test = EventType::WebhookEndpointTest.as_str();
     for (i, t) in types.iter().enumerate() {
-        if !EVENT_TYPES.contains(&t.as_str()) {
+        if t == test {
             return Err(EndpointError::Invalid {
                 param: format!("enabled_events[{i}]"),
                 code: "invalid_event_type",
-                message: format!("{t:?} is not an event type (one of {})", EVENT_TYPES.join(", ")),
+                message: format!(
+                    "{test:?} cannot be subscribed to: a test event is sent only to the endpoint it tests, when you \
+                     ask for one"
+                ),
+            });
+        }
+        if !EVENT_TYPES.contains(&t.as_str()) {
+            let subscribable: Vec<&str> = EVENT_TYPES.iter().copied().filter(|w| *w != test).collect();
+            return Err(EndpointError::Invalid {
+                param: format!("enabled_events[{i}]"),
+                code: "invalid_event_type",
+                message: format!("{t:?} is not an event type (one of {})", subscribable.join(", ")),
             });
         }
     }

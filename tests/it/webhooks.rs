@@ -168,6 +168,27 @@ async fn endpoints_are_managed_and_secrets_shown_once(db: TestDb) {
     ] {
         assert_error(s.post("/api/v1/webhook-endpoints", body).await, 400, code, Some(param)).await;
     }
+    // The test event goes to the endpoint it tests only: it cannot be subscribed to, on create
+    // or on change.
+    let body = json!({"url": "https://x.example.com", "enabled_events": ["webhook_endpoint.test"]});
+    let refused = assert_error(
+        s.post("/api/v1/webhook-endpoints", body).await,
+        400,
+        "invalid_event_type",
+        Some("enabled_events[0]"),
+    )
+    .await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("cannot be subscribed"), "{refused}");
+    let response = s
+        .app
+        .client
+        .patch(s.app.url(&format!("/api/v1/webhook-endpoints/{id}")))
+        .header("x-api-key", &s.key)
+        .json(&json!({"enabled_events": ["invoice.paid", "webhook_endpoint.test"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "invalid_event_type", Some("enabled_events[1]")).await;
     let (_, read_only) = s.app.merchant("Reader", &[Scope::WebhooksRead]).await;
     let response = s
         .app
