@@ -126,7 +126,8 @@ pub fn description(value: Option<String>) -> Result<Option<String>, EndpointErro
 }
 
 /// Refuses a URL another of the merchant's endpoints has (one destination, one delivery), and a
-/// new endpoint beyond [`MAX_ENDPOINTS`].
+/// new endpoint beyond [`MAX_ENDPOINTS`]. The caller took [`rows::lock_merchant_endpoints`] at
+/// the start of its transaction, so concurrent creates and changes are checked one at a time.
 async fn check_usage(tx: &mut Tx, merchant_id: Uuid, url: &str, except: Option<Uuid>) -> Result<(), EndpointError> {
     let (count, taken) = rows::endpoint_usage(tx, merchant_id, url, except).await?;
     if taken {
@@ -148,6 +149,7 @@ pub async fn create(
 ) -> Result<(Endpoint, SecretString), EndpointError> {
     let enabled_events = event_types(new.enabled_events)?;
     let description = description(new.description)?;
+    rows::lock_merchant_endpoints(tx, merchant_id).await?;
     check_usage(tx, merchant_id, new.url.as_str(), None).await?;
     let now = now_ms();
     let secret = generate_secret();
@@ -185,6 +187,10 @@ fn not_found(error: StoreError) -> EndpointError {
 
 /// Changes merchant `merchant_id`'s endpoint `id` as `changes` says; returns it as it is now.
 pub async fn update(tx: &mut Tx, merchant_id: Uuid, id: Uuid, changes: Changes) -> Result<Endpoint, EndpointError> {
+    if changes.url.is_some() {
+        // Before the endpoint's own lock, in the order `create` takes them.
+        rows::lock_merchant_endpoints(tx, merchant_id).await?;
+    }
     let mut endpoint = get(tx, merchant_id, id).await?;
     if let Some(url) = changes.url {
         check_usage(tx, merchant_id, url.as_str(), Some(endpoint.id)).await?;

@@ -136,8 +136,22 @@ pub async fn endpoint_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<Endpoint
     row.map(Endpoint::try_from).transpose()
 }
 
+/// Locks merchant `merchant_id`'s row until the transaction ends (PostgreSQL; a SQLite write
+/// transaction excludes every other writer already), so that the checks of
+/// [`endpoint_usage`] and the write that follows them are one step: two concurrent creates (or
+/// URL changes) of one merchant queue here, and the second counts the first's endpoint.
+#[tracing::instrument(skip(conn))]
+pub async fn lock_merchant_endpoints(conn: &mut Conn, merchant_id: Uuid) -> Result<(), StoreError> {
+    let for_update = Backend::of(conn).for_update();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM merchants WHERE id = $1{for_update}")))
+        .bind(Text(merchant_id))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// How many live endpoints the merchant has, and whether one of them (other than `except`)
-/// already has `url`.
+/// already has `url`. Call it after [`lock_merchant_endpoints`] in the writing transaction.
 #[tracing::instrument(skip(conn, url))]
 pub async fn endpoint_usage(
     conn: &mut Conn,
