@@ -54,6 +54,12 @@ pub enum EndpointError {
     NotFound,
     #[error("the endpoint is disabled: enable it before sending it a test event")]
     Disabled,
+    /// The caller's copy of the endpoint is stale (an optimistic check, [`rotate_secret`]).
+    #[error(
+        "the endpoint changed since this page was shown (its secret was rotated or it was edited); nothing was done: \
+         reload the page and try again if you still want to"
+    )]
+    Changed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -213,24 +219,34 @@ pub async fn update(tx: &mut Tx, merchant_id: Uuid, id: Uuid, changes: Changes) 
         }
         None => {}
     }
-    rows::update_endpoint(tx, &endpoint).await.map_err(not_found)?;
+    rows::update_endpoint(tx, &mut endpoint).await.map_err(not_found)?;
     Ok(endpoint)
 }
 
 /// Gives endpoint `id` a new secret (returned, to show this once); for `grace_ms` deliveries
 /// also carry the previous secret's signature.
+///
+/// `expected_updated_at`, when given, is the endpoint's `updated_at` as the caller last saw it:
+/// if the endpoint changed since, nothing is done ([`EndpointError::Changed`]). The dashboard's
+/// form sends it, so a second rotation submitted on the same page (a double click, a resend)
+/// does not replace the secret the first one kept for its grace period; the API passes `None`.
 pub async fn rotate_secret(
     tx: &mut Tx,
     merchant_id: Uuid,
     id: Uuid,
     sealer: &SecretBox,
     grace_ms: i64,
+    expected_updated_at: Option<i64>,
 ) -> Result<(Endpoint, SecretString), EndpointError> {
+    // Locked (PostgreSQL) until the transaction ends, so the check and the write are one step.
     let mut endpoint = get(tx, merchant_id, id).await?;
+    if expected_updated_at.is_some_and(|expected| expected != endpoint.updated_at) {
+        return Err(EndpointError::Changed);
+    }
     let secret = generate_secret();
     endpoint.previous_secret_sealed = Some(std::mem::replace(&mut endpoint.secret_sealed, sealer.seal(&secret)));
     endpoint.previous_secret_expires_at = Some(now_ms() + grace_ms);
-    rows::update_endpoint(tx, &endpoint).await.map_err(not_found)?;
+    rows::update_endpoint(tx, &mut endpoint).await.map_err(not_found)?;
     Ok((endpoint, secret))
 }
 

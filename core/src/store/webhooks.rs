@@ -86,7 +86,10 @@ pub async fn insert_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
 
 /// Writes every changeable field back (url, description, events, status, secrets).
 #[tracing::instrument(skip_all, fields(endpoint_id = %e.id))]
-pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreError> {
+pub async fn update_endpoint(conn: &mut Conn, e: &mut Endpoint) -> Result<(), StoreError> {
+    // Always later than the version read, even within one millisecond: callers compare it
+    // (`webhook_endpoints::rotate_secret`).
+    e.updated_at = now_ms().max(e.updated_at + 1);
     let done = sqlx::query(
         "UPDATE webhook_endpoints SET url = $1, description = $2, enabled_events = $3, status = $4, \
          disabled_reason = $5, secret_ciphertext = $6, previous_secret_ciphertext = $7, \
@@ -100,7 +103,7 @@ pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     .bind(&e.secret_sealed)
     .bind(&e.previous_secret_sealed)
     .bind(e.previous_secret_expires_at)
-    .bind(now_ms())
+    .bind(e.updated_at)
     .bind(Text(e.id))
     .bind(Text(e.merchant_id))
     .execute(&mut *conn)

@@ -44,6 +44,8 @@ struct EndpointRow {
     failures: i64,
     last_failure: String,
     last_success: String,
+    /// The version the page shows, sent back by the rotate form (`rotate_secret`'s check).
+    updated_at: i64,
 }
 
 impl EndpointRow {
@@ -61,6 +63,7 @@ impl EndpointRow {
             failures: failing.map_or(0, |h| h.failures),
             last_failure: failing.map(|h| when(h.last_failure_at)).unwrap_or_default(),
             last_success: e.last_success_at.map(when).unwrap_or_else(|| "never".into()),
+            updated_at: e.updated_at,
         }
     }
 }
@@ -436,9 +439,20 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let endpoint = match target(&state, &signed_in, &id, &body).await {
-        Ok((_, endpoint)) => endpoint,
+    let (form, endpoint) = match target(&state, &signed_in, &id, &body).await {
+        Ok(found) => found,
         Err(response) => return response,
+    };
+    // The version the page showed: a second rotation from the same page (a double click, a
+    // resend) is refused instead of dropping the secret the first kept for its grace period.
+    let Ok(seen) = form.text("updated_at").parse::<i64>() else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            Some(signed_in.chrome("webhooks")),
+            "Not done",
+            "the form is missing the endpoint's version; reload the page and try again",
+            (LIST, "Back to webhooks"),
+        );
     };
     let outcome = async {
         let mut tx = state.store.begin().await?;
@@ -448,6 +462,7 @@ pub async fn rotate_secret(
             endpoint.id,
             &state.webhook_secrets,
             grace_ms(&state),
+            Some(seen),
         )
         .await?;
         // Never the secret: only until when the previous one still signs.
