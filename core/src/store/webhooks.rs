@@ -226,6 +226,11 @@ pub struct EndpointFailures {
 
 /// Failed attempts to each of merchant `merchant_id`'s endpoints since `since` (epoch ms);
 /// endpoints without one are not listed.
+///
+/// Bounded by the window, not by the history: the attempts are read from the index on
+/// `webhook_attempts (attempted_at, delivery_id)` (SQLite keeps the left table of a `CROSS JOIN`
+/// as the outer loop; PostgreSQL plans the same inner join), then their deliveries and endpoints
+/// by primary key.
 #[tracing::instrument(skip(conn))]
 pub async fn recent_failures(
     conn: &mut Conn,
@@ -234,8 +239,8 @@ pub async fn recent_failures(
 ) -> Result<Vec<EndpointFailures>, StoreError> {
     let rows: Vec<(Text<Uuid>, i64, i64)> = sqlx::query_as(
         "SELECT d.endpoint_id, COUNT(*), MAX(a.attempted_at) FROM webhook_attempts a \
-         JOIN webhook_deliveries d ON d.id = a.delivery_id JOIN webhook_endpoints w ON w.id = d.endpoint_id \
-         WHERE w.merchant_id = $1 AND a.attempted_at >= $2 \
+         CROSS JOIN webhook_deliveries d CROSS JOIN webhook_endpoints w \
+         WHERE a.attempted_at >= $2 AND d.id = a.delivery_id AND w.id = d.endpoint_id AND w.merchant_id = $1 \
          AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299) GROUP BY d.endpoint_id",
     )
     .bind(Text(merchant_id))
