@@ -67,6 +67,10 @@ fn in_use() -> ApiError {
     }
 }
 
+/// The prefix of the dashboard's own idempotency keys (`routes::dashboard::payouts`), refused
+/// from the API.
+pub const DASHBOARD_PREFIX: &str = "dashboard:";
+
 /// Checks the request's `Idempotency-Key` (if any) for `endpoint` and this body without claiming
 /// it: `Ok(Ok(guard))` to proceed (`None` without a key), `Ok(Err(response))` to replay.
 pub async fn check(
@@ -92,6 +96,15 @@ pub async fn check(
             )
         })?
         .to_owned();
+    // The dashboard records its confirmations under `dashboard:` keys in the same table: an API
+    // request may not claim (or replay) one of them.
+    if key.starts_with(DASHBOARD_PREFIX) {
+        return Err(ApiError::invalid(
+            "Idempotency-Key",
+            "invalid_idempotency_key",
+            "Idempotency-Key may not start with \"dashboard:\", the dashboard's own keys",
+        ));
+    }
     // serde_json maps keep keys sorted, so this is a canonical form: the same JSON with other
     // whitespace or key order is the same request.
     let request_hash = hex::encode(Sha256::digest(body.to_string().as_bytes()));

@@ -449,9 +449,10 @@ pub async fn create(
 pub enum CancelError {
     #[error("no such invoice")]
     NotFound,
-    /// Not pending, or a payment was seen: the status it is in.
-    #[error("only a pending invoice with nothing paid can be cancelled; this one is {0}")]
-    NotCancellable(InvoiceStatus),
+    /// Not pending, or a payment was seen: why, for the merchant (the status it is in, or
+    /// that a payment to it is waiting for confirmations).
+    #[error("{0}")]
+    NotCancellable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -469,7 +470,15 @@ pub async fn cancel(
 ) -> Result<(Invoice, InvoiceResource), CancelError> {
     let before = invoices::get(tx, merchant_id, id).await?.ok_or(CancelError::NotFound)?;
     if !invoices::cancel(tx, merchant_id, id).await? {
-        return Err(CancelError::NotCancellable(before.status));
+        // Read again: a concurrent change may have moved it since `before`.
+        let now = invoices::get(tx, merchant_id, id).await?.map_or(before.status, |i| i.status);
+        return Err(CancelError::NotCancellable(if now == InvoiceStatus::Pending {
+            "only a pending invoice with nothing paid can be cancelled; a payment to this one is waiting for \
+             confirmations"
+                .to_owned()
+        } else {
+            format!("only a pending invoice with nothing paid can be cancelled; this one is {now}")
+        }));
     }
     let invoice = invoices::get(tx, merchant_id, id).await?.ok_or(CancelError::NotFound)?;
     let payments = invoices::payments(tx, &invoice).await?;

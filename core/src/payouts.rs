@@ -289,8 +289,9 @@ pub async fn preview(conn: &mut Conn, ctx: Context<'_>, new: &NewPayout) -> Resu
     };
     let account = Account::merchant(new.merchant_id, AccountKind::Available, ctx.chain.chain_id, &new.asset);
     let available = ledger::balance(conn, &account).await?;
-    let needed = new.amount.checked_add(fee_reserve).ok_or(LedgerError::Overflow)?;
-    let Some(available_after) = available.checked_sub(needed) else {
+    // An amount so large that it overflows with the fee reserve is more than any balance holds.
+    let Some(available_after) = new.amount.checked_add(fee_reserve).and_then(|needed| available.checked_sub(needed))
+    else {
         return Err(insufficient(new, available, fee_reserve));
     };
     Ok(Preview { fee_reserve, available, available_after })

@@ -84,11 +84,11 @@ pub async fn disable(
     merchant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Disabled>, StoreError> {
-    let Some(before) = static_addresses::get(tx, merchant_id, id).await? else { return Ok(None) };
-    static_addresses::disable(tx, merchant_id, id).await?;
+    // The store's compare-and-set decides: of two concurrent disables exactly one changes the
+    // row (the other waits for its lock and then matches nothing), so one event is recorded.
+    let changed = static_addresses::disable(tx, merchant_id, id).await?;
     let Some(address) = static_addresses::get(tx, merchant_id, id).await? else { return Ok(None) };
     let resource = resource(config, &address);
-    let changed = before.status == StaticAddressStatus::Active;
     if changed {
         outbox::record(tx, merchant_id, EventType::StaticAddressDisabled, Subject::static_address(&address), &resource)
             .await?;

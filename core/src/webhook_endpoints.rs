@@ -54,6 +54,12 @@ pub enum EndpointError {
     NotFound,
     #[error("the endpoint is disabled: enable it before sending it a test event")]
     Disabled,
+    /// The caller's copy of the endpoint is stale (an optimistic check, [`rotate_secret`]).
+    #[error(
+        "the endpoint changed since this page was shown (its secret was rotated or it was edited); nothing was done: \
+         reload the page and try again if you still want to"
+    )]
+    Changed,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -79,14 +85,28 @@ pub struct Changes {
     pub enabled: Option<bool>,
 }
 
-/// The event type words, checked (each one of [`EVENT_TYPES`]), sorted, without repeats.
+/// The event type words, checked (each one of [`EVENT_TYPES`] but `webhook_endpoint.test`,
+/// which goes only to the endpoint it tests and cannot be subscribed to), sorted, without
+/// repeats.
 pub fn event_types(types: Vec<String>) -> Result<Vec<String>, EndpointError> {
+    let test = EventType::WebhookEndpointTest.as_str();
     for (i, t) in types.iter().enumerate() {
-        if !EVENT_TYPES.contains(&t.as_str()) {
+        if t == test {
             return Err(EndpointError::Invalid {
                 param: format!("enabled_events[{i}]"),
                 code: "invalid_event_type",
-                message: format!("{t:?} is not an event type (one of {})", EVENT_TYPES.join(", ")),
+                message: format!(
+                    "{test:?} cannot be subscribed to: a test event is sent only to the endpoint it tests, when you \
+                     ask for one"
+                ),
+            });
+        }
+        if !EVENT_TYPES.contains(&t.as_str()) {
+            let subscribable: Vec<&str> = EVENT_TYPES.iter().copied().filter(|w| *w != test).collect();
+            return Err(EndpointError::Invalid {
+                param: format!("enabled_events[{i}]"),
+                code: "invalid_event_type",
+                message: format!("{t:?} is not an event type (one of {})", subscribable.join(", ")),
             });
         }
     }
@@ -112,7 +132,8 @@ pub fn description(value: Option<String>) -> Result<Option<String>, EndpointErro
 }
 
 /// Refuses a URL another of the merchant's endpoints has (one destination, one delivery), and a
-/// new endpoint beyond [`MAX_ENDPOINTS`].
+/// new endpoint beyond [`MAX_ENDPOINTS`]. The caller took [`rows::lock_merchant_endpoints`] at
+/// the start of its transaction, so concurrent creates and changes are checked one at a time.
 async fn check_usage(tx: &mut Tx, merchant_id: Uuid, url: &str, except: Option<Uuid>) -> Result<(), EndpointError> {
     let (count, taken) = rows::endpoint_usage(tx, merchant_id, url, except).await?;
     if taken {
@@ -134,6 +155,7 @@ pub async fn create(
 ) -> Result<(Endpoint, SecretString), EndpointError> {
     let enabled_events = event_types(new.enabled_events)?;
     let description = description(new.description)?;
+    rows::lock_merchant_endpoints(tx, merchant_id).await?;
     check_usage(tx, merchant_id, new.url.as_str(), None).await?;
     let now = now_ms();
     let secret = generate_secret();
@@ -171,6 +193,10 @@ fn not_found(error: StoreError) -> EndpointError {
 
 /// Changes merchant `merchant_id`'s endpoint `id` as `changes` says; returns it as it is now.
 pub async fn update(tx: &mut Tx, merchant_id: Uuid, id: Uuid, changes: Changes) -> Result<Endpoint, EndpointError> {
+    if changes.url.is_some() {
+        // Before the endpoint's own lock, in the order `create` takes them.
+        rows::lock_merchant_endpoints(tx, merchant_id).await?;
+    }
     let mut endpoint = get(tx, merchant_id, id).await?;
     if let Some(url) = changes.url {
         check_usage(tx, merchant_id, url.as_str(), Some(endpoint.id)).await?;
@@ -193,24 +219,34 @@ pub async fn update(tx: &mut Tx, merchant_id: Uuid, id: Uuid, changes: Changes) 
         }
         None => {}
     }
-    rows::update_endpoint(tx, &endpoint).await.map_err(not_found)?;
+    rows::update_endpoint(tx, &mut endpoint).await.map_err(not_found)?;
     Ok(endpoint)
 }
 
 /// Gives endpoint `id` a new secret (returned, to show this once); for `grace_ms` deliveries
 /// also carry the previous secret's signature.
+///
+/// `expected_updated_at`, when given, is the endpoint's `updated_at` as the caller last saw it:
+/// if the endpoint changed since, nothing is done ([`EndpointError::Changed`]). The dashboard's
+/// form sends it, so a second rotation submitted on the same page (a double click, a resend)
+/// does not replace the secret the first one kept for its grace period; the API passes `None`.
 pub async fn rotate_secret(
     tx: &mut Tx,
     merchant_id: Uuid,
     id: Uuid,
     sealer: &SecretBox,
     grace_ms: i64,
+    expected_updated_at: Option<i64>,
 ) -> Result<(Endpoint, SecretString), EndpointError> {
+    // Locked (PostgreSQL) until the transaction ends, so the check and the write are one step.
     let mut endpoint = get(tx, merchant_id, id).await?;
+    if expected_updated_at.is_some_and(|expected| expected != endpoint.updated_at) {
+        return Err(EndpointError::Changed);
+    }
     let secret = generate_secret();
     endpoint.previous_secret_sealed = Some(std::mem::replace(&mut endpoint.secret_sealed, sealer.seal(&secret)));
     endpoint.previous_secret_expires_at = Some(now_ms() + grace_ms);
-    rows::update_endpoint(tx, &endpoint).await.map_err(not_found)?;
+    rows::update_endpoint(tx, &mut endpoint).await.map_err(not_found)?;
     Ok((endpoint, secret))
 }
 

@@ -16,6 +16,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::dashboard::{Browser, PASSWORD, csrf_of, member};
+use crate::dashboard_money::hidden;
 use crate::helpers::{TestApp, TestDb, both_backends};
 
 both_backends!(
@@ -141,16 +142,28 @@ async fn a_test_event_is_delivered_signed_and_redelivered(db: TestDb) {
     assert_eq!(dev.get(&event_page).await.body.matches("<td class=\"status-code\">200</td>").count(), 2);
 
     // Rotated: the new secret is shown once and signs the next delivery.
-    let rotated = dev.post(&format!("{endpoint_page}/rotate-secret"), &[("csrf", &csrf)]).await;
+    let version = hidden(&dev.get(&endpoint_page).await.body, "updated_at");
+    let rotate = [("csrf", csrf.as_str()), ("updated_at", version.as_str())];
+    let rotated = dev.post(&format!("{endpoint_page}/rotate-secret"), &rotate).await;
     assert_eq!(rotated.status, 200);
     let new_secret = shown_secret(&rotated.body);
     assert_ne!(new_secret, secret);
+    // The same form again (a double click, a resend): refused, so the original secret keeps its
+    // grace period and the secret just shown stays the one in force.
+    let twice = dev.post(&format!("{endpoint_page}/rotate-secret"), &rotate).await;
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    assert!(twice.body.contains("the endpoint changed since this page was shown"), "{}", twice.body);
+    let without_version = dev.post(&format!("{endpoint_page}/rotate-secret"), &[("csrf", &csrf)]).await;
+    assert_eq!(without_version.status, 400, "{}", without_version.body);
+    // The page after the rotation carries the new version: rotating from it is possible.
+    assert_ne!(hidden(&rotated.body, "updated_at"), version);
     assert!(!dev.get(&endpoint_page).await.body.contains(&new_secret));
     assert_eq!(dev.post(&format!("{endpoint_page}/test"), &[("csrf", &csrf)]).await.status, 303);
     drain(&worker).await;
     let hits = receiver.hits();
     assert_eq!(hits.len(), 3);
     assert!(signed_with(&hits[2], &new_secret), "the new secret signs");
+    assert!(signed_with(&hits[2], &secret), "the original secret still verifies during the grace period");
 
     // Disabled: what was queued is not sent, a redelivery goes nowhere, a test is refused.
     assert_eq!(dev.post(&format!("{endpoint_page}/test"), &[("csrf", &csrf)]).await.status, 303);
@@ -197,6 +210,15 @@ async fn a_test_event_is_delivered_signed_and_redelivered(db: TestDb) {
         audit.push_str(&event.payload);
     }
     assert!(!audit.contains(&secret[6..]) && !audit.contains(&new_secret[6..]), "no secret in any event");
+    // The audit names the endpoint and its URL's host, never the URL (its path may carry a token).
+    let mut actions_text = String::new();
+    for event in rows::list_events(&mut conn, shop.id, &Default::default(), 100).await.unwrap() {
+        if event.event_type.as_str() == "member.action" && event.payload.contains(&id.to_string()) {
+            actions_text.push_str(&event.payload);
+        }
+    }
+    assert!(actions_text.contains("\"host\"") && actions_text.contains("\"endpoint_id\""), "{actions_text}");
+    assert!(!actions_text.contains("/hooks") && !actions_text.contains("\"url\""), "{actions_text}");
     drop(conn);
     let actions = dev.get("/dashboard/developers/events?type=member.action").await;
     assert_eq!(actions.status, 200);

@@ -34,11 +34,11 @@ both_backends!(
 /// The dev chain of the test configuration (`anvil`).
 const CHAIN: u64 = 31337;
 /// EIP-55's own example address.
-const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
-const USDC: u128 = 1_000_000;
+pub(crate) const DEST: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+pub(crate) const USDC: u128 = 1_000_000;
 
 /// Credits `base_units` of `asset` to the merchant's available balance with a real ledger entry.
-async fn fund(app: &TestApp, merchant_id: Uuid, asset: &str, base_units: u128, memo: &str) {
+pub(crate) async fn fund(app: &TestApp, merchant_id: Uuid, asset: &str, base_units: u128, memo: &str) {
     let amount = BaseUnits::from(U256::from(base_units));
     let mut tx = app.store.begin().await.unwrap();
     ledger::post(
@@ -98,7 +98,7 @@ async fn payouts_of(app: &TestApp, merchant_id: Uuid) -> Vec<depositd_core::payo
 }
 
 /// The text of the element with `id` (the first tag that has it), without its markup.
-fn text_of(html: &str, id: &str) -> String {
+pub(crate) fn text_of(html: &str, id: &str) -> String {
     let marker = format!("id=\"{id}\"");
     let start = html.find(&marker).unwrap_or_else(|| panic!("no #{id} in the page:\n{html}"));
     let open_end = start + html[start..].find('>').unwrap() + 1;
@@ -107,7 +107,7 @@ fn text_of(html: &str, id: &str) -> String {
 }
 
 /// The value of the hidden input `name`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in:\n{html}")) + marker.len();
     html[start..start + html[start..].find('"').unwrap()].to_owned()
@@ -372,6 +372,17 @@ async fn a_payout_confirmed_with_the_password_is_sent_on_anvil(db: TestDb) {
         assert!(detail.body.contains(event), "{event} listed");
     }
     assert!(!detail.body.contains("Cancel this"), "no cancel once sent");
+
+    // An absurd native amount (2^256 - 1 base units) overflows with its fee reserve (known now
+    // that the settler has estimated fees): the same insufficient-funds error next to the field,
+    // never a 500.
+    let absurd = BaseUnits::from(U256::MAX).to_display(18);
+    let mut fields = review(DEST, &absurd);
+    fields[2].1 = "ETH".to_owned();
+    let page = browser.post("/dashboard/payouts/new", &pairs(&fields)).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    let error = text_of(&page.body, "amount-error");
+    assert!(error.starts_with("insufficient available balance:") && error.contains("ETH is available"), "{error}");
 }
 
 /// An invoice of the merchant marked paid `paid` base units of USDC (as the watcher would).

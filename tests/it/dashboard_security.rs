@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::dashboard::{Browser, PASSWORD, Page, csrf_of, member};
+use crate::dashboard_money::{DEST, USDC, fund, hidden, text_of};
 use crate::helpers::{TestApp, TestDb, both_backends, use_test_chain};
 
 both_backends!(
@@ -299,7 +300,7 @@ async fn reauthentication_takes_the_password_or_a_code(db: TestDb) {
     forget_failures(&app).await;
 
     // With TOTP on (enrolled through the pages): a current code, once; the password still works.
-    let (_browser, totp) = enrolled(&app, email).await;
+    let (mut browser, totp) = enrolled(&app, email).await;
     forget_last_code(&app, email).await;
     let me = member_rows::by_email(&mut app.store.conn().await.unwrap(), email).await.unwrap().unwrap();
     let code = code_now(&totp);
@@ -310,6 +311,34 @@ async fn reauthentication_takes_the_password_or_a_code(db: TestDb) {
     let wrong = members::reauthenticate(&app.store, secrets, &me, &secret(&wrong_code(&totp)), client).await;
     assert!(matches!(wrong, Err(MemberError::WrongPassword { totp: true })));
     members::reauthenticate(&app.store, secrets, &me, &secret(PASSWORD), client).await.unwrap();
+
+    // A payout confirmed with a wrong code: the shared message (not "the password is not
+    // correct", which would mislead a member who typed a code), and nothing created.
+    fund(&app, merchant.id, "USDC", 10 * USDC, "funding").await;
+    let csrf = csrf_of(&browser.get("/dashboard/payouts/new").await.body);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("chain", "anvil"),
+        ("asset", "USDC"),
+        ("destination", DEST),
+        ("amount", "4"),
+        ("reference", ""),
+    ];
+    let review = browser.post("/dashboard/payouts/new", &fields).await;
+    assert_eq!(review.status, 200, "{}", review.body);
+    let key = hidden(&review.body, "idempotency_key");
+    let code = wrong_code(&totp);
+    let mut confirm = fields.to_vec();
+    confirm.extend([("idempotency_key", key.as_str()), ("password", code.as_str())]);
+    let refused = browser.post("/dashboard/payouts", &confirm).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(
+        text_of(&refused.body, "password-error"),
+        "the password or the code is not correct; nothing was created"
+    );
+    let mut conn = app.store.conn().await.unwrap();
+    let payouts = depositd_core::store::payouts::list(&mut conn, merchant.id, None, None, None, 10).await.unwrap();
+    assert!(payouts.is_empty(), "a wrong code creates nothing");
 }
 
 // === the team ===

@@ -331,6 +331,10 @@ async fn idempotency_replays_conflicts_and_releases(db: TestDb) {
     // A malformed key is refused.
     let response = post(&"k".repeat(300), json!({"amount": "3"})).await.unwrap();
     assert_error(response, 400, "invalid_idempotency_key", Some("Idempotency-Key")).await;
+    // The dashboard's own key space is not the API's.
+    let response = post("dashboard:payout:1", json!({"amount": "3"})).await.unwrap();
+    let body = assert_error(response, 400, "invalid_idempotency_key", Some("Idempotency-Key")).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("dashboard:"), "{body}");
     let (_, list) = app.get_json(&key, "/api/v1/invoices").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2, "one invoice per successful key");
 }
@@ -460,6 +464,50 @@ async fn cancel_only_while_unpaid(db: TestDb) {
         .await
         .unwrap();
     assert_error(missing, 404, "resource_missing", None).await;
+
+    // Still pending, but a payment to it is waiting for confirmations (recorded, the watcher's
+    // step to `processing` not yet taken): refused, saying so rather than "this one is pending".
+    let waiting: Value = app.create_invoice(&key, json!({"amount": "5"})).await.json().await.unwrap();
+    let waiting_id: uuid::Uuid = waiting["id"].as_str().unwrap().parse().unwrap();
+    let deposit = depositd_core::deposit::Deposit {
+        id: uuid::Uuid::now_v7(),
+        chain_id: 31337,
+        tx_hash: format!("0x{}", "ab".repeat(32)),
+        log_index: 0,
+        block_number: 7,
+        block_hash: format!("0x{}", "cd".repeat(32)),
+        from_address: "0x0000000000000000000000000000000000000001".into(),
+        to_address: waiting["pay"]["address"].as_str().unwrap().to_owned(),
+        token_address: Some(TEST_USDC.to_owned()),
+        asset: "USDC".into(),
+        amount: depositd_core::money::BaseUnits::from(alloy::primitives::U256::from(1_000_000u64)),
+        state: depositd_core::deposit::DepositState::Detected,
+        reject_reason: None,
+        merchant_id: invoice_merchant(&app, waiting_id).await,
+        invoice_id: Some(waiting_id),
+        static_address_id: None,
+        detected_at: depositd_core::time::now_ms(),
+        confirmed_at: None,
+        generation: 0,
+    };
+    depositd_core::store::deposits::record(&mut conn, &deposit).await.unwrap();
+    let refused = app
+        .client
+        .post(app.url(&format!("/api/v1/invoices/{waiting_id}/cancel")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(refused, 409, "invoice_not_cancellable", None).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("a payment to this one is waiting for confirmations"), "{message}");
+    assert!(!message.contains("this one is pending"), "{message}");
+}
+
+/// The merchant an invoice belongs to, from the store.
+async fn invoice_merchant(app: &TestApp, id: uuid::Uuid) -> Option<uuid::Uuid> {
+    let mut conn = app.store.conn().await.unwrap();
+    depositd_core::store::invoices::get_any(&mut conn, id).await.unwrap().map(|i| i.merchant_id)
 }
 
 async fn expiry_moves_unpaid_invoices_to_expired(db: TestDb) {

@@ -231,6 +231,14 @@ async fn insufficient_funds_reserve_nothing(db: TestDb) {
     assert!(message.contains("0.1 ETH is available") && message.contains(&format!("needs {needed} ETH")), "{message}");
     assert!(message.contains("network fee reserve of 0.000189 ETH"), "{message}");
     assert_eq!(balance(&app, &key, "ETH").await, (ETH / 10, 0));
+    // An absurd native amount (2^256 - 1 base units) overflows with its fee reserve: that is
+    // insufficient funds too, not an internal error.
+    let absurd = BaseUnits::from(alloy::primitives::U256::MAX).to_display(18);
+    let response = payout(&app, &key, json!({"asset": "ETH", "amount": absurd, "destination": DEST})).await;
+    let body = assert_error(response, 400, "insufficient_funds", Some("amount")).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("insufficient available balance: 0.1 ETH is available"), "{message}");
+    assert_eq!(balance(&app, &key, "ETH").await, (ETH / 10, 0));
 
     // Nothing was written: no payout, no intent, no event.
     let (_, list) = app.get_json(&key, "/api/v1/payouts").await;

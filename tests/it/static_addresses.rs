@@ -10,7 +10,7 @@ both_backends!(create_list_disable, a_deposit_auto_creates_a_paid_invoice);
 
 async fn create_list_disable(db: TestDb) {
     let app = TestApp::spawn(&db).await;
-    let (_, key) = app.merchant("Rails", &depositd_core::api_key::Scope::ALL).await;
+    let (merchant, key) = app.merchant("Rails", &depositd_core::api_key::Scope::ALL).await;
     let post = |body: Value| app.create_static_address(&key, body);
 
     let created: Value =
@@ -54,6 +54,53 @@ async fn create_list_disable(db: TestDb) {
         events::types_for(&mut conn, id.parse().unwrap()).await.unwrap(),
         ["static_address.created", "static_address.disabled"]
     );
+    drop(conn);
+    // Concurrent disables of one address: each answers the disabled address, and the store's
+    // compare-and-set lets exactly one of them record `static_address.disabled`.
+    let second_id = second["id"].as_str().unwrap();
+    let disable = || {
+        app.client
+            .post(app.url(&format!("/api/v1/static-addresses/{second_id}/disable")))
+            .header("x-api-key", &key)
+            .send()
+    };
+    let (a, b, c) = tokio::join!(disable(), disable(), disable());
+    for answer in [a, b, c] {
+        let answer: Value = answer.unwrap().json().await.unwrap();
+        assert_eq!(answer["status"], "disabled", "{answer}");
+    }
+    let mut conn = app.store.conn().await.unwrap();
+    assert_eq!(
+        events::types_for(&mut conn, second_id.parse().unwrap()).await.unwrap(),
+        ["static_address.created", "static_address.disabled"]
+    );
+    drop(conn);
+    // The interleaving made certain: the second disable starts while the first is uncommitted
+    // (on PostgreSQL it read the address as active and waits for the row; on SQLite it waits for
+    // the write lock), and is told that it changed nothing once the first commits.
+    let third: Value = post(json!({"customer_id": "cust-race"})).await.json().await.unwrap();
+    let third_id: uuid::Uuid = third["id"].as_str().unwrap().parse().unwrap();
+    let merchant_id = merchant.id;
+    let mut first = app.store.begin().await.unwrap();
+    let config = app.state.config.clone();
+    let done = depositd_core::static_addresses::disable(&mut first, &config, merchant_id, third_id).await.unwrap();
+    assert!(done.unwrap().changed);
+    let (store, config2) = (app.store.clone(), config.clone());
+    let second_disable = tokio::spawn(async move {
+        let mut tx = store.begin().await.unwrap();
+        let done = depositd_core::static_addresses::disable(&mut tx, &config2, merchant_id, third_id).await.unwrap();
+        tx.commit().await.unwrap();
+        done.unwrap().changed
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    first.commit().await.unwrap();
+    assert!(!second_disable.await.unwrap(), "the second disable changed nothing");
+    let mut conn = app.store.conn().await.unwrap();
+    assert_eq!(
+        events::types_for(&mut conn, third_id).await.unwrap(),
+        ["static_address.created", "static_address.disabled"]
+    );
+    drop(conn);
 
     assert_error(post(json!({})).await, 400, "parameter_missing", Some("customer_id")).await;
     assert_error(post(json!({"customer_id": "c", "asset": "DOGE"})).await, 400, "unsupported_asset", Some("asset"))

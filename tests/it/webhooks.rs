@@ -26,6 +26,7 @@ both_backends!(
     two_workers_never_deliver_the_same_event_twice,
     a_committed_delivery_is_sent_without_waiting_for_the_poll,
     a_burst_to_one_endpoint_goes_out_in_order_in_one_tick,
+    concurrent_creates_of_one_url_make_one_endpoint,
 );
 
 /// Verifies each hit with `secret` using the official library; returns the verified types (or
@@ -168,6 +169,27 @@ async fn endpoints_are_managed_and_secrets_shown_once(db: TestDb) {
     ] {
         assert_error(s.post("/api/v1/webhook-endpoints", body).await, 400, code, Some(param)).await;
     }
+    // The test event goes to the endpoint it tests only: it cannot be subscribed to, on create
+    // or on change.
+    let body = json!({"url": "https://x.example.com", "enabled_events": ["webhook_endpoint.test"]});
+    let refused = assert_error(
+        s.post("/api/v1/webhook-endpoints", body).await,
+        400,
+        "invalid_event_type",
+        Some("enabled_events[0]"),
+    )
+    .await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("cannot be subscribed"), "{refused}");
+    let response = s
+        .app
+        .client
+        .patch(s.app.url(&format!("/api/v1/webhook-endpoints/{id}")))
+        .header("x-api-key", &s.key)
+        .json(&json!({"enabled_events": ["invoice.paid", "webhook_endpoint.test"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "invalid_event_type", Some("enabled_events[1]")).await;
     let (_, read_only) = s.app.merchant("Reader", &[Scope::WebhooksRead]).await;
     let response = s
         .app
@@ -471,4 +493,31 @@ async fn a_burst_to_one_endpoint_goes_out_in_order_in_one_tick(db: TestDb) {
     let hits = receiver.hits();
     assert_eq!(order(&hits[22..]), [more[1].clone(), more[2].clone()], "the retry first, then the held one");
     assert_eq!(hits.len(), 24);
+}
+
+/// Two creates of the same URL at once: the merchant's row lock orders them, so one is created
+/// (201) and the other sees it (409 `url_in_use`), and there is exactly one endpoint, in every
+/// round.
+async fn concurrent_creates_of_one_url_make_one_endpoint(db: TestDb) {
+    let s = setup(&db, |c| {
+        permissive(c);
+        c.settings.api.rate_limit_burst = 1000;
+    })
+    .await;
+    for round in 0..5 {
+        let url = format!("https://hooks.example.com/race/{round}");
+        let body = json!({"url": url, "enabled_events": ["invoice.paid"]});
+        let (a, b) = tokio::join!(
+            s.post("/api/v1/webhook-endpoints", body.clone()),
+            s.post("/api/v1/webhook-endpoints", body.clone())
+        );
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "round {round}");
+        let refused = if a.status() == 409 { a } else { b };
+        assert_error(refused, 409, "url_in_use", Some("url")).await;
+        let (_, list) = s.app.get_json(&s.key, "/api/v1/webhook-endpoints").await;
+        let same = list["data"].as_array().unwrap().iter().filter(|e| e["url"] == url.as_str()).count();
+        assert_eq!(same, 1, "round {round}: {list}");
+    }
 }

@@ -122,6 +122,9 @@ pub(crate) fn endpoint_error(error: EndpointError) -> ApiError {
         EndpointError::Disabled => {
             ApiError::Conflict { code: "endpoint_disabled", message: error.to_string(), param: None }
         }
+        EndpointError::Changed => {
+            ApiError::Conflict { code: "endpoint_changed", message: error.to_string(), param: None }
+        }
         EndpointError::Store(error) => error.into(),
     }
 }
@@ -319,7 +322,7 @@ pub async fn rotate_secret(
     let id = extract::path_id("webhook endpoint", &id)?;
     let mut tx = state.store.begin().await?;
     let (endpoint, secret) =
-        webhook_endpoints::rotate_secret(&mut tx, auth.merchant.id, id, &state.webhook_secrets, grace_ms(&state))
+        webhook_endpoints::rotate_secret(&mut tx, auth.merchant.id, id, &state.webhook_secrets, grace_ms(&state), None)
             .await
             .map_err(endpoint_error)?;
     tx.commit().await.map_err(StoreError::from)?;

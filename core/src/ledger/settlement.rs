@@ -49,10 +49,15 @@ fn reserve_total(p: &Payout) -> Result<BaseUnits, LedgerError> {
 }
 
 /// Holds a new payout's amount and fee reserve. Refused with `InsufficientFunds` when the
-/// merchant's available balance cannot cover it.
+/// merchant's available balance cannot cover it, also when the two together exceed 256 bits (no
+/// balance can cover that: it is bad input, not an internal error).
 #[tracing::instrument(skip_all, fields(payout_id = %p.id))]
 pub async fn reserve_payout(conn: &mut Tx, p: &Payout) -> Result<Posted, LedgerError> {
-    let total = reserve_total(p)?;
+    let available = Account::merchant(p.merchant_id, AccountKind::Available, p.chain_id, &p.asset);
+    let Ok(total) = reserve_total(p) else {
+        let balance = super::balance(conn, &available).await?;
+        return Err(LedgerError::InsufficientFunds { account: available, balance, needed: p.amount });
+    };
     post(
         conn,
         NewEntry {
@@ -62,7 +67,7 @@ pub async fn reserve_payout(conn: &mut Tx, p: &Payout) -> Result<Posted, LedgerE
             reverses: None,
             memo: None,
             legs: vec![
-                Leg::debit(Account::merchant(p.merchant_id, AccountKind::Available, p.chain_id, &p.asset), total),
+                Leg::debit(available, total),
                 Leg::credit(Account::merchant(p.merchant_id, AccountKind::Reserved, p.chain_id, &p.asset), total),
             ],
         },

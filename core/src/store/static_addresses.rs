@@ -213,11 +213,14 @@ pub async fn deposits(
         .collect())
 }
 
-/// Disables an address: later deposits are no longer credited to an auto-invoice. Idempotent.
+/// Disables an active address: later deposits are no longer credited to an auto-invoice.
+/// Idempotent: true only for the call that changed it (a compare-and-set on `active`, so of two
+/// concurrent calls exactly one sees true).
 #[tracing::instrument(skip(conn))]
 pub async fn disable(conn: &mut Conn, merchant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE static_addresses SET status = 'disabled', disabled_at = COALESCE(disabled_at, $1) WHERE id = $2 AND merchant_id = $3",
+        "UPDATE static_addresses SET status = 'disabled', disabled_at = COALESCE(disabled_at, $1) \
+         WHERE id = $2 AND merchant_id = $3 AND status = 'active'",
     )
     .bind(now_ms())
     .bind(Text(id))

@@ -86,7 +86,10 @@ pub async fn insert_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
 
 /// Writes every changeable field back (url, description, events, status, secrets).
 #[tracing::instrument(skip_all, fields(endpoint_id = %e.id))]
-pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreError> {
+pub async fn update_endpoint(conn: &mut Conn, e: &mut Endpoint) -> Result<(), StoreError> {
+    // Always later than the version read, even within one millisecond: callers compare it
+    // (`webhook_endpoints::rotate_secret`).
+    e.updated_at = now_ms().max(e.updated_at + 1);
     let done = sqlx::query(
         "UPDATE webhook_endpoints SET url = $1, description = $2, enabled_events = $3, status = $4, \
          disabled_reason = $5, secret_ciphertext = $6, previous_secret_ciphertext = $7, \
@@ -100,7 +103,7 @@ pub async fn update_endpoint(conn: &mut Conn, e: &Endpoint) -> Result<(), StoreE
     .bind(&e.secret_sealed)
     .bind(&e.previous_secret_sealed)
     .bind(e.previous_secret_expires_at)
-    .bind(now_ms())
+    .bind(e.updated_at)
     .bind(Text(e.id))
     .bind(Text(e.merchant_id))
     .execute(&mut *conn)
@@ -136,8 +139,22 @@ pub async fn endpoint_by_id(conn: &mut Conn, id: Uuid) -> Result<Option<Endpoint
     row.map(Endpoint::try_from).transpose()
 }
 
+/// Locks merchant `merchant_id`'s row until the transaction ends (PostgreSQL; a SQLite write
+/// transaction excludes every other writer already), so that the checks of
+/// [`endpoint_usage`] and the write that follows them are one step: two concurrent creates (or
+/// URL changes) of one merchant queue here, and the second counts the first's endpoint.
+#[tracing::instrument(skip(conn))]
+pub async fn lock_merchant_endpoints(conn: &mut Conn, merchant_id: Uuid) -> Result<(), StoreError> {
+    let for_update = Backend::of(conn).for_update();
+    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM merchants WHERE id = $1{for_update}")))
+        .bind(Text(merchant_id))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// How many live endpoints the merchant has, and whether one of them (other than `except`)
-/// already has `url`.
+/// already has `url`. Call it after [`lock_merchant_endpoints`] in the writing transaction.
 #[tracing::instrument(skip(conn, url))]
 pub async fn endpoint_usage(
     conn: &mut Conn,
@@ -209,6 +226,11 @@ pub struct EndpointFailures {
 
 /// Failed attempts to each of merchant `merchant_id`'s endpoints since `since` (epoch ms);
 /// endpoints without one are not listed.
+///
+/// Bounded by the window, not by the history: the attempts are read from the index on
+/// `webhook_attempts (attempted_at, delivery_id)` (SQLite keeps the left table of a `CROSS JOIN`
+/// as the outer loop; PostgreSQL plans the same inner join), then their deliveries and endpoints
+/// by primary key.
 #[tracing::instrument(skip(conn))]
 pub async fn recent_failures(
     conn: &mut Conn,
@@ -217,8 +239,8 @@ pub async fn recent_failures(
 ) -> Result<Vec<EndpointFailures>, StoreError> {
     let rows: Vec<(Text<Uuid>, i64, i64)> = sqlx::query_as(
         "SELECT d.endpoint_id, COUNT(*), MAX(a.attempted_at) FROM webhook_attempts a \
-         JOIN webhook_deliveries d ON d.id = a.delivery_id JOIN webhook_endpoints w ON w.id = d.endpoint_id \
-         WHERE w.merchant_id = $1 AND a.attempted_at >= $2 \
+         CROSS JOIN webhook_deliveries d CROSS JOIN webhook_endpoints w \
+         WHERE a.attempted_at >= $2 AND d.id = a.delivery_id AND w.id = d.endpoint_id AND w.merchant_id = $1 \
          AND (a.status_code IS NULL OR a.status_code < 200 OR a.status_code > 299) GROUP BY d.endpoint_id",
     )
     .bind(Text(merchant_id))

@@ -189,7 +189,11 @@ impl Once {
             fields.reference
         ])
         .to_string();
-        Once { key: format!("dashboard:{key}"), endpoint, request_hash: hex::encode(Sha256::digest(text.as_bytes())) }
+        Once {
+            key: format!("{}{key}", crate::idempotency::DASHBOARD_PREFIX),
+            endpoint,
+            request_hash: hex::encode(Sha256::digest(text.as_bytes())),
+        }
     }
 
     /// The payout an earlier answer to this confirmation created, if any (a form sent twice).
@@ -469,8 +473,10 @@ async fn password_checked(state: &AppState, signed_in: &SignedIn, form: &Form) -
     }
     match signed_in.reauthenticate(state, form).await {
         Ok(()) => Ok(()),
-        Err(ReauthError::Field { status: StatusCode::UNAUTHORIZED, .. }) => {
-            Err((StatusCode::UNAUTHORIZED, "the password is not correct; nothing was created".into()))
+        // The shared message ("the password is not correct", or "the password or the code is not
+        // correct" for a member with TOTP on), saying that nothing was created.
+        Err(ReauthError::Field { status: StatusCode::UNAUTHORIZED, message }) => {
+            Err((StatusCode::UNAUTHORIZED, format!("{message}; nothing was created")))
         }
         Err(ReauthError::Field { status, message }) => Err((status, message)),
         Err(ReauthError::Page(_)) => {

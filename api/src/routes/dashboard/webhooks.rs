@@ -44,6 +44,8 @@ struct EndpointRow {
     failures: i64,
     last_failure: String,
     last_success: String,
+    /// The version the page shows, sent back by the rotate form (`rotate_secret`'s check).
+    updated_at: i64,
 }
 
 impl EndpointRow {
@@ -61,6 +63,7 @@ impl EndpointRow {
             failures: failing.map_or(0, |h| h.failures),
             last_failure: failing.map(|h| when(h.last_failure_at)).unwrap_or_default(),
             last_success: e.last_success_at.map(when).unwrap_or_else(|| "never".into()),
+            updated_at: e.updated_at,
         }
     }
 }
@@ -139,6 +142,12 @@ struct EndpointPage {
     may_manage: bool,
     rotated: Option<ShownSecret>,
     form: EndpointForm,
+}
+
+/// What an audit record says of an endpoint's URL: its host alone. The path or query may carry
+/// a token, and the audit is a `member.action` event delivered to the merchant's other endpoints.
+fn url_host(url: &str) -> Option<String> {
+    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned))
 }
 
 /// The URL check's refusal as a field error; anything but a bad URL is an internal error.
@@ -241,7 +250,7 @@ pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: By
             let (endpoint, secret) =
                 webhook_endpoints::create(&mut tx, signed_in.merchant.id, new, &state.webhook_secrets).await?;
             let details =
-                json!({"url": endpoint.url, "enabled_events": endpoint.enabled_events, "description": endpoint.description});
+                json!({"endpoint_id": endpoint.id, "host": url_host(&endpoint.url), "enabled_events": endpoint.enabled_events, "description": endpoint.description});
             audit::record(
                 &mut tx,
                 &signed_in.member,
@@ -354,7 +363,7 @@ pub async fn update(
             let mut tx = state.store.begin().await?;
             let changed = webhook_endpoints::update(&mut tx, signed_in.merchant.id, endpoint.id, changes).await?;
             let details =
-                json!({"url": changed.url, "enabled_events": changed.enabled_events, "description": changed.description});
+                json!({"endpoint_id": changed.id, "host": url_host(&changed.url), "enabled_events": changed.enabled_events, "description": changed.description});
             audit::record(
                 &mut tx,
                 &signed_in.member,
@@ -396,7 +405,7 @@ async fn set_enabled(state: AppState, signed_in: SignedIn, id: String, body: Byt
         let changes = Changes { enabled: Some(enabled), ..Changes::default() };
         webhook_endpoints::update(&mut tx, signed_in.merchant.id, endpoint.id, changes).await?;
         let action = if enabled { "webhook_endpoint.enable" } else { "webhook_endpoint.disable" };
-        let details = json!({"url": endpoint.url});
+        let details = json!({"endpoint_id": endpoint.id, "host": url_host(&endpoint.url)});
         audit::record(&mut tx, &signed_in.member, action, Subject::new("webhook_endpoint", endpoint.id), &details)
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -436,9 +445,20 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let endpoint = match target(&state, &signed_in, &id, &body).await {
-        Ok((_, endpoint)) => endpoint,
+    let (form, endpoint) = match target(&state, &signed_in, &id, &body).await {
+        Ok(found) => found,
         Err(response) => return response,
+    };
+    // The version the page showed: a second rotation from the same page (a double click, a
+    // resend) is refused instead of dropping the secret the first kept for its grace period.
+    let Ok(seen) = form.text("updated_at").parse::<i64>() else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            Some(signed_in.chrome("webhooks")),
+            "Not done",
+            "the form is missing the endpoint's version; reload the page and try again",
+            (LIST, "Back to webhooks"),
+        );
     };
     let outcome = async {
         let mut tx = state.store.begin().await?;
@@ -448,6 +468,7 @@ pub async fn rotate_secret(
             endpoint.id,
             &state.webhook_secrets,
             grace_ms(&state),
+            Some(seen),
         )
         .await?;
         // Never the secret: only until when the previous one still signs.
@@ -494,7 +515,7 @@ pub async fn delete(
     let outcome = async {
         let mut tx = state.store.begin().await?;
         webhook_endpoints::delete(&mut tx, signed_in.merchant.id, endpoint.id).await?;
-        let details = json!({"url": endpoint.url});
+        let details = json!({"endpoint_id": endpoint.id, "host": url_host(&endpoint.url)});
         audit::record(
             &mut tx,
             &signed_in.member,
@@ -528,7 +549,7 @@ pub async fn send_test(
     let outcome = async {
         let mut tx = state.store.begin().await?;
         let event_id = webhook_endpoints::send_test(&mut tx, signed_in.merchant.id, endpoint.id).await?;
-        let details = json!({"event_id": event_id, "url": endpoint.url});
+        let details = json!({"event_id": event_id, "endpoint_id": endpoint.id, "host": url_host(&endpoint.url)});
         audit::record(
             &mut tx,
             &signed_in.member,
