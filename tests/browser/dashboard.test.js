@@ -9,82 +9,24 @@
 "use strict";
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn, execFileSync } = require("node:child_process");
+const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
-const net = require("node:net");
-const os = require("node:os");
 const path = require("node:path");
-const { chromium } = require("playwright-core");
+const { root, binary, artifacts, withDev, watchProblems } = require("./support");
 
-const root = path.resolve(__dirname, "..", "..");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const binary = path.join(root, "target", "debug", "depositd");
-const artifacts = path.join(root, "test-artifacts");
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-test("a developer accepts an invite, signs in and creates a test API key", { timeout: 300_000 }, async () => {
-  if (!fs.existsSync(chromiumPath)) {
-    assert.ok(!process.env.CI, `CI is set but ${chromiumPath} is missing (.ci/run installs Debian's chromium)`);
-    console.log(`*** SKIPPING the browser test: no Chromium at ${chromiumPath} ***`);
-    return;
-  }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "depositd-dashboard-"));
-  const [apiPort, anvilPort] = [await freePort(), await freePort()];
-  const daemon = spawn(
-    binary,
-    ["dev", "--data-dir", dataDir, "--api-port", String(apiPort), "--anvil-port", String(anvilPort)],
-    { cwd: root, stdio: "ignore" },
-  );
-  let browser;
-  try {
-    const info = await until(
-      "depositd dev",
-      async () => {
-        const dev = JSON.parse(fs.readFileSync(path.join(dataDir, "dev.json"), "utf8"));
-        const health = await fetch(`${dev.api_url}/healthz`);
-        return health.ok ? dev : undefined;
-      },
-      90_000,
-    );
+test("a developer accepts an invite, signs in and creates a test API key", { timeout: 300_000 }, () =>
+  withDev("depositd-dashboard-", async ({ info, dataDir, launch }) => {
     assert.equal(info.dashboard_url, `${info.api_url}/dashboard`);
     const link = execFileSync(binary, ["--config", path.join(dataDir, "depositd.toml"), "merchant", "invite",
       "--merchant", "Demo Shop", "--email", "dev@demo.example", "--role", "developer"], { cwd: root, encoding: "utf8" }).trim();
     assert.match(link, /\/dashboard\/invite\/[0-9a-f]{64}$/);
 
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"],
-    });
+    const browser = await launch();
     fs.mkdirSync(artifacts, { recursive: true });
     for (const [width, label] of [[420, "phone"], [1280, "desktop"]]) {
       const context = await browser.newContext({ viewport: { width, height: 900 } });
       const page = await context.newPage();
-      const problems = [];
-      page.on("console", (message) => { if (message.type() === "error") problems.push(message.text()); });
-      page.on("request", (request) => {
-        if (!request.url().startsWith(info.api_url) && !request.url().startsWith("data:")) problems.push(request.url());
-      });
+      const problems = watchProblems(page, info);
 
       if (label === "phone") {
         // The invite: set a password, then sign in with it.
@@ -134,8 +76,4 @@ test("a developer accepts an invite, signs in and creates a test API key", { tim
       assert.deepEqual(problems, [], "nothing blocked, nothing from another origin");
       await context.close();
     }
-  } finally {
-    if (browser) await browser.close();
-    daemon.kill("SIGINT");
-  }
-});
+  }));

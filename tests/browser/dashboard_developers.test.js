@@ -8,57 +8,10 @@
 "use strict";
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn } = require("node:child_process");
 const crypto = require("node:crypto");
 const fs = require("node:fs");
-const http = require("node:http");
-const net = require("node:net");
-const os = require("node:os");
 const path = require("node:path");
-const { chromium } = require("playwright-core");
-
-const root = path.resolve(__dirname, "..", "..");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const binary = path.join(root, "target", "debug", "depositd");
-const artifacts = path.join(root, "test-artifacts");
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/// A webhook receiver on 127.0.0.1 that records every request and answers 200 "ok".
-function receiver() {
-  const hits = [];
-  const server = http.createServer((request, response) => {
-    let body = "";
-    request.on("data", (chunk) => { body += chunk; });
-    request.on("end", () => {
-      hits.push({ path: request.url, headers: request.headers, body });
-      response.writeHead(200, { "content-type": "text/plain" });
-      response.end("ok <received>");
-    });
-  });
-  return new Promise((resolve) => {
-    server.listen(0, "127.0.0.1", () => resolve({ server, hits, port: server.address().port }));
-  });
-}
+const { artifacts, until, withDev, demoOwnerPage, receiver } = require("./support");
 
 /// Whether a hit carries a Standard Webhooks signature by `secret`.
 function signedWith(hit, secret) {
@@ -68,50 +21,14 @@ function signedWith(hit, secret) {
   return hit.headers["webhook-signature"].split(" ").includes(expected);
 }
 
-test("a developer adds a webhook endpoint, sends a test event and redelivers it", { timeout: 300_000 }, async () => {
-  if (!fs.existsSync(chromiumPath)) {
-    assert.ok(!process.env.CI, `CI is set but ${chromiumPath} is missing (.ci/run installs Debian's chromium)`);
-    console.log(`*** SKIPPING the browser test: no Chromium at ${chromiumPath} ***`);
-    return;
-  }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "depositd-dashboard-dev-"));
-  const [apiPort, anvilPort] = [await freePort(), await freePort()];
-  const daemon = spawn(
-    binary,
-    ["dev", "--data-dir", dataDir, "--api-port", String(apiPort), "--anvil-port", String(anvilPort)],
-    { cwd: root, stdio: "ignore" },
-  );
-  const hooks = await receiver();
-  let browser;
-  try {
-    const info = await until(
-      "depositd dev",
-      async () => {
-        const dev = JSON.parse(fs.readFileSync(path.join(dataDir, "dev.json"), "utf8"));
-        const health = await fetch(`${dev.api_url}/healthz`);
-        return health.ok ? dev : undefined;
-      },
-      90_000,
-    );
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"],
-    });
+test("a developer adds a webhook endpoint, sends a test event and redelivers it", { timeout: 300_000 }, () =>
+  withDev("depositd-dashboard-dev-", async ({ info, launch, defer }) => {
+    const hooks = await receiver("ok <received>");
+    defer(() => hooks.server.close());
+    const browser = await launch();
     fs.mkdirSync(artifacts, { recursive: true });
     for (const [width, label] of [[420, "phone"], [1280, "desktop"]]) {
-      const context = await browser.newContext({ viewport: { width, height: 900 } });
-      const page = await context.newPage();
-      const problems = [];
-      page.on("console", (message) => { if (message.type() === "error") problems.push(message.text()); });
-      page.on("request", (request) => {
-        if (!request.url().startsWith(info.api_url) && !request.url().startsWith("data:")) problems.push(request.url());
-      });
-      await page.goto(`${info.dashboard_url}/login`);
-      await page.fill("#email", info.dashboard_email);
-      await page.fill("#password", info.dashboard_password);
-      await page.press("#password", "Enter");
-      await page.waitForURL(`${info.dashboard_url}`);
+      const { context, page, problems } = await demoOwnerPage(browser, info, { viewport: { width, height: 900 } });
 
       // Add an endpoint that receives only test events' kin: a type the demo never emits by itself.
       await page.click("nav a:has-text('Webhooks')");
@@ -169,9 +86,4 @@ test("a developer adds a webhook endpoint, sends a test event and redelivers it"
       assert.deepEqual(problems, [], "nothing blocked, nothing from another origin");
       await context.close();
     }
-  } finally {
-    if (browser) await browser.close();
-    hooks.server.close();
-    daemon.kill("SIGINT");
-  }
-});
+  }));

@@ -10,109 +10,16 @@
 "use strict";
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn } = require("node:child_process");
 const fs = require("node:fs");
-const net = require("node:net");
-const os = require("node:os");
 const path = require("node:path");
-const { chromium } = require("playwright-core");
+const { artifacts, until, withDev, payToken, demoOwnerPage } = require("./support");
 
-const root = path.resolve(__dirname, "..", "..");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const binary = path.join(root, "target", "debug", "depositd");
-const artifacts = path.join(root, "test-artifacts");
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/// "21.5892" with 6 decimals -> 21589200n.
-function toBaseUnits(display, decimals) {
-  const [whole, fraction = ""] = display.split(".");
-  return BigInt(whole + fraction.padEnd(decimals, "0").slice(0, decimals));
-}
-
-/// Sends `amount` (display units) of the dev token `symbol` from the payer to `address`.
-async function payToken(info, symbol, address, amount, decimals) {
-  const data = "0xa9059cbb" + address.slice(2).toLowerCase().padStart(64, "0") +
-    toBaseUnits(amount, decimals).toString(16).padStart(64, "0");
-  const sent = await fetch(info.rpc_url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_sendTransaction",
-      params: [{ from: info.payer_address, to: info.tokens[symbol], data }] }),
-  });
-  const receipt = await sent.json();
-  assert.ok(receipt.result, JSON.stringify(receipt));
-  return receipt.result;
-}
-
-/// A page of a fresh browser context at `width`, signed in as the demo owner; `problems` collects
-/// console errors and requests to another origin.
-async function signedIn(browser, info, width, problems) {
-  const context = await browser.newContext({ viewport: { width, height: 900 } });
-  const page = await context.newPage();
-  page.on("console", (message) => { if (message.type() === "error") problems.push(message.text()); });
-  page.on("request", (request) => {
-    if (!request.url().startsWith(info.api_url) && !request.url().startsWith("data:")) problems.push(request.url());
-  });
-  await page.goto(`${info.dashboard_url}/login`);
-  await page.fill("#email", info.dashboard_email);
-  await page.fill("#password", info.dashboard_password);
-  await page.press("#password", "Enter");
-  await page.waitForURL(`${info.dashboard_url}`);
-  return { context, page };
-}
-
-test("an owner watches an invoice turn paid on its dashboard page", { timeout: 300_000 }, async () => {
-  if (!fs.existsSync(chromiumPath)) {
-    assert.ok(!process.env.CI, `CI is set but ${chromiumPath} is missing (.ci/run installs Debian's chromium)`);
-    console.log(`*** SKIPPING the browser test: no Chromium at ${chromiumPath} ***`);
-    return;
-  }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "depositd-dashboard-invoices-"));
-  const [apiPort, anvilPort] = [await freePort(), await freePort()];
-  const daemon = spawn(
-    binary,
-    ["dev", "--data-dir", dataDir, "--api-port", String(apiPort), "--anvil-port", String(anvilPort)],
-    { cwd: root, stdio: "ignore" },
-  );
-  let browser;
-  try {
-    const info = await until(
-      "depositd dev",
-      async () => {
-        const dev = JSON.parse(fs.readFileSync(path.join(dataDir, "dev.json"), "utf8"));
-        const health = await fetch(`${dev.api_url}/healthz`);
-        return health.ok ? dev : undefined;
-      },
-      90_000,
-    );
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"],
-    });
+test("an owner watches an invoice turn paid on its dashboard page", { timeout: 300_000 }, () =>
+  withDev("depositd-dashboard-invoices-", async ({ info, launch }) => {
+    const browser = await launch();
     fs.mkdirSync(artifacts, { recursive: true });
     const problems = [];
-    const { context, page } = await signedIn(browser, info, 1280, problems);
+    const { context, page } = await demoOwnerPage(browser, info, { viewport: { width: 1280, height: 900 } }, problems);
 
     // A test key, created in the dashboard.
     await page.click("nav a:has-text('API keys')");
@@ -160,7 +67,7 @@ test("an owner watches an invoice turn paid on its dashboard page", { timeout: 3
     await context.close();
 
     // The same pages at phone width.
-    const phone = await signedIn(browser, info, 420, problems);
+    const phone = await demoOwnerPage(browser, info, { viewport: { width: 420, height: 900 } }, problems);
     await phone.page.goto(`${info.dashboard_url}/invoices?status=paid`);
     assert.ok((await phone.page.textContent("table")).includes(invoice.id));
     await phone.page.screenshot({ path: path.join(artifacts, "dashboard-invoices-phone.png"), fullPage: true });
@@ -172,8 +79,4 @@ test("an owner watches an invoice turn paid on its dashboard page", { timeout: 3
     await phone.page.screenshot({ path: path.join(artifacts, "dashboard-invoice-phone.png"), fullPage: true });
     await phone.context.close();
     assert.deepEqual(problems, [], "nothing blocked, nothing from another origin");
-  } finally {
-    if (browser) await browser.close();
-    daemon.kill("SIGINT");
-  }
-});
+  }));

@@ -13,61 +13,17 @@
 "use strict";
 const { test } = require("node:test");
 const assert = require("node:assert/strict");
-const { spawn, execFileSync } = require("node:child_process");
+const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
-const http = require("node:http");
-const net = require("node:net");
-const os = require("node:os");
 const path = require("node:path");
-const { chromium } = require("playwright-core");
+const support = require("./support");
+const { root, binary, artifacts, withDev, payUsdc, watchProblems, receiver } = support;
 
-const root = path.resolve(__dirname, "..", "..");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const binary = path.join(root, "target", "debug", "depositd");
-const artifacts = path.join(root, "test-artifacts");
 const PASSWORD = "the walking owner's password";
 const DESTINATION = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
-
-async function until(what, check, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-function toBaseUnits(display, decimals) {
-  const [whole, fraction = ""] = display.split(".");
-  return BigInt(whole + fraction.padEnd(decimals, "0").slice(0, decimals));
-}
-
-/// Sends `amount` (display units) of the dev USDC from the payer to `address`; the tx hash.
-async function payUsdc(info, address, amount, decimals) {
-  const data = "0xa9059cbb" + address.slice(2).toLowerCase().padStart(64, "0") +
-    toBaseUnits(amount, decimals).toString(16).padStart(64, "0");
-  const sent = await fetch(info.rpc_url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_sendTransaction",
-      params: [{ from: info.payer_address, to: info.tokens.USDC, data }] }),
-  });
-  const receipt = await sent.json();
-  assert.ok(receipt.result, JSON.stringify(receipt));
-  return receipt.result;
-}
+/// The walk asks every 250 ms.
+const until = (what, check, timeoutMs) => support.until(what, check, timeoutMs, 250);
 
 /// curl, as a merchant's shell would run it: `[status, body]`.
 function curl(args) {
@@ -76,60 +32,16 @@ function curl(args) {
   return [Number(out.slice(cut + 1)), out.slice(0, cut)];
 }
 
-/// A webhook receiver on 127.0.0.1 that records every request and answers 200.
-function receiver() {
-  const hits = [];
-  const server = http.createServer((req, res) => {
-    let body = "";
-    req.on("data", (chunk) => { body += chunk; });
-    req.on("end", () => {
-      hits.push({ headers: req.headers, body });
-      res.writeHead(200, { "content-type": "text/plain" });
-      res.end("ok");
-    });
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ server, hits, port: server.address().port })));
-}
-
-test("a merchant walks the whole dashboard path", { timeout: 600_000 }, async () => {
-  if (!fs.existsSync(chromiumPath)) {
-    assert.ok(!process.env.CI, `CI is set but ${chromiumPath} is missing (.ci/run installs Debian's chromium)`);
-    console.log(`*** SKIPPING the browser test: no Chromium at ${chromiumPath} ***`);
-    return;
-  }
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "depositd-dashboard-walk-"));
-  const [apiPort, anvilPort] = [await freePort(), await freePort()];
-  const daemon = spawn(
-    binary,
-    ["dev", "--data-dir", dataDir, "--api-port", String(apiPort), "--anvil-port", String(anvilPort)],
-    { cwd: root, stdio: "ignore" },
-  );
-  const hooks = await receiver();
-  let browser;
-  try {
-    const info = await until(
-      "depositd dev",
-      async () => {
-        const dev = JSON.parse(fs.readFileSync(path.join(dataDir, "dev.json"), "utf8"));
-        const health = await fetch(`${dev.api_url}/healthz`);
-        return health.ok ? dev : undefined;
-      },
-      90_000,
-    );
+test("a merchant walks the whole dashboard path", { timeout: 600_000 }, () =>
+  withDev("depositd-dashboard-walk-", async ({ info, dataDir, launch, defer }) => {
+    const hooks = await receiver("ok");
+    defer(() => hooks.server.close());
     const dashboard = info.dashboard_url;
     fs.mkdirSync(artifacts, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"],
-    });
+    const browser = await launch();
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
     const page = await context.newPage();
-    const problems = [];
-    page.on("console", (message) => { if (message.type() === "error") problems.push(message.text()); });
-    page.on("request", (request) => {
-      if (!request.url().startsWith(info.api_url) && !request.url().startsWith("data:")) problems.push(request.url());
-    });
+    const problems = watchProblems(page, info);
     const shot = (name) => page.screenshot({ path: path.join(artifacts, `dashboard-walk-${name}.png`), fullPage: true });
 
     // 1. The operator invites an owner; the owner sets a password from the link and signs in.
@@ -271,9 +183,4 @@ test("a merchant walks the whole dashboard path", { timeout: 600_000 }, async ()
     }
     assert.deepEqual(problems, [], "nothing blocked, nothing from another origin");
     await context.close();
-  } finally {
-    if (browser) await browser.close();
-    daemon.kill("SIGINT");
-    hooks.server.close();
-  }
-});
+  }));
