@@ -95,6 +95,10 @@ pub struct Settler {
     pub(crate) metrics: Metrics,
     crash_at: Option<CrashPoint>,
     nonces_checked: bool,
+    /// The head at which confirmed transactions were last rechecked for a reorg that took them
+    /// away (`txm::recheck_confirmed`): the next recheck reaches back from there, however far the
+    /// head ran meanwhile. `None` after start or a lease change (the nonce check then covers it).
+    pub(crate) rechecked_at: Option<u64>,
     /// Stalled transactions already logged (each is logged once).
     stalls_reported: std::collections::HashSet<uuid::Uuid>,
     lease: Option<Lease>,
@@ -123,6 +127,7 @@ impl Settler {
             metrics,
             crash_at: None,
             nonces_checked: false,
+            rechecked_at: None,
             stalls_reported: Default::default(),
             lease: None,
         })
@@ -259,6 +264,7 @@ impl LeasedWork for Settler {
         if held {
             // A new holder checks nonces again: another process signed meanwhile.
             self.nonces_checked = false;
+            self.rechecked_at = None;
         } else {
             // The holder reports stalls now; a figure left here would go stale.
             for kind in txm::Stall::UNSIGNED.iter().chain(&txm::Stall::SIGNED) {

@@ -408,11 +408,11 @@ impl Settler {
     /// signer's later nonces cannot be mined before it, so it must not wait for its turn in the
     /// slower follow-up pass below.
     pub(crate) async fn monitor(&mut self, head: u64, fees: Fees) -> Result<(), SettleError> {
+        self.recheck_confirmed(head).await?;
         let load = || async {
             let mut conn = self.store.conn().await?;
             chain_txs::in_flight(&mut conn, self.chain.chain_id).await.map_err(SettleError::from)
         };
-        self.recheck_confirmed(head).await?;
         let mut in_flight = load().await?;
         // Sent (or tried) this step already: the follow-up pass does not send them again.
         let mut sent = std::collections::HashSet::new();
@@ -468,65 +468,78 @@ impl Settler {
     }
 
     /// A reorg deeper than the confirmations can take a confirmed transaction away; its signer's
-    /// later nonces then wait for ever. For every signer with a transaction confirmed in the last
-    /// `max(4 x confirmations, 16)` blocks, the chain's count of its mined transactions is read;
-    /// a confirmed transaction at or above that count whose receipt is gone (two readings, so a
-    /// node that lags on one does not decide) goes back to `broadcast` and its mined bytes are
-    /// sent again: same nonce, same bytes, so it can only be the same payment. What it posted to
-    /// the ledger stays (keyed by the transaction), and counts once when it is mined again.
-    async fn recheck_confirmed(&self, head: u64) -> Result<(), SettleError> {
+    /// later nonces then wait for ever. For every signer with a transaction confirmed within
+    /// `max(4 x confirmations, 16)` blocks below the head of the previous recheck (or this one's,
+    /// whichever is lower: a reorg between two rechecks is caught however far the head ran in
+    /// between), the chain's count of its mined transactions is read, and each such transaction
+    /// at or above that count goes to [`Settler::reopen_if_gone`]. After a start or a lease change
+    /// [`Settler::reconcile_nonces`] does the same for every signer whose count is behind.
+    async fn recheck_confirmed(&mut self, head: u64) -> Result<(), SettleError> {
         let depth = self.chain.confirmations.saturating_mul(4).max(16);
+        let from = self.rechecked_at.map_or(head, |last| last.min(head)).saturating_sub(depth);
         let recent = {
             let mut conn = self.store.conn().await?;
-            chain_txs::confirmed_since(&mut conn, self.chain.chain_id, head.saturating_sub(depth)).await?
+            chain_txs::confirmed_since(&mut conn, self.chain.chain_id, from).await?
         };
         let mut used_by: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         for tx in &recent {
-            let (Some(nonce), Some(mined_hash)) = (tx.nonce, tx.mined_tx_hash.as_deref()) else { continue };
+            let Some(nonce) = tx.nonce else { continue };
             let used = match used_by.get(&tx.signer_address) {
                 Some(used) => *used,
                 None => {
-                    let signer: Address = tx
-                        .signer_address
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed signer", tx.id)))?;
-                    let used =
-                        self.rpc
-                            .call("eth_getTransactionCount", |p| async move {
-                                p.get_transaction_count(signer).latest().await
-                            })
-                            .await?;
+                    let used = self.mined_count(&tx.signer_address).await?;
                     used_by.insert(tx.signer_address.clone(), used);
                     used
                 }
             };
-            if nonce < used {
-                continue;
+            if nonce >= used {
+                self.reopen_if_gone(tx).await?;
             }
-            let hash: B256 = mined_hash
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed mined hash", tx.id)))?;
-            if self.receipt(hash).await?.is_some() {
-                continue; // the nonce reading lagged; the receipt is there
-            }
-            let attempts = {
-                let mut conn = self.store.conn().await?;
-                chain_txs::attempts(&mut conn, tx.id).await?
-            };
-            let mut db = self.store.begin().await?;
-            let moved = chain_txs::set_unconfirmed(&mut db, tx.id).await?;
-            db.commit().await.map_err(StoreError::from)?;
-            if !moved {
-                continue;
-            }
-            tracing::error!(
-                chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), nonce,
-                tx_hash = mined_hash, "a reorg deeper than the confirmations took a confirmed transaction away; sending it again"
-            );
-            self.count(tx.purpose, "reorged");
-            if let Some(mined) = attempts.iter().find(|a| a.tx_hash == mined_hash) {
-                self.send_raw(mined).await;
-            }
+        }
+        self.rechecked_at = Some(head);
+        Ok(())
+    }
+
+    /// How many transactions of `signer` the chain has mined (its next nonce).
+    async fn mined_count(&self, signer: &str) -> Result<u64, SettleError> {
+        let parsed: Address =
+            signer.parse().map_err(|_| StoreError::Corrupt(format!("signer {signer} is malformed")))?;
+        Ok(self
+            .rpc
+            .call("eth_getTransactionCount", |p| async move { p.get_transaction_count(parsed).latest().await })
+            .await?)
+    }
+
+    /// A confirmed transaction at or above its signer's mined count: if its receipt is gone too
+    /// (two readings, so a node that lags on one does not decide), a reorg deeper than the
+    /// confirmations took it away. It goes back to `broadcast` and its mined bytes are sent again:
+    /// same nonce, same bytes, so it can only be the same payment. What it posted to the ledger
+    /// stays (keyed by the transaction), and counts once when it is mined again.
+    async fn reopen_if_gone(&self, tx: &ChainTx) -> Result<(), SettleError> {
+        let (Some(nonce), Some(mined_hash)) = (tx.nonce, tx.mined_tx_hash.as_deref()) else { return Ok(()) };
+        let hash: B256 = mined_hash
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed mined hash", tx.id)))?;
+        if self.receipt(hash).await?.is_some() {
+            return Ok(()); // the nonce reading lagged; the receipt is there
+        }
+        let attempts = {
+            let mut conn = self.store.conn().await?;
+            chain_txs::attempts(&mut conn, tx.id).await?
+        };
+        let mut db = self.store.begin().await?;
+        let moved = chain_txs::set_unconfirmed(&mut db, tx.id).await?;
+        db.commit().await.map_err(StoreError::from)?;
+        if !moved {
+            return Ok(());
+        }
+        tracing::error!(
+            chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), nonce,
+            tx_hash = mined_hash, "a reorg deeper than the confirmations took a confirmed transaction away; sending it again"
+        );
+        self.count(tx.purpose, "reorged");
+        if let Some(mined) = attempts.iter().find(|a| a.tx_hash == mined_hash) {
+            self.send_raw(mined).await;
         }
         Ok(())
     }
@@ -843,6 +856,17 @@ impl Settler {
                 paused += 1;
             } else if used < next {
                 tracing::info!(chain = %self.chain.name, signer = %address, chain_nonce = used, next, "signed transactions not yet mined; they are rebroadcast");
+                // A transaction recorded confirmed at a nonce the chain no longer counts was taken
+                // away by a reorg while no recheck was watching (this process was down, or the
+                // head ran past the recheck's reach): send it again before anything is planned on
+                // top of the gap.
+                let confirmed = {
+                    let mut conn = self.store.conn().await?;
+                    chain_txs::confirmed_from_nonce(&mut conn, self.chain.chain_id, &address, used).await?
+                };
+                for tx in &confirmed {
+                    self.reopen_if_gone(tx).await?;
+                }
             }
         }
         self.metrics.settler_nonce_drift.with_label_values(&[self.chain.name.as_str()]).set(drift);

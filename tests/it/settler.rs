@@ -32,6 +32,8 @@ both_backends!(
     an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_an_operator_looks,
     a_refused_broadcast_is_retried_at_once_and_never_holds_up_later_nonces,
     a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once,
+    a_reorged_away_payout_is_sent_again_however_far_the_head_ran,
+    a_reorged_away_payout_is_sent_again_by_a_settler_that_was_down,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -708,4 +710,76 @@ async fn a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once(db: TestDb
     assert_eq!(again.nonce, tx.nonce, "the same nonce");
     s.assert_no_nonce_gap().await;
     s.reconciles().await;
+}
+
+/// A payout confirmed, then taken away by a reorg deeper than the confirmations, its transaction
+/// dropped from the node's pool too (as a restarted node would); then `blocks` more blocks are
+/// mined before the settler looks again. Returns the payout, its destination and the treasury's
+/// mined count before the reorg.
+async fn payout_reorged_away(
+    s: &Setup,
+    watcher: &mut ChainWatcher,
+    settler: &mut Settler,
+    blocks: u64,
+) -> (Value, Address, u64) {
+    paid_usdc_invoice(s, watcher, "60", 60_000_000).await;
+    s.run_until(watcher, settler, "the sweep", || async {
+        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    s.chain.mine(6).await;
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "9", "destination": destination.to_checksum(None)})).await;
+    s.run_until(watcher, settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" }).await;
+    let used = s.chain.provider().get_transaction_count(s.treasury()).await.unwrap();
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let head = s.chain.provider().get_block_number().await.unwrap();
+    s.chain.rpc("anvil_reorg", json!([head - tx.mined_block.unwrap() + 1, []])).await;
+    s.chain.rpc("anvil_removePoolTransactions", json!([s.treasury().to_checksum(None)])).await;
+    s.chain.mine(blocks).await;
+    assert_eq!(s.usdc_of(destination).await, U256::ZERO, "the reorg took the payout away");
+    assert_eq!(s.chain.provider().get_transaction_count(s.treasury()).await.unwrap(), used - 1);
+    (payout, destination, used)
+}
+
+/// The payout is sent again, once, at its own nonce, and everything reconciles.
+async fn paid_again_once(
+    s: &Setup,
+    watcher: &mut ChainWatcher,
+    settler: &mut Settler,
+    payout: &Value,
+    destination: Address,
+    used: u64,
+) {
+    s.run_until(watcher, settler, "the payout again", || async {
+        !s.usdc_of(destination).await.is_zero() && s.all_settled().await
+    })
+    .await;
+    assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64), "paid exactly once");
+    assert_eq!(s.payout_status(payout).await, "confirmed");
+    assert_eq!(s.chain.provider().get_transaction_count(s.treasury()).await.unwrap(), used, "at its own nonce");
+    s.assert_no_nonce_gap().await;
+    s.reconciles().await;
+}
+
+/// The reorg happens between two settler steps and the head then runs 40 blocks on, past the
+/// 16 blocks a recheck reaches back from the head: the next step still finds the payout gone
+/// (it reaches back from where the previous recheck stood). The chaos test lost a sweep this
+/// way: never sent again, the ledger counting it swept, the signer's next nonce waiting for ever.
+async fn a_reorged_away_payout_is_sent_again_however_far_the_head_ran(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40).await;
+    paid_again_once(&s, &mut watcher, &mut settler, &payout, destination, used).await;
+}
+
+/// The same with the settler down across the reorg: a new one (a restarted daemon) finds, at
+/// its start-up nonce check, the payout recorded confirmed at a nonce the chain no longer counts.
+async fn a_reorged_away_payout_is_sent_again_by_a_settler_that_was_down(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40).await;
+    drop(settler);
+    let mut restarted = s.app.settler(&s.config);
+    paid_again_once(&s, &mut watcher, &mut restarted, &payout, destination, used).await;
 }

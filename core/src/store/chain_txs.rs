@@ -192,6 +192,28 @@ pub async fn confirmed_since(conn: &mut Conn, chain_id: u64, min_block: u64) -> 
     rows(found)
 }
 
+/// `signer`'s transactions on `chain_id` recorded confirmed at nonce `min_nonce` or above, in
+/// nonce order: after a start, those the chain no longer counts (its mined count is `min_nonce`)
+/// are checked for a reorg that took them away.
+#[tracing::instrument(skip(conn))]
+pub async fn confirmed_from_nonce(
+    conn: &mut Conn,
+    chain_id: u64,
+    signer: &str,
+    min_nonce: u64,
+) -> Result<Vec<ChainTx>, StoreError> {
+    let found: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM chain_transactions WHERE chain_id = $1 AND signer_address = $2 AND state = 'confirmed' \
+         AND nonce >= $3 ORDER BY nonce"
+    )))
+    .bind(chain_id as i64)
+    .bind(signer)
+    .bind(min_nonce as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows(found)
+}
+
 /// A confirmed transaction a reorg deeper than the confirmations took away goes back to
 /// `broadcast` (its mined hash, block and gas forgotten; its ledger entries stay, keyed by the
 /// transaction, and count once when it is mined again). True when this call moved it.
