@@ -61,6 +61,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// process, SQLite's `busy_timeout`) before giving up.
 const SQLITE_WRITE_WAIT: Duration = Duration::from_secs(10);
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// A transaction on either backend: derefs to the connection (pass `&mut tx` where a query
 /// function takes `&mut Conn`). On SQLite a read-write transaction holds the process's write
 /// turn until it ends; committing one that queued webhook deliveries wakes the delivery worker.
@@ -343,8 +346,23 @@ impl Store {
                 source => StoreError::Connect { url: url.redacted(), source },
             })?;
         probe.close().await.ok();
-        let mut pool_options =
-            AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(CONNECT_TIMEOUT);
+        // A connection that was idle a while is pinged before use (a database restart or a
+        // firewall may have closed it meanwhile); one that was back in the pool only moments ago
+        // is not. sqlx's default pings every time, a round trip per transaction: on SQLite one more
+        // hop to the connection's thread inside the single writer's turn, which every write waits
+        // behind.
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         if backend == Backend::Sqlite {
             // WAL lets readers proceed while one writer commits; NORMAL sync is durable across
             // process crashes in WAL mode (only an OS crash can lose the last commits).
