@@ -412,3 +412,38 @@ async fn a_commit_wakes_the_delivery_worker_only_when_it_queued_deliveries(db: T
         [(None, "https://shop.example.com/callback")]
     );
 }
+
+/// The pool skips sqlx's ping before every use (a round trip per transaction) and pings only a
+/// connection that sat idle a while: one the server closed meanwhile (a restart, an idle
+/// timeout, an operator's `pg_terminate_backend`) is replaced, not handed to a request that then
+/// fails. PostgreSQL only: nothing closes a SQLite connection from outside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_while_idle_is_replaced_not_used() {
+    crate::helpers::init_tracing();
+    let db = TestDb::postgres().await;
+    let store = db.connect(2).await.unwrap();
+    // Both pooled connections in use once, then idle in the pool.
+    {
+        let mut a = store.conn().await.unwrap();
+        let mut b = store.conn().await.unwrap();
+        sqlx::query("SELECT 1").execute(&mut *a).await.unwrap();
+        sqlx::query("SELECT 1").execute(&mut *b).await.unwrap();
+    }
+    let mut killer = <sqlx::AnyConnection as sqlx::Connection>::connect(db.url.expose()).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut killer)
+    .await
+    .unwrap();
+    assert!(killed.len() >= 2 && killed.iter().all(|(k,)| *k), "the pool's connections were terminated: {killed:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    // Every pooled connection is dead; each use must get a live one.
+    for _ in 0..4 {
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    store.ping().await.unwrap();
+}
