@@ -497,6 +497,23 @@ fn creation_bound(r: &BackendResult, m: &Measured, per_second: f64, cores: usize
         ));
         if let Some((_, rows)) = &r.syscalls
             && let Some((name, share, calls, usecs)) = rows.first()
+            && name == "futex"
+        {
+            text.push_str(&format!(
+                " In the diagnostic run under strace, {:.0}% of the daemon's system-call time was `futex` ({} calls, \
+                 {:.0} µs each): threads waking one another. sqlx runs each SQLite connection on a thread of its own, \
+                 and every statement is a round trip between the request's task and that thread; inside the write \
+                 turn a creation makes nine of them (`BEGIN IMMEDIATE`, the key claimed, the merchant's fee schedule \
+                 read, the pooled address taken, the invoice, its event, its webhook endpoints read, the key's record \
+                 completed, `COMMIT`), so the turn passes at the pace of those hand-offs rather than of SQLite's own \
+                 work.",
+                share * 100.0,
+                count(*calls),
+                *usecs as f64
+            ));
+        }
+        if let Some((_, rows)) = &r.syscalls
+            && let Some((name, share, calls, usecs)) = rows.first()
             && name == "clock_nanosleep"
         {
             text.push_str(&format!(
