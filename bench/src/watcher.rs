@@ -187,6 +187,9 @@ struct Traffic {
     calls: u64,
     /// Response body bytes.
     bytes: u64,
+    /// Wall time during which at least one request was in flight (the union of the requests'
+    /// intervals): the rest of a client's wall time it fetched nothing.
+    busy: Duration,
 }
 
 impl Traffic {
@@ -209,9 +212,35 @@ struct Counter {
     requests: std::sync::atomic::AtomicU64,
     calls: std::sync::atomic::AtomicU64,
     bytes: std::sync::atomic::AtomicU64,
+    /// (requests in flight, since when some request has been, time with one in flight so far).
+    flight: std::sync::Mutex<(u64, Option<std::time::Instant>, Duration)>,
 }
 
 impl Counter {
+    /// Counts a request in flight until the returned guard is dropped.
+    fn in_flight(self: &std::sync::Arc<Self>) -> InFlight {
+        self.started();
+        InFlight(self.clone())
+    }
+
+    fn started(&self) {
+        let mut flight = self.flight.lock().expect("the counter's lock");
+        if flight.0 == 0 {
+            flight.1 = Some(std::time::Instant::now());
+        }
+        flight.0 += 1;
+    }
+
+    fn ended(&self) {
+        let mut flight = self.flight.lock().expect("the counter's lock");
+        flight.0 -= 1;
+        if flight.0 == 0
+            && let Some(since) = flight.1.take()
+        {
+            flight.2 += since.elapsed();
+        }
+    }
+
     /// What was counted since the last call.
     fn take(&self) -> Traffic {
         use std::sync::atomic::Ordering::SeqCst;
@@ -219,7 +248,17 @@ impl Counter {
             requests: self.requests.swap(0, SeqCst),
             calls: self.calls.swap(0, SeqCst),
             bytes: self.bytes.swap(0, SeqCst),
+            busy: std::mem::take(&mut self.flight.lock().expect("the counter's lock").2),
         }
+    }
+}
+
+/// A request in flight through a [`Counter`]'s proxy.
+struct InFlight(std::sync::Arc<Counter>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.ended();
     }
 }
 
@@ -238,6 +277,8 @@ async fn counting_proxy(upstream: String, counter: std::sync::Arc<Counter>) -> S
                 1
             };
             counter.calls.fetch_add(calls, Relaxed);
+            // Counted as ended however the request ends, also when the client drops it.
+            let _in_flight = counter.in_flight();
             let answer = client.post(&upstream).header("content-type", "application/json").body(body).send().await;
             match answer {
                 Ok(answer) => {
@@ -723,13 +764,33 @@ pub async fn run(global: &Global, args: &WatcherArgs) -> anyhow::Result<Section>
                         format!("on {} the watcher fetched {}", r.backend.label(), r.traffic.per_thousand(args.blocks))
                     })
                     .collect();
+                let idle: Vec<String> = mine
+                    .iter()
+                    .map(|r| {
+                        let idle = r.elapsed.saturating_sub(r.traffic.busy);
+                        format!(
+                            "on {}, of its {} a request to anvil was in flight for {} and none for {} ({:.0}%), \
+                             {} of which loading the watched set",
+                            r.backend.label(),
+                            secs(r.elapsed),
+                            secs(r.traffic.busy),
+                            secs(idle),
+                            100.0 * idle.as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9),
+                            secs(r.load_watched.min(idle))
+                        )
+                    })
+                    .collect();
                 format!(
                     "Per 1,000 blocks the limit fetched {}; {}. Beyond the limit's data the watcher reads the head \
                      each step, fetches the last 128 blocks one call each (near the head, where every block's hash \
                      is checked), the headers of the blocks that hold watched transfers, and records and credits \
-                     every payment in the database. See the tables and the profile in section 1.",
+                     every payment in the database. The limit's own wall time is all fetching; the watcher's \
+                     is not: {}. The rest of the time no request is in flight the watcher is recording, \
+                     crediting and marking paid its {} payments in the database, one range after the other. See the tables and the profile in section 1.",
                     limit.map(|l| l.3.per_thousand(args.blocks)).unwrap_or_default(),
-                    per_run.join("; ")
+                    per_run.join("; "),
+                    idle.join("; "),
+                    count(mine[0].recorded as u64)
                 )
             }),
         });
