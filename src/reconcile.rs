@@ -523,6 +523,9 @@ fn explanations(
     Ok(at)
 }
 
+/// Addresses whose balances the surplus check reads before it assesses them.
+const SURPLUS_CHUNK: usize = 4_096;
+
 /// The surplus check on one chain (see the module doc): every asset at every deposit address,
 /// read at the watcher's cursor block, by its hash (so a reorg the watcher has not processed yet
 /// cannot show another chain's payments as missed ones; a node that no longer has the block makes
@@ -552,9 +555,6 @@ async fn check_surplus(
     let mut found = Vec::with_capacity(assets.len());
     let none = Explained::default();
     for (asset, token, decimals) in assets {
-        let balances = balances_at(&rpc, token, &inputs.addresses, at)
-            .await
-            .with_context(|| format!("reading {asset} balances at block {block}"))?;
         let mut s = Surplus {
             chain: chain.name.clone(),
             asset: asset.clone(),
@@ -566,15 +566,22 @@ async fn check_surplus(
             known_uncredited: Vec::new(),
             dust: settings.unexplained_dust(&asset, decimals),
         };
-        for (address, balance) in inputs.addresses.iter().zip(balances) {
-            let why = explained.get(&(*address, asset.clone())).unwrap_or(&none);
-            let Assessment { unexplained, known_uncredited, .. } = why.assess(BaseUnits(balance));
-            if !known_uncredited.is_zero() {
-                s.known_uncredited.push((*address, known_uncredited));
-            }
-            if !unexplained.is_zero() {
-                s.unexplained = s.unexplained.checked_add(unexplained).context("unexplained amounts overflow")?;
-                s.holders.push((*address, unexplained));
+        // A slice of the addresses at a time, so millions of them never mean millions of
+        // balances held at once.
+        for addresses in inputs.addresses.chunks(SURPLUS_CHUNK) {
+            let balances = balances_at(&rpc, token, addresses, at)
+                .await
+                .with_context(|| format!("reading {asset} balances at block {block}"))?;
+            for (address, balance) in addresses.iter().zip(balances) {
+                let why = explained.get(&(*address, asset.clone())).unwrap_or(&none);
+                let Assessment { unexplained, known_uncredited, .. } = why.assess(BaseUnits(balance));
+                if !known_uncredited.is_zero() {
+                    s.known_uncredited.push((*address, known_uncredited));
+                }
+                if !unexplained.is_zero() {
+                    s.unexplained = s.unexplained.checked_add(unexplained).context("unexplained amounts overflow")?;
+                    s.holders.push((*address, unexplained));
+                }
             }
         }
         s.holders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -145,17 +145,44 @@ pub async fn index_of(conn: &mut Conn, address: &str) -> Result<Option<u64>, Sto
 /// The deposit addresses the reconciliation reads on `chain_id`: every one handed out (invoice
 /// and static; a missed deposit can be at one with no recorded deposit at all), and every other
 /// one (pooled, or retired from another mnemonic's pool) that a recorded transfer reached. A
-/// pooled address nothing ever paid was given to no payer and is not read.
+/// pooled address nothing ever paid was given to no payer and is not read. In HD index order,
+/// read [`RECONCILED_PAGE`] rows per query (in the caller's transaction, so one snapshot sees
+/// them all): with millions of addresses only the parsed addresses are held, never every row.
 #[tracing::instrument(skip(conn))]
 pub async fn reconciled(conn: &mut Conn, chain_id: u64) -> Result<Vec<Address>, StoreError> {
-    // Only a rejected transfer can reach an address no invoice or static address owns.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT address, derivation_index FROM deposit_addresses WHERE pooled = 0 \
-         UNION SELECT address, derivation_index FROM deposit_addresses WHERE address IN \
-         (SELECT to_address FROM deposits WHERE chain_id = $1 AND state = 'rejected') ORDER BY 2",
-    )
-    .bind(chain_id as i64)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.into_iter().map(|(address, _)| parse_column("deposit_addresses.address", &address)).collect()
+    reconciled_in_pages(conn, chain_id, RECONCILED_PAGE).await
 }
+
+/// [`reconciled`], `page` rows (at least 1) per query (tests read small pages).
+pub async fn reconciled_in_pages(conn: &mut Conn, chain_id: u64, page: i64) -> Result<Vec<Address>, StoreError> {
+    let page_size = page.max(1);
+    let mut addresses = Vec::new();
+    let mut after = -1_i64;
+    loop {
+        // Only a rejected transfer can reach an address no invoice or static address owns.
+        let page: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT address, derivation_index FROM deposit_addresses WHERE derivation_index > $2 AND (pooled = 0 \
+             OR address IN (SELECT to_address FROM deposits WHERE chain_id = $1 AND state = 'rejected')) \
+             ORDER BY derivation_index LIMIT $3",
+        )
+        .bind(chain_id as i64)
+        .bind(after)
+        .bind(page_size)
+        .fetch_all(&mut *conn)
+        .await?;
+        let last_page = page.len() < page_size as usize;
+        // Grown by the page, not doubled: a doubling at millions of addresses would hold up to
+        // twice the list while it grows.
+        addresses.reserve_exact(page.len());
+        for (address, index) in page {
+            addresses.push(parse_column("deposit_addresses.address", &address)?);
+            after = index;
+        }
+        if last_page {
+            return Ok(addresses);
+        }
+    }
+}
+
+/// Rows per query of [`reconciled`].
+pub const RECONCILED_PAGE: i64 = 50_000;
