@@ -399,8 +399,9 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .or_else(|e| match &e {
-                // No migrations table yet: nothing applied.
-                sqlx::Error::Database(_) => Ok(Vec::new()),
+                // No migrations table yet: nothing applied. Any other error (a connection the
+                // server closed, say) is an error, not a reason to tell the operator to migrate.
+                sqlx::Error::Database(db) if is_missing_table(db.as_ref()) => Ok(Vec::new()),
                 _ => Err(e),
             })?;
         Ok(self.backend.migrator().iter().all(|m| applied.iter().any(|(v,)| *v == m.version)))
@@ -515,6 +516,12 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Whether a database error says a table does not exist: PostgreSQL's `undefined_table`
+/// (42P01), SQLite's "no such table".
+fn is_missing_table(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.code().as_deref() == Some("42P01") || error.message().starts_with("no such table")
 }
 
 /// Held by a daemon running on SQLite; released when dropped (or when the process dies).
