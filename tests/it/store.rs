@@ -450,27 +450,60 @@ async fn a_connection_the_server_closed_while_idle_is_replaced_not_used() {
 }
 
 /// The surplus check's address list is read a page at a time (millions of addresses are never
-/// all held as rows): every handed-out address once, in HD index order, no pooled one nothing
-/// paid, whether a page holds one row, a few or all of them.
+/// all held as rows): every handed-out address once, and a pooled one only where a rejected
+/// transfer on that chain reached it, in HD index order, whether a page holds one row, a few or
+/// all of them.
 async fn the_reconciled_addresses_are_the_same_whatever_the_page_size(db: TestDb) {
     let store = db.store().await;
     let wallet = HdWallet::from_mnemonic(&HdWallet::generate_mnemonic()).unwrap();
-    let mut handed_out = Vec::new();
+    let mut expected = Vec::new();
     for round in 0..7 {
         // Pooled addresses between handed-out ones: the pages must skip them, not stop at them.
         if round % 3 == 1 {
-            address_pool::refill(&store, &wallet, AddressPurpose::Invoice, 2).await.unwrap();
+            address_pool::refill(&store, &wallet, AddressPurpose::Invoice, 3).await.unwrap();
         }
         let mut tx = store.begin().await.unwrap();
         let purpose = if round % 2 == 0 { AddressPurpose::Invoice } else { AddressPurpose::Static };
         let allocated = deposit_addresses::allocate(&mut tx, &wallet, purpose).await.unwrap();
         tx.commit().await.unwrap();
-        handed_out.push(allocated);
+        expected.push((allocated.derivation_index, allocated.address));
     }
-    handed_out.sort_by_key(|a| a.derivation_index);
-    let expected: Vec<_> = handed_out.iter().map(|a| a.address).collect();
     let mut conn = store.conn().await.unwrap();
-    assert!(address_pool::pooled(&mut conn, AddressPurpose::Invoice).await.unwrap() > 0, "some stay pooled");
+    let pooled: Vec<(String, i64)> =
+        sqlx::query_as("SELECT address, derivation_index FROM deposit_addresses WHERE pooled = 1 ORDER BY 2")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert!(pooled.len() >= 2, "some stay pooled: {pooled:?}");
+    // A rejected transfer on this chain reached the first pooled address, one on another chain
+    // the second: only the first is read on this chain.
+    for (n, (chain_id, (address, _))) in [(31337_u64, &pooled[0]), (31338, &pooled[1])].into_iter().enumerate() {
+        let rejected = depositd_core::deposit::Deposit {
+            id: uuid::Uuid::now_v7(),
+            chain_id,
+            tx_hash: format!("0x{:064x}", n + 1),
+            log_index: 0,
+            block_number: 7,
+            block_hash: format!("0x{}", "cd".repeat(32)),
+            from_address: "0x0000000000000000000000000000000000000001".into(),
+            to_address: address.clone(),
+            token_address: None,
+            asset: "ETH".into(),
+            amount: depositd_core::money::BaseUnits::from(alloy::primitives::U256::from(1_000u64)),
+            state: depositd_core::deposit::DepositState::Rejected,
+            reject_reason: Some("unowned pooled address".into()),
+            merchant_id: None,
+            invoice_id: None,
+            static_address_id: None,
+            detected_at: depositd_core::time::now_ms(),
+            confirmed_at: None,
+            generation: 0,
+        };
+        depositd_core::store::deposits::record(&mut conn, &rejected).await.unwrap();
+    }
+    expected.push((pooled[0].1 as u64, pooled[0].0.parse().unwrap()));
+    expected.sort();
+    let expected: Vec<_> = expected.into_iter().map(|(_, address)| address).collect();
     for page in [1, 2, 3, 50_000] {
         assert_eq!(
             deposit_addresses::reconciled_in_pages(&mut conn, 31337, page).await.unwrap(),
