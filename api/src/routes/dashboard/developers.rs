@@ -120,13 +120,10 @@ pub async fn api_keys(State(state): State<AppState>, signed_in: SignedIn) -> Res
 }
 
 pub async fn create_api_key(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::ManageKeys) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::ManageKeys) {
-        return *refused;
-    }
     let name = form.text("name");
     let mode = form.text("mode");
     let scope_words = form.all("scope");
@@ -199,10 +196,7 @@ pub async fn revoke_api_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = signed_in.form(&body) {
-        return *refused;
-    }
-    if let Err(refused) = signed_in.require(Action::ManageKeys) {
+    if let Err(refused) = signed_in.form_for(&body, Action::ManageKeys) {
         return *refused;
     }
     let Ok(id) = id.parse::<Uuid>() else { return not_found(Some(signed_in.chrome("api_keys")), "API key") };

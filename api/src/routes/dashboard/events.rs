@@ -248,10 +248,7 @@ pub async fn redeliver(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = signed_in.form(&body) {
-        return *refused;
-    }
-    if let Err(refused) = signed_in.require(Action::ManageWebhooks) {
+    if let Err(refused) = signed_in.form_for(&body, Action::ManageWebhooks) {
         return *refused;
     }
     let Ok(id) = id.parse::<Uuid>() else { return not_found(Some(signed_in.chrome("events")), "event") };

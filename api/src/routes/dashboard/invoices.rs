@@ -598,10 +598,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = signed_in.form(&body) {
-        return *refused;
-    }
-    if let Err(refused) = signed_in.require(Action::MoveMoney) {
+    if let Err(refused) = signed_in.form_for(&body, Action::MoveMoney) {
         return *refused;
     }
     let Ok(invoice_id) = id.parse::<Uuid>() else { return not_found(Some(signed_in.chrome("invoices")), "invoice") };
@@ -719,13 +716,10 @@ fn field_error(page: &mut NewPage, error: ApiError) {
 }
 
 pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::ManageKeys) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::ManageKeys) {
-        return *refused;
-    }
     let mut page = NewPage::new(&signed_in);
     page.amount = form.text("amount");
     page.currency = form.text("currency");

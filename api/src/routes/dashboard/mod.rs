@@ -375,6 +375,14 @@ impl SignedIn {
         let form = Form::parse(body);
         if form.csrf_is(&self.session.csrf_token) { Ok(form) } else { Err(Box::new(csrf_refused())) }
     }
+
+    /// The prologue of a form that changes something: [`Self::form`] (the CSRF token checked
+    /// first, so a forged request learns nothing about the role), then [`Self::require`].
+    pub fn form_for(&self, body: &Bytes, action: Action) -> Result<Form, Refused> {
+        let form = self.form(body)?;
+        self.require(action)?;
+        Ok(form)
+    }
 }
 
 /// Epoch milliseconds as `2026-12-07 05:01 UTC`.

@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::sign_in::ReauthError;
-use super::{Chrome, Form, Refused, SignedIn, internal, message, not_found, render, secured, when};
+use super::{Chrome, Form, SignedIn, internal, message, not_found, render, secured, when};
 use crate::error::ApiError;
 use crate::routes::payouts::{CreatePayout, CreateRefund, payout_ctx, resource, validate_payout, validate_refund};
 use crate::state::AppState;
@@ -354,13 +354,6 @@ fn new_payout_page(state: &AppState, signed_in: &SignedIn, fields: Fields, error
     }
 }
 
-/// The form, checked by the caller's role and CSRF token (`None`: refused, answer this).
-fn owner_form(signed_in: &SignedIn, body: &Bytes) -> Result<Form, Refused> {
-    let form = signed_in.form(body)?;
-    signed_in.require(Action::MoveMoney)?;
-    Ok(form)
-}
-
 /// A payout or refund checked by the API's rules, and what it would reserve.
 struct Checked<'a> {
     chain: &'a ChainConfig,
@@ -570,7 +563,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = owner_form(&signed_in, &body) {
+    if let Err(refused) = signed_in.form_for(&body, Action::MoveMoney) {
         return *refused;
     }
     let Ok(id) = id.parse::<Uuid>() else { return not_found(Some(signed_in.chrome("payouts")), "payout") };
@@ -640,7 +633,7 @@ const PAYOUT_TARGETS: (&str, &str) = ("/dashboard/payouts", "/dashboard/payouts/
 
 /// `POST /dashboard/payouts/new`: the form checked, then its confirmation.
 pub async fn review(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match owner_form(&signed_in, &body) {
+    let form = match signed_in.form_for(&body, Action::MoveMoney) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
@@ -663,7 +656,7 @@ pub async fn review(State(state): State<AppState>, signed_in: SignedIn, body: By
 
 /// `POST /dashboard/payouts`: the confirmation with the password re-entered: creates the payout.
 pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match owner_form(&signed_in, &body) {
+    let form = match signed_in.form_for(&body, Action::MoveMoney) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
@@ -798,7 +791,7 @@ pub async fn refund_review(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = match owner_form(&signed_in, &body) {
+    let form = match signed_in.form_for(&body, Action::MoveMoney) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
@@ -827,7 +820,7 @@ pub async fn refund_create(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = match owner_form(&signed_in, &body) {
+    let form = match signed_in.form_for(&body, Action::MoveMoney) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };

@@ -65,13 +65,10 @@ pub async fn page(signed_in: SignedIn, uri: axum::http::Uri) -> Response {
 
 /// `POST /dashboard/settings`: every field checked, each error next to its field.
 pub async fn save(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::ManageMerchant) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::ManageMerchant) {
-        return *refused;
-    }
     let mut page = SettingsPage::new(&signed_in);
     page.company_name = form.text("company_name");
     page.default_return_url = form.text("default_return_url");

@@ -159,13 +159,10 @@ struct CreateDetails<'a> {
 }
 
 pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::ManageKeys) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::ManageKeys) {
-        return *refused;
-    }
     let (customer_id, chain, asset) = (form.text("customer_id"), form.text("chain"), form.text("asset"));
     let mut page = ListPage::new(&state, &signed_in, &chain, &asset);
     page.customer_id = customer_id.clone();
@@ -341,10 +338,7 @@ pub async fn disable(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = signed_in.form(&body) {
-        return *refused;
-    }
-    if let Err(refused) = signed_in.require(Action::MoveMoney) {
+    if let Err(refused) = signed_in.form_for(&body, Action::MoveMoney) {
         return *refused;
     }
     let missing = || not_found(Some(signed_in.chrome("static_addresses")), "static address");

@@ -123,13 +123,10 @@ pub async fn page(State(state): State<AppState>, signed_in: SignedIn) -> Respons
 }
 
 pub async fn invite(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::ManageMerchant) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::ManageMerchant) {
-        return *refused;
-    }
     let email = form.text("email");
     let role_word = form.text("role");
     let role = role_word.parse::<Role>().ok();
@@ -217,13 +214,10 @@ pub async fn change_role(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::ManageMerchant) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::ManageMerchant) {
-        return *refused;
-    }
     let id = match member_id(&signed_in, &id) {
         Ok(id) => id,
         Err(refused) => return *refused,
@@ -254,10 +248,7 @@ pub async fn remove(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = signed_in.form(&body) {
-        return *refused;
-    }
-    if let Err(refused) = signed_in.require(Action::ManageMerchant) {
+    if let Err(refused) = signed_in.form_for(&body, Action::ManageMerchant) {
         return *refused;
     }
     let id = match member_id(&signed_in, &id) {

@@ -81,10 +81,7 @@ pub async fn page(State(_state): State<AppState>, signed_in: SignedIn) -> Respon
 }
 
 pub async fn enrol(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    if let Err(refused) = signed_in.form(&body) {
-        return *refused;
-    }
-    if let Err(refused) = signed_in.require(Action::Read) {
+    if let Err(refused) = signed_in.form_for(&body, Action::Read) {
         return *refused;
     }
     let mut page = SecurityPage::new(&signed_in);
@@ -103,13 +100,10 @@ pub async fn enrol(State(state): State<AppState>, signed_in: SignedIn, body: Byt
 }
 
 pub async fn confirm(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::Read) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::Read) {
-        return *refused;
-    }
     let code = form.text("code");
     let outcome = async {
         let mut tx = state.store.begin().await?;
@@ -159,13 +153,10 @@ pub async fn confirm(State(state): State<AppState>, signed_in: SignedIn, body: B
 }
 
 pub async fn disable(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match signed_in.form(&body) {
+    let form = match signed_in.form_for(&body, Action::Read) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    if let Err(refused) = signed_in.require(Action::Read) {
-        return *refused;
-    }
     let code = form.text("code");
     let refused = |status: StatusCode, error: &MemberError| {
         let mut page = SecurityPage::new(&signed_in);

@@ -172,13 +172,6 @@ fn lifecycle_failed(signed_in: &SignedIn, error: EndpointError) -> Response {
     }
 }
 
-/// The posted form of a member who may manage webhooks, or the refusal (CSRF first, then role).
-fn managing(signed_in: &SignedIn, body: &Bytes) -> Result<Form, Refused> {
-    let form = signed_in.form(body)?;
-    signed_in.require(Action::ManageWebhooks)?;
-    Ok(form)
-}
-
 async fn list_page(state: &AppState, signed_in: &SignedIn, form: EndpointForm) -> Result<WebhooksPage, Response> {
     let mut conn = state.store.conn().await.map_err(internal)?;
     let merchant_id = signed_in.merchant.id;
@@ -233,7 +226,7 @@ fn ticked(fields: &EndpointForm) -> Vec<String> {
 
 /// `POST /dashboard/developers/webhooks`: creates an endpoint; the answer shows its secret once.
 pub async fn create(State(state): State<AppState>, signed_in: SignedIn, body: Bytes) -> Response {
-    let form = match managing(&signed_in, &body) {
+    let form = match signed_in.form_for(&body, Action::ManageWebhooks) {
         Ok(form) => form,
         Err(refused) => return *refused,
     };
@@ -332,7 +325,7 @@ pub async fn show(State(state): State<AppState>, signed_in: SignedIn, Path(id): 
 /// The posting member's endpoint `id`: the refusal when the form or role is refused or the
 /// endpoint is not the merchant's.
 async fn target(state: &AppState, signed_in: &SignedIn, id: &str, body: &Bytes) -> Result<(Form, Endpoint), Response> {
-    let form = managing(signed_in, body).map_err(|refused| *refused)?;
+    let form = signed_in.form_for(body, Action::ManageWebhooks).map_err(|refused| *refused)?;
     let endpoint = endpoint_of(state, signed_in, id).await?;
     Ok((form, endpoint))
 }
