@@ -393,15 +393,15 @@ pub async fn reconcile(
             cold.extend(cold_holdings(&mut snapshot, chain).await?);
             let custody_addresses = deposits::custody_addresses(&mut snapshot, chain.chain_id).await?;
             let in_flight = chain_txs::in_flight(&mut snapshot, chain.chain_id).await?;
-            // A transaction a deep reorg put back to `broadcast` keeps its entries: what it takes
-            // is already out of the ledger's holdings, and is not in flight as well.
-            let mut unrecorded = Vec::with_capacity(in_flight.len());
+            // A transaction a deep reorg put back to `broadcast` keeps its entries: what it moves
+            // is already out of the ledger's holdings, and is not in flight as well. Its gas is:
+            // mined again, it may cost more than the first mining's entry says until it confirms.
+            let mut flights = Vec::with_capacity(in_flight.len());
             for tx in &in_flight {
-                if !ledger::settlement::records_transaction(&mut snapshot, tx.id).await? {
-                    unrecorded.push(tx.clone());
-                }
+                let recorded = ledger::settlement::records_transaction(&mut snapshot, tx.id).await?;
+                flights.push((tx, recorded));
             }
-            let leaving = in_flight_outflow(&unrecorded, chain)?;
+            let leaving = in_flight_outflow(&flights, chain)?;
             let cursor = cursors::get(&mut snapshot, chain.chain_id).await?.map(|c| (c.block_number, c.block_hash));
             let floor = cursor.as_ref().map_or(0, |c| c.0).saturating_sub(LAG_WINDOW);
             let surplus = SurplusInputs {
@@ -591,13 +591,19 @@ async fn check_surplus(
 }
 
 /// What the settler's unconfirmed transactions may already have taken from our addresses on
-/// chain before the ledger records it: payments out (payouts, refunds, forwards) and every
-/// transaction's gas budget. Moves between deposit addresses and the treasury stay ours.
-fn in_flight_outflow(in_flight: &[ChainTx], chain: &ChainConfig) -> anyhow::Result<BTreeMap<String, BaseUnits>> {
+/// chain before the ledger records it: payments out (payouts, refunds, forwards; not those the
+/// ledger records already, `true` beside them) and every transaction's gas budget. Moves between
+/// deposit addresses and the treasury stay ours.
+fn in_flight_outflow(
+    in_flight: &[(&ChainTx, bool)],
+    chain: &ChainConfig,
+) -> anyhow::Result<BTreeMap<String, BaseUnits>> {
     let mut leaving: BTreeMap<String, BaseUnits> = BTreeMap::new();
     let overflow = || anyhow::anyhow!("in-flight amounts overflow");
-    for tx in in_flight {
-        if matches!(tx.purpose, Purpose::Payout | Purpose::Refund | Purpose::Passthrough | Purpose::ColdTransfer) {
+    for &(tx, recorded) in in_flight {
+        if !recorded
+            && matches!(tx.purpose, Purpose::Payout | Purpose::Refund | Purpose::Passthrough | Purpose::ColdTransfer)
+        {
             let total = leaving.entry(tx.asset.clone()).or_default();
             *total = total.checked_add(tx.value).ok_or_else(overflow)?;
         }

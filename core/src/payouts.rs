@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::chain_tx::{ChainTx, Purpose, TxState};
 use crate::config::{ChainConfig, SettlerSettings};
 use crate::invoice::{Invoice, InvoiceResource, InvoiceStatus, SessionSigner};
-use crate::ledger::{self, Account, AccountKind, LedgerError, settlement};
+use crate::ledger::{self, Account, AccountKind, LedgerError, Posted, settlement};
 use crate::money::BaseUnits;
 use crate::outbox::{self, EventType, Subject};
 use crate::payout::{Payout, PayoutKind, PayoutResource, PayoutStatus};
@@ -460,8 +460,12 @@ pub async fn submitted(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx, tx_hash: &st
 pub async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Result<(), LedgerError> {
     let gas = tx.gas_cost.unwrap_or_default();
     let p = payout_of(db, tx).await?;
-    let merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
-    settlement::payout_sent(db, &p, merchant_gas).await?;
+    let mut merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
+    if let Posted::AlreadyPosted(_) = settlement::payout_sent(db, &p, merchant_gas).await? {
+        // Confirmed again after a reorg deeper than the confirmations took it away: the merchant
+        // was charged at the first confirmation; a mining that cost otherwise is the operator's.
+        merchant_gas = p.network_fee.unwrap_or(merchant_gas);
+    }
     let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();
     settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
     let mut moved = false;

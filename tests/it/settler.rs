@@ -34,6 +34,8 @@ both_backends!(
     a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once,
     a_reorged_away_payout_is_sent_again_however_far_the_head_ran,
     a_reorged_away_payout_is_sent_again_by_a_settler_that_was_down,
+    a_reorged_away_token_payout_mined_again_at_another_price_posts_what_the_chain_charged,
+    a_reorged_away_native_payout_mined_again_at_another_price_charges_the_merchant_once,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -712,6 +714,53 @@ async fn a_confirmed_payout_a_deep_reorg_took_away_is_sent_again_once(db: TestDb
     s.reconciles().await;
 }
 
+/// What a reorged-away payout pays out: USDC (the operator pays all its gas) or ETH (the
+/// merchant pays its gas, up to the fee reserve).
+#[derive(Clone, Copy)]
+enum PaidIn {
+    Usdc,
+    Eth,
+}
+
+impl PaidIn {
+    /// The payout's amount, as the API takes it and in base units.
+    fn amount(self) -> (&'static str, U256) {
+        match self {
+            PaidIn::Usdc => ("9", U256::from(9_000_000u64)),
+            PaidIn::Eth => ("0.5", U256::from(500_000_000_000_000_000u64)),
+        }
+    }
+
+    async fn balance_of(self, s: &Setup, owner: Address) -> U256 {
+        match self {
+            PaidIn::Usdc => s.usdc_of(owner).await,
+            PaidIn::Eth => s.chain.native_balance(owner).await,
+        }
+    }
+
+    /// A paid invoice in the asset, swept into the treasury.
+    async fn fund(self, s: &Setup, watcher: &mut ChainWatcher, settler: &mut Settler) {
+        match self {
+            PaidIn::Usdc => {
+                paid_usdc_invoice(s, watcher, "60", 60_000_000).await;
+                s.run_until(watcher, settler, "the sweep", || async {
+                    !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
+                })
+                .await;
+            }
+            PaidIn::Eth => {
+                let invoice = s.invoice(json!({"amount": "3000", "currency": "USD", "asset": "ETH"})).await;
+                s.chain.pay_native(invoice["pay"]["address"].as_str().unwrap(), 1_000_000_000_000_000_000).await;
+                s.chain.mine(CONFIRMATIONS).await;
+                s.run_until(watcher, settler, "the ETH sweep", || async {
+                    s.balance("ETH", "available").await != "0" && s.all_settled().await
+                })
+                .await;
+            }
+        }
+    }
+}
+
 /// A payout confirmed, then taken away by a reorg deeper than the confirmations, its transaction
 /// dropped from the node's pool too (as a restarted node would); then `blocks` more blocks are
 /// mined before the settler looks again. Returns the payout, its destination and the treasury's
@@ -721,15 +770,17 @@ async fn payout_reorged_away(
     watcher: &mut ChainWatcher,
     settler: &mut Settler,
     blocks: u64,
+    paid_in: PaidIn,
 ) -> (Value, Address, u64) {
-    paid_usdc_invoice(s, watcher, "60", 60_000_000).await;
-    s.run_until(watcher, settler, "the sweep", || async {
-        !s.usdc_of(s.treasury()).await.is_zero() && s.all_settled().await
-    })
-    .await;
+    paid_in.fund(s, watcher, settler).await;
     s.chain.mine(6).await;
     let destination = PrivateKeySigner::random().address();
-    let payout = s.payout(json!({"asset": "USDC", "amount": "9", "destination": destination.to_checksum(None)})).await;
+    let asset = match paid_in {
+        PaidIn::Usdc => "USDC",
+        PaidIn::Eth => "ETH",
+    };
+    let body = json!({"asset": asset, "amount": paid_in.amount().0, "destination": destination.to_checksum(None)});
+    let payout = s.payout(body).await;
     s.run_until(watcher, settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" }).await;
     let used = s.chain.provider().get_transaction_count(s.treasury()).await.unwrap();
     let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
@@ -737,7 +788,7 @@ async fn payout_reorged_away(
     s.chain.rpc("anvil_reorg", json!([head - tx.mined_block.unwrap() + 1, []])).await;
     s.chain.rpc("anvil_removePoolTransactions", json!([s.treasury().to_checksum(None)])).await;
     s.chain.mine(blocks).await;
-    assert_eq!(s.usdc_of(destination).await, U256::ZERO, "the reorg took the payout away");
+    assert_eq!(paid_in.balance_of(s, destination).await, U256::ZERO, "the reorg took the payout away");
     assert_eq!(s.chain.provider().get_transaction_count(s.treasury()).await.unwrap(), used - 1);
     (payout, destination, used)
 }
@@ -747,15 +798,16 @@ async fn paid_again_once(
     s: &Setup,
     watcher: &mut ChainWatcher,
     settler: &mut Settler,
+    paid_in: PaidIn,
     payout: &Value,
     destination: Address,
     used: u64,
 ) {
     s.run_until(watcher, settler, "the payout again", || async {
-        !s.usdc_of(destination).await.is_zero() && s.all_settled().await
+        !paid_in.balance_of(s, destination).await.is_zero() && s.all_settled().await
     })
     .await;
-    assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64), "paid exactly once");
+    assert_eq!(paid_in.balance_of(s, destination).await, paid_in.amount().1, "paid exactly once");
     assert_eq!(s.payout_status(payout).await, "confirmed");
     assert_eq!(s.chain.provider().get_transaction_count(s.treasury()).await.unwrap(), used, "at its own nonce");
     s.assert_no_nonce_gap().await;
@@ -769,8 +821,8 @@ async fn paid_again_once(
 async fn a_reorged_away_payout_is_sent_again_however_far_the_head_ran(db: TestDb) {
     let s = setup(&db).await;
     let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
-    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40).await;
-    paid_again_once(&s, &mut watcher, &mut settler, &payout, destination, used).await;
+    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40, PaidIn::Usdc).await;
+    paid_again_once(&s, &mut watcher, &mut settler, PaidIn::Usdc, &payout, destination, used).await;
 }
 
 /// The same with the settler down across the reorg: a new one (a restarted daemon) finds, at
@@ -778,8 +830,95 @@ async fn a_reorged_away_payout_is_sent_again_however_far_the_head_ran(db: TestDb
 async fn a_reorged_away_payout_is_sent_again_by_a_settler_that_was_down(db: TestDb) {
     let s = setup(&db).await;
     let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
-    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40).await;
+    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40, PaidIn::Usdc).await;
     drop(settler);
     let mut restarted = s.app.settler(&s.config);
-    paid_again_once(&s, &mut watcher, &mut restarted, &payout, destination, used).await;
+    paid_again_once(&s, &mut watcher, &mut restarted, PaidIn::Usdc, &payout, destination, used).await;
+}
+
+/// The network fees the ledger holds for transaction `tx_id`: its `gas` entries, net.
+async fn ledger_gas_of(s: &Setup, tx_id: uuid::Uuid) -> U256 {
+    let mut conn = s.app.store.conn().await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.direction, p.amount_base_units FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id \
+         JOIN ledger_accounts a ON a.id = p.account_id WHERE e.transaction_id = $1 AND a.kind = 'network_fees'",
+    )
+    .bind(tx_id.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let (mut debits, mut credits) = (U256::ZERO, U256::ZERO);
+    for (direction, amount) in rows {
+        let amount: U256 = amount.parse().unwrap();
+        if direction == "debit" { debits += amount } else { credits += amount }
+    }
+    debits - credits
+}
+
+/// The reorged-away payout, sent again while blocks are mined by hand, waits past
+/// `bump_after_blocks` and is replaced with higher fees; the replacement is mined. It cost
+/// another fee than the first mining, whose gas entry stays: the ledger posts the difference, so
+/// its network fees are what the chain charged. (The chaos test once found the ledger holding a
+/// whole fee more ETH than the treasury after a gas top-up went this way.) A USDC payout's gas is
+/// all the operator's; an ETH payout's merchant was charged at the first confirmation, and the
+/// difference is the operator's.
+async fn a_reorged_away_token_payout_mined_again_at_another_price_posts_what_the_chain_charged(db: TestDb) {
+    mined_again_at_another_price(&db, PaidIn::Usdc).await;
+}
+
+async fn a_reorged_away_native_payout_mined_again_at_another_price_charges_the_merchant_once(db: TestDb) {
+    mined_again_at_another_price(&db, PaidIn::Eth).await;
+}
+
+async fn mined_again_at_another_price(db: &TestDb, paid_in: PaidIn) {
+    let s = setup(db).await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    let (payout, destination, used) = payout_reorged_away(&s, &mut watcher, &mut settler, 40, paid_in).await;
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let first_gas = ledger_gas_of(&s, tx.id).await;
+    let merchant_gas: U256 =
+        s.get(&format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await["network_fee_base_units"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert!(!(first_gas + merchant_gas).is_zero(), "the first mining's gas is in the ledger");
+
+    s.chain.rpc("evm_setAutomine", json!([false])).await;
+    settler.tick().await.unwrap(); // finds it gone, sends it again; it waits: replaced at once
+    // The replacement is mined in a block whose base fee is the first bid's whole max fee: it
+    // pays more per gas than the first mining could have.
+    let first_bid = {
+        let mut conn = s.app.store.conn().await.unwrap();
+        chain_txs::attempts(&mut conn, tx.id).await.unwrap()[0].max_fee_per_gas
+    };
+    s.chain.rpc("anvil_setNextBlockBaseFeePerGas", json!([format!("{first_bid:#x}")])).await;
+    s.chain.mine(1).await;
+    s.chain.rpc("evm_setAutomine", json!([true])).await;
+    paid_again_once(&s, &mut watcher, &mut settler, paid_in, &payout, destination, used).await;
+
+    let again = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let attempts = {
+        let mut conn = s.app.store.conn().await.unwrap();
+        chain_txs::attempts(&mut conn, tx.id).await.unwrap()
+    };
+    assert_eq!(attempts.len(), 2, "replaced once");
+    assert_eq!(again.mined_tx_hash.as_deref(), Some(attempts[1].tx_hash.as_str()), "the replacement was mined");
+    let receipt =
+        s.chain.provider().get_transaction_receipt(attempts[1].tx_hash.parse().unwrap()).await.unwrap().unwrap();
+    let charged = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    assert!(
+        charged > first_gas + merchant_gas,
+        "the second mining cost more: {charged} after {first_gas} + {merchant_gas}"
+    );
+    let body = s.get(&format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap())).await;
+    assert_eq!(body["network_fee_base_units"], merchant_gas.to_string(), "the merchant is charged once");
+    assert_eq!(
+        ledger_gas_of(&s, tx.id).await + merchant_gas,
+        charged,
+        "the merchant's share and the operator's network fees are what the chain charged"
+    );
+    // Another step changes nothing.
+    settler.tick().await.unwrap();
+    assert_eq!(ledger_gas_of(&s, tx.id).await + merchant_gas, charged);
 }

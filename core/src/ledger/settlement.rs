@@ -135,7 +135,16 @@ pub async fn payout_sent(conn: &mut Tx, p: &Payout, merchant_gas: BaseUnits) -> 
     .await
 }
 
-/// Gas the operator paid for `tx`, from `payer` (hot wallet or custody) in the native coin.
+/// Gas the operator paid for `tx`, from `payer` (hot wallet or custody) in the native coin:
+/// `gas` is its share of what the mining that stands cost.
+///
+/// A confirmed transaction that a reorg deeper than the confirmations took away is sent again
+/// and mined again, and the price it pays then is another: the base fee of another block, or a
+/// replacement with higher fees (the settler bumps a resent transaction that waits). Its first
+/// `gas` entry stays, so what differs is posted as a correction (`gas:<id>:<n>`, the n-th),
+/// network fees up or back down, and `network_fees` holds what the chain charged. The caller
+/// holds the transaction's row locked, so two settlers never correct the same mining twice; a
+/// retry of the same confirmation finds the sum right and posts nothing.
 #[tracing::instrument(skip(conn, tx), fields(transaction_id = %tx.id))]
 pub async fn operator_gas(
     conn: &mut Tx,
@@ -144,25 +153,83 @@ pub async fn operator_gas(
     payer: AccountKind,
     gas: BaseUnits,
 ) -> Result<Option<Posted>, LedgerError> {
-    if gas.is_zero() {
+    let (posted, entries) = gas_posted(conn, tx.id).await?;
+    if posted == gas {
         return Ok(None);
     }
-    let posted = post(
-        conn,
-        NewEntry {
-            entry_type: EntryType::Gas,
-            idempotency_key: format!("gas:{}", tx.id),
-            refs: tx_refs(tx),
-            reverses: None,
-            memo: Some(format!("network fee of a {} transaction", tx.purpose.as_str())),
-            legs: vec![
-                Leg::debit(Account::platform(AccountKind::NetworkFees, tx.chain_id, native), gas),
-                Leg::credit(Account::platform(payer, tx.chain_id, native), gas),
-            ],
-        },
-    )
-    .await?;
-    Ok(Some(posted))
+    let fees = Account::platform(AccountKind::NetworkFees, tx.chain_id, native);
+    let paid_by = Account::platform(payer, tx.chain_id, native);
+    let purpose = tx.purpose.as_str();
+    let (memo, legs) = if entries == 0 {
+        (format!("network fee of a {purpose} transaction"), vec![Leg::debit(fees, gas), Leg::credit(paid_by, gas)])
+    } else if gas > posted {
+        let more = gas.checked_sub(posted).ok_or(LedgerError::Overflow)?;
+        (
+            format!("network fee of a {purpose} transaction mined again: {more} more than its first mining"),
+            vec![Leg::debit(fees, more), Leg::credit(paid_by, more)],
+        )
+    } else {
+        let less = posted.checked_sub(gas).ok_or(LedgerError::Overflow)?;
+        (
+            format!("network fee of a {purpose} transaction mined again: {less} less than its first mining"),
+            vec![Leg::debit(paid_by, less), Leg::credit(fees, less)],
+        )
+    };
+    let entry = NewEntry {
+        entry_type: EntryType::Gas,
+        idempotency_key: gas_key(tx.id, entries),
+        refs: tx_refs(tx),
+        reverses: None,
+        memo: Some(memo),
+        legs,
+    };
+    match post(conn, entry).await? {
+        // Its keys were read a moment ago under the transaction's lock: an entry there already
+        // is a second writer, and taking it for this one would lose the difference.
+        Posted::AlreadyPosted(id) => Err(crate::store::StoreError::Corrupt(format!(
+            "gas entry {id} of transaction {} appeared while its gas was being posted",
+            tx.id
+        ))
+        .into()),
+        posted => Ok(Some(posted)),
+    }
+}
+
+/// The key of transaction `tx_id`'s `n`-th `gas` entry: the first mining's, then corrections.
+fn gas_key(tx_id: Uuid, n: usize) -> String {
+    if n == 0 { format!("gas:{tx_id}") } else { format!("gas:{tx_id}:{n}") }
+}
+
+/// What the `gas` entries of transaction `tx_id` put into `network_fees` (net), and how many
+/// there are: read by their keys (the unique index), one after the other until one is missing,
+/// so the common case (none yet) is one lookup, as before corrections existed.
+async fn gas_posted(conn: &mut crate::store::Conn, tx_id: Uuid) -> Result<(BaseUnits, usize), LedgerError> {
+    let (mut debits, mut credits) = (BaseUnits::ZERO, BaseUnits::ZERO);
+    let mut n = 0;
+    loop {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT p.direction, p.amount_base_units FROM ledger_entries e \
+             JOIN ledger_postings p ON p.entry_id = e.id JOIN ledger_accounts a ON a.id = p.account_id \
+             WHERE e.idempotency_key = $1 AND a.kind = 'network_fees'",
+        )
+        .bind(gas_key(tx_id, n))
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for (direction, amount) in rows {
+            let amount: BaseUnits = crate::store::parse_column("ledger_postings.amount_base_units", &amount)?;
+            let side: super::Side = crate::store::parse_column("ledger_postings.direction", &direction)?;
+            let total = if side == super::Side::Debit { &mut debits } else { &mut credits };
+            *total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
+        }
+        n += 1;
+    }
+    let net = debits.checked_sub(credits).ok_or_else(|| {
+        crate::store::StoreError::Corrupt(format!("transaction {tx_id} has negative network fees in the ledger"))
+    })?;
+    Ok((net, n))
 }
 
 /// A confirmed movement between the hot wallet and custody, out of custody to a merchant, or from
