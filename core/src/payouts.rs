@@ -526,6 +526,23 @@ pub async fn failed(
 ) -> Result<(), LedgerError> {
     let gas = gas.unwrap_or_default();
     let p = payout_of(db, tx).await?;
+    if p.status == PayoutStatus::Confirmed {
+        // Confirmed once, then taken away by a reorg deeper than the confirmations, and sent
+        // again in vain (reverted, or its nonce taken): the ledger counts it paid (`payout_sent`
+        // stands) and the merchant was told so. Its reservation left with `payout_sent`:
+        // releasing it now would credit the merchant twice (out of other payouts' reservations)
+        // or be refused at every step. Only the failed send's gas is posted (the operator's
+        // beyond what the merchant was charged at the confirmation); the payout is an operator's.
+        let charged = p.network_fee.unwrap_or_default();
+        let operator_gas = gas.checked_sub(charged).unwrap_or_default();
+        settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
+        tracing::error!(
+            payout_id = %p.id, transaction_id = %tx.id, reason,
+            "a payout confirmed before a reorg deeper than the confirmations failed when sent again: the ledger \
+             still counts it paid and its destination holds nothing from it; an operator must settle it"
+        );
+        return Ok(());
+    }
     let merchant_gas = if tx.token_address.is_none() { gas.min(p.fee_reserve) } else { BaseUnits::ZERO };
     settlement::release_payout(db, &p, merchant_gas, reason).await?;
     let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();

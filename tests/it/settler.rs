@@ -36,6 +36,7 @@ both_backends!(
     a_reorged_away_payout_is_sent_again_by_a_settler_that_was_down,
     a_reorged_away_token_payout_mined_again_at_another_price_posts_what_the_chain_charged,
     a_reorged_away_native_payout_mined_again_at_another_price_charges_the_merchant_once,
+    a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_second_time,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -921,4 +922,55 @@ async fn mined_again_at_another_price(db: &TestDb, paid_in: PaidIn) {
     // Another step changes nothing.
     settler.tick().await.unwrap();
     assert_eq!(ledger_gas_of(&s, tx.id).await + merchant_gas, charged);
+}
+
+/// Sets `owner`'s balance of the test token `token` in storage (TestToken's `balanceOf` is its
+/// fourth slot): a fault only a deeper reorg would otherwise make, the treasury short of a token.
+async fn set_token_balance(s: &Setup, token: Address, owner: Address, units: u64) {
+    let mut key = [0u8; 64];
+    key[12..32].copy_from_slice(owner.as_slice());
+    key[63] = 3;
+    let slot = alloy::primitives::keccak256(key);
+    let value = alloy::primitives::B256::from(U256::from(units));
+    s.chain.rpc("anvil_setStorageAt", json!([token.to_checksum(None), slot, value])).await;
+    assert_eq!(s.usdc_of(owner).await, U256::from(units));
+}
+
+/// The reorged-away payout is sent again when the treasury no longer holds its USDC: it reverts.
+/// The ledger still counts it paid (its reservation left when it confirmed), so nothing is
+/// released to the merchant a second time and the settler goes on: the transaction is failed,
+/// its gas posted, the payout left confirmed for an operator, and the next payout confirms.
+async fn a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_second_time(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    let (payout, destination, _) = payout_reorged_away(&s, &mut watcher, &mut settler, 40, PaidIn::Usdc).await;
+    let available = s.balance("USDC", "available").await;
+    let held = s.usdc_of(s.treasury()).await;
+    set_token_balance(&s, s.usdc, s.treasury(), 1_000_000).await;
+
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    s.run_until(&mut watcher, &mut settler, "the resent payout to fail", || async {
+        let mut conn = s.app.store.conn().await.unwrap();
+        let open = chain_txs::open(&mut conn, s.config.chain_id).await.unwrap();
+        !open.iter().any(|t| t.id == tx.id)
+    })
+    .await;
+    let failed = s.transactions().await.into_iter().find(|t| t.id == tx.id).unwrap();
+    assert_eq!(failed.state, TxState::Failed, "{failed:?}");
+    assert_eq!(s.usdc_of(destination).await, U256::ZERO);
+    assert_eq!(s.payout_status(&payout).await, "confirmed", "left as the merchant was told, for an operator");
+    assert_eq!(s.balance("USDC", "available").await, available, "nothing released a second time");
+    assert_eq!(s.balance("USDC", "reserved").await, "0");
+    assert!(!ledger_gas_of(&s, tx.id).await.is_zero(), "the reverted send's gas is posted");
+
+    // The settler goes on: with the treasury's USDC back, the next payout confirms.
+    set_token_balance(&s, s.usdc, s.treasury(), u64::try_from(held).unwrap()).await;
+    let next = PrivateKeySigner::random().address();
+    let second = s.payout(json!({"asset": "USDC", "amount": "2", "destination": next.to_checksum(None)})).await;
+    s.run_until(&mut watcher, &mut settler, "the next payout", || async {
+        s.payout_status(&second).await == "confirmed"
+    })
+    .await;
+    assert_eq!(s.usdc_of(next).await, U256::from(2_000_000u64));
+    s.assert_no_nonce_gap().await;
 }
