@@ -597,11 +597,25 @@ impl Settler {
                 tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, "a reorg took a mined transaction away; rebroadcasting");
             }
             if used > nonce {
-                // Another transaction may have taken the nonce, or a node behind the others
-                // answered the receipt lookup: not a verdict to release money on. Stop signing
-                // with this key and let an operator look (`depositd treasury resume-signer`).
-                self.nonce_conflict(tx, used).await?;
-                return Ok(Followed::Stuck);
+                // Another transaction may have taken the nonce; or a reorg between the two
+                // readings took ours away (the count came before it, the receipts after), which
+                // the chaos test caught pausing the treasury for good. So the count is read again,
+                // now and at the confirmations' depth: only a nonce used that deep, with none of
+                // our attempts mined, is a conflict. Even then it is not a verdict to release money
+                // on: stop signing with this key and let an operator look (`depositd treasury
+                // resume-signer`). A shallower use is waited on.
+                let deep = (head + 1).saturating_sub(self.chain.confirmations);
+                let used_deep = self
+                    .rpc
+                    .call("eth_getTransactionCount", |p| async move {
+                        p.get_transaction_count(signer).block_id(alloy::eips::BlockId::number(deep)).await
+                    })
+                    .await?;
+                if used_deep > nonce {
+                    self.nonce_conflict(tx, used).await?;
+                    return Ok(Followed::Stuck);
+                }
+                return Ok(Followed::Pending);
             }
             return match latest.broadcast_block {
                 None if sent => Ok(Followed::Pending),

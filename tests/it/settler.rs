@@ -540,8 +540,16 @@ async fn an_outside_transaction_that_takes_a_payouts_nonce_fails_it_only_after_a
     s.chain.rpc("evm_setAutomine", json!([true])).await;
     assert!(pending.get_receipt().await.unwrap().status());
 
-    // The settler sees the nonce used and none of its attempts mined: it stops signing, releases
-    // nothing, and says so.
+    // One block deep, the nonce's use could still be a reorg's doing: the settler waits.
+    settler.tick().await.unwrap();
+    let mut conn = s.app.store.conn().await.unwrap();
+    let signers = chain_txs::signers(&mut conn, s.config.chain_id).await.unwrap();
+    drop(conn);
+    assert!(signers.iter().all(|(_, _, p)| p.is_none()), "no pause on a use shallower than the confirmations");
+
+    // At the confirmations' depth the settler sees the nonce used and none of its attempts mined:
+    // it stops signing, releases nothing, and says so.
+    s.chain.mine(CONFIRMATIONS - 1).await;
     settler.tick().await.unwrap();
     assert_eq!(s.payout_status(&payout).await, "submitted", "no verdict on one reading");
     assert_eq!(s.balance("USDC", "reserved").await, "4");
