@@ -416,6 +416,15 @@ pub async fn refund_failed(
     settlement::operator_gas(tx, send, &chain.native.symbol, AccountKind::HotWallet, gas.unwrap_or_default()).await?;
     if resolutions::finish(tx, resolution.id, ResolutionState::Failed, Some(reason)).await? {
         tracing::warn!(resolution_id = %resolution.id, deposit_id = %resolution.deposit_id, reason, "a refund out of suspense failed; the deposit can be resolved again");
+    } else if resolution.state == ResolutionState::Completed {
+        // Confirmed once, then taken away by a reorg deeper than the confirmations, and sent
+        // again in vain: the ledger counts it refunded (its money left suspense when it
+        // confirmed), so it is not resolved again; an operator must settle it.
+        tracing::error!(
+            resolution_id = %resolution.id, deposit_id = %resolution.deposit_id, transaction_id = %send.id, reason,
+            "a refund out of suspense confirmed before a reorg deeper than the confirmations failed when sent again: \
+             the ledger still counts it refunded and its destination holds nothing from it; an operator must settle it"
+        );
     }
     Ok(())
 }

@@ -615,6 +615,11 @@ impl Settler {
                     self.nonce_conflict(tx, used).await?;
                     return Ok(Followed::Stuck);
                 }
+                tracing::warn!(
+                    chain = %self.chain.name, transaction_id = %tx.id, nonce, chain_nonce = used,
+                    chain_nonce_at_depth = used_deep,
+                    "the nonce shows as used near the head but none of our attempts is mined; waiting for depth"
+                );
                 return Ok(Followed::Pending);
             }
             return match latest.broadcast_block {
