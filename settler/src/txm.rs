@@ -444,7 +444,7 @@ impl Settler {
         for tx in in_flight {
             let followed = self.follow(&tx, head, fees, sent.contains(&tx.id)).await;
             let why = match &followed {
-                Ok(Followed::Confirmed | Followed::Failed | Followed::Mined) => None,
+                Ok(Followed::Confirmed | Followed::Failed | Followed::FailedAfterConfirmed | Followed::Mined) => None,
                 Ok(Followed::Stuck) => Some(Stall::Stuck),
                 Ok(_) if tx.state == TxState::Signed => Some(Stall::NotAccepted),
                 Ok(Followed::Pending) => Some(Stall::NotMined),
@@ -684,9 +684,12 @@ impl Settler {
                 return Err(StoreError::Corrupt(format!("transaction {} left its state under a lock", tx.id)).into());
             }
             current.state = TxState::Failed;
+            // Recorded already: it confirmed once, then a reorg deeper than the confirmations
+            // took it away, and its resend reverted. What it moved stays in the ledger.
+            let undone = ledger::settlement::records_transaction(&mut db, tx.id).await?;
             outcome::failed(&mut db, self.payout_ctx(), &current, Some(gas_cost), "the transaction reverted on chain")
                 .await?;
-            Followed::Failed
+            if undone { Followed::FailedAfterConfirmed } else { Followed::Failed }
         };
         db.commit().await.map_err(StoreError::from)?;
         match followed {
@@ -697,6 +700,10 @@ impl Settler {
             Followed::Failed => {
                 tracing::error!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), tx_hash = %attempt.tx_hash, "transaction reverted on chain");
                 self.count(tx.purpose, "failed");
+            }
+            Followed::FailedAfterConfirmed => {
+                tracing::error!(chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), tx_hash = %attempt.tx_hash, "a transaction confirmed before a deep reorg reverted when sent again; the ledger still records what it moved");
+                self.count(tx.purpose, "failed_after_confirmed");
             }
             _ => {}
         }
@@ -794,12 +801,13 @@ impl Settler {
             }
             let reason = format!("nonce {nonce} was used by a transaction depositd did not sign");
             let mut db = self.store.begin().await?;
+            let undone = ledger::settlement::records_transaction(&mut db, tx.id).await?;
             if chain_txs::set_failed(&mut db, tx.id, tx.state, &reason).await? {
                 outcome::failed(&mut db, self.payout_ctx(), tx, None, &reason).await?;
             }
             db.commit().await.map_err(StoreError::from)?;
             tracing::warn!(chain = %self.chain.name, transaction_id = %tx.id, reason, "transaction failed: its nonce was taken");
-            self.count(tx.purpose, "failed");
+            self.count(tx.purpose, if undone { "failed_after_confirmed" } else { "failed" });
         }
         let pending = self
             .rpc
@@ -911,6 +919,9 @@ enum Followed {
     Stuck,
     Confirmed,
     Failed,
+    /// Confirmed once, taken away by a reorg deeper than the confirmations, and reverted when
+    /// sent again: what it moved stays in the ledger for an operator to settle.
+    FailedAfterConfirmed,
 }
 
 /// Why a transaction is not mined yet: the `reason` of `depositd_settler_stalled_transactions`.

@@ -970,6 +970,10 @@ async fn a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_se
     assert_eq!(s.balance("USDC", "available").await, available, "nothing released a second time");
     assert_eq!(s.balance("USDC", "reserved").await, "0");
     assert!(!ledger_gas_of(&s, tx.id).await.is_zero(), "the reverted send's gas is posted");
+    let metrics = s.app.client.get(s.app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let alerted =
+        "depositd_settler_transactions_total{chain=\"anvil\",purpose=\"payout\",state=\"failed_after_confirmed\"} 1";
+    assert!(metrics.contains(alerted), "counted for the alert: {alerted}");
 
     // The settler goes on: with the treasury's USDC back, the next payout confirms.
     set_token_balance(&s, s.usdc, s.treasury(), u64::try_from(held).unwrap()).await;
