@@ -472,9 +472,14 @@ impl Settler {
     /// `max(4 x confirmations, 16)` blocks below the head of the previous recheck (or this one's,
     /// whichever is lower: a reorg between two rechecks is caught however far the head ran in
     /// between), the chain's count of its mined transactions is read, and each such transaction
-    /// at or above that count goes to [`Settler::reopen_if_gone`]. After a start or a lease change
+    /// at or above that count goes to [`Settler::reopen_if_gone`]; each one below it to
+    /// [`Settler::moved_if_reincluded`]. Once per head: a reorg at the same height is seen at the
+    /// next block, whose recheck reaches back as far. After a start or a lease change
     /// [`Settler::reconcile_nonces`] does the same for every signer whose count is behind.
     async fn recheck_confirmed(&mut self, head: u64) -> Result<(), SettleError> {
+        if self.rechecked_at == Some(head) {
+            return Ok(());
+        }
         let depth = self.chain.confirmations.saturating_mul(4).max(16);
         let from = self.rechecked_at.map_or(head, |last| last.min(head)).saturating_sub(depth);
         let recent = {
@@ -494,9 +499,58 @@ impl Settler {
             };
             if nonce >= used {
                 self.reopen_if_gone(tx).await?;
+            } else {
+                self.moved_if_reincluded(tx).await?;
             }
         }
         self.rechecked_at = Some(head);
+        Ok(())
+    }
+
+    /// A confirmed transaction its signer's count still includes may have been put into another
+    /// block by a reorg deeper than the confirmations (re-included, perhaps as another of its
+    /// attempts), at that block's base fee. When its receipt no longer says the block and cost
+    /// recorded, it goes back to `broadcast`, and nothing is sent: the follow-up records where it
+    /// is now and confirms it again once deep enough, and that confirmation posts what its gas
+    /// now differs by (its other entries stay and post nothing new). When no attempt of it has a
+    /// receipt (a node behind the others answered), nothing is decided.
+    async fn moved_if_reincluded(&self, tx: &ChainTx) -> Result<(), SettleError> {
+        let Some(mined_hash) = tx.mined_tx_hash.as_deref() else { return Ok(()) };
+        let parse = |hash: &str| -> Result<B256, SettleError> {
+            hash.parse().map_err(|_| StoreError::Corrupt(format!("transaction {} has a malformed hash", tx.id)).into())
+        };
+        match self.receipt(parse(mined_hash)?).await? {
+            Some(receipt) if Some(receipt.block) == tx.mined_block && Some(receipt.gas_cost) == tx.gas_cost => {
+                return Ok(());
+            }
+            Some(_) => {}
+            None => {
+                let attempts = {
+                    let mut conn = self.store.conn().await?;
+                    chain_txs::attempts(&mut conn, tx.id).await?
+                };
+                let mut other_mined = false;
+                for attempt in attempts.iter().filter(|a| a.tx_hash != mined_hash) {
+                    if self.receipt(parse(&attempt.tx_hash)?).await?.is_some() {
+                        other_mined = true;
+                        break;
+                    }
+                }
+                if !other_mined {
+                    return Ok(());
+                }
+            }
+        }
+        let mut db = self.store.begin().await?;
+        let moved = chain_txs::set_unconfirmed(&mut db, tx.id).await?;
+        db.commit().await.map_err(StoreError::from)?;
+        if moved {
+            tracing::warn!(
+                chain = %self.chain.name, transaction_id = %tx.id, purpose = tx.purpose.as_str(), tx_hash = mined_hash,
+                "a reorg deeper than the confirmations moved a confirmed transaction to another block; confirming it again"
+            );
+            self.count(tx.purpose, "moved");
+        }
         Ok(())
     }
 

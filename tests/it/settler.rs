@@ -37,6 +37,7 @@ both_backends!(
     a_reorged_away_token_payout_mined_again_at_another_price_posts_what_the_chain_charged,
     a_reorged_away_native_payout_mined_again_at_another_price_charges_the_merchant_once,
     a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_second_time,
+    a_confirmed_payout_a_deep_reorg_moves_to_a_later_block_is_confirmed_again_at_its_new_cost,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -985,4 +986,51 @@ async fn a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_se
     .await;
     assert_eq!(s.usdc_of(next).await, U256::from(2_000_000u64));
     s.assert_no_nonce_gap().await;
+}
+
+/// A reorg deeper than the confirmations replaces the confirmed payout's block and puts the same
+/// transaction into the next one, whose base fee is another: the treasury's count still includes
+/// it, so it is not sent again; the settler finds its receipt elsewhere, confirms it again there,
+/// and the ledger's network fees follow what the chain charged. Paid and announced once.
+async fn a_confirmed_payout_a_deep_reorg_moves_to_a_later_block_is_confirmed_again_at_its_new_cost(db: TestDb) {
+    let s = setup(&db).await;
+    let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
+    PaidIn::Usdc.fund(&s, &mut watcher, &mut settler).await;
+    s.chain.mine(6).await;
+    let destination = PrivateKeySigner::random().address();
+    let payout = s.payout(json!({"asset": "USDC", "amount": "9", "destination": destination.to_checksum(None)})).await;
+    s.run_until(&mut watcher, &mut settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" })
+        .await;
+    s.chain.mine(2).await;
+    let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+    let (block, hash) = (tx.mined_block.unwrap(), tx.mined_tx_hash.clone().unwrap());
+    let raw = s.chain.rpc("eth_getRawTransactionByHash", json!([hash])).await;
+    let head = s.chain.provider().get_block_number().await.unwrap();
+    let depth = head - block + 1;
+    assert!(depth > CONFIRMATIONS, "deeper than the confirmations ({depth})");
+    let first_gas = ledger_gas_of(&s, tx.id).await;
+    // Its new block follows an empty one, so its base fee is not its first block's.
+    s.chain.rpc("anvil_reorg", json!([depth, [[raw, 1]]])).await;
+    let receipt = s.chain.provider().get_transaction_receipt(hash.parse().unwrap()).await.unwrap().unwrap();
+    let moved_to = receipt.block_number.unwrap();
+    assert_eq!(moved_to, block + 1, "re-included one block later");
+    let charged = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    assert_ne!(charged, first_gas, "the new block charged another fee");
+
+    s.run_until(&mut watcher, &mut settler, "the payout confirmed at its new block", || async {
+        let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
+        tx.state == TxState::Confirmed && tx.mined_block == Some(moved_to)
+    })
+    .await;
+    assert_eq!(ledger_gas_of(&s, tx.id).await, charged, "the ledger's network fees are what the chain charged");
+    assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64), "paid exactly once");
+    let events = s.event_types(payout["id"].as_str().unwrap()).await;
+    assert_eq!(events.iter().filter(|e| *e == "payout.confirmed").count(), 1, "announced once: {events:?}");
+    let attempts = {
+        let mut conn = s.app.store.conn().await.unwrap();
+        chain_txs::attempts(&mut conn, tx.id).await.unwrap()
+    };
+    assert_eq!(attempts.len(), 1, "nothing signed again");
+    s.assert_no_nonce_gap().await;
+    s.reconciles().await;
 }
