@@ -466,8 +466,11 @@ pub async fn confirmed(db: &mut Tx, ctx: Context<'_>, tx: &ChainTx) -> Result<()
         // was charged at the first confirmation; a mining that cost otherwise is the operator's.
         merchant_gas = p.network_fee.unwrap_or(merchant_gas);
     }
+    let native = &ctx.chain.native.symbol;
     let operator_gas = gas.checked_sub(merchant_gas).unwrap_or_default();
-    settlement::operator_gas(db, tx, &ctx.chain.native.symbol, AccountKind::HotWallet, operator_gas).await?;
+    settlement::operator_gas(db, tx, native, AccountKind::HotWallet, operator_gas).await?;
+    // Mined again for less than the merchant was charged: the hot wallet holds the rest.
+    settlement::gas_overcharge(db, tx, native, merchant_gas.checked_sub(gas).unwrap_or_default()).await?;
     let mut moved = false;
     for from in [PayoutStatus::Submitted, PayoutStatus::Pending] {
         if !moved {

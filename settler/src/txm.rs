@@ -665,14 +665,21 @@ impl Settler {
                         p.get_transaction_count(signer).block_id(alloy::eips::BlockId::number(deep)).await
                     })
                     .await?;
-                if used_deep > nonce {
+                // One the ledger records was confirmed at this nonce by one of our attempts: a
+                // moment without its receipt (a node behind, an index rebuilt after a reorg) is
+                // no conflict; the next recheck reads it again.
+                let recorded = {
+                    let mut conn = self.store.conn().await?;
+                    ledger::settlement::records_transaction(&mut conn, tx.id).await?
+                };
+                if used_deep > nonce && !recorded {
                     self.nonce_conflict(tx, used).await?;
                     return Ok(Followed::Stuck);
                 }
                 tracing::warn!(
                     chain = %self.chain.name, transaction_id = %tx.id, nonce, chain_nonce = used,
                     chain_nonce_at_depth = used_deep,
-                    "the nonce shows as used near the head but none of our attempts is mined; waiting for depth"
+                    "the nonce shows as used but none of our attempts is mined (near the head, or a receipt of a transaction confirmed before is missing for now); waiting"
                 );
                 return Ok(Followed::Pending);
             }

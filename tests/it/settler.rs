@@ -38,6 +38,7 @@ both_backends!(
     a_reorged_away_native_payout_mined_again_at_another_price_charges_the_merchant_once,
     a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_second_time,
     a_confirmed_payout_a_deep_reorg_moves_to_a_later_block_is_confirmed_again_at_its_new_cost,
+    a_confirmed_native_payout_moved_to_a_cheaper_block_keeps_the_merchants_charge,
 );
 
 const CONFIRMATIONS: u64 = 2;
@@ -848,21 +849,29 @@ async fn a_reorged_away_payout_is_sent_again_by_a_settler_that_was_down(db: Test
 
 /// The network fees the ledger holds for transaction `tx_id`: its `gas` entries, net.
 async fn ledger_gas_of(s: &Setup, tx_id: uuid::Uuid) -> U256 {
+    ledger_net(s, tx_id, "network_fees", "debit").await
+}
+
+/// What the entries of transaction `tx_id` put into the platform's `kind` account, net on its
+/// `normal` side.
+async fn ledger_net(s: &Setup, tx_id: uuid::Uuid, kind: &str, normal: &str) -> U256 {
     let mut conn = s.app.store.conn().await.unwrap();
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT p.direction, p.amount_base_units FROM ledger_postings p JOIN ledger_entries e ON e.id = p.entry_id \
-         JOIN ledger_accounts a ON a.id = p.account_id WHERE e.transaction_id = $1 AND a.kind = 'network_fees'",
+         JOIN ledger_accounts a ON a.id = p.account_id WHERE e.transaction_id = $1 AND a.owner = 'platform' \
+         AND a.kind = $2",
     )
     .bind(tx_id.to_string())
+    .bind(kind)
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    let (mut debits, mut credits) = (U256::ZERO, U256::ZERO);
+    let (mut up, mut down) = (U256::ZERO, U256::ZERO);
     for (direction, amount) in rows {
         let amount: U256 = amount.parse().unwrap();
-        if direction == "debit" { debits += amount } else { credits += amount }
+        if direction == normal { up += amount } else { down += amount }
     }
-    debits - credits
+    up - down
 }
 
 /// The reorged-away payout, sent again while blocks are mined by hand, waits past
@@ -989,16 +998,31 @@ async fn a_reorged_away_payout_that_reverts_when_sent_again_is_not_released_a_se
 }
 
 /// A reorg deeper than the confirmations replaces the confirmed payout's block and puts the same
-/// transaction into the next one, whose base fee is another: the treasury's count still includes
-/// it, so it is not sent again; the settler finds its receipt elsewhere, confirms it again there,
-/// and the ledger's network fees follow what the chain charged. Paid and announced once.
+/// transaction into the next one, whose base fee is another (lower: it follows an empty block):
+/// the treasury's count still includes it, so it is not sent again; the settler finds its
+/// receipt elsewhere, confirms it again there, and the ledger follows what the chain charged.
+/// A USDC payout's gas is the operator's; an ETH payout's merchant stays charged the first
+/// mining's gas, and the hot wallet keeps what the second cost less. Paid and announced once.
 async fn a_confirmed_payout_a_deep_reorg_moves_to_a_later_block_is_confirmed_again_at_its_new_cost(db: TestDb) {
-    let s = setup(&db).await;
+    moved_to_a_later_block(&db, PaidIn::Usdc).await;
+}
+
+async fn a_confirmed_native_payout_moved_to_a_cheaper_block_keeps_the_merchants_charge(db: TestDb) {
+    moved_to_a_later_block(&db, PaidIn::Eth).await;
+}
+
+async fn moved_to_a_later_block(db: &TestDb, paid_in: PaidIn) {
+    let s = setup(db).await;
     let (mut watcher, mut settler) = (s.app.watcher(&s.config), s.app.settler(&s.config));
-    PaidIn::Usdc.fund(&s, &mut watcher, &mut settler).await;
+    paid_in.fund(&s, &mut watcher, &mut settler).await;
     s.chain.mine(6).await;
     let destination = PrivateKeySigner::random().address();
-    let payout = s.payout(json!({"asset": "USDC", "amount": "9", "destination": destination.to_checksum(None)})).await;
+    let asset = match paid_in {
+        PaidIn::Usdc => "USDC",
+        PaidIn::Eth => "ETH",
+    };
+    let body = json!({"asset": asset, "amount": paid_in.amount().0, "destination": destination.to_checksum(None)});
+    let payout = s.payout(body).await;
     s.run_until(&mut watcher, &mut settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" })
         .await;
     s.chain.mine(2).await;
@@ -1008,22 +1032,33 @@ async fn a_confirmed_payout_a_deep_reorg_moves_to_a_later_block_is_confirmed_aga
     let head = s.chain.provider().get_block_number().await.unwrap();
     let depth = head - block + 1;
     assert!(depth > CONFIRMATIONS, "deeper than the confirmations ({depth})");
-    let first_gas = ledger_gas_of(&s, tx.id).await;
-    // Its new block follows an empty one, so its base fee is not its first block's.
+    let payout_path = format!("/api/v1/payouts/{}", payout["id"].as_str().unwrap());
+    let merchant_gas: U256 = s.get(&payout_path).await["network_fee_base_units"].as_str().unwrap().parse().unwrap();
+    let first = ledger_gas_of(&s, tx.id).await + merchant_gas;
     s.chain.rpc("anvil_reorg", json!([depth, [[raw, 1]]])).await;
     let receipt = s.chain.provider().get_transaction_receipt(hash.parse().unwrap()).await.unwrap().unwrap();
     let moved_to = receipt.block_number.unwrap();
     assert_eq!(moved_to, block + 1, "re-included one block later");
     let charged = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
-    assert_ne!(charged, first_gas, "the new block charged another fee");
+    assert!(charged < first, "the new block charged less: {charged} after {first}");
 
     s.run_until(&mut watcher, &mut settler, "the payout confirmed at its new block", || async {
         let tx = s.transactions().await.into_iter().find(|t| t.purpose == Purpose::Payout).unwrap();
         tx.state == TxState::Confirmed && tx.mined_block == Some(moved_to)
     })
     .await;
-    assert_eq!(ledger_gas_of(&s, tx.id).await, charged, "the ledger's network fees are what the chain charged");
-    assert_eq!(s.usdc_of(destination).await, U256::from(9_000_000u64), "paid exactly once");
+    let body = s.get(&payout_path).await;
+    assert_eq!(body["network_fee_base_units"], merchant_gas.to_string(), "the merchant is charged once");
+    let kept = ledger_net(&s, tx.id, "fee_revenue", "credit").await;
+    assert_eq!(
+        ledger_gas_of(&s, tx.id).await + merchant_gas - kept,
+        charged,
+        "what left the hot wallet in the ledger is what the chain charged"
+    );
+    if let PaidIn::Eth = paid_in {
+        assert_eq!(kept, first - charged, "the hot wallet keeps what the new block cost less");
+    }
+    assert_eq!(paid_in.balance_of(&s, destination).await, paid_in.amount().1, "paid exactly once");
     let events = s.event_types(payout["id"].as_str().unwrap()).await;
     assert_eq!(events.iter().filter(|e| *e == "payout.confirmed").count(), 1, "announced once: {events:?}");
     let attempts = {

@@ -153,66 +153,130 @@ pub async fn operator_gas(
     payer: AccountKind,
     gas: BaseUnits,
 ) -> Result<Option<Posted>, LedgerError> {
-    let (posted, entries) = gas_posted(conn, tx.id).await?;
-    if posted == gas {
+    let purpose = tx.purpose.as_str();
+    let memo = |change: Change| match change {
+        Change::First(_) => format!("network fee of a {purpose} transaction"),
+        Change::More(more) => format!("network fee of a {purpose} transaction mined again: {more} more than before"),
+        Change::Less(less) => format!("network fee of a {purpose} transaction mined again: {less} less than before"),
+    };
+    post_to_target(conn, tx, &GAS, native, payer, gas, memo).await
+}
+
+/// What a native payout's merchant was charged for gas beyond what the mining that stands cost
+/// (mined again after a reorg deeper than the confirmations, in a cheaper block): the merchant's
+/// charge stays what it was at the first confirmation, and the hot wallet holds the difference,
+/// the platform's (`fee_revenue`). Kept, like [`operator_gas`], equal to `kept` by corrections.
+#[tracing::instrument(skip(conn, tx), fields(transaction_id = %tx.id))]
+pub async fn gas_overcharge(
+    conn: &mut Tx,
+    tx: &ChainTx,
+    native: &str,
+    kept: BaseUnits,
+) -> Result<Option<Posted>, LedgerError> {
+    let memo = |change: Change| match change {
+        Change::First(amount) | Change::More(amount) => {
+            format!("a payout mined again for {amount} less gas than its merchant was charged")
+        }
+        Change::Less(less) => format!("a payout mined again: {less} less of its merchant's gas charge kept"),
+    };
+    post_to_target(conn, tx, &KEPT, native, AccountKind::HotWallet, kept, memo).await
+}
+
+/// A running total per transaction that the ledger keeps equal to what the chain last said:
+/// what the entries keyed `<prefix>:<id>`, then `<prefix>:<id>:<n>`, put into a platform
+/// account of kind `grows` (net, on its normal side).
+struct Series {
+    prefix: &'static str,
+    grows: AccountKind,
+}
+
+/// The operator's gas: network fees, paid from the payer.
+const GAS: Series = Series { prefix: "gas", grows: AccountKind::NetworkFees };
+/// A native payout's merchant gas charge beyond the cost: revenue, held in the hot wallet.
+const KEPT: Series = Series { prefix: "gas_kept", grows: AccountKind::FeeRevenue };
+
+/// How a series moves: its first entry, or a correction up or down.
+#[derive(Clone, Copy)]
+enum Change {
+    First(BaseUnits),
+    More(BaseUnits),
+    Less(BaseUnits),
+}
+
+/// Posts what brings `series` of `tx` to `target`, against the platform's `other` account (the
+/// gas payer; the hot wallet). The caller holds the transaction's row locked, so two settlers
+/// never correct the same mining twice; a retry of the same confirmation finds the sum right
+/// and posts nothing.
+async fn post_to_target(
+    conn: &mut Tx,
+    tx: &ChainTx,
+    series: &Series,
+    native: &str,
+    other: AccountKind,
+    target: BaseUnits,
+    memo: impl Fn(Change) -> String,
+) -> Result<Option<Posted>, LedgerError> {
+    let (posted, entries) = series_posted(conn, series, tx.id).await?;
+    if posted == target {
         return Ok(None);
     }
-    let fees = Account::platform(AccountKind::NetworkFees, tx.chain_id, native);
-    let paid_by = Account::platform(payer, tx.chain_id, native);
-    let purpose = tx.purpose.as_str();
-    let (memo, legs) = if entries == 0 {
-        (format!("network fee of a {purpose} transaction"), vec![Leg::debit(fees, gas), Leg::credit(paid_by, gas)])
-    } else if gas > posted {
-        let more = gas.checked_sub(posted).ok_or(LedgerError::Overflow)?;
-        (
-            format!("network fee of a {purpose} transaction mined again: {more} more than its first mining"),
-            vec![Leg::debit(fees, more), Leg::credit(paid_by, more)],
-        )
+    let grows = Account::platform(series.grows, tx.chain_id, native);
+    let other = Account::platform(other, tx.chain_id, native);
+    let up = series.grows.normal_side();
+    let leg =
+        |account: Account, side: super::Side, amount: BaseUnits| Leg { account, side, amount, shortfall_to: None };
+    let (change, legs) = if entries == 0 {
+        (Change::First(target), vec![leg(grows, up, target), leg(other, up.opposite(), target)])
+    } else if target > posted {
+        let more = target.checked_sub(posted).ok_or(LedgerError::Overflow)?;
+        (Change::More(more), vec![leg(grows, up, more), leg(other, up.opposite(), more)])
     } else {
-        let less = posted.checked_sub(gas).ok_or(LedgerError::Overflow)?;
-        (
-            format!("network fee of a {purpose} transaction mined again: {less} less than its first mining"),
-            vec![Leg::debit(paid_by, less), Leg::credit(fees, less)],
-        )
+        let less = posted.checked_sub(target).ok_or(LedgerError::Overflow)?;
+        (Change::Less(less), vec![leg(other, up, less), leg(grows, up.opposite(), less)])
     };
     let entry = NewEntry {
         entry_type: EntryType::Gas,
-        idempotency_key: gas_key(tx.id, entries),
+        idempotency_key: series_key(series, tx.id, entries),
         refs: tx_refs(tx),
         reverses: None,
-        memo: Some(memo),
+        memo: Some(memo(change)),
         legs,
     };
     match post(conn, entry).await? {
         // Its keys were read a moment ago under the transaction's lock: an entry there already
         // is a second writer, and taking it for this one would lose the difference.
         Posted::AlreadyPosted(id) => Err(crate::store::StoreError::Corrupt(format!(
-            "gas entry {id} of transaction {} appeared while its gas was being posted",
-            tx.id
+            "entry {id} of transaction {} appeared while its {} was being posted",
+            tx.id, series.prefix
         ))
         .into()),
         posted => Ok(Some(posted)),
     }
 }
 
-/// The key of transaction `tx_id`'s `n`-th `gas` entry: the first mining's, then corrections.
-fn gas_key(tx_id: Uuid, n: usize) -> String {
-    if n == 0 { format!("gas:{tx_id}") } else { format!("gas:{tx_id}:{n}") }
+/// The key of transaction `tx_id`'s `n`-th entry of `series`: the first, then corrections.
+fn series_key(series: &Series, tx_id: Uuid, n: usize) -> String {
+    if n == 0 { format!("{}:{tx_id}", series.prefix) } else { format!("{}:{tx_id}:{n}", series.prefix) }
 }
 
-/// What the `gas` entries of transaction `tx_id` put into `network_fees` (net), and how many
+/// What the entries of `series` of transaction `tx_id` put into its account (net), and how many
 /// there are: read by their keys (the unique index), one after the other until one is missing,
-/// so the common case (none yet) is one lookup, as before corrections existed.
-async fn gas_posted(conn: &mut crate::store::Conn, tx_id: Uuid) -> Result<(BaseUnits, usize), LedgerError> {
-    let (mut debits, mut credits) = (BaseUnits::ZERO, BaseUnits::ZERO);
+/// so the common case (none yet) is one lookup.
+async fn series_posted(
+    conn: &mut crate::store::Conn,
+    series: &Series,
+    tx_id: Uuid,
+) -> Result<(BaseUnits, usize), LedgerError> {
+    let (mut up, mut down) = (BaseUnits::ZERO, BaseUnits::ZERO);
     let mut n = 0;
     loop {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT p.direction, p.amount_base_units FROM ledger_entries e \
              JOIN ledger_postings p ON p.entry_id = e.id JOIN ledger_accounts a ON a.id = p.account_id \
-             WHERE e.idempotency_key = $1 AND a.kind = 'network_fees'",
+             WHERE e.idempotency_key = $1 AND a.owner = 'platform' AND a.kind = $2",
         )
-        .bind(gas_key(tx_id, n))
+        .bind(series_key(series, tx_id, n))
+        .bind(series.grows)
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
@@ -221,13 +285,13 @@ async fn gas_posted(conn: &mut crate::store::Conn, tx_id: Uuid) -> Result<(BaseU
         for (direction, amount) in rows {
             let amount: BaseUnits = crate::store::parse_column("ledger_postings.amount_base_units", &amount)?;
             let side: super::Side = crate::store::parse_column("ledger_postings.direction", &direction)?;
-            let total = if side == super::Side::Debit { &mut debits } else { &mut credits };
+            let total = if side == series.grows.normal_side() { &mut up } else { &mut down };
             *total = total.checked_add(amount).ok_or(LedgerError::Overflow)?;
         }
         n += 1;
     }
-    let net = debits.checked_sub(credits).ok_or_else(|| {
-        crate::store::StoreError::Corrupt(format!("transaction {tx_id} has negative network fees in the ledger"))
+    let net = up.checked_sub(down).ok_or_else(|| {
+        crate::store::StoreError::Corrupt(format!("transaction {tx_id} has a negative {} in the ledger", series.prefix))
     })?;
     Ok((net, n))
 }
