@@ -554,6 +554,18 @@ impl Settler {
         Ok(())
     }
 
+    /// How many transactions of `signer` the chain had mined at the confirmations' depth below
+    /// `head`: a count no reorg within the confirmations can lower.
+    async fn mined_count_at_depth(&self, signer: Address, head: u64) -> Result<u64, SettleError> {
+        let deep = (head + 1).saturating_sub(self.chain.confirmations);
+        Ok(self
+            .rpc
+            .call("eth_getTransactionCount", |p| async move {
+                p.get_transaction_count(signer).block_id(alloy::eips::BlockId::number(deep)).await
+            })
+            .await?)
+    }
+
     /// How many transactions of `signer` the chain has mined (its next nonce).
     async fn mined_count(&self, signer: &str) -> Result<u64, SettleError> {
         let parsed: Address =
@@ -658,13 +670,7 @@ impl Settler {
                 // our attempts mined, is a conflict. Even then it is not a verdict to release money
                 // on: stop signing with this key and let an operator look (`depositd treasury
                 // resume-signer`). A shallower use is waited on.
-                let deep = (head + 1).saturating_sub(self.chain.confirmations);
-                let used_deep = self
-                    .rpc
-                    .call("eth_getTransactionCount", |p| async move {
-                        p.get_transaction_count(signer).block_id(alloy::eips::BlockId::number(deep)).await
-                    })
-                    .await?;
+                let used_deep = self.mined_count_at_depth(signer, head).await?;
                 // One the ledger records was confirmed at this nonce by one of our attempts: a
                 // moment without its receipt (a node behind, an index rebuilt after a reorg) is
                 // no conflict; the next recheck reads it again.
@@ -829,13 +835,7 @@ impl Settler {
     pub async fn resume_signer(&self, signer: Address) -> Result<u64, SettleError> {
         let address = signer.to_checksum(None);
         let head = self.rpc.head().await?;
-        let deep = (head + 1).saturating_sub(self.chain.confirmations);
-        let used_deep = self
-            .rpc
-            .call("eth_getTransactionCount", |p| async move {
-                p.get_transaction_count(signer).block_id(alloy::eips::BlockId::number(deep)).await
-            })
-            .await?;
+        let used_deep = self.mined_count_at_depth(signer, head).await?;
         let in_flight = {
             let mut conn = self.store.conn().await?;
             chain_txs::in_flight(&mut conn, self.chain.chain_id).await?

@@ -734,6 +734,13 @@ enum PaidIn {
 }
 
 impl PaidIn {
+    fn asset(self) -> &'static str {
+        match self {
+            PaidIn::Usdc => "USDC",
+            PaidIn::Eth => "ETH",
+        }
+    }
+
     /// The payout's amount, as the API takes it and in base units.
     fn amount(self) -> (&'static str, U256) {
         match self {
@@ -786,11 +793,8 @@ async fn payout_reorged_away(
     paid_in.fund(s, watcher, settler).await;
     s.chain.mine(6).await;
     let destination = PrivateKeySigner::random().address();
-    let asset = match paid_in {
-        PaidIn::Usdc => "USDC",
-        PaidIn::Eth => "ETH",
-    };
-    let body = json!({"asset": asset, "amount": paid_in.amount().0, "destination": destination.to_checksum(None)});
+    let body =
+        json!({"asset": paid_in.asset(), "amount": paid_in.amount().0, "destination": destination.to_checksum(None)});
     let payout = s.payout(body).await;
     s.run_until(watcher, settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" }).await;
     let used = s.chain.provider().get_transaction_count(s.treasury()).await.unwrap();
@@ -1017,11 +1021,8 @@ async fn moved_to_a_later_block(db: &TestDb, paid_in: PaidIn) {
     paid_in.fund(&s, &mut watcher, &mut settler).await;
     s.chain.mine(6).await;
     let destination = PrivateKeySigner::random().address();
-    let asset = match paid_in {
-        PaidIn::Usdc => "USDC",
-        PaidIn::Eth => "ETH",
-    };
-    let body = json!({"asset": asset, "amount": paid_in.amount().0, "destination": destination.to_checksum(None)});
+    let body =
+        json!({"asset": paid_in.asset(), "amount": paid_in.amount().0, "destination": destination.to_checksum(None)});
     let payout = s.payout(body).await;
     s.run_until(&mut watcher, &mut settler, "the payout", || async { s.payout_status(&payout).await == "confirmed" })
         .await;
