@@ -11,10 +11,16 @@
 //! - sweep: `sweep`, custody -> hot wallet; pass-through: `passthrough_settlement`, the
 //!   merchant's in_transit -> custody (the money left custody for the merchant's address);
 //! - gas the operator pays (everything but native payouts): `gas`, payer account -> network_fees;
+//! - a native payout mined again (after a reorg deeper than the confirmations) for less than its
+//!   merchant was charged: `gas` keyed `gas_kept:<id>`, hot wallet -> fee_revenue;
 //! - the operator funds the treasury: `treasury_funding`, operator_capital -> hot wallet;
 //! - cold transfer: `cold_transfer`, hot wallet -> cold (the treasury's excess at the cold address).
 //!
 //! Keys name the payout or transaction, so each posts once however often the settler retries.
+//! The two gas series differ: a transaction mined again at another
+//! price is confirmed again, and its `gas:<id>` (or `gas_kept:<id>`) is followed by corrections
+//! `gas:<id>:<n>` that bring the series to what the chain charged last; a retry finds the sum
+//! right and posts nothing.
 
 use uuid::Uuid;
 
