@@ -171,7 +171,36 @@ pub async fn commit(
         idempotency::complete(&mut tx, guard.merchant_id, &guard.key, status.as_u16(), &body).await?;
     }
     tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
-    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(created(status, body))
+}
+
+/// A creating request's answer: `status` with exactly `body`, JSON.
+pub fn created(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl IdempotencyGuard {
+    /// The merchant and key, which two requests of one batch may not share.
+    pub fn key(&self) -> (Uuid, &str) {
+        (self.merchant_id, &self.key)
+    }
+
+    /// This key as a batch presents it ([`idempotency::claim_many`]): the group commit's
+    /// [`begin`] (`crate::group_commit`).
+    pub fn presented(&self) -> idempotency::Presented<'_> {
+        idempotency::Presented {
+            merchant_id: self.merchant_id,
+            key: &self.key,
+            endpoint: self.endpoint,
+            request_hash: &self.request_hash,
+        }
+    }
+
+    /// This key's record completed with `body` ([`idempotency::complete_many`]): the group
+    /// commit's [`commit`].
+    pub fn completed<'a>(&'a self, status: StatusCode, body: &'a str) -> idempotency::Completed<'a> {
+        idempotency::Completed { merchant_id: self.merchant_id, key: &self.key, status: status.as_u16(), body }
+    }
 }
 
 /// [`commit`] for a response that carries a secret shown once (a new API key): `stored` (the

@@ -34,6 +34,8 @@ pub struct AppState {
     pub chain_rpcs: Arc<Vec<(ChainConfig, DynProvider)>>,
     /// Recent successful authentications (see `crate::auth`).
     pub key_cache: Arc<crate::key_cache::KeyCache>,
+    /// Invoice creations written together (see `crate::group_commit`).
+    pub group_commit: Arc<crate::group_commit::GroupCommit>,
 }
 
 impl AppState {
@@ -58,11 +60,23 @@ impl AppState {
             metrics,
             chain_rpcs: Arc::new(chain_rpcs),
             key_cache: Arc::default(),
+            group_commit: Arc::default(),
         }
     }
 }
 
 impl AppState {
+    /// What the group commit's writer makes invoices with.
+    pub fn writer(&self) -> crate::group_commit::Writer {
+        crate::group_commit::Writer {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            pricer: self.pricer.clone(),
+            wallet: self.wallet.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
     /// What the invoicing lifecycle needs of this process.
     pub fn invoicing(&self) -> depositd_core::invoicing::Context<'_> {
         depositd_core::invoicing::Context {

@@ -3,7 +3,8 @@
 //! which validates it against the server's and the merchant's rules, prices it, applies the
 //! merchant's fee schedule, claims a deposit address and writes the invoice with its
 //! `invoice.created` event, in the caller's transaction. It returns a complete invoice or a
-//! typed [`InvoicingError`], never a half-built one.
+//! typed [`InvoicingError`], never a half-built one. [`create_many`] makes several in one
+//! transaction by the same rules (the API's group commit).
 //!
 //! What is the transport's and what is the core's: field names, types, text limits and URL
 //! rules belong to each API shape (they differ between the reference docs); the amount bounds,
@@ -16,6 +17,8 @@
 //! [`mark`] is the merchant's manual resolution of an invoice (BTCPay's "mark as settled / mark
 //! invalid"): a status and a recorded reason, never money (see its doc for the rules).
 
+use std::collections::{HashMap, HashSet};
+
 use alloy::primitives::Address;
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -23,6 +26,7 @@ use uuid::Uuid;
 use crate::api_key::{KeyMode, KeyModeMismatch};
 use crate::config::{AssetRef, ChainConfig, Config};
 use crate::deposit_address::AddressPurpose;
+use crate::fees::FeeSchedule;
 use crate::invoice::{
     Invoice, InvoiceDetails, InvoiceMark, InvoiceResource, InvoiceStatus, MAX_PAYMENT_OPTIONS, MarkStatus,
     PaymentOption, SessionSigner,
@@ -394,8 +398,102 @@ pub async fn create(
     merchant: &Merchant,
     request: InvoiceRequest,
 ) -> Result<(Invoice, InvoiceResource), InvoicingError> {
+    let made = create_many(tx, ctx, vec![(merchant, request)]).await.map_err(|e| match e {
+        StoreError::Conflict("external_id") => InvoicingError::ExternalIdTaken,
+        other => other.into(),
+    })?;
+    made.into_iter().next().ok_or_else(|| StoreError::Corrupt("an invoice was made without its result".into()))?
+}
+
+/// [`create`] for several requests made together, in the caller's one transaction (the API's
+/// group commit): each is judged on its own and gets its invoice or its own error, and the
+/// invoices, their addresses and their `invoice.created` events are written a statement per
+/// many rows. An `external_id` the merchant already has is that request's
+/// [`InvoicingError::ExternalIdTaken`]. `Err` is what fails them all: a store error, among them
+/// `StoreError::Conflict("external_id")` when one is taken meanwhile or twice among them (the
+/// caller rolls back and makes them one by one to learn whose).
+pub async fn create_many(
+    tx: &mut Tx,
+    ctx: Context<'_>,
+    requests: Vec<(&Merchant, InvoiceRequest)>,
+) -> Result<Vec<Result<(Invoice, InvoiceResource), InvoicingError>>, StoreError> {
+    let mut taken: HashSet<(Uuid, String)> = HashSet::new();
+    let mut merchants_with_ids: Vec<Uuid> =
+        requests.iter().filter(|(_, request)| request.external_id.is_some()).map(|(merchant, _)| merchant.id).collect();
+    merchants_with_ids.sort();
+    merchants_with_ids.dedup();
+    for merchant_id in merchants_with_ids {
+        let ids: Vec<&str> = requests
+            .iter()
+            .filter(|(merchant, _)| merchant.id == merchant_id)
+            .filter_map(|(_, request)| request.external_id.as_deref())
+            .collect();
+        taken
+            .extend(invoices::external_ids_taken(tx, merchant_id, &ids).await?.into_iter().map(|id| (merchant_id, id)));
+    }
+    let mut schedules = HashMap::new();
+    let mut made: Vec<Result<Invoice, InvoicingError>> = Vec::with_capacity(requests.len());
+    for (merchant, request) in requests {
+        // (Judged after the request's own fields, as the insert judged it when it came last.)
+        let external_id_taken =
+            request.external_id.as_ref().is_some_and(|id| taken.contains(&(merchant.id, id.clone())));
+        match charged(tx, ctx, merchant, request, &mut schedules).await {
+            Err(InvoicingError::Store(error)) => return Err(error),
+            Ok(_) if external_id_taken => made.push(Err(InvoicingError::ExternalIdTaken)),
+            other => made.push(other),
+        }
+    }
+    // The addresses are claimed last, just before the insert, so the counter row (locked until
+    // commit on PostgreSQL, when the pool runs dry) is held as briefly as possible. One address
+    // serves every option of an invoice.
+    let wanted = made.iter().filter(|m| m.is_ok()).count();
+    let mut addresses =
+        deposit_addresses::allocate_many(tx, ctx.wallet, AddressPurpose::Invoice, wanted).await?.into_iter();
+    for invoice in made.iter_mut().flatten() {
+        let deposit =
+            addresses.next().ok_or_else(|| StoreError::Corrupt("too few deposit addresses allocated".into()))?;
+        invoice.deposit_address_id = deposit.id;
+        invoice.address = deposit.address;
+        for option in &mut invoice.options {
+            option.address = deposit.address;
+        }
+    }
+    let resources: Vec<InvoiceResource> = {
+        let invoices: Vec<&Invoice> = made.iter().filter_map(|m| m.as_ref().ok()).collect();
+        invoices::insert_many(tx, &invoices).await?;
+        let public_url = &ctx.config.settings.api.public_url;
+        let resources: Vec<InvoiceResource> = invoices
+            .iter()
+            .map(|invoice| InvoiceResource::build(invoice, Vec::new(), public_url, ctx.sessions))
+            .collect();
+        let announced: Vec<(&Invoice, &InvoiceResource)> = invoices.iter().copied().zip(&resources).collect();
+        outbox::record_invoices(tx, EventType::InvoiceCreated, &announced).await?;
+        resources
+    };
+    let mut resources = resources.into_iter();
+    made.into_iter()
+        .map(|made| match made {
+            Ok(invoice) => resources
+                .next()
+                .map(|resource| Ok((invoice, resource)))
+                .ok_or_else(|| StoreError::Corrupt("an invoice was made without its resource".into())),
+            Err(error) => Ok(Err(error)),
+        })
+        .collect()
+}
+
+/// `request` priced and charged the merchant's fee schedule (for the invoice's asset, and each
+/// option's own), without an address yet. `schedules` keeps the schedules read in this
+/// transaction, by merchant, asset and decimals.
+async fn charged(
+    tx: &mut Tx,
+    ctx: Context<'_>,
+    merchant: &Merchant,
+    request: InvoiceRequest,
+    schedules: &mut HashMap<(Uuid, String, u8), FeeSchedule>,
+) -> Result<Invoice, InvoicingError> {
     let mut invoice = price(ctx, merchant, request)?;
-    let schedule = merchants::fee_schedule(tx, merchant, &invoice.asset, invoice.decimals).await?;
+    let schedule = fee_schedule_of(tx, merchant, &invoice.asset, invoice.decimals, schedules).await?;
     invoice
         .apply_fee_schedule(schedule)
         .map_err(|e| InvoicingError::AmountOutOfRange(format!("the fee cannot be applied to this amount: {e}")))?;
@@ -409,7 +507,7 @@ pub async fn create(
     // Each option is charged by the merchant's schedule for its own asset.
     for index in 0..invoice.options.len() {
         let option = &invoice.options[index];
-        let schedule = merchants::fee_schedule(tx, merchant, &option.asset, option.decimals).await?;
+        let schedule = fee_schedule_of(tx, merchant, &option.asset, option.decimals, schedules).await?;
         let fee = schedule
             .fee_on(option.amount_base_units)
             .map_err(|e| InvoicingError::AmountOutOfRange(format!("the fee cannot be applied to this amount: {e}")))?;
@@ -427,21 +525,24 @@ pub async fn create(
         option.fee_schedule = schedule;
         option.fee_base_units = fee;
     }
-    // The address is claimed last, just before the insert, so the counter row (locked until
-    // commit on PostgreSQL) is held as briefly as possible. One address serves every option.
-    let deposit = deposit_addresses::allocate(tx, ctx.wallet, AddressPurpose::Invoice).await?;
-    invoice.deposit_address_id = deposit.id;
-    invoice.address = deposit.address;
-    for option in &mut invoice.options {
-        option.address = deposit.address;
+    Ok(invoice)
+}
+
+/// Merchant `merchant`'s fee schedule for `asset`, read once per transaction (see [`charged`]).
+async fn fee_schedule_of(
+    tx: &mut Tx,
+    merchant: &Merchant,
+    asset: &str,
+    decimals: u8,
+    schedules: &mut HashMap<(Uuid, String, u8), FeeSchedule>,
+) -> Result<FeeSchedule, StoreError> {
+    let key = (merchant.id, asset.to_owned(), decimals);
+    if let Some(schedule) = schedules.get(&key) {
+        return Ok(*schedule);
     }
-    invoices::insert(tx, &invoice).await.map_err(|e| match e {
-        StoreError::Conflict(_) => InvoicingError::ExternalIdTaken,
-        other => other.into(),
-    })?;
-    let resource = InvoiceResource::build(&invoice, Vec::new(), &ctx.config.settings.api.public_url, ctx.sessions);
-    outbox::record_invoice(tx, EventType::InvoiceCreated, &invoice, &resource).await?;
-    Ok((invoice, resource))
+    let schedule = merchants::fee_schedule(tx, merchant, asset, decimals).await?;
+    schedules.insert(key, schedule);
+    Ok(schedule)
 }
 
 /// Why an invoice was not cancelled.

@@ -23,6 +23,8 @@
 //!
 //! The store modules (`store::events`, `store::webhooks`) only hold the rows and the SQL.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -38,7 +40,6 @@ use crate::webhooks::Endpoint;
 /// Records merchant `merchant_id`'s event `event_type` about `subject`, with `data` (the
 /// resource as the API shows it now), and queues its deliveries (see the module doc), all in
 /// `tx`. Returns the event id, stable across redeliveries.
-#[tracing::instrument(skip(tx, subject, data), fields(resource_type = subject.resource_type, resource_id = %subject.resource_id))]
 pub async fn record<T: Serialize>(
     tx: &mut Tx,
     merchant_id: Uuid,
@@ -46,20 +47,64 @@ pub async fn record<T: Serialize>(
     subject: Subject<'_>,
     data: &T,
 ) -> Result<Uuid, StoreError> {
-    let id = Uuid::now_v7();
+    let ids = record_many(tx, &[NewEvent { merchant_id, event_type, subject, data }]).await?;
+    ids.first().copied().ok_or_else(|| StoreError::Corrupt("an event was recorded without its id".into()))
+}
+
+/// One event for [`record_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a, T> {
+    pub merchant_id: Uuid,
+    pub event_type: EventType,
+    pub subject: Subject<'a>,
+    pub data: &'a T,
+}
+
+/// [`record`] for several events of one change (a batch of invoices made together): the rows
+/// and their deliveries are written a statement per many rows, and each merchant's endpoints
+/// are read once. Returns the events' ids, in order.
+#[tracing::instrument(skip_all, fields(count = new.len()))]
+pub async fn record_many<T: Serialize>(tx: &mut Tx, new: &[NewEvent<'_, T>]) -> Result<Vec<Uuid>, StoreError> {
     let created_at = now_ms();
-    let event = EventRecord {
-        id,
-        event_type,
-        resource_type: subject.resource_type.to_owned(),
-        resource_id: subject.resource_id,
-        payload: payload(id, event_type, created_at, data),
-        created_at,
-    };
-    events::insert(tx, merchant_id, &event).await?;
-    queue(tx, merchant_id, &event, subject.callback_url).await?;
-    notify::event(tx, merchant_id, id, event_type, subject.resource_id, data).await?;
-    Ok(id)
+    let records: Vec<(Uuid, EventRecord)> = new
+        .iter()
+        .map(|event| {
+            let id = Uuid::now_v7();
+            let record = EventRecord {
+                id,
+                event_type: event.event_type,
+                resource_type: event.subject.resource_type.to_owned(),
+                resource_id: event.subject.resource_id,
+                payload: payload(id, event.event_type, created_at, event.data),
+                created_at,
+            };
+            (event.merchant_id, record)
+        })
+        .collect();
+    let rows: Vec<(Uuid, &EventRecord)> = records.iter().map(|(merchant_id, record)| (*merchant_id, record)).collect();
+    events::insert(tx, &rows).await?;
+    let mut endpoints: HashMap<Uuid, Vec<Endpoint>> = HashMap::new();
+    let mut deliveries: Vec<(Uuid, Option<Uuid>, String)> = Vec::new();
+    for (event, (merchant_id, record)) in new.iter().zip(&records) {
+        if !endpoints.contains_key(merchant_id) {
+            endpoints.insert(*merchant_id, webhooks::enabled_endpoints(tx, *merchant_id).await?);
+        }
+        for (endpoint_id, url) in targets(&endpoints[merchant_id], record.event_type, event.subject.callback_url) {
+            // One delivery per event and URL (an endpoint whose URL is the callback URL gets one).
+            if !deliveries.iter().any(|(id, _, queued)| *id == record.id && *queued == url) {
+                deliveries.push((record.id, endpoint_id, url));
+            }
+        }
+    }
+    let deliveries: Vec<(Uuid, Option<Uuid>, &str)> =
+        deliveries.iter().map(|(event_id, endpoint_id, url)| (*event_id, *endpoint_id, url.as_str())).collect();
+    if webhooks::insert_new_deliveries(tx, &deliveries, created_at).await? {
+        tx.deliveries_were_queued();
+    }
+    for (event, (merchant_id, record)) in new.iter().zip(&records) {
+        notify::event(tx, *merchant_id, record.id, record.event_type, event.subject.resource_id, event.data).await?;
+    }
+    Ok(records.into_iter().map(|(_, record)| record.id).collect())
 }
 
 /// Records an event about `invoice` (see [`record`]), its `data` the view of the API shape that
@@ -71,10 +116,33 @@ pub async fn record_invoice(
     invoice: &Invoice,
     resource: &InvoiceResource,
 ) -> Result<Uuid, StoreError> {
-    let data = invoice_views::webhook_data(invoice, resource);
-    let id = record(tx, invoice.merchant_id, event_type, Subject::invoice(invoice), &data).await?;
-    notify::invoice_event(tx, id, event_type, invoice).await?;
-    Ok(id)
+    let ids = record_invoices(tx, event_type, &[(invoice, resource)]).await?;
+    ids.first().copied().ok_or_else(|| StoreError::Corrupt("an event was recorded without its id".into()))
+}
+
+/// [`record_invoice`] for several invoices (see [`record_many`]).
+pub async fn record_invoices(
+    tx: &mut Tx,
+    event_type: EventType,
+    invoices: &[(&Invoice, &InvoiceResource)],
+) -> Result<Vec<Uuid>, StoreError> {
+    let data: Vec<serde_json::Value> =
+        invoices.iter().map(|(invoice, resource)| invoice_views::webhook_data(invoice, resource)).collect();
+    let new: Vec<NewEvent<'_, serde_json::Value>> = invoices
+        .iter()
+        .zip(&data)
+        .map(|((invoice, _), data)| NewEvent {
+            merchant_id: invoice.merchant_id,
+            event_type,
+            subject: Subject::invoice(invoice),
+            data,
+        })
+        .collect();
+    let ids = record_many(tx, &new).await?;
+    for (id, (invoice, _)) in ids.iter().zip(invoices) {
+        notify::invoice_event(tx, *id, event_type, invoice).await?;
+    }
+    Ok(ids)
 }
 
 /// Records `endpoint`'s test event (`event_type`, about the endpoint, with `data`) and queues
@@ -97,7 +165,7 @@ pub async fn record_test<T: Serialize>(
         payload: payload(id, event_type, created_at, data),
         created_at,
     };
-    events::insert(tx, endpoint.merchant_id, &event).await?;
+    events::insert(tx, &[(endpoint.merchant_id, &event)]).await?;
     if webhooks::insert_delivery(tx, id, Some(endpoint.id), &endpoint.url, created_at).await? {
         tx.deliveries_were_queued();
     }
@@ -130,8 +198,8 @@ fn payload<T: Serialize>(id: Uuid, event_type: EventType, created_at: i64, data:
     .to_string()
 }
 
-/// Queues `event` for every enabled endpoint of the merchant that wants its type, then for
-/// `callback_url`, and notes on `tx` when that queued anything.
+/// Queues `event` again (a redelivery) for every enabled endpoint of the merchant that wants its
+/// type, then for `callback_url`, and notes on `tx` when that queued anything.
 async fn queue(
     tx: &mut Tx,
     merchant_id: Uuid,
@@ -139,17 +207,9 @@ async fn queue(
     callback_url: Option<&str>,
 ) -> Result<(), StoreError> {
     let now = now_ms();
-    let mut targets: Vec<(Option<Uuid>, String)> = webhooks::enabled_endpoints(tx, merchant_id)
-        .await?
-        .into_iter()
-        .filter(|endpoint| wants(endpoint, event.event_type))
-        .map(|endpoint| (Some(endpoint.id), endpoint.url))
-        .collect();
-    if let Some(url) = callback_url {
-        targets.push((None, url.to_owned()));
-    }
+    let endpoints = webhooks::enabled_endpoints(tx, merchant_id).await?;
     let mut queued = false;
-    for (endpoint_id, url) in targets {
+    for (endpoint_id, url) in targets(&endpoints, event.event_type, callback_url) {
         // The delivery records the URL it was queued for; the worker sends to the endpoint's
         // URL as it is when it sends.
         queued |= webhooks::insert_delivery(tx, event.id, endpoint_id, &url, now).await?;
@@ -158,6 +218,19 @@ async fn queue(
         tx.deliveries_were_queued();
     }
     Ok(())
+}
+
+/// Where an event of `event_type` goes: each of `endpoints` that wants it, then `callback_url`.
+fn targets(endpoints: &[Endpoint], event_type: EventType, callback_url: Option<&str>) -> Vec<(Option<Uuid>, String)> {
+    let mut targets: Vec<(Option<Uuid>, String)> = endpoints
+        .iter()
+        .filter(|endpoint| wants(endpoint, event_type))
+        .map(|endpoint| (Some(endpoint.id), endpoint.url.clone()))
+        .collect();
+    if let Some(url) = callback_url {
+        targets.push((None, url.to_owned()));
+    }
+    targets
 }
 
 /// Whether `endpoint` receives events of `event_type`: it is enabled and lists the type, or

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract::{self, Page, PathId};
+use crate::group_commit::{self, Submitted};
 use crate::idempotency::{self, Create, Creation, Parent};
 use crate::query::{self, List, ListQuery};
 use crate::state::AppState;
@@ -101,8 +102,18 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = parse(&state, auth.key.mode, request)?;
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
+    let creation = group_commit::Request { merchant: auth.merchant, request, guard };
+    let group_commit::Request { merchant, request, guard } =
+        match state.group_commit.submit(|| state.writer(), creation).await {
+            Submitted::Done(made) => {
+                let (invoice, response) = *made?;
+                created(&state, &invoice);
+                return Ok(response);
+            }
+            Submitted::Alone(creation) => *creation,
+        };
     let mut tx = idempotency::begin(&state.store, &guard).await?;
-    let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &auth.merchant, request).await?;
+    let (invoice, resource) = invoicing::create(&mut tx, state.invoicing(), &merchant, request).await?;
     let body = serde_json::to_string(&resource).map_err(ApiError::internal)?;
     let response = idempotency::commit(guard, tx, StatusCode::CREATED, body).await?;
     created(&state, &invoice);

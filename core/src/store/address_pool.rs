@@ -5,7 +5,7 @@
 //! allocating inside each invoice's transaction makes creations commit one at a time. The pool
 //! moves that work out of the request: [`refill`] derives a batch of addresses, normally outside
 //! any transaction, then claims their indices with one conditional counter update and stores them
-//! with `pooled = 1`, all in one short transaction; [`claim`] hands one out inside the invoice's
+//! with `pooled = 1`, all in one short transaction; [`claim`] hands them out inside the invoices'
 //! transaction (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so concurrent creations take different
 //! rows). A rolled-back claim puts the address back. Its one caller is
 //! `store::deposit_addresses::allocate`, which falls back to the counter when the pool is empty.
@@ -29,62 +29,96 @@ const INSERT_CHUNK: usize = 100;
 /// Optimistic refills tried before one holds the counter row while it derives.
 const OPTIMISTIC_ATTEMPTS: u32 = 3;
 
-/// Takes a pooled address for `purpose`, if there is one. Call inside the transaction that
-/// creates the resource: if it rolls back, the address is pooled again.
+/// Takes up to `count` pooled addresses for `purpose` (fewer when the pool holds fewer), in one
+/// statement, by increasing index. Call inside the transaction that creates the resources: if it
+/// rolls back, the addresses are pooled again.
 ///
-/// The address must be `wallet`'s own at its index: one derived from another mnemonic (the
+/// Each address must be `wallet`'s own at its index: one derived from another mnemonic (the
 /// operator replaced it, or a misconfigured daemon shares the database) would take payments only
 /// that mnemonic can sweep. Then every pooled address is retired (`pooled = 2`: still watched,
-/// never handed out) with the claim's transaction, and `None` returns: the caller derives its
+/// never handed out) with the claim's transaction, and none is returned: the caller derives its
 /// own, and the pool is refilled from this wallet.
 #[tracing::instrument(skip(conn, wallet))]
 pub async fn claim(
     conn: &mut Conn,
     purpose: AddressPurpose,
     wallet: &HdWallet,
-) -> Result<Option<DepositAddress>, StoreError> {
-    let Some(claimed) = take(conn, purpose).await? else {
-        return Ok(None);
-    };
-    let own = wallet.deposit_address(claimed.derivation_index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if own == claimed.address {
-        return Ok(Some(claimed));
+    count: usize,
+) -> Result<Vec<DepositAddress>, StoreError> {
+    if count == 0 {
+        return Ok(Vec::new());
     }
-    let retired = sqlx::query("UPDATE deposit_addresses SET pooled = 2 WHERE pooled = 1 OR id = $1")
-        .bind(Text(claimed.id))
+    let claimed = take(conn, purpose, count).await?;
+    let mut foreign = Vec::new();
+    for address in &claimed {
+        let own = wallet.deposit_address(address.derivation_index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if own != address.address {
+            foreign.push(address);
+        }
+    }
+    let Some(first) = foreign.first() else {
+        return Ok(claimed);
+    };
+    // The taken rows are retired too (they were pooled a moment ago): none of them is handed out.
+    let mut retired = sqlx::query("UPDATE deposit_addresses SET pooled = 2 WHERE pooled = 1")
         .execute(&mut *conn)
         .await?
         .rows_affected();
+    for address in &claimed {
+        retired += sqlx::query("UPDATE deposit_addresses SET pooled = 2 WHERE id = $1")
+            .bind(Text(address.id))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
     tracing::error!(
-        index = claimed.derivation_index,
+        index = first.derivation_index,
         retired,
         "a pooled deposit address was derived from another mnemonic than this daemon's; the pool is retired \
          (do all daemons on this database use the same wallet?)"
     );
-    Ok(None)
+    Ok(Vec::new())
 }
 
 #[tracing::instrument(skip(conn))]
-async fn take(conn: &mut Conn, purpose: AddressPurpose) -> Result<Option<DepositAddress>, StoreError> {
-    let skip_locked = Backend::of(conn).skip_locked();
-    let row: Option<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE deposit_addresses SET pooled = 0, created_at = $1 WHERE pooled = 1 AND id = \
-         (SELECT id FROM deposit_addresses WHERE pooled = 1 AND purpose = $2 ORDER BY derivation_index LIMIT 1{skip_locked}) \
+async fn take(conn: &mut Conn, purpose: AddressPurpose, count: usize) -> Result<Vec<DepositAddress>, StoreError> {
+    let backend = Backend::of(conn);
+    let pick = format!(
+        "SELECT id FROM deposit_addresses WHERE pooled = 1 AND purpose = $2 ORDER BY derivation_index LIMIT $3{}",
+        backend.skip_locked()
+    );
+    // On PostgreSQL the rows are picked once (`ARRAY(...)`): an `IN (subquery)` may be run again
+    // by the plan, and with SKIP LOCKED pick other rows the second time, more than asked for.
+    let chosen = match backend {
+        Backend::Postgres => format!("id = ANY(ARRAY({pick}))"),
+        Backend::Sqlite => format!("id IN ({pick})"),
+    };
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE deposit_addresses SET pooled = 0, created_at = $1 WHERE pooled = 1 AND {chosen} \
          RETURNING id, address, derivation_index"
     )))
     .bind(now_ms())
     .bind(purpose)
-    .fetch_optional(&mut *conn)
+    .bind(count as i64)
+    .fetch_all(&mut *conn)
     .await?;
-    row.map(|(id, address, index)| {
-        Ok(DepositAddress {
-            id: parse_column("deposit_addresses.id", &id)?,
-            address: parse_column("deposit_addresses.address", &address)?,
-            derivation_index: u64::try_from(index)
-                .map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?,
+    let mut taken = rows
+        .into_iter()
+        .map(|(id, address, index)| {
+            Ok(DepositAddress {
+                id: parse_column("deposit_addresses.id", &id)?,
+                address: parse_column("deposit_addresses.address", &address)?,
+                derivation_index: u64::try_from(index)
+                    .map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?,
+            })
         })
-    })
-    .transpose()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if taken.len() > count {
+        return Err(StoreError::Corrupt(format!("the address pool handed out {} addresses for {count}", taken.len())));
+    }
+    // RETURNING's order is the database's; hand them out by index.
+    taken.sort_by_key(|a| a.derivation_index);
+    Ok(taken)
 }
 
 /// How many addresses for `purpose` are pooled and not yet handed out.

@@ -17,23 +17,39 @@ use crate::wallet::HdWallet;
 /// else the next HD index, recorded now. Call inside the transaction that creates the invoice or
 /// static address: if that rolls back, so does the allocation, and the counter row (locked until
 /// commit) guarantees no index is ever handed out twice.
-#[tracing::instrument(skip(conn, wallet))]
 pub async fn allocate(
     conn: &mut Conn,
     wallet: &HdWallet,
     purpose: AddressPurpose,
 ) -> Result<DepositAddress, StoreError> {
-    if let Some(pooled) = super::address_pool::claim(conn, purpose, wallet).await? {
-        return Ok(pooled);
-    }
-    let (index,): (i64,) =
-        sqlx::query_as("UPDATE counters SET value = value + 1 WHERE name = 'deposit_address_index' RETURNING value")
-            .fetch_one(&mut *conn)
-            .await?;
-    let index = u64::try_from(index).map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?;
-    let address = wallet.deposit_address(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let deposit = DepositAddress { id: Uuid::now_v7(), address, derivation_index: index };
-    sqlx::query("INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at) VALUES ($1, $2, $3, $4, $5)")
+    allocate_many(conn, wallet, purpose, 1)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("no deposit address was allocated".into()))
+}
+
+/// [`allocate`] for `count` resources made in one transaction (a batch of invoices): pooled
+/// addresses first, in one statement, then the counter for the rest.
+#[tracing::instrument(skip(conn, wallet))]
+pub async fn allocate_many(
+    conn: &mut Conn,
+    wallet: &HdWallet,
+    purpose: AddressPurpose,
+    count: usize,
+) -> Result<Vec<DepositAddress>, StoreError> {
+    let mut allocated = super::address_pool::claim(conn, purpose, wallet, count).await?;
+    while allocated.len() < count {
+        let (index,): (i64,) = sqlx::query_as(
+            "UPDATE counters SET value = value + 1 WHERE name = 'deposit_address_index' RETURNING value",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let index = u64::try_from(index).map_err(|_| StoreError::Corrupt(format!("deposit address index {index}")))?;
+        let address = wallet.deposit_address(index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let deposit = DepositAddress { id: Uuid::now_v7(), address, derivation_index: index };
+        sqlx::query(
+            "INSERT INTO deposit_addresses (id, address, derivation_index, purpose, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
         .bind(Text(deposit.id))
         .bind(address.to_checksum(None))
         .bind(index as i64)
@@ -42,7 +58,9 @@ pub async fn allocate(
         .execute(&mut *conn)
         .await
         .map_err(|e| StoreError::on_conflict(e, "deposit address"))?;
-    Ok(deposit)
+        allocated.push(deposit);
+    }
+    Ok(allocated)
 }
 
 /// A deposit address with what it was allocated for (the watcher's watched set).

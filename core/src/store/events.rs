@@ -7,22 +7,28 @@ use super::codec::Text;
 use super::webhooks::EventRecord;
 use super::{Conn, StoreError};
 
-/// Inserts merchant `merchant_id`'s event row. Call in the transaction of the change it reports.
-#[tracing::instrument(skip(conn, event), fields(event_id = %event.id, event_type = %event.event_type))]
-pub(crate) async fn insert(conn: &mut Conn, merchant_id: Uuid, event: &EventRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (id, merchant_id, event_type, resource_type, resource_id, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(Text(event.id))
-    .bind(Text(merchant_id))
-    .bind(event.event_type)
-    .bind(&event.resource_type)
-    .bind(Text(event.resource_id))
-    .bind(&event.payload)
-    .bind(event.created_at)
-    .execute(&mut *conn)
-    .await?;
+/// Inserts events (each with its merchant's id). Call in the transaction of the change they
+/// report. One statement per [`super::ROWS_PER_STATEMENT`] events.
+#[tracing::instrument(skip_all, fields(count = events.len()))]
+pub(crate) async fn insert(conn: &mut Conn, events: &[(Uuid, &EventRecord)]) -> Result<(), StoreError> {
+    for chunk in events.chunks(super::ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO events (id, merchant_id, event_type, resource_type, resource_id, payload, created_at) VALUES {}",
+            super::value_rows(chunk.len(), 7, 1)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (merchant_id, event) in chunk {
+            query = query
+                .bind(Text(event.id))
+                .bind(Text(*merchant_id))
+                .bind(event.event_type)
+                .bind(&event.resource_type)
+                .bind(Text(event.resource_id))
+                .bind(&event.payload)
+                .bind(event.created_at);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 

@@ -19,6 +19,11 @@
 //!
 //! [`lookup`] reads a record without claiming, so the API answers a replay or a conflict before
 //! it checks the body's fields (and without a write).
+//!
+//! Requests made together in one transaction (the API's group commit) claim their keys first
+//! thing in it, together ([`claim_many`]), and complete them last ([`complete_many`]): the same
+//! rules, a statement for many keys. A key that turns out taken is left out of the batch, and its
+//! request is made on its own afterwards, where [`claim`] answers for it.
 
 use uuid::Uuid;
 
@@ -183,4 +188,112 @@ pub async fn complete(
     } else {
         Err(StoreError::Corrupt("an idempotency record completed without its claim".into()))
     }
+}
+
+/// A key a request of a batch presents, for [`claim_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Presented<'a> {
+    pub merchant_id: Uuid,
+    pub key: &'a str,
+    pub endpoint: &'a str,
+    pub request_hash: &'a str,
+}
+
+/// [`claim`] for the keys of requests made together in `tx` (the API's group commit), first
+/// thing in it, in one statement per [`super::ROWS_PER_STATEMENT`], in one global order (merchant,
+/// key), so two batches never wait on each other's keys in a cycle. Returns the keys claimed (as
+/// `(merchant, key)`); one not returned is taken (a retained record, an earlier daemon's claim,
+/// or, on PostgreSQL, a transaction that wrote it and committed meanwhile): its request is made on
+/// its own after this transaction, where [`claim`] answers for it. The keys must be distinct.
+#[tracing::instrument(skip_all, fields(count = keys.len()))]
+pub async fn claim_many(conn: &mut Conn, keys: &[Presented<'_>]) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let mut keys = keys.to_vec();
+    keys.sort();
+    let now = now_ms();
+    let mut claimed = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(super::ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = 4 + 4 * i;
+                format!("(${}, ${}, ${}, ${}, 'in_progress', $1, $2, $3)", n, n + 1, n + 2, n + 3)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO idempotency_keys (merchant_id, idempotency_key, endpoint, request_hash, state, locked_until, \
+             created_at, expires_at) VALUES {} ON CONFLICT (merchant_id, idempotency_key) DO UPDATE SET \
+             endpoint = excluded.endpoint, request_hash = excluded.request_hash, state = 'in_progress', \
+             response_status = NULL, response_body = NULL, locked_until = excluded.locked_until, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING merchant_id, idempotency_key",
+            rows.join(", ")
+        );
+        let mut query =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now + LEASE_MS).bind(now).bind(now + RETENTION_MS);
+        for key in chunk {
+            query = query.bind(Text(key.merchant_id)).bind(key.key).bind(key.endpoint).bind(key.request_hash);
+        }
+        let rows: Vec<(Text<Uuid>, String)> = query.fetch_all(&mut *conn).await?;
+        claimed.extend(rows.into_iter().map(|(merchant_id, key)| (merchant_id.0, key)));
+    }
+    Ok(claimed)
+}
+
+/// A claimed key's response, for [`complete_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct Completed<'a> {
+    pub merchant_id: Uuid,
+    pub key: &'a str,
+    pub status: u16,
+    pub body: &'a str,
+}
+
+/// [`complete`] for keys [`claim_many`] claimed in this transaction, last thing before the
+/// commit, in one statement per [`super::ROWS_PER_STATEMENT`].
+#[tracing::instrument(skip_all, fields(count = records.len()))]
+pub async fn complete_many(conn: &mut Conn, records: &[Completed<'_>]) -> Result<(), StoreError> {
+    let mut completed = 0;
+    for chunk in records.chunks(super::ROWS_PER_STATEMENT) {
+        // (merchant, key, status, body) rows joined to the claimed records.
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = 1 + 4 * i;
+                format!("(${}, ${}, ${}, ${})", n, n + 1, n + 2, n + 3)
+            })
+            .collect();
+        let sql = format!(
+            "WITH done (merchant_id, idempotency_key, response_status, response_body) AS (VALUES {}) \
+             UPDATE idempotency_keys SET state = 'completed', response_status = done.response_status, \
+             response_body = done.response_body FROM done WHERE idempotency_keys.merchant_id = done.merchant_id \
+             AND idempotency_keys.idempotency_key = done.idempotency_key AND idempotency_keys.state = 'in_progress'",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for record in chunk {
+            query =
+                query.bind(Text(record.merchant_id)).bind(record.key).bind(i64::from(record.status)).bind(record.body);
+        }
+        completed += query.execute(&mut *conn).await?.rows_affected();
+    }
+    if completed == records.len() as u64 {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt("idempotency records completed without their claims".into()))
+    }
+}
+
+/// Drops the claims [`claim_many`] made in this transaction for requests refused on their own
+/// (their transaction commits the others' work): a refused request leaves no record, so a
+/// corrected retry with its key proceeds.
+#[tracing::instrument(skip_all, fields(count = keys.len()))]
+pub async fn release_many(conn: &mut Conn, keys: &[(Uuid, &str)]) -> Result<(), StoreError> {
+    for (merchant_id, key) in keys {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2 AND state = 'in_progress'",
+        )
+        .bind(Text(*merchant_id))
+        .bind(*key)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }

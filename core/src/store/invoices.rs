@@ -160,91 +160,129 @@ fn flags_column(flags: &[PaymentFlag]) -> String {
 
 /// Inserts a new invoice. A second invoice with the same `external_id` for the merchant is a
 /// [`StoreError::Conflict`].
-#[tracing::instrument(skip_all, fields(invoice_id = %invoice.id))]
 pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError> {
-    let d = &invoice.details;
-    let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, \
-         $44, $45, $46, $47, $48, $49)"
-    )))
-    .bind(Text(invoice.id))
-    .bind(Text(invoice.merchant_id))
-    .bind(&invoice.external_id)
-    .bind(invoice.status)
-    .bind(flags_column(&invoice.payment_flags))
-    .bind(Text(invoice.amount))
-    .bind(&invoice.currency)
-    .bind(Text(invoice.conversion_rate))
-    .bind(&invoice.chain)
-    .bind(invoice.chain_id as i64)
-    .bind(&invoice.asset)
-    .bind(invoice.token_address.map(|a| a.to_checksum(None)))
-    .bind(invoice.decimals as i64)
-    .bind(Text(invoice.deposit_address_id))
-    .bind(invoice.address.to_checksum(None))
-    .bind(invoice.amount_base_units)
-    .bind(invoice.fee_base_units)
-    .bind(invoice.merchant_amount_base_units)
-    .bind(invoice.amount_paid_base_units)
-    .bind(&d.description)
-    .bind(&d.customer_id)
-    .bind(&d.customer_email)
-    .bind(json(&d.metadata.clone().map(serde_json::Value::Object)))
-    .bind(&d.title)
-    .bind(&d.footer)
-    .bind(&d.return_url)
-    .bind(d.use_return_url.map(Text))
-    .bind(&d.success_url)
-    .bind(&d.fail_url)
-    .bind(&d.callback_url)
-    .bind(json(&d.questions.as_ref().map(|q| serde_json::json!(q))))
-    .bind(invoice.receiver_override_address.map(|a| a.to_checksum(None)))
-    .bind(invoice.static_address_id.map(Text))
-    .bind(&invoice.session_token)
-    .bind(invoice.created_at)
-    .bind(invoice.expires_at)
-    .bind(invoice.finished_at)
-    .bind(invoice.updated_at)
-    .bind(Text(invoice.fee_schedule.percent))
-    .bind(invoice.fee_schedule.fixed)
-    .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
-    .bind(invoice.view)
-    .bind(&d.customer_name)
-    .bind(invoice.mark.as_ref().map(|m| m.status))
-    .bind(invoice.mark.as_ref().map(|m| m.reason.clone()))
-    .bind(invoice.mark.as_ref().map(|m| m.marked_at))
-    .bind(invoice.mark.as_ref().map(|m| Text(m.by_key_id)))
-    .bind(invoice.mark.as_ref().map(|m| m.by.clone()))
-    .bind(invoice.options.len() as i64)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| StoreError::on_conflict(e, "external_id"))?;
-    for (position, option) in invoice.options.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO invoice_payment_options (invoice_id, option_index, chain, chain_id, asset, token_address, decimals, \
-             address, amount_base_units, fee_base_units, fee_percent, fee_fixed_base_units, conversion_rate, \
-             amount_paid_base_units) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(Text(invoice.id))
-        .bind(position as i64)
-        .bind(&option.chain)
-        .bind(option.chain_id as i64)
-        .bind(&option.asset)
-        .bind(option.token_address.map(|a| a.to_checksum(None)))
-        .bind(option.decimals as i64)
-        .bind(option.address.to_checksum(None))
-        .bind(option.amount_base_units)
-        .bind(option.fee_base_units)
-        .bind(Text(option.fee_schedule.percent))
-        .bind(option.fee_schedule.fixed)
-        .bind(Text(option.conversion_rate))
-        .bind(option.amount_paid_base_units)
-        .execute(&mut *conn)
-        .await?;
+    insert_many(conn, &[invoice]).await
+}
+
+/// Inserts new invoices (made in one transaction), a statement per
+/// [`super::ROWS_PER_STATEMENT`]. An `external_id` the merchant already has (or twice among
+/// them) is a [`StoreError::Conflict`], and the caller rolls back.
+#[tracing::instrument(skip_all, fields(count = invoices.len()))]
+pub async fn insert_many(conn: &mut Conn, invoices: &[&Invoice]) -> Result<(), StoreError> {
+    for chunk in invoices.chunks(super::ROWS_PER_STATEMENT) {
+        let sql = format!("INSERT INTO invoices ({COLUMNS}) VALUES {}", super::value_rows(chunk.len(), 49, 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for invoice in chunk {
+            query = bind_row(query, invoice);
+        }
+        query.execute(&mut *conn).await.map_err(|e| StoreError::on_conflict(e, "external_id"))?;
+    }
+    for invoice in invoices {
+        for (position, option) in invoice.options.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO invoice_payment_options (invoice_id, option_index, chain, chain_id, asset, token_address, decimals, \
+                 address, amount_base_units, fee_base_units, fee_percent, fee_fixed_base_units, conversion_rate, \
+                 amount_paid_base_units) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .bind(Text(invoice.id))
+            .bind(position as i64)
+            .bind(&option.chain)
+            .bind(option.chain_id as i64)
+            .bind(&option.asset)
+            .bind(option.token_address.map(|a| a.to_checksum(None)))
+            .bind(option.decimals as i64)
+            .bind(option.address.to_checksum(None))
+            .bind(option.amount_base_units)
+            .bind(option.fee_base_units)
+            .bind(Text(option.fee_schedule.percent))
+            .bind(option.fee_schedule.fixed)
+            .bind(Text(option.conversion_rate))
+            .bind(option.amount_paid_base_units)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
+}
+
+/// Which of `external_ids` merchant `merchant_id` already has an invoice with.
+#[tracing::instrument(skip_all, fields(count = external_ids.len()))]
+pub async fn external_ids_taken(
+    conn: &mut Conn,
+    merchant_id: Uuid,
+    external_ids: &[&str],
+) -> Result<Vec<String>, StoreError> {
+    let mut taken = Vec::new();
+    for chunk in external_ids.chunks(super::ROWS_PER_STATEMENT) {
+        let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql =
+            format!("SELECT external_id FROM invoices WHERE merchant_id = $1 AND external_id IN ({})", list.join(", "));
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Text(merchant_id));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        let rows: Vec<(String,)> = query.fetch_all(&mut *conn).await?;
+        taken.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(taken)
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds `invoice`'s row, in [`COLUMNS`]' order.
+fn bind_row<'q>(query: AnyQuery<'q>, invoice: &Invoice) -> AnyQuery<'q> {
+    let d = &invoice.details;
+    let json = |v: &Option<_>| v.as_ref().map(|v: &serde_json::Value| v.to_string());
+    query
+        .bind(Text(invoice.id))
+        .bind(Text(invoice.merchant_id))
+        .bind(&invoice.external_id)
+        .bind(invoice.status)
+        .bind(flags_column(&invoice.payment_flags))
+        .bind(Text(invoice.amount))
+        .bind(&invoice.currency)
+        .bind(Text(invoice.conversion_rate))
+        .bind(&invoice.chain)
+        .bind(invoice.chain_id as i64)
+        .bind(&invoice.asset)
+        .bind(invoice.token_address.map(|a| a.to_checksum(None)))
+        .bind(invoice.decimals as i64)
+        .bind(Text(invoice.deposit_address_id))
+        .bind(invoice.address.to_checksum(None))
+        .bind(invoice.amount_base_units)
+        .bind(invoice.fee_base_units)
+        .bind(invoice.merchant_amount_base_units)
+        .bind(invoice.amount_paid_base_units)
+        .bind(&d.description)
+        .bind(&d.customer_id)
+        .bind(&d.customer_email)
+        .bind(json(&d.metadata.clone().map(serde_json::Value::Object)))
+        .bind(&d.title)
+        .bind(&d.footer)
+        .bind(&d.return_url)
+        .bind(d.use_return_url.map(Text))
+        .bind(&d.success_url)
+        .bind(&d.fail_url)
+        .bind(&d.callback_url)
+        .bind(json(&d.questions.as_ref().map(|q| serde_json::json!(q))))
+        .bind(invoice.receiver_override_address.map(|a| a.to_checksum(None)))
+        .bind(invoice.static_address_id.map(Text))
+        .bind(&invoice.session_token)
+        .bind(invoice.created_at)
+        .bind(invoice.expires_at)
+        .bind(invoice.finished_at)
+        .bind(invoice.updated_at)
+        .bind(Text(invoice.fee_schedule.percent))
+        .bind(invoice.fee_schedule.fixed)
+        .bind(json(&d.answers.as_ref().map(|a| serde_json::json!(a))))
+        .bind(invoice.view)
+        .bind(&d.customer_name)
+        .bind(invoice.mark.as_ref().map(|m| m.status))
+        .bind(invoice.mark.as_ref().map(|m| m.reason.clone()))
+        .bind(invoice.mark.as_ref().map(|m| m.marked_at))
+        .bind(invoice.mark.as_ref().map(|m| Text(m.by_key_id)))
+        .bind(invoice.mark.as_ref().map(|m| m.by.clone()))
+        .bind(invoice.options.len() as i64)
 }
 
 #[derive(sqlx::FromRow)]

@@ -125,6 +125,19 @@ impl Tx {
         self.keys_changed = true;
     }
 
+    /// Bounds how long this transaction's statements wait for a row or index entry another
+    /// transaction holds, on PostgreSQL (`SET LOCAL lock_timeout`): past it the statement fails,
+    /// and the caller rolls back. Nothing on SQLite, whose writers never wait on each other's rows
+    /// (one writes at a time).
+    pub async fn bound_lock_waits(&mut self, millis: u32) -> Result<(), StoreError> {
+        if Backend::of(self) == Backend::Postgres {
+            sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{millis}ms'")))
+                .execute(&mut *self.inner)
+                .await?;
+        }
+        Ok(())
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
@@ -557,4 +570,30 @@ where
     T::Err: std::fmt::Display,
 {
     value.parse().map_err(|e| StoreError::Corrupt(format!("{column} = {value:?}: {e}")))
+}
+
+/// The `VALUES` list of a multi-row statement: `rows` groups of `columns` placeholders numbered
+/// on from `$first` (`($1, $2), ($3, $4)` for 2 rows of 2 from 1), bound row after row.
+pub(crate) fn value_rows(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let start = first + row * columns;
+            let params: Vec<String> = (start..start + columns).map(|n| format!("${n}")).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement: far under SQLite's and PostgreSQL's bound-parameter limits for
+/// the widest row written this way (an invoice, 49 columns).
+pub(crate) const ROWS_PER_STATEMENT: usize = 64;
+
+#[cfg(test)]
+mod value_rows_tests {
+    #[test]
+    fn numbers_the_placeholders_row_after_row() {
+        assert_eq!(super::value_rows(2, 2, 1), "($1, $2), ($3, $4)");
+        assert_eq!(super::value_rows(1, 3, 4), "($4, $5, $6)");
+    }
 }

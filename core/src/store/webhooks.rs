@@ -308,6 +308,37 @@ pub(crate) async fn insert_delivery(
     Ok(done.rows_affected() == 1)
 }
 
+/// Queues the deliveries of events recorded in this transaction: `(event, endpoint, url)`
+/// each, due at `now`, in one statement per [`super::ROWS_PER_STATEMENT`]. For new events only:
+/// none of them has a delivery yet, so unlike [`insert_delivery`] there is nothing to look for
+/// first (a duplicate `(event, url)` is still a no-op). Returns whether any was inserted.
+#[tracing::instrument(skip_all, fields(count = deliveries.len()))]
+pub(crate) async fn insert_new_deliveries(
+    conn: &mut Conn,
+    deliveries: &[(Uuid, Option<Uuid>, &str)],
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut inserted = 0;
+    for chunk in deliveries.chunks(super::ROWS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!("(${}, ${}, ${}, ${}, 'pending', 0, $1, $1, $1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (id, event_id, endpoint_id, url, state, attempt_count, next_attempt_at, \
+             created_at, updated_at) VALUES {} ON CONFLICT (event_id, url) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for (event_id, endpoint_id, url) in chunk {
+            query = query.bind(Uuid::now_v7().to_string()).bind(Text(*event_id)).bind(endpoint_id.map(Text)).bind(*url);
+        }
+        inserted += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(inserted > 0)
+}
+
 /// A delivery a worker holds until `lease`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
