@@ -21,7 +21,9 @@
 //! an xpub the settler's mnemonic does not own is refused before any address is handed out.
 //! Nothing here implements `Debug` in a way that shows key material.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
@@ -84,7 +86,13 @@ pub struct HdWallet {
     web: WebKeys,
     /// `None` for a watch-only wallet, built from `wallet.xpub`.
     signing: Option<SigningKeys>,
+    /// Deposit addresses derived lately, by index (see [`HdWallet::is_own_deposit_address`]).
+    derived: Arc<Mutex<HashMap<u64, Address>>>,
 }
+
+/// Deposit addresses [`HdWallet`] remembers at most; past it, it forgets them all and starts over
+/// (a pool refill derives at most `invoices.address_pool_size` at once).
+const REMEMBERED_ADDRESSES: usize = 1 << 16;
 
 impl fmt::Debug for HdWallet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,6 +142,7 @@ impl HdWallet {
             treasury_address: treasury.address(),
             web,
             signing: Some(SigningKeys { deposit_account, treasury }),
+            derived: Arc::default(),
         })
     }
 
@@ -187,6 +196,7 @@ impl HdWallet {
                         sealing: parse_key("wallet.sealing_key", sealing)?,
                     },
                     signing: None,
+                    derived: Arc::default(),
                 };
                 // The treasury's account m/44'/60'/1'/0 has the same depth and index as the
                 // deposit account: its xpub parses, and its address 0 is the treasury.
@@ -264,7 +274,24 @@ impl HdWallet {
 
     /// The deposit address at `m/44'/60'/0'/0/index`.
     pub fn deposit_address(&self, index: u64) -> Result<Address, WalletError> {
-        address_at(&self.deposit_account_pub, index)
+        let address = address_at(&self.deposit_account_pub, index)?;
+        let mut derived = self.derived.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if derived.len() >= REMEMBERED_ADDRESSES {
+            derived.clear();
+        }
+        derived.insert(index, address);
+        Ok(address)
+    }
+
+    /// Whether `address` is this wallet's deposit address at `index`: remembered when this
+    /// process derived it lately (the pool's refill derives ahead of the claims that check), else
+    /// derived again (an elliptic-curve multiplication, which a creation should not wait for).
+    pub fn is_own_deposit_address(&self, index: u64, address: Address) -> Result<bool, WalletError> {
+        let remembered = self.derived.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&index).copied();
+        Ok(match remembered {
+            Some(own) => own == address,
+            None => self.deposit_address(index)? == address,
+        })
     }
 
     /// The signer for the deposit address at `index` (sweeps and pass-through settlement).

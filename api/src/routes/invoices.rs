@@ -104,7 +104,7 @@ pub async fn create(
     limit_customer(&state, &auth, request.details.customer_id.as_deref())?;
     let creation = group_commit::Request { merchant: auth.merchant, request, guard };
     let group_commit::Request { merchant, request, guard } =
-        match state.group_commit.submit(|| state.writer(), creation).await {
+        match state.group_commit.submit(state.store.backend(), || state.writer(), creation).await {
             Submitted::Done(made) => {
                 let (invoice, response) = *made?;
                 created(&state, &invoice);

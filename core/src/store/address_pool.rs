@@ -51,8 +51,10 @@ pub async fn claim(
     let claimed = take(conn, purpose, count).await?;
     let mut foreign = Vec::new();
     for address in &claimed {
-        let own = wallet.deposit_address(address.derivation_index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if own != address.address {
+        let own = wallet
+            .is_own_deposit_address(address.derivation_index, address.address)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if !own {
             foreign.push(address);
         }
     }

@@ -8,10 +8,10 @@ use super::webhooks::EventRecord;
 use super::{Conn, StoreError};
 
 /// Inserts events (each with its merchant's id). Call in the transaction of the change they
-/// report. One statement per [`super::ROWS_PER_STATEMENT`] events.
+/// report. A statement per [`super::statement_chunks`] of events.
 #[tracing::instrument(skip_all, fields(count = events.len()))]
 pub(crate) async fn insert(conn: &mut Conn, events: &[(Uuid, &EventRecord)]) -> Result<(), StoreError> {
-    for chunk in events.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(events) {
         let sql = format!(
             "INSERT INTO events (id, merchant_id, event_type, resource_type, resource_id, payload, created_at) VALUES {}",
             super::value_rows(chunk.len(), 7, 1)

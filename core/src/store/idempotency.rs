@@ -200,7 +200,7 @@ pub struct Presented<'a> {
 }
 
 /// [`claim`] for the keys of requests made together in `tx` (the API's group commit), first
-/// thing in it, in one statement per [`super::ROWS_PER_STATEMENT`], in one global order (merchant,
+/// thing in it, in a statement per [`super::statement_chunks`], in one global order (merchant,
 /// key), so two batches never wait on each other's keys in a cycle. Returns the keys claimed (as
 /// `(merchant, key)`); one not returned is taken (a retained record, an earlier daemon's claim,
 /// or, on PostgreSQL, a transaction that wrote it and committed meanwhile): its request is made on
@@ -211,7 +211,7 @@ pub async fn claim_many(conn: &mut Conn, keys: &[Presented<'_>]) -> Result<Vec<(
     keys.sort();
     let now = now_ms();
     let mut claimed = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(&keys) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let n = 4 + 4 * i;
@@ -248,11 +248,11 @@ pub struct Completed<'a> {
 }
 
 /// [`complete`] for keys [`claim_many`] claimed in this transaction, last thing before the
-/// commit, in one statement per [`super::ROWS_PER_STATEMENT`].
+/// commit, in a statement per [`super::statement_chunks`].
 #[tracing::instrument(skip_all, fields(count = records.len()))]
 pub async fn complete_many(conn: &mut Conn, records: &[Completed<'_>]) -> Result<(), StoreError> {
     let mut completed = 0;
-    for chunk in records.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(records) {
         // (merchant, key, status, body) rows joined to the claimed records.
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {

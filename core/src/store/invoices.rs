@@ -165,11 +165,11 @@ pub async fn insert(conn: &mut Conn, invoice: &Invoice) -> Result<(), StoreError
 }
 
 /// Inserts new invoices (made in one transaction), a statement per
-/// [`super::ROWS_PER_STATEMENT`]. An `external_id` the merchant already has (or twice among
+/// [`super::statement_chunks`]. An `external_id` the merchant already has (or twice among
 /// them) is a [`StoreError::Conflict`], and the caller rolls back.
 #[tracing::instrument(skip_all, fields(count = invoices.len()))]
 pub async fn insert_many(conn: &mut Conn, invoices: &[&Invoice]) -> Result<(), StoreError> {
-    for chunk in invoices.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(invoices) {
         let sql = format!("INSERT INTO invoices ({COLUMNS}) VALUES {}", super::value_rows(chunk.len(), 49, 1));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for invoice in chunk {
@@ -213,7 +213,7 @@ pub async fn external_ids_taken(
     external_ids: &[&str],
 ) -> Result<Vec<String>, StoreError> {
     let mut taken = Vec::new();
-    for chunk in external_ids.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(external_ids) {
         let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql =
             format!("SELECT external_id FROM invoices WHERE merchant_id = $1 AND external_id IN ({})", list.join(", "));

@@ -585,12 +585,39 @@ pub(crate) fn value_rows(rows: usize, columns: usize, first: usize) -> String {
         .join(", ")
 }
 
-/// Rows per multi-row statement: far under SQLite's and PostgreSQL's bound-parameter limits for
-/// the widest row written this way (an invoice, 49 columns).
+/// Rows per multi-row statement at most: far under SQLite's and PostgreSQL's bound-parameter
+/// limits for the widest row written this way (an invoice, 49 columns).
 pub(crate) const ROWS_PER_STATEMENT: usize = 64;
+
+/// `rows` cut for multi-row statements: chunks of a power of two rows (the largest that fits
+/// first, at most [`ROWS_PER_STATEMENT`]), so a statement's text is one of a few per table.
+/// Each text is prepared once per connection and then comes from sqlx's statement cache; a text
+/// for every row count would be prepared afresh, a round trip more, nearly every time.
+pub(crate) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = ROWS_PER_STATEMENT.min(1 << rest.len().ilog2());
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
 
 #[cfg(test)]
 mod value_rows_tests {
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let rows: Vec<u32> = (0..75).collect();
+        let sizes: Vec<usize> = super::statement_chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, vec![64, 8, 2, 1]);
+        let joined: Vec<u32> = super::statement_chunks(&rows).flatten().copied().collect();
+        assert_eq!(joined, rows);
+        assert_eq!(super::statement_chunks::<u32>(&[]).count(), 0);
+    }
+
     #[test]
     fn numbers_the_placeholders_row_after_row() {
         assert_eq!(super::value_rows(2, 2, 1), "($1, $2), ($3, $4)");

@@ -309,7 +309,7 @@ pub(crate) async fn insert_delivery(
 }
 
 /// Queues the deliveries of events recorded in this transaction: `(event, endpoint, url)`
-/// each, due at `now`, in one statement per [`super::ROWS_PER_STATEMENT`]. For new events only:
+/// each, due at `now`, in a statement per [`super::statement_chunks`]. For new events only:
 /// none of them has a delivery yet, so unlike [`insert_delivery`] there is nothing to look for
 /// first (a duplicate `(event, url)` is still a no-op). Returns whether any was inserted.
 #[tracing::instrument(skip_all, fields(count = deliveries.len()))]
@@ -319,7 +319,7 @@ pub(crate) async fn insert_new_deliveries(
     now: i64,
 ) -> Result<bool, StoreError> {
     let mut inserted = 0;
-    for chunk in deliveries.chunks(super::ROWS_PER_STATEMENT) {
+    for chunk in super::statement_chunks(deliveries) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
                 format!("(${}, ${}, ${}, ${}, 'pending', 0, $1, $1, $1)", 4 * i + 2, 4 * i + 3, 4 * i + 4, 4 * i + 5)
