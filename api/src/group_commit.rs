@@ -18,10 +18,9 @@
 //!   commit (it replays the other's response, or gets its conflict). Two requests of one batch
 //!   never share a key or an `external_id`: the later one too is made on its own after the commit;
 //! - an `external_id` the merchant already has is that request's 409;
-//! - anything that fails the whole batch (an `external_id` taken meanwhile, a lock held longer
-//!   than a moment on PostgreSQL, a store error before the commit) rolls it back, and every
-//!   request of it is then made on its own, by the handler's own path ([`Submitted::Alone`]),
-//!   which answers each precisely;
+//! - anything that fails the whole batch (an `external_id` taken meanwhile, a store error before
+//!   the commit) rolls it back, and every request of it is then made on its own, by the
+//!   handler's own path ([`Submitted::Alone`]), which answers each precisely;
 //! - a request whose client hung up before its batch began is not made.
 //!
 //! One batch is written at a time, a lone request too (a batch of one): while it is written, the
@@ -117,6 +116,7 @@ impl GroupCommit {
 /// two requests (at most [`MAX_BATCH`]; the rest wait for the next), so its multi-row statements
 /// are of a few shapes that sqlx has prepared already (see `store::statement_chunks`).
 async fn write(writer: Writer, mut queue: mpsc::Receiver<Job>) {
+    let writer = Arc::new(writer);
     let mut waiting: VecDeque<Job> = VecDeque::new();
     loop {
         if waiting.is_empty() {
@@ -132,7 +132,13 @@ async fn write(writer: Writer, mut queue: mpsc::Receiver<Job>) {
             }
         }
         let size = MAX_BATCH.min(1 << waiting.len().ilog2());
-        writer.batch(waiting.drain(..size).collect()).await;
+        let batch: Vec<Job> = waiting.drain(..size).collect();
+        // A batch that panics (a bug) drops its requests' replies (they answer 503) and leaves
+        // the writer running for the next.
+        let writing = writer.clone();
+        if let Err(error) = tokio::spawn(async move { writing.batch(batch).await }).await {
+            tracing::error!(%error, "a batch of invoice creations stopped; its requests were answered 503");
+        }
     }
 }
 
@@ -167,14 +173,7 @@ impl Writer {
             Ok(tx) => tx,
             Err(_) => return Err(jobs),
         };
-        // Keys first, as a request made on its own claims its key first: both take their locks
-        // in the same order. On PostgreSQL a key or an external_id another transaction holds is
-        // waited for a moment only: this one writer makes every creation of the process.
-        if let Err(error) = tx.bound_lock_waits(LOCK_WAIT_MS).await {
-            tracing::debug!(%error, "could not bound the batch's lock waits; making its invoices one by one");
-            tx.rollback().await.ok();
-            return Err(jobs);
-        }
+        // Keys first, as a request made on its own claims its key first.
         let presented: Vec<idempotency::Presented<'_>> =
             jobs.iter().filter_map(|job| job.creation.guard.as_ref().map(IdempotencyGuard::presented)).collect();
         let claimed = match idempotency::claim_many(&mut tx, &presented).await {
@@ -262,22 +261,20 @@ impl Writer {
             tracing::error!(%error, count = jobs.len(), "the commit of a batch of invoices failed");
         }
         for (job, answer) in jobs.into_iter().zip(answers) {
-            let answer = match &committed {
-                Ok(()) => answer
+            let answer = match (&committed, answer) {
+                (Ok(()), answer) => answer
                     .map(|(invoice, body)| Box::new((invoice, crate::idempotency::created(StatusCode::CREATED, body)))),
-                Err(error) => Err(ApiError::internal(std::io::Error::other(format!(
+                (Err(error), Ok(_)) => Err(ApiError::internal(std::io::Error::other(format!(
                     "the commit of a batch of invoices failed: {error}"
                 )))),
+                // A request refused on its own keeps its own answer.
+                (Err(_), Err(refused)) => Err(refused),
             };
             job.reply.send(Submitted::Done(answer)).ok();
         }
         Ok(taken)
     }
 }
-
-/// How long a batch waits for a lock another transaction holds, on PostgreSQL, before it gives
-/// up and its requests are made one by one (each then waits as long as it must, on its own).
-const LOCK_WAIT_MS: u32 = 1000;
 
 /// Whether two creations may not be written in one batch: one merchant's same key or same
 /// `external_id`.

@@ -185,8 +185,8 @@ impl IdempotencyGuard {
         (self.merchant_id, &self.key)
     }
 
-    /// This key as a batch presents it ([`idempotency::claim_many`]): the group commit's
-    /// [`begin`] (`crate::group_commit`).
+    /// This key as a batch presents it ([`idempotency::claim_many`]), where a batch of the group
+    /// commit (`crate::group_commit`) claims its keys as [`begin`] claims one.
     pub fn presented(&self) -> idempotency::Presented<'_> {
         idempotency::Presented {
             merchant_id: self.merchant_id,
@@ -196,8 +196,8 @@ impl IdempotencyGuard {
         }
     }
 
-    /// This key's record completed with `body` ([`idempotency::complete_many`]): the group
-    /// commit's [`commit`].
+    /// This key's record completed with `body` ([`idempotency::complete_many`]), where a batch
+    /// of the group commit completes its keys as [`commit`] completes one.
     pub fn completed<'a>(&'a self, status: StatusCode, body: &'a str) -> idempotency::Completed<'a> {
         idempotency::Completed { merchant_id: self.merchant_id, key: &self.key, status: status.as_u16(), body }
     }

@@ -442,9 +442,11 @@ fn creation_bound(r: &BackendResult, m: &Measured, per_second: f64, cores: usize
     let per_creation_ms = 1000.0 / per_second.max(1e-9);
     let write = if m.backend == Backend::Sqlite {
         "a share of one write transaction: creations that arrive while one batch is written are written together \
-         in the next (group commit, `api/src/group_commit.rs`), with a statement each for the whole batch (its keys \
-         claimed, the merchant's fee schedule read, its addresses taken from the pool derived ahead of time, its \
-         invoices, their `invoice.created` events, the webhook endpoints read, its keys' records completed)"
+         in the next (group commit, `api/src/group_commit.rs`); for requests like these (one merchant, no \
+         `external_id`, payment options or webhook endpoints, the pool not empty) that is a statement each for \
+         the whole batch (its keys claimed, the merchant's fee schedule read, its addresses taken from the pool \
+         derived ahead of time, its invoices, their `invoice.created` events, the webhook endpoints read, its \
+         keys' records completed)"
     } else {
         "one write transaction (the key claimed, a deposit address claimed from the pool derived ahead of time, \
          with `FOR UPDATE SKIP LOCKED` so that concurrent creations take different rows, the invoice, its \
@@ -511,11 +513,11 @@ fn creation_bound(r: &BackendResult, m: &Measured, per_second: f64, cores: usize
             text.push_str(&format!(
                 " In the diagnostic run under strace, {:.0}% of the daemon's system-call time was `futex` ({} calls, \
                  {:.0} µs each): threads waking one another. sqlx runs each SQLite connection on a thread of its own, \
-                 and every statement is a round trip between the writer's task and that thread; a batch makes about \
-                 ten of them whatever its size (`BEGIN IMMEDIATE`, the keys claimed, the fee schedule read, the pooled \
-                 addresses taken, the invoices, their events, the webhook endpoints read, the keys completed, \
-                 `COMMIT`), so a batch passes at the pace of those hand-offs on the busy machine rather than of \
-                 SQLite's own work.",
+                 and every statement is a round trip between the writer's task and that thread; a batch of these \
+                 requests makes about ten of them whatever its size (`BEGIN IMMEDIATE`, the keys claimed, the fee \
+                 schedule read, the pooled addresses taken, the invoices, their events, the webhook endpoints read, \
+                 the keys completed, `COMMIT`), so a batch passes at the pace of those hand-offs on the busy machine \
+                 rather than of SQLite's own work.",
                 share * 100.0,
                 count(*calls),
                 *usecs as f64

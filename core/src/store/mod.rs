@@ -125,19 +125,6 @@ impl Tx {
         self.keys_changed = true;
     }
 
-    /// Bounds how long this transaction's statements wait for a row or index entry another
-    /// transaction holds, on PostgreSQL (`SET LOCAL lock_timeout`): past it the statement fails,
-    /// and the caller rolls back. Nothing on SQLite, whose writers never wait on each other's rows
-    /// (one writes at a time).
-    pub async fn bound_lock_waits(&mut self, millis: u32) -> Result<(), StoreError> {
-        if Backend::of(self) == Backend::Postgres {
-            sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{millis}ms'")))
-                .execute(&mut *self.inner)
-                .await?;
-        }
-        Ok(())
-    }
-
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.inner.rollback().await
