@@ -43,7 +43,7 @@ use depositd_core::wallet::HdWallet;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
-use crate::idempotency::IdempotencyGuard;
+use crate::idempotency_key::IdempotencyGuard;
 
 /// Requests written together at most (a power of two).
 const MAX_BATCH: usize = 64;
@@ -262,8 +262,9 @@ impl Writer {
         }
         for (job, answer) in jobs.into_iter().zip(answers) {
             let answer = match (&committed, answer) {
-                (Ok(()), answer) => answer
-                    .map(|(invoice, body)| Box::new((invoice, crate::idempotency::created(StatusCode::CREATED, body)))),
+                (Ok(()), answer) => answer.map(|(invoice, body)| {
+                    Box::new((invoice, crate::idempotency_key::created(StatusCode::CREATED, body)))
+                }),
                 (Err(error), Ok(_)) => Err(ApiError::internal(std::io::Error::other(format!(
                     "the commit of a batch of invoices failed: {error}"
                 )))),

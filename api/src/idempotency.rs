@@ -26,21 +26,13 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::extract::{self, PathId};
+pub use crate::idempotency_key::{IdempotencyGuard, created};
 use crate::state::AppState;
 
 /// How long a request waits for a concurrent one with the same key before answering 409 (only an
 /// earlier daemon's claim, committed before its work, makes one wait: claims of this one are
 /// waited for by the database, see `depositd_core::store::idempotency`).
 const WAIT_FOR_OWNER: Duration = Duration::from_secs(10);
-
-/// A request's `Idempotency-Key`, checked and not yet claimed: [`begin`] claims it in the
-/// work's transaction, [`commit`] completes it there.
-pub struct IdempotencyGuard {
-    merchant_id: Uuid,
-    key: String,
-    endpoint: &'static str,
-    request_hash: String,
-}
 
 /// The stored response of a key used before with the same request, marked as a replay.
 pub fn replay(status: u16, body: String) -> Response {
@@ -116,7 +108,7 @@ pub async fn check(
             idempotency::lookup(&mut conn, merchant_id, &key, endpoint, &request_hash).await?
         };
         match found {
-            None => return Ok(Ok(Some(IdempotencyGuard { merchant_id, key, endpoint, request_hash }))),
+            None => return Ok(Ok(Some(IdempotencyGuard::new(merchant_id, key, endpoint, request_hash)))),
             Some(Claim::Replay { status, body }) => return Ok(Err(replay(status, body))),
             Some(Claim::Mismatch) => return Err(conflict()),
             Some(Claim::InProgress | Claim::Owned) if started.elapsed() < WAIT_FOR_OWNER => {
@@ -172,35 +164,6 @@ pub async fn commit(
     }
     tx.commit().await.map_err(depositd_core::store::StoreError::from)?;
     Ok(created(status, body))
-}
-
-/// A creating request's answer: `status` with exactly `body`, JSON.
-pub fn created(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-impl IdempotencyGuard {
-    /// The merchant and key, which two requests of one batch may not share.
-    pub fn key(&self) -> (Uuid, &str) {
-        (self.merchant_id, &self.key)
-    }
-
-    /// This key as a batch presents it ([`idempotency::claim_many`]), where a batch of the group
-    /// commit (`crate::group_commit`) claims its keys as [`begin`] claims one.
-    pub fn presented(&self) -> idempotency::Presented<'_> {
-        idempotency::Presented {
-            merchant_id: self.merchant_id,
-            key: &self.key,
-            endpoint: self.endpoint,
-            request_hash: &self.request_hash,
-        }
-    }
-
-    /// This key's record completed with `body` ([`idempotency::complete_many`]), where a batch
-    /// of the group commit completes its keys as [`commit`] completes one.
-    pub fn completed<'a>(&'a self, status: StatusCode, body: &'a str) -> idempotency::Completed<'a> {
-        idempotency::Completed { merchant_id: self.merchant_id, key: &self.key, status: status.as_u16(), body }
-    }
 }
 
 /// [`commit`] for a response that carries a secret shown once (a new API key): `stored` (the

@@ -19,7 +19,9 @@
 //!   struct per endpoint, also its OpenAPI parameters), field rules; every 400 names its `param`.
 //! - [`idempotency`]: `Idempotency-Key` claims, replays and conflicts around creating requests,
 //!   and [`idempotency::Create`], the extractor every creating handler starts from.
-//! - [`group_commit`]: invoice creations that arrive together written in one transaction.
+//! - [`group_commit`]: invoice creations that arrive together written in one transaction (SQLite).
+//! - [`idempotency_key`]: a checked `Idempotency-Key` and a creating request's answer, which both
+//!   [`idempotency`] and [`group_commit`] use.
 //! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
 //! - [`address_pool`]: the background task that keeps invoice addresses derived ahead of time.
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
@@ -44,6 +46,7 @@ pub mod extract;
 pub mod group_commit;
 pub mod i18n;
 pub mod idempotency;
+pub mod idempotency_key;
 pub mod key_cache;
 pub mod openapi;
 pub mod price_feed;
