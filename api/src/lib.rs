@@ -24,6 +24,8 @@
 //!   [`idempotency`] and [`group_commit`] use.
 //! - [`expiry`]: the background task that expires unpaid invoices at `expires_at`.
 //! - [`address_pool`]: the background task that keeps invoice addresses derived ahead of time.
+//! - [`invoice_counts`]: the `depositd_invoices` gauge, counted for `/metrics` one count at a
+//!   time, never long waited for, and at most a tenth of the time.
 //! - [`openapi`]: the OpenAPI 3.1 document generated from the handlers (`GET /openapi.json`).
 //! - [`schema`]: schemas the derives cannot write, for the routes' types (no import cycle with
 //!   [`openapi`], which imports the routes).
@@ -47,6 +49,7 @@ pub mod group_commit;
 pub mod i18n;
 pub mod idempotency;
 pub mod idempotency_key;
+pub mod invoice_counts;
 pub mod key_cache;
 pub mod openapi;
 pub mod price_feed;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub key_cache: Arc<crate::key_cache::KeyCache>,
     /// Invoice creations written together (see `crate::group_commit`).
     pub group_commit: Arc<crate::group_commit::GroupCommit>,
+    /// The `depositd_invoices` gauge's counting (see `crate::invoice_counts`).
+    pub invoice_counts: Arc<crate::invoice_counts::InvoiceCounts>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             chain_rpcs: Arc::new(chain_rpcs),
             key_cache: Arc::default(),
             group_commit: Arc::default(),
+            invoice_counts: Arc::default(),
         }
     }
 }

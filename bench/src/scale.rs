@@ -71,7 +71,11 @@ async fn start_daemon(bin: &std::path::Path, run: &RunDir, watched: u64, settle:
     let deadline = Instant::now() + Duration::from_secs(300);
     while to_watching.is_none() {
         anyhow::ensure!(daemon.alive(), "the daemon stopped at start; its log:\n{}", daemon.log_tail());
-        anyhow::ensure!(Instant::now() < deadline, "the daemon did not start watching within 300 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the daemon did not start watching within 300 s; its log:\n{}",
+            daemon.log_tail()
+        );
         if let Ok(response) =
             client.get(format!("{}/metrics", daemon.api_url)).timeout(Duration::from_millis(500)).send().await
         {

@@ -28,6 +28,7 @@ both_backends!(
     merchant_amount_bounds_replace_the_defaults,
     a_payment_update_never_overwrites_a_concurrent_change,
     an_asset_fee_schedule_prices_new_invoices_only,
+    the_invoice_gauge_never_holds_up_a_scrape,
 );
 
 const ALL: &[Scope] = &Scope::ALL;
@@ -737,4 +738,55 @@ async fn an_asset_fee_schedule_prices_new_invoices_only(db: TestDb) {
     )
     .await;
     assert!(error["error"]["message"].as_str().unwrap().contains("does not cover the fee"), "{error}");
+}
+
+/// `depositd_invoices` is counted from the store for `/metrics`, one count at a time, and a scrape
+/// never waits long for it (`depositd_api::invoice_counts`): with every pooled connection taken,
+/// `/metrics` still answers, with the gauge as it stood, and the count catches up once the
+/// database is free again. (Before, a scrape waited for a connection and then for a count of the
+/// whole table: at 10,000,000 invoices, longer than a scraper waits.)
+async fn the_invoice_gauge_never_holds_up_a_scrape(db: TestDb) {
+    use std::time::{Duration, Instant};
+
+    let app = TestApp::spawn(&db).await;
+    let (_, key) = app.merchant("Gauge Shop", ALL).await;
+    for _ in 0..2 {
+        assert_eq!(app.create_invoice(&key, json!({"amount": "10"})).await.status(), 201);
+    }
+    let scrape = || async {
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    let two = r#"depositd_invoices{status="pending"} 2"#;
+    let metrics = scrape().await;
+    assert!(metrics.contains(two), "{metrics}");
+
+    // Every connection of the pool taken: the count waits for one (up to the pool's 10 s), the
+    // scrapes do not.
+    let mut held = Vec::new();
+    for _ in 0..app.store.pool().options().get_max_connections() {
+        held.push(app.store.conn().await.unwrap());
+    }
+    let started = Instant::now();
+    for _ in 0..3 {
+        let metrics = scrape().await;
+        assert!(metrics.contains(two), "the gauge as it stood: {metrics}");
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "three scrapes waited {waited:?} for a database that was busy");
+    drop(held);
+
+    // Free again: the count that waited finishes, and a later one sees the new invoice.
+    assert_eq!(app.create_invoice(&key, json!({"amount": "10"})).await.status(), 201);
+    let three = r#"depositd_invoices{status="pending"} 3"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = scrape().await;
+        if metrics.contains(three) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gauge never caught up: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -61,15 +61,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    // Invoice counts are read at scrape time; a database that does not answer leaves them as
-    // they were (and /readyz says so).
-    if let Ok(mut conn) = state.store.conn().await
-        && let Ok(counts) = depositd_core::store::invoices::count_by_status(&mut conn).await
-    {
-        for (status, count) in counts {
-            state.metrics.invoices_by_status.with_label_values(&[status.as_str()]).set(count);
-        }
-    }
+    // Invoice counts are read from the store, at most one count at a time and never long waited
+    // for (see `crate::invoice_counts`).
+    state.invoice_counts.refresh(&state.store, &state.metrics).await;
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
 
