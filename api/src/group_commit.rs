@@ -4,9 +4,10 @@
 //!
 //! Why SQLite: one write transaction commits at a time, and every statement of it is a round trip
 //! to the connection's thread, so creations made one by one pass at the pace of those round trips;
-//! a batch costs about what one creation did. On PostgreSQL, where concurrent creations already
-//! commit side by side, batching measured slower (about 750 to 1,170 creations/s at concurrency 16,
-//! against 1,577/s made one by one, with the server's CPU busier per creation), so there each
+//! a batch costs about what one creation did (side by side on one machine, 3.3 to 3.5 times as
+//! many creations a second at concurrency 16). On PostgreSQL, where concurrent creations already
+//! commit side by side, batching showed no gain that stood out of the machine's noise when the two
+//! were run alternately (made alone 539 to 765 creations/s, batched 425 to 1,222/s), so there each
 //! creation is made on its own ([`GroupCommit::submit`]).
 //!
 //! The rules, each as the request made on its own would have it:

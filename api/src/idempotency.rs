@@ -108,7 +108,7 @@ pub async fn check(
             idempotency::lookup(&mut conn, merchant_id, &key, endpoint, &request_hash).await?
         };
         match found {
-            None => return Ok(Ok(Some(IdempotencyGuard::new(merchant_id, key, endpoint, request_hash)))),
+            None => return Ok(Ok(Some(IdempotencyGuard { merchant_id, key, endpoint, request_hash }))),
             Some(Claim::Replay { status, body }) => return Ok(Err(replay(status, body))),
             Some(Claim::Mismatch) => return Err(conflict()),
             Some(Claim::InProgress | Claim::Owned) if started.elapsed() < WAIT_FOR_OWNER => {

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use depositd_core::store::idempotency;
 use uuid::Uuid;
 
-/// A request's `Idempotency-Key`, checked and not yet claimed: `crate::idempotency::begin` claims it in the
-/// work's transaction, `crate::idempotency::commit` completes it there.
+/// A request's `Idempotency-Key`, checked and not yet claimed: `crate::idempotency::begin` claims
+/// it in the work's transaction, `crate::idempotency::commit` completes it there.
 pub struct IdempotencyGuard {
     pub(crate) merchant_id: Uuid,
     pub(crate) key: String,
@@ -18,10 +18,6 @@ pub struct IdempotencyGuard {
 }
 
 impl IdempotencyGuard {
-    pub(crate) fn new(merchant_id: Uuid, key: String, endpoint: &'static str, request_hash: String) -> Self {
-        IdempotencyGuard { merchant_id, key, endpoint, request_hash }
-    }
-
     /// The merchant and key, which two requests of one batch may not share.
     pub fn key(&self) -> (Uuid, &str) {
         (self.merchant_id, &self.key)
